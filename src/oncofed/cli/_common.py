@@ -1,0 +1,61 @@
+"""Shared CLI options and the one place user errors become clean messages."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from oncofed.client import Client, ClientError
+from oncofed.edge.errors import EdgeError
+from oncofed.learning.data import DataError
+from oncofed.orchestrator.errors import OrchestratorError
+from oncofed.wire.errors import WireError
+
+console = Console()
+err_console = Console(stderr=True)
+P = ParamSpec("P")
+R = TypeVar("R")
+USER_ERRORS = (ClientError, EdgeError, OrchestratorError, DataError, WireError, FileNotFoundError)
+
+StateDir = Annotated[Path, typer.Option("--dir", help="State directory.", show_default=False)]
+UrlOption = Annotated[
+    str | None, typer.Option("--url", envvar="ONCOFED_URL", help="Orchestrator URL.")
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", envvar="ONCOFED_TOKEN", help="Researcher or operator token."),
+]
+
+
+def friendly(func: Callable[P, R]) -> Callable[P, R]:
+    """Show expected errors as one red line and exit 1, not as a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except USER_ERRORS as exc:
+            detail = getattr(exc, "detail", None) or str(exc)
+            err_console.print(f"[bold red]error:[/] {detail}")
+            raise typer.Exit(1) from exc
+
+    return wrapper
+
+
+def client(url: str | None, token: str | None) -> Client:
+    return Client(url, token)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+    )

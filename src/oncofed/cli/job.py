@@ -1,0 +1,88 @@
+"""``oncofed job``: the researcher submits, watches and collects jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from oncofed.cli._common import TokenOption, UrlOption, client, console, friendly
+from oncofed.cli.watch import render_job
+from oncofed.client import Client, load_spec, write_result
+
+app = typer.Typer(help="Submit and follow federated jobs.", no_args_is_help=True)
+
+
+@app.command()
+@friendly
+def submit(
+    spec: Annotated[Path, typer.Argument(help="Job spec (YAML).")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    watch_: Annotated[bool, typer.Option("--watch", help="Follow it until it ends.")] = False,
+) -> None:
+    """Validate a job spec and submit it; prints the job id."""
+    job_spec = load_spec(spec)
+    api = client(url, token)
+    created = api.submit(job_spec)
+    console.print(f"Job [bold]{created.id}[/] ({created.name}) on sites {', '.join(created.sites)}")
+    if watch_:
+        _watch(api, created.id)
+
+
+@app.command()
+@friendly
+def watch(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Live progress: round, sites reporting, training loss, held-out metrics per round."""
+    _watch(client(url, token), job_id)
+
+
+def _watch(api: Client, job_id: str) -> None:
+    with Live(console=console, refresh_per_second=4) as live:
+        job = api.wait(job_id, on_update=lambda j: live.update(render_job(j)))
+    if job.status != "completed":
+        raise typer.Exit(1)
+
+
+@app.command("list")
+@friendly
+def list_jobs(url: UrlOption = None, token: TokenOption = None) -> None:
+    """All jobs with their status."""
+    table = Table("id", "name", "model", "status", "rounds", "created")
+    for job in client(url, token).jobs():
+        done = sum(1 for r in job.rounds if r.kind == "train" and r.status == "closed")
+        table.add_row(
+            job.id,
+            job.name,
+            job.spec.model.type,
+            job.status,
+            f"{done}/{job.spec.rounds}",
+            f"{job.created_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+@app.command()
+@friendly
+def result(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for model.safetensors, report.json, metrics.png.")
+    ],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Download the final model with its report and metric curves."""
+    api = client(url, token)
+    job = api.job(job_id)
+    paths = write_result(job, api.model_bytes(job_id), out)
+    console.print(render_job(job))
+    for kind, path in paths.items():
+        console.print(f"{kind:>7}: {path}")

@@ -1,0 +1,52 @@
+"""Live rendering of jobs: a progress bar and the per-round table."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from oncofed.client.report import curves
+from oncofed.wire.messages import JobPublic
+
+_STATUS = {"running": "yellow", "completed": "green", "failed": "red"}
+
+
+def render_job(job: JobPublic, last: int = 8) -> RenderableType:
+    """One job: progress, then the last rounds' loss and held-out metrics."""
+    metric = job.primary_metric
+    closed = sum(1 for r in job.rounds if r.status == "closed")
+    total = job.spec.rounds + 2  # stats round + training rounds + final evaluation
+    current = job.rounds[-1] if job.rounds else None
+    reporting = sum(1 for s in current.sites.values() if s.status == "accepted") if current else 0
+    head = Table.grid(padding=(0, 2))
+    head.add_row(
+        ProgressBar(total=total, completed=closed, width=40),
+        f"{closed}/{total} rounds",
+        f"[{_STATUS[job.status]}]{job.status}[/]",
+        (
+            f"round {current.number} ({current.kind}): {reporting}/{len(current.sites)} sites"
+            if current and job.status == "running"
+            else ""
+        ),
+    )
+    table = Table("round", "sites", "train loss", f"all sites {metric}", *job.sites, expand=False)
+    for row in curves(job)[-last:]:
+        loss = row["train_loss"]
+        table.add_row(
+            str(row["round"]),
+            "" if row["sites_reporting"] is None else str(row["sites_reporting"]),
+            "" if loss is None else f"{loss:.4f}",
+            _fmt(row["metrics"].get(metric)),
+            *(_fmt(row["site_metrics"].get(s, {}).get(metric)) for s in job.sites),
+        )
+    parts: list[RenderableType] = [head, table]
+    if job.error:
+        parts.append(f"[red]{job.error}[/]")
+    title = f"{job.name} [dim]{job.id[:8]} {job.spec.model.type}/{job.spec.strategy.name}[/]"
+    return Panel(Group(*parts), title=title, title_align="left")
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"

@@ -1,0 +1,134 @@
+"""A small synchronous client for researchers and operators (notebooks, scripts, the CLI)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from pydantic import ValidationError
+
+from oncofed.wire.messages import API_PREFIX, JobCreated, JobPublic, SiteCreated, SitePublic
+from oncofed.wire.spec import JobSpec
+
+URL_ENV, TOKEN_ENV = "ONCOFED_URL", "ONCOFED_TOKEN"
+
+
+class ClientError(Exception):
+    """A request the orchestrator refused, or a spec that does not validate."""
+
+
+def load_spec(source: Path | str | dict[str, Any]) -> JobSpec:
+    """A job spec from a YAML file or a dict; errors name the file and the field."""
+    where = str(source) if isinstance(source, Path | str) else "spec"
+    try:
+        data = (
+            yaml.safe_load(Path(source).read_text()) if isinstance(source, Path | str) else source
+        )
+    except (OSError, yaml.YAMLError) as exc:
+        raise ClientError(f"{where}: cannot be read: {exc}") from exc
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ClientError(f"{where}: invalid job spec: {problems}") from exc
+
+
+class Client:
+    """``Client(url, token)``; both default to ``ONCOFED_URL`` and ``ONCOFED_TOKEN``."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        url = url or os.environ.get(URL_ENV)
+        token = token or os.environ.get(TOKEN_ENV)
+        if not url or not token:
+            raise ClientError(f"give the orchestrator URL and token, or set {URL_ENV}/{TOKEN_ENV}")
+        self._http = httpx.Client(
+            base_url=url.rstrip("/") + API_PREFIX,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ClientError(
+                f"cannot reach the orchestrator at {self._http.base_url}: {exc}"
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ClientError(f"{method} {path}: HTTP {response.status_code}: {detail}")
+        return response
+
+    def health(self) -> dict[str, str]:
+        return dict(self._request("GET", "/health").json())
+
+    def sites(self) -> list[SitePublic]:
+        return [SitePublic.model_validate(s) for s in self._request("GET", "/sites").json()]
+
+    def add_site(self, name: str) -> SiteCreated:
+        return SiteCreated.model_validate(
+            self._request("POST", "/sites", json={"name": name}).json()
+        )
+
+    def submit(self, spec: JobSpec | Path | str | dict[str, Any]) -> JobCreated:
+        spec = spec if isinstance(spec, JobSpec) else load_spec(spec)
+        body = spec.model_dump(mode="json")
+        return JobCreated.model_validate(self._request("POST", "/jobs", json=body).json())
+
+    def job(self, job_id: str) -> JobPublic:
+        return JobPublic.model_validate_json(self._request("GET", f"/jobs/{job_id}").content)
+
+    def jobs(self) -> list[JobPublic]:
+        return [JobPublic.model_validate(j) for j in self._request("GET", "/jobs").json()]
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        poll: float = 0.5,
+        timeout: float | None = None,
+        on_update: Callable[[JobPublic], None] | None = None,
+    ) -> JobPublic:
+        """Poll until the job has completed or failed; ``on_update`` sees every state."""
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job.status != "running":
+                return job
+            if give_up is not None and time.monotonic() > give_up:
+                raise ClientError(f"job {job_id} still running after {timeout}s")
+            time.sleep(poll)
+
+    def model_bytes(self, job_id: str) -> bytes:
+        """The latest global model as safetensors bytes."""
+        return self._request("GET", f"/jobs/{job_id}/model").content

@@ -1,0 +1,171 @@
+"""A whole federation on this machine: one orchestrator and N edges, each a separate OS process
+talking HTTP on 127.0.0.1. Used by the demo, the integration tests and the benchmark."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from oncofed.client import Client
+from oncofed.edge import EdgeHome, LocalStore
+from oncofed.edge.enrol import enrol
+from oncofed.orchestrator import setup as state
+
+DATASET = "gbsg2"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalFederation:
+    """``with LocalFederation(root, {"site-a": csv, ...}) as fed: fed.client().submit(...)``."""
+
+    def __init__(
+        self,
+        root: Path,
+        site_data: Mapping[str, Path],
+        *,
+        dataset: str = DATASET,
+        edge_args: Sequence[str] = (),
+        orchestrator_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = root
+        self.site_data = dict(site_data)
+        self.dataset = dataset
+        self.edge_args = list(edge_args)
+        self.orchestrator_env = dict(orchestrator_env or {})
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = ""
+        self.orchestrator: subprocess.Popen[bytes] | None = None
+        self.edges: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "orchestrator"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def edge_dir(self, site: str) -> Path:
+        return self.root / "edges" / site
+
+    def __enter__(self) -> LocalFederation:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.token = state.initialise(self.state_dir)
+        self.start_orchestrator()
+        for site, data in self.site_data.items():
+            created = state.add_site(self.state_dir, site)
+            home = EdgeHome(self.edge_dir(site))
+            enrol(home, self.url, created.enrolment_token)
+            LocalStore(home.datasets).add(self.dataset, data)
+            self.start_edge(site)
+
+    def start_orchestrator(self) -> None:
+        """Start (or restart) the orchestrator process on the same port and state."""
+        self.orchestrator = self._spawn(
+            "orchestrator",
+            [
+                "orchestrator",
+                "serve",
+                "--dir",
+                str(self.state_dir),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            env=self.orchestrator_env,
+        )
+        self._wait_healthy()
+
+    def start_edge(self, site: str) -> subprocess.Popen[bytes]:
+        self.edges[site] = self._spawn(
+            f"edge-{site}",
+            [
+                "edge",
+                "run",
+                "--dir",
+                str(self.edge_dir(site)),
+                "--poll-seconds",
+                "10",
+                *self.edge_args,
+            ],
+        )
+        return self.edges[site]
+
+    def client(self) -> Client:
+        return Client(self.url, self.token)
+
+    def stop_orchestrator(self) -> None:
+        if self.orchestrator is not None:
+            _terminate(self.orchestrator)
+            self.orchestrator = None
+
+    def stop(self) -> None:
+        for process in self.edges.values():
+            process.send_signal(signal.SIGTERM)
+        for process in self.edges.values():
+            _terminate(process)
+        self.stop_orchestrator()
+
+    def _spawn(
+        self, name: str, args: list[str], env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "oncofed", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "160", **(env or {})},
+        )
+
+    def _wait_healthy(self, timeout: float = 60.0) -> None:
+        give_up = time.monotonic() + timeout
+        while time.monotonic() < give_up:
+            assert self.orchestrator is not None
+            if self.orchestrator.poll() is not None:
+                raise RuntimeError(f"orchestrator exited; see {self.logs / 'orchestrator.log'}")
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"orchestrator not healthy after {timeout}s")
+
+
+def _terminate(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,175 @@
+"""The edge agent: dials out to the orchestrator, long-polls for tasks, posts typed results.
+
+It opens no listening socket. Every byte it sends is logged to ``egress.jsonl`` in the edge
+directory, so the site admin can read exactly what left the site.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import httpx
+
+from oncofed import __version__
+from oncofed.edge.config import EdgeHome
+from oncofed.edge.runner import Outcome, TaskRunner
+from oncofed.edge.store import LocalStore
+from oncofed.wire.messages import API_PREFIX, SHA256_HEADER, Decline, ResultAck, TaskAssignment
+from oncofed.wire.tensors import sha256
+
+log = logging.getLogger("oncofed.edge")
+T = TypeVar("T")
+
+
+class FinalError(Exception):
+    """The orchestrator refused a request (4xx): retrying the same request cannot help."""
+
+
+class Agent:
+    """One site's connection to the orchestrator."""
+
+    def __init__(
+        self,
+        home: EdgeHome,
+        *,
+        poll_seconds: float = 25.0,
+        backoff: tuple[float, float] = (0.5, 30.0),
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        config = home.config()
+        self.home, self.site, self.orchestrator = home, config.site, str(config.orchestrator)
+        self._poll_seconds = poll_seconds
+        self._backoff = backoff
+        self._runner = TaskRunner(LocalStore(home.datasets), home.policy(), config.site)
+        self._http = httpx.Client(
+            base_url=str(config.orchestrator).rstrip("/") + API_PREFIX,
+            headers={
+                "Authorization": f"Bearer {home.credential()}",
+                "User-Agent": f"oncofed-edge/{__version__}",
+            },
+            timeout=httpx.Timeout(60.0, read=poll_seconds + 30.0),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def run(self, stop: threading.Event | None = None, max_tasks: int | None = None) -> int:
+        """Poll and work until ``stop`` is set or ``max_tasks`` are done; returns the count."""
+        stop = stop or threading.Event()
+        done = 0
+        while not stop.is_set() and (max_tasks is None or done < max_tasks):
+            task = self._retrying(self._poll, stop)
+            if task is None:
+                continue
+            self.handle(task, stop)
+            done += 1
+        return done
+
+    def handle(self, task: TaskAssignment, stop: threading.Event | None = None) -> ResultAck | None:
+        """Run one task and deliver its outcome (retrying until the orchestrator answers)."""
+        log.info(
+            "task %s: %s round %d of job %s", task.task_id, task.kind, task.round, task.spec.name
+        )
+        try:
+            outcome = self._runner.run(task, self._fetch)
+        except Exception as exc:  # never crash the agent on one bad task; say why, locally
+            log.exception("task %s failed", task.task_id)
+            outcome = Decline(reason=f"{type(exc).__name__} at the site; see the edge's log")
+        if task.kind == "evaluate" or isinstance(outcome, Decline):
+            self._runner.forget(task.job_id)
+        try:
+            ack = self._retrying(lambda: self._deliver(task, outcome), stop or threading.Event())
+        except FinalError as exc:
+            log.warning("task %s: orchestrator refused the result: %s", task.task_id, exc)
+            return None
+        if ack is not None and ack.status == "rejected":
+            log.warning("task %s: update rejected: %s", task.task_id, ack.detail)
+        return ack
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    def _poll(self) -> TaskAssignment | None:
+        response = self._http.get("/tasks/next", params={"wait": self._poll_seconds})
+        if response.status_code == 204:
+            return None
+        _raise_for_status(response)
+        return TaskAssignment.model_validate_json(response.content)
+
+    def _fetch(self, sha: str) -> bytes:
+        response = self._http.get(f"/blobs/{sha}")
+        _raise_for_status(response)
+        return response.content
+
+    def _deliver(self, task: TaskAssignment, outcome: Outcome) -> ResultAck:
+        if isinstance(outcome, bytes):
+            path, body, kind = f"/tasks/{task.task_id}/update", outcome, "application/octet-stream"
+        elif isinstance(outcome, Decline):
+            path, body, kind = (
+                f"/tasks/{task.task_id}/decline",
+                outcome.model_dump_json().encode(),
+                "application/json",
+            )
+        else:
+            path, body, kind = (
+                f"/tasks/{task.task_id}/result",
+                outcome.model_dump_json().encode(),
+                "application/json",
+            )
+        digest = sha256(body)
+        self._log_egress(task, path, body, digest)
+        response = self._http.post(
+            path, content=body, headers={"Content-Type": kind, SHA256_HEADER: digest}
+        )
+        if response.status_code == 422 and isinstance(outcome, bytes):
+            return ResultAck.model_validate_json(response.content)
+        _raise_for_status(response)
+        return ResultAck.model_validate_json(response.content)
+
+    def _log_egress(self, task: TaskAssignment, path: str, body: bytes, digest: str) -> None:
+        entry = {
+            "at": datetime.now(UTC).isoformat(),
+            "job": task.job_id,
+            "task": task.task_id,
+            "kind": task.kind,
+            "round": task.round,
+            "endpoint": path,
+            "bytes": len(body),
+            "sha256": digest,
+            "json": None if path.endswith("/update") else json.loads(body),
+        }
+        with self.home.egress_log.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    def _retrying(self, call: Callable[[], T], stop: threading.Event) -> T | None:
+        """Call until it answers; transport errors and 5xx back off exponentially with jitter."""
+        delay, ceiling = self._backoff
+        while not stop.is_set():
+            try:
+                return call()
+            except (httpx.TransportError, _ServerError) as exc:
+                log.warning("orchestrator unreachable (%s); retrying in %.1fs", exc, delay)
+                stop.wait(delay * (0.5 + random.random()))
+                delay = min(delay * 2, ceiling)
+        return None
+
+
+class _ServerError(Exception):
+    pass
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.status_code >= 500:
+        raise _ServerError(f"HTTP {response.status_code}")
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise FinalError(f"HTTP {response.status_code}: {detail}")

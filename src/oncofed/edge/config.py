@@ -1,0 +1,91 @@
+"""The edge's state directory: connection settings, credential, policy, datasets, egress log."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+
+from oncofed.edge.errors import EdgeError
+
+T = TypeVar("T")
+CONFIG = "edge.json"
+CREDENTIAL = "credential"
+POLICY = "policy.yaml"
+
+
+class EdgeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    orchestrator: HttpUrl
+    site: str
+
+
+class EdgePolicy(BaseModel):
+    """What this site agrees to run. Checked against every task, whatever the orchestrator says."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_tasks: list[str] = Field(default_factory=lambda: ["stats", "train", "evaluate"])
+    allowed_models: list[str] = Field(default_factory=lambda: ["logistic", "mlp", "cox", "cox_mlp"])
+    allowed_datasets: list[str] | None = Field(None, description="None: every registered dataset")
+    min_cohort_size: Annotated[int, Field(ge=1)] = 20
+    max_parameters: Annotated[int, Field(ge=1)] = 50_000_000
+    max_rounds: Annotated[int, Field(ge=1)] = 1000
+    max_local_epochs: Annotated[int, Field(ge=1)] = 100
+
+
+class EdgeHome:
+    """Paths and typed access to everything an edge keeps in its directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def datasets(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def egress_log(self) -> Path:
+        return self.root / "egress.jsonl"
+
+    def create(self, config: EdgeConfig, credential: str) -> None:
+        """Write a new edge's files; the credential is readable by its owner only."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.datasets.mkdir(exist_ok=True)
+        (self.root / CONFIG).write_text(config.model_dump_json(indent=2) + "\n")
+        secret = self.root / CREDENTIAL
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(credential)
+        policy = self.root / POLICY
+        if not policy.exists():
+            policy.write_text(yaml.safe_dump(EdgePolicy().model_dump(), sort_keys=False))
+
+    def config(self) -> EdgeConfig:
+        return self._load(CONFIG, EdgeConfig.model_validate_json)
+
+    def credential(self) -> str:
+        return self._load(CREDENTIAL, str.strip)
+
+    def policy(self) -> EdgePolicy:
+        return self._load(
+            POLICY, lambda text: EdgePolicy.model_validate(yaml.safe_load(text) or {})
+        )
+
+    def _load(self, name: str, parse: Callable[[str], T]) -> T:
+        path = self.root / name
+        if not path.exists():
+            raise EdgeError(f"{path} is missing: run 'oncofed edge init --dir {self.root}' first")
+        try:
+            return parse(path.read_text())
+        except (ValidationError, yaml.YAMLError) as exc:
+            raise EdgeError(f"{path} is not valid: {exc}") from exc
+
+
+def _parse_policy(text: str) -> EdgePolicy:
+    return EdgePolicy.model_validate(yaml.safe_load(text) or {})

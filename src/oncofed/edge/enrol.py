@@ -1,0 +1,28 @@
+"""Enrolment: swap the operator's one-time token for this site's own credential."""
+
+from __future__ import annotations
+
+import httpx
+
+from oncofed.edge.config import EdgeConfig, EdgeHome
+from oncofed.edge.errors import EnrolmentError
+from oncofed.wire.messages import API_PREFIX, EnrolRequest, EnrolResponse
+
+
+def enrol(
+    home: EdgeHome, orchestrator: str, token: str, transport: httpx.BaseTransport | None = None
+) -> EdgeConfig:
+    """Enrol with the orchestrator and write the edge's directory. The credential is stored
+    there only (mode 600) and never printed; the orchestrator keeps only its hash."""
+    url = orchestrator.rstrip("/") + API_PREFIX + "/enrol"
+    try:
+        with httpx.Client(transport=transport, timeout=30.0) as http:
+            response = http.post(url, json=EnrolRequest(token=token).model_dump())
+    except httpx.TransportError as exc:
+        raise EnrolmentError(f"cannot reach {orchestrator}: {exc}") from exc
+    if response.status_code != 200:
+        raise EnrolmentError(f"enrolment refused (HTTP {response.status_code}): {response.text}")
+    enrolled = EnrolResponse.model_validate_json(response.content)
+    config = EdgeConfig.model_validate({"orchestrator": orchestrator, "site": enrolled.site})
+    home.create(config, enrolled.credential)
+    return config

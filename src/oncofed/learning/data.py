@@ -1,0 +1,158 @@
+"""From a site's table to model inputs: outcome, feature encoding, hold-out split, scaling."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from oncofed.wire.messages import Standardization, StatsResult
+from oncofed.wire.spec import BinaryOutcome, JobSpec
+
+Table = Mapping[str, np.ndarray]
+
+
+class DataError(ValueError):
+    """A site's table does not fit the job spec; the message names the column."""
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Complete cases of one site, encoded for a job: numeric block, dummies and target."""
+
+    numeric: np.ndarray  # (n, p) float64 after transforms, unscaled
+    dummies: np.ndarray  # (n, q) float64 one-hot without the reference level
+    label: np.ndarray  # binary label, or survival event indicator (float64 0/1)
+    time: np.ndarray | None  # survival time, None for binary outcomes
+    excluded: int = 0  # rows left out (missing values, censored before the horizon)
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    def take(self, rows: np.ndarray) -> Cohort:
+        time = None if self.time is None else self.time[rows]
+        return Cohort(self.numeric[rows], self.dummies[rows], self.label[rows], time)
+
+    def design(self, scaling: Standardization) -> np.ndarray:
+        """The float32 model input: standardised numeric columns, then dummies."""
+        mean = np.asarray(scaling.mean, dtype=np.float64)
+        std = np.asarray(scaling.std, dtype=np.float64)
+        return np.hstack([(self.numeric - mean) / std, self.dummies]).astype(np.float32)
+
+    def stats(self) -> StatsResult:
+        """Count, sums and sums of squares of the numeric block (for pooled scaling)."""
+        return StatsResult(
+            n=len(self),
+            sums=self.numeric.sum(axis=0).tolist(),
+            sumsq=(self.numeric**2).sum(axis=0).tolist(),
+        )
+
+
+def _column(table: Table, name: str) -> np.ndarray:
+    if name not in table:
+        raise DataError(f"column {name!r} is not in the dataset (it has {sorted(table)})")
+    return np.asarray(table[name])
+
+
+def _numeric(table: Table, name: str) -> np.ndarray:
+    values = _column(table, name)
+    try:
+        return values.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"column {name!r} is not numeric") from exc
+
+
+def build_cohort(spec: JobSpec, table: Table) -> Cohort:
+    """Encode ``table`` for ``spec``, dropping incomplete rows and rows without a label."""
+    n = len(next(iter(table.values()))) if table else 0
+    keep = np.ones(n, dtype=bool)
+    numeric: list[np.ndarray] = []
+    dummies: list[np.ndarray] = []
+    for feature in spec.features:
+        if feature.levels is None:
+            values = _numeric(table, feature.name)
+            if feature.transform == "log1p":
+                if np.any(values[np.isfinite(values)] <= -1):
+                    raise DataError(f"column {feature.name!r} has values <= -1; log1p undefined")
+                values = np.log1p(values)
+            keep &= np.isfinite(values)
+            numeric.append(values)
+        else:
+            raw = _column(table, feature.name)
+            text = np.array([str(v) for v in raw], dtype=object)
+            known = np.isin(text, feature.levels)
+            unknown = set(text[~known]) - {"None", "nan", ""}
+            if unknown:
+                raise DataError(
+                    f"column {feature.name!r} has {len(unknown)} distinct values "
+                    f"outside the levels {feature.levels}"
+                )
+            keep &= known
+            dummies.extend((text == level).astype(np.float64) for level in feature.levels[1:])
+    label, time = _target(spec, table, keep)
+    rows = np.flatnonzero(keep)
+    empty = np.empty((n, 0))
+    return Cohort(
+        numeric=(np.column_stack(numeric) if numeric else empty)[rows],
+        dummies=(np.column_stack(dummies) if dummies else empty)[rows],
+        label=label[rows],
+        time=None if time is None else time[rows],
+        excluded=int(n - rows.size),
+    )
+
+
+def _target(spec: JobSpec, table: Table, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Label (and time for survival); marks unusable rows in ``keep`` in place."""
+    outcome = spec.outcome
+    if isinstance(outcome, BinaryOutcome) and outcome.label is not None:
+        label = _numeric(table, outcome.label)
+        keep &= np.isin(label, (0.0, 1.0))
+        return label, None
+    assert outcome.time is not None and outcome.event is not None  # the spec guarantees both
+    time = _numeric(table, outcome.time)
+    event = _numeric(table, outcome.event)
+    keep &= np.isfinite(time) & (time >= 0) & np.isin(event, (0.0, 1.0))
+    if isinstance(outcome, BinaryOutcome):
+        horizon = float(outcome.horizon_days or 0.0)
+        happened = (event == 1) & (time <= horizon)
+        keep &= happened | (time > horizon)
+        return happened.astype(np.float64), None
+    return event, time
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed (train, held-out) row indices: the same rows for every round of a job."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_eval = min(max(1, round(fraction * n)), n - 1) if n > 1 else 0
+    return np.sort(order[n_eval:]), np.sort(order[:n_eval])
+
+
+def split_cohort(spec: JobSpec, cohort: Cohort) -> tuple[Cohort, Cohort]:
+    """The job's fixed (train, held-out) split of one site's cohort."""
+    train_rows, eval_rows = holdout_split(len(cohort), spec.evaluation.holdout, spec.seed)
+    return cohort.take(train_rows), cohort.take(eval_rows)
+
+
+def concat(cohorts: Sequence[Cohort]) -> Cohort:
+    """Rows of several cohorts in one (for pooled references; never done at a real site)."""
+    times = [c.time for c in cohorts]
+    return Cohort(
+        numeric=np.vstack([c.numeric for c in cohorts]),
+        dummies=np.vstack([c.dummies for c in cohorts]),
+        label=np.concatenate([c.label for c in cohorts]),
+        time=None if any(t is None for t in times) else np.concatenate(times),  # type: ignore[arg-type]
+    )
+
+
+def pooled_standardization(parts: Sequence[StatsResult]) -> Standardization:
+    """Mean and population standard deviation over all sites' rows, exactly as if pooled."""
+    n = sum(p.n for p in parts)
+    if n == 0:
+        raise DataError("no rows to standardise")
+    sums = np.sum([p.sums for p in parts], axis=0)
+    sumsq = np.sum([p.sumsq for p in parts], axis=0)
+    mean = sums / n
+    var = np.maximum(sumsq / n - mean**2, 0.0)
+    std = np.where(var > 1e-12, np.sqrt(var), 1.0)
+    return Standardization(mean=mean.tolist(), std=std.tolist())

@@ -1,0 +1,41 @@
+"""Torch modules built from the registry's declaration; only the edge and baselines import it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from oncofed.learning.registry import architecture
+from oncofed.wire.spec import ModelSpec
+from oncofed.wire.tensors import Weights
+
+
+class DenseStack(nn.Module):
+    """Dense layers with ReLU and dropout between them; outputs one score per row."""
+
+    def __init__(self, model: ModelSpec, n_inputs: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.Linear(d.n_in, d.n_out, bias=d.bias) for d in architecture(model, n_inputs)
+        )
+        self.dropout = nn.Dropout(model.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *hidden, last = self.layers
+        for layer in hidden:
+            x = self.dropout(torch.relu(layer(x)))
+        return last(x).squeeze(-1)
+
+
+def build_module(model: ModelSpec, n_inputs: int, weights: Mapping[str, np.ndarray]) -> DenseStack:
+    """A module holding ``weights``; names and shapes must match exactly."""
+    module = DenseStack(model, n_inputs)
+    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+    return module
+
+
+def module_weights(module: nn.Module) -> Weights:
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}

@@ -1,0 +1,113 @@
+"""Local training and prediction in PyTorch: seeded, deterministic on CPU."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from oncofed.learning.data import Cohort
+from oncofed.learning.metrics import binary_metrics, survival_metrics
+from oncofed.learning.registry import TASKS
+from oncofed.learning.torch_model import build_module, module_weights
+from oncofed.wire.spec import JobSpec
+from oncofed.wire.tensors import Weights
+
+
+def cox_partial_likelihood(
+    risk: torch.Tensor, time: torch.Tensor, event: torch.Tensor
+) -> torch.Tensor:
+    """Negative Cox partial log-likelihood per event, Breslow's method for ties.
+
+    ``-(1/D) sum_{i: d_i=1} [ r_i - log sum_{j: t_j >= t_i} exp(r_j) ]``.
+    """
+    order = torch.argsort(time, descending=True, stable=True)
+    risk, time, event = risk[order], time[order], event[order]
+    log_risk_set = torch.logcumsumexp(risk, dim=0)
+    ascending = -time  # sorted ascending; the risk set of a tie ends at its last member
+    last_tied = torch.searchsorted(ascending, ascending, right=True) - 1
+    n_events = event.sum().clamp(min=1.0)
+    return -((risk - log_risk_set[last_tied]) * event).sum() / n_events
+
+
+@dataclass(frozen=True)
+class LocalFit:
+    weights: Weights
+    loss: float  # mean training loss over the last epoch
+
+
+def _loss_fn(spec: JobSpec) -> nn.Module | None:
+    return nn.BCEWithLogitsLoss() if TASKS[spec.model.type] == "binary" else None
+
+
+def train(
+    spec: JobSpec,
+    weights: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    cohort: Cohort,
+    *,
+    seed: int,
+    epochs: int | None = None,
+    proximal_mu: float = 0.0,
+) -> LocalFit:
+    """Train from ``weights`` on ``x`` for ``epochs`` (default: the spec's local epochs)."""
+    torch.use_deterministic_algorithms(True)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout masks
+    module = build_module(spec.model, x.shape[1], weights)
+    anchor = [p.detach().clone() for p in module.parameters()]
+    local = spec.local
+    params = list(module.parameters())
+    optimizer: torch.optim.Optimizer = (
+        torch.optim.Adam(params, lr=local.lr, weight_decay=local.weight_decay)
+        if local.optimizer == "adam"
+        else torch.optim.SGD(params, lr=local.lr, weight_decay=local.weight_decay)
+    )
+    inputs = torch.from_numpy(x)
+    label = torch.from_numpy(cohort.label.astype(np.float32))
+    time = None if cohort.time is None else torch.from_numpy(cohort.time.astype(np.float32))
+    bce = _loss_fn(spec)
+    n = inputs.shape[0]
+    epoch_loss = float("nan")
+    module.train()
+    for _ in range(epochs or local.epochs):
+        total, seen = 0.0, 0
+        for batch in torch.randperm(n, generator=generator).split(local.batch_size):
+            out = module(inputs[batch])
+            if bce is not None:
+                loss = bce(out, label[batch])
+            else:
+                assert time is not None
+                loss = cox_partial_likelihood(out, time[batch], label[batch])
+            objective = loss
+            if proximal_mu > 0:
+                drift = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
+                objective = loss + proximal_mu / 2 * drift
+            optimizer.zero_grad()
+            objective.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+            seen += len(batch)
+        epoch_loss = total / seen
+    return LocalFit(module_weights(module), epoch_loss)
+
+
+def predict(spec: JobSpec, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Logits (binary models) or log relative risks (survival models)."""
+    module = build_module(spec.model, x.shape[1], weights)
+    module.eval()
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy().astype(np.float64)
+
+
+def evaluate(
+    spec: JobSpec, weights: Mapping[str, np.ndarray], x: np.ndarray, cohort: Cohort
+) -> dict[str, float]:
+    """The job's metrics for ``weights`` on ``cohort``."""
+    score = predict(spec, weights, x)
+    if cohort.time is None:
+        return binary_metrics(cohort.label, score)
+    return survival_metrics(cohort.time, cohort.label, score)

@@ -1,0 +1,72 @@
+"""The orchestrator's FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from oncofed import __version__
+from oncofed.orchestrator.blobs import BlobStore
+from oncofed.orchestrator.db import make_engine, session_factory
+from oncofed.orchestrator.errors import OrchestratorError
+from oncofed.orchestrator.notifier import Notifier
+from oncofed.orchestrator.rounds import Coordinator
+from oncofed.orchestrator.routes import edge, jobs, sites
+from oncofed.orchestrator.settings import Settings
+from oncofed.wire.messages import API_PREFIX
+
+log = logging.getLogger("oncofed.orchestrator")
+
+
+async def _tick(app: FastAPI, period: float) -> None:
+    """Close rounds whose deadline passed, whatever the edges are doing."""
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await run_in_threadpool(app.state.coordinator.expire)
+        except Exception:  # keep ticking; the next tick retries
+            log.exception("deadline check failed")
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app.state.notifier.bind(asyncio.get_running_loop())
+    ticker = asyncio.create_task(_tick(app, app.state.settings.tick_seconds))
+    try:
+        yield
+    finally:
+        ticker.cancel()
+        app.state.engine.dispose()
+
+
+async def _orchestrator_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OrchestratorError)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """An app on the schema at ``settings.url`` (migrated beforehand by ``migrate``)."""
+    app = FastAPI(title="oncofed orchestrator", version=__version__, lifespan=_lifespan)
+    engine = make_engine(settings.url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = session_factory(engine)
+    app.state.notifier = Notifier()
+    app.state.coordinator = Coordinator(
+        app.state.sessions, BlobStore(settings.blob_dir), app.state.notifier
+    )
+    app.add_exception_handler(OrchestratorError, _orchestrator_error)
+    for module in (edge, jobs, sites):
+        app.include_router(module.router, prefix=API_PREFIX)
+
+    @app.get(f"{API_PREFIX}/health", tags=["health"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app

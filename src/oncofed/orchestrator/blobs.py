@@ -1,0 +1,71 @@
+"""Content-addressed file store for model weights and results (named by SHA-256)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from oncofed.orchestrator.errors import NotFound
+
+_HEX = set("0123456789abcdef")
+
+
+class BlobStore:
+    """``root/ab/abcdef...``; writes go through a temporary file and an atomic rename."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha: str) -> Path:
+        if len(sha) != 64 or not set(sha) <= _HEX:
+            raise NotFound(f"no blob {sha!r}")
+        return self.root / sha[:2] / sha
+
+    def exists(self, sha: str) -> bool:
+        return self.path(sha).exists()
+
+    def put(self, data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        if not self.exists(sha):
+            with self.spool() as (handle, path):
+                handle.write(data)
+            self.adopt(path, sha)
+        return sha
+
+    @contextmanager
+    def spool(self) -> Iterator[tuple[BinaryIO, Path]]:
+        """A temporary file in the store; removed on error, to be ``adopt``-ed on success."""
+        fd, name = tempfile.mkstemp(dir=self.tmp)
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle, path
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    def adopt(self, path: Path, sha: str) -> Path:
+        """Move a spooled file into place under its hash (the caller computed it)."""
+        target = self.path(sha)
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():
+            path.unlink(missing_ok=True)
+        else:
+            os.replace(path, target)
+        return target
+
+    def read(self, sha: str) -> bytes:
+        path = self.path(sha)
+        if not path.exists():
+            raise NotFound(f"no blob {sha}")
+        return path.read_bytes()
+
+    def delete(self, sha: str) -> None:
+        self.path(sha).unlink(missing_ok=True)

@@ -1,0 +1,88 @@
+"""Dependency aliases used by every route: settings, sessions, the coordinator, identities."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from oncofed.orchestrator import identity
+from oncofed.orchestrator.errors import Forbidden, Unauthorized
+from oncofed.orchestrator.rounds import Coordinator
+from oncofed.orchestrator.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+@dataclass(frozen=True)
+class Caller:
+    id: int
+    name: str
+    role: str
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_sessions(request: Request) -> sessionmaker[Session]:
+    sessions: sessionmaker[Session] = request.app.state.sessions
+    return sessions
+
+
+def get_session(
+    sessions: Annotated[sessionmaker[Session], Depends(get_sessions)],
+) -> Iterator[Session]:
+    """One transaction per request: committed on success, rolled back on error."""
+    with sessions.begin() as session:
+        yield session
+
+
+def get_coordinator(request: Request) -> Coordinator:
+    coordinator: Coordinator = request.app.state.coordinator
+    return coordinator
+
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None:
+        raise Unauthorized("missing bearer token")
+    return credentials.credentials
+
+
+def current_site(
+    sessions: Annotated[sessionmaker[Session], Depends(get_sessions)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """The calling edge. A short transaction of its own: long polls hold no connection."""
+    with sessions.begin() as session:
+        site = identity.authenticate_site(session, _token(credentials))
+        return Caller(site.id, site.name, "site")
+
+
+def current_researcher(
+    sessions: Annotated[sessionmaker[Session], Depends(get_sessions)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """A researcher or the operator (the operator may do everything a researcher may)."""
+    with sessions() as session:
+        principal = identity.authenticate_principal(session, _token(credentials))
+        return Caller(principal.id, principal.name, principal.role)
+
+
+def current_admin(caller: Annotated[Caller, Depends(current_researcher)]) -> Caller:
+    if caller.role != "admin":
+        raise Forbidden("this needs the operator's token")
+    return caller
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+CoordinatorDep = Annotated[Coordinator, Depends(get_coordinator)]
+CurrentSite = Annotated[Caller, Depends(current_site)]
+CurrentResearcher = Annotated[Caller, Depends(current_researcher)]
+CurrentAdmin = Annotated[Caller, Depends(current_admin)]

@@ -1,0 +1,86 @@
+"""Principals (operator, researchers) and sites: creation, enrolment, authentication."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from oncofed.orchestrator.auth import new_token, token_hash
+from oncofed.orchestrator.db import Principal, Site, utcnow
+from oncofed.orchestrator.errors import Conflict, Unauthorized
+from oncofed.wire.messages import EnrolResponse, SiteCreated, SitePublic
+
+ROLES = ("admin", "researcher")
+
+
+def create_principal(session: Session, name: str, role: str) -> str:
+    """Create a principal and return its token (shown once; only the hash is stored)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    token = new_token("ofadm" if role == "admin" else "ofres")
+    session.add(Principal(name=name, role=role, token_hash=token_hash(token)))
+    _flush_unique(session, f"a principal named {name!r} exists already")
+    return token
+
+
+def authenticate_principal(session: Session, token: str) -> Principal:
+    principal = session.scalar(select(Principal).where(Principal.token_hash == token_hash(token)))
+    if principal is None:
+        raise Unauthorized("unknown or revoked token")
+    return principal
+
+
+def create_site(session: Session, name: str) -> SiteCreated:
+    """Register a site and return its one-time enrolment token."""
+    token = new_token("ofenr")
+    session.add(Site(name=name, enrolment_hash=token_hash(token)))
+    _flush_unique(session, f"a site named {name!r} exists already")
+    return SiteCreated(name=name, enrolment_token=token)
+
+
+def enrol(session: Session, enrolment_token: str) -> EnrolResponse:
+    """Swap a one-time enrolment token for the site's own long-lived credential."""
+    site = session.scalar(select(Site).where(Site.enrolment_hash == token_hash(enrolment_token)))
+    if site is None:
+        raise Unauthorized("unknown or already used enrolment token")
+    credential = new_token("ofsite")
+    site.enrolment_hash = None
+    site.credential_hash = token_hash(credential)
+    site.enrolled_at = site.last_seen_at = utcnow()
+    return EnrolResponse(site=site.name, credential=credential)
+
+
+def authenticate_site(session: Session, credential: str) -> Site:
+    """The site holding ``credential``; records that it was seen now."""
+    site = session.scalar(select(Site).where(Site.credential_hash == token_hash(credential)))
+    if site is None:
+        raise Unauthorized("unknown site credential")
+    site.last_seen_at = utcnow()
+    return site
+
+
+def list_sites(session: Session, window: timedelta) -> list[SitePublic]:
+    now = utcnow()
+    return [
+        SitePublic(
+            name=site.name,
+            enrolled=site.credential_hash is not None,
+            last_seen=site.last_seen_at,
+            connected=_recent(site.last_seen_at, now, window),
+        )
+        for site in session.scalars(select(Site).order_by(Site.name))
+    ]
+
+
+def _recent(seen: datetime | None, now: datetime, window: timedelta) -> bool:
+    return seen is not None and now - seen <= window
+
+
+def _flush_unique(session: Session, message: str) -> None:
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(message) from exc

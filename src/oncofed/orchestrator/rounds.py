@@ -1,0 +1,425 @@
+"""The job and round state machine: publish tasks, accept results, aggregate, advance.
+
+A job runs a ``stats`` round (pooled feature scaling), then ``train`` rounds 1..R, then one
+``evaluate`` round of the final model. Every state change is one database transaction taken
+under the job's lock. Accepted updates are folded into one running weighted sum per round;
+their files stay in the blob store until the round closes, so after a restart the sum is
+rebuilt from exactly the updates the database recorded as accepted: never lost, never twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from oncofed.learning.aggregate import WeightedMean
+from oncofed.learning.data import DataError, pooled_standardization
+from oncofed.learning.registry import initial_weights, parameter_count, parameter_shapes
+from oncofed.learning.strategies import build_strategy
+from oncofed.orchestrator.blobs import BlobStore
+from oncofed.orchestrator.db import Job, Round, Site, Task, utcnow
+from oncofed.orchestrator.errors import BadRequest, Conflict, Forbidden, NotFound
+from oncofed.orchestrator.notifier import Notifier
+from oncofed.wire import tensors
+from oncofed.wire.errors import BadTensorPayload
+from oncofed.wire.messages import (
+    EvaluateResult,
+    JobCreated,
+    ResultAck,
+    Standardization,
+    StatsResult,
+    TaskAssignment,
+    TrainResult,
+)
+from oncofed.wire.spec import JobSpec
+
+log = logging.getLogger("oncofed.orchestrator")
+T = TypeVar("T")
+OPEN_TASK = ("pending", "delivered")
+MAX_PARAMETERS = 200_000_000
+
+
+@lru_cache(maxsize=256)
+def parse_spec(spec_json: str) -> JobSpec:
+    return JobSpec.model_validate_json(spec_json)
+
+
+@dataclass
+class _Effects:
+    """What to do once the transaction has committed."""
+
+    notify: set[int] = field(default_factory=set)
+    delete: set[str] = field(default_factory=set)
+    drop_sums: set[int] = field(default_factory=set)
+
+
+class Coordinator:
+    """Owns every change of job, round and task state."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], blobs: BlobStore, notifier: Notifier | None = None
+    ) -> None:
+        self._sessions = sessions
+        self.blobs = blobs
+        self._notifier = notifier or Notifier()
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.RLock] = {}
+        self._sums: dict[int, WeightedMean] = {}
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _lock(self, job_id: str) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(job_id, threading.RLock())
+
+    def _transact(self, job_id: str | None, work: Callable[[Session, _Effects], T]) -> T:
+        """Run ``work`` in one transaction (under the job's lock), then apply its effects."""
+        effects = _Effects()
+        lock = self._lock(job_id) if job_id else threading.RLock()
+        with lock:
+            try:
+                with self._sessions.begin() as session:
+                    result = work(session, effects)
+            except BaseException:
+                if job_id:  # a running sum may hold an update the database never recorded
+                    self._drop_job_sums(job_id)
+                raise
+            for round_id in effects.drop_sums:
+                self._sums.pop(round_id, None)
+        for sha in effects.delete:
+            self.blobs.delete(sha)
+        if effects.notify:
+            self._notifier.notify(effects.notify)
+        return result
+
+    def _drop_job_sums(self, job_id: str) -> None:
+        with self._sessions() as session:
+            ids = session.scalars(select(Round.id).where(Round.job_id == job_id))
+            for round_id in ids:
+                self._sums.pop(round_id, None)
+
+    # -- jobs --------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec, owner_id: int) -> JobCreated:
+        """Store a job, its initial model and its first round; publish the round's tasks."""
+        n_params = parameter_count(spec.model, spec.n_inputs)
+        if n_params > MAX_PARAMETERS:
+            raise BadRequest(f"model has {n_params:,} parameters; the limit is {MAX_PARAMETERS:,}")
+        weights = initial_weights(spec.model, spec.n_inputs, spec.seed)
+        model_sha = self.blobs.put(tensors.encode(weights))
+
+        def work(session: Session, effects: _Effects) -> JobCreated:
+            sites = self._resolve_sites(session, spec)
+            job = Job(
+                id=uuid.uuid4().hex,
+                name=spec.name,
+                owner_id=owner_id,
+                spec_json=spec.model_dump_json(),
+                sites_json=json.dumps([s.name for s in sites]),
+                model_sha=model_sha,
+            )
+            session.add(job)
+            session.flush()
+            self._open_round(session, effects, job, 0, "stats", None, [s.id for s in sites])
+            return JobCreated(id=job.id, name=job.name, sites=[s.name for s in sites])
+
+        created = self._transact(None, work)
+        log.info("job %s (%s) submitted for sites %s", created.id, spec.name, created.sites)
+        return created
+
+    @staticmethod
+    def _resolve_sites(session: Session, spec: JobSpec) -> list[Site]:
+        enrolled = {
+            s.name: s
+            for s in session.scalars(select(Site).where(Site.credential_hash.is_not(None)))
+        }
+        names = spec.sites if spec.sites is not None else sorted(enrolled)
+        unknown = [n for n in names if n not in enrolled]
+        if unknown:
+            raise BadRequest(f"sites: {unknown} are not enrolled sites")
+        if len(names) < spec.min_sites:
+            raise BadRequest(f"min_sites is {spec.min_sites} but only {len(names)} sites enrolled")
+        return [enrolled[n] for n in names]
+
+    def _open_round(
+        self,
+        session: Session,
+        effects: _Effects,
+        job: Job,
+        number: int,
+        kind: str,
+        input_sha: str | None,
+        site_ids: list[int],
+    ) -> None:
+        spec = parse_spec(job.spec_json)
+        deadline = utcnow() + timedelta(seconds=spec.round_timeout_s)
+        rnd = Round(job_id=job.id, number=number, kind=kind, input_sha=input_sha, deadline=deadline)
+        session.add(rnd)
+        session.flush()
+        for site_id in site_ids:
+            session.add(Task(id=uuid.uuid4().hex, round_id=rnd.id, site_id=site_id))
+        effects.notify.update(site_ids)
+
+    # -- edge side ---------------------------------------------------------------------
+
+    def next_task(self, site_id: int) -> TaskAssignment | None:
+        """The site's oldest open task (again, if it was delivered and never answered)."""
+        with self._sessions() as session:
+            found = session.execute(
+                select(Task.id, Round.job_id)
+                .join(Round, Task.round_id == Round.id)
+                .where(Task.site_id == site_id, Task.status.in_(OPEN_TASK), Round.status == "open")
+                .order_by(Round.opened_at)
+                .limit(1)
+            ).first()
+        if found is None:
+            return None
+        task_id, job_id = found
+
+        def work(session: Session, effects: _Effects) -> TaskAssignment | None:
+            task = session.get(Task, task_id)
+            if task is None or task.status not in OPEN_TASK or task.round.status != "open":
+                return None
+            task.status = "delivered"
+            task.delivered_at = utcnow()
+            rnd, job = task.round, task.round.job
+            spec = parse_spec(job.spec_json)
+            return TaskAssignment(
+                task_id=task.id,
+                job_id=job.id,
+                round=rnd.number,
+                kind=rnd.kind,
+                spec=spec,
+                model_sha256=rnd.input_sha,
+                standardization=(
+                    Standardization.model_validate_json(job.scaling_json)
+                    if job.scaling_json
+                    else None
+                ),
+                proximal_mu=build_strategy(spec.strategy).proximal_mu,
+            )
+
+        return self._transact(job_id, work)
+
+    def blob_for_site(self, site_id: int, sha: str) -> Path:
+        """A global model the site was sent; nothing else is readable by a site."""
+        with self._sessions() as session:
+            allowed = session.scalar(
+                select(Task.id)
+                .join(Round, Task.round_id == Round.id)
+                .where(Task.site_id == site_id, Round.input_sha == sha)
+                .limit(1)
+            )
+        if allowed is None:
+            raise NotFound(f"no blob {sha} for this site")
+        return self.blobs.path(sha)
+
+    def _job_of(self, site_id: int, task_id: str) -> str:
+        with self._sessions() as session:
+            row = session.execute(
+                select(Task.site_id, Round.job_id)
+                .join(Round, Task.round_id == Round.id)
+                .where(Task.id == task_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"no task {task_id}")
+        if row.site_id != site_id:
+            raise Forbidden(f"task {task_id} belongs to another site")
+        return str(row.job_id)
+
+    def _open_task(
+        self, session: Session, task_id: str, kind: str | None, sha: str | None
+    ) -> Task | ResultAck:
+        """The task if it can take a result of ``kind`` now, or the answer to give instead."""
+        task = session.get(Task, task_id)
+        assert task is not None  # _job_of found it
+        if task.status == "accepted":
+            if sha is not None and task.result_sha == sha:
+                return ResultAck(task_id=task_id, status="duplicate", detail="already accepted")
+            raise Conflict(f"task {task_id} already has a different accepted result")
+        if task.status not in OPEN_TASK or task.round.status != "open":
+            raise Conflict(f"task {task_id} is closed ({task.status}); its round has moved on")
+        if kind is not None and task.round.kind != kind:
+            raise BadRequest(f"task {task_id} is a {task.round.kind} task, not {kind}")
+        return task
+
+    def accept_update(self, site_id: int, task_id: str, path: Path, sha: str) -> ResultAck:
+        """Validate a spooled safetensors update, fold it into the round's sum, maybe close."""
+        job_id = self._job_of(site_id, task_id)
+
+        def work(session: Session, effects: _Effects) -> ResultAck:
+            task = self._open_task(session, task_id, "train", sha)
+            if isinstance(task, ResultAck):
+                path.unlink(missing_ok=True)
+                return task
+            spec = parse_spec(task.round.job.spec_json)
+            shapes = parameter_shapes(spec.model, spec.n_inputs)
+            try:
+                meta = tensors.check_file(path, shapes, TrainResult)
+                if meta.task_id != task_id:
+                    raise BadTensorPayload(f"payload is for task {meta.task_id}, not {task_id}")
+            except BadTensorPayload as exc:
+                path.unlink(missing_ok=True)
+                self._finish(task, "rejected", detail=str(exc))
+                log.warning("rejected update for task %s from site %s: %s", task_id, site_id, exc)
+                self._maybe_close(session, effects, task.round)
+                return ResultAck(task_id=task_id, status="rejected", detail=str(exc))
+            size = path.stat().st_size
+            stored = self.blobs.adopt(path, sha)
+            self._sum(task.round).add(tensors.iter_file(stored), float(meta.n_train))
+            self._finish(task, "accepted", sha=sha, result=meta.model_dump_json(), size=size)
+            self._maybe_close(session, effects, task.round)
+            return ResultAck(task_id=task_id, status="accepted")
+
+        return self._transact(job_id, work)
+
+    def accept_result(
+        self, site_id: int, task_id: str, result: StatsResult | EvaluateResult
+    ) -> ResultAck:
+        """A JSON result: feature statistics or an evaluation of the final model."""
+        job_id = self._job_of(site_id, task_id)
+        body = result.model_dump_json()
+        kind = "stats" if isinstance(result, StatsResult) else "evaluate"
+
+        def work(session: Session, effects: _Effects) -> ResultAck:
+            task = self._open_task(session, task_id, kind, tensors.sha256(body.encode()))
+            if isinstance(task, ResultAck):
+                return task
+            spec = parse_spec(task.round.job.spec_json)
+            if isinstance(result, StatsResult) and len(result.sums) != len(spec.numeric_names):
+                raise BadRequest(f"expected {len(spec.numeric_names)} feature sums")
+            self._finish(task, "accepted", sha=tensors.sha256(body.encode()), result=body)
+            self._maybe_close(session, effects, task.round)
+            return ResultAck(task_id=task_id, status="accepted")
+
+        return self._transact(job_id, work)
+
+    def decline(self, site_id: int, task_id: str, reason: str) -> ResultAck:
+        """The site will not take part (its policy, its data); it is left out of later rounds."""
+        job_id = self._job_of(site_id, task_id)
+
+        def work(session: Session, effects: _Effects) -> ResultAck:
+            task = self._open_task(session, task_id, None, None)
+            if isinstance(task, ResultAck):
+                return task
+            self._finish(task, "declined", detail=reason)
+            log.info("site %s declined task %s: %s", site_id, task_id, reason)
+            self._maybe_close(session, effects, task.round)
+            return ResultAck(task_id=task_id, status="declined", detail=reason)
+
+        return self._transact(job_id, work)
+
+    def expire(self) -> None:
+        """Close every open round whose deadline has passed, without its missing sites."""
+        now = utcnow()
+        with self._sessions() as session:
+            due = session.execute(
+                select(Round.id, Round.job_id).where(Round.status == "open", Round.deadline < now)
+            ).all()
+        for round_id, job_id in due:
+
+            def work(session: Session, effects: _Effects, round_id: int = round_id) -> None:
+                rnd = session.get(Round, round_id)
+                if rnd is None or rnd.status != "open":
+                    return
+                for task in rnd.tasks:
+                    if task.status in OPEN_TASK:
+                        self._finish(task, "expired", detail="no result before the round deadline")
+                self._maybe_close(session, effects, rnd)
+
+            self._transact(job_id, work)
+
+    # -- aggregation and round transitions ---------------------------------------------
+
+    @staticmethod
+    def _finish(
+        task: Task,
+        status: str,
+        *,
+        detail: str | None = None,
+        sha: str | None = None,
+        result: str | None = None,
+        size: int | None = None,
+    ) -> None:
+        task.status, task.detail, task.result_sha = status, detail, sha
+        task.result_json, task.bytes_received, task.finished_at = result, size, utcnow()
+
+    def _sum(self, rnd: Round) -> WeightedMean:
+        """The round's running sum, rebuilt from its accepted updates after a restart."""
+        if rnd.id not in self._sums:
+            spec = parse_spec(rnd.job.spec_json)
+            total = WeightedMean(parameter_shapes(spec.model, spec.n_inputs))
+            for task in rnd.tasks:
+                if task.status == "accepted" and task.result_sha and task.result_json:
+                    meta = TrainResult.model_validate_json(task.result_json)
+                    total.add(tensors.iter_file(self.blobs.path(task.result_sha)), meta.n_train)
+            self._sums[rnd.id] = total
+        return self._sums[rnd.id]
+
+    def _maybe_close(self, session: Session, effects: _Effects, rnd: Round) -> None:
+        session.flush()
+        if any(task.status in OPEN_TASK for task in rnd.tasks):
+            return
+        job = rnd.job
+        spec = parse_spec(job.spec_json)
+        accepted = [t for t in rnd.tasks if t.status == "accepted"]
+        rnd.status, rnd.closed_at = "closed", utcnow()
+        effects.drop_sums.add(rnd.id)
+        if len(accepted) < spec.min_sites:
+            missing = "; ".join(
+                f"{t.site.name}: {t.status} ({t.detail})" for t in rnd.tasks if t not in accepted
+            )
+            self._end(
+                job,
+                "failed",
+                f"round {rnd.number} ({rnd.kind}): {len(accepted)} sites "
+                f"reported, min_sites is {spec.min_sites}. {missing}",
+            )
+            return
+        active = [t.site_id for t in rnd.tasks if t.status != "declined"]
+        if rnd.kind == "stats":
+            try:
+                scaling = pooled_standardization(
+                    [StatsResult.model_validate_json(t.result_json or "") for t in accepted]
+                )
+            except DataError as exc:
+                self._end(job, "failed", str(exc))
+                return
+            job.scaling_json = scaling.model_dump_json()
+            self._open_round(session, effects, job, 1, "train", job.model_sha, active)
+        elif rnd.kind == "train":
+            self._advance_model(job, self._sum(rnd), effects)
+            effects.delete.update(t.result_sha for t in accepted if t.result_sha)
+            kind = "train" if rnd.number < spec.rounds else "evaluate"
+            self._open_round(session, effects, job, rnd.number + 1, kind, job.model_sha, active)
+        else:
+            self._end(job, "completed", None)
+        log.info(
+            "job %s round %d (%s) closed with %d sites", job.id, rnd.number, rnd.kind, len(accepted)
+        )
+
+    def _advance_model(self, job: Job, total: WeightedMean, effects: _Effects) -> None:
+        spec = parse_spec(job.spec_json)
+        assert job.model_sha is not None
+        current = tensors.decode(self.blobs.read(job.model_sha))
+        state = tensors.decode(self.blobs.read(job.state_sha)) if job.state_sha else {}
+        new, new_state = build_strategy(spec.strategy).update(current, total.result(), state)
+        job.model_sha = self.blobs.put(tensors.encode(new))
+        job.state_sha = self.blobs.put(tensors.encode(new_state)) if new_state else None
+
+    @staticmethod
+    def _end(job: Job, status: str, error: str | None) -> None:
+        job.status, job.error, job.finished_at = status, error, utcnow()
+        if error:
+            log.warning("job %s %s: %s", job.id, status, error)

@@ -1,0 +1,106 @@
+"""The API edges call. Edges dial out: they poll for tasks and post results here."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+
+from oncofed.orchestrator import identity
+from oncofed.orchestrator.deps import CoordinatorDep, CurrentSite, SessionDep, SettingsDep
+from oncofed.orchestrator.errors import BadRequest, PayloadTooLarge
+from oncofed.wire.messages import (
+    SHA256_HEADER,
+    Decline,
+    EnrolRequest,
+    EnrolResponse,
+    EvaluateResult,
+    ResultAck,
+    StatsResult,
+    TaskAssignment,
+)
+
+router = APIRouter(tags=["edge"])
+
+
+@router.post("/enrol")
+def enrol(body: EnrolRequest, session: SessionDep) -> EnrolResponse:
+    return identity.enrol(session, body.token)
+
+
+@router.get("/tasks/next", response_model=TaskAssignment, responses={204: {"description": "none"}})
+async def next_task(
+    request: Request,
+    site: CurrentSite,
+    coordinator: CoordinatorDep,
+    settings: SettingsDep,
+    wait: Annotated[float, Query(ge=0, le=120, description="Long-poll seconds")] = 25.0,
+) -> TaskAssignment | Response:
+    """Long poll: answers at once with a task, or when one is published, or 204 after ``wait``."""
+    notifier = request.app.state.notifier
+    deadline = time.monotonic() + min(wait, settings.long_poll_seconds)
+    while True:
+        published = notifier.event(site.id)  # taken first, so no publication is missed
+        task = await run_in_threadpool(coordinator.next_task, site.id)
+        if task is not None:
+            return task
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or await request.is_disconnected():
+            return Response(status_code=204)
+        try:
+            await asyncio.wait_for(published.wait(), timeout=remaining)
+        except TimeoutError:
+            return Response(status_code=204)
+
+
+@router.get("/blobs/{sha}", response_class=FileResponse)
+def get_blob(sha: str, site: CurrentSite, coordinator: CoordinatorDep) -> FileResponse:
+    path = coordinator.blob_for_site(site.id, sha)
+    return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.post("/tasks/{task_id}/update", response_model=ResultAck)
+async def post_update(
+    task_id: str,
+    request: Request,
+    site: CurrentSite,
+    coordinator: CoordinatorDep,
+    settings: SettingsDep,
+) -> JSONResponse:
+    """A training update as a safetensors body, spooled to disk while hashing (O(1) memory)."""
+    digest, size = hashlib.sha256(), 0
+    with coordinator.blobs.spool() as (handle, path):
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.max_upload_bytes:
+                raise PayloadTooLarge(f"update exceeds {settings.max_upload_bytes} bytes")
+            digest.update(chunk)
+            handle.write(chunk)
+    try:
+        sha = digest.hexdigest()
+        claimed = request.headers.get(SHA256_HEADER)
+        if claimed is not None and claimed != sha:
+            raise BadRequest(f"body SHA-256 is {sha}, not the {SHA256_HEADER} {claimed}")
+        ack = await run_in_threadpool(coordinator.accept_update, site.id, task_id, path, sha)
+    finally:
+        path.unlink(missing_ok=True)
+    return JSONResponse(ack.model_dump(), status_code=422 if ack.status == "rejected" else 200)
+
+
+@router.post("/tasks/{task_id}/result")
+def post_result(
+    task_id: str, body: StatsResult | EvaluateResult, site: CurrentSite, coordinator: CoordinatorDep
+) -> ResultAck:
+    return coordinator.accept_result(site.id, task_id, body)
+
+
+@router.post("/tasks/{task_id}/decline")
+def decline(
+    task_id: str, body: Decline, site: CurrentSite, coordinator: CoordinatorDep
+) -> ResultAck:
+    return coordinator.decline(site.id, task_id, body.reason)

@@ -1,0 +1,56 @@
+"""Researchers submit jobs, follow them and download the resulting model."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from oncofed.orchestrator.db import Job, Round, Task
+from oncofed.orchestrator.deps import CoordinatorDep, CurrentResearcher, SessionDep
+from oncofed.orchestrator.errors import Conflict, NotFound
+from oncofed.orchestrator.views import job_public
+from oncofed.wire.messages import JobCreated, JobPublic
+from oncofed.wire.spec import JobSpec
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+_LOAD = selectinload(Job.rounds).selectinload(Round.tasks).selectinload(Task.site)
+
+
+@router.post("", status_code=201)
+def submit(spec: JobSpec, caller: CurrentResearcher, coordinator: CoordinatorDep) -> JobCreated:
+    return coordinator.submit(spec, caller.id)
+
+
+@router.get("")
+def list_jobs(session: SessionDep, _: CurrentResearcher) -> list[JobPublic]:
+    jobs = session.scalars(select(Job).options(_LOAD).order_by(Job.created_at))
+    return [job_public(job) for job in jobs]
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, session: SessionDep, _: CurrentResearcher) -> JobPublic:
+    return job_public(_job(session, job_id))
+
+
+@router.get("/{job_id}/model", response_class=FileResponse)
+def get_model(
+    job_id: str, session: SessionDep, _: CurrentResearcher, coordinator: CoordinatorDep
+) -> FileResponse:
+    """The latest global model (the final one once the job has completed), as safetensors."""
+    job = _job(session, job_id)
+    if job.model_sha is None:
+        raise Conflict(f"job {job_id} has no model yet")
+    return FileResponse(
+        coordinator.blobs.path(job.model_sha),
+        media_type="application/octet-stream",
+        filename=f"{job.name}.safetensors",
+    )
+
+
+def _job(session: SessionDep, job_id: str) -> Job:
+    job = session.scalar(select(Job).options(_LOAD).where(Job.id == job_id))
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job

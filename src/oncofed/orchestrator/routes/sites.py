@@ -1,0 +1,29 @@
+"""Sites as the consortium sees them, and the operator's enrolment of new ones."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+
+from oncofed.orchestrator import identity
+from oncofed.orchestrator.deps import CurrentAdmin, CurrentResearcher, SessionDep, SettingsDep
+from oncofed.wire.messages import SiteCreated, SitePublic
+from oncofed.wire.spec import Name
+
+router = APIRouter(prefix="/sites", tags=["sites"])
+
+
+@router.get("")
+def list_sites(
+    session: SessionDep, settings: SettingsDep, _: CurrentResearcher
+) -> list[SitePublic]:
+    return identity.list_sites(session, timedelta(seconds=settings.connected_window_seconds))
+
+
+@router.post("", status_code=201)
+def add_site(
+    name: Annotated[Name, Body(embed=True)], session: SessionDep, _: CurrentAdmin
+) -> SiteCreated:
+    return identity.create_site(session, name)

@@ -1,0 +1,46 @@
+"""One settings class for the orchestrator: a state directory, optionally a database URL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CONFIG_FILE = "orchestrator.json"
+
+
+class Settings(BaseSettings):
+    """Read from ``ONCOFED_*`` environment variables, then ``DIR/orchestrator.json``."""
+
+    model_config = SettingsConfigDict(env_prefix="ONCOFED_", extra="ignore")
+
+    home: Path = Field(description="State directory: database (SQLite default) and blobs.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; SQLite in home if unset.")
+    long_poll_seconds: float = Field(25.0, gt=0, le=120)
+    connected_window_seconds: float = Field(60.0, gt=0, description="Seen within: connected.")
+    max_upload_bytes: int = Field(4 << 30, gt=0)
+    tick_seconds: float = Field(1.0, gt=0, description="How often round deadlines are checked.")
+
+    @property
+    def url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'oncofed.db').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @classmethod
+    def load(cls, home: Path) -> Settings:
+        """Settings for the state directory ``home``; the environment overrides its file."""
+        stored = home / CONFIG_FILE
+        values = json.loads(stored.read_text()) if stored.exists() else {}
+        env = cls(home=home)
+        explicit = env.model_dump(exclude_unset=True, exclude={"home"})
+        return cls(**{**values, **explicit, "home": home})
+
+    def save(self) -> None:
+        """Write the database URL (if any) next to the state, so ``serve`` finds it."""
+        data = {"database_url": self.database_url} if self.database_url else {}
+        (self.home / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")

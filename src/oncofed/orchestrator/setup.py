@@ -1,0 +1,51 @@
+"""Operator actions on an orchestrator's state directory, without going through HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from oncofed.orchestrator import identity
+from oncofed.orchestrator.db import Principal, make_engine, migrate, session_factory
+from oncofed.orchestrator.errors import Conflict
+from oncofed.orchestrator.settings import Settings
+from oncofed.wire.messages import SiteCreated
+
+
+def initialise(home: Path, database_url: str | None = None) -> str:
+    """Create the state directory and schema; return the operator's token (shown once)."""
+    home.mkdir(parents=True, exist_ok=True)
+    settings = Settings.load(home)
+    if database_url:
+        settings = settings.model_copy(update={"database_url": database_url})
+    settings.save()
+    migrate(settings.url)
+    with transaction(home) as session:
+        if session.scalar(select(Principal).where(Principal.role == "admin")) is not None:
+            raise Conflict(f"{home} is initialised already (it has an operator token)")
+        return identity.create_principal(session, "operator", "admin")
+
+
+@contextmanager
+def transaction(home: Path) -> Iterator[Session]:
+    """A committed-on-success session on the orchestrator state in ``home``."""
+    engine = make_engine(Settings.load(home).url)
+    try:
+        with session_factory(engine).begin() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def add_site(home: Path, name: str) -> SiteCreated:
+    with transaction(home) as session:
+        return identity.create_site(session, name)
+
+
+def add_principal(home: Path, name: str, role: str) -> str:
+    with transaction(home) as session:
+        return identity.create_principal(session, name, role)

@@ -1,0 +1,51 @@
+"""Messages and the tensor codec that both the orchestrator and the edge speak."""
+
+from oncofed.wire.errors import BadTensorPayload, WireError
+from oncofed.wire.messages import (
+    API_PREFIX,
+    SHA256_HEADER,
+    Decline,
+    EnrolRequest,
+    EnrolResponse,
+    EvaluateResult,
+    Evaluation,
+    JobCreated,
+    JobPublic,
+    ResultAck,
+    RoundPublic,
+    SiteCreated,
+    SitePublic,
+    SiteRound,
+    Standardization,
+    StatsResult,
+    TaskAssignment,
+    TaskKind,
+    TrainResult,
+)
+from oncofed.wire.spec import JobSpec, ModelSpec
+
+__all__ = [
+    "API_PREFIX",
+    "SHA256_HEADER",
+    "BadTensorPayload",
+    "Decline",
+    "EnrolRequest",
+    "EnrolResponse",
+    "EvaluateResult",
+    "Evaluation",
+    "JobCreated",
+    "JobPublic",
+    "JobSpec",
+    "ModelSpec",
+    "ResultAck",
+    "RoundPublic",
+    "SiteCreated",
+    "SitePublic",
+    "SiteRound",
+    "Standardization",
+    "StatsResult",
+    "TaskAssignment",
+    "TaskKind",
+    "TrainResult",
+    "WireError",
+]

@@ -1,0 +1,180 @@
+"""Control messages between researcher, orchestrator and edge: JSON validated by pydantic."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from oncofed.wire.spec import JobSpec
+
+API_PREFIX = "/v1"
+SHA256_HEADER = "X-Content-SHA256"
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+Finite = Annotated[float, AfterValidator(_finite)]
+Count = Annotated[int, Field(ge=0)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+TaskKind = Literal["stats", "train", "evaluate"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- enrolment ---------------------------------------------------------------------------
+
+
+class EnrolRequest(Message):
+    token: Annotated[str, Field(min_length=16, max_length=200)]
+
+
+class EnrolResponse(Message):
+    site: str
+    credential: str
+
+
+# -- tasks (orchestrator -> edge) --------------------------------------------------------
+
+
+class Standardization(Message):
+    """Pooled mean and standard deviation of each numeric feature, in spec order."""
+
+    mean: list[Finite]
+    std: list[Annotated[float, Field(gt=0.0)]]
+
+
+class TaskAssignment(Message):
+    task_id: str
+    job_id: str
+    round: Count
+    kind: TaskKind
+    spec: JobSpec
+    model_sha256: Sha256 | None = None
+    standardization: Standardization | None = None
+    proximal_mu: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+# -- results (edge -> orchestrator) ------------------------------------------------------
+
+
+class StatsResult(Message):
+    """Count, sum and sum of squares of each numeric feature over a site's training rows."""
+
+    n: Count
+    sums: list[Finite]
+    sumsq: list[Finite]
+
+
+class Evaluation(Message):
+    """Metrics of the received global model on the site's held-out rows."""
+
+    n_eval: Count
+    metrics: dict[str, Finite]
+
+
+class TrainResult(Message):
+    """Carried in the safetensors header of a training update."""
+
+    task_id: str
+    n_train: Annotated[int, Field(ge=1)]
+    train_loss: Finite
+    evaluation: Evaluation
+    compute_seconds: Annotated[float, Field(ge=0.0)]
+
+
+class EvaluateResult(Message):
+    evaluation: Evaluation
+    compute_seconds: Annotated[float, Field(ge=0.0)]
+
+
+class Decline(Message):
+    """The edge will not or cannot run the task; the reason is shown to the researcher."""
+
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class ResultAck(Message):
+    task_id: str
+    status: Literal["accepted", "duplicate", "rejected", "declined"]
+    detail: str = ""
+
+
+# -- sites -------------------------------------------------------------------------------
+
+
+class SiteCreated(Message):
+    name: str
+    enrolment_token: str
+
+
+class SitePublic(Message):
+    name: str
+    enrolled: bool
+    last_seen: datetime | None
+    connected: bool
+
+
+# -- jobs --------------------------------------------------------------------------------
+
+
+class SiteRound(Message):
+    """One site's part in one round."""
+
+    status: str
+    n_train: Count | None = None
+    train_loss: float | None = None
+    n_eval: Count | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    compute_seconds: float | None = None
+    bytes_received: Count | None = None
+    detail: str = ""
+
+
+class RoundPublic(Message):
+    number: Count
+    kind: TaskKind
+    status: Literal["open", "closed"]
+    opened_at: datetime
+    closed_at: datetime | None
+    sites: dict[str, SiteRound]
+    train_loss: float | None = Field(None, description="Sample-weighted over reporting sites.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Metrics of the global model this round received, sample-weighted.",
+    )
+
+
+class JobPublic(Message):
+    id: str
+    name: str
+    status: Literal["running", "completed", "failed"]
+    error: str | None
+    spec: JobSpec
+    created_at: datetime
+    finished_at: datetime | None
+    sites: list[str]
+    rounds: list[RoundPublic]
+    model_sha256: Sha256 | None
+
+    @property
+    def primary_metric(self) -> str:
+        return "c_index" if self.spec.outcome.type == "survival" else "auc"
+
+
+class JobCreated(Message):
+    id: str
+    name: str
+    sites: list[str]
+
+
+class ErrorBody(Message):
+    detail: str
