@@ -26,11 +26,11 @@ def submit(
 ) -> None:
     """Validate a job spec and submit it; prints the job id."""
     job_spec = load_spec(spec)
-    api = client(url, token)
-    created = api.submit(job_spec)
-    console.print(f"Job [bold]{created.id}[/] ({created.name}) on sites {', '.join(created.sites)}")
-    if watch_:
-        _watch(api, created.id)
+    with client(url, token) as api:
+        created = api.submit(job_spec)
+        console.print(f"Job [bold]{created.id}[/] ({created.name}) on {', '.join(created.sites)}")
+        if watch_:
+            _watch(api, created.id)
 
 
 @app.command()
@@ -41,7 +41,8 @@ def watch(
     token: TokenOption = None,
 ) -> None:
     """Live progress: round, sites reporting, training loss, held-out metrics per round."""
-    _watch(client(url, token), job_id)
+    with client(url, token) as api:
+        _watch(api, job_id)
 
 
 def _watch(api: Client, job_id: str) -> None:
@@ -56,7 +57,9 @@ def _watch(api: Client, job_id: str) -> None:
 def list_jobs(url: UrlOption = None, token: TokenOption = None) -> None:
     """All jobs with their status."""
     table = Table("id", "name", "model", "status", "rounds", "created")
-    for job in client(url, token).jobs():
+    with client(url, token) as api:
+        jobs = api.jobs()
+    for job in jobs:
         done = sum(1 for r in job.rounds if r.kind == "train" and r.status == "closed")
         table.add_row(
             job.id,
@@ -80,9 +83,9 @@ def result(
     token: TokenOption = None,
 ) -> None:
     """Download the final model with its report and metric curves."""
-    api = client(url, token)
-    job = api.job(job_id)
-    paths = write_result(job, api.model_bytes(job_id), out)
+    with client(url, token) as api:
+        job = api.job(job_id)
+        paths = write_result(job, api.model_bytes(job_id), out)
     console.print(render_job(job))
     for kind, path in paths.items():
         console.print(f"{kind:>7}: {path}")

@@ -29,7 +29,9 @@ def add(
 def list_sites(url: UrlOption = None, token: TokenOption = None) -> None:
     """Sites, whether they are enrolled, and whether they are connected now."""
     table = Table("site", "enrolled", "connected", "last seen")
-    for site in client(url, token).sites():
+    with client(url, token) as api:
+        sites = api.sites()
+    for site in sites:
         seen = site.last_seen.strftime("%Y-%m-%d %H:%M:%S UTC") if site.last_seen else "never"
         table.add_row(
             site.name,

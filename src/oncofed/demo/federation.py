@@ -138,13 +138,13 @@ class LocalFederation:
     def _spawn(
         self, name: str, args: list[str], env: Mapping[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("ab")
-        return subprocess.Popen(
-            [sys.executable, "-m", "oncofed", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "COLUMNS": "160", **(env or {})},
-        )
+        with (self.logs / f"{name}.log").open("ab") as log:  # the child keeps its own copy
+            return subprocess.Popen(
+                [sys.executable, "-m", "oncofed", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "COLUMNS": "160", **(env or {})},
+            )
 
     def _wait_healthy(self, timeout: float = 60.0) -> None:
         give_up = time.monotonic() + timeout

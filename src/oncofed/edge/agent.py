@@ -77,15 +77,25 @@ class Agent:
         log.info(
             "task %s: %s round %d of job %s", task.task_id, task.kind, task.round, task.spec.name
         )
+        stop = stop or threading.Event()
+
+        def fetch(sha: str) -> bytes:
+            data = self._retrying(lambda: self._fetch(sha), stop)
+            if data is None:
+                raise _Stopped
+            return data
+
         try:
-            outcome = self._runner.run(task, self._fetch)
+            outcome = self._runner.run(task, fetch)
+        except _Stopped:
+            return None
         except Exception as exc:  # never crash the agent on one bad task; say why, locally
             log.exception("task %s failed", task.task_id)
             outcome = Decline(reason=f"{type(exc).__name__} at the site; see the edge's log")
         if task.kind == "evaluate" or isinstance(outcome, Decline):
             self._runner.forget(task.job_id)
         try:
-            ack = self._retrying(lambda: self._deliver(task, outcome), stop or threading.Event())
+            ack = self._retrying(lambda: self._deliver(task, outcome), stop)
         except FinalError as exc:
             log.warning("task %s: orchestrator refused the result: %s", task.task_id, exc)
             return None
@@ -161,7 +171,11 @@ class Agent:
 
 
 class _ServerError(Exception):
-    pass
+    """A 5xx answer: the orchestrator may be restarting; retry."""
+
+
+class _Stopped(Exception):
+    """The agent was asked to stop while waiting for the orchestrator."""
 
 
 def _raise_for_status(response: httpx.Response) -> None:

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from oncofed.edge.errors import StoreError
 
+_CSV_NULLS = pacsv.ConvertOptions(strings_can_be_null=True)  # "", NA, NULL... are missing
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -52,7 +53,7 @@ def read_table(source: Path) -> pa.Table:
     suffix = source.suffix.lower()
     try:
         if suffix == ".csv":
-            table = pacsv.read_csv(source)
+            table = pacsv.read_csv(source, convert_options=_CSV_NULLS)
         elif suffix in (".parquet", ".pq"):
             table = pq.read_table(source)
         else:

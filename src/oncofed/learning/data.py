@@ -116,7 +116,7 @@ def _target(spec: JobSpec, table: Table, keep: np.ndarray) -> tuple[np.ndarray, 
     if isinstance(outcome, BinaryOutcome):
         horizon = float(outcome.horizon_days or 0.0)
         happened = (event == 1) & (time <= horizon)
-        keep &= happened | (time > horizon)
+        keep &= happened | (time >= horizon)  # followed event-free through the horizon
         return happened.astype(np.float64), None
     return event, time
 

@@ -29,15 +29,17 @@ def log_loss(label: np.ndarray, logit: np.ndarray) -> float:
 
 
 def concordance_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
-    """Harrell's C: among pairs with ``t_i < t_j`` and an event at ``t_i``, the share where
-    the earlier failure has the higher risk (ties in risk count one half). NaN without pairs.
+    """Harrell's C: among comparable pairs, the share where the earlier failure has the higher
+    risk (ties in risk count one half); NaN without pairs. A pair is comparable when there is
+    an event at ``t_i`` and ``t_j > t_i``, or ``t_j == t_i`` with ``j`` censored (still at
+    risk at ``t_i``), as in lifelines and R's survival package.
     """
     order = np.argsort(time, kind="stable")
     time, event, risk = time[order], event[order], risk[order]
     concordant = 0.0
     comparable = 0
     for i in np.flatnonzero(event == 1):
-        later = time > time[i]
+        later = (time > time[i]) | ((time == time[i]) & (event == 0))
         others = risk[later]
         comparable += others.size
         concordant += np.sum(risk[i] > others) + 0.5 * np.sum(risk[i] == others)

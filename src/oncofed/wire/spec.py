@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 
@@ -50,7 +50,7 @@ class BinaryOutcome(_Strict):
     """A 0/1 label column, or an event within a horizon derived from time and event columns.
 
     With ``horizon_days``: label 1 when the event happened at or before the horizon, 0 when
-    follow-up passed the horizon, and the row is left out when censored before it.
+    follow-up reached the horizon event-free, and the row is left out when censored before it.
     """
 
     type: Literal["binary"] = "binary"
@@ -144,19 +144,32 @@ class JobSpec(_Strict):
             }
         return data
 
-    @model_validator(mode="after")
-    def _consistent(self) -> JobSpec:
-        names = [f.name for f in self.features]
+    @field_validator("features")
+    @classmethod
+    def _distinct_features(cls, features: list[Feature]) -> list[Feature]:
+        names = [f.name for f in features]
         if len(set(names)) != len(names):
-            raise ValueError("features: each column may appear once")
-        survival = self.model.type in ("cox", "cox_mlp")
-        if survival != (self.outcome.type == "survival"):
+            raise ValueError("each column may appear once")
+        return features
+
+    @field_validator("model")
+    @classmethod
+    def _model_fits_outcome(cls, model: ModelSpec, info: ValidationInfo) -> ModelSpec:
+        outcome = info.data.get("outcome")
+        survival = model.type in ("cox", "cox_mlp")
+        if outcome is not None and survival != (outcome.type == "survival"):
             raise ValueError(
-                f"model.type {self.model.type!r} does not fit outcome.type {self.outcome.type!r}"
+                f"model.type {model.type!r} does not fit outcome.type {outcome.type!r}"
             )
-        if self.sites is not None and self.min_sites > len(self.sites):
+        return model
+
+    @field_validator("min_sites")
+    @classmethod
+    def _enough_sites(cls, min_sites: int, info: ValidationInfo) -> int:
+        sites = info.data.get("sites")
+        if sites is not None and min_sites > len(sites):
             raise ValueError("min_sites is larger than the number of sites listed")
-        return self
+        return min_sites
 
     @property
     def n_inputs(self) -> int:

@@ -1,0 +1,849 @@
+"""Benchmark of a whole federation on this machine.
+
+For 4 and 32 sites on 127.0.0.1 and an MLP of ~100k and of ~10M parameters it measures:
+seconds per round, orchestration overhead per round (round wall time minus the slowest site's
+``compute_seconds``), bytes on the wire per round (uploads and global-model downloads) and the
+orchestrator process's peak memory (VmHWM). Every configuration gets a fresh federation.
+
+``make bench`` runs it; figures are printed and written to ``bench/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from oncofed.demo.federation import DATASET, LocalFederation
+from oncofed.edge import EdgeHome, LocalStore
+from oncofed.edge.enrol import enrol
+from oncofed.learning.registry import parameter_count
+from oncofed.orchestrator import setup as state
+from oncofed.wire.messages import JobPublic
+from oncofed.wire.spec import ModelSpec
+
+HERE = Path(__file__).resolve().parent
+HOST_SCRIPT = HERE / "edge_host.py"
+RESULTS = HERE / "results.json"
+
+N_FEATURES = 10
+ROWS_PER_SITE = 200
+SEED = 20240611
+MIB = 1 << 20
+FLOAT32 = 4
+
+# Targets printed beside the figures.
+OVERHEAD_TARGET_S = 0.050  # 4 sites, ~100k parameters
+MEMORY_TARGET_BASE = 200 * MIB  # 32 sites, ~10M parameters: 2 x model bytes + 200 MiB
+
+# Edge memory model, measured on this machine (2 CPUs, 24 GiB): an `oncofed edge run` process
+# peaks at ~540 MiB with the 100k model (the CLI imports torch, matplotlib and the demo) and at
+# ~1 GiB with the 10M model; a bench/edge_host.py process idles at ~350 MiB; a training task
+# adds up to ~15 model sizes (download, decoded copy, module, anchor, gradients, Adam moments,
+# weights copy, update bytes).
+EDGE_PROCESS_BASE_BYTES = 550 * MIB
+EDGE_HOST_BASE_BYTES = 350 * MIB
+EDGE_TASK_MODEL_COPIES = 15
+EDGE_MEMORY_SHARE = 0.5  # of the machine's RAM the edges may use
+EDGE_HOSTS = 4  # processes in "hosted" mode
+POLL_SECONDS = 10.0
+JOB_TIMEOUT_S = 480.0
+ROUND_TIMEOUT_S = 900.0
+SAMPLE_PERIOD_S = 0.05
+
+EdgeMode = Literal["auto", "process", "hosted"]
+
+
+# -- configurations ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """One benchmark configuration."""
+
+    sites: int
+    target_parameters: int
+    rounds: int
+
+    @property
+    def label(self) -> str:
+        size = "100k" if self.target_parameters < 1_000_000 else "10M"
+        return f"{self.sites}x{size}"
+
+
+CONFIGS = (
+    Config(4, 100_000, 6),
+    Config(4, 10_000_000, 3),
+    Config(32, 100_000, 6),
+    Config(32, 10_000_000, 3),
+)
+
+
+def mlp_spec(hidden: list[int]) -> ModelSpec:
+    return ModelSpec(type="mlp", hidden=hidden)
+
+
+def hidden_for(target: int) -> list[int]:
+    """Two equal hidden widths whose MLP parameter count is closest to ``target``."""
+    # count(h) = 10h + h + h*h + h + h + 1 = h^2 + 13h + 1 for 10 inputs and one output
+    guess = round((-(N_FEATURES + 3) + math.sqrt((N_FEATURES + 3) ** 2 + 4 * target)) / 2)
+    candidates = [h for h in range(max(1, guess - 3), guess + 4)]
+    best = min(
+        candidates, key=lambda h: abs(parameter_count(mlp_spec([h, h]), N_FEATURES) - target)
+    )
+    return [best, best]
+
+
+def site_names(n: int) -> list[str]:
+    return [f"site-{i:02d}" for i in range(n)]
+
+
+def write_site_data(folder: Path, sites: Sequence[str], seed: int = SEED) -> dict[str, Path]:
+    """One CSV per site: 10 numeric features x0..x9 and a binary label y (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    beta = rng.normal(size=N_FEATURES)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for site in sites:
+        shift = rng.normal(scale=0.3, size=N_FEATURES)  # sites differ a little
+        x = rng.normal(loc=shift, size=(ROWS_PER_SITE, N_FEATURES))
+        p = 1.0 / (1.0 + np.exp(-(x @ beta) / math.sqrt(N_FEATURES)))
+        y = (rng.random(ROWS_PER_SITE) < p).astype(np.int64)
+        path = folder / f"{site}.csv"
+        header = ",".join([*(f"x{i}" for i in range(N_FEATURES)), "y"])
+        table = np.column_stack([x, y])
+        fmt = ["%.6f"] * N_FEATURES + ["%d"]
+        np.savetxt(path, table, delimiter=",", header=header, comments="", fmt=fmt)
+        paths[site] = path
+    return paths
+
+
+def job_spec(config: Config, hidden: list[int]) -> dict[str, Any]:
+    """One local step per round (batch = all training rows) keeps edge compute small."""
+    return {
+        "name": f"bench-{config.label}",
+        "dataset": DATASET,
+        "features": [f"x{i}" for i in range(N_FEATURES)],
+        "outcome": {"type": "binary", "label": "y"},
+        "model": {"type": "mlp", "hidden": hidden},
+        "strategy": {"name": "fedavg"},
+        "rounds": config.rounds,
+        "local": {"epochs": 1, "batch_size": ROWS_PER_SITE, "lr": 0.001, "optimizer": "adam"},
+        "seed": 0,
+        "min_sites": config.sites,
+        "round_timeout_s": ROUND_TIMEOUT_S,
+    }
+
+
+# -- edge processes ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EdgePlan:
+    """How the sites' agents are run: one process each, or several per host process."""
+
+    mode: Literal["process", "hosted"]
+    processes: int
+    max_concurrent: int  # tasks per host process at once; 0 = no limit
+    estimated_peak_bytes: int  # all edge processes together, every site training at once
+
+    def describe(self) -> str:
+        if self.mode == "process":
+            return f"process: {self.processes} edge processes (oncofed edge run), 1 site each"
+        limit = f", <= {self.max_concurrent} tasks at once each" if self.max_concurrent else ""
+        return f"hosted: {self.processes} processes (bench/edge_host.py) of agent threads{limit}"
+
+
+def machine_ram() -> int:
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemTotal in /proc/meminfo")
+
+
+def plan_edges(sites: int, model_bytes: int, requested: EdgeMode, ram: int) -> EdgePlan:
+    """One process per site when every site training at once fits; else threads in hosts."""
+    task_bytes = EDGE_TASK_MODEL_COPIES * model_bytes
+    budget = int(ram * EDGE_MEMORY_SHARE)
+    per_process = EDGE_PROCESS_BASE_BYTES + task_bytes
+    if requested == "process" or (requested == "auto" and sites * per_process <= budget):
+        return EdgePlan("process", sites, 0, sites * per_process)
+    hosts = min(EDGE_HOSTS, sites)
+    per_host = math.ceil(sites / hosts)
+    concurrent = max(1, (budget - hosts * EDGE_HOST_BASE_BYTES) // task_bytes)
+    limit = max(1, concurrent // hosts)
+    limit = 0 if limit >= per_host else limit
+    running = hosts * (limit or per_host)
+    return EdgePlan("hosted", hosts, limit, hosts * EDGE_HOST_BASE_BYTES + running * task_bytes)
+
+
+class BenchFederation(LocalFederation):
+    """A LocalFederation whose edges are started per the plan and watched until ready."""
+
+    def __init__(self, root: Path, site_data: Mapping[str, Path], plan: EdgePlan) -> None:
+        super().__init__(root, site_data, dataset=DATASET, edge_args=["--log-level", "INFO"])
+        self.plan = plan
+        self.timing_file = root / "edge-timing.jsonl"
+        self._ready_markers: dict[str, tuple[Path, str]] = {}
+
+    def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.token = state.initialise(self.state_dir)
+        self.start_orchestrator()
+        for site, data in self.site_data.items():
+            self.enrol_site(site, data)
+        sites = list(self.site_data)
+        if self.plan.mode == "process":
+            for site in sites:
+                self.start_edge(site)
+                self._ready_markers[site] = (self.logs / f"edge-{site}.log", "polling")
+        else:
+            for index in range(self.plan.processes):
+                self.start_host(index, sites[index :: self.plan.processes])
+
+    def enrol_site(self, site: str, data: Path) -> None:
+        created = state.add_site(self.state_dir, site)
+        home = EdgeHome(self.edge_dir(site))
+        enrol(home, self.url, created.enrolment_token)
+        LocalStore(home.datasets).add(self.dataset, data)
+
+    def start_host(self, index: int, sites: Sequence[str]) -> subprocess.Popen[bytes]:
+        name = f"host-{index}"
+        log_path = self.logs / f"{name}.log"
+        command = [
+            sys.executable,
+            str(HOST_SCRIPT),
+            "--timing",
+            str(self.timing_file),
+            "--poll-seconds",
+            str(POLL_SECONDS),
+            "--max-concurrent",
+            str(self.plan.max_concurrent),
+            *(str(self.edge_dir(site)) for site in sites),
+        ]
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self.edges[name] = process
+        self._ready_markers[name] = (log_path, "hosting")
+        return process
+
+    def wait_edges_ready(self, timeout: float = 300.0) -> None:
+        """Until every edge process has imported torch and started polling."""
+        give_up = time.monotonic() + timeout
+        waiting = dict(self._ready_markers)
+        while waiting:
+            for name, (log_path, marker) in list(waiting.items()):
+                if self.edges[name].poll() is not None:
+                    raise RuntimeError(f"edge process {name} exited; see {log_path}")
+                if log_path.exists() and marker in log_path.read_text(errors="replace"):
+                    del waiting[name]
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"edges not ready after {timeout}s: {sorted(waiting)}")
+            time.sleep(0.2)
+
+
+# -- /proc ------------------------------------------------------------------------------
+
+
+def proc_status_bytes(pid: int, key: str) -> int | None:
+    """A ``kB`` field of /proc/<pid>/status (VmRSS, VmHWM) in bytes; None once gone."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of a process."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float  # unix time
+    orchestrator_rss: int
+    orchestrator_cpu: float
+    edges_rss: int
+
+
+class Sampler(threading.Thread):
+    """Samples the RSS and CPU time of the orchestrator and the edges' total RSS."""
+
+    def __init__(self, orchestrator: int, edges: Sequence[int], period: float) -> None:
+        super().__init__(name="sampler", daemon=True)
+        self.orchestrator, self.edges, self.period = orchestrator, list(edges), period
+        self.samples: list[Sample] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.sample()
+            self._stop_event.wait(self.period)
+
+    def sample(self) -> None:
+        rss = proc_status_bytes(self.orchestrator, "VmRSS")
+        cpu = proc_cpu_seconds(self.orchestrator)
+        if rss is None or cpu is None:
+            return
+        edges = sum(proc_status_bytes(pid, "VmRSS") or 0 for pid in self.edges)
+        self.samples.append(Sample(time.time(), rss, cpu, edges))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+        self.sample()
+
+    def cpu_between(self, start: float, end: float) -> float | None:
+        """Orchestrator CPU seconds used between two unix times (nearest samples)."""
+        if not self.samples:
+            return None
+        times = [s.at for s in self.samples]
+
+        def cpu_at(moment: float) -> float:
+            index = min(range(len(times)), key=lambda i: abs(times[i] - moment))
+            return self.samples[index].orchestrator_cpu
+
+        return cpu_at(end) - cpu_at(start)
+
+
+# -- what the federation recorded -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskTimes:
+    """One task as the orchestrator's database and the edge's egress log recorded it."""
+
+    task_id: str
+    round: int
+    site: str
+    status: str
+    delivered_at: float | None
+    finished_at: float | None
+    upload_started: float | None  # edge: just before POSTing its result
+    slot_wait: float  # hosted edges: waiting for a host slot before working
+
+
+def _unix(value: str | None) -> float | None:
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def read_tasks(fed: BenchFederation, job_id: str) -> list[TaskTimes]:
+    """Task timestamps from the orchestrator's SQLite database, upload starts from egress."""
+    uploads: dict[str, float] = {}
+    for site in fed.site_data:
+        egress = fed.edge_dir(site) / "egress.jsonl"
+        if egress.exists():
+            for line in egress.read_text().splitlines():
+                entry = json.loads(line)
+                uploads[entry["task"]] = _unix(entry["at"]) or 0.0
+    waits: dict[str, float] = {}
+    if fed.timing_file.exists():
+        for line in fed.timing_file.read_text().splitlines():
+            entry = json.loads(line)
+            waits[entry["task"]] = float(entry["slot_wait_s"])
+    uri = f"file:{fed.state_dir / 'oncofed.db'}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as db:
+        rows = db.execute(
+            "SELECT t.id, r.number, s.name, t.status, t.delivered_at, t.finished_at "
+            "FROM task t JOIN round r ON t.round_id = r.id JOIN site s ON t.site_id = s.id "
+            "WHERE r.job_id = ? ORDER BY r.number, s.name",
+            (job_id,),
+        ).fetchall()
+    return [
+        TaskTimes(
+            task_id=row[0],
+            round=row[1],
+            site=row[2],
+            status=row[3],
+            delivered_at=_unix(row[4]),
+            finished_at=_unix(row[5]),
+            upload_started=uploads.get(row[0]),
+            slot_wait=waits.get(row[0], 0.0),
+        )
+        for row in rows
+    ]
+
+
+# -- per-round figures ------------------------------------------------------------------
+
+
+@dataclass
+class RoundFigures:
+    """One train round. Times in seconds; the critical path follows the last site to finish."""
+
+    number: int
+    measured: bool  # rounds 2..R are averaged
+    wall_s: float  # closed_at - opened_at
+    cycle_s: float  # next round's opened_at - opened_at
+    max_compute_s: float
+    overhead_s: float  # wall - slowest compute_seconds
+    bytes_up: int
+    fetchers: int
+    bytes_down: int
+    orchestrator_cpu_s: float | None
+    # critical path of the last site to finish: these sum to wall_s
+    dispatch_s: float  # round opened -> task delivered (long poll answered)
+    slot_wait_s: float  # hosted edges only: waiting for a host slot
+    compute_s: float  # its compute_seconds (download + evaluate + train)
+    edge_other_s: float  # delivered -> upload start, minus slot wait and compute
+    upload_accept_s: float  # upload start -> accepted (transfer, spool, validate, fold in)
+    close_s: float  # last accept -> round closed
+    aggregate_s: float  # round closed -> next round opened (new model, next tasks)
+    last_dispatch_s: float  # round opened -> last task delivered
+    median_upload_accept_s: float
+
+    @property
+    def bytes_total(self) -> int:
+        return self.bytes_up + self.bytes_down
+
+
+def train_round_figures(
+    job: JobPublic, tasks: Sequence[TaskTimes], blob_size: int, sampler: Sampler
+) -> list[RoundFigures]:
+    by_round: dict[int, list[TaskTimes]] = {}
+    for task in tasks:
+        by_round.setdefault(task.round, []).append(task)
+    opened = {r.number: r.opened_at.timestamp() for r in job.rounds}
+    figures = []
+    for rnd in job.rounds:
+        if rnd.kind != "train" or rnd.closed_at is None:
+            continue
+        start, end = opened[rnd.number], rnd.closed_at.timestamp()
+        following = opened.get(rnd.number + 1, end)
+        computes = [s.compute_seconds or 0.0 for s in rnd.sites.values()]
+        done = [t for t in by_round.get(rnd.number, []) if t.finished_at is not None]
+        last = max(done, key=lambda t: t.finished_at or 0.0)
+        delivered = last.delivered_at or start
+        uploaded = last.upload_started or delivered
+        finished = last.finished_at or end
+        compute = rnd.sites[last.site].compute_seconds or 0.0
+        accepts = [
+            (t.finished_at or 0.0) - t.upload_started for t in done if t.upload_started is not None
+        ]
+        fetched = [t for t in by_round.get(rnd.number, []) if t.delivered_at is not None]
+        figures.append(
+            RoundFigures(
+                number=rnd.number,
+                measured=rnd.number >= 2,
+                wall_s=end - start,
+                cycle_s=following - start,
+                max_compute_s=max(computes),
+                overhead_s=end - start - max(computes),
+                bytes_up=sum(s.bytes_received or 0 for s in rnd.sites.values()),
+                fetchers=len(fetched),
+                bytes_down=blob_size * len(fetched),
+                orchestrator_cpu_s=sampler.cpu_between(start, following),
+                dispatch_s=delivered - start,
+                slot_wait_s=last.slot_wait,
+                compute_s=compute,
+                edge_other_s=uploaded - delivered - last.slot_wait - compute,
+                upload_accept_s=finished - uploaded,
+                close_s=end - finished,
+                aggregate_s=following - end,
+                last_dispatch_s=max((t.delivered_at or start) for t in fetched) - start,
+                median_upload_accept_s=statistics.median(accepts) if accepts else 0.0,
+            )
+        )
+    return figures
+
+
+def median_of(rounds: Sequence[RoundFigures], get: Callable[[RoundFigures], float | None]) -> float:
+    values = [v for v in (get(r) for r in rounds) if v is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+# -- one configuration ------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """Everything measured for one configuration."""
+
+    label: str
+    sites: int
+    parameters: int
+    hidden: list[int]
+    rounds: int
+    model_bytes: int  # parameters x float32
+    blob_bytes: int  # the global model as safetensors, as downloaded
+    edge_plan: dict[str, Any]
+    edge_mode: str
+    startup_s: float = 0.0
+    job_s: float = 0.0
+    status: str = "not run"
+    error: str | None = None
+    seconds_per_round: float = float("nan")
+    wall_per_round: float = float("nan")
+    overhead_s: float = float("nan")
+    bytes_up: float = float("nan")
+    bytes_down: float = float("nan")
+    bytes_total: float = float("nan")
+    orchestrator_peak_bytes: int = 0
+    orchestrator_idle_bytes: int = 0
+    orchestrator_peak_at: str = ""
+    edges_peak_total_bytes: int = 0
+    edge_process_peak_max_bytes: int = 0
+    breakdown: dict[str, float] = field(default_factory=dict)
+    round_figures: list[dict[str, Any]] = field(default_factory=list)
+    memory_timeline: list[list[float]] = field(default_factory=list)
+
+    @property
+    def times_model(self) -> float:
+        return self.bytes_total / self.model_bytes
+
+    def target(self) -> tuple[str, bool | None]:
+        """The target that applies to this configuration, and whether it is met."""
+        small = self.parameters < 1_000_000
+        if self.sites == 4 and small:
+            ok = self.overhead_s < OVERHEAD_TARGET_S if self.status == "completed" else False
+            return f"overhead < {OVERHEAD_TARGET_S * 1000:.0f} ms", ok
+        if self.sites == 32 and not small:
+            limit = 2 * self.model_bytes + MEMORY_TARGET_BASE
+            ok = 0 < self.orchestrator_peak_bytes < limit if self.status == "completed" else False
+            return f"orch. peak < {limit / MIB:.0f} MiB", ok
+        return "", None
+
+
+def peak_phase(job: JobPublic, moment: float) -> str:
+    """Which round (and part of it) a moment fell in."""
+    started = [r for r in job.rounds if r.opened_at.timestamp() <= moment]
+    if not started:
+        return "before the job's first round"
+    rnd = started[-1]
+    since = moment - rnd.opened_at.timestamp()
+    if rnd.closed_at is not None and rnd.closed_at.timestamp() < moment:
+        gap = moment - rnd.closed_at.timestamp()
+        return f"after round {rnd.number} ({rnd.kind}) closed (+{gap:.2f}s)"
+    return f"in round {rnd.number} ({rnd.kind}), {since:.2f}s after it opened"
+
+
+def run_config(config: Config, requested: EdgeMode, workdir: Path, console: Console) -> Outcome:
+    """Start a fresh federation, run one job, measure, stop."""
+    hidden = hidden_for(config.target_parameters)
+    parameters = parameter_count(mlp_spec(hidden), N_FEATURES)
+    model_bytes = parameters * FLOAT32
+    plan = plan_edges(config.sites, model_bytes, requested, machine_ram())
+    outcome = Outcome(
+        label=config.label,
+        sites=config.sites,
+        parameters=parameters,
+        hidden=hidden,
+        rounds=config.rounds,
+        model_bytes=model_bytes,
+        blob_bytes=0,
+        edge_plan=asdict(plan),
+        edge_mode=plan.describe(),
+    )
+    console.log(
+        f"[bold]{config.label}[/]: {config.sites} sites, mlp hidden {hidden} = "
+        f"{parameters:,} parameters ({model_bytes / MIB:.1f} MiB), {config.rounds} train rounds"
+    )
+    console.log(f"  edges: {plan.describe()}")
+    root = workdir / config.label
+    data = write_site_data(root / "data", site_names(config.sites))
+    began = time.monotonic()
+    with BenchFederation(root / "fed", data, plan) as fed:
+        fed.wait_edges_ready()
+        outcome.startup_s = time.monotonic() - began
+        assert fed.orchestrator is not None
+        pid = fed.orchestrator.pid
+        console.log(
+            f"  federation up in {outcome.startup_s:.1f}s (orchestrator pid {pid}, {fed.url})"
+        )
+        sampler = Sampler(pid, [p.pid for p in fed.edges.values()], SAMPLE_PERIOD_S)
+        sampler.start()
+        try:
+            job = run_job(fed, config, hidden, console, outcome)
+        finally:
+            sampler.stop()
+        outcome.orchestrator_peak_bytes = proc_status_bytes(pid, "VmHWM") or 0
+        edge_peaks = [proc_status_bytes(p.pid, "VmHWM") or 0 for p in fed.edges.values()]
+        outcome.edge_process_peak_max_bytes = max(edge_peaks, default=0)
+        if job is not None and job.status == "completed":
+            with fed.client() as client:
+                outcome.blob_bytes = len(client.model_bytes(job.id))
+            summarise(outcome, job, read_tasks(fed, job.id), sampler)
+    return outcome
+
+
+def run_job(
+    fed: BenchFederation, config: Config, hidden: list[int], console: Console, outcome: Outcome
+) -> JobPublic | None:
+    """Submit the job and follow it, printing each round as it opens."""
+    seen: set[int] = set()
+
+    def progress(job: JobPublic) -> None:
+        for rnd in job.rounds:
+            if rnd.number not in seen:
+                seen.add(rnd.number)
+                console.log(f"  round {rnd.number} ({rnd.kind}) open")
+
+    with fed.client() as client:
+        began = time.monotonic()
+        created = client.submit(job_spec(config, hidden))
+        try:
+            job = client.wait(created.id, poll=1.0, timeout=JOB_TIMEOUT_S, on_update=progress)
+        except Exception as exc:  # report and go on with the next configuration
+            outcome.status, outcome.error = "error", f"{type(exc).__name__}: {exc}"
+            console.log(f"  [red]{outcome.error}[/]")
+            return None
+        outcome.job_s = time.monotonic() - began
+        outcome.status, outcome.error = job.status, job.error
+    console.log(
+        f"  job {job.status} in {outcome.job_s:.1f}s" + (f": {job.error}" if job.error else "")
+    )
+    return job
+
+
+def summarise(outcome: Outcome, job: JobPublic, tasks: list[TaskTimes], sampler: Sampler) -> None:
+    """Medians over train rounds 2..R, the memory timeline and where the peak fell."""
+    rounds = train_round_figures(job, tasks, outcome.blob_bytes, sampler)
+    measured = [r for r in rounds if r.measured] or rounds
+    outcome.round_figures = [{**asdict(r), "bytes_total": r.bytes_total} for r in rounds]
+    outcome.seconds_per_round = median_of(measured, lambda r: r.cycle_s)
+    outcome.wall_per_round = median_of(measured, lambda r: r.wall_s)
+    outcome.overhead_s = median_of(measured, lambda r: r.overhead_s)
+    outcome.bytes_up = median_of(measured, lambda r: r.bytes_up)
+    outcome.bytes_down = median_of(measured, lambda r: r.bytes_down)
+    outcome.bytes_total = median_of(measured, lambda r: r.bytes_total)
+    keys = (
+        "dispatch_s",
+        "slot_wait_s",
+        "compute_s",
+        "edge_other_s",
+        "upload_accept_s",
+        "close_s",
+        "aggregate_s",
+        "last_dispatch_s",
+        "median_upload_accept_s",
+        "max_compute_s",
+        "orchestrator_cpu_s",
+    )
+    outcome.breakdown = {k: median_of(measured, lambda r, k=k: getattr(r, k)) for k in keys}
+    samples = sampler.samples
+    if samples:
+        outcome.orchestrator_idle_bytes = samples[0].orchestrator_rss
+        outcome.edges_peak_total_bytes = max(s.edges_rss for s in samples)
+        top = max(samples, key=lambda s: s.orchestrator_rss)
+        outcome.orchestrator_peak_at = peak_phase(job, top.at)
+        step = max(1, len(samples) // 600)
+        origin = samples[0].at
+        outcome.memory_timeline = [
+            [round(s.at - origin, 3), s.orchestrator_rss, s.edges_rss] for s in samples[::step]
+        ]
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> str:
+    return "-" if math.isnan(seconds) else f"{seconds * 1000:.0f}"
+
+
+def _mb(n: float) -> str:
+    return "-" if math.isnan(n) or n == 0 else f"{n / MIB:.1f}"
+
+
+def results_table(outcomes: Sequence[Outcome]) -> Table:
+    table = Table(title="oncofed federation benchmark (medians over train rounds 2..R)")
+    for name in ("sites", "edges", "parameters", "model MiB", "s/round", "overhead ms/round"):
+        table.add_column(name, justify="right")
+    for name in ("up+down MiB/round", "x model", "orch. peak MiB", "target", "result"):
+        table.add_column(name, justify="right")
+    for o in outcomes:
+        target, ok = o.target()
+        verdict = "" if ok is None else ("[green]PASS[/]" if ok else "[red]FAIL[/]")
+        if o.status != "completed":
+            verdict = f"[red]{o.status}[/]"
+        mode = o.edge_plan.get("mode", "?")
+        times = "-" if math.isnan(o.bytes_total) else f"{o.times_model:.1f}"
+        table.add_row(
+            str(o.sites),
+            f"{mode} ({o.edge_plan.get('processes')})",
+            f"{o.parameters:,}",
+            f"{o.model_bytes / MIB:.1f}",
+            "-" if math.isnan(o.seconds_per_round) else f"{o.seconds_per_round:.3f}",
+            _ms(o.overhead_s),
+            f"{_mb(o.bytes_up)} + {_mb(o.bytes_down)} = {_mb(o.bytes_total)}",
+            times,
+            _mb(o.orchestrator_peak_bytes),
+            target,
+            verdict,
+        )
+    return table
+
+
+def breakdown_table(outcomes: Sequence[Outcome]) -> Table:
+    table = Table(title="where a round goes (ms; critical path of the last site to finish)")
+    columns = (
+        ("config", "label"),
+        ("dispatch", "dispatch_s"),
+        ("slot wait", "slot_wait_s"),
+        ("compute", "compute_s"),
+        ("edge other", "edge_other_s"),
+        ("upload+accept", "upload_accept_s"),
+        ("close", "close_s"),
+        ("= wall", "wall"),
+        ("aggregate+open", "aggregate_s"),
+        ("orch. CPU", "orchestrator_cpu_s"),
+    )
+    for name, _ in columns:
+        table.add_column(name, justify="right")
+    table.add_column("orch. idle/peak MiB", justify="right")
+    table.add_column("edges peak MiB", justify="right")
+    for o in outcomes:
+        b = o.breakdown
+        cells = [o.label]
+        for _, key in columns[1:]:
+            value = o.wall_per_round if key == "wall" else b.get(key, float("nan"))
+            cells.append(_ms(value))
+        cells.append(f"{_mb(o.orchestrator_idle_bytes)} / {_mb(o.orchestrator_peak_bytes)}")
+        cells.append(_mb(o.edges_peak_total_bytes))
+        table.add_row(*cells)
+    return table
+
+
+def machine_info() -> dict[str, Any]:
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "?"
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "ram_bytes": machine_ram(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": version("torch"),
+        "numpy": version("numpy"),
+        "oncofed": version("oncofed"),
+    }
+
+
+def write_results(path: Path, outcomes: Sequence[Outcome], total_s: float) -> None:
+    configs = []
+    for o in outcomes:
+        target, ok = o.target()
+        configs.append(
+            {**asdict(o), "times_model": o.times_model, "target": target or None, "passed": ok}
+        )
+    document = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "total_seconds": round(total_s, 1),
+        "machine": machine_info(),
+        "definitions": {
+            "seconds_per_round": "next round opened_at - this train round's opened_at",
+            "overhead_s": "closed_at - opened_at minus the slowest site's compute_seconds",
+            "bytes_up": "sum of bytes_received (safetensors updates) in the round",
+            "bytes_down": "global model blob size x sites that were delivered the task",
+            "orchestrator_peak_bytes": "VmHWM of the orchestrator process after the job",
+            "medians": "over train rounds 2..R (round 1 warms up torch at the edges)",
+        },
+        "configs": configs,
+    }
+    path.write_text(json.dumps(_nan_to_none(document), indent=2, allow_nan=False) + "\n")
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark a local oncofed federation.")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=[c.label for c in CONFIGS],
+        help="Run only this configuration (repeatable).",
+    )
+    parser.add_argument(
+        "--edge-mode",
+        choices=["auto", "process", "hosted"],
+        default="auto",
+        help="auto: one process per site when the sites fit in memory, else hosted threads.",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file.")
+    parser.add_argument("--keep", action="store_true", help="Keep the federation directories.")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    console = Console(width=None if sys.stdout.isatty() else 180)
+    configs = [c for c in CONFIGS if not args.only or c.label in args.only]
+    info = machine_info()
+    console.log(
+        f"machine: {info['cpu_count']} CPUs, {info['ram_bytes'] / (1 << 30):.1f} GiB RAM, "
+        f"python {info['python']}, torch {info['torch']}"
+    )
+    began = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="oncofed-bench-"))
+    outcomes: list[Outcome] = []
+    try:
+        for config in configs:
+            outcomes.append(run_config(config, args.edge_mode, workdir, console))
+            write_results(args.output, outcomes, time.monotonic() - began)
+    finally:
+        if args.keep:
+            console.log(f"federation directories kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    total = time.monotonic() - began
+    write_results(args.output, outcomes, total)
+    console.print(results_table(outcomes))
+    console.print(breakdown_table(outcomes))
+    for o in outcomes:
+        console.print(f"{o.label}: edges {o.edge_mode}; orchestrator peak {o.orchestrator_peak_at}")
+    console.print(f"total {total:.0f}s; results in {args.output}")
+    return 0 if all(o.status == "completed" for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The edge's own checks: local policy, minimum cohort, data that does not fit, model checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from oncofed.edge import EdgePolicy, LocalStore
+from oncofed.edge.runner import TaskRunner
+from oncofed.learning.registry import initial_weights, parameter_shapes
+from oncofed.wire import tensors
+from oncofed.wire.messages import (
+    Decline,
+    EvaluateResult,
+    Standardization,
+    StatsResult,
+    TaskAssignment,
+    TrainResult,
+)
+from oncofed.wire.spec import JobSpec
+from tests.support import make_spec
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=120), rng.normal(size=120)
+    y = (x1 + rng.normal(size=120) > 0).astype(int)
+    csv = tmp_path / "site.csv"
+    pd.DataFrame({"x1": x1, "x2": x2, "y": y}).to_csv(csv, index=False)
+    local = LocalStore(tmp_path / "datasets")
+    local.add("data", csv)
+    return local
+
+
+def assignment(spec: JobSpec, kind: str = "stats", **extra: object) -> TaskAssignment:
+    return TaskAssignment.model_validate(
+        {"task_id": "t1", "job_id": "j1", "round": 1, "kind": kind, "spec": spec, **extra}
+    )
+
+
+def never_fetch(sha: str) -> bytes:
+    raise AssertionError("a declined task must not download anything")
+
+
+@pytest.mark.parametrize(
+    ("policy", "spec", "reason"),
+    [
+        (EdgePolicy(allowed_models=["cox"]), make_spec(), "model type 'logistic' is not allowed"),
+        (EdgePolicy(allowed_tasks=["train"]), make_spec(), "task kind 'stats' is not allowed"),
+        (EdgePolicy(allowed_datasets=["other"]), make_spec(), "dataset 'data' is not open"),
+        (EdgePolicy(max_rounds=1), make_spec(rounds=5), "max_rounds"),
+        (EdgePolicy(max_parameters=10), make_spec(model={"type": "mlp"}), "max_parameters"),
+        (EdgePolicy(min_cohort_size=500), make_spec(), "minimum cohort size"),
+        (EdgePolicy(), make_spec(features=["x1", "nope"]), "column 'nope' is not in the dataset"),
+        (EdgePolicy(), make_spec(dataset="missing"), "not registered"),
+    ],
+)
+def test_task_outside_policy_or_data_is_declined(
+    store: LocalStore, policy: EdgePolicy, spec: JobSpec, reason: str
+) -> None:
+    outcome = TaskRunner(store, policy, "alpha").run(assignment(spec), never_fetch)
+    assert isinstance(outcome, Decline)
+    assert reason in outcome.reason
+
+
+def test_stats_are_sums_over_training_rows_only(store: LocalStore) -> None:
+    spec = make_spec()
+    outcome = TaskRunner(store, EdgePolicy(), "alpha").run(assignment(spec), never_fetch)
+    assert isinstance(outcome, StatsResult)
+    assert outcome.n == 90  # 120 rows, 25% held out
+    assert len(outcome.sums) == 2
+
+
+def test_train_returns_an_update_of_the_agreed_shape(store: LocalStore) -> None:
+    spec = make_spec()
+    model = tensors.encode(initial_weights(spec.model, 2, spec.seed))
+    task = assignment(
+        spec,
+        "train",
+        model_sha256=tensors.sha256(model),
+        standardization=Standardization(mean=[0.0, 0.0], std=[1.0, 1.0]),
+    )
+    runner = TaskRunner(store, EdgePolicy(), "alpha")
+    outcome = runner.run(task, lambda sha: model)
+    assert isinstance(outcome, bytes)
+    meta = tensors.read_meta(outcome, TrainResult)
+    assert meta.task_id == "t1" and meta.n_train == 90 and meta.evaluation.n_eval == 30
+    tensors.check_weights(tensors.decode(outcome), parameter_shapes(spec.model, 2))
+    evaluated = runner.run(task.model_copy(update={"kind": "evaluate"}), lambda sha: model)
+    assert isinstance(evaluated, EvaluateResult) and "auc" in evaluated.evaluation.metrics
+
+
+def test_a_tampered_global_model_is_refused(store: LocalStore) -> None:
+    spec = make_spec()
+    model = tensors.encode(initial_weights(spec.model, 2, spec.seed))
+    task = assignment(
+        spec,
+        "train",
+        model_sha256=tensors.sha256(model),
+        standardization=Standardization(mean=[0.0, 0.0], std=[1.0, 1.0]),
+    )
+    runner = TaskRunner(store, EdgePolicy(), "alpha")
+    with pytest.raises(ValueError, match="SHA-256"):
+        runner.run(task, lambda sha: model + b" ")
+    wrong = tensors.encode({"layers.0.weight": np.zeros((1, 3), np.float32)})
+    with pytest.raises(ValueError, match=r"names differ|shape"):
+        runner.run(task.model_copy(update={"model_sha256": tensors.sha256(wrong)}), lambda s: wrong)

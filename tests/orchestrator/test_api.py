@@ -1,0 +1,128 @@
+"""The HTTP API in process: authentication, validation errors, enrolment, long poll, uploads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from oncofed.orchestrator import Settings, create_app
+from oncofed.orchestrator.setup import add_site
+from oncofed.wire import tensors
+from oncofed.wire.messages import SHA256_HEADER
+from tests.support import State, make_spec
+
+
+@pytest.fixture
+def api(state: State) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings.load(state.home)), base_url="http://test/v1") as client:
+        yield client
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_health_needs_no_token(api: TestClient) -> None:
+    assert api.get("/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/sites", "/tasks/next"])
+def test_unauthenticated_calls_are_refused(api: TestClient, path: str) -> None:
+    assert api.get(path).status_code == 401
+    response = api.get(path, headers=auth("ofadm_not-a-real-token"))
+    assert response.status_code == 401 and "unknown" in response.json()["detail"]
+
+
+def test_site_credential_is_not_a_researcher_token(api: TestClient, state: State) -> None:
+    assert api.get("/jobs", headers=auth(state.credentials["alpha"])).status_code == 401
+
+
+def test_invalid_spec_is_refused_naming_the_field(api: TestClient, state: State) -> None:
+    spec = make_spec().model_dump(mode="json")
+    spec["model"]["type"] = "random_forest"
+    response = api.post("/jobs", json=spec, headers=auth(state.admin_token))
+    assert response.status_code == 422
+    assert any(error["loc"][-2:] == ["model", "type"] for error in response.json()["detail"])
+
+
+def test_submit_and_read_a_job(api: TestClient, state: State) -> None:
+    spec = make_spec().model_dump(mode="json")
+    created = api.post("/jobs", json=spec, headers=auth(state.admin_token))
+    assert created.status_code == 201
+    job = api.get(f"/jobs/{created.json()['id']}", headers=auth(state.admin_token)).json()
+    assert job["status"] == "running" and job["sites"] == ["alpha", "beta"]
+    assert job["rounds"][0]["kind"] == "stats"
+    assert set(job["rounds"][0]["sites"]) == {"alpha", "beta"}
+
+
+def test_enrolment_token_works_once(api: TestClient, state: State) -> None:
+    token = add_site(state.home, "gamma").enrolment_token
+    first = api.post("/enrol", json={"token": token})
+    assert first.status_code == 200 and first.json()["site"] == "gamma"
+    assert api.post("/enrol", json={"token": token}).status_code == 401
+    credential = first.json()["credential"]
+    assert api.get("/tasks/next", params={"wait": 0}, headers=auth(credential)).status_code == 204
+
+
+def test_long_poll_returns_a_published_task(api: TestClient, state: State) -> None:
+    api.post("/jobs", json=make_spec().model_dump(mode="json"), headers=auth(state.admin_token))
+    response = api.get("/tasks/next", params={"wait": 5}, headers=auth(state.credentials["alpha"]))
+    assert response.status_code == 200 and response.json()["kind"] == "stats"
+
+
+def test_sites_list_shows_connection(api: TestClient, state: State) -> None:
+    sites = api.get("/sites", headers=auth(state.admin_token)).json()
+    assert [s["name"] for s in sites] == ["alpha", "beta"]
+    assert all(s["enrolled"] and s["connected"] for s in sites)
+
+
+def test_only_the_operator_adds_sites(api: TestClient, state: State) -> None:
+    researcher = state_token(state)
+    refused = api.post("/sites", json={"name": "delta"}, headers=auth(researcher))
+    assert refused.status_code == 403
+    created = api.post("/sites", json={"name": "delta"}, headers=auth(state.admin_token))
+    assert created.status_code == 201 and created.json()["enrolment_token"].startswith("ofenr_")
+    again = api.post("/sites", json={"name": "delta"}, headers=auth(state.admin_token))
+    assert again.status_code == 409
+
+
+def test_update_with_a_wrong_digest_is_refused(api: TestClient, state: State) -> None:
+    api.post("/jobs", json=make_spec().model_dump(mode="json"), headers=auth(state.admin_token))
+    task = api.get("/tasks/next", params={"wait": 0}, headers=auth(state.credentials["alpha"]))
+    body = tensors.encode({})
+    response = api.post(
+        f"/tasks/{task.json()['task_id']}/update",
+        content=body,
+        headers={**auth(state.credentials["alpha"]), SHA256_HEADER: "0" * 64},
+    )
+    assert response.status_code == 400 and "SHA-256" in response.json()["detail"]
+
+
+def test_tensors_for_a_json_task_are_refused(api: TestClient, state: State) -> None:
+    api.post("/jobs", json=make_spec().model_dump(mode="json"), headers=auth(state.admin_token))
+    task = api.get("/tasks/next", params={"wait": 0}, headers=auth(state.credentials["alpha"]))
+    response = api.post(
+        f"/tasks/{task.json()['task_id']}/update",
+        content=tensors.encode({}),
+        headers=auth(state.credentials["alpha"]),
+    )
+    assert response.status_code == 400 and "stats task" in response.json()["detail"]
+
+
+def test_malformed_json_result_is_a_422(api: TestClient, state: State) -> None:
+    api.post("/jobs", json=make_spec().model_dump(mode="json"), headers=auth(state.admin_token))
+    task = api.get("/tasks/next", params={"wait": 0}, headers=auth(state.credentials["alpha"]))
+    response = api.post(
+        f"/tasks/{task.json()['task_id']}/result",
+        json={"n": 10, "sums": ["NaN", 1.0], "sumsq": [1.0, 1.0]},
+        headers=auth(state.credentials["alpha"]),
+    )
+    assert response.status_code == 422
+
+
+def state_token(state: State) -> str:
+    from oncofed.orchestrator.setup import add_principal
+
+    return add_principal(state.home, "rita", "researcher")

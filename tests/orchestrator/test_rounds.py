@@ -1,0 +1,225 @@
+"""The round state machine, driven directly: aggregation, rejection, idempotency, restart."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from oncofed.learning.registry import initial_weights, parameter_shapes
+from oncofed.orchestrator.db import Job, Round, utcnow
+from oncofed.orchestrator.errors import Conflict, Forbidden, NotFound
+from oncofed.wire import tensors
+from oncofed.wire.messages import (
+    EvaluateResult,
+    Evaluation,
+    StatsResult,
+    TaskAssignment,
+    TrainResult,
+)
+from tests.support import State, make_spec
+
+SHAPES = parameter_shapes(make_spec().model, 2)
+
+
+def take(state: State, site: str) -> TaskAssignment:
+    task = state.coordinator.next_task(state.sites[site])
+    assert task is not None, f"no task for {site}"
+    return task
+
+
+def stats(n: int) -> StatsResult:
+    return StatsResult(n=n, sums=[float(n), 2.0 * n], sumsq=[2.0 * n, 5.0 * n])
+
+
+def weights_like(value: float) -> tensors.Weights:
+    return {k: np.full(s, value, dtype=np.float32) for k, s in SHAPES.items()}
+
+
+def post_update(
+    state: State, site: str, task: TaskAssignment, weights: tensors.Weights, n: int
+) -> tuple[str, str]:
+    meta = TrainResult(
+        task_id=task.task_id,
+        n_train=n,
+        train_loss=0.5,
+        evaluation=Evaluation(n_eval=10, metrics={"auc": 0.6}),
+        compute_seconds=0.01,
+    )
+    data = tensors.encode(weights, meta)
+    path = state.coordinator.blobs.tmp / f"{task.task_id}.part"
+    path.write_bytes(data)
+    ack = state.coordinator.accept_update(
+        state.sites[site], task.task_id, path, tensors.sha256(data)
+    )
+    return ack.status, ack.detail
+
+
+def global_model(state: State, job_id: str) -> tensors.Weights:
+    with state.sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.model_sha is not None
+        return tensors.decode(state.coordinator.blobs.read(job.model_sha))
+
+
+def job_row(state: State, job_id: str) -> Job:
+    with state.sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def through_stats(state: State, job_id: str, sizes: dict[str, int]) -> None:
+    for site, n in sizes.items():
+        task = take(state, site)
+        assert task.kind == "stats" and task.job_id == job_id
+        state.coordinator.accept_result(state.sites[site], task.task_id, stats(n))
+
+
+def test_fedavg_round_is_the_sample_weighted_mean(state: State) -> None:
+    job = state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    assert job.sites == ["alpha", "beta"]
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+
+    a, b = take(state, "alpha"), take(state, "beta")
+    assert a.kind == b.kind == "train" and a.round == 1
+    assert a.standardization is not None
+    assert a.standardization.mean == pytest.approx([1.0, 2.0])  # pooled sums / pooled n
+    assert a.standardization.std == pytest.approx([1.0, 1.0])  # sqrt(2 - 1), sqrt(5 - 4)
+    initial = initial_weights(a.spec.model, 2, a.spec.seed)
+    assert a.model_sha256 == tensors.sha256(tensors.encode(initial))
+
+    assert post_update(state, "alpha", a, weights_like(1.0), 30) == ("accepted", "")
+    assert post_update(state, "beta", b, weights_like(5.0), 10) == ("accepted", "")
+    expected = (30 * 1.0 + 10 * 5.0) / 40
+    for array in global_model(state, job.id).values():
+        np.testing.assert_allclose(array, expected, rtol=1e-6)
+
+    final = take(state, "alpha")
+    assert final.kind == "evaluate" and final.round == 2
+    result = EvaluateResult(
+        evaluation=Evaluation(n_eval=5, metrics={"auc": 0.7}), compute_seconds=0
+    )
+    state.coordinator.accept_result(state.sites["alpha"], final.task_id, result)
+    state.coordinator.accept_result(state.sites["beta"], take(state, "beta").task_id, result)
+    assert job_row(state, job.id).status == "completed"
+
+
+def test_duplicate_post_is_acknowledged_and_never_counted_twice(state: State) -> None:
+    job = state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    a, b = take(state, "alpha"), take(state, "beta")
+    update = weights_like(1.0)
+    assert post_update(state, "alpha", a, update, 30)[0] == "accepted"
+    assert post_update(state, "alpha", a, update, 30)[0] == "duplicate"
+    with pytest.raises(Conflict, match="different accepted result"):
+        post_update(state, "alpha", a, weights_like(9.0), 30)
+    post_update(state, "beta", b, weights_like(5.0), 10)
+    for array in global_model(state, job.id).values():
+        np.testing.assert_allclose(array, 2.0, rtol=1e-6)  # (30*1 + 10*5) / 40
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({k: np.full(s, np.nan, np.float32) for k, s in SHAPES.items()}, "NaN or infinite"),
+        ({k: np.full(s, np.inf, np.float32) for k, s in SHAPES.items()}, "NaN or infinite"),
+        ({k: np.zeros((3, *s), np.float32) for k, s in SHAPES.items()}, "shape"),
+        ({"layers.0.weight": np.zeros((1, 2), np.float32)}, "names differ"),
+    ],
+)
+def test_bad_update_is_rejected_and_the_round_goes_on(
+    state: State, bad: tensors.Weights, message: str
+) -> None:
+    job = state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    a, b = take(state, "alpha"), take(state, "beta")
+    status, detail = post_update(state, "alpha", a, bad, 30)
+    assert status == "rejected" and message in detail
+    assert post_update(state, "beta", b, weights_like(5.0), 10)[0] == "accepted"
+    for array in global_model(state, job.id).values():
+        np.testing.assert_allclose(array, 5.0)  # only beta counted
+    assert take(state, "alpha").kind == "evaluate"  # alpha stays in the job
+
+
+def test_garbage_bytes_are_rejected(state: State) -> None:
+    job = state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    a = take(state, "alpha")
+    path = state.coordinator.blobs.tmp / "garbage"
+    path.write_bytes(b"\x00" * 7)
+    ack = state.coordinator.accept_update(state.sites["alpha"], a.task_id, path, "0" * 64)
+    assert ack.status == "rejected" and "safetensors" in ack.detail
+
+
+def test_restart_mid_round_rebuilds_the_sum_from_accepted_updates(state: State) -> None:
+    job = state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    a, b = take(state, "alpha"), take(state, "beta")
+    post_update(state, "alpha", a, weights_like(1.0), 30)
+    state.restart()  # the running sum in memory is gone
+    again = take(state, "beta")
+    assert again.task_id == b.task_id  # a delivered, unanswered task is delivered again
+    post_update(state, "beta", b, weights_like(5.0), 10)
+    for array in global_model(state, job.id).values():
+        np.testing.assert_allclose(array, 2.0, rtol=1e-6)
+
+
+def test_deadline_closes_the_round_without_the_missing_site(state: State) -> None:
+    job = state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    a = take(state, "alpha")
+    post_update(state, "alpha", a, weights_like(3.0), 30)
+    _expire_open_rounds(state, job.id)
+    state.coordinator.expire()
+    for array in global_model(state, job.id).values():
+        np.testing.assert_allclose(array, 3.0)
+    assert take(state, "beta").kind == "evaluate"  # beta is back in the next round
+
+
+def test_too_few_sites_fails_the_job_with_the_reason(state: State) -> None:
+    job = state.coordinator.submit(make_spec(min_sites=2), state.admin_id)
+    state.coordinator.accept_result(state.sites["alpha"], take(state, "alpha").task_id, stats(30))
+    state.coordinator.decline(state.sites["beta"], take(state, "beta").task_id, "cohort too small")
+    row = job_row(state, job.id)
+    assert row.status == "failed"
+    assert (
+        row.error is not None and "min_sites is 2" in row.error and "cohort too small" in row.error
+    )
+
+
+def test_declining_site_is_left_out_of_later_rounds(state: State) -> None:
+    job = state.coordinator.submit(make_spec(), state.admin_id)
+    state.coordinator.accept_result(state.sites["alpha"], take(state, "alpha").task_id, stats(30))
+    state.coordinator.decline(state.sites["beta"], take(state, "beta").task_id, "not today")
+    assert take(state, "alpha").kind == "train"
+    assert state.coordinator.next_task(state.sites["beta"]) is None
+    assert job_row(state, job.id).status == "running"
+
+
+def test_a_site_cannot_answer_or_read_for_another(state: State) -> None:
+    state.coordinator.submit(make_spec(), state.admin_id)
+    a = take(state, "alpha")
+    with pytest.raises(Forbidden):
+        state.coordinator.accept_result(state.sites["beta"], a.task_id, stats(5))
+    with pytest.raises(NotFound):
+        state.coordinator.accept_result(state.sites["beta"], "no-such-task", stats(5))
+    with pytest.raises(NotFound):
+        state.coordinator.blob_for_site(state.sites["alpha"], "f" * 64)
+
+
+def test_result_after_the_round_closed_is_refused(state: State) -> None:
+    job = state.coordinator.submit(make_spec(), state.admin_id)
+    a, b = take(state, "alpha"), take(state, "beta")
+    state.coordinator.accept_result(state.sites["alpha"], a.task_id, stats(30))
+    _expire_open_rounds(state, job.id)
+    state.coordinator.expire()
+    with pytest.raises(Conflict, match="closed"):
+        state.coordinator.accept_result(state.sites["beta"], b.task_id, stats(10))
+
+
+def _expire_open_rounds(state: State, job_id: str) -> None:
+    with state.sessions.begin() as session:
+        for rnd in session.query(Round).filter_by(job_id=job_id, status="open"):
+            rnd.deadline = utcnow() - timedelta(seconds=1)

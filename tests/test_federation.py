@@ -1,0 +1,132 @@
+"""A real federation: an orchestrator and 3 edge processes over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from oncofed.cli.main import app
+from oncofed.client import Client
+from oncofed.demo.data import demo_specs, site_tables
+from oncofed.demo.federation import LocalFederation
+from oncofed.wire.messages import JobPublic
+
+pytestmark = pytest.mark.slow
+CANARY_ID = "CANARY-MRN-7731942"
+CANARY_AGE = 38.171717
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    root = tmp_path_factory.mktemp("federation")
+    tables = dict(list(site_tables().items())[:3])
+    north = tables["north"].assign(mrn=CANARY_ID, age=tables["north"]["age"].astype(float))
+    north.loc[0, "age"] = CANARY_AGE  # a planted patient value, next to planted identifiers
+    tables["north"] = north
+    paths = {}
+    for site, frame in tables.items():
+        paths[site] = root / f"{site}.csv"
+        frame.to_csv(paths[site], index=False)
+    with LocalFederation(root, paths) as fed:
+        yield fed
+
+
+def run_job(client: Client, rounds: int, which: int = 1) -> JobPublic:
+    spec = demo_specs()[which].model_copy(update={"rounds": rounds})
+    return client.wait(client.submit(spec).id, timeout=120)
+
+
+@pytest.fixture
+def client(federation: LocalFederation) -> Iterator[Client]:
+    with federation.client() as api:
+        yield api
+
+
+def test_three_sites_train_and_the_global_model_improves(client: Client) -> None:
+    job = run_job(client, rounds=3)
+    assert job.status == "completed", job.error
+    kinds = [(r.number, r.kind) for r in job.rounds]
+    assert kinds == [(0, "stats"), (1, "train"), (2, "train"), (3, "train"), (4, "evaluate")]
+    for rnd in job.rounds:
+        assert sorted(rnd.sites) == ["east", "north", "south"]
+        assert all(s.status == "accepted" for s in rnd.sites.values())
+    initial, final = job.rounds[1].metrics, job.rounds[-1].metrics
+    assert initial["log_loss"] == pytest.approx(0.6931, abs=1e-3)  # the null model
+    assert final["log_loss"] < initial["log_loss"] - 0.05
+    assert final["auc"] > 0.7
+
+
+def test_edges_open_no_listening_socket(federation: LocalFederation) -> None:
+    assert federation.orchestrator is not None
+    orchestrator = psutil.Process(federation.orchestrator.pid)
+    assert any(c.status == psutil.CONN_LISTEN for c in orchestrator.net_connections("inet"))
+    for site, process in federation.edges.items():
+        connections = psutil.Process(process.pid).net_connections("all")
+        listening = [c for c in connections if c.status == psutil.CONN_LISTEN]
+        assert listening == [], f"edge {site} listens on {listening}"
+        assert process.poll() is None, f"edge {site} exited"
+
+
+def test_no_planted_value_reaches_the_orchestrator(
+    federation: LocalFederation, client: Client
+) -> None:
+    assert run_job(client, rounds=1).status == "completed"
+    patterns = {
+        CANARY_ID.encode(),
+        repr(CANARY_AGE).encode(),
+        struct.pack("<d", CANARY_AGE),
+        struct.pack("<f", CANARY_AGE),
+    }
+    files = [p for p in federation.state_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "oncofed.db" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        found = [p for p in patterns if p in data]
+        assert not found, f"{path} holds a planted patient value"
+    # ...while the site's own data does hold them (the test would see a leak)
+    local = federation.edge_dir("north") / "datasets" / "gbsg2.parquet"
+    assert CANARY_ID.encode() in local.read_bytes()
+
+
+def test_restarted_orchestrator_resumes_the_job(
+    federation: LocalFederation, client: Client
+) -> None:
+    spec = demo_specs()[0].model_copy(update={"rounds": 8})
+    job_id = client.submit(spec).id
+    deadline = time.monotonic() + 60
+    while sum(r.kind == "train" and r.status == "closed" for r in client.job(job_id).rounds) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    federation.stop_orchestrator()
+    time.sleep(1.0)  # edges find it gone and back off
+    federation.start_orchestrator()
+    job = client.wait(job_id, timeout=120)
+    assert job.status == "completed", job.error
+    assert [r.number for r in job.rounds] == list(range(10))
+    for rnd in job.rounds:
+        states = {name: (s.status, s.detail) for name, s in rnd.sites.items()}
+        assert all(s == "accepted" for s, _ in states.values()), (rnd.number, states)
+
+
+def test_cli_submit_watch_and_result(federation: LocalFederation, tmp_path: Path) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        demo_specs()[1].model_copy(update={"rounds": 2}).model_dump_json()  # JSON is YAML
+    )
+    env = {"ONCOFED_URL": federation.url, "ONCOFED_TOKEN": federation.token, "COLUMNS": "200"}
+    runner = CliRunner()
+    submitted = runner.invoke(app, ["job", "submit", str(spec), "--watch"], env=env)
+    assert submitted.exit_code == 0, submitted.output
+    job_id = submitted.output.split("Job ", 1)[1].split()[0]
+    out = tmp_path / "result"
+    result = runner.invoke(app, ["job", "result", job_id, "--out", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "report.json", "metrics.png"}
+    listed = runner.invoke(app, ["site", "list"], env=env)
+    assert listed.exit_code == 0 and "north" in listed.output
