@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from oncofed.cli.main import app
@@ -45,19 +46,15 @@ def test_operator_init_site_add_and_token(tmp_path: Path) -> None:
     assert token.exit_code == 0 and "ofres_" in token.output
 
 
-def test_edge_init_with_a_bad_token_is_refused(tmp_path: Path) -> None:
-    result = runner.invoke(
-        app,
-        [
-            "edge",
-            "init",
-            "--dir",
-            str(tmp_path / "e"),
-            "--orchestrator",
-            "http://127.0.0.1:9",
-            "--token",
-            "ofenr_x",
-        ],
-    )
-    assert result.exit_code == 1 and "cannot reach" in result.output
-    assert not (tmp_path / "e" / "credential").exists()
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [("ofenr_x", "not an enrolment token"), ("ofenr_" + "x" * 40, "cannot reach")],
+)
+def test_edge_init_errors_are_clean_and_leave_no_credential(
+    tmp_path: Path, token: str, message: str
+) -> None:
+    edge = tmp_path / "e"
+    args = ["edge", "init", "--dir", str(edge), "--orchestrator", "http://127.0.0.1:9"]
+    result = runner.invoke(app, [*args, "--token", token])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not (edge / "credential").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from pydantic import ValidationError
 
 from oncofed.edge.config import EdgeConfig, EdgeHome
 from oncofed.edge.errors import EnrolmentError
@@ -16,8 +17,14 @@ def enrol(
     there only (mode 600) and never printed; the orchestrator keeps only its hash."""
     url = orchestrator.rstrip("/") + API_PREFIX + "/enrol"
     try:
+        request = EnrolRequest(token=token)
+    except ValidationError as exc:
+        raise EnrolmentError(
+            "that is not an enrolment token (ofenr_...) from the operator"
+        ) from exc
+    try:
         with httpx.Client(transport=transport, timeout=30.0) as http:
-            response = http.post(url, json=EnrolRequest(token=token).model_dump())
+            response = http.post(url, json=request.model_dump())
     except httpx.TransportError as exc:
         raise EnrolmentError(f"cannot reach {orchestrator}: {exc}") from exc
     if response.status_code != 200:
