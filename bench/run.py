@@ -57,14 +57,14 @@ FLOAT32 = 4
 OVERHEAD_TARGET_S = 0.050  # 4 sites, ~100k parameters
 MEMORY_TARGET_BASE = 200 * MIB  # 32 sites, ~10M parameters: 2 x model bytes + 200 MiB
 
-# Edge memory model, measured on this machine (2 CPUs, 24 GiB): an `oncofed edge run` process
-# peaks at ~540 MiB with the 100k model (the CLI imports torch, matplotlib and the demo) and at
-# ~1 GiB with the 10M model; a bench/edge_host.py process idles at ~350 MiB; a training task
-# adds up to ~15 model sizes (download, decoded copy, module, anchor, gradients, Adam moments,
-# weights copy, update bytes).
+# Edge memory model, measured with this bench on this machine (2 CPUs, 24 GiB): an edge process
+# (`oncofed edge run`, which imports torch and matplotlib) or a bench/edge_host.py process of 8
+# agent threads peaks at ~540 MiB with the 100k model; a training task of the 10M model adds
+# ~10 model sizes (download, decoded copy, module weights, gradients, Adam moments, weights
+# copy, update bytes). 12 copies leaves a margin.
 EDGE_PROCESS_BASE_BYTES = 550 * MIB
-EDGE_HOST_BASE_BYTES = 350 * MIB
-EDGE_TASK_MODEL_COPIES = 15
+EDGE_HOST_BASE_BYTES = 550 * MIB
+EDGE_TASK_MODEL_COPIES = 12
 EDGE_MEMORY_SHARE = 0.5  # of the machine's RAM the edges may use
 EDGE_HOSTS = 4  # processes in "hosted" mode
 POLL_SECONDS = 10.0
@@ -106,11 +106,11 @@ def mlp_spec(hidden: list[int]) -> ModelSpec:
 
 def hidden_for(target: int) -> list[int]:
     """Two equal hidden widths whose MLP parameter count is closest to ``target``."""
-    # count(h) = 10h + h + h*h + h + h + 1 = h^2 + 13h + 1 for 10 inputs and one output
+    # n inputs, hidden [h, h], one output: (n + 1)h + (h + 1)h + h + 1 = h^2 + (n + 3)h + 1
     guess = round((-(N_FEATURES + 3) + math.sqrt((N_FEATURES + 3) ** 2 + 4 * target)) / 2)
-    candidates = [h for h in range(max(1, guess - 3), guess + 4)]
     best = min(
-        candidates, key=lambda h: abs(parameter_count(mlp_spec([h, h]), N_FEATURES) - target)
+        range(max(1, guess - 3), guess + 4),
+        key=lambda h: abs(parameter_count(mlp_spec([h, h]), N_FEATURES) - target),
     )
     return [best, best]
 
@@ -364,6 +364,13 @@ def _unix(value: str | None) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+def db_query(fed: BenchFederation, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Read the orchestrator's SQLite database directly (read-only; WAL readers never block)."""
+    uri = f"file:{fed.state_dir / 'oncofed.db'}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
+        return db.execute(sql, params).fetchall()
+
+
 def read_tasks(fed: BenchFederation, job_id: str) -> list[TaskTimes]:
     """Task timestamps from the orchestrator's SQLite database, upload starts from egress."""
     uploads: dict[str, float] = {}
@@ -378,14 +385,13 @@ def read_tasks(fed: BenchFederation, job_id: str) -> list[TaskTimes]:
         for line in fed.timing_file.read_text().splitlines():
             entry = json.loads(line)
             waits[entry["task"]] = float(entry["slot_wait_s"])
-    uri = f"file:{fed.state_dir / 'oncofed.db'}?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True)) as db:
-        rows = db.execute(
-            "SELECT t.id, r.number, s.name, t.status, t.delivered_at, t.finished_at "
-            "FROM task t JOIN round r ON t.round_id = r.id JOIN site s ON t.site_id = s.id "
-            "WHERE r.job_id = ? ORDER BY r.number, s.name",
-            (job_id,),
-        ).fetchall()
+    rows = db_query(
+        fed,
+        "SELECT t.id, r.number, s.name, t.status, t.delivered_at, t.finished_at "
+        "FROM task t JOIN round r ON t.round_id = r.id JOIN site s ON t.site_id = s.id "
+        "WHERE r.job_id = ? ORDER BY r.number, s.name",
+        job_id,
+    )
     return [
         TaskTimes(
             task_id=row[0],
@@ -522,6 +528,7 @@ class Outcome:
     edge_process_peak_max_bytes: int = 0
     breakdown: dict[str, float] = field(default_factory=dict)
     round_figures: list[dict[str, Any]] = field(default_factory=list)
+    rounds_raw: list[dict[str, Any]] = field(default_factory=list)
     memory_timeline: list[list[float]] = field(default_factory=list)
 
     @property
@@ -603,28 +610,43 @@ def run_config(config: Config, requested: EdgeMode, workdir: Path, console: Cons
     return outcome
 
 
+def follow_job(fed: BenchFederation, job_id: str, console: Console, timeout: float) -> None:
+    """Print each round as it opens until the job ends; reads the database, not the API, so
+    following the job costs the orchestrator nothing."""
+    seen: set[int] = set()
+    began = time.monotonic()
+    give_up = began + timeout
+    while True:
+        rounds = db_query(
+            fed, "SELECT number, kind FROM round WHERE job_id = ? ORDER BY number", job_id
+        )
+        for number, kind in rounds:
+            if number not in seen:
+                seen.add(number)
+                console.log(f"  round {number} ({kind}) open at +{time.monotonic() - began:.1f}s")
+        status = db_query(fed, "SELECT status FROM job WHERE id = ?", job_id)
+        if status and status[0][0] != "running":
+            return
+        if time.monotonic() > give_up:
+            raise TimeoutError(f"job {job_id} still running after {timeout:.0f}s")
+        time.sleep(0.25)
+
+
 def run_job(
     fed: BenchFederation, config: Config, hidden: list[int], console: Console, outcome: Outcome
 ) -> JobPublic | None:
     """Submit the job and follow it, printing each round as it opens."""
-    seen: set[int] = set()
-
-    def progress(job: JobPublic) -> None:
-        for rnd in job.rounds:
-            if rnd.number not in seen:
-                seen.add(rnd.number)
-                console.log(f"  round {rnd.number} ({rnd.kind}) open")
-
     with fed.client() as client:
         began = time.monotonic()
         created = client.submit(job_spec(config, hidden))
         try:
-            job = client.wait(created.id, poll=1.0, timeout=JOB_TIMEOUT_S, on_update=progress)
+            follow_job(fed, created.id, console, JOB_TIMEOUT_S)
         except Exception as exc:  # report and go on with the next configuration
             outcome.status, outcome.error = "error", f"{type(exc).__name__}: {exc}"
             console.log(f"  [red]{outcome.error}[/]")
             return None
         outcome.job_s = time.monotonic() - began
+        job = client.job(created.id)
         outcome.status, outcome.error = job.status, job.error
     console.log(
         f"  job {job.status} in {outcome.job_s:.1f}s" + (f": {job.error}" if job.error else "")
@@ -632,11 +654,47 @@ def run_job(
     return job
 
 
+def raw_rounds(job: JobPublic, tasks: Sequence[TaskTimes]) -> list[dict[str, Any]]:
+    """Every round with every site's figures; times in seconds after the round opened."""
+    by_key = {(t.round, t.site): t for t in tasks}
+    raw = []
+    for rnd in job.rounds:
+        start = rnd.opened_at.timestamp()
+
+        def rel(moment: float | None, start: float = start) -> float | None:
+            return None if moment is None else round(moment - start, 6)
+
+        sites = {}
+        for name, site in rnd.sites.items():
+            times = by_key.get((rnd.number, name))
+            sites[name] = {
+                "status": site.status,
+                "compute_s": site.compute_seconds,
+                "bytes_received": site.bytes_received,
+                "delivered_s": rel(times.delivered_at) if times else None,
+                "upload_started_s": rel(times.upload_started) if times else None,
+                "accepted_s": rel(times.finished_at) if times else None,
+                "slot_wait_s": times.slot_wait if times else None,
+            }
+        raw.append(
+            {
+                "number": rnd.number,
+                "kind": rnd.kind,
+                "opened_at": rnd.opened_at.isoformat(),
+                "closed_at": rnd.closed_at.isoformat() if rnd.closed_at else None,
+                "wall_s": rel(rnd.closed_at.timestamp()) if rnd.closed_at else None,
+                "sites": sites,
+            }
+        )
+    return raw
+
+
 def summarise(outcome: Outcome, job: JobPublic, tasks: list[TaskTimes], sampler: Sampler) -> None:
     """Medians over train rounds 2..R, the memory timeline and where the peak fell."""
     rounds = train_round_figures(job, tasks, outcome.blob_bytes, sampler)
     measured = [r for r in rounds if r.measured] or rounds
     outcome.round_figures = [{**asdict(r), "bytes_total": r.bytes_total} for r in rounds]
+    outcome.rounds_raw = raw_rounds(job, tasks)
     outcome.seconds_per_round = median_of(measured, lambda r: r.cycle_s)
     outcome.wall_per_round = median_of(measured, lambda r: r.wall_s)
     outcome.overhead_s = median_of(measured, lambda r: r.overhead_s)
@@ -740,6 +798,29 @@ def breakdown_table(outcomes: Sequence[Outcome]) -> Table:
     return table
 
 
+NOTES = (
+    "s/round: opened_at of the next round minus opened_at of this train round (includes "
+    "aggregation). overhead: closed_at - opened_at minus the slowest site's compute_seconds "
+    "(compute_seconds already includes the model download). up: sum of bytes_received; down: "
+    "global model blob x sites delivered the task; HTTP headers and JSON messages not counted.",
+    "breakdown: critical path of the last site to finish (dispatch + slot wait + compute + edge "
+    "other + upload+accept + close = wall); aggregate+open happens after closed_at; orch. CPU "
+    "is the orchestrator's user+system CPU per round. edge other: delivery to the edge, task "
+    "checks, update encoding and hashing. slot wait: hosted edges waiting for a host slot.",
+)
+
+
+def print_notes(console: Console, outcomes: Sequence[Outcome]) -> None:
+    for note in NOTES:
+        console.print(note, style="dim")
+    for o in outcomes:
+        console.print(
+            f"{o.label}: edges {o.edge_mode}; up in {o.startup_s:.0f}s, job {o.job_s:.0f}s; "
+            f"orchestrator peak {o.orchestrator_peak_at or '-'}"
+            + (f"; [red]{o.error}[/]" if o.error else "")
+        )
+
+
 def machine_info() -> dict[str, Any]:
     def version(name: str) -> str:
         try:
@@ -839,8 +920,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_results(args.output, outcomes, total)
     console.print(results_table(outcomes))
     console.print(breakdown_table(outcomes))
-    for o in outcomes:
-        console.print(f"{o.label}: edges {o.edge_mode}; orchestrator peak {o.orchestrator_peak_at}")
+    print_notes(console, outcomes)
     console.print(f"total {total:.0f}s; results in {args.output}")
     return 0 if all(o.status == "completed" for o in outcomes) else 1
 

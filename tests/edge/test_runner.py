@@ -75,7 +75,8 @@ def test_stats_are_sums_over_training_rows_only(store: LocalStore) -> None:
     assert len(outcome.sums) == 2
 
 
-def test_train_returns_an_update_of_the_agreed_shape(store: LocalStore) -> None:
+def train_task() -> tuple[TaskAssignment, bytes]:
+    """A training task and the global model it names."""
     spec = make_spec()
     model = tensors.encode(initial_weights(spec.model, 2, spec.seed))
     task = assignment(
@@ -84,6 +85,12 @@ def test_train_returns_an_update_of_the_agreed_shape(store: LocalStore) -> None:
         model_sha256=tensors.sha256(model),
         standardization=Standardization(mean=[0.0, 0.0], std=[1.0, 1.0]),
     )
+    return task, model
+
+
+def test_train_returns_an_update_of_the_agreed_shape(store: LocalStore) -> None:
+    task, model = train_task()
+    spec = task.spec
     runner = TaskRunner(store, EdgePolicy(), "alpha")
     outcome = runner.run(task, lambda sha: model)
     assert isinstance(outcome, bytes)
@@ -95,14 +102,7 @@ def test_train_returns_an_update_of_the_agreed_shape(store: LocalStore) -> None:
 
 
 def test_a_tampered_global_model_is_refused(store: LocalStore) -> None:
-    spec = make_spec()
-    model = tensors.encode(initial_weights(spec.model, 2, spec.seed))
-    task = assignment(
-        spec,
-        "train",
-        model_sha256=tensors.sha256(model),
-        standardization=Standardization(mean=[0.0, 0.0], std=[1.0, 1.0]),
-    )
+    task, model = train_task()
     runner = TaskRunner(store, EdgePolicy(), "alpha")
     with pytest.raises(ValueError, match="SHA-256"):
         runner.run(task, lambda sha: model + b" ")

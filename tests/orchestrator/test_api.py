@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -88,38 +89,38 @@ def test_only_the_operator_adds_sites(api: TestClient, state: State) -> None:
     assert again.status_code == 409
 
 
-def test_update_with_a_wrong_digest_is_refused(api: TestClient, state: State) -> None:
+def post_to_first_task(
+    api: TestClient,
+    state: State,
+    endpoint: str,
+    headers: dict[str, str] | None = None,
+    **body: Any,
+) -> tuple[int, object]:
+    """Submit a job, take alpha's first (stats) task, post ``body`` to ``endpoint`` of it."""
     api.post("/jobs", json=make_spec().model_dump(mode="json"), headers=auth(state.admin_token))
-    task = api.get("/tasks/next", params={"wait": 0}, headers=auth(state.credentials["alpha"]))
-    body = tensors.encode({})
-    response = api.post(
-        f"/tasks/{task.json()['task_id']}/update",
-        content=body,
-        headers={**auth(state.credentials["alpha"]), SHA256_HEADER: "0" * 64},
+    site = auth(state.credentials["alpha"])
+    task = api.get("/tasks/next", params={"wait": 0}, headers=site).json()
+    path = f"/tasks/{task['task_id']}/{endpoint}"
+    response = api.post(path, headers={**site, **(headers or {})}, **body)
+    return response.status_code, response.json()["detail"]
+
+
+def test_update_with_a_wrong_digest_is_refused(api: TestClient, state: State) -> None:
+    status, detail = post_to_first_task(
+        api, state, "update", {SHA256_HEADER: "0" * 64}, content=tensors.encode({})
     )
-    assert response.status_code == 400 and "SHA-256" in response.json()["detail"]
+    assert status == 400 and "SHA-256" in str(detail)
 
 
 def test_tensors_for_a_json_task_are_refused(api: TestClient, state: State) -> None:
-    api.post("/jobs", json=make_spec().model_dump(mode="json"), headers=auth(state.admin_token))
-    task = api.get("/tasks/next", params={"wait": 0}, headers=auth(state.credentials["alpha"]))
-    response = api.post(
-        f"/tasks/{task.json()['task_id']}/update",
-        content=tensors.encode({}),
-        headers=auth(state.credentials["alpha"]),
-    )
-    assert response.status_code == 400 and "stats task" in response.json()["detail"]
+    status, detail = post_to_first_task(api, state, "update", content=tensors.encode({}))
+    assert status == 400 and "stats task" in str(detail)
 
 
 def test_malformed_json_result_is_a_422(api: TestClient, state: State) -> None:
-    api.post("/jobs", json=make_spec().model_dump(mode="json"), headers=auth(state.admin_token))
-    task = api.get("/tasks/next", params={"wait": 0}, headers=auth(state.credentials["alpha"]))
-    response = api.post(
-        f"/tasks/{task.json()['task_id']}/result",
-        json={"n": 10, "sums": ["NaN", 1.0], "sumsq": [1.0, 1.0]},
-        headers=auth(state.credentials["alpha"]),
-    )
-    assert response.status_code == 422
+    bad = {"n": 10, "sums": ["NaN", 1.0], "sumsq": [1.0, 1.0]}
+    status, detail = post_to_first_task(api, state, "result", json=bad)
+    assert status == 422 and "sums" in str(detail)
 
 
 def state_token(state: State) -> str:

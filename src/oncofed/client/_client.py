@@ -12,7 +12,14 @@ import httpx
 import yaml
 from pydantic import ValidationError
 
-from oncofed.wire.messages import API_PREFIX, JobCreated, JobPublic, SiteCreated, SitePublic
+from oncofed.wire.messages import (
+    API_PREFIX,
+    JobCreated,
+    JobPublic,
+    SiteCreated,
+    SitePublic,
+    error_detail,
+)
 from oncofed.wire.spec import JobSpec
 
 URL_ENV, TOKEN_ENV = "ONCOFED_URL", "ONCOFED_TOKEN"
@@ -80,10 +87,7 @@ class Client:
                 f"cannot reach the orchestrator at {self._http.base_url}: {exc}"
             ) from exc
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
+            detail = error_detail(response.content)
             raise ClientError(f"{method} {path}: HTTP {response.status_code}: {detail}")
         return response
 

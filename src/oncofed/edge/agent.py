@@ -20,7 +20,14 @@ from oncofed import __version__
 from oncofed.edge.config import EdgeHome
 from oncofed.edge.runner import Outcome, TaskRunner
 from oncofed.edge.store import LocalStore
-from oncofed.wire.messages import API_PREFIX, SHA256_HEADER, Decline, ResultAck, TaskAssignment
+from oncofed.wire.messages import (
+    API_PREFIX,
+    SHA256_HEADER,
+    Decline,
+    ResultAck,
+    TaskAssignment,
+    error_detail,
+)
 from oncofed.wire.tensors import sha256
 
 log = logging.getLogger("oncofed.edge")
@@ -182,8 +189,4 @@ def _raise_for_status(response: httpx.Response) -> None:
     if response.status_code >= 500:
         raise _ServerError(f"HTTP {response.status_code}")
     if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise FinalError(f"HTTP {response.status_code}: {detail}")
+        raise FinalError(f"HTTP {response.status_code}: {error_detail(response.content)}")

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from oncofed.edge.config import EdgeConfig, EdgeHome
 from oncofed.edge.errors import EnrolmentError
-from oncofed.wire.messages import API_PREFIX, EnrolRequest, EnrolResponse
+from oncofed.wire.messages import API_PREFIX, EnrolRequest, EnrolResponse, error_detail
 
 
 def enrol(
@@ -28,7 +28,9 @@ def enrol(
     except httpx.TransportError as exc:
         raise EnrolmentError(f"cannot reach {orchestrator}: {exc}") from exc
     if response.status_code != 200:
-        raise EnrolmentError(f"enrolment refused (HTTP {response.status_code}): {response.text}")
+        raise EnrolmentError(
+            f"enrolment refused (HTTP {response.status_code}): {error_detail(response.content)}"
+        )
     enrolled = EnrolResponse.model_validate_json(response.content)
     config = EdgeConfig.model_validate({"orchestrator": orchestrator, "site": enrolled.site})
     home.create(config, enrolled.credential)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 from typing import Annotated, Literal
@@ -178,3 +179,11 @@ class JobCreated(Message):
 
 class ErrorBody(Message):
     detail: str
+
+
+def error_detail(body: bytes) -> str:
+    """The ``detail`` of an error response, or its raw text when it is not our JSON."""
+    try:
+        return str(json.loads(body)["detail"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode(errors="replace")
