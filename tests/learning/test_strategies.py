@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from oncofed.learning.aggregate import BrokenAggregate, EmptyAggregate, WeightedMean
-from oncofed.learning.strategies import FedAdam, FedAvg, FedProx, build_strategy
+from oncofed.learning.strategies import FedAdam, FedAvg, FedProx, apply_strategy, build_strategy
 from oncofed.wire.spec import FedAdamSpec, FedAvgSpec, FedProxSpec, JobSpec
 from oncofed.wire.tensors import Weights
 
@@ -104,7 +104,7 @@ def test_non_positive_weight_is_rejected(updates: list[Weights], weight: float) 
 def test_update_missing_a_tensor_is_rejected(updates: list[Weights]) -> None:
     total = WeightedMean(SHAPES)
     partial = {k: v for k, v in updates[0].items() if k != "b.weight"}
-    with pytest.raises(ValueError, match=r"update lacks tensors \[.b.weight.\]"):
+    with pytest.raises(ValueError, match=r"lacks tensors .*b.weight"):
         total.add(partial, 5.0)
     assert total.count == 0
     assert total.total_weight == 0.0
@@ -158,7 +158,7 @@ def test_large_tensor_chunked_fold_is_exact() -> None:
 def test_fedavg_update_is_the_weighted_mean(updates: list[Weights], current: Weights) -> None:
     average = _mean(updates, SAMPLES)
     before = _copy(current), _copy(average)
-    new, state = FedAvg().update(current, average, {})
+    new, state = apply_strategy(FedAvg(), current, average, {})
     assert state == {}
     expected = _by_hand(updates, SAMPLES)
     for k in SHAPES:
@@ -173,8 +173,8 @@ def test_fedprox_server_update_matches_fedavg(updates: list[Weights], current: W
     average = _mean(updates, SAMPLES)
     prox = FedProx(0.25)
     assert prox.proximal_mu == 0.25
-    new, state = prox.update(current, average, {})
-    plain, _ = FedAvg().update(current, average, {})
+    new, state = apply_strategy(prox, current, average, {})
+    plain, _ = apply_strategy(FedAvg(), current, average, {})
     assert state == {}
     for k in SHAPES:
         np.testing.assert_array_equal(new[k], plain[k])
@@ -191,7 +191,7 @@ def test_fedadam_steps_follow_reddi_et_al(updates: list[Weights], current: Weigh
     average = _mean(updates, SAMPLES)
     before = _copy(current)
 
-    new, state = adam.update(current, average, {})
+    new, state = apply_strategy(adam, current, average, {})
     assert set(state) == {f"m/{k}" for k in SHAPES} | {f"v/{k}" for k in SHAPES}
     m1, v1 = {}, {}
     for k in SHAPES:
@@ -209,7 +209,7 @@ def test_fedadam_steps_follow_reddi_et_al(updates: list[Weights], current: Weigh
         assert not np.allclose(new[k], average[k], atol=1e-3)
 
     # a second step from the same average uses the stored moments
-    second, state2 = adam.update(new, average, state)
+    second, state2 = apply_strategy(adam, new, average, state)
     for k in SHAPES:
         w = new[k].astype(np.float64)
         delta = average[k].astype(np.float64) - w

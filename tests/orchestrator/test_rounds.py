@@ -88,7 +88,11 @@ def test_fedavg_round_is_the_sample_weighted_mean(state: State) -> None:
     assert a.standardization.mean == pytest.approx([1.0, 2.0])  # pooled sums / pooled n
     assert a.standardization.std == pytest.approx([1.0, 1.0])  # sqrt(2 - 1), sqrt(5 - 4)
     initial = initial_weights(a.spec.model, 2, a.spec.seed)
-    assert a.model_sha256 == tensors.sha256(tensors.encode(initial))
+    assert a.model_sha256 is not None
+    sent = tensors.decode(state.coordinator.blobs.read(a.model_sha256))  # read by safetensors
+    assert sent.keys() == initial.keys()
+    for name, array in initial.items():
+        np.testing.assert_array_equal(sent[name], array)
 
     assert post_update(state, "alpha", a, weights_like(1.0), 30) == ("accepted", "")
     assert post_update(state, "beta", b, weights_like(5.0), 10) == ("accepted", "")

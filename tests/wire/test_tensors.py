@@ -13,6 +13,7 @@ import safetensors.numpy
 from oncofed.wire import tensors
 from oncofed.wire.errors import BadTensorPayload, WireError
 from oncofed.wire.messages import Decline, Evaluation, TrainResult
+from oncofed.wire.stream import TensorFile, check_file
 
 SHAPES: dict[str, tuple[int, ...]] = {
     "layers.0.weight": (3, 4),
@@ -51,7 +52,7 @@ def _assert_rejected(
         tensors.check_weights(weights, SHAPES)
     path = _write(tmp_path / "update.safetensors", tensors.encode(weights, meta))
     with pytest.raises(BadTensorPayload, match=message):
-        tensors.check_file(path, SHAPES, TrainResult)
+        check_file(path, SHAPES, TrainResult)
 
 
 # -- round trips -------------------------------------------------------------------------
@@ -86,8 +87,13 @@ def test_check_file_and_iter_file(
     tmp_path: Path, weights: dict[str, np.ndarray], meta: TrainResult
 ) -> None:
     path = _write(tmp_path / "update.safetensors", tensors.encode(weights, meta))
-    assert tensors.check_file(path, SHAPES, TrainResult) == meta
-    streamed = list(tensors.iter_file(path))
+    assert check_file(path, SHAPES, TrainResult) == meta
+    with TensorFile(path) as opened:
+        pieces = list(opened.chunks(chunk=2))
+    streamed = [
+        (name, np.concatenate([c for n, _, c in pieces if n == name]).reshape(SHAPES[name]))
+        for name in dict.fromkeys(n for n, _, _ in pieces)
+    ]
     assert sorted(name for name, _ in streamed) == sorted(SHAPES)
     for name, array in streamed:
         assert array.dtype == np.float32
@@ -123,7 +129,7 @@ def test_wrong_dtype_is_rejected(tmp_path: Path, weights: dict[str, np.ndarray])
     data = safetensors.numpy.save(as_float64, metadata={"oncofed": "{}"})
     path = _write(tmp_path / "f64.safetensors", data)
     with pytest.raises(BadTensorPayload, match=r"dtype F64, expected float32"):
-        tensors.check_file(path, SHAPES, TrainResult)
+        check_file(path, SHAPES, TrainResult)
     with pytest.raises(BadTensorPayload, match=r"dtype float64, expected float32"):
         tensors.check_weights(tensors.decode(data), SHAPES)
 
@@ -162,8 +168,8 @@ def test_garbage_bytes_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(BadTensorPayload, match="header length exceeds the payload"):
         tensors.read_meta(garbage, TrainResult)
     path = _write(tmp_path / "garbage.safetensors", garbage)
-    with pytest.raises(BadTensorPayload, match="not a valid safetensors payload"):
-        tensors.check_file(path, SHAPES, TrainResult)
+    with pytest.raises(BadTensorPayload, match="header length exceeds the payload"):
+        check_file(path, SHAPES, TrainResult)
 
 
 def test_payload_shorter_than_header_is_rejected() -> None:
@@ -180,8 +186,8 @@ def test_truncated_payload_is_rejected(
     with pytest.raises(BadTensorPayload, match="not a valid safetensors payload"):
         tensors.decode(truncated)
     path = _write(tmp_path / "truncated.safetensors", truncated)
-    with pytest.raises(BadTensorPayload, match="not a valid safetensors payload"):
-        tensors.check_file(path, SHAPES, TrainResult)
+    with pytest.raises(BadTensorPayload, match="data section does not match the header"):
+        check_file(path, SHAPES, TrainResult)
 
 
 def test_header_length_beyond_payload_is_rejected(
@@ -194,8 +200,8 @@ def test_header_length_beyond_payload_is_rejected(
     with pytest.raises(BadTensorPayload, match="not a valid safetensors payload"):
         tensors.decode(lying)
     path = _write(tmp_path / "lying.safetensors", lying)
-    with pytest.raises(BadTensorPayload, match="not a valid safetensors payload"):
-        tensors.check_file(path, SHAPES, TrainResult)
+    with pytest.raises(BadTensorPayload, match="header length exceeds the payload"):
+        check_file(path, SHAPES, TrainResult)
 
 
 def test_header_that_is_not_a_json_object_is_rejected() -> None:
@@ -221,7 +227,7 @@ def test_missing_oncofed_metadata_is_rejected(
             tensors.read_meta(data, TrainResult)
         path = _write(tmp_path / "nometa.safetensors", data)
         with pytest.raises(BadTensorPayload, match="has no 'oncofed' metadata"):
-            tensors.check_file(path, SHAPES, TrainResult)
+            check_file(path, SHAPES, TrainResult)
 
 
 def test_metadata_not_matching_the_model_is_rejected(
@@ -233,7 +239,7 @@ def test_metadata_not_matching_the_model_is_rejected(
     assert "task_id" in str(excinfo.value)  # pydantic's report names the missing field
     path = _write(tmp_path / "wrongmeta.safetensors", data)
     with pytest.raises(BadTensorPayload, match="invalid result header") as excinfo:
-        tensors.check_file(path, SHAPES, TrainResult)
+        check_file(path, SHAPES, TrainResult)
     assert "task_id" in str(excinfo.value)
 
 
@@ -245,7 +251,7 @@ def test_metadata_that_is_not_json_is_rejected(
         tensors.read_meta(data, TrainResult)
     path = _write(tmp_path / "badjson.safetensors", data)
     with pytest.raises(BadTensorPayload, match="invalid result header"):
-        tensors.check_file(path, SHAPES, TrainResult)
+        check_file(path, SHAPES, TrainResult)
 
 
 def test_invalid_metadata_values_are_rejected(

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from oncofed.cli._common import console, friendly, setup_logging
-from oncofed.edge import Agent, EdgeHome, LocalStore
+from oncofed.edge import EdgeHome
 from oncofed.edge.enrol import enrol
 
 app = typer.Typer(help="Run an edge node inside a hospital.", no_args_is_help=True)
@@ -43,6 +43,8 @@ def dataset_add(
     home: EdgeDir,
 ) -> None:
     """Register a local CSV or Parquet table (its column names are the features)."""
+    from oncofed.edge.store import LocalStore
+
     table = LocalStore(EdgeHome(home).datasets).add(name, file)
     console.print(f"Dataset [bold]{name}[/]: {table.num_rows} rows, columns {table.column_names}")
 
@@ -51,6 +53,8 @@ def dataset_add(
 @friendly
 def dataset_list(home: EdgeDir) -> None:
     """Registered tables."""
+    from oncofed.edge.store import LocalStore
+
     store = LocalStore(EdgeHome(home).datasets)
     table = Table("dataset", "rows", "columns")
     for name in store.names():
@@ -70,6 +74,8 @@ def run(
 ) -> None:
     """Run the agent: dial out, long-poll for tasks, work locally, post results. Ctrl-C stops."""
     import torch
+
+    from oncofed.edge.agent import Agent
 
     setup_logging(log_level.upper())
     torch.set_num_threads(threads)

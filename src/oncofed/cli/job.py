@@ -11,7 +11,7 @@ from rich.table import Table
 
 from oncofed.cli._common import TokenOption, UrlOption, client, console, friendly
 from oncofed.cli.watch import render_job
-from oncofed.client import Client, load_spec, write_result
+from oncofed.client import Client, load_spec
 
 app = typer.Typer(help="Submit and follow federated jobs.", no_args_is_help=True)
 
@@ -83,6 +83,8 @@ def result(
     token: TokenOption = None,
 ) -> None:
     """Download the final model with its report and metric curves."""
+    from oncofed.client.plots import write_result
+
     with client(url, token) as api:
         job = api.job(job_id)
         paths = write_result(job, api.model_bytes(job_id), out)

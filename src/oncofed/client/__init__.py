@@ -1,7 +1,24 @@
-"""The researcher's and operator's Python client: ``from oncofed.client import Client``."""
+"""The researcher's and operator's Python client: ``from oncofed.client import Client``.
+
+``write_result`` is imported on first use (it brings in matplotlib).
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from oncofed.client._client import Client, ClientError, load_spec
-from oncofed.client.report import build_report, curves, final_metrics, write_result
+from oncofed.client.report import build_report, curves, final_metrics
+
+if TYPE_CHECKING:
+    from oncofed.client.plots import write_result
+
+
+def __getattr__(name: str) -> Any:
+    if name == "write_result":
+        from oncofed.client.plots import write_result
+
+        return write_result
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Client",

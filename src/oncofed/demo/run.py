@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from oncofed.cli.watch import render_job
-from oncofed.client import write_result
+from oncofed.client.plots import write_result
 from oncofed.demo.baselines import compare, site_splits
 from oncofed.demo.data import demo_specs, site_tables
 from oncofed.demo.federation import LocalFederation

@@ -1,9 +1,27 @@
-"""The edge node: the hospital's agent. Obeys its local policy first, the orchestrator second."""
+"""The edge node: the hospital's agent. Obeys its local policy first, the orchestrator second.
 
-from oncofed.edge.agent import Agent
+``Agent`` and ``LocalStore`` are imported on first use: they bring in torch and pyarrow, which
+processes that only need the edge's errors or settings (the CLI, the orchestrator) do without.
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from oncofed.edge.config import EdgeConfig, EdgeHome, EdgePolicy
 from oncofed.edge.errors import EdgeError, EnrolmentError, PolicyViolation, StoreError
-from oncofed.edge.store import LocalStore
+
+if TYPE_CHECKING:
+    from oncofed.edge.agent import Agent
+    from oncofed.edge.store import LocalStore
+
+_LAZY = {"Agent": "oncofed.edge.agent", "LocalStore": "oncofed.edge.store"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Agent",

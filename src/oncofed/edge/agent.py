@@ -71,11 +71,13 @@ class Agent:
         """Poll and work until ``stop`` is set or ``max_tasks`` are done; returns the count."""
         stop = stop or threading.Event()
         done = 0
+        handed: TaskAssignment | None = None  # the next task, sent back with an ack
         while not stop.is_set() and (max_tasks is None or done < max_tasks):
-            task = self._retrying(self._poll, stop)
+            task = handed or self._retrying(self._poll, stop)
             if task is None:
                 continue
-            self.handle(task, stop)
+            ack = self.handle(task, stop)
+            handed = ack.next_task if ack is not None else None
             done += 1
         return done
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
-from scipy.stats import rankdata
 
 PRIMARY = {"binary": "auc", "survival": "c_index"}
 
@@ -15,8 +13,17 @@ def auc(label: np.ndarray, score: np.ndarray) -> float:
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = rankdata(score)
+    ranks = _midranks(score)
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _midranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, tied values sharing the mean of their ranks."""
+    order = np.argsort(values, kind="stable")
+    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)
+    ranks = np.empty(values.size)
+    ranks[order] = np.repeat(first + (counts + 1) / 2, counts)
+    return ranks
 
 
 def accuracy(label: np.ndarray, logit: np.ndarray) -> float:
@@ -51,7 +58,7 @@ def binary_metrics(label: np.ndarray, logit: np.ndarray) -> dict[str, float]:
         "auc": auc(label, logit),
         "accuracy": accuracy(label, logit),
         "log_loss": log_loss(label, logit),
-        "mean_probability": float(np.mean(expit(logit))),
+        "mean_probability": float(np.mean(0.5 * (1.0 + np.tanh(logit / 2)))),  # sigmoid
     }
 
 

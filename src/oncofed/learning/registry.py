@@ -70,10 +70,16 @@ def initial_weights(model: ModelSpec, n_inputs: int, seed: int) -> Weights:
     layers = architecture(model, n_inputs)
     weights: Weights = {}
     for i, layer in enumerate(layers):
-        bound = 1.0 / np.sqrt(layer.n_in)
-        last = i == len(layers) - 1
-        scale = 0.0 if last else bound
-        weights[f"layers.{i}.weight"] = rng.uniform(-scale, scale, (layer.n_out, layer.n_in))
+        scale = 0.0 if i == len(layers) - 1 else 1.0 / np.sqrt(layer.n_in)
+        weights[f"layers.{i}.weight"] = _uniform(rng, scale, (layer.n_out, layer.n_in))
         if layer.bias:
-            weights[f"layers.{i}.bias"] = rng.uniform(-scale, scale, (layer.n_out,))
-    return {k: v.astype(DTYPE) for k, v in weights.items()}
+            weights[f"layers.{i}.bias"] = _uniform(rng, scale, (layer.n_out,))
+    return weights
+
+
+def _uniform(rng: np.random.Generator, scale: float, shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform in [-scale, scale), drawn directly in float32 (no float64 copy of a big layer)."""
+    values = rng.random(shape, dtype=DTYPE)
+    values *= 2 * scale
+    values -= scale
+    return values

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -42,6 +43,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         ticker.cancel()
+        app.state.aggregation.shutdown(wait=True)
         app.state.engine.dispose()
 
 
@@ -58,6 +60,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
     app.state.notifier = Notifier()
+    app.state.site_cache = {}  # credential hash -> (site, when verified); see deps.current_site
+    # Updates are validated and folded on one thread: aggregation is serial anyway (per-job
+    # locks), and one thread keeps the allocator's memory in one arena.
+    app.state.aggregation = ThreadPoolExecutor(1, thread_name_prefix="aggregation")
     app.state.coordinator = Coordinator(
         app.state.sessions, BlobStore(settings.blob_dir), app.state.notifier
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from oncofed.orchestrator.errors import NotFound
+from oncofed.wire.stream import Shapes, TensorWriter
 
 _HEX = set("0123456789abcdef")
 
@@ -45,11 +46,21 @@ class BlobStore:
         fd, name = tempfile.mkstemp(dir=self.tmp)
         path = Path(name)
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with os.fdopen(fd, "w+b") as handle:
                 yield handle, path
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+
+    @contextmanager
+    def write_tensors(self, shapes: Shapes) -> Iterator[TensorWriter]:
+        """A new float32 safetensors blob written piece by piece; its hash is the writer's
+        ``sha256`` once the block ends."""
+        with self.spool() as (handle, path):
+            writer = TensorWriter(handle, shapes)
+            yield writer
+            writer.finish()
+        self.adopt(path, writer.sha256)
 
     def adopt(self, path: Path, sha: str) -> Path:
         """Move a spooled file into place under its hash (the caller computed it)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -11,11 +12,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from oncofed.orchestrator import identity
+from oncofed.orchestrator.auth import token_hash
 from oncofed.orchestrator.errors import Forbidden, Unauthorized
 from oncofed.orchestrator.rounds import Coordinator
 from oncofed.orchestrator.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False)
+SITE_RECHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,23 @@ def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
 
 
 def current_site(
+    request: Request,
     sessions: Annotated[sessionmaker[Session], Depends(get_sessions)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """The calling edge. A short transaction of its own: long polls hold no connection."""
+    """The calling edge. A short transaction of its own (long polls hold no connection),
+    taken at most every few seconds per site: in between, a verified credential is
+    remembered, which also bounds how often ``last_seen`` is written."""
+    key = token_hash(_token(credentials))
+    cache: dict[str, tuple[Caller, float]] = request.app.state.site_cache
+    now = time.monotonic()
+    if (hit := cache.get(key)) is not None and now - hit[1] < SITE_RECHECK_SECONDS:
+        return hit[0]
     with sessions.begin() as session:
         site = identity.authenticate_site(session, _token(credentials))
-        return Caller(site.id, site.name, "site")
+        caller = Caller(site.id, site.name, "site")
+    cache[key] = (caller, now)
+    return caller
 
 
 def current_researcher(

@@ -14,14 +14,16 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from oncofed.learning.aggregate import WeightedMean
 from oncofed.learning.data import DataError, pooled_standardization
@@ -43,6 +45,7 @@ from oncofed.wire.messages import (
     TrainResult,
 )
 from oncofed.wire.spec import JobSpec
+from oncofed.wire.stream import TensorFile, check_file
 
 log = logging.getLogger("oncofed.orchestrator")
 T = TypeVar("T")
@@ -53,6 +56,18 @@ MAX_PARAMETERS = 200_000_000
 @lru_cache(maxsize=256)
 def parse_spec(spec_json: str) -> JobSpec:
     return JobSpec.model_validate_json(spec_json)
+
+
+_TASK_IN_ROUND = [
+    joinedload(Task.round).joinedload(Round.job),
+    joinedload(Task.round).selectinload(Round.tasks).joinedload(Task.site),
+]
+"""Everything closing a round reads, loaded with the task in two queries."""
+
+
+@lru_cache(maxsize=256)
+def _scaling(scaling_json: str | None) -> Standardization | None:
+    return Standardization.model_validate_json(scaling_json) if scaling_json else None
 
 
 @dataclass
@@ -83,9 +98,14 @@ class Coordinator:
         with self._guard:
             return self._locks.setdefault(job_id, threading.RLock())
 
-    def _transact(self, job_id: str | None, work: Callable[[Session, _Effects], T]) -> T:
+    def _transact(
+        self,
+        job_id: str | None,
+        work: Callable[[Session, _Effects], T],
+        effects: _Effects | None = None,
+    ) -> T:
         """Run ``work`` in one transaction (under the job's lock), then apply its effects."""
-        effects = _Effects()
+        effects = effects if effects is not None else _Effects()
         lock = self._lock(job_id) if job_id else threading.RLock()
         with lock:
             try:
@@ -103,6 +123,17 @@ class Coordinator:
             self._notifier.notify(effects.notify)
         return result
 
+    def _answer(
+        self, site_id: int, job_id: str, work: Callable[[Session, _Effects], ResultAck]
+    ) -> ResultAck:
+        """Record a site's answer; when it opened a round the site is part of, hand the site
+        its next task with the acknowledgement, so it need not wait for a poll."""
+        effects = _Effects()
+        ack = self._transact(job_id, work, effects)
+        if site_id in effects.notify:
+            ack = ack.model_copy(update={"next_task": self.next_task(site_id)})
+        return ack
+
     def _drop_job_sums(self, job_id: str) -> None:
         with self._sessions() as session:
             ids = session.scalars(select(Round.id).where(Round.job_id == job_id))
@@ -116,8 +147,10 @@ class Coordinator:
         n_params = parameter_count(spec.model, spec.n_inputs)
         if n_params > MAX_PARAMETERS:
             raise BadRequest(f"model has {n_params:,} parameters; the limit is {MAX_PARAMETERS:,}")
-        weights = initial_weights(spec.model, spec.n_inputs, spec.seed)
-        model_sha = self.blobs.put(tensors.encode(weights))
+        with self.blobs.write_tensors(parameter_shapes(spec.model, spec.n_inputs)) as model:
+            for name, array in initial_weights(spec.model, spec.n_inputs, spec.seed).items():
+                model.write(name, 0, array)
+        model_sha = model.sha256
 
         def work(session: Session, effects: _Effects) -> JobCreated:
             sites = self._resolve_sites(session, spec)
@@ -164,36 +197,47 @@ class Coordinator:
     ) -> None:
         spec = parse_spec(job.spec_json)
         deadline = utcnow() + timedelta(seconds=spec.round_timeout_s)
-        rnd = Round(job_id=job.id, number=number, kind=kind, input_sha=input_sha, deadline=deadline)
-        session.add(rnd)
-        session.flush()
-        for site_id in site_ids:
-            session.add(Task(id=uuid.uuid4().hex, round_id=rnd.id, site_id=site_id))
+        tasks = [Task(id=uuid.uuid4().hex, site_id=site_id) for site_id in site_ids]
+        session.add(
+            Round(
+                job=job,
+                number=number,
+                kind=kind,
+                input_sha=input_sha,
+                deadline=deadline,
+                tasks=tasks,
+            )
+        )
         effects.notify.update(site_ids)
 
     # -- edge side ---------------------------------------------------------------------
 
     def next_task(self, site_id: int) -> TaskAssignment | None:
-        """The site's oldest open task (again, if it was delivered and never answered)."""
-        with self._sessions() as session:
+        """The site's oldest open task (again, if it was delivered and never answered).
+
+        One short transaction and no job lock: the conditional UPDATE loses cleanly to a round
+        that closed in between (no row changes, nothing is delivered).
+        """
+        with self._sessions.begin() as session:
             found = session.execute(
-                select(Task.id, Round.job_id)
+                select(Task, Round, Job)
                 .join(Round, Task.round_id == Round.id)
+                .join(Job, Round.job_id == Job.id)
                 .where(Task.site_id == site_id, Task.status.in_(OPEN_TASK), Round.status == "open")
                 .order_by(Round.opened_at)
                 .limit(1)
             ).first()
-        if found is None:
-            return None
-        task_id, job_id = found
-
-        def work(session: Session, effects: _Effects) -> TaskAssignment | None:
-            task = session.get(Task, task_id)
-            if task is None or task.status not in OPEN_TASK or task.round.status != "open":
+            if found is None:
                 return None
-            task.status = "delivered"
-            task.delivered_at = utcnow()
-            rnd, job = task.round, task.round.job
+            task, rnd, job = found
+            delivered = session.execute(
+                update(Task)
+                .where(Task.id == task.id, Task.status.in_(OPEN_TASK))
+                .values(status="delivered", delivered_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if delivered.rowcount != 1:  # type: ignore[attr-defined]
+                return None
             spec = parse_spec(job.spec_json)
             return TaskAssignment(
                 task_id=task.id,
@@ -202,15 +246,9 @@ class Coordinator:
                 kind=rnd.kind,
                 spec=spec,
                 model_sha256=rnd.input_sha,
-                standardization=(
-                    Standardization.model_validate_json(job.scaling_json)
-                    if job.scaling_json
-                    else None
-                ),
+                standardization=_scaling(job.scaling_json),
                 proximal_mu=build_strategy(spec.strategy).proximal_mu,
             )
-
-        return self._transact(job_id, work)
 
     def blob_for_site(self, site_id: int, sha: str) -> Path:
         """A global model the site was sent; nothing else is readable by a site."""
@@ -242,7 +280,7 @@ class Coordinator:
         self, session: Session, task_id: str, kind: str | None, sha: str | None
     ) -> Task | ResultAck:
         """The task if it can take a result of ``kind`` now, or the answer to give instead."""
-        task = session.get(Task, task_id)
+        task = session.get(Task, task_id, options=_TASK_IN_ROUND)
         assert task is not None  # _job_of found it
         if task.status == "accepted":
             if sha is not None and task.result_sha == sha:
@@ -266,7 +304,7 @@ class Coordinator:
             spec = parse_spec(task.round.job.spec_json)
             shapes = parameter_shapes(spec.model, spec.n_inputs)
             try:
-                meta = tensors.check_file(path, shapes, TrainResult)
+                meta = check_file(path, shapes, TrainResult)  # chunk by chunk
                 if meta.task_id != task_id:
                     raise BadTensorPayload(f"payload is for task {meta.task_id}, not {task_id}")
             except BadTensorPayload as exc:
@@ -277,12 +315,13 @@ class Coordinator:
                 return ResultAck(task_id=task_id, status="rejected", detail=str(exc))
             size = path.stat().st_size
             stored = self.blobs.adopt(path, sha)
-            self._sum(task.round).add(tensors.iter_file(stored), float(meta.n_train))
+            with TensorFile(stored) as update:
+                self._sum(task.round).add_chunks(update.chunks(), float(meta.n_train))
             self._finish(task, "accepted", sha=sha, result=meta.model_dump_json(), size=size)
             self._maybe_close(session, effects, task.round)
             return ResultAck(task_id=task_id, status="accepted")
 
-        return self._transact(job_id, work)
+        return self._answer(site_id, job_id, work)
 
     def accept_result(
         self, site_id: int, task_id: str, result: StatsResult | EvaluateResult
@@ -303,7 +342,7 @@ class Coordinator:
             self._maybe_close(session, effects, task.round)
             return ResultAck(task_id=task_id, status="accepted")
 
-        return self._transact(job_id, work)
+        return self._answer(site_id, job_id, work)
 
     def decline(self, site_id: int, task_id: str, reason: str) -> ResultAck:
         """The site will not take part (its policy, its data); it is left out of later rounds."""
@@ -318,7 +357,7 @@ class Coordinator:
             self._maybe_close(session, effects, task.round)
             return ResultAck(task_id=task_id, status="declined", detail=reason)
 
-        return self._transact(job_id, work)
+        return self._answer(site_id, job_id, work)
 
     def expire(self) -> None:
         """Close every open round whose deadline has passed, without its missing sites."""
@@ -363,12 +402,12 @@ class Coordinator:
             for task in rnd.tasks:
                 if task.status == "accepted" and task.result_sha and task.result_json:
                     meta = TrainResult.model_validate_json(task.result_json)
-                    total.add(tensors.iter_file(self.blobs.path(task.result_sha)), meta.n_train)
+                    with TensorFile(self.blobs.path(task.result_sha)) as update:
+                        total.add_chunks(update.chunks(), meta.n_train)
             self._sums[rnd.id] = total
         return self._sums[rnd.id]
 
     def _maybe_close(self, session: Session, effects: _Effects, rnd: Round) -> None:
-        session.flush()
         if any(task.status in OPEN_TASK for task in rnd.tasks):
             return
         job = rnd.job
@@ -399,7 +438,7 @@ class Coordinator:
             job.scaling_json = scaling.model_dump_json()
             self._open_round(session, effects, job, 1, "train", job.model_sha, active)
         elif rnd.kind == "train":
-            self._advance_model(job, self._sum(rnd), effects)
+            self._advance_model(job, self._sum(rnd))
             effects.delete.update(t.result_sha for t in accepted if t.result_sha)
             kind = "train" if rnd.number < spec.rounds else "evaluate"
             self._open_round(session, effects, job, rnd.number + 1, kind, job.model_sha, active)
@@ -409,14 +448,39 @@ class Coordinator:
             "job %s round %d (%s) closed with %d sites", job.id, rnd.number, rnd.kind, len(accepted)
         )
 
-    def _advance_model(self, job: Job, total: WeightedMean, effects: _Effects) -> None:
-        spec = parse_spec(job.spec_json)
-        assert job.model_sha is not None
-        current = tensors.decode(self.blobs.read(job.model_sha))
-        state = tensors.decode(self.blobs.read(job.state_sha)) if job.state_sha else {}
-        new, new_state = build_strategy(spec.strategy).update(current, total.result(), state)
-        job.model_sha = self.blobs.put(tensors.encode(new))
-        job.state_sha = self.blobs.put(tensors.encode(new_state)) if new_state else None
+    def _advance_model(self, job: Job, total: WeightedMean) -> None:
+        """Apply the strategy chunk by chunk: current model, mean and state are read in pieces
+        and the next model and state are written the same way (memory stays O(chunk))."""
+        strategy = build_strategy(parse_spec(job.spec_json).strategy)
+        keys = strategy.state_keys
+        shapes = total.shapes
+        state_shapes = {f"{k}/{name}": shape for name, shape in shapes.items() for k in keys}
+        assert job.model_sha is not None  # set at submission
+        with ExitStack() as stack:
+            current = stack.enter_context(TensorFile(self.blobs.path(job.model_sha)))
+            state = (
+                stack.enter_context(TensorFile(self.blobs.path(job.state_sha)))
+                if job.state_sha
+                else None
+            )
+            model_out = stack.enter_context(self.blobs.write_tensors(shapes))
+            state_out = (
+                stack.enter_context(self.blobs.write_tensors(state_shapes)) if keys else None
+            )
+            for name in shapes:
+                for offset, average in total.mean_chunks(name):
+                    n = average.size
+                    piece = {
+                        k: state.read(f"{k}/{name}", offset, n) if state else np.zeros(n)
+                        for k in keys
+                    }
+                    new, new_state = strategy.update(current.read(name, offset, n), average, piece)
+                    model_out.write(name, offset, new)
+                    for k in keys:
+                        assert state_out is not None
+                        state_out.write(f"{k}/{name}", offset, new_state[k])
+        job.model_sha = model_out.sha256
+        job.state_sha = state_out.sha256 if state_out else None
 
     @staticmethod
     def _end(job: Job, status: str, error: str | None) -> None:

@@ -107,6 +107,9 @@ class ResultAck(Message):
     task_id: str
     status: Literal["accepted", "duplicate", "rejected", "declined"]
     detail: str = ""
+    next_task: TaskAssignment | None = Field(
+        None, description="The site's next task, if one is open: saves the site a poll."
+    )
 
 
 # -- sites -------------------------------------------------------------------------------

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import TypeVar
 
 import numpy as np
 import safetensors.numpy
 from pydantic import BaseModel, ValidationError
-from safetensors import safe_open
 
 from oncofed.wire.errors import BadTensorPayload
+from oncofed.wire.stream import META_KEY, Shapes
 
 Weights = dict[str, np.ndarray]
-Shapes = Mapping[str, tuple[int, ...]]
 M = TypeVar("M", bound=BaseModel)
-META_KEY = "oncofed"
 DTYPE = np.dtype(np.float32)
 
 
@@ -65,66 +61,18 @@ def decode(data: bytes) -> Weights:
         raise BadTensorPayload(f"not a valid safetensors payload: {exc}") from exc
 
 
-def _check_names(names: Iterable[str], shapes: Shapes) -> None:
-    names = set(names)
-    missing, extra = sorted(set(shapes) - names), sorted(names - set(shapes))
-    if missing or extra:
-        raise BadTensorPayload(f"tensor names differ: missing {missing}, unexpected {extra}")
-
-
-def _check_layout(name: str, dtype: str, shape: Sequence[int], shapes: Shapes) -> None:
-    if dtype not in ("F32", "float32"):
-        raise BadTensorPayload(f"{name}: dtype {dtype}, expected float32")
-    if tuple(shape) != tuple(shapes[name]):
-        raise BadTensorPayload(f"{name}: shape {tuple(shape)}, expected {tuple(shapes[name])}")
-
-
-def _check_finite(name: str, array: np.ndarray) -> None:
-    if not np.isfinite(array).all():
-        raise BadTensorPayload(f"{name}: contains NaN or infinite values")
-
-
 def check_weights(weights: Mapping[str, np.ndarray], shapes: Shapes) -> None:
     """Refuse anything but exactly the agreed names, shapes, float32 and finite values."""
-    _check_names(weights, shapes)
+    missing, extra = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
+    if missing or extra:
+        raise BadTensorPayload(f"tensor names differ: missing {missing}, unexpected {extra}")
     for name, array in weights.items():
-        _check_layout(name, str(array.dtype), array.shape, shapes)
-        _check_finite(name, array)
-
-
-def check_file(path: Path, shapes: Shapes, meta_model: type[M]) -> M:
-    """Validate a safetensors file tensor by tensor (one in memory at a time); its header."""
-    with _open(path) as handle:
-        _check_names(handle.keys(), shapes)
-        for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-            view = handle.get_slice(name)
-            _check_layout(name, view.get_dtype(), view.get_shape(), shapes)
-        for name in handle.keys():  # noqa: SIM118
-            _check_finite(name, handle.get_tensor(name))
-        metadata = handle.metadata() or {}
-    if META_KEY not in metadata:
-        raise BadTensorPayload(f"safetensors header has no {META_KEY!r} metadata")
-    try:
-        return meta_model.model_validate_json(metadata[META_KEY])
-    except ValidationError as exc:
-        raise BadTensorPayload(f"invalid result header: {exc}") from exc
-
-
-def iter_file(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """Tensors of a (validated) safetensors file, loaded one at a time."""
-    with _open(path) as handle:
-        for name in handle.keys():  # noqa: SIM118
-            yield name, handle.get_tensor(name)
-
-
-@contextmanager
-def _open(path: Path) -> Iterator[Any]:
-    try:
-        handle = safe_open(str(path), framework="numpy")
-    except Exception as exc:  # safetensors raises untyped errors on malformed input
-        raise BadTensorPayload(f"not a valid safetensors payload: {exc}") from exc
-    with handle:
-        yield handle
+        if array.dtype != DTYPE:
+            raise BadTensorPayload(f"{name}: dtype {array.dtype}, expected float32")
+        if tuple(array.shape) != tuple(shapes[name]):
+            raise BadTensorPayload(f"{name}: shape {array.shape}, expected {tuple(shapes[name])}")
+        if not np.isfinite(array).all():
+            raise BadTensorPayload(f"{name}: contains NaN or infinite values")
 
 
 def sha256(data: bytes) -> str:

@@ -3,20 +3,47 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
-from oncofed.wire.tensors import Weights
+import numpy as np
+
+from oncofed.wire.tensors import DTYPE, Weights
+
+StateChunk = Mapping[str, np.ndarray]
 
 
 class Strategy(ABC):
     """Turns the sample-weighted mean of the sites' models into the next global model.
 
-    The weighted mean itself is computed by streaming (``WeightedMean``); a strategy only sees
-    its result, the current global model and its own persistent state (e.g. Adam moments).
+    The weighted mean itself is computed by streaming (``WeightedMean``). A strategy's update
+    is elementwise, so the orchestrator applies it to one chunk of one tensor at a time and
+    never holds a whole model: ``current`` and ``average`` are matching pieces of the global
+    model and of the mean, ``state`` holds the same piece of each of the strategy's
+    ``state_keys`` (e.g. Adam's moments; zeros before the first round).
     """
 
     proximal_mu: float = 0.0
     """Weight of the proximal term the sites add to their local loss (FedProx)."""
 
+    state_keys: tuple[str, ...] = ()
+    """Names of the per-parameter state the strategy keeps between rounds."""
+
     @abstractmethod
-    def update(self, current: Weights, average: Weights, state: Weights) -> tuple[Weights, Weights]:
-        """Return ``(next_global, next_state)``; inputs are not modified."""
+    def update(
+        self, current: np.ndarray, average: np.ndarray, state: StateChunk
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Return ``(next_global, next_state)`` for these elements; inputs are not modified."""
+
+
+def apply_strategy(
+    strategy: Strategy, current: Weights, average: Weights, state: Weights
+) -> tuple[Weights, Weights]:
+    """Whole-model form of ``update``; state tensors are named ``"{key}/{tensor}"``."""
+    new: Weights = {}
+    new_state: Weights = {}
+    for name, weights in current.items():
+        piece = {k: state.get(f"{k}/{name}", np.zeros_like(weights)) for k in strategy.state_keys}
+        new[name], updated = strategy.update(weights, average[name], piece)
+        new[name] = new[name].astype(DTYPE)
+        new_state.update({f"{k}/{name}": v.astype(DTYPE) for k, v in updated.items()})
+    return new, new_state

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from oncofed.learning.strategies.base import Strategy
-from oncofed.wire.tensors import Weights
+import numpy as np
+
+from oncofed.learning.strategies.base import StateChunk, Strategy
 
 
 class FedAvg(Strategy):
-    def update(self, current: Weights, average: Weights, state: Weights) -> tuple[Weights, Weights]:
-        return dict(average), state
+    def update(
+        self, current: np.ndarray, average: np.ndarray, state: StateChunk
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return average, {}

@@ -26,6 +26,7 @@ from oncofed.wire.messages import (
 )
 
 router = APIRouter(tags=["edge"])
+_SPOOL_BLOCK = 4 << 20  # bytes hashed and written per hop off the event loop
 
 
 @router.post("/enrol")
@@ -72,24 +73,41 @@ async def post_update(
     coordinator: CoordinatorDep,
     settings: SettingsDep,
 ) -> JSONResponse:
-    """A training update as a safetensors body, spooled to disk while hashing (O(1) memory)."""
-    digest, size = hashlib.sha256(), 0
+    """A training update as a safetensors body, spooled to disk while hashing (O(1) memory).
+
+    Hashing and writing happen off the event loop, a few megabytes at a time; validation and
+    aggregation run on the app's single aggregation thread.
+    """
+    digest, size, pending = hashlib.sha256(), 0, bytearray()
     with coordinator.blobs.spool() as (handle, path):
+
+        def flush(data: bytes) -> None:
+            digest.update(data)
+            handle.write(data)
+
         async for chunk in request.stream():
             size += len(chunk)
             if size > settings.max_upload_bytes:
                 raise PayloadTooLarge(f"update exceeds {settings.max_upload_bytes} bytes")
-            digest.update(chunk)
-            handle.write(chunk)
+            pending += chunk
+            if len(pending) >= _SPOOL_BLOCK:
+                await run_in_threadpool(flush, bytes(pending))
+                pending.clear()
+        await run_in_threadpool(flush, bytes(pending))
     try:
         sha = digest.hexdigest()
         claimed = request.headers.get(SHA256_HEADER)
         if claimed is not None and claimed != sha:
             raise BadRequest(f"body SHA-256 is {sha}, not the {SHA256_HEADER} {claimed}")
-        ack = await run_in_threadpool(coordinator.accept_update, site.id, task_id, path, sha)
+
+        ack = await asyncio.get_running_loop().run_in_executor(
+            request.app.state.aggregation, coordinator.accept_update, site.id, task_id, path, sha
+        )
     finally:
         path.unlink(missing_ok=True)
-    return JSONResponse(ack.model_dump(), status_code=422 if ack.status == "rejected" else 200)
+    return JSONResponse(
+        ack.model_dump(mode="json"), status_code=422 if ack.status == "rejected" else 200
+    )
 
 
 @router.post("/tasks/{task_id}/result")

@@ -1,0 +1,59 @@
+"""Plots of a job's metric curves, and the files ``oncofed job result`` writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from oncofed.client.report import build_report, curves
+from oncofed.wire.messages import JobPublic
+
+
+def plot_curves(job: JobPublic, path: Path) -> Path:
+    """Training loss and held-out metrics against the round, pooled and per site."""
+    rows = curves(job)
+    metric = job.primary_metric
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
+    loss = [(r["round"], r["train_loss"]) for r in rows if r["train_loss"] is not None]
+    if loss:
+        ax_loss.plot(*zip(*loss, strict=True), marker="o")
+    ax_loss.set(title="Training loss (sample-weighted)", xlabel="round", ylabel="loss")
+    for site in job.sites:
+        points = [(r["round"], r["site_metrics"].get(site, {}).get(metric)) for r in rows]
+        points = [p for p in points if p[1] is not None]
+        if points:
+            ax_metric.plot(*zip(*points, strict=True), alpha=0.5, label=site)
+    pooled = [(r["round"], r["metrics"].get(metric)) for r in rows if metric in r["metrics"]]
+    if pooled:
+        ax_metric.plot(
+            *zip(*pooled, strict=True),
+            color="black",
+            linewidth=2.5,
+            label="all sites (sample-weighted)",
+        )
+    ax_metric.set(title=f"Held-out {metric} of the global model", xlabel="round", ylabel=metric)
+    ax_metric.legend(fontsize=8)
+    fig.suptitle(f"{job.name} ({job.spec.model.type}, {job.spec.strategy.name})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_result(job: JobPublic, model: bytes, out: Path) -> dict[str, Path]:
+    """``model.safetensors``, ``report.json`` and ``metrics.png`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "model": out / "model.safetensors",
+        "report": out / "report.json",
+        "plot": out / "metrics.png",
+    }
+    paths["model"].write_bytes(model)
+    paths["report"].write_text(json.dumps(build_report(job), indent=2) + "\n")
+    plot_curves(job, paths["plot"])
+    return paths

@@ -1,0 +1,75 @@
+"""Chunked safetensors reading and writing: bounded memory, byte-compatible with the library."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from oncofed.wire.errors import BadTensorPayload
+from oncofed.wire.stream import TensorFile, TensorWriter
+
+SHAPES = {"w": (3, 5), "b": (5,), "empty": (0,)}
+
+
+def test_pieces_written_in_any_order_are_read_by_the_library(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(3, 5)).astype(np.float32), rng.normal(size=5).astype(np.float32)
+    buffer = io.BytesIO()
+    writer = TensorWriter(buffer, SHAPES)
+    writer.write("b", 3, b[3:])
+    writer.write("w", 7, w.reshape(-1)[7:])
+    writer.write("b", 0, b[:3])
+    writer.write("w", 0, w.reshape(-1)[:7])
+    sha = writer.finish()
+    data = buffer.getvalue()
+    loaded = safetensors.numpy.load(data)
+    np.testing.assert_array_equal(loaded["w"], w)
+    np.testing.assert_array_equal(loaded["b"], b)
+    assert loaded["empty"].shape == (0,)
+    assert sha == hashlib.sha256(data).hexdigest()
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(data)
+    with TensorFile(path) as opened:
+        opened.check(SHAPES)
+        np.testing.assert_array_equal(opened.read("w", 4, 6), w.reshape(-1)[4:10])
+        assert [(n, o, c.size) for n, o, c in opened.chunks(chunk=4)] == [
+            ("w", 0, 4),
+            ("w", 4, 4),
+            ("w", 8, 4),
+            ("w", 12, 3),
+            ("b", 0, 4),
+            ("b", 4, 1),
+        ]
+
+
+def test_incomplete_or_overflowing_writes_are_refused() -> None:
+    writer = TensorWriter(io.BytesIO(), SHAPES)
+    writer.write("w", 0, np.zeros(15))
+    with pytest.raises(ValueError, match="not written exactly once"):
+        writer.finish()
+    with pytest.raises(ValueError, match="beyond the tensor"):
+        writer.write("b", 3, np.zeros(3))
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"dtype": "F32", "shape": [2], "data_offsets": [0, 12]}, "malformed tensor entry"),
+        ({"dtype": "X9", "shape": [2], "data_offsets": [0, 8]}, "malformed tensor entry"),
+        ({"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}, "gap or overlap"),
+        ({"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}, "malformed tensor entry"),
+        ("not an object", "malformed tensor entry"),
+    ],
+)
+def test_malformed_headers_are_refused(tmp_path: Path, entry: object, message: str) -> None:
+    header = json.dumps({"x": entry}).encode()
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\x00" * 12)
+    with pytest.raises(BadTensorPayload, match=message):
+        TensorFile(path)
