@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -31,14 +30,6 @@ class BlobStore:
 
     def exists(self, sha: str) -> bool:
         return self.path(sha).exists()
-
-    def put(self, data: bytes) -> str:
-        sha = hashlib.sha256(data).hexdigest()
-        if not self.exists(sha):
-            with self.spool() as (handle, path):
-                handle.write(data)
-            self.adopt(path, sha)
-        return sha
 
     @contextmanager
     def spool(self) -> Iterator[tuple[BinaryIO, Path]]:

@@ -329,16 +329,17 @@ class Coordinator:
         """A JSON result: feature statistics or an evaluation of the final model."""
         job_id = self._job_of(site_id, task_id)
         body = result.model_dump_json()
+        digest = tensors.sha256(body.encode())
         kind = "stats" if isinstance(result, StatsResult) else "evaluate"
 
         def work(session: Session, effects: _Effects) -> ResultAck:
-            task = self._open_task(session, task_id, kind, tensors.sha256(body.encode()))
+            task = self._open_task(session, task_id, kind, digest)
             if isinstance(task, ResultAck):
                 return task
             spec = parse_spec(task.round.job.spec_json)
             if isinstance(result, StatsResult) and len(result.sums) != len(spec.numeric_names):
                 raise BadRequest(f"expected {len(spec.numeric_names)} feature sums")
-            self._finish(task, "accepted", sha=tensors.sha256(body.encode()), result=body)
+            self._finish(task, "accepted", sha=digest, result=body)
             self._maybe_close(session, effects, task.round)
             return ResultAck(task_id=task_id, status="accepted")
 

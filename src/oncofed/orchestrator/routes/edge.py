@@ -26,7 +26,7 @@ from oncofed.wire.messages import (
 )
 
 router = APIRouter(tags=["edge"])
-_SPOOL_BLOCK = 4 << 20  # bytes hashed and written per hop off the event loop
+_SPOOL_BLOCK = 512 << 10  # bytes hashed and written per hop off the event loop
 
 
 @router.post("/enrol")
