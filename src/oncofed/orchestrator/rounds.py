@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from oncofed.learning.aggregate import WeightedMean
@@ -58,11 +58,8 @@ def parse_spec(spec_json: str) -> JobSpec:
     return JobSpec.model_validate_json(spec_json)
 
 
-_TASK_IN_ROUND = [
-    joinedload(Task.round).joinedload(Round.job),
-    joinedload(Task.round).selectinload(Round.tasks).joinedload(Task.site),
-]
-"""Everything closing a round reads, loaded with the task in two queries."""
+_TASK_IN_ROUND = [joinedload(Task.round).joinedload(Round.job)]
+"""What answering a task reads, loaded with the task in one query."""
 
 
 @lru_cache(maxsize=256)
@@ -409,7 +406,10 @@ class Coordinator:
         return self._sums[rnd.id]
 
     def _maybe_close(self, session: Session, effects: _Effects, rnd: Round) -> None:
-        if any(task.status in OPEN_TASK for task in rnd.tasks):
+        still_open = session.scalar(  # autoflush makes this answer's own status count
+            select(func.count()).where(Task.round_id == rnd.id, Task.status.in_(OPEN_TASK))
+        )
+        if still_open:
             return
         job = rnd.job
         spec = parse_spec(job.spec_json)
