@@ -97,13 +97,14 @@ def _table(result: dict[str, Any]) -> Table:
         title=f"{result['name']} ({result['model']}): held-out {metric}",
     )
     for name, scores in by_site.items():
-        label = {"federated": "[bold]federated[/]", "pooled": "pooled (central reference)"}.get(
-            name, name.replace("site:", "trained at ") + " only"
-        )
+        fixed = {"federated": "[bold]federated[/]", "pooled": "pooled"}
+        label = fixed.get(name, name.replace("site:", "") + " only")
         table.add_row(label, *(f"{scores[s]:.3f}" for s in sites), f"{scores['union']:.3f}")
     gap = result["federated"] - result["pooled"]
     above = result["federated"] - result["single_site_mean"]
     table.caption = (
+        "pooled: one model trained centrally on every site's training rows (the reference); "
+        "X only: trained on site X's rows alone.\n"
         f"federated - pooled = {gap:+.3f} ({'within' if abs(gap) <= TOLERANCE else 'OUTSIDE'} "
         f"{TOLERANCE}); federated - mean single-site = {above:+.3f}"
     )
