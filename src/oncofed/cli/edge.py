@@ -79,6 +79,7 @@ def run(
 
     setup_logging(log_level.upper())
     torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
     signal.signal(signal.SIGTERM, _interrupt)
     agent = Agent(EdgeHome(home), poll_seconds=poll_seconds)
     console.print(f"Edge [bold]{agent.site}[/] polling {agent.orchestrator} (no listening port).")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,22 +58,28 @@ def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
     return credentials.credentials
 
 
-def current_site(
+async def current_site(
     request: Request,
     sessions: Annotated[sessionmaker[Session], Depends(get_sessions)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     """The calling edge. A short transaction of its own (long polls hold no connection),
     taken at most every few seconds per site: in between, a verified credential is
-    remembered, which also bounds how often ``last_seen`` is written."""
-    key = token_hash(_token(credentials))
+    remembered (no thread, no database), which also bounds how often ``last_seen`` is
+    written."""
+    token = _token(credentials)
+    key = token_hash(token)
     cache: dict[str, tuple[Caller, float]] = request.app.state.site_cache
     now = time.monotonic()
     if (hit := cache.get(key)) is not None and now - hit[1] < SITE_RECHECK_SECONDS:
         return hit[0]
-    with sessions.begin() as session:
-        site = identity.authenticate_site(session, _token(credentials))
-        caller = Caller(site.id, site.name, "site")
+
+    def verify() -> Caller:
+        with sessions.begin() as session:
+            site = identity.authenticate_site(session, token)
+            return Caller(site.id, site.name, "site")
+
+    caller = await run_in_threadpool(verify)
     cache[key] = (caller, now)
     return caller
 

@@ -88,6 +88,7 @@ class Coordinator:
         self._guard = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
         self._sums: dict[int, WeightedMean] = {}
+        self._readable: set[tuple[int, str]] = set()
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -249,6 +250,8 @@ class Coordinator:
 
     def blob_for_site(self, site_id: int, sha: str) -> Path:
         """A global model the site was sent; nothing else is readable by a site."""
+        if (site_id, sha) in self._readable:
+            return self.blobs.path(sha)
         with self._sessions() as session:
             allowed = session.scalar(
                 select(Task.id)
@@ -258,6 +261,9 @@ class Coordinator:
             )
         if allowed is None:
             raise NotFound(f"no blob {sha} for this site")
+        if len(self._readable) > 100_000:  # a cache, not a record: bound it
+            self._readable.clear()
+        self._readable.add((site_id, sha))  # once sent to a site, always readable by it
         return self.blobs.path(sha)
 
     def _job_of(self, site_id: int, task_id: str) -> str:

@@ -27,6 +27,7 @@ from oncofed.wire.messages import (
 
 router = APIRouter(tags=["edge"])
 _SPOOL_BLOCK = 512 << 10  # bytes hashed and written per hop off the event loop
+_SMALL_BLOB = 4 << 20  # served from memory in one piece
 
 
 @router.post("/enrol")
@@ -59,10 +60,18 @@ async def next_task(
             return Response(status_code=204)
 
 
-@router.get("/blobs/{sha}", response_class=FileResponse)
-def get_blob(sha: str, site: CurrentSite, coordinator: CoordinatorDep) -> FileResponse:
-    path = coordinator.blob_for_site(site.id, sha)
-    return FileResponse(path, media_type="application/octet-stream")
+class _BlobFile(FileResponse):
+    chunk_size = 256 << 10  # fewer thread hops than Starlette's 64 KB, little memory per client
+
+
+@router.get("/blobs/{sha}", response_class=Response)
+async def get_blob(sha: str, site: CurrentSite, coordinator: CoordinatorDep) -> Response:
+    """A global model sent to this site: small ones straight from memory, large ones
+    streamed from disk."""
+    path = await run_in_threadpool(coordinator.blob_for_site, site.id, sha)
+    if path.stat().st_size <= _SMALL_BLOB:
+        return Response(path.read_bytes(), media_type="application/octet-stream")
+    return _BlobFile(path, media_type="application/octet-stream")
 
 
 @router.post("/tasks/{task_id}/update", response_model=ResultAck)
