@@ -93,7 +93,7 @@ class Config:
 
 
 CONFIGS = (
-    Config(4, 100_000, 6),
+    Config(4, 100_000, 20),
     Config(4, 10_000_000, 3),
     Config(32, 100_000, 6),
     Config(32, 10_000_000, 3),

@@ -54,8 +54,13 @@ def client(url: str | None, token: str | None) -> Client:
 
 
 def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False)],
-    )
+    handler: logging.Handler
+    if err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:  # a log file or journal: plain lines, and no rendering cost on hot paths
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    # One line per HTTP request is noise in a polling agent, and rendering it costs CPU.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from oncofed.learning.registry import architecture
 from oncofed.wire.spec import ModelSpec
@@ -18,8 +19,9 @@ class DenseStack(nn.Module):
 
     def __init__(self, model: ModelSpec, n_inputs: int) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(
-            nn.Linear(d.n_in, d.n_out, bias=d.bias) for d in architecture(model, n_inputs)
+        self.layers = nn.ModuleList(  # uninitialised: weights always come from the registry
+            skip_init(nn.Linear, d.n_in, d.n_out, bias=d.bias)
+            for d in architecture(model, n_inputs)
         )
         self.dropout = nn.Dropout(model.dropout)
 

@@ -56,7 +56,7 @@ def train(
     """Train from ``weights`` on ``x`` for ``epochs`` (default: the spec's local epochs)."""
     torch.use_deterministic_algorithms(True)
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # dropout masks
+    torch.default_generator.manual_seed(seed)  # dropout masks (CPU only: no CUDA lazy-init)
     module = build_module(spec.model, x.shape[1], weights)
     anchor = [p.detach().clone() for p in module.parameters()]
     local = spec.local

@@ -9,7 +9,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
 
 from oncofed.orchestrator import identity
 from oncofed.orchestrator.deps import CoordinatorDep, CurrentSite, SessionDep, SettingsDep
@@ -42,7 +43,7 @@ async def next_task(
     coordinator: CoordinatorDep,
     settings: SettingsDep,
     wait: Annotated[float, Query(ge=0, le=120, description="Long-poll seconds")] = 25.0,
-) -> TaskAssignment | Response:
+) -> Response:
     """Long poll: answers at once with a task, or when one is published, or 204 after ``wait``."""
     notifier = request.app.state.notifier
     deadline = time.monotonic() + min(wait, settings.long_poll_seconds)
@@ -50,7 +51,7 @@ async def next_task(
         published = notifier.event(site.id)  # taken first, so no publication is missed
         task = await run_in_threadpool(coordinator.next_task, site.id)
         if task is not None:
-            return task
+            return _json(task)
         remaining = deadline - time.monotonic()
         if remaining <= 0 or await request.is_disconnected():
             return Response(status_code=204)
@@ -58,6 +59,11 @@ async def next_task(
             await asyncio.wait_for(published.wait(), timeout=remaining)
         except TimeoutError:
             return Response(status_code=204)
+
+
+def _json(message: BaseModel, status_code: int = 200) -> Response:
+    """A message serialised once by pydantic (the hot paths skip FastAPI's re-validation)."""
+    return Response(message.model_dump_json(), status_code, media_type="application/json")
 
 
 class _BlobFile(FileResponse):
@@ -81,7 +87,7 @@ async def post_update(
     site: CurrentSite,
     coordinator: CoordinatorDep,
     settings: SettingsDep,
-) -> JSONResponse:
+) -> Response:
     """A training update as a safetensors body, spooled to disk while hashing (O(1) memory).
 
     Hashing and writing happen off the event loop, a few megabytes at a time; validation and
@@ -114,9 +120,7 @@ async def post_update(
         )
     finally:
         path.unlink(missing_ok=True)
-    return JSONResponse(
-        ack.model_dump(mode="json"), status_code=422 if ack.status == "rejected" else 200
-    )
+    return _json(ack, status_code=422 if ack.status == "rejected" else 200)
 
 
 @router.post("/tasks/{task_id}/result")
