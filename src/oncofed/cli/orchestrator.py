@@ -10,6 +10,7 @@ import uvicorn
 from oncofed.cli._common import StateDir, console, friendly, setup_logging
 from oncofed.orchestrator import Settings, create_app, migrate
 from oncofed.orchestrator import setup as state
+from oncofed.orchestrator.memory import bound_allocator
 
 app = typer.Typer(help="Run the orchestrator (the operator's side).", no_args_is_help=True)
 
@@ -44,6 +45,7 @@ def serve(
 ) -> None:
     """Serve the API (migrating the database to the newest schema first)."""
     setup_logging(log_level.upper())
+    bound_allocator()
     settings = Settings.load(home)
     migrate(settings.url)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
