@@ -130,3 +130,5 @@ def test_cli_submit_watch_and_result(federation: LocalFederation, tmp_path: Path
     assert {p.name for p in out.iterdir()} == {"model.safetensors", "report.json", "metrics.png"}
     listed = runner.invoke(app, ["site", "list"], env=env)
     assert listed.exit_code == 0 and "north" in listed.output
+    jobs = runner.invoke(app, ["job", "list"], env={**env, "COLUMNS": "80"})
+    assert jobs.exit_code == 0 and job_id in jobs.output  # whole, even when narrow

@@ -56,18 +56,19 @@ def _watch(api: Client, job_id: str) -> None:
 @friendly
 def list_jobs(url: UrlOption = None, token: TokenOption = None) -> None:
     """All jobs with their status."""
-    table = Table("id", "name", "model", "status", "rounds", "created")
+    table = Table("name", "model", "status", "rounds", "created")
+    table.add_column("id", no_wrap=True, min_width=32)  # copied into other commands: whole
     with client(url, token) as api:
         jobs = api.jobs()
     for job in jobs:
         done = sum(1 for r in job.rounds if r.kind == "train" and r.status == "closed")
         table.add_row(
-            job.id,
             job.name,
             job.spec.model.type,
             job.status,
             f"{done}/{job.spec.rounds}",
             f"{job.created_at:%Y-%m-%d %H:%M}",
+            job.id,
         )
     console.print(table)
 
