@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import httpx
@@ -72,3 +73,18 @@ def test_agent_declines_what_its_policy_forbids(home: EdgeHome) -> None:
     agent.run(max_tasks=1)
     [(path, body)] = script.posts
     assert path == "/v1/tasks/t1/decline" and "max_rounds" in str(body["reason"])
+
+
+def test_a_task_the_edge_cannot_read_is_declined_not_fatal(home: EdgeHome) -> None:
+    stop = threading.Event()
+    declined: list[str] = []
+
+    def orchestrator(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/tasks/next":
+            return httpx.Response(200, json={"task_id": "t9", "from_the_future": True})
+        declined.append(request.url.path)
+        stop.set()
+        return httpx.Response(200, json={"task_id": "t9", "status": "declined"})
+
+    Agent(home, transport=httpx.MockTransport(orchestrator)).run(stop)
+    assert declined == ["/v1/tasks/t9/decline"]

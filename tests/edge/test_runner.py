@@ -57,6 +57,16 @@ def never_fetch(sha: str) -> bytes:
         (EdgePolicy(min_cohort_size=500), make_spec(), "minimum cohort size"),
         (EdgePolicy(), make_spec(features=["x1", "nope"]), "column 'nope' is not in the dataset"),
         (EdgePolicy(), make_spec(dataset="missing"), "not registered"),
+        (
+            EdgePolicy(),
+            make_spec(evaluation={"holdout": 0.99}),
+            "training rows at this site are fewer",
+        ),
+        (
+            EdgePolicy(),
+            make_spec(evaluation={"holdout": 0.05}),
+            "held-out rows at this site are fewer",
+        ),
     ],
 )
 def test_task_outside_policy_or_data_is_declined(

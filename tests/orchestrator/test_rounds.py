@@ -7,9 +7,10 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from oncofed.learning.data import holdout_size
 from oncofed.learning.registry import initial_weights, parameter_shapes
 from oncofed.orchestrator.db import Job, Round, utcnow
-from oncofed.orchestrator.errors import Conflict, Forbidden, NotFound
+from oncofed.orchestrator.errors import BadRequest, Conflict, Forbidden, NotFound
 from oncofed.wire import tensors
 from oncofed.wire.messages import (
     EvaluateResult,
@@ -37,14 +38,24 @@ def weights_like(value: float) -> tensors.Weights:
     return {k: np.full(s, value, dtype=np.float32) for k, s in SHAPES.items()}
 
 
+def held_out(n_train: int) -> int:
+    """The held-out count that goes with ``n_train`` training rows at the default 25%."""
+    return next(e for e in range(1, n_train) if holdout_size(n_train + e, 0.25) == e)
+
+
 def post_update(
-    state: State, site: str, task: TaskAssignment, weights: tensors.Weights, n: int
+    state: State,
+    site: str,
+    task: TaskAssignment,
+    weights: tensors.Weights,
+    n: int,
+    n_train: int | None = None,
 ) -> tuple[str, str]:
     meta = TrainResult(
         task_id=task.task_id,
-        n_train=n,
+        n_train=n_train or n,
         train_loss=0.5,
-        evaluation=Evaluation(n_eval=10, metrics={"auc": 0.6}),
+        evaluation=Evaluation(n_eval=held_out(n), metrics={"auc": 0.6}),
         compute_seconds=0.01,
     )
     data = tensors.encode(weights, meta)
@@ -102,11 +113,11 @@ def test_fedavg_round_is_the_sample_weighted_mean(state: State) -> None:
 
     final = take(state, "alpha")
     assert final.kind == "evaluate" and final.round == 2
-    result = EvaluateResult(
-        evaluation=Evaluation(n_eval=5, metrics={"auc": 0.7}), compute_seconds=0
-    )
-    state.coordinator.accept_result(state.sites["alpha"], final.task_id, result)
-    state.coordinator.accept_result(state.sites["beta"], take(state, "beta").task_id, result)
+    for site, n in (("alpha", 30), ("beta", 10)):
+        evaluation = Evaluation(n_eval=held_out(n), metrics={"auc": 0.7})
+        task_id = final.task_id if site == "alpha" else take(state, site).task_id
+        result = EvaluateResult(evaluation=evaluation, compute_seconds=0)
+        state.coordinator.accept_result(state.sites[site], task_id, result)
     assert job_row(state, job.id).status == "completed"
 
 
@@ -227,3 +238,19 @@ def _expire_open_rounds(state: State, job_id: str) -> None:
     with state.sessions.begin() as session:
         for rnd in session.query(Round).filter_by(job_id=job_id, status="open"):
             rnd.deadline = utcnow() - timedelta(seconds=1)
+
+
+def test_a_site_cannot_claim_more_patients_than_it_reported(state: State) -> None:
+    job = state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    a = take(state, "alpha")
+    status, detail = post_update(state, "alpha", a, weights_like(1.0), 30, n_train=10**9)
+    assert status == "rejected" and "differs from the 30 reported" in detail
+
+
+def test_statistics_of_the_wrong_width_are_refused(state: State) -> None:
+    state.coordinator.submit(make_spec(), state.admin_id)
+    a = take(state, "alpha")
+    bad = StatsResult(n=30, sums=[1.0, 2.0], sumsq=[1.0, 2.0, 3.0])
+    with pytest.raises(BadRequest, match="sums of squares"):
+        state.coordinator.accept_result(state.sites["alpha"], a.task_id, bad)

@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from oncofed.client import ClientError, load_spec
+from oncofed.wire.messages import EvaluateResult, Evaluation
 from oncofed.wire.spec import (
     BinaryOutcome,
     FedAvgSpec,
@@ -268,3 +269,15 @@ def test_load_spec_unreadable_file(tmp_path: Path) -> None:
     broken.write_text("name: [unclosed\n")
     with pytest.raises(ClientError, match=r"broken\.yaml: cannot be read"):
         load_spec(broken)
+
+
+def test_sites_must_be_distinct_and_numbers_finite() -> None:
+    with pytest.raises(ValidationError) as caught:
+        JobSpec.model_validate(_with(sites=["north", "north"], min_sites=2))
+    assert caught.value.errors()[0]["loc"] == ("sites",)
+    with pytest.raises(ValidationError):
+        JobSpec.model_validate(_with(round_timeout_s=float("inf")))
+    with pytest.raises(ValidationError):
+        Evaluation(n_eval=3, metrics={"auc": float("nan")})
+    with pytest.raises(ValidationError):
+        EvaluateResult(evaluation=Evaluation(n_eval=3, metrics={}), compute_seconds=float("inf"))

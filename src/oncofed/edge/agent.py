@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import httpx
+from pydantic import ValidationError
 
 from oncofed import __version__
 from oncofed.edge.config import EdgeHome
@@ -26,9 +27,10 @@ from oncofed.wire.messages import (
     Decline,
     ResultAck,
     TaskAssignment,
+    TrainResult,
     error_detail,
 )
-from oncofed.wire.tensors import sha256
+from oncofed.wire.tensors import read_meta, sha256
 
 log = logging.getLogger("oncofed.edge")
 T = TypeVar("T")
@@ -70,10 +72,16 @@ class Agent:
     def run(self, stop: threading.Event | None = None, max_tasks: int | None = None) -> int:
         """Poll and work until ``stop`` is set or ``max_tasks`` are done; returns the count."""
         stop = stop or threading.Event()
+        ceiling = self._backoff[1]
         done = 0
         handed: TaskAssignment | None = None  # the next task, sent back with an ack
         while not stop.is_set() and (max_tasks is None or done < max_tasks):
-            task = handed or self._retrying(self._poll, stop)
+            try:
+                task = handed or self._retrying(self._poll, stop)
+            except FinalError as exc:  # e.g. a revoked credential or a proxy in the way
+                log.error("orchestrator refused the poll (%s); retrying in %.0fs", exc, ceiling)
+                stop.wait(ceiling)
+                continue
             if task is None:
                 continue
             ack = self.handle(task, stop)
@@ -119,7 +127,24 @@ class Agent:
         if response.status_code == 204:
             return None
         _raise_for_status(response)
-        return TaskAssignment.model_validate_json(response.content)
+        try:
+            return TaskAssignment.model_validate_json(response.content)
+        except ValidationError as exc:
+            self._decline_unreadable(response.content, exc)
+            return None
+
+    def _decline_unreadable(self, body: bytes, exc: ValidationError) -> None:
+        """A task this edge cannot parse (a newer orchestrator?) is declined, not retried."""
+        try:
+            task_id = str(json.loads(body)["task_id"])
+        except (ValueError, KeyError, TypeError):
+            log.error("unreadable task from the orchestrator: %s", exc)
+            return
+        log.error("task %s cannot be read by this edge; declining it: %s", task_id, exc)
+        reason = "this edge cannot read the task (are oncofed versions different?)"
+        response = self._http.post(f"/tasks/{task_id}/decline", json={"reason": reason})
+        if response.status_code >= 400:
+            log.error("declining task %s failed: %s", task_id, error_detail(response.content))
 
     def _fetch(self, sha: str) -> bytes:
         response = self._http.get(f"/blobs/{sha}")
@@ -161,7 +186,12 @@ class Agent:
             "endpoint": path,
             "bytes": len(body),
             "sha256": digest,
-            "json": None if path.endswith("/update") else json.loads(body),
+            # an update's numbers are in its safetensors header: log them, not the weights
+            "json": (
+                read_meta(body, TrainResult).model_dump(mode="json")
+                if path.endswith("/update")
+                else json.loads(body)
+            ),
         }
         with self.home.egress_log.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")

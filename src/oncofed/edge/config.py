@@ -34,6 +34,10 @@ class EdgePolicy(BaseModel):
     allowed_models: list[str] = Field(default_factory=lambda: ["logistic", "mlp", "cox", "cox_mlp"])
     allowed_datasets: list[str] | None = Field(None, description="None: every registered dataset")
     min_cohort_size: Annotated[int, Field(ge=1)] = 20
+    """Fewest training rows a task may use (the rows behind every sum and update sent)."""
+    min_eval_size: Annotated[int, Field(ge=1)] = 11
+    """Fewest held-out rows behind the metrics a task reports (below the small-cell rule's 11,
+    metrics could describe a handful of patients)."""
     max_parameters: Annotated[int, Field(ge=1)] = 50_000_000
     max_rounds: Annotated[int, Field(ge=1)] = 1000
     max_local_epochs: Annotated[int, Field(ge=1)] = 100

@@ -91,12 +91,19 @@ class TaskRunner:
     def _split(self, task: TaskAssignment) -> _Split:
         if task.job_id not in self._splits:
             cohort = build_cohort(task.spec, self._store.load(task.spec.dataset))
-            if len(cohort) < self._policy.min_cohort_size:
+            split = _Split(*split_cohort(task.spec, cohort))
+            policy = self._policy
+            if len(split.train) < policy.min_cohort_size:
                 raise PolicyViolation(
-                    "the cohort at this site is smaller than its minimum cohort size "
-                    f"(policy min_cohort_size={self._policy.min_cohort_size})"
+                    "the training rows at this site are fewer than its minimum cohort size "
+                    f"(policy min_cohort_size={policy.min_cohort_size})"
                 )
-            self._splits[task.job_id] = _Split(*split_cohort(task.spec, cohort))
+            if len(split.held_out) < policy.min_eval_size:
+                raise PolicyViolation(
+                    "the held-out rows at this site are fewer than its minimum evaluation size "
+                    f"(policy min_eval_size={policy.min_eval_size})"
+                )
+            self._splits[task.job_id] = split
         return self._splits[task.job_id]
 
     @staticmethod

@@ -121,10 +121,15 @@ def _target(spec: JobSpec, table: Table, keep: np.ndarray) -> tuple[np.ndarray, 
     return event, time
 
 
+def holdout_size(n: int, fraction: float) -> int:
+    """How many of ``n`` rows are held out: at least one, and at least one left to train."""
+    return min(max(1, round(fraction * n)), n - 1) if n > 1 else 0
+
+
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Fixed (train, held-out) row indices: the same rows for every round of a job."""
     order = np.random.default_rng(seed).permutation(n)
-    n_eval = min(max(1, round(fraction * n)), n - 1) if n > 1 else 0
+    n_eval = holdout_size(n, fraction)
     return np.sort(order[n_eval:]), np.sort(order[:n_eval])
 
 

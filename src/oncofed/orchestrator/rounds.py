@@ -26,7 +26,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from oncofed.learning.aggregate import WeightedMean
-from oncofed.learning.data import DataError, pooled_standardization
+from oncofed.learning.data import holdout_size, pooled_standardization
 from oncofed.learning.registry import initial_weights, parameter_count, parameter_shapes
 from oncofed.learning.strategies import build_strategy
 from oncofed.orchestrator.blobs import BlobStore
@@ -45,7 +45,7 @@ from oncofed.wire.messages import (
     TrainResult,
 )
 from oncofed.wire.spec import JobSpec
-from oncofed.wire.stream import TensorFile, check_file
+from oncofed.wire.stream import MAX_HEADER, TensorFile, check_file
 
 log = logging.getLogger("oncofed.orchestrator")
 T = TypeVar("T")
@@ -87,7 +87,8 @@ class Coordinator:
         self._notifier = notifier or Notifier()
         self._guard = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
-        self._sums: dict[int, WeightedMean] = {}
+        self._sums: dict[int, WeightedMean] = {}  # round id -> running sum
+        self._sum_jobs: dict[int, str] = {}  # round id -> job id, to drop sums without the db
         self._readable: set[tuple[int, str]] = set()
 
     # -- plumbing ----------------------------------------------------------------------
@@ -114,7 +115,7 @@ class Coordinator:
                     self._drop_job_sums(job_id)
                 raise
             for round_id in effects.drop_sums:
-                self._sums.pop(round_id, None)
+                self._drop_sum(round_id)
         for sha in effects.delete:
             self.blobs.delete(sha)
         if effects.notify:
@@ -133,10 +134,14 @@ class Coordinator:
         return ack
 
     def _drop_job_sums(self, job_id: str) -> None:
-        with self._sessions() as session:
-            ids = session.scalars(select(Round.id).where(Round.job_id == job_id))
-            for round_id in ids:
-                self._sums.pop(round_id, None)
+        """Forget a job's running sums (rebuilt from the database on next use). Touches no
+        database: it runs when the database may be what failed."""
+        for round_id in [r for r, job in self._sum_jobs.items() if job == job_id]:
+            self._drop_sum(round_id)
+
+    def _drop_sum(self, round_id: int) -> None:
+        self._sums.pop(round_id, None)
+        self._sum_jobs.pop(round_id, None)
 
     # -- jobs --------------------------------------------------------------------------
 
@@ -295,6 +300,16 @@ class Coordinator:
             raise BadRequest(f"task {task_id} is a {task.round.kind} task, not {kind}")
         return task
 
+    def update_limit(self, site_id: int, task_id: str) -> int:
+        """Most bytes an update for this task of this site may have; checked before a body is
+        read, so nobody can fill the disk with uploads for tasks that are not theirs."""
+        job_id = self._job_of(site_id, task_id)
+        with self._sessions() as session:
+            job = session.get(Job, job_id)
+            assert job is not None  # the task refers to it
+            spec = parse_spec(job.spec_json)
+        return 8 + MAX_HEADER + 4 * parameter_count(spec.model, spec.n_inputs)
+
     def accept_update(self, site_id: int, task_id: str, path: Path, sha: str) -> ResultAck:
         """Validate a spooled safetensors update, fold it into the round's sum, maybe close."""
         job_id = self._job_of(site_id, task_id)
@@ -310,6 +325,7 @@ class Coordinator:
                 meta = check_file(path, shapes, TrainResult)  # chunk by chunk
                 if meta.task_id != task_id:
                     raise BadTensorPayload(f"payload is for task {meta.task_id}, not {task_id}")
+                self._check_counts(session, task, spec, meta.evaluation.n_eval, meta.n_train)
             except BadTensorPayload as exc:
                 path.unlink(missing_ok=True)
                 self._finish(task, "rejected", detail=str(exc))
@@ -340,8 +356,15 @@ class Coordinator:
             if isinstance(task, ResultAck):
                 return task
             spec = parse_spec(task.round.job.spec_json)
-            if isinstance(result, StatsResult) and len(result.sums) != len(spec.numeric_names):
-                raise BadRequest(f"expected {len(spec.numeric_names)} feature sums")
+            if isinstance(result, StatsResult):
+                width = len(spec.numeric_names)
+                if not len(result.sums) == len(result.sumsq) == width:
+                    raise BadRequest(f"expected {width} feature sums and sums of squares")
+            else:
+                try:
+                    self._check_counts(session, task, spec, result.evaluation.n_eval)
+                except BadTensorPayload as exc:
+                    raise BadRequest(str(exc)) from exc
             self._finish(task, "accepted", sha=digest, result=body)
             self._maybe_close(session, effects, task.round)
             return ResultAck(task_id=task_id, status="accepted")
@@ -386,6 +409,33 @@ class Coordinator:
     # -- aggregation and round transitions ---------------------------------------------
 
     @staticmethod
+    def _check_counts(
+        session: Session, task: Task, spec: JobSpec, n_eval: int, n_train: int | None = None
+    ) -> None:
+        """Counts weight the aggregate, so they must fit what the site reported in the stats
+        round and the job's hold-out fraction; a site cannot claim more patients than it has."""
+        reported = session.scalar(
+            select(Task.result_json)
+            .join(Round, Task.round_id == Round.id)
+            .where(
+                Round.job_id == task.round.job_id,
+                Round.kind == "stats",
+                Task.site_id == task.site_id,
+                Task.status == "accepted",
+            )
+        )
+        if reported is not None:
+            n_stats = StatsResult.model_validate_json(reported).n
+            if n_train is not None and n_train != n_stats:
+                raise BadTensorPayload(f"n_train {n_train} differs from the {n_stats} reported")
+            n_train = n_stats
+        if (
+            n_train is not None
+            and holdout_size(n_train + n_eval, spec.evaluation.holdout) != n_eval
+        ):
+            raise BadTensorPayload(f"n_eval {n_eval} does not fit the job's hold-out fraction")
+
+    @staticmethod
     def _finish(
         task: Task,
         status: str,
@@ -408,7 +458,7 @@ class Coordinator:
                     meta = TrainResult.model_validate_json(task.result_json)
                     with TensorFile(self.blobs.path(task.result_sha)) as update:
                         total.add_chunks(update.chunks(), meta.n_train)
-            self._sums[rnd.id] = total
+            self._sums[rnd.id], self._sum_jobs[rnd.id] = total, rnd.job_id
         return self._sums[rnd.id]
 
     def _maybe_close(self, session: Session, effects: _Effects, rnd: Round) -> None:
@@ -439,13 +489,17 @@ class Coordinator:
                 scaling = pooled_standardization(
                     [StatsResult.model_validate_json(t.result_json or "") for t in accepted]
                 )
-            except DataError as exc:
-                self._end(job, "failed", str(exc))
+            except ValueError as exc:  # no rows, or sums too large to pool
+                self._end(job, "failed", f"pooling the feature statistics failed: {exc}")
                 return
             job.scaling_json = scaling.model_dump_json()
             self._open_round(session, effects, job, 1, "train", job.model_sha, active)
         elif rnd.kind == "train":
-            self._advance_model(job, self._sum(rnd))
+            try:
+                self._advance_model(job, self._sum(rnd))
+            except ValueError as exc:
+                self._end(job, "failed", f"aggregation failed: {exc}")
+                return
             effects.delete.update(t.result_sha for t in accepted if t.result_sha)
             kind = "train" if rnd.number < spec.rounds else "evaluate"
             self._open_round(session, effects, job, rnd.number + 1, kind, job.model_sha, active)
@@ -482,6 +536,8 @@ class Coordinator:
                         for k in keys
                     }
                     new, new_state = strategy.update(current.read(name, offset, n), average, piece)
+                    if not np.isfinite(new).all():
+                        raise ValueError(f"{name}: the next global model is not finite")
                     model_out.write(name, offset, new)
                     for k in keys:
                         assert state_out is not None

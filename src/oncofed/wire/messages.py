@@ -28,7 +28,7 @@ TaskKind = Literal["stats", "train", "evaluate"]
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # -- enrolment ---------------------------------------------------------------------------

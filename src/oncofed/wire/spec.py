@@ -10,7 +10,7 @@ Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Feature(_Strict):
@@ -151,6 +151,13 @@ class JobSpec(_Strict):
         if len(set(names)) != len(names):
             raise ValueError("each column may appear once")
         return features
+
+    @field_validator("sites")
+    @classmethod
+    def _distinct_sites(cls, sites: list[str] | None) -> list[str] | None:
+        if sites is not None and len(set(sites)) != len(sites):
+            raise ValueError("each site may appear once")
+        return sites
 
     @field_validator("model")
     @classmethod

@@ -27,7 +27,7 @@ CHUNK = 1 << 20
 """Elements per chunk (4 MB of float32)."""
 F32 = np.dtype("<f4")
 META_KEY = "oncofed"
-MAX_HEADER = 100_000_000
+MAX_HEADER = 1 << 20  # ~10,000 tensors' entries plus metadata; bounds parsing cost
 M = TypeVar("M", bound=BaseModel)
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -127,8 +127,8 @@ def _read_layout(handle: BinaryIO, path: Path) -> tuple[dict[str, Entry], dict[s
         raise BadTensorPayload("safetensors header length exceeds the payload")
     try:
         header = json.loads(handle.read(length))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadTensorPayload(f"safetensors header is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, absurd nesting or numbers
+        raise BadTensorPayload(f"safetensors header is not usable JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise BadTensorPayload("safetensors header is not an object")
     metadata = header.pop("__metadata__", None) or {}

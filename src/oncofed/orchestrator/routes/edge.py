@@ -93,6 +93,10 @@ async def post_update(
     Hashing and writing happen off the event loop, a few megabytes at a time; validation and
     aggregation run on the app's single aggregation thread.
     """
+    limit = min(
+        settings.max_upload_bytes,
+        await run_in_threadpool(coordinator.update_limit, site.id, task_id),
+    )
     digest, size, pending = hashlib.sha256(), 0, bytearray()
     with coordinator.blobs.spool() as (handle, path):
 
@@ -102,8 +106,8 @@ async def post_update(
 
         async for chunk in request.stream():
             size += len(chunk)
-            if size > settings.max_upload_bytes:
-                raise PayloadTooLarge(f"update exceeds {settings.max_upload_bytes} bytes")
+            if size > limit:
+                raise PayloadTooLarge(f"update exceeds the {limit} bytes this model needs")
             pending += chunk
             if len(pending) >= _SPOOL_BLOCK:
                 await run_in_threadpool(flush, bytes(pending))
