@@ -90,6 +90,8 @@ class Coordinator:
         self._sums: dict[int, WeightedMean] = {}  # round id -> running sum
         self._sum_jobs: dict[int, str] = {}  # round id -> job id, to drop sums without the db
         self._readable: set[tuple[int, str]] = set()
+        self._owners: dict[str, tuple[int, str]] = {}  # task id -> (site id, job id)
+        self._specs: dict[str, JobSpec] = {}  # job id -> spec (immutable)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -242,6 +244,8 @@ class Coordinator:
             if delivered.rowcount != 1:  # type: ignore[attr-defined]
                 return None
             spec = parse_spec(job.spec_json)
+            self._remember_owner(task.id, site_id, job.id)
+            self._specs.setdefault(job.id, spec)
             return TaskAssignment(
                 task_id=task.id,
                 job_id=job.id,
@@ -272,17 +276,27 @@ class Coordinator:
         return self.blobs.path(sha)
 
     def _job_of(self, site_id: int, task_id: str) -> str:
-        with self._sessions() as session:
-            row = session.execute(
-                select(Task.site_id, Round.job_id)
-                .join(Round, Task.round_id == Round.id)
-                .where(Task.id == task_id)
-            ).first()
-        if row is None:
-            raise NotFound(f"no task {task_id}")
-        if row.site_id != site_id:
+        """The job of a task of this site (a task's site and job never change: cached)."""
+        owner = self._owners.get(task_id)
+        if owner is None:
+            with self._sessions() as session:
+                row = session.execute(
+                    select(Task.site_id, Round.job_id)
+                    .join(Round, Task.round_id == Round.id)
+                    .where(Task.id == task_id)
+                ).first()
+            if row is None:
+                raise NotFound(f"no task {task_id}")
+            owner = self._remember_owner(task_id, row.site_id, str(row.job_id))
+        if owner[0] != site_id:
             raise Forbidden(f"task {task_id} belongs to another site")
-        return str(row.job_id)
+        return owner[1]
+
+    def _remember_owner(self, task_id: str, site_id: int, job_id: str) -> tuple[int, str]:
+        if len(self._owners) > 100_000:  # a cache, not a record: bound it
+            self._owners.clear()
+        self._owners[task_id] = (site_id, job_id)
+        return site_id, job_id
 
     def _open_task(
         self, session: Session, task_id: str, kind: str | None, sha: str | None
@@ -304,10 +318,12 @@ class Coordinator:
         """Most bytes an update for this task of this site may have; checked before a body is
         read, so nobody can fill the disk with uploads for tasks that are not theirs."""
         job_id = self._job_of(site_id, task_id)
-        with self._sessions() as session:
-            job = session.get(Job, job_id)
-            assert job is not None  # the task refers to it
-            spec = parse_spec(job.spec_json)
+        if job_id not in self._specs:
+            with self._sessions() as session:
+                job = session.get(Job, job_id)
+                assert job is not None  # the task refers to it
+                self._specs[job_id] = parse_spec(job.spec_json)
+        spec = self._specs[job_id]
         return 8 + MAX_HEADER + 4 * parameter_count(spec.model, spec.n_inputs)
 
     def accept_update(self, site_id: int, task_id: str, path: Path, sha: str) -> ResultAck:
