@@ -25,6 +25,13 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def test_uploads_left_by_a_crash_are_removed_at_start(state: State) -> None:
+    spool = Settings.load(state.home).blob_dir / "tmp"
+    (spool / "half-written").write_bytes(b"\x00" * 10)
+    with TestClient(create_app(Settings.load(state.home))):
+        assert list(spool.iterdir()) == []
+
+
 def test_health_needs_no_token(api: TestClient) -> None:
     assert api.get("/health").json()["status"] == "ok"
 

@@ -38,6 +38,8 @@ async def _tick(app: FastAPI, period: float) -> None:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.notifier.bind(asyncio.get_running_loop())
+    if removed := app.state.coordinator.blobs.clear_spool():
+        log.info("removed %d upload(s) left unfinished by an earlier run", removed)
     ticker = asyncio.create_task(_tick(app, app.state.settings.tick_seconds))
     try:
         yield

@@ -23,6 +23,13 @@ class BlobStore:
         self.tmp = root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
 
+    def clear_spool(self) -> int:
+        """Remove uploads left half-written by a crash; only when no request is running."""
+        leftovers = [p for p in self.tmp.iterdir() if p.is_file()]
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
+
     def path(self, sha: str) -> Path:
         if len(sha) != 64 or not set(sha) <= _HEX:
             raise NotFound(f"no blob {sha!r}")
