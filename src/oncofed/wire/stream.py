@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -84,12 +84,7 @@ class TensorFile:
 
     def meta(self, model: type[M]) -> M:
         """The ``oncofed`` entry of the header's metadata, validated as ``model``."""
-        if META_KEY not in self.metadata:
-            raise BadTensorPayload(f"safetensors header has no {META_KEY!r} metadata")
-        try:
-            return model.model_validate_json(self.metadata[META_KEY])
-        except ValidationError as exc:
-            raise BadTensorPayload(f"invalid result header: {exc}") from exc
+        return meta_of(self.metadata, model)
 
     def read(self, name: str, start: int = 0, count: int | None = None) -> np.ndarray:
         """Flat float32 elements ``start .. start + count`` of tensor ``name``."""
@@ -117,8 +112,8 @@ def check_file(path: Path, shapes: Shapes, meta_model: type[M]) -> M:
         return tensors.meta(meta_model)
 
 
-def _read_layout(handle: BinaryIO, path: Path) -> tuple[dict[str, Entry], dict[str, str], int]:
-    size = path.stat().st_size
+def read_header(handle: BinaryIO, size: int) -> dict[str, Any]:
+    """The JSON header of a ``size``-byte safetensors payload, read from its start."""
     prefix = handle.read(8)
     if len(prefix) < 8:
         raise BadTensorPayload("payload is shorter than a safetensors header")
@@ -128,9 +123,26 @@ def _read_layout(handle: BinaryIO, path: Path) -> tuple[dict[str, Entry], dict[s
     try:
         header = json.loads(handle.read(length))
     except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, absurd nesting or numbers
-        raise BadTensorPayload(f"safetensors header is not usable JSON: {exc}") from exc
+        raise BadTensorPayload(f"safetensors header is not JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise BadTensorPayload("safetensors header is not an object")
+    return header
+
+
+def meta_of(metadata: object, model: type[M]) -> M:
+    """The ``oncofed`` entry of a header's ``__metadata__``, validated as ``model``."""
+    if not isinstance(metadata, dict) or not isinstance(metadata.get(META_KEY), str):
+        raise BadTensorPayload(f"safetensors header has no {META_KEY!r} metadata")
+    try:
+        return model.model_validate_json(metadata[META_KEY])
+    except ValidationError as exc:
+        raise BadTensorPayload(f"invalid result header: {exc}") from exc
+
+
+def _read_layout(handle: BinaryIO, path: Path) -> tuple[dict[str, Entry], dict[str, str], int]:
+    size = path.stat().st_size
+    header = read_header(handle, size)
+    length = handle.tell() - 8  # the data section starts right after the header
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise BadTensorPayload("safetensors metadata must map names to strings")

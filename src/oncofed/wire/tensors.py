@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
+import io
 from collections.abc import Mapping
 from typing import TypeVar
 
 import numpy as np
 import safetensors.numpy
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from oncofed.wire.errors import BadTensorPayload
-from oncofed.wire.stream import META_KEY, Shapes
+from oncofed.wire.stream import META_KEY, Shapes, meta_of
+from oncofed.wire.stream import read_header as read_stream_header
 
 Weights = dict[str, np.ndarray]
 M = TypeVar("M", bound=BaseModel)
@@ -28,29 +29,12 @@ def encode(tensors: Mapping[str, np.ndarray], meta: BaseModel | None = None) -> 
 
 def read_header(data: bytes) -> dict[str, object]:
     """The JSON header of a safetensors payload, checked against the payload's length."""
-    if len(data) < 8:
-        raise BadTensorPayload("payload is shorter than a safetensors header")
-    size = int.from_bytes(data[:8], "little")
-    if size > len(data) - 8 or size > 100_000_000:
-        raise BadTensorPayload("safetensors header length exceeds the payload")
-    try:
-        header = json.loads(data[8 : 8 + size])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadTensorPayload(f"safetensors header is not JSON: {exc}") from exc
-    if not isinstance(header, dict):
-        raise BadTensorPayload("safetensors header is not an object")
-    return header
+    return read_stream_header(io.BytesIO(data), len(data))
 
 
 def read_meta(data: bytes, model: type[M]) -> M:
     """Validate the payload's ``oncofed`` header entry as ``model``."""
-    metadata = read_header(data).get("__metadata__")
-    if not isinstance(metadata, dict) or not isinstance(metadata.get(META_KEY), str):
-        raise BadTensorPayload(f"safetensors header has no {META_KEY!r} metadata")
-    try:
-        return model.model_validate_json(metadata[META_KEY])
-    except ValidationError as exc:
-        raise BadTensorPayload(f"invalid result header: {exc}") from exc
+    return meta_of(read_header(data).get("__metadata__"), model)
 
 
 def decode(data: bytes) -> Weights:
