@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check bench install clean
+.PHONY: demo test check bench docs install clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ check: $(STAMP)
 test: check
 	$(BIN)/pytest -q
 
+docs: $(STAMP)
+	$(BIN)/python -m oncofed.cdm.reference docs/data-model.md
+
 bench: $(STAMP)
+	$(BIN)/python bench/cdm_import.py
 	$(BIN)/python bench/run.py
 
 clean:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 from sqlalchemy.orm import Session, sessionmaker
 
+from oncofed.cdm.tables import CdmData
+from oncofed.edge.store import LocalStore
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.rounds import Coordinator
 from oncofed.orchestrator.settings import Settings
+from oncofed.wire.profile import DataProfile, FieldProfile
 from oncofed.wire.spec import JobSpec
 
 
@@ -32,15 +38,82 @@ class State:
 
 
 def make_spec(**overrides: object) -> JobSpec:
-    """A small logistic job over two numeric columns."""
+    """A small logistic job over two numeric site extension features (see ``save_columns``)."""
     data: dict[str, object] = {
         "name": "test-job",
         "dataset": "data",
-        "features": ["x1", "x2"],
-        "outcome": {"type": "binary", "label": "y"},
+        "features": ["ext.x1", "ext.x2"],
+        "outcome": {"type": "binary", "label": "ext.y"},
         "model": {"type": "logistic"},
         "rounds": 2,
         "min_sites": 1,
     }
     data.update(overrides)
     return JobSpec.model_validate(data)
+
+
+def save_columns(root: Path, name: str, columns: dict[str, np.ndarray]) -> LocalStore:
+    """A site dataset whose patients carry ``columns`` as extension features (``ext.NAME``),
+    stored as an import would store it (every patient with time origin diagnosis)."""
+    n = len(next(iter(columns.values())))
+    ids = pa.array([f"{i:032x}" for i in range(n)])
+    data = CdmData(
+        {
+            "patient": pa.table({"patient_id": ids}),
+            "outcome": pa.table({"patient_id": ids, "time_origin": ["diagnosis"] * n}),
+        },
+        pa.table({"patient_id": ids, **{k: pa.array(v) for k, v in columns.items()}}),
+    )
+    profile = DataProfile.model_validate(
+        {
+            "dataset": name,
+            "source_format": "csv",
+            "imported_at": "2026-11-28T00:00:00Z",
+            "threshold": 11,
+            "rows_read": n,
+            "patients": n,
+        }
+    )
+    store = LocalStore(root)
+    store.save(name, data, profile)
+    return store
+
+
+def sample_profile(dataset: str = "gbsg2", **changes: object) -> DataProfile:
+    """The report on GBSG2 as a site would publish it (threshold 11)."""
+    profile = DataProfile(
+        dataset=dataset,
+        source_format="csv",
+        imported_at=datetime(2026, 11, 20, 9, 30, tzinfo=UTC),
+        threshold=11,
+        rows_read="suppressed",
+        patients=686,
+        rejected={"range: age_at_diagnosis": "<11"},
+        tables={"patient": 686, "tumour": 686, "biomarker": 1372, "treatment": 246, "outcome": 686},
+        fields=[
+            FieldProfile(
+                table="patient", field="sex", present=686, missing=0, values={"female": 686}
+            ),
+            FieldProfile(table="patient", field="age_at_diagnosis", present=686, missing=0),
+            FieldProfile(
+                table="tumour",
+                field="grade",
+                present=686,
+                missing=0,
+                values={"G1": 81, "G2": 444, "G3": 161, "G4": 0, "GX": 0},
+            ),
+            FieldProfile(
+                table="outcome",
+                field="cause_of_death",
+                present="<11",
+                missing="suppressed",
+                values={"cancer": "<11", "other": 0, "unknown": 0},
+            ),
+        ],
+    )
+    return profile.model_copy(update=changes)
+
+
+def auth(token: str) -> dict[str, str]:
+    """The header a token is sent in."""
+    return {"Authorization": f"Bearer {token}"}

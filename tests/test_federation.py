@@ -13,27 +13,25 @@ from typer.testing import CliRunner
 
 from oncofed.cli.main import app
 from oncofed.client import Client
-from oncofed.demo.data import demo_specs, site_tables
+from oncofed.demo.data import demo_specs, site_tables, write_exports
 from oncofed.demo.federation import LocalFederation
 from oncofed.wire.messages import JobPublic
 
 pytestmark = pytest.mark.slow
 CANARY_ID = "CANARY-MRN-7731942"
-CANARY_AGE = 38.171717
+CANARY_SIZE = 38.171717
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    """North exports CSV (with a planted record number and tumour size), south an OMOP
+    database, east FHIR bundles; each edge imports its own export."""
     root = tmp_path_factory.mktemp("federation")
     tables = dict(list(site_tables().items())[:3])
-    north = tables["north"].assign(mrn=CANARY_ID, age=tables["north"]["age"].astype(float))
-    north.loc[0, "age"] = CANARY_AGE  # a planted patient value, next to planted identifiers
+    north = tables["north"].assign(mrn=CANARY_ID, tsize=tables["north"]["tsize"].astype(float))
+    north.loc[0, "tsize"] = CANARY_SIZE  # a planted patient value, next to a planted identifier
     tables["north"] = north
-    paths = {}
-    for site, frame in tables.items():
-        paths[site] = root / f"{site}.csv"
-        frame.to_csv(paths[site], index=False)
-    with LocalFederation(root, paths) as fed:
+    with LocalFederation(root, write_exports(root / "exports", tables)) as fed:
         yield fed
 
 
@@ -79,9 +77,9 @@ def test_no_planted_value_reaches_the_orchestrator(
     assert run_job(client, rounds=1).status == "completed"
     patterns = {
         CANARY_ID.encode(),
-        repr(CANARY_AGE).encode(),
-        struct.pack("<d", CANARY_AGE),
-        struct.pack("<f", CANARY_AGE),
+        repr(CANARY_SIZE).encode(),
+        struct.pack("<d", CANARY_SIZE),
+        struct.pack("<f", CANARY_SIZE),
     }
     files = [p for p in federation.state_dir.rglob("*") if p.is_file()]
     assert any(p.name == "oncofed.db" for p in files)
@@ -89,9 +87,11 @@ def test_no_planted_value_reaches_the_orchestrator(
         data = path.read_bytes()
         found = [p for p in patterns if p in data]
         assert not found, f"{path} holds a planted patient value"
-    # ...while the site's own data does hold them (the test would see a leak)
-    local = federation.edge_dir("north") / "datasets" / "gbsg2.parquet"
-    assert CANARY_ID.encode() in local.read_bytes()
+    # ...while the site's own data does hold the patient value (the test would see a leak),
+    # and not the record number: the mapping does not map it, so it was never imported.
+    stored = federation.edge_dir("north") / "datasets" / "gbsg2"
+    assert struct.pack("<d", CANARY_SIZE) in (stored / "tumour.parquet").read_bytes()
+    assert not any(CANARY_ID.encode() in p.read_bytes() for p in stored.iterdir())
 
 
 def test_restarted_orchestrator_resumes_the_job(
@@ -132,3 +132,21 @@ def test_cli_submit_watch_and_result(federation: LocalFederation, tmp_path: Path
     assert listed.exit_code == 0 and "north" in listed.output
     jobs = runner.invoke(app, ["job", "list"], env={**env, "COLUMNS": "80"})
     assert jobs.exit_code == 0 and job_id in jobs.output  # whole, even when narrow
+
+
+def test_each_sites_data_quality_report_reaches_the_orchestrator(
+    federation: LocalFederation, client: Client
+) -> None:
+    deadline = time.monotonic() + 30
+    while not all(client.profiles(site) for site in federation.site_data):
+        assert time.monotonic() < deadline, "a site's data profile never arrived"
+        time.sleep(0.2)
+    formats = {site: client.profiles(site)[0].source_format for site in federation.site_data}
+    assert formats == {"north": "csv", "south": "omop", "east": "fhir"}
+    [south] = client.profiles("south")
+    assert (south.dataset, south.patients, south.rejected) == ("gbsg2", 192, {})
+    env = {"ONCOFED_URL": federation.url, "ONCOFED_TOKEN": federation.token, "COLUMNS": "200"}
+    shown = CliRunner().invoke(app, ["site", "profile", "east"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "fhir" in shown.output and "144 patients" in shown.output
+    assert "G1 17 · G2 89 · G3 38" in shown.output

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 from typer.testing import CliRunner
 
+from oncofed.cdm.tables import CdmData
 from oncofed.cli.main import app
+from oncofed.client import Client
+from oncofed.edge import Agent, EdgeConfig, EdgeHome, LocalStore
+from oncofed.orchestrator import Settings, create_app
+from tests.support import State, sample_profile
 
 runner = CliRunner()
 
@@ -58,3 +68,76 @@ def test_edge_init_errors_are_clean_and_leave_no_credential(
     result = runner.invoke(app, [*args, "--token", token])
     assert result.exit_code == 1 and message in result.output, result.output
     assert not (edge / "credential").exists()
+
+
+@pytest.fixture
+def served(state: State) -> Iterator[str]:
+    """The orchestrator on ``state``, served over HTTP on 127.0.0.1 from a thread."""
+    app = create_app(Settings.load(state.home))
+    server = uvicorn.Server(uvicorn.Config(app, port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    give_up = time.monotonic() + 10
+    while not server.started and thread.is_alive() and time.monotonic() < give_up:
+        time.sleep(0.01)
+    assert server.started, "the orchestrator did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join()
+
+
+def send_profiles(url: str, state: State, home: EdgeHome) -> None:
+    """Run site alpha's agent until the orchestrator has its data quality reports."""
+    config = EdgeConfig.model_validate({"orchestrator": url, "site": "alpha"})
+    home.create(config, state.credentials["alpha"])
+    LocalStore(home.datasets).save("gbsg2", CdmData(), sample_profile())
+    agent, stop = Agent(home, poll_seconds=0.05), threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,))
+    thread.start()
+    try:
+        with Client(url, state.admin_token) as api:
+            give_up = time.monotonic() + 10
+            while not api.profiles("alpha") and time.monotonic() < give_up:
+                time.sleep(0.02)
+    finally:
+        stop.set()
+        thread.join()
+        agent.close()
+
+
+def test_site_profile_shows_what_the_edge_sent(served: str, state: State, tmp_path: Path) -> None:
+    send_profiles(served, state, EdgeHome(tmp_path / "edge"))
+    args = ["site", "profile", "alpha", "--url", served, "--token", state.admin_token]
+    shown = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    lines = [line.strip("│ ") for line in shown.output.splitlines()]
+    assert lines[0].startswith("╭─ gbsg2 ")
+    assert lines[1:3] == [
+        "csv · imported 2026-11-20 09:30 UTC · threshold 11 · suppressed rows read · "
+        "686 patients · rejected: range: age_at_diagnosis <11",
+        "tables stored: patient 686 · tumour 686 · biomarker 1372 · treatment 246 · outcome 686",
+    ]
+    table_rows = [line for line in shown.output.splitlines() if line.count("│") == 7]
+    assert [[cell.strip() for cell in row.split("│")[2:-2]] for row in table_rows] == [
+        ["sex", "686", "0", "female 686"],
+        ["age_at_diagnosis", "686", "0", ""],
+        ["grade", "686", "0", "G1 81 · G2 444 · G3 161"],
+        ["cause_of_death", "<11", "suppressed", "cancer <11"],
+    ]
+    titles = [line for line in lines if line in ("patient", "tumour", "outcome", "biomarker")]
+    assert titles == ["patient", "tumour", "outcome"]
+    as_json = runner.invoke(app, [*args, "--json", "--dataset", "gbsg2"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output) == [sample_profile().model_dump(mode="json")]
+
+
+def test_site_profile_errors_are_clean(served: str, state: State) -> None:
+    args = ["--url", served, "--token", state.admin_token]
+    none = runner.invoke(app, ["site", "profile", "beta", *args])
+    assert none.exit_code == 0 and "Site beta has sent no data quality report yet." in none.output
+    missing = runner.invoke(app, ["site", "profile", "beta", "--dataset", "gbsg2", *args])
+    assert missing.exit_code == 1
+    assert "site 'beta' sent no report on dataset 'gbsg2' (sent: none)" in missing.output
+    unknown = runner.invoke(app, ["site", "profile", "gamma", *args])
+    assert unknown.exit_code == 1 and "HTTP 404: no site 'gamma'" in unknown.output

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from oncofed.cdm.frame import job_table
+from oncofed.cdm.importers.tabular import import_tabular
 from oncofed.demo.baselines import compare, fit_central, site_splits
-from oncofed.demo.data import demo_specs, site_tables
+from oncofed.demo.data import demo_specs, mapping_file, site_tables
 
 
 def test_sites_hold_every_patient_once_in_unequal_slices() -> None:
@@ -19,9 +23,13 @@ def test_sites_hold_every_patient_once_in_unequal_slices() -> None:
     assert max(ages) - min(ages) > 10  # case mix differs between hospitals
 
 
-def test_compare_scores_each_model_on_the_same_held_out_patients() -> None:
+def test_compare_scores_each_model_on_the_same_held_out_patients(tmp_path: Path) -> None:
     spec = demo_specs()[1].model_copy(update={"rounds": 2})
-    tables = {s: {c: t[c].to_numpy() for c in t.columns} for s, t in site_tables().items()}
+    mapping = mapping_file("gbsg2.yaml", tmp_path)
+    tables = {}
+    for site, frame in site_tables().items():
+        frame.to_csv(tmp_path / f"{site}.csv", index=False)
+        tables[site] = job_table(spec, import_tabular(tmp_path / f"{site}.csv", mapping).data)
     splits = site_splits(spec, tables)
     pooled = fit_central(spec, [s.train for s in splits.values()])
     result = compare(spec, splits, pooled.weights)  # "federated" = the pooled weights

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 
+from oncofed.cdm.tables import CdmData
 from oncofed.edge import Agent, EdgeConfig, EdgeHome, LocalStore
+from oncofed.edge.store import PROFILE
 from oncofed.wire.messages import TaskAssignment
-from tests.support import make_spec
+from oncofed.wire.profile import DataProfile
+from tests.support import make_spec, sample_profile, save_columns
 
 
 @pytest.fixture
@@ -21,10 +26,8 @@ def home(tmp_path: Path) -> EdgeHome:
     edge = EdgeHome(tmp_path / "edge")
     edge.create(EdgeConfig.model_validate({"orchestrator": "http://orch.test", "site": "a"}), "c")
     rng = np.random.default_rng(1)
-    csv = tmp_path / "d.csv"
-    frame = {"x1": rng.normal(size=60), "x2": rng.normal(size=60), "y": rng.integers(0, 2, 60)}
-    pd.DataFrame(frame).to_csv(csv, index=False)
-    LocalStore(edge.datasets).add("data", csv)
+    columns = {"x1": rng.normal(size=60), "x2": rng.normal(size=60), "y": rng.integers(0, 2, 60)}
+    save_columns(edge.datasets, "data", columns)
     return edge
 
 
@@ -42,6 +45,8 @@ class Script:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.auth.add(request.headers["Authorization"])
+        if request.method == "PUT":  # the dataset's data quality report
+            return httpx.Response(204)
         if request.url.path == "/v1/tasks/next":
             if self.outages:
                 self.outages -= 1
@@ -62,7 +67,9 @@ def test_agent_retries_until_reachable_then_posts_and_logs_egress(home: EdgeHome
     assert script.auth == {"Bearer c"}
     [(path, body)] = script.posts
     assert path == "/v1/tasks/t1/result" and body["n"] == 45 and len(body["sums"]) == 2
-    [entry] = [json.loads(line) for line in home.egress_log.read_text().splitlines()]
+    entries = [json.loads(line) for line in home.egress_log.read_text().splitlines()]
+    assert [e["kind"] for e in entries] == ["profile", "stats"]
+    entry = entries[1]
     assert entry["task"] == "t1" and entry["kind"] == "stats" and entry["json"] == body
     assert entry["bytes"] > 0 and len(entry["sha256"]) == 64
 
@@ -80,6 +87,8 @@ def test_a_task_the_edge_cannot_read_is_declined_not_fatal(home: EdgeHome) -> No
     declined: list[str] = []
 
     def orchestrator(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":  # the dataset's data quality report
+            return httpx.Response(204)
         if request.url.path == "/v1/tasks/next":
             return httpx.Response(200, json={"task_id": "t9", "from_the_future": True})
         declined.append(request.url.path)
@@ -88,3 +97,105 @@ def test_a_task_the_edge_cannot_read_is_declined_not_fatal(home: EdgeHome) -> No
 
     Agent(home, transport=httpx.MockTransport(orchestrator)).run(stop)
     assert declined == ["/v1/tasks/t9/decline"]
+
+
+# -- data quality reports --------------------------------------------------------------
+
+
+class ProfileOrchestrator:
+    """Answers every poll with 204 after running the next scripted action (then stops the
+    agent) and records what is put to ``/profiles``; ``answers`` are its replies to those
+    (0: connection refused), 204 once they run out."""
+
+    def __init__(self, actions: list[Callable[[], None]], answers: list[int] | None = None) -> None:
+        self.stop = threading.Event()
+        self.actions, self.answers = actions, answers or []
+        self.puts: list[tuple[str, bytes]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/tasks/next":
+            (self.actions.pop(0) if self.actions else self.stop.set)()
+            return httpx.Response(204)
+        assert request.method == "PUT"
+        self.puts.append((request.url.path, request.content))
+        status = self.answers.pop(0) if self.answers else 204
+        if status == 0:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(status, json={"detail": "refused"} if status >= 400 else None)
+
+    def run(self, home: EdgeHome) -> None:
+        transport = httpx.MockTransport(self)
+        agent = Agent(home, poll_seconds=0, backoff=(0.001, 0.01), transport=transport)
+        agent.run(self.stop)
+        agent.close()
+
+    def sent(self) -> list[tuple[str, DataProfile]]:
+        return [(path, DataProfile.model_validate_json(body)) for path, body in self.puts]
+
+
+@pytest.fixture
+def edge(tmp_path: Path) -> EdgeHome:
+    """An edge with two imported datasets."""
+    edge = EdgeHome(tmp_path / "edge")
+    edge.create(EdgeConfig.model_validate({"orchestrator": "http://orch.test", "site": "a"}), "c")
+    store = LocalStore(edge.datasets)
+    store.save("gbsg2", CdmData(), sample_profile())
+    store.save("trial-b", CdmData(), sample_profile("trial-b", patients=120))
+    return edge
+
+
+def test_profiles_are_sent_at_start_and_after_a_reimport(edge: EdgeHome) -> None:
+    reimported = sample_profile(patients=700)
+    store = LocalStore(edge.datasets)
+    orchestrator = ProfileOrchestrator(
+        [lambda: None, lambda: store.save("gbsg2", CdmData(), reimported), lambda: None]
+    )
+    orchestrator.run(edge)
+    assert orchestrator.sent() == [
+        ("/v1/profiles/gbsg2", sample_profile()),
+        ("/v1/profiles/trial-b", sample_profile("trial-b", patients=120)),
+        ("/v1/profiles/gbsg2", reimported),
+    ]
+    entries = [json.loads(line) for line in edge.egress_log.read_text().splitlines()]
+    assert [(e["kind"], e["dataset"], e["endpoint"]) for e in entries] == [
+        ("profile", "gbsg2", "/profiles/gbsg2"),
+        ("profile", "trial-b", "/profiles/trial-b"),
+        ("profile", "gbsg2", "/profiles/gbsg2"),
+    ]
+    for entry, (_, body) in zip(entries, orchestrator.puts, strict=True):
+        assert entry["json"] == json.loads(body) and entry["bytes"] == len(body)
+        assert entry["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_a_damaged_profile_is_logged_once_and_skipped(
+    edge: EdgeHome, caplog: pytest.LogCaptureFixture
+) -> None:
+    (edge.datasets / "trial-b" / PROFILE).write_text('{"dataset": "trial-b", "patients": 12')
+    store = LocalStore(edge.datasets)
+    repaired = sample_profile("trial-b", patients=121)
+    orchestrator = ProfileOrchestrator(
+        [lambda: None, lambda: store.save("trial-b", CdmData(), repaired)]
+    )
+    with caplog.at_level(logging.ERROR, logger="oncofed.edge"):
+        orchestrator.run(edge)
+    assert orchestrator.sent() == [
+        ("/v1/profiles/gbsg2", sample_profile()),
+        ("/v1/profiles/trial-b", repaired),
+    ]
+    [record] = caplog.records
+    assert record.getMessage().startswith("data profile of dataset trial-b not sent: ")
+    assert "is damaged" in record.getMessage()
+
+
+def test_an_outage_is_retried_and_a_refusal_is_not(
+    edge: EdgeHome, caplog: pytest.LogCaptureFixture
+) -> None:
+    orchestrator = ProfileOrchestrator([lambda: None], answers=[0, 204, 422])
+    with caplog.at_level(logging.ERROR, logger="oncofed.edge"):
+        orchestrator.run(edge)
+    paths = [path for path, _ in orchestrator.puts]
+    assert paths == ["/v1/profiles/gbsg2", "/v1/profiles/gbsg2", "/v1/profiles/trial-b"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "data profile of dataset trial-b not sent: HTTP 422: refused"
+    ]
+    assert len(edge.egress_log.read_text().splitlines()) == 3  # every attempt is logged

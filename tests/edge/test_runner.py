@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from oncofed.edge import EdgePolicy, LocalStore
@@ -21,7 +20,7 @@ from oncofed.wire.messages import (
     TrainResult,
 )
 from oncofed.wire.spec import JobSpec
-from tests.support import make_spec
+from tests.support import make_spec, save_columns
 
 
 @pytest.fixture
@@ -29,11 +28,7 @@ def store(tmp_path: Path) -> LocalStore:
     rng = np.random.default_rng(0)
     x1, x2 = rng.normal(size=120), rng.normal(size=120)
     y = (x1 + rng.normal(size=120) > 0).astype(int)
-    csv = tmp_path / "site.csv"
-    pd.DataFrame({"x1": x1, "x2": x2, "y": y}).to_csv(csv, index=False)
-    local = LocalStore(tmp_path / "datasets")
-    local.add("data", csv)
-    return local
+    return save_columns(tmp_path / "datasets", "data", {"x1": x1, "x2": x2, "y": y})
 
 
 def assignment(spec: JobSpec, kind: str = "stats", **extra: object) -> TaskAssignment:
@@ -55,8 +50,22 @@ def never_fetch(sha: str) -> bytes:
         (EdgePolicy(max_rounds=1), make_spec(rounds=5), "max_rounds"),
         (EdgePolicy(max_parameters=10), make_spec(model={"type": "mlp"}), "max_parameters"),
         (EdgePolicy(min_cohort_size=500), make_spec(), "minimum cohort size"),
-        (EdgePolicy(), make_spec(features=["x1", "nope"]), "column 'nope' is not in the dataset"),
-        (EdgePolicy(), make_spec(dataset="missing"), "not registered"),
+        (
+            EdgePolicy(),
+            make_spec(features=["ext.x1", "ext.nope"]),
+            "no extension feature 'ext.nope'",
+        ),
+        (
+            EdgePolicy(),
+            make_spec(features=["ext.x1", "age_at_diagnosis"]),
+            "the job's cohort at this site is smaller than its minimum cohort size",
+        ),  # nobody has an age: no complete case
+        (
+            EdgePolicy(),
+            make_spec(cohort={"time_origin": "surgery"}),
+            "the job's cohort at this site is smaller than its minimum cohort size",
+        ),
+        (EdgePolicy(), make_spec(dataset="missing"), "not imported at this site"),
         (
             EdgePolicy(),
             make_spec(evaluation={"holdout": 0.99}),

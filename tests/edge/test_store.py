@@ -1,54 +1,60 @@
-"""Registering local tables: CSV and Parquet in, clear errors for anything malformed."""
+"""The local store: imported datasets saved whole, read back exactly, damaged ones reported."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from oncofed.edge import LocalStore, StoreError
+from tests.support import save_columns
 
 
-def test_csv_and_parquet_round_trip(tmp_path: Path) -> None:
-    frame = pd.DataFrame({"age": [50, 61, np.nan], "grade": ["I", "II", None]})
-    frame.to_csv(tmp_path / "a.csv", index=False)
-    frame.to_parquet(tmp_path / "b.parquet")
-    store = LocalStore(tmp_path / "ds")
-    store.add("a", tmp_path / "a.csv")
-    store.add("b", tmp_path / "b.parquet")
-    assert store.names() == ["a", "b"]
-    for name in ("a", "b"):
-        columns = store.load(name)
-        np.testing.assert_array_equal(columns["age"], [50.0, 61.0, np.nan])
-        assert list(columns["grade"][:2]) == ["I", "II"] and columns["grade"][2] is None
+def test_saved_dataset_reads_back_with_its_profile(tmp_path: Path) -> None:
+    store = save_columns(tmp_path / "ds", "trial", {"x": np.arange(5.0)})
+    save_columns(tmp_path / "ds", "registry", {"x": np.arange(3.0)})
+    assert store.names() == ["registry", "trial"]
+    data = store.load("trial")
+    assert data["patient"].num_rows == data["outcome"].num_rows == 5
+    assert data["tumour"].num_rows == 0
+    assert data.extension_names == ["ext.x"]
+    assert data.extensions is not None and data.extensions["x"].to_pylist() == [0, 1, 2, 3, 4]
+    assert store.profile("trial").patients == 5
+    assert [p.dataset for p in store.profiles()] == ["registry", "trial"]
 
 
-@pytest.mark.parametrize(
-    ("name", "content", "message"),
-    [
-        ("x.txt", "a,b\n1,2\n", "expected a .csv or .parquet"),
-        ("x.csv", "", "cannot be read|empty"),
-        ("x.csv", "a,b\n1,2,3,4\n", "cannot be read"),
-        ("x.parquet", "not parquet", "cannot be read"),
-        ("x.csv", "a,a\n1,2\n", "duplicated column"),
-    ],
-)
-def test_malformed_files_are_refused_clearly(
-    tmp_path: Path, name: str, content: str, message: str
-) -> None:
-    path = tmp_path / name
-    path.write_text(content)
-    with pytest.raises(StoreError, match=message):
-        LocalStore(tmp_path / "ds").add("t", path)
+def test_a_new_import_replaces_the_old_one_whole(tmp_path: Path) -> None:
+    store = save_columns(tmp_path / "ds", "trial", {"x": np.arange(5.0), "old": np.zeros(5)})
+    save_columns(tmp_path / "ds", "trial", {"x": np.arange(2.0)})
+    data = store.load("trial")
+    assert data["patient"].num_rows == 2
+    assert data.extension_names == ["ext.x"]
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["trial"]  # no leftovers
 
 
-def test_bad_names_and_missing_files(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "ds")
-    with pytest.raises(StoreError, match="no such file"):
-        store.add("t", tmp_path / "missing.csv")
+def test_unknown_dataset_names_the_imported_ones(tmp_path: Path) -> None:
+    store = save_columns(tmp_path / "ds", "trial", {"x": np.arange(5.0)})
+    with pytest.raises(StoreError, match=r"'other' is not imported at this site \(imported: tri"):
+        store.load("other")
+    with pytest.raises(StoreError, match="imported: none"):
+        LocalStore(tmp_path / "empty").load("x")
+    assert LocalStore(tmp_path / "empty").names() == []
+
+
+@pytest.mark.parametrize("name", ["../escape", "a b", "", ".hidden", "x" * 65])
+def test_bad_dataset_names_are_refused(tmp_path: Path, name: str) -> None:
+    store = save_columns(tmp_path / "ds", "trial", {"x": np.arange(2.0)})
     with pytest.raises(StoreError, match="dataset name"):
-        store.add("../escape", tmp_path / "missing.csv")
-    with pytest.raises(StoreError, match="not registered"):
-        store.load("t")
+        store.save(name, store.load("trial"), store.profile("trial"))
+    assert store.names() == ["trial"]
+
+
+def test_damaged_files_give_a_clear_error(tmp_path: Path) -> None:
+    store = save_columns(tmp_path / "ds", "trial", {"x": np.arange(5.0)})
+    (tmp_path / "ds" / "trial" / "tumour.parquet").write_bytes(b"not parquet")
+    with pytest.raises(StoreError, match=r"dataset 'trial' is damaged .*import it again"):
+        store.load("trial")
+    (tmp_path / "ds" / "trial" / "profile.json").write_text("{")
+    with pytest.raises(StoreError, match=r"profile\.json is damaged"):
+        store.profile("trial")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -25,11 +26,11 @@ def _spec(**changes: Any) -> JobSpec:
         "name": "job",
         "dataset": "data",
         "features": [
-            "age",
-            {"name": "size", "transform": "log1p"},
-            {"name": "grade", "levels": ["I", "II", "III"]},
+            "age_at_diagnosis",
+            {"name": "tumour_size_mm", "transform": "log1p"},
+            {"name": "grade", "levels": ["G1", "G2", "G3"]},
         ],
-        "outcome": {"type": "binary", "label": "y"},
+        "outcome": {"type": "binary", "label": "ext.y"},
         "model": {"type": "logistic"},
     }
     data.update(changes)
@@ -39,11 +40,11 @@ def _spec(**changes: Any) -> JobSpec:
 @pytest.fixture
 def table() -> dict[str, np.ndarray]:
     return {
-        "age": np.array([50.0, 60.0, np.nan, 70.0, 40.0, 30.0]),
-        "size": np.array([0.0, math.e - 1, 3.0, 1.0, 9.0, 2.0]),
-        "grade": np.array(["I", "II", "III", None, "II", "III"], dtype=object),
-        "y": np.array([0.0, 1.0, 1.0, 0.0, 1.0, np.nan]),
-        "unused": np.array(["a", "b", "c", "d", "e", "f"]),
+        "age_at_diagnosis": np.array([50.0, 60.0, np.nan, 70.0, 40.0, 30.0]),
+        "tumour_size_mm": np.array([0.0, math.e - 1, 3.0, 1.0, 9.0, 2.0]),
+        "grade": np.array(["G1", "G2", "G3", None, "G2", "G3"], dtype=object),
+        "ext.y": np.array([0.0, 1.0, 1.0, 0.0, 1.0, np.nan]),
+        "unused": np.array(["a", "b", "c", "d", "rfs_event", "f"]),
     }
 
 
@@ -55,62 +56,65 @@ def test_build_cohort_encodes_and_excludes(table: dict[str, np.ndarray]) -> None
     np.testing.assert_allclose(
         cohort.numeric, [[50.0, 0.0], [60.0, 1.0], [40.0, math.log(10.0)]], rtol=1e-15
     )
-    # one-hot for II and III; I is the reference level and gets no column
+    # one-hot for G2 and G3; G1 is the reference level and gets no column
     np.testing.assert_array_equal(cohort.dummies, [[0.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
     np.testing.assert_array_equal(cohort.label, [0.0, 1.0, 1.0])
     assert cohort.time is None
 
 
 def test_reference_level_is_the_first_listed(table: dict[str, np.ndarray]) -> None:
-    spec = _spec(features=[{"name": "grade", "levels": ["III", "I", "II"]}])
+    spec = _spec(features=[{"name": "grade", "levels": ["G3", "G1", "G2"]}])
     cohort = build_cohort(spec, table)
-    # rows kept: 0 (I), 1 (II), 2 (III), 4 (II); row 3 missing grade, row 5 missing label
+    # rows kept: 0 (G1), 1 (G2), 2 (G3), 4 (G2); row 3 missing grade, row 5 missing label
     np.testing.assert_array_equal(cohort.dummies, [[1, 0], [0, 1], [0, 0], [0, 1]])
     assert cohort.numeric.shape == (4, 0)
     assert cohort.excluded == 2
 
 
 def test_label_outside_zero_one_is_excluded() -> None:
-    table = {"x": np.arange(4.0), "y": np.array([0.0, 1.0, 2.0, -1.0])}
-    cohort = build_cohort(_spec(features=["x"]), table)
+    table = {"ext.x": np.arange(4.0), "ext.y": np.array([0.0, 1.0, 2.0, -1.0])}
+    cohort = build_cohort(_spec(features=["ext.x"]), table)
     np.testing.assert_array_equal(cohort.numeric[:, 0], [0.0, 1.0])
     assert cohort.excluded == 2
 
 
-def test_unknown_categorical_level_names_the_column(table: dict[str, np.ndarray]) -> None:
-    table["grade"] = np.array(["I", "II", "IV", "III", "II", "I"], dtype=object)
-    with pytest.raises(DataError, match=r"column 'grade' has 1 distinct values outside"):
-        build_cohort(_spec(), table)
+def test_value_outside_the_levels_is_left_out(table: dict[str, np.ndarray]) -> None:
+    table["grade"] = np.array(["G1", "G2", "G3", "G4", "G2", "G1"], dtype=object)
+    cohort = build_cohort(_spec(), table)
+    # row 2: age missing; row 3: G4 is not among the job's levels; row 5: label missing
+    assert len(cohort) == 3
+    assert cohort.excluded == 3
+    np.testing.assert_array_equal(cohort.dummies, [[0.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
 
 
-@pytest.mark.parametrize("missing", ["age", "grade", "y"])
+@pytest.mark.parametrize("missing", ["age_at_diagnosis", "grade", "ext.y"])
 def test_missing_column_names_it(table: dict[str, np.ndarray], missing: str) -> None:
     del table[missing]
-    with pytest.raises(DataError, match=rf"column '{missing}' is not in the dataset"):
+    with pytest.raises(DataError, match=rf"column '{re.escape(missing)}' is not in the dataset"):
         build_cohort(_spec(), table)
 
 
 def test_non_numeric_column_names_it(table: dict[str, np.ndarray]) -> None:
-    table["age"] = np.array(["old", "young", "old", "old", "young", "old"])
-    with pytest.raises(DataError, match=r"column 'age' is not numeric"):
+    table["age_at_diagnosis"] = np.array(["old", "young", "old", "old", "young", "old"])
+    with pytest.raises(DataError, match=r"column 'age_at_diagnosis' is not numeric"):
         build_cohort(_spec(), table)
 
 
 def test_log1p_of_values_at_most_minus_one_is_refused(table: dict[str, np.ndarray]) -> None:
-    table["size"] = np.array([0.0, 1.0, -1.0, 2.0, 3.0, 4.0])
-    with pytest.raises(DataError, match=r"column 'size' has values <= -1"):
+    table["tumour_size_mm"] = np.array([0.0, 1.0, -1.0, 2.0, 3.0, 4.0])
+    with pytest.raises(DataError, match=r"column 'tumour_size_mm' has values <= -1"):
         build_cohort(_spec(), table)
 
 
 def test_binary_horizon_outcome() -> None:
     spec = _spec(
-        features=["x"],
-        outcome={"type": "binary", "time": "t", "event": "e", "horizon_days": 100},
+        features=["ext.x"],
+        outcome={"type": "binary", "time": "rfs_days", "event": "rfs_event", "horizon_days": 100},
     )
     table = {
-        "x": np.arange(9.0),
-        "t": np.array([50.0, 100.0, 150.0, 80.0, 120.0, 30.0, 200.0, np.nan, 100.0]),
-        "e": np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+        "ext.x": np.arange(9.0),
+        "rfs_days": np.array([50.0, 100.0, 150.0, 80.0, 120.0, 30.0, 200.0, np.nan, 100.0]),
+        "rfs_event": np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
     }
     cohort = build_cohort(spec, table)
     # 0: event at 50 -> 1;   1: event at the horizon -> 1;   2: event after it -> 0
@@ -125,14 +129,14 @@ def test_binary_horizon_outcome() -> None:
 
 def test_survival_outcome_keeps_time_and_event() -> None:
     spec = _spec(
-        features=["x"],
-        outcome={"type": "survival", "time": "t", "event": "e"},
+        features=["ext.x"],
+        outcome={"type": "survival", "time": "rfs_days", "event": "rfs_event"},
         model={"type": "cox"},
     )
     table = {
-        "x": np.arange(5.0),
-        "t": np.array([5.0, -1.0, 7.0, 9.0, 3.0]),
-        "e": np.array([1.0, 1.0, 0.0, 2.0, 0.0]),
+        "ext.x": np.arange(5.0),
+        "rfs_days": np.array([5.0, -1.0, 7.0, 9.0, 3.0]),
+        "rfs_event": np.array([1.0, 1.0, 0.0, 2.0, 0.0]),
     }
     cohort = build_cohort(spec, table)
     # row 1: negative time; row 3: event not 0/1
@@ -173,8 +177,8 @@ def test_holdout_split_edge_sizes() -> None:
 
 
 def test_split_cohort_uses_spec_seed_and_fraction() -> None:
-    spec = _spec(features=["x"], seed=5, evaluation={"holdout": 0.3})
-    table = {"x": np.arange(20.0), "y": np.tile([0.0, 1.0], 10)}
+    spec = _spec(features=["ext.x"], seed=5, evaluation={"holdout": 0.3})
+    table = {"ext.x": np.arange(20.0), "ext.y": np.tile([0.0, 1.0], 10)}
     train, held = split_cohort(spec, build_cohort(spec, table))
     train_rows, held_rows = holdout_split(20, 0.3, 5)
     np.testing.assert_array_equal(train.numeric[:, 0], train_rows.astype(float))
@@ -183,10 +187,10 @@ def test_split_cohort_uses_spec_seed_and_fraction() -> None:
 
 def _site(rng: np.random.Generator, n: int, shift: float) -> dict[str, np.ndarray]:
     return {
-        "age": rng.normal(55 + shift, 10, n).round(),
-        "size": rng.gamma(2.0, 15 + shift, n),
-        "grade": rng.choice(np.array(["I", "II", "III"], dtype=object), n),
-        "y": (rng.random(n) < 0.4).astype(np.float64),
+        "age_at_diagnosis": rng.normal(55 + shift, 10, n).round(),
+        "tumour_size_mm": rng.gamma(2.0, 15 + shift, n),
+        "grade": rng.choice(np.array(["G1", "G2", "G3"], dtype=object), n),
+        "ext.y": (rng.random(n) < 0.4).astype(np.float64),
     }
 
 

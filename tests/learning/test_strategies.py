@@ -240,8 +240,8 @@ def test_build_strategy_from_job_spec() -> None:
         {
             "name": "j",
             "dataset": "d",
-            "features": ["x"],
-            "outcome": {"type": "binary", "label": "y"},
+            "features": ["ext.x"],
+            "outcome": {"type": "binary", "label": "ext.y"},
             "model": {"type": "logistic"},
             "strategy": {"name": "fedprox", "mu": 0.7},
         }

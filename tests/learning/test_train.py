@@ -94,8 +94,8 @@ def _spec(**changes: Any) -> JobSpec:
     data: dict[str, Any] = {
         "name": "job",
         "dataset": "data",
-        "features": ["x0", "x1", "x2", "x3"],
-        "outcome": {"type": "binary", "label": "y"},
+        "features": ["ext.x0", "ext.x1", "ext.x2", "ext.x3"],
+        "outcome": {"type": "binary", "label": "ext.y"},
         "model": {"type": "logistic"},
         "local": {"epochs": 2, "batch_size": 16, "lr": 0.05, "optimizer": "adam"},
     }
@@ -173,8 +173,8 @@ def test_logistic_training_improves_log_loss(binary_data: tuple[np.ndarray, Coho
 def test_cox_training_improves_partial_likelihood() -> None:
     x, time, event = _survival(3, 150, tied=False)
     spec = _spec(
-        features=["a", "b", "c"],
-        outcome={"type": "survival", "time": "t", "event": "e"},
+        features=["ext.a", "ext.b", "ext.c"],
+        outcome={"type": "survival", "time": "rfs_days", "event": "rfs_event"},
         model={"type": "cox"},
         local={"epochs": 1, "batch_size": 150, "lr": 0.05, "optimizer": "adam"},
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,17 +11,7 @@ from oncofed.orchestrator import Settings, create_app
 from oncofed.orchestrator.setup import add_site
 from oncofed.wire import tensors
 from oncofed.wire.messages import SHA256_HEADER
-from tests.support import State, make_spec
-
-
-@pytest.fixture
-def api(state: State) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings.load(state.home)), base_url="http://test/v1") as client:
-        yield client
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tests.support import State, auth, make_spec
 
 
 def test_uploads_left_by_a_crash_are_removed_at_start(state: State) -> None:

@@ -25,12 +25,12 @@ VALID: dict[str, Any] = {
     "name": "gbsg2-recurrence",
     "dataset": "gbsg2",
     "features": [
-        "age",
-        {"name": "tgrade", "levels": ["I", "II", "III"]},
-        {"name": "pnodes", "transform": "log1p"},
-        {"name": "menostat", "levels": ["Pre", "Post"]},
+        "age_at_diagnosis",
+        {"name": "grade", "levels": ["G1", "G2", "G3"]},
+        {"name": "nodes_positive", "transform": "log1p"},
+        {"name": "ext.menopausal_status", "levels": ["pre", "post"]},
     ],
-    "outcome": {"type": "binary", "time": "time", "event": "cens", "horizon_days": 1825},
+    "outcome": {"type": "binary", "time": "rfs_days", "event": "rfs_event", "horizon_days": 1825},
     "model": {"type": "logistic"},
 }
 
@@ -38,10 +38,10 @@ YAML_TEXT = """
 name: gbsg2-survival
 dataset: gbsg2
 features:
-  - age
-  - {name: tsize, transform: log1p}
-  - {name: horTh, levels: ["no", "yes"]}
-outcome: {type: survival, time: time, event: cens}
+  - age_at_diagnosis
+  - {name: tumour_size_mm, transform: log1p}
+  - {name: biomarker.ER, levels: [negative, positive]}
+outcome: {type: survival, time: rfs_days, event: rfs_event}
 model: {type: cox_mlp, hidden: [16, 8], dropout: 0.1}
 strategy: {name: fedprox, mu: 0.05}
 rounds: 3
@@ -66,16 +66,25 @@ def _locs(exc: pytest.ExceptionInfo[ValidationError]) -> list[tuple[int | str, .
 
 def test_valid_spec_with_plain_names_and_categorical_and_log1p() -> None:
     spec = JobSpec.model_validate(VALID)
-    assert [f.name for f in spec.features] == ["age", "tgrade", "pnodes", "menostat"]
+    assert [f.name for f in spec.features] == [
+        "age_at_diagnosis",
+        "grade",
+        "nodes_positive",
+        "ext.menopausal_status",
+    ]
     age, tgrade, pnodes, menostat = spec.features
     assert (age.transform, age.levels, age.width) == ("none", None, 1)
-    assert (tgrade.transform, tgrade.levels, tgrade.width) == ("none", ["I", "II", "III"], 2)
+    assert (tgrade.transform, tgrade.levels, tgrade.width) == ("none", ["G1", "G2", "G3"], 2)
     assert (pnodes.transform, pnodes.levels, pnodes.width) == ("log1p", None, 1)
     assert menostat.width == 1
     assert isinstance(spec.outcome, BinaryOutcome)
-    assert (spec.outcome.label, spec.outcome.time, spec.outcome.event) == (None, "time", "cens")
+    assert (spec.outcome.label, spec.outcome.time, spec.outcome.event) == (
+        None,
+        "rfs_days",
+        "rfs_event",
+    )
     assert spec.outcome.horizon_days == 1825.0
-    assert spec.numeric_names == ["age", "pnodes"]
+    assert spec.numeric_names == ["age_at_diagnosis", "nodes_positive"]
     # defaults
     assert spec.strategy == FedAvgSpec()
     assert spec.local == LocalTraining()
@@ -97,10 +106,11 @@ def test_valid_spec_from_yaml_text() -> None:
 @pytest.mark.parametrize(
     ("features", "n_inputs"),
     [
-        (["a"], 1),
-        (["a", "b", {"name": "c", "transform": "log1p"}], 3),
-        ([{"name": "g", "levels": ["x", "y"]}], 1),
-        (["a", {"name": "g", "levels": ["p", "q", "r", "s"]}, "b"], 5),
+        (["age_at_diagnosis"], 1),
+        (["ecog", "ext.a", {"name": "tumour_size_mm", "transform": "log1p"}], 3),
+        ([{"name": "ext.g", "levels": ["x", "y"]}], 1),
+        (["sex", {"name": "grade", "levels": ["G1", "G2", "G3", "G4"]}, "treatment.surgery"], 7),
+        (["grade", "biomarker.ER", "biomarker.ER.value"], 4 + 3 + 1),
     ],
 )
 def test_n_inputs_counts_dummies_without_reference(features: list[Any], n_inputs: int) -> None:
@@ -113,8 +123,8 @@ def test_demo_jobs_validate() -> None:
     survival, binary = demo_specs()
     assert survival.outcome.type == "survival"
     assert binary.outcome.type == "binary"
-    # age, menostat, tsize, tgrade (2), pnodes, progrec, estrec, horTh
-    assert survival.n_inputs == binary.n_inputs == 9
+    # age, size, grade (2), nodes, PR, ER, endocrine therapy
+    assert survival.n_inputs == binary.n_inputs == 8
 
 
 # -- invalid specs: the error's loc names the field --------------------------------------
@@ -128,9 +138,9 @@ def test_demo_jobs_validate() -> None:
             _with(
                 outcome={
                     "type": "binary",
-                    "label": "y",
-                    "time": "t",
-                    "event": "e",
+                    "label": "os_event",
+                    "time": "os_days",
+                    "event": "os_event",
                     "horizon_days": 30,
                 }
             ),
@@ -138,22 +148,22 @@ def test_demo_jobs_validate() -> None:
             id="label-and-horizon",
         ),
         pytest.param(
-            _with(outcome={"type": "binary", "event": "e", "horizon_days": 30}),
+            _with(outcome={"type": "binary", "event": "os_event", "horizon_days": 30}),
             ("outcome", "binary"),
             id="horizon-without-time",
         ),
         pytest.param(
-            _with(features=["age", {"name": "g", "levels": ["a", "b"], "transform": "log1p"}]),
+            _with(features=["ecog", {"name": "ext.g", "levels": ["a", "b"], "transform": "log1p"}]),
             ("features", 1),
             id="levels-with-transform",
         ),
         pytest.param(
-            _with(features=[{"name": "g", "levels": ["a", "a"]}]),
+            _with(features=[{"name": "ext.g", "levels": ["a", "a"]}]),
             ("features", 0),
             id="repeated-level",
         ),
         pytest.param(
-            _with(features=[{"name": "g", "levels": ["only"]}]),
+            _with(features=[{"name": "ext.g", "levels": ["only"]}]),
             ("features", 0, "levels"),
             id="single-level",
         ),
@@ -183,15 +193,18 @@ CROSS_FIELD = [
         id="survival-model-binary-outcome",
     ),
     pytest.param(
-        _with(model={"type": "logistic"}, outcome={"type": "survival", "time": "t", "event": "e"}),
+        _with(
+            model={"type": "logistic"},
+            outcome={"type": "survival", "time": "os_days", "event": "os_event"},
+        ),
         {"model", "outcome"},
         r"model\.type 'logistic' does not fit outcome\.type 'survival'",
         id="binary-model-survival-outcome",
     ),
     pytest.param(
-        _with(features=["age", {"name": "age", "transform": "log1p"}]),
+        _with(features=["ecog", {"name": "ecog", "transform": "log1p"}]),
         {"features"},
-        r"each column may appear once",
+        r"each feature may appear once",
         id="duplicate-feature",
     ),
     pytest.param(
@@ -256,7 +269,7 @@ def test_load_spec_error_names_file_and_field_path(tmp_path: Path) -> None:
 
 def test_load_spec_error_names_nested_list_path(tmp_path: Path) -> None:
     path = tmp_path / "job.yaml"
-    path.write_text(YAML_TEXT.replace('levels: ["no", "yes"]', 'levels: ["no"]'))
+    path.write_text(YAML_TEXT.replace("levels: [negative, positive]", "levels: [negative]"))
     with pytest.raises(ClientError, match=r"features\.2\.levels: "):
         load_spec(path)
 
@@ -281,3 +294,101 @@ def test_sites_must_be_distinct_and_numbers_finite() -> None:
         Evaluation(n_eval=3, metrics={"auc": float("nan")})
     with pytest.raises(ValidationError):
         EvaluateResult(evaluation=Evaluation(n_eval=3, metrics={}), compute_seconds=float("inf"))
+
+
+# -- names of the data model, cohort filter ----------------------------------------------
+
+
+def test_categorical_model_field_gets_the_model_levels() -> None:
+    spec = JobSpec.model_validate(_with(features=["grade", "sex", "biomarker.HER2"]))
+    grade, sex, her2 = spec.features
+    assert grade.levels == ["G1", "G2", "G3", "G4", "GX"]
+    assert sex.levels == ["female", "male", "other", "unknown"]
+    assert her2.levels == ["positive", "negative", "equivocal", "unknown"]
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        ("patient_id", "pseudonymous and can never be selected"),
+        ("tgrade", "'tgrade' is not a field of the data model"),
+        ("biomarker.XYZ", "unknown biomarker"),
+        ("biomarker.ER.level", r"use biomarker\.ER \(result\) or biomarker\.ER\.value"),
+        ("treatment.magic", "unknown treatment type"),
+        ("histology", "is a code field: list the codes"),
+        ({"name": "grade", "levels": ["G1", "II"]}, r"levels \['II'\] are not values of 'grade'"),
+        ({"name": "ecog", "levels": ["0", "1"]}, "'ecog' is numeric; it takes no levels"),
+    ],
+)
+def test_feature_names_come_from_the_model(feature: Any, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        JobSpec.model_validate(_with(features=[feature]))
+
+
+@pytest.mark.parametrize(
+    ("outcome", "message"),
+    [
+        ({"type": "survival", "time": "os_days", "event": "rfs_event"}, "different endpoints"),
+        ({"type": "survival", "time": "time", "event": "cens"}, "os_days"),
+        ({"type": "binary", "label": "age_at_diagnosis"}, "not a 0/1 field"),
+        ({"type": "binary", "label": "grade"}, "not a 0/1 field"),
+    ],
+)
+def test_outcome_names_come_from_the_model(outcome: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        JobSpec.model_validate(_with(outcome=outcome, model={"type": "logistic"}))
+
+
+def test_cohort_filter_accepts_single_values_and_lists_what_it_reads() -> None:
+    cohort = {
+        "primary_site": "C50",
+        "histology": ["8500/3", "8520"],
+        "grade": "G3",
+        "age": {"min": 18, "max": 70},
+        "biomarkers": {"ER": "positive", "HER2": ["negative", "equivocal"]},
+        "treatments": ["endocrine"],
+        "without_treatments": "chemotherapy",
+        "time_origin": "diagnosis",
+        "where": [
+            {"field": "tumour_size_mm", "max": 50},
+            {"field": "laterality", "in": ["left", "right"]},
+        ],
+    }
+    spec = JobSpec.model_validate(_with(cohort=cohort))
+    assert spec.cohort.grade == ["G3"]
+    assert spec.cohort.biomarkers == {"ER": ["positive"], "HER2": ["negative", "equivocal"]}
+    assert spec.cohort.where[1].in_ == ["left", "right"]
+    assert spec.cohort.variables == {
+        "primary_site", "histology", "grade", "age_at_diagnosis", "biomarker.ER",
+        "biomarker.HER2", "treatment.endocrine", "treatment.chemotherapy", "time_origin",
+        "tumour_size_mm", "laterality",
+    }  # fmt: skip
+    assert spec.variables >= spec.cohort.variables | {"rfs_days", "rfs_event", "grade"}
+
+
+@pytest.mark.parametrize(
+    ("cohort", "loc", "message"),
+    [
+        ({"grade": "G9"}, ("cohort", "grade"), r"\['G9'\] not allowed"),
+        ({"primary_site": "breast"}, ("cohort", "primary_site", 0), "should match pattern"),
+        ({"histology": "85003"}, ("cohort", "histology", 0), "should match pattern"),
+        ({"biomarkers": {"EGFRx": "positive"}}, ("cohort", "biomarkers"), "unknown biomarkers"),
+        ({"biomarkers": {"ER": "high"}}, ("cohort", "biomarkers", "ER"), "not allowed"),
+        ({"age": {"min": 70, "max": 18}}, ("cohort", "age"), "min is larger than max"),
+        ({"age": {}}, ("cohort", "age"), "give min, max or both"),
+        ({"time_origin": "birth"}, ("cohort", "time_origin"), "diagnosis"),
+        ({"where": [{"field": "patient_id", "in": ["x"]}]}, ("cohort", "where", 0, "field"),
+         "pseudonymous"),
+        ({"where": [{"field": "ecog", "in": ["1"]}]}, ("cohort", "where", 0), "use min/max"),
+        ({"where": [{"field": "grade", "max": 2}]}, ("cohort", "where", 0), "use 'in'"),
+        ({"where": [{"field": "grade", "in": ["III"]}]}, ("cohort", "where", 0), "not allowed"),
+        ({"where": [{"field": "ecog"}]}, ("cohort", "where", 0), "give either 'in' or min/max"),
+        ({"sql": "select *"}, ("cohort", "sql"), "Extra inputs are not permitted"),
+    ],
+)  # fmt: skip
+def test_cohort_filter_errors_name_the_field(
+    cohort: dict[str, Any], loc: tuple[int | str, ...], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message) as excinfo:
+        JobSpec.model_validate(_with(cohort=cohort))
+    assert loc in _locs(excinfo), _locs(excinfo)

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from oncofed.cdm.errors import CdmError
 from oncofed.client import Client, ClientError
 from oncofed.edge.errors import EdgeError
 from oncofed.learning.data import DataError
@@ -22,7 +23,15 @@ console = Console()
 err_console = Console(stderr=True)
 P = ParamSpec("P")
 R = TypeVar("R")
-USER_ERRORS = (ClientError, EdgeError, OrchestratorError, DataError, WireError, FileNotFoundError)
+USER_ERRORS = (
+    ClientError,
+    CdmError,
+    EdgeError,
+    OrchestratorError,
+    DataError,
+    WireError,
+    FileNotFoundError,
+)
 
 StateDir = Annotated[Path, typer.Option("--dir", help="State directory.", show_default=False)]
 UrlOption = Annotated[

@@ -29,10 +29,14 @@ def demo(
 
 @app.command()
 @friendly
-def data(out: Annotated[Path, typer.Option(help="Folder for site CSVs and job specs.")]) -> None:
-    """Write the demo's 4 hospital CSVs and its 2 job specs, to run the federation by hand."""
+def data(out: Annotated[Path, typer.Option(help="Folder for exports and job specs.")]) -> None:
+    """Write the demo's 4 hospital exports (CSV, OMOP, FHIR, Parquet) with their mapping files
+    and its 2 job specs, to run the federation by hand."""
     from oncofed.demo.data import write_demo_inputs
 
-    for site, path in write_demo_inputs(out).items():
-        console.print(f"{site}: {path}")
+    for site, source in write_demo_inputs(out).items():
+        mapping = f" --mapping {source.mapping}" if source.mapping else ""
+        console.print(
+            f"{site}: oncofed edge import {source.location} --from {source.format}{mapping}"
+        )
     console.print(f"job specs: {', '.join(str(p) for p in sorted(out.glob('*.yaml')))}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -15,8 +16,14 @@ from oncofed.edge import EdgeHome
 from oncofed.edge.enrol import enrol
 
 app = typer.Typer(help="Run an edge node inside a hospital.", no_args_is_help=True)
-dataset_app = typer.Typer(help="Register local tables.", no_args_is_help=True)
-app.add_typer(dataset_app, name="dataset")
+
+
+class SourceFormat(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+    omop = "omop"
+    fhir = "fhir"
+
 
 EdgeDir = Annotated[Path, typer.Option("--dir", help="Edge directory.", show_default=False)]
 
@@ -35,32 +42,54 @@ def init(
     console.print(f"Enrolled as site [bold]{config.site}[/]; settings and policy in {home}.")
 
 
-@dataset_app.command("add")
+@app.command("import")
 @friendly
-def dataset_add(
-    name: Annotated[str, typer.Argument(help="Name jobs use for this table.")],
-    file: Annotated[Path, typer.Argument(help="A .csv or .parquet file.")],
+def import_data(
+    source: Annotated[str, typer.Argument(help="File, folder or (OMOP) database URL.")],
     home: EdgeDir,
+    name: Annotated[str, typer.Option("--name", help="Dataset name jobs use.")],
+    source_format: Annotated[
+        SourceFormat, typer.Option("--from", help="Source format.", case_sensitive=False)
+    ],
+    mapping: Annotated[
+        Path | None, typer.Option(help="Mapping file (YAML), for csv and parquet sources.")
+    ] = None,
 ) -> None:
-    """Register a local CSV or Parquet table (its column names are the features)."""
+    """Import local data into the common data model: validate, de-identify, pseudonymise, store,
+    and print the data quality report (small cells suppressed) that the agent will publish."""
+    from oncofed.cdm.importing import Source, import_source
+    from oncofed.cli.profile_view import render_profile
     from oncofed.edge.store import LocalStore
 
-    table = LocalStore(EdgeHome(home).datasets).add(name, file)
-    console.print(f"Dataset [bold]{name}[/]: {table.num_rows} rows, columns {table.column_names}")
+    edge = EdgeHome(home)
+    imported = import_source(
+        LocalStore(edge.datasets),
+        name,
+        Source(source_format.value, source, mapping),
+        threshold=edge.policy_or_default().small_cell_threshold,
+    )
+    console.print(render_profile(imported.profile))
+    console.print(
+        f"Dataset [bold]{name}[/] stored in {edge.datasets / name}; "
+        "the edge agent publishes the report above, never a row."
+    )
 
 
-@dataset_app.command("list")
+@app.command("datasets")
 @friendly
-def dataset_list(home: EdgeDir) -> None:
-    """Registered tables."""
+def datasets(home: EdgeDir) -> None:
+    """Imported datasets and what their data quality reports say."""
     from oncofed.edge.store import LocalStore
 
-    store = LocalStore(EdgeHome(home).datasets)
-    table = Table("dataset", "rows", "columns")
-    for name in store.names():
-        columns = store.load(name)
-        rows = len(next(iter(columns.values()))) if columns else 0
-        table.add_row(name, str(rows), ", ".join(columns))
+    table = Table("dataset", "from", "imported (UTC)", "patients", "rejected")
+    for profile in LocalStore(EdgeHome(home).datasets).profiles():
+        table.add_row(
+            profile.dataset,
+            profile.source_format,
+            f"{profile.imported_at:%Y-%m-%d %H:%M}",
+            str(profile.patients),
+            ", ".join(f"{reason}: {n}" for reason, n in profile.rejected.items()) or "none",
+        )
     console.print(table)
 
 

@@ -1,4 +1,5 @@
-"""``oncofed site``: the operator enrols hospitals; anyone with a token lists them."""
+"""``oncofed site``: the operator enrols hospitals; anyone with a token lists them and reads
+their data quality reports."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import typer
 from rich.table import Table
 
 from oncofed.cli._common import StateDir, TokenOption, UrlOption, client, console, friendly
+from oncofed.cli.profile_view import render_profile
+from oncofed.client import ClientError
 from oncofed.orchestrator import setup as state
 
 app = typer.Typer(help="Manage sites (hospitals).", no_args_is_help=True)
@@ -40,3 +43,29 @@ def list_sites(url: UrlOption = None, token: TokenOption = None) -> None:
             seen,
         )
     console.print(table)
+
+
+@app.command()
+@friendly
+def profile(
+    name: Annotated[str, typer.Argument(help="Site name.")],
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset's report.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The reports as JSON.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """The data quality report a site sent on each of its datasets (small counts suppressed)."""
+    with client(url, token) as api:
+        reports = api.profiles(name)
+    if dataset is not None:
+        sent = ", ".join(p.dataset for p in reports) or "none"
+        reports = [p for p in reports if p.dataset == dataset]
+        if not reports:
+            raise ClientError(f"site {name!r} sent no report on dataset {dataset!r} (sent: {sent})")
+    if as_json:
+        console.print_json(data=[p.model_dump(mode="json") for p in reports])
+        return
+    if not reports:
+        console.print(f"Site [bold]{name}[/] has sent no data quality report yet.")
+    for report in reports:
+        console.print(render_profile(report))

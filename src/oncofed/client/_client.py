@@ -20,6 +20,7 @@ from oncofed.wire.messages import (
     SitePublic,
     error_detail,
 )
+from oncofed.wire.profile import DataProfile
 from oncofed.wire.spec import JobSpec
 
 URL_ENV, TOKEN_ENV = "ONCOFED_URL", "ONCOFED_TOKEN"
@@ -101,6 +102,11 @@ class Client:
         return SiteCreated.model_validate(
             self._request("POST", "/sites", json={"name": name}).json()
         )
+
+    def profiles(self, site: str) -> list[DataProfile]:
+        """The data quality report ``site`` sent on each of its datasets (suppressed counts)."""
+        response = self._request("GET", f"/sites/{site}/profiles")
+        return [DataProfile.model_validate(p) for p in response.json()]
 
     def submit(self, spec: JobSpec | Path | str | dict[str, Any]) -> JobCreated:
         spec = spec if isinstance(spec, JobSpec) else load_spec(spec)

@@ -1,5 +1,6 @@
 """The demo's hospitals: the real GBSG2 breast cancer cohort (686 patients, shipped with
-lifelines) dealt out to sites of unequal size and case mix, as real centres differ."""
+lifelines) dealt out to sites of unequal size and case mix, as real centres differ, and each
+exported in the format that hospital's systems speak."""
 
 from __future__ import annotations
 
@@ -8,13 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from lifelines.datasets import load_gbsg2
 
+from oncofed.cdm.importers.tabular import import_tabular
+from oncofed.cdm.importing import Source
 from oncofed.client import load_spec
+from oncofed.demo.sources.fhir import write_fhir
+from oncofed.demo.sources.omop import write_omop
+from oncofed.demo.sources.west import west_table
 from oncofed.wire.spec import JobSpec
 
 SITES = {"north": 0.36, "south": 0.28, "east": 0.21, "west": 0.15}
 """Share of the cohort each demo site holds."""
+FORMATS = {"north": "csv", "south": "omop", "east": "fhir", "west": "parquet"}
+"""How each demo hospital exports its data."""
 
 
 def site_tables(seed: int = 2026) -> dict[str, pd.DataFrame]:
@@ -32,6 +41,51 @@ def site_tables(seed: int = 2026) -> dict[str, pd.DataFrame]:
     }
 
 
+def mapping_file(name: str, out: Path) -> Path:
+    """A copy in ``out/mappings`` of a mapping file shipped with the demo (``gbsg2.yaml``)."""
+    shipped = resources.files("oncofed.demo") / "mappings" / name
+    copy = out / "mappings" / name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(shipped.read_text())
+    return copy
+
+
+def write_export(site: str, table: pd.DataFrame, out: Path, seed: int = 0) -> Source:
+    """Write one hospital's slice of GBSG2 the way that hospital exports it: the raw CSV with
+    its own column names (north), an OMOP CDM database (south), FHIR mCODE bundles (east), or
+    a Parquet file with other column names (west). Returns where and how to import it."""
+    out.mkdir(parents=True, exist_ok=True)
+    raw = out / f"{site}-gbsg2.csv"
+    table.to_csv(raw, index=False)
+    kind = FORMATS[site]
+    if kind == "csv":
+        return Source("csv", str(raw), mapping_file("gbsg2.yaml", out))
+    if kind == "parquet":
+        path = out / f"{site}-registry.parquet"
+        pq.write_table(west_table(table), path)
+        raw.unlink()
+        return Source("parquet", str(path), mapping_file("gbsg2_west.yaml", out))
+    rows = import_tabular(
+        raw, mapping_file("gbsg2.yaml", out)
+    ).data  # the same patients, in the model
+    raw.unlink()
+    if kind == "omop":
+        database = write_omop(rows, out / f"{site}-omop.db", seed=seed)
+        return Source("omop", f"sqlite:///{database}")
+    folder = out / f"{site}-fhir"
+    write_fhir(rows, folder, seed=seed)
+    return Source("fhir", str(folder))
+
+
+def write_exports(out: Path, tables: dict[str, pd.DataFrame] | None = None) -> dict[str, Source]:
+    """Every demo hospital's export, made from the same real cohort."""
+    tables = site_tables() if tables is None else tables
+    return {
+        site: write_export(site, table, out, seed=i)
+        for i, (site, table) in enumerate(tables.items())
+    }
+
+
 def demo_specs() -> list[JobSpec]:
     """The demo's two jobs: a Cox network for survival, a logistic model at 5 years."""
     folder = resources.files("oncofed.demo") / "jobs"
@@ -39,15 +93,11 @@ def demo_specs() -> list[JobSpec]:
     return [load_spec(Path(str(folder / name))) for name in names]
 
 
-def write_demo_inputs(out: Path) -> dict[str, Path]:
-    """Site CSVs and the job specs, for running the same federation by hand."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for site, table in site_tables().items():
-        paths[site] = out / f"{site}.csv"
-        table.to_csv(paths[site], index=False)
+def write_demo_inputs(out: Path) -> dict[str, Source]:
+    """Each hospital's export and the job specs, for running the same federation by hand."""
+    sources = write_exports(out)
     folder = resources.files("oncofed.demo") / "jobs"
     for spec_file in folder.iterdir():
         if spec_file.name.endswith(".yaml"):
             (out / spec_file.name).write_text(spec_file.read_text())
-    return paths
+    return sources

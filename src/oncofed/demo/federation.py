@@ -15,12 +15,14 @@ from types import TracebackType
 
 import httpx
 
+from oncofed.cdm.importing import Source
 from oncofed.client import Client
-from oncofed.edge import EdgeHome, LocalStore
+from oncofed.edge import EdgeHome
 from oncofed.edge.enrol import enrol
 from oncofed.orchestrator import setup as state
 
 DATASET = "gbsg2"
+"""The dataset name the demo, tests and benchmark import each site's data under."""
 
 
 def free_port() -> int:
@@ -30,12 +32,14 @@ def free_port() -> int:
 
 
 class LocalFederation:
-    """``with LocalFederation(root, {"site-a": csv, ...}) as fed: fed.client().submit(...)``."""
+    """``with LocalFederation(root, {"site-a": Source(...), ...}) as fed: fed.client()...``.
+
+    Each site's data is imported by that edge's own ``oncofed edge import`` process."""
 
     def __init__(
         self,
         root: Path,
-        site_data: Mapping[str, Path],
+        site_data: Mapping[str, Source],
         *,
         dataset: str = DATASET,
         edge_args: Sequence[str] = (),
@@ -80,12 +84,29 @@ class LocalFederation:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.token = state.initialise(self.state_dir)
         self.start_orchestrator()
-        for site, data in self.site_data.items():
+        for site in self.site_data:
             created = state.add_site(self.state_dir, site)
-            home = EdgeHome(self.edge_dir(site))
-            enrol(home, self.url, created.enrolment_token)
-            LocalStore(home.datasets).add(self.dataset, data)
+            enrol(EdgeHome(self.edge_dir(site)), self.url, created.enrolment_token)
+        self.import_data()
+        for site in self.site_data:
             self.start_edge(site)
+
+    def import_data(self) -> None:
+        """Every edge imports its hospital's export, all at once, as separate processes."""
+        imports = {site: self.start_import(site, source) for site, source in self.site_data.items()}
+        for site, process in imports.items():
+            if process.wait() != 0:
+                raise RuntimeError(
+                    f"import at {site} failed; see {self.logs / f'import-{site}.log'}"
+                )
+
+    def start_import(self, site: str, source: Source) -> subprocess.Popen[bytes]:
+        mapping = [] if source.mapping is None else ["--mapping", str(source.mapping)]
+        return self._spawn(
+            f"import-{site}",
+            ["edge", "import", source.location, "--dir", str(self.edge_dir(site)),
+             "--name", self.dataset, "--from", source.format, *mapping],
+        )  # fmt: skip
 
     def start_orchestrator(self) -> None:
         """Start (or restart) the orchestrator process on the same port and state."""

@@ -14,11 +14,14 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from oncofed.cdm.frame import job_table
 from oncofed.cli.watch import render_job
+from oncofed.client import Client
 from oncofed.client.plots import write_result
 from oncofed.demo.baselines import compare, site_splits
-from oncofed.demo.data import demo_specs, site_tables
-from oncofed.demo.federation import LocalFederation
+from oncofed.demo.data import FORMATS, demo_specs, site_tables, write_exports
+from oncofed.demo.federation import DATASET, LocalFederation
+from oncofed.edge.store import LocalStore
 from oncofed.wire import tensors
 from oncofed.wire.messages import JobPublic
 
@@ -31,34 +34,35 @@ def run_demo(console: Console, out: Path | None = None, keep: bool = False) -> d
     out = out or Path.cwd() / f"oncofed-demo-{datetime.now():%Y%m%d-%H%M%S}"
     work = Path(tempfile.mkdtemp(prefix="oncofed-demo-"))
     tables = site_tables()
-    inputs = work / "hospital-exports"
-    inputs.mkdir()
-    for site, frame in tables.items():
-        frame.to_csv(inputs / f"{site}.csv", index=False)
+    sources = write_exports(work / "hospital-exports", tables)
     console.rule("[bold]oncofed demo: 4 hospitals, GBSG2 breast cancer cohort (686 patients)")
-    console.print(", ".join(f"{site}: {len(frame)} patients" for site, frame in tables.items()))
+    console.print(
+        ", ".join(f"{site}: {len(tables[site])} patients as {FORMATS[site]}" for site in tables)
+    )
     specs = demo_specs()
     try:
-        with LocalFederation(work, {s: inputs / f"{s}.csv" for s in tables}) as fed:
+        with LocalFederation(work, sources) as fed:
             console.print(
-                f"orchestrator {fed.url} and {len(fed.edges)} edge processes started "
+                f"each edge imported its export into the common data model; orchestrator "
+                f"{fed.url} and {len(fed.edges)} edge processes started "
                 f"({time.monotonic() - started:.1f}s); edges only dial out"
             )
             api = fed.client()
+            console.print(_profiles(api, list(tables)))
             ids = [api.submit(spec).id for spec in specs]
             jobs = _follow(console, api.job, ids)
             models = {job.id: api.model_bytes(job.id) for job in jobs}
             for job in jobs:
                 write_result(job, models[job.id], out / job.name)
+            imported = {s: LocalStore(fed.edge_dir(s) / "datasets").load(DATASET) for s in tables}
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-    columns = {s: {c: f.loc[:, c].to_numpy() for c in f.columns} for s, f in tables.items()}
     results = []
     for spec, job in zip(specs, jobs, strict=True):
         if job.status != "completed":
             raise RuntimeError(f"job {job.name} {job.status}: {job.error}")
-        splits = site_splits(spec, columns)
+        splits = site_splits(spec, {s: job_table(spec, data) for s, data in imported.items()})
         results.append(compare(spec, splits, tensors.decode(models[job.id])))
     report = {
         "sites": {site: len(frame) for site, frame in tables.items()},
@@ -73,6 +77,24 @@ def run_demo(console: Console, out: Path | None = None, keep: bool = False) -> d
         + (f"; federation files kept in {work}" if keep else "")
     )
     return report
+
+
+def _profiles(api: Client, sites: list[str], timeout: float = 30.0) -> Table:
+    """What each site's data quality report, as the orchestrator received it, says."""
+    deadline = time.monotonic() + timeout
+    while not all(api.profiles(site) for site in sites) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    table = Table(
+        "site", "imported from", "patients", "rejected", "grade",
+        title="Data quality reports received by the orchestrator (oncofed site profile SITE)",
+    )  # fmt: skip
+    for site in sites:
+        for p in api.profiles(site):
+            grade = next(f.values for f in p.fields if f.field == "grade")
+            shown = " · ".join(f"{k} {v}" for k, v in (grade or {}).items() if v != 0)
+            rejected = ", ".join(f"{k}: {v}" for k, v in p.rejected.items()) or "none"
+            table.add_row(site, p.source_format, str(p.patients), rejected, shown)
+    return table
 
 
 def _follow(console: Console, get: Any, ids: list[str]) -> list[JobPublic]:

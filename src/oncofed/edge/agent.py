@@ -1,4 +1,6 @@
-"""The edge agent: dials out to the orchestrator, long-polls for tasks, posts typed results.
+"""The edge agent: dials out to the orchestrator, long-polls for tasks, posts typed results,
+and sends the data quality report of every dataset imported here (at start, and again after
+each re-import).
 
 It opens no listening socket. Every byte it sends is logged to ``egress.jsonl`` in the edge
 directory, so the site admin can read exactly what left the site.
@@ -6,19 +8,21 @@ directory, so the site admin can read exactly what left the site.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
 
 from oncofed import __version__
 from oncofed.edge.config import EdgeHome
+from oncofed.edge.errors import StoreError
 from oncofed.edge.runner import Outcome, TaskRunner
 from oncofed.edge.store import LocalStore
 from oncofed.wire.messages import (
@@ -30,10 +34,13 @@ from oncofed.wire.messages import (
     TrainResult,
     error_detail,
 )
+from oncofed.wire.profile import DataProfile
 from oncofed.wire.tensors import read_meta, sha256
 
 log = logging.getLogger("oncofed.edge")
 T = TypeVar("T")
+Stamp = tuple[int, int]
+"""A profile file's inode and modification time: a re-import writes a new file."""
 
 
 class FinalError(Exception):
@@ -55,7 +62,9 @@ class Agent:
         self.home, self.site, self.orchestrator = home, config.site, str(config.orchestrator)
         self._poll_seconds = poll_seconds
         self._backoff = backoff
-        self._runner = TaskRunner(LocalStore(home.datasets), home.policy(), config.site)
+        self._store = LocalStore(home.datasets)
+        self._runner = TaskRunner(self._store, home.policy(), config.site)
+        self._profiles_sent: dict[str, Stamp] = {}  # dataset -> stamp of the profile handled
         self._http = httpx.Client(
             base_url=str(config.orchestrator).rstrip("/") + API_PREFIX,
             headers={
@@ -76,6 +85,8 @@ class Agent:
         done = 0
         handed: TaskAssignment | None = None  # the next task, sent back with an ack
         while not stop.is_set() and (max_tasks is None or done < max_tasks):
+            if handed is None:  # a task handed with an ack runs first
+                self._send_new_profiles(stop)
             try:
                 task = handed or self._retrying(self._poll, stop)
             except FinalError as exc:  # e.g. a revoked credential or a proxy in the way
@@ -119,6 +130,32 @@ class Agent:
         if ack is not None and ack.status == "rejected":
             log.warning("task %s: update rejected: %s", task.task_id, ack.detail)
         return ack
+
+    def _send_new_profiles(self, stop: threading.Event) -> None:
+        """Send the report of each dataset imported or re-imported since the last call (a
+        stat per dataset when nothing changed). A report that cannot be read or that the
+        orchestrator refuses is logged and skipped until the dataset is imported again."""
+        for name, stamp in self._profile_stamps().items():
+            if self._profiles_sent.get(name) == stamp:
+                continue
+            try:
+                profile = self._store.profile(name)
+                self._retrying(functools.partial(self._put_profile, name, profile), stop)
+            except (StoreError, FinalError) as exc:
+                log.error("data profile of dataset %s not sent: %s", name, exc)
+            if stop.is_set():
+                return
+            self._profiles_sent[name] = stamp
+
+    def _profile_stamps(self) -> dict[str, Stamp]:
+        stamps = {}
+        for name in self._store.names():
+            try:
+                stat = self._store.profile_path(name).stat()
+            except OSError:  # replaced or removed since it was listed; seen next time
+                continue
+            stamps[name] = (stat.st_ino, stat.st_mtime_ns)
+        return stamps
 
     # -- HTTP --------------------------------------------------------------------------
 
@@ -167,7 +204,8 @@ class Agent:
                 "application/json",
             )
         digest = sha256(body)
-        self._log_egress(task, path, body, digest)
+        about = {"job": task.job_id, "task": task.task_id, "kind": task.kind, "round": task.round}
+        self._log_egress(about, path, body, digest)
         response = self._http.post(
             path, content=body, headers={"Content-Type": kind, SHA256_HEADER: digest}
         )
@@ -176,13 +214,16 @@ class Agent:
         _raise_for_status(response)
         return ResultAck.model_validate_json(response.content)
 
-    def _log_egress(self, task: TaskAssignment, path: str, body: bytes, digest: str) -> None:
+    def _put_profile(self, name: str, profile: DataProfile) -> None:
+        path, body = f"/profiles/{name}", profile.model_dump_json().encode()
+        self._log_egress({"kind": "profile", "dataset": name}, path, body, sha256(body))
+        response = self._http.put(path, content=body, headers={"Content-Type": "application/json"})
+        _raise_for_status(response)
+
+    def _log_egress(self, about: dict[str, Any], path: str, body: bytes, digest: str) -> None:
         entry = {
             "at": datetime.now(UTC).isoformat(),
-            "job": task.job_id,
-            "task": task.task_id,
-            "kind": task.kind,
-            "round": task.round,
+            **about,
             "endpoint": path,
             "bytes": len(body),
             "sha256": digest,

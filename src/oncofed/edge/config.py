@@ -34,7 +34,11 @@ class EdgePolicy(BaseModel):
     allowed_models: list[str] = Field(default_factory=lambda: ["logistic", "mlp", "cox", "cox_mlp"])
     allowed_datasets: list[str] | None = Field(None, description="None: every registered dataset")
     min_cohort_size: Annotated[int, Field(ge=1)] = 20
-    """Fewest training rows a task may use (the rows behind every sum and update sent)."""
+    """Fewest patients a job's cohort may have here, and fewest training rows a task may use
+    (the rows behind every sum and update sent); below it the site declines the job."""
+    small_cell_threshold: Annotated[int, Field(ge=3, le=1000)] = 11
+    """Counts from 1 to this minus 1 are never published (shown as "<11"), in data quality
+    reports and analyses; counts hidden to protect them are shown as "suppressed"."""
     min_eval_size: Annotated[int, Field(ge=1)] = 11
     """Fewest held-out rows behind the metrics a task reports (below the small-cell rule's 11,
     metrics could describe a handful of patients)."""
@@ -77,9 +81,11 @@ class EdgeHome:
         return self._load(CREDENTIAL, str.strip)
 
     def policy(self) -> EdgePolicy:
-        return self._load(
-            POLICY, lambda text: EdgePolicy.model_validate(yaml.safe_load(text) or {})
-        )
+        return self._load(POLICY, _parse_policy)
+
+    def policy_or_default(self) -> EdgePolicy:
+        """The site's policy, or the defaults before the edge is enrolled (e.g. at import)."""
+        return self.policy() if (self.root / POLICY).exists() else EdgePolicy()
 
     def _load(self, name: str, parse: Callable[[str], T]) -> T:
         path = self.root / name

@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from oncofed.cdm.frame import job_table
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation, StoreError
 from oncofed.edge.policy import check_task
@@ -90,9 +91,16 @@ class TaskRunner:
 
     def _split(self, task: TaskAssignment) -> _Split:
         if task.job_id not in self._splits:
-            cohort = build_cohort(task.spec, self._store.load(task.spec.dataset))
-            split = _Split(*split_cohort(task.spec, cohort))
+            cohort = build_cohort(
+                task.spec, job_table(task.spec, self._store.load(task.spec.dataset))
+            )
             policy = self._policy
+            if len(cohort) < policy.min_cohort_size:
+                raise PolicyViolation(
+                    "the job's cohort at this site is smaller than its minimum cohort size "
+                    f"(policy min_cohort_size={policy.min_cohort_size})"
+                )
+            split = _Split(*split_cohort(task.spec, cohort))
             if len(split.train) < policy.min_cohort_size:
                 raise PolicyViolation(
                     "the training rows at this site are fewer than its minimum cohort size "

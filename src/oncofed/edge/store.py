@@ -1,69 +1,91 @@
-"""The edge's local data store: registered tables, kept as Parquet inside the edge directory."""
+"""The edge's local data store: imported datasets in the common data model, as Parquet tables
+inside the edge directory, each with its data quality report. Rows never leave the site."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
+from oncofed.cdm.fields import TABLES
+from oncofed.cdm.tables import CdmData
 from oncofed.edge.errors import StoreError
+from oncofed.wire.profile import DataProfile
 
-_CSV_NULLS = pacsv.ConvertOptions(strings_can_be_null=True)  # "", NA, NULL... are missing
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+EXTENSIONS = "extension"
+PROFILE = "profile.json"
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name) or name.startswith("."):
+        raise StoreError(f"dataset name {name!r}: use letters, digits, '_', '-', '.'")
+    return name
 
 
 class LocalStore:
-    """Named tables a site admin registered; rows are read here and never leave the site."""
+    """Datasets a site admin imported, by name."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def add(self, name: str, source: Path) -> pa.Table:
-        """Register a CSV or Parquet file under ``name`` (replacing an earlier one)."""
-        if not _NAME.match(name):
-            raise StoreError(f"dataset name {name!r}: use letters, digits, '_', '-', '.'")
-        table = read_table(source)
+    def save(self, name: str, data: CdmData, profile: DataProfile) -> None:
+        """Store ``data`` (already validated and pseudonymised) under ``name``, replacing an
+        earlier import of that name only once the new one is completely written."""
+        target = self.root / check_name(name)
         self.root.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, self._path(name))
-        return table
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
+        try:
+            for table in TABLES:
+                pq.write_table(data[table], staging / f"{table}.parquet")
+            if data.extensions is not None:
+                pq.write_table(data.extensions, staging / f"{EXTENSIONS}.parquet")
+            (staging / PROFILE).write_text(profile.model_dump_json(indent=2) + "\n")
+            retired = self.root / f".{name}.retired"
+            shutil.rmtree(retired, ignore_errors=True)
+            if target.exists():
+                target.rename(retired)
+            staging.rename(target)
+            shutil.rmtree(retired, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def names(self) -> list[str]:
-        return sorted(p.stem for p in self.root.glob("*.parquet"))
+        if not self.root.is_dir():
+            return []
+        found = (p.parent.name for p in self.root.glob(f"*/{PROFILE}"))
+        return sorted(name for name in found if not name.startswith("."))  # not staging
 
-    def load(self, name: str) -> dict[str, np.ndarray]:
-        """The table as numpy columns (nulls become NaN or None)."""
-        path = self._path(name)
-        if not _NAME.match(name) or not path.exists():
-            raise StoreError(f"dataset {name!r} is not registered at this site")
-        table = pq.read_table(path)
-        return {col: table[col].to_numpy(zero_copy_only=False) for col in table.column_names}
+    def load(self, name: str) -> CdmData:
+        folder = self._folder(name)
+        try:
+            tables = {t: pq.read_table(folder / f"{t}.parquet") for t in TABLES}
+            extra = folder / f"{EXTENSIONS}.parquet"
+            extensions = pq.read_table(extra) if extra.exists() else None
+            return CdmData(tables, extensions)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"dataset {name!r} is damaged ({exc}); import it again") from exc
 
-    def _path(self, name: str) -> Path:
-        return self.root / f"{name}.parquet"
+    def profile(self, name: str) -> DataProfile:
+        path = self.profile_path(name)
+        try:
+            return DataProfile.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError) as exc:
+            raise StoreError(f"{path} is damaged ({exc}); import the dataset again") from exc
 
+    def profile_path(self, name: str) -> Path:
+        return self._folder(name) / PROFILE
 
-def read_table(source: Path) -> pa.Table:
-    """Read a CSV or Parquet file, with a clear error for anything else or a broken file."""
-    if not source.is_file():
-        raise StoreError(f"{source}: no such file")
-    suffix = source.suffix.lower()
-    try:
-        if suffix == ".csv":
-            table = pacsv.read_csv(source, convert_options=_CSV_NULLS)
-        elif suffix in (".parquet", ".pq"):
-            table = pq.read_table(source)
-        else:
-            raise StoreError(f"{source}: expected a .csv or .parquet file")
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise StoreError(f"{source}: cannot be read: {exc}") from exc
-    if table.num_rows == 0 or table.num_columns == 0:
-        raise StoreError(f"{source}: the table is empty")
-    names = table.column_names
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise StoreError(f"{source}: duplicated column names {duplicated}")
-    return table
+    def profiles(self) -> list[DataProfile]:
+        return [self.profile(name) for name in self.names()]
+
+    def _folder(self, name: str) -> Path:
+        folder = self.root / name
+        if not _NAME.match(name) or not (folder / PROFILE).exists():
+            known = ", ".join(self.names()) or "none"
+            raise StoreError(f"dataset {name!r} is not imported at this site (imported: {known})")
+        return folder

@@ -1,4 +1,5 @@
-"""From a site's table to model inputs: outcome, feature encoding, hold-out split, scaling."""
+"""From a job's patient table to model inputs: outcome, feature encoding, hold-out split,
+scaling. The table comes from ``oncofed.cdm.frame.job_table``: columns named by the model."""
 
 from __future__ import annotations
 
@@ -79,16 +80,8 @@ def build_cohort(spec: JobSpec, table: Table) -> Cohort:
             keep &= np.isfinite(values)
             numeric.append(values)
         else:
-            raw = _column(table, feature.name)
-            text = np.array([str(v) for v in raw], dtype=object)
-            known = np.isin(text, feature.levels)
-            unknown = set(text[~known]) - {"None", "nan", ""}
-            if unknown:
-                raise DataError(
-                    f"column {feature.name!r} has {len(unknown)} distinct values "
-                    f"outside the levels {feature.levels}"
-                )
-            keep &= known
+            text = _column(table, feature.name).astype(str)
+            keep &= np.isin(text, feature.levels)  # other values are left out, like missing ones
             dummies.extend((text == level).astype(np.float64) for level in feature.levels[1:])
     label, time = _target(spec, table, keep)
     rows = np.flatnonzero(keep)

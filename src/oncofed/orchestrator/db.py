@@ -136,6 +136,18 @@ class Task(Base):
     site: Mapped[Site] = relationship()
 
 
+class DatasetProfile(Base):
+    """A site's latest data quality report on one of its datasets (suppressed aggregates)."""
+
+    __tablename__ = "dataset_profile"
+    __table_args__ = (UniqueConstraint("site_id", "dataset"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
+    dataset: Mapped[str] = mapped_column(String(64))
+    profile_json: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 def make_engine(url: str) -> Engine:
     """An engine; SQLite gets WAL, a busy timeout and enforced foreign keys."""
     if not url.startswith("sqlite"):

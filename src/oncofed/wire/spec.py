@@ -4,9 +4,46 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from oncofed.cdm.fields import (
+    BIOMARKER_BY_NAME,
+    EXTENSION_PREFIX,
+    GRADES,
+    PATIENT_FIELDS,
+    RESULTS,
+    SEXES,
+    STAGE_GROUPS,
+    TIME_ORIGINS,
+    TREATMENT_TYPES,
+    variable,
+)
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+def _variable_name(name: str) -> str:
+    variable(name)  # ValueError names what is allowed
+    return name
+
+
+def _label(name: str) -> str:
+    var = variable(name)
+    model_field = PATIENT_FIELDS.get(name)
+    if not var.numeric or (model_field is not None and model_field.kind != "flag"):
+        raise ValueError(f"{name!r} is not a 0/1 field; a label must be one")
+    return name
+
+
+VariableName = Annotated[str, Field(min_length=1, max_length=96), AfterValidator(_variable_name)]
 
 
 class _Strict(BaseModel):
@@ -14,14 +51,14 @@ class _Strict(BaseModel):
 
 
 class Feature(_Strict):
-    """One input column: numeric (optionally log1p-transformed) or categorical with fixed levels."""
+    """One model input, named by the data model: a numeric field (optionally log1p-transformed),
+    or a categorical one-hot encoded over a fixed level list (the model's allowed values unless
+    the spec lists some of them; the first level is the reference and gets no column)."""
 
-    name: Name
+    name: Annotated[str, Field(min_length=1, max_length=96)]
     transform: Literal["none", "log1p"] = "none"
-    levels: list[str] | None = Field(
-        default=None,
-        min_length=2,
-        description="Categorical levels; the first is the reference and gets no column.",
+    levels: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, min_length=2
     )
 
     @property
@@ -29,12 +66,34 @@ class Feature(_Strict):
         """Number of model inputs this feature becomes."""
         return 1 if self.levels is None else len(self.levels) - 1
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_levels(cls, data: object) -> object:
+        """A categorical model field without ``levels`` gets the model's allowed values."""
+        if isinstance(data, dict) and data.get("levels") is None and "name" in data:
+            try:
+                values = variable(str(data["name"])).values
+            except ValueError:
+                return data  # reported by the name check
+            if values is not None:
+                return {**data, "levels": list(values)}
+        return data
+
     @model_validator(mode="after")
-    def _categorical_is_untransformed(self) -> Feature:
-        if self.levels is not None and self.transform != "none":
-            raise ValueError("a categorical feature (levels) cannot have a transform")
-        if self.levels is not None and len(set(self.levels)) != len(self.levels):
-            raise ValueError("levels must be distinct")
+    def _fits_the_model(self) -> Feature:
+        var = variable(self.name)
+        if self.levels is None and not var.numeric:
+            raise ValueError(f"{self.name!r} is a code field: list the codes to use as levels")
+        if self.levels is not None:
+            if self.transform != "none":
+                raise ValueError("a categorical feature (levels) cannot have a transform")
+            if len(set(self.levels)) != len(self.levels):
+                raise ValueError("levels must be distinct")
+            if var.numeric and not self.name.startswith(EXTENSION_PREFIX):
+                raise ValueError(f"{self.name!r} is numeric; it takes no levels")
+            outside = [v for v in self.levels if var.values is not None and v not in var.values]
+            if outside:
+                raise ValueError(f"levels {outside} are not values of {self.name!r}")
         return self
 
 
@@ -42,8 +101,14 @@ class SurvivalOutcome(_Strict):
     """Right-censored time to event."""
 
     type: Literal["survival"] = "survival"
-    time: Name
-    event: Name
+    time: Literal["os_days", "rfs_days", "dmfs_days"]
+    event: Literal["os_event", "rfs_event", "dmfs_event"]
+
+    @model_validator(mode="after")
+    def _same_endpoint(self) -> SurvivalOutcome:
+        if self.time.split("_")[0] != self.event.split("_")[0]:
+            raise ValueError(f"time {self.time!r} and event {self.event!r} are different endpoints")
+        return self
 
 
 class BinaryOutcome(_Strict):
@@ -54,9 +119,9 @@ class BinaryOutcome(_Strict):
     """
 
     type: Literal["binary"] = "binary"
-    label: Name | None = None
-    time: Name | None = None
-    event: Name | None = None
+    label: Annotated[str, AfterValidator(_label)] | None = None
+    time: Literal["os_days", "rfs_days", "dmfs_days"] | None = None
+    event: Literal["os_event", "rfs_event", "dmfs_event"] | None = None
     horizon_days: Annotated[float, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
@@ -66,10 +131,135 @@ class BinaryOutcome(_Strict):
             raise ValueError("give either label, or time + event + horizon_days, not both")
         if self.label is None and any(v is None for v in horizon):
             raise ValueError("give label, or all of time, event and horizon_days")
+        if self.time is not None and self.event is not None:
+            SurvivalOutcome(time=self.time, event=self.event)  # the same endpoint
         return self
 
 
 Outcome = Annotated[SurvivalOutcome | BinaryOutcome, Field(discriminator="type")]
+
+
+def _check_values(items: list[str], values: tuple[str, ...]) -> list[str]:
+    outside = [v for v in items if v not in values]
+    if outside:
+        raise ValueError(f"{outside} not allowed; use values from {list(values)}")
+    return items
+
+
+def _one_of(values: tuple[str, ...]) -> AfterValidator:
+    return AfterValidator(lambda items: _check_values(items, values))
+
+
+Codes = Annotated[list[Annotated[str, Field(min_length=1, max_length=16)]], Field(min_length=1)]
+
+
+class Range(_Strict):
+    """Inclusive bounds; either may be left open."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is larger than max")
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        return self
+
+
+class Condition(_Strict):
+    """A condition on any variable of the model: ``{field: laterality, in: [left]}`` or
+    ``{field: tumour_size_mm, max: 50}``."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    field: VariableName
+    in_: list[str] | None = Field(default=None, alias="in", min_length=1)
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _fits_the_variable(self) -> Condition:
+        var = variable(self.field)
+        if (self.in_ is None) == (self.min is None and self.max is None):
+            raise ValueError("give either 'in' or min/max")
+        if self.in_ is not None and var.values is not None:
+            _check_values(self.in_, var.values)
+        if self.in_ is None and not var.numeric:
+            raise ValueError(f"{self.field!r} is categorical: use 'in'")
+        if self.in_ is not None and var.numeric and not self.field.startswith(EXTENSION_PREFIX):
+            raise ValueError(f"{self.field!r} is numeric: use min/max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is larger than max")
+        return self
+
+
+class CohortFilter(_Strict):
+    """Which patients a job uses, in the model's terms. Every condition given must hold; the
+    researcher never writes SQL, and no condition can name a patient."""
+
+    primary_site: list[Annotated[str, Field(pattern=r"^C\d{1,2}(\.\d?)?$")]] | None = Field(
+        default=None, min_length=1, description="ICD-O-3 topography prefixes: C50, C50.9."
+    )
+    histology: list[Annotated[str, Field(pattern=r"^\d{4}(/[0-3])?$")]] | None = Field(
+        default=None,
+        min_length=1,
+        description="ICD-O-3 morphology, 8500/3, or 8500 (any behaviour).",
+    )
+    stage_group: Annotated[Codes, _one_of(STAGE_GROUPS)] | None = None
+    grade: Annotated[Codes, _one_of(GRADES)] | None = None
+    sex: Annotated[Codes, _one_of(SEXES)] | None = None
+    age: Range | None = None
+    biomarkers: dict[str, Annotated[Codes, _one_of(RESULTS)]] | None = Field(
+        default=None, description="Biomarker name to the results accepted: {ER: [positive]}."
+    )
+    treatments: Annotated[Codes, _one_of(TREATMENT_TYPES)] | None = Field(
+        default=None, description="Treatment types every patient received."
+    )
+    without_treatments: Annotated[Codes, _one_of(TREATMENT_TYPES)] | None = Field(
+        default=None, description="Treatment types no patient received."
+    )
+    time_origin: Literal[TIME_ORIGINS] | None = None  # type: ignore[valid-type]
+    where: list[Condition] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_values(cls, data: object) -> object:
+        """Accept ``grade: G3`` for ``grade: [G3]`` and ``{ER: positive}`` for a list of one."""
+        if not isinstance(data, dict):
+            return data
+        lists = ("primary_site", "histology", "stage_group", "grade", "sex", "treatments",
+                 "without_treatments")  # fmt: skip
+        data = {k: [v] if k in lists and isinstance(v, str) else v for k, v in data.items()}
+        markers = data.get("biomarkers")
+        if isinstance(markers, dict):
+            data["biomarkers"] = {k: [v] if isinstance(v, str) else v for k, v in markers.items()}
+        return data
+
+    @field_validator("biomarkers")
+    @classmethod
+    def _known_biomarkers(cls, markers: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        unknown = sorted(set(markers or {}) - set(BIOMARKER_BY_NAME))
+        if unknown:
+            raise ValueError(
+                f"unknown biomarkers {unknown}; supported: {sorted(BIOMARKER_BY_NAME)}"
+            )
+        return markers
+
+    @property
+    def variables(self) -> set[str]:
+        """Names of the variables the filter reads."""
+        names = {c.field for c in self.where}
+        columns = {"primary_site": self.primary_site, "histology": self.histology,
+                   "stage_group": self.stage_group, "grade": self.grade, "sex": self.sex,
+                   "age_at_diagnosis": self.age, "time_origin": self.time_origin}  # fmt: skip
+        names |= {name for name, given in columns.items() if given is not None}
+        names |= {f"biomarker.{m}" for m in self.biomarkers or {}}
+        names |= {
+            f"treatment.{t}" for t in (self.treatments or []) + (self.without_treatments or [])
+        }
+        return names
 
 
 class ModelSpec(_Strict):
@@ -121,6 +311,7 @@ class JobSpec(_Strict):
 
     name: Name
     dataset: Name
+    cohort: CohortFilter = Field(default_factory=CohortFilter)
     features: list[Feature] = Field(min_length=1, max_length=10_000)
     outcome: Outcome
     model: ModelSpec
@@ -149,7 +340,7 @@ class JobSpec(_Strict):
     def _distinct_features(cls, features: list[Feature]) -> list[Feature]:
         names = [f.name for f in features]
         if len(set(names)) != len(names):
-            raise ValueError("each column may appear once")
+            raise ValueError("each feature may appear once")
         return features
 
     @field_validator("sites")
@@ -186,3 +377,11 @@ class JobSpec(_Strict):
     @property
     def numeric_names(self) -> list[str]:
         return [f.name for f in self.features if f.levels is None]
+
+    @property
+    def variables(self) -> set[str]:
+        """Every variable the job reads at a site: features, outcome and cohort filter."""
+        outcome = self.outcome
+        names = {f.name for f in self.features} | self.cohort.variables | {"time_origin"}
+        extra = (getattr(outcome, "label", None), outcome.time, outcome.event)
+        return names | {name for name in extra if name is not None}

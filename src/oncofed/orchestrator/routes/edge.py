@@ -1,4 +1,5 @@
-"""The API edges call. Edges dial out: they poll for tasks and post results here."""
+"""The API edges call. Edges dial out: they poll for tasks, post results and their datasets'
+reports here."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import hashlib
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from oncofed.orchestrator import identity
+from oncofed.orchestrator import identity, profiles
 from oncofed.orchestrator.deps import CoordinatorDep, CurrentSite, SessionDep, SettingsDep
 from oncofed.orchestrator.errors import BadRequest, PayloadTooLarge
 from oncofed.wire.messages import (
@@ -25,6 +27,7 @@ from oncofed.wire.messages import (
     StatsResult,
     TaskAssignment,
 )
+from oncofed.wire.profile import DataProfile
 
 router = APIRouter(tags=["edge"])
 _SPOOL_BLOCK = 512 << 10  # bytes hashed and written per hop off the event loop
@@ -139,3 +142,44 @@ def decline(
     task_id: str, body: Decline, site: CurrentSite, coordinator: CoordinatorDep
 ) -> ResultAck:
     return coordinator.decline(site.id, task_id, body.reason)
+
+
+async def _profile_body(dataset: str, request: Request) -> DataProfile:
+    """The report in the body, read up to ``MAX_PROFILE_BYTES``; it must be about ``dataset``."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > profiles.MAX_PROFILE_BYTES:
+            raise PayloadTooLarge(f"a data profile is at most {profiles.MAX_PROFILE_BYTES} bytes")
+    try:
+        profile = DataProfile.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from exc
+    if profile.dataset != dataset:
+        message = f"the path names dataset {dataset!r} but the body is about {profile.dataset!r}"
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("path", "dataset"), "msg": message, "input": dataset}]
+        )
+    return profile
+
+
+@router.put(
+    "/profiles/{dataset}",
+    status_code=204,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/DataProfile"}}
+            },
+        }
+    },
+)
+def put_profile(
+    site: CurrentSite,
+    profile: Annotated[DataProfile, Depends(_profile_body)],
+    session: SessionDep,
+) -> None:
+    """This site's data quality report on one of its datasets, replacing the one before."""
+    profiles.save(session, site.id, profile)

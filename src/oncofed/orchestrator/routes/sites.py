@@ -1,4 +1,5 @@
-"""Sites as the consortium sees them, and the operator's enrolment of new ones."""
+"""Sites as the consortium sees them (with their data quality reports), and the operator's
+enrolment of new ones."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 
-from oncofed.orchestrator import identity
+from oncofed.orchestrator import identity, profiles
 from oncofed.orchestrator.deps import CurrentAdmin, CurrentResearcher, SessionDep, SettingsDep
 from oncofed.wire.messages import SiteCreated, SitePublic
+from oncofed.wire.profile import DataProfile
 from oncofed.wire.spec import Name
 
 router = APIRouter(prefix="/sites", tags=["sites"])
@@ -27,3 +29,9 @@ def add_site(
     name: Annotated[Name, Body(embed=True)], session: SessionDep, _: CurrentAdmin
 ) -> SiteCreated:
     return identity.create_site(session, name)
+
+
+@router.get("/{name}/profiles")
+def site_profiles(name: str, session: SessionDep, _: CurrentResearcher) -> list[DataProfile]:
+    """The data quality report the site sent for each of its datasets."""
+    return profiles.site_profiles(session, name)

@@ -1,0 +1,158 @@
+"""From a site's stored model tables to one row per patient, in a job's own terms.
+
+A job names variables of the model (``grade``, ``biomarker.ER``, ``treatment.endocrine``,
+``ext.menopausal_status``) and a cohort filter; this module compiles both into Arrow compute
+over the local tables. The pseudonymous id is used to link tables and is never a column of
+the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from oncofed.cdm.fields import BIOMARKER_BY_NAME, EXTENSION_PREFIX, KEY, PATIENT_FIELDS, variable
+from oncofed.cdm.tables import CdmData
+from oncofed.learning.data import DataError
+from oncofed.wire.spec import CohortFilter, JobSpec
+
+Frame = dict[str, pa.Array]
+
+
+def _first_per_patient(table: pa.Table, order: str) -> pa.Table:
+    """One row per patient: the one with the smallest ``order`` (nulls last)."""
+    if table.num_rows == 0:
+        return table
+    ranked = table.take(
+        pc.sort_indices(table, [(KEY, "ascending", "at_end"), (order, "ascending", "at_end")])
+    )
+    ids = ranked[KEY].combine_chunks()
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = pc.not_equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False)
+    return ranked.filter(pa.array(first))
+
+
+def _aligned(ids: pa.Array, rows: pa.Table, column: str) -> pa.Array:
+    """``rows[column]`` for each patient in ``ids`` (null where the patient has no row)."""
+    where = pc.index_in(ids, value_set=rows[KEY].combine_chunks())
+    return rows[column].combine_chunks().take(where)
+
+
+def patient_frame(data: CdmData, names: Iterable[str]) -> Frame:
+    """The variables ``names`` for every patient, as Arrow arrays in patient order."""
+    ids = data["patient"][KEY].combine_chunks()
+    tumour = _first_per_patient(data["tumour"], "tumour_seq")  # the index (first) primary
+    outcome = _first_per_patient(data["outcome"], KEY)
+    sources = {"patient": data["patient"].combine_chunks(), "tumour": tumour, "outcome": outcome}
+    frame: Frame = {}
+    for name in sorted(set(names)):
+        variable(name)  # the spec was validated; this guards direct callers
+        if name in PATIENT_FIELDS:
+            frame[name] = _aligned(ids, sources[PATIENT_FIELDS[name].table], name)
+        elif name.startswith("biomarker."):
+            marker, _, part = name.removeprefix("biomarker.").partition(".")
+            tests = data["biomarker"].filter(
+                pc.equal(data["biomarker"]["code"], BIOMARKER_BY_NAME[marker].loinc)
+            )
+            frame[name] = _aligned(ids, _first_per_patient(tests, "day"), part or "result")
+        elif name.startswith("treatment."):
+            kind = name.removeprefix("treatment.")
+            given = data["treatment"].filter(pc.equal(data["treatment"]["type"], kind))
+            received = pc.is_in(ids, value_set=given[KEY].combine_chunks())
+            frame[name] = received.cast(pa.int8())
+        else:
+            column = name.removeprefix(EXTENSION_PREFIX)
+            ext = data.extensions
+            if ext is None or column not in ext.column_names:
+                raise DataError(f"this site's dataset has no extension feature {name!r}")
+            frame[name] = _aligned(ids, ext, column)
+    return frame
+
+
+def _true(mask: pa.Array) -> np.ndarray:
+    """A boolean mask with null counted as false."""
+    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _within(values: pa.Array, low: float | None, high: float | None) -> np.ndarray:
+    numbers = values.cast(pa.float64())
+    keep = pc.is_valid(numbers)
+    if low is not None:
+        keep = pc.and_(keep, pc.greater_equal(numbers, low))
+    if high is not None:
+        keep = pc.and_(keep, pc.less_equal(numbers, high))
+    return _true(keep)
+
+
+def _any_prefix(values: pa.Array, prefixes: list[str]) -> np.ndarray:
+    hits = [_true(pc.starts_with(values, prefix)) for prefix in prefixes]
+    return np.logical_or.reduce(hits)
+
+
+def _is_in(values: pa.Array, accepted: list[str]) -> np.ndarray:
+    if pa.types.is_string(values.type):
+        return _true(pc.is_in(values, value_set=pa.array(accepted, pa.string())))
+    try:
+        numbers = pa.array([float(v) for v in accepted])
+    except ValueError as exc:
+        raise DataError(f"'in' values {accepted} are not numbers") from exc
+    return _true(pc.is_in(values.cast(pa.float64()), value_set=numbers))
+
+
+def cohort_mask(frame: Frame, cohort: CohortFilter, n: int) -> np.ndarray:
+    """Which of the ``n`` patients in ``frame`` the filter selects."""
+    keep = np.ones(n, dtype=bool)
+    if cohort.primary_site is not None:
+        keep &= _any_prefix(frame["primary_site"], cohort.primary_site)
+    if cohort.histology is not None:
+        exact = [c for c in cohort.histology if "/" in c]
+        any_behaviour = [c + "/" for c in cohort.histology if "/" not in c]
+        keep &= _is_in(frame["histology"], exact) | _any_prefix(frame["histology"], any_behaviour)
+    chosen = {"stage_group": cohort.stage_group, "grade": cohort.grade, "sex": cohort.sex}
+    for name, accepted in chosen.items():
+        if accepted is not None:
+            keep &= _is_in(frame[name], accepted)
+    if cohort.age is not None:
+        keep &= _within(frame["age_at_diagnosis"], cohort.age.min, cohort.age.max)
+    for marker, results in (cohort.biomarkers or {}).items():
+        keep &= _is_in(frame[f"biomarker.{marker}"], results)
+    for kind in cohort.treatments or []:
+        keep &= _true(pc.equal(frame[f"treatment.{kind}"], 1))
+    for kind in cohort.without_treatments or []:
+        keep &= _true(pc.equal(frame[f"treatment.{kind}"], 0))
+    if cohort.time_origin is not None:
+        keep &= _is_in(frame["time_origin"], [cohort.time_origin])
+    for condition in cohort.where:
+        values = frame[condition.field]
+        if condition.in_ is not None:
+            keep &= _is_in(values, condition.in_)
+        else:
+            keep &= _within(values, condition.min, condition.max)
+    return keep
+
+
+def _numpy(values: pa.Array, numeric: bool) -> np.ndarray:
+    if numeric:
+        return np.asarray(values.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=float)
+    return np.asarray(values.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+
+
+def job_table(spec: JobSpec, data: CdmData) -> dict[str, np.ndarray]:
+    """The job's variables for the patients its cohort selects, as numpy columns (numbers
+    as float64 with NaN for missing, categories as objects with None)."""
+    frame = patient_frame(data, spec.variables)
+    keep = cohort_mask(frame, spec.cohort, data["patient"].num_rows)
+    origins = {o for o in frame["time_origin"].filter(pa.array(keep)).to_pylist() if o is not None}
+    if spec.cohort.time_origin is None and len(origins) > 1:
+        raise DataError(
+            f"the cohort mixes time origins {sorted(origins)}; set cohort.time_origin in the job"
+        )
+    rows = pa.array(keep)
+    ext_levels = {f.name for f in spec.features if f.levels is not None}
+    return {
+        name: _numpy(values.filter(rows), variable(name).numeric and name not in ext_levels)
+        for name, values in frame.items()
+    }

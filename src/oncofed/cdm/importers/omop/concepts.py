@@ -1,0 +1,255 @@
+"""What each OMOP concept means to the importer, from the site's own CONCEPT table (vocabulary,
+code, name, domain), never from hard-coded concept ids: the concepts a site uses are few, so
+they are interpreted here in Python, one row per concept (``meanings``), and the SQL joins it.
+
+ICD-O-3 ``hhhh/b-Cxx.x`` with behaviour 2 or 3 and ICD10/ICD10CM C00-C76, C80-C97, D00-D09
+(C77-C79 are secondary) are primary cancers; an ICD-10(-CM) code is kept when it has the form
+of the model's ``icd10`` field (C50.9, C50.911); Cancer Modifier codes give stage and grade;
+drugs are typed by RxNorm ingredient name or ATC prefix, procedures and episodes by name."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from oncofed.cdm.fields import (
+    BIOMARKER_BY_LOINC,
+    M_CATEGORIES,
+    N_CATEGORIES,
+    STAGE_GROUPS,
+    T_CATEGORIES,
+)
+from oncofed.cdm.fields import field as model_field
+
+_ENDOCRINE = (
+    "tamoxifen toremifene fulvestrant raloxifene letrozole anastrozole exemestane goserelin "
+    "leuprolide triptorelin buserelin degarelix bicalutamide flutamide enzalutamide "
+    "apalutamide darolutamide abiraterone megestrol medroxyprogesterone"
+)
+_TARGETED = (
+    "trastuzumab pertuzumab lapatinib neratinib tucatinib palbociclib ribociclib abemaciclib "
+    "olaparib talazoparib alpelisib everolimus bevacizumab ramucirumab cetuximab panitumumab "
+    "imatinib dasatinib nilotinib erlotinib gefitinib afatinib osimertinib crizotinib "
+    "alectinib sorafenib sunitinib pazopanib regorafenib lenvatinib cabozantinib vemurafenib "
+    "dabrafenib trametinib rituximab"
+)
+_IMMUNO = (
+    "pembrolizumab nivolumab atezolizumab durvalumab avelumab cemiplimab dostarlimab "
+    "ipilimumab tremelimumab"
+)
+_CHEMO = (
+    "cyclophosphamide ifosfamide doxorubicin epirubicin daunorubicin mitoxantrone paclitaxel "
+    "docetaxel cabazitaxel carboplatin cisplatin oxaliplatin fluorouracil capecitabine "
+    "tegafur methotrexate pemetrexed gemcitabine cytarabine vinorelbine vincristine "
+    "vinblastine eribulin irinotecan topotecan etoposide mitomycin bleomycin dacarbazine "
+    "temozolomide melphalan chlorambucil bendamustine busulfan"
+)
+DRUG_TYPES: dict[str, str] = {
+    name: kind
+    for kind, names in (
+        ("endocrine", _ENDOCRINE), ("targeted", _TARGETED),
+        ("immunotherapy", _IMMUNO), ("chemotherapy", _CHEMO),
+    )
+    for name in names.split()
+}  # fmt: skip
+"""RxNorm ingredient name -> treatment type: a drug concept (any RxNorm level) whose name
+contains one of these ingredients is that kind of treatment; other drugs are not read."""
+ATC_TYPES: tuple[tuple[str, str], ...] = (
+    ("L01FF", "immunotherapy"), ("L01E", "targeted"), ("L01FD", "targeted"),
+    ("L01FE", "targeted"), ("L01FG", "targeted"), ("L01", "chemotherapy"), ("L02", "endocrine"),
+)  # fmt: skip
+"""ATC code prefix -> treatment type, most specific first."""
+
+_RADIOTHERAPY = re.compile(
+    r"radiotherapy|radiation therapy|teletherapy|brachytherapy|external beam|radiosurgery"
+)
+_SURGERY = re.compile(
+    r"mastectomy|lumpectomy|quadrantectomy|wide local excision|prostatectomy|pneumonectomy|"
+    r"lobectomy of lung|gastrectomy|colectomy|esophagectomy|oesophagectomy|cystectomy|"
+    r"nephrectomy|pancreatoduodenectomy|lymphadenectomy|lymph node dissection|"
+    r"(excision|resection) of (malignant )?(neoplasm|tumou?r|carcinoma)"
+)
+"""Procedure names read as cancer radiotherapy or surgery (other procedures are not read)."""
+_EPISODES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("metastasis", re.compile(r"metasta")),
+    ("recurrence", re.compile(r"recurren|relapse|progression")),
+    ("surgery", re.compile(r"surgery")),
+    ("radiotherapy", re.compile(r"radiotherapy|radiation")),
+    ("regimen", re.compile(r"regimen|drug treatment|chemotherapy")),
+)
+_RESULTS = {
+    "positive": "positive", "detected": "positive", "present": "positive",
+    "negative": "negative", "not detected": "negative", "absent": "negative",
+    "equivocal": "equivocal", "borderline": "equivocal",
+    "unknown": "unknown", "indeterminate": "unknown",
+}  # fmt: skip
+"""Value concept name (lower case) -> biomarker result."""
+_INTENTS = (("neoadjuvant", r"neo-?adjuvant"), ("adjuvant", r"adjuvant"),
+            ("curative", r"curative"), ("palliative", r"palliative"))  # fmt: skip
+_QUANTITIES = (
+    ("nodes_examined", re.compile(r"nodes? examined")),
+    ("nodes_positive", re.compile(
+        r"nodes? positive|positive (regional )?(lymph )?nodes|nodes? (with|containing) metasta"
+    )),
+    ("size", re.compile(r"tumou?r size|(largest|greatest) dimension")),
+)  # fmt: skip
+_NEOPLASM = re.compile(
+    r"malignan|cancer|carcinoma|neoplasm|lymphoma|leuka?emia|sarcoma|melanoma|myeloma|tumou?r"
+)
+_ICDO3 = re.compile(r"^(\d{4}/(\d)|NULL)-(C\d{2}\.\d|NULL)$")
+_ICD10 = re.compile(model_field("tumour", "icd10").pattern or "")
+_AJCC = re.compile(r"^(?:([cp])-)?(?:(\d+)(?:st|nd|rd|th)_)?AJCC/UICC-(.+)$", re.IGNORECASE)
+_GRADE = re.compile(r"^(?:[cp]-)?(?:grade[- ]?|g)([1-4x])$", re.IGNORECASE)
+_ROMAN = {"0": "0", "1": "I", "2": "II", "3": "III", "4": "IV"}
+_FIELDS = ("condition_occurrence", "drug_exposure", "procedure_occurrence", "episode")
+_UCUM = re.compile(model_field("biomarker", "unit").pattern or "")
+
+
+_MEANING = pa.schema(
+    [("concept_id", pa.int64()), ("code", pa.string()), ("label", pa.string())]
+    + [(name, pa.string()) for name in (
+        "sex", "icd10", "icd10_site", "histology", "site", "item", "item_value", "basis",
+        "system", "biomarker", "result", "ucum", "drug_type", "drug_key", "procedure_type",
+        "episode_kind", "field", "intent", "neoplasm",
+    )]
+    + [("malignant", pa.bool_())]
+)  # fmt: skip
+"""What each concept means to the importer (one row per concept, most columns null)."""
+
+
+def _lookup(values: Sequence[str]) -> dict[str, str]:
+    return {v.lower(): v for v in values}
+
+
+_T, _N, _M, _STAGE = (_lookup(v) for v in (T_CATEGORIES, N_CATEGORIES, M_CATEGORIES, STAGE_GROUPS))
+
+
+def _icdo3(code: str) -> dict[str, object]:
+    """ICD-O-3 ``8500/3-C50.9`` (either part may be NULL): histology, site, malignant."""
+    match = _ICDO3.match(code)
+    if not match:
+        return {}
+    histology, behaviour, site = match.groups()
+    return {
+        "histology": histology if behaviour and behaviour in "0123" else None,
+        "site": None if site == "NULL" else site,
+        "malignant": behaviour in ("2", "3"),
+        "neoplasm": "yes",
+    }
+
+
+def _icd10(code: str) -> dict[str, object]:
+    """ICD-10 or ICD-10-CM C/D code of the model's form (C50.9, C50.911): the code, the ICD-O-3
+    site it implies (C00-C42, C44, C47-C76 with a numeric subcategory share their codes with the
+    topography), and whether it is a primary cancer (C00-C76, C80-C97 malignant, D00-D09 in
+    situ)."""
+    if not _ICD10.match(code):
+        return {}
+    letter, category, sub = code[0], int(code[1:3]), code[4:]
+    malignant = (letter == "C" and not 77 <= category <= 79) or (letter == "D" and category < 10)
+    shared = letter == "C" and (category <= 42 or category == 44 or 47 <= category <= 76)
+    return {
+        "icd10": code,
+        "icd10_site": f"C{category:02d}.{sub[0]}" if shared and sub[:1].isdigit() else None,
+        "malignant": malignant,
+        "neoplasm": "yes" if letter == "C" or category <= 48 else None,
+    }
+
+
+def _cancer_modifier(code: str) -> dict[str, object]:
+    """Cancer Modifier staging/grading codes: ``c-8th_AJCC/UICC-T2``, ``p-7th_AJCC/UICC-N1a``,
+    ``8th_AJCC/UICC-Stage-2A`` (arabic stage numbers become roman), ``Grade-3`` or ``G3``."""
+    grade = _GRADE.match(code)
+    if grade:
+        return {"item": "grade", "item_value": "G" + grade.group(1).upper()}
+    ajcc = _AJCC.match(code)
+    if not ajcc:
+        return {}
+    prefix, edition, rest = ajcc.groups()
+    value: str | None
+    if rest.lower().startswith("stage-"):
+        number = re.match(r"^([0-4])(.*)$", rest[6:])
+        roman = _ROMAN[number.group(1)] + number.group(2) if number else ""
+        item, value = "stage", _STAGE.get(roman.lower())
+    elif rest[:1].upper() in "TNM":
+        item = rest[0].lower()
+        value = {"t": _T, "n": _N, "m": _M}[item].get(rest.lower())
+    else:
+        return {}
+    return {
+        "item": item,
+        "item_value": value,
+        "basis": {"c": "clinical", "p": "pathological"}.get((prefix or "").lower()),
+        "system": {"7": "AJCC7", "8": "AJCC8"}.get(edition or ""),
+    }
+
+
+def _drug(vocabulary: str, code: str, name: str) -> dict[str, object]:
+    if vocabulary == "ATC":
+        kind = next((k for prefix, k in ATC_TYPES if code.startswith(prefix)), None)
+        return {"drug_type": kind, "drug_key": code} if kind else {}
+    if not vocabulary.startswith("RxNorm"):
+        return {}
+    found = sorted(i for i in DRUG_TYPES if re.search(rf"\b{i}\b", name))
+    kinds = {DRUG_TYPES[i] for i in found}
+    return {"drug_type": kinds.pop(), "drug_key": "+".join(found)} if len(kinds) == 1 else {}
+
+
+def interpret(row: dict[str, str | int | None]) -> dict[str, object]:
+    """The meaning of one CONCEPT row (see ``_MEANING``)."""
+    vocabulary, code = str(row["vocabulary_id"] or ""), str(row["concept_code"] or "")
+    name, domain = str(row["concept_name"] or "").strip(), str(row["domain_id"] or "")
+    lower = name.lower()
+    out: dict[str, object] = {
+        "concept_id": row["concept_id"],
+        "code": code,
+        "label": f"{vocabulary} {code!r} ({name})",
+    }
+    if domain == "Gender" and lower in ("female", "male", "other", "unknown"):
+        out["sex"] = lower
+    if vocabulary == "ICDO3":
+        out |= _icdo3(code)
+    elif vocabulary in ("ICD10", "ICD10CM"):
+        out |= _icd10(code)
+    elif vocabulary == "Cancer Modifier":
+        out |= _cancer_modifier(code)
+    elif vocabulary == "LOINC" and code in BIOMARKER_BY_LOINC:
+        out["biomarker"] = code
+    elif vocabulary == "UCUM" and _UCUM.match(code):
+        out["ucum"] = code
+    elif vocabulary == "CDM" or domain == "Metadata":
+        out["field"] = next((t for t in _FIELDS if f"{t}.{t}_id" in (lower, code.lower())), None)
+    if domain == "Measurement" and "item" not in out:
+        kind = next((k for k, pattern in _QUANTITIES if pattern.search(lower)), None)
+        out["item"] = kind or ("intent" if "intent" in lower else None)
+    out["result"] = _RESULTS.get(lower)
+    out["intent"] = next((k for k, p in _INTENTS if re.match(p, lower)), None)
+    out |= _drug(vocabulary, code, lower)
+    if domain == "Procedure":
+        surgery = "surgery" if _SURGERY.search(lower) else None
+        out["procedure_type"] = "radiotherapy" if _RADIOTHERAPY.search(lower) else surgery
+    if domain == "Episode" or vocabulary == "Episode":
+        out["episode_kind"] = next((k for k, p in _EPISODES if p.search(lower)), None)
+    if "neoplasm" not in out and domain == "Condition" and _NEOPLASM.search(lower):
+        out["neoplasm"] = "yes"
+    return out
+
+
+def meanings(rows: list[dict[str, str | int | None]]) -> pa.Table:
+    return pa.Table.from_pylist([interpret(r) for r in rows], schema=_MEANING)
+
+
+def source_values(values: list[str]) -> pa.Table:
+    """``condition_source_value`` in the unambiguous ICD-O-3 histology-topography form."""
+    rows = [{"source_value": v} | _icdo3(v) for v in values if _ICDO3.match(v)]
+    schema = pa.schema(
+        [
+            ("source_value", pa.string()),
+            ("histology", pa.string()),
+            ("site", pa.string()),
+            ("malignant", pa.bool_()),
+        ]
+    )
+    return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema)

@@ -1,0 +1,1 @@
+"""Demo sites' own data files, in the shapes real hospitals export."""

@@ -1,0 +1,1 @@
+"""Privacy protections: small-cell suppression (secure aggregation and DP come next)."""

@@ -1,0 +1,112 @@
+"""``oncofed edge import`` and ``oncofed edge datasets`` as a site admin uses them."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from oncofed.cli.main import app
+from oncofed.edge import LocalStore
+
+runner = CliRunner()
+EXAMPLES = Path(str(resources.files("oncofed.cdm") / "examples"))
+ENV = {"COLUMNS": "200"}
+
+
+def test_import_stores_the_dataset_and_prints_its_report(tmp_path: Path) -> None:
+    csv = EXAMPLES / "csv"
+    args = ["edge", "import", str(csv / "patients.csv"), "--dir", str(tmp_path / "edge")]
+    result = runner.invoke(
+        app,
+        [*args, "--name", "ex", "--from", "csv", "--mapping", str(csv / "mapping.yaml")],
+        env=ENV,
+    )
+    assert result.exit_code == 0, result.output
+    assert "<11 rows read" in result.output and "<11 patients" in result.output  # 4: small
+    assert "never a row" in result.output
+    data = LocalStore(tmp_path / "edge" / "datasets").load("ex")
+    assert data["patient"].num_rows == 4
+    listed = runner.invoke(app, ["edge", "datasets", "--dir", str(tmp_path / "edge")], env=ENV)
+    assert listed.exit_code == 0 and "ex" in listed.output and "csv" in listed.output
+
+
+@pytest.mark.parametrize(("source", "what"), [("omop", "omop"), ("fhir", "fhir")])
+def test_import_of_the_shipped_omop_and_fhir_examples(
+    tmp_path: Path, source: str, what: str
+) -> None:
+    result = runner.invoke(
+        app,
+        ["edge", "import", str(EXAMPLES / source), "--dir", str(tmp_path), "--name", "ex",
+         "--from", what],
+        env=ENV,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert LocalStore(tmp_path / "datasets").profile("ex").source_format == what
+
+
+PLANTED = {
+    "email": (["ann@example.org", "bob@example.com", "cy@example.net"], "e-mail address"),
+    "date_of_birth": (["1950-03-12", "1960-02-29", "1945-07-01"], "calendar date"),
+    "mrn": (["MRN00123456", "MRN00123457", "MRN00123458"], "medical record number"),
+    "contact": (["ann@example.org", "bob@example.com", "cy@example.net"], "e-mail address"),
+    "ref": (["MRN00123456", "MRN00123457", "MRN00123458"], "medical record number"),
+}
+
+
+@pytest.mark.parametrize("column", sorted(PLANTED))
+def test_a_planted_identifier_is_refused_and_nothing_is_stored(tmp_path: Path, column: str) -> None:
+    values, rule = PLANTED[column]
+    csv = tmp_path / "export.csv"
+    pd.DataFrame({"age": [50, 60, 70], column: values}).to_csv(csv, index=False)
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "fields": {"age_at_diagnosis": "age"},
+                "extensions": {"extra": {"column": column, "values": {v: "x" for v in values}}},
+            }
+        )
+    )
+    edge = tmp_path / "edge"
+    result = runner.invoke(
+        app,
+        ["edge", "import", str(csv), "--dir", str(edge), "--name", "ex", "--from", "csv",
+         "--mapping", str(mapping)],
+        env=ENV,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"column '{column}' refused ({rule})" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert LocalStore(edge / "datasets").names() == []
+
+
+def test_a_mapping_mistake_names_its_line(tmp_path: Path) -> None:
+    csv = tmp_path / "export.csv"
+    pd.DataFrame({"age": [50], "tgrade": ["II"]}).to_csv(csv, index=False)
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text("version: 1\nfields:\n  age_at_diagnosis: age\n  grade: {column: tgrad}\n")
+    result = runner.invoke(
+        app,
+        ["edge", "import", str(csv), "--dir", str(tmp_path / "e"), "--name", "ex", "--from",
+         "csv", "--mapping", str(mapping)],
+        env=ENV,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())
+    assert "map.yaml, line 4, fields.grade.column: column 'tgrad' is not in export.csv" in output
+
+
+def test_csv_without_a_mapping_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["edge", "import", "x.csv", "--dir", str(tmp_path), "--name", "ex", "--from", "csv"],
+        env=ENV,
+    )
+    assert result.exit_code == 1
+    assert "--from csv needs a mapping file" in result.output
