@@ -401,3 +401,10 @@ def test_writer_refuses_a_drug_it_cannot_code(tmp_path: Path) -> None:
     broken = CdmData({**data.tables, "treatment": treatment})
     with pytest.raises(ValueError, match="endocrine with agent '99999' cannot be written"):
         write_omop(broken, tmp_path / "x.db")
+
+
+def test_a_missing_sqlite_database_is_refused_and_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    with pytest.raises(SourceError, match="no such SQLite database file"):
+        import_omop(f"sqlite:///{missing}")
+    assert not missing.exists()

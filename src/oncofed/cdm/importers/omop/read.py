@@ -243,7 +243,7 @@ def _reader(source: str | Path, schema: str | None) -> Iterator[_Reader]:
     text = str(source)
     if "://" in text and not text.startswith("duckdb:"):
         try:
-            engine = sa.create_engine(text)
+            engine = sa.create_engine(_read_only(text))
         except (SQLAlchemyError, ValueError, ImportError) as exc:
             raise SourceError(f"{text.split('://')[0]}: not a usable database URL: {exc}") from exc
         try:
@@ -261,6 +261,18 @@ def _reader(source: str | Path, schema: str | None) -> Iterator[_Reader]:
             yield inner
     else:
         yield _DuckReader(path, schema)
+
+
+def _read_only(url: str) -> str:
+    """A SQLite URL opened read-only, so a mistyped path is an error, not a new empty file
+    (an import never writes to the hospital's database)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return url
+    database = parsed.database or ""
+    if not Path(database).is_file():
+        raise SourceError(f"{url}: no such SQLite database file")
+    return f"sqlite:///file:{Path(database).resolve()}?mode=ro&uri=true"
 
 
 def _ident(name: str) -> str:
