@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import yaml
 
-from oncofed.cdm.importing import Source, import_source
+from oncofed.edge.importing import Source, import_source
 from oncofed.edge.store import LocalStore
 
 TARGET_S = 60.0
@@ -113,7 +113,7 @@ def run(patients: int, workdir: Path) -> dict[str, object]:
         "generate_s": round(generated, 2),
         "import_s": round(seconds, 2),
         "patients_per_s": round(patients / seconds),
-        "stored": imported.data.num_rows(),
+        "stored": profile.tables,
         "rejected": profile.rejected,
         "target_s": TARGET_S,
         "target_met": seconds < TARGET_S,

@@ -36,10 +36,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from oncofed.cdm.importing import Source, import_source
 from oncofed.demo.federation import DATASET, LocalFederation
 from oncofed.edge import EdgeHome, LocalStore
 from oncofed.edge.enrol import enrol
+from oncofed.edge.importing import Source, import_source
 from oncofed.learning.registry import parameter_count
 from oncofed.orchestrator import setup as state
 from oncofed.wire.messages import JobPublic

@@ -1,5 +1,6 @@
-"""FHIR R4 mCODE: the example bundles give hand-known rows, bad files a clear error, and
-written bundles (the real GBSG2 cohort among them) read back as the same rows."""
+"""FHIR R4 mCODE: the example bundles give hand-known rows, a value the importer cannot
+interpret excludes its patient with a reason, bad files give a clear error, and written
+bundles (the real GBSG2 cohort among them) read back as the same rows."""
 
 from __future__ import annotations
 
@@ -24,11 +25,41 @@ EXAMPLES = Path(oncofed.cdm.__file__).parent / "examples" / "fhir"
 Rows = dict[TableName, list[dict[str, Any]]]
 B = "urn:uuid:6f1c2b9e-3d4a-4c1e-9b8f-0a1b2c3d4e01"
 """The Patient of bundle-b.json has no id: its fullUrl links its rows."""
+LOINC, SNOMED, AJCC = "http://loinc.org", "http://snomed.info/sct", "http://cancerstaging.org"
+ICD10, ICDO3 = "http://hl7.org/fhir/sid/icd-10", "http://terminology.hl7.org/CodeSystem/icd-o-3"
+V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+MCODE = "http://hl7.org/fhir/us/mcode/StructureDefinition/"
+LOCAL = "http://hospital.example.org/codes"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+
+def coded(system: str, code: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}]}
 
 
 @pytest.fixture(scope="module")
 def example() -> FhirImport:
     return import_fhir(EXAMPLES)
+
+
+@pytest.fixture(scope="module")
+def translated(tmp_path_factory: pytest.TempPathFactory) -> FhirImport:
+    """The example bundles with a code the importer reads added to, or put in place of, each
+    value it cannot interpret."""
+    folder = tmp_path_factory.mktemp("translated")
+    bundles = {path.name: json.loads(path.read_text()) for path in EXAMPLES.glob("*.json")}
+    b = [entry["resource"] for entry in bundles["bundle-b.json"]["entry"]]
+    b[6]["valueCodeableConcept"] = coded(AJCC, "cN1")  # was cN9
+    del b[11]["interpretation"]  # HL7 v3 "H" (high) is no result of the model
+    b[12]["focus"] = [{"reference": bundles["bundle-b.json"]["entry"][1]["fullUrl"]}]
+    d = [entry["resource"] for entry in bundles["bundle-c.json"]["entry"]]
+    d[4]["code"]["coding"].append({"system": ICD10, "code": "C50.2"})  # beside SNOMED
+    d[4]["bodySite"][0]["coding"].append({"system": ICDO3, "code": "C509"})
+    d[5]["valueCodeableConcept"]["coding"].append({"system": AJCC, "code": "cT2"})
+    d[8]["valueCodeableConcept"]["coding"].append({"system": SNOMED, "code": "42425007"})
+    for name, content in bundles.items():
+        (folder / name).write_text(json.dumps(content))
+    return import_fhir(folder)
 
 
 def present(result: FhirImport | CdmData, table: TableName) -> list[dict[str, Any]]:
@@ -37,13 +68,13 @@ def present(result: FhirImport | CdmData, table: TableName) -> list[dict[str, An
     return [{k: v for k, v in row.items() if v is not None} for row in data[table].to_pylist()]
 
 
-def test_example_patients_and_tumours(example: FhirImport) -> None:
-    assert present(example, "patient") == [
+def test_example_patients_and_tumours(translated: FhirImport) -> None:
+    assert present(translated, "patient") == [
         {KEY: "pat-a", "sex": "female", "age_at_diagnosis": 53},
         {KEY: B, "sex": "male", "age_at_diagnosis": 48},  # birthDate 1941-09 fixes the age
         {KEY: "pat-d", "sex": "unknown"},
     ]
-    assert present(example, "tumour") == [
+    assert present(translated, "tumour") == [
         {KEY: "pat-a", "tumour_seq": 1, "primary_site": "C50.4", "icd10": "C50.4",
          "histology": "8500/3", "laterality": "left", "stage_system": "AJCC8",
          "stage_basis": "pathological", "t_category": "T2", "n_category": "N1a",
@@ -51,15 +82,16 @@ def test_example_patients_and_tumours(example: FhirImport) -> None:
          "nodes_examined": 12, "ecog": 1},
         {KEY: B, "tumour_seq": 1, "primary_site": "C18.7", "icd10": "C18.7",
          "histology": "8140/3", "stage_system": "AJCC7", "stage_basis": "clinical",
-         "t_category": "T3", "m_category": "M1a", "stage_group": "IVA", "grade": "G3",
-         "karnofsky": 80},
+         "t_category": "T3", "n_category": "N1", "m_category": "M1a", "stage_group": "IVA",
+         "grade": "G3", "ecog": 2, "karnofsky": 80},
         {KEY: B, "tumour_seq": 2, "icd10": "C61"},
-        {KEY: "pat-d", "tumour_seq": 1, "laterality": "left"},
+        {KEY: "pat-d", "tumour_seq": 1, "primary_site": "C50.9", "icd10": "C50.2",
+         "laterality": "left", "stage_basis": "clinical", "t_category": "T2"},
     ]  # fmt: skip
 
 
-def test_example_biomarkers_and_treatments(example: FhirImport) -> None:
-    assert present(example, "biomarker") == [
+def test_example_biomarkers_and_treatments(translated: FhirImport) -> None:
+    assert present(translated, "biomarker") == [
         {KEY: "pat-a", "code": "85337-4", "result": "positive", "day": -6},
         {KEY: "pat-a", "code": "85339-0", "result": "positive", "value": 35.0, "unit": "%",
          "day": -6},
@@ -67,9 +99,9 @@ def test_example_biomarkers_and_treatments(example: FhirImport) -> None:
         {KEY: B, "code": "2039-6", "result": "unknown", "value": 12.5, "unit": "ng/mL", "day": -2},
         {KEY: B, "code": "2857-1", "result": "unknown", "value": 8.1, "unit": "ng/mL", "day": 407},
         {KEY: "pat-d", "code": "85337-4", "result": "positive", "day": 2},
-        {KEY: "pat-d", "code": "48676-1", "result": "unknown", "day": 2},
+        {KEY: "pat-d", "code": "48676-1", "result": "equivocal", "day": 2},
     ]  # fmt: skip
-    assert present(example, "treatment") == [
+    assert present(translated, "treatment") == [
         {KEY: "pat-a", "type": "surgery", "start_day": 16, "end_day": 16,
          "agent_code": "64368001", "intent": "curative"},
         {KEY: "pat-a", "type": "radiotherapy", "start_day": 152, "end_day": 223,
@@ -83,9 +115,9 @@ def test_example_biomarkers_and_treatments(example: FhirImport) -> None:
     ]  # fmt: skip
 
 
-def test_example_outcomes(example: FhirImport) -> None:
+def test_example_outcomes(translated: FhirImport) -> None:
     origin = {"time_origin": "diagnosis"}
-    assert present(example, "outcome") == [
+    assert present(translated, "outcome") == [
         # alive: followed to the last disease status, recurrence at the "worsened" one
         {KEY: "pat-a", **origin, "vital_status": "alive", "last_followup_day": 1031,
          "os_days": 1031, "os_event": 0, "rfs_days": 781, "rfs_event": 1},
@@ -98,60 +130,79 @@ def test_example_outcomes(example: FhirImport) -> None:
     ]  # fmt: skip
 
 
-def test_example_counts_what_it_left_out(example: FhirImport) -> None:
-    assert example.rows_read == 4
-    assert example.rejected == Counter({"patient: no primary cancer condition": 1})
-    assert example.notes == Counter({
-        "Condition: secondary cancer (metastasis) not read": 1,
-        "Encounter: resource type not used": 1,
-        "MedicationStatement: not a cancer drug (ignored)": 1,
-        "Observation: code not used by the model": 1,
-        "Observation: status entered-in-error (ignored)": 1,
-        "Observation: subject is not a Patient in the bundle (ignored)": 1,
-        "Practitioner: resource type not used": 1,
-        "biomarker.result: code not mapped": 2,
-        "tumour.ecog: not linked to one primary cancer (focus)": 1,
-        "tumour.icd10: no ICD-10 code of the model's form": 1,
-        "tumour.n_category: code not mapped": 1,
-        "tumour.primary_site: bodySite has no ICD-O-3 topography": 1,
-        "tumour.t_category: code not mapped": 1,
+NOT_MODEL_VALUES = {
+    "Encounter: resource type not used": 1,
+    "MedicationStatement: not a cancer drug (ignored)": 1,
+    "Observation: code not used by the model": 1,
+    "Observation: subject is not a Patient in the bundle (ignored)": 1,
+    "Practitioner: resource type not used": 1,
+}
+"""What is not a model value in the bundles (resources of no patient, of no model table) and
+in pat-a's resources (metformin, a body weight)."""
+
+
+def test_example_counts_what_it_left_out(translated: FhirImport) -> None:
+    assert translated.rows_read == 4
+    assert translated.rejected == Counter({"patient: no primary cancer condition": 1})
+    assert translated.notes == Counter({
+        **NOT_MODEL_VALUES,
+        "Condition: secondary cancer (metastasis) not read": 1,  # B's
+        "Observation: status entered-in-error (ignored)": 1,  # pat-d's
     })  # fmt: skip
 
 
+def test_examples_as_written_exclude_values_not_interpretable(
+    example: FhirImport, translated: FhirImport
+) -> None:
+    """Untranslated, pat-d's cancer is SNOMED-coded only and B has an AJCC cN9: both are
+    excluded, and what is not a model value is noted for pat-a and the bundles only."""
+    assert example.rows_read == 4
+    assert example.rejected == Counter({
+        "patient: no primary cancer condition": 1,
+        "tumour.icd10: code system not supported": 1,
+        "tumour.n_category: code not interpretable": 1,
+    })  # fmt: skip
+    for table in TABLES:
+        kept = [row for row in present(translated, table) if row[KEY] == "pat-a"]
+        assert present(example, table) == kept
+    assert example.notes == Counter(NOT_MODEL_VALUES)
+
+
 def test_one_bundle_file() -> None:
-    result = import_fhir(EXAMPLES / "bundle-b.json")
+    result = import_fhir(EXAMPLES / "bundle-a.json")
     assert result.rows_read == 1
     assert result.data.num_rows() == {
-        "patient": 1, "tumour": 2, "biomarker": 2, "treatment": 2, "outcome": 1,
+        "patient": 1, "tumour": 1, "biomarker": 3, "treatment": 4, "outcome": 1,
     }  # fmt: skip
 
 
-def bundle(*resources: dict[str, Any], birth: str = "1950-06-15") -> dict[str, Any]:
-    """A collection Bundle: Patient ``p1`` and ``resources``, each with subject p1."""
-    patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": birth}
+def bundle(*resources: dict[str, Any], **patient: Any) -> dict[str, Any]:
+    """A collection Bundle: Patient ``p1`` (female, born 1950-06-15 unless ``patient`` says
+    otherwise) and ``resources``, each with subject p1."""
+    person = {"resourceType": "Patient", "id": "p1", "gender": "female",
+              "birthDate": "1950-06-15", **patient}  # fmt: skip
     linked = [{**r, "subject": {"reference": "Patient/p1"}} for r in resources]
     return {
         "resourceType": "Bundle",
         "type": "collection",
-        "entry": [{"resource": r} for r in (patient, *linked)],
+        "entry": [{"resource": r} for r in (person, *linked)],
     }
 
 
 def condition(
-    onset: str = "1990-06-01", icd10: str = "C50.9", system: str = "http://hl7.org/fhir/sid/icd-10"
+    onset: str | None = "1990-06-01", icd10: str = "C50.9", system: str = ICD10, **more: Any
 ) -> dict[str, Any]:
-    coding = {"system": system, "code": icd10}
-    return {"resourceType": "Condition", "code": {"coding": [coding]}, "onsetDateTime": onset}
+    found = {"resourceType": "Condition", "code": coded(system, icd10), **more}
+    return {**found, "onsetDateTime": onset} if onset else found
 
 
-def grade(code: str, day: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "21858-6"}]},
-        "effectiveDateTime": day,
-        "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": code}]},
-    }
+def observation(loinc: str, day: str | None = "1990-06-05", **value: Any) -> dict[str, Any]:
+    found = {"resourceType": "Observation", "status": "final", "code": coded(LOINC, loinc)}
+    return {**found, "effectiveDateTime": day, **value} if day else {**found, **value}
+
+
+def grade(code: str, day: str | None = "1990-06-05", system: str = SNOMED) -> dict[str, Any]:
+    return observation("21858-6", day, valueCodeableConcept=coded(system, code))
 
 
 def read(tmp_path: Path, content: dict[str, Any] | str, name: str = "b.json") -> FhirImport:
@@ -160,48 +211,245 @@ def read(tmp_path: Path, content: dict[str, Any] | str, name: str = "b.json") ->
     return import_fhir(path)
 
 
-def test_age_and_earliest_observation(tmp_path: Path) -> None:
-    """A birth year alone leaves the age open: null, noted. Of two grades the earliest counts."""
-    result = read(tmp_path, bundle(condition(), grade("54102005", "1990-06-20"),
-                                   grade("61026006", "1990-06-05"), birth="1950"))  # fmt: skip
-    assert present(result, "patient") == [{KEY: "p1", "sex": "female"}]
+def test_observations_that_agree_and_a_birth_month_that_fixes_the_age(tmp_path: Path) -> None:
+    """Born in March 1950, the patient is 40 on 1990-06-01 whatever the day; two grades that
+    agree give that grade."""
+    grades = (grade("61026006", "1990-06-20"), grade("G3", "1990-06-05", AJCC))
+    result = read(tmp_path, bundle(condition(), *grades, birthDate="1950-03"))
+    assert present(result, "patient") == [{KEY: "p1", "sex": "female", "age_at_diagnosis": 40}]
     assert present(result, "tumour")[0]["grade"] == "G3"
-    assert result.notes == Counter({
-        "patient.age_at_diagnosis: birthDate does not fix an age at diagnosis": 1,
-        "tumour.grade: observations differ, the earliest used": 1,
-    })  # fmt: skip
+    assert (result.rejected, result.notes) == (Counter(), Counter())
 
 
 def test_icd10_cm_codes_keep_their_subcategory(tmp_path: Path) -> None:
-    """Up to 4 characters after the dot (ICD-10-CM C50.911) are kept, 5 are not; the primary
-    site comes from bodySite only, never from the ICD-10 code."""
+    """Up to 4 characters after the dot (ICD-10-CM C50.911) are kept; the primary site comes
+    from bodySite only, never from the ICD-10 code."""
     cm = "http://hl7.org/fhir/sid/icd-10-cm"
-    topography = {"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "C509"}
     right_breast = condition("1990-06-01", "C50.911", cm)
-    with_site = {**condition("1990-07-01", "C50.912", cm), "bodySite": [{"coding": [topography]}]}
-    too_long = condition("1990-08-01", "C50.91111", cm)
-    result = read(tmp_path, bundle(right_breast, with_site, too_long))
+    with_site = condition("1990-07-01", "C50.912", cm, bodySite=[coded(ICDO3, "C509")])
+    result = read(tmp_path, bundle(right_breast, with_site))
     assert present(result, "tumour") == [
         {KEY: "p1", "tumour_seq": 1, "icd10": "C50.911"},
         {KEY: "p1", "tumour_seq": 2, "icd10": "C50.912", "primary_site": "C50.9"},
-        {KEY: "p1", "tumour_seq": 3},
     ]
-    assert result.notes == Counter({"tumour.icd10: no ICD-10 code of the model's form": 1})
+    assert (result.rejected, result.notes) == (Counter(), Counter())
 
 
 def test_patients_without_a_usable_cancer_are_excluded(tmp_path: Path) -> None:
     hypertension = condition(icd10="I10")
     metastasis = condition(icd10="C78.7")
-    no_onset = {k: v for k, v in condition().items() if k != "onsetDateTime"}
+    no_date = "patient: no diagnosis date (Condition.onsetDateTime)"
+    partial = "patient: partial diagnosis date (Condition.onsetDateTime)"
     for resources, reason in [
         ((hypertension, metastasis), "patient: no primary cancer condition"),
-        ((no_onset,), "patient: no diagnosis date (Condition.onsetDateTime)"),
-        ((condition(onset="1990-06"),), "patient: no diagnosis date (Condition.onsetDateTime)"),
+        ((condition(onset=None),), no_date),
+        ((condition(), condition(None, "C18.7", onsetString="in 1991")), no_date),
+        ((condition(onset="1990-06"),), partial),
+        ((condition(), condition("1989-12", "C18.7")), partial),  # which came first?
     ]:
         result = read(tmp_path, bundle(*resources))
         assert result.rows_read == 1
         assert result.rejected == Counter({reason: 1})
         assert result.data.num_rows() == dict.fromkeys(TABLES, 0)
+
+
+def laterality(code: str) -> dict[str, Any]:
+    return {
+        "url": MCODE + "mcode-laterality-qualifier",
+        "valueCodeableConcept": coded(SNOMED, code),
+    }
+
+
+def histology(system: str, code: str) -> dict[str, Any]:
+    return {"url": MCODE + "mcode-histology-morphology-behavior",
+            "valueCodeableConcept": coded(system, code)}  # fmt: skip
+
+
+def surgery(**more: Any) -> dict[str, Any]:
+    return {"resourceType": "Procedure", "status": "completed", "performedDateTime": "1990-06-20",
+            "category": coded(SNOMED, "387713003"), **more}  # fmt: skip
+
+
+def marker(day: str | None = "1990-06-05", **value: Any) -> dict[str, Any]:
+    """An estrogen receptor test."""
+    return observation("85337-4", day, **value)
+
+
+def status(code: str, day: str | None) -> dict[str, Any]:
+    """A CancerDiseaseStatus; SNOMED 271299001 is "worsened"."""
+    return observation("97509-4", day, valueCodeableConcept=coded(SNOMED, code))
+
+
+def tnm(loinc: str, code: str, system: str = AJCC, **more: Any) -> dict[str, Any]:
+    return observation(loinc, valueCodeableConcept=coded(system, code), **more)
+
+
+AJCC8, AJCC7 = coded(SNOMED, "897275008"), coded(SNOMED, "443830009")
+SECOND = condition("1991-01-01", "C18.7")
+REJECTED = [
+    # patient
+    ("patient.sex: code not interpretable", bundle(condition(), gender="femme")),
+    ("patient.age_at_diagnosis: partial date", bundle(condition(), birthDate="1950")),
+    ("patient.age_at_diagnosis: birth after diagnosis",
+     bundle(condition(), birthDate="1990-06-02")),
+    # the primary cancer Condition
+    ("tumour.icd10: code not interpretable", bundle(condition(icd10="C50.91111"))),
+    ("tumour.icd10: code system not supported",
+     bundle(condition(icd10="254837009", system=SNOMED, meta={"profile": [MCODE + "mcode-"
+                                                             "primary-cancer-condition"]}))),
+    ("tumour.primary_site: code system not supported",
+     bundle(condition(bodySite=[coded(SNOMED, "80248007")]))),
+    ("tumour.primary_site: code not interpretable",
+     bundle(condition(bodySite=[coded(ICDO3, "C5")]))),
+    ("tumour.primary_site: conflicting values",
+     bundle(condition(bodySite=[coded(ICDO3, "C50.9"), coded(ICDO3, "C50.4")]))),
+    ("tumour.histology: code system not supported",
+     bundle(condition(extension=[histology(SNOMED, "413448000")]))),
+    ("tumour.histology: code not interpretable",
+     bundle(condition(extension=[histology(ICDO3, "8500")]))),
+    ("tumour.laterality: code not interpretable",
+     bundle(condition(extension=[laterality("66459002")]))),  # unilateral: which side?
+    ("tumour.laterality: conflicting values",
+     bundle(condition(extension=[laterality("7771000")],
+                      bodySite=[{"extension": [laterality("24028007")]}]))),
+    # tumour observations
+    ("tumour.grade: code not interpretable", bundle(condition(), grade("99999"))),
+    ("tumour.grade: code system not supported", bundle(condition(), grade("G2", system=LOCAL))),
+    ("tumour.grade: code not interpretable",
+     bundle(condition(), observation("21858-6", valueCodeableConcept={"text": "moderate"}))),
+    ("tumour.grade: value type not supported",
+     bundle(condition(), observation("21858-6", valueString="G2"))),
+    ("tumour.grade: conflicting values",
+     bundle(condition(), grade("54102005", "1990-06-20"), grade("61026006", "1990-06-05"))),
+    ("tumour.grade: not linked to one primary cancer",
+     bundle(condition(), SECOND, grade("G2", system=AJCC))),
+    ("tumour.t_category: code system not supported",
+     bundle(condition(), tnm("21905-5", "369900003", SNOMED))),
+    ("tumour.t_category: code not interpretable",
+     bundle(condition(), tnm("21899-0", "ypT2"))),  # post-therapy staging is not read
+    ("tumour.n_category: code not interpretable",
+     bundle(condition(), tnm("21906-3", "pN1"))),  # pathological code as clinical staging
+    ("tumour.m_category: code not interpretable", bundle(condition(), tnm("21907-1", "cM9"))),
+    ("tumour.stage_group: code not interpretable",
+     bundle(condition(), tnm("21908-9", "Stage IIB"))),
+    ("tumour.stage_system: code not interpretable",
+     bundle(condition(), tnm("21905-5", "cT2", method=coded(SNOMED, "12345")))),
+    ("tumour.stage_system: conflicting values",
+     bundle(condition(), tnm("21905-5", "cT2", method=AJCC8),
+            tnm("21906-3", "cN0", method=AJCC7))),
+    ("tumour.tumour_size_mm: unit not supported",
+     bundle(condition(), observation("21889-1", valueQuantity={"value": 1, "unit": "inch"}))),
+    ("tumour.tumour_size_mm: comparator not supported",
+     bundle(condition(), observation("21889-1", valueQuantity={"value": 5, "unit": "mm",
+                                                               "comparator": "<"}))),
+    ("tumour.nodes_positive: not a whole number",
+     bundle(condition(), observation("21893-3", valueQuantity={"value": 2.5}))),
+    ("tumour.nodes_examined: outside 0-150",
+     bundle(condition(), observation("21894-1", valueInteger=151))),
+    ("tumour.ecog: outside 0-5", bundle(condition(), observation("89247-1", valueInteger=7))),
+    ("tumour.ecog: code not interpretable",
+     bundle(condition(), observation("89247-1", valueCodeableConcept=coded(LOINC, "LA0-0")))),
+    ("tumour.karnofsky: value type not supported",
+     bundle(condition(), observation("89243-0", valueString="80%"))),
+    # tumour markers
+    ("biomarker.result: code not interpretable",
+     bundle(condition(), marker(valueCodeableConcept=coded(LOINC, "LA9999-9")))),
+    ("biomarker.result: code system not supported",
+     bundle(condition(), marker(valueCodeableConcept=coded(LOCAL, "2+")))),
+    ("biomarker.result: conflicting values",
+     bundle(condition(), marker(valueCodeableConcept=coded(LOINC, "LA6576-8"),
+                                interpretation=[coded(V3, "NEG")]))),
+    ("biomarker.result: value type not supported",
+     bundle(condition(), marker(valueString="positive"))),
+    ("biomarker.unit: unit not supported",
+     bundle(condition(), marker(valueQuantity={"value": 35, "unit": "per cent"}))),
+    ("biomarker.unit: unit not supported",
+     bundle(condition(), marker(valueQuantity={"value": 35}))),
+    ("biomarker.value: comparator not supported",
+     bundle(condition(), marker(valueQuantity={"value": 1, "unit": "%", "comparator": "<"}))),
+    ("biomarker.day: partial date",
+     bundle(condition(), marker("1990-06", valueCodeableConcept=coded(LOINC, "LA6576-8")))),
+    # treatments
+    ("treatment.agent_code: code system not supported",
+     bundle(condition(), surgery(code=coded("http://www.ama-assn.org/go/cpt", "19301")))),
+    ("treatment.agent_code: code not interpretable",
+     bundle(condition(), {"resourceType": "MedicationStatement", "status": "completed",
+                          "meta": {"profile": [MCODE + "mcode-cancer-related-medication-"
+                                                       "statement"]},
+                          "medicationCodeableConcept": coded(RXNORM, "103 24")})),
+    ("treatment.intent: code not interpretable",
+     bundle(condition(), surgery(extension=[{"url": MCODE + "mcode-procedure-intent",
+                                             "valueCodeableConcept": coded(SNOMED, "1234")}]))),
+    ("treatment.intent: code not interpretable",
+     bundle(condition(), surgery(extension=[{"url": MCODE + "mcode-procedure-intent",
+                                             "valueString": "curative"}]))),
+    ("treatment.start_day: partial date",
+     bundle(condition(), surgery(performedDateTime="1990-07"))),
+    # outcome
+    ("outcome.os_days: partial date", bundle(condition(), deceasedDateTime="1993")),
+    ("outcome.os_days: before diagnosis", bundle(condition(), deceasedDateTime="1990-05-31")),
+    ("outcome.rfs_event: code not interpretable",
+     bundle(condition(), status("1234", "1991-01-01"))),
+    ("outcome.rfs_days: no date", bundle(condition(), status("271299001", None))),
+    ("outcome.rfs_days: before diagnosis", bundle(condition(), status("271299001", "1990-05-01"))),
+    ("outcome.rfs_days: partial date", bundle(condition(), status("271299001", "1991-03"))),
+    ("outcome.last_followup_day: partial date",
+     bundle(condition(), status("359746009", "1991-03"))),
+    ("outcome.last_followup_day: partial date",  # the grade's day could be the last follow-up
+     bundle(condition(), grade("54102005", "1992-03"))),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("reason", "content"), REJECTED)
+def test_a_value_not_interpretable_excludes_the_patient(
+    tmp_path: Path, reason: str, content: dict[str, Any]
+) -> None:
+    """Excluded with a reason that names the field and rule, never a value; what else of the
+    patient is not a model value (here a body weight) is not counted."""
+    weight = observation("29463-7", valueQuantity={"value": 70, "unit": "kg"})
+    person, *resources = content["entry"]
+    linked = {"resource": {**weight, "subject": {"reference": "Patient/p1"}}}
+    result = read(tmp_path, {**content, "entry": [person, linked, *resources]})
+    assert (result.rows_read, result.rejected, result.notes) == (1, Counter({reason: 1}), Counter())
+    assert result.data.num_rows() == dict.fromkeys(TABLES, 0)
+
+
+def test_what_is_not_a_model_value_is_noted_and_the_patient_kept(tmp_path: Path) -> None:
+    """A grade of a metastasis, a body weight, metformin, a grade without a value, an undated
+    stable disease status and an observation with a partial date that the last disease status
+    makes irrelevant leave the model values as they are."""
+    about_metastasis = {**grade("99999"), "focus": [{"reference": "Condition/m1"}]}
+    metformin = {"resourceType": "MedicationStatement", "status": "active",
+                 "medicationCodeableConcept": coded(RXNORM, "6809")}  # fmt: skip
+    absent = coded("http://terminology.hl7.org/CodeSystem/data-absent-reason", "unknown")
+    resources = (
+        condition(),
+        {**condition(icd10="C78.7"), "id": "m1"},
+        about_metastasis,
+        observation("29463-7", valueQuantity={"value": 70, "unit": "kg"}),
+        metformin,
+        observation("21858-6", dataAbsentReason=absent),
+        status("359746009", None),
+        grade("54102005", "1990-06"),
+        status("359746009", "1991-06-01"),
+    )
+    result = read(tmp_path, bundle(*resources))
+    assert result.rejected == Counter()
+    assert present(result, "tumour") == [
+        {KEY: "p1", "tumour_seq": 1, "icd10": "C50.9", "grade": "G1"}
+    ]
+    assert present(result, "outcome") == [
+        {KEY: "p1", "time_origin": "diagnosis", "vital_status": "alive", "last_followup_day": 365,
+         "os_days": 365, "os_event": 0, "rfs_days": 365, "rfs_event": 0}
+    ]  # fmt: skip
+    assert result.notes == Counter({
+        "Condition: secondary cancer (metastasis) not read": 1,
+        "MedicationStatement: not a cancer drug (ignored)": 1,
+        "Observation: code not used by the model": 1,
+        "outcome: disease status without a date from diagnosis on (ignored)": 1,
+        "tumour.grade: about a condition that is not a primary cancer (ignored)": 1,
+        "tumour.grade: observation without a value (ignored)": 1,
+    })  # fmt: skip
 
 
 @pytest.mark.parametrize(

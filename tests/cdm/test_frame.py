@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from oncofed.cdm.frame import cohort_mask, job_table, patient_frame
+from oncofed.cdm.frame import check_time_origin, cohort_mask, job_table, patient_frame
 from oncofed.cdm.tables import CdmData
 from oncofed.learning.data import DataError
 from oncofed.wire.spec import CohortFilter, JobSpec
@@ -137,9 +137,12 @@ def test_job_table_has_the_job_variables_for_the_cohort_only() -> None:
     assert table["rfs_days"].dtype == np.float64
 
 
-def test_job_table_refuses_a_cohort_mixing_time_origins() -> None:
+def test_a_cohort_mixing_time_origins_is_refused() -> None:
+    spec = _spec(cohort={})
     with pytest.raises(DataError, match=r"mixes time origins \['diagnosis', 'surgery'\]"):
-        job_table(_spec(cohort={}), data())
+        check_time_origin(spec, job_table(spec, data()))
+    chosen = _spec(cohort={"time_origin": "surgery"})
+    check_time_origin(chosen, job_table(chosen, data()))  # one origin: fine
 
 
 def test_extension_features_and_a_missing_extension() -> None:

@@ -258,3 +258,75 @@ def test_a_mapping_from_a_dict_names_the_field_without_a_line() -> None:
     mapping = mapping_from_dict({"version": 1, "fields": {"age_at_diagnosis": "age"}})
     assert isinstance(mapping, TabularMapping)
     assert mapping.where(("fields", "age_at_diagnosis")) == "mapping, fields.age_at_diagnosis"
+
+
+@pytest.mark.parametrize(
+    ("date_format", "written"),
+    [
+        ("%Q", " (2001-02-03 written with it is '%Q')"),
+        ("%d.%m", " (2001-02-03 written with it is '03.02')"),
+        ("%Y-%m", " (2001-02-03 written with it is '2001-02')"),
+        ("%m/%Y", " (2001-02-03 written with it is '02/2001')"),
+        ("%F", " (2001-02-03 written with it is '2001-02-03')"),  # Python cannot read %F
+        ("", " (2001-02-03 written with it is '')"),
+    ],
+)
+def test_a_date_format_must_read_back_day_month_and_year(
+    tmp_path: Path, date_format: str, written: str
+) -> None:
+    text = f'version: 1\ndate_format: "{date_format}"\nfields:\n  sex: {{constant: female}}\n'
+    assert error_of(tmp_path, text) == (
+        f"line 2, date_format: {date_format!r} is not a date format that reads back the day, "
+        f"month and year{written}; use strptime directives such as %d.%m.%Y or %Y-%m-%d"
+    )
+
+
+@pytest.mark.parametrize("date_format", ["%Y%m%d", "%d/%m/%y", "%b %d, %Y", "%Y-%m-%d %H:%M"])
+def test_date_formats_that_read_back_are_accepted(date_format: str) -> None:
+    mapping = mapping_from_dict({"version": 1, "date_format": date_format})
+    assert mapping.date_format == date_format
+
+
+def test_structural_and_catalogue_errors_are_reported_together_in_line_order(
+    tmp_path: Path,
+) -> None:
+    text = (
+        'version: 1\ndate_format: "%Q"\nfields:\n  sex: {constant: female}\n'
+        "  gradez: {column: g, colour: red}\n"
+        "biomarkers:\n  - {name: XX, value: x, positive_at_least: 1}\n"
+        "treatments:\n  - {type: endocrine, column: horTh, received: []}\n"
+        "extensions:\n  Bad-Name: {column: b}\n"
+    )
+    assert error_of(tmp_path, text).splitlines() == [
+        "line 2, date_format: '%Q' is not a date format that reads back the day, month and "
+        "year (2001-02-03 written with it is '%Q'); use strptime directives such as %d.%m.%Y "
+        "or %Y-%m-%d",
+        "line 5, fields.gradez.colour: unknown key",
+        "line 5, fields.gradez: not a field of the data model; use one of "
+        + ", ".join(PATIENT_FIELDS),
+        "line 7, biomarkers.0.name: unknown biomarker; use one of ER, PR, HER2, PSA, CEA, "
+        "CA125, CA19-9, AFP",
+        "line 9, treatments.0.received: List should have at least 1 item after validation, not 0",
+        "line 11, extensions.Bad-Name: an extension name matches ^[a-z][a-z0-9_]{0,39}$",
+    ]
+
+
+def test_a_mapping_from_a_dict_reports_structural_then_catalogue_errors() -> None:
+    data: dict[str, object] = {
+        "version": 1,
+        "fields": {"grade": {"constant": "G9"}, "tsize": {"column": "t", "unit": "inch"}},
+        "treatments": [{"type": "hormones", "column": "h", "received": ["yes"]}, "x"],
+    }
+    with pytest.raises(MappingError) as caught:
+        mapping_from_dict(data, "site.yaml")
+    assert str(caught.value).splitlines() == [
+        "site.yaml, fields.tsize.unit: Input should be 'mm', 'cm', 'days', 'weeks', 'months' "
+        "or 'years'",
+        "site.yaml, treatments.1: Input should be a valid dictionary or instance of "
+        "TreatmentSource",
+        "site.yaml, fields.grade.constant: 'G9' is not one of G1, G2, G3, G4, GX",
+        "site.yaml, fields.tsize: not a field of the data model; use one of "
+        + ", ".join(PATIENT_FIELDS),
+        "site.yaml, treatments.0.type: 'hormones' is not one of surgery, radiotherapy, "
+        "chemotherapy, endocrine, targeted, immunotherapy, other",
+    ]

@@ -1,10 +1,13 @@
 """OMOP CDM v5.4 import: the shipped example (CSV, SQLite, DuckDB, PostgreSQL give the same
-rows), errors that name the table or column, and the demo writer's round trip on GBSG2."""
+rows), every reason a person is excluded, errors that name the table or column, and the demo
+writer's round trip on GBSG2."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,13 @@ from lifelines.datasets import load_gbsg2
 
 from oncofed.cdm.errors import SourceError
 from oncofed.cdm.fields import TABLES
-from oncofed.cdm.importers.omop import OmopImport, import_omop
+from oncofed.cdm.importers.omop import (
+    NO_DIAGNOSIS,
+    NO_PERSON_ID,
+    REASONS,
+    OmopImport,
+    import_omop,
+)
 from oncofed.cdm.importers.omop.concepts import interpret
 from oncofed.cdm.tables import CdmData
 from oncofed.demo.sources.omop import write_omop
@@ -37,11 +46,11 @@ EXPECTED: dict[str, list[dict[str, object]]] = {
          "t_category": "T1c", "n_category": "N1a", "stage_group": "IIA", "grade": "G3",
          "tumour_size_mm": 24.0, "nodes_positive": 2, "nodes_examined": 14},
         {"patient_id": "2", "tumour_seq": 1, "icd10": "C61", "stage_system": "AJCC7",
-         "stage_basis": "clinical", "m_category": "M0"},
+         "stage_basis": "clinical", "t_category": "T2", "m_category": "M0"},
         {"patient_id": "2", "tumour_seq": 2, "primary_site": "C18.7", "icd10": "C18.7"},
         {"patient_id": "4", "tumour_seq": 1, "primary_site": "C34.1", "histology": "8140/3"},
         {"patient_id": "5", "tumour_seq": 1, "primary_site": "C50.9", "icd10": "C50.911",
-         "tumour_size_mm": 21.0},
+         "tumour_size_mm": 21.0, "nodes_positive": 1},
     ],
     "biomarker": [
         {"patient_id": "1", "code": "48676-1", "result": "equivocal", "day": 5},
@@ -79,24 +88,35 @@ EXPECTED: dict[str, list[dict[str, object]]] = {
         {"patient_id": "5", "time_origin": "diagnosis", "vital_status": "alive"},
     ],
 }  # fmt: skip
-"""The example's persons: 1 breast cancer with clinical and pathological staging, surgery,
-radiotherapy, two tamoxifen eras, progression, a later M1 and death from cancer; 2 prostate
-cancer (year of birth only, an unknown T category, a regimen episode) and a second primary;
-3 no cancer; 4 a cancer known only from its source value, unknown sex, death of unknown cause;
-5 an ICD-10-CM code (kept, with the site it implies), size in cm, a non-integer node count, no
-observation period."""
+"""The example's persons once ``READABLE`` is applied: 1 breast cancer with clinical and
+pathological staging, surgery, radiotherapy, two tamoxifen eras, progression, a later M1 and
+death from cancer; 2 prostate cancer (year of birth only, a regimen episode) and a second
+primary; 3 no cancer; 4 a cancer known only from its source value, sex concept 0, a biomarker
+without a result, death of unknown cause; 5 an ICD-10-CM code (kept, with the site it implies),
+size in cm, no observation period."""
+Edit = tuple[str, str | None, str]
+"""(file, text, replacement) in a copy of the example; text None appends the line."""
+READABLE: list[Edit] = [
+    ("concept.csv", "T5 Category,Measurement,Cancer Modifier,Staging/Grading,S,c-7th_AJCC/UICC-T5",
+     "T2 Category,Measurement,Cancer Modifier,Staging/Grading,S,c-7th_AJCC/UICC-T2"),
+    ("measurement.csv", "21,4,2000000060,2012-02-10,32879,,2000000071,",
+     "21,4,2000000060,2012-02-10,32879,,0,"),
+    ("measurement.csv", "23,5,2000000041,2019-04-04,32879,1.5,",
+     "23,5,2000000041,2019-04-04,32879,1,"),
+]  # fmt: skip
+"""The three values of the shipped example that cannot be read (an AJCC T5, a biomarker value
+"High", 1.5 positive nodes), made readable; the example as shipped shows their rejection."""
+SHIPPED_REJECTED = {
+    NO_DIAGNOSIS: 1,
+    "tumour.t_category: concept not interpretable": 1,
+    "biomarker.result: concept not interpretable": 1,
+    "tumour.nodes_positive: not a whole number from 0 to 100": 1,
+}
 NOTES = [
-    "persons excluded, no primary cancer diagnosis: 1",
     "ages at diagnosis from the year of birth only (OHDSI convention): 1",
     "patients without follow-up, no observation period: 1",
 ]
-UNMAPPED = {
-    "None 'No matching concept' (No matching concept)": 1,
-    "measurement Cancer Modifier 'c-7th_AJCC/UICC-T5' (AJCC/UICC 7th clinical T5 Category)": 1,
-    "measurement Cancer Modifier 'local-nodes-positive' "
-    "(Number of regional lymph nodes positive)": 1,
-    "value Local 'local-high' (High)": 1,
-}
+UNMAPPED = {"None 'No matching concept' (No matching concept)": 1}
 
 
 def _rows(table: pa.Table) -> list[dict[str, object]]:
@@ -140,16 +160,49 @@ def _to_duckdb(path: Path, folder: Path) -> Path:
     return path
 
 
+def _edited(folder: Path, edits: list[Edit]) -> Path:
+    """A copy of the example in ``folder`` with ``edits`` applied."""
+    shutil.copytree(EXAMPLE, folder)
+    for name, text, replacement in edits:
+        path = folder / name
+        content = path.read_text()
+        if text is None:
+            content += replacement + "\n"
+        else:
+            assert content.count(text) == 1, (name, text)
+            content = content.replace(text, replacement)
+        path.write_text(content)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def example() -> OmopImport:
     return import_omop(EXAMPLE)
 
 
-def test_example_gives_the_hand_known_rows(example: OmopImport) -> None:
-    assert {name: _rows(example.data[name]) for name in TABLES} == EXPECTED
-    assert example.rows_read == 5
-    assert example.notes == NOTES
-    assert dict(example.unmapped) == UNMAPPED
+def _tables(result: OmopImport) -> dict[str, list[dict[str, object]]]:
+    return {name: _rows(result.data[name]) for name in TABLES}
+
+
+def _expected(*persons: str) -> dict[str, list[dict[str, object]]]:
+    """The expected rows of the readable example without ``persons``."""
+    return {t: [r for r in rows if r["patient_id"] not in persons] for t, rows in EXPECTED.items()}
+
+
+def test_example_gives_the_hand_known_rows(tmp_path: Path) -> None:
+    got = import_omop(_edited(tmp_path / "cdm", READABLE))
+    assert _tables(got) == EXPECTED
+    assert (got.rows_read, got.rejected) == (5, {NO_DIAGNOSIS: 1})
+    assert got.notes == NOTES
+    assert dict(got.unmapped) == UNMAPPED
+
+
+def test_shipped_example_excludes_the_persons_whose_values_cannot_be_read(
+    example: OmopImport,
+) -> None:
+    assert _tables(example) == _expected("2", "4", "5")
+    assert (example.rows_read, example.rejected) == (5, SHIPPED_REJECTED)
+    assert (example.notes, dict(example.unmapped)) == ([], {})
 
 
 def test_death_from_cancer(example: OmopImport) -> None:
@@ -157,21 +210,150 @@ def test_death_from_cancer(example: OmopImport) -> None:
     assert (first["os_event"], first["os_days"], first["cause_of_death"]) == (1, 1433, "cancer")
 
 
-def test_person_without_diagnosis_is_excluded_with_a_note(example: OmopImport) -> None:
-    assert "3" not in example.data["patient"]["patient_id"].to_pylist()
-    assert "persons excluded, no primary cancer diagnosis: 1" in example.notes
-    assert example.rejected == {"condition_occurrence: no primary cancer condition": 1}
+def _modifier(n: int, code: str) -> list[Edit]:
+    """A Cancer Modifier ``code`` of person 1's breast cancer, measured with its pathological
+    staging (2010-03-20)."""
+    concept = 2000000900 + n
+    return [
+        ("concept.csv", None, f"{concept},{code},Measurement,Cancer Modifier,Staging/Grading,S,"
+                              f"{code},1970-01-01,2099-12-31,"),
+        *_measure(n, concept),
+    ]  # fmt: skip
 
 
-def test_unknown_concept_is_left_null_and_counted(example: OmopImport) -> None:
-    prostate = example.data["tumour"].to_pylist()[1]
-    assert (prostate["patient_id"], prostate["t_category"]) == ("2", None)
-    assert (
-        example.unmapped[
-            "measurement Cancer Modifier 'c-7th_AJCC/UICC-T5' (AJCC/UICC 7th clinical T5 Category)"
-        ]
-        == 1
+def _measure(n: int, concept: int, number: str = "", unit: str = "") -> list[Edit]:
+    row = f"{90 + n},1,{concept},2010-03-20,32879,{number},,{unit},101,1147127"
+    return [("measurement.csv", None, row)]
+
+
+_NOT_READ = "concept not interpretable"
+_CONFLICT = "conflicting values"
+CASES: list[tuple[str, str, list[Edit]]] = [
+    ("patient: more than one person row", "5", [("person.csv", None, "5,8532,1970,4,5,,0,0")]),
+    ("tumour: cancer condition without a start date", "2",
+     [("condition_occurrence.csv", "203,2,2000000013,2017-01-05,", "203,2,2000000013,,")]),
+    (f"tumour.icd10: {_NOT_READ}", "5", [("concept.csv", ",C50.911,", ",C50911,")]),
+    ("patient.sex: code system not supported", "1", [("person.csv", "1,8532,", "1,9191,")]),
+    (f"patient.sex: {_NOT_READ}", "1", [("person.csv", "1,8532,", "1,12345,")]),
+    ("patient.age_at_diagnosis: impossible birth date", "1",
+     [("person.csv", "1,8532,1950,6,15,", "1,8532,1950,2,30,")]),
+    (f"patient.age_at_diagnosis: {_CONFLICT}", "4", [("person.csv", "4,0,1960,", "4,0,1961,")]),
+    ("patient.age_at_diagnosis: birth after diagnosis", "2",
+     [("person.csv", "2,8507,1940,", "2,8507,2016,")]),
+    (f"tumour.icd10: {_CONFLICT}", "1",
+     [("condition_occurrence.csv", None, "102,1,2000000016,2010-04-01,32879,C50.9,0")]),
+    (f"tumour.histology: {_CONFLICT}", "4",
+     [("condition_occurrence.csv", "401,4,0,", "401,4,2000000010,")]),
+    (f"tumour.primary_site: {_CONFLICT}", "1",
+     [("condition_occurrence.csv", None, "102,1,0,2010-04-01,32879,8500/3-C50.9,0")]),
+    (f"tumour.n_category: {_NOT_READ}", "1",
+     [("concept.csv", "p-8th_AJCC/UICC-N1a", "p-8th_AJCC/UICC-N9")]),
+    (f"tumour.m_category: {_NOT_READ}", "2",
+     [("concept.csv", "c-7th_AJCC/UICC-M0", "c-7th_AJCC/UICC-M7")]),
+    (f"tumour.stage_group: {_NOT_READ}", "1",
+     [("concept.csv", "p-8th_AJCC/UICC-Stage-2A", "p-8th_AJCC/UICC-Stage-5")]),
+    (f"tumour.grade: {_NOT_READ}", "1", [("concept.csv", ",Grade-3,", ",Grade-H,")]),
+    ("tumour.tumour_size_mm: unit missing or not supported", "5",
+     [("measurement.csv", "2.1,,2000000050,", "2.1,,2000000052,")]),
+    ("tumour.nodes_examined: not a whole number from 0 to 150", "1",
+     [("measurement.csv", "32879,14,", "32879,-3,")]),
+    (f"tumour.t_category: {_CONFLICT}", "1", _modifier(1, "p-8th_AJCC/UICC-T2")),
+    (f"tumour.n_category: {_CONFLICT}", "1", _modifier(1, "p-8th_AJCC/UICC-N2")),
+    (f"tumour.m_category: {_CONFLICT}", "1",
+     _modifier(1, "p-8th_AJCC/UICC-M0") + _modifier(2, "p-8th_AJCC/UICC-M1")),
+    (f"tumour.stage_group: {_CONFLICT}", "1", _modifier(1, "p-8th_AJCC/UICC-Stage-3A")),
+    (f"tumour.grade: {_CONFLICT}", "1", _modifier(1, "Grade-2")),
+    (f"tumour.tumour_size_mm: {_CONFLICT}", "1", _measure(1, 2000000040, "30", "8588")),
+    (f"tumour.nodes_positive: {_CONFLICT}", "1", _measure(1, 2000000041, "3")),
+    (f"tumour.nodes_examined: {_CONFLICT}", "1", _measure(1, 2000000042, "15")),
+    (f"tumour.stage_system: {_CONFLICT}", "1", _modifier(1, "p-7th_AJCC/UICC-T1c")),
+    (f"biomarker.result: {_NOT_READ}", "1",
+     [("measurement.csv", "32879,,9189,", "32879,,12345,")]),
+    ("biomarker.unit: code system not supported", "1",
+     [("measurement.csv", "80,9191,2000000051,", "80,9191,2000000071,")]),
+    (f"biomarker.unit: {_NOT_READ}", "1",
+     [("measurement.csv", "80,9191,2000000051,", "80,9191,12345,")]),
+    (f"treatment.type: {_NOT_READ}", "2",
+     [("episode.csv", ",2000000080,32879", ",0,32879"),
+      ("episode_event.csv", "2,5,2000000001\n", "")]),
+    (f"treatment.type: {_CONFLICT}", "1",
+     [("concept.csv", None, "2000000102,Cancer Surgery,Episode,Episode,Treatment Episode,S,"
+                            "local-surgery,1970-01-01,2099-12-31,"),
+      ("episode.csv", None, "3,1,2000000102,2010-05-01,,2000000091,32879")]),
+    (f"treatment.agent_code: {_NOT_READ}", "2",
+     [("episode.csv", ",2000000080,32879", ",12345,32879")]),
+    (f"treatment.intent: {_NOT_READ}", "1",
+     [("measurement.csv", ",2000000111,,1,", ",12345,,1,")]),
+    (f"treatment.intent: {_CONFLICT}", "1",
+     [("measurement.csv", None, "90,1,2000000110,2010-09-10,32879,,2000000112,,2,2000000001")]),
+    ("treatment.end_day: before start_day", "5",
+     [("drug_exposure.csv", "2019-05-01,2019-05-01", "2019-05-01,2019-04-01")]),
+    (f"outcome.os_days: {_CONFLICT}", "1", [("death.csv", None, "1,2014-03-01,32879,2000000016")]),
+    ("outcome.os_days: death before diagnosis", "4",
+     [("death.csv", "4,2012-12-01,", "4,2011-12-01,")]),
+    (f"outcome.cause_of_death: {_NOT_READ}", "4",
+     [("death.csv", "4,2012-12-01,32879,0", "4,2012-12-01,32879,12345")]),
+    (f"outcome.cause_of_death: {_CONFLICT}", "1",
+     [("death.csv", None, "1,2014-02-01,32879,2000000014")]),
+    ("outcome.last_followup_day: before diagnosis", "4",
+     [("observation_period.csv", "5,4,2011-01-01,2012-12-01,", "5,4,2011-01-01,2012-01-01,")]),
+    ("outcome.rfs_days: recurrence not after diagnosis", "1",
+     [("episode.csv", "1,1,2000000100,2013-01-01,", "1,1,2000000100,2010-03-01,")]),
+]  # fmt: skip
+"""(reason, the person it excludes, the edits of the readable example that break the rule)."""
+
+
+@pytest.mark.parametrize(("reason", "person", "edits"), CASES, ids=[c[0] for c in CASES])
+def test_a_value_that_cannot_be_read_excludes_its_person(
+    reason: str, person: str, edits: list[Edit], tmp_path: Path
+) -> None:
+    got = import_omop(_edited(tmp_path / "cdm", READABLE + edits))
+    assert (got.rows_read, got.rejected) == (5, {NO_DIAGNOSIS: 1, reason: 1})
+    assert _tables(got) == _expected(person)
+
+
+def test_every_reason_is_tested() -> None:
+    assert sorted(REASONS) == sorted({c[0] for c in CASES} | set(SHIPPED_REJECTED))
+
+
+def test_a_person_is_counted_under_the_first_reason_only(tmp_path: Path) -> None:
+    edits: list[Edit] = [
+        ("person.csv", "1,8532,", "1,12345,"),
+        ("death.csv", "1,2014-02-01,", "1,2009-02-01,"),
+    ]
+    got = import_omop(_edited(tmp_path / "cdm", READABLE + edits))
+    assert got.rejected == {NO_DIAGNOSIS: 1, f"patient.sex: {_NOT_READ}": 1}
+
+
+def test_a_person_row_without_id_is_excluded(tmp_path: Path) -> None:
+    got = import_omop(
+        _edited(tmp_path / "cdm", [*READABLE, ("person.csv", None, ",8532,1970,,,,0,0")])
     )
+    assert (got.rows_read, got.rejected) == (6, {NO_DIAGNOSIS: 1, NO_PERSON_ID: 1})
+    assert _tables(got) == EXPECTED
+
+
+def test_a_drug_not_in_the_concept_table_is_counted_for_the_admin(tmp_path: Path) -> None:
+    edits: list[Edit] = [("drug_exposure.csv", "4,1,2000000081,", "4,1,12345,")]
+    got = import_omop(_edited(tmp_path / "cdm", READABLE + edits))
+    assert (_tables(got), got.rejected) == (EXPECTED, {NO_DIAGNOSIS: 1})
+    assert got.unmapped == {**UNMAPPED, "drug_exposure concept_id 12345 (not in CONCEPT)": 1}
+
+
+@pytest.mark.parametrize("drug", ["2000000080", "0"])
+def test_a_regimen_is_one_treatment_per_kind_of_its_drugs(drug: str, tmp_path: Path) -> None:
+    """Person 2's leuprolide regimen, as its object or only linked, with a linked trastuzumab."""
+    edits: list[Edit] = [
+        ("episode.csv", ",2000000080,32879", f",{drug},32879"),
+        ("drug_exposure.csv", None, "7,2,2000000082,2015-10-01,2015-10-01,32879"),
+        ("episode_event.csv", None, "2,7,2000000001"),
+    ]
+    got = import_omop(_edited(tmp_path / "cdm", READABLE + edits))
+    regimen = {"patient_id": "2", "start_day": 53, "end_day": 235, "intent": "curative"}
+    assert [r for r in _rows(got.data["treatment"]) if r["patient_id"] == "2"] == [
+        {**regimen, "type": "endocrine", "agent_code": "42375"},
+        {**regimen, "type": "targeted", "agent_code": "224905"},
+    ]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "duckdb", "sqlite-file"])
@@ -187,7 +369,12 @@ def test_databases_give_the_same_rows_as_the_csv_folder(
     got = import_omop(source)
     for name in TABLES:
         assert got.data[name].equals(example.data[name]), name
-    assert (got.notes, got.unmapped, got.rows_read) == (NOTES, example.unmapped, 5)
+    assert (got.rejected, got.notes, got.unmapped, got.rows_read) == (
+        example.rejected,
+        [],
+        Counter(),
+        5,
+    )
 
 
 @pytest.mark.postgres
@@ -223,10 +410,13 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
         import_omop(folder)
 
 
-def test_missing_table_in_a_database_is_named(tmp_path: Path) -> None:
+def test_missing_table_in_a_database_names_the_url_typed(tmp_path: Path) -> None:
     url = _to_sql(f"sqlite:///{tmp_path / 'cdm.db'}", _without(tmp_path, "death"))
-    with pytest.raises(SourceError, match=r"^sqlite:///.*: the OMOP table 'death' is missing$"):
+    with pytest.raises(SourceError, match=f"^{re.escape(url)}: the OMOP table 'death' is missing$"):
         import_omop(url)
+    path = tmp_path / "cdm.db"
+    with pytest.raises(SourceError, match=f"^{re.escape(str(path))}: the OMOP table 'death' is"):
+        import_omop(path)
 
 
 def test_unreadable_value_names_table_and_column(tmp_path: Path) -> None:
@@ -251,6 +441,7 @@ def test_missing_source_is_refused(tmp_path: Path) -> None:
         ("AJCC/UICC-M1a", "m", "M1a", None, None),
         ("G3", "grade", "G3", None, None),
         ("Grade-X", "grade", "GX", None, None),
+        ("Grade-H", "grade", None, None, None),
         ("8th_AJCC/UICC-Stage-5", "stage", None, None, "AJCC8"),
     ],
 )
@@ -297,6 +488,17 @@ def test_icd10_codes_of_the_model_form_are_kept(
         site,
         malignant,
     )
+
+
+@pytest.mark.parametrize(
+    ("vocabulary", "code", "bad"),
+    [("ICD10", "C509", True), ("ICD10CM", "D051", True), ("ICD10", "C7951", None),
+     ("ICD10", "I10", None), ("ICD10CM", "C50.911", None)],
+)  # fmt: skip
+def test_a_primary_cancer_code_not_of_the_model_form_is_marked(
+    vocabulary: str, code: str, bad: bool | None
+) -> None:
+    assert interpret(_concept(vocabulary, code, "Condition")).get("icd10_bad") is bad
 
 
 def gbsg2_model() -> CdmData:

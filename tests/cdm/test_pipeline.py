@@ -126,3 +126,14 @@ def test_an_empty_extract_imports_to_an_empty_dataset() -> None:
     imported = finish_import(CdmData(), dataset="empty", source_format="fhir", rows_read=0)
     assert imported.data.num_rows() == dict.fromkeys(TABLES, 0)
     assert (imported.profile.patients, imported.profile.rows_read) == (0, 0)
+
+
+def test_stored_rows_are_in_pseudonym_order_not_the_sources() -> None:
+    """Row positions could link a pseudonym back to the source file's row: the stored order is
+    the (random) order of the pseudonyms in every table."""
+    data = _import(_rows()).data
+    for table in TABLES:
+        ids = data[table][KEY].to_pylist()
+        assert ids == sorted(ids)
+    ages = data["patient"]["age_at_diagnosis"].to_pylist()
+    assert ages != sorted(ages)  # the source's order (ages 40, 41, ...) is gone

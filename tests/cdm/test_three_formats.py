@@ -8,9 +8,9 @@ from collections import Counter, defaultdict
 import pytest
 
 from oncofed.cdm.fields import KEY, TABLES
-from oncofed.cdm.importing import import_source
 from oncofed.cdm.tables import CdmData
 from oncofed.demo.data import FORMATS, site_tables, write_export
+from oncofed.edge.importing import import_source
 from oncofed.edge.store import LocalStore
 
 Record = tuple[tuple[object, ...], ...]
@@ -36,7 +36,8 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CdmData]:
     for site, kind in FORMATS.items():
         source = write_export(site, patients, root / site, seed=3)
         assert source.format == kind
-        result[kind] = import_source(store, kind, source, threshold=11).data
+        import_source(store, kind, source, threshold=11)
+        result[kind] = store.load(kind)
     return result
 
 

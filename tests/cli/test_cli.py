@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from rich.console import Console
 from typer.testing import CliRunner
 
 from oncofed.cdm.tables import CdmData
 from oncofed.cli.main import app
+from oncofed.cli.profile_view import render_profile
 from oncofed.client import Client
 from oncofed.edge import Agent, EdgeConfig, EdgeHome, LocalStore
 from oncofed.orchestrator import Settings, create_app
+from oncofed.wire.profile import FieldProfile
 from tests.support import State, sample_profile
 
 runner = CliRunner()
@@ -130,6 +133,34 @@ def test_site_profile_shows_what_the_edge_sent(served: str, state: State, tmp_pa
     as_json = runner.invoke(app, [*args, "--json", "--dataset", "gbsg2"])
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.output) == [sample_profile().model_dump(mode="json")]
+
+
+def test_a_profile_shows_results_per_marker_flags_and_extensions() -> None:
+    fields = [
+        FieldProfile(
+            table="ext", field="menopause", present=680, missing="<11",
+            values={"post": 420, "pre": "suppressed", "other codes": "<11"},
+        ),
+        FieldProfile(
+            table="outcome", field="os_event", present=686, missing=0, values={"0": 600, "1": 86}
+        ),
+        FieldProfile(
+            table="biomarker", field="ER.result", present=686, missing=0,
+            values={"positive": 500, "negative": 186, "equivocal": 0, "unknown": 0},
+        ),
+    ]  # fmt: skip
+    console = Console(record=True, width=200)
+    console.print(render_profile(sample_profile(fields=fields, extensions=["ext.menopause"])))
+    lines = [line.strip("│ ") for line in console.export_text().splitlines()]
+    assert "extensions: ext.menopause" in lines
+    titles = [line for line in lines if line in ("biomarker", "outcome", "ext")]
+    assert titles == ["biomarker", "outcome", "ext"]  # the model's tables first
+    table_rows = [line for line in lines if line.count("│") == 3]
+    assert [[cell.strip() for cell in row.split("│")] for row in table_rows] == [
+        ["ER.result", "686", "0", "positive 500 · negative 186"],
+        ["os_event", "686", "0", "0 600 · 1 86"],
+        ["menopause", "680", "<11", "post 420 · pre suppressed · other codes <11"],
+    ]
 
 
 def test_site_profile_errors_are_clean(served: str, state: State) -> None:

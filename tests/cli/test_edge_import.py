@@ -110,3 +110,33 @@ def test_csv_without_a_mapping_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "--from csv needs a mapping file" in result.output
+
+
+def test_an_import_where_every_patient_fails_keeps_the_earlier_one(tmp_path: Path) -> None:
+    csv = tmp_path / "export.csv"
+    pd.DataFrame({"age": [50, 60, 70]}).to_csv(csv, index=False)
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "version: 1\nfields:\n  age_at_diagnosis: age\n  time_origin: {constant: diagnosis}\n"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text() + "  ecog: age\n")  # ECOG is 0-5: every patient fails
+    edge = tmp_path / "edge"
+    common = ["edge", "import", str(csv), "--dir", str(edge), "--name", "ex", "--from", "csv"]
+    assert runner.invoke(app, [*common, "--mapping", str(good)], env=ENV).exit_code == 0
+    failed = runner.invoke(app, [*common, "--mapping", str(bad)], env=ENV)
+    output = " ".join(failed.output.split())
+    assert failed.exit_code == 1, failed.output
+    assert "no patient passed validation" in output and "earlier import of 'ex' is kept" in output
+    assert LocalStore(edge / "datasets").load("ex")["patient"].num_rows == 3
+
+
+def test_the_file_must_fit_the_format(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["edge", "import", "x.parquet", "--dir", str(tmp_path), "--name", "ex", "--from", "csv",
+         "--mapping", "m.yaml"],
+        env=ENV,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "--from csv expects a .csv file" in " ".join(result.output.split())

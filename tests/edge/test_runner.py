@@ -128,3 +128,18 @@ def test_a_tampered_global_model_is_refused(store: LocalStore) -> None:
     wrong = tensors.encode({"layers.0.weight": np.zeros((1, 3), np.float32)})
     with pytest.raises(ValueError, match=r"names differ|shape"):
         runner.run(task.model_copy(update={"model_sha256": tensors.sha256(wrong)}), lambda s: wrong)
+
+
+def test_a_small_cohort_is_declined_before_anything_about_its_rows_is_said(
+    tmp_path: Path,
+) -> None:
+    """Facts about a cohort below the minimum size (mixed origins, odd values) stay local."""
+    rng = np.random.default_rng(3)
+    columns = {"x1": rng.normal(size=30) - 5, "x2": rng.normal(size=30), "y": np.ones(30)}
+    store = save_columns(tmp_path / "datasets", "data", columns)
+    spec = make_spec(features=[{"name": "ext.x1", "transform": "log1p"}, "ext.x2"])
+    policy = EdgePolicy(min_cohort_size=40)
+    outcome = TaskRunner(store, policy, "alpha").run(assignment(spec), never_fetch)
+    assert isinstance(outcome, Decline)
+    assert "smaller than its minimum cohort size" in outcome.reason
+    assert "<= -1" not in outcome.reason

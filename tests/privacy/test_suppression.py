@@ -36,7 +36,7 @@ def _recoverable(
     if where.size == 0:
         return []
     position = {int(entry): p for p, entry in enumerate(where)}
-    rows, rhs = [], []
+    rows, lowest, highest = [], [], []
     for line in lines:
         row = np.zeros(where.size)
         known = 0
@@ -45,10 +45,11 @@ def _recoverable(
                 row[position[entry]] += sign
             else:
                 known += sign * int(values[entry])
-        if row.any():
+        if row.any():  # cells - total = 0, or <= 0 for a line that is not exact
             rows.append(row)
-            rhs.append(-known)
-    constraints = [LinearConstraint(np.array(rows), rhs, rhs)] if rows else []
+            lowest.append(-known if line.exact else -np.inf)
+            highest.append(-known)
+    constraints = [LinearConstraint(np.array(rows), lowest, highest)] if rows else []
     small, big = marks[where] == SMALL, values[where] >= threshold
     low = np.where(small | ~big, 1, threshold)
     high = np.where(small, threshold - 1, LIMIT)
@@ -106,7 +107,19 @@ def _random_sums(rng: np.random.Generator, threshold: int) -> tuple[np.ndarray, 
                     split(cell, 1, depth + 1)
 
     split(0, int(rng.integers(1, 4)), 0)
-    return np.array(values), lines
+    return np.array(values), lines + _random_bounds(rng, values)
+
+
+def _random_bounds(rng: np.random.Generator, values: list[int]) -> list[Line]:
+    """Up to three lines that are not exact, across the sums (one or two cells at most a
+    total), such as tumour rows >= patients or deaths >= events."""
+    bounds = []
+    for _ in range(int(rng.integers(0, 4))):
+        entries = rng.choice(len(values), size=min(len(values), 3), replace=False)
+        *cells, total = (int(e) for e in entries[: int(rng.integers(2, len(entries) + 1))])
+        if len(cells) and sum(values[c] for c in cells) <= values[total]:
+            bounds.append(Line(tuple(cells), total, exact=False))
+    return bounds
 
 
 def _check(values: np.ndarray, lines: Sequence[Line], marks: np.ndarray, threshold: int) -> None:
@@ -115,7 +128,8 @@ def _check(values: np.ndarray, lines: Sequence[Line], marks: np.ndarray, thresho
     assert ((marks == SMALL) <= small).all()  # "<T" only on counts from 1 to T - 1
     assert (marks[small] != SHOWN).all() and (marks[values == 0] == SHOWN).all()
     below = values[(marks == SUPPRESSED) & small]  # relabelled: "<T" would tell
-    assert threshold == 2 or (below == threshold - 1).all()
+    # T - 1 where the lines are sums of sums; with bounds, whole numbers alone may pin others
+    assert threshold == 2 or (below == threshold - 1).all() or any(not line.exact for line in lines)
     assert _recoverable(values, lines, marks, threshold) == []
 
 
@@ -249,6 +263,38 @@ def test_small_counts_making_up_a_small_total_alone_are_relabelled() -> None:
     assert _recoverable(np.array(values), lines, marks, 11) == []
 
 
+def test_a_bound_a_reader_knows_is_protected() -> None:
+    # ER tests = positive + negative; a wide file has one ER test per patient at most.
+    values = [12, 12, 1, 11]  # patients, ER tests, positive, negative
+    results = [Line((2, 3), 1)]
+    alone = suppress(values, results, 11, protected=[True, False, False, False])
+    assert publish(values, alone, 11) == [12, "suppressed", "<11", "suppressed"]
+    # "<11" + "suppressed" (>= 11) >= 12, and <= 12 patients: 1 + 11 would be exposed.
+    bounded = [*results, Line((1,), 0, exact=False)]
+    assert _recoverable(np.array(values), bounded, alone, 11) == [1, 2, 3]
+    marks = suppress(values, bounded, 11, protected=[True, False, False, False])
+    assert publish(values, marks, 11) == ["suppressed", "suppressed", "<11", "suppressed"]
+    assert _recoverable(np.array(values), bounded, marks, 11) == []
+
+
+def test_a_count_pinned_in_whole_numbers_only_is_protected() -> None:
+    values = np.array([3, 8, 11, 4, 15])  # x + 8 = a, a + y = 15, a + x <= 15
+    lines = [Line((0, 1), 2), Line((2, 3), 4), Line((2, 0), 4, exact=False)]
+    # with a hidden, a is from 11 to 11.5: moving by half a unit, a whole number, 11
+    half = np.array([SMALL, SHOWN, SUPPRESSED, SMALL, SHOWN])
+    assert _recoverable(values, lines, half, 5) == [0, 2, 3]
+    marks = suppress(values, lines, 5)
+    assert publish(values, marks, 5) == ["<5", "suppressed", "suppressed", "<5", 15]
+    assert _recoverable(values, lines, marks, 5) == []
+
+
+def test_a_bound_with_room_to_spare_needs_nothing_more() -> None:
+    values = [30, 5, 50]  # 30 + "<11" <= 50 leaves the 5 anywhere from 1 to 10
+    assert publish(values, suppress(values, [Line((0, 1), 2, exact=False)], 11), 11) == [
+        30, "<11", 50
+    ]  # fmt: skip
+
+
 def test_threshold_two_publishes_small_counts_as_suppressed() -> None:
     # "<2" would say 1
     assert publish([1, 5, 6], suppress_counts([1, 5], 2), 2) == ["suppressed", "suppressed", 6]
@@ -276,6 +322,10 @@ def test_threshold_one_hides_nothing() -> None:
     ("call", "message"),
     [
         (lambda: suppress([1, 2], [Line((0,), 1)], 11), "line 0: the cells do not add up"),
+        (
+            lambda: suppress([3, 2], [Line((0,), 1, exact=False)], 11),
+            "line 0: the cells do not add up",
+        ),
         (lambda: suppress([-1, 1], [], 11), "must not be negative"),
         (lambda: suppress([1], [], 0), "threshold must be at least 1"),
         (lambda: suppress([1, 1], [Line((0,), 0)], 11), "line 0: entries must be distinct"),

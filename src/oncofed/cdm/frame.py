@@ -8,14 +8,14 @@ the result.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from oncofed.cdm.fields import BIOMARKER_BY_NAME, EXTENSION_PREFIX, KEY, PATIENT_FIELDS, variable
-from oncofed.cdm.tables import CdmData
+from oncofed.cdm.tables import CdmData, true_mask
 from oncofed.learning.data import DataError
 from oncofed.wire.spec import CohortFilter, JobSpec
 
@@ -72,11 +72,6 @@ def patient_frame(data: CdmData, names: Iterable[str]) -> Frame:
     return frame
 
 
-def _true(mask: pa.Array) -> np.ndarray:
-    """A boolean mask with null counted as false."""
-    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
-
-
 def _within(values: pa.Array, low: float | None, high: float | None) -> np.ndarray:
     numbers = values.cast(pa.float64())
     keep = pc.is_valid(numbers)
@@ -84,22 +79,22 @@ def _within(values: pa.Array, low: float | None, high: float | None) -> np.ndarr
         keep = pc.and_(keep, pc.greater_equal(numbers, low))
     if high is not None:
         keep = pc.and_(keep, pc.less_equal(numbers, high))
-    return _true(keep)
+    return true_mask(keep)
 
 
 def _any_prefix(values: pa.Array, prefixes: list[str]) -> np.ndarray:
-    hits = [_true(pc.starts_with(values, prefix)) for prefix in prefixes]
+    hits = [true_mask(pc.starts_with(values, prefix)) for prefix in prefixes]
     return np.logical_or.reduce(hits)
 
 
 def _is_in(values: pa.Array, accepted: list[str]) -> np.ndarray:
     if pa.types.is_string(values.type):
-        return _true(pc.is_in(values, value_set=pa.array(accepted, pa.string())))
+        return true_mask(pc.is_in(values, value_set=pa.array(accepted, pa.string())))
     try:
         numbers = pa.array([float(v) for v in accepted])
     except ValueError as exc:
         raise DataError(f"'in' values {accepted} are not numbers") from exc
-    return _true(pc.is_in(values.cast(pa.float64()), value_set=numbers))
+    return true_mask(pc.is_in(values.cast(pa.float64()), value_set=numbers))
 
 
 def cohort_mask(frame: Frame, cohort: CohortFilter, n: int) -> np.ndarray:
@@ -120,9 +115,9 @@ def cohort_mask(frame: Frame, cohort: CohortFilter, n: int) -> np.ndarray:
     for marker, results in (cohort.biomarkers or {}).items():
         keep &= _is_in(frame[f"biomarker.{marker}"], results)
     for kind in cohort.treatments or []:
-        keep &= _true(pc.equal(frame[f"treatment.{kind}"], 1))
+        keep &= true_mask(pc.equal(frame[f"treatment.{kind}"], 1))
     for kind in cohort.without_treatments or []:
-        keep &= _true(pc.equal(frame[f"treatment.{kind}"], 0))
+        keep &= true_mask(pc.equal(frame[f"treatment.{kind}"], 0))
     if cohort.time_origin is not None:
         keep &= _is_in(frame["time_origin"], [cohort.time_origin])
     for condition in cohort.where:
@@ -144,15 +139,19 @@ def job_table(spec: JobSpec, data: CdmData) -> dict[str, np.ndarray]:
     """The job's variables for the patients its cohort selects, as numpy columns (numbers
     as float64 with NaN for missing, categories as objects with None)."""
     frame = patient_frame(data, spec.variables)
-    keep = cohort_mask(frame, spec.cohort, data["patient"].num_rows)
-    origins = {o for o in frame["time_origin"].filter(pa.array(keep)).to_pylist() if o is not None}
-    if spec.cohort.time_origin is None and len(origins) > 1:
-        raise DataError(
-            f"the cohort mixes time origins {sorted(origins)}; set cohort.time_origin in the job"
-        )
-    rows = pa.array(keep)
+    rows = pa.array(cohort_mask(frame, spec.cohort, data["patient"].num_rows))
     ext_levels = {f.name for f in spec.features if f.levels is not None}
     return {
         name: _numpy(values.filter(rows), variable(name).numeric and name not in ext_levels)
         for name, values in frame.items()
     }
+
+
+def check_time_origin(spec: JobSpec, table: Mapping[str, np.ndarray]) -> None:
+    """Times are only comparable from one origin: refuse a cohort that mixes them unless the
+    spec chose one."""
+    origins = {o for o in table["time_origin"] if o is not None}
+    if spec.cohort.time_origin is None and len(origins) > 1:
+        raise DataError(
+            f"the cohort mixes time origins {sorted(origins)}; set cohort.time_origin in the job"
+        )

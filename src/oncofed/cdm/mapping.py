@@ -3,24 +3,32 @@ patient, become the model's fields, biomarker rows, treatment rows and extension
 
 Parsing is ``safe_load``-style (no tags) with YAML 1.2 booleans, so ``yes``/``no``/``on``/``off``
 stay text (only ``true``/``false`` are booleans). Every error names the file, the line and
-the field path, e.g. ``gbsg2.yaml, line 7, fields.grade.values.IV: ...``.
+the field path, e.g. ``gbsg2.yaml, line 7, fields.grade.values.IV: ...``. All problems are
+reported at once, in line order: structural ones (unknown keys, wrong types, missing sources)
+beside catalogue ones (names, units, codes, values) of every part that is itself well formed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     PlainValidator,
     PrivateAttr,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -48,6 +56,25 @@ DATE_UNITS = {"d": "days", "a": "years"}
 """What the span between two dates gives for a model unit: days, or whole years (floor)."""
 Unit = Literal["mm", "cm", "days", "weeks", "months", "years"]
 EXTENSION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+SAMPLE_DATE = dt.datetime(2001, 2, 3)
+"""A day whose year, month and day differ, to check that a date format reads them all."""
+
+
+def _date_format(value: str) -> str:
+    """``value`` if 2001-02-03 written with it reads back as that day, with Python's and with
+    Arrow's strptime (the import uses both), so that it gives the day, month and year."""
+    written = ""
+    with suppress(ValueError, pa.ArrowException):  # a directive either cannot handle
+        text = SAMPLE_DATE.strftime(value)
+        written = f" (2001-02-03 written with it is {text!r})"
+        if dt.datetime.strptime(text, value) == SAMPLE_DATE:  # before Arrow: "" crashes it
+            arrow = pc.strptime(pa.array([text]), format=value, unit="s", error_is_null=True)
+            if arrow[0].as_py() == SAMPLE_DATE:
+                return value
+    raise ValueError(
+        f"{value!r} is not a date format that reads back the day, month and year{written}; "
+        "use strptime directives such as %d.%m.%Y or %Y-%m-%d"
+    )
 
 
 def source_text(value: object) -> str:
@@ -75,6 +102,7 @@ def _short_form(value: object) -> object:
 
 SourceValue = Annotated[str, PlainValidator(source_text)]
 Target = Annotated[Scalar, PlainValidator(_target)]
+T = TypeVar("T")
 
 
 class _Strict(BaseModel):
@@ -157,6 +185,10 @@ class ExtensionSource(_Strict):
     values: dict[SourceValue, str] | None = None
 
 
+FieldEntry = Annotated[FieldSource, BeforeValidator(_short_form)]
+ExtensionEntry = Annotated[ExtensionSource, BeforeValidator(_short_form)]
+
+
 @dataclass(frozen=True)
 class ColumnUse:
     """A source column the mapping reads, where (``loc``) and how (``role``)."""
@@ -177,11 +209,11 @@ class TabularMapping(_Strict):
     ``tumour_seq`` is always 1."""
 
     version: Literal[1]
-    date_format: str = "%Y-%m-%d"
-    fields: dict[str, Annotated[FieldSource, BeforeValidator(_short_form)]] = {}
+    date_format: Annotated[str, AfterValidator(_date_format)] = "%Y-%m-%d"
+    fields: dict[str, FieldEntry] = {}
     biomarkers: list[BiomarkerSource] = []
     treatments: list[TreatmentSource] = []
-    extensions: dict[str, Annotated[ExtensionSource, BeforeValidator(_short_form)]] = {}
+    extensions: dict[str, ExtensionEntry] = {}
     _origin: _Origin = PrivateAttr(default=_Origin("mapping", None))
 
     def model_post_init(self, context: object, /) -> None:
@@ -189,9 +221,10 @@ class TabularMapping(_Strict):
         file the mapping was read from, for the error messages)."""
         if isinstance(context, _Origin):
             self._origin = context
-        problems = list(_check(self))
+        parts = _Parts(self.fields, self.biomarkers, self.treatments, list(self.extensions))
+        problems = list(_check(parts))
         if problems:
-            raise MappingError("\n".join(self.where(loc) + f": {msg}" for loc, msg in problems))
+            raise MappingError(_report(self._origin, problems))
 
     def where(self, loc: Loc) -> str:
         """``file, line N, a.b.c`` for a place in the mapping (no line without a file)."""
@@ -215,6 +248,61 @@ class TabularMapping(_Strict):
         for name, ext in self.extensions.items():  # free text: text without a value map
             role: Role = "feature" if ext.values is None else "value"
             yield ColumnUse(ext.column, ("extensions", name, "column"), role)
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What the catalogue checks read: the mapping's entries, None for one that is not well
+    formed (its structural errors are reported instead), and the extension names."""
+
+    fields: Mapping[str, FieldSource | None]
+    biomarkers: Sequence[BiomarkerSource | None]
+    treatments: Sequence[TreatmentSource | None]
+    extensions: Sequence[str]
+
+    @classmethod
+    def of_data(cls, data: Mapping[str, object]) -> _Parts:
+        """The entries of raw mapping ``data`` (invalid as a whole), each validated on its
+        own, so that catalogue problems are reported beside the structural ones."""
+        return cls(
+            {k: _entry(_FIELD, v) for k, v in _items(data.get("fields"))},
+            [_entry(_BIOMARKER, v) for v in _list(data.get("biomarkers"))],
+            [_entry(_TREATMENT, v) for v in _list(data.get("treatments"))],
+            [k for k, _ in _items(data.get("extensions"))],
+        )
+
+
+_FIELD: TypeAdapter[FieldSource] = TypeAdapter(FieldEntry)
+_BIOMARKER = TypeAdapter(BiomarkerSource)
+_TREATMENT = TypeAdapter(TreatmentSource)
+
+
+def _entry(adapter: TypeAdapter[T], value: object) -> T | None:
+    """``value`` validated, None when it is not well formed."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _items(section: object) -> list[tuple[str, object]]:
+    """The entries of a mapping section with text keys (none if it is not a mapping)."""
+    if not isinstance(section, dict):
+        return []
+    return [(k, v) for k, v in section.items() if isinstance(k, str)]
+
+
+def _list(section: object) -> list[object]:
+    """The items of a list section (none if it is not a list)."""
+    return section if isinstance(section, list) else []
+
+
+def _report(origin: _Origin, problems: Sequence[tuple[Loc, str]]) -> str:
+    """One line per problem; in line order when read from a file (else in the order found)."""
+    if origin.root is not None:
+        root = origin.root
+        problems = sorted(problems, key=lambda problem: _line(root, problem[0]))
+    return "\n".join(f"{_where(origin, loc)}: {msg}" for loc, msg in problems)
 
 
 def _where(origin: _Origin, loc: Loc) -> str:
@@ -275,7 +363,7 @@ def _check_values(f: Field, values: Mapping[str, Scalar], loc: Loc) -> Iterator[
             yield (*loc, key), problem
 
 
-def _check_field(name: str, src: FieldSource) -> Iterator[tuple[Loc, str]]:
+def _check_field(name: str, src: FieldSource | None) -> Iterator[tuple[Loc, str]]:
     loc: Loc = ("fields", name)
     if name not in PATIENT_FIELDS:
         yield loc, f"not a field of the data model; use one of {', '.join(PATIENT_FIELDS)}"
@@ -283,6 +371,8 @@ def _check_field(name: str, src: FieldSource) -> Iterator[tuple[Loc, str]]:
     f = PATIENT_FIELDS[name]
     if name == "tumour_seq":
         yield loc, "a wide file has one primary tumour per patient: tumour_seq is always 1"
+    if src is None:
+        return
     if src.constant is not None:
         yield from _check_values(f, {"constant": src.constant}, loc)
     if src.values is not None:
@@ -323,22 +413,27 @@ def _check_treatment(i: int, t: TreatmentSource) -> Iterator[tuple[Loc, str]]:
         yield (*loc, "not_received"), f"{sorted(both)} are also in received"
 
 
-def _check(m: TabularMapping) -> Iterator[tuple[Loc, str]]:
+def _check(parts: _Parts) -> Iterator[tuple[Loc, str]]:
     """Problems that need the model catalogue: names, units, codes and values."""
-    for name, src in m.fields.items():
+    for name, src in parts.fields.items():
         yield from _check_field(name, src)
-    outcome = [n for n in m.fields if n in PATIENT_FIELDS and PATIENT_FIELDS[n].table == "outcome"]
-    if outcome and "time_origin" not in m.fields:
+    outcome = [
+        n for n in parts.fields if n in PATIENT_FIELDS and PATIENT_FIELDS[n].table == "outcome"
+    ]
+    if outcome and "time_origin" not in parts.fields:
         yield ("fields",), f"outcome fields ({', '.join(outcome)}) need time_origin (day 0)"
     seen: set[str] = set()
-    for i, marker in enumerate(m.biomarkers):
+    for i, marker in enumerate(parts.biomarkers):
+        if marker is None:
+            continue
         if marker.name in seen:
             yield ("biomarkers", i, "name"), f"{marker.name} is mapped twice"
         seen.add(marker.name)
         yield from _check_biomarker(i, marker)
-    for i, treatment in enumerate(m.treatments):
-        yield from _check_treatment(i, treatment)
-    for name in m.extensions:
+    for i, treatment in enumerate(parts.treatments):
+        if treatment is not None:
+            yield from _check_treatment(i, treatment)
+    for name in parts.extensions:
         if not EXTENSION_NAME.match(name):
             yield ("extensions", name), f"an extension name matches {EXTENSION_NAME.pattern}"
 
@@ -406,12 +501,9 @@ def _validate(data: dict[str, object], origin: _Origin) -> TabularMapping:
     try:
         return TabularMapping.model_validate(data, context=origin)
     except ValidationError as exc:
-        raise MappingError(
-            "\n".join(
-                _where(origin, tuple(err["loc"])) + f": {_message(err['type'], err['msg'])}"
-                for err in exc.errors()
-            )
-        ) from exc
+        problems = [(tuple(e["loc"]), _message(e["type"], e["msg"])) for e in exc.errors()]
+        problems += _check(_Parts.of_data(data))
+        raise MappingError(_report(origin, problems)) from exc
 
 
 def _message(kind: str, msg: str) -> str:

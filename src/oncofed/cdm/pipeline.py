@@ -3,8 +3,9 @@
 An importer's extract still links its rows by the source's own patient key. Here the rows that
 break a rule are dropped (whole patients, counted by reason), ages above 89 become 90, every
 source key is replaced by a fresh random pseudonym (128 bits from the operating system's
-CSPRNG, never derived from the key, so two imports of the same data share no id), and the
-suppressed data quality report is built.
+CSPRNG, never derived from the key, so two imports of the same data share no id), the rows are
+put in pseudonym order (random, unrelated to the source's order), and the suppressed data
+quality report is built.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def finish_import(
     checked = validate(extract, conversion_errors)
     rejected = Counter(excluded or {})
     rejected.update(checked.rejected)
-    data = pseudonymise(cap_ages(checked.data))
+    data = in_pseudonym_order(pseudonymise(cap_ages(checked.data)))
     report = profile(
         data,
         dataset=dataset,
@@ -84,6 +85,16 @@ def pseudonyms(count: int) -> pa.Array:
     width = 2 * PSEUDONYM_BYTES
     offsets = np.arange(0, width * (count + 1), width, dtype=np.int32)
     return pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(digits))
+
+
+def in_pseudonym_order(data: CdmData) -> CdmData:
+    """Every table sorted by pseudonym: a random order, so no stored row can be linked back to
+    its position in the source."""
+    tables: dict[TableName, pa.Table] = {
+        name: data[name].sort_by([(KEY, "ascending")]) for name in TABLES
+    }
+    ext = data.extensions
+    return CdmData(tables, None if ext is None else ext.sort_by([(KEY, "ascending")]))
 
 
 def pseudonymise(data: CdmData) -> CdmData:

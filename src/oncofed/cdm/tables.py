@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from oncofed.cdm.fields import BY_TABLE, EXTENSION_PREFIX, KEY, TABLES, Field, Kind, TableName
 
@@ -47,6 +49,11 @@ def conform(table: TableName, data: pa.Table | Mapping[str, object]) -> pa.Table
         else:
             columns.append(pa.nulls(source.num_rows, target.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def true_mask(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean Arrow mask as numpy, null counted as false."""
+    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def empty(table: TableName) -> pa.Table:

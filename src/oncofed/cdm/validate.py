@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from oncofed.cdm.fields import BY_TABLE, ENDPOINTS, KEY, TABLES, Field, TableName
-from oncofed.cdm.tables import CdmData
+from oncofed.cdm.tables import CdmData, true_mask
 
 ConversionErrors = Mapping[TableName, Mapping[str, pa.Array]]
 """Per table and reason, a boolean mask of the rows whose cells an importer could not convert."""
@@ -44,11 +44,6 @@ class Validation:
     rejected: dict[str, int]
 
 
-def _true(mask: Column) -> np.ndarray:
-    """A boolean mask as numpy, null counted as false."""
-    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
-
-
 def _flat(column: Column) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
@@ -60,7 +55,7 @@ class _Patients:
     def __init__(self, parts: Mapping[str, pa.Table]) -> None:
         ids = [_flat(t[KEY].cast(pa.string())) for t in parts.values()]
         encoded = pc.dictionary_encode(pa.concat_arrays(ids))
-        blank = _true(pc.equal(pc.utf8_trim_whitespace(encoded.dictionary), ""))
+        blank = true_mask(pc.equal(pc.utf8_trim_whitespace(encoded.dictionary), ""))
         codes = np.asarray(
             pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64
         )
@@ -102,11 +97,11 @@ class _Patients:
 
 def _field_rules(f: Field, column: Column) -> Iterator[tuple[str, np.ndarray]]:
     """The rules of one field from the catalogue: (rule, mask of rows that break it)."""
-    valid = _true(pc.is_valid(column))
+    valid = true_mask(pc.is_valid(column))
     if f.required:
         yield "missing", ~valid
     if f.kind == "number":
-        yield "not a finite number", valid & ~_true(pc.is_finite(column))
+        yield "not a finite number", valid & ~true_mask(pc.is_finite(column))
     if f.values is not None:
         rule = (
             "not an allowed value" if f.kind == "category" else f"not a supported {f.system} code"
@@ -123,7 +118,7 @@ def _field_rules(f: Field, column: Column) -> Iterator[tuple[str, np.ndarray]]:
         low = -math.inf if f.minimum is None else f.minimum
         high = math.inf if f.maximum is None else f.maximum
         outside = pc.or_(pc.less(column, low), pc.greater(column, high))
-        yield _range_rule(f.minimum, f.maximum), _true(outside)
+        yield _range_rule(f.minimum, f.maximum), true_mask(outside)
 
 
 def _range_rule(low: float | None, high: float | None) -> str:
@@ -135,7 +130,7 @@ def _range_rule(low: float | None, high: float | None) -> str:
 def _distinct_fail(column: Column, test: Callable[[pa.Array], pa.Array]) -> np.ndarray:
     """Rows whose (non-null) value fails ``test``, testing each distinct value once."""
     encoded = pc.dictionary_encode(_flat(column))
-    passes = np.append(_true(test(encoded.dictionary)), True)
+    passes = np.append(true_mask(test(encoded.dictionary)), True)
     indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
     return ~passes[np.asarray(indices, dtype=np.int64)]
 
@@ -192,7 +187,7 @@ def _conversion(patients: _Patients, data: CdmData, errors: ConversionErrors) ->
                 raise ValueError(
                     f"conversion errors {table}/{reason!r}: need one boolean per row of {table}"
                 )
-            patients.reject_rows(table, _true(mask), reason)
+            patients.reject_rows(table, true_mask(mask), reason)
 
 
 def _links(patients: _Patients, parts: Mapping[str, pa.Table]) -> np.ndarray:
@@ -235,7 +230,7 @@ def validate(data: CdmData, conversion_errors: ConversionErrors | None = None) -
                 for rule, mask in _field_rules(f, data[table][f.name]):
                     patients.reject_rows(table, mask, f"{table}.{f.name}: {rule}")
     for reason, mask in _consistency(data):
-        patients.reject_rows(reason.partition(".")[0], _true(mask), reason)
+        patients.reject_rows(reason.partition(".")[0], true_mask(mask), reason)
     repeated = _repeated(patients.codes["tumour"], data["tumour"]["tumour_seq"])
     patients.reject_rows("tumour", repeated, "tumour.tumour_seq: repeated for the patient")
     kept = {name: t.filter(patients.kept(name, has_row)) for name, t in parts.items()}

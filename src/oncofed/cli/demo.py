@@ -34,9 +34,9 @@ def data(out: Annotated[Path, typer.Option(help="Folder for exports and job spec
     and its 2 job specs, to run the federation by hand."""
     from oncofed.demo.data import write_demo_inputs
 
+    console.print("Each hospital's export, and the command its edge imports it with:")
     for site, source in write_demo_inputs(out).items():
         mapping = f" --mapping {source.mapping}" if source.mapping else ""
-        console.print(
-            f"{site}: oncofed edge import {source.location} --from {source.format}{mapping}"
-        )
+        command = f"oncofed edge import {source.location} --from {source.format}{mapping}"
+        console.print(f"{site}: {command} --dir EDGE --name gbsg2", soft_wrap=True)
     console.print(f"job specs: {', '.join(str(p) for p in sorted(out.glob('*.yaml')))}")

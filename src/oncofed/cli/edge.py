@@ -57,8 +57,8 @@ def import_data(
 ) -> None:
     """Import local data into the common data model: validate, de-identify, pseudonymise, store,
     and print the data quality report (small cells suppressed) that the agent will publish."""
-    from oncofed.cdm.importing import Source, import_source
     from oncofed.cli.profile_view import render_profile
+    from oncofed.edge.importing import Source, import_source
     from oncofed.edge.store import LocalStore
 
     edge = EdgeHome(home)
@@ -69,6 +69,8 @@ def import_data(
         threshold=edge.policy_or_default().small_cell_threshold,
     )
     console.print(render_profile(imported.profile))
+    for note in imported.notes:  # for the site admin only; never sent
+        console.print(f"note: {note}", highlight=False, markup=False)
     console.print(
         f"Dataset [bold]{name}[/] stored in {edge.datasets / name}; "
         "the edge agent publishes the report above, never a row."

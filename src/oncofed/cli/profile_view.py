@@ -16,9 +16,10 @@ from oncofed.wire.profile import Cell, DataProfile, FieldProfile
 
 def render_profile(profile: DataProfile) -> RenderableType:
     """A summary line, the rows stored per table, then each table's fields: how many rows
-    have them, and the distribution of coded values. Hidden counts show as published: ``<11``
-    (a small count) or ``suppressed`` (hidden to protect one). Text from the report is shown
-    as is, never read as markup."""
+    have them, and the distribution of coded values (each marker's results as ``ER.result``
+    under biomarker, the extension features last, under ``ext``, counted per patient). Hidden
+    counts show as published: ``<11`` (a small count) or ``suppressed`` (hidden to protect
+    one). Text from the report is shown as is, never read as markup."""
     rejected = _counts(profile.rejected) or "none"
     parts: list[RenderableType] = [
         Text(

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 from lifelines.datasets import load_gbsg2
 
 from oncofed.cdm.importers.tabular import import_tabular
-from oncofed.cdm.importing import Source
 from oncofed.client import load_spec
 from oncofed.demo.sources.fhir import write_fhir
 from oncofed.demo.sources.omop import write_omop
 from oncofed.demo.sources.west import west_table
+from oncofed.edge.importing import Source
 from oncofed.wire.spec import JobSpec
 
 SITES = {"north": 0.36, "south": 0.28, "east": 0.21, "west": 0.15}

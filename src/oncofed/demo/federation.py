@@ -15,10 +15,10 @@ from types import TracebackType
 
 import httpx
 
-from oncofed.cdm.importing import Source
 from oncofed.client import Client
 from oncofed.edge import EdgeHome
 from oncofed.edge.enrol import enrol
+from oncofed.edge.importing import Source
 from oncofed.orchestrator import setup as state
 
 DATASET = "gbsg2"

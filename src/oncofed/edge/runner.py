@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from oncofed.cdm.frame import job_table
+from oncofed.cdm.frame import check_time_origin, job_table
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation, StoreError
 from oncofed.edge.policy import check_task
@@ -91,16 +91,13 @@ class TaskRunner:
 
     def _split(self, task: TaskAssignment) -> _Split:
         if task.job_id not in self._splits:
-            cohort = build_cohort(
-                task.spec, job_table(task.spec, self._store.load(task.spec.dataset))
-            )
-            policy = self._policy
-            if len(cohort) < policy.min_cohort_size:
-                raise PolicyViolation(
-                    "the job's cohort at this site is smaller than its minimum cohort size "
-                    f"(policy min_cohort_size={policy.min_cohort_size})"
-                )
-            split = _Split(*split_cohort(task.spec, cohort))
+            spec, policy = task.spec, self._policy
+            table = job_table(spec, self._store.load(spec.dataset))
+            self._check_size(len(table["time_origin"]))  # before anything about the rows is said
+            check_time_origin(spec, table)
+            cohort = build_cohort(spec, table)
+            self._check_size(len(cohort))
+            split = _Split(*split_cohort(spec, cohort))
             if len(split.train) < policy.min_cohort_size:
                 raise PolicyViolation(
                     "the training rows at this site are fewer than its minimum cohort size "
@@ -113,6 +110,13 @@ class TaskRunner:
                 )
             self._splits[task.job_id] = split
         return self._splits[task.job_id]
+
+    def _check_size(self, n: int) -> None:
+        if n < self._policy.min_cohort_size:
+            raise PolicyViolation(
+                "the job's cohort at this site is smaller than its minimum cohort size "
+                f"(policy min_cohort_size={self._policy.min_cohort_size})"
+            )
 
     @staticmethod
     def _global_model(task: TaskAssignment, fetch: Callable[[str], bytes]) -> tensors.Weights:

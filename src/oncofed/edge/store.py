@@ -21,7 +21,7 @@ EXTENSIONS = "extension"
 PROFILE = "profile.json"
 
 
-def check_name(name: str) -> str:
+def check_dataset_name(name: str) -> str:
     if not _NAME.match(name) or name.startswith("."):
         raise StoreError(f"dataset name {name!r}: use letters, digits, '_', '-', '.'")
     return name
@@ -36,7 +36,7 @@ class LocalStore:
     def save(self, name: str, data: CdmData, profile: DataProfile) -> None:
         """Store ``data`` (already validated and pseudonymised) under ``name``, replacing an
         earlier import of that name only once the new one is completely written."""
-        target = self.root / check_name(name)
+        target = self.root / check_dataset_name(name)
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
         try:

@@ -2,7 +2,8 @@
 
 A set of counts is published together with the totals it adds up to: a table with row and
 column totals, or the linked lines of a data quality report. Every such relation is a
-:class:`Line`: the cells add up to the total.
+:class:`Line`: the cells add up to the total, or, for a line that is not ``exact``, to at most
+the total (a reader who knows that every patient has a tumour knows tumour rows >= patients).
 
 Primary suppression publishes every count from 1 to T - 1 (T the threshold) as ``"<T"``; 0 is
 shown. Complementary suppression then publishes further counts as ``"suppressed"`` until no
@@ -16,22 +17,30 @@ present = 20`` with both hidden and ``1 + 18 = present`` with the 1 hidden pin `
 
 The check is exact for the continuous relaxation at the true counts: the hidden counts can
 move together along the null space of their equations, except that a count on one of its
-bounds (a ``"<T"`` 1 or T - 1, a ``"suppressed"`` T) may move off it only. One linear
-programme finds the counts on a bound that cannot move at all; with those held, a count is
-pinned when every direction left keeps it still. The equations of a table with margins, and of
-sums of sums (each count a cell of at most one line), are totally unimodular, so a count that
-can move at all can move by a whole unit: then the check is exact for integer counts too.
+bounds (a ``"<T"`` 1 or T - 1, a ``"suppressed"`` T) may move off it only. A line that is not
+exact is an equation with an unpublished slack (the total minus the cells), a hidden count of
+at least 0. One linear programme finds the counts on a bound that cannot move at all; with
+those held, a count is pinned when every direction left keeps it still. The equations of a
+table with margins, and of sums of sums (each count a cell of at most one line), are totally
+unimodular, so a count that can move at all can move by a whole unit. Other lines (a data
+quality report links sums across fields, and bounds) need not be: with x and y ``"<5"``, ``x +
+8 = a``, ``a + y = 15`` and ``a + x <= 15`` leave x from 3 to 3.5, so 3. When the continuous
+check finds nothing, integer programmes confirm it (two per hidden count at most, each solution
+clearing every count it moves): the check is exact for integer counts.
 
 Each step hides, among the non-zero counts shown on a line holding an exposed count (else on a
 line linked to one through hidden counts), a cell before a line's total (``protected`` entries
-last), then the one in most lines holding a single hidden entry, then the smallest. When those
-lines hold none, they hold only hidden counts and zeros, so doubling all their counts is
-another solution, unless a ``"<T"`` count of T - 1 cannot grow: ten 1s in a ``"<11"`` total of
-10 are all pinned, whatever else is hidden. One such count is then published as
-``"suppressed"`` too; a reader cannot tell it from a complementary count, so knows no more of
-it than "at least 1", which is what the check assumes of it. Every step hides or relabels a
-count, and with all those counts relabelled doubling works, so this ends. ``"<2"`` would say
-1: with threshold 2, counts of 1 are published as ``"suppressed"`` from the start.
+last), then the one in most exact lines holding a single hidden entry, then the smallest. When
+those lines hold none, they hold only hidden counts, slacks and zeros, so scaling all their
+counts by a factor a little above 1 is another solution, unless a ``"<T"`` count of T - 1
+cannot grow: ten 1s in a ``"<11"`` total of 10 are all pinned, whatever else is hidden. One
+such count is then published as ``"suppressed"`` too; a reader cannot tell it from a
+complementary count, so knows no more of it than "at least 1", which is what the check assumes
+of it. Where whole numbers alone pin a count and no count of T - 1 is left, another ``"<T"``
+count of those lines is relabelled the same way, the largest first. Every step hides or
+relabels a count, and with all those counts relabelled doubling them all is another solution
+in whole numbers, so this ends. ``"<2"`` would say 1: with threshold 2, counts of 1 are
+published as ``"suppressed"`` from the start.
 """
 
 from __future__ import annotations
@@ -39,10 +48,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import linprog
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from oncofed.wire.profile import SUPPRESSED, Cell
 
@@ -61,10 +73,12 @@ class Mark(IntEnum):
 
 @dataclass(frozen=True)
 class Line:
-    """The entries at ``cells`` add up to the entry at ``total`` (indices into the counts)."""
+    """The entries at ``cells`` add up to the entry at ``total`` (indices into the counts), or
+    to at most that entry when not ``exact``."""
 
     cells: tuple[int, ...]
     total: int
+    exact: bool = True
 
 
 def small_label(threshold: int) -> str:
@@ -91,7 +105,7 @@ def suppress(
 
     ``lines`` are the sums published with the counts; ``protected`` entries are hidden for
     complementary suppression only when no other entry will do. ValueError for a negative
-    count, a threshold below 1, or a line that does not add up.
+    count, a threshold below 1, or a line that does not add up (whose cells exceed its total).
     """
     counts = np.asarray(values, dtype=np.int64)
     if counts.ndim != 1:
@@ -100,29 +114,37 @@ def suppress(
         raise ValueError(f"threshold must be at least 1, not {threshold}")
     if (counts < 0).any():
         raise ValueError("counts must not be negative")
-    equations = _equations(counts, lines)
+    equations, slacks = _equations(counts, lines)
     last_resort = np.zeros(len(counts), bool) if protected is None else np.asarray(protected, bool)
     if last_resort.shape != counts.shape:
         raise ValueError("protected must have one flag per count")
     small = (counts >= 1) & (counts < threshold)
     marks = np.where(small, Mark.SMALL if threshold > 2 else Mark.SUPPRESSED, Mark.SHOWN)
-    while (exposed := _exposed(equations, counts, marks, threshold)).size:
+    while (exposed := _exposed(equations, counts, slacks, marks, threshold)).size:
         marks[_next(exposed, lines, counts, marks, last_resort, threshold)] = Mark.SUPPRESSED
     return marks.astype(np.int8)
 
 
-def _equations(counts: np.ndarray, lines: Sequence[Line]) -> np.ndarray:
-    """One row per line: +1 for its cells, -1 for its total."""
-    matrix = np.zeros((len(lines), len(counts)), dtype=np.float64)
+def _equations(counts: np.ndarray, lines: Sequence[Line]) -> tuple[np.ndarray, np.ndarray]:
+    """One row per line: +1 for its cells and for its slack (a column after the counts, one
+    per line that is not exact), -1 for its total; and the slacks' values."""
+    inexact = [row for row, line in enumerate(lines) if not line.exact]
+    matrix = np.zeros((len(lines), len(counts) + len(inexact)), dtype=np.float64)
+    slacks = np.zeros(len(inexact), dtype=np.int64)
     for row, line in enumerate(lines):
         entries = (*line.cells, line.total)
         if len(set(entries)) != len(entries) or not all(0 <= i < len(counts) for i in entries):
             raise ValueError(f"line {row}: entries must be distinct indices into the counts")
         matrix[row, list(line.cells)] = 1.0
         matrix[row, line.total] = -1.0
-        if counts[list(line.cells)].sum() != counts[line.total]:
+        gap = counts[line.total] - counts[list(line.cells)].sum()
+        if gap < 0 or (gap and line.exact):
             raise ValueError(f"line {row}: the cells do not add up to the total")
-    return matrix
+        if not line.exact:
+            slack = inexact.index(row)
+            matrix[row, len(counts) + slack] = 1.0
+            slacks[slack] = gap
+    return matrix, slacks
 
 
 def _bounds(counts: np.ndarray, marks: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,16 +162,59 @@ def _bounds(counts: np.ndarray, marks: np.ndarray, threshold: int) -> tuple[np.n
 
 
 def _exposed(
-    equations: np.ndarray, counts: np.ndarray, marks: np.ndarray, threshold: int
+    equations: np.ndarray, counts: np.ndarray, slacks: np.ndarray, marks: np.ndarray, threshold: int
 ) -> np.ndarray:
-    """The hidden entries whose values follow from the shown counts, the lines and the bounds."""
-    where = np.flatnonzero(marks != Mark.SHOWN)
+    """The hidden entries whose values follow from the shown counts, the lines and the bounds
+    (the slacks, never published, are hidden counts of at least 0): by the continuous check,
+    and when it finds none, by integer programming."""
+    hidden = np.flatnonzero(marks != Mark.SHOWN)
+    if hidden.size == 0:
+        return hidden
+    where = np.concatenate([hidden, len(counts) + np.arange(len(slacks))])
+    values = np.concatenate([counts[hidden], slacks])
     sub = equations[:, where]
     sub = sub[np.abs(sub).sum(axis=1) > 0]
-    low, high = _bounds(counts[where], marks[where], threshold)
-    held = _held(sub, counts[where] == low, counts[where] == high)
-    free = _null_space(np.vstack([sub, np.eye(len(where))[held]]))
-    return where[np.linalg.norm(free, axis=0) < _TOL]
+    low, high = _bounds(counts[hidden], marks[hidden], threshold)
+    low = np.concatenate([low, np.zeros(len(slacks))])
+    high = np.concatenate([high, np.full(len(slacks), np.inf)])
+    held = _held(sub, values == low, values == high)
+    fixed = held.copy()
+    fixed[~held] = _fixed(sub[:, ~held])
+    if not fixed[: hidden.size].any():
+        fixed = _integer_fixed(sub, values, low, high, hidden.size)
+    return hidden[fixed[: hidden.size]]
+
+
+def _integer_fixed(
+    equations: np.ndarray, values: np.ndarray, low: np.ndarray, high: np.ndarray, checked: int
+) -> np.ndarray:
+    """Which of the first ``checked`` entries no integer solution of ``equations`` within the
+    bounds moves off its value: the lines of a report need not be totally unimodular, so an
+    entry free to move by half a unit may still be pinned. Two integer programmes per entry at
+    most (up, down), each solution showing every entry it moves; a move up is capped far above
+    any count."""
+    size = len(values)
+    room = values.sum() + size
+    lower, upper = low - values, np.minimum(high - values, room)
+    moved = np.arange(size) >= checked
+    for group in _groups(equations):
+        rows = equations[np.ix_(np.abs(equations[:, group]).sum(axis=1) > 0, group)]
+        rules = [LinearConstraint(rows, 0.0, 0.0)] if len(rows) else []
+        for i in range(len(group)):
+            for sign in (-1.0, 1.0):
+                if not moved[group[i]]:
+                    goal = np.zeros(len(group))
+                    goal[i] = sign
+                    result = milp(
+                        goal,
+                        constraints=rules,
+                        bounds=Bounds(lower[group], upper[group]),
+                        integrality=np.ones(len(group)),
+                    )
+                    if result.status != 0:  # d = 0 is feasible and the moves bounded
+                        raise ArithmeticError(f"suppression check failed: {result.message}")
+                    moved[group] |= np.round(result.x) != 0
+    return ~moved
 
 
 def _held(equations: np.ndarray, rising: np.ndarray, falling: np.ndarray) -> np.ndarray:
@@ -189,6 +254,23 @@ def _held(equations: np.ndarray, rising: np.ndarray, falling: np.ndarray) -> np.
     return held
 
 
+def _groups(matrix: np.ndarray) -> list[np.ndarray]:
+    """The entries (columns) of ``matrix`` in groups linked by its rows."""
+    linked = (np.abs(matrix) > 0).astype(np.int64)
+    count, group = connected_components(csr_matrix(linked.T @ linked), directed=False)
+    return [np.flatnonzero(group == g) for g in range(count)]
+
+
+def _fixed(matrix: np.ndarray) -> np.ndarray:
+    """Which entries (columns) every vector of the null space of ``matrix`` keeps at 0, found
+    for each group of linked entries on its own."""
+    fixed = np.zeros(matrix.shape[1], bool)
+    for columns in _groups(matrix):
+        block = matrix[np.ix_(np.abs(matrix[:, columns]).sum(axis=1) > 0, columns)]
+        fixed[columns] = np.linalg.norm(_null_space(block), axis=0) < _TOL
+    return fixed
+
+
 def _null_space(matrix: np.ndarray) -> np.ndarray:
     """A basis of the null space of ``matrix``, one vector per row."""
     if matrix.shape[0] == 0:
@@ -208,13 +290,20 @@ def _next(
 ) -> int:
     """The entry to publish as ``"suppressed"`` next: a non-zero shown entry of a line holding
     an ``exposed`` one, else of a line linked to one through hidden entries (a cell before the
-    line's total, then the one in most lines holding a single hidden entry, then the smallest);
-    else the first ``"<T"`` entry of T - 1 in those lines, a line holding an exposed one
-    first."""
+    line's total, then the one in most exact lines holding a single hidden entry, then the
+    smallest); else a ``"<T"`` entry of T - 1 in those lines, else any ``"<T"`` entry there,
+    the largest first (a line holding an exposed one first, an exposed entry before the
+    others, ``protected`` ones last)."""
     entries = [(*line.cells, line.total) for line in lines]
     hidden = marks != Mark.SHOWN
-    near = [entry for entry in entries if np.isin(exposed, entry).any()]
-    single = [i for entry in entries if hidden[list(entry)].sum() == 1 for i in entry]
+    pinned = set(exposed.tolist())
+    near = [entry for entry in entries if pinned.intersection(entry)]
+    single = [
+        i
+        for line, entry in zip(lines, entries, strict=True)
+        if line.exact and hidden[list(entry)].sum() == 1
+        for i in entry
+    ]
 
     def best(chosen: Sequence[tuple[int, ...]]) -> int | None:
         options = [
@@ -225,12 +314,17 @@ def _next(
         ]
         return min(options)[-1] if options else None
 
-    def full(chosen: Sequence[tuple[int, ...]]) -> int | None:
-        found = [i for entry in chosen for i in entry if marks[i] == Mark.SMALL]
-        return min((i for i in found if counts[i] == threshold - 1), default=None)
+    def small(chosen: Sequence[tuple[int, ...]], least: int) -> int | None:
+        options = [
+            (bool(protected[i]), i not in pinned, -int(counts[i]), i)
+            for entry in chosen
+            for i in entry
+            if marks[i] == Mark.SMALL and counts[i] >= least
+        ]
+        return min(options)[-1] if options else None
 
     linked = _linked(near, entries, hidden)
-    for pick in (best, full):
+    for pick in (best, partial(small, least=threshold - 1), partial(small, least=1)):
         for chosen in (near, linked):
             if (found := pick(chosen)) is not None:
                 return found

@@ -15,8 +15,9 @@ threshold); ``"<11"`` (``<`` and the threshold) for a count from 1 to threshold 
 suppression; or ``"suppressed"`` for a count hidden so that no small count can be worked out
 from the totals, complementary suppression. A suppressed count is at least the threshold, but
 where ``"<11"`` would give a small count away, which is then suppressed too: with threshold 2
-(``"<2"`` would say 1), and rarely a count of threshold - 1 that only small counts add up to
-(ten 1s, each ``"<11"``, and their total of 10)."""
+(``"<2"`` would say 1), and rarely a small count (usually threshold - 1) that only small
+counts add up to (ten 1s, each ``"<11"``, and their total of 10) or that whole numbers alone
+would pin."""
 SourceFormat = Literal["csv", "parquet", "omop", "fhir"]
 
 
@@ -28,11 +29,15 @@ class FieldProfile(_Report):
     """Completeness of one field, and the distribution of its coded values."""
 
     table: str
+    """A model table, or ``"ext"`` for the site's extension features (counted per patient)."""
     field: str
     present: Cell
     missing: Cell
     values: dict[str, Cell] | None = None
-    """Count per allowed value, for category and code fields (None for numbers)."""
+    """Count per value: every allowed value of a category or fixed code list, ``0`` and ``1``
+    of a flag, the frequent codes and ``other codes`` of an open code field or a text
+    extension; None for numbers and for ``biomarker.result``, which is counted per marker
+    (field ``ER.result``, ...)."""
 
 
 class DataProfile(_Report):

@@ -13,28 +13,32 @@ What is read, and how:
 - Primary cancer: a Condition with the mCODE PrimaryCancerCondition profile, an ICD-10 or
   ICD-10-CM code of a primary neoplasm (C00-C76, C80-C97, D00-D09, D37-D49) or the mCODE
   histology extension; metastases (C77-C79, SecondaryCancerCondition) are not primaries. One
-  tumour row per condition, tumour_seq by onset; the first onset (onsetDateTime or
-  onsetPeriod.start) is day 0. ``code`` ICD-10/ICD-10-CM (``C50.9``, ``C50.911``) -> icd10;
-  ``bodySite`` ICD-O-3 topography (``C50.9`` or ``C509``) -> primary_site (never derived from
-  the ICD-10 code), with the mCODE laterality extension (SNOMED left/right/bilateral); the
-  histology-morphology-behavior extension with an ICD-O-3 code (``8500/3``) -> histology.
+  tumour row per condition, tumour_seq by onset (onsetDateTime or onsetPeriod.start, a full
+  date for every primary); the first onset is day 0. ``code`` ICD-10/ICD-10-CM (``C50.9``,
+  ``C50.911``) -> icd10; ``bodySite`` ICD-O-3 topography (``C50.9`` or ``C509``) ->
+  primary_site (never derived from the ICD-10 code), with the mCODE laterality extension
+  (SNOMED left/right/bilateral); the histology-morphology-behavior extension with an ICD-O-3
+  code (``8500/3``) -> histology.
 - Tumour observations, linked by ``focus`` to a primary cancer (or to the only one): TNM
   categories and stage groups (LOINC below; AJCC codes ``cT2``, ``pN1a``, ``T2``, stage
   groups ``IIB`` or ``2B``; the prefix must match the basis, y/r/a staging is not read),
-  pathological staging when any is readable else clinical, never mixed; the method (SNOMED
+  pathological staging when there is any, else clinical, never mixed; the method (SNOMED
   AJCC 7th/8th edition) -> stage_system; grade (SNOMED G1-G4/GX or AJCC ``G1``); size in mm or
   cm (the observation's value or its 33728-7 component); nodes positive/examined; ECOG and
-  Karnofsky (valueInteger or LOINC answers). The earliest observation of each kind is used.
-- Tumour markers (a LOINC code of ``fields.BIOMARKERS``): result from valueCodeableConcept or
-  interpretation (LOINC, SNOMED or HL7 v3 codes for positive, negative, equivocal,
-  indeterminate -> unknown), value and UCUM unit from valueQuantity; no result -> unknown.
+  Karnofsky (valueInteger, a whole valueQuantity or LOINC answers). Several observations of
+  one kind for one tumour (and basis) must agree.
+- Tumour markers (a LOINC code of ``fields.BIOMARKERS``): result from valueCodeableConcept and
+  interpretation, which must agree (LOINC, SNOMED or HL7 v3 codes for positive, negative,
+  equivocal, indeterminate -> unknown), value and UCUM unit from valueQuantity; no result ->
+  unknown.
 - Procedures: surgery (category SNOMED 387713003 or the mCODE surgical profile), radiotherapy
   (SNOMED 108290001 / 1217123003 or an mCODE radiotherapy profile); agent_code = SNOMED code.
 - Medications (Request, Administration, Statement): the RxNorm ingredient decides the type
-  (``DRUGS``); another drug counts as type ``other`` when the resource says it is cancer
-  related (an mCODE cancer-related profile or the treatment-intent extension), otherwise it is
-  not a cancer treatment and is ignored. An administration of a request in the bundle belongs
-  to that request. Intent from the mCODE procedure/treatment-intent extension (SNOMED).
+  (``DRUGS``) and is the agent_code; another drug (another RxNorm code, another code system or
+  text only) counts as type ``other`` when the resource says it is cancer related (an mCODE
+  cancer-related profile or the treatment-intent extension), otherwise it is not a cancer
+  treatment and is ignored. An administration of a request in the bundle belongs to that
+  request. Intent from the mCODE procedure/treatment-intent extension (SNOMED).
 - Outcome: the Patient's deceased[x] and the CancerDiseaseStatus (LOINC 97509-4) observations;
   "worsened" (SNOMED 271299001) is a recurrence or progression. The rules are those of
   :func:`outcome`.
@@ -45,14 +49,44 @@ Code systems read (in ``codes``): LOINC, SNOMED CT, RxNorm, UCUM, AJCC
 ``urn:oid:2.16.840.1.113883.6.43.1``), HL7 v3 ObservationInterpretation. Every date becomes
 days from the diagnosis date (a dateTime counts by its own calendar day). Resources with
 status entered-in-error, cancelled, not-done, not-taken, draft or intended, and Conditions
-refuted or entered in error, are skipped. Anything else, or a value these maps do not cover
-(SNOMED TNM or morphology codes, partial dates, unknown units), stays null and is counted in
-``notes`` (reasons never hold a value); patients left out are counted in ``rejected``.
+refuted or entered in error, are skipped.
+
+Rows that fail are excluded, never silently altered. When a resource holds a value for a
+model field that cannot be interpreted, the patient is left out and counted in ``rejected``
+under ``table.field: rule`` (the first such value found; a reason never holds a value):
+
+- ``code not interpretable``: a code of a supported system the map does not cover (SNOMED
+  grade 99999, AJCC ``cN9`` or ``ypT2``, a gender outside male/female/other/unknown), a
+  concept with text only, an extension of a model field without a coded value;
+  ``code system not supported``: codes only from other systems (SNOMED-coded TNM or
+  diagnosis, a local HER2 code). A concept may carry several codings: the first one read
+  counts, so a supported translation beside a local code is enough.
+- ``value type not supported`` (valueString for a grade), ``unit not supported`` (a size not in
+  mm or cm, a marker value without a UCUM unit), ``comparator not supported`` (``<5``),
+  ``not a whole number`` and ``outside LOW-HIGH`` (counts and performance status).
+- ``conflicting values``: observations of one kind for one tumour, a marker's value and
+  interpretations, a tumour's bodySites or lateralities that differ.
+- ``not linked to one primary cancer``: a tumour observation without a focus when the patient
+  has several primary cancers.
+- ``partial date``: a partial date of a model day (a marker, a treatment, death, a disease
+  status), a partial birthDate that leaves the age open, or a partial date of another
+  observation when it could be the last follow-up (no death date and no disease status).
+- ``birth after diagnosis``, ``before diagnosis`` (death, recurrence), ``no date`` (a
+  recurrence).
+
+Patients are also excluded without a primary cancer and without a full onset date for each
+primary cancer (``patient: ...``). Resources and codes that are not model values (another
+resource type or LOINC code, a Procedure that is no cancer surgery or radiotherapy, a drug
+that is not a cancer drug or that the RxNorm map does not type, a secondary cancer, an
+observation about one or without a value, a disease status other than "worsened" without a
+date from diagnosis on) are counted in ``notes``, which the site admin sees, for the patients
+kept.
 
 Modules: ``codes`` (code systems, code maps, AJCC and ICD-10 parsing), ``elements`` (reading
-FHIR data types), ``bundles`` (files, validation, patients and references), ``context``,
-``observations``, ``treatments`` and ``mapper`` (one patient's resources -> rows), ``outcomes``
-and ``importer`` (:func:`import_fhir`). Import from this package, not from its modules.
+FHIR data types), ``bundles`` (files, validation, patients and references), ``context`` (one
+patient's state and the rejection rules), ``observations``, ``treatments`` and ``mapper`` (one
+patient's resources -> rows), ``outcomes`` and ``importer`` (:func:`import_fhir`). Import from
+this package, not from its modules.
 """
 
 from oncofed.cdm.importers.fhir.codes import ajcc_category, ajcc_stage_group

@@ -150,6 +150,13 @@ def ajcc_stage_group(code: str) -> str | None:
     return group if group in fields.STAGE_GROUPS else None
 
 
+def ajcc_value(name: str, basis: str, code: str) -> str | None:
+    """The model's value of the TNM field ``name`` (or stage group) for an AJCC code."""
+    if name == "stage_group":
+        return ajcc_stage_group(code)
+    return ajcc_category(code, basis, fields.field("tumour", name).values or ())
+
+
 def primary_icd10(code: str) -> bool:
     """ICD-10 primary neoplasms: C00-C76, C80-C97, D00-D09, D37-D49."""
     match = re.match(r"([CD])(\d{2})", code)

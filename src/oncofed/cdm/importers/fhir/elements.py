@@ -1,11 +1,10 @@
-"""Reading FHIR elements: codings, extensions, profiles, dates and quantities."""
+"""Reading FHIR elements: codings, extensions, profiles, dates, values and quantities."""
 
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import date, datetime
-from typing import TypeVar
 
 from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.extension import Extension
@@ -16,27 +15,12 @@ from fhir.resources.R4B.resource import Resource
 
 from oncofed.cdm.importers.fhir.codes import UCUM, Key
 
-T = TypeVar("T")
-
 
 def codings(concept: CodeableConcept | None) -> Iterator[Key]:
     """The (system, code) of each coding of ``concept`` that has a code."""
     for coding in (concept.coding or []) if concept is not None else []:
         if coding.code:
             yield coding.system, coding.code
-
-
-def concepts(concept: CodeableConcept | None) -> list[CodeableConcept]:
-    return [concept] if concept is not None else []
-
-
-def lookup(found: list[CodeableConcept], table: Mapping[Key, T]) -> T | None:
-    """The first (system, code) of ``found`` that ``table`` maps."""
-    for concept in found:
-        for key in codings(concept):
-            if key in table:
-                return table[key]
-    return None
 
 
 def code_in(concept: CodeableConcept | None, systems: tuple[str, ...]) -> str | None:
@@ -93,12 +77,10 @@ def effective(obs: Observation) -> object:
     return obs.effectiveInstant
 
 
-def whole(obs: Observation) -> int | None:
-    """A whole number from valueInteger or valueQuantity."""
-    if obs.valueInteger is not None:
-        return int(obs.valueInteger)
-    value = obs.valueQuantity.value if obs.valueQuantity else None
-    return int(value) if value is not None and value == int(value) else None
+def value_type(obs: Observation) -> str | None:
+    """The value[x] element ``obs`` has (``valueQuantity``), None without a value."""
+    names = obs.get_one_of_many_fields()["value"]
+    return next((name for name in names if getattr(obs, name) is not None), None)
 
 
 def unit(quantity: Quantity) -> str | None:

@@ -24,9 +24,10 @@ class FhirImport:
     rows_read: int = 0
     """Patient resources read."""
     rejected: Counter[str] = field(default_factory=Counter)
-    """Patients excluded, by reason."""
+    """Patients excluded, by reason (``table.field: rule``; the first one found)."""
     notes: Counter[str] = field(default_factory=Counter)
-    """Values left null and resources not used, by reason."""
+    """Resources and codes that are not model values, by reason (of patients kept, and of
+    resources linked to no patient)."""
 
 
 def import_fhir(source: Path) -> FhirImport:
@@ -40,10 +41,12 @@ def import_fhir(source: Path) -> FhirImport:
             if record.pid in seen:
                 raise SourceError(f"{record.where}: the same Patient id is in {seen[record.pid]}")
             seen[record.pid] = record.where
-            mapped = PatientMapper(record, result.notes).map()
+            mapper = PatientMapper(record)
+            mapped = mapper.map()
             if isinstance(mapped, str):
                 result.rejected[mapped] += 1
                 continue
+            result.notes.update(mapper.notes)
             for table, table_rows in mapped.items():
                 rows[table].extend(table_rows)
     tables = {t: pa.Table.from_pylist(r, schema=SCHEMAS[t]) for t, r in rows.items()}

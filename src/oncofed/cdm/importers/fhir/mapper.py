@@ -1,12 +1,12 @@
-"""One patient's FHIR resources -> model rows, noting what cannot be read (the rules are in
-:mod:`oncofed.cdm.importers.fhir`): the primary cancers that fix day 0, then the patient's
-observations and treatments, its Patient resource and its outcome."""
+"""One patient's FHIR resources -> model rows, or the reason the patient is excluded (the rules
+are in :mod:`oncofed.cdm.importers.fhir`): the primary cancers that fix day 0, then the
+patient's observations and treatments, its Patient resource and its outcome."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import date
+from collections.abc import Callable
 
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.extension import Extension
@@ -23,11 +23,18 @@ from oncofed.cdm.importers.fhir.codes import (
     PRIMARY_CANCER,
     SECONDARY_CANCER,
     SNOMED,
+    Key,
     model_pattern,
     primary_icd10,
     secondary_icd10,
 )
-from oncofed.cdm.importers.fhir.context import PatientContext, Row
+from oncofed.cdm.importers.fhir.context import (
+    NOT_INTERPRETABLE,
+    PARTIAL_DATE,
+    PatientContext,
+    Rejected,
+    Row,
+)
 from oncofed.cdm.importers.fhir.elements import (
     age,
     code_in,
@@ -43,33 +50,46 @@ from oncofed.cdm.importers.fhir.treatments import TREATMENTS, treatment
 _ICD10 = model_pattern("tumour", "icd10")
 _TOPOGRAPHY = model_pattern("tumour", "primary_site")
 _MORPHOLOGY = model_pattern("tumour", "histology")
+_ONSET = "Condition.onsetDateTime"
 
 
 class PatientMapper:
-    """Maps one patient's resources to model rows, noting what it cannot read."""
+    """Maps one patient's resources to model rows, or to the reason the patient is excluded."""
 
-    def __init__(self, record: Record, notes: Counter[str]) -> None:
+    def __init__(self, record: Record) -> None:
         self.record = record
-        self.context = PatientContext(record, notes)
+        self.context = PatientContext(record)
+
+    @property
+    def notes(self) -> Counter[str]:
+        """The patient's resources and codes that are not model values, by reason."""
+        return self.context.notes
 
     def map(self) -> dict[fields.TableName, list[Row]] | str:
         """The patient's rows, or the reason the patient is excluded."""
+        try:
+            return self._rows()
+        except Rejected as rejected:
+            return rejected.reason
+
+    def _rows(self) -> dict[fields.TableName, list[Row]] | str:
         context, resources = self.context, self.record.resources
         conditions = [r for r in resources if isinstance(r, Condition) and self._primary(r)]
         if not conditions:
             return "patient: no primary cancer condition"
         onsets = [c.onsetDateTime or (c.onsetPeriod and c.onsetPeriod.start) for c in conditions]
-        order = sorted(range(len(conditions)), key=lambda n: (full_date(onsets[n]) or date.max, n))
-        first = full_date(onsets[order[0]])
-        if first is None:
-            return "patient: no diagnosis date (Condition.onsetDateTime)"
-        context.origin = first
+        dates = [day for day in map(full_date, onsets) if day is not None]
+        if len(dates) < len(onsets):
+            partial = any(onset is not None and full_date(onset) is None for onset in onsets)
+            return f"patient: {'partial' if partial else 'no'} diagnosis date ({_ONSET})"
+        order = sorted(range(len(conditions)), key=lambda n: (dates[n], n))
+        context.origin = dates[order[0]]
         tumours: list[Row] = []
         tumour_of: dict[int, int] = {}
         for seq, n in enumerate(order, start=1):
             tumour_of[id(conditions[n])] = seq - 1
             tumours.append(self._tumour(conditions[n], seq))
-            context.day(onsets[n], "tumour: onset")
+            context.day(onsets[n], None)
         observations = ObservationReader(context, tumour_of)
         treatments: list[Row] = []
         for resource in resources:
@@ -106,58 +126,72 @@ class PatientMapper:
         return icd10 is not None and primary_icd10(icd10)
 
     def _tumour(self, condition: Condition, seq: int) -> Row:
-        row: Row = {fields.KEY: self.context.pid, "tumour_seq": seq}
-        icd10 = code_in(condition.code, ICD10_SYSTEMS)
-        if icd10 is not None and _ICD10.match(icd10):
-            row["icd10"] = icd10
-        elif condition.code is not None:
-            self.context.note("tumour.icd10: no ICD-10 code of the model's form")
-        for site in condition.bodySite or []:
-            topography = code_in(site, ICDO3_SYSTEMS)
-            if topography is not None and re.fullmatch(r"C\d{3}", topography):
-                topography = f"{topography[:3]}.{topography[3]}"
-            if topography is not None and _TOPOGRAPHY.match(topography):
-                row["primary_site"] = topography
-            elif site.coding:
-                self.context.note("tumour.primary_site: bodySite has no ICD-O-3 topography")
-            self._laterality(row, site.extension)
-        self._laterality(row, condition.extension)
-        histology = extension(condition.extension, (HISTOLOGY,))
-        if histology is not None:
-            morphology = code_in(histology.valueCodeableConcept, ICDO3_SYSTEMS)
-            if morphology is not None and _MORPHOLOGY.match(morphology):
-                row["histology"] = morphology
-            else:
-                self.context.note("tumour.histology: not an ICD-O-3 morphology code")
-        return row
+        context = self.context
+        icd10 = context.parse(condition.code, "tumour.icd10", ICD10_SYSTEMS, _form(_ICD10))
+        sites = [
+            context.parse(site, "tumour.primary_site", ICDO3_SYSTEMS, _topography)
+            for site in condition.bodySite or []
+        ]
+        sides = [
+            self._laterality(extensions)
+            for extensions in (
+                condition.extension,
+                *(s.extension for s in condition.bodySite or []),
+            )
+        ]
+        histology = context.extension_concept(
+            extension(condition.extension, (HISTOLOGY,)), "tumour.histology"
+        )
+        return {
+            fields.KEY: context.pid,
+            "tumour_seq": seq,
+            "primary_site": context.agree(sites, "tumour.primary_site"),
+            "icd10": icd10,
+            "histology": context.parse(
+                histology, "tumour.histology", ICDO3_SYSTEMS, _form(_MORPHOLOGY)
+            ),
+            "laterality": context.agree(sides, "tumour.laterality"),
+        }
 
-    def _laterality(self, row: Row, extensions: list[Extension] | None) -> None:
-        qualifier = extension(extensions, LATERALITY_EXTENSIONS)
-        if qualifier is not None:
-            side = code_in(qualifier.valueCodeableConcept, (SNOMED,))
-            if side in LATERALITY:
-                row["laterality"] = LATERALITY[side]
-            else:
-                self.context.note("tumour.laterality: code not mapped")
+    def _laterality(self, extensions: list[Extension] | None) -> str | None:
+        what = "tumour.laterality"
+        qualifier = self.context.extension_concept(
+            extension(extensions, LATERALITY_EXTENSIONS), what
+        )
+        return self.context.parse(qualifier, what, (SNOMED,), lambda key: LATERALITY.get(key[1]))
 
     def _patient(self) -> Row:
         patient = self.record.patient
-        sex = patient.gender if patient.gender in fields.SEXES else None
-        if patient.gender is not None and sex is None:
-            self.context.note("patient.sex: gender not mapped")
+        if patient.gender is not None and patient.gender not in fields.SEXES:
+            self.context.reject("patient.sex", NOT_INTERPRETABLE)
         years = age(patient.birthDate, self.context.origin) if patient.birthDate else None
-        if patient.birthDate is not None and (years is None or years < 0):
-            self.context.note(
-                "patient.age_at_diagnosis: birthDate does not fix an age at diagnosis"
-            )
-            years = None
-        return {fields.KEY: self.context.pid, "sex": sex, "age_at_diagnosis": years}
+        if patient.birthDate is not None and years is None:
+            self.context.reject("patient.age_at_diagnosis", PARTIAL_DATE)
+        if years is not None and years < 0:
+            self.context.reject("patient.age_at_diagnosis", "birth after diagnosis")
+        return {fields.KEY: self.context.pid, "sex": patient.gender, "age_at_diagnosis": years}
 
     def _outcome(self, statuses: list[tuple[int, bool]]) -> Row:
+        """The outcome by :func:`outcome`; a partial date that could be the last follow-up
+        excludes the patient."""
         patient = self.record.patient
         death = self.context.day(patient.deceasedDateTime, "outcome.os_days")
         if death is not None and death < 0:
-            self.context.note("outcome.os_days: death before diagnosis")
-            death = None
+            self.context.reject("outcome.os_days", "before diagnosis")
+        if self.context.partial and death is None and not statuses:
+            self.context.reject("outcome.last_followup_day", PARTIAL_DATE)
         dead = patient.deceasedDateTime is not None or patient.deceasedBoolean is True
         return {fields.KEY: self.context.pid, **outcome(dead, death, statuses, self.context.days)}
+
+
+def _form(pattern: re.Pattern[str]) -> Callable[[Key], str | None]:
+    """Reads a code that has the form ``pattern`` as it is."""
+    return lambda key: key[1] if pattern.match(key[1]) else None
+
+
+def _topography(key: Key) -> str | None:
+    """An ICD-O-3 topography, ``C50.9`` or ``C509``, as ``C50.9``."""
+    code = key[1]
+    if re.fullmatch(r"C\d{3}", code):
+        code = f"{code[:3]}.{code[3]}"
+    return code if _TOPOGRAPHY.match(code) else None

@@ -1,10 +1,10 @@
-"""A patient's Observations: tumour staging, grade, size, nodes and performance status (the
-earliest of each kind, for the tumour the observation is about), tumour markers and disease
-statuses."""
+"""A patient's Observations: tumour staging, grade, size, nodes and performance status (for the
+tumour the observation is about; several observations of one kind must agree), tumour markers
+and disease statuses."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.observation import Observation
@@ -26,24 +26,19 @@ from oncofed.cdm.importers.fhir.codes import (
     STAGE_SYSTEMS,
     TNM_FIELDS,
     TNM_LOINC,
-    ajcc_category,
-    ajcc_stage_group,
+    ajcc_value,
     model_pattern,
 )
 from oncofed.cdm.importers.fhir.context import PatientContext, Row
-from oncofed.cdm.importers.fhir.elements import (
-    code_in,
-    codings,
-    concepts,
-    effective,
-    lookup,
-    unit,
-    whole,
-)
+from oncofed.cdm.importers.fhir.elements import codings, effective, unit, value_type
 
 _UNIT = model_pattern("biomarker", "unit")
-_Found = dict[tuple[int, str, str], list[tuple[tuple[bool, int], Any]]]
-"""(tumour number, field, stage basis) -> ((undated, day), value) of each observation."""
+_CODED = ("valueCodeableConcept",)
+_COUNTED = ("valueInteger", "valueQuantity")
+_Found = dict[tuple[int, str, str], list[object]]
+"""(tumour number, field, stage basis) -> the value of each observation."""
+Read = Callable[[Observation, str], object]
+"""Reads the value of an observation for the model field named by its second argument."""
 
 
 class ObservationReader:
@@ -64,14 +59,11 @@ class ObservationReader:
         self.context.note("Observation: code not used by the model")
 
     def finish(self, number: int, tumour: Row) -> None:
-        """Fills the tumour row ``number`` with the earliest value of each kind; pathological
-        staging if any, else clinical."""
+        """Fills the tumour row ``number`` with the value of each kind; pathological staging if
+        any, else clinical. Values of one kind that differ exclude the patient."""
 
         def pick(name: str, basis: str = "") -> object:
-            found = sorted(self.found.get((number, name, basis), []), key=lambda item: item[0])
-            if len({value for _, value in found}) > 1:
-                self.context.note(f"tumour.{name}: observations differ, the earliest used")
-            return found[0][1] if found else None
+            return self.context.agree(self.found.get((number, name, basis), []), f"tumour.{name}")
 
         for name in ("grade", "tumour_size_mm", "nodes_positive", "nodes_examined"):
             tumour[name] = pick(name)
@@ -90,92 +82,130 @@ class ObservationReader:
         elif code == DISEASE_STATUS_LOINC:
             self._disease_status(obs)
         elif code in GRADE_LOINC:
-            grade = lookup(concepts(obs.valueCodeableConcept), GRADES)
-            self._keep(obs, "grade", grade, "code not mapped")
+            self._keep(obs, "grade", self._grade)
         elif code in SIZE_LOINC:
-            self._size(obs)
+            self._keep(obs, "tumour_size_mm", self._size)
         elif code in NODES_LOINC:
-            self._whole_number(obs, NODES_LOINC[code], whole(obs))
+            self._keep(obs, NODES_LOINC[code], lambda obs, what: self._count(obs, what, {}))
         elif code in PERFORMANCE:
             name, answers = PERFORMANCE[code]
-            value = whole(obs)
-            if value is None and obs.valueCodeableConcept is not None:
-                value = answers.get(code_in(obs.valueCodeableConcept, (LOINC,)) or "")
-            self._whole_number(obs, name, value)
+            self._keep(obs, name, lambda obs, what: self._count(obs, what, answers))
         else:
             return False
         return True
 
-    def _keep(
-        self, obs: Observation, name: str, value: object, problem: str, basis: str = ""
-    ) -> None:
-        """Keep ``value`` for the tumour ``obs`` is about: its focus, or the only one."""
-        if value is None:
-            self.context.note(f"tumour.{name}: {problem}")
-            return
+    def _keep(self, obs: Observation, name: str, read: Read, basis: str = "") -> int | None:
+        """Keep the value ``read`` gives for the tumour ``obs`` is about, its focus or the only
+        one; that tumour's number. An observation about another condition or without a value
+        is noted and left out; one whose tumour is not clear excludes the patient."""
+        what = f"tumour.{name}"
         targets = [self.context.resolve(ref) for ref in obs.focus or []]
         tumour = next((self.tumour_of[id(t)] for t in targets if id(t) in self.tumour_of), None)
-        other_condition = any(isinstance(target, Condition) for target in targets)
-        if tumour is None and len(self.tumour_of) == 1 and not other_condition:
+        if tumour is None and any(isinstance(target, Condition) for target in targets):
+            self.context.note(f"{what}: about a condition that is not a primary cancer (ignored)")
+            return None
+        value = read(obs, what)
+        if value is None:
+            self.context.note(f"{what}: observation without a value (ignored)")
+            return None
+        if tumour is None and len(self.tumour_of) == 1:
             tumour = 0
         if tumour is None:
-            self.context.note(f"tumour.{name}: not linked to one primary cancer (focus)")
-            return
-        day = self.context.day(effective(obs), f"tumour.{name}")
-        self.found.setdefault((tumour, name, basis), []).append(((day is None, day or 0), value))
+            self.context.reject(what, "not linked to one primary cancer")
+        self.context.day(effective(obs), None)
+        self.found.setdefault((tumour, name, basis), []).append(value)
+        return tumour
+
+    def _value(self, obs: Observation, what: str, types: tuple[str, ...]) -> None:
+        """Excludes the patient when ``obs`` has a value[x] of a type other than ``types``."""
+        kind = value_type(obs)
+        if kind is not None and kind not in types:
+            self.context.reject(what, "value type not supported")
 
     def _staging(self, obs: Observation, name: str, basis: str) -> None:
-        code = code_in(obs.valueCodeableConcept, (AJCC,))
-        if code is None:
-            value = None
-        elif name == "stage_group":
-            value = ajcc_stage_group(code)
-        else:
-            value = ajcc_category(code, basis, fields.field("tumour", name).values or ())
-        self._keep(obs, name, value, "code not mapped", basis)
-        if value is not None and obs.method is not None:
-            system = lookup([obs.method], STAGE_SYSTEMS)
-            self._keep(obs, "stage_system", system, "method not mapped", basis)
+        def read(obs: Observation, what: str) -> str | None:
+            self._value(obs, what, _CODED)
+            return self.context.parse(
+                obs.valueCodeableConcept, what, (AJCC,), lambda key: ajcc_value(name, basis, key[1])
+            )
 
-    def _size(self, obs: Observation) -> None:
+        tumour = self._keep(obs, name, read, basis)
+        if tumour is not None:
+            system = self.context.code(obs.method, "tumour.stage_system", STAGE_SYSTEMS)
+            if system is not None:
+                self.found.setdefault((tumour, "stage_system", basis), []).append(system)
+
+    def _grade(self, obs: Observation, what: str) -> str | None:
+        self._value(obs, what, _CODED)
+        return self.context.code(obs.valueCodeableConcept, what, GRADES)
+
+    def _size(self, obs: Observation, what: str) -> float | None:
+        """Millimetres from the value or its largest-dimension component, in mm or cm."""
+        self._value(obs, what, ("valueQuantity",))
         quantity = obs.valueQuantity
         for component in obs.component or []:
             if (LOINC, SIZE_MAX_DIMENSION) in codings(component.code):
                 quantity = component.valueQuantity
-        factor = SIZE_UNITS.get(unit(quantity) or "") if quantity is not None else None
-        size = None
-        if quantity is not None and quantity.value is not None and factor is not None:
-            size = float(quantity.value * factor)
-        self._keep(obs, "tumour_size_mm", size, "no size in mm or cm")
+        if quantity is None or (number := self.context.number(quantity, what)) is None:
+            return None
+        factor = SIZE_UNITS.get(unit(quantity) or "")
+        if factor is None:
+            self.context.reject(what, "unit not supported")
+        return float(number * factor)
 
-    def _whole_number(self, obs: Observation, name: str, value: int | None) -> None:
-        spec = fields.field("tumour", name)
+    def _count(self, obs: Observation, what: str, answers: Mapping[str, int]) -> int | None:
+        """A whole number in the field's range: valueInteger, valueQuantity or (with
+        ``answers``, LOINC answer code -> number) valueCodeableConcept."""
+        self._value(obs, what, (*_COUNTED, *(_CODED if answers else ())))
+        value: int | None
+        if obs.valueCodeableConcept is not None:
+            value = self.context.parse(
+                obs.valueCodeableConcept, what, (LOINC,), lambda key: answers.get(key[1])
+            )
+        elif obs.valueInteger is not None:
+            value = int(obs.valueInteger)
+        else:
+            number = self.context.number(obs.valueQuantity, what)
+            if number is not None and number != int(number):
+                self.context.reject(what, "not a whole number")
+            value = None if number is None else int(number)
+        spec = fields.field("tumour", what.removeprefix("tumour."))
         low, high = spec.minimum or 0, spec.maximum or 0
-        in_range = value if value is not None and low <= value <= high else None
-        self._keep(obs, name, in_range, "no whole number in range")
+        if value is not None and not low <= value <= high:
+            self.context.reject(what, f"outside {low:g}-{high:g}")
+        return value
 
     def _biomarker(self, obs: Observation, loinc: str) -> None:
-        answers = [*concepts(obs.valueCodeableConcept), *(obs.interpretation or [])]
-        result = lookup(answers, RESULTS)
-        if result is None and answers:
-            self.context.note("biomarker.result: code not mapped")
+        """A marker row: the result its value and interpretations agree on (``unknown``
+        without one), its value in a UCUM unit and its day."""
+        self._value(obs, "biomarker.result", (*_CODED, "valueQuantity"))
+        answers = (obs.valueCodeableConcept, *(obs.interpretation or []))
+        results = [self.context.code(answer, "biomarker.result", RESULTS) for answer in answers]
+        result = self.context.agree(results, "biomarker.result")
         row: Row = {fields.KEY: self.context.pid, "code": loinc, "result": result or "unknown"}
         quantity = obs.valueQuantity
-        if quantity is not None and quantity.value is not None:
+        number = self.context.number(quantity, "biomarker.value")
+        if quantity is not None and number is not None:
             ucum = unit(quantity)
-            if ucum is not None and _UNIT.match(ucum):
-                row["value"], row["unit"] = float(quantity.value), ucum
-            else:
-                self.context.note("biomarker.value: no UCUM unit")
+            if ucum is None or not _UNIT.match(ucum):
+                self.context.reject("biomarker.unit", "unit not supported")
+            row["value"], row["unit"] = float(number), ucum
         row["day"] = self.context.day(effective(obs), "biomarker.day")
         self.biomarkers.append(row)
 
     def _disease_status(self, obs: Observation) -> None:
-        day = self.context.day(effective(obs), "outcome: disease status")
+        """A follow-up (day, worsened). A worsened status is a recurrence: it needs a date from
+        diagnosis on; another status without one is noted and left out."""
+        self._value(obs, "outcome.rfs_event", _CODED)
+        worsened = self.context.code(obs.valueCodeableConcept, "outcome.rfs_event", DISEASE_STATUS)
+        if worsened is None:
+            self.context.note("outcome: disease status without a value (ignored)")
+            return
+        what = "outcome.rfs_days" if worsened else "outcome.last_followup_day"
+        day = self.context.day(effective(obs), what)
         if day is None or day < 0:
+            if worsened:
+                self.context.reject(what, "no date" if day is None else "before diagnosis")
             self.context.note("outcome: disease status without a date from diagnosis on (ignored)")
             return
-        worsened = lookup(concepts(obs.valueCodeableConcept), DISEASE_STATUS)
-        if worsened is None:
-            self.context.note("outcome.rfs_event: disease status code not mapped")
-        self.statuses.append((day, bool(worsened)))
+        self.statuses.append((day, worsened))

@@ -23,13 +23,14 @@ from oncofed.cdm.importers.fhir.codes import (
     SURGERY_PROFILES,
     model_pattern,
 )
-from oncofed.cdm.importers.fhir.context import PatientContext, Row
+from oncofed.cdm.importers.fhir.context import NOT_INTERPRETABLE, PatientContext, Row
 from oncofed.cdm.importers.fhir.elements import code_in, codings, extension, period, profiles
 
 Medications = MedicationRequest | MedicationAdministration | MedicationStatement
 TREATMENTS = (Procedure, MedicationRequest, MedicationAdministration, MedicationStatement)
 """The resource types :func:`treatment` reads."""
 _AGENT = model_pattern("treatment", "agent_code")
+_AGENT_FIELD = "treatment.agent_code"
 
 
 def treatment(context: PatientContext, resource: Procedure | Medications) -> Row | None:
@@ -53,7 +54,8 @@ def _procedure(context: PatientContext, procedure: Procedure) -> Row | None:
         return None
     when = procedure.performedDateTime
     start, end = (when, when) if when is not None else period(procedure.performedPeriod)
-    return _row(context, procedure, kind, code_in(procedure.code, (SNOMED,)), start, end)
+    agent = context.parse(procedure.code, _AGENT_FIELD, (SNOMED,), lambda key: _agent(key[1]))
+    return _row(context, procedure, kind, agent, start, end)
 
 
 def _medication(context: PatientContext, resource: Medications) -> Row | None:
@@ -72,6 +74,8 @@ def _medication(context: PatientContext, resource: Medications) -> Row | None:
         if not flagged and extension(resource.extension, INTENT_EXTENSIONS) is None:
             context.note(f"{resource.get_resource_type()}: not a cancer drug (ignored)")
             return None
+        if rxnorm is not None and _agent(rxnorm) is None:
+            context.reject(_AGENT_FIELD, NOT_INTERPRETABLE)
         context.note("treatment.type: drug not in the RxNorm map, type other")
         kind = "other"
     if isinstance(resource, MedicationRequest):
@@ -91,14 +95,18 @@ def _row(
     start: object,
     end: object,
 ) -> Row:
-    row: Row = {fields.KEY: context.pid, "type": kind}
-    if agent is not None and _AGENT.match(agent):
-        row["agent_code"] = agent
+    row: Row = {fields.KEY: context.pid, "type": kind, "agent_code": agent}
     row["start_day"] = context.day(start, "treatment.start_day")
     row["end_day"] = context.day(end, "treatment.end_day")
-    intent = extension(resource.extension, INTENT_EXTENSIONS)
-    if intent is not None:
-        row["intent"] = INTENTS.get(code_in(intent.valueCodeableConcept, (SNOMED,)) or "")
-        if row["intent"] is None:
-            context.note("treatment.intent: code not mapped")
+    intent = context.extension_concept(
+        extension(resource.extension, INTENT_EXTENSIONS), "treatment.intent"
+    )
+    row["intent"] = context.parse(
+        intent, "treatment.intent", (SNOMED,), lambda key: INTENTS.get(key[1])
+    )
     return row
+
+
+def _agent(code: str) -> str | None:
+    """``code`` when it has the form of the model's agent_code."""
+    return code if _AGENT.match(code) else None

@@ -1,5 +1,6 @@
 """An OMOP import from source to model tables: load the source, interpret its concepts, run the
-SQL in one duckdb connection, and count what was excluded or could not be read."""
+SQL in one duckdb connection, exclude the persons that break a rule (``rules``), and count what
+the model has no field for."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from oncofed.cdm.fields import TableName
 from oncofed.cdm.importers.omop.concepts import meanings, source_values
 from oncofed.cdm.importers.omop.outcome import OUTCOME_TABLES, SELECT_OUTCOME
 from oncofed.cdm.importers.omop.read import load_source
+from oncofed.cdm.importers.omop.rules import REASONS, REJECTION
 from oncofed.cdm.importers.omop.sql import (
+    PATIENT_TABLE,
     SELECT_BIOMARKER,
     SELECT_PATIENT,
     SELECT_TREATMENT,
@@ -24,15 +27,19 @@ from oncofed.cdm.importers.omop.sql import (
 )
 from oncofed.cdm.tables import CdmData, conform
 
-NO_DIAGNOSIS = "condition_occurrence: no primary cancer condition"
-"""Why a person is excluded (``OmopImport.rejected``)."""
+_EVENT_CONCEPTS = (
+    ("drug_exposure", "drug_concept_id"),
+    ("procedure_occurrence", "procedure_concept_id"),
+)
+NO_PERSON_ID = "patient: no person_id"
+"""Why a PERSON row without an id is excluded (counted per row)."""
 
 
 @dataclass
 class OmopImport:
     """An OMOP import: the model's tables (``patient_id`` = ``str(person_id)``), the number of
-    persons read, persons excluded by reason, notes for the site admin, and rows per concept
-    that could not be read (values left null)."""
+    persons read (distinct ids, and rows without one), persons excluded by reason (``rules``),
+    notes for the site admin, and rows per concept the model has no field for."""
 
     data: CdmData
     rows_read: int
@@ -60,21 +67,12 @@ class _Build:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
-        self.notes: list[str] = []
-        self.unmapped: Counter[str] = Counter()
-        self.excluded = 0
 
     def _rows(self, sql: str) -> list[tuple[object, ...]]:
         return self.con.execute(sql).fetchall()
 
-    def _note(self, count: object, what: str) -> None:
-        if isinstance(count, int) and count:
-            self.notes.append(f"{what}: {count}")
-
-    def _count(self, label_sql: str) -> None:
-        """Add ``SELECT label, rows`` results to the unmapped counter."""
-        for label, count in self._rows(label_sql):
-            self.unmapped[str(label)] += int(str(count))
+    def _int(self, sql: str) -> int:
+        return int(str(self._rows(sql)[0][0]))
 
     def run(self) -> OmopImport:
         con = self.con
@@ -85,10 +83,8 @@ class _Build:
             "WHERE condition_source_value IS NOT NULL"
         )
         con.register("srcval", source_values([str(r[0]) for r in sources]))
-        for tables in (TUMOUR_TABLES, TREATMENT_TABLES, OUTCOME_TABLES):
+        for tables in (TUMOUR_TABLES, PATIENT_TABLE, TREATMENT_TABLES, OUTCOME_TABLES, REJECTION):
             con.execute(tables)
-        persons = int(str(self._rows("SELECT count(*) FROM person")[0][0]))
-        self._notes()
         data = CdmData(
             {
                 "patient": self._table("patient", SELECT_PATIENT),
@@ -98,57 +94,47 @@ class _Build:
                 "outcome": self._table("outcome", SELECT_OUTCOME),
             }
         )
-        rejected = Counter({NO_DIAGNOSIS: self.excluded} if self.excluded else {})
-        return OmopImport(data, persons, rejected, self.notes, self.unmapped)
+        unnamed = self._int("SELECT count(*) FROM person WHERE person_id IS NULL")
+        persons = self._int("SELECT count(DISTINCT person_id) FROM person") + unnamed
+        rejected = Counter({NO_PERSON_ID: unnamed} if unnamed else {})
+        for rule, count in self._rows("SELECT rule, count(*) FROM rejection GROUP BY rule"):
+            rejected[REASONS[int(str(rule))]] = int(str(count))
+        return OmopImport(data, persons, rejected, self._notes(), self._unmapped())
 
     def _table(self, name: TableName, sql: str) -> pa.Table:
         return conform(name, self.con.sql(sql).to_arrow_table())
 
-    def _notes(self) -> None:
-        one = self._rows(
-            "SELECT (SELECT count(*) FROM person p ANTI JOIN origin o USING (person_id)),"
-            " (SELECT count(*) FROM cond WHERE malignant AND d IS NULL),"
-            " (SELECT sum(conflicts) FROM tumour_grp),"
-            " (SELECT count(*) FROM item WHERE conflict),"
-            " (SELECT count(*) FROM treatment WHERE type IS NULL),"
-            " (SELECT count(*) FROM person p JOIN origin USING (person_id)"
-            "   WHERE birth_datetime IS NULL AND (month_of_birth IS NULL OR day_of_birth IS NULL)"
-            "   AND year_of_birth IS NOT NULL),"
-            " (SELECT count(*) FROM origin ANTI JOIN followup USING (person_id))"
+    def _notes(self) -> list[str]:
+        """Counts about the persons imported, for the site admin."""
+        counts = self._rows(
+            "SELECT (SELECT count(*) FROM patient SEMI JOIN kept USING (person_id)"
+            "   WHERE birth IS NULL AND year_of_birth IS NOT NULL),"
+            " (SELECT count(*) FROM kept ANTI JOIN followup USING (person_id))"
         )[0]
-        self.excluded = int(str(one[0]))
-        for count, what in zip(
-            one,
-            (
-                "persons excluded, no primary cancer diagnosis",
-                "cancer conditions ignored, no start date",
-                "tumour codes left null, conditions of one tumour disagree",
-                "cancer modifier items left null, measurements of one day disagree",
-                "treatment episodes ignored, kind unknown",
-                "ages at diagnosis from the year of birth only (OHDSI convention)",
-                "patients without follow-up, no observation period",
-            ),
-            strict=True,
-        ):
-            self._note(count, what)
-        self._count(
-            "SELECT coalesce(g.label, 'concept_id ' || p.gender_concept_id) AS l, count(*)"
-            " FROM person p JOIN origin USING (person_id)"
-            " LEFT JOIN meaning g ON g.concept_id = p.gender_concept_id"
-            " WHERE g.sex IS NULL GROUP BY l"
+        what = (
+            "ages at diagnosis from the year of birth only (OHDSI convention)",
+            "patients without follow-up, no observation period",
         )
-        self._count(
-            "SELECT 'measurement ' || coalesce(label, 'concept_id ' || concept_id), count(*)"
-            " FROM modifier WHERE (value IS NULL AND num IS NULL) GROUP BY ALL"
+        return [f"{w}: {n}" for w, n in zip(what, counts, strict=True) if n]
+
+    def _unmapped(self) -> Counter[str]:
+        """Rows of the persons imported per concept the model has no field for, or without the
+        value the field needs: a sex of concept 0, a measurement linked to a cancer condition
+        that is no Cancer Modifier item (or an item without its number), a drug or procedure
+        whose concept is not in CONCEPT (so whether it treats cancer is not known)."""
+        absent = " UNION ALL ".join(
+            f"SELECT '{table} concept_id ' || x.{column} || ' (not in CONCEPT)', count(*)"
+            f" FROM {table} x SEMI JOIN kept USING (person_id)"
+            f" ANTI JOIN meaning m ON m.concept_id = x.{column} WHERE x.{column} <> 0 GROUP BY ALL"
+            for table, column in _EVENT_CONCEPTS
         )
-        self._count(
-            "SELECT 'value ' || coalesce(v.label, 'concept_id ' || x.value_as_concept_id),"
-            " count(*) FROM measurement x"
-            " JOIN meaning b ON b.concept_id = x.measurement_concept_id AND b.biomarker IS NOT NULL"
-            " LEFT JOIN meaning v ON v.concept_id = x.value_as_concept_id"
-            " WHERE x.value_as_concept_id <> 0 AND v.result IS NULL GROUP BY ALL"
+        rows = self._rows(
+            "SELECT g.label, count(*) FROM patient p SEMI JOIN kept USING (person_id)"
+            " JOIN meaning g ON g.concept_id = p.gender_concept_id WHERE g.sex IS NULL GROUP BY ALL"
+            " UNION ALL"
+            " SELECT 'measurement ' || coalesce(label, 'concept_id ' || concept_id), count(*)"
+            " FROM modifier SEMI JOIN kept USING (person_id)"
+            " WHERE item IS NULL OR item = 'intent' OR (item IN ('size', 'nodes_positive',"
+            f" 'nodes_examined') AND number IS NULL) GROUP BY ALL UNION ALL {absent}"
         )
-        self._count(
-            "SELECT 'episode ' || label, count(*) FROM tx_episode"
-            " WHERE kind = 'regimen' AND drug_type IS NULL GROUP BY ALL"
-        )
+        return Counter({str(label): int(str(count)) for label, count in rows})

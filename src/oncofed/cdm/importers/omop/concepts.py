@@ -4,8 +4,11 @@ they are interpreted here in Python, one row per concept (``meanings``), and the
 
 ICD-O-3 ``hhhh/b-Cxx.x`` with behaviour 2 or 3 and ICD10/ICD10CM C00-C76, C80-C97, D00-D09
 (C77-C79 are secondary) are primary cancers; an ICD-10(-CM) code is kept when it has the form
-of the model's ``icd10`` field (C50.9, C50.911); Cancer Modifier codes give stage and grade;
-drugs are typed by RxNorm ingredient name or ATC prefix, procedures and episodes by name."""
+of the model's ``icd10`` field (C50.9, C50.911), and one of a primary cancer category without
+that form (C509) is marked ``icd10_bad``; Cancer Modifier codes give stage and grade (a code
+read as a T, N, M, stage or grade item whose value is not in the model has ``item_value``
+None); drugs are typed by RxNorm ingredient name or ATC prefix, procedures and episodes by
+name."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import pyarrow as pa
 
 from oncofed.cdm.fields import (
     BIOMARKER_BY_LOINC,
+    GRADES,
     M_CATEGORIES,
     N_CATEGORIES,
     STAGE_GROUPS,
@@ -101,20 +105,21 @@ _NEOPLASM = re.compile(
 _ICDO3 = re.compile(r"^(\d{4}/(\d)|NULL)-(C\d{2}\.\d|NULL)$")
 _ICD10 = re.compile(model_field("tumour", "icd10").pattern or "")
 _AJCC = re.compile(r"^(?:([cp])-)?(?:(\d+)(?:st|nd|rd|th)_)?AJCC/UICC-(.+)$", re.IGNORECASE)
-_GRADE = re.compile(r"^(?:[cp]-)?(?:grade[- ]?|g)([1-4x])$", re.IGNORECASE)
+_GRADE = re.compile(r"^(?:[cp]-)?(?:grade[- ]?(\w+)|g([1-4x]))$", re.IGNORECASE)
 _ROMAN = {"0": "0", "1": "I", "2": "II", "3": "III", "4": "IV"}
+_CANCER_CATEGORY = re.compile(r"^(C\d{2}|D0\d)", re.IGNORECASE)
 _FIELDS = ("condition_occurrence", "drug_exposure", "procedure_occurrence", "episode")
-_UCUM = re.compile(model_field("biomarker", "unit").pattern or "")
 
 
 _MEANING = pa.schema(
     [("concept_id", pa.int64()), ("code", pa.string()), ("label", pa.string())]
     + [(name, pa.string()) for name in (
+        "vocabulary", "domain",
         "sex", "icd10", "icd10_site", "histology", "site", "item", "item_value", "basis",
         "system", "biomarker", "result", "ucum", "drug_type", "drug_key", "procedure_type",
         "episode_kind", "field", "intent", "neoplasm",
     )]
-    + [("malignant", pa.bool_())]
+    + [("malignant", pa.bool_()), ("icd10_bad", pa.bool_())]
 )  # fmt: skip
 """What each concept means to the importer (one row per concept, most columns null)."""
 
@@ -146,7 +151,9 @@ def _icd10(code: str) -> dict[str, object]:
     topography), and whether it is a primary cancer (C00-C76, C80-C97 malignant, D00-D09 in
     situ)."""
     if not _ICD10.match(code):
-        return {}
+        prefix = _CANCER_CATEGORY.match(code)
+        primary = prefix is not None and not "C77" <= prefix.group(1).upper() <= "C79"
+        return {"icd10_bad": True} if primary else {}
     letter, category, sub = code[0], int(code[1:3]), code[4:]
     malignant = (letter == "C" and not 77 <= category <= 79) or (letter == "D" and category < 10)
     shared = letter == "C" and (category <= 42 or category == 44 or 47 <= category <= 76)
@@ -161,14 +168,15 @@ def _icd10(code: str) -> dict[str, object]:
 def _cancer_modifier(code: str) -> dict[str, object]:
     """Cancer Modifier staging/grading codes: ``c-8th_AJCC/UICC-T2``, ``p-7th_AJCC/UICC-N1a``,
     ``8th_AJCC/UICC-Stage-2A`` (arabic stage numbers become roman), ``Grade-3`` or ``G3``."""
+    value: str | None
     grade = _GRADE.match(code)
     if grade:
-        return {"item": "grade", "item_value": "G" + grade.group(1).upper()}
+        value = "G" + (grade.group(1) or grade.group(2)).upper()
+        return {"item": "grade", "item_value": value if value in GRADES else None}
     ajcc = _AJCC.match(code)
     if not ajcc:
         return {}
     prefix, edition, rest = ajcc.groups()
-    value: str | None
     if rest.lower().startswith("stage-"):
         number = re.match(r"^([0-4])(.*)$", rest[6:])
         roman = _ROMAN[number.group(1)] + number.group(2) if number else ""
@@ -206,6 +214,8 @@ def interpret(row: dict[str, str | int | None]) -> dict[str, object]:
         "concept_id": row["concept_id"],
         "code": code,
         "label": f"{vocabulary} {code!r} ({name})",
+        "vocabulary": vocabulary,
+        "domain": domain,
     }
     if domain == "Gender" and lower in ("female", "male", "other", "unknown"):
         out["sex"] = lower
@@ -217,7 +227,7 @@ def interpret(row: dict[str, str | int | None]) -> dict[str, object]:
         out |= _cancer_modifier(code)
     elif vocabulary == "LOINC" and code in BIOMARKER_BY_LOINC:
         out["biomarker"] = code
-    elif vocabulary == "UCUM" and _UCUM.match(code):
+    elif vocabulary == "UCUM":
         out["ucum"] = code
     elif vocabulary == "CDM" or domain == "Metadata":
         out["field"] = next((t for t in _FIELDS if f"{t}.{t}_id" in (lower, code.lower())), None)

@@ -1,16 +1,21 @@
 """The duckdb SQL of the outcome table, run after ``sql`` (it reads ``origin``, ``modifier``
-and ``tumour``): follow-up ends at the latest observation period; death from DEATH; recurrence
-and progression from episodes after diagnosis; RFS and DMFS events are the first such event or
-death. DMFS is computed only when the index tumour's M category (M0) or a later distant
-metastasis is recorded, and left null for tumours metastatic at diagnosis."""
+and ``tumour``): follow-up ends at the latest observation period; death from DEATH (a cause
+concept 0 is an unknown cause, any other concept a cancer when it names a neoplasm, else
+another cause); recurrence and progression from episodes; RFS and DMFS events are the first
+such event or death. DMFS is computed only when the index tumour's M category (M0) or a later
+distant metastasis is recorded, and left null for tumours metastatic at diagnosis (metastases
+found on or before the day of diagnosis are not events). Impossible dates (death or follow-up
+before diagnosis, a recurrence not after it) and death dates or causes that disagree exclude
+the person (``rules``)."""
 
 OUTCOME_TABLES = """
 CREATE TABLE followup AS
 SELECT person_id, max(observation_period_end_date) AS fu FROM observation_period GROUP BY ALL;
 
 CREATE TABLE dead AS
-SELECT x.person_id, min(x.death_date) AS dd,
-    CASE WHEN count(DISTINCT c.cause) = 1 THEN min(c.cause) ELSE 'unknown' END AS cause
+SELECT x.person_id, min(x.death_date) AS dd, count(DISTINCT x.death_date) AS dates,
+    coalesce(min(c.cause), 'unknown') AS cause, count(DISTINCT c.cause) AS causes,
+    bool_or(x.cause_concept_id <> 0 AND c.cause IS NULL) AS unread_cause
 FROM death x LEFT JOIN (
     SELECT concept_id, CASE WHEN neoplasm = 'yes' THEN 'cancer' ELSE 'other' END AS cause
     FROM meaning WHERE concept_id <> 0) c ON c.concept_id = x.cause_concept_id
@@ -20,7 +25,7 @@ CREATE TABLE recurrence AS
 SELECT x.person_id, min(x.episode_start_date - o.origin) AS day
 FROM episode x JOIN meaning k ON k.concept_id = x.episode_concept_id
 JOIN origin o USING (person_id)
-WHERE k.episode_kind = 'recurrence' AND x.episode_start_date > o.origin GROUP BY ALL;
+WHERE k.episode_kind = 'recurrence' GROUP BY ALL;
 
 CREATE TABLE metastasis AS
 SELECT person_id, min(day) AS day FROM (
@@ -66,6 +71,6 @@ FROM (
         list_min([metastasis_day, death_day]) AS first_dmfs,
         coalesce(index_m NOT LIKE 'M1%' AND (index_m LIKE 'M0%' OR metastasis_day IS NOT NULL),
                  metastasis_day IS NOT NULL) AS dmfs
-    FROM outcome
+    FROM outcome SEMI JOIN kept USING (person_id)
 ) ORDER BY person_id
 """

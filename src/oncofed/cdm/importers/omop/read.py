@@ -192,9 +192,8 @@ class _SqlReader(_Reader):
 
     CHUNK = 500
 
-    def __init__(self, engine: sa.Engine, schema: str | None) -> None:
-        self.engine, self.schema = engine, schema
-        self.where = engine.url.render_as_string(hide_password=True)
+    def __init__(self, engine: sa.Engine, schema: str | None, where: str) -> None:
+        self.engine, self.schema, self.where = engine, schema, where
         try:
             inspector = sa.inspect(engine)
             self.tables = {t.lower(): t for t in inspector.get_table_names(schema=schema)}
@@ -242,14 +241,8 @@ class _SqlReader(_Reader):
 def _reader(source: str | Path, schema: str | None) -> Iterator[_Reader]:
     text = str(source)
     if "://" in text and not text.startswith("duckdb:"):
-        try:
-            engine = sa.create_engine(_read_only(text))
-        except (SQLAlchemyError, ValueError, ImportError) as exc:
-            raise SourceError(f"{text.split('://')[0]}: not a usable database URL: {exc}") from exc
-        try:
-            yield _SqlReader(engine, schema)
-        finally:
-            engine.dispose()
+        with _sql_reader(text, schema, None) as reader:
+            yield reader
         return
     path = Path(text.removeprefix("duckdb:///")) if text.startswith("duckdb:") else Path(text)
     if path.is_dir():
@@ -257,10 +250,25 @@ def _reader(source: str | Path, schema: str | None) -> Iterator[_Reader]:
     elif not path.is_file():
         raise SourceError(f"{path}: no such OMOP database file or CSV folder")
     elif path.suffix.lower() in (".db", ".sqlite", ".sqlite3") and not text.startswith("duckdb:"):
-        with _reader(f"sqlite:///{path}", schema) as inner:
-            yield inner
+        with _sql_reader(f"sqlite:///{path}", schema, text) as reader:
+            yield reader
     else:
         yield _DuckReader(path, schema)
+
+
+@contextmanager
+def _sql_reader(url: str, schema: str | None, typed: str | None) -> Iterator[_Reader]:
+    """A reader of the database at ``url``; messages name ``typed`` (the path the admin gave)
+    or else ``url`` without its password, never the read-only URL actually opened."""
+    try:
+        where = typed or sa.engine.make_url(url).render_as_string(hide_password=True)
+        engine = sa.create_engine(_read_only(url))
+    except (SQLAlchemyError, ValueError, ImportError) as exc:
+        raise SourceError(f"{url.split('://')[0]}: not a usable database URL: {exc}") from exc
+    try:
+        yield _SqlReader(engine, schema, where)
+    finally:
+        engine.dispose()
 
 
 def _read_only(url: str) -> str:

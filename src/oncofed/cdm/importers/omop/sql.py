@@ -1,40 +1,89 @@
 """The duckdb SQL that turns the loaded OMOP tables into the model's patient, tumour, biomarker
 and treatment tables. It joins ``meaning`` (one row per concept, see ``concepts``) and
-``srcval`` (ICD-O-3 source values); ``TUMOUR_TABLES`` then ``TREATMENT_TABLES`` create the work
-tables and each ``SELECT_*`` query reads one model table from them.
+``srcval`` (ICD-O-3 source values); ``TUMOUR_TABLES``, ``PATIENT_TABLE`` then
+``TREATMENT_TABLES`` create the work tables, ``rules`` the table ``kept`` of the persons
+imported, and each ``SELECT_*`` query reads one model table for them. Where a value cannot be
+read or two values disagree, the work tables keep a flag and ``rules`` excludes the person.
 
 * Primary cancer: a condition whose concept or source concept is a primary cancer (see
   ``concepts``), or whose ``condition_source_value`` has the ICDO3 form. Conditions of one
   person in the same three-character site (or ICD-10 category) are one tumour, diagnosed at the
-  earliest date; tumours are numbered by that date. Values that disagree within a tumour are
-  left null.
-* Time origin: the diagnosis date of the first tumour. Persons with no primary cancer are
-  excluded (counted in ``notes``).
+  earliest date; tumours are numbered by that date. Its ICD-10 code, histology and site must
+  agree across its conditions and, within a condition, between the concept, the source concept
+  and the source value (the site an ICD-10 code implies is used only when no ICD-O-3 site is
+  given).
+* Time origin: the diagnosis date of the first tumour.
+* Age at diagnosis: whole years from the birth date (``birth_datetime``, else year, month and
+  day of birth), or the difference of the years when only the year is known (OHDSI); ages are
+  not capped here (the import pipeline caps them).
 * Cancer modifiers: measurements linked to a cancer condition by ``measurement_event_id`` and
-  the ``condition_occurrence.condition_occurrence_id`` field concept. Stage items of one basis
-  only: pathological when any, else clinical, else without basis; per item the earliest
-  measurement.
-* Treatments: each surgery, radiotherapy or regimen episode is one treatment; drug exposures
-  and procedures of a known kind that no episode links are joined into eras
-  (``ERA_GAP_DAYS``); the intent comes from a measurement linked to the event or episode.
+  the ``condition_occurrence.condition_occurrence_id`` field concept (others are not read).
+  Stage items of one basis only: pathological when any, else clinical, else without basis; per
+  item the earliest measurement, whose values must agree; the AJCC edition is kept when every
+  stage item gives the same one. Sizes in mm or cm, node counts as whole numbers in range.
+* Treatments: each surgery or radiotherapy episode is one treatment (its procedure, if any, the
+  agent code), a regimen episode one per kind of its drug and of the drug exposures it links
+  (no kind is a type that cannot be read); drug exposures and procedures of a known kind that
+  no episode links are joined into eras (``ERA_GAP_DAYS``), the agent code left null when an
+  era holds several products of one agent. The intent comes from measurements linked to the
+  event or the episode (or the events it links).
 """
 
 from __future__ import annotations
 
-from oncofed.cdm.fields import AGE_CAP
+from oncofed.cdm.fields import field as model_field
 
 ERA_GAP_DAYS = 30
 """Drug exposures of one agent (and radiotherapy sessions) less than this many days apart are
 one treatment, as OMOP's drug_era persistence window."""
 
-TUMOUR_TABLES = """
+CODES = {"icd10": ("a", "b"), "histology": ("a", "b", "s"), "site": ("a", "b", "s")}
+"""The diagnosis codes of a condition and where each is read: ``a`` the condition concept, ``b``
+the source concept, ``s`` the ICD-O-3 source value; two of them that differ are a conflict."""
+STAGING = {"t": "t_category", "n": "n_category", "m": "m_category", "stage": "stage_group"}
+ITEMS = {**STAGING, "grade": "grade", "size": "tumour_size_mm",
+         "nodes_positive": "nodes_positive", "nodes_examined": "nodes_examined"}  # fmt: skip
+"""Cancer Modifier item -> the tumour field it gives."""
+COUNTS = {n: (model_field("tumour", n).minimum or 0, model_field("tumour", n).maximum or 0)
+          for n in ("nodes_positive", "nodes_examined")}  # fmt: skip
+"""Node counts are read when they are whole numbers in the field's range, else rejected."""
+
+
+def _cond_codes() -> str:
+    """The columns of ``cond``: each code, and whether its sources disagree."""
+    columns = []
+    for code, sources in CODES.items():
+        found = ", ".join(f"{x}.{code}" for x in sources)
+        implied = ", a.icd10_site, b.icd10_site" if code == "site" else ""
+        columns.append(f"coalesce({found}{implied}) AS {code}")
+        columns.append(f"len(list_distinct([{found}])) > 1 AS {code}_conflict")
+    return ",\n    ".join(columns)
+
+
+def _group_codes() -> str:
+    """The columns of ``tumour_grp``: each code, and whether the tumour's conditions disagree."""
+    return ",\n    ".join(
+        f"min({c}) AS {c}, count(DISTINCT {c}) > 1 OR bool_or({c}_conflict) AS {c}_conflict"
+        for c in CODES
+    )
+
+
+def _counts() -> str:
+    """The CASE branches reading node counts."""
+    return "\n         ".join(
+        f"WHEN mm.item = '{name}' AND m.value_as_number BETWEEN {low:g} AND {high:g} "
+        "AND m.value_as_number = floor(m.value_as_number) THEN m.value_as_number"
+        for name, (low, high) in COUNTS.items()
+    )
+
+
+TUMOUR_TABLES = f"""
 CREATE TABLE cond AS
 SELECT co.person_id, co.condition_occurrence_id AS cond_id, co.condition_start_date AS d,
-    coalesce(a.icd10, b.icd10) AS icd10,
-    coalesce(a.histology, b.histology, s.histology) AS histology,
-    coalesce(a.site, b.site, s.site, a.icd10_site, b.icd10_site) AS site,
+    {_cond_codes()},
     coalesce(a.malignant, false) OR coalesce(b.malignant, false)
-        OR coalesce(s.malignant, false) AS malignant
+        OR coalesce(s.malignant, false) AS malignant,
+    coalesce(a.icd10_bad, false) OR coalesce(b.icd10_bad, false) AS icd10_bad
 FROM condition_occurrence co
 LEFT JOIN meaning a ON a.concept_id = co.condition_concept_id
 LEFT JOIN meaning b ON b.concept_id = co.condition_source_concept_id
@@ -47,11 +96,7 @@ FROM cond WHERE malignant AND d IS NOT NULL AND person_id IN (SELECT person_id F
 
 CREATE TABLE tumour_grp AS
 SELECT person_id, grp, min(d) AS d0,
-    CASE WHEN count(DISTINCT icd10) = 1 THEN min(icd10) END AS icd10,
-    CASE WHEN count(DISTINCT histology) = 1 THEN min(histology) END AS histology,
-    CASE WHEN count(DISTINCT site) = 1 THEN min(site) END AS primary_site,
-    (count(DISTINCT icd10) > 1)::INT + (count(DISTINCT histology) > 1)::INT
-        + (count(DISTINCT site) > 1)::INT AS conflicts
+    {_group_codes()}
 FROM cancer GROUP BY person_id, grp;
 
 CREATE TABLE origin AS
@@ -59,12 +104,11 @@ SELECT person_id, min(d0) AS origin FROM tumour_grp GROUP BY person_id;
 
 CREATE TABLE modifier AS
 SELECT c.person_id, c.grp, m.measurement_date AS d, mm.item, mm.basis, mm.system, mm.label,
-    m.measurement_concept_id AS concept_id,
+    m.measurement_concept_id AS concept_id, m.value_as_number AS number,
     CASE WHEN mm.item IN ('t', 'n', 'm', 'stage', 'grade') THEN mm.item_value END AS value,
     CASE WHEN mm.item = 'size' AND u.ucum = 'mm' THEN m.value_as_number
          WHEN mm.item = 'size' AND u.ucum = 'cm' THEN m.value_as_number * 10
-         WHEN mm.item IN ('nodes_positive', 'nodes_examined') AND m.value_as_number >= 0
-              AND m.value_as_number = floor(m.value_as_number) THEN m.value_as_number
+         {_counts()}
     END AS num
 FROM measurement m
 JOIN meaning f ON f.concept_id = m.meas_event_field_concept_id
@@ -86,22 +130,21 @@ WHERE (m.value IS NOT NULL OR m.num IS NOT NULL)
 QUALIFY m.d = min(m.d) OVER (PARTITION BY m.person_id, m.grp, m.item);
 
 CREATE TABLE item AS
-SELECT person_id, grp, item,
-    CASE WHEN count(DISTINCT value) = 1 THEN min(value) END AS value,
-    CASE WHEN count(DISTINCT num) = 1 THEN min(num) END AS num,
-    count(DISTINCT value) + count(DISTINCT num) > 1 AS conflict,
-    CASE WHEN item IN ('t', 'n', 'm', 'stage') THEN min(basis) END AS basis,
-    CASE WHEN count(DISTINCT coalesce(system, '?')) = 1 THEN min(system) END AS system
+SELECT person_id, grp, item, min(value) AS value, min(num) AS num,
+    count(DISTINCT value) + count(DISTINCT num) > 1 AS conflict
 FROM chosen GROUP BY person_id, grp, item;
+
+CREATE TABLE staging AS
+SELECT person_id, grp, min(basis) AS basis,
+    CASE WHEN count(DISTINCT coalesce(system, '?')) = 1 THEN min(system) END AS system,
+    count(DISTINCT system) > 1 AS conflict
+FROM chosen WHERE item IN ('t', 'n', 'm', 'stage') GROUP BY person_id, grp;
 
 CREATE TABLE tumour AS
 SELECT g.person_id, g.grp,
     row_number() OVER (PARTITION BY g.person_id ORDER BY g.d0, g.grp) AS tumour_seq,
-    g.primary_site, g.icd10, g.histology,
-    CASE WHEN count(DISTINCT coalesce(i.system, '?'))
-        FILTER (WHERE i.item IN ('t', 'n', 'm', 'stage')) = 1
-        THEN min(i.system) FILTER (WHERE i.item IN ('t', 'n', 'm', 'stage')) END AS stage_system,
-    min(i.basis) AS stage_basis,
+    g.site AS primary_site, g.icd10, g.histology,
+    s.system AS stage_system, s.basis AS stage_basis,
     min(i.value) FILTER (WHERE i.item = 't') AS t_category,
     min(i.value) FILTER (WHERE i.item = 'n') AS n_category,
     min(i.value) FILTER (WHERE i.item = 'm') AS m_category,
@@ -111,7 +154,8 @@ SELECT g.person_id, g.grp,
     CAST(min(i.num) FILTER (WHERE i.item = 'nodes_positive') AS INTEGER) AS nodes_positive,
     CAST(min(i.num) FILTER (WHERE i.item = 'nodes_examined') AS INTEGER) AS nodes_examined
 FROM tumour_grp g LEFT JOIN item i USING (person_id, grp)
-GROUP BY g.person_id, g.grp, g.d0, g.primary_site, g.icd10, g.histology;
+LEFT JOIN staging s USING (person_id, grp)
+GROUP BY g.person_id, g.grp, g.d0, g.site, g.icd10, g.histology, s.system, s.basis;
 """
 
 
@@ -129,16 +173,17 @@ FROM procedure_occurrence x JOIN meaning m ON m.concept_id = x.procedure_concept
 WHERE m.procedure_type IS NOT NULL;
 
 CREATE TABLE intent AS
-SELECT f.field AS tbl, x.measurement_event_id AS event_id, v.intent
+SELECT f.field AS tbl, x.measurement_event_id AS event_id, v.intent,
+    x.value_as_concept_id <> 0 AND v.intent IS NULL AS unread
 FROM measurement x
 JOIN meaning f ON f.concept_id = x.meas_event_field_concept_id AND f.field IS NOT NULL
 JOIN meaning i ON i.concept_id = x.measurement_concept_id AND i.item = 'intent'
-JOIN meaning v ON v.concept_id = x.value_as_concept_id AND v.intent IS NOT NULL;
+LEFT JOIN meaning v ON v.concept_id = x.value_as_concept_id;
 
 CREATE TABLE tx_episode AS
 SELECT x.episode_id, x.person_id, k.episode_kind AS kind, x.episode_start_date AS s,
     coalesce(x.episode_end_date, x.episode_start_date) AS e, o.drug_type, o.procedure_type,
-    o.code AS object_code, k.label
+    o.code AS object_code, o.domain AS object_domain, x.episode_object_concept_id AS object_id
 FROM episode x JOIN meaning k ON k.concept_id = x.episode_concept_id
 LEFT JOIN meaning o ON o.concept_id = x.episode_object_concept_id
 WHERE k.episode_kind IN ('surgery', 'radiotherapy', 'regimen');
@@ -160,52 +205,67 @@ SELECT *, sum(new_era) OVER (PARTITION BY person_id, type, agent_key ORDER BY s,
                              ROWS UNBOUNDED PRECEDING) AS era
 FROM era_step;
 
+CREATE TABLE episode_type AS
+SELECT t.episode_id, t.person_id, t.s, t.e, k.type, k.agent_code
+FROM tx_episode t LEFT JOIN (
+    SELECT episode_id, CASE WHEN kind = 'regimen' THEN drug_type ELSE kind END AS type,
+        CASE WHEN kind = 'regimen' OR object_domain = 'Procedure' THEN object_code END
+            AS agent_code
+    FROM tx_episode WHERE kind <> 'regimen' OR drug_type IS NOT NULL
+    UNION ALL
+    SELECT l.episode_id, x.type, CASE WHEN count(DISTINCT x.code) = 1 THEN min(x.code) END
+    FROM linked l JOIN tx_event x USING (tbl, event_id) JOIN tx_episode t USING (episode_id)
+    WHERE t.kind = 'regimen' AND x.type IS DISTINCT FROM t.drug_type GROUP BY ALL
+) k USING (episode_id);
+
 CREATE TABLE treatment AS
-SELECT x.person_id, x.type, min(x.s) AS s, max(x.e) AS e,
+SELECT x.person_id, x.type, min(x.s) AS s, max(x.e) AS e, bool_or(x.e < x.s) AS backwards,
     CASE WHEN count(DISTINCT x.code) = 1 THEN min(x.code) END AS agent_code,
-    CASE WHEN count(DISTINCT i.intent) = 1 THEN min(i.intent) END AS intent
+    min(i.intent) AS intent, count(DISTINCT i.intent) AS intents,
+    coalesce(bool_or(i.unread), false) AS unread_intent
 FROM era x LEFT JOIN intent i ON i.tbl = x.tbl AND i.event_id = x.event_id
 GROUP BY x.person_id, x.type, x.agent_key, x.era
 UNION ALL
-SELECT t.person_id,
-    CASE WHEN t.kind = 'regimen' THEN coalesce(t.drug_type, lt.type) ELSE t.kind END,
-    t.s, t.e,
-    CASE WHEN t.kind = 'regimen' AND t.drug_type IS NOT NULL THEN t.object_code
-         WHEN t.kind = t.procedure_type THEN t.object_code END,
-    ei.intent
-FROM tx_episode t
-LEFT JOIN (SELECT l.episode_id, CASE WHEN count(DISTINCT x.type) = 1 THEN min(x.type) END
-           AS type FROM linked l JOIN tx_event x USING (tbl, event_id) GROUP BY ALL) lt
-    USING (episode_id)
-LEFT JOIN (SELECT event_id AS episode_id, CASE WHEN count(DISTINCT intent) = 1
-           THEN min(intent) END AS intent FROM intent WHERE tbl = 'episode' GROUP BY ALL) ei
-    USING (episode_id);
+SELECT t.person_id, t.type, t.s, t.e, t.e < t.s, t.agent_code, min(i.intent),
+    count(DISTINCT i.intent), coalesce(bool_or(i.unread), false)
+FROM episode_type t LEFT JOIN (
+    SELECT event_id AS episode_id, intent, unread FROM intent WHERE tbl = 'episode'
+    UNION ALL
+    SELECT l.episode_id, i.intent, i.unread FROM linked l JOIN intent i USING (tbl, event_id)
+) i USING (episode_id)
+GROUP BY t.episode_id, t.person_id, t.type, t.s, t.e, t.agent_code;
 """.replace("$gap", str(ERA_GAP_DAYS))
+
+PATIENT_TABLE = """
+CREATE TABLE patient AS
+SELECT *, coalesce(stamp, parts) AS birth FROM (
+    SELECT p.person_id, p.gender_concept_id, o.origin, p.year_of_birth, p.month_of_birth,
+        p.day_of_birth, CAST(p.birth_datetime AS DATE) AS stamp, TRY_CAST(printf(
+            '%04d-%02d-%02d', p.year_of_birth, p.month_of_birth, p.day_of_birth) AS DATE) AS parts
+    FROM person p JOIN origin o USING (person_id)
+);
+"""
+"""Persons with a diagnosis, their time origin and birth date (from ``birth_datetime``, else
+from year, month and day of birth; None when only the year is known)."""
 
 SELECT_PATIENT = """
 SELECT CAST(p.person_id AS VARCHAR) AS patient_id, g.sex,
-    CASE WHEN age > $cap THEN $cap ELSE age END AS age_at_diagnosis
-FROM (
-    SELECT p.*, CASE WHEN b.birth IS NOT NULL THEN year(o.origin) - year(b.birth)
-        - CASE WHEN strftime(o.origin, '%m%d') < strftime(b.birth, '%m%d') THEN 1 ELSE 0 END
-        ELSE year(o.origin) - p.year_of_birth END AS age
-    FROM person p JOIN origin o USING (person_id)
-    LEFT JOIN (SELECT person_id, coalesce(CAST(birth_datetime AS DATE), TRY_CAST(
-        printf('%04d-%02d-%02d', year_of_birth, month_of_birth, day_of_birth) AS DATE)) AS birth
-        FROM person) b USING (person_id)
-) p
+    CASE WHEN p.birth IS NOT NULL THEN year(p.origin) - year(p.birth)
+        - CASE WHEN strftime(p.origin, '%m%d') < strftime(p.birth, '%m%d') THEN 1 ELSE 0 END
+        ELSE year(p.origin) - p.year_of_birth END AS age_at_diagnosis
+FROM patient p SEMI JOIN kept USING (person_id)
 LEFT JOIN meaning g ON g.concept_id = p.gender_concept_id
 ORDER BY p.person_id
-""".replace("$cap", str(AGE_CAP))
+"""
 SELECT_TUMOUR = """
 SELECT CAST(person_id AS VARCHAR) AS patient_id, * EXCLUDE (person_id, grp)
-FROM tumour ORDER BY person_id, tumour_seq
+FROM tumour SEMI JOIN kept USING (person_id) ORDER BY person_id, tumour_seq
 """
 SELECT_BIOMARKER = """
 SELECT CAST(x.person_id AS VARCHAR) AS patient_id, b.biomarker AS code,
     coalesce(v.result, 'unknown') AS result, x.value_as_number AS value, u.ucum AS unit,
     x.measurement_date - o.origin AS day
-FROM measurement x JOIN origin o USING (person_id)
+FROM measurement x JOIN kept o USING (person_id)
 JOIN meaning b ON b.concept_id = x.measurement_concept_id AND b.biomarker IS NOT NULL
 LEFT JOIN meaning v ON v.concept_id = x.value_as_concept_id
 LEFT JOIN meaning u ON u.concept_id = x.unit_concept_id
@@ -214,6 +274,6 @@ ORDER BY x.person_id, day, code
 SELECT_TREATMENT = """
 SELECT CAST(x.person_id AS VARCHAR) AS patient_id, x.type, x.s - o.origin AS start_day,
     x.e - o.origin AS end_day, x.agent_code, x.intent
-FROM treatment x JOIN origin o USING (person_id) WHERE x.type IS NOT NULL
-ORDER BY x.person_id, start_day, x.type, end_day
+FROM treatment x JOIN kept o USING (person_id)
+ORDER BY x.person_id, start_day, x.type, end_day, x.agent_code, x.intent
 """
