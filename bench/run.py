@@ -394,7 +394,8 @@ def read_tasks(fed: BenchFederation, job_id: str) -> list[TaskTimes]:
         if egress.exists():
             for line in egress.read_text().splitlines():
                 entry = json.loads(line)
-                uploads[entry["task"]] = _unix(entry["at"]) or 0.0
+                if "task" in entry:  # not a data quality report
+                    uploads[entry["task"]] = _unix(entry["at"]) or 0.0
     waits: dict[str, float] = {}
     if fed.timing_file.exists():
         for line in fed.timing_file.read_text().splitlines():

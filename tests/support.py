@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -117,3 +118,18 @@ def sample_profile(dataset: str = "gbsg2", **changes: object) -> DataProfile:
 def auth(token: str) -> dict[str, str]:
     """The header a token is sent in."""
     return {"Authorization": f"Bearer {token}"}
+
+
+def gbsg2_covariates(rows: pd.DataFrame, *logged: str) -> pd.DataFrame:
+    """The reference design of the tests' GBSG2 models, in the model's term order: age,
+    log1p of tumour size, nodes and every extra ``logged`` variable, endocrine therapy, then
+    grade dummies (G1 the reference)."""
+    numeric = {
+        "age": rows["age_at_diagnosis"],
+        "size": np.log1p(rows["tumour_size_mm"]),
+        "nodes": np.log1p(rows["nodes_positive"]),
+        **{name: np.log1p(rows[name]) for name in logged},
+        "endocrine": rows["treatment.endocrine"],
+    }
+    dummies = {g: (rows["grade"] == g).astype(float) for g in ("G2", "G3")}
+    return pd.DataFrame({**numeric, **dummies})

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import psutil
 import pyarrow.parquet as pq
 import pytest
+from lifelines import CoxPHFitter
 from typer.testing import CliRunner
 
+from oncofed.cdm.frame import job_table
 from oncofed.cli.main import app
 from oncofed.client import Client
-from oncofed.demo.data import demo_specs, site_tables, write_exports
+from oncofed.demo.data import demo_analyses, demo_specs, site_tables, write_exports
 from oncofed.demo.federation import LocalFederation
+from oncofed.edge import LocalStore
+from oncofed.wire.analysis import RegressionReport
 from oncofed.wire.messages import JobPublic
+from tests.support import gbsg2_covariates
 
 pytestmark = pytest.mark.slow
 CANARY_ID = "CANARY-MRN-7731942"
@@ -153,3 +161,40 @@ def test_each_sites_data_quality_report_reaches_the_orchestrator(
     assert shown.exit_code == 0, shown.output
     assert "fhir" in shown.output and "144 patients" in shown.output
     assert "G1 17 · G2 89 · G3 38" in shown.output
+
+
+def test_analyses_over_http_match_the_pooled_reference(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    """The demo's Kaplan-Meier and stratified Cox jobs through the CLI; the Cox coefficients
+    equal lifelines' stratified fit on the three sites' pooled rows."""
+    env = {"ONCOFED_URL": federation.url, "ONCOFED_TOKEN": federation.token, "COLUMNS": "200"}
+    runner = CliRunner()
+    km, cox = demo_analyses()
+    written = {}
+    for spec in (km, cox):
+        path = tmp_path / f"{spec.name}.json"
+        path.write_text(spec.model_dump_json())  # JSON is YAML
+        submitted = runner.invoke(app, ["job", "submit", str(path), "--watch"], env=env)
+        assert submitted.exit_code == 0, submitted.output
+        job_id = submitted.output.split("Job ", 1)[1].split()[0]
+        out = tmp_path / spec.name
+        result = runner.invoke(app, ["job", "result", job_id, "--out", str(out)], env=env)
+        assert result.exit_code == 0, result.output
+        written[spec.name] = {p.name for p in out.iterdir()}
+    assert {"report.json", "survival.csv", "logrank.csv", "kaplan_meier.png"} <= written[km.name]
+    assert {"report.json", "coefficients.csv", "forest.png"} <= written[cox.name]
+    saved = json.loads((tmp_path / cox.name / "report.json").read_text())
+    assert saved.pop("name") == cox.name
+    report = RegressionReport.model_validate(saved)
+    rows = []
+    for site in federation.site_data:
+        data = LocalStore(federation.edge_dir(site) / "datasets").load("gbsg2")
+        rows.append(pd.DataFrame(job_table(cox, data)).assign(site=site))
+    pooled = pd.concat(rows, ignore_index=True)
+    x = gbsg2_covariates(pooled, "biomarker.PR.value").assign(
+        T=pooled["rfs_days"], E=pooled["rfs_event"], site=pooled["site"]
+    )
+    ref = CoxPHFitter().fit(x, "T", "E", strata=["site"], fit_options={"precision": 1e-12})
+    coef = [t.coef for t in report.terms]
+    np.testing.assert_allclose(coef, ref.params_.to_numpy(), rtol=1e-6, atol=1e-8)

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from oncofed.cdm.fields import BIOMARKER_BY_NAME, EXTENSION_PREFIX, KEY, PATIENT_FIELDS, variable
 from oncofed.cdm.tables import CdmData, true_mask
 from oncofed.learning.data import DataError
+from oncofed.wire.analysis import AnalysisSpec
 from oncofed.wire.spec import CohortFilter, JobSpec
 
 Frame = dict[str, pa.Array]
@@ -135,7 +136,7 @@ def _numpy(values: pa.Array, numeric: bool) -> np.ndarray:
     return np.asarray(values.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
 
 
-def job_table(spec: JobSpec, data: CdmData) -> dict[str, np.ndarray]:
+def job_table(spec: JobSpec | AnalysisSpec, data: CdmData) -> dict[str, np.ndarray]:
     """The job's variables for the patients its cohort selects, as numpy columns (numbers
     as float64 with NaN for missing, categories as objects with None)."""
     frame = patient_frame(data, spec.variables)
@@ -147,7 +148,7 @@ def job_table(spec: JobSpec, data: CdmData) -> dict[str, np.ndarray]:
     }
 
 
-def check_time_origin(spec: JobSpec, table: Mapping[str, np.ndarray]) -> None:
+def check_time_origin(spec: JobSpec | AnalysisSpec, table: Mapping[str, np.ndarray]) -> None:
     """Times are only comparable from one origin: refuse a cohort that mixes them unless the
     spec chose one."""
     origins = {o for o in table["time_origin"] if o is not None}

@@ -11,7 +11,8 @@ from rich.table import Table
 
 from oncofed.cli._common import TokenOption, UrlOption, client, console, friendly
 from oncofed.cli.watch import render_job
-from oncofed.client import Client, load_spec
+from oncofed.client import Client, ClientError, load_spec
+from oncofed.wire.messages import JobPublic
 
 app = typer.Typer(help="Submit and follow federated jobs.", no_args_is_help=True)
 
@@ -56,17 +57,17 @@ def _watch(api: Client, job_id: str) -> None:
 @friendly
 def list_jobs(url: UrlOption = None, token: TokenOption = None) -> None:
     """All jobs with their status."""
-    table = Table("name", "model", "status", "rounds", "created")
+    table = Table("name", "runs", "status", "rounds", "created")
     table.add_column("id", no_wrap=True, min_width=32)  # copied into other commands: whole
     with client(url, token) as api:
         jobs = api.jobs()
     for job in jobs:
-        done = sum(1 for r in job.rounds if r.kind == "train" and r.status == "closed")
+        done = sum(1 for r in job.rounds if r.status == "closed")
         table.add_row(
             job.name,
-            job.spec.model.type,
+            job.label,
             job.status,
-            f"{done}/{job.spec.rounds}",
+            f"{done}/{job.planned_rounds or '?'}",
             f"{job.created_at:%Y-%m-%d %H:%M}",
             job.id,
         )
@@ -83,12 +84,26 @@ def result(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Download the final model with its report and metric curves."""
-    from oncofed.client.plots import write_result
-
+    """Download the result: a training job's final model with its report and metric curves,
+    or an analysis's report, tidy CSV tables and plots."""
     with client(url, token) as api:
         job = api.job(job_id)
+        if job.spec.kind == "analysis":
+            _analysis_result(job, out)
+            return
+        from oncofed.client.plots import write_result
+
         paths = write_result(job, api.model_bytes(job_id), out)
     console.print(render_job(job))
     for kind, path in paths.items():
         console.print(f"{kind:>7}: {path}")
+
+
+def _analysis_result(job: JobPublic, out: Path) -> None:
+    from oncofed.client.analysis_output import render_analysis, write_analysis
+
+    if job.report is None:
+        raise ClientError(f"job {job.id} has no report: it is {job.status} ({job.error or ''})")
+    console.print(render_analysis(job.report))
+    for path in write_analysis(job.report, job.name, out):
+        console.print(f"written: {path}", highlight=False)

@@ -17,7 +17,7 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
     """One job: progress, then the last rounds' loss and held-out metrics."""
     metric = job.primary_metric
     closed = sum(1 for r in job.rounds if r.status == "closed")
-    total = job.spec.rounds + 2  # stats round + training rounds + final evaluation
+    total = job.planned_rounds or max(closed + (job.status == "running"), 1)  # Newton: so far
     current = job.rounds[-1] if job.rounds else None
     reporting = sum(1 for s in current.sites.values() if s.status == "accepted") if current else 0
     head = Table.grid(padding=(0, 2))
@@ -31,6 +31,11 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
             else ""
         ),
     )
+    if job.spec.kind == "analysis":
+        parts: list[RenderableType] = [head, _site_statuses(job)]
+        if job.error:
+            parts.append(f"[red]{job.error}[/]")
+        return Panel(Group(*parts), title=_title(job), title_align="left")
     table = Table("round", "sites", "train loss", f"all sites {metric}", *job.sites, expand=False)
     for row in curves(job)[-last:]:
         loss = row["train_loss"]
@@ -41,11 +46,26 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
             _fmt(row["metrics"].get(metric)),
             *(_fmt(row["site_metrics"].get(s, {}).get(metric)) for s in job.sites),
         )
-    parts: list[RenderableType] = [head, table]
+    parts = [head, table]
     if job.error:
         parts.append(f"[red]{job.error}[/]")
-    title = f"{job.name} [dim]{job.id[:8]} {job.spec.model.type}/{job.spec.strategy.name}[/]"
-    return Panel(Group(*parts), title=title, title_align="left")
+    return Panel(Group(*parts), title=_title(job), title_align="left")
+
+
+def _title(job: JobPublic) -> str:
+    return f"{job.name} [dim]{job.id[:8]} {job.label}[/]"
+
+
+def _site_statuses(job: JobPublic) -> Table:
+    """Each site's answer to each analysis round (one round, or one per Newton iteration)."""
+    table = Table("round", *job.sites, expand=False)
+    for rnd in job.rounds[-8:]:
+        cells = []
+        for site in job.sites:
+            answer = rnd.sites.get(site)
+            cells.append("" if answer is None else answer.status)
+        table.add_row(str(rnd.number), *cells)
+    return table
 
 
 def _fmt(value: float | None) -> str:

@@ -12,6 +12,7 @@ import httpx
 import yaml
 from pydantic import ValidationError
 
+from oncofed.wire.analysis import SPECS, AnalysisSpec
 from oncofed.wire.messages import (
     API_PREFIX,
     JobCreated,
@@ -30,8 +31,17 @@ class ClientError(Exception):
     """A request the orchestrator refused, or a spec that does not validate."""
 
 
-def load_spec(source: Path | str | dict[str, Any]) -> JobSpec:
-    """A job spec from a YAML file or a dict; errors name the file and the field."""
+def _field_path(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """An error's path without the job kind pydantic puts first (``train.model.type``)."""
+    return loc[1:] if loc and loc[0] in _KINDS else loc
+
+
+_KINDS = ("train", "analysis")
+
+
+def load_spec(source: Path | str | dict[str, Any]) -> JobSpec | AnalysisSpec:
+    """A training job or an analysis from a YAML file or a dict; errors name the file and the
+    field."""
     where = str(source) if isinstance(source, Path | str) else "spec"
     try:
         data = (
@@ -40,10 +50,10 @@ def load_spec(source: Path | str | dict[str, Any]) -> JobSpec:
     except (OSError, yaml.YAMLError) as exc:
         raise ClientError(f"{where}: cannot be read: {exc}") from exc
     try:
-        return JobSpec.model_validate(data)
+        return SPECS.validate_python(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in _field_path(err['loc'])) or '(top level)'}: {err['msg']}"
             for err in exc.errors()
         )
         raise ClientError(f"{where}: invalid job spec: {problems}") from exc
@@ -108,8 +118,8 @@ class Client:
         response = self._request("GET", f"/sites/{site}/profiles")
         return [DataProfile.model_validate(p) for p in response.json()]
 
-    def submit(self, spec: JobSpec | Path | str | dict[str, Any]) -> JobCreated:
-        spec = spec if isinstance(spec, JobSpec) else load_spec(spec)
+    def submit(self, spec: JobSpec | AnalysisSpec | Path | str | dict[str, Any]) -> JobCreated:
+        spec = spec if isinstance(spec, JobSpec | AnalysisSpec) else load_spec(spec)
         body = spec.model_dump(mode="json")
         return JobCreated.model_validate(self._request("POST", "/jobs", json=body).json())
 

@@ -38,7 +38,7 @@ def plot_curves(job: JobPublic, path: Path) -> Path:
         )
     ax_metric.set(title=f"Held-out {metric} of the global model", xlabel="round", ylabel=metric)
     ax_metric.legend(fontsize=8)
-    fig.suptitle(f"{job.name} ({job.spec.model.type}, {job.spec.strategy.name})")
+    fig.suptitle(f"{job.name} ({job.label})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

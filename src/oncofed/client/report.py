@@ -12,7 +12,7 @@ def curves(job: JobPublic) -> list[dict[str, Any]]:
     held-out metrics of the model after round v (reported by the sites in round v + 1)."""
     by_number = {r.number: r for r in job.rounds}
     rows = []
-    for version in range(job.spec.rounds + 1):
+    for version in range((job.planned_rounds or 2) - 1):
         trained = by_number.get(version) if version >= 1 else None
         evaluated = by_number.get(version + 1)
         if trained is None and evaluated is None:

@@ -18,6 +18,7 @@ from oncofed.demo.sources.fhir import write_fhir
 from oncofed.demo.sources.omop import write_omop
 from oncofed.demo.sources.west import west_table
 from oncofed.edge.importing import Source
+from oncofed.wire.analysis import AnalysisSpec
 from oncofed.wire.spec import JobSpec
 
 SITES = {"north": 0.36, "south": 0.28, "east": 0.21, "west": 0.15}
@@ -86,11 +87,20 @@ def write_exports(out: Path, tables: dict[str, pd.DataFrame] | None = None) -> d
     }
 
 
+def _load(name: str) -> JobSpec | AnalysisSpec:
+    return load_spec(Path(str(resources.files("oncofed.demo") / "jobs" / name)))
+
+
 def demo_specs() -> list[JobSpec]:
-    """The demo's two jobs: a Cox network for survival, a logistic model at 5 years."""
-    folder = resources.files("oncofed.demo") / "jobs"
-    names = ["gbsg2_survival.yaml", "gbsg2_recurrence_5y.yaml"]
-    return [load_spec(Path(str(folder / name))) for name in names]
+    """The demo's two training jobs: a Cox network for survival, a logistic model at 5 years."""
+    specs = [_load("gbsg2_survival.yaml"), _load("gbsg2_recurrence_5y.yaml")]
+    return [spec for spec in specs if isinstance(spec, JobSpec)]
+
+
+def demo_analyses() -> list[AnalysisSpec]:
+    """The demo's analyses: Kaplan-Meier by tumour grade, a Cox model stratified by site."""
+    specs = [_load("gbsg2_km_grade.yaml"), _load("gbsg2_cox_stratified.yaml")]
+    return [spec for spec in specs if isinstance(spec, AnalysisSpec)]
 
 
 def write_demo_inputs(out: Path) -> dict[str, Source]:

@@ -17,12 +17,14 @@ from rich.table import Table
 from oncofed.cdm.frame import job_table
 from oncofed.cli.watch import render_job
 from oncofed.client import Client
+from oncofed.client.analysis_output import render_analysis, write_analysis
 from oncofed.client.plots import write_result
 from oncofed.demo.baselines import compare, site_splits
-from oncofed.demo.data import FORMATS, demo_specs, site_tables, write_exports
+from oncofed.demo.data import FORMATS, demo_analyses, demo_specs, site_tables, write_exports
 from oncofed.demo.federation import DATASET, LocalFederation
 from oncofed.edge.store import LocalStore
 from oncofed.wire import tensors
+from oncofed.wire.analysis import REPORTS
 from oncofed.wire.messages import JobPublic
 
 TOLERANCE = 0.03
@@ -39,7 +41,7 @@ def run_demo(console: Console, out: Path | None = None, keep: bool = False) -> d
     console.print(
         ", ".join(f"{site}: {len(tables[site])} patients as {FORMATS[site]}" for site in tables)
     )
-    specs = demo_specs()
+    specs, analyses = demo_specs(), demo_analyses()
     try:
         with LocalFederation(work, sources) as fed:
             console.print(
@@ -50,7 +52,9 @@ def run_demo(console: Console, out: Path | None = None, keep: bool = False) -> d
             api = fed.client()
             console.print(_profiles(api, list(tables)))
             ids = [api.submit(spec).id for spec in specs]
-            jobs = _follow(console, api.job, ids)
+            ids += [api.submit(spec).id for spec in analyses]
+            finished = _follow(console, api.job, ids)
+            jobs, studies = finished[: len(specs)], finished[len(specs) :]
             models = {job.id: api.model_bytes(job.id) for job in jobs}
             for job in jobs:
                 write_result(job, models[job.id], out / job.name)
@@ -59,19 +63,32 @@ def run_demo(console: Console, out: Path | None = None, keep: bool = False) -> d
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     results = []
-    for spec, job in zip(specs, jobs, strict=True):
+    for job in finished:
         if job.status != "completed":
             raise RuntimeError(f"job {job.name} {job.status}: {job.error}")
+    for spec, job in zip(specs, jobs, strict=True):
         splits = site_splits(spec, {s: job_table(spec, data) for s, data in imported.items()})
         results.append(compare(spec, splits, tensors.decode(models[job.id])))
     report = {
         "sites": {site: len(frame) for site, frame in tables.items()},
         "jobs": results,
+        "analyses": {
+            job.name: REPORTS.dump_python(job.report, mode="json")
+            for job in studies
+            if job.report is not None
+        },
         "seconds": round(time.monotonic() - started, 1),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     for result in results:
         console.print(_table(result))
+    for job in studies:
+        assert job.report is not None  # completed
+        console.print(render_analysis(job.report))
+        plots = [
+            p for p in write_analysis(job.report, job.name, out / job.name) if p.suffix == ".png"
+        ]
+        console.print(f"{job.name}: {', '.join(str(p) for p in plots)}", highlight=False)
     console.print(
         f"Finished in {report['seconds']}s. Report, models and plots: [bold]{out}[/]"
         + (f"; federation files kept in {work}" if keep else "")

@@ -30,15 +30,21 @@ class EdgePolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    allowed_tasks: list[str] = Field(default_factory=lambda: ["stats", "train", "evaluate"])
+    allowed_tasks: list[str] = Field(
+        default_factory=lambda: ["stats", "train", "evaluate", "analysis"]
+    )
     allowed_models: list[str] = Field(default_factory=lambda: ["logistic", "mlp", "cox", "cox_mlp"])
     allowed_datasets: list[str] | None = Field(None, description="None: every registered dataset")
     min_cohort_size: Annotated[int, Field(ge=1)] = 20
     """Fewest patients a job's cohort may have here, and fewest training rows a task may use
     (the rows behind every sum and update sent); below it the site declines the job."""
-    small_cell_threshold: Annotated[int, Field(ge=3, le=1000)] = 11
+    small_cell_threshold: Annotated[int, Field(ge=1, le=1000)] = 11
     """Counts from 1 to this minus 1 are never published (shown as "<11"), in data quality
-    reports and analyses; counts hidden to protect them are shown as "suppressed"."""
+    reports and analyses; counts hidden to protect them are shown as "suppressed". 1 switches
+    suppression off: for synthetic data only."""
+    min_patients_per_covariate: Annotated[int, Field(ge=1)] = 10
+    """A regression's gradient and Hessian are only sent for at least this many patients per
+    coefficient: those of a small cohort can describe individuals."""
     min_eval_size: Annotated[int, Field(ge=1)] = 11
     """Fewest held-out rows behind the metrics a task reports (below the small-cell rule's 11,
     metrics could describe a handful of patients)."""

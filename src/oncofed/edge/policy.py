@@ -6,6 +6,7 @@ from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation
 from oncofed.learning.registry import parameter_count
 from oncofed.wire.messages import TaskAssignment
+from oncofed.wire.spec import JobSpec
 
 
 def check_task(policy: EdgePolicy, task: TaskAssignment) -> None:
@@ -13,12 +14,19 @@ def check_task(policy: EdgePolicy, task: TaskAssignment) -> None:
     spec = task.spec
     if task.kind not in policy.allowed_tasks:
         raise PolicyViolation(f"task kind {task.kind!r} is not allowed by this site's policy")
+    if (task.kind == "analysis") != (spec.kind == "analysis"):
+        raise PolicyViolation(f"a {task.kind!r} task cannot carry a {spec.kind!r} job")
+    if policy.allowed_datasets is not None and spec.dataset not in policy.allowed_datasets:
+        raise PolicyViolation(f"dataset {spec.dataset!r} is not open to federated jobs here")
+    if spec.kind == "train":
+        _check_training(policy, spec)
+
+
+def _check_training(policy: EdgePolicy, spec: JobSpec) -> None:
     if spec.model.type not in policy.allowed_models:
         raise PolicyViolation(
             f"model type {spec.model.type!r} is not allowed by this site's policy"
         )
-    if policy.allowed_datasets is not None and spec.dataset not in policy.allowed_datasets:
-        raise PolicyViolation(f"dataset {spec.dataset!r} is not open to federated jobs here")
     n_params = parameter_count(spec.model, spec.n_inputs)
     if n_params > policy.max_parameters:
         raise PolicyViolation(

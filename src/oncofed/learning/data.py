@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from oncofed.wire.messages import Standardization, StatsResult
-from oncofed.wire.spec import BinaryOutcome, JobSpec
+from oncofed.wire.spec import BinaryOutcome, Feature, JobSpec, Outcome
 
 Table = Mapping[str, np.ndarray]
 
@@ -66,11 +66,16 @@ def _numeric(table: Table, name: str) -> np.ndarray:
 
 def build_cohort(spec: JobSpec, table: Table) -> Cohort:
     """Encode ``table`` for ``spec``, dropping incomplete rows and rows without a label."""
+    return encode(spec.features, spec.outcome, table)
+
+
+def encode(features: Sequence[Feature], outcome: Outcome, table: Table) -> Cohort:
+    """Encode ``features`` and ``outcome`` of ``table``: complete cases with a label only."""
     n = len(next(iter(table.values()))) if table else 0
     keep = np.ones(n, dtype=bool)
     numeric: list[np.ndarray] = []
     dummies: list[np.ndarray] = []
-    for feature in spec.features:
+    for feature in features:
         if feature.levels is None:
             values = _numeric(table, feature.name)
             if feature.transform == "log1p":
@@ -83,7 +88,7 @@ def build_cohort(spec: JobSpec, table: Table) -> Cohort:
             text = _column(table, feature.name).astype(str)
             keep &= np.isin(text, feature.levels)  # other values are left out, like missing ones
             dummies.extend((text == level).astype(np.float64) for level in feature.levels[1:])
-    label, time = _target(spec, table, keep)
+    label, time = _target(outcome, table, keep)
     rows = np.flatnonzero(keep)
     empty = np.empty((n, 0))
     return Cohort(
@@ -95,9 +100,10 @@ def build_cohort(spec: JobSpec, table: Table) -> Cohort:
     )
 
 
-def _target(spec: JobSpec, table: Table, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def _target(
+    outcome: Outcome, table: Table, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Label (and time for survival); marks unusable rows in ``keep`` in place."""
-    outcome = spec.outcome
     if isinstance(outcome, BinaryOutcome) and outcome.label is not None:
         label = _numeric(table, outcome.label)
         keep &= np.isin(label, (0.0, 1.0))

@@ -97,6 +97,8 @@ class Job(Base):
     scaling_json: Mapped[str | None] = mapped_column(Text)
     model_sha: Mapped[str | None] = mapped_column(String(64))  # latest global model
     state_sha: Mapped[str | None] = mapped_column(String(64))  # strategy state (e.g. moments)
+    state_json: Mapped[str | None] = mapped_column(Text)  # an analysis's Newton state
+    report_json: Mapped[str | None] = mapped_column(Text)  # an analysis's report
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     rounds: Mapped[list[Round]] = relationship(back_populates="job", order_by="Round.number")
@@ -111,6 +113,7 @@ class Round(Base):
     kind: Mapped[str] = mapped_column(String(16))  # stats | train | evaluate
     status: Mapped[str] = mapped_column(String(16), default="open")
     input_sha: Mapped[str | None] = mapped_column(String(64))
+    params_json: Mapped[str | None] = mapped_column(Text)  # an analysis round's coefficients
     deadline: Mapped[datetime] = mapped_column(UTCDateTime())
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

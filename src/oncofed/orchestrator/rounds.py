@@ -1,10 +1,12 @@
 """The job and round state machine: publish tasks, accept results, aggregate, advance.
 
-A job runs a ``stats`` round (pooled feature scaling), then ``train`` rounds 1..R, then one
-``evaluate`` round of the final model. Every state change is one database transaction taken
-under the job's lock. Accepted updates are folded into one running weighted sum per round;
-their files stay in the blob store until the round closes, so after a restart the sum is
-rebuilt from exactly the updates the database recorded as accepted: never lost, never twice.
+A training job runs a ``stats`` round (pooled feature scaling), then ``train`` rounds 1..R,
+then one ``evaluate`` round of the final model. An analysis runs ``analysis`` rounds: one, or
+one per Newton iteration (``orchestrator.analysis``). Every state change is one database
+transaction taken under the job's lock. Accepted updates are folded into one running weighted
+sum per round; their files stay in the blob store until the round closes, so after a restart
+the sum is rebuilt from exactly the updates the database recorded as accepted: never lost,
+never twice.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from oncofed.orchestrator.db import Job, Round, Site, Task, utcnow
 from oncofed.orchestrator.errors import BadRequest, Conflict, Forbidden, NotFound
 from oncofed.orchestrator.notifier import Notifier
 from oncofed.wire import tensors
+from oncofed.wire.analysis import REPORTS, SPECS, AnalysisParams, AnalysisResult, AnalysisSpec
 from oncofed.wire.errors import BadTensorPayload
 from oncofed.wire.messages import (
     EvaluateResult,
@@ -54,8 +57,25 @@ MAX_PARAMETERS = 200_000_000
 
 
 @lru_cache(maxsize=256)
-def parse_spec(spec_json: str) -> JobSpec:
-    return JobSpec.model_validate_json(spec_json)
+def parse_spec(spec_json: str) -> JobSpec | AnalysisSpec:
+    return SPECS.validate_json(spec_json)
+
+
+def _training(spec: JobSpec | AnalysisSpec) -> JobSpec:
+    """``spec`` as the training job it must be (rounds of other kinds never reach here)."""
+    if not isinstance(spec, JobSpec):
+        raise BadRequest(f"job {spec.name!r} is an analysis: it takes no models or statistics")
+    return spec
+
+
+def _params(params_json: str | None, site: str) -> AnalysisParams | None:
+    """What a Newton round sends ``site`` (None for other rounds). The analytics modules
+    (scipy) are imported on first use: a training-only orchestrator never loads them."""
+    if not params_json:
+        return None
+    from oncofed.orchestrator import analysis
+
+    return analysis.params_for(analysis.NewtonState.from_json(params_json), site)
 
 
 _TASK_IN_ROUND = [joinedload(Task.round).joinedload(Round.job)]
@@ -91,7 +111,7 @@ class Coordinator:
         self._sum_jobs: dict[int, str] = {}  # round id -> job id, to drop sums without the db
         self._readable: set[tuple[int, str]] = set()
         self._owners: dict[str, tuple[int, str]] = {}  # task id -> (site id, job id)
-        self._specs: dict[str, JobSpec] = {}  # job id -> spec (immutable)
+        self._specs: dict[str, JobSpec | AnalysisSpec] = {}  # job id -> spec (immutable)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -147,37 +167,51 @@ class Coordinator:
 
     # -- jobs --------------------------------------------------------------------------
 
-    def submit(self, spec: JobSpec, owner_id: int) -> JobCreated:
-        """Store a job, its initial model and its first round; publish the round's tasks."""
+    def submit(self, spec: JobSpec | AnalysisSpec, owner_id: int) -> JobCreated:
+        """Store a job (a training job with its initial model) and its first round; publish
+        the round's tasks."""
+        model_sha = None if isinstance(spec, AnalysisSpec) else self._initial_model(spec)
+
+        def work(session: Session, effects: _Effects) -> JobCreated:
+            sites = self._resolve_sites(session, spec)
+            names = [s.name for s in sites]
+            job = Job(
+                id=uuid.uuid4().hex,
+                name=spec.name,
+                owner_id=owner_id,
+                spec_json=spec.model_dump_json(),
+                sites_json=json.dumps(names),
+                model_sha=model_sha,
+            )
+            session.add(job)
+            session.flush()
+            site_ids = [s.id for s in sites]
+            if isinstance(spec, AnalysisSpec):
+                from oncofed.orchestrator import analysis
+
+                state = analysis.start(spec, names)
+                params = state.to_json() if state else None
+                job.state_json = params
+                self._open_round(session, effects, job, 0, "analysis", None, site_ids, params)
+            else:
+                self._open_round(session, effects, job, 0, "stats", None, site_ids)
+            return JobCreated(id=job.id, name=job.name, sites=names)
+
+        created = self._transact(None, work)
+        log.info("job %s (%s) submitted for sites %s", created.id, spec.name, created.sites)
+        return created
+
+    def _initial_model(self, spec: JobSpec) -> str:
         n_params = parameter_count(spec.model, spec.n_inputs)
         if n_params > MAX_PARAMETERS:
             raise BadRequest(f"model has {n_params:,} parameters; the limit is {MAX_PARAMETERS:,}")
         with self.blobs.write_tensors(parameter_shapes(spec.model, spec.n_inputs)) as model:
             for name, array in initial_weights(spec.model, spec.n_inputs, spec.seed).items():
                 model.write(name, 0, array)
-        model_sha = model.sha256
-
-        def work(session: Session, effects: _Effects) -> JobCreated:
-            sites = self._resolve_sites(session, spec)
-            job = Job(
-                id=uuid.uuid4().hex,
-                name=spec.name,
-                owner_id=owner_id,
-                spec_json=spec.model_dump_json(),
-                sites_json=json.dumps([s.name for s in sites]),
-                model_sha=model_sha,
-            )
-            session.add(job)
-            session.flush()
-            self._open_round(session, effects, job, 0, "stats", None, [s.id for s in sites])
-            return JobCreated(id=job.id, name=job.name, sites=[s.name for s in sites])
-
-        created = self._transact(None, work)
-        log.info("job %s (%s) submitted for sites %s", created.id, spec.name, created.sites)
-        return created
+        return model.sha256
 
     @staticmethod
-    def _resolve_sites(session: Session, spec: JobSpec) -> list[Site]:
+    def _resolve_sites(session: Session, spec: JobSpec | AnalysisSpec) -> list[Site]:
         enrolled = {
             s.name: s
             for s in session.scalars(select(Site).where(Site.credential_hash.is_not(None)))
@@ -199,6 +233,7 @@ class Coordinator:
         kind: str,
         input_sha: str | None,
         site_ids: list[int],
+        params_json: str | None = None,
     ) -> None:
         spec = parse_spec(job.spec_json)
         deadline = utcnow() + timedelta(seconds=spec.round_timeout_s)
@@ -209,6 +244,7 @@ class Coordinator:
                 number=number,
                 kind=kind,
                 input_sha=input_sha,
+                params_json=params_json,
                 deadline=deadline,
                 tasks=tasks,
             )
@@ -254,7 +290,10 @@ class Coordinator:
                 spec=spec,
                 model_sha256=rnd.input_sha,
                 standardization=_scaling(job.scaling_json),
-                proximal_mu=build_strategy(spec.strategy).proximal_mu,
+                proximal_mu=(
+                    build_strategy(spec.strategy).proximal_mu if isinstance(spec, JobSpec) else 0.0
+                ),
+                params=_params(rnd.params_json, task.site.name),
             )
 
     def blob_for_site(self, site_id: int, sha: str) -> Path:
@@ -323,7 +362,7 @@ class Coordinator:
                 job = session.get(Job, job_id)
                 assert job is not None  # the task refers to it
                 self._specs[job_id] = parse_spec(job.spec_json)
-        spec = self._specs[job_id]
+        spec = _training(self._specs[job_id])
         return 8 + MAX_HEADER + 4 * parameter_count(spec.model, spec.n_inputs)
 
     def accept_update(self, site_id: int, task_id: str, path: Path, sha: str) -> ResultAck:
@@ -335,7 +374,7 @@ class Coordinator:
             if isinstance(task, ResultAck):
                 path.unlink(missing_ok=True)
                 return task
-            spec = parse_spec(task.round.job.spec_json)
+            spec = _training(parse_spec(task.round.job.spec_json))
             shapes = parameter_shapes(spec.model, spec.n_inputs)
             try:
                 meta = check_file(path, shapes, TrainResult)  # chunk by chunk
@@ -359,19 +398,32 @@ class Coordinator:
         return self._answer(site_id, job_id, work)
 
     def accept_result(
-        self, site_id: int, task_id: str, result: StatsResult | EvaluateResult
+        self, site_id: int, task_id: str, result: StatsResult | EvaluateResult | AnalysisResult
     ) -> ResultAck:
-        """A JSON result: feature statistics or an evaluation of the final model."""
+        """A JSON result: feature statistics, an evaluation of the final model, or a site's
+        part of an analysis."""
         job_id = self._job_of(site_id, task_id)
         body = result.model_dump_json()
         digest = tensors.sha256(body.encode())
-        kind = "stats" if isinstance(result, StatsResult) else "evaluate"
+        kinds = {StatsResult: "stats", EvaluateResult: "evaluate", AnalysisResult: "analysis"}
+        kind = kinds[type(result)]
 
         def work(session: Session, effects: _Effects) -> ResultAck:
             task = self._open_task(session, task_id, kind, digest)
             if isinstance(task, ResultAck):
                 return task
-            spec = parse_spec(task.round.job.spec_json)
+            any_spec = parse_spec(task.round.job.spec_json)
+            if isinstance(result, AnalysisResult):
+                assert isinstance(any_spec, AnalysisSpec)  # an analysis round's task
+                from oncofed.orchestrator import analysis
+
+                expected = analysis.expected_part(any_spec)
+                if not isinstance(result.part, expected):
+                    raise BadRequest(f"this analysis takes a {expected.__name__}")
+                self._finish(task, "accepted", sha=digest, result=body)
+                self._maybe_close(session, effects, task.round)
+                return ResultAck(task_id=task_id, status="accepted")
+            spec = _training(any_spec)
             if isinstance(result, StatsResult):
                 width = len(spec.numeric_names)
                 if not len(result.sums) == len(result.sumsq) == width:
@@ -467,7 +519,7 @@ class Coordinator:
     def _sum(self, rnd: Round) -> WeightedMean:
         """The round's running sum, rebuilt from its accepted updates after a restart."""
         if rnd.id not in self._sums:
-            spec = parse_spec(rnd.job.spec_json)
+            spec = _training(parse_spec(rnd.job.spec_json))
             total = WeightedMean(parameter_shapes(spec.model, spec.n_inputs))
             for task in rnd.tasks:
                 if task.status == "accepted" and task.result_sha and task.result_json:
@@ -500,7 +552,9 @@ class Coordinator:
             )
             return
         active = [t.site_id for t in rnd.tasks if t.status != "declined"]
-        if rnd.kind == "stats":
+        if isinstance(spec, AnalysisSpec):
+            self._close_analysis(session, effects, job, spec, rnd, accepted)
+        elif rnd.kind == "stats":
             try:
                 scaling = pooled_standardization(
                     [StatsResult.model_validate_json(t.result_json or "") for t in accepted]
@@ -517,7 +571,7 @@ class Coordinator:
                 self._end(job, "failed", f"aggregation failed: {exc}")
                 return
             effects.delete.update(t.result_sha for t in accepted if t.result_sha)
-            kind = "train" if rnd.number < spec.rounds else "evaluate"
+            kind = "train" if rnd.number < _training(spec).rounds else "evaluate"
             self._open_round(session, effects, job, rnd.number + 1, kind, job.model_sha, active)
         else:
             self._end(job, "completed", None)
@@ -525,10 +579,39 @@ class Coordinator:
             "job %s round %d (%s) closed with %d sites", job.id, rnd.number, rnd.kind, len(accepted)
         )
 
+    def _close_analysis(
+        self,
+        session: Session,
+        effects: _Effects,
+        job: Job,
+        spec: AnalysisSpec,
+        rnd: Round,
+        accepted: list[Task],
+    ) -> None:
+        """The report, the next Newton round (with the sites that answered), or a failure."""
+        parts = {
+            t.site.name: AnalysisResult.model_validate_json(t.result_json or "").part
+            for t in accepted
+        }
+        from oncofed.orchestrator import analysis
+
+        state = analysis.NewtonState.from_json(rnd.params_json) if rnd.params_json else None
+        outcome = analysis.close(spec, state, parts)
+        if isinstance(outcome, analysis.Finished):
+            job.report_json = REPORTS.dump_json(outcome.report).decode()
+            self._end(job, "completed", None)
+        elif isinstance(outcome, analysis.Failed):
+            self._end(job, "failed", outcome.error)
+        else:
+            job.state_json = outcome.state.to_json()
+            sites = [t.site_id for t in accepted]
+            number = rnd.number + 1
+            self._open_round(session, effects, job, number, "analysis", None, sites, job.state_json)
+
     def _advance_model(self, job: Job, total: WeightedMean) -> None:
         """Apply the strategy chunk by chunk: current model, mean and state are read in pieces
         and the next model and state are written the same way (memory stays O(chunk))."""
-        strategy = build_strategy(parse_spec(job.spec_json).strategy)
+        strategy = build_strategy(_training(parse_spec(job.spec_json)).strategy)
         keys = strategy.state_keys
         shapes = total.shapes
         state_shapes = {f"{k}/{name}": shape for name, shape in shapes.items() for k in keys}

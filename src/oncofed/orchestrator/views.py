@@ -7,6 +7,7 @@ import json
 from oncofed.learning.metrics import weighted_mean
 from oncofed.orchestrator.db import Job, Round, Task
 from oncofed.orchestrator.rounds import parse_spec
+from oncofed.wire.analysis import REPORTS, AnalysisResult
 from oncofed.wire.messages import (
     EvaluateResult,
     JobPublic,
@@ -23,6 +24,9 @@ def _site_round(kind: str, task: Task) -> SiteRound:
     )
     if task.status != "accepted" or not task.result_json:
         return view
+    if kind == "analysis":
+        seconds = AnalysisResult.model_validate_json(task.result_json).compute_seconds
+        return view.model_copy(update={"compute_seconds": seconds})
     if kind == "stats":
         return view.model_copy(
             update={"n_train": StatsResult.model_validate_json(task.result_json).n}
@@ -80,4 +84,5 @@ def job_public(job: Job) -> JobPublic:
         sites=json.loads(job.sites_json),
         rounds=[round_public(r) for r in job.rounds],
         model_sha256=job.model_sha,
+        report=REPORTS.validate_json(job.report_json) if job.report_json else None,
     )

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from oncofed.wire.spec import JobSpec
+from oncofed.wire.analysis import AnalysisParams, AnalysisReport, AnySpec
 
 API_PREFIX = "/v1"
 SHA256_HEADER = "X-Content-SHA256"
@@ -24,7 +24,7 @@ def _finite(value: float) -> float:
 Finite = Annotated[float, AfterValidator(_finite)]
 Count = Annotated[int, Field(ge=0)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-TaskKind = Literal["stats", "train", "evaluate"]
+TaskKind = Literal["stats", "train", "evaluate", "analysis"]
 
 
 class Message(BaseModel):
@@ -58,10 +58,11 @@ class TaskAssignment(Message):
     job_id: str
     round: Count
     kind: TaskKind
-    spec: JobSpec
+    spec: AnySpec
     model_sha256: Sha256 | None = None
     standardization: Standardization | None = None
     proximal_mu: Annotated[float, Field(ge=0.0)] = 0.0
+    params: AnalysisParams | None = None
 
 
 # -- results (edge -> orchestrator) ------------------------------------------------------
@@ -162,16 +163,35 @@ class JobPublic(Message):
     name: str
     status: Literal["running", "completed", "failed"]
     error: str | None
-    spec: JobSpec
+    spec: AnySpec
     created_at: datetime
     finished_at: datetime | None
     sites: list[str]
     rounds: list[RoundPublic]
     model_sha256: Sha256 | None
+    report: AnalysisReport | None = None
 
     @property
     def primary_metric(self) -> str:
-        return "c_index" if self.spec.outcome.type == "survival" else "auc"
+        spec = self.spec
+        survival = spec.kind == "train" and spec.outcome.type == "survival"
+        return "c_index" if survival else "auc"
+
+    @property
+    def label(self) -> str:
+        """What the job runs: ``model/strategy``, or ``analysis: type``."""
+        spec = self.spec
+        if spec.kind == "analysis":
+            return f"analysis: {spec.analysis.type}"
+        return f"{spec.model.type}/{spec.strategy.name}"
+
+    @property
+    def planned_rounds(self) -> int | None:
+        """Rounds the job will take, when known (a Newton loop ends when it converges)."""
+        spec = self.spec
+        if spec.kind == "train":
+            return spec.rounds + 2  # the stats round, the training rounds, the evaluation
+        return 1 if spec.analysis.type in ("counts", "summary", "kaplan_meier") else None
 
 
 class JobCreated(Message):

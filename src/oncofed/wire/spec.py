@@ -69,7 +69,10 @@ class Feature(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _model_levels(cls, data: object) -> object:
-        """A categorical model field without ``levels`` gets the model's allowed values."""
+        """``age_at_diagnosis`` means ``{name: age_at_diagnosis}``; a categorical model field
+        without ``levels`` gets the model's allowed values."""
+        if isinstance(data, str):
+            data = {"name": data}
         if isinstance(data, dict) and data.get("levels") is None and "name" in data:
             try:
                 values = variable(str(data["name"])).values
@@ -309,6 +312,7 @@ class Evaluation(_Strict):
 class JobSpec(_Strict):
     """A federated training job: what to learn, from which columns, how, for how many rounds."""
 
+    kind: Literal["train"] = "train"
     name: Name
     dataset: Name
     cohort: CohortFilter = Field(default_factory=CohortFilter)
@@ -323,17 +327,6 @@ class JobSpec(_Strict):
     sites: list[Name] | None = Field(default=None, description="Sites to use; all when omitted.")
     min_sites: Annotated[int, Field(ge=1)] = 1
     round_timeout_s: Annotated[float, Field(gt=0.0, le=7 * 86400)] = 600.0
-
-    @model_validator(mode="before")
-    @classmethod
-    def _plain_feature_names(cls, data: object) -> object:
-        """Accept ``features: [age, {name: tgrade, levels: [...]}]`` in YAML."""
-        if isinstance(data, dict) and isinstance(data.get("features"), list):
-            data = {
-                **data,
-                "features": [{"name": f} if isinstance(f, str) else f for f in data["features"]],
-            }
-        return data
 
     @field_validator("features")
     @classmethod

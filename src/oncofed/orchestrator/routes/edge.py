@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from oncofed.orchestrator import identity, profiles
 from oncofed.orchestrator.deps import CoordinatorDep, CurrentSite, SessionDep, SettingsDep
 from oncofed.orchestrator.errors import BadRequest, PayloadTooLarge
+from oncofed.wire.analysis import AnalysisResult
 from oncofed.wire.messages import (
     SHA256_HEADER,
     Decline,
@@ -132,7 +133,10 @@ async def post_update(
 
 @router.post("/tasks/{task_id}/result")
 def post_result(
-    task_id: str, body: StatsResult | EvaluateResult, site: CurrentSite, coordinator: CoordinatorDep
+    task_id: str,
+    body: StatsResult | EvaluateResult | AnalysisResult,
+    site: CurrentSite,
+    coordinator: CoordinatorDep,
 ) -> ResultAck:
     return coordinator.accept_result(site.id, task_id, body)
 

@@ -11,15 +11,15 @@ from oncofed.orchestrator.db import Job, Round, Task
 from oncofed.orchestrator.deps import CoordinatorDep, CurrentResearcher, SessionDep
 from oncofed.orchestrator.errors import Conflict, NotFound
 from oncofed.orchestrator.views import job_public
+from oncofed.wire.analysis import AnySpec
 from oncofed.wire.messages import JobCreated, JobPublic
-from oncofed.wire.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 _LOAD = selectinload(Job.rounds).selectinload(Round.tasks).selectinload(Task.site)
 
 
 @router.post("", status_code=201)
-def submit(spec: JobSpec, caller: CurrentResearcher, coordinator: CoordinatorDep) -> JobCreated:
+def submit(spec: AnySpec, caller: CurrentResearcher, coordinator: CoordinatorDep) -> JobCreated:
     return coordinator.submit(spec, caller.id)
 
 

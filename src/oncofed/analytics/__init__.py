@@ -1,0 +1,1 @@
+"""Federated analytics: what a site computes on its cohort, and the pooled report."""

@@ -1,0 +1,116 @@
+"""Summary statistics of a numeric variable: a site's count, sums and histogram, and the pooled
+count, mean, standard deviation and quantiles.
+
+The histogram has fixed edges e_0 < ... < e_m shared by every site: values below e_0, each bin
+[e_i, e_i+1) (the last one closed, [e_m-1, e_m]), and values above e_m. It is published with
+its total n, suppressed like any table (:mod:`oncofed.privacy.suppression`); the sums are sent
+only when n is shown.
+
+Mean and sample standard deviation (ddof 1) are exact, from the sums. Quantiles are grouped-data
+quantiles: with N values of which C_k lie below bin k and c_k in it, quantile p lies in the bin
+with C_k < pN <= C_k + c_k, at e + (pN - C_k) / c_k * width (the bin's values taken as spread
+evenly over it). A quantile is None when it falls in an open bin, or when the counts it needs
+are hidden: the bin's own, and those below it (or n and those above it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from oncofed.analytics.counts import pool, pool_lists, published
+from oncofed.wire.analysis import Summary, SummaryAnalysis, SummaryPart, SummaryReport
+from oncofed.wire.profile import Cell
+
+
+def histogram(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """Counts of ``values`` below the first edge, in each bin, and above the last edge."""
+    bounds = np.asarray(edges, dtype=np.float64)
+    where = np.searchsorted(bounds, values, side="right")
+    where[values == bounds[-1]] = len(bounds) - 1  # the last bin is closed
+    return np.bincount(where, minlength=len(bounds) + 1)
+
+
+def site_summary(analysis: SummaryAnalysis, values: np.ndarray, threshold: int) -> SummaryPart:
+    """A site's count, sum and sum of squares of its complete ``values``, and their histogram,
+    suppressed at ``threshold`` (no sums when the count is hidden)."""
+    complete = values[np.isfinite(values)]
+    *counts, n = published(histogram(complete, analysis.bins), threshold)
+    shown = isinstance(n, int)
+    return SummaryPart(
+        n=n,
+        total=float(complete.sum()) if shown else None,
+        total_squares=float((complete**2).sum()) if shown else None,
+        histogram=counts,
+    )
+
+
+def quantile(histogram: Sequence[Cell], n: Cell, edges: Sequence[float], p: float) -> float | None:
+    """Quantile ``p`` from a published histogram with its total ``n`` (see the module
+    docstring)."""
+    if not isinstance(n, int):
+        return None
+    counts = np.array([c if isinstance(c, int) else np.nan for c in histogram], dtype=np.float64)
+    from_below = np.concatenate([[0.0], np.cumsum(counts)[:-1]])
+    from_above = n - np.cumsum(counts[::-1])[::-1]
+    below = np.where(np.isnan(from_below), from_above, from_below)
+    target = p * n
+    inside = np.flatnonzero((below < target) & (target <= below + counts))
+    if inside.size == 0 or inside[0] in (0, len(counts) - 1):  # hidden, or an open bin
+        return None
+    k = int(inside[0])
+    low, high = edges[k - 1], edges[k]
+    return float(low + (target - below[k]) / counts[k] * (high - low))
+
+
+def _sum(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return math.fsum(known) if len(known) == len(values) else None
+
+
+def summarise(
+    analysis: SummaryAnalysis,
+    n: Cell,
+    total: float | None,
+    squares: float | None,
+    counts: list[Cell],
+) -> Summary:
+    """Count, mean, sample standard deviation, quantiles and histogram from a site's (or the
+    pooled) count, sums and histogram."""
+    mean = sd = None
+    if isinstance(n, int) and n > 0 and total is not None:
+        mean = total / n
+        if n > 1 and squares is not None:
+            sd = math.sqrt(max(squares - total * mean, 0.0) / (n - 1))
+    return Summary(
+        n=n,
+        mean=mean,
+        sd=sd,
+        quantiles={str(p): quantile(counts, n, analysis.bins, p) for p in analysis.quantiles},
+        histogram=counts,
+    )
+
+
+def pooled_summary(analysis: SummaryAnalysis, parts: Mapping[str, SummaryPart]) -> SummaryReport:
+    """Each site's summary, and the pooled one: exact mean and standard deviation when every
+    site shows its count, quantiles from the pooled histogram. ValueError when a site's
+    histogram has another number of bins."""
+    histograms = {site: part.histogram for site, part in parts.items()}
+    pooled = summarise(
+        analysis,
+        pool([part.n for part in parts.values()]),
+        _sum([part.total for part in parts.values()]),
+        _sum([part.total_squares for part in parts.values()]),
+        pool_lists(histograms, len(analysis.bins) + 1, "histogram counts"),
+    )
+    return SummaryReport(
+        variable=analysis.variable,
+        bins=analysis.bins,
+        pooled=pooled,
+        sites={
+            site: summarise(analysis, part.n, part.total, part.total_squares, part.histogram)
+            for site, part in parts.items()
+        },
+    )

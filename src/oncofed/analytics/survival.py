@@ -1,0 +1,191 @@
+"""Kaplan-Meier curves from event and at-risk counts on a time grid, and the log-rank test.
+
+A site counts, per grid bin k = [k g, (k + 1) g) of g days, the patients still at risk at its
+start (time >= k g) and the events in it (an event at day t is in bin floor(t / g)). Nothing
+else leaves the site: no event time, no minimum or maximum.
+
+Privacy, with threshold T > 1: consecutive at-risk counts differ by the events plus the
+censorings of a bin, so each must be 0 or at least T. A smaller count of events (or of
+censorings, each kind on its own) is carried into the following bins until what has built up
+reaches T, and is then reported at once, as if it all happened in that bin; until then the
+at-risk count does not drop for it. The series stops before the first bin with fewer than T
+patients really at risk, and then again after the last bin where no event is still carried:
+no interval with fewer than T at risk is reported, and a curve never shows a plateau of events
+that were in fact withheld (ending a site's series early censors its remaining patients at
+that time, which Kaplan-Meier handles without bias). The price is a bias: events are shown
+late, so the curve runs a little high, and a burst of carried events against a small risk set
+can take the tail below. On the breast cancer cohort of the tests (686 patients, three sites,
+30-day grid, T = 11) the curve is at most 0.05 above the exact one over five years and its
+last point 0.10 below. With T = 1 every
+count is exact.
+
+Pooling sums the sites' counts per bin (a site counts in bin k only when its series reaches
+k). The curve has one point per bin at day (k + 1) g - 1, its last day: with integer days and a
+1-day grid those are the days themselves, and the curve, its Greenwood variance and its
+exponential-Greenwood (log(-log)) confidence interval are exactly lifelines'
+``KaplanMeierFitter`` on the pooled rows there. Coarser bins treat the events of a bin as tied
+at its end and every censoring in it as after them. The log-rank test compares the groups on
+the same bins (with a 1-day grid and T = 1 exactly lifelines' ``multivariate_logrank_test``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from scipy.stats import chi2, norm
+
+from oncofed.analytics.counts import level_index
+from oncofed.learning.data import Table
+from oncofed.wire.analysis import (
+    Curve,
+    KaplanMeierAnalysis,
+    LogRank,
+    SurvivalPart,
+    SurvivalReport,
+    SurvivalSeries,
+    categories,
+)
+
+ALL = "all"
+"""The one group when the analysis has none."""
+
+
+def carried(counts: np.ndarray, threshold: int) -> np.ndarray:
+    """``counts`` per bin with what is below ``threshold`` carried on until what has built up
+    reaches it, then reported in that bin: each result is 0 or at least ``threshold``."""
+    built = np.cumsum(counts)
+    reported = np.zeros_like(counts)
+    done = 0
+    while (k := int(np.searchsorted(built, done + threshold))) < len(built):
+        reported[k] = built[k] - done
+        done = int(built[k])
+    return reported
+
+
+def site_series(
+    time: np.ndarray, event: np.ndarray, grid_days: int, threshold: int
+) -> SurvivalSeries:
+    """The at-risk and event counts of one group of patients (``time`` in days >= 0, ``event``
+    0 or 1) on a grid of ``grid_days``, as a site may send them (see the module docstring)."""
+    bins = np.floor_divide(time, grid_days).astype(np.int64)
+    size = int(bins.max()) + 1 if bins.size else 0
+    events = np.bincount(bins[event == 1], minlength=size)
+    leaving = np.bincount(bins, minlength=size)
+    at_risk = len(bins) - np.concatenate([[0], np.cumsum(leaving)])
+    stop = int(np.argmax(at_risk < threshold))  # at_risk ends with 0, below any threshold
+    reported = carried(events, threshold)[:stop]
+    censored = carried(leaving - events, threshold)[:stop]
+    settled = np.cumsum(reported) == np.cumsum(events[:stop])
+    stop = int(np.flatnonzero(settled)[-1]) + 1 if settled.any() else 0  # no event still carried
+    gone = (reported + censored)[:stop]
+    shown = len(bins) - np.cumsum(np.concatenate([[0], gone]))[:stop]
+    return SurvivalSeries(at_risk=shown.tolist(), events=reported[:stop].tolist())
+
+
+def site_survival(analysis: KaplanMeierAnalysis, table: Table, threshold: int) -> SurvivalPart:
+    """A site's series per level of the analysis' group (or one group ``"all"``), over its
+    cohort ``table``: patients with a time >= 0, an event of 0 or 1 and a group level. Groups
+    with an empty series (fewer than ``threshold`` patients) are left out."""
+    time = np.asarray(table[analysis.outcome.time], dtype=np.float64)
+    event = np.asarray(table[analysis.outcome.event], dtype=np.float64)
+    usable = np.isfinite(time) & (time >= 0) & np.isin(event, (0.0, 1.0))
+    names = [ALL] if analysis.group is None else list(categories(analysis.group))
+    index = (
+        np.zeros(len(time), dtype=np.int64)
+        if analysis.group is None
+        else level_index(np.asarray(table[analysis.group]), names)
+    )
+    groups = {}
+    for i, name in enumerate(names):
+        rows = usable & (index == i)
+        series = site_series(time[rows], event[rows], analysis.grid_days, threshold)
+        if series.at_risk:
+            groups[name] = series
+    return SurvivalPart(groups=groups)
+
+
+def _pooled(series: list[SurvivalSeries], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """At-risk and event counts per bin summed over the sites' ``series``, on ``size`` bins."""
+    at_risk = np.zeros(size, dtype=np.int64)
+    events = np.zeros(size, dtype=np.int64)
+    for one in series:
+        at_risk[: len(one.at_risk)] += one.at_risk
+        events[: len(one.events)] += one.events
+    return at_risk, events
+
+
+def curve(at_risk: np.ndarray, events: np.ndarray, grid_days: int, confidence: float) -> Curve:
+    """The Kaplan-Meier curve of pooled counts, with lifelines' exponential Greenwood interval:
+    log(-log S) +- z sqrt(V) / log S, V the Greenwood sum of d / (n (n - d)) (0 when d = n)."""
+    n, d = at_risk.astype(np.float64), events.astype(np.float64)
+    left = n - d
+    with np.errstate(divide="ignore"):
+        log_s = np.cumsum(np.log(left) - np.log(n))
+    greenwood = np.cumsum(np.divide(d, n * left, out=np.zeros_like(n), where=left > 0))
+    z = norm.ppf(1 - (1 - confidence) / 2)
+    inner = (log_s < 0) & np.isfinite(log_s)  # 0 < S < 1; S = 1 and S = 0 are their own bounds
+    v = np.where(inner, log_s, -1.0)
+    spread = z * np.sqrt(greenwood) / v
+    survival = np.exp(log_s)
+    lower = np.where(inner, np.exp(-np.exp(np.log(-v) - spread)), survival)
+    upper = np.where(inner, np.exp(-np.exp(np.log(-v) + spread)), survival)
+    return Curve(
+        time=((np.arange(len(n)) + 1) * grid_days - 1).astype(np.float64).tolist(),
+        survival=survival.tolist(),
+        lower=lower.tolist(),
+        upper=upper.tolist(),
+        at_risk=at_risk.tolist(),
+        events=events.tolist(),
+    )
+
+
+def logrank(at_risk: np.ndarray, events: np.ndarray) -> LogRank:
+    """The log-rank test between groups (one row of per-bin counts each), as lifelines'
+    ``multivariate_logrank_test`` computes it: observed minus expected events of all groups but
+    the last, against the hypergeometric covariance (pseudo-inverse), chi-square with
+    groups - 1 degrees of freedom."""
+    n, d = at_risk.sum(axis=0).astype(np.float64), events.sum(axis=0).astype(np.float64)
+    share = np.divide(at_risk, n, out=np.zeros(at_risk.shape), where=n > 0)
+    observed_minus_expected = events.sum(axis=1) - share @ d
+    weight = np.divide(n - d, n - 1, out=np.ones_like(n), where=n > 1) * d
+    covariance = np.diag(share @ weight) - (share * weight) @ share.T
+    head = observed_minus_expected[:-1]
+    statistic = float(head @ np.linalg.pinv(covariance[:-1, :-1]) @ head)
+    df = len(at_risk) - 1
+    return LogRank(statistic=statistic, df=df, p=float(chi2.sf(statistic, df)))
+
+
+def pooled_survival(
+    analysis: KaplanMeierAnalysis, parts: Mapping[str, SurvivalPart]
+) -> SurvivalReport:
+    """The pooled curve of each group some site reported, and the log-rank test between them
+    (None for fewer than two groups). ValueError for a group the analysis does not have, or
+    more events than patients at risk."""
+    order = [ALL] if analysis.group is None else list(categories(analysis.group))
+    for site, part in parts.items():
+        if unknown := set(part.groups) - set(order):
+            raise ValueError(f"site {site!r} sent unknown groups {sorted(unknown)}")
+        if any(np.any(np.subtract(s.at_risk, s.events) < 0) for s in part.groups.values()):
+            raise ValueError(f"site {site!r} sent more events than patients at risk")
+    names = [g for g in order if any(g in part.groups for part in parts.values())]
+    series = {g: [p.groups[g] for p in parts.values() if g in p.groups] for g in names}
+    length = {g: max(len(s.at_risk) for s in series[g]) for g in names}
+    size = max(length.values(), default=0)
+    counts = [_pooled(series[g], size) for g in names]
+    curves = {
+        g: curve(at_risk[: length[g]], events[: length[g]], analysis.grid_days, analysis.confidence)
+        for g, (at_risk, events) in zip(names, counts, strict=True)
+    }
+    test = (
+        logrank(np.array([c[0] for c in counts]), np.array([c[1] for c in counts]))
+        if len(names) > 1
+        else None
+    )
+    return SurvivalReport(
+        grid_days=analysis.grid_days,
+        confidence=analysis.confidence,
+        groups=curves,
+        logrank=test,
+        withheld=[g for g in order if g not in names],
+    )

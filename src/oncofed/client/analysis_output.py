@@ -1,0 +1,479 @@
+"""An analysis report as files (``report.json``, tidy CSV tables, PNG plots) and as a terminal
+table. Counts appear as published: a number, ``"<11"`` or ``"suppressed"``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from oncofed.wire.analysis import (
+    AnalysisReport,
+    CountsReport,
+    CountTable,
+    Curve,
+    Heterogeneity,
+    RegressionReport,
+    SummaryReport,
+    SurvivalReport,
+    Term,
+)
+from oncofed.wire.profile import Cell
+
+Rows = list[Sequence[object]]
+Tables = dict[str, tuple[list[str], Rows]]
+POOLED = "pooled"
+_TERM_COLUMNS = ["term", *list(Term.model_fields)[1:]]
+_HETEROGENEITY_COLUMNS = ["term", *list(Heterogeneity.model_fields)[1:]]
+
+
+def write_analysis(report: AnalysisReport, name: str, out: Path) -> list[Path]:
+    """``report.json`` (the report and the analysis name), the report's tidy CSV tables and
+    its plots in ``out``; the paths written, in that order."""
+    out.mkdir(parents=True, exist_ok=True)
+    document = out / "report.json"
+    document.write_text(
+        json.dumps({"name": name, **report.model_dump(mode="json")}, indent=2) + "\n"
+    )
+    paths = [document]
+    for filename, (header, rows) in _tables(report).items():
+        path = out / filename
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(["" if v is None else v for v in row] for row in rows)
+        paths.append(path)
+    for filename, figure in _figures(report).items():
+        figure.savefig(out / filename, dpi=110)
+        paths.append(out / filename)
+    return paths
+
+
+# -- tables --------------------------------------------------------------------------------
+
+
+def _tables(report: AnalysisReport) -> Tables:
+    """The CSV files of a report: file name, header and one row per observation."""
+    if isinstance(report, CountsReport):
+        return {"counts.csv": _counts_table(report)}
+    if isinstance(report, SummaryReport):
+        return _summary_tables(report)
+    if isinstance(report, SurvivalReport):
+        return _survival_tables(report)
+    return {
+        "coefficients.csv": (
+            ["site", *_TERM_COLUMNS],
+            [
+                [site, *term.model_dump().values()]
+                for site, terms in {POOLED: report.terms, **report.sites}.items()
+                for term in terms
+            ],
+        ),
+        "heterogeneity.csv": (
+            _HETEROGENEITY_COLUMNS,
+            [list(h.model_dump().values()) for h in report.heterogeneity],
+        ),
+    }
+
+
+def _grid(table: CountTable, one_way: bool) -> tuple[list[str], list[str], list[list[Cell]]]:
+    """Row labels, column labels and cells of a table, the margins labelled ``total``; a
+    one-way table keeps its single column of counts (with the total as its last row)."""
+    columns = table.columns[:1] if one_way else [*table.columns, "total"]
+    return [*table.rows, "total"], columns, [row[: len(columns)] for row in table.cells]
+
+
+def _counts_table(report: CountsReport) -> tuple[list[str], Rows]:
+    one_way = len(report.variables) == 1
+    rows: Rows = []
+    for site, table in {POOLED: report.pooled, **report.sites}.items():
+        levels, columns, cells = _grid(table, one_way)
+        for level, counts in zip(levels, cells, strict=True):
+            rows += [
+                [site, level, count] if one_way else [site, level, column, count]
+                for column, count in zip(columns, counts, strict=True)
+            ]
+    return (["site", "row", "count"] if one_way else ["site", "row", "column", "count"]), rows
+
+
+def _quantile_column(key: str) -> str:
+    """``0.25`` -> ``q_0_25``: a quantile's key as a lower_snake_case column name."""
+    return re.sub(r"[^a-z0-9]+", "_", f"q_{key}".lower()).strip("_")
+
+
+def _summary_tables(report: SummaryReport) -> Tables:
+    summaries = {POOLED: report.pooled, **report.sites}
+    keys = list(report.pooled.quantiles)
+    edges = [-np.inf, *report.bins, np.inf]
+    return {
+        "summary.csv": (
+            ["site", "n", "mean", "sd", *map(_quantile_column, keys)],
+            [
+                [site, s.n, s.mean, s.sd, *(s.quantiles.get(k) for k in keys)]
+                for site, s in summaries.items()
+            ],
+        ),
+        "histogram.csv": (
+            ["site", "lower", "upper", "count"],
+            [
+                [site, lower, upper, count]
+                for site, s in summaries.items()
+                for lower, upper, count in zip(edges[:-1], edges[1:], s.histogram, strict=True)
+            ],
+        ),
+    }
+
+
+def _survival_tables(report: SurvivalReport) -> Tables:
+    columns = ["time", "survival", "lower", "upper", "at_risk", "events"]
+    tables: Tables = {
+        "survival.csv": (
+            ["group", *columns],
+            [
+                [group, *values]
+                for group, curve in report.groups.items()
+                for values in zip(*(getattr(curve, c) for c in columns), strict=True)
+            ],
+        )
+    }
+    if report.logrank is not None:
+        test = report.logrank.model_dump()
+        tables["logrank.csv"] = (list(test), [list(test.values())])
+    return tables
+
+
+# -- plots ---------------------------------------------------------------------------------
+
+
+def _figures(report: AnalysisReport) -> dict[str, Figure]:
+    if isinstance(report, SurvivalReport):
+        return {"kaplan_meier.png": survival_figure(report)}
+    if isinstance(report, RegressionReport):
+        return {"forest.png": forest_figure(report)}
+    if isinstance(report, SummaryReport):
+        return {"histogram.png": histogram_figure(report)}
+    return {}
+
+
+def regular_times(end: float, grid_days: int, bins: int = 6) -> list[float]:
+    """Round times from 0 to ``end`` on the grid's bin edges (multiples of ``grid_days``)."""
+    steps = MaxNLocator(nbins=bins, integer=True).tick_values(0, end / grid_days)
+    return [float(s * grid_days) for s in steps if 0 <= s * grid_days <= end]
+
+
+def numbers_at_risk(curve: Curve, times: Sequence[float], grid_days: int) -> list[int | None]:
+    """At each of ``times``, the patients at risk at the start of the grid bin holding it (bin k
+    is [k g, (k + 1) g) for a grid of g days); None once the curve has ended."""
+    bins = np.floor_divide(times, grid_days).astype(np.int64)
+    return [curve.at_risk[k] if k < len(curve.at_risk) else None for k in bins]
+
+
+def survival_at(curve: Curve, time: float) -> tuple[float, float, float] | None:
+    """Survival with its confidence interval at ``time``: at the last point of the curve up to
+    it (1 before the first); None after the curve has ended."""
+    if not curve.time or time > curve.time[-1]:
+        return None
+    k = int(np.searchsorted(curve.time, time, side="right")) - 1
+    return (1.0, 1.0, 1.0) if k < 0 else (curve.survival[k], curve.lower[k], curve.upper[k])
+
+
+def _end(report: SurvivalReport) -> float:
+    return max((c.time[-1] for c in report.groups.values() if c.time), default=report.grid_days)
+
+
+def _logrank(report: SurvivalReport) -> str:
+    test = report.logrank
+    if test is None:
+        return ""
+    return f"log-rank chi2 = {test.statistic:.2f}, df = {test.df}, p = {test.p:.2g}"
+
+
+def survival_figure(report: SurvivalReport) -> Figure:
+    """Kaplan-Meier step curves, one per group with its shaded confidence band, the log-rank
+    test in the title, and the numbers at risk under the axes at regular times."""
+    groups = list(report.groups.items())
+    fig = Figure(figsize=(8, 5 + 0.25 * len(groups)), layout="constrained")
+    ax, table = fig.subplots(2, 1, sharex=True, height_ratios=[5, 0.6 + 0.3 * len(groups)])
+    times = regular_times(_end(report), report.grid_days)
+    for row, (group, curve) in enumerate(groups):
+        color = f"C{row}"
+        x = [0.0, *curve.time]
+        ax.step(x, [1.0, *curve.survival], where="post", color=color, label=group)
+        ax.fill_between(
+            x,
+            [1.0, *curve.lower],
+            [1.0, *curve.upper],
+            step="post",
+            color=color,
+            alpha=0.2,
+            linewidth=0,
+        )
+        for t, n in zip(times, numbers_at_risk(curve, times, report.grid_days), strict=True):
+            table.text(t, row, "-" if n is None else str(n), ha="center", va="center", fontsize=8)
+    ax.set(ylim=(0.0, 1.02), xlim=(0.0, _end(report)), ylabel="survival probability")
+    ax.set_xticks(times)
+    ax.tick_params(labelbottom=True)
+    ax.set_xlabel(f"days ({report.grid_days}-day grid, {report.confidence:.0%} confidence bands)")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    title = "Kaplan-Meier survival"
+    ax.set_title(f"{title}\n{_logrank(report)}" if report.logrank else title)
+    table.set_ylim(len(groups) - 0.5, -0.5)
+    table.set_yticks(range(len(groups)), [g for g, _ in groups], fontsize=8)
+    for row, label in enumerate(table.get_yticklabels()):
+        label.set_color(f"C{row}")
+    table.tick_params(bottom=False, labelbottom=False, left=False, pad=18)
+    table.set_title("number at risk", fontsize=9, loc="left")
+    for spine in table.spines.values():
+        spine.set_visible(False)
+    return fig
+
+
+def forest_figure(report: RegressionReport) -> Figure:
+    """Hazard or odds ratios with their confidence intervals on a log axis: per term the pooled
+    estimate (a black diamond) above each site's own, a reference line at 1, and I^2."""
+    names = [t.name for t in report.terms]
+    series = {"all sites": report.terms, **report.sites}
+    step = len(series) + 1
+    fig = Figure(figsize=(8, 1.5 + 0.25 * step * len(names)), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+    for j, (site, terms) in enumerate(series.items()):
+        ratios = np.array([[t.ratio, t.ratio_lower, t.ratio_upper] for t in terms]).reshape(-1, 3)
+        ax.errorbar(
+            ratios[:, 0],
+            [-(names.index(t.name) * step + j) for t in terms],
+            xerr=[ratios[:, 0] - ratios[:, 1], ratios[:, 2] - ratios[:, 0]],
+            fmt="D" if j == 0 else "o",
+            color="black" if j == 0 else f"C{j - 1}",
+            markersize=7 if j == 0 else 4,
+            linewidth=2 if j == 0 else 1,
+            capsize=0 if j == 0 else 2,
+            label=site,
+        )
+    ax.set_yticks([-(i * step) for i in range(len(names))], names, fontweight="bold", fontsize=9)
+    for h in report.heterogeneity:
+        if h.name in names:
+            ax.annotate(
+                f"I² = {h.i2:.0%}",
+                (1.0, -(names.index(h.name) * step)),
+                xycoords=ax.get_yaxis_transform(),
+                xytext=(6, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+                annotation_clip=False,
+            )
+    ax.set_ylim(-(len(names) * step - 1), 1)
+    ax.set_xlim(*_ratio_limits(report))
+    ax.set_xlabel(f"{report.ratio_name} ({report.confidence:.0%} CI, log scale)")
+    ax.set_title(_regression_title(report))
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=len(series))
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def _ratio_limits(report: RegressionReport) -> tuple[float, float]:
+    """The pooled intervals, 1 and the sites' estimates, these within a factor of 100 of the
+    pooled intervals so that one site's wide interval leaves the pooled ones readable."""
+    pooled = [1.0, *(r for t in report.terms for r in (t.ratio_lower, t.ratio_upper))]
+    low, high = min(pooled), max(pooled)
+    own = [t.ratio for terms in report.sites.values() for t in terms]
+    shown = np.clip([low, high, *own], low / 100, high * 100)
+    return float(shown.min()) / 1.25, float(shown.max()) * 1.25
+
+
+def histogram_figure(report: SummaryReport) -> Figure:
+    """The pooled histogram on the shared bins, the two open bins (below the first edge, above
+    the last) drawn lighter at their neighbour's width, hidden counts hatched and labelled."""
+    edges = np.asarray(report.bins)
+    widths = np.diff(edges)
+    left = np.concatenate([[edges[0] - widths[0]], edges])
+    width = np.concatenate([[widths[0]], widths, [widths[-1]]])
+    counts = report.pooled.histogram
+    shown = np.array([isinstance(c, int) for c in counts])
+    colors = np.array(["lightsteelblue", *["C0"] * len(widths), "lightsteelblue"])
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.bar(
+        left[shown],
+        [c for c in counts if isinstance(c, int)],
+        width=width[shown],
+        align="edge",
+        color=colors[shown],
+        edgecolor="white",
+    )
+    for k in np.flatnonzero(~shown):
+        ax.axvspan(left[k], left[k] + width[k], fill=False, hatch="//", edgecolor="grey")
+        ax.text(
+            left[k] + width[k] / 2,
+            0.97,
+            str(counts[k]),
+            transform=ax.get_xaxis_transform(),
+            rotation=90,
+            ha="center",
+            va="top",
+            fontsize=7,
+        )
+    if not shown.all():
+        hidden = Patch(fill=False, hatch="//", edgecolor="grey", label="hidden count")
+        ax.legend(handles=[hidden], fontsize=8)
+    s = report.pooled
+    ax.set(
+        xlabel=f"{report.variable} (outer bars: below {edges[0]:g}, {edges[-1]:g} and above)",
+        ylabel="patients",
+        title=f"{report.variable}: n = {s.n}, mean = {_num(s.mean)}, sd = {_num(s.sd)}",
+    )
+    return fig
+
+
+# -- terminal ------------------------------------------------------------------------------
+
+
+def render_analysis(report: AnalysisReport) -> RenderableType:
+    """The report's main table for the terminal. Text from the report is shown as is, never
+    read as markup."""
+    if isinstance(report, CountsReport):
+        return _render_counts(report)
+    if isinstance(report, SummaryReport):
+        return _render_summary(report)
+    if isinstance(report, SurvivalReport):
+        return _render_survival(report)
+    return _render_regression(report)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _estimate(value: float) -> str:
+    """Two decimals from 0.1 to 1000, else three significant digits."""
+    return f"{value:.2f}" if 0.1 <= value < 1000 else f"{value:.3g}"
+
+
+def _interval(value: float, lower: float, upper: float) -> str:
+    return f"{_estimate(value)} ({_estimate(lower)}, {_estimate(upper)})"
+
+
+def _framed(heading: str, table: Table, footer: str = "") -> RenderableType:
+    """A table with a line above it and, when given, one below (not wrapped to its width)."""
+    return Group(Text(heading, style="bold"), table, *([Text(footer)] if footer else []))
+
+
+def _table(first: str, *numbers: str) -> Table:
+    """A table with a label column and right-aligned columns of numbers, none wrapped."""
+    table = Table()
+    table.add_column(Text(first), no_wrap=True)
+    for header in numbers:
+        table.add_column(Text(header), justify="right", no_wrap=True)
+    return table
+
+
+def _row(table: Table, *cells: object, style: str = "") -> None:
+    table.add_row(*(Text(str(c), style=style) for c in cells))
+
+
+def _render_counts(report: CountsReport) -> RenderableType:
+    one_way = len(report.variables) == 1
+    levels, columns, cells = _grid(report.pooled, one_way)
+    totals = " · ".join(
+        f"{site} {_grid(t, one_way)[2][-1][-1]}" for site, t in report.sites.items()
+    )
+    table = _table(report.variables[0], *columns)
+    for level, counts in zip(levels, cells, strict=True):
+        _row(table, level, *counts, style="bold" if level == "total" else "")
+    heading = f"{' by '.join(report.variables)}, all sites"
+    return _framed(heading, table, f"patients per site: {totals}" if totals else "")
+
+
+def _render_summary(report: SummaryReport) -> RenderableType:
+    keys = list(report.pooled.quantiles)
+    table = _table("site", "n", "mean", "sd", *(f"q {k}" for k in keys))
+    for site, s in {**report.sites, "all sites": report.pooled}.items():
+        _row(
+            table,
+            site,
+            s.n,
+            _num(s.mean),
+            _num(s.sd),
+            *(_num(s.quantiles.get(k)) for k in keys),
+            style="bold" if s is report.pooled else "",
+        )
+    return _framed(report.variable, table)
+
+
+def _median(curve: Curve) -> str:
+    """The first time survival is at most a half; "-" for a curve without a bin."""
+    if not curve.time:
+        return "-"
+    below = np.flatnonzero(np.asarray(curve.survival) <= 0.5)
+    return f"{curve.time[below[0]]:g}" if below.size else "not reached"
+
+
+def _render_survival(report: SurvivalReport) -> RenderableType:
+    times = regular_times(_end(report), report.grid_days, bins=4)[1:]
+    table = _table("group", "n", "events", "median", *(f"S(day {t:g})" for t in times))
+    for group, curve in report.groups.items():
+        values = [survival_at(curve, t) for t in times]
+        _row(
+            table,
+            group,
+            curve.at_risk[0] if curve.at_risk else "-",
+            sum(curve.events),
+            _median(curve),
+            *("-" if v is None else _interval(*v) for v in values),
+        )
+    heading = (
+        f"Kaplan-Meier: survival ({report.confidence:.0%} CI) and median in days, "
+        f"{report.grid_days}-day grid"
+    )
+    withheld = (
+        f"not reported: {', '.join(report.withheld)} (no patients, or too few patients or "
+        "events at every site)"
+        if report.withheld
+        else ""
+    )
+    return _framed(heading, table, "\n".join(line for line in (_logrank(report), withheld) if line))
+
+
+def _regression_title(report: RegressionReport) -> str:
+    model = "logistic regression"
+    if report.model == "cox":
+        model = "Cox model, " + ("stratified by site" if report.stratified else "unstratified")
+    return f"{model}: n = {report.n}, events = {report.events}, {report.iterations} iterations"
+
+
+def _render_regression(report: RegressionReport) -> RenderableType:
+    i2 = {h.name: f"{h.i2:.0%}" for h in report.heterogeneity}
+    table = _table(
+        "term", "coef", "se", f"{report.ratio_name} ({report.confidence:.0%} CI)", "p", "I²"
+    )
+    for t in report.terms:
+        _row(
+            table,
+            t.name,
+            f"{t.coef:.4f}",
+            f"{t.se:.4f}",
+            _interval(t.ratio, t.ratio_lower, t.ratio_upper),
+            _p(t.p),
+            i2.get(t.name, "-"),
+        )
+    return _framed(_regression_title(report), table, f"log-likelihood {report.loglik:.4f}")

@@ -1,0 +1,399 @@
+"""Federated analyses: the spec a researcher submits, what a site sends back, and the report.
+
+A site sends only aggregates: suppressed count tables, sums with a fixed-bin histogram,
+event and at-risk counts on a time grid, or the gradient and Hessian of a likelihood at the
+coefficients the orchestrator sent. Never a row, a minimum, a maximum or an event time.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+from oncofed.cdm.fields import variable
+from oncofed.wire.profile import Cell
+from oncofed.wire.spec import BinaryOutcome, CohortFilter, Feature, JobSpec, Name, SurvivalOutcome
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Confidence = Annotated[float, Field(gt=0.5, lt=1.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _categorical(name: str) -> str:
+    var = variable(name)
+    if var.values is None and not name.startswith("treatment."):
+        raise ValueError(f"{name!r} is numeric; counts and groups need a categorical variable")
+    return name
+
+
+def _numeric(name: str) -> str:
+    if not variable(name).numeric:
+        raise ValueError(f"{name!r} is categorical; a summary needs a numeric variable")
+    return name
+
+
+Categorical = Annotated[str, Field(max_length=96), AfterValidator(_categorical)]
+Numeric = Annotated[str, Field(max_length=96), AfterValidator(_numeric)]
+
+
+def categories(name: str) -> tuple[str, ...]:
+    """The fixed levels of a categorical variable (``treatment.X`` flags are "0" and "1")."""
+    values = variable(name).values
+    return values if values is not None else ("0", "1")
+
+
+# -- specs -----------------------------------------------------------------------------------
+
+
+class CountsAnalysis(_Strict):
+    """Patients by one categorical variable, or cross-tabulated by two."""
+
+    type: Literal["counts"] = "counts"
+    rows: Categorical
+    columns: Categorical | None = None
+
+
+class SummaryAnalysis(_Strict):
+    """Count, mean, standard deviation and quantiles of a numeric variable. Quantiles come from
+    a histogram on fixed bin edges shared by every site (values below the first edge and above
+    the last are counted in two open bins), so no site's minimum or maximum is ever sent."""
+
+    type: Literal["summary"] = "summary"
+    variable: Numeric
+    bins: list[Finite] = Field(min_length=2, max_length=1000)
+    quantiles: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: [0.25, 0.5, 0.75]
+    )
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing(cls, bins: list[float]) -> list[float]:
+        if any(b <= a for a, b in pairwise(bins)):
+            raise ValueError("bin edges must increase")
+        return bins
+
+
+class KaplanMeierAnalysis(_Strict):
+    """Survival curves with Greenwood confidence intervals, optionally by group, from event and
+    at-risk counts on a time grid; a log-rank test between groups."""
+
+    type: Literal["kaplan_meier"] = "kaplan_meier"
+    outcome: SurvivalOutcome
+    group: Categorical | None = None
+    grid_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    confidence: Confidence = 0.95
+
+
+class CoxAnalysis(_Strict):
+    """Cox proportional hazards by federated Newton-Raphson. Stratified by site (Efron ties):
+    exactly the pooled stratified fit. Unstratified: from per-site risk-set sums on the time
+    grid (Breslow ties)."""
+
+    type: Literal["cox"] = "cox"
+    outcome: SurvivalOutcome
+    covariates: list[Feature] = Field(min_length=1, max_length=100)
+    stratified: bool = True
+    grid_days: Annotated[int, Field(ge=1, le=3650)] = 1
+    max_iterations: Annotated[int, Field(ge=1, le=200)] = 50
+    tolerance: Annotated[float, Field(gt=0.0, le=1e-2)] = 1e-9
+    confidence: Confidence = 0.95
+
+
+class LogisticAnalysis(_Strict):
+    """Logistic regression by federated Newton (IRLS), with an intercept."""
+
+    type: Literal["logistic"] = "logistic"
+    outcome: BinaryOutcome
+    covariates: list[Feature] = Field(min_length=1, max_length=100)
+    max_iterations: Annotated[int, Field(ge=1, le=200)] = 50
+    tolerance: Annotated[float, Field(gt=0.0, le=1e-2)] = 1e-9
+    confidence: Confidence = 0.95
+
+
+Analysis = Annotated[
+    CountsAnalysis | SummaryAnalysis | KaplanMeierAnalysis | CoxAnalysis | LogisticAnalysis,
+    Field(discriminator="type"),
+]
+Regression = CoxAnalysis | LogisticAnalysis
+
+
+class AnalysisSpec(_Strict):
+    """A federated analysis job: which patients, which analysis, at which sites."""
+
+    kind: Literal["analysis"] = "analysis"
+    name: Name
+    dataset: Name
+    cohort: CohortFilter = Field(default_factory=CohortFilter)
+    analysis: Analysis
+    sites: list[Name] | None = Field(default=None, description="Sites to use; all when omitted.")
+    min_sites: Annotated[int, Field(ge=1)] = 1
+    round_timeout_s: Annotated[float, Field(gt=0.0, le=7 * 86400)] = 600.0
+
+    @model_validator(mode="after")
+    def _sites(self) -> AnalysisSpec:
+        if self.sites is not None and len(set(self.sites)) != len(self.sites):
+            raise ValueError("each site may appear once")
+        if self.sites is not None and self.min_sites > len(self.sites):
+            raise ValueError("min_sites is larger than the number of sites listed")
+        return self
+
+    @property
+    def features(self) -> list[Feature]:
+        """The covariates of a regression (none for the other analyses)."""
+        return list(getattr(self.analysis, "covariates", []))
+
+    @property
+    def variables(self) -> set[str]:
+        """Every variable the analysis reads at a site."""
+        a = self.analysis
+        names = self.cohort.variables | {"time_origin"}
+        if isinstance(a, CountsAnalysis):
+            names |= {a.rows} | ({a.columns} if a.columns else set())
+        elif isinstance(a, SummaryAnalysis):
+            names.add(a.variable)
+        else:
+            out = a.outcome
+            names |= {n for n in (getattr(out, "label", None), out.time, out.event) if n}
+            names |= {a.group} if isinstance(a, KaplanMeierAnalysis) and a.group else set()
+            names |= {f.name for f in self.features}
+        return names
+
+
+# -- what a site sends -------------------------------------------------------------------
+
+
+class CountsPart(_Strict):
+    """A site's table with its margins, suppressed: ``cells[i][j]`` for row level i and column
+    level j, then each row's total as the last column and the column totals as the last row."""
+
+    type: Literal["counts"] = "counts"
+    cells: list[list[Cell]]
+
+
+class SummaryPart(_Strict):
+    """Count, sum and sum of squares of the complete values, and the histogram: below the first
+    edge, each bin, above the last edge (suppressed like every count)."""
+
+    type: Literal["summary"] = "summary"
+    n: Cell
+    total: Finite | None
+    total_squares: Finite | None
+    histogram: list[Cell]
+
+
+class SurvivalSeries(_Strict):
+    """One group at one site on the time grid: ``at_risk[k]`` patients at the start of bin k and
+    ``events[k]`` events in it. Each count is 0 or at least the site's threshold: small counts of
+    events (and of censorings) are carried into the next bin, and the series stops before the
+    first bin with fewer than the threshold at risk."""
+
+    at_risk: list[Annotated[int, Field(ge=0)]]
+    events: list[Annotated[int, Field(ge=0)]]
+
+    @model_validator(mode="after")
+    def _aligned(self) -> SurvivalSeries:
+        if len(self.at_risk) != len(self.events):
+            raise ValueError("at_risk and events need one count per bin")
+        return self
+
+
+class SurvivalPart(_Strict):
+    type: Literal["kaplan_meier"] = "kaplan_meier"
+    groups: dict[str, SurvivalSeries]
+
+
+class Derivatives(_Strict):
+    """A log-likelihood with its gradient and Hessian at the coefficients sent."""
+
+    loglik: Finite
+    gradient: list[Finite]
+    hessian: list[list[Finite]]
+
+
+class RegressionPart(_Strict):
+    """Newton step ingredients: at the pooled coefficients and at this site's own."""
+
+    type: Literal["regression"] = "regression"
+    n: Annotated[int, Field(ge=0)]
+    events: Annotated[int, Field(ge=0)]
+    pooled: Derivatives
+    own: Derivatives
+
+
+class RiskSetPart(_Strict):
+    """Unstratified Cox (Breslow) on the grid: per bin k the events ``d[k]``, and the sums over
+    the patients at risk of exp(x'b), x exp(x'b) and x x' exp(x'b); the sum of x over all
+    events; plus the site's own stratified derivatives for the heterogeneity check."""
+
+    type: Literal["risk_sets"] = "risk_sets"
+    n: Annotated[int, Field(ge=0)]
+    events: list[Annotated[int, Field(ge=0)]]
+    s0: list[Finite]
+    s1: list[list[Finite]]
+    s2: list[list[list[Finite]]]
+    event_x: list[Finite]
+    own: Derivatives
+
+
+SitePart = Annotated[
+    CountsPart | SummaryPart | SurvivalPart | RegressionPart | RiskSetPart,
+    Field(discriminator="type"),
+]
+
+
+class AnalysisResult(_Strict):
+    """One site's answer to one analysis task."""
+
+    part: SitePart
+    compute_seconds: Annotated[float, Field(ge=0)] = 0.0
+
+
+class AnalysisParams(_Strict):
+    """What a Newton round sends a site: the pooled coefficients and the site's own."""
+
+    pooled: list[Finite]
+    own: list[Finite]
+
+
+# -- the report --------------------------------------------------------------------------
+
+
+class CountTable(_Strict):
+    rows: list[str]
+    columns: list[str]
+    """Column levels; ``["n"]`` for a one-way table."""
+    cells: list[list[Cell]]
+    """With margins: the last column holds row totals, the last row column totals."""
+
+
+class CountsReport(_Strict):
+    type: Literal["counts"] = "counts"
+    variables: list[str]
+    pooled: CountTable
+    sites: dict[str, CountTable]
+
+
+class Summary(_Strict):
+    n: Cell
+    mean: float | None
+    sd: float | None
+    quantiles: dict[str, float | None]
+    histogram: list[Cell]
+
+
+class SummaryReport(_Strict):
+    type: Literal["summary"] = "summary"
+    variable: str
+    bins: list[float]
+    pooled: Summary
+    sites: dict[str, Summary]
+
+
+class Curve(_Strict):
+    """A Kaplan-Meier curve at the end of each grid bin (``time`` in days)."""
+
+    time: list[float]
+    survival: list[float]
+    lower: list[float]
+    upper: list[float]
+    at_risk: list[int]
+    events: list[int]
+
+
+class LogRank(_Strict):
+    statistic: float
+    df: int
+    p: float
+
+
+class SurvivalReport(_Strict):
+    type: Literal["kaplan_meier"] = "kaplan_meier"
+    grid_days: int
+    confidence: float
+    groups: dict[str, Curve]
+    logrank: LogRank | None
+    withheld: list[str] = Field(default_factory=list)
+    """Groups no site reported: no patients, or too few patients or events at every site."""
+
+
+class Term(_Strict):
+    """One coefficient: the estimate, its standard error and Wald test, and the ratio (hazard
+    or odds) with its confidence interval."""
+
+    name: str
+    coef: float
+    se: float
+    lower: float
+    upper: float
+    z: float
+    p: float
+    ratio: float
+    ratio_lower: float
+    ratio_upper: float
+
+
+class Heterogeneity(_Strict):
+    """Cochran's Q across the sites' own estimates of one coefficient, and I^2."""
+
+    name: str
+    q: float
+    df: int
+    p: float
+    i2: float
+
+
+class RegressionReport(_Strict):
+    type: Literal["regression"] = "regression"
+    model: Literal["cox", "logistic"]
+    stratified: bool
+    ratio_name: Literal["HR", "OR"]
+    confidence: float
+    n: int
+    events: int
+    loglik: float
+    iterations: int
+    terms: list[Term]
+    sites: dict[str, list[Term]]
+    heterogeneity: list[Heterogeneity]
+
+
+AnalysisReport = Annotated[
+    CountsReport | SummaryReport | SurvivalReport | RegressionReport,
+    Field(discriminator="type"),
+]
+
+
+# -- any job ------------------------------------------------------------------------------
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "train"))
+    return str(getattr(value, "kind", "train"))
+
+
+AnySpec = Annotated[
+    Annotated[JobSpec, Tag("train")] | Annotated[AnalysisSpec, Tag("analysis")],
+    Discriminator(_kind),
+]
+"""A training job (``kind: train``, the default) or an analysis (``kind: analysis``)."""
+
+SPECS: TypeAdapter[JobSpec | AnalysisSpec] = TypeAdapter(AnySpec)
+"""Validates any job spec (JSON or Python data)."""
+REPORTS: TypeAdapter[AnalysisReport] = TypeAdapter(AnalysisReport)
+"""Validates and serialises an analysis report."""

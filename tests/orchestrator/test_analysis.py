@@ -1,0 +1,266 @@
+"""Federated analyses end to end in one process: the real coordinator (SQLite and PostgreSQL)
+and the real edge runner at two sites holding GBSG2 split unequally, against lifelines and
+statsmodels on the pooled rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.statistics import multivariate_logrank_test
+
+from oncofed.cdm.frame import job_table
+from oncofed.demo.data import mapping_file, site_tables
+from oncofed.edge import EdgePolicy, LocalStore
+from oncofed.edge.importing import Source, import_source
+from oncofed.edge.runner import TaskRunner
+from oncofed.orchestrator.errors import BadRequest
+from oncofed.wire.analysis import (
+    AnalysisResult,
+    AnalysisSpec,
+    CountsPart,
+    CountsReport,
+    RegressionReport,
+    SurvivalReport,
+)
+from oncofed.wire.messages import Decline, JobPublic
+from tests.support import State, gbsg2_covariates
+
+COVARIATES: list[Any] = [  # the model's order: numeric variables, then the dummies
+    "age_at_diagnosis",
+    {"name": "tumour_size_mm", "transform": "log1p"},
+    {"name": "grade", "levels": ["G1", "G2", "G3"]},
+    {"name": "nodes_positive", "transform": "log1p"},
+    "treatment.endocrine",
+]
+BREAST = {"primary_site": "C50", "time_origin": "diagnosis"}
+RFS = {"time": "rfs_days", "event": "rfs_event"}
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, LocalStore]:
+    """GBSG2 split unequally: alpha 439 patients (north and south), beta 247 (east and west)."""
+    root = tmp_path_factory.mktemp("sites")
+    parts = site_tables()
+    tables = {
+        "alpha": pd.concat([parts["north"], parts["south"]]),
+        "beta": pd.concat([parts["east"], parts["west"]]),
+    }
+    mapping = mapping_file("gbsg2.yaml", root)
+    stores = {}
+    for site, table in tables.items():
+        table.to_csv(root / f"{site}.csv", index=False)
+        stores[site] = LocalStore(root / site)
+        import_source(stores[site], "gbsg2", Source("csv", str(root / f"{site}.csv"), mapping),
+                      threshold=11)  # fmt: skip
+    return stores
+
+
+def spec(analysis: dict[str, Any], **extra: Any) -> AnalysisSpec:
+    return AnalysisSpec.model_validate(
+        {"name": "a", "dataset": "gbsg2", "cohort": BREAST, "analysis": analysis, **extra}
+    )
+
+
+def never_fetch(sha: str) -> bytes:
+    raise AssertionError("an analysis downloads nothing")
+
+
+def run(
+    state: State,
+    stores: Mapping[str, LocalStore],
+    job: AnalysisSpec,
+    threshold: int = 11,
+    restart_after: int | None = None,
+) -> JobPublic:
+    """Submit ``job`` and play every site's part until it ends (restarting the orchestrator's
+    coordinator after ``restart_after`` passes, as after a crash)."""
+    policy = EdgePolicy(small_cell_threshold=threshold)
+    runners = {site: TaskRunner(stores[site], policy, site) for site in stores}
+    job_id = state.coordinator.submit(job, state.admin_id).id
+    for attempt in range(100):
+        if attempt == restart_after:
+            state.restart()
+        with state.sessions() as session:
+            public = _public(session, job_id)
+        if public.status != "running":
+            return public
+        for site, runner in runners.items():
+            task = state.coordinator.next_task(state.sites[site])
+            if task is None:
+                continue
+            outcome = runner.run(task, never_fetch)
+            if isinstance(outcome, Decline):
+                state.coordinator.decline(state.sites[site], task.task_id, outcome.reason)
+            else:
+                assert isinstance(outcome, AnalysisResult)
+                state.coordinator.accept_result(state.sites[site], task.task_id, outcome)
+    raise AssertionError("the analysis did not end")
+
+
+def _public(session: Any, job_id: str) -> JobPublic:
+    from oncofed.orchestrator.db import Job
+    from oncofed.orchestrator.views import job_public
+
+    return job_public(session.get(Job, job_id))
+
+
+def pooled_rows(stores: Mapping[str, LocalStore], job: AnalysisSpec) -> pd.DataFrame:
+    """Every site's cohort in one table (only a test may do this)."""
+    frames = []
+    for site, store in stores.items():
+        table = job_table(job, store.load("gbsg2"))
+        frames.append(pd.DataFrame(table).assign(site=site))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_kaplan_meier_on_a_1_day_grid_unsuppressed_equals_lifelines(
+    state: State, stores: dict[str, LocalStore]
+) -> None:
+    job = spec({"type": "kaplan_meier", "outcome": RFS, "group": "grade", "grid_days": 1})
+    done = run(state, stores, job, threshold=1)
+    assert done.status == "completed", done.error
+    report = done.report
+    assert isinstance(report, SurvivalReport)
+    rows = pooled_rows(stores, job)
+    for grade, curve in report.groups.items():
+        part = rows[rows["grade"] == grade]
+        if part.empty:
+            assert curve.time == [] or max(curve.at_risk) == 0
+            continue
+        fitter = KaplanMeierFitter().fit(part["rfs_days"], part["rfs_event"])
+        expected = fitter.survival_function_at_times(curve.time).to_numpy()
+        np.testing.assert_allclose(curve.survival, expected, rtol=0, atol=1e-9)
+    test = multivariate_logrank_test(rows["rfs_days"], rows["grade"], rows["rfs_event"])
+    assert report.logrank is not None
+    assert report.logrank.statistic == pytest.approx(test.test_statistic, abs=1e-9)
+    assert report.logrank.p == pytest.approx(test.p_value, abs=1e-9)
+
+
+def test_kaplan_meier_with_suppression_sends_no_small_count(
+    state: State, stores: dict[str, LocalStore]
+) -> None:
+    job = spec({"type": "kaplan_meier", "outcome": RFS, "group": "grade"})
+    done = run(state, stores, job)
+    assert done.status == "completed", done.error
+    with state.sessions() as session:
+        from oncofed.orchestrator.db import Task
+
+        results = [t.result_json for t in session.query(Task) if t.result_json]
+    for text in results:
+        part = AnalysisResult.model_validate_json(text).part
+        for series in getattr(part, "groups", {}).values():
+            assert all(n == 0 or n >= 11 for n in series.at_risk + series.events)
+
+
+def test_stratified_cox_equals_the_pooled_stratified_fit(
+    state: State, stores: dict[str, LocalStore]
+) -> None:
+    job = spec({"type": "cox", "outcome": RFS, "covariates": COVARIATES})
+    done = run(state, stores, job)
+    assert done.status == "completed", done.error
+    report = done.report
+    assert isinstance(report, RegressionReport)
+    rows = pooled_rows(stores, job)
+    x = gbsg2_covariates(rows).assign(T=rows["rfs_days"], E=rows["rfs_event"], site=rows["site"])
+    ref = CoxPHFitter().fit(x, "T", "E", strata=["site"], fit_options={"precision": 1e-12})
+    coef = [t.coef for t in report.terms]
+    se = [t.se for t in report.terms]
+    np.testing.assert_allclose(coef, ref.params_.to_numpy(), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(se, ref.standard_errors_.to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose([t.p for t in report.terms], ref.summary["p"], rtol=1e-5, atol=1e-12)
+    assert report.n == len(rows) and report.events == int(rows["rfs_event"].sum())
+    assert report.iterations >= 3 and report.ratio_name == "HR"
+    assert set(report.sites) == {"alpha", "beta"}
+    assert [h.name for h in report.heterogeneity] == [t.name for t in report.terms]
+    assert all(0.0 <= h.i2 <= 1.0 for h in report.heterogeneity)
+
+
+def test_logistic_regression_equals_statsmodels(
+    state: State, stores: dict[str, LocalStore]
+) -> None:
+    outcome = {"type": "binary", "time": "rfs_days", "event": "rfs_event", "horizon_days": 1825}
+    job = spec({"type": "logistic", "outcome": outcome, "covariates": COVARIATES})
+    done = run(state, stores, job)
+    assert done.status == "completed", done.error
+    report = done.report
+    assert isinstance(report, RegressionReport)
+    rows = pooled_rows(stores, job)
+    happened = (rows["rfs_event"] == 1) & (rows["rfs_days"] <= 1825)
+    known = happened | (rows["rfs_days"] >= 1825)
+    rows, y = rows[known], happened[known].astype(float)
+    x = sm.add_constant(gbsg2_covariates(rows))
+    ref = sm.Logit(y.to_numpy(), x.to_numpy()).fit(disp=0, tol=1e-12)
+    np.testing.assert_allclose([t.coef for t in report.terms], ref.params, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose([t.se for t in report.terms], ref.bse, rtol=1e-6)
+    assert report.terms[0].name == "intercept" and report.ratio_name == "OR"
+
+
+def test_a_separated_model_fails_plainly(state: State, stores: dict[str, LocalStore]) -> None:
+    outcome = {"type": "binary", "label": "treatment.endocrine"}
+    covariates = ["age_at_diagnosis", "treatment.endocrine"]
+    job = spec({"type": "logistic", "outcome": outcome, "covariates": covariates})
+    done = run(state, stores, job)
+    assert done.status == "failed"
+    assert done.error is not None and "treatment.endocrine" in done.error
+    assert done.report is None
+
+
+def test_counts_publish_no_small_cell(state: State, stores: dict[str, LocalStore]) -> None:
+    job = spec({"type": "counts", "rows": "grade", "columns": "treatment.endocrine"})
+    done = run(state, stores, job)
+    assert done.status == "completed", done.error
+    report = done.report
+    assert isinstance(report, CountsReport)
+    for table in [report.pooled, *report.sites.values()]:
+        for row in table.cells:
+            for cell in row:
+                assert isinstance(cell, str) or cell == 0 or cell >= 11
+
+
+def test_a_site_below_its_minimum_cohort_declines_and_the_job_goes_on(
+    state: State, stores: dict[str, LocalStore]
+) -> None:
+    cohort = {**BREAST, "age": {"min": 65}}  # alpha has 9 such patients, beta 83
+    job = spec({"type": "kaplan_meier", "outcome": RFS}, cohort=cohort)
+    done = run(state, stores, job)
+    assert done.status == "completed", done.error
+    answers = {site: s.status for site, s in done.rounds[0].sites.items()}
+    assert answers == {"alpha": "declined", "beta": "accepted"}
+    assert "minimum cohort size" in done.rounds[0].sites["alpha"].detail
+
+
+def test_a_restart_mid_newton_resumes_to_the_same_fit(
+    state: State, stores: dict[str, LocalStore]
+) -> None:
+    job = spec({"type": "cox", "outcome": RFS, "covariates": COVARIATES})
+    straight = run(state, stores, job)
+    resumed = run(state, stores, job, restart_after=2)
+    assert straight.report is not None and resumed.report is not None
+    assert resumed.report == straight.report
+    assert len(resumed.rounds) == len(straight.rounds)
+
+
+def test_an_answer_of_the_wrong_kind_is_refused(state: State) -> None:
+    job = spec({"type": "kaplan_meier", "outcome": RFS})
+    state.coordinator.submit(job, state.admin_id)
+    task = state.coordinator.next_task(state.sites["alpha"])
+    assert task is not None and task.kind == "analysis" and task.params is None
+    wrong = AnalysisResult(part=CountsPart(cells=[[11], [11]]))
+    with pytest.raises(BadRequest, match="this analysis takes a SurvivalPart"):
+        state.coordinator.accept_result(state.sites["alpha"], task.task_id, wrong)
+
+
+def test_a_newton_round_sends_each_site_the_pooled_and_its_own_coefficients(
+    state: State,
+) -> None:
+    job = spec({"type": "cox", "outcome": RFS, "covariates": ["age_at_diagnosis"]})
+    state.coordinator.submit(job, state.admin_id)
+    task = state.coordinator.next_task(state.sites["beta"])
+    assert task is not None and task.params is not None
+    assert task.params.pooled == [0.0] and task.params.own == [0.0]
