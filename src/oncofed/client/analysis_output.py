@@ -421,16 +421,19 @@ def _render_summary(report: SummaryReport) -> RenderableType:
 
 
 def _median(curve: Curve) -> str:
-    """The first time survival is at most a half; "-" for a curve without a bin."""
+    """The first time survival is at most a half, or "> T" when the curve (reported up to day
+    T) stays above; "-" for a curve without a bin."""
     if not curve.time:
         return "-"
     below = np.flatnonzero(np.asarray(curve.survival) <= 0.5)
-    return f"{curve.time[below[0]]:g}" if below.size else "not reached"
+    return f"{curve.time[below[0]]:g}" if below.size else f"> {curve.time[-1]:g}"
 
 
 def _render_survival(report: SurvivalReport) -> RenderableType:
     times = regular_times(_end(report), report.grid_days, bins=4)[1:]
-    table = _table("group", "n", "events", "median", *(f"S(day {t:g})" for t in times))
+    table = _table(
+        "group", "n", "events", "reported to day", "median", *(f"S(day {t:g})" for t in times)
+    )
     for group, curve in report.groups.items():
         values = [survival_at(curve, t) for t in times]
         _row(
@@ -438,6 +441,7 @@ def _render_survival(report: SurvivalReport) -> RenderableType:
             group,
             curve.at_risk[0] if curve.at_risk else "-",
             sum(curve.events),
+            f"{curve.time[-1]:g}" if curve.time else "-",
             _median(curve),
             *("-" if v is None else _interval(*v) for v in values),
         )
