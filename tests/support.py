@@ -120,10 +120,10 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def gbsg2_covariates(rows: pd.DataFrame, *logged: str) -> pd.DataFrame:
+def gbsg2_covariates(rows: pd.DataFrame, *logged: str, grade: bool = False) -> pd.DataFrame:
     """The reference design of the tests' GBSG2 models, in the model's term order: age,
     log1p of tumour size, nodes and every extra ``logged`` variable, endocrine therapy, then
-    grade dummies (G1 the reference)."""
+    (with ``grade``) grade dummies, G1 the reference."""
     numeric = {
         "age": rows["age_at_diagnosis"],
         "size": np.log1p(rows["tumour_size_mm"]),
@@ -131,5 +131,5 @@ def gbsg2_covariates(rows: pd.DataFrame, *logged: str) -> pd.DataFrame:
         **{name: np.log1p(rows[name]) for name in logged},
         "endocrine": rows["treatment.endocrine"],
     }
-    dummies = {g: (rows["grade"] == g).astype(float) for g in ("G2", "G3")}
+    dummies = {g: (rows["grade"] == g).astype(float) for g in ("G2", "G3") if grade}
     return pd.DataFrame({**numeric, **dummies})

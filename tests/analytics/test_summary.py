@@ -1,5 +1,6 @@
 """Summary statistics: the histogram's bins, pooled mean and standard deviation against numpy
-on the pooled rows of a real cohort, grouped-data quantiles, and suppression."""
+on the pooled rows of a real cohort, grouped-data quantiles, and suppression of the counts, the
+missing count among them."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ EDGES = [float(e) for e in np.arange(30.3, 80.0, 5.0)]  # ages are whole years: 
 AGE = SummaryAnalysis(variable="age_at_diagnosis", bins=EDGES, quantiles=[0.1, 0.25, 0.5, 0.9])
 
 
-def _sites() -> list[np.ndarray]:
-    """gbsg2 ages in three unequal sites, a few missing."""
+def _sites(every: int = 97) -> list[np.ndarray]:
+    """gbsg2 ages in three unequal sites, one in ``every`` missing (none for 0)."""
     age = load_gbsg2()["age"].to_numpy(dtype=np.float64)
-    age[::97] = np.nan
+    if every:
+        age[::every] = np.nan
     site = np.random.default_rng(3).choice(3, size=len(age), p=[0.55, 0.3, 0.15])
     return [age[site == s] for s in range(3)]
 
@@ -30,13 +32,13 @@ def test_the_histogram_has_open_ends_and_a_closed_last_bin() -> None:
         np.append(values, np.nan),
         threshold=1,
     )
-    assert part.n == 7 and part.histogram == [1, 2, 2, 2]
+    assert part.n == 7 and part.histogram == [1, 2, 2, 2, 1]  # the missing count last
     assert part.total == pytest.approx(84.5) and part.total_squares == pytest.approx(1846.25)
 
 
-@pytest.mark.parametrize("threshold", [1, 11])
-def test_pooled_mean_and_sd_equal_numpy_on_the_pooled_rows(threshold: int) -> None:
-    sites = _sites()
+@pytest.mark.parametrize(("threshold", "every"), [(1, 97), (11, 0), (11, 5)])
+def test_pooled_mean_and_sd_equal_numpy_on_the_pooled_rows(threshold: int, every: int) -> None:
+    sites = _sites(every)  # missing counts 0 or at least 11 at each site when suppressed
     parts = {f"s{i}": site_summary(AGE, ages, threshold) for i, ages in enumerate(sites)}
     report = pooled_summary(AGE, parts)
     pooled = np.concatenate(sites)
@@ -57,7 +59,8 @@ def test_pooled_quantiles_interpolate_within_the_pooled_bin() -> None:
     pooled = np.concatenate(sites)
     pooled = pooled[np.isfinite(pooled)]
     counts = histogram(pooled, EDGES)
-    assert report.pooled.histogram == counts.tolist()
+    missing = sum(int(np.isnan(a).sum()) for a in sites)
+    assert report.pooled.histogram == [*counts.tolist(), missing]
     below = np.concatenate([[0], np.cumsum(counts)])
     for p in AGE.quantiles:
         k = int(np.searchsorted(below, p * len(pooled))) - 1  # C_k < pN <= C_k + c_k
@@ -82,7 +85,7 @@ def test_a_quantile_uses_counts_from_the_side_that_is_shown() -> None:
 
 
 def test_a_small_site_sends_no_sums_and_hides_the_pooled_statistics() -> None:
-    sites = _sites()
+    sites = _sites(every=0)
     sites[2] = sites[2][:6]
     parts = {f"s{i}": site_summary(AGE, a, 11) for i, a in enumerate(sites)}
     small = parts["s2"]
@@ -95,6 +98,27 @@ def test_a_small_site_sends_no_sums_and_hides_the_pooled_statistics() -> None:
     assert report.sites["s0"].mean is not None and report.sites["s2"].quantiles["0.5"] is None
 
 
+def test_a_small_missing_count_hides_the_count_and_the_sums() -> None:
+    ages = load_gbsg2()["age"].to_numpy(dtype=np.float64)[:200]
+    ages[:6] = np.nan  # six blanked values: the cohort size less n would tell how many
+    part = site_summary(AGE, ages, 11)
+    assert part.histogram[-1] == "<11" and not isinstance(part.n, int)
+    assert part.total is None and part.total_squares is None
+    ages[:11] = np.nan
+    part = site_summary(AGE, ages, 11)
+    assert part.histogram[-1] == 11 and part.n == 189
+    assert part.total == pytest.approx(np.nansum(ages), rel=1e-12)
+
+
+def test_a_small_count_of_values_is_hidden_even_with_the_missing_count_shown() -> None:
+    ages = np.full(20, np.nan)
+    ages[:8] = 50.0  # 12 missing shown would leave n = 20 - 12 = 8
+    part = site_summary(AGE, ages, 11)
+    assert not isinstance(part.n, int) and not isinstance(part.histogram[-1], int)
+    assert part.total is None and part.total_squares is None
+    assert all(c in (0, "<11", "suppressed") for c in part.histogram)
+
+
 def test_one_value_has_a_mean_and_no_sd() -> None:
     summary = pooled_summary(AGE, {"a": site_summary(AGE, np.array([50.0]), 1)}).pooled
     assert (summary.n, summary.mean, summary.sd) == (1, 50.0, None)
@@ -102,5 +126,5 @@ def test_one_value_has_a_mean_and_no_sd() -> None:
 
 def test_a_histogram_with_other_bins_is_refused() -> None:
     part = SummaryPart(n=0, total=0.0, total_squares=0.0, histogram=[0, 0])
-    with pytest.raises(ValueError, match="site 'x' sent 2 histogram counts, not 11"):
+    with pytest.raises(ValueError, match="site 'x' sent 2 histogram counts, not 12"):
         pooled_summary(AGE, {"x": part})

@@ -418,3 +418,8 @@ def test_the_summary_table_lists_sites_then_all_sites() -> None:
         ["A", "60", "56", "-", "-", "55", "-"],
         ["all sites", "120", "57.5", "9.25", "50.5", "57", "64.25"],
     ]
+
+
+def test_sites_left_out_are_named_with_why() -> None:
+    report = KM.model_copy(update={"excluded": {"west": "declined: too few patients"}})
+    assert "not included: west (declined: too few patients)" in _text(report)

@@ -31,10 +31,9 @@ from oncofed.wire.analysis import (
 from oncofed.wire.messages import Decline, JobPublic
 from tests.support import State, gbsg2_covariates
 
-COVARIATES: list[Any] = [  # the model's order: numeric variables, then the dummies
+COVARIATES: list[Any] = [  # no grade: a site's grade cells are too small to send derivatives
     "age_at_diagnosis",
     {"name": "tumour_size_mm", "transform": "log1p"},
-    {"name": "grade", "levels": ["G1", "G2", "G3"]},
     {"name": "nodes_positive", "transform": "log1p"},
     "treatment.endocrine",
 ]
@@ -110,10 +109,16 @@ def _public(session: Any, job_id: str) -> JobPublic:
     return job_public(session.get(Job, job_id))
 
 
-def pooled_rows(stores: Mapping[str, LocalStore], job: AnalysisSpec) -> pd.DataFrame:
-    """Every site's cohort in one table (only a test may do this)."""
+def pooled_rows(
+    stores: Mapping[str, LocalStore], job: AnalysisSpec, report: object = None
+) -> pd.DataFrame:
+    """The cohorts of the sites in ``report`` (all when None) in one table (only a test may do
+    this)."""
+    excluded = getattr(report, "excluded", {})
     frames = []
     for site, store in stores.items():
+        if site in excluded:
+            continue
         table = job_table(job, store.load("gbsg2"))
         frames.append(pd.DataFrame(table).assign(site=site))
     return pd.concat(frames, ignore_index=True)
@@ -166,7 +171,7 @@ def test_stratified_cox_equals_the_pooled_stratified_fit(
     assert done.status == "completed", done.error
     report = done.report
     assert isinstance(report, RegressionReport)
-    rows = pooled_rows(stores, job)
+    rows = pooled_rows(stores, job, report)
     x = gbsg2_covariates(rows).assign(T=rows["rfs_days"], E=rows["rfs_event"], site=rows["site"])
     ref = CoxPHFitter().fit(x, "T", "E", strata=["site"], fit_options={"precision": 1e-12})
     coef = [t.coef for t in report.terms]
@@ -190,7 +195,7 @@ def test_logistic_regression_equals_statsmodels(
     assert done.status == "completed", done.error
     report = done.report
     assert isinstance(report, RegressionReport)
-    rows = pooled_rows(stores, job)
+    rows = pooled_rows(stores, job, report)
     happened = (rows["rfs_event"] == 1) & (rows["rfs_days"] <= 1825)
     known = happened | (rows["rfs_days"] >= 1825)
     rows, y = rows[known], happened[known].astype(float)
@@ -233,6 +238,7 @@ def test_a_site_below_its_minimum_cohort_declines_and_the_job_goes_on(
     answers = {site: s.status for site, s in done.rounds[0].sites.items()}
     assert answers == {"alpha": "declined", "beta": "accepted"}
     assert "minimum cohort size" in done.rounds[0].sites["alpha"].detail
+    assert done.report is not None and "minimum cohort size" in done.report.excluded["alpha"]
 
 
 def test_a_restart_mid_newton_resumes_to_the_same_fit(
@@ -264,3 +270,48 @@ def test_a_newton_round_sends_each_site_the_pooled_and_its_own_coefficients(
     task = state.coordinator.next_task(state.sites["beta"])
     assert task is not None and task.params is not None
     assert task.params.pooled == [0.0] and task.params.own == [0.0]
+
+
+@pytest.mark.parametrize(
+    ("analysis", "message"),
+    [
+        ({"type": "counts", "rows": "grade", "columns": "grade"}, "the same variable"),
+        ({"type": "counts", "rows": "age_at_diagnosis"}, "need a categorical variable"),
+        ({"type": "summary", "variable": "grade", "bins": [0, 1]}, "needs a numeric variable"),
+        ({"type": "summary", "variable": "ecog", "bins": [2, 1]}, "bin edges must increase"),
+        ({"type": "summary", "variable": "ecog", "bins": [0, 5], "quantiles": [0.5, 0.5]},
+         "each quantile may appear once"),
+        ({"type": "kaplan_meier", "outcome": {"time": "os_days", "event": "rfs_event"}},
+         "different endpoints"),
+        ({"type": "cox", "outcome": RFS, "covariates": ["ecog"], "grid_days": 30},
+         "grid_days applies to the unstratified model"),
+        ({"type": "anova"}, "does not match any of the expected tags"),
+    ],
+)  # fmt: skip
+def test_a_bad_analysis_spec_is_refused_with_the_reason(
+    analysis: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        spec(analysis)
+
+
+def test_categorical_covariates_with_suppression_off_equal_lifelines(
+    state: State, stores: dict[str, LocalStore]
+) -> None:
+    """Grade dummies are exact too; at the default threshold the sites would decline, their
+    grade cells being too small to send derivatives of."""
+    grade = {"name": "grade", "levels": ["G1", "G2", "G3"]}
+    job = spec({"type": "cox", "outcome": RFS, "covariates": [*COVARIATES, grade]})
+    suppressed = run(state, stores, job)
+    assert suppressed.report is not None
+    assert any("term 'grade[" in why for why in suppressed.report.excluded.values())
+    done = run(state, stores, job, threshold=1)
+    assert done.status == "completed", done.error
+    assert isinstance(done.report, RegressionReport)
+    rows = pooled_rows(stores, job)
+    x = gbsg2_covariates(rows, grade=True).assign(
+        T=rows["rfs_days"], E=rows["rfs_event"], site=rows["site"]
+    )
+    ref = CoxPHFitter().fit(x, "T", "E", strata=["site"], fit_options={"precision": 1e-12})
+    coef = [t.coef for t in done.report.terms]
+    np.testing.assert_allclose(coef, ref.params_.to_numpy(), rtol=1e-6, atol=1e-8)

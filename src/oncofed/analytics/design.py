@@ -5,6 +5,12 @@ Term names, in column order: ``intercept`` (logistic only), then each numeric co
 order given (``age_at_diagnosis``, or ``log1p(tumour_size_mm)`` when log1p-transformed), then
 each categorical covariate's levels after the reference (the first level) as ``name[level]``
 (``grade[G2]``, ``grade[G3]``): the column order of :func:`oncofed.learning.data.encode`.
+
+Derivatives describe 0/1 columns exactly: at coefficients 0 the logistic Hessian is -X'X / 4
+and its gradient X'(y - 1/2), so the patients with each level (the reference one too: n less
+the others) and the events among them can be read off. A site therefore answers only when, for
+every 0/1 column and every reference level, the patients with it and without it, and those with
+and without the outcome among each, are 0 or at least the threshold.
 """
 
 from __future__ import annotations
@@ -64,13 +70,45 @@ def design(analysis: Regression, table: Table) -> Design:
     return Design(np.hstack(blocks), cohort.label, cohort.time, term_names(analysis))
 
 
+def _indicators(analysis: Regression, data: Design) -> tuple[list[str], np.ndarray]:
+    """The terms whose columns are 0/1 (the intercept aside), then each categorical covariate's
+    reference level, with their (n, k) indicator matrix."""
+    x, names = data.x, data.names
+    binary = [
+        i for i, name in enumerate(names) if name != "intercept" and np.isin(x[:, i], (0, 1)).all()
+    ]
+    references = [(f.name, f.levels[0]) for f in analysis.covariates if f.levels]
+    others = [x[:, [n.startswith(f"{name}[") for n in names]].sum(axis=1) for name, _ in references]
+    labels = [names[i] for i in binary] + [f"{name}[{level}]" for name, level in references]
+    return labels, np.column_stack([x[:, binary], *(1.0 - o for o in others)])
+
+
+def check_cells(analysis: Regression, data: Design, threshold: int) -> None:
+    """DataError naming the first term (see the module docstring) with a count from 1 to
+    ``threshold`` - 1 among: the patients with it, without it, and with and without the
+    outcome among each."""
+    labels, ones = _indicators(analysis, data)
+    n, events = len(data), data.label.sum()
+    with_term, with_events = ones.sum(axis=0), data.label @ ones
+    cells = np.stack([with_term, n - with_term, with_events, with_term - with_events])
+    cells = np.vstack([cells, events - with_events, n - with_term - events + with_events])
+    small = np.flatnonzero(((cells > 0) & (cells < threshold)).any(axis=0))
+    if small.size:
+        raise DataError(
+            f"term {labels[small[0]]!r}: the patients with and without it, and those with and "
+            f"without the outcome among each, must each be 0 or at least {threshold} here"
+        )
+
+
 def site_part(
     analysis: Regression, data: Design, params: AnalysisParams, threshold: int
 ) -> RegressionPart | RiskSetPart:
     """A site's answer to one Newton round: its derivatives at the pooled coefficients (for the
-    unstratified Cox model its risk-set sums there) and at its own. DataError when the counts
-    sent with derivatives, patients with the outcome and without, are not 0 or at least
-    ``threshold`` (risk-set sums carry their counts instead)."""
+    unstratified Cox model its risk-set sums there) and at its own. DataError when a 0/1 term
+    describes a small group (:func:`check_cells`), or when the counts sent with derivatives,
+    patients with the outcome and without, are not 0 or at least ``threshold`` (risk-set sums
+    carry their counts instead)."""
+    check_cells(analysis, data, threshold)
     n, pooled, own = len(data), np.asarray(params.pooled), np.asarray(params.own)
     time = data.time
 

@@ -332,5 +332,10 @@ def regression_report(
         iterations=state.pooled.iterations,
         terms=_fit_terms(state.pooled, state.names, analysis.confidence),
         sites=sites,
+        excluded={
+            site: f"its own fit failed: {fit.message}"
+            for site, fit in state.own.items()
+            if fit.status == "failed"
+        },
         heterogeneity=heterogeneity(sites),
     )

@@ -27,10 +27,13 @@ def answer(
     params: AnalysisParams | None,
     threshold: int,
     per_covariate: int,
+    min_cohort: int,
 ) -> SitePart:
     """The part this site sends. DataError (the site declines) when a regression has fewer
-    than ``per_covariate`` patients per coefficient here: the derivatives of a small cohort
-    could describe individuals."""
+    than ``min_cohort`` complete cases, leaves out from 1 to ``threshold`` - 1 incomplete ones
+    (the cohort size less the count would say how many), or has fewer than ``per_covariate``
+    patients per coefficient here: the derivatives of a small cohort could describe
+    individuals."""
     a = spec.analysis
     if isinstance(a, CountsAnalysis):
         return site_counts(a, table, threshold)
@@ -41,6 +44,15 @@ def answer(
     if params is None:
         raise DataError("a regression task carries no coefficients")
     data = design(a, table)
+    left_out = len(next(iter(table.values()))) - len(data)
+    if len(data) < min_cohort:
+        raise DataError(
+            f"fewer than {min_cohort} patients with complete data here (policy min_cohort_size)"
+        )
+    if 0 < left_out < threshold:
+        raise DataError(
+            f"the patients left out as incomplete must be 0 or at least {threshold} here"
+        )
     width = len(data.names)
     if len(data) < per_covariate * width:
         raise DataError(

@@ -2,9 +2,13 @@
 count, mean, standard deviation and quantiles.
 
 The histogram has fixed edges e_0 < ... < e_m shared by every site: values below e_0, each bin
-[e_i, e_i+1) (the last one closed, [e_m-1, e_m]), and values above e_m. It is published with
-its total n, suppressed like any table (:mod:`oncofed.privacy.suppression`); the sums are sent
-only when n is shown.
+[e_i, e_i+1) (the last one closed, [e_m-1, e_m]), values above e_m, and last the patients
+without a value (missing). Its counts are suppressed (:mod:`oncofed.privacy.suppression`)
+together with n, the count of values (the cells before the missing one add up to it), and the
+cohort size (n and the missing count add up to it), which a reader may know from any other
+analysis: so neither a small missing count nor a small n follows from the cohort size. The sum
+and the sum of squares are sent only when n and the missing count are both shown (n is shown
+with the missing count hidden only when it is 0).
 
 Mean and sample standard deviation (ddof 1) are exact, from the sums. Quantiles are grouped-data
 quantiles: with N values of which C_k lie below bin k and c_k in it, quantile p lies in the bin
@@ -20,7 +24,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from oncofed.analytics.counts import pool, pool_lists, published
+from oncofed.analytics.counts import pool, pool_lists
+from oncofed.privacy.suppression import Line, cell, suppress
 from oncofed.wire.analysis import Summary, SummaryAnalysis, SummaryPart, SummaryReport
 from oncofed.wire.profile import Cell
 
@@ -34,11 +39,17 @@ def histogram(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
 
 
 def site_summary(analysis: SummaryAnalysis, values: np.ndarray, threshold: int) -> SummaryPart:
-    """A site's count, sum and sum of squares of its complete ``values``, and their histogram,
-    suppressed at ``threshold`` (no sums when the count is hidden)."""
+    """A site's histogram of its cohort's ``values`` (NaN when missing; the cohort size is their
+    number) with the missing count last, and the count, sum and sum of squares of the values,
+    suppressed at ``threshold`` (see the module docstring)."""
     complete = values[np.isfinite(values)]
-    *counts, n = published(histogram(complete, analysis.bins), threshold)
-    shown = isinstance(n, int)
+    cells = [*histogram(complete, analysis.bins), len(values) - len(complete)]
+    missing = len(cells) - 1
+    entries = [*cells, len(complete), len(values)]  # the cells, n, the cohort size
+    lines = [Line(tuple(range(missing)), missing + 1), Line((missing + 1, missing), missing + 2)]
+    marks = suppress(entries, lines, threshold)
+    *counts, n, _ = [cell(v, int(m), threshold) for v, m in zip(entries, marks, strict=True)]
+    shown = isinstance(n, int) and isinstance(counts[missing], int)
     return SummaryPart(
         n=n,
         total=float(complete.sum()) if shown else None,
@@ -77,8 +88,8 @@ def summarise(
     squares: float | None,
     counts: list[Cell],
 ) -> Summary:
-    """Count, mean, sample standard deviation, quantiles and histogram from a site's (or the
-    pooled) count, sums and histogram."""
+    """Count, mean, sample standard deviation, quantiles and histogram (the missing count last)
+    from a site's (or the pooled) count, sums and histogram."""
     mean = sd = None
     if isinstance(n, int) and n > 0 and total is not None:
         mean = total / n
@@ -88,7 +99,7 @@ def summarise(
         n=n,
         mean=mean,
         sd=sd,
-        quantiles={str(p): quantile(counts, n, analysis.bins, p) for p in analysis.quantiles},
+        quantiles={str(p): quantile(counts[:-1], n, analysis.bins, p) for p in analysis.quantiles},
         histogram=counts,
     )
 
@@ -98,12 +109,13 @@ def pooled_summary(analysis: SummaryAnalysis, parts: Mapping[str, SummaryPart]) 
     site shows its count, quantiles from the pooled histogram. ValueError when a site's
     histogram has another number of bins."""
     histograms = {site: part.histogram for site, part in parts.items()}
+    cells = len(analysis.bins) + 2  # below, the bins, above, missing
     pooled = summarise(
         analysis,
         pool([part.n for part in parts.values()]),
         _sum([part.total for part in parts.values()]),
         _sum([part.total_squares for part in parts.values()]),
-        pool_lists(histograms, len(analysis.bins) + 1, "histogram counts"),
+        pool_lists(histograms, cells, "histogram counts"),
     )
     return SummaryReport(
         variable=analysis.variable,

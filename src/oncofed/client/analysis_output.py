@@ -348,12 +348,17 @@ def render_analysis(report: AnalysisReport) -> RenderableType:
     """The report's main table for the terminal. Text from the report is shown as is, never
     read as markup."""
     if isinstance(report, CountsReport):
-        return _render_counts(report)
-    if isinstance(report, SummaryReport):
-        return _render_summary(report)
-    if isinstance(report, SurvivalReport):
-        return _render_survival(report)
-    return _render_regression(report)
+        main = _render_counts(report)
+    elif isinstance(report, SummaryReport):
+        main = _render_summary(report)
+    elif isinstance(report, SurvivalReport):
+        main = _render_survival(report)
+    else:
+        main = _render_regression(report)
+    if not report.excluded:
+        return main
+    left_out = "; ".join(f"{site} ({why})" for site, why in report.excluded.items())
+    return Group(main, Text(f"not included: {left_out}"))
 
 
 def _num(value: float | None) -> str:

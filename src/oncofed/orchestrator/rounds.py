@@ -598,7 +598,14 @@ class Coordinator:
         state = analysis.NewtonState.from_json(rnd.params_json) if rnd.params_json else None
         outcome = analysis.close(spec, state, parts)
         if isinstance(outcome, analysis.Finished):
-            job.report_json = REPORTS.dump_json(outcome.report).decode()
+            left_out = {
+                t.site.name: f"{t.status}: {t.detail}" for r in job.rounds for t in r.tasks
+                if t.status != "accepted"
+            }  # fmt: skip
+            report = outcome.report.model_copy(
+                update={"excluded": {**left_out, **outcome.report.excluded}}
+            )
+            job.report_json = REPORTS.dump_json(report).decode()
             self._end(job, "completed", None)
         elif isinstance(outcome, analysis.Failed):
             self._end(job, "failed", outcome.error)

@@ -67,6 +67,12 @@ class CountsAnalysis(_Strict):
     rows: Categorical
     columns: Categorical | None = None
 
+    @model_validator(mode="after")
+    def _two_variables(self) -> CountsAnalysis:
+        if self.columns == self.rows:
+            raise ValueError("rows and columns name the same variable")
+        return self
+
 
 class SummaryAnalysis(_Strict):
     """Count, mean, standard deviation and quantiles of a numeric variable. Quantiles come from
@@ -86,6 +92,13 @@ class SummaryAnalysis(_Strict):
         if any(b <= a for a, b in pairwise(bins)):
             raise ValueError("bin edges must increase")
         return bins
+
+    @field_validator("quantiles")
+    @classmethod
+    def _distinct(cls, quantiles: list[float]) -> list[float]:
+        if len(set(quantiles)) != len(quantiles):
+            raise ValueError("each quantile may appear once")
+        return quantiles
 
 
 class KaplanMeierAnalysis(_Strict):
@@ -112,6 +125,12 @@ class CoxAnalysis(_Strict):
     max_iterations: Annotated[int, Field(ge=1, le=200)] = 50
     tolerance: Annotated[float, Field(gt=0.0, le=1e-2)] = 1e-9
     confidence: Confidence = 0.95
+
+    @model_validator(mode="after")
+    def _grid_for_unstratified(self) -> CoxAnalysis:
+        if self.stratified and self.grid_days != 1:
+            raise ValueError("grid_days applies to the unstratified model (stratified: false)")
+        return self
 
 
 class LogisticAnalysis(_Strict):
@@ -186,8 +205,9 @@ class CountsPart(_Strict):
 
 
 class SummaryPart(_Strict):
-    """Count, sum and sum of squares of the complete values, and the histogram: below the first
-    edge, each bin, above the last edge (suppressed like every count)."""
+    """The histogram: below the first edge, each bin, above the last edge, then the patients
+    without a value, suppressed together with ``n`` (the count of values) and the cohort size;
+    the sum and sum of squares of the values only when ``n`` and the missing count are shown."""
 
     type: Literal["summary"] = "summary"
     n: Cell
@@ -273,6 +293,11 @@ class AnalysisParams(_Strict):
 # -- the report --------------------------------------------------------------------------
 
 
+class _Report(_Strict):
+    excluded: dict[str, str] = Field(default_factory=dict)
+    """Sites that are not in the result, with why (a decline's reason, a failed own fit)."""
+
+
 class CountTable(_Strict):
     rows: list[str]
     columns: list[str]
@@ -281,7 +306,7 @@ class CountTable(_Strict):
     """With margins: the last column holds row totals, the last row column totals."""
 
 
-class CountsReport(_Strict):
+class CountsReport(_Report):
     type: Literal["counts"] = "counts"
     variables: list[str]
     pooled: CountTable
@@ -296,7 +321,7 @@ class Summary(_Strict):
     histogram: list[Cell]
 
 
-class SummaryReport(_Strict):
+class SummaryReport(_Report):
     type: Literal["summary"] = "summary"
     variable: str
     bins: list[float]
@@ -321,7 +346,7 @@ class LogRank(_Strict):
     p: float
 
 
-class SurvivalReport(_Strict):
+class SurvivalReport(_Report):
     type: Literal["kaplan_meier"] = "kaplan_meier"
     grid_days: int
     confidence: float
@@ -357,7 +382,7 @@ class Heterogeneity(_Strict):
     i2: float
 
 
-class RegressionReport(_Strict):
+class RegressionReport(_Report):
     type: Literal["regression"] = "regression"
     model: Literal["cox", "logistic"]
     stratified: bool

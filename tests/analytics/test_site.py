@@ -1,0 +1,133 @@
+"""A site's declines before it sends regression derivatives: too few complete cases, a small
+number left out as incomplete, and 0/1 terms (or reference levels) describing small groups. No
+decline message carries a count."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from lifelines.datasets import load_gbsg2
+
+from oncofed.analytics.design import check_cells, design, site_part
+from oncofed.analytics.site import answer
+from oncofed.learning.data import DataError
+from oncofed.wire.analysis import AnalysisParams, AnalysisSpec, CoxAnalysis, LogisticAnalysis
+from oncofed.wire.spec import BinaryOutcome, Feature, SurvivalOutcome
+
+GRADE = Feature(name="grade", levels=["G1", "G2", "G3"])
+ENDOCRINE = Feature(name="treatment.endocrine")
+RFS = SurvivalOutcome(time="rfs_days", event="rfs_event")
+FIVE_YEARS = BinaryOutcome(time="rfs_days", event="rfs_event", horizon_days=1825)
+
+
+def gbsg2() -> dict[str, np.ndarray]:
+    d = load_gbsg2()
+    return {
+        "age_at_diagnosis": d["age"].to_numpy(float),
+        "grade": d["tgrade"].map({"I": "G1", "II": "G2", "III": "G3"}).to_numpy(object),
+        "treatment.endocrine": d["horTh"].eq("yes").to_numpy(float),
+        "rfs_days": d["time"].to_numpy(float),
+        "rfs_event": d["cens"].to_numpy(float),
+    }
+
+
+def spec(analysis: CoxAnalysis | LogisticAnalysis) -> AnalysisSpec:
+    return AnalysisSpec(name="job", dataset="gbsg2", analysis=analysis)
+
+
+def zeros(width: int) -> AnalysisParams:
+    return AnalysisParams(pooled=[0.0] * width, own=[0.0] * width)
+
+
+def declines(call: object, *args: object, match: str, names: tuple[str, ...] = ()) -> str:
+    """The decline's message, checked to hold ``match`` and no number but the rules' (0, the
+    threshold 11, the minimum cohort 50), ``names`` aside."""
+    with pytest.raises(DataError, match=match) as caught:
+        call(*args)  # type: ignore[operator]
+    message = str(caught.value)
+    for name in names:
+        message = message.replace(name, "")
+    assert set(re.findall(r"\d+", message)) <= {"0", "11", "50"}, message
+    return str(caught.value)
+
+
+def test_a_regression_declines_below_the_minimum_cohort() -> None:
+    cox = CoxAnalysis(outcome=RFS, covariates=[Feature(name="age_at_diagnosis")])
+    table = {c: v[:40] for c, v in gbsg2().items()}
+    declines(answer, spec(cox), table, zeros(1), 11, 1, 50, match="min_cohort_size")
+    assert answer(spec(cox), table, zeros(1), 11, 1, 40).type == "regression"
+
+
+@pytest.mark.parametrize(("blanked", "ok"), [(0, True), (5, False), (10, False), (11, True)])
+def test_the_patients_left_out_as_incomplete_are_0_or_at_least_the_threshold(
+    blanked: int, ok: bool
+) -> None:
+    cox = CoxAnalysis(outcome=RFS, covariates=[Feature(name="age_at_diagnosis")])
+    table = gbsg2()
+    table["age_at_diagnosis"][:blanked] = np.nan
+    if ok:
+        part = answer(spec(cox), table, zeros(1), 11, 1, 1)
+        assert part.type == "regression" and part.n == 686 - blanked
+    else:
+        declines(answer, spec(cox), table, zeros(1), 11, 1, 1, match="left out as incomplete")
+
+
+def test_the_logistic_hessian_at_zero_tells_a_0_1_column_count_exactly() -> None:
+    """Why 0/1 terms are checked: -4 H and the gradient at 0 give counts and events."""
+    logistic = LogisticAnalysis(outcome=FIVE_YEARS, covariates=[GRADE])
+    data = design(logistic, gbsg2())
+    part = site_part(logistic, data, zeros(3), 1)
+    assert part.type == "regression"
+    hessian, gradient = np.asarray(part.pooled.hessian), np.asarray(part.pooled.gradient)
+    g3 = data.x[:, 2] == 1
+    assert -4 * hessian[0, 2] == pytest.approx(g3.sum())
+    assert gradient[2] + hessian[0, 2] * -2 == pytest.approx(data.label[g3].sum())
+
+
+@pytest.mark.parametrize("model", ["logistic", "cox"])
+def test_a_small_group_of_a_0_1_covariate_is_declined(model: str) -> None:
+    table = gbsg2()
+    table["treatment.endocrine"][:] = 0.0
+    table["treatment.endocrine"][:10] = 1.0  # ten treated patients
+    analysis: CoxAnalysis | LogisticAnalysis = (
+        CoxAnalysis(outcome=RFS, covariates=[ENDOCRINE])
+        if model == "cox"
+        else LogisticAnalysis(outcome=FIVE_YEARS, covariates=[ENDOCRINE])
+    )
+    data = design(analysis, table)
+    width = len(data.names)
+    message = declines(
+        site_part,
+        analysis,
+        data,
+        zeros(width),
+        11,
+        match="'treatment.endocrine'",
+        names=("treatment.endocrine",),
+    )
+    assert "0 or at least 11" in message
+    site_part(analysis, data, zeros(width), 1)  # threshold 1: suppression off
+
+
+def test_the_events_among_a_level_and_the_reference_level_are_checked() -> None:
+    table = gbsg2()
+    cox = CoxAnalysis(outcome=RFS, covariates=[GRADE])
+    g1 = np.flatnonzero(table["grade"] == "G1")
+    table["rfs_event"][g1] = 0.0
+    table["rfs_event"][g1[:3]] = 1.0  # three events at the reference level G1
+    declines(
+        check_cells, cox, design(cox, table), 11, match="'grade\\[G1\\]'", names=("grade[G1]",)
+    )
+    table["rfs_event"][g1[:11]] = 1.0
+    check_cells(cox, design(cox, table), 11)
+    g3 = np.flatnonzero(table["grade"] == "G3")
+    table["rfs_event"][g3[5:]] = 1.0  # five G3 patients without an event
+    table["rfs_event"][g3[:5]] = 0.0
+    declines(
+        check_cells, cox, design(cox, table), 11, match="'grade\\[G3\\]'", names=("grade[G3]",)
+    )
+    declines(
+        answer, spec(cox), table, zeros(2), 11, 1, 1, match="'grade\\[G3\\]'", names=("grade[G3]",)
+    )
