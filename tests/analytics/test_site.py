@@ -131,3 +131,22 @@ def test_the_events_among_a_level_and_the_reference_level_are_checked() -> None:
     declines(
         answer, spec(cox), table, zeros(2), 11, 1, 1, match="'grade\\[G3\\]'", names=("grade[G3]",)
     )
+
+
+def test_two_terms_whose_joint_group_is_small_are_refused() -> None:
+    """At the first round X'X holds the patients with both of two 0/1 terms: endocrine therapy
+    given to only 5 grade-G3 patients would be sent exactly, so the site declines."""
+    table = gbsg2()
+    g3 = np.flatnonzero(table["grade"] == "G3")
+    endocrine = np.zeros(len(g3))
+    endocrine[:5] = 1.0
+    table["treatment.endocrine"][g3] = endocrine
+    cox = CoxAnalysis(outcome=RFS, covariates=[GRADE, ENDOCRINE])
+    data = design(cox, table)
+    message = declines(
+        check_cells, cox, data, 11, match="with both, either or neither",
+        names=("grade[G3]", "grade[G2]", "grade[G1]"),
+    )  # fmt: skip
+    assert "treatment.endocrine" in message and "grade[G3]" in message
+    table["treatment.endocrine"][g3] = 0.0  # nobody in G3: a zero is no small group
+    check_cells(cox, design(cox, table), 11)

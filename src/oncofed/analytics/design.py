@@ -86,7 +86,8 @@ def _indicators(analysis: Regression, data: Design) -> tuple[list[str], np.ndarr
 def check_cells(analysis: Regression, data: Design, threshold: int) -> None:
     """DataError naming the first term (see the module docstring) with a count from 1 to
     ``threshold`` - 1 among: the patients with it, without it, and with and without the
-    outcome among each."""
+    outcome among each; or the first pair of terms with such a count among the patients with
+    both, only one, or neither (a Hessian's cross terms hold them)."""
     labels, ones = _indicators(analysis, data)
     n, events = len(data), data.label.sum()
     with_term, with_events = ones.sum(axis=0), data.label @ ones
@@ -97,6 +98,17 @@ def check_cells(analysis: Regression, data: Design, threshold: int) -> None:
         raise DataError(
             f"term {labels[small[0]]!r}: the patients with and without it, and those with and "
             f"without the outcome among each, must each be 0 or at least {threshold} here"
+        )
+    both = ones.T @ ones  # patients with both of two terms: X'X holds them at the first round
+    only = with_term[:, None] - both
+    neither = n - with_term[:, None] - with_term[None, :] + both
+    pairs = np.stack([both, only, only.T, neither])
+    small_pairs = np.argwhere(((pairs > 0) & (pairs < threshold)).any(axis=0))
+    if small_pairs.size:
+        i, j = small_pairs[0]
+        raise DataError(
+            f"terms {labels[i]!r} and {labels[j]!r}: the patients with both, either or neither "
+            f"must each be 0 or at least {threshold} here"
         )
 
 
