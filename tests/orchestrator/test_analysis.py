@@ -19,7 +19,9 @@ from oncofed.demo.data import mapping_file, site_tables
 from oncofed.edge import EdgePolicy, LocalStore
 from oncofed.edge.importing import Source, import_source
 from oncofed.edge.runner import TaskRunner
+from oncofed.orchestrator.db import Job, Task
 from oncofed.orchestrator.errors import BadRequest
+from oncofed.orchestrator.views import job_public
 from oncofed.wire.analysis import (
     AnalysisResult,
     AnalysisSpec,
@@ -103,18 +105,15 @@ def run(
 
 
 def _public(session: Any, job_id: str) -> JobPublic:
-    from oncofed.orchestrator.db import Job
-    from oncofed.orchestrator.views import job_public
-
     return job_public(session.get(Job, job_id))
 
 
 def pooled_rows(
-    stores: Mapping[str, LocalStore], job: AnalysisSpec, report: object = None
+    stores: Mapping[str, LocalStore], job: AnalysisSpec, report: RegressionReport | None = None
 ) -> pd.DataFrame:
     """The cohorts of the sites in ``report`` (all when None) in one table (only a test may do
     this)."""
-    excluded = getattr(report, "excluded", {})
+    excluded = report.excluded if report is not None else {}
     frames = []
     for site, store in stores.items():
         if site in excluded:
@@ -154,8 +153,6 @@ def test_kaplan_meier_with_suppression_sends_no_small_count(
     done = run(state, stores, job)
     assert done.status == "completed", done.error
     with state.sessions() as session:
-        from oncofed.orchestrator.db import Task
-
         results = [t.result_json for t in session.query(Task) if t.result_json]
     for text in results:
         part = AnalysisResult.model_validate_json(text).part
