@@ -51,6 +51,36 @@ class EdgePolicy(BaseModel):
     max_parameters: Annotated[int, Field(ge=1)] = 50_000_000
     max_rounds: Annotated[int, Field(ge=1)] = 1000
     max_local_epochs: Annotated[int, Field(ge=1)] = 100
+    max_iterations: Annotated[int, Field(ge=1)] = 50
+    """Most Newton rounds of one regression this site takes part in (and no more than the
+    analysis declares)."""
+    max_tasks_per_job: Annotated[int, Field(ge=1)] = 1000
+    """Most tasks of one job this site runs, of every kind, counted here and kept across
+    restarts: the orchestrator cannot reset the count."""
+    max_clip_norm: Annotated[float, Field(gt=0.0)] = 10.0
+    """Largest update clip norm (``local.clip_norm``) a training job may declare here."""
+    max_coefficient_effect: Annotated[float, Field(gt=0.0)] = 5.0
+    """Newton parameters are refused when a coefficient times its covariate's standard
+    deviation here (its effect on the linear predictor across one standard deviation) exceeds
+    this, or when the linear predictor at the mean patient here exceeds twice it."""
+    max_newton_step: Annotated[float, Field(gt=0.0)] = 3.0
+    """Largest move of a coefficient from one Newton round to the next, in the same units."""
+    discrete_levels: Annotated[int, Field(ge=2)] = 10
+    """A design column taking at most this many distinct values here describes groups of
+    patients, whatever transform produced it: each value's patients, and the events among
+    them, must be 0 or at least ``small_cell_threshold`` before derivatives are sent."""
+    require_secure_aggregation: bool = False
+    """Run only tasks whose releases are securely aggregated."""
+    min_cohort_size_secure: Annotated[int, Field(ge=1)] = 1
+    """Fewest patients in a job's cohort (and training rows) under secure aggregation, where
+    no one sees this site's own numbers: the disclosure rules apply to the pooled result."""
+    min_secure_sites: Annotated[int, Field(ge=2)] = 3
+    """Fewest sites a secure sum this site takes part in may have."""
+    min_secure_threshold: Annotated[float, Field(ge=0.5, lt=1.0)] = 0.5
+    """A secure round's threshold must be above this fraction of its sites."""
+    share_site_estimates: bool = True
+    """Under secure aggregation, also send this site's own numbers (its own regression fit,
+    its held-out metrics) in the clear when they meet the per-site rules above."""
 
 
 class EdgeHome:

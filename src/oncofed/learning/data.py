@@ -149,13 +149,26 @@ def concat(cohorts: Sequence[Cohort]) -> Cohort:
     )
 
 
+def pooled_stats(parts: Sequence[StatsResult]) -> StatsResult:
+    """The sites' counts, sums and sums of squares added up."""
+    return StatsResult(
+        n=sum(p.n for p in parts),
+        sums=np.sum([p.sums for p in parts], axis=0).tolist(),
+        sumsq=np.sum([p.sumsq for p in parts], axis=0).tolist(),
+    )
+
+
 def pooled_standardization(parts: Sequence[StatsResult]) -> Standardization:
     """Mean and population standard deviation over all sites' rows, exactly as if pooled."""
-    n = sum(p.n for p in parts)
+    return standardization(pooled_stats(parts))
+
+
+def standardization(pooled: StatsResult) -> Standardization:
+    """Mean and population standard deviation from pooled totals."""
+    n = pooled.n
     if n == 0:
         raise DataError("no rows to standardise")
-    sums = np.sum([p.sums for p in parts], axis=0)
-    sumsq = np.sum([p.sumsq for p in parts], axis=0)
+    sums, sumsq = np.asarray(pooled.sums), np.asarray(pooled.sumsq)
     mean = sums / n
     var = np.maximum(sumsq / n - mean**2, 0.0)
     std = np.where(var > 1e-12, np.sqrt(var), 1.0)

@@ -95,6 +95,7 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")
     error: Mapped[str | None] = mapped_column(Text)
     scaling_json: Mapped[str | None] = mapped_column(Text)
+    pooled_json: Mapped[str | None] = mapped_column(Text)  # the stats round's pooled totals
     model_sha: Mapped[str | None] = mapped_column(String(64))  # latest global model
     state_sha: Mapped[str | None] = mapped_column(String(64))  # strategy state (e.g. moments)
     state_json: Mapped[str | None] = mapped_column(Text)  # an analysis's Newton state

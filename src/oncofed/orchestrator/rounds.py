@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from oncofed.learning.aggregate import WeightedMean
-from oncofed.learning.data import holdout_size, pooled_standardization
+from oncofed.learning.data import holdout_size, pooled_stats, standardization
 from oncofed.learning.registry import initial_weights, parameter_count, parameter_shapes
 from oncofed.learning.strategies import build_strategy
 from oncofed.orchestrator.blobs import BlobStore
@@ -85,6 +85,11 @@ _TASK_IN_ROUND = [joinedload(Task.round).joinedload(Round.job)]
 @lru_cache(maxsize=256)
 def _scaling(scaling_json: str | None) -> Standardization | None:
     return Standardization.model_validate_json(scaling_json) if scaling_json else None
+
+
+@lru_cache(maxsize=256)
+def _pooled(pooled_json: str | None) -> StatsResult | None:
+    return StatsResult.model_validate_json(pooled_json) if pooled_json else None
 
 
 @dataclass
@@ -290,6 +295,7 @@ class Coordinator:
                 spec=spec,
                 model_sha256=rnd.input_sha,
                 standardization=_scaling(job.scaling_json),
+                pooled=_pooled(job.pooled_json),
                 proximal_mu=(
                     build_strategy(spec.strategy).proximal_mu if isinstance(spec, JobSpec) else 0.0
                 ),
@@ -556,13 +562,15 @@ class Coordinator:
             self._close_analysis(session, effects, job, spec, rnd, accepted)
         elif rnd.kind == "stats":
             try:
-                scaling = pooled_standardization(
+                pooled = pooled_stats(
                     [StatsResult.model_validate_json(t.result_json or "") for t in accepted]
                 )
+                scaling = standardization(pooled)
             except ValueError as exc:  # no rows, or sums too large to pool
                 self._end(job, "failed", f"pooling the feature statistics failed: {exc}")
                 return
             job.scaling_json = scaling.model_dump_json()
+            job.pooled_json = pooled.model_dump_json()
             self._open_round(session, effects, job, 1, "train", job.model_sha, active)
         elif rnd.kind == "train":
             try:

@@ -24,7 +24,15 @@ from pydantic import (
 
 from oncofed.cdm.fields import variable
 from oncofed.wire.profile import Cell
-from oncofed.wire.spec import BinaryOutcome, CohortFilter, Feature, JobSpec, Name, SurvivalOutcome
+from oncofed.wire.spec import (
+    BinaryOutcome,
+    CohortFilter,
+    Feature,
+    JobSpec,
+    Name,
+    PrivacySpec,
+    SurvivalOutcome,
+)
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Confidence = Annotated[float, Field(gt=0.5, lt=1.0)]
@@ -159,6 +167,7 @@ class AnalysisSpec(_Strict):
     dataset: Name
     cohort: CohortFilter = Field(default_factory=CohortFilter)
     analysis: Analysis
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     sites: list[Name] | None = Field(default=None, description="Sites to use; all when omitted.")
     min_sites: Annotated[int, Field(ge=1)] = 1
     round_timeout_s: Annotated[float, Field(gt=0.0, le=7 * 86400)] = 600.0

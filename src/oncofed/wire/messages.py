@@ -53,6 +53,14 @@ class Standardization(Message):
     std: list[Annotated[float, Field(gt=0.0)]]
 
 
+class StatsResult(Message):
+    """Count, sum and sum of squares of each numeric feature over a site's training rows."""
+
+    n: Count
+    sums: list[Finite]
+    sumsq: list[Finite]
+
+
 class TaskAssignment(Message):
     task_id: str
     job_id: str
@@ -61,19 +69,14 @@ class TaskAssignment(Message):
     spec: AnySpec
     model_sha256: Sha256 | None = None
     standardization: Standardization | None = None
+    pooled: StatsResult | None = Field(
+        None, description="The pooled totals the standardization was derived from."
+    )
     proximal_mu: Annotated[float, Field(ge=0.0)] = 0.0
     params: AnalysisParams | None = None
 
 
 # -- results (edge -> orchestrator) ------------------------------------------------------
-
-
-class StatsResult(Message):
-    """Count, sum and sum of squares of each numeric feature over a site's training rows."""
-
-    n: Count
-    sums: list[Finite]
-    sumsq: list[Finite]
 
 
 class Evaluation(Message):

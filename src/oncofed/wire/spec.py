@@ -301,12 +301,28 @@ class LocalTraining(_Strict):
     lr: Annotated[float, Field(gt=0.0, le=10.0)] = 0.01
     optimizer: Literal["sgd", "adam"] = "adam"
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    clip_norm: Annotated[float, Field(gt=0.0, le=1e6)] = 1.0
+    """Largest L2 norm of a site's update (its model minus the global model it was sent); a
+    longer update is scaled down to it. Sites always clip, and check that each global model
+    moved no further from the last one they saw than updates of this norm allow."""
 
 
 class Evaluation(_Strict):
     """Each site holds out this fraction of its rows, fixed for the whole job."""
 
     holdout: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.25
+
+
+class PrivacySpec(_Strict):
+    """How a job's releases are protected beyond each site's own disclosure rules."""
+
+    secure_aggregation: bool = False
+    """The orchestrator learns only the sum over sites of every number a site sends (model
+    updates, counts, statistics, derivatives): each site's own numbers stay hidden."""
+    threshold: Annotated[float, Field(gt=0.5, le=1.0)] = 2 / 3
+    """Fraction of a round's sites whose shares rebuild a site's secrets (rounded down, plus
+    one): more sites than this may drop out of a round, and fewer than this many sites
+    colluding with the orchestrator can never unmask anyone."""
 
 
 class JobSpec(_Strict):
@@ -323,6 +339,7 @@ class JobSpec(_Strict):
     rounds: Annotated[int, Field(ge=1, le=10_000)] = 10
     local: LocalTraining = Field(default_factory=LocalTraining)
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     seed: Annotated[int, Field(ge=0, lt=2**31)] = 0
     sites: list[Name] | None = Field(default=None, description="Sites to use; all when omitted.")
     min_sites: Annotated[int, Field(ge=1)] = 1
