@@ -16,27 +16,24 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from contextlib import ExitStack
-from dataclasses import dataclass, field
-from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
-import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from oncofed.learning.aggregate import WeightedMean
-from oncofed.learning.data import holdout_size, pooled_stats, standardization
+from oncofed.learning.data import holdout_size, pooled_stats
 from oncofed.learning.registry import initial_weights, parameter_count, parameter_shapes
 from oncofed.learning.strategies import build_strategy
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.db import Job, Round, Site, Task, utcnow
 from oncofed.orchestrator.errors import BadRequest, Conflict, Forbidden, NotFound
 from oncofed.orchestrator.notifier import Notifier
+from oncofed.orchestrator.progress import Effects, Progress, end, parse_spec, training
 from oncofed.wire import tensors
-from oncofed.wire.analysis import REPORTS, SPECS, AnalysisParams, AnalysisResult, AnalysisSpec
+from oncofed.wire.analysis import AnalysisParams, AnalysisResult, AnalysisSpec
 from oncofed.wire.errors import BadTensorPayload
 from oncofed.wire.messages import (
     EvaluateResult,
@@ -54,18 +51,6 @@ log = logging.getLogger("oncofed.orchestrator")
 T = TypeVar("T")
 OPEN_TASK = ("pending", "delivered")
 MAX_PARAMETERS = 200_000_000
-
-
-@lru_cache(maxsize=256)
-def parse_spec(spec_json: str) -> JobSpec | AnalysisSpec:
-    return SPECS.validate_json(spec_json)
-
-
-def _training(spec: JobSpec | AnalysisSpec) -> JobSpec:
-    """``spec`` as the training job it must be (rounds of other kinds never reach here)."""
-    if not isinstance(spec, JobSpec):
-        raise BadRequest(f"job {spec.name!r} is an analysis: it takes no models or statistics")
-    return spec
 
 
 def _params(params_json: str | None, site: str) -> AnalysisParams | None:
@@ -92,15 +77,6 @@ def _pooled(pooled_json: str | None) -> StatsResult | None:
     return StatsResult.model_validate_json(pooled_json) if pooled_json else None
 
 
-@dataclass
-class _Effects:
-    """What to do once the transaction has committed."""
-
-    notify: set[int] = field(default_factory=set)
-    delete: set[str] = field(default_factory=set)
-    drop_sums: set[int] = field(default_factory=set)
-
-
 class Coordinator:
     """Owns every change of job, round and task state."""
 
@@ -117,6 +93,7 @@ class Coordinator:
         self._readable: set[tuple[int, str]] = set()
         self._owners: dict[str, tuple[int, str]] = {}  # task id -> (site id, job id)
         self._specs: dict[str, JobSpec | AnalysisSpec] = {}  # job id -> spec (immutable)
+        self._progress = Progress(blobs)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -127,11 +104,11 @@ class Coordinator:
     def _transact(
         self,
         job_id: str | None,
-        work: Callable[[Session, _Effects], T],
-        effects: _Effects | None = None,
+        work: Callable[[Session, Effects], T],
+        effects: Effects | None = None,
     ) -> T:
         """Run ``work`` in one transaction (under the job's lock), then apply its effects."""
-        effects = effects if effects is not None else _Effects()
+        effects = effects if effects is not None else Effects()
         lock = self._lock(job_id) if job_id else threading.RLock()
         with lock:
             try:
@@ -150,11 +127,11 @@ class Coordinator:
         return result
 
     def _answer(
-        self, site_id: int, job_id: str, work: Callable[[Session, _Effects], ResultAck]
+        self, site_id: int, job_id: str, work: Callable[[Session, Effects], ResultAck]
     ) -> ResultAck:
         """Record a site's answer; when it opened a round the site is part of, hand the site
         its next task with the acknowledgement, so it need not wait for a poll."""
-        effects = _Effects()
+        effects = Effects()
         ack = self._transact(job_id, work, effects)
         if site_id in effects.notify:
             ack = ack.model_copy(update={"next_task": self.next_task(site_id)})
@@ -177,7 +154,7 @@ class Coordinator:
         the round's tasks."""
         model_sha = None if isinstance(spec, AnalysisSpec) else self._initial_model(spec)
 
-        def work(session: Session, effects: _Effects) -> JobCreated:
+        def work(session: Session, effects: Effects) -> JobCreated:
             sites = self._resolve_sites(session, spec)
             names = [s.name for s in sites]
             job = Job(
@@ -197,9 +174,11 @@ class Coordinator:
                 state = analysis.start(spec, names)
                 params = state.to_json() if state else None
                 job.state_json = params
-                self._open_round(session, effects, job, 0, "analysis", None, site_ids, params)
+                self._progress.open_round(
+                    session, effects, job, 0, "analysis", None, site_ids, params
+                )
             else:
-                self._open_round(session, effects, job, 0, "stats", None, site_ids)
+                self._progress.open_round(session, effects, job, 0, "stats", None, site_ids)
             return JobCreated(id=job.id, name=job.name, sites=names)
 
         created = self._transact(None, work)
@@ -228,33 +207,6 @@ class Coordinator:
         if len(names) < spec.min_sites:
             raise BadRequest(f"min_sites is {spec.min_sites} but only {len(names)} sites enrolled")
         return [enrolled[n] for n in names]
-
-    def _open_round(
-        self,
-        session: Session,
-        effects: _Effects,
-        job: Job,
-        number: int,
-        kind: str,
-        input_sha: str | None,
-        site_ids: list[int],
-        params_json: str | None = None,
-    ) -> None:
-        spec = parse_spec(job.spec_json)
-        deadline = utcnow() + timedelta(seconds=spec.round_timeout_s)
-        tasks = [Task(id=uuid.uuid4().hex, site_id=site_id) for site_id in site_ids]
-        session.add(
-            Round(
-                job=job,
-                number=number,
-                kind=kind,
-                input_sha=input_sha,
-                params_json=params_json,
-                deadline=deadline,
-                tasks=tasks,
-            )
-        )
-        effects.notify.update(site_ids)
 
     # -- edge side ---------------------------------------------------------------------
 
@@ -368,19 +320,19 @@ class Coordinator:
                 job = session.get(Job, job_id)
                 assert job is not None  # the task refers to it
                 self._specs[job_id] = parse_spec(job.spec_json)
-        spec = _training(self._specs[job_id])
+        spec = training(self._specs[job_id])
         return 8 + MAX_HEADER + 4 * parameter_count(spec.model, spec.n_inputs)
 
     def accept_update(self, site_id: int, task_id: str, path: Path, sha: str) -> ResultAck:
         """Validate a spooled safetensors update, fold it into the round's sum, maybe close."""
         job_id = self._job_of(site_id, task_id)
 
-        def work(session: Session, effects: _Effects) -> ResultAck:
+        def work(session: Session, effects: Effects) -> ResultAck:
             task = self._open_task(session, task_id, "train", sha)
             if isinstance(task, ResultAck):
                 path.unlink(missing_ok=True)
                 return task
-            spec = _training(parse_spec(task.round.job.spec_json))
+            spec = training(parse_spec(task.round.job.spec_json))
             shapes = parameter_shapes(spec.model, spec.n_inputs)
             try:
                 meta = check_file(path, shapes, TrainResult)  # chunk by chunk
@@ -414,7 +366,7 @@ class Coordinator:
         kinds = {StatsResult: "stats", EvaluateResult: "evaluate", AnalysisResult: "analysis"}
         kind = kinds[type(result)]
 
-        def work(session: Session, effects: _Effects) -> ResultAck:
+        def work(session: Session, effects: Effects) -> ResultAck:
             task = self._open_task(session, task_id, kind, digest)
             if isinstance(task, ResultAck):
                 return task
@@ -429,7 +381,7 @@ class Coordinator:
                 self._finish(task, "accepted", sha=digest, result=body)
                 self._maybe_close(session, effects, task.round)
                 return ResultAck(task_id=task_id, status="accepted")
-            spec = _training(any_spec)
+            spec = training(any_spec)
             if isinstance(result, StatsResult):
                 width = len(spec.numeric_names)
                 if not len(result.sums) == len(result.sumsq) == width:
@@ -449,7 +401,7 @@ class Coordinator:
         """The site will not take part (its policy, its data); it is left out of later rounds."""
         job_id = self._job_of(site_id, task_id)
 
-        def work(session: Session, effects: _Effects) -> ResultAck:
+        def work(session: Session, effects: Effects) -> ResultAck:
             task = self._open_task(session, task_id, None, None)
             if isinstance(task, ResultAck):
                 return task
@@ -469,7 +421,7 @@ class Coordinator:
             ).all()
         for round_id, job_id in due:
 
-            def work(session: Session, effects: _Effects, round_id: int = round_id) -> None:
+            def work(session: Session, effects: Effects, round_id: int = round_id) -> None:
                 rnd = session.get(Round, round_id)
                 if rnd is None or rnd.status != "open":
                     return
@@ -525,7 +477,7 @@ class Coordinator:
     def _sum(self, rnd: Round) -> WeightedMean:
         """The round's running sum, rebuilt from its accepted updates after a restart."""
         if rnd.id not in self._sums:
-            spec = _training(parse_spec(rnd.job.spec_json))
+            spec = training(parse_spec(rnd.job.spec_json))
             total = WeightedMean(parameter_shapes(spec.model, spec.n_inputs))
             for task in rnd.tasks:
                 if task.status == "accepted" and task.result_sha and task.result_json:
@@ -535,132 +487,43 @@ class Coordinator:
             self._sums[rnd.id], self._sum_jobs[rnd.id] = total, rnd.job_id
         return self._sums[rnd.id]
 
-    def _maybe_close(self, session: Session, effects: _Effects, rnd: Round) -> None:
+    def _maybe_close(self, session: Session, effects: Effects, rnd: Round) -> None:
         still_open = session.scalar(  # autoflush makes this answer's own status count
             select(func.count()).where(Task.round_id == rnd.id, Task.status.in_(OPEN_TASK))
         )
         if still_open:
             return
-        job = rnd.job
+        job, progress = rnd.job, self._progress
         spec = parse_spec(job.spec_json)
         accepted = [t for t in rnd.tasks if t.status == "accepted"]
         rnd.status, rnd.closed_at = "closed", utcnow()
         effects.drop_sums.add(rnd.id)
-        if len(accepted) < spec.min_sites:
-            missing = "; ".join(
-                f"{t.site.name}: {t.status} ({t.detail})" for t in rnd.tasks if t not in accepted
-            )
-            self._end(
-                job,
-                "failed",
-                f"round {rnd.number} ({rnd.kind}): {len(accepted)} sites "
-                f"reported, min_sites is {spec.min_sites}. {missing}",
-            )
+        if progress.too_few(job, rnd, accepted):
             return
         active = [t.site_id for t in rnd.tasks if t.status != "declined"]
         if isinstance(spec, AnalysisSpec):
-            self._close_analysis(session, effects, job, spec, rnd, accepted)
+            from oncofed.orchestrator import analysis
+
+            parts = {
+                t.site.name: AnalysisResult.model_validate_json(t.result_json or "").part
+                for t in accepted
+            }
+            state = analysis.NewtonState.from_json(rnd.params_json) if rnd.params_json else None
+            outcome = analysis.close(spec, state, parts)
+            progress.after_analysis(
+                session, effects, job, rnd, outcome, [t.site_id for t in accepted]
+            )
         elif rnd.kind == "stats":
-            try:
-                pooled = pooled_stats(
-                    [StatsResult.model_validate_json(t.result_json or "") for t in accepted]
-                )
-                scaling = standardization(pooled)
-            except ValueError as exc:  # no rows, or sums too large to pool
-                self._end(job, "failed", f"pooling the feature statistics failed: {exc}")
-                return
-            job.scaling_json = scaling.model_dump_json()
-            job.pooled_json = pooled.model_dump_json()
-            self._open_round(session, effects, job, 1, "train", job.model_sha, active)
+            results = [StatsResult.model_validate_json(t.result_json or "") for t in accepted]
+            progress.after_stats(session, effects, job, pooled_stats(results), active)
         elif rnd.kind == "train":
-            try:
-                self._advance_model(job, self._sum(rnd))
-            except ValueError as exc:
-                self._end(job, "failed", f"aggregation failed: {exc}")
-                return
-            effects.delete.update(t.result_sha for t in accepted if t.result_sha)
-            kind = "train" if rnd.number < _training(spec).rounds else "evaluate"
-            self._open_round(session, effects, job, rnd.number + 1, kind, job.model_sha, active)
+            total = self._sum(rnd)
+            if progress.after_train(
+                session, effects, job, rnd, total.shapes, total.mean_chunks, active
+            ):
+                effects.delete.update(t.result_sha for t in accepted if t.result_sha)
         else:
-            self._end(job, "completed", None)
+            end(job, "completed", None)
         log.info(
             "job %s round %d (%s) closed with %d sites", job.id, rnd.number, rnd.kind, len(accepted)
         )
-
-    def _close_analysis(
-        self,
-        session: Session,
-        effects: _Effects,
-        job: Job,
-        spec: AnalysisSpec,
-        rnd: Round,
-        accepted: list[Task],
-    ) -> None:
-        """The report, the next Newton round (with the sites that answered), or a failure."""
-        parts = {
-            t.site.name: AnalysisResult.model_validate_json(t.result_json or "").part
-            for t in accepted
-        }
-        from oncofed.orchestrator import analysis
-
-        state = analysis.NewtonState.from_json(rnd.params_json) if rnd.params_json else None
-        outcome = analysis.close(spec, state, parts)
-        if isinstance(outcome, analysis.Finished):
-            left_out = {
-                t.site.name: f"{t.status}: {t.detail}" for r in job.rounds for t in r.tasks
-                if t.status != "accepted"
-            }  # fmt: skip
-            report = outcome.report.model_copy(
-                update={"excluded": {**left_out, **outcome.report.excluded}}
-            )
-            job.report_json = REPORTS.dump_json(report).decode()
-            self._end(job, "completed", None)
-        elif isinstance(outcome, analysis.Failed):
-            self._end(job, "failed", outcome.error)
-        else:
-            job.state_json = outcome.state.to_json()
-            sites = [t.site_id for t in accepted]
-            number = rnd.number + 1
-            self._open_round(session, effects, job, number, "analysis", None, sites, job.state_json)
-
-    def _advance_model(self, job: Job, total: WeightedMean) -> None:
-        """Apply the strategy chunk by chunk: current model, mean and state are read in pieces
-        and the next model and state are written the same way (memory stays O(chunk))."""
-        strategy = build_strategy(_training(parse_spec(job.spec_json)).strategy)
-        keys = strategy.state_keys
-        shapes = total.shapes
-        state_shapes = {f"{k}/{name}": shape for name, shape in shapes.items() for k in keys}
-        assert job.model_sha is not None  # set at submission
-        with ExitStack() as stack:
-            current = stack.enter_context(TensorFile(self.blobs.path(job.model_sha)))
-            state = (
-                stack.enter_context(TensorFile(self.blobs.path(job.state_sha)))
-                if job.state_sha
-                else None
-            )
-            model_out = stack.enter_context(self.blobs.write_tensors(shapes))
-            state_out = (
-                stack.enter_context(self.blobs.write_tensors(state_shapes)) if keys else None
-            )
-            for name in shapes:
-                for offset, average in total.mean_chunks(name):
-                    n = average.size
-                    piece = {
-                        k: state.read(f"{k}/{name}", offset, n) if state else np.zeros(n)
-                        for k in keys
-                    }
-                    new, new_state = strategy.update(current.read(name, offset, n), average, piece)
-                    if not np.isfinite(new).all():
-                        raise ValueError(f"{name}: the next global model is not finite")
-                    model_out.write(name, offset, new)
-                    for k in keys:
-                        assert state_out is not None
-                        state_out.write(f"{k}/{name}", offset, new_state[k])
-        job.model_sha = model_out.sha256
-        job.state_sha = state_out.sha256 if state_out else None
-
-    @staticmethod
-    def _end(job: Job, status: str, error: str | None) -> None:
-        job.status, job.error, job.finished_at = status, error, utcnow()
-        if error:
-            log.warning("job %s %s: %s", job.id, status, error)

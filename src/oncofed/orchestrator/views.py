@@ -6,7 +6,7 @@ import json
 
 from oncofed.learning.metrics import weighted_mean
 from oncofed.orchestrator.db import Job, Round, Task
-from oncofed.orchestrator.rounds import parse_spec
+from oncofed.orchestrator.progress import parse_spec
 from oncofed.wire.analysis import REPORTS, AnalysisResult
 from oncofed.wire.messages import (
     EvaluateResult,

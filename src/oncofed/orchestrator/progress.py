@@ -1,0 +1,211 @@
+"""What a closed round leads to: the job's next round, its report, its end. Plain and secure
+rounds both end here, each with the pooled numbers it produced, so a job advances the same way
+whichever way its sites' numbers were added up."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import lru_cache
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from oncofed.learning.data import standardization
+from oncofed.learning.strategies import build_strategy
+from oncofed.orchestrator.blobs import BlobStore
+from oncofed.orchestrator.db import Job, Round, Task, utcnow
+from oncofed.orchestrator.errors import BadRequest
+from oncofed.wire.analysis import REPORTS, SPECS, AnalysisSpec
+from oncofed.wire.messages import StatsResult
+from oncofed.wire.spec import JobSpec
+from oncofed.wire.stream import TensorFile
+
+log = logging.getLogger("oncofed.orchestrator")
+Averages = Callable[[str], Iterator[tuple[int, np.ndarray]]]
+"""For one tensor, ``(flat offset, float64 elements)`` of the mean of the sites' models."""
+
+
+@lru_cache(maxsize=256)
+def parse_spec(spec_json: str) -> JobSpec | AnalysisSpec:
+    return SPECS.validate_json(spec_json)
+
+
+def training(spec: JobSpec | AnalysisSpec) -> JobSpec:
+    """``spec`` as the training job it must be (rounds of other kinds never reach here)."""
+    if not isinstance(spec, JobSpec):
+        raise BadRequest(f"job {spec.name!r} is an analysis: it takes no models or statistics")
+    return spec
+
+
+@dataclass
+class Effects:
+    """What to do once the transaction has committed."""
+
+    notify: set[int] = field(default_factory=set)
+    delete: set[str] = field(default_factory=set)
+    drop_sums: set[int] = field(default_factory=set)
+
+
+def end(job: Job, status: str, error: str | None) -> None:
+    job.status, job.error, job.finished_at = status, error, utcnow()
+    if error:
+        log.warning("job %s %s: %s", job.id, status, error)
+
+
+class Progress:
+    """Opens rounds and moves jobs on from closed ones."""
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
+
+    def open_round(
+        self,
+        session: Session,
+        effects: Effects,
+        job: Job,
+        number: int,
+        kind: str,
+        input_sha: str | None,
+        site_ids: list[int],
+        params_json: str | None = None,
+    ) -> Round:
+        spec = parse_spec(job.spec_json)
+        deadline = utcnow() + timedelta(seconds=spec.round_timeout_s)
+        tasks = [Task(id=uuid.uuid4().hex, site_id=site_id) for site_id in site_ids]
+        rnd = Round(
+            job=job,
+            number=number,
+            kind=kind,
+            input_sha=input_sha,
+            params_json=params_json,
+            deadline=deadline,
+            tasks=tasks,
+        )
+        session.add(rnd)
+        effects.notify.update(site_ids)
+        return rnd
+
+    def too_few(self, job: Job, rnd: Round, accepted: list[Task]) -> bool:
+        """End the job as failed when fewer sites than its ``min_sites`` answered."""
+        spec = parse_spec(job.spec_json)
+        if len(accepted) >= spec.min_sites:
+            return False
+        missing = "; ".join(
+            f"{t.site.name}: {t.status} ({t.detail})" for t in rnd.tasks if t not in accepted
+        )
+        end(
+            job,
+            "failed",
+            f"round {rnd.number} ({rnd.kind}): {len(accepted)} sites "
+            f"reported, min_sites is {spec.min_sites}. {missing}",
+        )
+        return True
+
+    def after_stats(
+        self, session: Session, effects: Effects, job: Job, pooled: StatsResult, active: list[int]
+    ) -> None:
+        """The pooled standardisation, announced with the totals it comes from; then round 1."""
+        try:
+            scaling = standardization(pooled)
+        except ValueError as exc:  # no rows, or sums too large to pool
+            end(job, "failed", f"pooling the feature statistics failed: {exc}")
+            return
+        job.scaling_json = scaling.model_dump_json()
+        job.pooled_json = pooled.model_dump_json()
+        self.open_round(session, effects, job, 1, "train", job.model_sha, active)
+
+    def after_train(
+        self,
+        session: Session,
+        effects: Effects,
+        job: Job,
+        rnd: Round,
+        shapes: Mapping[str, tuple[int, ...]],
+        averages: Averages,
+        active: list[int],
+    ) -> bool:
+        """The next global model, then the next round (training, or the final evaluation);
+        False when aggregation failed (the job has ended)."""
+        try:
+            self.advance_model(job, shapes, averages)
+        except ValueError as exc:
+            end(job, "failed", f"aggregation failed: {exc}")
+            return False
+        kind = "train" if rnd.number < training(parse_spec(job.spec_json)).rounds else "evaluate"
+        self.open_round(session, effects, job, rnd.number + 1, kind, job.model_sha, active)
+        return True
+
+    def after_analysis(
+        self,
+        session: Session,
+        effects: Effects,
+        job: Job,
+        rnd: Round,
+        outcome: object,
+        site_ids: list[int],
+    ) -> None:
+        """The report, the next Newton round (with ``site_ids``), or a failure."""
+        from oncofed.orchestrator import analysis
+
+        if isinstance(outcome, analysis.Finished):
+            left_out = {
+                t.site.name: f"{t.status}: {t.detail}" for r in job.rounds for t in r.tasks
+                if t.status != "accepted"
+            }  # fmt: skip
+            report = outcome.report.model_copy(
+                update={"excluded": {**left_out, **outcome.report.excluded}}
+            )
+            job.report_json = REPORTS.dump_json(report).decode()
+            end(job, "completed", None)
+        elif isinstance(outcome, analysis.Failed):
+            end(job, "failed", outcome.error)
+        elif isinstance(outcome, analysis.NextRound):
+            job.state_json = outcome.state.to_json()
+            number = rnd.number + 1
+            self.open_round(
+                session, effects, job, number, "analysis", None, site_ids, job.state_json
+            )
+        else:
+            raise TypeError(f"not an analysis outcome: {outcome!r}")
+
+    def advance_model(
+        self, job: Job, shapes: Mapping[str, tuple[int, ...]], averages: Averages
+    ) -> None:
+        """Apply the strategy chunk by chunk: current model, mean and state are read in pieces
+        and the next model and state are written the same way (memory stays O(chunk))."""
+        strategy = build_strategy(training(parse_spec(job.spec_json)).strategy)
+        keys = strategy.state_keys
+        state_shapes = {f"{k}/{name}": shape for name, shape in shapes.items() for k in keys}
+        assert job.model_sha is not None  # set at submission
+        with ExitStack() as stack:
+            current = stack.enter_context(TensorFile(self.blobs.path(job.model_sha)))
+            state = (
+                stack.enter_context(TensorFile(self.blobs.path(job.state_sha)))
+                if job.state_sha
+                else None
+            )
+            model_out = stack.enter_context(self.blobs.write_tensors(shapes))
+            state_out = (
+                stack.enter_context(self.blobs.write_tensors(state_shapes)) if keys else None
+            )
+            for name in shapes:
+                for offset, average in averages(name):
+                    n = average.size
+                    piece = {
+                        k: state.read(f"{k}/{name}", offset, n) if state else np.zeros(n)
+                        for k in keys
+                    }
+                    new, new_state = strategy.update(current.read(name, offset, n), average, piece)
+                    if not np.isfinite(new).all():
+                        raise ValueError(f"{name}: the next global model is not finite")
+                    model_out.write(name, offset, new)
+                    for k in keys:
+                        assert state_out is not None
+                        state_out.write(f"{k}/{name}", offset, new_state[k])
+        job.model_sha = model_out.sha256
+        job.state_sha = state_out.sha256 if state_out else None
