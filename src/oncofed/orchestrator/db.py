@@ -83,6 +83,7 @@ class Site(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    identity_key: Mapped[str | None] = mapped_column(String(64))  # Ed25519 public key, hex
 
 
 class Job(Base):
@@ -115,6 +116,11 @@ class Round(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")
     input_sha: Mapped[str | None] = mapped_column(String(64))
     params_json: Mapped[str | None] = mapped_column(Text)  # an analysis round's coefficients
+    announced_sha: Mapped[str | None] = mapped_column(String(64))  # what every site was sent
+    phase: Mapped[str | None] = mapped_column(String(16))  # a secure round's phase
+    roster_json: Mapped[str | None] = mapped_column(Text)  # a secure round's signed keys
+    survivors_json: Mapped[str | None] = mapped_column(Text)  # its signed survivor list
+    result_json: Mapped[str | None] = mapped_column(Text)  # its pooled numbers, once unmasked
     deadline: Mapped[datetime] = mapped_column(UTCDateTime())
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -138,6 +144,17 @@ class Task(Base):
     bytes_received: Mapped[int | None] = mapped_column(Integer)
     round: Mapped[Round] = relationship(back_populates="tasks")
     site: Mapped[Site] = relationship()
+
+
+class SecureMessage(Base):
+    """What a site posted in one phase of a secure round (its keys, its encrypted shares, its
+    unmasking shares); its masked input is a blob, like an update."""
+
+    __tablename__ = "secure_message"
+    task_id: Mapped[str] = mapped_column(ForeignKey("task.id"), primary_key=True)
+    phase: Mapped[str] = mapped_column(String(16), primary_key=True)
+    body: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class DatasetProfile(Base):

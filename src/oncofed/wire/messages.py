@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from datetime import datetime
@@ -74,6 +75,17 @@ class TaskAssignment(Message):
     )
     proximal_mu: Annotated[float, Field(ge=0.0)] = 0.0
     params: AnalysisParams | None = None
+
+    def announced(self) -> str:
+        """SHA-256 of what the round announces to every site alike: job, round, kind, spec,
+        global model, standardisation with its pooled totals, pooled Newton parameters (not a
+        site's own). Every site can compute it; secure aggregation binds each mask to it."""
+        shared = {"job_id", "round", "kind", "spec", "model_sha256", "standardization", "pooled"}
+        content = self.model_dump(mode="json", include=shared)
+        if self.params is not None:
+            content["params"] = self.params.model_dump(mode="json", exclude={"own"})
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 # -- results (edge -> orchestrator) ------------------------------------------------------
