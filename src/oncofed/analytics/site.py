@@ -7,7 +7,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from oncofed.analytics.counts import site_counts
-from oncofed.analytics.design import design, site_part
+from oncofed.analytics.design import (
+    Design,
+    design,
+    site_part,
+)
 from oncofed.analytics.summary import site_summary
 from oncofed.analytics.survival import site_survival
 from oncofed.learning.data import DataError
@@ -16,6 +20,7 @@ from oncofed.wire.analysis import (
     AnalysisSpec,
     CountsAnalysis,
     KaplanMeierAnalysis,
+    Regression,
     SitePart,
     SummaryAnalysis,
 )
@@ -28,12 +33,12 @@ def answer(
     threshold: int,
     per_covariate: int,
     min_cohort: int,
+    discrete_levels: int,
 ) -> SitePart:
-    """The part this site sends. DataError (the site declines) when a regression has fewer
-    than ``min_cohort`` complete cases, leaves out from 1 to ``threshold`` - 1 incomplete ones
-    (the cohort size less the count would say how many), or has fewer than ``per_covariate``
-    patients per coefficient here: the derivatives of a small cohort could describe
-    individuals."""
+    """The part this site sends in a plain round. DataError (the site declines) as
+    :func:`regression_design` says, or when a regression's derivatives would describe a small
+    group (:func:`oncofed.analytics.design.check_cells`, with ``discrete_levels`` the most
+    distinct values of a column that describes groups)."""
     a = spec.analysis
     if isinstance(a, CountsAnalysis):
         return site_counts(a, table, threshold)
@@ -43,7 +48,23 @@ def answer(
         return site_survival(a, table, threshold)
     if params is None:
         raise DataError("a regression task carries no coefficients")
-    data = design(a, table)
+    data = regression_design(a, table, threshold, per_covariate, min_cohort)
+    return site_part(a, data, params, threshold, discrete_levels)
+
+
+def regression_design(
+    analysis: Regression,
+    table: Mapping[str, np.ndarray],
+    threshold: int,
+    per_covariate: int,
+    min_cohort: int,
+) -> Design:
+    """The design of a regression whose derivatives this site may send itself. DataError when
+    it has fewer than ``min_cohort`` complete cases, leaves out from 1 to ``threshold`` - 1
+    incomplete ones (the cohort size less the count would say how many), or has fewer than
+    ``per_covariate`` patients per coefficient here: the derivatives of a small cohort could
+    describe individuals."""
+    data = design(analysis, table)
     left_out = len(next(iter(table.values()))) - len(data)
     if len(data) < min_cohort:
         raise DataError(
@@ -59,4 +80,4 @@ def answer(
             f"fewer than {per_covariate} patients per coefficient ({width} coefficients) here "
             "(policy min_patients_per_covariate)"
         )
-    return site_part(a, data, params, threshold)
+    return data
