@@ -11,6 +11,7 @@ import pytest
 from lifelines.datasets import load_gbsg2
 
 from oncofed.analytics.design import check_cells, design, site_part
+from oncofed.analytics.secure import secure_values
 from oncofed.analytics.site import answer
 from oncofed.learning.data import DataError
 from oncofed.wire.analysis import AnalysisParams, AnalysisSpec, CoxAnalysis, LogisticAnalysis
@@ -221,3 +222,22 @@ def test_a_numeric_column_with_few_values_describes_groups() -> None:
              match="'ext.score': the patients with and without it")  # fmt: skip
     table["ext.score"] = table["age_at_diagnosis"] + 0.5  # many values: a number
     check_cells(cox, design(cox, table), 11, LEVELS)
+
+
+def test_under_secure_aggregation_a_site_checks_only_what_the_spec_cannot_know() -> None:
+    """Three treated patients here are left to the pooled check (the spec knows the flag); a
+    numeric extension column with three patients at one of its two values is declined here."""
+    table = {c: v[:150] for c, v in gbsg2().items()}
+    table["treatment.endocrine"][:] = 0.0
+    table["treatment.endocrine"][:3] = 1.0
+    table["ext.marker"] = np.where(np.arange(150) < 3, 5.0, 0.0)
+    flag = AnalysisSpec(name="job", dataset="gbsg2", analysis=CoxAnalysis(
+        outcome=RFS, covariates=[Feature(name="age_at_diagnosis"), ENDOCRINE]))  # fmt: skip
+    values = secure_values(flag, table, zeros(2), 11, LEVELS)
+    assert values["members"].tolist() == [3]
+    with pytest.raises(DataError, match=r"treatment\.endocrine"):
+        answer(flag, table, zeros(2), 11, 1, 50, LEVELS)  # a plain round: declined here
+    marker = AnalysisSpec(name="job", dataset="gbsg2", analysis=CoxAnalysis(
+        outcome=RFS, covariates=[Feature(name="ext.marker")]))  # fmt: skip
+    with pytest.raises(DataError, match=r"term 'ext\.marker': the patients with"):
+        secure_values(marker, table, zeros(1), 11, LEVELS)

@@ -1,4 +1,10 @@
-"""A site's answer to one analysis task: only aggregates, computed on the job's cohort."""
+"""A site's answer to one analysis task: only aggregates, computed on the job's cohort.
+
+:func:`answer` is a plain round's part, seen by the orchestrator as it is; :func:`own_estimate`
+is what a site may add in the clear beside a secure round (:mod:`oncofed.analytics.secure`):
+its derivatives at its own coefficients, for the per-site estimates. Both apply the per-site
+rules below.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,11 @@ import numpy as np
 from oncofed.analytics.counts import site_counts
 from oncofed.analytics.design import (
     Design,
+    check_cells,
+    derivatives,
     design,
     site_part,
+    small_outcome,
 )
 from oncofed.analytics.summary import site_summary
 from oncofed.analytics.survival import site_survival
@@ -19,6 +28,7 @@ from oncofed.wire.analysis import (
     AnalysisParams,
     AnalysisSpec,
     CountsAnalysis,
+    Derivatives,
     KaplanMeierAnalysis,
     Regression,
     SitePart,
@@ -81,3 +91,29 @@ def regression_design(
             "(policy min_patients_per_covariate)"
         )
     return data
+
+
+def own_estimate(
+    spec: AnalysisSpec,
+    table: Mapping[str, np.ndarray],
+    params: AnalysisParams,
+    threshold: int,
+    per_covariate: int,
+    min_cohort: int,
+    discrete_levels: int,
+) -> Derivatives:
+    """This site's derivatives at its own coefficients (``params.own``), which a site whose
+    policy shares site estimates sends in the clear beside a secure Newton round: the per-site
+    estimates and the heterogeneity check are made of them. They describe this site alone, so
+    DataError (the site keeps them) unless every rule of a plain round is met here:
+    :func:`regression_design`, :func:`oncofed.analytics.design.check_cells` and 0 or at least
+    ``threshold`` patients with and without the outcome."""
+    a = spec.analysis
+    if isinstance(a, CountsAnalysis | SummaryAnalysis | KaplanMeierAnalysis):
+        raise DataError(f"a {a.type} analysis has no estimates of a site's own")
+    data = regression_design(a, table, threshold, per_covariate, min_cohort)
+    check_cells(a, data, threshold, discrete_levels)
+    message = small_outcome(len(data), int(data.label.sum()), threshold, "here")
+    if message is not None:
+        raise DataError(message)
+    return derivatives(a, data, np.asarray(params.own))
