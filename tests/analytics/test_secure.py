@@ -19,6 +19,7 @@ from oncofed.orchestrator import analysis as plain
 from oncofed.wire.analysis import (
     CountsReport,
     Derivatives,
+    OwnEstimate,
     RegressionReport,
     SummaryReport,
     SurvivalReport,
@@ -300,6 +301,15 @@ def test_site_estimates_come_only_from_sites_that_share_them() -> None:
     }
     assert report.n == 616 and report.secure_sites == sorted(tables)  # every patient counted
     assert [h.df for h in report.heterogeneity] == [1, 1]
+
+
+def test_an_own_estimate_on_the_wire_is_derivatives_or_a_reason() -> None:
+    d = Derivatives(loglik=-1.0, gradient=[0.0], hessian=[[-1.0]])
+    assert OwnEstimate(derivatives=d).sent == d
+    assert OwnEstimate(withheld="policy").sent == "policy"
+    for wrong in ({}, {"derivatives": d, "withheld": "policy"}):
+        with pytest.raises(ValueError, match="give either derivatives or why"):
+            OwnEstimate.model_validate(wrong)
 
 
 def test_own_derivatives_that_do_not_fit_are_not_used() -> None:

@@ -105,8 +105,9 @@ def secure_close(
     ``sums``: the decoded sum of the contributions of the ``sites`` in it, by segment of
     :func:`oncofed.analytics.secure.secure_layout`; ``state``: the Newton state the round was
     sent with (None for one-round analyses); ``own``: each site's own derivatives sent in the
-    clear, or its reason for keeping them (a site not in it sent nothing); ``threshold``: the
-    smallest count the pooled result may show, as a site's ``small_cell_threshold``."""
+    clear, or its reason for keeping them (``OwnEstimate.sent``; a site not in it sent
+    nothing); ``threshold``: the smallest count the pooled result may show, as a site's
+    ``small_cell_threshold``."""
     a = spec.analysis
     names = sorted(sites)
     try:

@@ -309,6 +309,26 @@ class AnalysisResult(_Strict):
     compute_seconds: Annotated[float, Field(ge=0)] = 0.0
 
 
+class OwnEstimate(_Strict):
+    """What a site adds in the clear beside a secure Newton round: its derivatives at its own
+    coefficients, when its policy shares site estimates and its own numbers meet every per-site
+    rule (``analytics.site.own_estimate``), or why it keeps them."""
+
+    derivatives: Derivatives | None = None
+    withheld: Annotated[str, Field(max_length=500)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> OwnEstimate:
+        if (self.derivatives is None) == (self.withheld is None):
+            raise ValueError("give either derivatives or why they are withheld")
+        return self
+
+    @property
+    def sent(self) -> Derivatives | str:
+        """The derivatives, or the reason (as ``analytics.secure_close`` takes them)."""
+        return self.derivatives if self.derivatives is not None else str(self.withheld)
+
+
 class AnalysisParams(_Strict):
     """What a Newton round sends a site: the pooled coefficients and the site's own, and for
     the unstratified Cox model under secure aggregation the ``offset`` c of its risk-set sums
