@@ -77,7 +77,9 @@ def federate(
     designs = {site: design(analysis, table) for site, table in tables.items()}
     state = NewtonState.start(term_names(analysis), designs)
     while True:
-        parts = {s: site_part(analysis, d, state.params(s), threshold) for s, d in designs.items()}
+        parts = {
+            s: site_part(analysis, d, state.params(s), threshold, 10) for s, d in designs.items()
+        }
         pooled = pooled_derivatives(list(parts.values()), state.pooled.beta)
         own = {site: part.own for site, part in parts.items()}
         step = newton_step(
@@ -311,3 +313,17 @@ def test_terms_and_heterogeneity_by_hand() -> None:
     (none,) = heterogeneity({"a": site(1.0, 1.0), "b": site(1.1, 1.0)})
     assert none.i2 == 0.0
     assert heterogeneity({"a": site(1.0, 1.0)}) == []
+
+
+def test_follow_up_beyond_the_horizon_is_censored_at_it() -> None:
+    analysis = CoxAnalysis(outcome=RFS, covariates=COVARIATES, horizon_days=1000)
+    report = federate(analysis, split(gbsg2()))
+    assert isinstance(report, RegressionReport)
+    frame = pooled_frame({s: design(analysis, t) for s, t in split(gbsg2()).items()})
+    assert frame["time"].max() == 1000.0
+    table = gbsg2()
+    beyond = table["rfs_days"] > 1000
+    assert frame["event"].sum() == (table["rfs_event"][~beyond]).sum() < 299
+    cph = CoxPHFitter().fit(frame, "time", "event", strata=["site"], fit_options=TIGHT)
+    names = term_names(analysis)
+    close(report, cph.params_[names], cph.standard_errors_[names], cph.summary.p[names])

@@ -11,6 +11,7 @@ import pytest
 from lifelines.datasets import load_gbsg2
 
 from oncofed.analytics.design import check_cells, design, site_part
+from oncofed.analytics.secure import secure_values
 from oncofed.analytics.site import answer
 from oncofed.learning.data import DataError
 from oncofed.wire.analysis import AnalysisParams, AnalysisSpec, CoxAnalysis, LogisticAnalysis
@@ -20,6 +21,7 @@ GRADE = Feature(name="grade", levels=["G1", "G2", "G3"])
 ENDOCRINE = Feature(name="treatment.endocrine")
 RFS = SurvivalOutcome(time="rfs_days", event="rfs_event")
 FIVE_YEARS = BinaryOutcome(time="rfs_days", event="rfs_event", horizon_days=1825)
+LEVELS = 10  # the policy's default discrete_levels
 
 
 def gbsg2() -> dict[str, np.ndarray]:
@@ -56,8 +58,8 @@ def declines(call: object, *args: object, match: str, names: tuple[str, ...] = (
 def test_a_regression_declines_below_the_minimum_cohort() -> None:
     cox = CoxAnalysis(outcome=RFS, covariates=[Feature(name="age_at_diagnosis")])
     table = {c: v[:40] for c, v in gbsg2().items()}
-    declines(answer, spec(cox), table, zeros(1), 11, 1, 50, match="min_cohort_size")
-    assert answer(spec(cox), table, zeros(1), 11, 1, 40).type == "regression"
+    declines(answer, spec(cox), table, zeros(1), 11, 1, 50, LEVELS, match="min_cohort_size")
+    assert answer(spec(cox), table, zeros(1), 11, 1, 40, LEVELS).type == "regression"
 
 
 @pytest.mark.parametrize(("blanked", "ok"), [(0, True), (5, False), (10, False), (11, True)])
@@ -68,17 +70,19 @@ def test_the_patients_left_out_as_incomplete_are_0_or_at_least_the_threshold(
     table = gbsg2()
     table["age_at_diagnosis"][:blanked] = np.nan
     if ok:
-        part = answer(spec(cox), table, zeros(1), 11, 1, 1)
+        part = answer(spec(cox), table, zeros(1), 11, 1, 1, LEVELS)
         assert part.type == "regression" and part.n == 686 - blanked
     else:
-        declines(answer, spec(cox), table, zeros(1), 11, 1, 1, match="left out as incomplete")
+        declines(
+            answer, spec(cox), table, zeros(1), 11, 1, 1, LEVELS, match="left out as incomplete"
+        )
 
 
 def test_the_logistic_hessian_at_zero_tells_a_0_1_column_count_exactly() -> None:
     """Why 0/1 terms are checked: -4 H and the gradient at 0 give counts and events."""
     logistic = LogisticAnalysis(outcome=FIVE_YEARS, covariates=[GRADE])
     data = design(logistic, gbsg2())
-    part = site_part(logistic, data, zeros(3), 1)
+    part = site_part(logistic, data, zeros(3), 1, LEVELS)
     assert part.type == "regression"
     hessian, gradient = np.asarray(part.pooled.hessian), np.asarray(part.pooled.gradient)
     g3 = data.x[:, 2] == 1
@@ -104,11 +108,12 @@ def test_a_small_group_of_a_0_1_covariate_is_declined(model: str) -> None:
         data,
         zeros(width),
         11,
+        LEVELS,
         match="'treatment.endocrine'",
         names=("treatment.endocrine",),
     )
     assert "0 or at least 11" in message
-    site_part(analysis, data, zeros(width), 1)  # threshold 1: suppression off
+    site_part(analysis, data, zeros(width), 1, LEVELS)  # threshold 1: suppression off
 
 
 def test_the_events_among_a_level_and_the_reference_level_are_checked() -> None:
@@ -118,18 +123,39 @@ def test_the_events_among_a_level_and_the_reference_level_are_checked() -> None:
     table["rfs_event"][g1] = 0.0
     table["rfs_event"][g1[:3]] = 1.0  # three events at the reference level G1
     declines(
-        check_cells, cox, design(cox, table), 11, match="'grade\\[G1\\]'", names=("grade[G1]",)
+        check_cells,
+        cox,
+        design(cox, table),
+        11,
+        LEVELS,
+        match="'grade\\[G1\\]'",
+        names=("grade[G1]",),
     )
     table["rfs_event"][g1[:11]] = 1.0
-    check_cells(cox, design(cox, table), 11)
+    check_cells(cox, design(cox, table), 11, LEVELS)
     g3 = np.flatnonzero(table["grade"] == "G3")
     table["rfs_event"][g3[5:]] = 1.0  # five G3 patients without an event
     table["rfs_event"][g3[:5]] = 0.0
     declines(
-        check_cells, cox, design(cox, table), 11, match="'grade\\[G3\\]'", names=("grade[G3]",)
+        check_cells,
+        cox,
+        design(cox, table),
+        11,
+        LEVELS,
+        match="'grade\\[G3\\]'",
+        names=("grade[G3]",),
     )
     declines(
-        answer, spec(cox), table, zeros(2), 11, 1, 1, match="'grade\\[G3\\]'", names=("grade[G3]",)
+        answer,
+        spec(cox),
+        table,
+        zeros(2),
+        11,
+        1,
+        1,
+        LEVELS,
+        match="'grade\\[G3\\]'",
+        names=("grade[G3]",),
     )
 
 
@@ -144,9 +170,74 @@ def test_two_terms_whose_joint_group_is_small_are_refused() -> None:
     cox = CoxAnalysis(outcome=RFS, covariates=[GRADE, ENDOCRINE])
     data = design(cox, table)
     message = declines(
-        check_cells, cox, data, 11, match="with both, either or neither",
+        check_cells, cox, data, 11, LEVELS, match="with both, either or neither",
         names=("grade[G3]", "grade[G2]", "grade[G1]"),
     )  # fmt: skip
     assert "treatment.endocrine" in message and "grade[G3]" in message
     table["treatment.endocrine"][g3] = 0.0  # nobody in G3: a zero is no small group
-    check_cells(cox, design(cox, table), 11)
+    check_cells(cox, design(cox, table), 11, LEVELS)
+
+
+def test_log1p_of_a_flag_is_still_a_group_of_patients() -> None:
+    """The bypass of issue 8: log1p(endocrine) takes the values 0 and log 2, not 0 and 1, yet
+    its derivatives give the 7 treated patients and their 2 events away. Two distinct values
+    make it an indicator, whatever produced them."""
+    table = gbsg2()
+    table["treatment.endocrine"][:] = 0.0
+    treated = np.concatenate([np.flatnonzero(table["rfs_event"] == 1)[:2],
+                              np.flatnonzero(table["rfs_event"] == 0)[:5]])  # fmt: skip
+    table["treatment.endocrine"][treated] = 1.0
+    flag = Feature(name="treatment.endocrine", transform="log1p")
+    logistic = LogisticAnalysis(
+        outcome=BinaryOutcome(label="rfs_event"),
+        covariates=[Feature(name="age_at_diagnosis"), flag],
+    )
+    column = design(logistic, table).x[:, 2]
+    assert set(np.unique(column)) == {0.0, np.log(2.0)}  # not a 0/1 column
+    for analysis in (logistic, CoxAnalysis(outcome=RFS, covariates=[flag])):
+        width = len(design(analysis, table).names)
+        term = "log1p(treatment.endocrine)"
+        declines(answer, spec(analysis), table, zeros(width), 11, 1, 50, LEVELS,
+                 match=re.escape(f"term {term!r}"), names=(term,))  # fmt: skip
+    assert answer(spec(logistic), table, zeros(3), 1, 1, 50, LEVELS).type == "regression"
+
+
+def test_a_numeric_column_with_few_values_describes_groups() -> None:
+    """A column with at most ``discrete_levels`` distinct values here: each value's patients
+    and the events among them must be 0 or at least the threshold; one with two values is an
+    indicator of either, checked in pairs too."""
+    table = gbsg2()
+    n = len(table["rfs_days"])
+    score = np.zeros(n)
+    score[: n // 2] = 1.0
+    score[:4] = 2.0  # four patients score 2
+    table["ext.score"] = score
+    cox = CoxAnalysis(outcome=RFS, covariates=[Feature(name="ext.score")])
+    message = declines(check_cells, cox, design(cox, table), 11, LEVELS, match="'ext.score'",
+                       names=("ext.score",))  # fmt: skip
+    assert "takes few distinct values here (policy discrete_levels)" in message
+    check_cells(cox, design(cox, table), 11, 2)  # three values: not discrete for this policy
+    table["ext.score"] = np.where(score == 2.0, 7.0, 3.0)  # two values: 4 patients at 7
+    declines(check_cells, cox, design(cox, table), 11, 2, names=("ext.score",),
+             match="'ext.score': the patients with and without it")  # fmt: skip
+    table["ext.score"] = table["age_at_diagnosis"] + 0.5  # many values: a number
+    check_cells(cox, design(cox, table), 11, LEVELS)
+
+
+def test_under_secure_aggregation_a_site_checks_only_what_the_spec_cannot_know() -> None:
+    """Three treated patients here are left to the pooled check (the spec knows the flag); a
+    numeric extension column with three patients at one of its two values is declined here."""
+    table = {c: v[:150] for c, v in gbsg2().items()}
+    table["treatment.endocrine"][:] = 0.0
+    table["treatment.endocrine"][:3] = 1.0
+    table["ext.marker"] = np.where(np.arange(150) < 3, 5.0, 0.0)
+    flag = AnalysisSpec(name="job", dataset="gbsg2", analysis=CoxAnalysis(
+        outcome=RFS, covariates=[Feature(name="age_at_diagnosis"), ENDOCRINE]))  # fmt: skip
+    values = secure_values(flag, table, zeros(2), 11, LEVELS)
+    assert values["members"].tolist() == [3]
+    with pytest.raises(DataError, match=r"treatment\.endocrine"):
+        answer(flag, table, zeros(2), 11, 1, 50, LEVELS)  # a plain round: declined here
+    marker = AnalysisSpec(name="job", dataset="gbsg2", analysis=CoxAnalysis(
+        outcome=RFS, covariates=[Feature(name="ext.marker")]))  # fmt: skip
+    with pytest.raises(DataError, match=r"term 'ext\.marker': the patients with"):
+        secure_values(marker, table, zeros(1), 11, LEVELS)

@@ -284,3 +284,15 @@ def test_group_sizes_sent_never_give_away_a_small_group(
     known = [n, *(s.at_risk[0] for s in ungrouped.values())]
     for total in known:  # the cohort, and the usable patients when sent
         assert total - sum(starts) == 0 or total - sum(starts) >= 11
+
+
+def test_follow_up_beyond_the_horizon_is_censored_at_it() -> None:
+    frame = _gbsg2()
+    sites = _sites(frame, [0.6, 0.4], seed=3)
+    analysis = KaplanMeierAnalysis(outcome=OS, grid_days=1, horizon_days=1000)
+    _, report = _federated(analysis, sites, threshold=1)
+    beyond = frame["os_days"].to_numpy() > 1000
+    time = np.where(beyond, 1000.0, frame["os_days"])
+    event = np.where(beyond, 0.0, frame["os_event"])
+    _assert_lifelines(report.groups["all"], time, event, 0.05)
+    assert len(report.groups["all"].time) == 1001  # days 0 to 1000: the last bin holds it

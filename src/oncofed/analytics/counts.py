@@ -17,6 +17,9 @@ alone allows, and its primary and complementary suppression leave no hidden coun
 hidden pooled count is a sum holding a hidden site count, so it is not pinned either. No
 further suppression of the pooled table is needed (nor possible: the orchestrator does not know
 the hidden counts).
+
+Under secure aggregation (:mod:`oncofed.analytics.secure`) the orchestrator learns only the sum
+of the sites' exact tables and publishes it as a site publishes its own (:func:`published_table`).
 """
 
 from __future__ import annotations
@@ -68,14 +71,25 @@ def _rows(cells: list[Cell], width: int) -> list[list[Cell]]:
     return [cells[i : i + width] for i in range(0, len(cells), width)]
 
 
-def site_counts(analysis: CountsAnalysis, table: Table, threshold: int) -> CountsPart:
-    """A site's table of ``analysis`` over its cohort ``table``, with margins, suppressed."""
+def tabulate(analysis: CountsAnalysis, table: Table) -> np.ndarray:
+    """The counts of ``analysis`` over a cohort ``table``, without margins: one per row level
+    (1-D), or per row and column level (2-D), the ``"missing"`` level last."""
     rows, height = _counts(table, analysis.rows)
     if analysis.columns is None:
-        return CountsPart(cells=_rows(published(np.bincount(rows, minlength=height), threshold), 1))
+        return np.bincount(rows, minlength=height)
     columns, width = _counts(table, analysis.columns)
-    counts = np.bincount(rows * width + columns, minlength=height * width).reshape(height, width)
-    return CountsPart(cells=_rows(published(counts, threshold), width + 1))
+    return np.bincount(rows * width + columns, minlength=height * width).reshape(height, width)
+
+
+def published_table(counts: np.ndarray, threshold: int) -> list[list[Cell]]:
+    """``counts`` (from :func:`tabulate`, a site's or the pooled ones under secure aggregation)
+    with their margins, suppressed at ``threshold``, as rows of cells."""
+    return _rows(published(counts, threshold), counts.shape[1] + 1 if counts.ndim == 2 else 1)
+
+
+def site_counts(analysis: CountsAnalysis, table: Table, threshold: int) -> CountsPart:
+    """A site's table of ``analysis`` over its cohort ``table``, with margins, suppressed."""
+    return CountsPart(cells=published_table(tabulate(analysis, table), threshold))
 
 
 def pool(cells: Sequence[Cell]) -> Cell:
@@ -99,23 +113,27 @@ def pool_lists(lists: Mapping[str, Sequence[Cell]], size: int, what: str) -> lis
     return [pool([one[i] for one in lists.values()]) for i in range(size)]
 
 
+def counts_report(
+    analysis: CountsAnalysis, pooled: list[list[Cell]], sites: Mapping[str, list[list[Cell]]]
+) -> CountsReport:
+    """The report of the pooled table's and each site's published cells."""
+    rows = levels(analysis.rows)
+    columns = levels(analysis.columns) if analysis.columns else [ONE_WAY]
+    return CountsReport(
+        variables=[analysis.rows, *([analysis.columns] if analysis.columns else [])],
+        pooled=CountTable(rows=rows, columns=columns, cells=pooled),
+        sites={site: CountTable(rows=rows, columns=columns, cells=c) for site, c in sites.items()},
+    )
+
+
 def pooled_counts(analysis: CountsAnalysis, parts: Mapping[str, CountsPart]) -> CountsReport:
     """Each site's table as sent, and the pooled table (see the module docstring). ValueError
     when a site's table does not have the analysis' shape."""
-    rows = levels(analysis.rows)
-    columns = levels(analysis.columns) if analysis.columns else [ONE_WAY]
-    width = len(columns) + (analysis.columns is not None)
+    height = len(levels(analysis.rows)) + 1
+    width = len(levels(analysis.columns)) + 1 if analysis.columns else 1
     for site, part in parts.items():
-        if [len(row) for row in part.cells] != [width] * (len(rows) + 1):
+        if [len(row) for row in part.cells] != [width] * height:
             raise ValueError(f"site {site!r} sent a table of another shape")
     flat = {site: [c for row in part.cells for c in row] for site, part in parts.items()}
-    pooled = _rows(pool_lists(flat, (len(rows) + 1) * width, "counts"), width)
-    variables = [analysis.rows, *([analysis.columns] if analysis.columns else [])]
-    return CountsReport(
-        variables=variables,
-        pooled=CountTable(rows=rows, columns=columns, cells=pooled),
-        sites={
-            site: CountTable(rows=rows, columns=columns, cells=part.cells)
-            for site, part in parts.items()
-        },
-    )
+    pooled = _rows(pool_lists(flat, height * width, "counts"), width)
+    return counts_report(analysis, pooled, {site: part.cells for site, part in parts.items()})

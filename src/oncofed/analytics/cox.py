@@ -114,6 +114,15 @@ class RiskSets:
     s2: np.ndarray  # (K, p, p) sum of x x' exp(x'b)
     event_x: np.ndarray  # (p,) sum of x over the counted events
 
+    def padded(self, bins: int) -> RiskSets:
+        """The same sums on ``bins`` bins (at least as many): none beyond the last."""
+        extra = bins - len(self.events)
+
+        def pad(values: np.ndarray) -> np.ndarray:
+            return np.pad(values, [(0, extra)] + [(0, 0)] * (values.ndim - 1))
+
+        return RiskSets(pad(self.events), pad(self.s0), pad(self.s1), pad(self.s2), self.event_x)
+
     def part(self, n: int, own: Derivatives) -> RiskSetPart:
         """The wire form, with the site's cohort size and its own stratified derivatives."""
         return RiskSetPart(
@@ -134,9 +143,11 @@ def risk_set_sums(
     beta: np.ndarray,
     grid_days: int,
     threshold: int,
+    offset: float = 0.0,
 ) -> RiskSets:
-    """A site's risk-set sums at ``beta`` for the unstratified Breslow model on the grid, with
-    departures released in groups of at least ``threshold`` (see the module docstring)."""
+    """A site's risk-set sums of exp(x'b - ``offset``) at ``beta`` for the unstratified Breslow
+    model on the grid, with departures released in groups of at least ``threshold`` (see the
+    module docstring)."""
     bins = np.floor_divide(time, grid_days).astype(np.int64)
     size = int(bins.max()) + 1 if bins.size else 0
     dead = event == 1
@@ -155,7 +166,7 @@ def risk_set_sums(
     order = np.argsort(leave, kind="stable") if stop else np.empty(0, dtype=np.int64)
     bins, xs = leave[order], x[order]
     with np.errstate(over="ignore"):
-        w = np.exp(xs @ beta)
+        w = np.exp(xs @ beta - offset)
     p = x.shape[1]
     block = max(1, _CHUNK // max(1, p * p))
     s2 = np.zeros((stop, p, p))
@@ -188,16 +199,39 @@ def breslow_from_sums(parts: Sequence[RiskSetPart], beta: np.ndarray) -> Derivat
     sites' risk-set sums at ``beta`` (a site contributes nothing beyond its last bin)."""
     p = len(beta)
     n_bins = max((len(part.events) for part in parts), default=0)
-    d = _pooled([part.events for part in parts], n_bins, ())
-    s0 = _pooled([part.s0 for part in parts], n_bins, ())
-    s1 = _pooled([part.s1 for part in parts], n_bins, (p,))
-    s2 = _pooled([part.s2 for part in parts], n_bins, (p, p))
-    event_x = np.asarray([part.event_x for part in parts], dtype=np.float64).reshape(-1, p).sum(0)
-    used = d > 0
-    d, s0, s1, s2 = d[used], s0[used], s1[used], s2[used]
+    pooled = RiskSets(
+        events=_pooled([part.events for part in parts], n_bins, ()),
+        s0=_pooled([part.s0 for part in parts], n_bins, ()),
+        s1=_pooled([part.s1 for part in parts], n_bins, (p,)),
+        s2=_pooled([part.s2 for part in parts], n_bins, (p, p)),
+        event_x=np.asarray([part.event_x for part in parts], dtype=np.float64)
+        .reshape(-1, p)
+        .sum(0),
+    )
+    return breslow(pooled, beta)
+
+
+def breslow(sums: RiskSets, beta: np.ndarray, offset: float = 0.0) -> Derivatives:
+    """The Breslow partial log-likelihood, gradient and Hessian at ``beta`` from risk-set sums
+    over all patients (of exp(x'b - ``offset``)): with d_k events in bin k, S0, S1, S2 the sums
+    of exp(x'b), x exp(x'b) and x x' exp(x'b) over its risk set, and E the sum of x over the
+    events (Breslow 1974; Kalbfleisch & Prentice 2002, 4.2),
+
+        l = E'b - sum_k d_k log S0_k,  g = E - sum_k d_k S1_k / S0_k,
+        H = -sum_k d_k (S2_k / S0_k - (S1_k / S0_k)(S1_k / S0_k)').
+
+    The offset scales every S by exp(-offset), which cancels in g and H; l is corrected by
+    offset * sum_k d_k."""
+    used = sums.events > 0
+    d, s0, s1, s2 = (
+        sums.events[used].astype(np.float64),
+        sums.s0[used],
+        sums.s1[used],
+        sums.s2[used],
+    )
     mean = s1 / s0[:, None]
-    loglik = float(event_x @ beta - d @ np.log(s0))
-    gradient = event_x - d @ mean
+    loglik = float(sums.event_x @ beta - d @ np.log(s0) - offset * d.sum())
+    gradient = sums.event_x - d @ mean
     second = np.einsum("k,kij->ij", d / s0, s2)
     information = second - (mean * d[:, None]).T @ mean
     # a covariate constant over all rows cancels to rounding noise: make that an exact zero

@@ -74,16 +74,20 @@ class Fit(_Plain):
     """Minus the Hessian's diagonal at the first round (for the separation check)."""
     iterations: int = 0
     halvings: int = 0
-    status: Literal["running", "converged", "failed"] = "running"
+    status: Literal["running", "converged", "failed", "withheld"] = "running"
+    """``withheld``: under secure aggregation, the site keeps its own derivatives (``message``
+    says why), so it has no fit of its own in the report."""
     message: str | None = None
 
 
 class NewtonState(_Plain):
-    """The pooled fit and every site's own fit, with the model's term names."""
+    """The pooled fit and every site's own fit, with the model's term names, and the offset of
+    the unstratified Cox model's risk-set sums under secure aggregation (0 otherwise)."""
 
     names: list[str]
     pooled: Fit
     own: dict[str, Fit]
+    offset: float = 0.0
 
     @classmethod
     def start(cls, names: Sequence[str], sites: Iterable[str]) -> NewtonState:
@@ -93,7 +97,17 @@ class NewtonState(_Plain):
 
     def params(self, site: str) -> AnalysisParams:
         """What the next round sends ``site``."""
-        return AnalysisParams(pooled=self.pooled.beta, own=self.own[site].beta)
+        return AnalysisParams(pooled=self.pooled.beta, own=self.own[site].beta, offset=self.offset)
+
+    def withhold(self, reasons: Mapping[str, str]) -> NewtonState:
+        """The state with the running own fits of the sites in ``reasons`` withheld, for why."""
+        own = {
+            site: fit.model_copy(update={"status": "withheld", "message": reasons[site]})
+            if site in reasons and fit.status == "running"
+            else fit
+            for site, fit in self.own.items()
+        }
+        return self.model_copy(update={"own": own})
 
     @property
     def done(self) -> bool:
@@ -238,12 +252,14 @@ def newton_step(
     max_iterations: int,
 ) -> NewtonState | NewtonFailure:
     """Move every fit by one round, given the derivatives at the coefficients sent (``own``:
-    one entry per site of ``state``; ignored for fits already settled)."""
+    one entry per site whose own fit is still running)."""
     fit = _advance(state.pooled, pooled, state.names, tolerance, max_iterations)
     if fit.status == "failed":
         return NewtonFailure(message=str(fit.message), iterations=fit.iterations)
     sites = {
         site: _advance(site_fit, own[site], state.names, tolerance, max_iterations)
+        if site_fit.status == "running"
+        else site_fit
         for site, site_fit in state.own.items()
     }
     return state.model_copy(update={"pooled": fit, "own": sites})
@@ -309,33 +325,44 @@ def _fit_terms(fit: Fit, names: Sequence[str], confidence: float) -> list[Term]:
 def regression_report(
     analysis: Regression, state: NewtonState, parts: Iterable[Part]
 ) -> RegressionReport:
-    """The report of a finished loop (``state.done``): the pooled terms, each site's own terms
-    (sites whose own fit converged) and the heterogeneity of the coefficients across them, with
-    the patients and events (label 1 for logistic) of the sites' last ``parts``."""
-    assert state.pooled.loglik is not None  # a converged fit has accepted a point
+    """The report of a finished loop (``state.done``, :func:`newton_report`) with the patients
+    and events (label 1 for logistic) of the sites' last ``parts``."""
     listed = list(parts)
+    events = sum(
+        part.events if isinstance(part, RegressionPart) else sum(part.events) for part in listed
+    )
+    return newton_report(analysis, state, sum(part.n for part in listed), events)
+
+
+def newton_report(
+    analysis: Regression, state: NewtonState, n: int, events: int
+) -> RegressionReport:
+    """The report of a finished loop (``state.done``) over ``n`` patients with ``events``: the
+    pooled terms, each site's own terms (sites whose own fit converged) and the heterogeneity
+    of the coefficients across them; the sites whose own fit failed or was withheld are
+    ``excluded``, with why."""
+    assert state.pooled.loglik is not None  # a converged fit has accepted a point
     sites = {
         site: _fit_terms(fit, state.names, analysis.confidence)
         for site, fit in state.own.items()
         if fit.status == "converged"
     }
+    why = {"failed": "its own fit failed: ", "withheld": "no estimates of its own: "}
     return RegressionReport(
         model=analysis.type,
         stratified=isinstance(analysis, CoxAnalysis) and analysis.stratified,
         ratio_name="HR" if analysis.type == "cox" else "OR",
         confidence=analysis.confidence,
-        n=sum(part.n for part in listed),
-        events=sum(
-            part.events if isinstance(part, RegressionPart) else sum(part.events) for part in listed
-        ),
+        n=n,
+        events=events,
         loglik=state.pooled.loglik,
         iterations=state.pooled.iterations,
         terms=_fit_terms(state.pooled, state.names, analysis.confidence),
         sites=sites,
         excluded={
-            site: f"its own fit failed: {fit.message}"
+            site: f"{why[fit.status]}{fit.message}"
             for site, fit in state.own.items()
-            if fit.status == "failed"
+            if fit.status in why
         },
         heterogeneity=heterogeneity(sites),
     )

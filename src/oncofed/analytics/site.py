@@ -1,4 +1,10 @@
-"""A site's answer to one analysis task: only aggregates, computed on the job's cohort."""
+"""A site's answer to one analysis task: only aggregates, computed on the job's cohort.
+
+:func:`answer` is a plain round's part, seen by the orchestrator as it is; :func:`own_estimate`
+is what a site may add in the clear beside a secure round (:mod:`oncofed.analytics.secure`):
+its derivatives at its own coefficients, for the per-site estimates. Both apply the per-site
+rules below.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from oncofed.analytics.counts import site_counts
-from oncofed.analytics.design import design, site_part
+from oncofed.analytics.design import (
+    Design,
+    check_cells,
+    derivatives,
+    design,
+    site_part,
+    small_outcome,
+)
 from oncofed.analytics.summary import site_summary
 from oncofed.analytics.survival import site_survival
 from oncofed.learning.data import DataError
@@ -15,7 +28,9 @@ from oncofed.wire.analysis import (
     AnalysisParams,
     AnalysisSpec,
     CountsAnalysis,
+    Derivatives,
     KaplanMeierAnalysis,
+    Regression,
     SitePart,
     SummaryAnalysis,
 )
@@ -28,12 +43,12 @@ def answer(
     threshold: int,
     per_covariate: int,
     min_cohort: int,
+    discrete_levels: int,
 ) -> SitePart:
-    """The part this site sends. DataError (the site declines) when a regression has fewer
-    than ``min_cohort`` complete cases, leaves out from 1 to ``threshold`` - 1 incomplete ones
-    (the cohort size less the count would say how many), or has fewer than ``per_covariate``
-    patients per coefficient here: the derivatives of a small cohort could describe
-    individuals."""
+    """The part this site sends in a plain round. DataError (the site declines) as
+    :func:`regression_design` says, or when a regression's derivatives would describe a small
+    group (:func:`oncofed.analytics.design.check_cells`, with ``discrete_levels`` the most
+    distinct values of a column that describes groups)."""
     a = spec.analysis
     if isinstance(a, CountsAnalysis):
         return site_counts(a, table, threshold)
@@ -43,7 +58,23 @@ def answer(
         return site_survival(a, table, threshold)
     if params is None:
         raise DataError("a regression task carries no coefficients")
-    data = design(a, table)
+    data = regression_design(a, table, threshold, per_covariate, min_cohort)
+    return site_part(a, data, params, threshold, discrete_levels)
+
+
+def regression_design(
+    analysis: Regression,
+    table: Mapping[str, np.ndarray],
+    threshold: int,
+    per_covariate: int,
+    min_cohort: int,
+) -> Design:
+    """The design of a regression whose derivatives this site may send itself. DataError when
+    it has fewer than ``min_cohort`` complete cases, leaves out from 1 to ``threshold`` - 1
+    incomplete ones (the cohort size less the count would say how many), or has fewer than
+    ``per_covariate`` patients per coefficient here: the derivatives of a small cohort could
+    describe individuals."""
+    data = design(analysis, table)
     left_out = len(next(iter(table.values()))) - len(data)
     if len(data) < min_cohort:
         raise DataError(
@@ -59,4 +90,30 @@ def answer(
             f"fewer than {per_covariate} patients per coefficient ({width} coefficients) here "
             "(policy min_patients_per_covariate)"
         )
-    return site_part(a, data, params, threshold)
+    return data
+
+
+def own_estimate(
+    spec: AnalysisSpec,
+    table: Mapping[str, np.ndarray],
+    params: AnalysisParams,
+    threshold: int,
+    per_covariate: int,
+    min_cohort: int,
+    discrete_levels: int,
+) -> Derivatives:
+    """This site's derivatives at its own coefficients (``params.own``), which a site whose
+    policy shares site estimates sends in the clear beside a secure Newton round: the per-site
+    estimates and the heterogeneity check are made of them. They describe this site alone, so
+    DataError (the site keeps them) unless every rule of a plain round is met here:
+    :func:`regression_design`, :func:`oncofed.analytics.design.check_cells` and 0 or at least
+    ``threshold`` patients with and without the outcome."""
+    a = spec.analysis
+    if isinstance(a, CountsAnalysis | SummaryAnalysis | KaplanMeierAnalysis):
+        raise DataError(f"a {a.type} analysis has no estimates of a site's own")
+    data = regression_design(a, table, threshold, per_covariate, min_cohort)
+    check_cells(a, data, threshold, discrete_levels)
+    message = small_outcome(len(data), int(data.label.sum()), threshold, "here")
+    if message is not None:
+        raise DataError(message)
+    return derivatives(a, data, np.asarray(params.own))

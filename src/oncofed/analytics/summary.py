@@ -15,6 +15,9 @@ quantiles: with N values of which C_k lie below bin k and c_k in it, quantile p 
 with C_k < pN <= C_k + c_k, at e + (pN - C_k) / c_k * width (the bin's values taken as spread
 evenly over it). A quantile is None when it falls in an open bin, or when the counts it needs
 are hidden: the bin's own, and those below it (or n and those above it).
+
+Under secure aggregation (:mod:`oncofed.analytics.secure`) the sites' exact histograms and sums
+are added up and the pooled ones suppressed as a site's (:func:`published_summary`).
 """
 
 from __future__ import annotations
@@ -38,23 +41,42 @@ def histogram(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     return np.bincount(where, minlength=len(bounds) + 1)
 
 
-def site_summary(analysis: SummaryAnalysis, values: np.ndarray, threshold: int) -> SummaryPart:
-    """A site's histogram of its cohort's ``values`` (NaN when missing; the cohort size is their
-    number) with the missing count last, and the count, sum and sum of squares of the values,
-    suppressed at ``threshold`` (see the module docstring)."""
+def summary_cells(analysis: SummaryAnalysis, values: np.ndarray) -> np.ndarray:
+    """The histogram of a cohort's ``values`` (NaN when missing) with the missing count last."""
     complete = values[np.isfinite(values)]
-    cells = [*histogram(complete, analysis.bins), len(values) - len(complete)]
+    return np.append(histogram(complete, analysis.bins), len(values) - len(complete))
+
+
+def published_summary(
+    cells: np.ndarray, total: float, squares: float, threshold: int
+) -> SummaryPart:
+    """The histogram ``cells`` (:func:`summary_cells`) with the count, sum and sum of squares
+    of the values, suppressed at ``threshold`` (see the module docstring): a site's, or the
+    pooled ones under secure aggregation."""
     missing = len(cells) - 1
-    entries = [*cells, len(complete), len(values)]  # the cells, n, the cohort size
+    n = int(cells[:missing].sum())
+    entries = [*(int(c) for c in cells), n, n + int(cells[missing])]  # cells, n, cohort size
     lines = [Line(tuple(range(missing)), missing + 1), Line((missing + 1, missing), missing + 2)]
     marks = suppress(entries, lines, threshold)
-    *counts, n, _ = [cell(v, int(m), threshold) for v, m in zip(entries, marks, strict=True)]
-    shown = isinstance(n, int) and isinstance(counts[missing], int)
+    *counts, shown_n, _ = [cell(v, int(m), threshold) for v, m in zip(entries, marks, strict=True)]
+    shown = isinstance(shown_n, int) and isinstance(counts[missing], int)
     return SummaryPart(
-        n=n,
-        total=float(complete.sum()) if shown else None,
-        total_squares=float((complete**2).sum()) if shown else None,
+        n=shown_n,
+        total=total if shown else None,
+        total_squares=squares if shown else None,
         histogram=counts,
+    )
+
+
+def site_summary(analysis: SummaryAnalysis, values: np.ndarray, threshold: int) -> SummaryPart:
+    """A site's part over its cohort's ``values`` (NaN when missing; the cohort size is their
+    number), suppressed at ``threshold``."""
+    complete = values[np.isfinite(values)]
+    return published_summary(
+        summary_cells(analysis, values),
+        float(complete.sum()),
+        float((complete**2).sum()),
+        threshold,
     )
 
 
@@ -104,6 +126,11 @@ def summarise(
     )
 
 
+def summary_of(analysis: SummaryAnalysis, part: SummaryPart) -> Summary:
+    """The summary of one published part (a site's, or the pooled one)."""
+    return summarise(analysis, part.n, part.total, part.total_squares, part.histogram)
+
+
 def pooled_summary(analysis: SummaryAnalysis, parts: Mapping[str, SummaryPart]) -> SummaryReport:
     """Each site's summary, and the pooled one: exact mean and standard deviation when every
     site shows its count, quantiles from the pooled histogram. ValueError when a site's
@@ -121,8 +148,5 @@ def pooled_summary(analysis: SummaryAnalysis, parts: Mapping[str, SummaryPart]) 
         variable=analysis.variable,
         bins=analysis.bins,
         pooled=pooled,
-        sites={
-            site: summarise(analysis, part.n, part.total, part.total_squares, part.histogram)
-            for site, part in parts.items()
-        },
+        sites={site: summary_of(analysis, part) for site, part in parts.items()},
     )

@@ -2,7 +2,9 @@
 
 A site counts, per grid bin k = [k g, (k + 1) g) of g days, the patients still at risk at its
 start (time >= k g) and the events in it (an event at day t is in bin floor(t / g)). Nothing
-else leaves the site: no event time, no minimum or maximum.
+else leaves the site: no event time, no minimum or maximum. Follow-up is counted up to the
+analysis' ``horizon_days`` H (default 7305, 20 years): a time beyond it is censored at H, so
+every site counts on the same K = floor(H / g) + 1 bins, the last holding day H.
 
 Privacy, with threshold T > 1: consecutive at-risk counts differ by the events plus the
 censorings of a bin, so each must be 0 or at least T. A smaller count of events (or of
@@ -35,11 +37,17 @@ exponential-Greenwood (log(-log)) confidence interval are exactly lifelines'
 ``KaplanMeierFitter`` on the pooled rows there. Coarser bins treat the events of a bin as tied
 at its end and every censoring in it as after them. The log-rank test compares the groups on
 the same bins (with a 1-day grid and T = 1 exactly lifelines' ``multivariate_logrank_test``).
+
+Under secure aggregation (:mod:`oncofed.analytics.secure`) a site sends its counts on all K bins
+unsuppressed, masked so that only their sum over the sites is revealed, and the rules above
+(carrying, stopping, group sizes) are applied to the pooled counts: the result is exactly
+this analysis of the pooled rows as if one site held them, and a site of any size counts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import chi2, norm
@@ -61,6 +69,13 @@ ALL = "all"
 """The one group when the analysis has none."""
 
 
+def censor(time: np.ndarray, event: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Follow-up counted up to ``horizon`` days: a time beyond it becomes the horizon, without
+    the event (a missing time stays missing)."""
+    beyond = time > horizon
+    return np.where(beyond, float(horizon), time), np.where(beyond, 0.0, event)
+
+
 def carried(counts: np.ndarray, threshold: int) -> np.ndarray:
     """``counts`` per bin with what is below ``threshold`` carried on until what has built up
     reaches it, then reported in that bin: each result is 0 or at least ``threshold``."""
@@ -73,16 +88,12 @@ def carried(counts: np.ndarray, threshold: int) -> np.ndarray:
     return reported
 
 
-def site_series(
-    time: np.ndarray, event: np.ndarray, grid_days: int, threshold: int
-) -> SurvivalSeries:
-    """The at-risk and event counts of one group of patients (``time`` in days >= 0, ``event``
-    0 or 1) on a grid of ``grid_days``, as a site may send them (see the module docstring)."""
-    bins = np.floor_divide(time, grid_days).astype(np.int64)
-    size = int(bins.max()) + 1 if bins.size else 0
-    events = np.bincount(bins[event == 1], minlength=size)
-    leaving = np.bincount(bins, minlength=size)
-    at_risk = len(bins) - np.concatenate([[0], np.cumsum(leaving)])
+def series(events: np.ndarray, leaving: np.ndarray, threshold: int) -> SurvivalSeries:
+    """The at-risk and event counts of one group, as they may be published, from its
+    ``events`` and the patients ``leaving`` the risk set (events and censorings) per bin: the
+    carry and stop rules of the module docstring."""
+    n = int(leaving.sum())
+    at_risk = n - np.concatenate([[0], np.cumsum(leaving)])
     stop = int(np.argmax(at_risk < threshold))  # at_risk ends with 0, below any threshold
     reported = carried(events, threshold)[:stop]
     censored = carried(leaving - events, threshold)[:stop]
@@ -90,36 +101,110 @@ def site_series(
         released = np.flatnonzero(reported)
         stop = int(released[-1]) + 1 if released.size else 0
     gone = (reported + censored)[:stop]
-    shown = len(bins) - np.cumsum(np.concatenate([[0], gone]))[:stop]
+    shown = n - np.cumsum(np.concatenate([[0], gone]))[:stop]
     return SurvivalSeries(at_risk=shown.tolist(), events=reported[:stop].tolist())
 
 
-def site_survival(analysis: KaplanMeierAnalysis, table: Table, threshold: int) -> SurvivalPart:
-    """A site's series per level of the analysis' group (or one group ``"all"``), over its
-    cohort ``table``: patients with a time >= 0, an event of 0 or 1 and a group level. Only
-    groups whose size suppression shows (see the module docstring) and whose series is not
-    empty are sent."""
+def bin_counts(
+    time: np.ndarray, event: np.ndarray, grid_days: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Events and patients leaving the risk set in each of ``size`` bins of ``grid_days``."""
+    bins = np.floor_divide(time, grid_days).astype(np.int64)
+    return np.bincount(bins[event == 1], minlength=size), np.bincount(bins, minlength=size)
+
+
+def site_series(
+    time: np.ndarray, event: np.ndarray, grid_days: int, threshold: int
+) -> SurvivalSeries:
+    """The at-risk and event counts of one group of patients (``time`` in days >= 0, ``event``
+    0 or 1) on a grid of ``grid_days``, as a site may send them (see the module docstring)."""
+    size = int(time.max() // grid_days) + 1 if len(time) else 0
+    return series(*bin_counts(time, event, grid_days, size), threshold)
+
+
+@dataclass(frozen=True)
+class GroupCounts:
+    """What a Kaplan-Meier analysis counts, at a site or summed over sites: per group (rows in
+    the order of :func:`group_names`) and grid bin the events and the patients leaving the risk
+    set; the patients with a usable time but no group level (``missing``); and the patients
+    without a usable time or event (``unusable``)."""
+
+    events: np.ndarray  # (groups, bins)
+    leaving: np.ndarray  # (groups, bins)
+    missing: int
+    unusable: int
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Patients per group, those without a level last."""
+        return np.append(self.leaving.sum(axis=1), self.missing)
+
+    @property
+    def at_risk(self) -> np.ndarray:
+        """Patients at risk at the start of each bin, per group."""
+        return np.cumsum(self.leaving[:, ::-1], axis=1)[:, ::-1]
+
+    @classmethod
+    def from_at_risk(
+        cls, at_risk: np.ndarray, events: np.ndarray, missing: int, unusable: int
+    ) -> GroupCounts:
+        """The counts behind per-bin ``at_risk`` counts (every patient gone after the last)."""
+        after = np.concatenate([at_risk[:, 1:], np.zeros((len(at_risk), 1), at_risk.dtype)], 1)
+        return cls(events, at_risk - after, missing, unusable)
+
+
+def group_names(analysis: KaplanMeierAnalysis) -> list[str]:
+    """The groups of ``analysis``: its group variable's levels, or the one group ``"all"``."""
+    return [ALL] if analysis.group is None else list(categories(analysis.group))
+
+
+def group_counts(analysis: KaplanMeierAnalysis, table: Table) -> GroupCounts:
+    """The counts of ``analysis`` over a cohort ``table``, on the grid up to its horizon
+    (times beyond it censored there): usable patients have a time >= 0 and an event 0 or 1."""
     time = np.asarray(table[analysis.outcome.time], dtype=np.float64)
     event = np.asarray(table[analysis.outcome.event], dtype=np.float64)
+    time, event = censor(time, event, analysis.horizon_days)
     usable = np.isfinite(time) & (time >= 0) & np.isin(event, (0.0, 1.0))
-    names = [ALL] if analysis.group is None else list(categories(analysis.group))
+    names = group_names(analysis)
     index = (
         np.zeros(len(time), dtype=np.int64)
         if analysis.group is None
         else level_index(np.asarray(table[analysis.group]), names)
     )
-    sizes = np.bincount(index[usable], minlength=len(names) + 1)  # the last: a missing level
-    unusable = len(time) - int(usable.sum())
+    counts = [
+        bin_counts(time[usable & (index == i)], event[usable & (index == i)],
+                   analysis.grid_days, analysis.grid_bins)
+        for i in range(len(names))
+    ]  # fmt: skip
+    return GroupCounts(
+        events=np.array([c[0] for c in counts], dtype=np.int64).reshape(len(names), -1),
+        leaving=np.array([c[1] for c in counts], dtype=np.int64).reshape(len(names), -1),
+        missing=int((usable & (index == len(names))).sum()),
+        unusable=len(time) - int(usable.sum()),
+    )
+
+
+def published_groups(
+    analysis: KaplanMeierAnalysis, counts: GroupCounts, threshold: int
+) -> SurvivalPart:
+    """The series of the groups whose size suppression shows (see the module docstring) and
+    whose series is not empty: a site's part, or under secure aggregation the pooled one."""
+    sizes, unusable = counts.sizes, counts.unusable
     hidden = 0 < unusable < threshold
     marks = suppress_counts(np.append(sizes, unusable) if hidden else sizes, threshold)
     groups = {}
-    for i, name in enumerate(names):
+    for i, name in enumerate(group_names(analysis)):
         if marks[i] == Mark.SHOWN and sizes[i] >= threshold:
-            rows = usable & (index == i)
-            series = site_series(time[rows], event[rows], analysis.grid_days, threshold)
-            if series.at_risk:
-                groups[name] = series
+            one = series(counts.events[i], counts.leaving[i], threshold)
+            if one.at_risk:
+                groups[name] = one
     return SurvivalPart(groups=groups)
+
+
+def site_survival(analysis: KaplanMeierAnalysis, table: Table, threshold: int) -> SurvivalPart:
+    """A site's series per level of the analysis' group (or one group ``"all"``), over its
+    cohort ``table`` (:func:`group_counts`, :func:`published_groups`)."""
+    return published_groups(analysis, group_counts(analysis, table), threshold)
 
 
 def _pooled(series: list[SurvivalSeries], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,17 +264,17 @@ def pooled_survival(
     """The pooled curve of each group with an event in the sites' series, and the log-rank test
     between them (None for fewer than two); the other groups are ``withheld``. ValueError for a
     group the analysis does not have, or more events than patients at risk."""
-    order = [ALL] if analysis.group is None else list(categories(analysis.group))
+    order = group_names(analysis)
     for site, part in parts.items():
         if unknown := set(part.groups) - set(order):
             raise ValueError(f"site {site!r} sent unknown groups {sorted(unknown)}")
         if any(np.any(np.subtract(s.at_risk, s.events) < 0) for s in part.groups.values()):
             raise ValueError(f"site {site!r} sent more events than patients at risk")
-    series = {g: [p.groups[g] for p in parts.values() if g in p.groups] for g in order}
-    names = [g for g in order if any(sum(s.events) for s in series[g])]
-    length = {g: max(len(s.at_risk) for s in series[g]) for g in names}
+    sent = {g: [p.groups[g] for p in parts.values() if g in p.groups] for g in order}
+    names = [g for g in order if any(sum(s.events) for s in sent[g])]
+    length = {g: max(len(s.at_risk) for s in sent[g]) for g in names}
     size = max(length.values(), default=0)
-    counts = [_pooled(series[g], size) for g in names]
+    counts = [_pooled(sent[g], size) for g in names]
     curves = {
         g: curve(at_risk[: length[g]], events[: length[g]], analysis.grid_days, analysis.confidence)
         for g, (at_risk, events) in zip(names, counts, strict=True)

@@ -73,6 +73,7 @@ class TaskRunner:
                     self._policy.small_cell_threshold,
                     self._policy.min_patients_per_covariate,
                     self._policy.min_cohort_size,
+                    self._policy.discrete_levels,
                 )
                 return AnalysisResult(part=part, compute_seconds=_since(started))
             split = self._split(task.job_id, spec)

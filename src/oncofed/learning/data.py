@@ -149,6 +149,33 @@ def concat(cohorts: Sequence[Cohort]) -> Cohort:
     )
 
 
+def value_groups(column: np.ndarray, discrete_levels: int) -> np.ndarray | None:
+    """One 0/1 column per distinct value of ``column`` (ascending) when it takes from 2 to
+    ``discrete_levels`` of them: it then describes groups of patients, whatever transform
+    produced it (``log1p`` of a 0/1 flag still has two values). None otherwise."""
+    values, index = np.unique(column, return_inverse=True)
+    if not 2 <= len(values) <= discrete_levels:
+        return None
+    return (index[:, None] == np.arange(len(values))).astype(np.float64)
+
+
+def check_stats_columns(
+    numeric: np.ndarray, names: Sequence[str], threshold: int, discrete_levels: int
+) -> None:
+    """Before the statistics round sends sums: DataError naming the first numeric feature
+    (``names``, the columns of ``numeric``) that takes at most ``discrete_levels`` distinct
+    values here with from 1 to ``threshold`` - 1 patients holding one of them. Its count, sum
+    and sum of squares would tell how many patients hold each value (exactly, for two or three
+    values)."""
+    for name, column in zip(names, numeric.T, strict=True):
+        groups = value_groups(column, discrete_levels)
+        if groups is not None and groups.sum(axis=0).min() < threshold:
+            raise DataError(
+                f"feature {name!r} takes few distinct values here (policy discrete_levels): "
+                f"the patients with each value must be at least {threshold} here"
+            )
+
+
 def pooled_stats(parts: Sequence[StatsResult]) -> StatsResult:
     """The sites' counts, sums and sums of squares added up."""
     return StatsResult(

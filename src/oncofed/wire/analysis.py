@@ -36,6 +36,11 @@ from oncofed.wire.spec import (
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Confidence = Annotated[float, Field(gt=0.5, lt=1.0)]
+Horizon = Annotated[int, Field(ge=1, le=36525)]
+"""Days of follow-up an analysis counts: a time beyond it is censored at it (default 7305, 20
+years), so every site counts survival on the same grid of ``horizon_days // grid_days + 1``
+bins whatever its data."""
+GridDays = Annotated[int, Field(ge=1, le=3650)]
 
 
 class _Strict(BaseModel):
@@ -116,8 +121,14 @@ class KaplanMeierAnalysis(_Strict):
     type: Literal["kaplan_meier"] = "kaplan_meier"
     outcome: SurvivalOutcome
     group: Categorical | None = None
-    grid_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    grid_days: GridDays = 30
+    horizon_days: Horizon = 7305
     confidence: Confidence = 0.95
+
+    @property
+    def grid_bins(self) -> int:
+        """Grid bins from day 0 to the horizon (the last one holds it)."""
+        return self.horizon_days // self.grid_days + 1
 
 
 class CoxAnalysis(_Strict):
@@ -129,7 +140,8 @@ class CoxAnalysis(_Strict):
     outcome: SurvivalOutcome
     covariates: list[Feature] = Field(min_length=1, max_length=100)
     stratified: bool = True
-    grid_days: Annotated[int, Field(ge=1, le=3650)] = 1
+    grid_days: GridDays = 1
+    horizon_days: Horizon = 7305
     max_iterations: Annotated[int, Field(ge=1, le=200)] = 50
     tolerance: Annotated[float, Field(gt=0.0, le=1e-2)] = 1e-9
     confidence: Confidence = 0.95
@@ -139,6 +151,11 @@ class CoxAnalysis(_Strict):
         if self.stratified and self.grid_days != 1:
             raise ValueError("grid_days applies to the unstratified model (stratified: false)")
         return self
+
+    @property
+    def grid_bins(self) -> int:
+        """Grid bins of the unstratified model's risk sets from day 0 to the horizon."""
+        return self.horizon_days // self.grid_days + 1
 
 
 class LogisticAnalysis(_Strict):
@@ -292,11 +309,34 @@ class AnalysisResult(_Strict):
     compute_seconds: Annotated[float, Field(ge=0)] = 0.0
 
 
+class OwnEstimate(_Strict):
+    """What a site adds in the clear beside a secure Newton round: its derivatives at its own
+    coefficients, when its policy shares site estimates and its own numbers meet every per-site
+    rule (``analytics.site.own_estimate``), or why it keeps them."""
+
+    derivatives: Derivatives | None = None
+    withheld: Annotated[str, Field(max_length=500)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> OwnEstimate:
+        if (self.derivatives is None) == (self.withheld is None):
+            raise ValueError("give either derivatives or why they are withheld")
+        return self
+
+    @property
+    def sent(self) -> Derivatives | str:
+        """The derivatives, or the reason (as ``analytics.secure_close`` takes them)."""
+        return self.derivatives if self.derivatives is not None else str(self.withheld)
+
+
 class AnalysisParams(_Strict):
-    """What a Newton round sends a site: the pooled coefficients and the site's own."""
+    """What a Newton round sends a site: the pooled coefficients and the site's own, and for
+    the unstratified Cox model under secure aggregation the ``offset`` c of its risk-set sums
+    of exp(x'b - c), public and the same at every site (0 otherwise)."""
 
     pooled: list[Finite]
     own: list[Finite]
+    offset: Finite = 0.0
 
 
 # -- the report --------------------------------------------------------------------------
@@ -305,6 +345,10 @@ class AnalysisParams(_Strict):
 class _Report(_Strict):
     excluded: dict[str, str] = Field(default_factory=dict)
     """Sites that are not in the result, with why (a decline's reason, a failed own fit)."""
+    secure_sites: list[str] | None = None
+    """Under secure aggregation, the sites whose numbers are in the pooled sums: no one saw a
+    site's own numbers, so the report holds no per-site tables, curves or summaries (a
+    regression's per-site estimates come only from sites that shared them)."""
 
 
 class CountTable(_Strict):

@@ -1,0 +1,238 @@
+"""The orchestrator's side of a securely aggregated analysis round: from the sum over the sites
+of their contributions (:mod:`oncofed.analytics.secure`) to the report, the next Newton round
+or a failure, with disclosure control applied to the pooled numbers.
+
+Each analysis applies to the pooled counts the rules a site applies to its own in a plain
+round, with the same code, so the result equals the plain analysis of the pooled rows as if
+one site held them all:
+
+- counts: the pooled table with its margins, primary and complementary suppression
+  (:func:`oncofed.analytics.counts.published_table`);
+- summary: the pooled histogram, count and sums suppressed together
+  (:func:`oncofed.analytics.summary.published_summary`);
+- Kaplan-Meier: each group's pooled counts carried and stopped, and the pooled group sizes
+  suppressed (:func:`oncofed.analytics.survival.published_groups`), then the curves and the
+  log-rank test;
+- regressions: the pooled groups the spec knows of (categorical levels, flags) checked as a
+  site checks its own (:func:`oncofed.analytics.design.small_cells`): a count from 1 to
+  T - 1 fails the analysis, naming the term; else the Newton step on the pooled derivatives
+  (stratified Cox and logistic: the sums; unstratified Cox: the Breslow likelihood of the
+  pooled risk-set sums, :func:`oncofed.analytics.cox.breslow`).
+
+The orchestrator itself sees the pooled sums, the first round's pooled groups among them (a
+Hessian at 0 holds them): the pooled checks keep small pooled groups out of the report, not
+out of the orchestrator's hands.
+
+A Newton loop needs the same sites in every round: the sums of two rounds over sites that
+differ by one would tell that site's numbers. A site that is not in the first round's sum takes
+no part; one that leaves later, or joins, fails the analysis. Per-site estimates come only from
+the sites that send their own derivatives in the clear
+(:func:`oncofed.analytics.site.own_estimate`); the others' own fits are withheld, with why.
+
+The unstratified model's sites sum exp(x'b - c) with a public offset c (``AnalysisParams.
+offset``), so that the fixed-point sums stay near 1 whatever the scale of the covariates: c is
+the previous round's log of the mean pooled exp(x'b), log(S0_0 / n) + c_previous (0 in the first
+round), and the log-likelihood is corrected by c times the events.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from oncofed.analytics.counts import counts_report, published_table
+from oncofed.analytics.cox import RiskSets, breslow
+from oncofed.analytics.design import Cells, known_groups, small_cells, small_outcome
+from oncofed.analytics.newton import NewtonFailure, NewtonState, newton_report, newton_step
+from oncofed.analytics.outcome import Failed, Finished, NextRound, Outcome
+from oncofed.analytics.secure import SITES, secure_layout, unpack
+from oncofed.analytics.summary import published_summary, summary_of
+from oncofed.analytics.survival import GroupCounts, pooled_survival, published_groups
+from oncofed.wire.analysis import (
+    AnalysisReport,
+    AnalysisSpec,
+    CountsAnalysis,
+    CoxAnalysis,
+    Derivatives,
+    KaplanMeierAnalysis,
+    Regression,
+    SummaryAnalysis,
+    SummaryReport,
+)
+
+Sums = Mapping[str, np.ndarray]
+WHERE = "over all sites"
+_COUNT_LIMIT = 1 << 62  # far above any count of patients, well inside int64
+
+
+def _read(spec: AnalysisSpec, sums: Sums, sites: int) -> dict[str, np.ndarray]:
+    """The decoded sums by segment, checked against the spec's layout: counts as int64 (whole
+    and not negative), reals as finite float64. ValueError saying what does not fit."""
+    layout = secure_layout(spec)
+    if set(sums) != set(layout):
+        raise ValueError(f"segments {sorted(sums)} are not the layout's {sorted(layout)}")
+    read = {}
+    for name, segment in layout.items():
+        value = np.asarray(sums[name])
+        if value.shape != segment.shape:
+            raise ValueError(f"segment {name!r} has shape {value.shape}, not {segment.shape}")
+        if segment.fraction_bits == 0:
+            numbers = value.ravel().tolist()
+            if not all(type(v) is int and 0 <= v < _COUNT_LIMIT for v in numbers):
+                raise ValueError(f"segment {name!r} holds a value that is not a count")
+            read[name] = np.array(numbers, dtype=np.int64).reshape(segment.shape)
+        else:
+            read[name] = value.astype(np.float64)
+            if not np.isfinite(read[name]).all():
+                raise ValueError(f"segment {name!r} holds a value that is not finite")
+    if int(read[SITES]) != sites:
+        raise ValueError(f"the sum holds {int(read[SITES])} sites, not the {sites} listed")
+    return read
+
+
+def secure_close(
+    spec: AnalysisSpec,
+    state: NewtonState | None,
+    sums: Sums,
+    own: Mapping[str, Derivatives | str],
+    sites: Sequence[str],
+    threshold: int,
+) -> Outcome:
+    """Turn a closed secure round into the next step (see the module docstring).
+
+    ``sums``: the decoded sum of the contributions of the ``sites`` in it, by segment of
+    :func:`oncofed.analytics.secure.secure_layout`; ``state``: the Newton state the round was
+    sent with (None for one-round analyses); ``own``: each site's own derivatives sent in the
+    clear, or its reason for keeping them (``OwnEstimate.sent``; a site not in it sent
+    nothing); ``threshold``: the smallest count the pooled result may show, as a site's
+    ``small_cell_threshold``."""
+    a = spec.analysis
+    names = sorted(sites)
+    try:
+        pooled = _read(spec, sums, len(names))
+        if isinstance(a, CountsAnalysis | SummaryAnalysis | KaplanMeierAnalysis):
+            report = _one_round(a, pooled, threshold)
+            return Finished(report.model_copy(update={"secure_sites": names}))
+    except ValueError as exc:  # malformed, or a site's contribution does not fit the others
+        return Failed(f"the secure sum cannot be used: {exc}")
+    assert state is not None  # started with the job
+    return _newton(a, state, pooled, own, names, threshold)
+
+
+def _one_round(
+    analysis: CountsAnalysis | SummaryAnalysis | KaplanMeierAnalysis,
+    sums: Sums,
+    threshold: int,
+) -> AnalysisReport:
+    """The report of a one-round analysis from its pooled sums, suppressed at ``threshold``."""
+    if isinstance(analysis, CountsAnalysis):
+        return counts_report(analysis, published_table(sums["table"], threshold), {})
+    if isinstance(analysis, SummaryAnalysis):
+        total, squares = float(sums["total"]), float(sums["total_squares"])
+        part = published_summary(sums["histogram"], total, squares, threshold)
+        return SummaryReport(
+            variable=analysis.variable,
+            bins=analysis.bins,
+            pooled=summary_of(analysis, part),
+            sites={},
+        )
+    counts = GroupCounts.from_at_risk(
+        sums["at_risk"], sums["events"], int(sums["missing"]), int(sums["unusable"])
+    )
+    if np.any(counts.leaving < counts.events):
+        raise ValueError("more events than patients leaving the risk set")
+    return pooled_survival(analysis, {"pooled": published_groups(analysis, counts, threshold)})
+
+
+def _pooled_check(analysis: Regression, sums: Sums, threshold: int) -> str | None:
+    """Why the pooled groups the spec knows of may not be released, or None."""
+    n, events = int(sums["n"]), int(sums["events"])
+    labels = known_groups(analysis)
+    if labels:
+        cells = Cells(n, events, sums["members"], sums["member_events"], sums["both"])
+        if (message := small_cells(cells, labels, threshold, WHERE)) is not None:
+            return message
+    return small_outcome(n, events, threshold, WHERE)
+
+
+def _pooled_derivatives(analysis: Regression, state: NewtonState, sums: Sums) -> Derivatives:
+    beta = np.asarray(state.pooled.beta)
+    if isinstance(analysis, CoxAnalysis) and not analysis.stratified:
+        sets = RiskSets(
+            events=sums["bin_events"],
+            s0=sums["s0"],
+            s1=sums["s1"],
+            s2=unpack(sums["s2"], len(beta)),
+            event_x=sums["event_x"],
+        )
+        return breslow(sets, beta, state.offset)
+    return Derivatives(
+        loglik=float(sums["loglik"]),
+        gradient=sums["gradient"].tolist(),
+        hessian=sums["hessian"].tolist(),
+    )
+
+
+def _offset(state: NewtonState, sums: Sums) -> float:
+    """The next round's offset: the log of this round's mean pooled exp(x'b) (module
+    docstring)."""
+    n, s0 = int(sums["n"]), float(sums["s0"][0])
+    return state.offset + math.log(s0 / n) if n > 0 and s0 > 0 else state.offset
+
+
+def _shared(
+    state: NewtonState, own: Mapping[str, Derivatives | str]
+) -> tuple[dict[str, Derivatives], dict[str, str]]:
+    """The own derivatives of the right size, by site of ``state``, and why the others have
+    none."""
+    p = len(state.names)
+    shared, reasons = {}, {}
+    for site in state.own:
+        sent = own.get(site, "it sent none")
+        if isinstance(sent, str):
+            reasons[site] = sent
+        elif len(sent.gradient) != p or np.shape(sent.hessian) != (p, p):
+            reasons[site] = "its own derivatives do not fit the model's terms"
+        else:
+            shared[site] = sent
+    return shared, reasons
+
+
+def _newton(
+    analysis: Regression,
+    state: NewtonState,
+    sums: Sums,
+    own: Mapping[str, Derivatives | str],
+    sites: list[str],
+    threshold: int,
+) -> Outcome:
+    """One Newton round of a secure regression (see the module docstring)."""
+    left = sorted(set(state.own) - set(sites))
+    joined = sorted(set(sites) - set(state.own))
+    iteration = state.pooled.iterations + 1
+    if joined or (left and iteration > 1):
+        which, how = (joined, "joined") if joined else (left, "left")
+        return Failed(
+            f"site(s) {', '.join(which)} {how} the analysis at Newton iteration {iteration}: a "
+            "secure analysis needs the same sites in every round, else two sums differing by "
+            "one site would reveal it"
+        )
+    if left:  # not in the first round's sum: no part in the analysis
+        state = state.model_copy(update={"own": {s: f for s, f in state.own.items() if s in sites}})
+    if (message := _pooled_check(analysis, sums, threshold)) is not None:
+        return Failed(f"the pooled result may not be released: {message}")
+    pooled = _pooled_derivatives(analysis, state, sums)
+    shared, reasons = _shared(state, own)
+    step = newton_step(
+        state.withhold(reasons), pooled, shared, analysis.tolerance, analysis.max_iterations
+    )
+    if isinstance(step, NewtonFailure):
+        return Failed(f"no convergence after {step.iterations} iterations: {step.message}")
+    if isinstance(analysis, CoxAnalysis) and not analysis.stratified:
+        step = step.model_copy(update={"offset": _offset(state, sums)})
+    if step.done:
+        report = newton_report(analysis, step, int(sums["n"]), int(sums["events"]))
+        return Finished(report.model_copy(update={"secure_sites": sites}))
+    return NextRound(step)
