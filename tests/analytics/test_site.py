@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from lifelines.datasets import load_gbsg2
 
-from oncofed.analytics.design import check_cells, design, site_part
+from oncofed.analytics.design import (
+    check_cells,
+    design,
+    known_groups,
+    known_indicators,
+    site_part,
+)
 from oncofed.analytics.secure import secure_values
 from oncofed.analytics.site import answer
 from oncofed.learning.data import DataError
@@ -241,3 +247,33 @@ def test_under_secure_aggregation_a_site_checks_only_what_the_spec_cannot_know()
         outcome=RFS, covariates=[Feature(name="ext.marker")]))  # fmt: skip
     with pytest.raises(DataError, match=r"term 'ext\.marker': the patients with"):
         secure_values(marker, table, zeros(1), 11, LEVELS)
+
+
+def test_under_secure_aggregation_a_small_site_sends_its_measurements() -> None:
+    """Twelve patients: age and nodes take few values here, each held by one or two patients,
+    which a plain round declines; a secure round sends them (the pooled sum hides them)."""
+    table = {c: v[:12] for c, v in gbsg2().items()}
+    table["nodes_positive"] = np.array([0, 0, 1, 1, 2, 3, 3, 4, 5, 8, 0, 1], dtype=float)
+    cox = CoxAnalysis(outcome=RFS, covariates=[Feature(name="age_at_diagnosis"),
+                      Feature(name="nodes_positive", transform="log1p")])  # fmt: skip
+    job = spec(cox)
+    with pytest.raises(DataError, match="nodes_positive"):
+        check_cells(cox, design(cox, table), 11, LEVELS)
+    values = secure_values(job, table, zeros(2), 11, LEVELS)
+    assert values["n"] == 12 and "members" not in values
+
+
+def test_ecog_values_are_groups_the_spec_knows() -> None:
+    """ECOG allows 0 to 5: each value is a known group, counted under any transform, so its
+    small groups are checked on the pooled counts, not here."""
+    table = {c: v[:40] for c, v in gbsg2().items()}
+    table["ecog"] = np.array([0.0] * 30 + [1.0] * 8 + [3.0] * 2)
+    for transform in ("none", "log1p"):
+        cox = CoxAnalysis(outcome=RFS, covariates=[Feature(name="ecog", transform=transform)])
+        term = "log1p(ecog)" if transform == "log1p" else "ecog"
+        assert known_groups(cox) == [f"{term}={v}" for v in range(6)]
+        members = known_indicators(cox, design(cox, table)).sum(axis=0)
+        assert members.tolist() == [30, 8, 0, 2, 0, 0]
+        check_cells(cox, design(cox, table), 11, LEVELS, secure=True)
+        with pytest.raises(DataError, match=re.escape(term)):
+            check_cells(cox, design(cox, table), 11, LEVELS)

@@ -26,11 +26,16 @@ answers only when (:func:`check_cells`):
 - for every two two-valued columns: the patients with both, only one, or neither are 0 or at
   least T (X'X holds them at the first round).
 
-Under secure aggregation no one sees a site's derivatives, only their sum over the sites: the
-groups the spec itself knows of (:func:`known_groups`: categorical levels, and flags such as
-``treatment.X`` whatever their transform) are then counted at each site and checked on the
-pooled counts (:mod:`oncofed.analytics.secure`), while the columns the spec cannot know to be
-discrete (a numeric field, an ``ext.*`` column) keep the per-site check.
+Under secure aggregation no one sees a site's derivatives, only their sum over the sites, so
+the per-site rules give way to rules on the pooled numbers. The groups the data model itself
+defines (:func:`known_groups`: categorical levels; flags such as ``treatment.X`` whatever their
+transform; each value of a numeric field with at most ``KNOWN_VALUES`` allowed values, such as
+ECOG 0-5) are counted at each site and checked on the pooled counts
+(:mod:`oncofed.analytics.secure`). Its other numeric fields are measurements (age, tumour size,
+nodes): a site's few patients with one value are hidden in the sum, and the pooled data have no
+fixed groups to check, as for a plain summary of a continuous variable. Only an ``ext.*``
+column, whose meaning the data model does not know, keeps the per-site check: it may be a
+site's own flag.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ import numpy as np
 from oncofed.analytics.cox import efron_derivatives, risk_set_sums
 from oncofed.analytics.logistic import logistic_derivatives
 from oncofed.analytics.survival import censor
-from oncofed.cdm.fields import PATIENT_FIELDS
+from oncofed.cdm.fields import EXTENSION_PREFIX, PATIENT_FIELDS
 from oncofed.learning.data import DataError, Table, encode, value_groups
 from oncofed.wire.analysis import (
     AnalysisParams,
@@ -95,6 +100,32 @@ def design(analysis: Regression, table: Table) -> Design:
     return Design(np.hstack(blocks), label, time, term_names(analysis))
 
 
+KNOWN_VALUES = 10
+"""A numeric field of the data model allowing at most this many whole numbers (ECOG 0-5)
+describes groups whatever a site's data: each value is a known group."""
+
+
+def _values(feature: Feature) -> list[int]:
+    """The allowed values of a numeric covariate that is a small set of whole numbers in the
+    data model, else none."""
+    field = PATIENT_FIELDS.get(feature.name)
+    if feature.levels or field is None or field.kind != "integer":
+        return []
+    if field.minimum is None or field.maximum is None:
+        return []
+    low, high = int(field.minimum), int(field.maximum)
+    return list(range(low, high + 1)) if high - low < KNOWN_VALUES else []
+
+
+def _extension_terms(analysis: Regression) -> list[str]:
+    """The terms of numeric ``ext.*`` covariates: what their values mean is the site's own."""
+    return [
+        _numeric_name(f)
+        for f in analysis.covariates
+        if f.levels is None and f.name.startswith(EXTENSION_PREFIX)
+    ]
+
+
 def _is_flag(name: str) -> bool:
     """The data model defines ``name`` as 0/1: ``treatment.X``, or a flag field."""
     field = PATIENT_FIELDS.get(name)
@@ -116,11 +147,12 @@ def known_groups(analysis: Regression) -> list[str]:
     covariate whatever its transform (the patients with the flag), each categorical level after
     the reference, then each categorical covariate's reference level (``grade[G1]``)."""
     flags = [_numeric_name(f) for f in _flags(analysis)]
+    valued = [f"{_numeric_name(f)}={v}" for f in analysis.covariates for v in _values(f)]
     dummies = [
         f"{name}[{level}]" for name, levels in _categorical(analysis) for level in levels[1:]
     ]
     references = [f"{name}[{levels[0]}]" for name, levels in _categorical(analysis)]
-    return flags + dummies + references
+    return flags + valued + dummies + references
 
 
 def known_indicators(analysis: Regression, data: Design) -> np.ndarray:
@@ -130,13 +162,18 @@ def known_indicators(analysis: Regression, data: Design) -> np.ndarray:
         x[:, names.index(_numeric_name(f))] == (np.log1p(1.0) if f.transform == "log1p" else 1.0)
         for f in _flags(analysis)
     ]
+    valued = [
+        x[:, names.index(_numeric_name(f))] == (np.log1p(v) if f.transform == "log1p" else v)
+        for f in analysis.covariates
+        for v in _values(f)
+    ]
     dummies = [
         x[:, names.index(f"{name}[{level}]")]
         for name, levels in _categorical(analysis)
         for level in levels[1:]
     ]
     references = _references(analysis, data).values()
-    return _matrix([*flags, *dummies, *references], len(data))
+    return _matrix([*flags, *valued, *dummies, *references], len(data))
 
 
 def _references(analysis: Regression, data: Design) -> dict[str, np.ndarray]:
@@ -261,8 +298,8 @@ def check_cells(
     secure: bool = False,
 ) -> None:
     """DataError naming the first term whose groups here (see the module docstring) hold a
-    count from 1 to ``threshold`` - 1. Under ``secure`` aggregation the :func:`known_groups`
-    are left to the check of the pooled counts."""
+    count from 1 to ``threshold`` - 1. Under ``secure`` aggregation only ``ext.*`` columns are
+    checked here (see the module docstring)."""
     labels, columns, paired = [], [], []
     for name, column in zip(data.names, data.x.T, strict=True):
         groups = None if name == "intercept" else value_groups(column, discrete_levels)
@@ -282,7 +319,7 @@ def check_cells(
         labels,
         threshold,
         "here",
-        checked=~np.isin(labels, known_groups(analysis)) if secure else None,
+        checked=np.isin(labels, _extension_terms(analysis)) if secure else None,
         paired=np.array(paired, dtype=bool),
     )
     if message is not None:
