@@ -37,17 +37,22 @@ def test_limb_arithmetic_is_integer_arithmetic_modulo_the_ring(limbs: int, sign:
     assert as_ints(total) == expected
 
 
+def mask(seed: bytes, index: int, start: int, count: int, limbs: int = 1) -> np.ndarray:
+    out = np.empty((count, limbs), dtype=np.uint64)
+    keystream(seed, index, start, out)
+    return out
+
+
 def test_masks_are_seekable_and_the_same_bytes_for_any_limb_count() -> None:
     seed = os.urandom(32)
-    whole = keystream(seed, 3, 0, 1000, 1)
+    whole = mask(seed, 3, 0, 1000)
     for start, size in [(0, 1), (7, 9), (8, 64), (13, 987), (999, 1)]:
-        np.testing.assert_array_equal(
-            keystream(seed, 3, start, size, 1), whole[start : start + size]
-        )
-    wide = keystream(seed, 3, 5, 20, 4)
-    np.testing.assert_array_equal(wide.reshape(-1), whole[20:100].reshape(-1))
-    assert not np.array_equal(keystream(seed, 4, 0, 1000, 1), whole)  # each segment its own
-    assert not np.array_equal(keystream(os.urandom(32), 3, 0, 1000, 1), whole)
+        np.testing.assert_array_equal(mask(seed, 3, start, size), whole[start : start + size])
+    np.testing.assert_array_equal(mask(seed, 3, 5, 20, 4).reshape(-1), whole[20:100].reshape(-1))
+    assert not np.array_equal(mask(seed, 4, 0, 1000), whole)  # each segment its own stream
+    assert not np.array_equal(mask(os.urandom(32), 3, 0, 1000), whole)
+    big = mask(seed, 3, 0, (1 << 20) + 5)  # beyond the shared zero buffer
+    np.testing.assert_array_equal(big[:1000], whole)
 
 
 def test_chunks_cover_a_segment_once_in_bounded_pieces() -> None:

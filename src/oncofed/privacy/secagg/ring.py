@@ -22,6 +22,7 @@ CHUNK_BYTES = 1 << 23
 """Elements are masked, summed and decoded 8 MiB at a time."""
 _MAX_BLOCKS = 1 << 32
 """ChaCha20's 32-bit block counter: at most 256 GiB of mask per segment and seed."""
+_ZEROS = bytes(CHUNK_BYTES)
 
 
 def chunks(segment: Segment) -> Iterator[tuple[int, int]]:
@@ -31,16 +32,20 @@ def chunks(segment: Segment) -> Iterator[tuple[int, int]]:
         yield start, min(start + step, segment.size)
 
 
-def keystream(seed: bytes, index: int, start: int, count: int, limbs: int) -> np.ndarray:
-    """Mask elements ``start .. start + count`` of segment ``index``, shape ``(count, limbs)``."""
-    width = 8 * limbs
-    block, skip = divmod(start * width, BLOCK)
-    length = skip + count * width
-    if block + -(-length // BLOCK) > _MAX_BLOCKS:
+def keystream(seed: bytes, index: int, start: int, out: np.ndarray) -> None:
+    """Fill ``out`` (shape ``(m, L)``, C-contiguous) with mask elements ``start .. start + m``
+    of segment ``index``: ChaCha20 encrypting zeros gives the keystream itself."""
+    block, skip = divmod(start * 8 * out.shape[1], BLOCK)
+    if block + -(-(skip + out.nbytes) // BLOCK) > _MAX_BLOCKS:
         raise ValueError("segment too large for one ChaCha20 stream (256 GiB)")
     nonce = block.to_bytes(4, "little") + index.to_bytes(12, "little")
-    stream = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor().update(bytes(length))
-    return np.frombuffer(stream, dtype=LIMB, offset=skip).reshape(count, limbs)
+    encryptor = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
+    encryptor.update(_zeros(skip))  # from the block's start to the first element
+    encryptor.update_into(_zeros(out.nbytes), out.data.cast("B"))
+
+
+def _zeros(length: int) -> memoryview:
+    return memoryview(_ZEROS)[:length] if length <= len(_ZEROS) else memoryview(bytes(length))
 
 
 def accumulate(total: np.ndarray, term: np.ndarray, sign: int) -> None:
@@ -73,6 +78,7 @@ def add_masks(
 ) -> None:
     """Add ``sign * PRG(seed)`` for every ``(seed, sign)`` to elements ``start ..`` of
     segment ``index``, held in ``total`` (shape ``(m, L)``)."""
-    count, limbs = total.shape
+    scratch = np.empty_like(total)
     for seed, sign in masks:
-        accumulate(total, keystream(seed, index, start, count, limbs), sign)
+        keystream(seed, index, start, scratch)
+        accumulate(total, scratch, sign)
