@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from oncofed.privacy.secagg import (
     AuthenticationError,
@@ -16,7 +17,16 @@ from oncofed.privacy.secagg import (
     new_identity,
     public_bytes,
 )
-from oncofed.privacy.secagg.crypto import advert_payload, survivors_payload
+from oncofed.privacy.secagg.crypto import (
+    advert_payload,
+    agree,
+    pair_seed,
+    pair_sign,
+    survivors_payload,
+)
+from oncofed.privacy.secagg.encoding import decode
+from oncofed.privacy.secagg.ring import add_masks
+from oncofed.privacy.secagg.shamir import combine
 from oncofed.wire.secagg import Inbox, KeyAdvert, MaskedHeader, Roster, Survivors
 from tests.privacy.secagg.support import (
     CONTEXT,
@@ -238,3 +248,59 @@ def test_steps_run_once_and_in_order() -> None:
         client.share(bad)
     with pytest.raises(ProtocolError, match="at step 'ended'"):
         client.share(roster)  # a failed step ends the site's part in the round
+
+
+def sign_list(secure: Round, alive: list[str], dropped: list[str]) -> Survivors:
+    signature = secure.orchestrator.sign(survivors_payload(CONTEXT, alive, dropped))
+    return Survivors(survivors=alive, dropped=dropped, signature=signature)
+
+
+@pytest.mark.parametrize(("colluding", "unmasked"), [(3, False), (4, True)])
+def test_an_equivocating_orchestrator_needs_2t_minus_n_colluding_sites(
+    colluding: int, unmasked: bool
+) -> None:
+    """The bound the threshold buys. The orchestrator signs two survivor lists, "target
+    survived" for some honest sites (they reveal its self-mask share) and "target dropped"
+    for the others (they reveal its mask-key share); colluding sites reveal both. It needs t
+    of each, so it unmasks the target's input exactly when colluding >= 2t - n: with 10 sites
+    and t = 7 (threshold 2/3), 4 colluding sites suffice; 3 do not."""
+    rng = np.random.default_rng(7)
+    secure = Round(site_names(10))
+    roster = secure.roster()
+    t, n = roster.threshold, len(roster.adverts)
+    assert 2 * t - n == 4
+    bundles = secure.bundles(roster, secure.sites)
+    values = {site: site_values(rng) for site in secure.sites}
+    target, *others = secure.sites
+    masked = {
+        site: secure.clients[site].mask(inbox_for(site, bundles), values[site], secure.layout)
+        for site in secure.sites
+    }
+    corrupt, honest = others[:colluding], others[colluding:]
+    told_dropped, told_survived = honest[: t - colluding], [target, *honest[t - colluding :]]
+    key = public_bytes(secure.orchestrator)
+    survived = sign_list(secure, secure.sites, [])
+    dropped = sign_list(secure, others, [target])
+    self_mask = {roster.position(s): secure.clients[s]._held[target][0] for s in corrupt}
+    mask_key = {roster.position(s): secure.clients[s]._held[target][1] for s in corrupt}
+    for site in told_survived:
+        share = secure.clients[site].unmask(survived, key).self_mask[target]
+        self_mask[roster.position(site)] = int.from_bytes(share, "big")
+    for site in told_dropped:
+        share = secure.clients[site].unmask(dropped, key).mask_key[target]
+        mask_key[roster.position(site)] = int.from_bytes(share, "big")
+    if not unmasked:
+        with pytest.raises(ThresholdError):
+            combine(self_mask, t, "b")
+        return
+    seed = combine(self_mask, t, "b")
+    private = X25519PrivateKey.from_private_bytes(combine(mask_key, t, "key"))
+    masks = [(seed, -1)]
+    for peer in others:
+        secret = agree(private, roster.advert(peer).mask_key, peer)
+        masks.append((pair_seed(CONTEXT, target, peer, secret), -pair_sign(target, peer)))
+    for index, (name, segment) in enumerate(secure.layout.items()):
+        limbs = masked[target][name].reshape(segment.size, segment.limbs).copy()
+        add_masks(limbs, index, 0, masks)
+        recovered = decode(name, segment, limbs).reshape(segment.shape)
+        np.testing.assert_allclose(recovered, values[target][name], rtol=0, atol=1e-12)

@@ -25,8 +25,10 @@ def threshold_for(sites: int, fraction: float) -> int:
     """t = floor(fraction * n) + 1, at least a majority and at most n.
 
     A product within 1e-9 of an integer counts as that integer (2/3 of 3 sites is 2, so t = 3).
-    A majority threshold is what makes the never-both rule protect a site: the orchestrator
-    would need t shares of each kind from different honest sites, and 2t > n.
+    What t buys: an orchestrator that signs different survivor lists for different sites needs
+    t shares of each kind of a target, and each honest site gives one kind only (the never-both
+    rule), so it unmasks one site's input only with at least 2t - n colluding sites: n/3 at a
+    threshold of 2/3, n/2 at 3/4. At most n - t sites may drop out.
     """
     above = math.floor(fraction * sites + _TOLERANCE) + 1
     return min(sites, max(above, sites // 2 + 1))
