@@ -13,7 +13,9 @@ from oncofed.privacy.secagg import (
     ReconstructionError,
     SumMismatch,
     ThresholdError,
+    count,
     model,
+    model_fraction_bits,
     public_bytes,
 )
 from oncofed.privacy.secagg.crypto import survivors_payload
@@ -144,8 +146,6 @@ def test_a_wrong_share_makes_unmasking_fail_loudly(
 
 def test_a_model_segment_at_its_bound_sums_without_wrapping() -> None:
     """32 sites at +-(max weight * clip norm), with the job's fraction bits, decode exactly."""
-    from oncofed.privacy.secagg import count, model_fraction_bits
-
     n = 32
     bits = model_fraction_bits(n, max_weight=1.0, clip_norm=1.0)
     layout = {SITES: count(), "update": model((4,), bits)}

@@ -28,6 +28,7 @@ from oncofed.privacy.secagg import (
     sign_survivors,
 )
 from oncofed.privacy.secagg.codec import MaskedFile
+from oncofed.privacy.secagg.crypto import advert_payload
 from oncofed.wire.errors import BadTensorPayload
 from oncofed.wire.secagg import MaskedHeader, ShareBundle
 from tests.privacy.secagg.support import CONTEXT, LAYOUT, Round, site_names, site_values
@@ -49,6 +50,13 @@ def test_the_roster_is_sorted_checked_and_has_a_majority_threshold() -> None:
         build_roster(CONTEXT, adverts, wrong, 2 / 3)
     with pytest.raises(ThresholdError, match="at least 2 sites; 1 sent keys"):
         build_roster(CONTEXT, adverts[:1], secure.registered, 2 / 3)
+    low_order = bytes(32)  # the X25519 point 0: every secret with it is zero
+    payload = advert_payload(CONTEXT, "site-04", low_order, adverts[0].share_key)
+    signed = adverts[0].model_copy(
+        update={"mask_key": low_order, "signature": secure.identities["site-04"].sign(payload)}
+    )
+    with pytest.raises(AuthenticationError, match="'site-04' published an invalid X25519 key"):
+        build_roster(CONTEXT, [signed, *adverts[1:]], secure.registered, 2 / 3)
 
 
 def test_bundles_are_checked_and_routed() -> None:

@@ -62,7 +62,8 @@ def _verify(identity: bytes, signature: bytes, payload: bytes, refusal: str) -> 
 
 
 def verify_advert(context: RoundContext, advert: KeyAdvert, identity: bytes) -> None:
-    """``AuthenticationError`` unless ``identity`` signed ``advert`` for this very round."""
+    """``AuthenticationError`` unless ``identity`` signed ``advert`` for this very round and
+    both its keys are usable X25519 keys (a low-order point would break every round)."""
     payload = advert_payload(context, advert.site, advert.mask_key, advert.share_key)
     _verify(
         identity,
@@ -72,6 +73,9 @@ def verify_advert(context: RoundContext, advert: KeyAdvert, identity: bytes) -> 
         f"({fingerprint(identity)}): it was forged, its keys substituted, or it was made for "
         "another round or for different round contents (announced hash)",
     )
+    probe = X25519PrivateKey.generate()
+    for key in (advert.mask_key, advert.share_key):
+        agree(probe, key, advert.site)
 
 
 def verify_survivors(context: RoundContext, survivors: Survivors, orchestrator_key: bytes) -> None:

@@ -4,6 +4,7 @@ ChaCha20 keystream (RFC 8439) from a 32-byte seed, seekable to any element.
 An element of a segment with L limbs is 8 L bytes of keystream, read as L little-endian
 uint64 limbs (least significant first): element e of segment k under seed s is bytes
 8 L e .. 8 L (e + 1) of ChaCha20(key = s, nonce = k as 12 bytes little-endian, counter 0).
+The 32-bit block counter bounds a segment's mask to 256 GiB (the library refuses beyond).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ BLOCK = 64
 """Bytes per ChaCha20 block."""
 CHUNK_BYTES = 1 << 23
 """Elements are masked, summed and decoded 8 MiB at a time."""
-_MAX_BLOCKS = 1 << 32
-"""ChaCha20's 32-bit block counter: at most 256 GiB of mask per segment and seed."""
 _ZEROS = bytes(CHUNK_BYTES)
 
 
@@ -36,8 +35,6 @@ def keystream(seed: bytes, index: int, start: int, out: np.ndarray) -> None:
     """Fill ``out`` (shape ``(m, L)``, C-contiguous) with mask elements ``start .. start + m``
     of segment ``index``: ChaCha20 encrypting zeros gives the keystream itself."""
     block, skip = divmod(start * 8 * out.shape[1], BLOCK)
-    if block + -(-(skip + out.nbytes) // BLOCK) > _MAX_BLOCKS:
-        raise ValueError("segment too large for one ChaCha20 stream (256 GiB)")
     nonce = block.to_bytes(4, "little") + index.to_bytes(12, "little")
     encryptor = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
     encryptor.update(_zeros(skip))  # from the block's start to the first element
