@@ -1,14 +1,16 @@
 """Secure aggregation (Bonawitz et al. 2017, CCS): the orchestrator learns only the sum over
 sites of what each site sends, exactly, with dropouts tolerated up to a threshold.
 
-A site runs one ``SecAggClient`` per round; the orchestrator ``build_roster``,
-``check_bundle``, ``inbox_for``, ``sign_survivors`` and a ``MaskedSum``. Both derive the
+A site runs one ``SecAggClient`` per round; the orchestrator ``verify_advert`` (as adverts
+arrive), ``build_roster``, ``check_bundle``, ``inbox_for``, ``sign_survivors`` and a
+``MaskedSum``. Both derive the
 ``Layout`` of a round's numbers from the spec alone. Messages are in ``oncofed.wire.secagg``.
 """
 
 from oncofed.privacy.secagg.aggregate import MaskedSum
 from oncofed.privacy.secagg.client import Peers, Releases, SecAggClient, ShareKind
 from oncofed.privacy.secagg.codec import check_masked, encode_masked, masked_shapes
+from oncofed.privacy.secagg.crypto import verify_advert
 from oncofed.privacy.secagg.encoding import (
     MIN_MODEL_FRACTION_BITS,
     NOISE_HEADROOM_BITS,
@@ -73,4 +75,5 @@ __all__ = [
     "save_identity",
     "sign_survivors",
     "threshold_for",
+    "verify_advert",
 ]
