@@ -73,3 +73,33 @@ def test_malformed_headers_are_refused(tmp_path: Path, entry: object, message: s
     path.write_bytes(len(header).to_bytes(8, "little") + header + b"\x00" * 12)
     with pytest.raises(BadTensorPayload, match=message):
         TensorFile(path)
+
+
+def test_uint64_tensors_are_written_and_read_like_float32(tmp_path: Path) -> None:
+    shapes = {"limbs": (3, 4), "sites": (4,)}
+    values = np.array([[0, 1, 2**63, 2**64 - 1]] * 3, dtype=np.uint64)
+    buffer = io.BytesIO()
+    writer = TensorWriter(buffer, shapes, dtype="U64")
+    writer.write("sites", 0, np.arange(4, dtype=np.uint64))
+    writer.write("limbs", 0, values.reshape(-1))
+    writer.finish()
+    data = buffer.getvalue()
+    np.testing.assert_array_equal(safetensors.numpy.load(data)["limbs"], values)
+    path = tmp_path / "masked.safetensors"
+    path.write_bytes(data)
+    for source in (data, path):  # a payload in memory or a file
+        with TensorFile(source) as opened:
+            opened.check(shapes, "U64")
+            limbs = opened.read("limbs", 2, 5)
+            assert limbs.dtype == np.uint64
+            np.testing.assert_array_equal(limbs, values.reshape(-1)[2:7])
+            with pytest.raises(BadTensorPayload, match="dtype U64, expected float32"):
+                opened.check(shapes)  # float32 callers never take a masked input
+
+
+def test_a_payload_in_memory_is_checked_like_a_file() -> None:
+    data = safetensors.numpy.save({"w": np.array([1.0, np.nan], dtype=np.float32)})
+    with TensorFile(data) as opened, pytest.raises(BadTensorPayload, match="NaN or infinite"):
+        opened.check({"w": (2,)})
+    with pytest.raises(BadTensorPayload, match="data section does not match the header"):
+        TensorFile(data[:-4])

@@ -4,12 +4,14 @@ The safetensors library reads and writes whole models at once. The orchestrator 
 hold a site's whole update (let alone several), so it reads files a chunk at a time and writes
 new models the same way. The format is the library's own (8-byte little-endian header length,
 a JSON header of dtype, shape and byte offsets, then the raw little-endian data); every file
-written here is read back by the library in the tests. Only float32 is exchanged.
+written here is read back by the library in the tests. Two dtypes are exchanged: float32
+(models and updates) and uint64 (the limbs of masked inputs under secure aggregation).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -26,6 +28,8 @@ from oncofed.wire.errors import BadTensorPayload
 CHUNK = 1 << 20
 """Elements per chunk (4 MB of float32)."""
 F32 = np.dtype("<f4")
+DTYPES: dict[str, np.dtype[Any]] = {"F32": F32, "U64": np.dtype("<u8")}
+"""The dtypes read and written here, by their safetensors names."""
 META_KEY = "oncofed"
 MAX_HEADER = 1 << 20  # ~10,000 tensors' entries plus metadata; bounds parsing cost
 M = TypeVar("M", bound=BaseModel)
@@ -45,12 +49,18 @@ class Entry:
 
 
 class TensorFile:
-    """A safetensors file whose header has been checked, read one chunk at a time."""
+    """A safetensors file (or payload in memory) whose header has been checked, read one
+    chunk at a time."""
 
-    def __init__(self, path: Path) -> None:
-        self._handle = path.open("rb")
+    def __init__(self, source: Path | bytes) -> None:
+        if isinstance(source, bytes):
+            self._handle: io.BytesIO | io.BufferedReader = io.BytesIO(source)
+            size = len(source)
+        else:
+            self._handle = source.open("rb")
+            size = source.stat().st_size
         try:
-            self.entries, self.metadata, self._data_start = _read_layout(self._handle, path)
+            self.entries, self.metadata, self._data_start = _read_layout(self._handle, size)
         except BaseException:
             self._handle.close()
             raise
@@ -61,10 +71,13 @@ class TensorFile:
     def __exit__(
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
     ) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._handle.close()
 
-    def check(self, shapes: Shapes) -> None:
-        """Exactly the agreed names and shapes, all float32, every value finite."""
+    def check(self, shapes: Shapes, dtype: str = "F32") -> None:
+        """Exactly the agreed names and shapes, all of ``dtype``, every float finite."""
         missing, extra = (
             sorted(set(shapes) - set(self.entries)),
             sorted(set(self.entries) - set(shapes)),
@@ -72,12 +85,16 @@ class TensorFile:
         if missing or extra:
             raise BadTensorPayload(f"tensor names differ: missing {missing}, unexpected {extra}")
         for name, entry in self.entries.items():
-            if entry.dtype != "F32":
-                raise BadTensorPayload(f"{name}: dtype {entry.dtype}, expected float32")
+            if entry.dtype != dtype:
+                raise BadTensorPayload(
+                    f"{name}: dtype {entry.dtype}, expected {DTYPES[dtype].name}"
+                )
             if entry.shape != tuple(shapes[name]):
                 raise BadTensorPayload(
                     f"{name}: shape {entry.shape}, expected {tuple(shapes[name])}"
                 )
+        if DTYPES[dtype].kind != "f":
+            return
         for name, _, chunk in self.chunks():
             if not np.isfinite(chunk).all():
                 raise BadTensorPayload(f"{name}: contains NaN or infinite values")
@@ -87,14 +104,17 @@ class TensorFile:
         return meta_of(self.metadata, model)
 
     def read(self, name: str, start: int = 0, count: int | None = None) -> np.ndarray:
-        """Flat float32 elements ``start .. start + count`` of tensor ``name``."""
+        """Flat elements ``start .. start + count`` of tensor ``name``, in its own dtype."""
         entry = self.entries[name]
+        if entry.dtype not in DTYPES:
+            raise BadTensorPayload(f"{name}: dtype {entry.dtype} is not exchanged")
+        dtype = DTYPES[entry.dtype]
         count = entry.size - start if count is None else count
         if start < 0 or count < 0 or start + count > entry.size:
             raise BadTensorPayload(f"{name}: read beyond the tensor")
-        self._handle.seek(self._data_start + entry.begin + start * F32.itemsize)
-        data = np.fromfile(self._handle, dtype=F32, count=count)
-        if data.size != count:
+        self._handle.seek(self._data_start + entry.begin + start * dtype.itemsize)
+        data = np.empty(count, dtype=dtype)
+        if self._handle.readinto(data.data.cast("B")) != data.nbytes:
             raise BadTensorPayload(f"{name}: file is truncated")
         return data
 
@@ -139,8 +159,7 @@ def meta_of(metadata: object, model: type[M]) -> M:
         raise BadTensorPayload(f"invalid result header: {exc}") from exc
 
 
-def _read_layout(handle: BinaryIO, path: Path) -> tuple[dict[str, Entry], dict[str, str], int]:
-    size = path.stat().st_size
+def _read_layout(handle: BinaryIO, size: int) -> tuple[dict[str, Entry], dict[str, str], int]:
     header = read_header(handle, size)
     length = handle.tell() - 8  # the data section starts right after the header
     metadata = header.pop("__metadata__", None) or {}
@@ -167,6 +186,9 @@ _ITEMSIZE = {
     "I16": 2,
     "I32": 4,
     "I64": 8,
+    "U16": 2,
+    "U32": 4,
+    "U64": 8,
     "BOOL": 1,
 }
 
@@ -189,14 +211,21 @@ def _entry(name: str, spec: object) -> Entry:
 
 
 class TensorWriter:
-    """Writes a float32 safetensors file piece by piece, in any order, then hashes it.
+    """Writes a safetensors file of one dtype piece by piece, in any order, then hashes it.
 
     ``shapes`` fixes the tensors and the layout up front, so each ``write`` of a
     ``(name, flat offset, elements)`` piece goes straight to its place in the file.
     """
 
-    def __init__(self, handle: BinaryIO, shapes: Shapes, meta: BaseModel | None = None) -> None:
+    def __init__(
+        self,
+        handle: BinaryIO,
+        shapes: Shapes,
+        meta: BaseModel | None = None,
+        dtype: str = "F32",
+    ) -> None:
         self._handle = handle
+        self._dtype = DTYPES[dtype]
         header: dict[str, object] = {}
         if meta is not None:
             header["__metadata__"] = {META_KEY: meta.model_dump_json()}
@@ -204,8 +233,8 @@ class TensorWriter:
         offset = 0
         for name, shape in shapes.items():
             size = math.prod(shape)
-            end = offset + size * F32.itemsize
-            header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, end]}
+            end = offset + size * self._dtype.itemsize
+            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, end]}
             places[name] = (offset, size)
             offset = end
         text = json.dumps(header, separators=(",", ":")).encode()
@@ -220,8 +249,8 @@ class TensorWriter:
         at, size = self._places[name]
         if offset < 0 or offset + piece.size > size:
             raise ValueError(f"{name}: elements beyond the tensor")
-        self._handle.seek(at + offset * F32.itemsize)
-        self._handle.write(np.ascontiguousarray(piece, dtype=F32).tobytes())
+        self._handle.seek(at + offset * self._dtype.itemsize)
+        self._handle.write(np.ascontiguousarray(piece, dtype=self._dtype).tobytes())
         self._covered[name] += piece.size
 
     def finish(self) -> str:
@@ -232,7 +261,7 @@ class TensorWriter:
         self._handle.flush()
         self._handle.seek(0)
         digest = hashlib.sha256()
-        while block := self._handle.read(CHUNK * F32.itemsize):
+        while block := self._handle.read(CHUNK * self._dtype.itemsize):
             digest.update(block)
         self.sha256 = digest.hexdigest()
         return self.sha256

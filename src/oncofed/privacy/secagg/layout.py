@@ -8,6 +8,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from oncofed.privacy.secagg.errors import EncodingError
+
 WIDE_LIMBS = 4
 """Analyses and small vectors: integers modulo 2**256."""
 WIDE_FRACTION_BITS = 96
@@ -49,3 +51,13 @@ def model(shape: tuple[int, ...], fraction_bits: int) -> Segment:
 
 Layout = Mapping[str, Segment]
 """Segments by name, in the order they are encoded and masked."""
+
+SITES = "sites"
+"""The count segment of every layout: each site puts 1 there, so the unmasked sum must equal
+the number of survivors, which tells whether the masks cancelled."""
+
+
+def check_layout(layout: Layout) -> None:
+    """``EncodingError`` unless ``layout`` holds ``sites`` as a single count."""
+    if layout.get(SITES) != count():
+        raise EncodingError(f"a secure layout needs a {SITES!r} segment that is count()")

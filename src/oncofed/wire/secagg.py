@@ -1,0 +1,251 @@
+"""Messages of a secure aggregation round (Bonawitz et al. 2017), as JSON validated by pydantic.
+
+Binary fields are standard base64 text without newlines, each of one exact size. A round's
+phases, as the orchestrator sends them to a site in a ``SecureStep``:
+
+======== ======================== =====================================
+phase    the orchestrator sends   the site answers
+======== ======================== =====================================
+keys     (nothing)                ``KeyAdvert``
+shares   ``Roster``               ``ShareBundle``
+masked   ``Inbox``                masked input (safetensors of uint64)
+unmask   ``Survivors``            ``UnmaskShares``
+======== ======================== =====================================
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from itertools import pairwise
+from typing import Annotated, Literal
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
+
+from oncofed.wire.messages import Message, Sha256
+from oncofed.wire.spec import Name
+
+KEY_BYTES = 32
+"""X25519 and Ed25519 public keys."""
+SIGNATURE_BYTES = 64
+"""Ed25519 signatures."""
+SHARE_BYTES = 66
+"""One Shamir share: an element of the field of integers modulo 2**521 - 1, big-endian."""
+NONCE_BYTES = 12
+TAG_BYTES = 16
+SEALED_BYTES = NONCE_BYTES + 2 * SHARE_BYTES + TAG_BYTES
+"""A ChaCha20-Poly1305 box holding a site's two shares for one peer, nonce first."""
+MAX_SITES = 256
+"""Most sites in one round: a full mesh costs every site one mask per peer."""
+
+Phase = Literal["keys", "shares", "masked", "unmask"]
+SiteName = Name
+
+
+def _base64(size: int) -> PlainValidator:
+    """Exactly ``size`` bytes, given as standard base64 text (or raw bytes from Python)."""
+    length = 4 * ((size + 2) // 3)
+
+    def parse(value: object) -> bytes:
+        if isinstance(value, bytes):
+            data = value
+        elif isinstance(value, str):
+            if len(value) != length:
+                raise ValueError(f"expected {length} base64 characters ({size} bytes)")
+            try:
+                data = base64.b64decode(value, validate=True)
+            except binascii.Error as exc:
+                raise ValueError("not standard base64 (A-Z a-z 0-9 + / =, no newlines)") from exc
+        else:
+            raise ValueError("expected base64 text")
+        if len(data) != size:
+            raise ValueError(f"expected {size} bytes, got {len(data)}")
+        return data
+
+    return PlainValidator(parse)
+
+
+def _text(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+_AS_TEXT = PlainSerializer(_text, return_type=str)
+_SCHEMA = WithJsonSchema({"type": "string", "contentEncoding": "base64"})
+Key = Annotated[bytes, _base64(KEY_BYTES), _AS_TEXT, _SCHEMA]
+Signature = Annotated[bytes, _base64(SIGNATURE_BYTES), _AS_TEXT, _SCHEMA]
+Share = Annotated[bytes, _base64(SHARE_BYTES), _AS_TEXT, _SCHEMA]
+Sealed = Annotated[bytes, _base64(SEALED_BYTES), _AS_TEXT, _SCHEMA]
+Sites = Annotated[list[SiteName], Field(max_length=MAX_SITES)]
+SharesBySite = Annotated[dict[SiteName, Share], Field(max_length=MAX_SITES)]
+
+
+class _Frozen(Message):
+    """Immutable once validated: what was checked is what is used."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+def _strictly_sorted(names: list[str], what: str) -> None:
+    if any(a >= b for a, b in pairwise(names)):
+        raise ValueError(f"{what} must be sorted by site name, each once")
+
+
+class RoundContext(_Frozen):
+    """What every key derivation and signature of a round is bound to."""
+
+    job_id: Name
+    round: Annotated[int, Field(ge=0, le=1_000_000)]
+    announced: Sha256 = Field(
+        description="SHA-256 of what the round announced (spec, round kind, model, "
+        "standardisation and pooled totals, Newton parameters): a site sent something "
+        "different cannot take part."
+    )
+
+
+class KeyAdvert(_Frozen):
+    """A site's two fresh X25519 public keys for one round, signed with its identity key."""
+
+    site: SiteName
+    mask_key: Key
+    share_key: Key
+    signature: Signature
+
+
+class Roster(_Frozen):
+    """Every advert of the round, the identity keys they were checked with, the threshold."""
+
+    adverts: Annotated[list[KeyAdvert], Field(min_length=2, max_length=MAX_SITES)]
+    identities: Annotated[dict[SiteName, Key], Field(max_length=MAX_SITES)]
+    threshold: Annotated[int, Field(ge=2)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Roster:
+        sites = [advert.site for advert in self.adverts]
+        _strictly_sorted(sites, "adverts")
+        if set(self.identities) != set(sites):
+            raise ValueError("identities must name exactly the sites of the adverts")
+        if self.threshold > len(sites):
+            raise ValueError("threshold is larger than the number of sites")
+        return self
+
+    @property
+    def sites(self) -> list[str]:
+        return [advert.site for advert in self.adverts]
+
+    def advert(self, site: str) -> KeyAdvert:
+        return self.adverts[self.sites.index(site)]
+
+    def position(self, site: str) -> int:
+        """The site's x-coordinate for Shamir shares: its 1-based place in the roster."""
+        return self.sites.index(site) + 1
+
+
+class SealedShare(_Frozen):
+    """A sender's shares for one recipient, encrypted for it alone."""
+
+    sender: SiteName
+    recipient: SiteName
+    ciphertext: Sealed
+
+
+class ShareBundle(_Frozen):
+    """What a site sends in the shares phase: one sealed share for every other site."""
+
+    sender: SiteName
+    shares: Annotated[list[SealedShare], Field(max_length=MAX_SITES)]
+
+    @model_validator(mode="after")
+    def _from_sender(self) -> ShareBundle:
+        if any(share.sender != self.sender for share in self.shares):
+            raise ValueError("every share must come from the bundle's sender")
+        recipients = [share.recipient for share in self.shares]
+        if self.sender in recipients or len(set(recipients)) != len(recipients):
+            raise ValueError("recipients must be other sites, each once")
+        return self
+
+
+class Inbox(_Frozen):
+    """The sealed shares addressed to one site, one per sender."""
+
+    recipient: SiteName
+    shares: Annotated[list[SealedShare], Field(max_length=MAX_SITES)]
+
+    @model_validator(mode="after")
+    def _to_recipient(self) -> Inbox:
+        if any(share.recipient != self.recipient for share in self.shares):
+            raise ValueError("every share must be addressed to the inbox's recipient")
+        senders = [share.sender for share in self.shares]
+        if self.recipient in senders or len(set(senders)) != len(senders):
+            raise ValueError("senders must be other sites, each once")
+        return self
+
+
+class Survivors(_Frozen):
+    """Sites whose masked input is in the sum, and those that shared keys but sent none;
+    signed by the orchestrator."""
+
+    survivors: Annotated[Sites, Field(min_length=1)]
+    dropped: Sites
+    signature: Signature
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> Survivors:
+        _strictly_sorted(self.survivors, "survivors")
+        _strictly_sorted(self.dropped, "dropped")
+        if set(self.survivors) & set(self.dropped):
+            raise ValueError("a site cannot both survive and drop")
+        return self
+
+
+class UnmaskShares(_Frozen):
+    """A site's answer to the survivor list: its share of each survivor's self-mask seed and
+    of each dropped site's mask key; never both for one site."""
+
+    sender: SiteName
+    self_mask: SharesBySite
+    mask_key: SharesBySite
+
+    @model_validator(mode="after")
+    def _never_both(self) -> UnmaskShares:
+        if set(self.self_mask) & set(self.mask_key):
+            raise ValueError("both kinds of share for one site")
+        return self
+
+
+class MaskedHeader(_Frozen):
+    """The ``oncofed`` header entry of a site's masked input."""
+
+    context: RoundContext
+    site: SiteName
+
+
+class SecureStep(_Frozen):
+    """One phase of a secure round, as sent to a site; carries what that phase needs."""
+
+    phase: Phase
+    context: RoundContext
+    roster: Roster | None = None
+    inbox: Inbox | None = None
+    survivors: Survivors | None = None
+
+    @model_validator(mode="after")
+    def _carries_its_phase(self) -> SecureStep:
+        given = {
+            "shares": self.roster is not None,
+            "masked": self.inbox is not None,
+            "unmask": self.survivors is not None,
+        }
+        wrong = [name for name, present in given.items() if present != (name == self.phase)]
+        if wrong:
+            raise ValueError(
+                f"a {self.phase!r} step carries exactly what its phase needs "
+                "(shares: roster, masked: inbox, unmask: survivors)"
+            )
+        return self
