@@ -48,15 +48,16 @@ def test_everything_recorded_survives_a_restart(root: Path) -> None:
     with Ledger(root) as ledger:
         job = ledger.job("j1")
         assert job is not None and job.spec_sha256 == SPEC
-        assert job.tasks == (task("t0", 0, "stats"), task("t1", 1))
+        answered = TaskRecord("t1", "train", 1, task("t1", 1).content_sha256, "update")
+        assert job.tasks == (task("t0", 0, "stats"), answered)
         assert (job.pooled, job.scaling) == (pooled, scaling)
         assert (job.params_round, job.params) == (1, params)
         last = ledger.last_model("j1")
         assert last is not None and last[0] == 1 and last[1].read_bytes() == b"model"
         assert ledger.job("other") is None and ledger.last_model("other") is None
     with sqlite3.connect(root / LEDGER) as db:
-        [(answered, outcome)] = db.execute("SELECT answered_at, outcome FROM task WHERE id='t1'")
-        assert answered is not None and outcome == "update"
+        [(when,)] = db.execute("SELECT answered_at FROM task WHERE id='t1'")
+        assert when is not None
 
 
 def test_commits_are_synced_to_disk(ledger: Ledger) -> None:

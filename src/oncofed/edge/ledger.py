@@ -110,6 +110,7 @@ class TaskRecord:
     kind: str
     round: int
     content_sha256: str
+    outcome: str | None = None  # once answered: update, result, declined or failed
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,9 @@ class Ledger:
             row = session.get(JobRow, job_id)
             if row is None:
                 return None
-            tasks = tuple(TaskRecord(t.id, t.kind, t.round, t.content_sha256) for t in row.tasks)
+            tasks = tuple(
+                TaskRecord(t.id, t.kind, t.round, t.content_sha256, t.outcome) for t in row.tasks
+            )
             return JobRecord(
                 spec_sha256=row.spec_sha256,
                 tasks=tasks,
