@@ -41,13 +41,17 @@ def clip_update(
     global_model: Mapping[str, np.ndarray], local: Mapping[str, np.ndarray], clip_norm: float
 ) -> Weights:
     """``global + delta`` as float32, where ``delta = local - global`` (float64) is scaled down
-    to an L2 norm of ``clip_norm`` when it is longer."""
-    norm = math.sqrt(sum(_sum_squares(local[name], g) for name, g in global_model.items()))
-    scale = min(1.0, clip_norm / norm) if norm > 0 else 1.0
+    to an L2 norm of ``clip_norm`` when it is longer (else ``local`` itself)."""
+    norm = math.sqrt(sum(_squares(_delta(local[name], g)) for name, g in global_model.items()))
+    if norm <= clip_norm:
+        return dict(local)
+    scale = clip_norm / norm
     clipped: Weights = {}
     for name, g in global_model.items():
-        start = g.astype(np.float64)
-        clipped[name] = (start + scale * (local[name].astype(np.float64) - start)).astype(DTYPE)
+        delta = _delta(local[name], g)
+        delta *= scale
+        delta += g
+        clipped[name] = delta.astype(DTYPE)
     return clipped
 
 
@@ -55,30 +59,41 @@ def within_step(
     previous: Tensors, current: Mapping[str, np.ndarray], bound: StepBound, rounds: int
 ) -> bool:
     """Whether ``current`` is within ``rounds`` strategy steps of ``previous`` (same names and
-    shapes), up to float32 rounding; ``rounds`` 0 asks for equality."""
+    shapes), up to float32 rounding (relative to the magnitude of ``previous``, the model the
+    site saw, plus the steps); ``rounds`` 0 asks for equality."""
     allowed = rounds * bound.size
-    squares = old_squares = new_squares = 0.0
+    squares = old_squares = 0.0
     for name, values in current.items():
         flat = values.reshape(-1)
         for start in range(0, flat.size, CHUNK):
-            new = flat[start : start + CHUNK].astype(np.float64)
-            old = previous.read(name, start, new.size).astype(np.float64)
-            moved = new - old
+            new = flat[start : start + CHUNK]
+            old = previous.read(name, start, new.size)
+            if rounds == 0:
+                if not np.array_equal(old, new):
+                    return False
+                continue
+            moved = _delta(new, old)
             if bound.norm == "linf":
-                magnitude = np.maximum(np.abs(old), np.abs(new))
-                slack = REL_TOLERANCE * rounds * (magnitude + allowed)
+                slack = REL_TOLERANCE * rounds * (np.abs(old, dtype=np.float64) + allowed)
                 if np.any(np.abs(moved) > allowed + slack):
                     return False
                 continue
-            squares += float(moved @ moved)
-            old_squares += float(old @ old)
-            new_squares += float(new @ new)
-    if bound.norm == "linf":
+            squares += _squares(moved)
+            old_squares += _squares(old)
+    if rounds == 0 or bound.norm == "linf":
         return True
-    scale = math.sqrt(max(old_squares, new_squares))
-    return math.sqrt(squares) <= allowed + REL_TOLERANCE * rounds * (scale + allowed)
+    slack = REL_TOLERANCE * rounds * (math.sqrt(old_squares) + allowed)
+    return math.sqrt(squares) <= allowed + slack
 
 
-def _sum_squares(local: np.ndarray, start: np.ndarray) -> float:
-    delta = (local.astype(np.float64) - start.astype(np.float64)).reshape(-1)
-    return float(delta @ delta)
+def _delta(values: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """``values - start`` in float64 (exact for float32 inputs of similar magnitude)."""
+    delta = values.astype(np.float64)
+    delta -= start
+    return delta
+
+
+def _squares(values: np.ndarray) -> float:
+    """The sum of squares in float64 (no float32 overflow, whatever the values)."""
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    return float(flat @ flat)
