@@ -1,6 +1,7 @@
 """The global models a training job sends: the first must be the initial model the spec and
-seed give, and each later one within the job's strategy step, per round since the last model
-this site saw, of it (the step that updates clipped to the job's clip norm allow)."""
+seed give, and each later one no further from the last model this site saw than the job's
+strategy can move a model, in the rounds between, with updates clipped to the job's clip norm
+(``Strategy.max_step``)."""
 
 from __future__ import annotations
 
