@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from oncofed.edge import PolicyViolation
+from oncofed.edge import EdgePolicy, PolicyViolation
 from oncofed.edge.ledger import LEDGER, Ledger, TaskRecord, fingerprint
 from oncofed.wire.analysis import AnalysisParams
 from oncofed.wire.messages import Standardization, StatsResult
@@ -143,3 +144,6 @@ def test_trusted_peers_are_strict_and_replace_a_pinned_key(root: Path) -> None:
 
 def test_a_fingerprint_is_the_start_of_the_keys_sha256() -> None:
     assert fingerprint(bytes(32)) == "66687aadf862bd77"
+    assert EdgePolicy(trusted_peers={"beta": "66687aadf862bd77"}).trusted_peers is not None
+    with pytest.raises(ValidationError, match=r"trusted_peers\.beta"):
+        EdgePolicy(trusted_peers={"beta": "66687AADF862BD7"})
