@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from pydantic import ValidationError
 
 from oncofed.edge import EdgePolicy, PolicyViolation
-from oncofed.edge.ledger import LEDGER, Ledger, TaskRecord, fingerprint
+from oncofed.edge.ledger import LEDGER, Base, Ledger, TaskRecord, fingerprint
 from oncofed.wire.analysis import AnalysisParams
 from oncofed.wire.messages import Standardization, StatsResult
 
@@ -59,6 +61,11 @@ def test_everything_recorded_survives_a_restart(root: Path) -> None:
     with sqlite3.connect(root / LEDGER) as db:
         [(when,)] = db.execute("SELECT answered_at FROM task WHERE id='t1'")
         assert when is not None
+
+
+def test_the_migrations_build_exactly_the_models_schema(ledger: Ledger) -> None:
+    with ledger._engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
 def test_commits_are_synced_to_disk(ledger: Ledger) -> None:
