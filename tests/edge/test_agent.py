@@ -15,7 +15,9 @@ import pytest
 
 from oncofed.cdm.tables import CdmData
 from oncofed.edge import Agent, EdgeConfig, EdgeHome, LocalStore
+from oncofed.edge.guard import params_sha256
 from oncofed.edge.store import PROFILE
+from oncofed.wire.analysis import AnalysisParams, AnalysisSpec
 from oncofed.wire.messages import TaskAssignment
 from oncofed.wire.profile import DataProfile
 from tests.support import make_spec, sample_profile, save_columns
@@ -72,6 +74,28 @@ def test_agent_retries_until_reachable_then_posts_and_logs_egress(home: EdgeHome
     entry = entries[1]
     assert entry["task"] == "t1" and entry["kind"] == "stats" and entry["json"] == body
     assert entry["bytes"] > 0 and len(entry["sha256"]) == 64
+
+
+def test_the_egress_line_of_a_newton_round_names_the_hash_of_its_coefficients(
+    home: EdgeHome,
+) -> None:
+    analysis = {
+        "type": "logistic",
+        "outcome": {"type": "binary", "label": "ext.y"},
+        "covariates": ["ext.x1", "ext.x2"],
+    }
+    spec = AnalysisSpec.model_validate({"name": "a", "dataset": "data", "analysis": analysis})
+    params = AnalysisParams(pooled=[0.0, 0.0, 0.0], own=[0.0, 0.0, 0.0])
+    task = TaskAssignment(
+        task_id="t1", job_id="j1", round=0, kind="analysis", spec=spec, params=params
+    )
+    script = Script(task, outages=0)
+    Agent(home, transport=httpx.MockTransport(script)).run(max_tasks=1)
+    [(path, _)] = script.posts
+    assert path == "/v1/tasks/t1/result"
+    entry = json.loads(home.egress_log.read_text().splitlines()[-1])
+    zeros = hashlib.sha256(np.zeros(3, dtype="<f8").tobytes()).hexdigest()
+    assert entry["params_sha256"] == params_sha256([0.0, 0.0, 0.0]) == zeros
 
 
 def test_agent_declines_what_its_policy_forbids(home: EdgeHome) -> None:

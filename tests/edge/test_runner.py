@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from oncofed.edge import EdgePolicy, LocalStore
+from oncofed.edge.ledger import Ledger
 from oncofed.edge.runner import TaskRunner
+from oncofed.learning.data import standardization
 from oncofed.learning.registry import initial_weights, parameter_shapes
 from oncofed.wire import tensors
 from oncofed.wire.messages import (
     Decline,
     EvaluateResult,
-    Standardization,
     StatsResult,
     TaskAssignment,
     TrainResult,
@@ -31,9 +33,17 @@ def store(tmp_path: Path) -> LocalStore:
     return save_columns(tmp_path / "datasets", "data", {"x1": x1, "x2": x2, "y": y})
 
 
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    ledger = Ledger(tmp_path / "edge")
+    yield ledger
+    ledger.close()
+
+
 def assignment(spec: JobSpec, kind: str = "stats", **extra: object) -> TaskAssignment:
+    number = {"stats": 0, "train": 1}.get(kind, spec.rounds + 1)
     return TaskAssignment.model_validate(
-        {"task_id": "t1", "job_id": "j1", "round": 1, "kind": kind, "spec": spec, **extra}
+        {"task_id": "t1", "job_id": "j1", "round": number, "kind": kind, "spec": spec, **extra}
     )
 
 
@@ -79,55 +89,60 @@ def never_fetch(sha: str) -> bytes:
     ],
 )
 def test_task_outside_policy_or_data_is_declined(
-    store: LocalStore, policy: EdgePolicy, spec: JobSpec, reason: str
+    store: LocalStore, ledger: Ledger, policy: EdgePolicy, spec: JobSpec, reason: str
 ) -> None:
-    outcome = TaskRunner(store, policy, "alpha").run(assignment(spec), never_fetch)
+    outcome = TaskRunner(store, policy, "alpha", ledger).run(assignment(spec), never_fetch)
     assert isinstance(outcome, Decline)
     assert reason in outcome.reason
 
 
-def test_stats_are_sums_over_training_rows_only(store: LocalStore) -> None:
+def test_stats_are_sums_over_training_rows_only(store: LocalStore, ledger: Ledger) -> None:
     spec = make_spec()
-    outcome = TaskRunner(store, EdgePolicy(), "alpha").run(assignment(spec), never_fetch)
+    outcome = TaskRunner(store, EdgePolicy(), "alpha", ledger).run(assignment(spec), never_fetch)
     assert isinstance(outcome, StatsResult)
     assert outcome.n == 90  # 120 rows, 25% held out
     assert len(outcome.sums) == 2
 
 
-def train_task() -> tuple[TaskAssignment, bytes]:
-    """A training task and the global model it names."""
+def train_task(runner: TaskRunner) -> tuple[TaskAssignment, bytes]:
+    """A training task (after the job's statistics round, this site alone) and its model."""
     spec = make_spec()
+    stats = runner.run(assignment(spec).model_copy(update={"task_id": "t0"}), never_fetch)
+    assert isinstance(stats, StatsResult)
     model = tensors.encode(initial_weights(spec.model, 2, spec.seed))
     task = assignment(
         spec,
         "train",
         model_sha256=tensors.sha256(model),
-        standardization=Standardization(mean=[0.0, 0.0], std=[1.0, 1.0]),
+        standardization=standardization(stats),
+        pooled=stats,
     )
     return task, model
 
 
-def test_train_returns_an_update_of_the_agreed_shape(store: LocalStore) -> None:
-    task, model = train_task()
+def test_train_returns_an_update_of_the_agreed_shape(store: LocalStore, ledger: Ledger) -> None:
+    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger)
+    task, model = train_task(runner)
     spec = task.spec
-    runner = TaskRunner(store, EdgePolicy(), "alpha")
     outcome = runner.run(task, lambda sha: model)
     assert isinstance(outcome, bytes)
     meta = tensors.read_meta(outcome, TrainResult)
     assert meta.task_id == "t1" and meta.n_train == 90 and meta.evaluation.n_eval == 30
     tensors.check_weights(tensors.decode(outcome), parameter_shapes(spec.model, 2))
-    evaluated = runner.run(task.model_copy(update={"kind": "evaluate"}), lambda sha: model)
+    evaluate = task.model_copy(update={"kind": "evaluate", "round": 3, "task_id": "t3"})
+    evaluated = runner.run(evaluate, lambda sha: model)
     assert isinstance(evaluated, EvaluateResult) and "auc" in evaluated.evaluation.metrics
 
 
-def test_a_tampered_global_model_is_refused(store: LocalStore) -> None:
-    task, model = train_task()
-    runner = TaskRunner(store, EdgePolicy(), "alpha")
+def test_a_tampered_global_model_is_refused(store: LocalStore, ledger: Ledger) -> None:
+    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger)
+    task, model = train_task(runner)
     with pytest.raises(ValueError, match="SHA-256"):
         runner.run(task, lambda sha: model + b" ")
     wrong = tensors.encode({"layers.0.weight": np.zeros((1, 3), np.float32)})
+    later = {"model_sha256": tensors.sha256(wrong), "round": 2, "task_id": "t2"}
     with pytest.raises(ValueError, match=r"names differ|shape"):
-        runner.run(task.model_copy(update={"model_sha256": tensors.sha256(wrong)}), lambda s: wrong)
+        runner.run(task.model_copy(update=later), lambda s: wrong)
 
 
 def test_a_small_cohort_is_declined_before_anything_about_its_rows_is_said(
@@ -139,7 +154,8 @@ def test_a_small_cohort_is_declined_before_anything_about_its_rows_is_said(
     store = save_columns(tmp_path / "datasets", "data", columns)
     spec = make_spec(features=[{"name": "ext.x1", "transform": "log1p"}, "ext.x2"])
     policy = EdgePolicy(min_cohort_size=40)
-    outcome = TaskRunner(store, policy, "alpha").run(assignment(spec), never_fetch)
+    with Ledger(tmp_path / "edge") as ledger:
+        outcome = TaskRunner(store, policy, "alpha", ledger).run(assignment(spec), never_fetch)
     assert isinstance(outcome, Decline)
     assert "smaller than its minimum cohort size" in outcome.reason
     assert "<= -1" not in outcome.reason

@@ -5,6 +5,7 @@ statsmodels on the pooled rows."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from oncofed.cdm.frame import job_table
 from oncofed.demo.data import mapping_file, site_tables
 from oncofed.edge import EdgePolicy, LocalStore
 from oncofed.edge.importing import Source, import_source
+from oncofed.edge.ledger import Ledger
 from oncofed.edge.runner import TaskRunner
 from oncofed.orchestrator.db import Job, Task
 from oncofed.orchestrator.errors import BadRequest
@@ -78,11 +80,23 @@ def run(
     job: AnalysisSpec,
     threshold: int = 11,
     restart_after: int | None = None,
+    **limits: float,
 ) -> JobPublic:
     """Submit ``job`` and play every site's part until it ends (restarting the orchestrator's
-    coordinator after ``restart_after`` passes, as after a crash)."""
-    policy = EdgePolicy(small_cell_threshold=threshold)
-    runners = {site: TaskRunner(stores[site], policy, site) for site in stores}
+    coordinator after ``restart_after`` passes, as after a crash). Each site keeps its ledger
+    next to the orchestrator's directory; ``limits`` are other fields of its policy."""
+    policy = EdgePolicy.model_validate({"small_cell_threshold": threshold, **limits})
+    with ExitStack() as stack:
+        ledgers = {site: Ledger(state.home.parent / f"edge-{site}") for site in stores}
+        for ledger in ledgers.values():
+            stack.callback(ledger.close)
+        runners = {site: TaskRunner(stores[site], policy, site, ledgers[site]) for site in stores}
+        return _play(state, runners, job, restart_after)
+
+
+def _play(
+    state: State, runners: Mapping[str, TaskRunner], job: AnalysisSpec, restart_after: int | None
+) -> JobPublic:
     job_id = state.coordinator.submit(job, state.admin_id).id
     for attempt in range(100):
         if attempt == restart_after:
@@ -207,10 +221,15 @@ def test_a_separated_model_fails_plainly(state: State, stores: dict[str, LocalSt
     outcome = {"type": "binary", "label": "treatment.endocrine"}
     covariates = ["age_at_diagnosis", "treatment.endocrine"]
     job = spec({"type": "logistic", "outcome": outcome, "covariates": covariates})
-    done = run(state, stores, job)
+    unbounded = {"max_coefficient_effect": 1e6, "max_newton_step": 1e6}
+    done = run(state, stores, job, **unbounded)  # the Newton loop's own diagnosis
     assert done.status == "failed"
     assert done.error is not None and "treatment.endocrine" in done.error
     assert done.report is None
+    bounded = run(state, stores, job)  # the sites' coefficient bounds stop it first
+    assert bounded.status == "failed" and bounded.report is None
+    details = [s.detail for r in bounded.rounds for s in r.sites.values() if s.status == "declined"]
+    assert details and all("of 'treatment.endocrine'" in d for d in details)
 
 
 def test_counts_publish_no_small_cell(state: State, stores: dict[str, LocalStore]) -> None:

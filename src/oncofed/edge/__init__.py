@@ -1,7 +1,8 @@
 """The edge node: the hospital's agent. Obeys its local policy first, the orchestrator second.
 
-``Agent`` and ``LocalStore`` are imported on first use: they bring in torch and pyarrow, which
-processes that only need the edge's errors or settings (the CLI, the orchestrator) do without.
+``Agent``, ``LocalStore`` and ``Ledger`` are imported on first use: they bring in torch, pyarrow
+and alembic, which processes that only need the edge's errors or settings (the CLI, the
+orchestrator) do without.
 """
 
 from importlib import import_module
@@ -12,9 +13,14 @@ from oncofed.edge.errors import EdgeError, EnrolmentError, PolicyViolation, Stor
 
 if TYPE_CHECKING:
     from oncofed.edge.agent import Agent
+    from oncofed.edge.ledger import Ledger
     from oncofed.edge.store import LocalStore
 
-_LAZY = {"Agent": "oncofed.edge.agent", "LocalStore": "oncofed.edge.store"}
+_LAZY = {
+    "Agent": "oncofed.edge.agent",
+    "Ledger": "oncofed.edge.ledger",
+    "LocalStore": "oncofed.edge.store",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -30,6 +36,7 @@ __all__ = [
     "EdgeHome",
     "EdgePolicy",
     "EnrolmentError",
+    "Ledger",
     "LocalStore",
     "PolicyViolation",
     "StoreError",

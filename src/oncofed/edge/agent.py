@@ -3,7 +3,9 @@ and sends the data quality report of every dataset imported here (at start, and 
 each re-import).
 
 It opens no listening socket. Every byte it sends is logged to ``egress.jsonl`` in the edge
-directory, so the site admin can read exactly what left the site.
+directory, so the site admin can read exactly what left the site (with, for a Newton round, the
+SHA-256 of the pooled coefficients it was sent, which every site of the round can compare).
+Every task it runs is recorded in its ledger (``ledger.db``, ``oncofed.edge.ledger``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pydantic import ValidationError
 from oncofed import __version__
 from oncofed.edge.config import EdgeHome
 from oncofed.edge.errors import StoreError
+from oncofed.edge.guard import params_sha256
+from oncofed.edge.ledger import Ledger
 from oncofed.edge.runner import Outcome, TaskRunner
 from oncofed.edge.store import LocalStore
 from oncofed.wire.messages import (
@@ -62,8 +66,10 @@ class Agent:
         self.home, self.site, self.orchestrator = home, config.site, str(config.orchestrator)
         self._poll_seconds = poll_seconds
         self._backoff = backoff
+        policy = home.policy()
         self._store = LocalStore(home.datasets)
-        self._runner = TaskRunner(self._store, home.policy(), config.site)
+        self._ledger = Ledger(home.root, policy.trusted_peers)
+        self._runner = TaskRunner(self._store, policy, config.site, self._ledger)
         self._profiles_sent: dict[str, Stamp] = {}  # dataset -> stamp of the profile handled
         self._http = httpx.Client(
             base_url=str(config.orchestrator).rstrip("/") + API_PREFIX,
@@ -77,6 +83,7 @@ class Agent:
 
     def close(self) -> None:
         self._http.close()
+        self._ledger.close()
 
     def run(self, stop: threading.Event | None = None, max_tasks: int | None = None) -> int:
         """Poll and work until ``stop`` is set or ``max_tasks`` are done; returns the count."""
@@ -204,7 +211,14 @@ class Agent:
                 "application/json",
             )
         digest = sha256(body)
-        about = {"job": task.job_id, "task": task.task_id, "kind": task.kind, "round": task.round}
+        about: dict[str, Any] = {
+            "job": task.job_id,
+            "task": task.task_id,
+            "kind": task.kind,
+            "round": task.round,
+        }
+        if task.params is not None:  # every site of the round can compare this hash
+            about["params_sha256"] = params_sha256(task.params.pooled)
         self._log_egress(about, path, body, digest)
         response = self._http.post(
             path, content=body, headers={"Content-Type": kind, SHA256_HEADER: digest}

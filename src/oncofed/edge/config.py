@@ -81,6 +81,11 @@ class EdgePolicy(BaseModel):
     share_site_estimates: bool = True
     """Under secure aggregation, also send this site's own numbers (its own regression fit,
     its held-out metrics) in the clear when they meet the per-site rules above."""
+    trusted_peers: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]] | None = None
+    """Peer sites and the fingerprints of their identity keys (the first 16 hex digits of the
+    SHA-256 of the raw Ed25519 public key). When given, secure rounds accept only these peers
+    and keys; when omitted, each peer's key is pinned the first time it is seen (trust on first
+    use) and a different key later is refused."""
 
 
 class EdgeHome:

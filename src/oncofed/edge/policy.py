@@ -1,24 +1,63 @@
-"""The site's own check of every task, before any data is touched."""
+"""The site's own check of what a task declares, before any data is touched (what it is
+actually asked to do, against what this site ran before, is ``oncofed.edge.guard``'s)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation
+from oncofed.edge.ledger import SAFE_ID
 from oncofed.learning.registry import parameter_count
+from oncofed.wire.analysis import AnalysisSpec
 from oncofed.wire.messages import TaskAssignment
 from oncofed.wire.spec import JobSpec
+
+
+@dataclass(frozen=True)
+class Minimums:
+    """Fewest patients in a job's cohort (and training rows), and fewest held-out rows, with
+    the policy fields they come from."""
+
+    cohort: int
+    held_out: int
+    cohort_rule: str
+    held_out_rule: str
+
+
+def cohort_minimums(policy: EdgePolicy, spec: JobSpec | AnalysisSpec) -> Minimums:
+    """The policy's minimums for ``spec``: ``min_cohort_size_secure`` for both under secure
+    aggregation (no one sees this site's own numbers), else ``min_cohort_size`` and
+    ``min_eval_size``."""
+    if spec.privacy.secure_aggregation:
+        secure = policy.min_cohort_size_secure
+        return Minimums(secure, secure, "min_cohort_size_secure", "min_cohort_size_secure")
+    return Minimums(
+        policy.min_cohort_size, policy.min_eval_size, "min_cohort_size", "min_eval_size"
+    )
 
 
 def check_task(policy: EdgePolicy, task: TaskAssignment) -> None:
     """Raise ``PolicyViolation`` naming the rule when the task is not allowed here."""
     spec = task.spec
+    if not (SAFE_ID.match(task.task_id) and SAFE_ID.match(task.job_id)):
+        raise PolicyViolation("task and job ids must be 1 to 64 letters, digits, '_' or '-'")
     if task.kind not in policy.allowed_tasks:
         raise PolicyViolation(f"task kind {task.kind!r} is not allowed by this site's policy")
     if (task.kind == "analysis") != (spec.kind == "analysis"):
         raise PolicyViolation(f"a {task.kind!r} task cannot carry a {spec.kind!r} job")
     if policy.allowed_datasets is not None and spec.dataset not in policy.allowed_datasets:
         raise PolicyViolation(f"dataset {spec.dataset!r} is not open to federated jobs here")
-    if spec.kind == "train":
+    if policy.require_secure_aggregation and not spec.privacy.secure_aggregation:
+        raise PolicyViolation(
+            "this site takes part only in securely aggregated jobs "
+            "(policy require_secure_aggregation)"
+        )
+    if spec.privacy.secure_aggregation:  # its tasks must come as secure rounds (not built yet)
+        raise PolicyViolation(
+            "this edge cannot run securely aggregated jobs yet, and sends no plain result for one"
+        )
+    if isinstance(spec, JobSpec):
         _check_training(policy, spec)
 
 
@@ -38,4 +77,9 @@ def _check_training(policy: EdgePolicy, spec: JobSpec) -> None:
         raise PolicyViolation(
             f"{spec.local.epochs} local epochs; policy max_local_epochs is "
             f"{policy.max_local_epochs}"
+        )
+    if spec.local.clip_norm > policy.max_clip_norm:
+        raise PolicyViolation(
+            f"update clip norm {spec.local.clip_norm:g}; policy max_clip_norm is "
+            f"{policy.max_clip_norm:g}"
         )

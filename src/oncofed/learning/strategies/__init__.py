@@ -1,6 +1,6 @@
 """Aggregation strategies, one per module behind ``Strategy``."""
 
-from oncofed.learning.strategies.base import Strategy, apply_strategy
+from oncofed.learning.strategies.base import StepBound, Strategy, apply_strategy
 from oncofed.learning.strategies.fedadam import FedAdam
 from oncofed.learning.strategies.fedavg import FedAvg
 from oncofed.learning.strategies.fedprox import FedProx
@@ -19,4 +19,12 @@ def build_strategy(spec: StrategySpec) -> Strategy:
     raise ValueError(f"unknown strategy {spec!r}")
 
 
-__all__ = ["FedAdam", "FedAvg", "FedProx", "Strategy", "apply_strategy", "build_strategy"]
+__all__ = [
+    "FedAdam",
+    "FedAvg",
+    "FedProx",
+    "StepBound",
+    "Strategy",
+    "apply_strategy",
+    "build_strategy",
+]

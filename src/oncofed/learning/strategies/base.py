@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from oncofed.wire.tensors import DTYPE, Weights
 
 StateChunk = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class StepBound:
+    """How far one round can move the global model when every site's update (its model minus
+    the global one) has an L2 norm of at most the job's clip norm: ``size`` bounds the L2 norm
+    of the whole move (``"l2"``) or the magnitude of each element's (``"linf"``)."""
+
+    norm: Literal["l2", "linf"]
+    size: float
 
 
 class Strategy(ABC):
@@ -33,6 +45,11 @@ class Strategy(ABC):
         self, current: np.ndarray, average: np.ndarray, state: StateChunk
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Return ``(next_global, next_state)`` for these elements; inputs are not modified."""
+
+    @abstractmethod
+    def max_step(self, clip_norm: float) -> StepBound:
+        """The largest move of the global model in one round, for updates clipped to
+        ``clip_norm``: what a site checks each new global model against."""
 
 
 def apply_strategy(

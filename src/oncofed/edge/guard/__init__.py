@@ -1,0 +1,99 @@
+"""The edge enforces what it is actually asked to do, not what a job declares: every task is
+checked against the site's policy and against what this site ran before (its ledger), before
+any data is touched; the inputs a task brings (scaling, global model, Newton coefficients) are
+checked before they meet the site's rows. Each refusal is a ``PolicyViolation`` naming the
+rule; the site declines the task."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pydantic import BaseModel
+
+from oncofed.analytics.design import Design
+from oncofed.edge.config import EdgePolicy
+from oncofed.edge.errors import PolicyViolation
+from oncofed.edge.guard.models import check_model
+from oncofed.edge.guard.params import check_params, params_sha256
+from oncofed.edge.guard.scaling import announced, check_own
+from oncofed.edge.guard.sequence import check_next
+from oncofed.edge.ledger import JobRecord, Ledger, TaskRecord
+from oncofed.edge.policy import check_task
+from oncofed.wire.messages import StatsResult, TaskAssignment
+from oncofed.wire.spec import JobSpec
+from oncofed.wire.tensors import Weights
+
+
+def content_sha256(message: BaseModel) -> str:
+    """SHA-256 of a message's canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(message.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Guard:
+    """One site's checks of every task, with its ledger as memory."""
+
+    def __init__(self, policy: EdgePolicy, ledger: Ledger) -> None:
+        self._policy, self._ledger = policy, ledger
+
+    def admit(self, task: TaskAssignment) -> None:
+        """Check what the task declares and where it falls in its job, then record it as run:
+        the policy (``check_task``), the round, kind and budgets (``sequence``), the pinned
+        spec and, for training and evaluation, the announced scaling (pinned by the job's
+        first such task)."""
+        check_task(self._policy, task)
+        spec_sha, content = content_sha256(task.spec), content_sha256(task)
+        job = self._ledger.job(task.job_id)
+        again = check_next(self._policy, task, spec_sha, content, job)
+        spec = task.spec
+        scaling = None
+        if isinstance(spec, JobSpec) and task.kind in ("train", "evaluate"):
+            scaling = announced(task, spec)
+            if job is not None and job.pooled is not None and (job.pooled, job.scaling) != scaling:
+                raise PolicyViolation(
+                    "the pooled totals or standardisation differ from those this job's earlier "
+                    "tasks carried"
+                )
+        if not again:
+            record = TaskRecord(task.task_id, task.kind, task.round, content)
+            self._ledger.record_task(task.job_id, spec_sha, record)
+        if scaling is not None and (job is None or job.pooled is None):
+            self._ledger.pin_scaling(task.job_id, *scaling)
+
+    def check_stats(self, task: TaskAssignment, own: StatsResult) -> None:
+        """The task's pooled totals are realisable with this site's own (``scaling.check_own``)."""
+        assert task.pooled is not None  # checked by admit
+        check_own(task.pooled, own)
+
+    def check_model(
+        self, task: TaskAssignment, spec: JobSpec, weights: Weights, data: bytes
+    ) -> None:
+        """Check the task's global model (``models.check_model``), then keep it (``data``) as
+        the last model this site saw."""
+        assert task.model_sha256 is not None  # the runner fetched it by this hash
+        check_model(spec, task.round, weights, self._ledger.last_model(task.job_id))
+        self._ledger.save_model(task.job_id, task.round, task.model_sha256, data)
+
+    def check_params(self, task: TaskAssignment, data: Design) -> None:
+        """Check a Newton round's coefficients (``params.check_params``), then keep them."""
+        if task.params is None:
+            raise PolicyViolation("a regression task must carry its coefficients")
+        job = self._job(task)
+        check_params(self._policy, task.round, task.params, job.params, data)
+        self._ledger.save_params(task.job_id, task.round, task.params)
+
+    def answered(self, task: TaskAssignment, outcome: str) -> None:
+        """Note how an admitted task was answered (``update``, ``result``, ``declined`` or
+        ``failed``); once the evaluation has its result, the job's model files go."""
+        self._ledger.answered(task.task_id, outcome)
+        if task.kind == "evaluate" and outcome == "result":
+            self._ledger.drop_model(task.job_id)
+
+    def _job(self, task: TaskAssignment) -> JobRecord:
+        job = self._ledger.job(task.job_id)
+        assert job is not None  # admit recorded the task
+        return job
+
+
+__all__ = ["Guard", "content_sha256", "params_sha256"]

@@ -1,0 +1,51 @@
+"""The global models a training job sends: the first must be the initial model the spec and
+seed give, and each later one no further from the last model this site saw than the job's
+strategy can move a model, in the rounds between, with updates clipped to the job's clip norm
+(``Strategy.max_step``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from oncofed.edge.errors import PolicyViolation
+from oncofed.learning.registry import initial_weights
+from oncofed.learning.steps import InMemory, Tensors, within_step
+from oncofed.learning.strategies import build_strategy
+from oncofed.wire.spec import JobSpec
+from oncofed.wire.stream import TensorFile
+
+
+def check_model(
+    spec: JobSpec,
+    round_number: int,
+    weights: Mapping[str, np.ndarray],
+    last: tuple[int, Path] | None,
+) -> None:
+    """Refuse ``weights``, the global model of ``round_number``, unless it is within the step
+    of ``last`` (the round and file of the last model this site saw); without one, of the
+    derived initial model (exactly so in round 1)."""
+    bound = build_strategy(spec.strategy).max_step(spec.local.clip_norm)
+    with ExitStack() as stack:
+        previous: Tensors
+        if last is None:
+            rounds, seen = round_number - 1, "the initial model"
+            previous = InMemory(initial_weights(spec.model, spec.n_inputs, spec.seed))
+        else:
+            seen_round, path = last
+            rounds, seen = round_number - seen_round, f"the model of round {seen_round}"
+            previous = stack.enter_context(TensorFile(path))
+        if within_step(previous, weights, bound, rounds):
+            return
+    if last is None and round_number == 1:
+        raise PolicyViolation(
+            "the round-1 model is not the initial model the job's spec and seed give"
+        )
+    raise PolicyViolation(
+        f"the global model of round {round_number} moved further from {seen} than {rounds} "
+        f"round(s) of {spec.strategy.name} with updates clipped to {spec.local.clip_norm:g} "
+        "allow"
+    )

@@ -1,0 +1,72 @@
+"""The coefficients a Newton round sends (the pooled fit's and this site's own), against bounds
+this site can defend: zeros in round 0; no coefficient whose effect across one standard
+deviation of its covariate here exceeds ``max_coefficient_effect``; for logistic regression a
+linear predictor at this site's mean patient within twice that; and each move from the previous
+round's coefficients of the same fit bounded the same way by ``max_newton_step``.
+
+The intercept has no spread (its effect is 0): it is bounded through the linear predictor at the
+mean. A Cox model has no intercept and its linear predictor's level cancels from the partial
+likelihood, so only the per-coefficient effects are bounded."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from oncofed.analytics.design import Design
+from oncofed.edge.config import EdgePolicy
+from oncofed.edge.errors import PolicyViolation
+from oncofed.wire.analysis import AnalysisParams
+
+
+def params_sha256(pooled: Sequence[float]) -> str:
+    """SHA-256 of the pooled coefficients as little-endian float64: what every site of the
+    round can compare."""
+    return hashlib.sha256(np.asarray(pooled, dtype="<f8").tobytes()).hexdigest()
+
+
+def check_params(
+    policy: EdgePolicy,
+    round_number: int,
+    params: AnalysisParams,
+    previous: AnalysisParams | None,
+    data: Design,
+) -> None:
+    """PolicyViolation naming the fit, term and policy limit the coefficients break (see the
+    module docstring); ``previous`` is this site's last round's, None in round 0."""
+    width = len(data.names)
+    if len(params.pooled) != width or len(params.own) != width:
+        raise PolicyViolation(f"the coefficients must be one per term ({width} terms)")
+    if round_number == 0:
+        if any(params.pooled) or any(params.own):
+            raise PolicyViolation("a Newton loop starts from coefficients 0")
+        return
+    if previous is None:
+        raise PolicyViolation(
+            f"Newton round {round_number} comes without the earlier rounds at this site"
+        )
+    spread = data.x.std(axis=0)
+    mean = data.x.mean(axis=0)
+    at_mean = "intercept" in data.names  # a logistic model: bound its level too
+    fits = (("pooled", params.pooled, previous.pooled), ("own", params.own, previous.own))
+    for fit, now, before in fits:
+        beta = np.asarray(now)
+        move = beta - np.asarray(before)
+        for what, value, limit, name in (
+            ("coefficient", beta, policy.max_coefficient_effect, "max_coefficient_effect"),
+            ("move", move, policy.max_newton_step, "max_newton_step"),
+        ):
+            effects = np.abs(value) * spread
+            worst = int(np.argmax(effects))
+            if effects[worst] > limit:
+                raise PolicyViolation(
+                    f"the {fit} {what} of {data.names[worst]!r} changes the linear predictor "
+                    f"by more than policy {name} ({limit:g}) across one standard deviation here"
+                )
+            if at_mean and abs(float(mean @ value)) > 2 * limit:
+                raise PolicyViolation(
+                    f"the {fit} {what} puts the linear predictor at this site's mean patient "
+                    f"beyond twice policy {name} ({2 * limit:g})"
+                )

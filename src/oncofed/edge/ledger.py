@@ -1,0 +1,331 @@
+"""The edge's own record of what it was asked and what it released: ``ledger.db`` in the edge
+directory (SQLite, ``synchronous=FULL``: a commit survives a power cut), which nothing the
+orchestrator sends can reset.
+
+It holds, per job: the tasks run (id, kind, round, SHA-256 of the task's content, when received
+and answered), the pinned spec hash, the pooled totals and standardisation first accepted, the
+last Newton parameters, and the last global model seen (a safetensors file under ``jobs/``,
+removed once the job's evaluation is answered). For secure aggregation: the rounds this site
+advertised keys for, the shares it released per peer, and the peers' pinned identity keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from oncofed import _db
+from oncofed._db import UTCDateTime, utcnow
+from oncofed.edge.errors import PolicyViolation
+from oncofed.wire.analysis import AnalysisParams
+from oncofed.wire.messages import Standardization, StatsResult
+
+LEDGER = "ledger.db"
+MODELS = "jobs"
+MIGRATIONS = Path(__file__).parent / "migrations"
+SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""Job and task ids this edge accepts (a job id names a folder under ``jobs/``)."""
+M = TypeVar("M", StatsResult, Standardization, AnalysisParams)
+
+
+class Base(DeclarativeBase):
+    metadata = _db.metadata()
+
+
+class JobRow(Base):
+    """A job as this site has seen it; its first task pinned the spec."""
+
+    __tablename__ = "job"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spec_sha256: Mapped[str] = mapped_column(String(64))
+    pooled_json: Mapped[str | None] = mapped_column(Text)
+    scaling_json: Mapped[str | None] = mapped_column(Text)
+    model_round: Mapped[int | None] = mapped_column(Integer)
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    params_round: Mapped[int | None] = mapped_column(Integer)
+    params_json: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    tasks: Mapped[list[TaskRow]] = relationship(order_by="TaskRow.round")
+
+
+class TaskRow(Base):
+    """One task this site ran; a job has at most one per round."""
+
+    __tablename__ = "task"
+    __table_args__ = (UniqueConstraint("job_id", "round"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("job.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    round: Mapped[int] = mapped_column(Integer)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    outcome: Mapped[str | None] = mapped_column(String(16))
+
+
+class SecureAdvert(Base):
+    """A secure round this site published its fresh keys for (once, ever)."""
+
+    __tablename__ = "secure_advert"
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    round: Mapped[int] = mapped_column(Integer, primary_key=True)
+    advertised_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ShareRelease(Base):
+    """The kind of share this site released for one peer in one secure round."""
+
+    __tablename__ = "share_release"
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    round: Mapped[int] = mapped_column(Integer, primary_key=True)
+    peer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    released_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PeerKey(Base):
+    """A peer site's long-term Ed25519 identity key, pinned when first seen."""
+
+    __tablename__ = "peer_key"
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64))  # hex of the 32 raw bytes
+    fingerprint: Mapped[str] = mapped_column(String(16))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_id: str
+    kind: str
+    round: int
+    content_sha256: str
+    outcome: str | None = None  # once answered: update, result, declined or failed
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What this site remembers of one job."""
+
+    spec_sha256: str
+    tasks: tuple[TaskRecord, ...]
+    pooled: StatsResult | None
+    scaling: Standardization | None
+    model_round: int | None
+    model_sha256: str | None
+    params_round: int | None
+    params: AnalysisParams | None
+
+
+def fingerprint(key: bytes) -> str:
+    """Short fingerprint of a raw public key: the first 16 hex digits of its SHA-256."""
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+class Ledger:
+    """The edge's persistent record (see the module docstring)."""
+
+    def __init__(self, root: Path, trusted_peers: Mapping[str, str] | None = None) -> None:
+        """Open (creating and migrating when needed) ``root/ledger.db``; ``trusted_peers``
+        (site -> key fingerprint), when given, is the only set of peer keys accepted."""
+        root.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{root / LEDGER}"
+        _db.migrate(url, MIGRATIONS)
+        self._engine = _db.make_engine(url, synchronous="FULL")
+        self._sessions = _db.session_factory(self._engine)
+        self._models = root / MODELS
+        self._trusted = dict(trusted_peers) if trusted_peers is not None else None
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- jobs and tasks ------------------------------------------------------------------
+
+    def job(self, job_id: str) -> JobRecord | None:
+        with self._sessions() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                return None
+            tasks = tuple(
+                TaskRecord(t.id, t.kind, t.round, t.content_sha256, t.outcome) for t in row.tasks
+            )
+            return JobRecord(
+                spec_sha256=row.spec_sha256,
+                tasks=tasks,
+                pooled=_parsed(StatsResult, row.pooled_json),
+                scaling=_parsed(Standardization, row.scaling_json),
+                model_round=row.model_round,
+                model_sha256=row.model_sha256,
+                params_round=row.params_round,
+                params=_parsed(AnalysisParams, row.params_json),
+            )
+
+    def record_task(self, job_id: str, spec_sha256: str, task: TaskRecord) -> None:
+        """Record a task as run; the job's first task pins its spec hash."""
+        try:
+            with self._sessions.begin() as session:
+                if session.get(JobRow, _safe(job_id)) is None:
+                    session.add(JobRow(id=job_id, spec_sha256=spec_sha256))
+                    session.flush()
+                session.add(
+                    TaskRow(
+                        id=task.task_id,
+                        job_id=job_id,
+                        kind=task.kind,
+                        round=task.round,
+                        content_sha256=task.content_sha256,
+                    )
+                )
+        except IntegrityError as exc:  # another process recorded it first
+            raise PolicyViolation(
+                f"task {task.task_id} (round {task.round} of job {job_id}) was already run here"
+            ) from exc
+
+    def answered(self, task_id: str, outcome: str) -> None:
+        """Note when and how a task was answered (``result``, ``update``, ``declined``, ...)."""
+        with self._sessions.begin() as session:
+            row = session.get(TaskRow, task_id)
+            if row is not None:
+                row.answered_at, row.outcome = utcnow(), outcome
+
+    def pin_scaling(self, job_id: str, pooled: StatsResult, scaling: Standardization) -> None:
+        """Keep the pooled totals and standardisation a job's tasks must all carry."""
+        with self._sessions.begin() as session:
+            row = self._job_row(session, job_id)
+            row.pooled_json, row.scaling_json = pooled.model_dump_json(), scaling.model_dump_json()
+
+    def save_params(self, job_id: str, round_number: int, params: AnalysisParams) -> None:
+        """Keep the Newton parameters of a round: the next round's may move only so far."""
+        with self._sessions.begin() as session:
+            row = self._job_row(session, job_id)
+            row.params_round, row.params_json = round_number, params.model_dump_json()
+
+    # -- the last global model seen ------------------------------------------------------
+
+    def last_model(self, job_id: str) -> tuple[int, Path] | None:
+        """The round and file of the last global model this site saw in the job, when kept."""
+        record = self.job(job_id)
+        if record is None or record.model_round is None:
+            return None
+        path = self._models / _safe(job_id) / f"{record.model_sha256}.safetensors"
+        return (record.model_round, path) if path.is_file() else None
+
+    def save_model(self, job_id: str, round_number: int, sha: str, data: bytes) -> None:
+        """Keep ``data`` (a global model, whose SHA-256 is ``sha``) as the job's last model.
+
+        The file is written and synced before the ledger names it, and older files of the job
+        are removed only after, so a crash at any point leaves the named file in place."""
+        folder = self._models / _safe(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{sha}.safetensors"
+        if not target.is_file():
+            partial = folder / f".{sha}.partial"
+            with partial.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            partial.replace(target)
+            _sync_directory(folder)
+        with self._sessions.begin() as session:
+            row = self._job_row(session, job_id)
+            row.model_round, row.model_sha256 = round_number, sha
+        for path in folder.iterdir():
+            if path != target:
+                path.unlink()
+
+    def drop_model(self, job_id: str) -> None:
+        """Remove the job's model files (its evaluation is answered: no model comes after)."""
+        shutil.rmtree(self._models / _safe(job_id), ignore_errors=True)
+
+    # -- secure aggregation --------------------------------------------------------------
+
+    def advertise(self, job_id: str, round_number: int) -> None:
+        """Record that this site publishes keys for a secure round; refused the second time
+        (fresh keys twice for one round could let two different sums be unmasked)."""
+        try:
+            with self._sessions.begin() as session:
+                session.add(SecureAdvert(job_id=job_id, round=round_number))
+        except IntegrityError as exc:
+            raise PolicyViolation(
+                f"this site already advertised keys for round {round_number} of job {job_id}"
+            ) from exc
+
+    def record(self, job_id: str, round_number: int, peer: str, kind: str) -> None:
+        """Record the release of a ``kind`` share of ``peer``'s secrets; refused when the other
+        kind was released for that peer in that round (both would unmask the peer)."""
+        with self._sessions.begin() as session:
+            key = {"job_id": job_id, "round": round_number, "peer": peer}
+            row = session.get(ShareRelease, key)
+            if row is None:
+                session.add(ShareRelease(**key, kind=kind))
+            elif row.kind != kind:
+                raise PolicyViolation(
+                    f"this site released the {row.kind} share of {peer} in round "
+                    f"{round_number} of job {job_id}; it never releases the {kind} share too"
+                )
+
+    def pin(self, site: str, key: bytes) -> None:
+        """Accept ``key`` as ``site``'s identity key: the one listed in the policy's
+        ``trusted_peers`` when given (strict), else the one pinned when first seen."""
+        found = fingerprint(key)
+        with self._sessions.begin() as session:
+            row = session.get(PeerKey, site)
+            if self._trusted is not None:
+                if self._trusted.get(site) != found:
+                    raise PolicyViolation(
+                        f"identity key {found} of site {site!r} is not in this site's trusted_peers"
+                    )
+                if row is None:
+                    session.add(PeerKey(site=site, public_key=key.hex(), fingerprint=found))
+                elif row.public_key != key.hex():  # the admin listed a new key
+                    row.public_key, row.fingerprint = key.hex(), found
+                return
+            if row is None:
+                session.add(PeerKey(site=site, public_key=key.hex(), fingerprint=found))
+            elif row.public_key != key.hex():
+                raise PolicyViolation(
+                    f"site {site!r} presented identity key {found}, but key {row.fingerprint} "
+                    "is pinned for it here"
+                )
+
+    @staticmethod
+    def _job_row(session: Session, job_id: str) -> JobRow:
+        row = session.get(JobRow, job_id)
+        if row is None:
+            raise PolicyViolation(f"job {job_id} has no task recorded here")
+        return row
+
+
+def _safe(job_id: str) -> str:
+    if not SAFE_ID.match(job_id):
+        raise PolicyViolation("a job id must be 1 to 64 letters, digits, '_' or '-'")
+    return job_id
+
+
+def _parsed(model: type[M], text: str | None) -> M | None:
+    return model.model_validate_json(text) if text else None
+
+
+def _sync_directory(folder: Path) -> None:
+    """Make a rename in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

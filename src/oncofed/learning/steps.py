@@ -1,0 +1,99 @@
+"""Update clipping and the step check: what a site sends, and how far a global model may have
+moved since the last one the site saw. Pure numpy, no torch: tensors are read a chunk at a time
+so a 10M-parameter model costs no float64 copy of itself."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Protocol
+
+import numpy as np
+
+from oncofed.learning.strategies import StepBound
+from oncofed.wire.stream import CHUNK
+from oncofed.wire.tensors import DTYPE, Weights
+
+REL_TOLERANCE = 2.0**-20
+"""Slack for float32 rounding, relative to the models' magnitude and per round: a site rounds
+its model to float32 and the orchestrator rounds the next global model (2 x 2**-24 each), and
+FedAdam's moments are stored as float32."""
+
+
+class Tensors(Protocol):
+    """Named tensors read as flat float32 elements (a ``wire.stream.TensorFile`` is one)."""
+
+    def read(self, name: str, start: int = 0, count: int | None = None) -> np.ndarray: ...
+
+
+class InMemory:
+    """Weights held in memory, read like a ``TensorFile``."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray]) -> None:
+        self._weights = weights
+
+    def read(self, name: str, start: int = 0, count: int | None = None) -> np.ndarray:
+        flat = self._weights[name].reshape(-1)
+        return flat[start : flat.size if count is None else start + count]
+
+
+def clip_update(
+    global_model: Mapping[str, np.ndarray], local: Mapping[str, np.ndarray], clip_norm: float
+) -> Weights:
+    """``global + delta`` as float32, where ``delta = local - global`` (float64) is scaled down
+    to an L2 norm of ``clip_norm`` when it is longer (else ``local`` itself)."""
+    norm = math.sqrt(sum(_squares(_delta(local[name], g)) for name, g in global_model.items()))
+    if norm <= clip_norm:
+        return dict(local)
+    scale = clip_norm / norm
+    clipped: Weights = {}
+    for name, g in global_model.items():
+        delta = _delta(local[name], g)
+        delta *= scale
+        delta += g
+        clipped[name] = delta.astype(DTYPE)
+    return clipped
+
+
+def within_step(
+    previous: Tensors, current: Mapping[str, np.ndarray], bound: StepBound, rounds: int
+) -> bool:
+    """Whether ``current`` is within ``rounds`` strategy steps of ``previous`` (same names and
+    shapes), up to float32 rounding (relative to the magnitude of ``previous``, the model the
+    site saw, plus the steps); ``rounds`` 0 asks for equality."""
+    allowed = rounds * bound.size
+    squares = old_squares = 0.0
+    for name, values in current.items():
+        flat = values.reshape(-1)
+        for start in range(0, flat.size, CHUNK):
+            new = flat[start : start + CHUNK]
+            old = previous.read(name, start, new.size)
+            if rounds == 0:
+                if not np.array_equal(old, new):
+                    return False
+                continue
+            moved = _delta(new, old)
+            if bound.norm == "linf":
+                slack = REL_TOLERANCE * rounds * (np.abs(old, dtype=np.float64) + allowed)
+                if np.any(np.abs(moved) > allowed + slack):
+                    return False
+                continue
+            squares += _squares(moved)
+            old_squares += _squares(old)
+    if rounds == 0 or bound.norm == "linf":
+        return True
+    slack = REL_TOLERANCE * rounds * (math.sqrt(old_squares) + allowed)
+    return math.sqrt(squares) <= allowed + slack
+
+
+def _delta(values: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """``values - start`` in float64 (exact for float32 inputs of similar magnitude)."""
+    delta = values.astype(np.float64)
+    delta -= start
+    return delta
+
+
+def _squares(values: np.ndarray) -> float:
+    """The sum of squares in float64 (no float32 overflow, whatever the values)."""
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    return float(flat @ flat)

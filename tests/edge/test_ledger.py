@@ -1,0 +1,156 @@
+"""The edge's ledger: it survives restarts, holds one task per job round, keeps the job's
+pinned inputs and last model, and enforces the secure-round records (keys advertised once,
+never both shares of one peer, pinned peer keys)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from pydantic import ValidationError
+
+from oncofed.edge import EdgePolicy, PolicyViolation
+from oncofed.edge.ledger import LEDGER, Base, Ledger, TaskRecord, fingerprint
+from oncofed.wire.analysis import AnalysisParams
+from oncofed.wire.messages import Standardization, StatsResult
+
+SPEC = "a" * 64
+KEY_A, KEY_B = bytes(range(32)), bytes(range(1, 33))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "edge"
+
+
+@pytest.fixture
+def ledger(root: Path) -> Iterator[Ledger]:
+    with Ledger(root) as ledger:
+        yield ledger
+
+
+def task(task_id: str, number: int, kind: str = "train") -> TaskRecord:
+    return TaskRecord(task_id, kind, number, f"{number:064x}")
+
+
+def test_everything_recorded_survives_a_restart(root: Path) -> None:
+    pooled = StatsResult(n=10, sums=[1.0], sumsq=[2.0])
+    scaling = Standardization(mean=[0.1], std=[0.4358898943540674])
+    params = AnalysisParams(pooled=[0.5], own=[0.25])
+    with Ledger(root) as ledger:
+        ledger.record_task("j1", SPEC, task("t0", 0, "stats"))
+        ledger.record_task("j1", SPEC, task("t1", 1))
+        ledger.answered("t1", "update")
+        ledger.pin_scaling("j1", pooled, scaling)
+        ledger.save_params("j1", 1, params)
+        ledger.save_model("j1", 1, "b" * 64, b"model")
+    with Ledger(root) as ledger:
+        job = ledger.job("j1")
+        assert job is not None and job.spec_sha256 == SPEC
+        answered = TaskRecord("t1", "train", 1, task("t1", 1).content_sha256, "update")
+        assert job.tasks == (task("t0", 0, "stats"), answered)
+        assert (job.pooled, job.scaling) == (pooled, scaling)
+        assert (job.params_round, job.params) == (1, params)
+        last = ledger.last_model("j1")
+        assert last is not None and last[0] == 1 and last[1].read_bytes() == b"model"
+        assert ledger.job("other") is None and ledger.last_model("other") is None
+    with sqlite3.connect(root / LEDGER) as db:
+        [(when,)] = db.execute("SELECT answered_at FROM task WHERE id='t1'")
+        assert when is not None
+
+
+def test_the_migrations_build_exactly_the_models_schema(ledger: Ledger) -> None:
+    with ledger._engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_commits_are_synced_to_disk(ledger: Ledger) -> None:
+    with ledger._engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_a_job_holds_one_task_per_round_and_a_task_id_once(ledger: Ledger) -> None:
+    ledger.record_task("j1", SPEC, task("t1", 1))
+    with pytest.raises(PolicyViolation, match=r"task t2 \(round 1 of job j1\) was already run"):
+        ledger.record_task("j1", SPEC, task("t2", 1))
+    with pytest.raises(PolicyViolation, match=r"task t1 \(round 1 of job j2\) was already run"):
+        ledger.record_task("j2", SPEC, task("t1", 1))
+
+
+def test_only_the_named_model_file_is_kept_and_evaluation_removes_it(
+    ledger: Ledger, root: Path
+) -> None:
+    ledger.record_task("j1", SPEC, task("t1", 1))
+    ledger.save_model("j1", 1, "1" * 64, b"first")
+    ledger.save_model("j1", 2, "2" * 64, b"second")
+    assert [p.name for p in (root / "jobs" / "j1").iterdir()] == ["2" * 64 + ".safetensors"]
+    last = ledger.last_model("j1")
+    assert last is not None and last[0] == 2 and last[1].read_bytes() == b"second"
+    ledger.drop_model("j1")
+    assert not (root / "jobs" / "j1").exists() and ledger.last_model("j1") is None
+
+
+def test_a_job_id_cannot_name_a_path(ledger: Ledger) -> None:
+    with pytest.raises(PolicyViolation, match="a job id must be"):
+        ledger.save_model("../x", 1, "1" * 64, b"model")
+    with pytest.raises(PolicyViolation, match="a job id must be"):
+        ledger.record_task("../x", SPEC, task("t1", 1))
+
+
+def test_keys_are_advertised_once_per_secure_round(root: Path) -> None:
+    with Ledger(root) as ledger:
+        ledger.advertise("j1", 0)
+        ledger.advertise("j1", 1)
+    with Ledger(root) as ledger, pytest.raises(PolicyViolation, match="already advertised"):
+        ledger.advertise("j1", 1)
+
+
+def test_no_site_releases_both_shares_of_one_peer(root: Path) -> None:
+    with Ledger(root) as ledger:
+        ledger.record("j1", 3, "beta", "self_mask")
+        ledger.record("j1", 3, "beta", "self_mask")  # the same release again: fine
+        ledger.record("j1", 3, "gamma", "mask_key")
+        ledger.record("j1", 4, "beta", "mask_key")  # another round
+    with Ledger(root) as ledger:
+        with pytest.raises(PolicyViolation, match="released the self_mask share of beta"):
+            ledger.record("j1", 3, "beta", "mask_key")
+        with pytest.raises(PolicyViolation, match="never releases the self_mask share too"):
+            ledger.record("j1", 3, "gamma", "self_mask")
+
+
+def test_peer_keys_are_pinned_on_first_use(root: Path) -> None:
+    with Ledger(root) as ledger:
+        ledger.pin("beta", KEY_A)
+        ledger.pin("beta", KEY_A)
+        ledger.pin("gamma", KEY_B)
+    with Ledger(root) as ledger:
+        message = f"site 'beta' presented identity key {fingerprint(KEY_B)}, but key "
+        with pytest.raises(PolicyViolation, match=message + fingerprint(KEY_A)):
+            ledger.pin("beta", KEY_B)
+
+
+def test_trusted_peers_are_strict_and_replace_a_pinned_key(root: Path) -> None:
+    with Ledger(root) as ledger:
+        ledger.pin("beta", KEY_A)
+    with Ledger(root, {"beta": fingerprint(KEY_B)}) as ledger:
+        with pytest.raises(PolicyViolation, match="of site 'gamma' is not in this site's"):
+            ledger.pin("gamma", KEY_A)
+        with pytest.raises(PolicyViolation, match=f"key {fingerprint(KEY_A)} of site 'beta'"):
+            ledger.pin("beta", KEY_A)
+        ledger.pin("beta", KEY_B)  # the admin listed beta's new key
+    with Ledger(root) as ledger:  # and it is the one pinned from now on
+        ledger.pin("beta", KEY_B)
+        with pytest.raises(PolicyViolation, match="is pinned for it here"):
+            ledger.pin("beta", KEY_A)
+
+
+def test_a_fingerprint_is_the_start_of_the_keys_sha256() -> None:
+    assert fingerprint(bytes(32)) == "66687aadf862bd77"
+    assert EdgePolicy(trusted_peers={"beta": "66687aadf862bd77"}).trusted_peers is not None
+    with pytest.raises(ValidationError, match=r"trusted_peers\.beta"):
+        EdgePolicy(trusted_peers={"beta": "66687AADF862BD7"})
