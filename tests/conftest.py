@@ -18,7 +18,7 @@ from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.db import Principal, make_engine, session_factory
 from oncofed.orchestrator.rounds import Coordinator
 from oncofed.orchestrator.settings import Settings
-from oncofed.orchestrator.setup import initialise
+from oncofed.orchestrator.setup import identity_key, initialise
 from tests.support import State
 
 POSTGRES_URL = os.environ.get(
@@ -61,6 +61,7 @@ def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[State]:
             credentials[name] = enrolled.credential
             sites[name] = identity.authenticate_site(session, enrolled.credential).id
         admin_id = session.query(Principal).one().id
-    coordinator = Coordinator(sessions, BlobStore(Settings.load(home).blob_dir))
+    settings = Settings.load(home)
+    coordinator = Coordinator(sessions, BlobStore(settings.blob_dir), key=identity_key(settings))
     yield State(home, token, sessions, coordinator, sites, credentials, admin_id)
     engine.dispose()

@@ -16,6 +16,7 @@ from oncofed.edge.store import LocalStore
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.rounds import Coordinator
 from oncofed.orchestrator.settings import Settings
+from oncofed.orchestrator.setup import identity_key
 from oncofed.wire.profile import DataProfile, FieldProfile
 from oncofed.wire.spec import JobSpec
 
@@ -34,7 +35,10 @@ class State:
 
     def restart(self) -> Coordinator:
         """A new coordinator on the same database and blobs, as after a process restart."""
-        self.coordinator = Coordinator(self.sessions, BlobStore(Settings.load(self.home).blob_dir))
+        settings = Settings.load(self.home)
+        self.coordinator = Coordinator(
+            self.sessions, BlobStore(settings.blob_dir), key=identity_key(settings)
+        )
         return self.coordinator
 
 

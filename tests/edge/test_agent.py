@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from oncofed.cdm.tables import CdmData
-from oncofed.edge import Agent, EdgeConfig, EdgeHome, LocalStore
+from oncofed.edge import Agent, EdgeConfig, EdgeError, EdgeHome, LocalStore
 from oncofed.edge.guard import params_sha256
 from oncofed.edge.store import PROFILE
+from oncofed.privacy.secagg import public_bytes
 from oncofed.wire.analysis import AnalysisParams, AnalysisSpec
 from oncofed.wire.messages import TaskAssignment
 from oncofed.wire.profile import DataProfile
@@ -33,6 +34,9 @@ def home(tmp_path: Path) -> EdgeHome:
     return edge
 
 
+ORCHESTRATOR_KEY = "ab" * 32
+
+
 def stats_task(**spec: object) -> TaskAssignment:
     return TaskAssignment(task_id="t1", job_id="j1", round=0, kind="stats", spec=make_spec(**spec))
 
@@ -44,9 +48,15 @@ class Script:
         self.task, self.outages = task, outages
         self.posts: list[tuple[str, dict[str, object]]] = []
         self.auth: set[str] = set()
+        self.identities: list[str] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.auth.add(request.headers["Authorization"])
+        if request.url.path == "/v1/identity":  # the site registers its key, pins ours
+            if request.method == "PUT":
+                self.identities.append(json.loads(request.content)["key"])
+                return httpx.Response(204)
+            return httpx.Response(200, json={"key": ORCHESTRATOR_KEY})
         if request.method == "PUT":  # the dataset's data quality report
             return httpx.Response(204)
         if request.url.path == "/v1/tasks/next":
@@ -74,6 +84,21 @@ def test_agent_retries_until_reachable_then_posts_and_logs_egress(home: EdgeHome
     entry = entries[1]
     assert entry["task"] == "t1" and entry["kind"] == "stats" and entry["json"] == body
     assert entry["bytes"] > 0 and len(entry["sha256"]) == 64
+
+
+def test_the_agent_registers_its_identity_key_and_pins_the_orchestrators(
+    home: EdgeHome,
+) -> None:
+    """An edge enrolled before identity keys existed makes its own and registers it; it pins
+    the orchestrator's on first use and refuses another one later."""
+    script = Script(stats_task(), outages=0)
+    Agent(home, transport=httpx.MockTransport(script)).run(max_tasks=1)
+    assert script.identities == [public_bytes(home.identity()).hex()]
+    assert home.config().orchestrator_key == ORCHESTRATOR_KEY
+    assert (home.identity_file.stat().st_mode & 0o777) == 0o600
+    with pytest.raises(EdgeError, match="another identity key"):
+        home.pin_orchestrator("cd" * 32)
+    assert home.config().orchestrator_key == ORCHESTRATOR_KEY
 
 
 def test_the_egress_line_of_a_newton_round_names_the_hash_of_its_coefficients(
@@ -111,6 +136,8 @@ def test_a_task_the_edge_cannot_read_is_declined_not_fatal(home: EdgeHome) -> No
     declined: list[str] = []
 
     def orchestrator(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/identity":  # an orchestrator without identity keys
+            return httpx.Response(404, json={"detail": "not found"})
         if request.method == "PUT":  # the dataset's data quality report
             return httpx.Response(204)
         if request.url.path == "/v1/tasks/next":
@@ -140,6 +167,9 @@ class ProfileOrchestrator:
         if request.url.path == "/v1/tasks/next":
             (self.actions.pop(0) if self.actions else self.stop.set)()
             return httpx.Response(204)
+        if request.url.path == "/v1/identity":
+            key = {"key": ORCHESTRATOR_KEY}
+            return httpx.Response(204) if request.method == "PUT" else httpx.Response(200, json=key)
         assert request.method == "PUT"
         self.puts.append((request.url.path, request.content))
         status = self.answers.pop(0) if self.answers else 204

@@ -120,7 +120,7 @@ class Orchestrator:
             make_spec(),
             "takes part only in securely aggregated jobs (policy require_secure_aggregation)",
         ),
-        ({}, make_spec(privacy={"secure_aggregation": True}), "cannot run securely aggregated"),
+        ({}, make_spec(privacy={"secure_aggregation": True}), "sends no plain result for one"),
     ],
 )
 def test_what_a_task_declares_is_checked(

@@ -24,21 +24,25 @@ from pydantic import ValidationError
 
 from oncofed import __version__
 from oncofed.edge.config import EdgeHome
-from oncofed.edge.errors import StoreError
+from oncofed.edge.errors import EdgeError, StoreError
 from oncofed.edge.guard import params_sha256
 from oncofed.edge.ledger import Ledger
-from oncofed.edge.runner import Outcome, TaskRunner
+from oncofed.edge.runner import Contribution, Outcome, TaskRunner
+from oncofed.edge.secure import Post, SecureSessions
 from oncofed.edge.store import LocalStore
+from oncofed.privacy.secagg import public_bytes
 from oncofed.wire.messages import (
     API_PREFIX,
     SHA256_HEADER,
     Decline,
+    IdentityKey,
     ResultAck,
     TaskAssignment,
     TrainResult,
     error_detail,
 )
 from oncofed.wire.profile import DataProfile
+from oncofed.wire.secagg import MaskedHeader
 from oncofed.wire.tensors import read_meta, sha256
 
 log = logging.getLogger("oncofed.edge")
@@ -70,6 +74,14 @@ class Agent:
         self._store = LocalStore(home.datasets)
         self._ledger = Ledger(home.root, policy.trusted_peers)
         self._runner = TaskRunner(self._store, policy, config.site, self._ledger)
+        self._identity = home.identity()
+        self._secure = SecureSessions(
+            config.site,
+            self._identity,
+            self._ledger,
+            policy,
+            lambda: self.home.config().orchestrator_key,
+        )
         self._profiles_sent: dict[str, Stamp] = {}  # dataset -> stamp of the profile handled
         self._http = httpx.Client(
             base_url=str(config.orchestrator).rstrip("/") + API_PREFIX,
@@ -91,6 +103,7 @@ class Agent:
         ceiling = self._backoff[1]
         done = 0
         handed: TaskAssignment | None = None  # the next task, sent back with an ack
+        self._introduce(stop)
         while not stop.is_set() and (max_tasks is None or done < max_tasks):
             if handed is None:  # a task handed with an ack runs first
                 self._send_new_profiles(stop)
@@ -120,8 +133,14 @@ class Agent:
                 raise _Stopped
             return data
 
+        outcome: Outcome | Post
         try:
-            outcome = self._runner.run(task, fetch)
+            if task.secure is not None:
+                outcome = self._secure.step(
+                    task, task.secure, lambda: self._runner.run(task, fetch)
+                )
+            else:
+                outcome = self._runner.run(task, fetch)
         except _Stopped:
             return None
         except Exception as exc:  # never crash the agent on one bad task; say why, locally
@@ -137,6 +156,34 @@ class Agent:
         if ack is not None and ack.status == "rejected":
             log.warning("task %s: update rejected: %s", task.task_id, ack.detail)
         return ack
+
+    def _introduce(self, stop: threading.Event) -> None:
+        """Register this site's identity key (once; a no-op when it is on record) and pin the
+        orchestrator's when enrolment did not (an edge enrolled before keys existed)."""
+        try:
+            self._retrying(self._register_identity, stop)
+            if self.home.config().orchestrator_key is None:
+                key = self._retrying(self._orchestrator_identity, stop)
+                if key is not None:
+                    self.home.pin_orchestrator(key)
+                    log.info("pinned the orchestrator's identity key %s...", key[:16])
+        except (FinalError, EdgeError) as exc:  # secure rounds will fail; plain ones can run
+            log.error("identity keys not exchanged with the orchestrator: %s", exc)
+
+    def _register_identity(self) -> None:
+        body = IdentityKey(key=public_bytes(self._identity).hex())
+        headers = {"Content-Type": "application/json"}
+        _raise_for_status(
+            self._http.put("/identity", content=body.model_dump_json(), headers=headers)
+        )
+
+    def _orchestrator_identity(self) -> str:
+        response = self._http.get("/identity")
+        _raise_for_status(response)
+        try:
+            return IdentityKey.model_validate_json(response.content).key
+        except ValidationError as exc:
+            raise FinalError(f"the orchestrator's identity key is not readable: {exc}") from exc
 
     def _send_new_profiles(self, stop: threading.Event) -> None:
         """Send the report of each dataset imported or re-imported since the last call (a
@@ -195,8 +242,13 @@ class Agent:
         _raise_for_status(response)
         return response.content
 
-    def _deliver(self, task: TaskAssignment, outcome: Outcome) -> ResultAck:
-        if isinstance(outcome, bytes):
+    def _deliver(self, task: TaskAssignment, outcome: Outcome | Post) -> ResultAck:
+        if isinstance(outcome, Post):
+            path = f"/tasks/{task.task_id}/secure/{outcome.phase}"
+            body, kind = outcome.body, outcome.content_type
+        elif isinstance(outcome, Contribution):
+            raise TypeError("a secure contribution leaves the site only masked")
+        elif isinstance(outcome, bytes):
             path, body, kind = f"/tasks/{task.task_id}/update", outcome, "application/octet-stream"
         elif isinstance(outcome, Decline):
             path, body, kind = (
@@ -223,7 +275,7 @@ class Agent:
         response = self._http.post(
             path, content=body, headers={"Content-Type": kind, SHA256_HEADER: digest}
         )
-        if response.status_code == 422 and isinstance(outcome, bytes):
+        if response.status_code == 422 and isinstance(outcome, bytes | Post):
             return ResultAck.model_validate_json(response.content)
         _raise_for_status(response)
         return ResultAck.model_validate_json(response.content)
@@ -241,12 +293,7 @@ class Agent:
             "endpoint": path,
             "bytes": len(body),
             "sha256": digest,
-            # an update's numbers are in its safetensors header: log them, not the weights
-            "json": (
-                read_meta(body, TrainResult).model_dump(mode="json")
-                if path.endswith("/update")
-                else json.loads(body)
-            ),
+            "json": _logged(path, body),
         }
         with self.home.egress_log.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
@@ -262,6 +309,16 @@ class Agent:
                 stop.wait(delay * (0.5 + random.random()))
                 delay = min(delay * 2, ceiling)
         return None
+
+
+def _logged(path: str, body: bytes) -> object:
+    """What the egress log holds of a body: JSON in full; of an update or a masked input, the
+    numbers in its safetensors header (the weights and masked limbs are not worth a line)."""
+    if path.endswith("/update"):
+        return read_meta(body, TrainResult).model_dump(mode="json")
+    if path.endswith("/secure/masked"):
+        return read_meta(body, MaskedHeader).model_dump(mode="json")
+    return json.loads(body)
 
 
 class _ServerError(Exception):

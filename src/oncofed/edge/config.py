@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
 
 from oncofed.edge.errors import EdgeError
+from oncofed.privacy.secagg.identity import load_identity, new_identity, save_identity
 
 T = TypeVar("T")
 CONFIG = "edge.json"
 CREDENTIAL = "credential"
 POLICY = "policy.yaml"
+IDENTITY = "identity.key"
 
 
 class EdgeConfig(BaseModel):
@@ -23,6 +26,12 @@ class EdgeConfig(BaseModel):
 
     orchestrator: HttpUrl
     site: str
+    orchestrator_key: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="The orchestrator's Ed25519 identity key (hex), pinned at enrolment: "
+        "survivor lists of secure rounds must be signed by it.",
+    )
 
 
 class EdgePolicy(BaseModel):
@@ -76,8 +85,10 @@ class EdgePolicy(BaseModel):
     no one sees this site's own numbers: the disclosure rules apply to the pooled result."""
     min_secure_sites: Annotated[int, Field(ge=2)] = 3
     """Fewest sites a secure sum this site takes part in may have."""
-    min_secure_threshold: Annotated[float, Field(ge=0.5, lt=1.0)] = 0.5
-    """A secure round's threshold must be above this fraction of its sites."""
+    min_secure_threshold: Annotated[float, Field(ge=0.5, lt=1.0)] = 0.75
+    """A secure round's threshold t must be above this fraction of its n sites: an
+    orchestrator needs 2t - n sites colluding with it to unmask one, so above 3/4 no site is
+    unmasked while at least half the sites are honest."""
     share_site_estimates: bool = True
     """Under secure aggregation, also send this site's own numbers (its own regression fit,
     its held-out metrics) in the clear when they meet the per-site rules above."""
@@ -101,6 +112,32 @@ class EdgeHome:
     @property
     def egress_log(self) -> Path:
         return self.root / "egress.jsonl"
+
+    @property
+    def identity_file(self) -> Path:
+        """The site's Ed25519 identity key (PEM, mode 600): it signs the site's secure
+        aggregation keys; the orchestrator and the other sites know its public half."""
+        return self.root / IDENTITY
+
+    def identity(self) -> Ed25519PrivateKey:
+        """The site's identity key, created on first use (an edge enrolled before it existed
+        registers it with the orchestrator when it next connects)."""
+        if not self.identity_file.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            save_identity(new_identity(), self.identity_file)
+        return load_identity(self.identity_file)
+
+    def pin_orchestrator(self, key: str) -> EdgeConfig:
+        """Record the orchestrator's identity key (trust on first use); never replaced."""
+        config = self.config()
+        if config.orchestrator_key is not None and config.orchestrator_key != key:
+            raise EdgeError(
+                "the orchestrator presents another identity key than the one pinned at "
+                f"enrolment ({config.orchestrator_key[:16]}...); this edge will not trust it"
+            )
+        pinned = config.model_copy(update={"orchestrator_key": key})
+        (self.root / CONFIG).write_text(pinned.model_dump_json(indent=2) + "\n")
+        return pinned
 
     def create(self, config: EdgeConfig, credential: str) -> None:
         """Write a new edge's files; the credential is readable by its owner only."""

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from oncofed.edge.config import EdgeConfig, EdgeHome
 from oncofed.edge.errors import EnrolmentError
+from oncofed.privacy.secagg.identity import public_bytes
 from oncofed.wire.messages import API_PREFIX, EnrolRequest, EnrolResponse, error_detail
 
 
@@ -14,10 +15,12 @@ def enrol(
     home: EdgeHome, orchestrator: str, token: str, transport: httpx.BaseTransport | None = None
 ) -> EdgeConfig:
     """Enrol with the orchestrator and write the edge's directory. The credential is stored
-    there only (mode 600) and never printed; the orchestrator keeps only its hash."""
+    there only (mode 600) and never printed; the orchestrator keeps only its hash. The site's
+    identity key is created here and its public half registered; the orchestrator's is
+    pinned."""
     url = orchestrator.rstrip("/") + API_PREFIX + "/enrol"
     try:
-        request = EnrolRequest(token=token)
+        request = EnrolRequest(token=token, identity_key=public_bytes(home.identity()).hex())
     except ValidationError as exc:
         raise EnrolmentError(
             "that is not an enrolment token (ofenr_...) from the operator"
@@ -32,6 +35,12 @@ def enrol(
             f"enrolment refused (HTTP {response.status_code}): {error_detail(response.content)}"
         )
     enrolled = EnrolResponse.model_validate_json(response.content)
-    config = EdgeConfig.model_validate({"orchestrator": orchestrator, "site": enrolled.site})
+    config = EdgeConfig.model_validate(
+        {
+            "orchestrator": orchestrator,
+            "site": enrolled.site,
+            "orchestrator_key": enrolled.orchestrator_key,
+        }
+    )
     home.create(config, enrolled.credential)
     return config

@@ -53,9 +53,10 @@ def check_task(policy: EdgePolicy, task: TaskAssignment) -> None:
             "this site takes part only in securely aggregated jobs "
             "(policy require_secure_aggregation)"
         )
-    if spec.privacy.secure_aggregation:  # its tasks must come as secure rounds (not built yet)
+    if spec.privacy.secure_aggregation != (task.secure is not None):
         raise PolicyViolation(
-            "this edge cannot run securely aggregated jobs yet, and sends no plain result for one"
+            "a securely aggregated job's tasks come as secure rounds, and only its tasks do: "
+            "this site sends no plain result for one"
         )
     if isinstance(spec, JobSpec):
         _check_training(policy, spec)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from oncofed.analytics.design import design
-from oncofed.analytics.site import answer
+from oncofed.analytics.secure import secure_values
+from oncofed.analytics.site import answer, own_estimate
 from oncofed.cdm.frame import check_time_origin, job_table
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation, StoreError
@@ -20,13 +21,26 @@ from oncofed.edge.guard import Guard
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.policy import cohort_minimums
 from oncofed.edge.store import LocalStore
+from oncofed.learning import secure as learning
 from oncofed.learning import train as local
-from oncofed.learning.data import Cohort, DataError, build_cohort, split_cohort
+from oncofed.learning.data import (
+    Cohort,
+    DataError,
+    build_cohort,
+    check_stats_columns,
+    split_cohort,
+)
 from oncofed.learning.registry import parameter_shapes
 from oncofed.learning.steps import clip_update
 from oncofed.learning.strategies import build_strategy
 from oncofed.wire import tensors
-from oncofed.wire.analysis import AnalysisResult, AnalysisSpec, CoxAnalysis, LogisticAnalysis
+from oncofed.wire.analysis import (
+    AnalysisResult,
+    AnalysisSpec,
+    CoxAnalysis,
+    LogisticAnalysis,
+    OwnEstimate,
+)
 from oncofed.wire.errors import BadTensorPayload
 from oncofed.wire.messages import (
     Decline,
@@ -37,10 +51,21 @@ from oncofed.wire.messages import (
     TaskAssignment,
     TrainResult,
 )
+from oncofed.wire.secagg import ClearPart
 from oncofed.wire.spec import JobSpec
 
-Outcome = Decline | StatsResult | EvaluateResult | AnalysisResult | bytes
-"""A decline, a JSON result, or a safetensors update (bytes)."""
+
+@dataclass(frozen=True)
+class Contribution:
+    """A site's answer to a secure round: its exact numbers by segment of the round's layout
+    (masked before they leave), and what it also sends in the clear about itself."""
+
+    values: dict[str, np.ndarray]
+    clear: ClearPart
+
+
+Outcome = Decline | StatsResult | EvaluateResult | AnalysisResult | bytes | Contribution
+"""A decline, a JSON result, a safetensors update (bytes), or a secure round's contribution."""
 KEPT_TABLES = 8
 """Analyses whose cohort tables are kept between Newton rounds (the most recent ones)."""
 
@@ -81,27 +106,37 @@ class TaskRunner:
             self._guard.answered(task, _label(outcome))
 
     def _answer(self, task: TaskAssignment, fetch: Callable[[str], bytes]) -> Outcome:
-        spec = task.spec
+        """The plain result, or under secure aggregation (``task.secure``) the contribution."""
+        spec, secure = task.spec, task.secure is not None
+        policy = self._policy
         started = time.perf_counter()
         try:
             if isinstance(spec, AnalysisSpec):
                 table = self._table(task.job_id, spec)
                 if isinstance(spec.analysis, CoxAnalysis | LogisticAnalysis):
                     self._guard.check_params(task, design(spec.analysis, table))
+                if secure:
+                    return self._analysis_contribution(task, spec, table, started)
                 part = answer(
                     spec,
                     table,
                     task.params,
-                    self._policy.small_cell_threshold,
-                    self._policy.min_patients_per_covariate,
-                    cohort_minimums(self._policy, spec).cohort,
-                    self._policy.discrete_levels,
+                    policy.small_cell_threshold,
+                    policy.min_patients_per_covariate,
+                    cohort_minimums(policy, spec).cohort,
+                    policy.discrete_levels,
                 )
                 return AnalysisResult(part=part, compute_seconds=_since(started))
             split = self._split(task.job_id, spec)
+            stats = split.train.stats()
             if task.kind == "stats":
-                return split.train.stats()
-            self._guard.check_stats(task, split.train.stats())
+                if secure:
+                    return Contribution(learning.stats_values(stats), self._clear(started))
+                names = spec.numeric_names
+                threshold, levels = policy.small_cell_threshold, policy.discrete_levels
+                check_stats_columns(split.train.numeric, names, threshold, levels)
+                return stats
+            self._guard.check_stats(task, stats)
             weights = self._global_model(task, spec, fetch)
         except (PolicyViolation, DataError, StoreError) as exc:
             return Decline(reason=str(exc))
@@ -109,6 +144,9 @@ class TaskRunner:
         assert scaling is not None  # the guard admits no training task without it
         evaluation = self._evaluate(spec, weights, split.held_out, scaling)
         if task.kind == "evaluate":
+            if secure:
+                values = learning.evaluation_values(spec, evaluation)
+                return Contribution(values, self._clear(started, evaluation))
             return EvaluateResult(evaluation=evaluation, compute_seconds=_since(started))
         fit = local.train(
             spec,
@@ -127,7 +165,60 @@ class TaskRunner:
         )
         update = clip_update(weights, fit.weights, spec.local.clip_norm)
         tensors.check_weights(update, parameter_shapes(spec.model, spec.n_inputs))
+        if secure:
+            delta = {k: update[k].astype(np.float64) - weights[k] for k in update}
+            values = learning.update_values(spec, delta, meta.n_train, meta.train_loss, evaluation)
+            return Contribution(values, self._clear(started, evaluation))
         return tensors.encode(update, meta)
+
+    def _analysis_contribution(
+        self,
+        task: TaskAssignment,
+        spec: AnalysisSpec,
+        table: dict[str, np.ndarray],
+        started: float,
+    ) -> Contribution:
+        """A secure analysis round: the site's exact numbers, and its own derivatives in the
+        clear when its policy shares site estimates and they meet every per-site rule."""
+        policy = self._policy
+        threshold, levels = policy.small_cell_threshold, policy.discrete_levels
+        values = secure_values(spec, table, task.params, threshold, levels)
+        own = None
+        if task.params is not None and isinstance(spec.analysis, CoxAnalysis | LogisticAnalysis):
+            if not policy.share_site_estimates:
+                own = OwnEstimate(withheld="this site does not share its own estimates")
+            else:
+                try:
+                    derivatives = own_estimate(
+                        spec, table, task.params, threshold,
+                        policy.min_patients_per_covariate, policy.min_cohort_size, levels,
+                    )  # fmt: skip
+                    own = OwnEstimate(derivatives=derivatives)
+                except DataError as exc:
+                    own = OwnEstimate(withheld=str(exc))
+        return Contribution(values, self._clear(started, own=own))
+
+    def _clear(
+        self,
+        started: float,
+        evaluation: Evaluation | None = None,
+        own: OwnEstimate | None = None,
+    ) -> ClearPart:
+        """What a secure round's answer says in the clear: the site's threshold, its compute
+        time, and its own held-out metrics only when its policy shares site estimates and
+        they stand on at least ``min_eval_size`` rows."""
+        policy = self._policy
+        shared = (
+            evaluation is not None
+            and policy.share_site_estimates
+            and evaluation.n_eval >= policy.min_eval_size
+        )
+        return ClearPart(
+            threshold=policy.small_cell_threshold,
+            compute_seconds=_since(started),
+            evaluation=evaluation if shared else None,
+            own=own,
+        )
 
     def forget(self, job_id: str) -> None:
         self._splits.pop(job_id, None)
@@ -207,6 +298,8 @@ def _label(outcome: Outcome | None) -> str:
         return "failed"
     if isinstance(outcome, Decline):
         return "declined"
+    if isinstance(outcome, Contribution):
+        return "secure"
     return "update" if isinstance(outcome, bytes) else "result"
 
 

@@ -8,9 +8,10 @@ restarted orchestrator resumes the loop where it was.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
+
+import numpy as np
 
 from oncofed.analytics.counts import pooled_counts
 from oncofed.analytics.design import term_names
@@ -21,11 +22,12 @@ from oncofed.analytics.newton import (
     pooled_derivatives,
     regression_report,
 )
+from oncofed.analytics.outcome import Failed, Finished, NextRound, Outcome
+from oncofed.analytics.secure_close import secure_close
 from oncofed.analytics.summary import pooled_summary
 from oncofed.analytics.survival import pooled_survival
 from oncofed.wire.analysis import (
     AnalysisParams,
-    AnalysisReport,
     AnalysisSpec,
     CountsAnalysis,
     CountsPart,
@@ -37,26 +39,8 @@ from oncofed.wire.analysis import (
     SummaryPart,
     SurvivalPart,
 )
+from oncofed.wire.secagg import MaskedHeader
 
-
-@dataclass(frozen=True)
-class NextRound:
-    """Another Newton round: the state to keep and what each site is sent."""
-
-    state: NewtonState
-
-
-@dataclass(frozen=True)
-class Finished:
-    report: AnalysisReport
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: str
-
-
-Outcome = NextRound | Finished | Failed
 P = TypeVar("P", CountsPart, SummaryPart, SurvivalPart)
 
 
@@ -130,3 +114,25 @@ def _typed(parts: Mapping[str, SitePart], kind: type[P]) -> dict[str, P]:
     if len(typed) != len(parts):
         raise ValueError("a site answered with another kind of result")
     return typed
+
+
+def announced_params(params_json: str) -> AnalysisParams:
+    """The parameters a Newton round announces to every site alike (a site's own coefficients
+    aside, which ``TaskAssignment.announced`` leaves out)."""
+    state = NewtonState.from_json(params_json)
+    return AnalysisParams(pooled=state.pooled.beta, own=state.pooled.beta, offset=state.offset)
+
+
+def close_secure(
+    spec: AnalysisSpec,
+    params_json: str | None,
+    sums: Mapping[str, np.ndarray],
+    headers: Sequence[MaskedHeader],
+) -> Outcome:
+    """Turn a secure round's unmasked sum into the next step. The pooled numbers are released
+    under the largest small-cell threshold of the sites in the sum; a site's own derivatives
+    come only from what it sent in the clear."""
+    state = NewtonState.from_json(params_json) if params_json else None
+    own = {h.site: h.clear.own.sent for h in headers if h.clear.own is not None}
+    threshold = max(h.clear.threshold for h in headers)
+    return secure_close(spec, state, sums, own, [h.site for h in headers], threshold)

@@ -20,6 +20,7 @@ from oncofed.orchestrator.notifier import Notifier
 from oncofed.orchestrator.rounds import Coordinator
 from oncofed.orchestrator.routes import edge, jobs, sites
 from oncofed.orchestrator.settings import Settings
+from oncofed.orchestrator.setup import identity_key
 from oncofed.wire.messages import API_PREFIX
 
 log = logging.getLogger("oncofed.orchestrator")
@@ -67,7 +68,10 @@ def create_app(settings: Settings) -> FastAPI:
     # locks), and one thread keeps the allocator's memory in one arena.
     app.state.aggregation = ThreadPoolExecutor(1, thread_name_prefix="aggregation")
     app.state.coordinator = Coordinator(
-        app.state.sessions, BlobStore(settings.blob_dir), app.state.notifier
+        app.state.sessions,
+        BlobStore(settings.blob_dir),
+        app.state.notifier,
+        identity_key(settings),
     )
     app.add_exception_handler(OrchestratorError, _orchestrator_error)
     for module in (edge, jobs, sites):

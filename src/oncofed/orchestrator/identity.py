@@ -41,8 +41,14 @@ def create_site(session: Session, name: str) -> SiteCreated:
     return SiteCreated(name=name, enrolment_token=token)
 
 
-def enrol(session: Session, enrolment_token: str) -> EnrolResponse:
-    """Swap a one-time enrolment token for the site's own long-lived credential."""
+def enrol(
+    session: Session,
+    enrolment_token: str,
+    identity_key: str | None = None,
+    orchestrator_key: str | None = None,
+) -> EnrolResponse:
+    """Swap a one-time enrolment token for the site's own long-lived credential, registering
+    the site's identity key; the answer carries the orchestrator's, for the site to pin."""
     site = session.scalar(select(Site).where(Site.enrolment_hash == token_hash(enrolment_token)))
     if site is None:
         raise Unauthorized("unknown or already used enrolment token")
@@ -50,7 +56,22 @@ def enrol(session: Session, enrolment_token: str) -> EnrolResponse:
     site.enrolment_hash = None
     site.credential_hash = token_hash(credential)
     site.enrolled_at = site.last_seen_at = utcnow()
-    return EnrolResponse(site=site.name, credential=credential)
+    site.identity_key = identity_key
+    return EnrolResponse(site=site.name, credential=credential, orchestrator_key=orchestrator_key)
+
+
+def register_identity(session: Session, site_id: int, key: str) -> None:
+    """A site's identity key, registered once (by an edge enrolled before sites had one):
+    ``Conflict`` when another key is on record, since its peers have pinned that one."""
+    site = session.get(Site, site_id)
+    assert site is not None  # the caller was authenticated as it
+    if site.identity_key is None:
+        site.identity_key = key
+    elif site.identity_key != key:
+        raise Conflict(
+            f"site {site.name!r} has another identity key on record; a site's key is never "
+            "replaced (its peers pin it): the operator re-enrols the site under a new name"
+        )
 
 
 def authenticate_site(session: Session, credential: str) -> Site:

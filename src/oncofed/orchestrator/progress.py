@@ -21,7 +21,7 @@ from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.db import Job, Round, Task, utcnow
 from oncofed.orchestrator.errors import BadRequest
 from oncofed.wire.analysis import REPORTS, SPECS, AnalysisSpec
-from oncofed.wire.messages import StatsResult
+from oncofed.wire.messages import Standardization, StatsResult, TaskAssignment
 from oncofed.wire.spec import JobSpec
 from oncofed.wire.stream import TensorFile
 
@@ -33,6 +33,37 @@ Averages = Callable[[str], Iterator[tuple[int, np.ndarray]]]
 @lru_cache(maxsize=256)
 def parse_spec(spec_json: str) -> JobSpec | AnalysisSpec:
     return SPECS.validate_json(spec_json)
+
+
+@lru_cache(maxsize=256)
+def scaling(scaling_json: str | None) -> Standardization | None:
+    return Standardization.model_validate_json(scaling_json) if scaling_json else None
+
+
+@lru_cache(maxsize=256)
+def pooled(pooled_json: str | None) -> StatsResult | None:
+    return StatsResult.model_validate_json(pooled_json) if pooled_json else None
+
+
+def announced(job: Job, rnd: Round) -> str:
+    """The SHA-256 of what ``rnd`` announces to all its sites (``TaskAssignment.announced``)."""
+    params = None
+    if rnd.params_json:
+        from oncofed.orchestrator import analysis
+
+        params = analysis.announced_params(rnd.params_json)
+    task = TaskAssignment(
+        task_id="-",
+        job_id=job.id,
+        round=rnd.number,
+        kind=rnd.kind,
+        spec=parse_spec(job.spec_json),
+        model_sha256=rnd.input_sha,
+        standardization=scaling(job.scaling_json),
+        pooled=pooled(job.pooled_json),
+        params=params,
+    )
+    return task.announced()
 
 
 def training(spec: JobSpec | AnalysisSpec) -> JobSpec:
@@ -86,6 +117,9 @@ class Progress:
             deadline=deadline,
             tasks=tasks,
         )
+        rnd.announced_sha = announced(job, rnd)
+        if spec.privacy.secure_aggregation:
+            rnd.phase = "keys"
         session.add(rnd)
         effects.notify.update(site_ids)
         return rnd

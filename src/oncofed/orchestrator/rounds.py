@@ -16,11 +16,11 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import func, select, update
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from oncofed.learning.aggregate import WeightedMean
@@ -31,7 +31,17 @@ from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.db import Job, Round, Site, Task, utcnow
 from oncofed.orchestrator.errors import BadRequest, Conflict, Forbidden, NotFound
 from oncofed.orchestrator.notifier import Notifier
-from oncofed.orchestrator.progress import Effects, Progress, end, parse_spec, training
+from oncofed.orchestrator.progress import (
+    Effects,
+    Progress,
+    end,
+    parse_spec,
+    pooled,
+    scaling,
+    training,
+)
+from oncofed.orchestrator.secure import WAITING, SecureRounds, check_secure
+from oncofed.privacy.secagg import public_bytes
 from oncofed.wire import tensors
 from oncofed.wire.analysis import AnalysisParams, AnalysisResult, AnalysisSpec
 from oncofed.wire.errors import BadTensorPayload
@@ -39,11 +49,11 @@ from oncofed.wire.messages import (
     EvaluateResult,
     JobCreated,
     ResultAck,
-    Standardization,
     StatsResult,
     TaskAssignment,
     TrainResult,
 )
+from oncofed.wire.secagg import KeyAdvert, ShareBundle, UnmaskShares
 from oncofed.wire.spec import JobSpec
 from oncofed.wire.stream import MAX_HEADER, TensorFile, check_file
 
@@ -67,22 +77,25 @@ _TASK_IN_ROUND = [joinedload(Task.round).joinedload(Round.job)]
 """What answering a task reads, loaded with the task in one query."""
 
 
-@lru_cache(maxsize=256)
-def _scaling(scaling_json: str | None) -> Standardization | None:
-    return Standardization.model_validate_json(scaling_json) if scaling_json else None
-
-
-@lru_cache(maxsize=256)
-def _pooled(pooled_json: str | None) -> StatsResult | None:
-    return StatsResult.model_validate_json(pooled_json) if pooled_json else None
+_WAITING = or_(
+    and_(Round.phase.is_(None), Task.status.in_(OPEN_TASK)),
+    *(and_(Round.phase == phase, Task.status.in_(statuses)) for phase, statuses in WAITING.items()),
+)
+"""A task its site has something to do for: an open plain task, or the phase of a secure round
+the site has not posted in yet."""
 
 
 class Coordinator:
     """Owns every change of job, round and task state."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], blobs: BlobStore, notifier: Notifier | None = None
+        self,
+        sessions: sessionmaker[Session],
+        blobs: BlobStore,
+        notifier: Notifier | None = None,
+        key: Ed25519PrivateKey | None = None,
     ) -> None:
+        """``key`` signs secure rounds' survivor lists (the orchestrator's identity key)."""
         self._sessions = sessions
         self.blobs = blobs
         self._notifier = notifier or Notifier()
@@ -94,6 +107,9 @@ class Coordinator:
         self._owners: dict[str, tuple[int, str]] = {}  # task id -> (site id, job id)
         self._specs: dict[str, JobSpec | AnalysisSpec] = {}  # job id -> spec (immutable)
         self._progress = Progress(blobs)
+        self._secure = SecureRounds(blobs, self._progress, key)
+        self.public_key = public_bytes(key).hex() if key is not None else None
+        """The orchestrator's identity key (hex), which sites pin."""
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -117,9 +133,11 @@ class Coordinator:
             except BaseException:
                 if job_id:  # a running sum may hold an update the database never recorded
                     self._drop_job_sums(job_id)
+                    self._secure.forget_job(job_id)
                 raise
             for round_id in effects.drop_sums:
                 self._drop_sum(round_id)
+                self._secure.forget(round_id)
         for sha in effects.delete:
             self.blobs.delete(sha)
         if effects.notify:
@@ -157,6 +175,8 @@ class Coordinator:
         def work(session: Session, effects: Effects) -> JobCreated:
             sites = self._resolve_sites(session, spec)
             names = [s.name for s in sites]
+            if spec.privacy.secure_aggregation:
+                check_secure(spec, sites)
             job = Job(
                 id=uuid.uuid4().hex,
                 name=spec.name,
@@ -211,7 +231,8 @@ class Coordinator:
     # -- edge side ---------------------------------------------------------------------
 
     def next_task(self, site_id: int) -> TaskAssignment | None:
-        """The site's oldest open task (again, if it was delivered and never answered).
+        """The site's oldest open task (again, if it was delivered and never answered), or the
+        next phase of a secure round it is in.
 
         One short transaction and no job lock: the conditional UPDATE loses cleanly to a round
         that closed in between (no row changes, nothing is delivered).
@@ -221,21 +242,22 @@ class Coordinator:
                 select(Task, Round, Job)
                 .join(Round, Task.round_id == Round.id)
                 .join(Job, Round.job_id == Job.id)
-                .where(Task.site_id == site_id, Task.status.in_(OPEN_TASK), Round.status == "open")
+                .where(Task.site_id == site_id, Round.status == "open", _WAITING)
                 .order_by(Round.opened_at)
                 .limit(1)
             ).first()
             if found is None:
                 return None
             task, rnd, job = found
-            delivered = session.execute(
-                update(Task)
-                .where(Task.id == task.id, Task.status.in_(OPEN_TASK))
-                .values(status="delivered", delivered_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            if delivered.rowcount != 1:  # type: ignore[attr-defined]
-                return None
+            if task.status in OPEN_TASK:
+                delivered = session.execute(
+                    update(Task)
+                    .where(Task.id == task.id, Task.status.in_(OPEN_TASK))
+                    .values(status="delivered", delivered_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+                if delivered.rowcount != 1:  # type: ignore[attr-defined]
+                    return None
             spec = parse_spec(job.spec_json)
             self._remember_owner(task.id, site_id, job.id)
             self._specs.setdefault(job.id, spec)
@@ -246,12 +268,13 @@ class Coordinator:
                 kind=rnd.kind,
                 spec=spec,
                 model_sha256=rnd.input_sha,
-                standardization=_scaling(job.scaling_json),
-                pooled=_pooled(job.pooled_json),
+                standardization=scaling(job.scaling_json),
+                pooled=pooled(job.pooled_json),
                 proximal_mu=(
                     build_strategy(spec.strategy).proximal_mu if isinstance(spec, JobSpec) else 0.0
                 ),
                 params=_params(rnd.params_json, task.site.name),
+                secure=self._secure.step(session, rnd, task.site.name) if rnd.phase else None,
             )
 
     def blob_for_site(self, site_id: int, sha: str) -> Path:
@@ -309,6 +332,8 @@ class Coordinator:
             raise Conflict(f"task {task_id} is closed ({task.status}); its round has moved on")
         if kind is not None and task.round.kind != kind:
             raise BadRequest(f"task {task_id} is a {task.round.kind} task, not {kind}")
+        if kind is not None and task.round.phase is not None:
+            raise BadRequest(f"task {task_id} is securely aggregated: it takes no plain result")
         return task
 
     def update_limit(self, site_id: int, task_id: str) -> int:
@@ -402,6 +427,11 @@ class Coordinator:
         job_id = self._job_of(site_id, task_id)
 
         def work(session: Session, effects: Effects) -> ResultAck:
+            found = session.get(Task, task_id, options=_TASK_IN_ROUND)
+            assert found is not None  # _job_of found it
+            if found.round.phase is not None:
+                self._secure.decline(session, effects, found, reason)
+                return ResultAck(task_id=task_id, status="declined", detail=reason)
             task = self._open_task(session, task_id, None, None)
             if isinstance(task, ResultAck):
                 return task
@@ -411,6 +441,46 @@ class Coordinator:
             return ResultAck(task_id=task_id, status="declined", detail=reason)
 
         return self._answer(site_id, job_id, work)
+
+    def secure_post(
+        self, site_id: int, task_id: str, message: KeyAdvert | ShareBundle | UnmaskShares
+    ) -> ResultAck:
+        """A site's key advert, sealed shares or unmasking shares in a secure round."""
+        job_id = self._job_of(site_id, task_id)
+
+        def work(session: Session, effects: Effects) -> ResultAck:
+            task = self._secure_task(session, task_id)
+            if isinstance(message, KeyAdvert):
+                return self._secure.keys(session, effects, task, message)
+            if isinstance(message, ShareBundle):
+                return self._secure.shares(session, effects, task, message)
+            return self._secure.unmask(session, effects, task, message)
+
+        return self._answer(site_id, job_id, work)
+
+    def masked_limit(self, site_id: int, task_id: str) -> int:
+        """Most bytes a masked input for this task may have, known before its body is read."""
+        self._job_of(site_id, task_id)
+        with self._sessions() as session:
+            return self._secure.masked_bytes(self._secure_task(session, task_id).round)
+
+    def accept_masked(self, site_id: int, task_id: str, path: Path, sha: str) -> ResultAck:
+        """A spooled masked input: checked against the round's layout and added to its sum."""
+        job_id = self._job_of(site_id, task_id)
+
+        def work(session: Session, effects: Effects) -> ResultAck:
+            task = self._secure_task(session, task_id)
+            return self._secure.masked(session, effects, task, path, sha)
+
+        return self._answer(site_id, job_id, work)
+
+    @staticmethod
+    def _secure_task(session: Session, task_id: str) -> Task:
+        task = session.get(Task, task_id, options=_TASK_IN_ROUND)
+        assert task is not None  # _job_of found it
+        if task.round.phase is None:
+            raise BadRequest(f"task {task_id} is not in a securely aggregated round")
+        return task
 
     def expire(self) -> None:
         """Close every open round whose deadline has passed, without its missing sites."""
@@ -423,7 +493,10 @@ class Coordinator:
 
             def work(session: Session, effects: Effects, round_id: int = round_id) -> None:
                 rnd = session.get(Round, round_id)
-                if rnd is None or rnd.status != "open":
+                if rnd is None or rnd.status != "open" or rnd.deadline >= now:
+                    return
+                if rnd.phase is not None:
+                    self._secure.expire(session, effects, rnd)
                     return
                 for task in rnd.tasks:
                     if task.status in OPEN_TASK:

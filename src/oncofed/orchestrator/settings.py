@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     def blob_dir(self) -> Path:
         return self.home / "blobs"
 
+    @property
+    def identity_file(self) -> Path:
+        """The orchestrator's Ed25519 identity key (PEM, mode 600): it signs secure rounds'
+        survivor lists, and sites pin its public half."""
+        return self.home / "identity.key"
+
     @classmethod
     def load(cls, home: Path) -> Settings:
         """Settings for the state directory ``home``; the environment overrides its file."""

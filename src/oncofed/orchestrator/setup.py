@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -13,21 +14,33 @@ from oncofed.orchestrator import identity
 from oncofed.orchestrator.db import Principal, make_engine, migrate, session_factory
 from oncofed.orchestrator.errors import Conflict
 from oncofed.orchestrator.settings import Settings
+from oncofed.privacy.secagg import load_identity, new_identity, save_identity
 from oncofed.wire.messages import SiteCreated
 
 
 def initialise(home: Path, database_url: str | None = None) -> str:
-    """Create the state directory and schema; return the operator's token (shown once)."""
+    """Create the state directory, identity key and schema; return the operator's token
+    (shown once)."""
     home.mkdir(parents=True, exist_ok=True)
     settings = Settings.load(home)
     if database_url:
         settings = settings.model_copy(update={"database_url": database_url})
     settings.save()
+    identity_key(settings)
     migrate(settings.url)
     with transaction(home) as session:
         if session.scalar(select(Principal).where(Principal.role == "admin")) is not None:
             raise Conflict(f"{home} is initialised already (it has an operator token)")
         return identity.create_principal(session, "operator", "admin")
+
+
+def identity_key(settings: Settings) -> Ed25519PrivateKey:
+    """The orchestrator's identity key, created on first use (for state directories made
+    before it existed) and kept ever after: sites pin it."""
+    path = settings.identity_file
+    if not path.exists():
+        save_identity(new_identity(), path)
+    return load_identity(path)
 
 
 @contextmanager

@@ -11,17 +11,21 @@ from oncofed.wire.analysis import REPORTS, AnalysisResult
 from oncofed.wire.messages import (
     EvaluateResult,
     JobPublic,
+    PooledRound,
     RoundPublic,
     SiteRound,
     StatsResult,
     TrainResult,
 )
+from oncofed.wire.secagg import MaskedHeader
 
 
 def _site_round(kind: str, task: Task) -> SiteRound:
     view = SiteRound(
         status=task.status, detail=task.detail or "", bytes_received=task.bytes_received
     )
+    if task.round.phase is not None:
+        return _secure_site(view, task)
     if task.status != "accepted" or not task.result_json:
         return view
     if kind == "analysis":
@@ -48,7 +52,22 @@ def _site_round(kind: str, task: Task) -> SiteRound:
     )
 
 
+def _secure_site(view: SiteRound, task: Task) -> SiteRound:
+    """A site of a secure round: where it is, and what it sent in the clear about itself."""
+    if not task.result_json:
+        return view
+    clear = MaskedHeader.model_validate_json(task.result_json).clear
+    update: dict[str, object] = {"compute_seconds": clear.compute_seconds}
+    if clear.evaluation is not None:
+        update |= {"n_eval": clear.evaluation.n_eval, "metrics": clear.evaluation.metrics}
+    return view.model_copy(update=update)
+
+
 def round_public(rnd: Round) -> RoundPublic:
+    if rnd.result_json:  # a secure round: only the pooled numbers are known
+        pooled = PooledRound.model_validate_json(rnd.result_json)
+        sites = {task.site.name: _site_round(rnd.kind, task) for task in rnd.tasks}
+        return _round(rnd, sites, pooled.train_loss, pooled.metrics)
     sites = {task.site.name: _site_round(rnd.kind, task) for task in rnd.tasks}
     names = sorted({m for s in sites.values() for m in s.metrics})
     metrics = {
@@ -60,15 +79,24 @@ def round_public(rnd: Round) -> RoundPublic:
     loss = weighted_mean(
         [(s.train_loss, s.n_train or 0) for s in sites.values() if s.train_loss is not None]
     )
+    return _round(rnd, sites, loss, {k: v for k, v in metrics.items() if v is not None})
+
+
+def _round(
+    rnd: Round, sites: dict[str, SiteRound], loss: float | None, metrics: dict[str, float]
+) -> RoundPublic:
     return RoundPublic(
         number=rnd.number,
         kind=rnd.kind,
         status=rnd.status,
+        secure=rnd.phase is not None,
+        phase=rnd.phase if rnd.status == "open" else None,
+        announced_sha256=rnd.announced_sha,
         opened_at=rnd.opened_at,
         closed_at=rnd.closed_at,
         sites=sites,
         train_loss=loss,
-        metrics={k: v for k, v in metrics.items() if v is not None},
+        metrics=metrics,
     )
 
 

@@ -4,44 +4,49 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from oncofed.wire.analysis import AnalysisParams, AnalysisReport, AnySpec
+from oncofed.wire.base import Count, Evaluation, Finite, Message, Sha256
+from oncofed.wire.secagg import SecureStep
 
 API_PREFIX = "/v1"
 SHA256_HEADER = "X-Content-SHA256"
 
 
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
-
-
-Finite = Annotated[float, AfterValidator(_finite)]
-Count = Annotated[int, Field(ge=0)]
-Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 TaskKind = Literal["stats", "train", "evaluate", "analysis"]
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # -- enrolment ---------------------------------------------------------------------------
 
 
+PublicKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+"""A raw 32-byte Ed25519 public key, in hex."""
+
+
 class EnrolRequest(Message):
     token: Annotated[str, Field(min_length=16, max_length=200)]
+    identity_key: PublicKey | None = Field(
+        None, description="The site's identity key: its secure-aggregation keys are signed by it."
+    )
 
 
 class EnrolResponse(Message):
     site: str
     credential: str
+    orchestrator_key: PublicKey | None = Field(
+        None, description="The key the orchestrator signs survivor lists with; sites pin it."
+    )
+
+
+class IdentityKey(Message):
+    """A party's Ed25519 identity key (``PUT /identity`` registers a site's once; ``GET``
+    gives the orchestrator's)."""
+
+    key: PublicKey
 
 
 # -- tasks (orchestrator -> edge) --------------------------------------------------------
@@ -75,6 +80,9 @@ class TaskAssignment(Message):
     )
     proximal_mu: Annotated[float, Field(ge=0.0)] = 0.0
     params: AnalysisParams | None = None
+    secure: SecureStep | None = Field(
+        None, description="The phase of a secure round this site is to take part in now."
+    )
 
     def announced(self) -> str:
         """SHA-256 of what the round announces to every site alike: job, round, kind, spec,
@@ -89,13 +97,6 @@ class TaskAssignment(Message):
 
 
 # -- results (edge -> orchestrator) ------------------------------------------------------
-
-
-class Evaluation(Message):
-    """Metrics of the received global model on the site's held-out rows."""
-
-    n_eval: Count
-    metrics: dict[str, Finite]
 
 
 class TrainResult(Message):
@@ -159,10 +160,25 @@ class SiteRound(Message):
     detail: str = ""
 
 
+class PooledRound(Message):
+    """The pooled numbers of a securely aggregated round: all its orchestrator learns of it."""
+
+    sites: Count
+    n_train: Count | None = None
+    train_loss: float | None = None
+    n_eval: Count | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
 class RoundPublic(Message):
     number: Count
     kind: TaskKind
     status: Literal["open", "closed"]
+    secure: bool = Field(False, description="Only the sum over sites was unmasked.")
+    phase: str | None = Field(None, description="A secure round's phase while it is open.")
+    announced_sha256: Sha256 | None = Field(
+        None, description="What every site was sent (its edge logs the same hash)."
+    )
     opened_at: datetime
     closed_at: datetime | None
     sites: dict[str, SiteRound]

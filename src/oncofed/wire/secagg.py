@@ -29,7 +29,8 @@ from pydantic import (
     model_validator,
 )
 
-from oncofed.wire.messages import Message, Sha256
+from oncofed.wire.analysis import OwnEstimate
+from oncofed.wire.base import Evaluation, Message, Sha256
 from oncofed.wire.spec import Name
 
 KEY_BYTES = 32
@@ -219,11 +220,26 @@ class UnmaskShares(_Frozen):
         return self
 
 
+class ClearPart(_Frozen):
+    """What a site sends in the clear beside its masked input: only numbers about itself that
+    its own policy lets it publish."""
+
+    threshold: Annotated[int, Field(ge=1, le=1000)]
+    """Its small-cell threshold: the pooled result is released under the largest of them."""
+    compute_seconds: Annotated[float, Field(ge=0.0, le=1e7)] = 0.0
+    evaluation: Evaluation | None = None
+    """Its held-out metrics (training), when its policy shares site estimates and its held-out
+    rows meet its ``min_eval_size``."""
+    own: OwnEstimate | None = None
+    """Its derivatives at its own coefficients (a Newton round), or why it keeps them."""
+
+
 class MaskedHeader(_Frozen):
     """The ``oncofed`` header entry of a site's masked input."""
 
     context: RoundContext
     site: SiteName
+    clear: ClearPart
 
 
 class SecureStep(_Frozen):

@@ -319,10 +319,11 @@ class PrivacySpec(_Strict):
     secure_aggregation: bool = False
     """The orchestrator learns only the sum over sites of every number a site sends (model
     updates, counts, statistics, derivatives): each site's own numbers stay hidden."""
-    threshold: Annotated[float, Field(gt=0.5, le=1.0)] = 2 / 3
-    """Fraction of a round's sites whose shares rebuild a site's secrets (rounded down, plus
-    one): more sites than this may drop out of a round, and fewer than this many sites
-    colluding with the orchestrator can never unmask anyone."""
+    threshold: Annotated[float, Field(gt=0.5, le=1.0)] = 0.75
+    """A round's n sites use t = floor(threshold * n) + 1 shares to rebuild a site's secrets:
+    up to n - t sites may drop out of a round, and an orchestrator colluding with fewer than
+    2t - n sites can unmask no one. Above 3/4 that holds whenever at least half the sites are
+    honest."""
 
 
 class JobSpec(_Strict):

@@ -26,7 +26,14 @@ from oncofed.privacy.secagg import (
     real,
     sign_survivors,
 )
-from oncofed.wire.secagg import MaskedHeader, Roster, RoundContext, ShareBundle, Survivors
+from oncofed.wire.secagg import (
+    ClearPart,
+    MaskedHeader,
+    Roster,
+    RoundContext,
+    ShareBundle,
+    Survivors,
+)
 
 CONTEXT = RoundContext(job_id="job-1", round=3, announced="ab" * 32)
 FRACTION_BITS = 40
@@ -138,7 +145,7 @@ class Round:
         total = MaskedSum(self.context, self.layout)
         for site, own in values.items():
             masked = self.clients[site].mask(inbox_for(site, bundles), own, self.layout)
-            header = MaskedHeader(context=self.context, site=site)
+            header = masked_header(self.context, site)
             total.add(encode_masked(masked, self.layout, header))
         return total
 
@@ -165,3 +172,8 @@ class Round:
             if site not in set(silent)
         ]
         return total.unmask(roster, survivors, replies)
+
+
+def masked_header(context: RoundContext, site: str) -> MaskedHeader:
+    """A masked input's header, with the default small-cell threshold in the clear."""
+    return MaskedHeader(context=context, site=site, clear=ClearPart(threshold=11))

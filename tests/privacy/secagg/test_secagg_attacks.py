@@ -27,12 +27,13 @@ from oncofed.privacy.secagg.crypto import (
 from oncofed.privacy.secagg.encoding import decode
 from oncofed.privacy.secagg.ring import add_masks
 from oncofed.privacy.secagg.shamir import combine
-from oncofed.wire.secagg import Inbox, KeyAdvert, MaskedHeader, Roster, Survivors
+from oncofed.wire.secagg import Inbox, KeyAdvert, Roster, Survivors
 from tests.privacy.secagg.support import (
     CONTEXT,
     PinnedPeers,
     Refused,
     Round,
+    masked_header,
     site_names,
     site_values,
 )
@@ -173,7 +174,13 @@ def test_an_inconsistent_inbox_makes_the_sites_check_fail() -> None:
         if site == victim:
             inbox = Inbox(recipient=victim, shares=[s for s in inbox.shares if s.sender != hidden])
         masked = secure.clients[site].mask(inbox, site_values(rng), secure.layout)
-        total.add(encode_masked(masked, secure.layout, MaskedHeader(context=CONTEXT, site=site)))
+        total.add(
+            encode_masked(
+                masked,
+                secure.layout,
+                masked_header(CONTEXT, site),
+            )
+        )
     survivors = secure.survivors(roster, bundles, total)
     key = public_bytes(secure.orchestrator)
     with pytest.raises(ProtocolError, match=r"survivors \['site-01'\] did not share keys"):

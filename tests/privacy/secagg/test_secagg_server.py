@@ -30,8 +30,15 @@ from oncofed.privacy.secagg import (
 from oncofed.privacy.secagg.codec import MaskedFile
 from oncofed.privacy.secagg.crypto import advert_payload
 from oncofed.wire.errors import BadTensorPayload
-from oncofed.wire.secagg import MaskedHeader, ShareBundle
-from tests.privacy.secagg.support import CONTEXT, LAYOUT, Round, site_names, site_values
+from oncofed.wire.secagg import ShareBundle
+from tests.privacy.secagg.support import (
+    CONTEXT,
+    LAYOUT,
+    Round,
+    masked_header,
+    site_names,
+    site_values,
+)
 
 
 def test_the_roster_is_sorted_checked_and_has_a_majority_threshold() -> None:
@@ -93,7 +100,7 @@ def masked_payload(site: str = "site-00") -> bytes:
         )
         for name, segment in LAYOUT.items()
     }
-    return encode_masked(masked, LAYOUT, MaskedHeader(context=CONTEXT, site=site))
+    return encode_masked(masked, LAYOUT, masked_header(CONTEXT, site))
 
 
 def test_a_masked_input_is_uint64_safetensors_with_its_header(tmp_path: Path) -> None:
@@ -104,7 +111,7 @@ def test_a_masked_input_is_uint64_safetensors_with_its_header(tmp_path: Path) ->
     path = tmp_path / "masked.safetensors"
     path.write_bytes(payload)
     for source in (payload, path):
-        assert check_masked(source, LAYOUT) == MaskedHeader(context=CONTEXT, site="site-00")
+        assert check_masked(source, LAYOUT) == masked_header(CONTEXT, "site-00")
 
 
 def test_masked_inputs_of_another_shape_or_round_are_refused(tmp_path: Path) -> None:

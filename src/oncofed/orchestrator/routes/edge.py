@@ -4,8 +4,11 @@ reports here."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -16,7 +19,8 @@ from pydantic import BaseModel, ValidationError
 
 from oncofed.orchestrator import identity, profiles
 from oncofed.orchestrator.deps import CoordinatorDep, CurrentSite, SessionDep, SettingsDep
-from oncofed.orchestrator.errors import BadRequest, PayloadTooLarge
+from oncofed.orchestrator.errors import BadRequest, NotFound, PayloadTooLarge
+from oncofed.orchestrator.rounds import Coordinator
 from oncofed.wire.analysis import AnalysisResult
 from oncofed.wire.messages import (
     SHA256_HEADER,
@@ -24,20 +28,37 @@ from oncofed.wire.messages import (
     EnrolRequest,
     EnrolResponse,
     EvaluateResult,
+    IdentityKey,
     ResultAck,
     StatsResult,
     TaskAssignment,
 )
 from oncofed.wire.profile import DataProfile
+from oncofed.wire.secagg import KeyAdvert, ShareBundle, UnmaskShares
 
 router = APIRouter(tags=["edge"])
+Accept = Callable[[Path, str], ResultAck]
 _SPOOL_BLOCK = 512 << 10  # bytes hashed and written per hop off the event loop
 _SMALL_BLOB = 4 << 20  # served from memory in one piece
 
 
 @router.post("/enrol")
-def enrol(body: EnrolRequest, session: SessionDep) -> EnrolResponse:
-    return identity.enrol(session, body.token)
+def enrol(body: EnrolRequest, session: SessionDep, coordinator: CoordinatorDep) -> EnrolResponse:
+    return identity.enrol(session, body.token, body.identity_key, coordinator.public_key)
+
+
+@router.get("/identity")
+def orchestrator_identity(_: CurrentSite, coordinator: CoordinatorDep) -> IdentityKey:
+    """The key the orchestrator signs survivor lists with (sites pin it)."""
+    if coordinator.public_key is None:
+        raise NotFound("this orchestrator has no identity key")
+    return IdentityKey(key=coordinator.public_key)
+
+
+@router.put("/identity", status_code=204)
+def register_identity(body: IdentityKey, site: CurrentSite, session: SessionDep) -> None:
+    """This site's identity key, registered once."""
+    identity.register_identity(session, site.id, body.key)
 
 
 @router.get("/tasks/next", response_model=TaskAssignment, responses={204: {"description": "none"}})
@@ -84,23 +105,14 @@ async def get_blob(sha: str, site: CurrentSite, coordinator: CoordinatorDep) -> 
     return _BlobFile(path, media_type="application/octet-stream")
 
 
-@router.post("/tasks/{task_id}/update", response_model=ResultAck)
-async def post_update(
-    task_id: str,
-    request: Request,
-    site: CurrentSite,
-    coordinator: CoordinatorDep,
-    settings: SettingsDep,
+async def _spooled(
+    request: Request, coordinator: Coordinator, limit: int, accept: Accept
 ) -> Response:
-    """A training update as a safetensors body, spooled to disk while hashing (O(1) memory).
+    """A binary body spooled to disk while hashing (O(1) memory), then handed to ``accept``
+    (validation and aggregation) on the app's single aggregation thread.
 
-    Hashing and writing happen off the event loop, a few megabytes at a time; validation and
-    aggregation run on the app's single aggregation thread.
+    Hashing and writing happen off the event loop, a few megabytes at a time.
     """
-    limit = min(
-        settings.max_upload_bytes,
-        await run_in_threadpool(coordinator.update_limit, site.id, task_id),
-    )
     digest, size, pending = hashlib.sha256(), 0, bytearray()
     with coordinator.blobs.spool() as (handle, path):
 
@@ -111,7 +123,7 @@ async def post_update(
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(f"update exceeds the {limit} bytes this model needs")
+                raise PayloadTooLarge(f"the body exceeds the {limit} bytes this task takes")
             pending += chunk
             if len(pending) >= _SPOOL_BLOCK:
                 await run_in_threadpool(flush, bytes(pending))
@@ -122,13 +134,70 @@ async def post_update(
         claimed = request.headers.get(SHA256_HEADER)
         if claimed is not None and claimed != sha:
             raise BadRequest(f"body SHA-256 is {sha}, not the {SHA256_HEADER} {claimed}")
-
         ack = await asyncio.get_running_loop().run_in_executor(
-            request.app.state.aggregation, coordinator.accept_update, site.id, task_id, path, sha
+            request.app.state.aggregation, accept, path, sha
         )
     finally:
         path.unlink(missing_ok=True)
     return _json(ack, status_code=422 if ack.status == "rejected" else 200)
+
+
+@router.post("/tasks/{task_id}/update", response_model=ResultAck)
+async def post_update(
+    task_id: str,
+    request: Request,
+    site: CurrentSite,
+    coordinator: CoordinatorDep,
+    settings: SettingsDep,
+) -> Response:
+    """A training update as a safetensors body."""
+    limit = min(
+        settings.max_upload_bytes,
+        await run_in_threadpool(coordinator.update_limit, site.id, task_id),
+    )
+    accept = functools.partial(coordinator.accept_update, site.id, task_id)
+    return await _spooled(request, coordinator, limit, accept)
+
+
+@router.post("/tasks/{task_id}/secure/masked", response_model=ResultAck)
+async def post_masked(
+    task_id: str,
+    request: Request,
+    site: CurrentSite,
+    coordinator: CoordinatorDep,
+    settings: SettingsDep,
+) -> Response:
+    """A site's masked input in a secure round: safetensors of uint64 limbs."""
+    limit = min(
+        settings.max_upload_bytes,
+        await run_in_threadpool(coordinator.masked_limit, site.id, task_id),
+    )
+    accept = functools.partial(coordinator.accept_masked, site.id, task_id)
+    return await _spooled(request, coordinator, limit, accept)
+
+
+@router.post("/tasks/{task_id}/secure/keys")
+def post_keys(
+    task_id: str, body: KeyAdvert, site: CurrentSite, coordinator: CoordinatorDep
+) -> ResultAck:
+    """A site's key advert for a secure round, signed with its identity key."""
+    return coordinator.secure_post(site.id, task_id, body)
+
+
+@router.post("/tasks/{task_id}/secure/shares")
+def post_shares(
+    task_id: str, body: ShareBundle, site: CurrentSite, coordinator: CoordinatorDep
+) -> ResultAck:
+    """A site's Shamir shares, each sealed for the peer it is meant for."""
+    return coordinator.secure_post(site.id, task_id, body)
+
+
+@router.post("/tasks/{task_id}/secure/unmask")
+def post_unmask(
+    task_id: str, body: UnmaskShares, site: CurrentSite, coordinator: CoordinatorDep
+) -> ResultAck:
+    """A site's shares for unmasking the sum, once it has checked the signed survivor list."""
+    return coordinator.secure_post(site.id, task_id, body)
 
 
 @router.post("/tasks/{task_id}/result")

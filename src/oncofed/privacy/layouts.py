@@ -1,0 +1,29 @@
+"""The layout of every kind of secure round, derived from the spec alone: the orchestrator and
+each site derive the same one, and no site's data can change its shape."""
+
+from __future__ import annotations
+
+from oncofed.analytics.secure import secure_layout
+from oncofed.learning import secure as learning
+from oncofed.privacy.secagg import Layout, model_fraction_bits
+from oncofed.wire.analysis import AnalysisSpec
+from oncofed.wire.spec import JobSpec
+
+
+def update_fraction_bits(spec: JobSpec, sites: int) -> int:
+    """The narrow ring's scale for the job's model updates with ``sites`` sites in a round;
+    ``EncodingError`` when no safe encoding exists (the job is refused at submission)."""
+    return model_fraction_bits(sites, learning.MAX_SITE_ROWS, spec.local.clip_norm)
+
+
+def round_layout(spec: JobSpec | AnalysisSpec, kind: str, sites: int) -> Layout:
+    """What each site of a secure round of ``kind`` sends, with ``sites`` in its roster."""
+    if isinstance(spec, AnalysisSpec):
+        return secure_layout(spec)
+    if kind == "stats":
+        return learning.stats_layout(spec)
+    if kind == "train":
+        return learning.update_layout(spec, update_fraction_bits(spec, sites))
+    if kind == "evaluate":
+        return learning.evaluation_layout(spec)
+    raise ValueError(f"no secure layout for a {kind!r} round of a training job")
