@@ -320,6 +320,35 @@ def test_each_later_model_is_within_the_strategys_step_per_round(
     assert isinstance(orchestrator.run("train", 3), bytes)
 
 
+def test_a_job_whose_clipped_steps_could_travel_too_far_is_declined(edge: Edge) -> None:
+    """30 rounds of steps of 1 could take the model 30 from its start, past the default 25."""
+    refused(edge().run(task("stats", 0, make_spec(rounds=30)), never),
+            "30 rounds of updates clipped to 1 could move the model 30 from its start; policy "
+            "max_model_travel is 25")  # fmt: skip
+    assert isinstance(edge().run(task("stats", 0, make_spec(rounds=25), job_id="j2"), never),
+                      StatsResult)  # fmt: skip
+
+
+def test_no_model_travels_further_than_the_policy_lets_a_job(edge: Edge) -> None:
+    """FedAdam bounds each element's move, so 20 rounds of moves within its steps may add up
+    to far more than max_model_travel: the site refuses the model that goes too far."""
+    spec = make_spec(rounds=20, strategy={"name": "fedadam", "lr": 0.5, "tau": 1.0})
+    orchestrator = Orchestrator(edge(max_model_travel=1.0), spec)
+    start = orchestrator.model
+    number = 0
+    while (outcome := orchestrator.run("train", number := number + 1)) and isinstance(
+        outcome, bytes
+    ):
+        away = {k: v.astype(np.float64) - start[k] for k, v in orchestrator.model.items()}
+        assert np.sqrt(sum((d**2).sum() for d in away.values())) <= 1.0 + 1e-6
+        orchestrator.model = {
+            k: v + np.float32(0.4) * np.sign(v) for k, v in orchestrator.model.items()
+        }
+    refused(outcome, "further from the job's initial model than this site lets a job travel "
+                     "(policy max_model_travel 1)")  # fmt: skip
+    assert number > 1
+
+
 def test_a_site_that_missed_round_1_compares_with_the_initial_model(edge: Edge) -> None:
     orchestrator = Orchestrator(edge())
     initial = orchestrator.model

@@ -68,6 +68,12 @@ class EdgePolicy(BaseModel):
     restarts: the orchestrator cannot reset the count."""
     max_clip_norm: Annotated[float, Field(gt=0.0)] = 10.0
     """Largest update clip norm (``local.clip_norm``) a training job may declare here."""
+    max_model_travel: Annotated[float, Field(gt=0.0)] = 25.0
+    """Farthest (L2) any global model of a training job may be from the job's initial model,
+    which the spec and seed give. The clipped step bounds how fast an orchestrator can move a
+    model towards weights that single out patients (trap weights); this bounds how far. A job
+    whose rounds of clipped steps could go further (FedAvg, FedProx: rounds x clip_norm) is
+    declined at its first task."""
     max_coefficient_effect: Annotated[float, Field(gt=0.0)] = 5.0
     """Newton parameters are refused when a coefficient times its covariate's standard
     deviation here (its effect on the linear predictor across one standard deviation) exceeds

@@ -9,6 +9,7 @@ from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation
 from oncofed.edge.ledger import SAFE_ID
 from oncofed.learning.registry import parameter_count
+from oncofed.learning.strategies import build_strategy
 from oncofed.wire.analysis import AnalysisSpec
 from oncofed.wire.messages import TaskAssignment
 from oncofed.wire.spec import JobSpec
@@ -83,4 +84,11 @@ def _check_training(policy: EdgePolicy, spec: JobSpec) -> None:
         raise PolicyViolation(
             f"update clip norm {spec.local.clip_norm:g}; policy max_clip_norm is "
             f"{policy.max_clip_norm:g}"
+        )
+    step = build_strategy(spec.strategy).max_step(spec.local.clip_norm)
+    if step.norm == "l2" and spec.rounds * step.size > policy.max_model_travel:
+        raise PolicyViolation(
+            f"{spec.rounds} rounds of updates clipped to {spec.local.clip_norm:g} could move the "
+            f"model {spec.rounds * step.size:g} from its start; policy max_model_travel is "
+            f"{policy.max_model_travel:g} (declare fewer rounds or a smaller clip_norm)"
         )

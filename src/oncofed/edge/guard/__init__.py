@@ -72,7 +72,8 @@ class Guard:
         """Check the task's global model (``models.check_model``), then keep it (``data``) as
         the last model this site saw."""
         assert task.model_sha256 is not None  # the runner fetched it by this hash
-        check_model(spec, task.round, weights, self._ledger.last_model(task.job_id))
+        last = self._ledger.last_model(task.job_id)
+        check_model(spec, task.round, weights, last, self._policy.max_model_travel)
         self._ledger.save_model(task.job_id, task.round, task.model_sha256, data)
 
     def check_params(self, task: TaskAssignment, data: Design) -> None:

@@ -1,7 +1,9 @@
 """The global models a training job sends: the first must be the initial model the spec and
-seed give, and each later one no further from the last model this site saw than the job's
-strategy can move a model, in the rounds between, with updates clipped to the job's clip norm
-(``Strategy.max_step``)."""
+seed give, each later one no further from the last model this site saw than the job's strategy
+can move a model, in the rounds between, with updates clipped to the job's clip norm
+(``Strategy.max_step``), and none further from the initial model than the site's policy lets a
+job travel (``max_model_travel``): the step bounds how fast an orchestrator can walk a model to
+weights that single out patients, the travel how far."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 from oncofed.edge.errors import PolicyViolation
 from oncofed.learning.registry import initial_weights
 from oncofed.learning.steps import InMemory, Tensors, within_step
-from oncofed.learning.strategies import build_strategy
+from oncofed.learning.strategies import StepBound, build_strategy
 from oncofed.wire.spec import JobSpec
 from oncofed.wire.stream import TensorFile
 
@@ -24,16 +26,34 @@ def check_model(
     round_number: int,
     weights: Mapping[str, np.ndarray],
     last: tuple[int, Path] | None,
+    max_travel: float,
 ) -> None:
     """Refuse ``weights``, the global model of ``round_number``, unless it is within the step
     of ``last`` (the round and file of the last model this site saw); without one, of the
-    derived initial model (exactly so in round 1)."""
+    derived initial model (exactly so in round 1); and within ``max_travel`` of that."""
+    initial = InMemory(initial_weights(spec.model, spec.n_inputs, spec.seed))
+    _check_step(spec, round_number, weights, last, initial)
+    if not within_step(initial, weights, StepBound("l2", max_travel), 1):
+        raise PolicyViolation(
+            f"the global model of round {round_number} is further from the job's initial model "
+            f"than this site lets a job travel (policy max_model_travel {max_travel:g})"
+        )
+
+
+def _check_step(
+    spec: JobSpec,
+    round_number: int,
+    weights: Mapping[str, np.ndarray],
+    last: tuple[int, Path] | None,
+    initial: Tensors,
+) -> None:
+    """Refuse ``weights`` unless within the strategy's clipped steps of the last model seen."""
     bound = build_strategy(spec.strategy).max_step(spec.local.clip_norm)
     with ExitStack() as stack:
         previous: Tensors
         if last is None:
             rounds, seen = round_number - 1, "the initial model"
-            previous = InMemory(initial_weights(spec.model, spec.n_inputs, spec.seed))
+            previous = initial
         else:
             seen_round, path = last
             rounds, seen = round_number - seen_round, f"the model of round {seen_round}"
