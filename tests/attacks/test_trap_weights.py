@@ -4,6 +4,7 @@ site's training rows, labels included (issue 8: 172 of 235 rows from one update)
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,11 @@ FEATURES: list[Any] = [
 """Every GBSG2 column but the recurrence flag, which is the label."""
 LR = 10.0
 """The largest learning rate a spec may declare: the largest update, the least rounding."""
+DECLARED_ROUNDS = 100
+WALK = 0.99
+"""Each step towards the trap, as a fraction of the clip norm (room for float32 rounding)."""
+SINGLE = 0.05
+"""How close to the quantum a bin's bias difference must be to hold one patient (relative)."""
 
 
 def trap_spec(hidden: int, clip_norm: float) -> JobSpec:
@@ -59,7 +65,7 @@ def trap_spec(hidden: int, clip_norm: float) -> JobSpec:
             "features": FEATURES,
             "outcome": {"type": "binary", "label": "rfs_event"},
             "model": {"type": "mlp", "hidden": [hidden]},
-            "rounds": 2,
+            "rounds": DECLARED_ROUNDS,
             "local": {"epochs": 1, "batch_size": 1_000_000, "lr": LR, "optimizer": "sgd",
                       "clip_norm": clip_norm},
             "evaluation": {"holdout": 0.05},
@@ -84,11 +90,18 @@ def trap_weights(
     twins cancel, so every patient's logit is 0, p_i = 1/2 and its error e_i = 1/2 - y_i is
     +-1/2. One SGD step changes a neuron's weights by -lr/n sum e_i x_i and its bias by
     -lr/n sum e_i, over the patients above its cut. Between consecutive cuts the differences
-    isolate the patients in one bin: when that is one patient, the bias difference is exactly
-    +-lr/(2n) (its sign is the label) and the weight difference over the bias difference is the
-    patient's standardised row, which the announced standardisation undoes. A row is kept when
-    it reads as a patient (whole numbers, 0/1 dummies, one level per categorical) and two
-    directions isolate the same one.
+    isolate the patients in one bin: when that is one patient, the bias difference is the
+    quantum +-lr/(2n) (its sign is the label) and the weight difference over the bias difference
+    is the patient's standardised row, which the announced standardisation undoes. Clipping the
+    update scales every difference alike: the quantum is read off the bins (their median
+    non-zero bias difference), and the ratios do not change. A row is kept when it reads as a
+    patient (whole numbers, 0/1 dummies, one level per categorical) and two directions isolate
+    the same one.
+
+    Part B plans to bound each global model's distance from the last one the site saw by the
+    declared clip norm per round elapsed. That bounds the speed, not the destination: the
+    attack walks from the round-1 model to the trap in straight steps of just under one clip
+    norm, a round each (27 rounds at a clip norm of 10), and the site answers every one.
     """
     started = time.perf_counter()
     spec = trap_spec(2 * groups * thresholds, clip_norm)
@@ -110,12 +123,16 @@ def trap_weights(
         first = initial_weights(spec.model, spec.n_inputs, spec.seed)
         train(1, first)
         trap = _trap(spec, rng, groups, thresholds)
-        log.info("trap model: L2 distance %.1f from the round-1 model", _distance(trap, first))
-        new, n = train(2, trap)
+        distance = _distance(trap, first)
+        steps = math.ceil(distance / (WALK * clip_norm))
+        log.info("trap: L2 distance %.1f from the round-1 model, %d steps", distance, steps)
+        for i in range(1, steps):
+            train(1 + i, {k: first[k] + i / steps * (trap[k] - first[k]) for k in trap})
+        new, _ = train(1 + steps, trap)
     except Declined as exc:
         recovery.stopped = str(exc)
     else:
-        seen = _invert(spec, trap, new, n, scaling, groups, thresholds)
+        seen = _invert(spec, trap, new, scaling, groups, thresholds)
         recovery.rows = [row for row, found_by in seen.items() if len(found_by) >= 2]
     recovery.seconds = time.perf_counter() - started
     return recovery
@@ -149,7 +166,6 @@ def _invert(
     spec: JobSpec,
     trap: tensors.Weights,
     new: tensors.Weights,
-    n: int,
     scaling: Standardization,
     groups: int,
     thresholds: int,
@@ -160,13 +176,15 @@ def _invert(
     step = {k: new[k].astype(np.float64) - trap[k].astype(np.float64) for k in trap}
     twins = (step["layers.0.weight"][0::2] - step["layers.0.weight"][1::2]) / 2
     twin_bias = (step["layers.0.bias"][0::2] - step["layers.0.bias"][1::2]) / 2
-    unit = LR / (2 * n)  # the bias difference of a bin holding one patient
+    blocks = [slice(g * thresholds, (g + 1) * thresholds) for g in range(groups)]
+    bias_bins = np.concatenate([_bins(twin_bias[block]) for block in blocks])
+    sizes = np.abs(bias_bins)
+    quantum = float(np.median(sizes[sizes > 1e-3 * sizes.max()]))  # one patient's share
     seen: dict[Row, set[int]] = {}
-    for g in range(groups):
-        block = slice(g * thresholds, (g + 1) * thresholds)
+    for g, block in enumerate(blocks):
         weights, biases = _bins(twins[block]), _bins(twin_bias[block])
         for dw, db in zip(weights, biases, strict=True):
-            if abs(abs(db) - unit) > 0.02 * unit:
+            if abs(abs(db) - quantum) > SINGLE * quantum:
                 continue
             x = dw / db
             raw = np.concatenate([x[:numeric] * sd + mean, x[numeric:]])
@@ -210,7 +228,8 @@ def test_trap_weights_recover_rows_when_the_model_may_move_freely(
     tmp_path: Path, site_datasets: Path
 ) -> None:
     """Naive: the site accepts a clip norm of 1e6, so the step bound (part B) allows any
-    model within 1e6 of the last one the site saw: the trap is about 280 away."""
+    model within 1e6 of the last one the site saw: the trap, about 280 away, goes out in
+    round 2, and one update gives the rows away."""
     policy = EdgePolicy(max_clip_norm=1e6)
     with attacked_edge(tmp_path / "edge", site_datasets, policy) as (orchestrator, edge):
         recovery = trap_weights(orchestrator, clip_norm=1e6)
@@ -225,7 +244,8 @@ def test_trap_weights_recover_rows_when_the_model_may_move_freely(
 def test_trap_weights_recover_nothing_under_the_default_policy(
     tmp_path: Path, site_datasets: Path
 ) -> None:
-    """The attacker declares the largest clip norm the default policy accepts (10)."""
+    """The attacker declares the largest clip norm the default policy accepts (10) and walks
+    to the trap, which goes out in round 30."""
     with attacked_edge(tmp_path / "edge", site_datasets, EdgePolicy()) as (orchestrator, edge):
         recovery = trap_weights(orchestrator, clip_norm=EdgePolicy().max_clip_norm)
         truth = true_training_rows(edge.store(), trap_spec(1, 1.0))
