@@ -331,9 +331,12 @@ DEFENCES: dict[str, tuple[str, ...]] = {
     # Part B, edge/guard.py: the round-1 model is the one derived from the spec and seed, and
     # each later model is within the strategy's step of the last one the site saw.
     "model step": ("oncofed.edge.guard:check_model",),
-    # Part C, analytics/design.py: small groups in the design's discrete columns, whatever
-    # transform produced them (today: only exact 0/1 columns).
-    "design columns": ("oncofed.analytics.design:check_cells",),
+    # Part C (on main), analytics/design.py, also bound in analytics/site.py: small groups in
+    # a regression's discrete design columns, whatever transform produced them.
+    "design columns": (
+        "oncofed.analytics.design:check_cells",
+        "oncofed.analytics.site:check_cells",
+    ),
 }
 """Where each defence a naive configuration switches off lives, as ``module:function``. A
 hook whose module does not exist yet is a defence that has not landed: nothing to switch

@@ -1,6 +1,6 @@
-"""Attack 3: ``transform: log1p`` on a 0/1 treatment flag escapes the small-cell check of a
-regression's 0/1 terms, and round 0's derivatives give away a group of 7 patients with 2
-recurrences (issue 8)."""
+"""Attack 3: ``transform: log1p`` on a 0/1 treatment flag escaped the small-cell check of a
+regression's 0/1 terms, and round 0's derivatives gave away a group of 7 patients with 2
+recurrences (issue 8). Part C judges a column by its distinct values, whatever the transform."""
 
 from __future__ import annotations
 
@@ -81,8 +81,7 @@ def true_group(store: LocalStore, spec: AnalysisSpec) -> tuple[int, int]:
 def test_log1p_bypass_reads_a_small_group_when_columns_are_judged_by_their_values(
     tmp_path: Path, site_datasets: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Naive: the design-column check (part C) switched off; today's check, which only looks
-    at exact 0/1 columns, does not see the log1p flag anyway."""
+    """Naive: the design-column check (part C) switched off."""
     disable(monkeypatch, "design columns")
     policy = EdgePolicy()
     spec = log1p_spec()
@@ -97,7 +96,6 @@ def test_log1p_bypass_reads_a_small_group_when_columns_are_judged_by_their_value
     assert group == truth
 
 
-@pytest.mark.xfail(strict=True, reason="defence lands with issue 8 part C")
 def test_log1p_bypass_is_declined_under_the_default_policy(
     tmp_path: Path, site_datasets: Path
 ) -> None:
