@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
@@ -58,6 +58,7 @@ from oncofed.wire.spec import JobSpec
 
 log = logging.getLogger("oncofed.attacks")
 M = TypeVar("M", bound=BaseModel)
+Endpoint = Literal["result", "update", "decline"]
 Row = tuple[float, ...]
 """One patient as an attack recovers it (and as the scorer knows it): the values of the
 attacked design's columns, in the attack's column order."""
@@ -116,7 +117,7 @@ class Answer:
     """What the edge posted for one task: a JSON result, a safetensors update or a decline."""
 
     task: TaskAssignment
-    endpoint: Literal["result", "update", "decline"]
+    endpoint: Endpoint
     body: bytes
 
     def _accepted(self) -> None:
@@ -149,8 +150,8 @@ class Orchestrator(Protocol):
 class MaliciousOrchestrator:
     """The orchestrator's side of the edge API, every decision left to the attack.
 
-    ``ask`` queues one task (and publishes its model blob), then waits for the edge's answer.
-    ``answers`` keeps everything the edge sent, ``profiles`` its data quality reports."""
+    ``ask`` queues one task (and publishes its model blob), then waits for the edge's answer;
+    ``answers`` keeps every answer in order."""
 
     def __init__(self, credential: str = CREDENTIAL, timeout: float = 60.0) -> None:
         self._credential, self._timeout = credential, timeout
@@ -160,7 +161,6 @@ class MaliciousOrchestrator:
         self._blobs: dict[str, bytes] = {}
         self._closing = threading.Event()
         self.answers: list[Answer] = []
-        self.profiles: dict[str, DataProfile] = {}
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
@@ -201,13 +201,11 @@ class MaliciousOrchestrator:
 
         @app.middleware("http")
         async def authenticate(
-            request: Request, call_next: Callable[[Request], object]
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
         ) -> Response:
             if request.headers.get("Authorization") != f"Bearer {self._credential}":
                 return Response(status_code=401)
-            response = await call_next(request)  # type: ignore[misc]
-            assert isinstance(response, Response)
-            return response
+            return await call_next(request)
 
         @app.get(API_PREFIX + "/tasks/next")
         def next_task(wait: float = 25.0) -> Response:
@@ -226,39 +224,37 @@ class MaliciousOrchestrator:
                 return Response(status_code=404)
             return Response(self._blobs[sha], media_type="application/octet-stream")
 
-        async def answer(task_id: str, request: Request, endpoint: str) -> Response:
-            body = await request.body()
-            if request.headers.get(SHA256_HEADER) != tensors.sha256(body):
-                return Response(status_code=400)
-            posted = Answer(self._handed[task_id], endpoint, body)  # type: ignore[arg-type]
-            self.answers.append(posted)
-            self._posted.put(posted)
-            status = "declined" if endpoint == "decline" else "accepted"
-            ack = ResultAck(task_id=task_id, status=status)
-            return Response(ack.model_dump_json(), media_type="application/json")
+        @app.post(API_PREFIX + "/tasks/{task_id}/result")
+        async def result(task_id: str, request: Request) -> Response:
+            return self._received(task_id, "result", await request.body(), request)
 
-        for endpoint in ("result", "update", "decline"):
-            app.add_api_route(
-                API_PREFIX + "/tasks/{task_id}/" + endpoint,
-                _bind(answer, endpoint),
-                methods=["POST"],
-            )
+        @app.post(API_PREFIX + "/tasks/{task_id}/update")
+        async def update(task_id: str, request: Request) -> Response:
+            return self._received(task_id, "update", await request.body(), request)
+
+        @app.post(API_PREFIX + "/tasks/{task_id}/decline")
+        async def decline(task_id: str, request: Request) -> Response:
+            return self._received(task_id, "decline", await request.body(), request)
 
         @app.put(API_PREFIX + "/profiles/{dataset}", status_code=204)
         async def profile(dataset: str, request: Request) -> Response:
-            self.profiles[dataset] = DataProfile.model_validate_json(await request.body())
+            DataProfile.model_validate_json(await request.body())  # as the real one checks
             return Response(status_code=204)
 
         return app
 
-
-def _bind(
-    handler: Callable[[str, Request, str], object], endpoint: str
-) -> Callable[[str, Request], object]:
-    async def route(task_id: str, request: Request) -> object:
-        return await handler(task_id, request, endpoint)  # type: ignore[misc]
-
-    return route
+    def _received(
+        self, task_id: str, endpoint: Endpoint, body: bytes, request: Request
+    ) -> Response:
+        """Keep what the edge posted for ``task_id`` and hand it to the waiting attack."""
+        if request.headers.get(SHA256_HEADER) != tensors.sha256(body):
+            return Response(status_code=400)
+        posted = Answer(self._handed[task_id], endpoint, body)
+        self.answers.append(posted)
+        self._posted.put(posted)
+        status = "declined" if endpoint == "decline" else "accepted"
+        ack = ResultAck(task_id=task_id, status=status)
+        return Response(ack.model_dump_json(), media_type="application/json")
 
 
 def make_task(

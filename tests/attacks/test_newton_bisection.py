@@ -137,7 +137,7 @@ def test_newton_bisection_recovers_rows_when_coefficients_are_unbounded(
         truth = true_design_rows(edge.store(), spec)
     result = score(recovery.rows, truth)
     report("newton bisection, naive", recovery, result)
-    assert recovery.stopped is None
+    assert recovery.stopped is None, recovery.stopped
     assert result.exact >= 0.9 * result.total and result.wrong == 0
 
 

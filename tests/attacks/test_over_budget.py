@@ -143,14 +143,16 @@ def training_bisection(
 
 def attack(
     tmp_path: Path, site_datasets: Path, policy: EdgePolicy, clip_norm: float
-) -> tuple[Recovery, Score]:
-    """Run the attack against an edge with ``policy`` and score it."""
+) -> tuple[Recovery, Score, int]:
+    """Run the attack against an edge with ``policy``: what it recovered, its score, and how
+    many of the job's tasks the edge ran (answered with anything but a decline)."""
     with attacked_edge(tmp_path / "edge", site_datasets, policy) as (orchestrator, edge):
         recovery = training_bisection(orchestrator, clip_norm=clip_norm)
         truth = [row[:ROW] for row in true_training_rows(edge.store(), over_budget_spec(1.0))]
+        ran = sum(answer.endpoint != "decline" for answer in orchestrator.answers)
     result = score(recovery.rows, truth)
-    report(f"over budget, clip norm {clip_norm:g}", recovery, result)
-    return recovery, result
+    report(f"over budget, clip norm {clip_norm:g}, {ran} tasks run", recovery, result)
+    return recovery, result, ran
 
 
 def test_a_locked_down_site_runs_every_task_of_a_job_that_declared_ten_rounds(
@@ -161,9 +163,9 @@ def test_a_locked_down_site_runs_every_task_of_a_job_that_declared_ten_rounds(
     disable(monkeypatch, "task budget")
     disable(monkeypatch, "model step")
     policy = LOCKED.model_copy(update={"max_clip_norm": 1e6})
-    recovery, result = attack(tmp_path, site_datasets, policy, clip_norm=1e6)
-    assert recovery.stopped is None
-    assert recovery.tasks > 20 * DECLARED_ROUNDS
+    recovery, result, ran = attack(tmp_path, site_datasets, policy, clip_norm=1e6)
+    assert recovery.stopped is None, recovery.stopped
+    assert ran > 20 * DECLARED_ROUNDS
     assert result.exact >= 0.9 * result.total and result.wrong == 0
 
 
@@ -175,16 +177,16 @@ def test_the_task_budget_alone_stops_the_job_after_its_declared_rounds(
     11th training task is refused."""
     disable(monkeypatch, "model step")
     policy = LOCKED.model_copy(update={"max_clip_norm": 1e6})
-    recovery, _ = attack(tmp_path, site_datasets, policy, clip_norm=1e6)
+    recovery, _, ran = attack(tmp_path, site_datasets, policy, clip_norm=1e6)
     assert recovery.stopped is not None
-    assert recovery.tasks <= DECLARED_ROUNDS + 2
+    assert ran == 1 + DECLARED_ROUNDS
 
 
 @pytest.mark.xfail(strict=True, reason="defence lands with issue 8 part B")
 def test_a_locked_down_site_gives_nothing_away_under_its_defaults(
     tmp_path: Path, site_datasets: Path
 ) -> None:
-    recovery, result = attack(tmp_path, site_datasets, LOCKED, clip_norm=LOCKED.max_clip_norm)
+    recovery, result, ran = attack(tmp_path, site_datasets, LOCKED, LOCKED.max_clip_norm)
     assert recovery.stopped is not None
-    assert recovery.tasks <= DECLARED_ROUNDS + 2
+    assert ran <= 1 + DECLARED_ROUNDS
     assert result.exact == 0

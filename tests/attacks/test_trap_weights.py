@@ -236,7 +236,7 @@ def test_trap_weights_recover_rows_when_the_model_may_move_freely(
         truth = true_training_rows(edge.store(), trap_spec(1, 1.0))
     result = score(recovery.rows, truth)
     report("trap weights, naive", recovery, result)
-    assert recovery.stopped is None
+    assert recovery.stopped is None, recovery.stopped
     assert result.exact >= 0.9 * result.total and result.wrong == 0
 
 
