@@ -141,7 +141,6 @@ def test_newton_bisection_recovers_rows_when_coefficients_are_unbounded(
     assert result.exact >= 0.9 * result.total and result.wrong == 0
 
 
-@pytest.mark.xfail(strict=True, reason="defence lands with issue 8 part B")
 def test_newton_bisection_recovers_nothing_under_the_default_policy(
     tmp_path: Path, site_datasets: Path
 ) -> None:

@@ -169,7 +169,6 @@ def test_a_locked_down_site_runs_every_task_of_a_job_that_declared_ten_rounds(
     assert result.exact >= 0.9 * result.total and result.wrong == 0
 
 
-@pytest.mark.xfail(strict=True, reason="defence lands with issue 8 part B")
 def test_the_task_budget_alone_stops_the_job_after_its_declared_rounds(
     tmp_path: Path, site_datasets: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,7 +181,6 @@ def test_the_task_budget_alone_stops_the_job_after_its_declared_rounds(
     assert ran == 1 + DECLARED_ROUNDS
 
 
-@pytest.mark.xfail(strict=True, reason="defence lands with issue 8 part B")
 def test_a_locked_down_site_gives_nothing_away_under_its_defaults(
     tmp_path: Path, site_datasets: Path
 ) -> None:

@@ -98,10 +98,11 @@ def trap_weights(
     patient (whole numbers, 0/1 dummies, one level per categorical) and two directions isolate
     the same one.
 
-    Part B plans to bound each global model's distance from the last one the site saw by the
-    declared clip norm per round elapsed. That bounds the speed, not the destination: the
-    attack walks from the round-1 model to the trap in straight steps of just under one clip
-    norm, a round each (27 rounds at a clip norm of 10), and the site answers every one.
+    Part B bounds each global model's distance from the last one the site saw by the declared
+    clip norm per round elapsed. That bounds the speed, not the destination: the attack walks
+    from the round-1 model to the trap in straight steps of just under one clip norm, a round
+    each (rounds 2 to 29 at a clip norm of 10, the trap in round 30), and the site answers
+    every one.
     """
     started = time.perf_counter()
     spec = trap_spec(2 * groups * thresholds, clip_norm)
