@@ -4,33 +4,30 @@ site's training rows, labels included (issue 8: 172 of 235 rows from one update)
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from scipy.stats import norm
 
 from oncofed.edge import EdgePolicy
 from oncofed.learning.data import standardization
 from oncofed.learning.registry import initial_weights
 from oncofed.wire import tensors
-from oncofed.wire.messages import Standardization
 from oncofed.wire.spec import JobSpec
 from tests.attacks.support import (
     DATASET,
     Declined,
     Orchestrator,
     Recovery,
-    Row,
     attacked_edge,
     make_task,
     report,
     score,
     true_training_rows,
 )
+from tests.attacks.traps import columns, hidden_width, read_trap, trap_model, walk
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger("oncofed.attacks")
@@ -50,10 +47,6 @@ FEATURES: list[Any] = [
 LR = 10.0
 """The largest learning rate a spec may declare: the largest update, the least rounding."""
 DECLARED_ROUNDS = 100
-WALK = 0.99
-"""Each step towards the trap, as a fraction of the clip norm (room for float32 rounding)."""
-SINGLE = 0.05
-"""How close to the quantum a bin's bias difference must be to hold one patient (relative)."""
 
 
 def trap_spec(hidden: int, clip_norm: float) -> JobSpec:
@@ -81,41 +74,28 @@ def trap_weights(
     thresholds: int = 1024,
     seed: int = 0,
 ) -> Recovery:
-    """Recover training rows from one update of a trap model.
+    """Recover training rows from one update of a trap model (the mathematics are in
+    ``tests.attacks.traps``).
 
     The orchestrator plays an honest statistics round (the standardisation is the site's own
     pooled mean and sd) and an honest round 1 (the model derived from the seed), then sends
-    the trap. Its hidden layer is ``groups`` random directions u_g, each with ``thresholds``
-    cuts c_k and two neurons per cut, relu(u_g'x - c_k) with output weights +1 and -1: the
-    twins cancel, so every patient's logit is 0, p_i = 1/2 and its error e_i = 1/2 - y_i is
-    +-1/2. One SGD step changes a neuron's weights by -lr/n sum e_i x_i and its bias by
-    -lr/n sum e_i, over the patients above its cut. Between consecutive cuts the differences
-    isolate the patients in one bin: when that is one patient, the bias difference is the
-    quantum +-lr/(2n) (its sign is the label) and the weight difference over the bias difference
-    is the patient's standardised row, which the announced standardisation undoes. Clipping the
-    update scales every difference alike: the quantum is read off the bins (their median
-    non-zero bias difference), and the ratios do not change. A row is kept when it reads as a
-    patient (whole numbers, 0/1 dummies, one level per categorical) and two directions isolate
-    the same one.
-
-    Part B bounds each global model's distance from the last one the site saw by the declared
-    clip norm per round elapsed. That bounds the speed, not the destination: the attack walks
-    from the round-1 model to the trap in straight steps of just under one clip norm, a round
-    each (rounds 2 to 29 at a clip norm of 10, the trap in round 30), and the site answers
-    every one.
+    the trap. Part B bounds each global model's distance from the last one the site saw by the
+    declared clip norm per round elapsed. That bounds the speed, not the destination: the
+    attack walks from the round-1 model to the trap in straight steps of just under one clip
+    norm, a round each (rounds 2 to 29 at a clip norm of 10, the trap in round 30), and the
+    site answers every one. Clipping the trap's update changes nothing.
     """
     started = time.perf_counter()
-    spec = trap_spec(2 * groups * thresholds, clip_norm)
-    recovery = Recovery(columns=_columns(spec))
-    rng = np.random.default_rng(seed)
+    spec = trap_spec(hidden_width(groups, thresholds), clip_norm)
+    recovery = Recovery(columns=columns(spec))
 
-    def train(round_number: int, weights: tensors.Weights) -> tuple[tensors.Weights, int]:
+    def train(round_number: int, weights: tensors.Weights) -> tensors.Weights:
         model = tensors.encode(weights)
         task = make_task("trap", "train", round_number, spec, model=model, scaling=scaling,
                          pooled=stats)  # fmt: skip
         recovery.tasks += 1
-        new, meta = orchestrator.ask(task, model).update()
-        return new, meta.n_train
+        new, _ = orchestrator.ask(task, model).update()
+        return new
 
     try:
         recovery.tasks += 1
@@ -123,106 +103,18 @@ def trap_weights(
         scaling = standardization(stats)
         first = initial_weights(spec.model, spec.n_inputs, spec.seed)
         train(1, first)
-        trap = _trap(spec, rng, groups, thresholds)
-        distance = _distance(trap, first)
-        steps = math.ceil(distance / (WALK * clip_norm))
-        log.info("trap: L2 distance %.1f from the round-1 model, %d steps", distance, steps)
-        for i in range(1, steps):
-            train(1 + i, {k: first[k] + i / steps * (trap[k] - first[k]) for k in trap})
-        new, _ = train(1 + steps, trap)
+        trap = trap_model(spec, groups, thresholds, seed)
+        path = walk(first, trap.weights, clip_norm)
+        log.info("trap: %d rounds of at most %g from the round-1 model", len(path), clip_norm)
+        for round_number, weights in enumerate(path, start=2):
+            new = train(round_number, weights)
     except Declined as exc:
         recovery.stopped = str(exc)
     else:
-        seen = _invert(spec, trap, new, scaling, groups, thresholds)
-        recovery.rows = [row for row, found_by in seen.items() if len(found_by) >= 2]
+        step = {k: new[k].astype(np.float64) - trap.weights[k] for k in new}
+        recovery.rows = read_trap(spec, trap, step, scaling)
     recovery.seconds = time.perf_counter() - started
     return recovery
-
-
-def _trap(spec: JobSpec, rng: np.random.Generator, groups: int, thresholds: int) -> tensors.Weights:
-    """The trap: per group a unit direction and ``thresholds`` cuts at normal quantiles around
-    where the group's projections should lie (numeric inputs are standardised; dummies are
-    taken as 1/2 on average)."""
-    width, numeric = spec.n_inputs, len(spec.numeric_names)
-    hidden = 2 * groups * thresholds
-    weight = np.zeros((hidden, width), np.float32)
-    bias = np.zeros(hidden, np.float32)
-    quantiles = norm.ppf((np.arange(thresholds) + 0.5) / thresholds) * 1.5
-    for g in range(groups):
-        direction = rng.normal(size=width)
-        direction /= np.linalg.norm(direction)
-        block = slice(2 * g * thresholds, 2 * (g + 1) * thresholds)
-        weight[block] = direction
-        bias[block] = -np.repeat(quantiles + direction[numeric:].sum() / 2, 2)
-    output = np.tile(np.array([1.0, -1.0], np.float32), groups * thresholds)
-    return {
-        "layers.0.weight": weight,
-        "layers.0.bias": bias,
-        "layers.1.weight": output[None, :],
-        "layers.1.bias": np.zeros(1, np.float32),
-    }
-
-
-def _invert(
-    spec: JobSpec,
-    trap: tensors.Weights,
-    new: tensors.Weights,
-    scaling: Standardization,
-    groups: int,
-    thresholds: int,
-) -> dict[Row, set[int]]:
-    """Rows that read as single patients, with the groups that isolated each."""
-    numeric = len(spec.numeric_names)
-    mean, sd = np.asarray(scaling.mean), np.asarray(scaling.std)
-    step = {k: new[k].astype(np.float64) - trap[k].astype(np.float64) for k in trap}
-    twins = (step["layers.0.weight"][0::2] - step["layers.0.weight"][1::2]) / 2
-    twin_bias = (step["layers.0.bias"][0::2] - step["layers.0.bias"][1::2]) / 2
-    blocks = [slice(g * thresholds, (g + 1) * thresholds) for g in range(groups)]
-    bias_bins = np.concatenate([_bins(twin_bias[block]) for block in blocks])
-    sizes = np.abs(bias_bins)
-    quantum = float(np.median(sizes[sizes > 1e-3 * sizes.max()]))  # one patient's share
-    seen: dict[Row, set[int]] = {}
-    for g, block in enumerate(blocks):
-        weights, biases = _bins(twins[block]), _bins(twin_bias[block])
-        for dw, db in zip(weights, biases, strict=True):
-            if abs(abs(db) - quantum) > SINGLE * quantum:
-                continue
-            x = dw / db
-            raw = np.concatenate([x[:numeric] * sd + mean, x[numeric:]])
-            row = np.rint(raw)
-            if np.abs(raw - row).max() > 0.1 or not _plausible(spec, row):
-                continue
-            seen.setdefault((*map(float, row), 1.0 if db > 0 else 0.0), set()).add(g)
-    return seen
-
-
-def _bins(cumulative: np.ndarray) -> np.ndarray:
-    """Per bin between consecutive cuts, from values summed over everyone above each cut."""
-    return cumulative - np.concatenate([cumulative[1:], np.zeros_like(cumulative[:1])])
-
-
-def _plausible(spec: JobSpec, row: np.ndarray) -> bool:
-    """No negative clinical value; dummies 0/1 with at most one level per categorical."""
-    numeric = len(spec.numeric_names)
-    if (row[:numeric] < 0).any():
-        return False
-    start = numeric
-    for feature in spec.features:
-        if feature.levels is not None:
-            block = row[start : start + feature.width]
-            if not np.isin(block, (0.0, 1.0)).all() or block.sum() > 1:
-                return False
-            start += feature.width
-    return True
-
-
-def _columns(spec: JobSpec) -> list[str]:
-    dummies = [f"{f.name}[{level}]" for f in spec.features if f.levels for level in f.levels[1:]]
-    return [*spec.numeric_names, *dummies, "label"]
-
-
-def _distance(a: tensors.Weights, b: tensors.Weights) -> float:
-    return float(np.sqrt(sum(((a[k].astype(np.float64) - b[k]) ** 2).sum() for k in a)))
 
 
 def test_trap_weights_recover_rows_when_the_model_may_move_freely(
