@@ -58,6 +58,13 @@ class HalfSpaceSearch:
         self._cutting[t] = interval
         return t
 
+    def share_above(self, t: float) -> float:
+        """A guess, before asking, of the fraction of all patients above ``t`` (a threshold
+        ``cut`` gave): that of the middle of its interval."""
+        interval = self._cutting[t]
+        low, high = self._above[interval.lo][0], self._above[interval.hi][0]
+        return (low + high) / 2 / self._above[-math.inf][0]
+
     def record(self, t: float, above: Vector) -> None:
         """The oracle's (count, sums) above threshold ``t``, asked for by ``cut``."""
         interval = self._cutting.pop(t)

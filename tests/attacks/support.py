@@ -402,12 +402,13 @@ def score(recovered: Sequence[Row], truth: Sequence[Row]) -> Score:
     return Score(exact, len(recovered) - exact, len(truth))
 
 
-def true_design_rows(store: LocalStore, spec: AnalysisSpec) -> list[Row]:
-    """The site's complete cases of a regression, intercept left out: what a Newton attack on
-    ``spec`` tries to recover."""
+def true_design_rows(store: LocalStore, spec: AnalysisSpec, *, label: bool = False) -> list[Row]:
+    """The site's complete cases of a regression, intercept left out (then the label, with
+    ``label``): what an attack on ``spec`` tries to recover."""
     assert isinstance(spec.analysis, LogisticAnalysis)
     data = design(spec.analysis, job_table(spec, store.load(spec.dataset)))
-    return [tuple(map(float, row)) for row in data.x[:, 1:]]
+    rows = np.hstack([data.x[:, 1:], data.label[:, None]]) if label else data.x[:, 1:]
+    return [tuple(map(float, row)) for row in rows]
 
 
 def true_training_rows(store: LocalStore, spec: JobSpec) -> list[Row]:
