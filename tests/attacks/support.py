@@ -321,12 +321,12 @@ def attacked_edge(
 # -- switching one defence off -----------------------------------------------------------
 
 DEFENCES: dict[str, tuple[str, ...]] = {
-    # Part B, edge/guard/sequence.py: a task's round and kind fit what its spec declares
-    # (training rounds 1 to ``rounds``, Newton rounds below the iterations).
+    # Part B (on main), edge/guard/sequence.py: a task's round and kind fit what its spec
+    # declares (training rounds 1 to ``rounds``, Newton rounds below the iterations).
     "task budget": ("oncofed.edge.guard.sequence:check_round",),
-    # Part B, edge/guard/models.py as bound in edge/guard/__init__.py: the round-1 model is
-    # the one the spec and seed give, and each later one within the strategy's clipped step
-    # per round elapsed since the last model the site saw.
+    # Part B (on main), edge/guard/models.py as bound in edge/guard/__init__.py: the round-1
+    # model is the one the spec and seed give, and each later one within the strategy's
+    # clipped step per round elapsed since the last model the site saw.
     "model step": ("oncofed.edge.guard:check_model",),
     # Part C (on main), analytics/design.py, also bound in analytics/site.py: small groups in
     # a regression's discrete design columns, whatever transform produced them.
