@@ -1,0 +1,119 @@
+"""Attack 5: the difference of two large cohorts is a small one. Round 0 of a logistic analysis
+(coefficients 0, which every defence of issue 8 admits) gives a cohort's size, events and
+column sums; two analyses whose cohorts differ by a follow-up window isolate the patients in
+that window, one analysis each, every cohort large. The README names the gap ("the edge does
+not yet compare a job's cohort with earlier ones"); this measures it under the defaults."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from oncofed.edge import EdgePolicy
+from oncofed.wire.analysis import AnalysisParams, AnalysisSpec, RegressionPart
+from tests.attacks.bisection import HalfSpaceSearch, Vector
+from tests.attacks.support import (
+    DATASET,
+    Declined,
+    Orchestrator,
+    Recovery,
+    attacked_edge,
+    make_task,
+    report,
+    score,
+    true_design_rows,
+)
+
+pytestmark = pytest.mark.slow
+
+COVARIATES: list[Any] = [
+    "age_at_diagnosis",
+    "tumour_size_mm",
+    "nodes_positive",
+    "biomarker.PR.value",
+    "biomarker.ER.value",
+    "rfs_days",
+]
+"""Numeric columns only: no 0/1 term whose cells a cohort could make small."""
+TIME = COVARIATES.index("rfs_days")
+
+
+def window_spec(condition: dict[str, Any] | None) -> AnalysisSpec:
+    """Recurrence on the covariates, in the cohort of the patients meeting ``condition``."""
+    return AnalysisSpec.model_validate(
+        {
+            "name": "innocent-logistic",
+            "dataset": DATASET,
+            "cohort": {"where": [condition] if condition else []},
+            "analysis": {"type": "logistic", "outcome": {"label": "rfs_event"},
+                         "covariates": COVARIATES},
+        }
+    )  # fmt: skip
+
+
+def cohort_differencing(orchestrator: Orchestrator) -> Recovery:
+    """Recover rows (covariates, then the label) by bisection on follow-up time, one new
+    analysis per threshold.
+
+    At coefficients 0 the Hessian is -X'X/4: its intercept row gives the cohort's column sums
+    (and size); ``events`` is the cohort's sum of labels. The patients followed longer than t
+    are asked about directly when they should be the larger part of the site, else as every
+    patient less those followed t or less: either way the cohort asked about holds about half
+    the site or more, far above any minimum. ``HalfSpaceSearch`` on the time column picks the
+    thresholds; patients with the same follow-up time stay together.
+    """
+    started = time.perf_counter()
+    recovery = Recovery(columns=[*COVARIATES, "label"])
+    search: HalfSpaceSearch | None = None
+
+    def sums(condition: dict[str, Any] | None) -> Vector:
+        """(patients, column sums, events) of one cohort: a job of its own, round 0."""
+        spec = window_spec(condition)
+        width = len(COVARIATES) + 1
+        params = AnalysisParams(pooled=[0.0] * width, own=[0.0] * width)
+        job = f"window-{recovery.tasks}"
+        recovery.tasks += 1
+        part = orchestrator.ask(make_task(job, "analysis", 0, spec, params=params))
+        derivatives = part.analysis().part
+        assert isinstance(derivatives, RegressionPart)
+        totals = -4 * np.asarray(derivatives.pooled.hessian[0])
+        return (derivatives.n, *(int(v) for v in np.rint(totals[1:])), derivatives.events)
+
+    try:
+        total = sums(None)
+        direction = np.zeros(len(COVARIATES) + 1, dtype=int)
+        direction[TIME] = 1
+        search = HalfSpaceSearch(direction, total)
+        while (t := search.cut()) is not None:
+            if search.share_above(t) >= 0.5:
+                above = sums({"field": "rfs_days", "min": math.ceil(t)})
+            else:
+                below = sums({"field": "rfs_days", "max": math.floor(t)})
+                above = tuple(a - b for a, b in zip(total, below, strict=True))
+            search.record(t, above)
+    except Declined as exc:
+        recovery.stopped = str(exc)
+    recovery.rows = search.rows if search is not None else []
+    recovery.seconds = time.perf_counter() - started
+    return recovery
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="no defence in issue 8: cohorts are not compared across jobs (README limitation)",
+)
+def test_cohort_differencing_recovers_nothing_under_the_default_policy(
+    tmp_path: Path, site_datasets: Path
+) -> None:
+    with attacked_edge(tmp_path / "edge", site_datasets, EdgePolicy()) as (orchestrator, edge):
+        recovery = cohort_differencing(orchestrator)
+        truth = true_design_rows(edge.store(), window_spec(None), label=True)
+    result = score(recovery.rows, truth)
+    report("cohort differencing, defaults", recovery, result)
+    assert result.exact == 0
