@@ -53,6 +53,8 @@ LR = 10.0
 LOCKED = EdgePolicy(allowed_models=["logistic"], max_parameters=100, max_rounds=20)
 """The site's policy in the issue's report."""
 DECLARED_ROUNDS = 10
+FREE_MODEL = {"max_clip_norm": 1e6, "max_model_travel": 1e300}
+"""A policy that lets a job move its model anywhere (the step bound then allows anything)."""
 
 
 def over_budget_spec(clip_norm: float) -> JobSpec:
@@ -159,10 +161,10 @@ def test_a_locked_down_site_runs_every_task_of_a_job_that_declared_ten_rounds(
     tmp_path: Path, site_datasets: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Naive: the task budget and the model step (part B) switched off, and a clip norm of
-    1e6 accepted."""
+    1e6 and any travel accepted."""
     disable(monkeypatch, "task budget")
     disable(monkeypatch, "model step")
-    policy = LOCKED.model_copy(update={"max_clip_norm": 1e6})
+    policy = LOCKED.model_copy(update=FREE_MODEL)
     recovery, result, ran = attack(tmp_path, site_datasets, policy, clip_norm=1e6)
     assert recovery.stopped is None, recovery.stopped
     assert ran > 20 * DECLARED_ROUNDS
@@ -175,7 +177,7 @@ def test_the_task_budget_alone_stops_the_job_after_its_declared_rounds(
     """Only the model step switched off: the stats round and 10 training rounds run, the
     11th training task is refused."""
     disable(monkeypatch, "model step")
-    policy = LOCKED.model_copy(update={"max_clip_norm": 1e6})
+    policy = LOCKED.model_copy(update=FREE_MODEL)
     recovery, _, ran = attack(tmp_path, site_datasets, policy, clip_norm=1e6)
     assert recovery.stopped is not None
     assert ran == 1 + DECLARED_ROUNDS

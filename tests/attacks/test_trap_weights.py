@@ -49,7 +49,7 @@ LR = 10.0
 DECLARED_ROUNDS = 100
 
 
-def trap_spec(hidden: int, clip_norm: float) -> JobSpec:
+def trap_spec(hidden: int, clip_norm: float, rounds: int = DECLARED_ROUNDS) -> JobSpec:
     """A job an orchestrator may write: an MLP trained by one full-batch SGD step per round."""
     return JobSpec.model_validate(
         {
@@ -58,7 +58,7 @@ def trap_spec(hidden: int, clip_norm: float) -> JobSpec:
             "features": FEATURES,
             "outcome": {"type": "binary", "label": "rfs_event"},
             "model": {"type": "mlp", "hidden": [hidden]},
-            "rounds": DECLARED_ROUNDS,
+            "rounds": rounds,
             "local": {"epochs": 1, "batch_size": 1_000_000, "lr": LR, "optimizer": "sgd",
                       "clip_norm": clip_norm},
             "evaluation": {"holdout": 0.05},
@@ -70,6 +70,7 @@ def trap_weights(
     orchestrator: Orchestrator,
     *,
     clip_norm: float,
+    rounds: int = DECLARED_ROUNDS,
     groups: int = 8,
     thresholds: int = 1024,
     seed: int = 0,
@@ -82,11 +83,12 @@ def trap_weights(
     the trap. Part B bounds each global model's distance from the last one the site saw by the
     declared clip norm per round elapsed. That bounds the speed, not the destination: the
     attack walks from the round-1 model to the trap in straight steps of just under one clip
-    norm, a round each (rounds 2 to 29 at a clip norm of 10, the trap in round 30), and the
-    site answers every one. Clipping the trap's update changes nothing.
+    norm, a round each (rounds 2 to 29 at a clip norm of 10, the trap in round 30), and a site
+    would answer every one were it not for its bound on how far a job's model may travel from
+    its start (``max_model_travel``). Clipping the trap's update changes nothing.
     """
     started = time.perf_counter()
-    spec = trap_spec(hidden_width(groups, thresholds), clip_norm)
+    spec = trap_spec(hidden_width(groups, thresholds), clip_norm, rounds)
     recovery = Recovery(columns=columns(spec))
 
     def train(round_number: int, weights: tensors.Weights) -> tensors.Weights:
@@ -120,10 +122,10 @@ def trap_weights(
 def test_trap_weights_recover_rows_when_the_model_may_move_freely(
     tmp_path: Path, site_datasets: Path
 ) -> None:
-    """Naive: the site accepts a clip norm of 1e6, so the step bound (part B) allows any
-    model within 1e6 of the last one the site saw: the trap, about 280 away, goes out in
-    round 2, and one update gives the rows away."""
-    policy = EdgePolicy(max_clip_norm=1e6)
+    """Naive: the site accepts a clip norm of 1e6 and any travel, so the step bound (part B)
+    allows any model within 1e6 of the last one the site saw: the trap, about 280 away, goes
+    out in round 2, and one update gives the rows away."""
+    policy = EdgePolicy(max_clip_norm=1e6, max_model_travel=1e300)
     with attacked_edge(tmp_path / "edge", site_datasets, policy) as (orchestrator, edge):
         recovery = trap_weights(orchestrator, clip_norm=1e6)
         truth = true_training_rows(edge.store(), trap_spec(1, 1.0))
@@ -133,19 +135,18 @@ def test_trap_weights_recover_rows_when_the_model_may_move_freely(
     assert result.exact >= 0.9 * result.total and result.wrong == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="part B's step bound is walked around, one clip norm a round; the trap needs noise "
-    "(differential privacy) or global models the site derives itself",
-)
 def test_trap_weights_recover_nothing_under_the_default_policy(
     tmp_path: Path, site_datasets: Path
 ) -> None:
-    """The attacker declares the largest clip norm the default policy accepts (10) and walks
-    to the trap, which goes out in round 30."""
-    with attacked_edge(tmp_path / "edge", site_datasets, EdgePolicy()) as (orchestrator, edge):
-        recovery = trap_weights(orchestrator, clip_norm=EdgePolicy().max_clip_norm)
+    """The attacker declares the largest clip norm the default policy accepts (10) and as many
+    rounds as its travel bound lets a job of that clip norm have (2): the trap, about 280
+    from the start, is out of reach, and the site refuses the model that would step towards
+    it too far (or a round beyond those declared)."""
+    policy = EdgePolicy()
+    clip = policy.max_clip_norm
+    rounds = int(policy.max_model_travel // clip)
+    with attacked_edge(tmp_path / "edge", site_datasets, policy) as (orchestrator, edge):
+        recovery = trap_weights(orchestrator, clip_norm=clip, rounds=rounds)
         truth = true_training_rows(edge.store(), trap_spec(1, 1.0))
     result = score(recovery.rows, truth)
     report("trap weights, defaults", recovery, result)
