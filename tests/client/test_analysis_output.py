@@ -66,7 +66,7 @@ AGE = SummaryReport(
         mean=57.5,
         sd=9.25,
         quantiles={"0.25": 50.5, "0.5": 57.0, "0.75": 64.25},
-        histogram=["<11", 30, 45, 35, "suppressed"],
+        histogram=["<11", 30, 45, 35, "suppressed", 0],
     ),
     sites={
         "A": Summary(
@@ -74,7 +74,7 @@ AGE = SummaryReport(
             mean=56.0,
             sd=None,
             quantiles={"0.25": None, "0.5": 55.0, "0.75": None},
-            histogram=[0, 15, 25, 20, 0],
+            histogram=[0, 15, 25, 20, 0, "<11"],
         ),
     },
 )
@@ -223,9 +223,9 @@ def test_summary_tables_and_histogram(tmp_path: Path) -> None:
     names = ["report.json", "summary.csv", "histogram.csv", "histogram.png"]
     assert paths == [tmp_path / name for name in names]
     assert _csv(tmp_path / "summary.csv") == [
-        "site,n,mean,sd,q_0_25,q_0_5,q_0_75",
-        "pooled,120,57.5,9.25,50.5,57.0,64.25",
-        "A,60,56.0,,,55.0,",
+        "site,n,missing,mean,sd,q_0_25,q_0_5,q_0_75",
+        "pooled,120,0,57.5,9.25,50.5,57.0,64.25",
+        "A,60,<11,56.0,,,55.0,",
     ]
     assert _csv(tmp_path / "histogram.csv") == [
         "site,lower,upper,count",
@@ -414,9 +414,9 @@ def test_a_logistic_model_without_site_estimates() -> None:
 def test_the_summary_table_lists_sites_then_all_sites() -> None:
     rows = [_cells(line) for line in _text(AGE).splitlines() if _cells(line)]
     assert rows == [
-        ["site", "n", "mean", "sd", "q 0.25", "q 0.5", "q 0.75"],
-        ["A", "60", "56", "-", "-", "55", "-"],
-        ["all sites", "120", "57.5", "9.25", "50.5", "57", "64.25"],
+        ["site", "n", "missing", "mean", "sd", "q 0.25", "q 0.5", "q 0.75"],
+        ["A", "60", "<11", "56", "-", "-", "55", "-"],
+        ["all sites", "120", "0", "57.5", "9.25", "50.5", "57", "64.25"],
     ]
 
 

@@ -8,7 +8,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from oncofed.client.report import curves
-from oncofed.wire.messages import JobPublic
+from oncofed.wire.messages import JobPublic, RoundPublic
 
 _STATUS = {"running": "yellow", "completed": "green", "failed": "red"}
 
@@ -26,7 +26,7 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
         f"{closed}/{total} rounds",
         f"[{_STATUS[job.status]}]{job.status}[/]",
         (
-            f"round {current.number} ({current.kind}): {reporting}/{len(current.sites)} sites"
+            f"round {current.number} ({_kind(current)}): {reporting}/{len(current.sites)} sites"
             if current and job.status == "running"
             else ""
         ),
@@ -50,6 +50,11 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
     if job.error:
         parts.append(f"[red]{job.error}[/]")
     return Panel(Group(*parts), title=_title(job), title_align="left")
+
+
+def _kind(rnd: RoundPublic) -> str:
+    """A round's kind, and a secure round's phase while it is open."""
+    return f"{rnd.kind}, secure: {rnd.phase}" if rnd.phase else rnd.kind
 
 
 def _title(job: JobPublic) -> str:

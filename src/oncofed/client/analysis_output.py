@@ -24,6 +24,7 @@ from oncofed.wire.analysis import (
     Curve,
     Heterogeneity,
     RegressionReport,
+    Summary,
     SummaryReport,
     SurvivalReport,
     Term,
@@ -111,15 +112,24 @@ def _quantile_column(key: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", f"q_{key}".lower()).strip("_")
 
 
+def _binned(report: SummaryReport, summary: Summary) -> tuple[list[Cell], Cell | None]:
+    """A summary's counts in the bins (the two open ones included), and the patients without
+    a value (the histogram's last count; None in a report without it)."""
+    intervals = len(report.bins) + 1
+    counts = summary.histogram
+    return counts[:intervals], counts[intervals] if len(counts) > intervals else None
+
+
 def _summary_tables(report: SummaryReport) -> Tables:
     summaries = {POOLED: report.pooled, **report.sites}
     keys = list(report.pooled.quantiles)
     edges = [-np.inf, *report.bins, np.inf]
+    binned = {site: _binned(report, s) for site, s in summaries.items()}
     return {
         "summary.csv": (
-            ["site", "n", "mean", "sd", *map(_quantile_column, keys)],
+            ["site", "n", "missing", "mean", "sd", *map(_quantile_column, keys)],
             [
-                [site, s.n, s.mean, s.sd, *(s.quantiles.get(k) for k in keys)]
+                [site, s.n, binned[site][1], s.mean, s.sd, *(s.quantiles.get(k) for k in keys)]
                 for site, s in summaries.items()
             ],
         ),
@@ -127,8 +137,8 @@ def _summary_tables(report: SummaryReport) -> Tables:
             ["site", "lower", "upper", "count"],
             [
                 [site, lower, upper, count]
-                for site, s in summaries.items()
-                for lower, upper, count in zip(edges[:-1], edges[1:], s.histogram, strict=True)
+                for site in summaries
+                for lower, upper, count in zip(edges[:-1], edges[1:], binned[site][0], strict=True)
             ],
         ),
     }
@@ -304,7 +314,7 @@ def histogram_figure(report: SummaryReport) -> Figure:
     widths = np.diff(edges)
     left = np.concatenate([[edges[0] - widths[0]], edges])
     width = np.concatenate([[widths[0]], widths, [widths[-1]]])
-    counts = report.pooled.histogram
+    counts, _ = _binned(report, report.pooled)
     shown = np.array([isinstance(c, int) for c in counts])
     colors = np.array(["lightsteelblue", *["C0"] * len(widths), "lightsteelblue"])
     fig = Figure(figsize=(8, 4.5), layout="constrained")
@@ -355,10 +365,13 @@ def render_analysis(report: AnalysisReport) -> RenderableType:
         main = _render_survival(report)
     else:
         main = _render_regression(report)
-    if not report.excluded:
-        return main
-    left_out = "; ".join(f"{site} ({why})" for site, why in report.excluded.items())
-    return Group(main, Text(f"not included: {left_out}"))
+    notes = []
+    if report.secure_sites is not None:
+        notes.append(Text(f"securely aggregated over: {', '.join(report.secure_sites)}"))
+    if report.excluded:
+        left_out = "; ".join(f"{site} ({why})" for site, why in report.excluded.items())
+        notes.append(Text(f"not included: {left_out}"))
+    return Group(main, *notes) if notes else main
 
 
 def _num(value: float | None) -> str:
@@ -411,12 +424,14 @@ def _render_counts(report: CountsReport) -> RenderableType:
 
 def _render_summary(report: SummaryReport) -> RenderableType:
     keys = list(report.pooled.quantiles)
-    table = _table("site", "n", "mean", "sd", *(f"q {k}" for k in keys))
+    table = _table("site", "n", "missing", "mean", "sd", *(f"q {k}" for k in keys))
     for site, s in {**report.sites, "all sites": report.pooled}.items():
+        missing = _binned(report, s)[1]
         _row(
             table,
             site,
             s.n,
+            "-" if missing is None else missing,
             _num(s.mean),
             _num(s.sd),
             *(_num(s.quantiles.get(k)) for k in keys),
