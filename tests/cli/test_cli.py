@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from rich.console import Console
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from oncofed.cdm.tables import CdmData
@@ -18,7 +19,11 @@ from oncofed.cli.main import app
 from oncofed.cli.profile_view import render_profile
 from oncofed.client import Client
 from oncofed.edge import Agent, EdgeConfig, EdgeHome, LocalStore
-from oncofed.orchestrator import Settings, create_app
+from oncofed.edge.ledger import fingerprint
+from oncofed.orchestrator import Settings, create_app, identity
+from oncofed.orchestrator.db import Site
+from oncofed.orchestrator.setup import identity_key, transaction
+from oncofed.privacy.secagg import public_bytes
 from oncofed.wire.profile import FieldProfile
 from tests.support import State, sample_profile
 
@@ -172,3 +177,29 @@ def test_site_profile_errors_are_clean(served: str, state: State) -> None:
     assert "site 'beta' sent no report on dataset 'gbsg2' (sent: none)" in missing.output
     unknown = runner.invoke(app, ["site", "profile", "gamma", *args])
     assert unknown.exit_code == 1 and "HTTP 404: no site 'gamma'" in unknown.output
+
+
+def test_enrolment_exchanges_identity_keys_and_edge_identity_shows_them(
+    served: str, state: State, tmp_path: Path
+) -> None:
+    """``edge init`` registers the site's new identity key and pins the orchestrator's;
+    ``edge identity`` prints both fingerprints, to compare with the operator and the peers."""
+    with transaction(state.home) as session:
+        token = identity.create_site(session, "gamma").enrolment_token
+    edge = tmp_path / "gamma"
+    args = ["edge", "init", "--dir", str(edge), "--orchestrator", served, "--token", token]
+    assert runner.invoke(app, args).exit_code == 0
+    home = EdgeHome(edge)
+    own = public_bytes(home.identity())
+    with transaction(state.home) as session:
+        site = session.scalars(select(Site).where(Site.name == "gamma")).one()
+        assert site.identity_key == own.hex()
+    orchestrator = public_bytes(identity_key(Settings.load(state.home)))
+    assert home.config().orchestrator_key == orchestrator.hex()
+    result = runner.invoke(app, ["edge", "identity", "--dir", str(edge)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"site gamma: {fingerprint(own)}"
+    assert lines[1] == f"orchestrator: {fingerprint(orchestrator)}"
+    assert "no peer keys pinned yet" in result.output
+    assert all(len(line) <= 80 for line in lines)

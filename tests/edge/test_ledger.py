@@ -132,6 +132,8 @@ def test_peer_keys_are_pinned_on_first_use(root: Path) -> None:
         message = f"site 'beta' presented identity key {fingerprint(KEY_B)}, but key "
         with pytest.raises(PolicyViolation, match=message + fingerprint(KEY_A)):
             ledger.pin("beta", KEY_B)
+        pinned = [(site, print_) for site, print_, _ in ledger.peers()]
+    assert pinned == [("beta", fingerprint(KEY_A)), ("gamma", fingerprint(KEY_B))]
 
 
 def test_trusted_peers_are_strict_and_replace_a_pinned_key(root: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from oncofed.cli._common import console, friendly, setup_logging
 from oncofed.edge import EdgeHome
@@ -93,6 +94,31 @@ def datasets(home: EdgeDir) -> None:
             ", ".join(f"{reason}: {n}" for reason, n in profile.rejected.items()) or "none",
         )
     console.print(table)
+
+
+@app.command()
+@friendly
+def identity(home: EdgeDir) -> None:
+    """This site's identity key, the orchestrator's, and the peer sites' keys pinned here:
+    compare the fingerprints with the other sites' admins over a channel you trust (then list
+    them in policy.yaml as trusted_peers to make them the only ones accepted)."""
+    from oncofed.edge.ledger import Ledger, fingerprint
+    from oncofed.privacy.secagg import public_bytes
+
+    edge = EdgeHome(home)
+    config, policy = edge.config(), edge.policy()
+    own = fingerprint(public_bytes(edge.identity()))
+    console.print(f"site {config.site}: {own}", highlight=False, markup=False)
+    pinned = config.orchestrator_key
+    orchestrator = fingerprint(bytes.fromhex(pinned)) if pinned else "not pinned yet"
+    console.print(f"orchestrator: {orchestrator}", highlight=False, markup=False)
+    with Ledger(edge.root, policy.trusted_peers) as ledger:
+        peers = ledger.peers()
+    mode = "trusted_peers (strict)" if policy.trusted_peers is not None else "first use"
+    table = Table("peer site", "fingerprint", "pinned (UTC)", title=f"peers, pinned on {mode}")
+    for site, print_, seen in peers:
+        table.add_row(Text(site), print_, f"{seen:%Y-%m-%d %H:%M}")
+    console.print(table if peers else "no peer keys pinned yet (none until a secure round)")
 
 
 @app.command()

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
@@ -303,6 +303,12 @@ class Ledger:
                     f"site {site!r} presented identity key {found}, but key {row.fingerprint} "
                     "is pinned for it here"
                 )
+
+    def peers(self) -> list[tuple[str, str, datetime]]:
+        """The pinned peer keys: site, fingerprint and when first seen, by site."""
+        with self._sessions() as session:
+            rows = session.scalars(select(PeerKey).order_by(PeerKey.site))
+            return [(row.site, row.fingerprint, row.first_seen_at) for row in rows]
 
     @staticmethod
     def _job_row(session: Session, job_id: str) -> JobRow:
