@@ -135,6 +135,23 @@ def test_trap_weights_recover_rows_when_the_model_may_move_freely(
     assert result.exact >= 0.9 * result.total and result.wrong == 0
 
 
+def test_the_step_bound_alone_lets_a_walk_reach_the_trap(
+    tmp_path: Path, site_datasets: Path
+) -> None:
+    """Naive: the default policy but any travel. The step bound (part B) bounds the speed, not
+    the destination: at the largest clip norm the defaults accept (10) the attack walks to the
+    trap, about 280 away, a step a round, and reads the rows off the update of round 30."""
+    policy = EdgePolicy(max_model_travel=1e300)
+    with attacked_edge(tmp_path / "edge", site_datasets, policy) as (orchestrator, edge):
+        recovery = trap_weights(orchestrator, clip_norm=policy.max_clip_norm)
+        truth = true_training_rows(edge.store(), trap_spec(1, 1.0))
+    result = score(recovery.rows, truth)
+    report("trap weights, walk, travel lifted", recovery, result)
+    assert recovery.stopped is None, recovery.stopped
+    assert recovery.tasks > 20
+    assert result.exact >= 0.9 * result.total and result.wrong == 0
+
+
 def test_trap_weights_recover_nothing_under_the_default_policy(
     tmp_path: Path, site_datasets: Path
 ) -> None:
