@@ -469,9 +469,10 @@ def _render_survival(report: SurvivalReport) -> RenderableType:
         f"Kaplan-Meier: survival ({report.confidence:.0%} CI) and median in days, "
         f"{report.grid_days}-day grid"
     )
+    where = "at every site" if report.secure_sites is None else "in all"
     withheld = (
         f"not reported: {', '.join(report.withheld)} (no patients, or too few patients or "
-        "events at every site)"
+        f"events {where})"
         if report.withheld
         else ""
     )

@@ -406,7 +406,8 @@ class SurvivalReport(_Report):
     groups: dict[str, Curve]
     logrank: LogRank | None
     withheld: list[str] = Field(default_factory=list)
-    """Groups no site reported: no patients, or too few patients or events at every site."""
+    """Groups not reported: no patients, or too few patients or events at every site (in all,
+    under secure aggregation)."""
 
 
 class Term(_Strict):
