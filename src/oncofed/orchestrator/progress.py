@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -82,6 +82,11 @@ class Effects:
     drop_sums: set[int] = field(default_factory=set)
 
 
+def statuses(tasks: Iterable[Task]) -> str:
+    """Each site's status and why, for a failure's message: ``north: declined (reason)``."""
+    return "; ".join(f"{t.site.name}: {t.status} ({t.detail})" for t in tasks)
+
+
 def end(job: Job, status: str, error: str | None) -> None:
     job.status, job.error, job.finished_at = status, error, utcnow()
     if error:
@@ -129,9 +134,7 @@ class Progress:
         spec = parse_spec(job.spec_json)
         if len(accepted) >= spec.min_sites:
             return False
-        missing = "; ".join(
-            f"{t.site.name}: {t.status} ({t.detail})" for t in rnd.tasks if t not in accepted
-        )
+        missing = statuses(t for t in rnd.tasks if t not in accepted)
         end(
             job,
             "failed",

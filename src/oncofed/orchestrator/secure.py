@@ -35,7 +35,14 @@ from oncofed.learning import secure as learning
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.db import Job, Round, SecureMessage, Site, Task, utcnow
 from oncofed.orchestrator.errors import BadRequest, Conflict
-from oncofed.orchestrator.progress import Averages, Effects, Progress, end, parse_spec
+from oncofed.orchestrator.progress import (
+    Averages,
+    Effects,
+    Progress,
+    end,
+    parse_spec,
+    statuses,
+)
 from oncofed.privacy import layouts
 from oncofed.privacy.secagg import (
     SITES,
@@ -348,7 +355,9 @@ class SecureRounds:
         rnd.status, rnd.closed_at = "closed", utcnow()
         effects.drop_sums.add(rnd.id)
         effects.delete.update(t.result_sha for t in rnd.tasks if t.result_sha)
-        end(rnd.job, "failed", f"round {rnd.number} ({rnd.kind}), secure aggregation: {reason}")
+        left = statuses(t for t in rnd.tasks if t.status in ("declined", "expired", "rejected"))
+        error = f"round {rnd.number} ({rnd.kind}), secure aggregation: {reason}"
+        end(rnd.job, "failed", f"{error}. {left}" if left else error)
 
     # -- the running sum -----------------------------------------------------------------
 
