@@ -57,15 +57,22 @@ def make_spec(**overrides: object) -> JobSpec:
     return JobSpec.model_validate(data)
 
 
-def save_columns(root: Path, name: str, columns: dict[str, np.ndarray]) -> LocalStore:
+def save_columns(
+    root: Path,
+    name: str,
+    columns: dict[str, np.ndarray],
+    outcome: dict[str, np.ndarray] | None = None,
+) -> LocalStore:
     """A site dataset whose patients carry ``columns`` as extension features (``ext.NAME``),
-    stored as an import would store it (every patient with time origin diagnosis)."""
+    stored as an import would store it (every patient with time origin diagnosis), and
+    ``outcome`` columns of the model's outcome table (``os_days``, ``os_event``...)."""
     n = len(next(iter(columns.values())))
     ids = pa.array([f"{i:032x}" for i in range(n)])
+    outcomes = {k: pa.array(v) for k, v in (outcome or {}).items()}
     data = CdmData(
         {
             "patient": pa.table({"patient_id": ids}),
-            "outcome": pa.table({"patient_id": ids, "time_origin": ["diagnosis"] * n}),
+            "outcome": pa.table({"patient_id": ids, "time_origin": ["diagnosis"] * n, **outcomes}),
         },
         pa.table({"patient_id": ids, **{k: pa.array(v) for k, v in columns.items()}}),
     )

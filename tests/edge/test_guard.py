@@ -24,6 +24,7 @@ from oncofed.learning.strategies import apply_strategy, build_strategy
 from oncofed.wire import tensors
 from oncofed.wire.analysis import AnalysisParams, AnalysisResult, AnalysisSpec
 from oncofed.wire.messages import Decline, EvaluateResult, StatsResult, TaskAssignment
+from oncofed.wire.secagg import RoundContext, SecureStep
 from oncofed.wire.spec import JobSpec
 from tests.support import make_spec, save_columns
 
@@ -38,7 +39,8 @@ def store(tmp_path: Path) -> LocalStore:
     rng = np.random.default_rng(0)
     x1, x2 = rng.normal(size=120), 50 + rng.normal(size=120)
     y = (x1 + rng.normal(size=120) > 0).astype(int)
-    return save_columns(tmp_path / "datasets", "data", {"x1": x1, "x2": x2, "y": y})
+    survival = {"os_days": rng.integers(30, 3000, 120), "os_event": rng.integers(0, 2, 120)}
+    return save_columns(tmp_path / "datasets", "data", {"x1": x1, "x2": x2, "y": y}, survival)
 
 
 @pytest.fixture
@@ -531,3 +533,40 @@ def test_the_decline_reasons_name_no_number_of_the_sites_rows(edge: Edge) -> Non
         reason="the pooled coefficient of 'ext.x2' changes the linear predictor by more than "
         "policy max_coefficient_effect (5) across one standard deviation here"
     )
+
+
+def secure_cox(number: int, params: AnalysisParams) -> TaskAssignment:
+    """A secure unstratified Cox round over the two extension columns (survival from ext.t)."""
+    spec = AnalysisSpec.model_validate(
+        {
+            "name": "c",
+            "dataset": "data",
+            "analysis": {"type": "cox", "outcome": {"time": "os_days", "event": "os_event"},
+                         "covariates": ["ext.x1", "ext.x2"], "stratified": False},
+            "privacy": {"secure_aggregation": True},
+        }
+    )  # fmt: skip
+    plain = task("analysis", number, spec, params=params)
+    context = RoundContext(job_id="j1", round=number, announced=plain.announced())
+    return plain.model_copy(update={"secure": SecureStep(phase="keys", context=context)})
+
+
+def test_only_a_secure_unstratified_cox_round_carries_an_offset(edge: Edge) -> None:
+    runner = edge()
+    offset = AnalysisParams(pooled=[0.0] * 3, own=[0.0] * 3, offset=1.0)
+    refused(runner.run(task("analysis", 0, logistic(), params=offset), never),
+            "only a secure unstratified Cox round carries an offset")  # fmt: skip
+
+
+def test_an_offset_must_keep_every_patients_term_encodable(edge: Edge) -> None:
+    """x2 is about 50 here: at b = (0, 0.5) the linear predictors are about 25, so an offset of
+    25 keeps every exp(x'b - c) near 1, and one of 80 would drown them all but the largest."""
+    runner = edge()
+    assert not isinstance(runner.run(secure_cox(0, zeros(2)), never), Decline)
+    far = AnalysisParams(pooled=[0.0, 0.5], own=[0.0, 0.5], offset=80.0)
+    refused(
+        runner.run(secure_cox(1, far), never),
+        "the offset of the risk-set sums is too far from this site's linear predictors",
+    )
+    near = AnalysisParams(pooled=[0.0, 0.5], own=[0.0, 0.5], offset=25.0)
+    assert not isinstance(runner.run(secure_cox(2, near), never), Decline)

@@ -20,6 +20,7 @@ from oncofed.edge.guard.scaling import announced, check_own
 from oncofed.edge.guard.sequence import check_next
 from oncofed.edge.ledger import JobRecord, Ledger, TaskRecord
 from oncofed.edge.policy import check_task
+from oncofed.wire.analysis import AnalysisSpec, CoxAnalysis
 from oncofed.wire.messages import StatsResult, TaskAssignment
 from oncofed.wire.spec import JobSpec
 from oncofed.wire.tensors import Weights
@@ -81,14 +82,21 @@ class Guard:
         if task.params is None:
             raise PolicyViolation("a regression task must carry its coefficients")
         job = self._job(task)
-        check_params(self._policy, task.round, task.params, job.params, data)
+        spec = task.spec
+        risk_sets = (
+            task.secure is not None
+            and isinstance(spec, AnalysisSpec)
+            and isinstance(spec.analysis, CoxAnalysis)
+            and not spec.analysis.stratified
+        )
+        check_params(self._policy, task.round, task.params, job.params, data, risk_sets)
         self._ledger.save_params(task.job_id, task.round, task.params)
 
     def answered(self, task: TaskAssignment, outcome: str) -> None:
-        """Note how an admitted task was answered (``update``, ``result``, ``declined`` or
+        """Note how an admitted task was answered (``update``, ``result``, ``secure``, ``declined`` or
         ``failed``); once the evaluation has its result, the job's model files go."""
         self._ledger.answered(task.task_id, outcome)
-        if task.kind == "evaluate" and outcome == "result":
+        if task.kind == "evaluate" and outcome in ("result", "secure"):
             self._ledger.drop_model(task.job_id)
 
     def _job(self, task: TaskAssignment) -> JobRecord:

@@ -6,7 +6,13 @@ round's coefficients of the same fit bounded the same way by ``max_newton_step``
 
 The intercept has no spread (its effect is 0): it is bounded through the linear predictor at the
 mean. A Cox model has no intercept and its linear predictor's level cancels from the partial
-likelihood, so only the per-coefficient effects are bounded."""
+likelihood, so only the per-coefficient effects are bounded.
+
+A secure unstratified Cox round sums every patient's exp(x'b - c) with a public offset c, in
+fixed point: a c far from this site's linear predictors would leave all but the patients with
+the highest x'b below the encoding's resolution, and their sums would describe those patients
+alone. Every patient's term must lie within e^-40 and e^40 here (``OFFSET_RANGE``); no other
+round carries an offset."""
 
 from __future__ import annotations
 
@@ -27,18 +33,34 @@ def params_sha256(pooled: Sequence[float]) -> str:
     return hashlib.sha256(np.asarray(pooled, dtype="<f8").tobytes()).hexdigest()
 
 
+OFFSET_RANGE = 40.0
+"""How far from the offset a patient's linear predictor may be in a secure unstratified Cox
+round: its term exp(x'b - c) stays within e^-40 (4e-18, far above the encoding's 1e-29)."""
+
+
 def check_params(
     policy: EdgePolicy,
     round_number: int,
     params: AnalysisParams,
     previous: AnalysisParams | None,
     data: Design,
+    risk_sets: bool = False,
 ) -> None:
     """PolicyViolation naming the fit, term and policy limit the coefficients break (see the
-    module docstring); ``previous`` is this site's last round's, None in round 0."""
+    module docstring); ``previous`` is this site's last round's, None in round 0;
+    ``risk_sets``: a secure unstratified Cox round, whose offset is checked."""
     width = len(data.names)
     if len(params.pooled) != width or len(params.own) != width:
         raise PolicyViolation(f"the coefficients must be one per term ({width} terms)")
+    if risk_sets:
+        eta = data.x @ np.asarray(params.pooled) - params.offset
+        if eta.size and max(-float(eta.min()), float(eta.max())) > OFFSET_RANGE:
+            raise PolicyViolation(
+                "the offset of the risk-set sums is too far from this site's linear predictors "
+                "for every patient's term to be encoded"
+            )
+    elif params.offset:
+        raise PolicyViolation("only a secure unstratified Cox round carries an offset")
     if round_number == 0:
         if any(params.pooled) or any(params.own):
             raise PolicyViolation("a Newton loop starts from coefficients 0")
