@@ -19,11 +19,10 @@ from oncofed.cli.main import app
 from oncofed.cli.profile_view import render_profile
 from oncofed.client import Client
 from oncofed.edge import Agent, EdgeConfig, EdgeHome, LocalStore
-from oncofed.edge.ledger import fingerprint
 from oncofed.orchestrator import Settings, create_app, identity
 from oncofed.orchestrator.db import Site
 from oncofed.orchestrator.setup import identity_key, transaction
-from oncofed.privacy.secagg import public_bytes
+from oncofed.privacy.secagg import fingerprint, public_bytes
 from oncofed.wire.profile import FieldProfile
 from tests.support import State, sample_profile
 
@@ -203,3 +202,9 @@ def test_enrolment_exchanges_identity_keys_and_edge_identity_shows_them(
     assert lines[1] == f"orchestrator: {fingerprint(orchestrator)}"
     assert "no peer keys pinned yet" in result.output
     assert all(len(line) <= 80 for line in lines)
+    env = {"ONCOFED_URL": served, "ONCOFED_TOKEN": state.admin_token, "COLUMNS": "80"}
+    listed = runner.invoke(app, ["site", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    [row] = [line for line in listed.output.splitlines() if "gamma" in line]
+    assert fingerprint(own) in row and "yes" in row
+    assert all(len(line) <= 80 for line in listed.output.splitlines())

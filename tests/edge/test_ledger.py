@@ -14,7 +14,8 @@ from alembic.migration import MigrationContext
 from pydantic import ValidationError
 
 from oncofed.edge import EdgePolicy, PolicyViolation
-from oncofed.edge.ledger import LEDGER, Base, Ledger, TaskRecord, fingerprint
+from oncofed.edge.ledger import LEDGER, Base, Ledger, TaskRecord
+from oncofed.privacy.secagg import fingerprint
 from oncofed.wire.analysis import AnalysisParams
 from oncofed.wire.messages import Standardization, StatsResult
 

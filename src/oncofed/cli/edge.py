@@ -102,8 +102,8 @@ def identity(home: EdgeDir) -> None:
     """This site's identity key, the orchestrator's, and the peer sites' keys pinned here:
     compare the fingerprints with the other sites' admins over a channel you trust (then list
     them in policy.yaml as trusted_peers to make them the only ones accepted)."""
-    from oncofed.edge.ledger import Ledger, fingerprint
-    from oncofed.privacy.secagg import public_bytes
+    from oncofed.edge.ledger import Ledger
+    from oncofed.privacy.secagg import fingerprint, public_bytes
 
     edge = EdgeHome(home)
     config, policy = edge.config(), edge.policy()

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from oncofed.cli._common import StateDir, TokenOption, UrlOption, client, console, friendly
 from oncofed.cli.profile_view import render_profile
@@ -30,17 +31,19 @@ def add(
 @app.command("list")
 @friendly
 def list_sites(url: UrlOption = None, token: TokenOption = None) -> None:
-    """Sites, whether they are enrolled, and whether they are connected now."""
-    table = Table("site", "enrolled", "connected", "last seen")
+    """Sites, whether they are enrolled and connected now, and their identity keys'
+    fingerprints (for the sites' admins to compare with ``oncofed edge identity``)."""
+    table = Table("site", "enrolled", "connected", "last seen (UTC)", "identity key")
     with client(url, token) as api:
         sites = api.sites()
     for site in sites:
-        seen = site.last_seen.strftime("%Y-%m-%d %H:%M:%S UTC") if site.last_seen else "never"
+        seen = site.last_seen.strftime("%Y-%m-%d %H:%M") if site.last_seen else "never"
         table.add_row(
-            site.name,
+            Text(site.name),
             "yes" if site.enrolled else "no",
             "[green]yes[/]" if site.connected else "[red]no[/]",
             seen,
+            site.key_fingerprint or "none",
         )
     console.print(table)
 

@@ -11,7 +11,6 @@ advertised keys for, the shares it released per peer, and the peers' pinned iden
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -28,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from oncofed import _db
 from oncofed._db import UTCDateTime, utcnow
 from oncofed.edge.errors import PolicyViolation
+from oncofed.privacy.secagg.identity import fingerprint
 from oncofed.wire.analysis import AnalysisParams
 from oncofed.wire.messages import Standardization, StatsResult
 
@@ -125,11 +125,6 @@ class JobRecord:
     model_sha256: str | None
     params_round: int | None
     params: AnalysisParams | None
-
-
-def fingerprint(key: bytes) -> str:
-    """Short fingerprint of a raw public key: the first 16 hex digits of its SHA-256."""
-    return hashlib.sha256(key).hexdigest()[:16]
 
 
 class Ledger:

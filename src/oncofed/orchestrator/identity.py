@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from oncofed.orchestrator.auth import new_token, token_hash
 from oncofed.orchestrator.db import Principal, Site, utcnow
 from oncofed.orchestrator.errors import Conflict, Unauthorized
+from oncofed.privacy.secagg.identity import fingerprint
 from oncofed.wire.messages import EnrolResponse, SiteCreated, SitePublic
 
 ROLES = ("admin", "researcher")
@@ -91,6 +92,9 @@ def list_sites(session: Session, window: timedelta) -> list[SitePublic]:
             enrolled=site.credential_hash is not None,
             last_seen=site.last_seen_at,
             connected=_recent(site.last_seen_at, now, window),
+            key_fingerprint=fingerprint(bytes.fromhex(site.identity_key))
+            if site.identity_key
+            else None,
         )
         for site in session.scalars(select(Site).order_by(Site.name))
     ]

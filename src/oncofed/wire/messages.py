@@ -142,6 +142,9 @@ class SitePublic(Message):
     enrolled: bool
     last_seen: datetime | None
     connected: bool
+    key_fingerprint: str | None = Field(
+        None, description="Its identity key's fingerprint, for its peers' admins to compare."
+    )
 
 
 # -- jobs --------------------------------------------------------------------------------

@@ -93,8 +93,8 @@ class Guard:
         self._ledger.save_params(task.job_id, task.round, task.params)
 
     def answered(self, task: TaskAssignment, outcome: str) -> None:
-        """Note how an admitted task was answered (``update``, ``result``, ``secure``, ``declined`` or
-        ``failed``); once the evaluation has its result, the job's model files go."""
+        """Note how an admitted task was answered (``update``, ``result``, ``secure``,
+        ``declined`` or ``failed``); once the evaluation has its answer, its model files go."""
         self._ledger.answered(task.task_id, outcome)
         if task.kind == "evaluate" and outcome in ("result", "secure"):
             self._ledger.drop_model(task.job_id)
