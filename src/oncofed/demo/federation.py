@@ -44,12 +44,14 @@ class LocalFederation:
         dataset: str = DATASET,
         edge_args: Sequence[str] = (),
         orchestrator_env: Mapping[str, str] | None = None,
+        log_level: str = "warning",
     ) -> None:
         self.root = root
         self.site_data = dict(site_data)
         self.dataset = dataset
         self.edge_args = list(edge_args)
         self.orchestrator_env = dict(orchestrator_env or {})
+        self.log_level = log_level
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = ""
@@ -120,7 +122,7 @@ class LocalFederation:
                 "--port",
                 str(self.port),
                 "--log-level",
-                "warning",
+                self.log_level,
             ],
             env=self.orchestrator_env,
         )
