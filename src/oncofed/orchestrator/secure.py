@@ -361,7 +361,7 @@ class SecureRounds:
         if rnd.id not in self._sums:
             total = MaskedSum(context(rnd), self._layout(rnd))
             for task in rnd.tasks:
-                if task.result_sha and task.status in ("masked", "accepted"):
+                if task.result_sha:
                     total.add(self._blobs.path(task.result_sha))
             self._sums[rnd.id] = total
         return self._sums[rnd.id]
