@@ -45,6 +45,7 @@ from oncofed.privacy.secagg import (
     build_roster,
     check_bundle,
     check_masked,
+    check_unmask,
     inbox_for,
     sign_survivors,
 )
@@ -178,8 +179,13 @@ class SecureRounds:
     ) -> ResultAck:
         if (ack := self._expect(task, "unmask")) is not None:
             return ack
-        if reply.sender != task.site.name:
-            return self._reject(session, effects, task, "unmask", "the shares are not this site's")
+        assert task.round.survivors_json is not None  # set when the unmask phase opened
+        try:
+            if reply.sender != task.site.name:
+                raise Conflict("the shares are not this site's")
+            check_unmask(Survivors.model_validate_json(task.round.survivors_json), reply)
+        except (SecAggError, Conflict) as exc:
+            return self._reject(session, effects, task, "unmask", str(exc))
         return self._posted(session, effects, task, "unmask", reply.model_dump_json())
 
     def _expect(self, task: Task, phase: str) -> ResultAck | None:
