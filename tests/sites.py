@@ -40,7 +40,7 @@ class Site:
         self.state, self.name = state, name
         self.ledger = Ledger(root / name)
         self.runner = TaskRunner(store, policy, name, self.ledger)
-        key = new_identity()
+        key = self.identity = new_identity()
         self.secure = SecureSessions(
             name, key, self.ledger, policy, lambda: self.state.coordinator.public_key
         )
@@ -94,6 +94,48 @@ class Site:
         self.ledger.close()
 
 
+Watch = Callable[[Site, TaskAssignment, Outcome | Post, ResultAck], None]
+"""Sees each answer a site gave: the site, the task, what it sent and the orchestrator's ack."""
+
+
+class Mortal(Site):
+    """A site whose process the test can kill, restart, and whose answers it can watch: once
+    it posted in the secure phase ``kill_after`` (e.g. "shares") it never answers again;
+    ``watch`` runs after each answer (to restart the coordinator at a chosen point, say)."""
+
+    def __init__(
+        self, state: State, name: str, store: LocalStore, policy: EdgePolicy, root: Path
+    ) -> None:
+        super().__init__(state, name, store, policy, root)
+        self.store, self.policy = store, policy
+        self.kill_after: str | None = None
+        self.killed = False
+        self.watch: Watch | None = None
+
+    def restart(self) -> None:
+        """The edge process restarts: what it held in memory (cohort tables, the secrets of
+        its secure rounds) is gone; its ledger and identity key remain."""
+        self.runner = TaskRunner(self.store, self.policy, self.name, self.ledger)
+        self.secure = SecureSessions(
+            self.name,
+            self.identity,
+            self.ledger,
+            self.policy,
+            lambda: self.state.coordinator.public_key,
+        )
+
+    def act(self) -> bool:
+        return not self.killed and super().act()
+
+    def deliver(self, task: TaskAssignment, outcome: Outcome | Post) -> ResultAck:
+        ack = super().deliver(task, outcome)
+        if isinstance(outcome, Post) and outcome.phase == self.kill_after:
+            self.killed = True
+        if self.watch is not None:
+            self.watch(self, task, outcome, ack)
+        return ack
+
+
 def sites(
     state: State,
     stores: Mapping[str, LocalStore],
@@ -105,6 +147,21 @@ def sites(
     played = {}
     for name, store in stores.items():
         played[name] = Site(state, name, store, policy or EdgePolicy(), root)
+        stack.callback(played[name].close)
+    return played
+
+
+def mortals(
+    state: State,
+    stores: Mapping[str, LocalStore],
+    stack: ExitStack,
+    root: Path,
+    policy: EdgePolicy | None = None,
+) -> dict[str, Mortal]:
+    """As ``sites``, each a ``Mortal``."""
+    played = {}
+    for name, store in stores.items():
+        played[name] = Mortal(state, name, store, policy or EdgePolicy(), root)
         stack.callback(played[name].close)
     return played
 
@@ -138,11 +195,25 @@ def play(
     before each pass over the sites (to restart the coordinator, expire rounds, or stop a
     site)."""
     job_id = state.coordinator.submit(spec, state.admin_id).id
+    return drive(state, played, job_id, between=between, limit=limit)
+
+
+def drive(
+    state: State,
+    played: Mapping[str, Site],
+    job_id: str,
+    *,
+    between: Callable[[int], None] | None = None,
+    until: Callable[[JobPublic], bool] | None = None,
+    limit: int = 2000,
+) -> JobPublic:
+    """As ``play``, for a job already submitted: the sites answer until it ends, or until
+    ``until(job)`` holds before a pass (say, once its round reached a phase)."""
     for sweep in range(limit):
         if between is not None:
             between(sweep)
         public = job(state, job_id)
-        if public.status != "running":
+        if public.status != "running" or (until is not None and until(public)):
             return public
         if not any([site.act() for site in played.values()]):
             state.coordinator.expire()

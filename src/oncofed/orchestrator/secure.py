@@ -52,6 +52,7 @@ from oncofed.privacy.secagg import (
     build_roster,
     check_bundle,
     check_masked,
+    check_unmask,
     inbox_for,
     sign_survivors,
 )
@@ -185,8 +186,13 @@ class SecureRounds:
     ) -> ResultAck:
         if (ack := self._expect(task, "unmask")) is not None:
             return ack
-        if reply.sender != task.site.name:
-            return self._reject(session, effects, task, "unmask", "the shares are not this site's")
+        assert task.round.survivors_json is not None  # set when the unmask phase opened
+        try:
+            if reply.sender != task.site.name:
+                raise Conflict("the shares are not this site's")
+            check_unmask(Survivors.model_validate_json(task.round.survivors_json), reply)
+        except (SecAggError, Conflict) as exc:
+            return self._reject(session, effects, task, "unmask", str(exc))
         return self._posted(session, effects, task, "unmask", reply.model_dump_json())
 
     def _expect(self, task: Task, phase: str) -> ResultAck | None:
@@ -370,7 +376,7 @@ class SecureRounds:
         if rnd.id not in self._sums:
             total = MaskedSum(context(rnd), self._layout(rnd))
             for task in rnd.tasks:
-                if task.result_sha and task.status in ("masked", "accepted"):
+                if task.result_sha:
                     total.add(self._blobs.path(task.result_sha))
             self._sums[rnd.id] = total
         return self._sums[rnd.id]

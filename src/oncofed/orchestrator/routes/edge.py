@@ -91,6 +91,11 @@ def _json(message: BaseModel, status_code: int = 200) -> Response:
     return Response(message.model_dump_json(), status_code, media_type="application/json")
 
 
+def _ack(ack: ResultAck) -> Response:
+    """An answer to a site's post: 422 when it was rejected (its site leaves the round)."""
+    return _json(ack, status_code=422 if ack.status == "rejected" else 200)
+
+
 class _BlobFile(FileResponse):
     chunk_size = 256 << 10  # fewer thread hops than Starlette's 64 KB, little memory per client
 
@@ -139,7 +144,7 @@ async def _spooled(
         )
     finally:
         path.unlink(missing_ok=True)
-    return _json(ack, status_code=422 if ack.status == "rejected" else 200)
+    return _ack(ack)
 
 
 @router.post("/tasks/{task_id}/update", response_model=ResultAck)
@@ -176,28 +181,28 @@ async def post_masked(
     return await _spooled(request, coordinator, limit, accept)
 
 
-@router.post("/tasks/{task_id}/secure/keys")
+@router.post("/tasks/{task_id}/secure/keys", response_model=ResultAck)
 def post_keys(
     task_id: str, body: KeyAdvert, site: CurrentSite, coordinator: CoordinatorDep
-) -> ResultAck:
+) -> Response:
     """A site's key advert for a secure round, signed with its identity key."""
-    return coordinator.secure_post(site.id, task_id, body)
+    return _ack(coordinator.secure_post(site.id, task_id, body))
 
 
-@router.post("/tasks/{task_id}/secure/shares")
+@router.post("/tasks/{task_id}/secure/shares", response_model=ResultAck)
 def post_shares(
     task_id: str, body: ShareBundle, site: CurrentSite, coordinator: CoordinatorDep
-) -> ResultAck:
+) -> Response:
     """A site's Shamir shares, each sealed for the peer it is meant for."""
-    return coordinator.secure_post(site.id, task_id, body)
+    return _ack(coordinator.secure_post(site.id, task_id, body))
 
 
-@router.post("/tasks/{task_id}/secure/unmask")
+@router.post("/tasks/{task_id}/secure/unmask", response_model=ResultAck)
 def post_unmask(
     task_id: str, body: UnmaskShares, site: CurrentSite, coordinator: CoordinatorDep
-) -> ResultAck:
+) -> Response:
     """A site's shares for unmasking the sum, once it has checked the signed survivor list."""
-    return coordinator.secure_post(site.id, task_id, body)
+    return _ack(coordinator.secure_post(site.id, task_id, body))
 
 
 @router.post("/tasks/{task_id}/result")

@@ -2,8 +2,8 @@
 sites of what each site sends, exactly, with dropouts tolerated up to a threshold.
 
 A site runs one ``SecAggClient`` per round; the orchestrator ``verify_advert`` (as adverts
-arrive), ``build_roster``, ``check_bundle``, ``inbox_for``, ``sign_survivors`` and a
-``MaskedSum``. Both derive the
+arrive), ``build_roster``, ``check_bundle``, ``inbox_for``, ``sign_survivors``,
+``check_unmask`` and a ``MaskedSum``. Both derive the
 ``Layout`` of a round's numbers from the spec alone. Messages are in ``oncofed.wire.secagg``.
 """
 
@@ -35,7 +35,13 @@ from oncofed.privacy.secagg.identity import (
     save_identity,
 )
 from oncofed.privacy.secagg.layout import SITES, Layout, Segment, count, model, real
-from oncofed.privacy.secagg.server import build_roster, check_bundle, inbox_for, sign_survivors
+from oncofed.privacy.secagg.server import (
+    build_roster,
+    check_bundle,
+    check_unmask,
+    inbox_for,
+    sign_survivors,
+)
 from oncofed.privacy.secagg.shamir import threshold_for
 
 __all__ = [
@@ -60,6 +66,7 @@ __all__ = [
     "build_roster",
     "check_bundle",
     "check_masked",
+    "check_unmask",
     "count",
     "encode_masked",
     "fingerprint",

@@ -9,8 +9,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from oncofed.privacy.secagg.crypto import survivors_payload, verify_advert
 from oncofed.privacy.secagg.errors import AuthenticationError, ProtocolError, ThresholdError
-from oncofed.privacy.secagg.shamir import threshold_for
-from oncofed.wire.secagg import Inbox, KeyAdvert, Roster, RoundContext, ShareBundle, Survivors
+from oncofed.privacy.secagg.shamir import share_value, threshold_for
+from oncofed.wire.secagg import (
+    Inbox,
+    KeyAdvert,
+    Roster,
+    RoundContext,
+    ShareBundle,
+    Survivors,
+    UnmaskShares,
+)
 
 
 def build_roster(
@@ -51,6 +59,20 @@ def check_bundle(roster: Roster, bundle: ShareBundle) -> None:
             f"site {bundle.sender!r} sent shares for the wrong sites: missing "
             f"{sorted(expected - recipients)}, unexpected {sorted(recipients - expected)}"
         )
+
+
+def check_unmask(survivors: Survivors, reply: UnmaskShares) -> None:
+    """Unmasking shares hold a self-mask share for every survivor and a mask-key share for
+    every dropped site, each an element of the field."""
+    named = (sorted(reply.self_mask), sorted(reply.mask_key))
+    if named != (survivors.survivors, survivors.dropped):
+        raise ProtocolError(
+            f"site {reply.sender!r} sent shares for other sites than the survivor list: "
+            f"self-mask shares are for {survivors.survivors}, mask-key shares for "
+            f"{survivors.dropped}"
+        )
+    for share in (*reply.self_mask.values(), *reply.mask_key.values()):
+        share_value(share, reply.sender)
 
 
 def inbox_for(site: str, bundles: Iterable[ShareBundle]) -> Inbox:
