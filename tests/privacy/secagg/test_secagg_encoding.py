@@ -20,7 +20,7 @@ from oncofed.privacy.secagg import (
     real,
     threshold_for,
 )
-from oncofed.privacy.secagg.encoding import decode, encode
+from oncofed.privacy.secagg.encoding import decode, encode, limbs_of
 from oncofed.privacy.secagg.ring import accumulate
 
 
@@ -127,3 +127,16 @@ def test_a_count_sum_no_honest_sites_can_give_is_refused() -> None:
         total = np.array([[low, high, 0, 0]], dtype=np.uint64)
         with pytest.raises(SumMismatch, match="segment 'n': a count sum outside"):
             decode("n", count(1), total)
+
+
+def test_wide_limbs_are_the_twos_complement_of_each_whole_number() -> None:
+    """The vectorised limbs equal Python's exact integers, for magnitudes from 0 to 2**180,
+    signs, and the edges of a float64's 53 digits and of each 64-bit limb."""
+    rng = np.random.default_rng(5)
+    edges = [0.0, 1.0, 2.0**52, 2.0**53, 2.0**53 + 2, 2.0**63, 2.0**64, 2.0**127 + 2.0**80]
+    drawn = np.rint(np.ldexp(rng.uniform(0.5, 1.0, 2000), rng.integers(0, 181, 2000)))
+    whole = np.concatenate([edges, drawn])
+    whole = np.concatenate([whole, -whole])
+    limbs = limbs_of(whole, 4)
+    exact = b"".join(int(q).to_bytes(32, "little", signed=True) for q in whole.tolist())
+    assert limbs.tobytes() == exact

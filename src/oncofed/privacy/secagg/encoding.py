@@ -87,9 +87,39 @@ def encode(name: str, segment: Segment, values: npt.ArrayLike, sites: int) -> np
     scaled = np.rint(np.ldexp(real, segment.fraction_bits))
     if segment.limbs == 1:
         return scaled.astype(np.int64).view(LIMB).reshape(-1, 1)
-    width = 8 * segment.limbs
-    data = b"".join(int(q).to_bytes(width, "little", signed=True) for q in scaled.tolist())
-    return np.frombuffer(bytearray(data), dtype=LIMB).reshape(-1, segment.limbs)
+    return limbs_of(scaled, segment.limbs)
+
+
+def limbs_of(whole: np.ndarray, limbs: int) -> np.ndarray:
+    """Whole float64 numbers (|q| < 2**(64 L - 1)) as two's complement ``(m, L)`` limbs: a
+    float64 is a 53-bit integer times a power of two, so it lands in at most two limbs."""
+    mantissa, exponent = np.frexp(np.abs(whole))  # |q| = mantissa * 2**exponent
+    digits = np.ldexp(mantissa, 53).astype(np.uint64)  # |q| = digits * 2**(exponent - 53)
+    shift = exponent.astype(np.int64) - 53
+    out = np.zeros((whole.size, limbs), dtype=LIMB)
+    rows = np.arange(whole.size)
+    low = shift <= 0  # |q| < 2**53: whole, so exactly digits >> -shift
+    out[low, 0] = digits[low] >> (-shift[low]).astype(np.uint64)
+    high = ~low
+    limb, offset = np.divmod(shift[high], 64)
+    part = digits[high]
+    out[rows[high], limb] = part << offset.astype(np.uint64)
+    spill = (offset > 11) & (limb + 1 < limbs)  # the 53 digits cross into the next limb
+    out[rows[high][spill], limb[spill] + 1] = part[spill] >> (64 - offset[spill]).astype(np.uint64)
+    negative = whole < 0
+    if negative.any():
+        out[negative] = _negated(out[negative])
+    return out
+
+
+def _negated(limbs: np.ndarray) -> np.ndarray:
+    """``-x`` modulo 2**(64 L) of ``(m, L)`` limbs: the complement plus one."""
+    out = ~limbs
+    carry = np.ones(out.shape[0], dtype=bool)
+    for limb in range(out.shape[1]):
+        out[:, limb] += carry
+        carry &= out[:, limb] == 0
+    return out
 
 
 def _counts(name: str, flat: np.ndarray, bits: int) -> np.ndarray:
@@ -121,6 +151,7 @@ def decode(name: str, segment: Segment, total: np.ndarray) -> np.ndarray:
         return low.astype(np.int64)
     if segment.limbs == 1:
         return np.ldexp(total[:, 0].view(np.int64).astype(np.float64), -fraction)
+    # exact integers, divided with one correct rounding (once per round, at the orchestrator)
     width, data, scale = 8 * segment.limbs, total.tobytes(), 1 << fraction
     sums = (
         int.from_bytes(data[at : at + width], "little", signed=True)
