@@ -21,6 +21,7 @@ from oncofed.orchestrator import identity, profiles
 from oncofed.orchestrator.deps import CoordinatorDep, CurrentSite, SessionDep, SettingsDep
 from oncofed.orchestrator.errors import BadRequest, NotFound, PayloadTooLarge
 from oncofed.orchestrator.rounds import Coordinator
+from oncofed.orchestrator.settings import Settings
 from oncofed.wire.analysis import AnalysisResult
 from oncofed.wire.messages import (
     SHA256_HEADER,
@@ -38,6 +39,7 @@ from oncofed.wire.secagg import KeyAdvert, ShareBundle, UnmaskShares
 
 router = APIRouter(tags=["edge"])
 Accept = Callable[[Path, str], ResultAck]
+Limit = Callable[[], int]
 _SPOOL_BLOCK = 512 << 10  # bytes hashed and written per hop off the event loop
 _SMALL_BLOB = 4 << 20  # served from memory in one piece
 
@@ -111,13 +113,19 @@ async def get_blob(sha: str, site: CurrentSite, coordinator: CoordinatorDep) -> 
 
 
 async def _spooled(
-    request: Request, coordinator: Coordinator, limit: int, accept: Accept
+    request: Request,
+    coordinator: Coordinator,
+    settings: Settings,
+    limit_of: Limit,
+    accept: Accept,
 ) -> Response:
-    """A binary body spooled to disk while hashing (O(1) memory), then handed to ``accept``
-    (validation and aggregation) on the app's single aggregation thread.
+    """A binary body for a task, its size bounded (``limit_of``) before it is read, spooled to
+    disk while hashing (O(1) memory), then handed to ``accept`` (validation and aggregation)
+    on the app's single aggregation thread.
 
     Hashing and writing happen off the event loop, a few megabytes at a time.
     """
+    limit = min(settings.max_upload_bytes, await run_in_threadpool(limit_of))
     digest, size, pending = hashlib.sha256(), 0, bytearray()
     with coordinator.blobs.spool() as (handle, path):
 
@@ -156,12 +164,9 @@ async def post_update(
     settings: SettingsDep,
 ) -> Response:
     """A training update as a safetensors body."""
-    limit = min(
-        settings.max_upload_bytes,
-        await run_in_threadpool(coordinator.update_limit, site.id, task_id),
-    )
+    limit = functools.partial(coordinator.update_limit, site.id, task_id)
     accept = functools.partial(coordinator.accept_update, site.id, task_id)
-    return await _spooled(request, coordinator, limit, accept)
+    return await _spooled(request, coordinator, settings, limit, accept)
 
 
 @router.post("/tasks/{task_id}/secure/masked", response_model=ResultAck)
@@ -173,12 +178,9 @@ async def post_masked(
     settings: SettingsDep,
 ) -> Response:
     """A site's masked input in a secure round: safetensors of uint64 limbs."""
-    limit = min(
-        settings.max_upload_bytes,
-        await run_in_threadpool(coordinator.masked_limit, site.id, task_id),
-    )
+    limit = functools.partial(coordinator.masked_limit, site.id, task_id)
     accept = functools.partial(coordinator.accept_masked, site.id, task_id)
-    return await _spooled(request, coordinator, limit, accept)
+    return await _spooled(request, coordinator, settings, limit, accept)
 
 
 @router.post("/tasks/{task_id}/secure/keys", response_model=ResultAck)
