@@ -146,7 +146,7 @@ class TaskRunner:
         if task.kind == "evaluate":
             if secure:
                 values = learning.evaluation_values(spec, evaluation)
-                return Contribution(values, self._clear(started, evaluation))
+                return Contribution(values, self._clear(started))
             return EvaluateResult(evaluation=evaluation, compute_seconds=_since(started))
         fit = local.train(
             spec,
@@ -168,7 +168,7 @@ class TaskRunner:
         if secure:
             delta = {k: update[k].astype(np.float64) - weights[k] for k in update}
             values = learning.update_values(spec, delta, meta.n_train, meta.train_loss, evaluation)
-            return Contribution(values, self._clear(started, evaluation))
+            return Contribution(values, self._clear(started))
         return tensors.encode(update, meta)
 
     def _analysis_contribution(
@@ -198,26 +198,13 @@ class TaskRunner:
                     own = OwnEstimate(withheld=str(exc))
         return Contribution(values, self._clear(started, own=own))
 
-    def _clear(
-        self,
-        started: float,
-        evaluation: Evaluation | None = None,
-        own: OwnEstimate | None = None,
-    ) -> ClearPart:
+    def _clear(self, started: float, own: OwnEstimate | None = None) -> ClearPart:
         """What a secure round's answer says in the clear: the site's threshold, its compute
-        time, and its own held-out metrics only when its policy shares site estimates and
-        they stand on at least ``min_eval_size`` rows."""
-        policy = self._policy
-        shared = (
-            evaluation is not None
-            and policy.share_site_estimates
-            and evaluation.n_eval >= policy.min_eval_size
-        )
+        time in whole seconds, and beside a Newton round its own derivatives or why it keeps
+        them."""
+        seconds = round(_since(started))
         return ClearPart(
-            threshold=policy.small_cell_threshold,
-            compute_seconds=_since(started),
-            evaluation=evaluation if shared else None,
-            own=own,
+            threshold=self._policy.small_cell_threshold, compute_seconds=seconds, own=own
         )
 
     def forget(self, job_id: str) -> None:
