@@ -231,8 +231,8 @@ class ClearPart(_Frozen):
     but the orchestrator can time the site's key advert (sent once its contribution is
     computed) about as well, so only coarse operational figures are given."""
     own: OwnEstimate | None = None
-    """Its derivatives at its own coefficients (a Newton round), or why it keeps them. A
-    training round sends no per-site metrics."""
+    """In the first round of a Newton loop, its own model fitted on its rows alone, or why it
+    keeps it (``OwnEstimate``); None otherwise. A training round sends no per-site metrics."""
 
 
 class MaskedHeader(_Frozen):
