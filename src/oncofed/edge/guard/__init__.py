@@ -89,7 +89,15 @@ class Guard:
             and isinstance(spec.analysis, CoxAnalysis)
             and not spec.analysis.stratified
         )
-        check_params(self._policy, task.round, task.params, job.params, data, secure, risk_sets)
+        check_params(
+            self._policy,
+            task.round,
+            task.params,
+            job.params,
+            data,
+            secure=secure,
+            risk_sets=risk_sets,
+        )
         self._ledger.save_params(task.job_id, task.round, task.params)
 
     def answered(self, task: TaskAssignment, outcome: str) -> None:

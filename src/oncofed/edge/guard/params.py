@@ -48,6 +48,7 @@ def check_params(
     params: AnalysisParams,
     previous: AnalysisParams | None,
     data: Design,
+    *,
     secure: bool = False,
     risk_sets: bool = False,
 ) -> None:
