@@ -12,9 +12,10 @@ The rebuilt numbers are exact, so that absence means something: each rebuilt tas
 the SHA-256 its round announced, the rebuilt numbers add up to the sums the orchestrator
 unmasked, and for the plain jobs they equal what the edges logged as sent.
 
-The edges keep their own estimates here (``share_site_estimates: false``): a site that shares
-them sends its derivatives in the clear beside a secure Newton round, and in the first round
-those are its summand (``test_a_lone_site_that_keeps_its_estimates_is_not_revealed``).
+The edges run the default policy, under which a site that meets the per-site rules sends the
+fit of its own regression, only its terms, in the clear beside the first secure Newton round:
+none of its summands, so a lone site that keeps its own cannot be subtracted out
+(``test_a_lone_site_that_keeps_its_estimates_is_not_revealed``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from oncofed.wire import tensors
 from oncofed.wire.analysis import (
     AnalysisResult,
     AnalysisSpec,
+    CoxAnalysis,
     RegressionPart,
     RegressionReport,
     SurvivalPart,
@@ -80,9 +82,6 @@ from tests.support import auth, gbsg2_covariates
 
 pytestmark = pytest.mark.slow
 SITES = ("north", "south", "east")
-KEEP_OWN = EdgePolicy(share_site_estimates=False)
-"""The default policy, except that each site keeps its own regression estimates and held-out
-metrics (see the module docstring)."""
 Numbers = dict[str, np.ndarray]
 
 
@@ -123,12 +122,9 @@ class BlobWatch:
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
-    """North (CSV), south (OMOP) and east (FHIR), each with the ``KEEP_OWN`` policy; the
+    """North (CSV), south (OMOP) and east (FHIR), each with the default policy; the
     orchestrator logs at ``info``, as ``serve`` does by default, so its log has lines to search."""
     root = tmp_path_factory.mktemp("secure-federation")
-    for site in SITES:
-        (root / "edges" / site).mkdir(parents=True)
-        write_policy(root / "edges" / site, KEEP_OWN)
     tables = {site: table for site, table in site_tables().items() if site in SITES}
     exports = write_exports(root / "exports", tables)
     with LocalFederation(root, exports, log_level="info") as fed:  # serve's default level
@@ -449,7 +445,7 @@ def expected_km(run: Runs) -> SurvivalReport:
     km = run.jobs["km"].spec
     assert isinstance(km, AnalysisSpec)
     [sums] = pooled_numbers([run.own["km"][s] for s in SITES])
-    outcome = secure_close(km, None, sums, {}, list(SITES), KEEP_OWN.small_cell_threshold)
+    outcome = secure_close(km, None, sums, {}, list(SITES), EdgePolicy().small_cell_threshold)
     assert isinstance(outcome, Finished) and isinstance(outcome.report, SurvivalReport)
     return outcome.report
 
@@ -458,7 +454,8 @@ def public_needles(run: Runs) -> Needles:
     """The pooled numbers the orchestrator learns by design, of every secure job, and the
     published Kaplan-Meier curves."""
     needles = Needles()
-    for group, curve in expected_km(run).groups.items():
+    groups = expected_km(run).groups if "km" in run.jobs else {}
+    for group, curve in groups.items():
         needles.add_counts(f"pooled: km round 0 published at_risk/{group}", np.array(curve.at_risk))
     for job, sites in run.own.items():
         for number, total in enumerate(pooled_numbers([sites[s] for s in SITES])):
@@ -499,7 +496,8 @@ def test_the_secure_jobs_give_the_pooled_results(
 ) -> None:
     """Every round secure and complete with all three sites; training equals the plain job
     within the encoding; Kaplan-Meier is the pooled algorithm on the sites' summed counts; the
-    Cox coefficients are lifelines' stratified fit on the pooled rows."""
+    Cox coefficients are lifelines' stratified fit on the pooled rows, and each site's own
+    terms, fitted at the site, those of the plain run."""
     secure, plain = runs["secure"].jobs, runs["plain"].jobs
     for job in secure.values():
         assert job.status == "completed", job.error
@@ -523,7 +521,13 @@ def test_the_secure_jobs_give_the_pooled_results(
 
     cox = secure["cox"]
     assert isinstance(cox.spec, AnalysisSpec) and isinstance(cox.report, RegressionReport)
-    assert cox.report.secure_sites == sorted(SITES) and cox.report.sites == {}
+    assert cox.report.secure_sites == sorted(SITES) and cox.report.sites.keys() == set(SITES)
+    theirs = plain["cox"].report
+    assert isinstance(theirs, RegressionReport) and theirs.sites.keys() == set(SITES)
+    for site, terms in theirs.sites.items():
+        ours = cox.report.sites[site]
+        np.testing.assert_allclose([t.coef for t in ours], [t.coef for t in terms], atol=1e-9)
+        np.testing.assert_allclose([t.se for t in ours], [t.se for t in terms], rtol=1e-9)
     rows = []
     for site in SITES:
         data = LocalStore(federation.edge_dir(site) / "datasets").load("gbsg2")
@@ -672,7 +676,8 @@ def test_the_edges_log_only_secure_posts_for_secure_jobs(
     federation: LocalFederation, runs: dict[str, Runs]
 ) -> None:
     """Each edge's egress log shows, for every round of every secure job, its key advert, its
-    sealed shares, the header of its masked input (no number of its own in clear) and its
+    sealed shares, the header of its masked input (in the clear only its threshold, its compute
+    time in whole seconds and, beside a Newton loop's first round, its own fit's terms) and its
     unmasking shares; and nothing in it holds the site's numbers."""
     run = runs["secure"]
     public = public_needles(run)
@@ -687,8 +692,12 @@ def test_the_edges_log_only_secure_posts_for_secure_jobs(
                 ], endpoints
                 header = MaskedHeader.model_validate(posts[2]["json"])
                 assert header.site == site and header.context.announced == rnd.announced_sha256
-                assert header.clear.evaluation is None
-                assert header.clear.own is None or header.clear.own.derivatives is None
+                assert header.clear.model_dump().keys() == {"threshold", "compute_seconds", "own"}
+                own = header.clear.own
+                if isinstance(job.report, RegressionReport) and rnd.number == 0:
+                    assert own is not None and own.terms == job.report.sites[site]
+                else:
+                    assert own is None
         logged = Haystack({"egress.jsonl": "\n".join(json.dumps(e) for e in sent).encode()})
         assert not logged.search(site_needles(run, site).without(public))
 
@@ -707,50 +716,64 @@ def write_policy(home: Path, policy: EdgePolicy) -> None:
     (home / "policy.yaml").write_text(yaml.safe_dump(policy.model_dump(), sort_keys=False))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="known leak: under the default share_site_estimates a site sends its derivatives at "
-    "its own coefficients in clear, and in a Newton loop's first round those are 0 like the "
-    "pooled ones, so they are its summand: the pooled sum less the sharing sites' reveals the "
-    "one site that keeps its own (a small site that fails the per-site rules)",
-)
 def test_a_lone_site_that_keeps_its_estimates_is_not_revealed(
     federation: LocalFederation, runs: dict[str, Runs], tmp_path: Path
 ) -> None:
-    """North and south go back to the default policy (they share their own estimates); east
-    keeps its own. The orchestrator's database holds the pooled derivatives at 0 (the Newton
-    state's Hessian and log-likelihood at the anchor, and the gradient as minus the Hessian
-    times the step) and north's and south's own derivatives at 0: their difference must not
-    be east's contribution."""
-    restart(federation, ["north", "south"], EdgePolicy())
-    with federation.client() as client:
-        cox = client.wait(client.submit(specs(True)["cox"]).id, poll=0.05, timeout=120)
-    assert cox.status == "completed", cox.error
-    assert isinstance(cox.report, RegressionReport) and cox.report.sites.keys() == {
-        "north",
-        "south",
-    }
-    _, rounds = recorded(federation, cox.id)
+    """North and south keep the default policy (they share their own estimates); east keeps
+    its own. Before the fix north and south sent their derivatives at their own coefficients in
+    the clear, 0 in the first round: their summands, and the pooled derivatives at 0 less them
+    were east's. Now they send their fitted terms, and nothing the orchestrator holds or
+    answered has any site's numbers of any round. (The Cox model runs over five years of
+    follow-up here, so that no earlier plain job released the same numbers.)"""
+    cox = specs(True)["cox"]
+    assert isinstance(cox, AnalysisSpec) and isinstance(cox.analysis, CoxAnalysis)
+    five_years = cox.analysis.model_copy(update={"horizon_days": 1825})
+    restart(federation, ["east"], EdgePolicy(share_site_estimates=False))
+    watch = BlobWatch(federation.state_dir / "blobs")
+    try:
+        with federation.client() as client:
+            submitted = client.submit(cox.model_copy(update={"analysis": five_years}))
+            job = client.wait(submitted.id, poll=0.05, timeout=120)
+    finally:
+        watch.stop()
+        restart(federation, ["east"], EdgePolicy())
+    assert job.status == "completed", job.error
+    report = job.report
+    assert isinstance(report, RegressionReport) and report.sites.keys() == {"north", "south"}
+    assert report.excluded == {"east": "no estimates of its own: this site does not share its "
+                               "own estimates"}  # fmt: skip
+    _, rounds = recorded(federation, job.id)
+    for rnd in rounds:
+        for site, header in rnd.clear.items():
+            own = header.clear.own
+            if rnd.number or site == "east":
+                assert own is None or own.terms is None, (rnd.number, site)
+            else:
+                assert own is not None and own.terms == report.sites[site]
+    own = rebuild(federation, job, tmp_path)
+    for site in SITES:
+        plain = runs["plain"].own["cox"][site][0].numbers["loglik"]
+        assert own[site][0].numbers["loglik"] != plain  # never released before
+
+    # the attack on what north and south would have sent before the fix: their summands at 0
     first = NewtonState.from_json(rounds[1].params_json or "").pooled
     assert first.anchor == [0.0] * len(first.beta) and first.hessian is not None
-    hessian = np.array(first.hessian)
-    pooled = (float(first.loglik or 0.0), -hessian @ np.array(first.beta), hessian)
-    shared = {site: h.clear.own.derivatives for site, h in rounds[0].clear.items() if h.clear.own}
-    others = [d for d in shared.values() if d is not None]
-    assert len(others) == 2
-    loglik = pooled[0] - sum(d.loglik for d in others)
-    gradient = pooled[1] - np.sum([d.gradient for d in others], axis=0)
-    hessian = pooled[2] - np.sum([d.hessian for d in others], axis=0)
-    east = rebuild(federation, cox, tmp_path)["east"][0].values
-    assert east is not None
-    revealed = (
-        loglik == pytest.approx(float(east["loglik"]), rel=1e-9)
-        and np.allclose(gradient, east["gradient"], rtol=1e-6, atol=1e-6)
-        and np.allclose(hessian, east["hessian"], rtol=1e-9, atol=1e-9)
+    north, south, east = (own[site][0].values for site in SITES)
+    assert north is not None and south is not None and east is not None
+    revealed = np.array(first.hessian) - north["hessian"] - south["hessian"]
+    np.testing.assert_allclose(revealed, east["hessian"], rtol=1e-9, atol=1e-9)
+    loglik = float(first.loglik or 0.0) - float(north["loglik"]) - float(south["loglik"])
+    assert loglik == pytest.approx(float(east["loglik"]), rel=1e-9)
+
+    # now: none of the three sites' numbers, in any round, reaches the orchestrator
+    run = Runs({"cox": job}, {"cox": own}, Haystack({}), watch.seen())
+    held = Haystack(holdings(federation, run.jobs, run.seen, tmp_path / "out"))
+    public = public_needles(run)
+    assert {"pooled: cox round 0 loglik", "pooled: cox round 0 hessian"} <= labels(
+        held.search(public)
     )
-    if revealed:
-        pytest.fail(
-            f"east's first-round contribution is the pooled sum less north's and south's own "
-            f"estimates: log-likelihood {loglik:.6f}, Hessian diagonal {np.diag(hessian)}"
-        )
+    for site in SITES:
+        needles = site_needles(run, site).without(public)
+        assert len(needles) > 1000, len(needles)
+        found = held.search(needles)
+        assert not found, f"{site}'s own numbers reach the orchestrator:\n{describe(found)}"

@@ -15,10 +15,11 @@ from oncofed.analytics.newton import NewtonState
 from oncofed.analytics.outcome import NextRound, Outcome
 from oncofed.analytics.secure import secure_layout, secure_values
 from oncofed.analytics.secure_close import secure_close
-from oncofed.analytics.site import answer, own_estimate
+from oncofed.analytics.site import answer, own_fit
 from oncofed.learning.data import DataError, Table
 from oncofed.orchestrator import analysis as plain
-from oncofed.wire.analysis import AnalysisReport, AnalysisSpec, Derivatives
+from oncofed.wire.analysis import AnalysisReport, AnalysisSpec, OwnEstimate
+from oncofed.wire.spec import PrivacySpec
 
 RFS = {"time": "rfs_days", "event": "rfs_event"}
 
@@ -81,7 +82,9 @@ OPEN = Rules(threshold=1, per_covariate=1, min_cohort=1)
 
 
 def plain_run(analysis: AnalysisSpec, tables: Mapping[str, Table], rules: Rules = OPEN) -> Any:
-    """The plain analysis: each site's :func:`answer`, the orchestrator's ``close``."""
+    """The plain analysis: each site's :func:`answer`, the orchestrator's ``close`` (of
+    ``analysis`` without secure aggregation)."""
+    analysis = analysis.model_copy(update={"privacy": PrivacySpec()})
     state = plain.start(analysis, list(tables))
     while True:
         parts = {
@@ -125,23 +128,20 @@ def summed(
     return total
 
 
-def own_of(
-    analysis: AnalysisSpec, table: Table, state: NewtonState, site: str, rules: Rules
-) -> Derivatives | str:
-    """What a site that shares its estimates sends in the clear: its own derivatives, or why
-    it keeps them."""
+def own_of(analysis: AnalysisSpec, table: Table, rules: Rules) -> OwnEstimate:
+    """What a site that shares its estimates sends in the clear beside the first round: its
+    own fit, or why it keeps it (as the edge runner sends it)."""
     try:
-        return own_estimate(
+        return own_fit(
             analysis,
             table,
-            state.params(site),
             rules.threshold,
             rules.per_covariate,
             rules.min_cohort,
             rules.discrete_levels,
         )
     except DataError as exc:
-        return str(exc)
+        return OwnEstimate(withheld=str(exc))
 
 
 def secure_round(
@@ -151,13 +151,14 @@ def secure_round(
     rules: Rules = Rules(),
     private: Collection[str] = (),
 ) -> Outcome:
-    """One secure round closed at the pooled level (threshold: the sites' own); the sites in
-    ``private`` keep their own derivatives."""
+    """One secure round closed at the pooled level (threshold: the sites' own); beside a Newton
+    loop's first round the sites not in ``private`` send their own fits."""
     sums = summed(analysis, tables, state, rules)
+    first = state is not None and state.pooled.iterations == 0
     own = {
-        site: own_of(analysis, table, state, site, rules)
+        site: own_of(analysis, table, rules)
         for site, table in tables.items()
-        if state is not None and site not in private
+        if first and site not in private
     }
     return secure_close(analysis, state, sums, own, list(tables), rules.threshold)
 

@@ -18,11 +18,11 @@ from oncofed.learning.data import DataError
 from oncofed.orchestrator import analysis as plain
 from oncofed.wire.analysis import (
     CountsReport,
-    Derivatives,
     OwnEstimate,
     RegressionReport,
     SummaryReport,
     SurvivalReport,
+    Term,
 )
 from tests.analytics.federated import (
     OPEN,
@@ -157,13 +157,17 @@ def test_with_suppression_off_a_regression_equals_the_plain_one(name: str) -> No
         expected.events,
         expected.iterations,
     )
-    for ours, theirs in [(secure.terms, expected.terms), *zip(
-        secure.sites.values(), expected.sites.values(), strict=True
-    )]:  # fmt: skip
-        np.testing.assert_allclose([t.coef for t in ours], [t.coef for t in theirs], atol=1e-9)
-        np.testing.assert_allclose([t.se for t in ours], [t.se for t in theirs], rtol=1e-9)
+    ours, theirs = secure.terms, expected.terms
+    np.testing.assert_allclose([t.coef for t in ours], [t.coef for t in theirs], atol=1e-9)
+    np.testing.assert_allclose([t.se for t in ours], [t.se for t in theirs], rtol=1e-9)
     assert secure.loglik == pytest.approx(expected.loglik, rel=1e-12)
-    assert list(secure.sites) == list(expected.sites) and secure.excluded == expected.excluded
+    # each site's own fit, run at the site to its end, is the plain loop's own fit of it (the
+    # same steps on the same derivatives, to the last bit); site03's fails the same way too
+    assert list(secure.sites) == ["site00", "site01", "site02"]
+    assert secure.sites == expected.sites and secure.heterogeneity == expected.heterogeneity
+    assert secure.excluded == expected.excluded
+    assert list(secure.excluded) == ["site03"]  # 66 patients: a separated or empty level
+    assert secure.excluded["site03"].startswith("its own fit failed: ")
     if name == "cox_unstratified":  # the sums were taken around a moving offset
         assert any(abs(state.offset) > 0.1 for state in states)
 
@@ -265,9 +269,8 @@ def test_a_site_leaving_a_secure_newton_loop_fails_it() -> None:
         "same sites in every round, else two sums differing by one site would reveal it"
     )
     sums = summed(analysis, tables, first.state, OPEN)
-    own = {site: fit for site, fit in first.state.own.items() if site != "site03"}
-    joined = secure_close(analysis, first.state.model_copy(update={"own": own}), sums, {},
-                          list(tables), 1)  # fmt: skip
+    without = first.state.only(["site00", "site01", "site02"])
+    joined = secure_close(analysis, without, sums, {}, list(tables), 1)
     assert isinstance(joined, Failed)
     assert joined.error.startswith("site(s) site03 joined the analysis at Newton iteration 2")
 
@@ -278,7 +281,7 @@ def test_a_site_missing_from_the_first_round_takes_no_part() -> None:
     analysis = spec(ANALYSES["logistic"])
     state = plain.start(analysis, list(tables))  # all four were sent the first round
     outcome = secure_round(analysis, state, three, OPEN)
-    assert isinstance(outcome, NextRound) and set(outcome.state.own) == set(three)
+    assert isinstance(outcome, NextRound) and set(outcome.state.sites) == set(three)
     without = report_of(secure_run(analysis, three, OPEN)[0])
     rounds = [outcome]
     while isinstance(rounds[-1], NextRound):
@@ -303,29 +306,61 @@ def test_site_estimates_come_only_from_sites_that_share_them() -> None:
     assert [h.df for h in report.heterogeneity] == [1, 1]
 
 
-def test_an_own_estimate_on_the_wire_is_derivatives_or_a_reason() -> None:
-    d = Derivatives(loglik=-1.0, gradient=[0.0], hessian=[[-1.0]])
-    assert OwnEstimate(derivatives=d).sent == d
-    assert OwnEstimate(withheld="policy").sent == "policy"
-    for wrong in ({}, {"derivatives": d, "withheld": "policy"}):
-        with pytest.raises(ValueError, match="give either derivatives or why"):
+def test_an_own_estimate_on_the_wire_is_a_fit_or_a_reason() -> None:
+    """The terms with their iterations, why the fit failed, or why it is withheld: one of them,
+    and never derivatives."""
+    term = Term(name="a", coef=0.1, se=0.2, lower=-0.3, upper=0.5, z=0.5, p=0.6, ratio=1.1,
+                ratio_lower=0.7, ratio_upper=1.6)  # fmt: skip
+    assert OwnEstimate(terms=[term], iterations=4).terms == [term]
+    assert OwnEstimate(failed="separation").failed == "separation"
+    assert OwnEstimate(withheld="policy").withheld == "policy"
+    for wrong in ({}, {"terms": [term]}, {"iterations": 4, "failed": "separation"},
+                  {"failed": "separation", "withheld": "policy"},
+                  {"terms": [term], "iterations": 4, "withheld": "policy"}):  # fmt: skip
+        with pytest.raises(ValueError, match="give the terms and iterations, why the fit"):
             OwnEstimate.model_validate(wrong)
+    d = {"loglik": -1.0, "gradient": [0.0], "hessian": [[-1.0]]}
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+        OwnEstimate.model_validate({"derivatives": d})
 
 
-def test_own_derivatives_that_do_not_fit_are_not_used() -> None:
+def test_a_secure_loop_sends_no_own_coefficients_and_tracks_no_own_fits() -> None:
+    """Every round sends the pooled coefficients alone; the loop's state holds the sites' own
+    fits as they sent them in the first round, and no fit of theirs moves with it."""
+    tables = four_sites()
+    analysis = spec(ANALYSES["logistic"])
+    _, states = secure_run(analysis, tables, OPEN)
+    assert len(states) > 3
+    for state in states:
+        assert state.own == {} and state.local is not None
+        assert [state.params(site).own for site in tables] == [[]] * 4
+    first = states[0].local
+    assert first == {site: own_of(analysis, table, OPEN) for site, table in tables.items()}
+    assert all(state.local == first for state in states)
+
+
+def test_own_fits_that_do_not_fit_are_not_used() -> None:
     tables = four_sites()
     analysis = spec(ANALYSES["cox"])
     state = plain.start(analysis, list(tables))
     sums = summed(analysis, tables, state, OPEN)
-    right = own_of(analysis, tables["site01"], state, "site01", OPEN)
-    assert isinstance(right, Derivatives)
-    own = {"site00": "kept here", "site01": right.model_copy(update={"gradient": [0.0]})}
+    right = own_of(analysis, tables["site01"], OPEN)
+    assert right.terms is not None and right.iterations is not None
+    slow = right.model_copy(update={"iterations": 51})  # beyond the spec's 50
+    own = {
+        "site00": OwnEstimate(withheld="kept here"),
+        "site01": right.model_copy(update={"terms": right.terms[:-1]}),
+        "site02": slow,
+    }
     outcome = secure_close(analysis, state, sums, own, list(tables), 1)
-    assert isinstance(outcome, NextRound)
-    fits = outcome.state.own
-    assert (fits["site00"].status, fits["site00"].message) == ("withheld", "kept here")
-    assert fits["site01"].message == "its own derivatives do not fit the model's terms"
-    assert (fits["site02"].status, fits["site02"].message) == ("withheld", "it sent none")
+    assert isinstance(outcome, NextRound) and outcome.state.local is not None
+    wrong = OwnEstimate(withheld="its own fit does not fit the spec's terms or iterations")
+    assert outcome.state.local == {
+        "site00": OwnEstimate(withheld="kept here"),
+        "site01": wrong,
+        "site02": wrong,
+        "site03": OwnEstimate(withheld="it sent none"),
+    }
 
 
 def test_a_sum_that_does_not_fit_fails_plainly() -> None:

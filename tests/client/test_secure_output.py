@@ -1,8 +1,10 @@
 """Secure analyses' reports (pooled tables only, the sites in the sums named) go through the
-client's writers and terminal view like plain ones."""
+client's writers and terminal view like plain ones; a secure training job's metrics are shown
+pooled only."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -11,10 +13,18 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from oncofed.cli.watch import render_job
 from oncofed.client.analysis_output import render_analysis, write_analysis
+from oncofed.client.plots import write_result
+from oncofed.client.report import POOLED_ONLY
 from oncofed.edge import LocalStore
 from oncofed.wire.analysis import AnalysisSpec
-from tests.orchestrator.test_secure_rounds import BREAST, RFS, stores  # noqa: F401 (fixture)
+from tests.orchestrator.test_secure_rounds import (  # noqa: F401 (stores: a fixture)
+    BREAST,
+    RFS,
+    stores,
+    training,
+)
 from tests.sites import Site, enrol, play, sites
 from tests.support import State
 
@@ -55,3 +65,22 @@ def test_a_secure_report_is_written_and_shown(
     shown = console.export_text()
     assert "securely aggregated over: alpha, beta, delta, gamma" in shown
     assert all(len(line) <= 80 for line in shown.splitlines())
+
+
+def test_a_secure_training_job_shows_its_metrics_pooled_only(
+    state: State, four: dict[str, Site], tmp_path: Path
+) -> None:
+    """No site's own held-out metrics are known: the live view has no column per site and says
+    so, and the report's final metrics are the pooled ones with the same note."""
+    job = play(state, four, training(**SECURE))
+    assert job.status == "completed", job.error
+    console = Console(width=100, record=True)
+    console.print(render_job(job))
+    shown = console.export_text()
+    assert POOLED_ONLY in " ".join(shown.replace("│", " ").split())
+    assert not any(site in shown for site in four)
+    model = state.coordinator.blobs.read(job.model_sha256 or "")
+    report = json.loads(write_result(job, model, tmp_path / "out")["report"].read_text())
+    assert report["final"] == {"pooled": job.rounds[-1].metrics, "sites": {}, "note": POOLED_ONLY}
+    assert report["final"]["pooled"].keys() >= {"auc", "log_loss"}
+    assert all(not m for row in report["rounds"] for m in row["site_metrics"].values())

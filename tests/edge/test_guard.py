@@ -562,11 +562,31 @@ def test_an_offset_must_keep_every_patients_term_encodable(edge: Edge) -> None:
     """x2 is about 50 here: at b = (0, 0.5) the linear predictors are about 25, so an offset of
     25 keeps every exp(x'b - c) near 1, and one of 80 would drown them all but the largest."""
     runner = edge()
-    assert not isinstance(runner.run(secure_cox(0, zeros(2)), never), Decline)
-    far = AnalysisParams(pooled=[0.0, 0.5], own=[0.0, 0.5], offset=80.0)
+    assert not isinstance(runner.run(secure_cox(0, AnalysisParams(pooled=[0.0] * 2)), never),
+                          Decline)  # fmt: skip
+    far = AnalysisParams(pooled=[0.0, 0.5], offset=80.0)
     refused(
         runner.run(secure_cox(1, far), never),
         "the offset of the risk-set sums is too far from this site's linear predictors",
     )
-    near = AnalysisParams(pooled=[0.0, 0.5], own=[0.0, 0.5], offset=25.0)
+    near = AnalysisParams(pooled=[0.0, 0.5], offset=25.0)
     assert not isinstance(runner.run(secure_cox(2, near), never), Decline)
+
+
+@pytest.mark.parametrize("number", [0, 1])
+def test_a_secure_round_with_coefficients_of_the_sites_own_is_refused(
+    edge: Edge, number: int
+) -> None:
+    """A secure round carries the pooled coefficients only, from the first round on (at 0 as
+    later): the site fits its own model itself, and derivatives at coefficients chosen for it
+    alone are never computed for the clear. A plain round carries its own, one per term."""
+    runner = edge()
+    if number:
+        assert not isinstance(runner.run(secure_cox(0, AnalysisParams(pooled=[0.0] * 2)), never),
+                              Decline)  # fmt: skip
+    own = AnalysisParams(pooled=[0.0, 0.1 * number], own=[0.0, 0.1 * number])
+    refused(runner.run(secure_cox(number, own), never),
+            "a secure round carries no coefficients of this site's own")  # fmt: skip
+    plain = task("analysis", 0, logistic(), params=AnalysisParams(pooled=[0.0] * 3),
+                 job_id="j2", task_id="j2-t0")  # fmt: skip
+    refused(runner.run(plain, never), "the coefficients must be one per term (3 terms)")

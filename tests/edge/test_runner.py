@@ -1,4 +1,5 @@
-"""The edge's own checks: local policy, minimum cohort, data that does not fit, model checks."""
+"""The edge's own checks: local policy, minimum cohort, data that does not fit, model checks;
+and what a secure round's answer says in the clear."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import statsmodels.api as sm
 
 from oncofed.edge import EdgePolicy, LocalStore
 from oncofed.edge.ledger import Ledger
-from oncofed.edge.runner import TaskRunner
+from oncofed.edge.runner import Contribution, TaskRunner
 from oncofed.learning.data import standardization
 from oncofed.learning.registry import initial_weights, parameter_shapes
 from oncofed.wire import tensors
+from oncofed.wire.analysis import AnalysisParams, AnalysisSpec, OwnEstimate
 from oncofed.wire.messages import (
     Decline,
     EvaluateResult,
@@ -21,6 +24,7 @@ from oncofed.wire.messages import (
     TaskAssignment,
     TrainResult,
 )
+from oncofed.wire.secagg import RoundContext, SecureStep
 from oncofed.wire.spec import JobSpec
 from tests.support import make_spec, save_columns
 
@@ -159,3 +163,65 @@ def test_a_small_cohort_is_declined_before_anything_about_its_rows_is_said(
     assert isinstance(outcome, Decline)
     assert "smaller than its minimum cohort size" in outcome.reason
     assert "<= -1" not in outcome.reason
+
+
+def secure_newton(number: int, params: AnalysisParams) -> TaskAssignment:
+    """Round ``number`` of a secure logistic regression of ext.y on ext.x1 and ext.x2."""
+    spec = AnalysisSpec.model_validate(
+        {
+            "name": "a",
+            "dataset": "data",
+            "analysis": {"type": "logistic", "outcome": {"type": "binary", "label": "ext.y"},
+                         "covariates": ["ext.x1", "ext.x2"]},
+            "privacy": {"secure_aggregation": True},
+        }
+    )  # fmt: skip
+    task = TaskAssignment(task_id=f"t{number}", job_id="j1", round=number, kind="analysis",
+                          spec=spec, params=params)  # fmt: skip
+    context = RoundContext(job_id="j1", round=number, announced=task.announced())
+    return task.model_copy(update={"secure": SecureStep(phase="keys", context=context)})
+
+
+def test_a_secure_newton_loop_sends_the_sites_own_fit_in_clear_once(
+    store: LocalStore, ledger: Ledger
+) -> None:
+    """Beside the first round, in the clear, the site's own model fitted on its rows to the
+    end (statsmodels' on the same rows); nothing of its own beside later rounds; the compute
+    time in whole seconds."""
+    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger)
+    first = runner.run(secure_newton(0, AnalysisParams(pooled=[0.0] * 3)), never_fetch)
+    assert isinstance(first, Contribution) and first.clear.own is not None
+    assert first.clear.model_dump().keys() == {"threshold", "compute_seconds", "own"}
+    assert isinstance(first.clear.compute_seconds, int)
+    own = first.clear.own
+    assert own.terms is not None and own.iterations is not None and 3 <= own.iterations <= 10
+    extensions = store.load("data").extensions
+    assert extensions is not None
+    rows = extensions.to_pandas()
+    x = sm.add_constant(rows[["x1", "x2"]].to_numpy(float))
+    logit = sm.Logit(rows["y"].to_numpy(float), x).fit(tol=1e-12, disp=False)
+    assert [t.name for t in own.terms] == ["intercept", "ext.x1", "ext.x2"]
+    np.testing.assert_allclose([t.coef for t in own.terms], logit.params, rtol=1e-6)
+    np.testing.assert_allclose([t.se for t in own.terms], logit.bse, rtol=1e-6)
+    later = runner.run(secure_newton(1, AnalysisParams(pooled=[0.1, 0.5, 0.0])), never_fetch)
+    assert isinstance(later, Contribution) and later.clear.own is None
+
+
+@pytest.mark.parametrize(
+    ("policy", "withheld"),
+    [
+        (EdgePolicy(share_site_estimates=False), "this site does not share its own estimates"),
+        (
+            EdgePolicy(min_cohort_size=500),
+            "fewer than 500 patients with complete data here (policy min_cohort_size)",
+        ),
+    ],
+    ids=["policy", "per-site rule"],
+)
+def test_a_site_that_keeps_its_own_fit_says_why_and_still_takes_part(
+    store: LocalStore, ledger: Ledger, policy: EdgePolicy, withheld: str
+) -> None:
+    runner = TaskRunner(store, policy, "alpha", ledger)
+    first = runner.run(secure_newton(0, AnalysisParams(pooled=[0.0] * 3)), never_fetch)
+    assert isinstance(first, Contribution) and int(first.values["n"]) == 120
+    assert first.clear.own == OwnEstimate(withheld=withheld)

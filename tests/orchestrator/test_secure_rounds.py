@@ -118,4 +118,16 @@ def test_a_secure_regression_equals_the_plain_one(state: State, four: dict[str, 
     for mine, theirs in zip(secure.report.terms, plain.report.terms, strict=True):
         assert mine.coef == pytest.approx(theirs.coef, rel=1e-9, abs=1e-12)
         assert mine.se == pytest.approx(theirs.se, rel=1e-9)
-    assert secure.report.sites.keys() == plain.report.sites.keys()  # shared in the clear
+    # each site fitted its own model on its rows and sent the fit in the clear: the per-site
+    # terms of the plain loop, which ran every site's own fit at the orchestrator
+    assert secure.report.sites.keys() == plain.report.sites.keys() == set(four)
+    for site, terms in plain.report.sites.items():
+        for mine, theirs in zip(secure.report.sites[site], terms, strict=True):
+            assert mine.name == theirs.name
+            for field in ("coef", "se", "lower", "upper", "z", "p", "ratio"):
+                assert getattr(mine, field) == pytest.approx(getattr(theirs, field), rel=1e-9,
+                                                             abs=1e-12)  # fmt: skip
+    for mine, theirs in zip(secure.report.heterogeneity, plain.report.heterogeneity, strict=True):
+        assert (mine.name, mine.df) == (theirs.name, theirs.df) == (mine.name, 3)
+        assert mine.q == pytest.approx(theirs.q, rel=1e-9)
+        assert mine.i2 == pytest.approx(theirs.i2, rel=1e-9, abs=1e-12)

@@ -1,11 +1,17 @@
 """The orchestrator's federated Newton-Raphson loop, kept as plain data (JSON) between rounds.
 
-Each round the orchestrator sends every site the pooled coefficients and the site's own
+Each plain round the orchestrator sends every site the pooled coefficients and the site's own
 (:meth:`NewtonState.params`); each site answers with the derivatives of its log-likelihood at
 both. :func:`newton_step` takes the pooled derivatives (stratified Cox and logistic: the sum of
 the sites' shares; unstratified Cox: :func:`oncofed.analytics.cox.breslow_from_sums`) and each
 site's own, and moves every fit by one round. The pooled fit gives the report; each site's own
 fit (its rows alone) gives the per-site estimates and the heterogeneity check.
+
+Under secure aggregation the orchestrator runs the pooled fit only: derivatives of one site at
+coefficients the orchestrator chose, sent in the clear, would be that site's summand (at 0 in
+the first round), and the pooled sum less the summands of the others would give away a site
+that keeps its own. A site instead runs the same fit on its own rows to its end
+(:func:`fit_alone`) and sends the result once (``NewtonState.local``).
 
 One fit, from coefficients 0:
 
@@ -29,7 +35,7 @@ leaves that site out of the per-site estimates and the heterogeneity check.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -42,6 +48,7 @@ from oncofed.wire.analysis import (
     CoxAnalysis,
     Derivatives,
     Heterogeneity,
+    OwnEstimate,
     Regression,
     RegressionPart,
     RegressionReport,
@@ -74,40 +81,55 @@ class Fit(_Plain):
     """Minus the Hessian's diagonal at the first round (for the separation check)."""
     iterations: int = 0
     halvings: int = 0
-    status: Literal["running", "converged", "failed", "withheld"] = "running"
-    """``withheld``: under secure aggregation, the site keeps its own derivatives (``message``
-    says why), so it has no fit of its own in the report."""
+    status: Literal["running", "converged", "failed"] = "running"
     message: str | None = None
 
 
+SENT_NONE = OwnEstimate(withheld="it sent none")
+"""A site's own estimate under secure aggregation until it sends one."""
+
+
 class NewtonState(_Plain):
-    """The pooled fit and every site's own fit, with the model's term names, and the offset of
-    the unstratified Cox model's risk-set sums under secure aggregation (0 otherwise)."""
+    """The pooled fit with the model's term names; the sites of the loop with their own fits
+    (plain rounds) or the estimates of their own they sent (secure aggregation); and the offset
+    of the unstratified Cox model's risk-set sums under secure aggregation (0 otherwise)."""
 
     names: list[str]
     pooled: Fit
     own: dict[str, Fit]
+    """Plain rounds: each site's own fit, moved beside the pooled one. Empty under secure
+    aggregation."""
+    local: dict[str, OwnEstimate] | None = None
+    """Secure aggregation: each site of the loop with the fit of its own rows it sent beside
+    the first round, or why it has none (``SENT_NONE`` until then). None in plain rounds."""
     offset: float = 0.0
 
     @classmethod
-    def start(cls, names: Sequence[str], sites: Iterable[str]) -> NewtonState:
-        """Every fit at coefficients 0."""
+    def start(cls, names: Sequence[str], sites: Iterable[str], secure: bool = False) -> NewtonState:
+        """Every fit at coefficients 0; under secure aggregation the pooled fit alone."""
         zero = Fit(beta=[0.0] * len(names))
+        if secure:
+            return cls(
+                names=list(names), pooled=zero, own={}, local=dict.fromkeys(sites, SENT_NONE)
+            )
         return cls(names=list(names), pooled=zero, own=dict.fromkeys(sites, zero))
 
-    def params(self, site: str) -> AnalysisParams:
-        """What the next round sends ``site``."""
-        return AnalysisParams(pooled=self.pooled.beta, own=self.own[site].beta, offset=self.offset)
+    @property
+    def sites(self) -> list[str]:
+        """The sites of the loop."""
+        return list(self.own if self.local is None else self.local)
 
-    def withhold(self, reasons: Mapping[str, str]) -> NewtonState:
-        """The state with the running own fits of the sites in ``reasons`` withheld, for why."""
-        own = {
-            site: fit.model_copy(update={"status": "withheld", "message": reasons[site]})
-            if site in reasons and fit.status == "running"
-            else fit
-            for site, fit in self.own.items()
-        }
-        return self.model_copy(update={"own": own})
+    def params(self, site: str) -> AnalysisParams:
+        """What the next round sends ``site`` (no coefficients of its own under secure
+        aggregation)."""
+        own = self.own[site].beta if self.local is None else []
+        return AnalysisParams(pooled=self.pooled.beta, own=own, offset=self.offset)
+
+    def only(self, sites: Collection[str]) -> NewtonState:
+        """The state with the sites of the loop not in ``sites`` left out."""
+        own = {site: fit for site, fit in self.own.items() if site in sites}
+        local = None if self.local is None else {s: e for s, e in self.local.items() if s in sites}
+        return self.model_copy(update={"own": own, "local": local})
 
     @property
     def done(self) -> bool:
@@ -265,6 +287,22 @@ def newton_step(
     return state.model_copy(update={"pooled": fit, "own": sites})
 
 
+def fit_alone(
+    names: Sequence[str],
+    at: Callable[[np.ndarray], Derivatives],
+    tolerance: float,
+    max_iterations: int,
+) -> Fit:
+    """One fit from coefficients 0 to its end (converged or failed) over derivatives computed in
+    place (``at``: a site's own at the given coefficients): the rounds of a site's own fit in a
+    plain loop, with the same steps, halvings, diagnoses and iteration limit, without the round
+    trips."""
+    fit = Fit(beta=[0.0] * len(names))
+    while fit.status == "running":
+        fit = _advance(fit, at(np.asarray(fit.beta)), names, tolerance, max_iterations)
+    return fit
+
+
 def terms(
     names: Sequence[str],
     beta: Sequence[float],
@@ -317,7 +355,8 @@ def heterogeneity(site_terms: Mapping[str, Sequence[Term]]) -> list[Heterogeneit
     ]
 
 
-def _fit_terms(fit: Fit, names: Sequence[str], confidence: float) -> list[Term]:
+def fit_terms(fit: Fit, names: Sequence[str], confidence: float) -> list[Term]:
+    """The terms of a converged fit."""
     assert fit.hessian is not None  # a converged fit has accepted a point
     return terms(names, fit.beta, fit.hessian, confidence)
 
@@ -334,20 +373,42 @@ def regression_report(
     return newton_report(analysis, state, sum(part.n for part in listed), events)
 
 
+def _site_estimates(
+    state: NewtonState, confidence: float
+) -> tuple[dict[str, list[Term]], dict[str, str]]:
+    """Each site's own terms, and why the others have none: from the own fits the loop ran
+    (plain), or from what the sites sent of the fits they ran (secure aggregation)."""
+    if state.local is None:
+        sites = {
+            site: fit_terms(fit, state.names, confidence)
+            for site, fit in state.own.items()
+            if fit.status == "converged"
+        }
+        failed = {
+            site: f"its own fit failed: {fit.message}"
+            for site, fit in state.own.items()
+            if fit.status == "failed"
+        }
+        return sites, failed
+    sites, excluded = {}, {}
+    for site, sent in state.local.items():
+        if sent.terms is not None:
+            sites[site] = sent.terms
+        elif sent.failed is not None:
+            excluded[site] = f"its own fit failed: {sent.failed}"
+        else:
+            excluded[site] = f"no estimates of its own: {sent.withheld}"
+    return sites, excluded
+
+
 def newton_report(
     analysis: Regression, state: NewtonState, n: int, events: int
 ) -> RegressionReport:
     """The report of a finished loop (``state.done``) over ``n`` patients with ``events``: the
-    pooled terms, each site's own terms (sites whose own fit converged) and the heterogeneity
-    of the coefficients across them; the sites whose own fit failed or was withheld are
-    ``excluded``, with why."""
+    pooled terms, each site's own terms and the heterogeneity of the coefficients across them;
+    the sites without terms of their own are ``excluded``, with why."""
     assert state.pooled.loglik is not None  # a converged fit has accepted a point
-    sites = {
-        site: _fit_terms(fit, state.names, analysis.confidence)
-        for site, fit in state.own.items()
-        if fit.status == "converged"
-    }
-    why = {"failed": "its own fit failed: ", "withheld": "no estimates of its own: "}
+    sites, excluded = _site_estimates(state, analysis.confidence)
     return RegressionReport(
         model=analysis.type,
         stratified=isinstance(analysis, CoxAnalysis) and analysis.stratified,
@@ -357,12 +418,8 @@ def newton_report(
         events=events,
         loglik=state.pooled.loglik,
         iterations=state.pooled.iterations,
-        terms=_fit_terms(state.pooled, state.names, analysis.confidence),
+        terms=fit_terms(state.pooled, state.names, analysis.confidence),
         sites=sites,
-        excluded={
-            site: f"{why[fit.status]}{fit.message}"
-            for site, fit in state.own.items()
-            if fit.status in why
-        },
+        excluded=excluded,
         heterogeneity=heterogeneity(sites),
     )

@@ -25,9 +25,10 @@ out of the orchestrator's hands.
 
 A Newton loop needs the same sites in every round: the sums of two rounds over sites that
 differ by one would tell that site's numbers. A site that is not in the first round's sum takes
-no part; one that leaves later, or joins, fails the analysis. Per-site estimates come only from
-the sites that send their own derivatives in the clear
-(:func:`oncofed.analytics.site.own_estimate`); the others' own fits are withheld, with why.
+no part; one that leaves later, or joins, fails the analysis. The loop runs the pooled fit only:
+per-site estimates come from the fits the sites ran on their own rows and sent in the clear
+beside the first round (:func:`oncofed.analytics.site.own_fit`), never from derivatives of one
+site; the sites that sent none are ``excluded``, with why.
 
 The unstratified model's sites sum exp(x'b - c) with a public offset c (``AnalysisParams.
 offset``), so that the fixed-point sums stay near 1 whatever the scale of the covariates: c is
@@ -45,7 +46,13 @@ import numpy as np
 from oncofed.analytics.counts import counts_report, published_table
 from oncofed.analytics.cox import RiskSets, breslow
 from oncofed.analytics.design import Cells, known_groups, small_cells, small_outcome
-from oncofed.analytics.newton import NewtonFailure, NewtonState, newton_report, newton_step
+from oncofed.analytics.newton import (
+    SENT_NONE,
+    NewtonFailure,
+    NewtonState,
+    newton_report,
+    newton_step,
+)
 from oncofed.analytics.outcome import Failed, Finished, NextRound, Outcome
 from oncofed.analytics.secure import SITES, secure_layout, unpack
 from oncofed.analytics.summary import published_summary, summary_of
@@ -57,6 +64,7 @@ from oncofed.wire.analysis import (
     CoxAnalysis,
     Derivatives,
     KaplanMeierAnalysis,
+    OwnEstimate,
     Regression,
     SummaryAnalysis,
     SummaryReport,
@@ -96,7 +104,7 @@ def secure_close(
     spec: AnalysisSpec,
     state: NewtonState | None,
     sums: Sums,
-    own: Mapping[str, Derivatives | str],
+    own: Mapping[str, OwnEstimate],
     sites: Sequence[str],
     threshold: int,
 ) -> Outcome:
@@ -104,9 +112,9 @@ def secure_close(
 
     ``sums``: the decoded sum of the contributions of the ``sites`` in it, by segment of
     :func:`oncofed.analytics.secure.secure_layout`; ``state``: the Newton state the round was
-    sent with (None for one-round analyses); ``own``: each site's own derivatives sent in the
-    clear, or its reason for keeping them (``OwnEstimate.sent``; a site not in it sent
-    nothing); ``threshold``: the smallest count the pooled result may show, as a site's
+    sent with (None for one-round analyses); ``own``: what each site sent in the clear of its
+    own fit (taken from the first round of a Newton loop only; a site not in it sent nothing);
+    ``threshold``: the smallest count the pooled result may show, as a site's
     ``small_cell_threshold``."""
     a = spec.analysis
     names = sorted(sites)
@@ -182,35 +190,34 @@ def _offset(state: NewtonState, sums: Sums) -> float:
     return state.offset + math.log(s0 / n) if n > 0 and s0 > 0 else state.offset
 
 
-def _shared(
-    state: NewtonState, own: Mapping[str, Derivatives | str]
-) -> tuple[dict[str, Derivatives], dict[str, str]]:
-    """The own derivatives of the right size, by site of ``state``, and why the others have
-    none."""
-    p = len(state.names)
-    shared, reasons = {}, {}
-    for site in state.own:
-        sent = own.get(site, "it sent none")
-        if isinstance(sent, str):
-            reasons[site] = sent
-        elif len(sent.gradient) != p or np.shape(sent.hessian) != (p, p):
-            reasons[site] = "its own derivatives do not fit the model's terms"
-        else:
-            shared[site] = sent
-    return shared, reasons
+def _local(
+    analysis: Regression, state: NewtonState, own: Mapping[str, OwnEstimate]
+) -> dict[str, OwnEstimate]:
+    """What each site of the loop sent of its own fit, checked against the spec (the model's
+    terms in order, within its iteration limit), or why it has none."""
+    local = {}
+    for site in state.sites:
+        sent = own.get(site, SENT_NONE)
+        if sent.terms is not None and (
+            [term.name for term in sent.terms] != state.names
+            or (sent.iterations or 0) > analysis.max_iterations
+        ):
+            sent = OwnEstimate(withheld="its own fit does not fit the spec's terms or iterations")
+        local[site] = sent
+    return local
 
 
 def _newton(
     analysis: Regression,
     state: NewtonState,
     sums: Sums,
-    own: Mapping[str, Derivatives | str],
+    own: Mapping[str, OwnEstimate],
     sites: list[str],
     threshold: int,
 ) -> Outcome:
     """One Newton round of a secure regression (see the module docstring)."""
-    left = sorted(set(state.own) - set(sites))
-    joined = sorted(set(sites) - set(state.own))
+    left = sorted(set(state.sites) - set(sites))
+    joined = sorted(set(sites) - set(state.sites))
     iteration = state.pooled.iterations + 1
     if joined or (left and iteration > 1):
         which, how = (joined, "joined") if joined else (left, "left")
@@ -220,14 +227,13 @@ def _newton(
             "one site would reveal it"
         )
     if left:  # not in the first round's sum: no part in the analysis
-        state = state.model_copy(update={"own": {s: f for s, f in state.own.items() if s in sites}})
+        state = state.only(sites)
     if (message := _pooled_check(analysis, sums, threshold)) is not None:
         return Failed(f"the pooled result may not be released: {message}")
+    if iteration == 1:
+        state = state.model_copy(update={"local": _local(analysis, state, own)})
     pooled = _pooled_derivatives(analysis, state, sums)
-    shared, reasons = _shared(state, own)
-    step = newton_step(
-        state.withhold(reasons), pooled, shared, analysis.tolerance, analysis.max_iterations
-    )
+    step = newton_step(state, pooled, {}, analysis.tolerance, analysis.max_iterations)
     if isinstance(step, NewtonFailure):
         return Failed(f"no convergence after {step.iterations} iterations: {step.message}")
     if isinstance(analysis, CoxAnalysis) and not analysis.stratified:

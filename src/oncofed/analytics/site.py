@@ -1,9 +1,9 @@
 """A site's answer to one analysis task: only aggregates, computed on the job's cohort.
 
-:func:`answer` is a plain round's part, seen by the orchestrator as it is; :func:`own_estimate`
-is what a site may add in the clear beside a secure round (:mod:`oncofed.analytics.secure`):
-its derivatives at its own coefficients, for the per-site estimates. Both apply the per-site
-rules below.
+:func:`answer` is a plain round's part, seen by the orchestrator as it is; :func:`own_fit` is
+what a site may add in the clear, once, beside a secure Newton loop
+(:mod:`oncofed.analytics.secure`): its own model fitted here, for the per-site estimates. Both
+apply the per-site rules below.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from oncofed.analytics.design import (
     site_part,
     small_outcome,
 )
+from oncofed.analytics.newton import fit_alone, fit_terms
 from oncofed.analytics.summary import site_summary
 from oncofed.analytics.survival import site_survival
 from oncofed.learning.data import DataError
@@ -28,8 +29,8 @@ from oncofed.wire.analysis import (
     AnalysisParams,
     AnalysisSpec,
     CountsAnalysis,
-    Derivatives,
     KaplanMeierAnalysis,
+    OwnEstimate,
     Regression,
     SitePart,
     SummaryAnalysis,
@@ -93,21 +94,23 @@ def regression_design(
     return data
 
 
-def own_estimate(
+def own_fit(
     spec: AnalysisSpec,
     table: Mapping[str, np.ndarray],
-    params: AnalysisParams,
     threshold: int,
     per_covariate: int,
     min_cohort: int,
     discrete_levels: int,
-) -> Derivatives:
-    """This site's derivatives at its own coefficients (``params.own``), which a site whose
-    policy shares site estimates sends in the clear beside a secure Newton round: the per-site
-    estimates and the heterogeneity check are made of them. They describe this site alone, so
-    DataError (the site keeps them) unless every rule of a plain round is met here:
-    :func:`regression_design`, :func:`oncofed.analytics.design.check_cells` and 0 or at least
-    ``threshold`` patients with and without the outcome."""
+) -> OwnEstimate:
+    """This site's own model, fitted here on its rows alone by the Newton loop a plain analysis
+    runs for it (:func:`oncofed.analytics.newton.fit_alone`, the spec's tolerance and iteration
+    limit), which a site whose policy shares site estimates sends in the clear beside the first
+    round of a secure Newton loop: the per-site estimates and the heterogeneity check are made
+    of these. Only the fitted terms leave, never derivatives at coefficients the orchestrator
+    chose; a fit that fails gives its diagnosis instead. DataError (the site keeps its
+    estimates, for the reason given) unless every rule of a plain round is met here
+    (:func:`regression_design`, :func:`oncofed.analytics.design.check_cells`, and 0 or at least
+    ``threshold`` patients with and without the outcome)."""
     a = spec.analysis
     if isinstance(a, CountsAnalysis | SummaryAnalysis | KaplanMeierAnalysis):
         raise DataError(f"a {a.type} analysis has no estimates of a site's own")
@@ -116,4 +119,9 @@ def own_estimate(
     message = small_outcome(len(data), int(data.label.sum()), threshold, "here")
     if message is not None:
         raise DataError(message)
-    return derivatives(a, data, np.asarray(params.own))
+    fit = fit_alone(
+        data.names, lambda beta: derivatives(a, data, beta), a.tolerance, a.max_iterations
+    )
+    if fit.status == "failed":
+        return OwnEstimate(failed=fit.message)
+    return OwnEstimate(terms=fit_terms(fit, data.names, a.confidence), iterations=fit.iterations)

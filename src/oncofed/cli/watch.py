@@ -7,7 +7,7 @@ from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from oncofed.client.report import curves
+from oncofed.client.report import POOLED_ONLY, curves
 from oncofed.wire.messages import JobPublic, RoundPublic
 
 _STATUS = {"running": "yellow", "completed": "green", "failed": "red"}
@@ -36,7 +36,11 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
         if job.error:
             parts.append(f"[red]{job.error}[/]")
         return Panel(Group(*parts), title=_title(job), title_align="left")
-    table = Table("round", "sites", "train loss", f"all sites {metric}", *job.sites, expand=False)
+    secure = job.spec.privacy.secure_aggregation
+    columns = [] if secure else job.sites  # no site's own metrics under secure aggregation
+    table = Table("round", "sites", "train loss", f"all sites {metric}", *columns, expand=False)
+    if secure:
+        table.caption = POOLED_ONLY
     for row in curves(job)[-last:]:
         loss = row["train_loss"]
         table.add_row(
@@ -44,7 +48,7 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
             "" if row["sites_reporting"] is None else str(row["sites_reporting"]),
             "" if loss is None else f"{loss:.4f}",
             _fmt(row["metrics"].get(metric)),
-            *(_fmt(row["site_metrics"].get(s, {}).get(metric)) for s in job.sites),
+            *(_fmt(row["site_metrics"].get(s, {}).get(metric)) for s in columns),
         )
     parts = [head, table]
     if job.error:

@@ -36,7 +36,9 @@ def plot_curves(job: JobPublic, path: Path) -> Path:
             linewidth=2.5,
             label="all sites (sample-weighted)",
         )
-    ax_metric.set(title=f"Held-out {metric} of the global model", xlabel="round", ylabel=metric)
+    pooled_only = " (pooled only)" if job.spec.privacy.secure_aggregation else ""
+    title = f"Held-out {metric} of the global model{pooled_only}"
+    ax_metric.set(title=title, xlabel="round", ylabel=metric)
     ax_metric.legend(fontsize=8)
     fig.suptitle(f"{job.name} ({job.label})")
     fig.tight_layout()

@@ -6,6 +6,9 @@ from typing import Any
 
 from oncofed.wire.messages import JobPublic
 
+POOLED_ONLY = "secure aggregation: the held-out metrics are pooled only, no site's own is known"
+"""What a securely aggregated job says in place of per-site metrics."""
+
 
 def curves(job: JobPublic) -> list[dict[str, Any]]:
     """One row per global model version v (0 = initial): round v's training loss and the
@@ -37,10 +40,13 @@ def _accepted(rnd: Any) -> int:
 
 
 def final_metrics(job: JobPublic) -> dict[str, Any]:
-    """Metrics of the final model on each site's held-out rows, and pooled (sample-weighted)."""
+    """Metrics of the final model on each site's held-out rows, and pooled (sample-weighted);
+    under secure aggregation pooled only, with a note saying so."""
     final = next((r for r in job.rounds if r.kind == "evaluate"), None)
     if final is None:
         return {}
+    if job.spec.privacy.secure_aggregation:
+        return {"pooled": final.metrics, "sites": {}, "note": POOLED_ONLY}
     return {
         "pooled": final.metrics,
         "sites": {

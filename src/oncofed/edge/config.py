@@ -96,8 +96,9 @@ class EdgePolicy(BaseModel):
     orchestrator needs 2t - n sites colluding with it to unmask one, so above 3/4 no site is
     unmasked while at least half the sites are honest."""
     share_site_estimates: bool = True
-    """Under secure aggregation, also send this site's own numbers (its own regression fit,
-    its held-out metrics) in the clear when they meet the per-site rules above."""
+    """Under secure aggregation, also send in the clear the fit of this site's own regression
+    (its terms, once, beside the first round; never derivatives or any other summand) when its
+    numbers meet the per-site rules above. A secure job's held-out metrics are pooled only."""
     trusted_peers: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]] | None = None
     """Peer sites and the fingerprints of their identity keys (the first 16 hex digits of the
     SHA-256 of the raw Ed25519 public key). When given, secure rounds accept only these peers

@@ -13,7 +13,7 @@ import numpy as np
 
 from oncofed.analytics.design import design
 from oncofed.analytics.secure import secure_values
-from oncofed.analytics.site import answer, own_estimate
+from oncofed.analytics.site import answer, own_fit
 from oncofed.cdm.frame import check_time_origin, job_table
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation, StoreError
@@ -146,7 +146,7 @@ class TaskRunner:
         if task.kind == "evaluate":
             if secure:
                 values = learning.evaluation_values(spec, evaluation)
-                return Contribution(values, self._clear(started, evaluation))
+                return Contribution(values, self._clear(started))
             return EvaluateResult(evaluation=evaluation, compute_seconds=_since(started))
         fit = local.train(
             spec,
@@ -168,7 +168,7 @@ class TaskRunner:
         if secure:
             delta = {k: update[k].astype(np.float64) - weights[k] for k in update}
             values = learning.update_values(spec, delta, meta.n_train, meta.train_loss, evaluation)
-            return Contribution(values, self._clear(started, evaluation))
+            return Contribution(values, self._clear(started))
         return tensors.encode(update, meta)
 
     def _analysis_contribution(
@@ -178,46 +178,36 @@ class TaskRunner:
         table: dict[str, np.ndarray],
         started: float,
     ) -> Contribution:
-        """A secure analysis round: the site's exact numbers, and its own derivatives in the
-        clear when its policy shares site estimates and they meet every per-site rule."""
+        """A secure analysis round: the site's exact numbers; beside a Newton loop's first
+        round, in the clear, its own model fitted here or why it keeps it (``_own_fit``)."""
         policy = self._policy
         threshold, levels = policy.small_cell_threshold, policy.discrete_levels
         values = secure_values(spec, table, task.params, threshold, levels)
-        own = None
-        if task.params is not None and isinstance(spec.analysis, CoxAnalysis | LogisticAnalysis):
-            if not policy.share_site_estimates:
-                own = OwnEstimate(withheld="this site does not share its own estimates")
-            else:
-                try:
-                    derivatives = own_estimate(
-                        spec, table, task.params, threshold,
-                        policy.min_patients_per_covariate, policy.min_cohort_size, levels,
-                    )  # fmt: skip
-                    own = OwnEstimate(derivatives=derivatives)
-                except DataError as exc:
-                    own = OwnEstimate(withheld=str(exc))
-        return Contribution(values, self._clear(started, own=own))
+        first = task.round == 0 and isinstance(spec.analysis, CoxAnalysis | LogisticAnalysis)
+        own = self._own_fit(spec, table) if first else None
+        return Contribution(values, self._clear(started, own))
 
-    def _clear(
-        self,
-        started: float,
-        evaluation: Evaluation | None = None,
-        own: OwnEstimate | None = None,
-    ) -> ClearPart:
-        """What a secure round's answer says in the clear: the site's threshold, its compute
-        time, and its own held-out metrics only when its policy shares site estimates and
-        they stand on at least ``min_eval_size`` rows."""
+    def _own_fit(self, spec: AnalysisSpec, table: dict[str, np.ndarray]) -> OwnEstimate:
+        """This site's own regression fitted on its rows (``analytics.site.own_fit``), when its
+        policy shares site estimates and every per-site rule of a plain round is met; else
+        why it keeps it."""
         policy = self._policy
-        shared = (
-            evaluation is not None
-            and policy.share_site_estimates
-            and evaluation.n_eval >= policy.min_eval_size
-        )
+        if not policy.share_site_estimates:
+            return OwnEstimate(withheld="this site does not share its own estimates")
+        try:
+            return own_fit(
+                spec, table, policy.small_cell_threshold, policy.min_patients_per_covariate,
+                policy.min_cohort_size, policy.discrete_levels,
+            )  # fmt: skip
+        except DataError as exc:
+            return OwnEstimate(withheld=str(exc))
+
+    def _clear(self, started: float, own: OwnEstimate | None = None) -> ClearPart:
+        """What a secure round's answer says in the clear: the site's threshold, its compute
+        time in whole seconds, and beside a Newton loop's first round its own fit."""
+        seconds = round(_since(started))
         return ClearPart(
-            threshold=policy.small_cell_threshold,
-            compute_seconds=_since(started),
-            evaluation=evaluation if shared else None,
-            own=own,
+            threshold=self._policy.small_cell_threshold, compute_seconds=seconds, own=own
         )
 
     def forget(self, job_id: str) -> None:

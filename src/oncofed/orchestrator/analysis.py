@@ -45,15 +45,16 @@ P = TypeVar("P", CountsPart, SummaryPart, SurvivalPart)
 
 
 def start(spec: AnalysisSpec, sites: list[str]) -> NewtonState | None:
-    """The Newton state of a regression (every fit at 0); None for one-round analyses."""
+    """The Newton state of a regression (every fit at 0; under secure aggregation the pooled
+    fit alone); None for one-round analyses."""
     a = spec.analysis
     if isinstance(a, CountsAnalysis | SummaryAnalysis | KaplanMeierAnalysis):
         return None
-    return NewtonState.start(term_names(a), sites)
+    return NewtonState.start(term_names(a), sites, secure=spec.privacy.secure_aggregation)
 
 
 def params_for(state: NewtonState | None, site: str) -> AnalysisParams | None:
-    return None if state is None or site not in state.own else state.params(site)
+    return None if state is None or site not in state.sites else state.params(site)
 
 
 def expected_part(spec: AnalysisSpec) -> type[SitePart]:
@@ -81,14 +82,14 @@ def close(spec: AnalysisSpec, state: NewtonState | None, parts: Mapping[str, Sit
     except ValueError as exc:  # a site's part does not fit the others
         return Failed(f"the sites' answers cannot be pooled: {exc}")
     assert state is not None  # started with the job
-    missing = sorted(set(state.own) - set(parts))
+    missing = sorted(set(state.sites) - set(parts))
     if missing and state.pooled.iterations > 0:
         return Failed(
             f"site(s) {', '.join(missing)} left the analysis at Newton iteration "
             f"{state.pooled.iterations + 1}; the pooled fit needs the same sites every round"
         )
     if missing:  # sites that declined the first round take no part
-        state = state.model_copy(update={"own": {s: f for s, f in state.own.items() if s in parts}})
+        state = state.only(parts)
     answers = {s: p for s, p in parts.items() if isinstance(p, RegressionPart | RiskSetPart)}
     try:
         pooled = pooled_derivatives(list(answers.values()), state.pooled.beta)
@@ -120,7 +121,7 @@ def announced_params(params_json: str) -> AnalysisParams:
     """The parameters a Newton round announces to every site alike (a site's own coefficients
     aside, which ``TaskAssignment.announced`` leaves out)."""
     state = NewtonState.from_json(params_json)
-    return AnalysisParams(pooled=state.pooled.beta, own=state.pooled.beta, offset=state.offset)
+    return AnalysisParams(pooled=state.pooled.beta, offset=state.offset)
 
 
 def close_secure(
@@ -130,9 +131,9 @@ def close_secure(
     headers: Sequence[MaskedHeader],
 ) -> Outcome:
     """Turn a secure round's unmasked sum into the next step. The pooled numbers are released
-    under the largest small-cell threshold of the sites in the sum; a site's own derivatives
-    come only from what it sent in the clear."""
+    under the largest small-cell threshold of the sites in the sum; a site's own estimates
+    come only from the fit of its own rows it sent in the clear."""
     state = NewtonState.from_json(params_json) if params_json else None
-    own = {h.site: h.clear.own.sent for h in headers if h.clear.own is not None}
+    own = {h.site: h.clear.own for h in headers if h.clear.own is not None}
     threshold = max(h.clear.threshold for h in headers)
     return secure_close(spec, state, sums, own, [h.site for h in headers], threshold)

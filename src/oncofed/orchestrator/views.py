@@ -53,14 +53,12 @@ def _site_round(kind: str, task: Task) -> SiteRound:
 
 
 def _secure_site(view: SiteRound, task: Task) -> SiteRound:
-    """A site of a secure round: where it is, and what it sent in the clear about itself."""
+    """A site of a secure round: where it is, and its compute time (whole seconds). Its own
+    rows and metrics are in the sums only: the round's figures are pooled."""
     if not task.result_json:
         return view
     clear = MaskedHeader.model_validate_json(task.result_json).clear
-    update: dict[str, object] = {"compute_seconds": clear.compute_seconds}
-    if clear.evaluation is not None:
-        update |= {"n_eval": clear.evaluation.n_eval, "metrics": clear.evaluation.metrics}
-    return view.model_copy(update=update)
+    return view.model_copy(update={"compute_seconds": float(clear.compute_seconds)})
 
 
 def round_public(rnd: Round) -> RoundPublic:

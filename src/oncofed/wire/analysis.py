@@ -2,7 +2,8 @@
 
 A site sends only aggregates: suppressed count tables, sums with a fixed-bin histogram,
 event and at-risk counts on a time grid, or the gradient and Hessian of a likelihood at the
-coefficients the orchestrator sent. Never a row, a minimum, a maximum or an event time.
+coefficients the orchestrator sent; under secure aggregation also, once, the terms of the model
+it fitted on its own rows (``OwnEstimate``). Never a row, a minimum, a maximum or an event time.
 """
 
 from __future__ import annotations
@@ -309,33 +310,15 @@ class AnalysisResult(_Strict):
     compute_seconds: Annotated[float, Field(ge=0)] = 0.0
 
 
-class OwnEstimate(_Strict):
-    """What a site adds in the clear beside a secure Newton round: its derivatives at its own
-    coefficients, when its policy shares site estimates and its own numbers meet every per-site
-    rule (``analytics.site.own_estimate``), or why it keeps them."""
-
-    derivatives: Derivatives | None = None
-    withheld: Annotated[str, Field(max_length=500)] | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> OwnEstimate:
-        if (self.derivatives is None) == (self.withheld is None):
-            raise ValueError("give either derivatives or why they are withheld")
-        return self
-
-    @property
-    def sent(self) -> Derivatives | str:
-        """The derivatives, or the reason (as ``analytics.secure_close`` takes them)."""
-        return self.derivatives if self.derivatives is not None else str(self.withheld)
-
-
 class AnalysisParams(_Strict):
-    """What a Newton round sends a site: the pooled coefficients and the site's own, and for
+    """What a Newton round sends a site: the pooled coefficients; in a plain round also the
+    site's own, where the orchestrator runs each site's own fit beside the pooled one (none
+    under secure aggregation, where a site fits its own model itself: ``OwnEstimate``); and for
     the unstratified Cox model under secure aggregation the ``offset`` c of its risk-set sums
     of exp(x'b - c), public and the same at every site (0 otherwise)."""
 
     pooled: list[Finite]
-    own: list[Finite]
+    own: list[Finite] = Field(default_factory=list)
     offset: Finite = 0.0
 
 
@@ -348,7 +331,8 @@ class _Report(_Strict):
     secure_sites: list[str] | None = None
     """Under secure aggregation, the sites whose numbers are in the pooled sums: no one saw a
     site's own numbers, so the report holds no per-site tables, curves or summaries (a
-    regression's per-site estimates come only from sites that shared them)."""
+    regression's per-site estimates come only from the fits sites made of their own rows and
+    sent, ``OwnEstimate``)."""
 
 
 class CountTable(_Strict):
@@ -434,6 +418,29 @@ class Heterogeneity(_Strict):
     df: int
     p: float
     i2: float
+
+
+class OwnEstimate(_Strict):
+    """What a site sends in the clear, once, beside the first round of a secure Newton loop:
+    its own model fitted on its rows alone to its end (``analytics.site.own_fit``), when its
+    policy shares site estimates and its own numbers meet every per-site rule of a plain round.
+    Exactly one of: the ``terms`` with the ``iterations`` the fit took; why it ``failed`` (the
+    fit's diagnosis); why it is ``withheld`` (a rule, or the site's policy). Never derivatives:
+    at coefficients the orchestrator chose they would be the site's summand."""
+
+    terms: list[Term] | None = Field(None, max_length=1000)
+    iterations: Annotated[int, Field(ge=1, le=200)] | None = None
+    failed: Annotated[str, Field(max_length=500)] | None = None
+    withheld: Annotated[str, Field(max_length=500)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> OwnEstimate:
+        given = (self.terms is not None, self.failed is not None, self.withheld is not None)
+        if sum(given) != 1 or given[0] != (self.iterations is not None):
+            raise ValueError(
+                "give the terms and iterations, why the fit failed, or why it is withheld"
+            )
+        return self
 
 
 class RegressionReport(_Report):

@@ -188,7 +188,8 @@ class RoundPublic(Message):
     train_loss: float | None = Field(None, description="Sample-weighted over reporting sites.")
     metrics: dict[str, float] = Field(
         default_factory=dict,
-        description="Metrics of the global model this round received, sample-weighted.",
+        description="Metrics of the global model this round received, sample-weighted (under "
+        "secure aggregation pooled only: no site's own metrics are known).",
     )
 
 

@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from oncofed.wire.analysis import OwnEstimate
-from oncofed.wire.base import Evaluation, Message, Sha256
+from oncofed.wire.base import Message, Sha256
 from oncofed.wire.spec import Name
 
 KEY_BYTES = 32
@@ -221,17 +221,18 @@ class UnmaskShares(_Frozen):
 
 
 class ClearPart(_Frozen):
-    """What a site sends in the clear beside its masked input: only numbers about itself that
-    its own policy lets it publish."""
+    """What a site sends in the clear beside its masked input: nothing that a sum over sites
+    less the others' clear parts could turn into its own numbers."""
 
     threshold: Annotated[int, Field(ge=1, le=1000)]
     """Its small-cell threshold: the pooled result is released under the largest of them."""
-    compute_seconds: Annotated[float, Field(ge=0.0, le=1e7)] = 0.0
-    evaluation: Evaluation | None = None
-    """Its held-out metrics (training), when its policy shares site estimates and its held-out
-    rows meet its ``min_eval_size``."""
+    compute_seconds: Annotated[int, Field(ge=0, le=10**7)] = 0
+    """Its time to compute its contribution, in whole seconds: the time grows with its rows,
+    but the orchestrator can time the site's key advert (sent once its contribution is
+    computed) about as well, so only coarse operational figures are given."""
     own: OwnEstimate | None = None
-    """Its derivatives at its own coefficients (a Newton round), or why it keeps them."""
+    """In the first round of a Newton loop, its own model fitted on its rows alone, or why it
+    keeps it (``OwnEstimate``); None otherwise. A training round sends no per-site metrics."""
 
 
 class MaskedHeader(_Frozen):

@@ -82,14 +82,22 @@ class Guard:
         if task.params is None:
             raise PolicyViolation("a regression task must carry its coefficients")
         job = self._job(task)
-        spec = task.spec
+        spec, secure = task.spec, task.secure is not None
         risk_sets = (
-            task.secure is not None
+            secure
             and isinstance(spec, AnalysisSpec)
             and isinstance(spec.analysis, CoxAnalysis)
             and not spec.analysis.stratified
         )
-        check_params(self._policy, task.round, task.params, job.params, data, risk_sets)
+        check_params(
+            self._policy,
+            task.round,
+            task.params,
+            job.params,
+            data,
+            secure=secure,
+            risk_sets=risk_sets,
+        )
         self._ledger.save_params(task.job_id, task.round, task.params)
 
     def answered(self, task: TaskAssignment, outcome: str) -> None:

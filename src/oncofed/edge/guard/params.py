@@ -1,8 +1,12 @@
-"""The coefficients a Newton round sends (the pooled fit's and this site's own), against bounds
-this site can defend: zeros in round 0; no coefficient whose effect across one standard
-deviation of its covariate here exceeds ``max_coefficient_effect``; for logistic regression a
-linear predictor at this site's mean patient within twice that; and each move from the previous
-round's coefficients of the same fit bounded the same way by ``max_newton_step``.
+"""The coefficients a Newton round sends (the pooled fit's, and in a plain round this site's
+own), against bounds this site can defend: zeros in round 0; no coefficient whose effect across
+one standard deviation of its covariate here exceeds ``max_coefficient_effect``; for logistic
+regression a linear predictor at this site's mean patient within twice that; and each move from
+the previous round's coefficients of the same fit bounded the same way by ``max_newton_step``.
+
+A secure round carries no coefficients of this site's own: the site fits its own model itself
+(``analytics.site.own_fit``) and computes nothing at coefficients chosen for it alone. Own
+coefficients in a secure round are refused.
 
 The intercept has no spread (its effect is 0): it is bounded through the linear predictor at the
 mean. A Cox model has no intercept and its linear predictor's level cancels from the partial
@@ -44,13 +48,21 @@ def check_params(
     params: AnalysisParams,
     previous: AnalysisParams | None,
     data: Design,
+    *,
+    secure: bool = False,
     risk_sets: bool = False,
 ) -> None:
     """PolicyViolation naming the fit, term and policy limit the coefficients break (see the
-    module docstring); ``previous`` is this site's last round's, None in round 0;
-    ``risk_sets``: a secure unstratified Cox round, whose offset is checked."""
+    module docstring); ``previous`` is this site's last round's, None in round 0; ``secure``:
+    a secure round, which carries no own coefficients; ``risk_sets``: a secure unstratified Cox
+    round, whose offset is checked."""
     width = len(data.names)
-    if len(params.pooled) != width or len(params.own) != width:
+    if secure and params.own:
+        raise PolicyViolation(
+            "a secure round carries no coefficients of this site's own (it fits its own model "
+            "itself)"
+        )
+    if len(params.pooled) != width or len(params.own) != (0 if secure else width):
         raise PolicyViolation(f"the coefficients must be one per term ({width} terms)")
     if risk_sets:
         eta = data.x @ np.asarray(params.pooled) - params.offset
@@ -72,7 +84,9 @@ def check_params(
     spread = data.x.std(axis=0)
     mean = data.x.mean(axis=0)
     at_mean = "intercept" in data.names  # a logistic model: bound its level too
-    fits = (("pooled", params.pooled, previous.pooled), ("own", params.own, previous.own))
+    fits = [("pooled", params.pooled, previous.pooled)]
+    if not secure:
+        fits.append(("own", params.own, previous.own))
     for fit, now, before in fits:
         beta = np.asarray(now)
         move = beta - np.asarray(before)
