@@ -1,9 +1,11 @@
 """The layout of every kind of secure round, derived from the spec alone: the orchestrator and
-each site derive the same one, and no site's data can change its shape."""
+each site derive the same one, and no site's data can change its shape.
+
+Analyses' layouts are imported when first asked for: they bring scipy, which an orchestrator
+that only trains never needs in its memory."""
 
 from __future__ import annotations
 
-from oncofed.analytics.secure import secure_layout
 from oncofed.learning import secure as learning
 from oncofed.privacy.secagg import Layout, model_fraction_bits
 from oncofed.wire.analysis import AnalysisSpec
@@ -19,6 +21,8 @@ def update_fraction_bits(spec: JobSpec, sites: int) -> int:
 def round_layout(spec: JobSpec | AnalysisSpec, kind: str, sites: int) -> Layout:
     """What each site of a secure round of ``kind`` sends, with ``sites`` in its roster."""
     if isinstance(spec, AnalysisSpec):
+        from oncofed.analytics.secure import secure_layout
+
         return secure_layout(spec)
     if kind == "stats":
         return learning.stats_layout(spec)
