@@ -8,7 +8,11 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
+import pandas as pd
+
+from oncofed.demo.data import mapping_file
 from oncofed.edge import EdgePolicy, LocalStore
+from oncofed.edge.importing import Source, import_source
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.runner import Outcome, TaskRunner
 from oncofed.edge.secure import Post, SecureSessions
@@ -29,6 +33,18 @@ from oncofed.wire.messages import (
 from oncofed.wire.secagg import KeyAdvert, ShareBundle, UnmaskShares
 from oncofed.wire.spec import JobSpec
 from tests.support import State
+
+
+def import_gbsg2(root: Path, tables: Mapping[str, pd.DataFrame]) -> dict[str, LocalStore]:
+    """Each site's GBSG2 rows exported as the demo's CSV and imported into its own store."""
+    mapping = mapping_file("gbsg2.yaml", root)
+    stores = {}
+    for site, table in tables.items():
+        table.to_csv(root / f"{site}.csv", index=False)
+        stores[site] = LocalStore(root / site)
+        source = Source("csv", str(root / f"{site}.csv"), mapping)
+        import_source(stores[site], "gbsg2", source, threshold=11)
+    return stores
 
 
 class Site:

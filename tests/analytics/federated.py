@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from lifelines.datasets import load_gbsg2
 
 from oncofed.analytics.newton import NewtonState
@@ -47,6 +48,34 @@ def deal(table: Table, sizes: Collection[int], seed: int) -> dict[str, Table]:
         f"site{i:02d}": {c: v[order[cuts[i] : cuts[i + 1]]] for c, v in table.items()}
         for i in range(len(sizes))
     }
+
+
+def small_centres(table: Table) -> dict[str, Table]:
+    """GBSG2's rows dealt to a consortium of 12 centres of 12 to 20 patients (202 in all)."""
+    sizes = np.random.default_rng(7).integers(12, 21, 12)
+    centres = deal(table, sizes.tolist(), seed=7)
+    counts = [len(t["rfs_days"]) for t in centres.values()]
+    assert sum(counts) == 202 and min(counts) >= 12 and max(counts) <= 20
+    return centres
+
+
+def frame(tables: Mapping[str, Table]) -> pd.DataFrame:
+    """The pooled rows with the regressions' design columns (age, endocrine therapy and
+    log1p of PR) and the site, as a statistician would fit them."""
+    rows = [
+        pd.DataFrame(
+            {
+                "age_at_diagnosis": table["age_at_diagnosis"],
+                "treatment.endocrine": table["treatment.endocrine"],
+                "log1p(biomarker.PR.value)": np.log1p(table["biomarker.PR.value"]),
+                "time": table["rfs_days"],
+                "event": table["rfs_event"],
+                "site": site,
+            }
+        )
+        for site, table in tables.items()
+    ]
+    return pd.concat(rows, ignore_index=True)
 
 
 def pooled_rows(tables: Mapping[str, Table]) -> dict[str, np.ndarray]:

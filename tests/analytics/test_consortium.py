@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 import statsmodels.api as sm
 from lifelines import CoxPHFitter, KaplanMeierFitter
@@ -21,13 +20,14 @@ from tests.analytics.federated import (
     OPEN,
     RFS,
     Rules,
-    deal,
+    frame,
     gbsg2,
     plain_run,
     pooled_rows,
     report_of,
     secure_round,
     secure_run,
+    small_centres,
     spec,
 )
 
@@ -46,29 +46,7 @@ TIGHT = {"precision": 1e-20, "r_precision": 1e-15}  # lifelines run to convergen
 
 @pytest.fixture(scope="module")
 def sites() -> dict[str, Table]:
-    sizes = np.random.default_rng(7).integers(12, 21, 12)
-    tables = deal(gbsg2(), sizes.tolist(), seed=7)
-    assert len(tables) == 12 and sum(len(t["rfs_days"]) for t in tables.values()) == 202
-    return tables
-
-
-def frame(tables: dict[str, Table]) -> pd.DataFrame:
-    """The pooled rows with the design columns, as a statistician would fit them."""
-    rows = []
-    for site, table in tables.items():
-        rows.append(
-            pd.DataFrame(
-                {
-                    "age_at_diagnosis": table["age_at_diagnosis"],
-                    "treatment.endocrine": table["treatment.endocrine"],
-                    "log1p(biomarker.PR.value)": np.log1p(table["biomarker.PR.value"]),
-                    "time": table["rfs_days"],
-                    "event": table["rfs_event"],
-                    "site": site,
-                }
-            )
-        )
-    return pd.concat(rows, ignore_index=True)
+    return small_centres(gbsg2())
 
 
 def regression(outcome: Any, tables: dict[str, Table]) -> RegressionReport:

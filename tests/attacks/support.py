@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import pytest
@@ -65,6 +65,15 @@ attacked design's columns, in the attack's column order."""
 
 SITE = "north"
 DATASET = "gbsg2"
+GBSG2_COLUMNS = [
+    "age_at_diagnosis",
+    "tumour_size_mm",
+    "nodes_positive",
+    "biomarker.PR.value",
+    "biomarker.ER.value",
+    "treatment.endocrine",
+]
+"""GBSG2's numeric columns in the data model, the binary endocrine therapy among them."""
 CREDENTIAL = "attack-edge-credential"
 PLANTED_TREATMENT = "chemotherapy"
 PLANTED_GROUP = (7, 2)
@@ -257,6 +266,30 @@ class MaliciousOrchestrator:
         return Response(ack.model_dump_json(), media_type="application/json")
 
 
+LR = 10.0
+"""The largest learning rate a spec may declare: the largest update, the least rounding."""
+
+
+def sgd_job(
+    name: str, features: list[Any], model: dict[str, Any], rounds: int, clip_norm: float
+) -> JobSpec:
+    """A training job an orchestrator may write: one full-batch SGD step per round at the
+    largest learning rate, predicting recurrence, 5% held out."""
+    return JobSpec.model_validate(
+        {
+            "name": name,
+            "dataset": DATASET,
+            "features": features,
+            "outcome": {"type": "binary", "label": "rfs_event"},
+            "model": model,
+            "rounds": rounds,
+            "local": {"epochs": 1, "batch_size": 1_000_000, "lr": LR, "optimizer": "sgd",
+                      "clip_norm": clip_norm},
+            "evaluation": {"holdout": 0.05},
+        }
+    )  # fmt: skip
+
+
 def make_task(
     job_id: str,
     kind: str,
@@ -416,6 +449,30 @@ def true_training_rows(store: LocalStore, spec: JobSpec) -> list[Row]:
     train, _ = split_cohort(spec, build_cohort(spec, job_table(spec, store.load(spec.dataset))))
     rows = np.hstack([train.numeric, train.dummies, train.label[:, None]])
     return [tuple(map(float, row)) for row in rows]
+
+
+def played(
+    name: str,
+    root: Path,
+    datasets: Path,
+    policy: EdgePolicy,
+    attack: Callable[[MaliciousOrchestrator], Recovery],
+    truth: Callable[[LocalStore], list[Row]],
+) -> tuple[Recovery, Score]:
+    """Play ``attack`` against a real edge with ``policy``; score what it recovered against
+    ``truth`` (read from the site's store) and report it."""
+    with attacked_edge(root, datasets, policy) as (orchestrator, edge):
+        recovery = attack(orchestrator)
+        rows = truth(edge.store())
+    result = score(recovery.rows, rows)
+    report(name, recovery, result)
+    return recovery, result
+
+
+def assert_rows_recovered(recovery: Recovery, result: Score) -> None:
+    """The attack ran to its end and recovered at least 90% of the rows, none wrong."""
+    assert recovery.stopped is None, recovery.stopped
+    assert result.exact >= 0.9 * result.total and result.wrong == 0, result
 
 
 def report(name: str, recovery: Recovery, result: Score) -> None:

@@ -22,10 +22,8 @@ from tests.attacks.support import (
     Declined,
     Orchestrator,
     Recovery,
-    attacked_edge,
     make_task,
-    report,
-    score,
+    played,
     true_design_rows,
 )
 
@@ -111,9 +109,12 @@ def cohort_differencing(orchestrator: Orchestrator) -> Recovery:
 def test_cohort_differencing_recovers_nothing_under_the_default_policy(
     tmp_path: Path, site_datasets: Path
 ) -> None:
-    with attacked_edge(tmp_path / "edge", site_datasets, EdgePolicy()) as (orchestrator, edge):
-        recovery = cohort_differencing(orchestrator)
-        truth = true_design_rows(edge.store(), window_spec(None), label=True)
-    result = score(recovery.rows, truth)
-    report("cohort differencing, defaults", recovery, result)
+    _, result = played(
+        "cohort differencing, defaults",
+        tmp_path / "edge",
+        site_datasets,
+        EdgePolicy(),
+        cohort_differencing,
+        lambda store: true_design_rows(store, window_spec(None), label=True),
+    )
     assert result.exact == 0

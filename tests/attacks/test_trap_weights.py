@@ -17,14 +17,15 @@ from oncofed.learning.registry import initial_weights
 from oncofed.wire import tensors
 from oncofed.wire.spec import JobSpec
 from tests.attacks.support import (
-    DATASET,
+    GBSG2_COLUMNS,
     Declined,
     Orchestrator,
     Recovery,
-    attacked_edge,
+    Score,
+    assert_rows_recovered,
     make_task,
-    report,
-    score,
+    played,
+    sgd_job,
     true_training_rows,
 )
 from tests.attacks.traps import columns, hidden_width, read_trap, trap_model, walk
@@ -33,37 +34,19 @@ pytestmark = pytest.mark.slow
 log = logging.getLogger("oncofed.attacks")
 
 FEATURES: list[Any] = [
-    "age_at_diagnosis",
-    "tumour_size_mm",
-    "nodes_positive",
-    "biomarker.PR.value",
-    "biomarker.ER.value",
-    "treatment.endocrine",
+    *GBSG2_COLUMNS,
     "rfs_days",
     {"name": "grade", "levels": ["G1", "G2", "G3"]},
     {"name": "ext.menopausal_status", "levels": ["pre", "post"]},
 ]
 """Every GBSG2 column but the recurrence flag, which is the label."""
-LR = 10.0
-"""The largest learning rate a spec may declare: the largest update, the least rounding."""
 DECLARED_ROUNDS = 100
 
 
 def trap_spec(hidden: int, clip_norm: float, rounds: int = DECLARED_ROUNDS) -> JobSpec:
     """A job an orchestrator may write: an MLP trained by one full-batch SGD step per round."""
-    return JobSpec.model_validate(
-        {
-            "name": "innocent-mlp",
-            "dataset": DATASET,
-            "features": FEATURES,
-            "outcome": {"type": "binary", "label": "rfs_event"},
-            "model": {"type": "mlp", "hidden": [hidden]},
-            "rounds": rounds,
-            "local": {"epochs": 1, "batch_size": 1_000_000, "lr": LR, "optimizer": "sgd",
-                      "clip_norm": clip_norm},
-            "evaluation": {"holdout": 0.05},
-        }
-    )  # fmt: skip
+    model = {"type": "mlp", "hidden": [hidden]}
+    return sgd_job("innocent-mlp", FEATURES, model, rounds, clip_norm)
 
 
 def trap_weights(
@@ -119,6 +102,19 @@ def trap_weights(
     return recovery
 
 
+def play_trap(
+    setup: str, tmp_path: Path, site_datasets: Path, policy: EdgePolicy, **attack: Any
+) -> tuple[Recovery, Score]:
+    return played(
+        f"trap weights, {setup}",
+        tmp_path / "edge",
+        site_datasets,
+        policy,
+        lambda orchestrator: trap_weights(orchestrator, **attack),
+        lambda store: true_training_rows(store, trap_spec(1, 1.0)),
+    )
+
+
 def test_trap_weights_recover_rows_when_the_model_may_move_freely(
     tmp_path: Path, site_datasets: Path
 ) -> None:
@@ -126,13 +122,8 @@ def test_trap_weights_recover_rows_when_the_model_may_move_freely(
     allows any model within 1e6 of the last one the site saw: the trap, about 280 away, goes
     out in round 2, and one update gives the rows away."""
     policy = EdgePolicy(max_clip_norm=1e6, max_model_travel=1e300)
-    with attacked_edge(tmp_path / "edge", site_datasets, policy) as (orchestrator, edge):
-        recovery = trap_weights(orchestrator, clip_norm=1e6)
-        truth = true_training_rows(edge.store(), trap_spec(1, 1.0))
-    result = score(recovery.rows, truth)
-    report("trap weights, naive", recovery, result)
-    assert recovery.stopped is None, recovery.stopped
-    assert result.exact >= 0.9 * result.total and result.wrong == 0
+    recovery, result = play_trap("naive", tmp_path, site_datasets, policy, clip_norm=1e6)
+    assert_rows_recovered(recovery, result)
 
 
 def test_the_step_bound_alone_lets_a_walk_reach_the_trap(
@@ -142,14 +133,11 @@ def test_the_step_bound_alone_lets_a_walk_reach_the_trap(
     the destination: at the largest clip norm the defaults accept (10) the attack walks to the
     trap, about 280 away, a step a round, and reads the rows off the update of round 30."""
     policy = EdgePolicy(max_model_travel=1e300)
-    with attacked_edge(tmp_path / "edge", site_datasets, policy) as (orchestrator, edge):
-        recovery = trap_weights(orchestrator, clip_norm=policy.max_clip_norm)
-        truth = true_training_rows(edge.store(), trap_spec(1, 1.0))
-    result = score(recovery.rows, truth)
-    report("trap weights, walk, travel lifted", recovery, result)
-    assert recovery.stopped is None, recovery.stopped
+    clip = policy.max_clip_norm
+    label = "walk, travel lifted"
+    recovery, result = play_trap(label, tmp_path, site_datasets, policy, clip_norm=clip)
+    assert_rows_recovered(recovery, result)
     assert recovery.tasks > 20
-    assert result.exact >= 0.9 * result.total and result.wrong == 0
 
 
 def test_trap_weights_recover_nothing_under_the_default_policy(
@@ -162,10 +150,8 @@ def test_trap_weights_recover_nothing_under_the_default_policy(
     policy = EdgePolicy()
     clip = policy.max_clip_norm
     rounds = int(policy.max_model_travel // clip)
-    with attacked_edge(tmp_path / "edge", site_datasets, policy) as (orchestrator, edge):
-        recovery = trap_weights(orchestrator, clip_norm=clip, rounds=rounds)
-        truth = true_training_rows(edge.store(), trap_spec(1, 1.0))
-    result = score(recovery.rows, truth)
-    report("trap weights, defaults", recovery, result)
+    recovery, result = play_trap(
+        "defaults", tmp_path, site_datasets, policy, clip_norm=clip, rounds=rounds
+    )
     assert result.exact == 0
     assert recovery.stopped is not None

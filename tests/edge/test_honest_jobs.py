@@ -8,12 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from oncofed.demo.data import demo_analyses, demo_specs, mapping_file, site_tables
+from oncofed.demo.data import demo_analyses, demo_specs, site_tables
 from oncofed.edge import EdgePolicy, LocalStore
-from oncofed.edge.importing import Source, import_source
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.runner import Outcome, TaskRunner
 from oncofed.orchestrator import identity
@@ -23,6 +21,7 @@ from oncofed.wire.analysis import AnalysisSpec
 from oncofed.wire.messages import Decline, JobPublic, ResultAck, TaskAssignment
 from oncofed.wire.spec import JobSpec, PrivacySpec
 from oncofed.wire.tensors import sha256
+from tests.sites import import_gbsg2
 from tests.support import State
 
 pytestmark = pytest.mark.parametrize("state", ["sqlite"], indirect=True)
@@ -56,15 +55,7 @@ class Hospital:
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, LocalStore]:
     """The demo's four hospitals, each with its share of GBSG2 imported (CSV)."""
-    root = tmp_path_factory.mktemp("hospitals")
-    mapping = mapping_file("gbsg2.yaml", root)
-    stores = {}
-    for name, table in site_tables().items():
-        pd.DataFrame(table).to_csv(root / f"{name}.csv", index=False)
-        stores[name] = LocalStore(root / name)
-        source = Source("csv", str(root / f"{name}.csv"), mapping)
-        import_source(stores[name], "gbsg2", source, threshold=11)
-    return stores
+    return import_gbsg2(tmp_path_factory.mktemp("hospitals"), site_tables())
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import sys
 
 def loaded_after(statement: str) -> set[str]:
     """Top-level packages in ``sys.modules`` of a fresh interpreter after ``statement``."""
-    code = f"{statement}\nimport sys\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    listing = "import sys\nprint(' '.join({m.split('.')[0] for m in sys.modules}))"
+    code = f"{statement}\n{listing}"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(out.stdout.split())
 

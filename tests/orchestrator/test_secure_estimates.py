@@ -27,9 +27,8 @@ from oncofed.analytics.design import derivatives, design
 from oncofed.analytics.newton import NewtonState
 from oncofed.cdm.frame import job_table
 from oncofed.client.report import POOLED_ONLY, final_metrics
-from oncofed.demo.data import mapping_file, site_tables
+from oncofed.demo.data import site_tables
 from oncofed.edge import EdgePolicy, LocalStore
-from oncofed.edge.importing import Source, import_source
 from oncofed.edge.runner import Contribution, Outcome
 from oncofed.learning.secure import metric_names
 from oncofed.orchestrator.db import Base, Job
@@ -40,7 +39,7 @@ from oncofed.wire.secagg import MaskedHeader
 from oncofed.wire.spec import JobSpec
 from tests.canary import Haystack, Needles, labels
 from tests.orchestrator.test_secure_rounds import RFS, SECURE, analysis, training
-from tests.sites import Site, enrol, play, sites
+from tests.sites import Site, enrol, import_gbsg2, play, sites
 from tests.support import State
 
 SHARING = ("alpha", "beta", "gamma")
@@ -57,18 +56,10 @@ Run = Callable[[TaskAssignment, Callable[[str], bytes]], Outcome]
 def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, LocalStore]:
     """The demo's north, south and east hospitals (247, 192 and 144 patients) as alpha, beta
     and gamma, and 18 of west's patients as delta."""
-    root = tmp_path_factory.mktemp("sites")
-    mapping = mapping_file("gbsg2.yaml", root)
     demo = site_tables()
     tables = {"alpha": demo["north"], "beta": demo["south"], "gamma": demo["east"],
               SMALL: demo["west"].iloc[:18]}  # fmt: skip
-    stores = {}
-    for site, table in tables.items():
-        table.to_csv(root / f"{site}.csv", index=False)
-        stores[site] = LocalStore(root / site)
-        source = Source("csv", str(root / f"{site}.csv"), mapping)
-        import_source(stores[site], "gbsg2", source, threshold=11)
-    return stores
+    return import_gbsg2(tmp_path_factory.mktemp("sites"), tables)
 
 
 @pytest.fixture

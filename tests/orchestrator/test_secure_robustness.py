@@ -23,9 +23,7 @@ from fastapi.testclient import TestClient
 from lifelines.datasets import load_gbsg2
 from sqlalchemy import select
 
-from oncofed.demo.data import mapping_file
 from oncofed.edge import EdgePolicy, LocalStore
-from oncofed.edge.importing import Source, import_source
 from oncofed.edge.runner import Outcome
 from oncofed.edge.secure import Post
 from oncofed.orchestrator.db import Round, Task
@@ -44,7 +42,7 @@ from oncofed.wire.secagg import (
 )
 from oncofed.wire.spec import JobSpec
 from oncofed.wire.stream import DTYPES, Shapes, TensorWriter
-from tests.sites import Mortal, Site, Watch, drive, enrol, job, mortals, play
+from tests.sites import Mortal, Site, Watch, drive, enrol, import_gbsg2, job, mortals, play
 from tests.support import State, auth
 
 HOSTILE = "gamma"
@@ -81,16 +79,10 @@ Reference = Callable[[State, Mapping[str, Mortal], dict[str, Any]], AnalysisRepo
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, LocalStore]:
     """Five hospitals of 60 GBSG2 patients each, every one imported from its CSV export."""
-    root = tmp_path_factory.mktemp("five")
-    mapping, raw = mapping_file("gbsg2.yaml", root), load_gbsg2()
+    raw = load_gbsg2()
     order = np.random.default_rng(8).permutation(len(raw))
-    stores = {}
-    for i, name in enumerate(NAMES):
-        raw.iloc[np.sort(order[60 * i : 60 * (i + 1)])].to_csv(root / f"{name}.csv", index=False)
-        stores[name] = LocalStore(root / name)
-        source = Source("csv", str(root / f"{name}.csv"), mapping)
-        import_source(stores[name], "gbsg2", source, threshold=11)
-    return stores
+    tables = {name: raw.iloc[np.sort(order[60 * i : 60 * (i + 1)])] for i, name in enumerate(NAMES)}
+    return import_gbsg2(tmp_path_factory.mktemp("five"), tables)
 
 
 @pytest.fixture

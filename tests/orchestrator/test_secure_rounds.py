@@ -12,13 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from oncofed.demo.data import mapping_file, site_tables
+from oncofed.demo.data import site_tables
 from oncofed.edge import EdgePolicy, LocalStore
-from oncofed.edge.importing import Source, import_source
 from oncofed.wire import tensors
 from oncofed.wire.analysis import AnalysisSpec, RegressionReport, SurvivalReport
 from oncofed.wire.spec import JobSpec
-from tests.sites import Site, enrol, play, sites
+from tests.sites import Site, enrol, import_gbsg2, play, sites
 from tests.support import State
 
 NAMES = {"north": "alpha", "south": "beta", "east": "gamma", "west": "delta"}
@@ -30,16 +29,8 @@ SECURE = {"privacy": {"secure_aggregation": True}}
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, LocalStore]:
     """The demo's four hospitals (247, 192, 144 and 103 patients) as alpha to delta."""
-    root = tmp_path_factory.mktemp("sites")
-    mapping = mapping_file("gbsg2.yaml", root)
-    stores = {}
-    for demo, table in site_tables().items():
-        site = NAMES[demo]
-        table.to_csv(root / f"{site}.csv", index=False)
-        stores[site] = LocalStore(root / site)
-        source = Source("csv", str(root / f"{site}.csv"), mapping)
-        import_source(stores[site], "gbsg2", source, threshold=11)
-    return stores
+    tables = {NAMES[demo]: table for demo, table in site_tables().items()}
+    return import_gbsg2(tmp_path_factory.mktemp("sites"), tables)
 
 
 @pytest.fixture(params=[11], ids=["threshold-11"])

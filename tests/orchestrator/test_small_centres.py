@@ -24,14 +24,21 @@ import statsmodels.api as sm
 from lifelines import CoxPHFitter
 from lifelines.datasets import load_gbsg2
 
-from oncofed.demo.data import mapping_file
 from oncofed.edge import LocalStore
-from oncofed.edge.importing import Source, import_source
 from oncofed.learning.data import Table
 from oncofed.wire.analysis import AnalysisSpec, RegressionReport, SurvivalReport
 from oncofed.wire.messages import JobPublic
-from tests.analytics.federated import RFS, Rules, deal, gbsg2, plain_run, pooled_rows, report_of
-from tests.sites import Mortal, enrol, mortals, play
+from tests.analytics.federated import (
+    RFS,
+    Rules,
+    frame,
+    gbsg2,
+    plain_run,
+    pooled_rows,
+    report_of,
+    small_centres,
+)
+from tests.sites import Mortal, enrol, import_gbsg2, mortals, play
 from tests.support import State
 
 COVARIATES: list[Any] = [
@@ -57,11 +64,7 @@ SQLITE = pytest.mark.parametrize("state", ["sqlite"], indirect=True)
 @pytest.fixture(scope="module")
 def tables() -> dict[str, Table]:
     """Each centre's rows as the reference sees them, with their row numbers in GBSG2."""
-    sizes = np.random.default_rng(7).integers(12, 21, 12)
-    dealt = deal(gbsg2() | {"row": np.arange(686)}, sizes.tolist(), seed=7)
-    counts = [len(table["row"]) for table in dealt.values()]
-    assert sum(counts) == 202 and min(counts) >= 12 and max(counts) <= 20
-    return dealt
+    return small_centres(gbsg2() | {"row": np.arange(686)})
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +72,9 @@ def stores(
     tmp_path_factory: pytest.TempPathFactory, tables: dict[str, Table]
 ) -> dict[str, LocalStore]:
     """Each centre's GBSG2 rows exported as the demo's CSV and imported at its edge."""
-    root = tmp_path_factory.mktemp("centres")
-    mapping, raw = mapping_file("gbsg2.yaml", root), load_gbsg2()
-    stores = {}
-    for site, table in tables.items():
-        raw.iloc[table["row"]].to_csv(root / f"{site}.csv", index=False)
-        stores[site] = LocalStore(root / site)
-        source = Source("csv", str(root / f"{site}.csv"), mapping)
-        import_source(stores[site], "gbsg2", source, threshold=11)
-    return stores
+    raw = load_gbsg2()
+    exports = {site: raw.iloc[table["row"]] for site, table in tables.items()}
+    return import_gbsg2(tmp_path_factory.mktemp("centres"), exports)
 
 
 @pytest.fixture
@@ -128,24 +125,6 @@ def secure(
             assert report.excluded[KILLED] == f"expired: {dropped}"
             assert all(KILLED not in r.sites for r in public.rounds[1:])
         yield public, kept
-
-
-def frame(tables: dict[str, Table]) -> pd.DataFrame:
-    """The pooled rows with the design's columns, as a statistician would fit them."""
-    rows = [
-        pd.DataFrame(
-            {
-                "age_at_diagnosis": table["age_at_diagnosis"],
-                "treatment.endocrine": table["treatment.endocrine"],
-                "log1p(biomarker.PR.value)": np.log1p(table["biomarker.PR.value"]),
-                "time": table["rfs_days"],
-                "event": table["rfs_event"],
-                "site": site,
-            }
-        )
-        for site, table in tables.items()
-    ]
-    return pd.concat(rows, ignore_index=True)
 
 
 def regression(public: JobPublic, rows: pd.DataFrame) -> RegressionReport:
