@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.live import Live
 from rich.table import Table
 
 from oncofed.cli._common import TokenOption, UrlOption, client, console, friendly
-from oncofed.cli.watch import render_job
+from oncofed.cli.watch import live_view, render_job
 from oncofed.client import Client, ClientError, load_spec
 from oncofed.wire.messages import JobPublic
 
@@ -47,7 +46,7 @@ def watch(
 
 
 def _watch(api: Client, job_id: str) -> None:
-    with Live(console=console, refresh_per_second=4) as live:
+    with live_view(console) as live:
         job = api.wait(job_id, on_update=lambda j: live.update(render_job(j)))
     if job.status != "completed":
         raise typer.Exit(1)

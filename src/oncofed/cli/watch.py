@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from oncofed.client.report import POOLED_ONLY, curves
 from oncofed.wire.messages import JobPublic, RoundPublic
+
+
+@contextmanager
+def live_view(console: Console) -> Iterator[Live]:
+    """A display updated in place. Piped, rich prints only the last view and leaves its last
+    line open, so the next output would join it: the line is ended here."""
+    with Live(console=console, refresh_per_second=4) as live:
+        yield live
+    if not console.is_terminal:
+        console.line()
+
 
 _STATUS = {"running": "yellow", "completed": "green", "failed": "red"}
 

@@ -391,15 +391,16 @@ def _interval(value: float, lower: float, upper: float) -> str:
     return f"{_estimate(value)} ({_estimate(lower)}, {_estimate(upper)})"
 
 
-def _framed(heading: str, table: Table, footer: str = "") -> RenderableType:
-    """A table with a line above it and, when given, one below (not wrapped to its width)."""
-    return Group(Text(heading, style="bold"), table, *([Text(footer)] if footer else []))
+def _framed(heading: str, *tables: Table, footer: str = "") -> RenderableType:
+    """Tables with a line above them and, when given, one below (not wrapped to their width)."""
+    return Group(Text(heading, style="bold"), *tables, *([Text(footer)] if footer else []))
 
 
 def _table(first: str, *numbers: str) -> Table:
-    """A table with a label column and right-aligned columns of numbers, none wrapped."""
+    """A table with a label column and right-aligned columns of numbers. Numbers are never
+    wrapped; on a narrow terminal a long label folds onto a second line instead."""
     table = Table()
-    table.add_column(Text(first), no_wrap=True)
+    table.add_column(Text(first), overflow="fold")
     for header in numbers:
         table.add_column(Text(header), justify="right", no_wrap=True)
     return table
@@ -419,7 +420,7 @@ def _render_counts(report: CountsReport) -> RenderableType:
     for level, counts in zip(levels, cells, strict=True):
         _row(table, level, *counts, style="bold" if level == "total" else "")
     heading = f"{' by '.join(report.variables)}, all sites"
-    return _framed(heading, table, f"patients per site: {totals}" if totals else "")
+    return _framed(heading, table, footer=f"patients per site: {totals}" if totals else "")
 
 
 def _render_summary(report: SummaryReport) -> RenderableType:
@@ -450,21 +451,22 @@ def _median(curve: Curve) -> str:
 
 
 def _render_survival(report: SurvivalReport) -> RenderableType:
+    """Two tables, so that each fits 80 columns: the groups' counts and medians, then their
+    survival at three times with its interval."""
     times = regular_times(_end(report), report.grid_days, bins=4)[1:]
-    table = _table(
-        "group", "n", "events", "reported to day", "median", *(f"S(day {t:g})" for t in times)
-    )
+    counts = _table("group", "n", "events", "reported to day", "median")
+    survival = _table("group", *(f"S(day {t:g})" for t in times))
     for group, curve in report.groups.items():
-        values = [survival_at(curve, t) for t in times]
         _row(
-            table,
+            counts,
             group,
             curve.at_risk[0] if curve.at_risk else "-",
             sum(curve.events),
             f"{curve.time[-1]:g}" if curve.time else "-",
             _median(curve),
-            *("-" if v is None else _interval(*v) for v in values),
         )
+        values = [survival_at(curve, t) for t in times]
+        _row(survival, group, *("-" if v is None else _interval(*v) for v in values))
     heading = (
         f"Kaplan-Meier: survival ({report.confidence:.0%} CI) and median in days, "
         f"{report.grid_days}-day grid"
@@ -476,7 +478,8 @@ def _render_survival(report: SurvivalReport) -> RenderableType:
         if report.withheld
         else ""
     )
-    return _framed(heading, table, "\n".join(line for line in (_logrank(report), withheld) if line))
+    footer = "\n".join(line for line in (_logrank(report), withheld) if line)
+    return _framed(heading, counts, survival, footer=footer)
 
 
 def _regression_title(report: RegressionReport) -> str:
@@ -501,4 +504,4 @@ def _render_regression(report: RegressionReport) -> RenderableType:
             _p(t.p),
             i2.get(t.name, "-"),
         )
-    return _framed(_regression_title(report), table, f"log-likelihood {report.loglik:.4f}")
+    return _framed(_regression_title(report), table, footer=f"log-likelihood {report.loglik:.4f}")

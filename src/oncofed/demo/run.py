@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
-from rich.live import Live
 from rich.table import Table
 
 from oncofed.cdm.frame import job_table
-from oncofed.cli.watch import render_job
+from oncofed.cli.watch import live_view, render_job
 from oncofed.client import Client
 from oncofed.client.analysis_output import render_analysis, write_analysis
 from oncofed.client.plots import write_result
@@ -115,7 +114,7 @@ def _profiles(api: Client, sites: list[str], timeout: float = 30.0) -> Table:
 
 
 def _follow(console: Console, get: Any, ids: list[str]) -> list[JobPublic]:
-    with Live(console=console, refresh_per_second=4) as live:
+    with live_view(console) as live:
         while True:
             jobs = [get(job_id) for job_id in ids]
             live.update(Group(*(render_job(job) for job in jobs)))
