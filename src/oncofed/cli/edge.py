@@ -99,9 +99,11 @@ def datasets(home: EdgeDir) -> None:
 @app.command()
 @friendly
 def identity(home: EdgeDir) -> None:
-    """This site's identity key, the orchestrator's, and the peer sites' keys pinned here:
-    compare the fingerprints with the other sites' admins over a channel you trust (then list
-    them in policy.yaml as trusted_peers to make them the only ones accepted)."""
+    """Fingerprints of this site's identity key, the orchestrator's and the pinned peers'.
+
+    Compare them with the other sites' admins over a channel you trust, then list them in
+    policy.yaml as trusted_peers to make them the only ones accepted.
+    """
     from oncofed.edge.ledger import Ledger
     from oncofed.privacy.secagg import fingerprint, public_bytes
 

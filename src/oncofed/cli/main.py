@@ -10,6 +10,7 @@ app = typer.Typer(
     help="oncofed: federated learning across cancer centres; no patient row leaves a hospital.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # a docstring's paragraph is one paragraph, not its lines
 )
 app.add_typer(orchestrator.app, name="orchestrator")
 app.add_typer(site.app, name="site")

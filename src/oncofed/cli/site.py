@@ -31,8 +31,10 @@ def add(
 @app.command("list")
 @friendly
 def list_sites(url: UrlOption = None, token: TokenOption = None) -> None:
-    """Sites, whether they are enrolled and connected now, and their identity keys'
-    fingerprints (for the sites' admins to compare with ``oncofed edge identity``)."""
+    """Sites: enrolled, connected now, and their identity keys' fingerprints.
+
+    The sites' admins compare the fingerprints with what ``oncofed edge identity`` prints.
+    """
     table = Table("site", "enrolled", "connected", "last seen (UTC)", "identity key")
     with client(url, token) as api:
         sites = api.sites()
