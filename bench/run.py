@@ -838,7 +838,7 @@ class Outcome:
         if self.sites == 32 and not small:
             limit = 2 * self.model_bytes + MEMORY_TARGET_BASE
             ok = 0 < self.orchestrator_peak_bytes < limit if self.status == "completed" else False
-            return f"orch. peak < {limit / MIB:.0f} MiB", ok
+            return f"peak < {limit / MIB:.0f} MiB", ok
         return "", None
 
 
@@ -1102,11 +1102,11 @@ def _kb(n: float) -> str:
 
 
 def _traffic(o: Outcome) -> str:
-    """Up + down = total per round, in MiB, or in KiB when under one MiB."""
+    """Up + down, in MiB, or in KiB when under one MiB in all."""
     if math.isnan(o.bytes_total):
         return "-"
     unit, size = ("MiB", _mb) if o.bytes_total >= MIB else ("KiB", _kb)
-    return f"{size(o.bytes_up)} + {size(o.bytes_down)} = {size(o.bytes_total)} {unit}"
+    return f"{size(o.bytes_up)} + {size(o.bytes_down)} {unit}"
 
 
 def _verdict(ok: bool | None) -> str:
@@ -1114,10 +1114,10 @@ def _verdict(ok: bool | None) -> str:
 
 
 def results_table(outcomes: Sequence[Outcome]) -> Table:
-    table = Table(title="oncofed federation benchmark (medians over rounds 2..R of each job)")
-    for name in ("config", "edges", "parameters", "model MiB", "s/round", "orch. ms/round"):
+    table = Table(title="oncofed federation benchmark (per round: medians over rounds 2..R)")
+    for name in ("config", "edges", "parameters", "model MiB", "s/round", "orch. ms"):
         table.add_column(name, justify="right")
-    for name in ("wall-compute ms", "up + down = total /round", "x model", "orch. peak MiB"):
+    for name in ("wall-compute ms", "up + down", "x model", "orch. peak MiB"):
         table.add_column(name, justify="right")
     table.add_column("target", justify="right")
     table.add_column("result", justify="right")
