@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import yaml
@@ -82,6 +82,7 @@ ROUND_TIMEOUT_S = 900.0
 SAMPLE_PERIOD_S = 0.05
 
 EdgeMode = Literal["auto", "process", "hosted"]
+T = TypeVar("T")
 Workload = Literal["mlp", "cox"]
 
 # The Cox workload: a stratified Cox model of synthetic survival data on a few covariates.
@@ -510,6 +511,7 @@ def db_query(fed: BenchFederation, sql: str, *params: object) -> list[tuple[Any,
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The entries of a JSON-lines log (none when it does not exist)."""
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -775,8 +777,9 @@ def secure_path(
     return path | {"close_s": end - opened}, phases
 
 
-def median_of(rounds: Sequence[RoundFigures], get: Callable[[RoundFigures], float | None]) -> float:
-    values = [v for v in (get(r) for r in rounds) if v is not None]
+def median_of(items: Sequence[T], get: Callable[[T], float | None]) -> float:
+    """The median of a figure over rounds (or runs), leaving out those without it."""
+    values = [v for v in (get(item) for item in items) if v is not None and not math.isnan(v)]
     return statistics.median(values) if values else float("nan")
 
 
@@ -849,21 +852,17 @@ def median_outcome(runs: Sequence[Outcome]) -> Outcome:
     if len(runs) == 1 or failed:
         return failed[0] if failed else runs[0]
 
-    def median(values: Sequence[float]) -> float:
-        kept = [v for v in values if not math.isnan(v)]
-        return statistics.median(kept) if kept else float("nan")
-
     first = runs[0]
     merged = replace(first, repeats=len(runs))
     for item in fields(Outcome):
         if isinstance(getattr(first, item.name), float):
-            setattr(merged, item.name, median([getattr(o, item.name) for o in runs]))
+            setattr(merged, item.name, median_of(runs, lambda o, n=item.name: getattr(o, n)))
     peaks = ("orchestrator_peak_bytes", "edges_peak_total_bytes", "edge_process_peak_max_bytes")
     for name in peaks:
         setattr(merged, name, max(getattr(o, name) for o in runs))
-    merged.breakdown = {k: median([o.breakdown[k] for o in runs]) for k in first.breakdown}
+    merged.breakdown = {k: median_of(runs, lambda o, k=k: o.breakdown[k]) for k in first.breakdown}
     merged.phases = {
-        phase: {k: median([o.phases[phase][k] for o in runs]) for k in parts}
+        phase: {k: median_of(runs, lambda o, p=phase, k=k: o.phases[p][k]) for k in parts}
         for phase, parts in first.phases.items()
     }
     merged.round_figures = [r for o in runs for r in o.round_figures]
