@@ -3,8 +3,10 @@
 Used by the benchmark when one OS process per site would not fit in memory: each agent keeps
 its own edge directory, credential, HTTP client and task runner, exactly as ``oncofed edge run``
 does; only the process (and so the torch import) is shared. Optionally a semaphore bounds how
-many agents of this host work on a task at once; the time a task waits for it is written to a
-JSON-lines timing file so the benchmark can tell host queueing apart from orchestration.
+many agents of this host work on a task at once. Each task handled (each phase of a secure
+round is handled apart) is written to a JSON-lines timing file: when it arrived, how long it
+waited for a slot, how long its computation and its secure step took, so the benchmark can tell
+host queueing and the edge's own work apart from orchestration.
 
 ``python bench/edge_host.py --timing FILE [--max-concurrent N] EDGE_DIR [EDGE_DIR ...]``
 """
@@ -18,17 +20,23 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any, TypeVar
 
 import torch
 
 from oncofed.edge import Agent, EdgeHome
 from oncofed.wire.messages import ResultAck, TaskAssignment
 
+T = TypeVar("T")
+
 
 class HostedAgent(Agent):
-    """An unchanged agent whose task handling may wait for a host-wide slot, and is timed."""
+    """An unchanged agent whose task handling may wait for a host-wide slot, and is timed: in
+    all, in its computation (the task runner: model download, training, an analysis's part)
+    and in its secure step (the computation, then the phase's cryptography)."""
 
     def __init__(
         self,
@@ -41,9 +49,25 @@ class HostedAgent(Agent):
         super().__init__(home, poll_seconds=poll_seconds)
         self._slots = slots
         self._timing = timing
+        self._spent = {"compute": 0.0, "step": 0.0}  # of the task being handled
+        self._runner.run = self._timed("compute", self._runner.run)  # type: ignore[method-assign]
+        self._secure.step = self._timed("step", self._secure.step)  # type: ignore[method-assign]
+
+    def _timed(self, what: str, call: Callable[..., T]) -> Callable[..., T]:
+        """``call``, adding its duration to what the task being handled spent on ``what``."""
+
+        def timed(*args: Any, **kwargs: Any) -> T:
+            began = time.time()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self._spent[what] += time.time() - began
+
+        return timed
 
     def handle(self, task: TaskAssignment, stop: threading.Event | None = None) -> ResultAck | None:
         received = time.time()
+        self._spent = {"compute": 0.0, "step": 0.0}
         if self._slots is not None:
             self._slots.acquire()
         started = time.time()
@@ -58,10 +82,13 @@ class HostedAgent(Agent):
                     "task": task.task_id,
                     "round": task.round,
                     "kind": task.kind,
+                    "phase": task.secure.phase if task.secure is not None else "",
                     "received": received,
                     "started": started,
                     "done": time.time(),
                     "slot_wait_s": started - received,
+                    "compute_s": self._spent["compute"],
+                    "step_s": self._spent["step"],
                 }
             )
 

@@ -1,9 +1,13 @@
 """Benchmark of a whole federation on this machine.
 
-For 4 and 32 sites on 127.0.0.1 and an MLP of ~100k and of ~10M parameters it measures:
-seconds per round, orchestration overhead per round (round wall time minus the slowest site's
-``compute_seconds``), bytes on the wire per round (uploads and global-model downloads) and the
-orchestrator process's peak memory (VmHWM). Every configuration gets a fresh federation.
+For 4 and 32 sites on 127.0.0.1, training an MLP of ~100k and of ~10M parameters, and fitting a
+stratified Cox model by federated Newton, in the clear and (100k and Cox) under secure
+aggregation, it measures: seconds per round, orchestration overhead per round (round wall time
+minus the edges' work on the critical path; also minus the slowest site's compute alone),
+bytes on the wire per round (uploads, global-model downloads, Newton coefficients and secure
+messages), the orchestrator's CPU per round and peak memory (VmHWM), where a round's time goes
+(phase by phase in a secure round), and secure rounds against plain ones. Every configuration
+gets a fresh federation.
 
 ``make bench`` runs it; figures are printed and written to ``bench/results.json``.
 """
@@ -25,11 +29,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import yaml
@@ -41,8 +45,11 @@ from oncofed.edge import EdgeHome, LocalStore
 from oncofed.edge.enrol import enrol
 from oncofed.edge.importing import Source, import_source
 from oncofed.learning.registry import parameter_count
+from oncofed.orchestrator import analysis
 from oncofed.orchestrator import setup as state
-from oncofed.wire.messages import JobPublic
+from oncofed.privacy.secagg import inbox_for
+from oncofed.wire.messages import JobPublic, RoundPublic
+from oncofed.wire.secagg import Roster, RoundContext, SecureStep, ShareBundle, Survivors
 from oncofed.wire.spec import ModelSpec
 
 HERE = Path(__file__).resolve().parent
@@ -75,6 +82,13 @@ ROUND_TIMEOUT_S = 900.0
 SAMPLE_PERIOD_S = 0.05
 
 EdgeMode = Literal["auto", "process", "hosted"]
+T = TypeVar("T")
+Workload = Literal["mlp", "cox"]
+
+# The Cox workload: a stratified Cox model of synthetic survival data on a few covariates.
+COX_COVARIATES = 4
+COX_PATIENTS_PER_SITE = 150
+COX_MAX_ITERATIONS = 20
 
 
 # -- configurations ---------------------------------------------------------------------
@@ -82,16 +96,37 @@ EdgeMode = Literal["auto", "process", "hosted"]
 
 @dataclass(frozen=True)
 class Config:
-    """One benchmark configuration."""
+    """One benchmark configuration: an MLP training job of ``rounds`` train rounds, or a Cox
+    analysis (federated Newton, one round per iteration; ``target_parameters`` unused)."""
 
     sites: int
     target_parameters: int
     rounds: int
+    workload: Workload = "mlp"
+    secure: bool = False
+
+    @property
+    def plain_label(self) -> str:
+        """The label of this configuration without secure aggregation."""
+        if self.workload == "cox":
+            return f"{self.sites}xcox"
+        size = "100k" if self.target_parameters < 1_000_000 else "10M"
+        return f"{self.sites}x{size}"
 
     @property
     def label(self) -> str:
-        size = "100k" if self.target_parameters < 1_000_000 else "10M"
-        return f"{self.sites}x{size}"
+        return self.plain_label + ("-secure" if self.secure else "")
+
+    @property
+    def round_kind(self) -> str:
+        """The kind of the rounds measured."""
+        return "analysis" if self.workload == "cox" else "train"
+
+    @property
+    def timed_edges(self) -> bool:
+        """Whether its edges must be hosted (timed per task and phase) under ``--edge-mode auto``:
+        secure rounds' compute_seconds are whole seconds, and plain Cox runs as its secure twin."""
+        return self.secure or self.workload == "cox"
 
 
 CONFIGS = (
@@ -99,6 +134,12 @@ CONFIGS = (
     Config(4, 10_000_000, 3),
     Config(32, 100_000, 6),
     Config(32, 10_000_000, 3),
+    Config(4, 100_000, 6, secure=True),
+    Config(32, 100_000, 4, secure=True),
+    Config(4, 0, COX_MAX_ITERATIONS, "cox"),
+    Config(4, 0, COX_MAX_ITERATIONS, "cox", secure=True),
+    Config(32, 0, COX_MAX_ITERATIONS, "cox"),
+    Config(32, 0, COX_MAX_ITERATIONS, "cox", secure=True),
 )
 
 
@@ -152,7 +193,72 @@ def write_site_data(folder: Path, sites: Sequence[str], seed: int = SEED) -> dic
     return sources
 
 
+def write_survival_data(folder: Path, sites: Sequence[str], seed: int = SEED) -> dict[str, Source]:
+    """One CSV per site: ``COX_COVARIATES`` continuous covariates z0.. (extension features) and a
+    right-censored recurrence-free survival time from a proportional hazards model (fixed
+    seed), with the mapping file that imports them."""
+    rng = np.random.default_rng(seed)
+    beta = rng.normal(scale=0.5, size=COX_COVARIATES)
+    folder.mkdir(parents=True, exist_ok=True)
+    covariates = [f"z{i}" for i in range(COX_COVARIATES)]
+    mapping = folder / "mapping.yaml"
+    mapping.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "fields": {
+                    "time_origin": {"constant": "diagnosis"},
+                    "vital_status": {"constant": "alive"},
+                    "last_followup_day": "days",
+                    "rfs_days": "days",
+                    "rfs_event": "event",
+                },
+                "extensions": {name: {"column": name} for name in covariates},
+            }
+        )
+    )
+    sources: dict[str, Source] = {}
+    n = COX_PATIENTS_PER_SITE
+    for site in sites:
+        z = rng.normal(loc=rng.normal(scale=0.3, size=COX_COVARIATES), size=(n, COX_COVARIATES))
+        event_days = rng.exponential(1500.0 * np.exp(-(z @ beta)))
+        censor_days = rng.uniform(200.0, 4000.0, size=n)
+        days = np.maximum(1, np.round(np.minimum(event_days, censor_days))).astype(np.int64)
+        event = (event_days <= censor_days).astype(np.int64)
+        path = folder / f"{site}.csv"
+        table = np.column_stack([z, days, event])
+        fmt = ["%.6f"] * COX_COVARIATES + ["%d", "%d"]
+        header = ",".join([*covariates, "days", "event"])
+        np.savetxt(path, table, delimiter=",", header=header, comments="", fmt=fmt)
+        sources[site] = Source("csv", str(path), mapping)
+    return sources
+
+
 def job_spec(config: Config, hidden: list[int]) -> dict[str, Any]:
+    """The configuration's job: see ``training_spec`` and ``cox_spec``."""
+    spec = cox_spec(config) if config.workload == "cox" else training_spec(config, hidden)
+    return spec | {"privacy": {"secure_aggregation": config.secure}}
+
+
+def cox_spec(config: Config) -> dict[str, Any]:
+    """A Cox model stratified by site (Efron ties: exactly the pooled stratified fit)."""
+    return {
+        "kind": "analysis",
+        "name": f"bench-{config.label}",
+        "dataset": DATASET,
+        "analysis": {
+            "type": "cox",
+            "outcome": {"time": "rfs_days", "event": "rfs_event"},
+            "covariates": [f"ext.z{i}" for i in range(COX_COVARIATES)],
+            "stratified": True,
+            "max_iterations": config.rounds,
+        },
+        "min_sites": config.sites,
+        "round_timeout_s": ROUND_TIMEOUT_S,
+    }
+
+
+def training_spec(config: Config, hidden: list[int]) -> dict[str, Any]:
     """One local step per round (batch = all training rows) keeps edge compute small."""
     return {
         "name": f"bench-{config.label}",
@@ -205,7 +311,7 @@ def plan_edges(sites: int, model_bytes: int, requested: EdgeMode, ram: int) -> E
         return EdgePlan("process", sites, 0, sites * per_process)
     hosts = min(EDGE_HOSTS, sites)
     per_host = math.ceil(sites / hosts)
-    concurrent = max(1, (budget - hosts * EDGE_HOST_BASE_BYTES) // task_bytes)
+    concurrent = max(1, (budget - hosts * EDGE_HOST_BASE_BYTES) // max(1, task_bytes))
     limit = max(1, concurrent // hosts)
     limit = 0 if limit >= per_host else limit
     running = hosts * (limit or per_host)
@@ -357,6 +463,22 @@ class Sampler(threading.Thread):
 
 # -- what the federation recorded -------------------------------------------------------
 
+PHASES = ("keys", "shares", "masked", "unmask")
+"""A secure round's phases, in order; a plain round has one, ``""``."""
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One site's part in one phase of a secure round, as its hosted edge timed it (unix
+    times), with when it started posting (its egress log)."""
+
+    received: float  # the phase's step reached the agent (a long poll, or with an ack)
+    started: float  # after any wait for a host slot
+    done: float  # its post was acknowledged
+    upload_started: float | None
+    compute_s: float  # the task runner: model download and training, or the analysis part
+    step_s: float  # the secure step, compute_s included; the rest is the phase's cryptography
+
 
 @dataclass(frozen=True)
 class TaskTimes:
@@ -370,6 +492,8 @@ class TaskTimes:
     finished_at: float | None
     upload_started: float | None  # edge: just before POSTing its result
     slot_wait: float  # hosted edges: waiting for a host slot before working
+    traffic: dict[str, tuple[int, int]]  # phase ("" if plain) -> bytes (up, down), blob aside
+    legs: dict[str, Leg]  # secure rounds with hosted edges: by phase
 
 
 def _unix(value: str | None) -> float | None:
@@ -386,21 +510,23 @@ def db_query(fed: BenchFederation, sql: str, *params: object) -> list[tuple[Any,
         return db.execute(sql, params).fetchall()
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The entries of a JSON-lines log (none when it does not exist)."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def read_tasks(fed: BenchFederation, job_id: str) -> list[TaskTimes]:
-    """Task timestamps from the orchestrator's SQLite database, upload starts from egress."""
-    uploads: dict[str, float] = {}
+    """Task timestamps from the orchestrator's SQLite database, upload starts from egress,
+    hosted edges' timings of each task and phase from their timing log."""
+    uploads: dict[tuple[str, str], float] = {}
     for site in fed.site_data:
-        egress = fed.edge_dir(site) / "egress.jsonl"
-        if egress.exists():
-            for line in egress.read_text().splitlines():
-                entry = json.loads(line)
-                if "task" in entry:  # not a data quality report
-                    uploads[entry["task"]] = _unix(entry["at"]) or 0.0
-    waits: dict[str, float] = {}
-    if fed.timing_file.exists():
-        for line in fed.timing_file.read_text().splitlines():
-            entry = json.loads(line)
-            waits[entry["task"]] = float(entry["slot_wait_s"])
+        for entry in read_jsonl(fed.edge_dir(site) / "egress.jsonl"):
+            if "task" in entry:  # not a data quality report
+                endpoint = str(entry["endpoint"])
+                phase = endpoint.rsplit("/", 1)[1] if "/secure/" in endpoint else ""
+                uploads[entry["task"], phase] = _unix(entry["at"]) or 0.0
+    timings = {(e["task"], e.get("phase", "")): e for e in read_jsonl(fed.timing_file)}
+    traffic = task_traffic(fed, job_id)
     rows = db_query(
         fed,
         "SELECT t.id, r.number, s.name, t.status, t.delivered_at, t.finished_at "
@@ -408,19 +534,93 @@ def read_tasks(fed: BenchFederation, job_id: str) -> list[TaskTimes]:
         "WHERE r.job_id = ? ORDER BY r.number, s.name",
         job_id,
     )
-    return [
-        TaskTimes(
-            task_id=row[0],
-            round=row[1],
-            site=row[2],
-            status=row[3],
-            delivered_at=_unix(row[4]),
-            finished_at=_unix(row[5]),
-            upload_started=uploads.get(row[0]),
-            slot_wait=waits.get(row[0], 0.0),
+    tasks = []
+    for task_id, number, site, status, delivered_at, finished_at in rows:
+        legs = {
+            phase: Leg(
+                received=entry["received"],
+                started=entry["started"],
+                done=entry["done"],
+                upload_started=uploads.get((task_id, phase)),
+                compute_s=entry.get("compute_s", 0.0),
+                step_s=entry.get("step_s", 0.0),
+            )
+            for phase in PHASES
+            if (entry := timings.get((task_id, phase))) is not None
+        }
+        plain = timings.get((task_id, ""))
+        tasks.append(
+            TaskTimes(
+                task_id=task_id,
+                round=number,
+                site=site,
+                status=status,
+                delivered_at=_unix(delivered_at),
+                finished_at=_unix(finished_at),
+                upload_started=uploads.get((task_id, "")),
+                slot_wait=float(plain["slot_wait_s"]) if plain else 0.0,
+                traffic=traffic.get(task_id, {}),
+                legs=legs,
+            )
         )
-        for row in rows
-    ]
+    return tasks
+
+
+def task_traffic(fed: BenchFederation, job_id: str) -> dict[str, dict[str, tuple[int, int]]]:
+    """Bytes each task moved besides the global model blob, by phase, rebuilt from the
+    database. Up: what its site posted (update or masked input, JSON result, key advert, sealed
+    shares, unmasking shares). Down: the round's data its task carried: a Newton round's
+    coefficients (in every phase's task) and the secure step (roster, inbox, survivor list)."""
+    rows = db_query(
+        fed,
+        "SELECT t.id, s.name, r.number, r.phase, t.delivered_at, t.bytes_received, "
+        "length(CAST(t.result_json AS BLOB)), r.announced_sha, r.params_json, r.roster_json, "
+        "r.survivors_json FROM task t JOIN round r ON t.round_id = r.id "
+        "JOIN site s ON t.site_id = s.id WHERE r.job_id = ?",
+        job_id,
+    )
+    posts: dict[tuple[str, str], int] = {}
+    bundles: dict[int, list[ShareBundle]] = {}
+    for task_id, number, phase, body in db_query(
+        fed,
+        "SELECT m.task_id, r.number, m.phase, m.body FROM secure_message m "
+        "JOIN task t ON m.task_id = t.id JOIN round r ON t.round_id = r.id WHERE r.job_id = ?",
+        job_id,
+    ):
+        posts[task_id, phase] = len(body.encode())
+        if phase == "shares":
+            bundles.setdefault(number, []).append(ShareBundle.model_validate_json(body))
+    traffic: dict[str, dict[str, tuple[int, int]]] = {}
+    for task_id, site, number, phase, delivered, received, result, announced, params, *keys in rows:
+        sent = 0
+        if params:
+            newton = analysis.params_for(analysis.NewtonState.from_json(params), site)
+            sent = len(newton.model_dump_json()) if newton else 0
+        if phase is None:
+            traffic[task_id] = {"": (received or result or 0, sent if delivered else 0)}
+            continue
+        roster_json, survivors_json = keys
+        context = RoundContext(job_id=job_id, round=number, announced=announced)
+        steps: dict[str, SecureStep | None] = {
+            "keys": SecureStep(phase="keys", context=context) if delivered else None
+        }
+        if (task_id, "keys") in posts and roster_json:
+            roster = Roster.model_validate_json(roster_json)
+            steps["shares"] = SecureStep(phase="shares", context=context, roster=roster)
+        if (task_id, "shares") in posts:
+            inbox = inbox_for(site, bundles.get(number, []))
+            steps["masked"] = SecureStep(phase="masked", context=context, inbox=inbox)
+        if received and survivors_json:
+            survivors = Survivors.model_validate_json(survivors_json)
+            steps["unmask"] = SecureStep(phase="unmask", context=context, survivors=survivors)
+        traffic[task_id] = {
+            p: (
+                (received or 0) if p == "masked" else posts.get((task_id, p), 0),
+                len(step.model_dump_json()) + sent if (step := steps.get(p)) else 0,
+            )
+            for p in PHASES
+        }
+    return traffic
 
 
 # -- per-round figures ------------------------------------------------------------------
@@ -428,86 +628,158 @@ def read_tasks(fed: BenchFederation, job_id: str) -> list[TaskTimes]:
 
 @dataclass
 class RoundFigures:
-    """One train round. Times in seconds; the critical path follows the last site to finish."""
+    """One measured round (train, or a Newton iteration). Times in seconds; the critical path
+    follows the last site to finish (in a secure round, of each phase in turn)."""
 
     number: int
-    measured: bool  # rounds 2..R are averaged
+    measured: bool  # all but the first round of its kind are averaged
     wall_s: float  # closed_at - opened_at
     cycle_s: float  # next round's opened_at - opened_at
     max_compute_s: float
-    overhead_s: float  # wall - slowest compute_seconds
+    overhead_s: float  # wall - slowest site's compute (training, or its analysis part)
+    orchestration_s: float  # wall - the edges' work on the critical path (compute + crypto)
     bytes_up: int
     fetchers: int
     bytes_down: int
     orchestrator_cpu_s: float | None
     # critical path of the last site to finish: these sum to wall_s
-    dispatch_s: float  # round opened -> task delivered (long poll answered)
+    dispatch_s: float  # round (phase) opened -> task (step) delivered
     slot_wait_s: float  # hosted edges only: waiting for a host slot
-    compute_s: float  # its compute_seconds (download + evaluate + train)
-    edge_other_s: float  # delivered -> upload start, minus slot wait and compute
+    compute_s: float  # its compute (download + evaluate + train, or its analysis part)
+    crypto_s: float  # secure rounds: the edge's cryptography (keys, shares, masking, unmask)
+    edge_other_s: float  # delivered -> upload start, minus slot wait, compute and crypto
     upload_accept_s: float  # upload start -> accepted (transfer, spool, validate, fold in)
-    close_s: float  # last accept -> round closed
+    close_s: float  # last accept -> round closed (a secure round: unmasking the sum)
     aggregate_s: float  # round closed -> next round opened (new model, next tasks)
     last_dispatch_s: float  # round opened -> last task delivered
     median_upload_accept_s: float
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)  # secure: by phase
 
     @property
     def bytes_total(self) -> int:
         return self.bytes_up + self.bytes_down
 
 
-def train_round_figures(
-    job: JobPublic, tasks: Sequence[TaskTimes], blob_size: int, sampler: Sampler
+PARTS = ("dispatch_s", "slot_wait_s", "compute_s", "crypto_s", "edge_other_s", "upload_accept_s")
+"""The critical path's parts within a round (or a secure round's phase)."""
+
+
+def round_figures(
+    job: JobPublic, kind: str, tasks: Sequence[TaskTimes], blob_size: int, sampler: Sampler
 ) -> list[RoundFigures]:
+    """Every closed round of ``kind``; the first one is not ``measured`` (it warms up)."""
     by_round: dict[int, list[TaskTimes]] = {}
     for task in tasks:
         by_round.setdefault(task.round, []).append(task)
     opened = {r.number: r.opened_at.timestamp() for r in job.rounds}
     figures = []
     for rnd in job.rounds:
-        if rnd.kind != "train" or rnd.closed_at is None:
+        if rnd.kind != kind or rnd.closed_at is None:
             continue
         start, end = opened[rnd.number], rnd.closed_at.timestamp()
         following = opened.get(rnd.number + 1, end)
-        computes = [s.compute_seconds or 0.0 for s in rnd.sites.values()]
-        done = [t for t in by_round.get(rnd.number, []) if t.finished_at is not None]
-        last = max(done, key=lambda t: t.finished_at or 0.0)
-        delivered = last.delivered_at or start
-        uploaded = last.upload_started or delivered
-        finished = last.finished_at or end
-        compute = rnd.sites[last.site].compute_seconds or 0.0
-        accepts = [
-            (t.finished_at or 0.0) - t.upload_started for t in done if t.upload_started is not None
+        here = by_round.get(rnd.number, [])
+        fetched = [t for t in here if t.delivered_at is not None]
+        if rnd.secure:
+            path, phases = secure_path(here, start, end)
+            max_compute = max(t.legs["keys"].compute_s for t in here if "keys" in t.legs)
+        else:
+            path, phases = plain_path(rnd, here, start, end), {}
+            max_compute = max(s.compute_seconds or 0.0 for s in rnd.sites.values())
+        accepts = [  # upload start -> accepted, or acknowledged in a secure phase
+            (t.finished_at or 0.0) - t.upload_started
+            for t in here
+            if t.finished_at is not None and t.upload_started is not None
+        ] + [
+            leg.done - leg.upload_started
+            for t in here
+            for leg in t.legs.values()
+            if leg.upload_started
         ]
-        fetched = [t for t in by_round.get(rnd.number, []) if t.delivered_at is not None]
+        traffic = [b for t in here for b in t.traffic.values()]
         figures.append(
             RoundFigures(
                 number=rnd.number,
-                measured=rnd.number >= 2,
+                measured=bool(figures),
                 wall_s=end - start,
                 cycle_s=following - start,
-                max_compute_s=max(computes),
-                overhead_s=end - start - max(computes),
-                bytes_up=sum(s.bytes_received or 0 for s in rnd.sites.values()),
+                max_compute_s=max_compute,
+                overhead_s=end - start - max_compute,
+                orchestration_s=end - start - path["compute_s"] - path["crypto_s"],
+                bytes_up=sum(up for up, _ in traffic),
                 fetchers=len(fetched),
-                bytes_down=blob_size * len(fetched),
+                bytes_down=blob_size * len(fetched) + sum(down for _, down in traffic),
                 orchestrator_cpu_s=sampler.cpu_between(start, following),
-                dispatch_s=delivered - start,
-                slot_wait_s=last.slot_wait,
-                compute_s=compute,
-                edge_other_s=uploaded - delivered - last.slot_wait - compute,
-                upload_accept_s=finished - uploaded,
-                close_s=end - finished,
+                close_s=path.pop("close_s"),
                 aggregate_s=following - end,
                 last_dispatch_s=max((t.delivered_at or start) for t in fetched) - start,
                 median_upload_accept_s=statistics.median(accepts) if accepts else 0.0,
+                phases=phases,
+                **path,
             )
         )
     return figures
 
 
-def median_of(rounds: Sequence[RoundFigures], get: Callable[[RoundFigures], float | None]) -> float:
-    values = [v for v in (get(r) for r in rounds) if v is not None]
+def plain_path(
+    rnd: RoundPublic, tasks: Sequence[TaskTimes], start: float, end: float
+) -> dict[str, float]:
+    """The critical path of a plain round: the last site to be accepted."""
+    last = max((t for t in tasks if t.finished_at is not None), key=lambda t: t.finished_at or 0.0)
+    delivered = last.delivered_at or start
+    uploaded = last.upload_started or delivered
+    finished = last.finished_at or end
+    compute = rnd.sites[last.site].compute_seconds or 0.0
+    return {
+        "dispatch_s": delivered - start,
+        "slot_wait_s": last.slot_wait,
+        "compute_s": compute,
+        "crypto_s": 0.0,
+        "edge_other_s": uploaded - delivered - last.slot_wait - compute,
+        "upload_accept_s": finished - uploaded,
+        "close_s": end - finished,
+    }
+
+
+def secure_path(
+    tasks: Sequence[TaskTimes], start: float, end: float
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The critical path of a secure round, phase by phase, each following its last site: the
+    last acknowledged (the unmask phase: the last accepted, as recorded in the database). A
+    phase ends when that site's post is acknowledged, or when a site already has the next
+    phase's step if that came first (the ack returns after the notified sites' long polls).
+    Returns the parts summed over the phases, and each phase's parts with its bytes."""
+    phases: dict[str, dict[str, float]] = {}
+    opened = start
+    for phase, following in zip(PHASES, (*PHASES[1:], None), strict=True):
+        legs = [(t, t.legs[phase]) for t in tasks if phase in t.legs]
+        if phase == "unmask":
+            task, leg = max(legs, key=lambda item: item[0].finished_at or end)
+            closed = task.finished_at or end
+        else:
+            task, leg = max(legs, key=lambda item: item[1].done)
+            handed = [t.legs[following].received for t in tasks if following in t.legs]
+            closed = min([leg.done, *handed])
+        uploaded = leg.upload_started or closed
+        phases[phase] = {
+            "dispatch_s": leg.received - opened,
+            "slot_wait_s": leg.started - leg.received,
+            "compute_s": leg.compute_s,
+            "crypto_s": leg.step_s - leg.compute_s,
+            "edge_other_s": uploaded - leg.started - leg.step_s,
+            "upload_accept_s": closed - uploaded,
+            "wall_s": closed - opened,
+            "bytes_up": sum(t.traffic.get(phase, (0, 0))[0] for t in tasks),
+            "bytes_down": sum(t.traffic.get(phase, (0, 0))[1] for t in tasks),
+        }
+        opened = closed
+    path = {part: sum(p[part] for p in phases.values()) for part in PARTS}
+    return path | {"close_s": end - opened}, phases
+
+
+def median_of(items: Sequence[T], get: Callable[[T], float | None]) -> float:
+    """The median of a figure over rounds (or runs), leaving out those without it."""
+    values = [v for v in (get(item) for item in items) if v is not None and not math.isnan(v)]
     return statistics.median(values) if values else float("nan")
 
 
@@ -527,6 +799,9 @@ class Outcome:
     blob_bytes: int  # the global model as safetensors, as downloaded
     edge_plan: dict[str, Any]
     edge_mode: str
+    workload: Workload = "mlp"
+    secure: bool = False
+    plain_label: str = ""  # the configuration this one is compared with when secure
     startup_s: float = 0.0
     job_s: float = 0.0
     status: str = "not run"
@@ -534,6 +809,8 @@ class Outcome:
     seconds_per_round: float = float("nan")
     wall_per_round: float = float("nan")
     overhead_s: float = float("nan")
+    orchestration_s: float = float("nan")
+    measured_rounds: int = 0
     bytes_up: float = float("nan")
     bytes_down: float = float("nan")
     bytes_total: float = float("nan")
@@ -542,26 +819,54 @@ class Outcome:
     orchestrator_peak_at: str = ""
     edges_peak_total_bytes: int = 0
     edge_process_peak_max_bytes: int = 0
+    repeats: int = 1
     breakdown: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)  # secure: by phase
     round_figures: list[dict[str, Any]] = field(default_factory=list)
     rounds_raw: list[dict[str, Any]] = field(default_factory=list)
     memory_timeline: list[list[float]] = field(default_factory=list)
 
     @property
     def times_model(self) -> float:
-        return self.bytes_total / self.model_bytes
+        return self.bytes_total / self.model_bytes if self.model_bytes else float("nan")
 
     def target(self) -> tuple[str, bool | None]:
         """The target that applies to this configuration, and whether it is met."""
         small = self.parameters < 1_000_000
+        if self.workload != "mlp" or self.secure:  # see the secure/plain comparison
+            return "", None
         if self.sites == 4 and small:
             ok = self.overhead_s < OVERHEAD_TARGET_S if self.status == "completed" else False
             return f"overhead < {OVERHEAD_TARGET_S * 1000:.0f} ms", ok
         if self.sites == 32 and not small:
             limit = 2 * self.model_bytes + MEMORY_TARGET_BASE
             ok = 0 < self.orchestrator_peak_bytes < limit if self.status == "completed" else False
-            return f"orch. peak < {limit / MIB:.0f} MiB", ok
+            return f"peak < {limit / MIB:.0f} MiB", ok
         return "", None
+
+
+def median_outcome(runs: Sequence[Outcome]) -> Outcome:
+    """Repeated runs of one configuration as one: the median of every per-round figure, the
+    highest memory peaks, every run's rounds; a failed run's outcome when one failed."""
+    failed = [o for o in runs if o.status != "completed"]
+    if len(runs) == 1 or failed:
+        return failed[0] if failed else runs[0]
+
+    first = runs[0]
+    merged = replace(first, repeats=len(runs))
+    for item in fields(Outcome):
+        if isinstance(getattr(first, item.name), float):
+            setattr(merged, item.name, median_of(runs, lambda o, n=item.name: getattr(o, n)))
+    peaks = ("orchestrator_peak_bytes", "edges_peak_total_bytes", "edge_process_peak_max_bytes")
+    for name in peaks:
+        setattr(merged, name, max(getattr(o, name) for o in runs))
+    merged.breakdown = {k: median_of(runs, lambda o, k=k: o.breakdown[k]) for k in first.breakdown}
+    merged.phases = {
+        phase: {k: median_of(runs, lambda o, p=phase, k=k: o.phases[p][k]) for k in parts}
+        for phase, parts in first.phases.items()
+    }
+    merged.round_figures = [r for o in runs for r in o.round_figures]
+    return merged
 
 
 def peak_phase(job: JobPublic, moment: float) -> str:
@@ -579,9 +884,26 @@ def peak_phase(job: JobPublic, moment: float) -> str:
 
 def run_config(config: Config, requested: EdgeMode, workdir: Path, console: Console) -> Outcome:
     """Start a fresh federation, run one job, measure, stop."""
-    hidden = hidden_for(config.target_parameters)
-    parameters = parameter_count(mlp_spec(hidden), N_FEATURES)
-    model_bytes = parameters * FLOAT32
+    root = workdir / config.label
+    sites = site_names(config.sites)
+    if config.workload == "cox":
+        hidden, parameters, model_bytes = [], COX_COVARIATES, 0
+        data = write_survival_data(root / "data", sites)
+        about = (
+            f"stratified cox, {COX_COVARIATES} covariates, {COX_PATIENTS_PER_SITE} patients "
+            f"per site, <= {config.rounds} Newton iterations"
+        )
+    else:
+        hidden = hidden_for(config.target_parameters)
+        parameters = parameter_count(mlp_spec(hidden), N_FEATURES)
+        model_bytes = parameters * FLOAT32
+        data = write_site_data(root / "data", sites)
+        about = (
+            f"mlp hidden {hidden} = {parameters:,} parameters ({model_bytes / MIB:.1f} MiB), "
+            f"{config.rounds} train rounds"
+        )
+    if requested == "auto" and config.timed_edges:
+        requested = "hosted"
     plan = plan_edges(config.sites, model_bytes, requested, machine_ram())
     outcome = Outcome(
         label=config.label,
@@ -593,14 +915,13 @@ def run_config(config: Config, requested: EdgeMode, workdir: Path, console: Cons
         blob_bytes=0,
         edge_plan=asdict(plan),
         edge_mode=plan.describe(),
+        workload=config.workload,
+        secure=config.secure,
+        plain_label=config.plain_label,
     )
-    console.log(
-        f"[bold]{config.label}[/]: {config.sites} sites, mlp hidden {hidden} = "
-        f"{parameters:,} parameters ({model_bytes / MIB:.1f} MiB), {config.rounds} train rounds"
-    )
+    secure = ", secure aggregation" if config.secure else ""
+    console.log(f"[bold]{config.label}[/]: {config.sites} sites, {about}{secure}")
     console.log(f"  edges: {plan.describe()}")
-    root = workdir / config.label
-    data = write_site_data(root / "data", site_names(config.sites))
     began = time.monotonic()
     with BenchFederation(root / "fed", data, plan) as fed:
         fed.wait_edges_ready()
@@ -620,9 +941,10 @@ def run_config(config: Config, requested: EdgeMode, workdir: Path, console: Cons
         edge_peaks = [proc_status_bytes(p.pid, "VmHWM") or 0 for p in fed.edges.values()]
         outcome.edge_process_peak_max_bytes = max(edge_peaks, default=0)
         if job is not None and job.status == "completed":
-            with fed.client() as client:
-                outcome.blob_bytes = len(client.model_bytes(job.id))
-            summarise(outcome, job, read_tasks(fed, job.id), sampler)
+            if config.workload == "mlp":
+                with fed.client() as client:
+                    outcome.blob_bytes = len(client.model_bytes(job.id))
+            summarise(outcome, config.round_kind, job, read_tasks(fed, job.id), sampler)
     return outcome
 
 
@@ -691,6 +1013,18 @@ def raw_rounds(job: JobPublic, tasks: Sequence[TaskTimes]) -> list[dict[str, Any
                 "upload_started_s": rel(times.upload_started) if times else None,
                 "accepted_s": rel(times.finished_at) if times else None,
                 "slot_wait_s": times.slot_wait if times else None,
+                "traffic": times.traffic if times else None,
+                "legs": {
+                    phase: {
+                        "received_s": rel(leg.received),
+                        "started_s": rel(leg.started),
+                        "upload_started_s": rel(leg.upload_started),
+                        "done_s": rel(leg.done),
+                        "compute_s": leg.compute_s,
+                        "step_s": leg.step_s,
+                    }
+                    for phase, leg in (times.legs.items() if times else ())
+                },
             }
         raw.append(
             {
@@ -705,24 +1039,25 @@ def raw_rounds(job: JobPublic, tasks: Sequence[TaskTimes]) -> list[dict[str, Any
     return raw
 
 
-def summarise(outcome: Outcome, job: JobPublic, tasks: list[TaskTimes], sampler: Sampler) -> None:
-    """Medians over train rounds 2..R, the memory timeline and where the peak fell."""
-    rounds = train_round_figures(job, tasks, outcome.blob_bytes, sampler)
+def summarise(
+    outcome: Outcome, kind: str, job: JobPublic, tasks: list[TaskTimes], sampler: Sampler
+) -> None:
+    """Medians over the rounds of ``kind`` but the first (train rounds 2..R, Newton iterations
+    2..K), per secure phase too; the memory timeline and where the peak fell."""
+    rounds = round_figures(job, kind, tasks, outcome.blob_bytes, sampler)
     measured = [r for r in rounds if r.measured] or rounds
+    outcome.measured_rounds = len(measured)
     outcome.round_figures = [{**asdict(r), "bytes_total": r.bytes_total} for r in rounds]
     outcome.rounds_raw = raw_rounds(job, tasks)
     outcome.seconds_per_round = median_of(measured, lambda r: r.cycle_s)
     outcome.wall_per_round = median_of(measured, lambda r: r.wall_s)
     outcome.overhead_s = median_of(measured, lambda r: r.overhead_s)
+    outcome.orchestration_s = median_of(measured, lambda r: r.orchestration_s)
     outcome.bytes_up = median_of(measured, lambda r: r.bytes_up)
     outcome.bytes_down = median_of(measured, lambda r: r.bytes_down)
     outcome.bytes_total = median_of(measured, lambda r: r.bytes_total)
     keys = (
-        "dispatch_s",
-        "slot_wait_s",
-        "compute_s",
-        "edge_other_s",
-        "upload_accept_s",
+        *PARTS,
         "close_s",
         "aggregate_s",
         "last_dispatch_s",
@@ -731,6 +1066,10 @@ def summarise(outcome: Outcome, job: JobPublic, tasks: list[TaskTimes], sampler:
         "orchestrator_cpu_s",
     )
     outcome.breakdown = {k: median_of(measured, lambda r, k=k: getattr(r, k)) for k in keys}
+    outcome.phases = {
+        phase: {k: median_of(measured, lambda r, p=phase, k=k: r.phases[p][k]) for k in parts}
+        for phase, parts in (measured[0].phases.items() if measured else ())
+    }
     samples = sampler.samples
     if samples:
         outcome.orchestrator_idle_bytes = samples[0].orchestrator_rss
@@ -746,6 +1085,8 @@ def summarise(outcome: Outcome, job: JobPublic, tasks: list[TaskTimes], sampler:
 
 # -- report -----------------------------------------------------------------------------
 
+SECURE_TARGET = 2.0  # 32 sites: secure / plain orchestration overhead and bytes per round
+
 
 def _ms(seconds: float) -> str:
     return "-" if math.isnan(seconds) else f"{seconds * 1000:.0f}"
@@ -755,27 +1096,44 @@ def _mb(n: float) -> str:
     return "-" if math.isnan(n) or n == 0 else f"{n / MIB:.1f}"
 
 
+def _kb(n: float) -> str:
+    return "-" if math.isnan(n) else f"{n / 1024:.1f}"
+
+
+def _traffic(o: Outcome) -> str:
+    """Up + down, in MiB, or in KiB when under one MiB in all."""
+    if math.isnan(o.bytes_total):
+        return "-"
+    unit, size = ("MiB", _mb) if o.bytes_total >= MIB else ("KiB", _kb)
+    return f"{size(o.bytes_up)} + {size(o.bytes_down)} {unit}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "" if ok is None else ("[green]PASS[/]" if ok else "[red]FAIL[/]")
+
+
 def results_table(outcomes: Sequence[Outcome]) -> Table:
-    table = Table(title="oncofed federation benchmark (medians over train rounds 2..R)")
-    for name in ("sites", "edges", "parameters", "model MiB", "s/round", "overhead ms/round"):
+    table = Table(title="oncofed federation benchmark (per round: medians over rounds 2..R)")
+    for name in ("config", "edges", "parameters", "model MiB", "s/round", "orch. ms"):
         table.add_column(name, justify="right")
-    for name in ("up+down MiB/round", "x model", "orch. peak MiB", "target", "result"):
+    for name in ("wall-compute ms", "up + down", "x model", "orch. peak MiB"):
         table.add_column(name, justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("result", justify="right")
     for o in outcomes:
         target, ok = o.target()
-        verdict = "" if ok is None else ("[green]PASS[/]" if ok else "[red]FAIL[/]")
-        if o.status != "completed":
-            verdict = f"[red]{o.status}[/]"
+        verdict = _verdict(ok) if o.status == "completed" else f"[red]{o.status}[/]"
         mode = o.edge_plan.get("mode", "?")
-        times = "-" if math.isnan(o.bytes_total) else f"{o.times_model:.1f}"
+        times = "-" if math.isnan(o.times_model) else f"{o.times_model:.1f}"
         table.add_row(
-            str(o.sites),
+            o.label,
             f"{mode} ({o.edge_plan.get('processes')})",
             f"{o.parameters:,}",
-            f"{o.model_bytes / MIB:.1f}",
+            _mb(o.model_bytes),
             "-" if math.isnan(o.seconds_per_round) else f"{o.seconds_per_round:.3f}",
+            _ms(o.orchestration_s),
             _ms(o.overhead_s),
-            f"{_mb(o.bytes_up)} + {_mb(o.bytes_down)} = {_mb(o.bytes_total)}",
+            _traffic(o),
             times,
             _mb(o.orchestrator_peak_bytes),
             target,
@@ -784,15 +1142,21 @@ def results_table(outcomes: Sequence[Outcome]) -> Table:
     return table
 
 
+BREAKDOWN = (
+    ("dispatch", "dispatch_s"),
+    ("slot wait", "slot_wait_s"),
+    ("compute", "compute_s"),
+    ("edge crypto", "crypto_s"),
+    ("edge other", "edge_other_s"),
+    ("upload+accept", "upload_accept_s"),
+)
+
+
 def breakdown_table(outcomes: Sequence[Outcome]) -> Table:
     table = Table(title="where a round goes (ms; critical path of the last site to finish)")
     columns = (
         ("config", "label"),
-        ("dispatch", "dispatch_s"),
-        ("slot wait", "slot_wait_s"),
-        ("compute", "compute_s"),
-        ("edge other", "edge_other_s"),
-        ("upload+accept", "upload_accept_s"),
+        *BREAKDOWN,
         ("close", "close_s"),
         ("= wall", "wall"),
         ("aggregate+open", "aggregate_s"),
@@ -814,15 +1178,125 @@ def breakdown_table(outcomes: Sequence[Outcome]) -> Table:
     return table
 
 
+def phase_table(outcomes: Sequence[Outcome]) -> Table:
+    """The secure configurations' rounds phase by phase."""
+    table = Table(title="secure rounds by phase (ms; critical path of each phase's last site)")
+    for name in ("config", "phase", *(name for name, _ in BREAKDOWN), "= phase"):
+        table.add_column(name, justify="right")
+    table.add_column("up KiB", justify="right")
+    table.add_column("down KiB", justify="right")
+    for o in outcomes:
+        for phase, parts in o.phases.items():
+            cells = [_ms(parts[key]) for _, key in (*BREAKDOWN, ("", "wall_s"))]
+            table.add_row(o.label, phase, *cells, _kb(parts["bytes_up"]), _kb(parts["bytes_down"]))
+    return table
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A secure configuration against its plain twin, per round (medians)."""
+
+    secure: Outcome
+    plain: Outcome
+
+    @property
+    def overhead_ratio(self) -> float:
+        return self.secure.orchestration_s / self.plain.orchestration_s
+
+    @property
+    def wall_compute_ratio(self) -> float:
+        return self.secure.overhead_s / self.plain.overhead_s
+
+    @property
+    def bytes_ratio(self) -> float:
+        return self.secure.bytes_total / self.plain.bytes_total
+
+    def verdicts(self) -> tuple[bool | None, bool | None]:
+        """Overhead and bytes under the 2x target; None where it does not apply (4 sites)."""
+        if self.secure.sites != 32:
+            return None, None
+        completed = self.secure.status == self.plain.status == "completed"
+        return (
+            completed and self.overhead_ratio < SECURE_TARGET,
+            completed and self.bytes_ratio < SECURE_TARGET,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        overhead_ok, bytes_ok = self.verdicts()
+        return {
+            "secure": self.secure.label,
+            "plain": self.plain.label,
+            "overhead_ratio": self.overhead_ratio,
+            "wall_minus_compute_ratio": self.wall_compute_ratio,
+            "bytes_ratio": self.bytes_ratio,
+            "overhead_passed": overhead_ok,
+            "bytes_passed": bytes_ok,
+        }
+
+
+def comparisons(outcomes: Sequence[Outcome]) -> list[Comparison]:
+    """Every secure configuration whose plain twin ran too."""
+    by_label = {o.label: o for o in outcomes}
+    return [
+        Comparison(o, by_label[o.plain_label])
+        for o in outcomes
+        if o.secure and o.plain_label in by_label
+    ]
+
+
+def comparison_table(pairs: Sequence[Comparison]) -> Table:
+    table = Table(title=f"secure / plain per round (target at 32 sites: < {SECURE_TARGET:.0f}x)")
+    for name in ("sites", "workload", "orch. ms", "ratio", "wall-compute ms", "ratio"):
+        table.add_column(name, justify="right")
+    for name in ("bytes", "ratio", "orch. CPU ms", "overhead", "bytes"):
+        table.add_column(name, justify="right")
+    for pair in pairs:
+        s, p = pair.secure, pair.plain
+        overhead_ok, bytes_ok = pair.verdicts()
+        table.add_row(
+            str(s.sites),
+            s.workload,
+            f"{_ms(p.orchestration_s)} -> {_ms(s.orchestration_s)}",
+            f"{pair.overhead_ratio:.2f}",
+            f"{_ms(p.overhead_s)} -> {_ms(s.overhead_s)}",
+            f"{pair.wall_compute_ratio:.2f}",
+            f"{_kb(p.bytes_total)} -> {_kb(s.bytes_total)} KiB",
+            f"{pair.bytes_ratio:.2f}",
+            f"{_ms(p.breakdown.get('orchestrator_cpu_s', math.nan))} -> "
+            f"{_ms(s.breakdown.get('orchestrator_cpu_s', math.nan))}",
+            _verdict(overhead_ok),
+            _verdict(bytes_ok),
+        )
+    return table
+
+
 NOTES = (
-    "s/round: opened_at of the next round minus opened_at of this train round (includes "
-    "aggregation). overhead: closed_at - opened_at minus the slowest site's compute_seconds "
-    "(compute_seconds already includes the model download). up: sum of bytes_received; down: "
-    "global model blob x sites delivered the task; HTTP headers and JSON messages not counted.",
+    "s/round: opened_at of the next round minus opened_at of this round (includes aggregation). "
+    "Rounds measured: train rounds 2..R (round 1 warms up torch; a secure job's stats round and "
+    "every job's final evaluate round are left out); Newton iterations 2..K (the first also "
+    "fits each site's own model). orch.: orchestration overhead = closed_at - opened_at minus "
+    "the edges' work on the critical path (compute + edge crypto): what the orchestrator, the "
+    "wire and the edges' plumbing (edge other) add. wall-compute: closed_at - opened_at minus "
+    "the slowest site's compute (secure rounds: it includes the edges' crypto).",
+    "compute: a plain round's compute_seconds (model download + evaluate + train, or the "
+    "analysis part); in a secure round compute_seconds is whole seconds, so compute and crypto "
+    "come from the hosted edges' timing log (the task runner's time; the secure step's time "
+    "minus it). Secure and Cox configurations run hosted edges (with 4 sites: 4 processes of "
+    "one agent each) to be timed; 4x100k runs one `oncofed edge run` process per site.",
+    "bytes: up: updates or masked inputs (bytes_received), JSON results and secure messages as "
+    "stored (key adverts, sealed shares, unmasking shares); down: global model blob x sites "
+    "delivered the task, a Newton round's coefficients in each task (each phase's, in a secure "
+    "round) and each phase's secure step (roster, inbox, survivor list), rebuilt from the "
+    "database. Not counted: the rest of each task's JSON (ids, spec; sent once per phase in a "
+    "secure round), acknowledgements, HTTP headers.",
     "breakdown: critical path of the last site to finish (dispatch + slot wait + compute + edge "
-    "other + upload+accept + close = wall); aggregate+open happens after closed_at; orch. CPU "
-    "is the orchestrator's user+system CPU per round. edge other: delivery to the edge, task "
-    "checks, update encoding and hashing. slot wait: hosted edges waiting for a host slot.",
+    "crypto + edge other + upload+accept + close = wall); a secure round's parts are summed "
+    "over its phases, each phase following its own last site (phase table) and ending when "
+    "that site's post is acknowledged (unmask: accepted); close: a secure round's unmasking. "
+    "aggregate+open happens after closed_at; orch. CPU is the orchestrator's user+system CPU "
+    "per round. dispatch: plain, until the orchestrator marks the task delivered; secure, until "
+    "the edge has the phase's step. edge other: delivery to the edge, task checks, encoding "
+    "and hashing of the post. slot wait: hosted edges waiting for a host slot.",
 )
 
 
@@ -831,7 +1305,8 @@ def print_notes(console: Console, outcomes: Sequence[Outcome]) -> None:
         console.print(note, style="dim")
     for o in outcomes:
         console.print(
-            f"{o.label}: edges {o.edge_mode}; up in {o.startup_s:.0f}s, job {o.job_s:.0f}s; "
+            f"{o.label}: edges {o.edge_mode}; up in {o.startup_s:.0f}s, job {o.job_s:.0f}s, "
+            f"{o.measured_rounds} rounds measured; "
             f"orchestrator peak {o.orchestrator_peak_at or '-'}"
             + (f"; [red]{o.error}[/]" if o.error else "")
         )
@@ -867,14 +1342,23 @@ def write_results(path: Path, outcomes: Sequence[Outcome], total_s: float) -> No
         "total_seconds": round(total_s, 1),
         "machine": machine_info(),
         "definitions": {
-            "seconds_per_round": "next round opened_at - this train round's opened_at",
-            "overhead_s": "closed_at - opened_at minus the slowest site's compute_seconds",
-            "bytes_up": "sum of bytes_received (safetensors updates) in the round",
-            "bytes_down": "global model blob size x sites that were delivered the task",
+            "seconds_per_round": "next round opened_at - this round's opened_at",
+            "orchestration_s": "closed_at - opened_at minus the edges' work on the critical "
+            "path: compute + edge crypto (secure: summed over the phases' last sites)",
+            "overhead_s": "closed_at - opened_at minus the slowest site's compute "
+            "(compute_seconds; secure rounds: the hosted edges' timed task runner)",
+            "bytes_up": "updates or masked inputs (bytes_received), JSON results and secure "
+            "messages as stored",
+            "bytes_down": "global model blob size x sites delivered the task, plus Newton "
+            "coefficients and secure steps (roster, inbox, survivors) rebuilt from the database",
             "orchestrator_peak_bytes": "VmHWM of the orchestrator process after the job",
-            "medians": "over train rounds 2..R (round 1 warms up torch at the edges)",
+            "medians": "over the rounds of each job but the first of its kind (train rounds "
+            "2..R, Newton iterations 2..K); with --repeat, the median of the runs' medians",
+            "secure_target": f"at 32 sites, secure / plain orchestration_s and bytes_total "
+            f"per round under {SECURE_TARGET}",
         },
         "configs": configs,
+        "comparisons": [pair.to_json() for pair in comparisons(outcomes)],
     }
     path.write_text(json.dumps(_nan_to_none(document), indent=2, allow_nan=False) + "\n")
 
@@ -906,6 +1390,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default="auto",
         help="auto: one process per site when the sites fit in memory, else hosted threads.",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="Run each configuration N times; report medians."
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file.")
     parser.add_argument("--keep", action="store_true", help="Keep the federation directories.")
     return parser.parse_args(argv)
@@ -925,7 +1412,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     try:
         for config in configs:
-            outcomes.append(run_config(config, args.edge_mode, workdir, console))
+            runs = [
+                run_config(config, args.edge_mode, workdir / f"run-{n}", console)
+                for n in range(args.repeat)
+            ]
+            outcomes.append(median_outcome(runs))
             write_results(args.output, outcomes, time.monotonic() - began)
     finally:
         if args.keep:
@@ -936,6 +1427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_results(args.output, outcomes, total)
     console.print(results_table(outcomes))
     console.print(breakdown_table(outcomes))
+    if any(o.phases for o in outcomes):
+        console.print(phase_table(outcomes))
+    if pairs := comparisons(outcomes):
+        console.print(comparison_table(pairs))
     print_notes(console, outcomes)
     console.print(f"total {total:.0f}s; results in {args.output}")
     return 0 if all(o.status == "completed" for o in outcomes) else 1

@@ -22,14 +22,16 @@ closes), so a restarted orchestrator rebuilds the running sum and goes on where 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from oncofed.learning import secure as learning
 from oncofed.orchestrator.blobs import BlobStore
@@ -100,6 +102,7 @@ class SecureRounds:
         self._blobs, self._progress, self._key = blobs, progress, key
         self._sums: dict[int, MaskedSum] = {}  # round id -> masked inputs folded so far
         self._inboxes: dict[int, dict[str, Inbox]] = {}  # round id -> recipient -> inbox
+        self._inboxes_built = threading.Lock()  # sites polling at once build them once
 
     def forget(self, round_id: int) -> None:
         """Drop what memory holds of a round (rebuilt from the database when needed)."""
@@ -117,17 +120,17 @@ class SecureRounds:
             return SecureStep(phase="shares", context=ctx, roster=_roster(rnd))
         if phase == "masked":
             return SecureStep(phase="masked", context=ctx, inbox=self._inbox(session, rnd, site))
-        assert phase == "unmask" and rnd.survivors_json is not None
-        survivors = Survivors.model_validate_json(rnd.survivors_json)
-        return SecureStep(phase="unmask", context=ctx, survivors=survivors)
+        assert phase == "unmask"
+        return SecureStep(phase="unmask", context=ctx, survivors=_survivors(rnd))
 
     def _inbox(self, session: Session, rnd: Round, site: str) -> Inbox:
-        if rnd.id not in self._inboxes:
-            bundles = [
-                ShareBundle.model_validate_json(b) for _, b in _posts(session, rnd, "shares")
-            ]
-            self._inboxes[rnd.id] = {s: inbox_for(s, bundles) for s in _roster(rnd).sites}
-        return self._inboxes[rnd.id][site]
+        with self._inboxes_built:
+            if rnd.id not in self._inboxes:
+                bundles = [
+                    ShareBundle.model_validate_json(b) for _, b in _posts(session, rnd, "shares")
+                ]
+                self._inboxes[rnd.id] = {s: inbox_for(s, bundles) for s in _roster(rnd).sites}
+            return self._inboxes[rnd.id][site]
 
     # -- what a site posts -------------------------------------------------------------
 
@@ -186,11 +189,10 @@ class SecureRounds:
     ) -> ResultAck:
         if (ack := self._expect(task, "unmask")) is not None:
             return ack
-        assert task.round.survivors_json is not None  # set when the unmask phase opened
         try:
             if reply.sender != task.site.name:
                 raise Conflict("the shares are not this site's")
-            check_unmask(Survivors.model_validate_json(task.round.survivors_json), reply)
+            check_unmask(_survivors(task.round), reply)
         except (SecAggError, Conflict) as exc:
             return self._reject(session, effects, task, "unmask", str(exc))
         return self._posted(session, effects, task, "unmask", reply.model_dump_json())
@@ -312,8 +314,7 @@ class SecureRounds:
 
     def _close(self, session: Session, effects: Effects, rnd: Round) -> None:
         """Unmask the sum, then move the job on as a plain round's pooled numbers would."""
-        assert rnd.survivors_json is not None
-        survivors = Survivors.model_validate_json(rnd.survivors_json)
+        survivors = _survivors(rnd)
         replies = [UnmaskShares.model_validate_json(b) for _, b in _posts(session, rnd, "unmask")]
         roster = _roster(rnd)
         if len(replies) < roster.threshold:
@@ -368,8 +369,7 @@ class SecureRounds:
     # -- the running sum -----------------------------------------------------------------
 
     def _layout(self, rnd: Round) -> Layout:
-        spec = parse_spec(rnd.job.spec_json)
-        return layouts.round_layout(spec, rnd.kind, len(_roster(rnd).adverts))
+        return _round_layout(rnd.job.spec_json, rnd.kind, len(_roster(rnd).adverts))
 
     def _sum(self, session: Session, rnd: Round) -> MaskedSum:
         """The round's sum of masked inputs, rebuilt from their blobs after a restart."""
@@ -411,7 +411,29 @@ def _drop(task: Task, status: str, detail: str) -> None:
 
 def _roster(rnd: Round) -> Roster:
     assert rnd.roster_json is not None  # set when the keys phase closed
-    return Roster.model_validate_json(rnd.roster_json)
+    return _parse_roster(rnd.roster_json)
+
+
+def _survivors(rnd: Round) -> Survivors:
+    assert rnd.survivors_json is not None  # set when the unmask phase opened
+    return _parse_survivors(rnd.survivors_json)
+
+
+# A round's roster, survivor list and layout never change once set, and every post and poll
+# of the round reads them: parsed (and derived) once. The models are frozen.
+@lru_cache(maxsize=64)
+def _parse_roster(roster_json: str) -> Roster:
+    return Roster.model_validate_json(roster_json)
+
+
+@lru_cache(maxsize=64)
+def _parse_survivors(survivors_json: str) -> Survivors:
+    return Survivors.model_validate_json(survivors_json)
+
+
+@lru_cache(maxsize=64)
+def _round_layout(spec_json: str, kind: str, sites: int) -> Layout:
+    return layouts.round_layout(parse_spec(spec_json), kind, sites)
 
 
 def _posts(session: Session, rnd: Round, phase: str) -> list[tuple[Task, str]]:
@@ -420,6 +442,7 @@ def _posts(session: Session, rnd: Round, phase: str) -> list[tuple[Task, str]]:
         select(Task, SecureMessage.body)
         .join(SecureMessage, SecureMessage.task_id == Task.id)
         .where(Task.round_id == rnd.id, SecureMessage.phase == phase)
+        .options(joinedload(Task.site))  # sorted by site name: one query, not one per site
     ).all()
     return sorted(((task, body) for task, body in rows), key=lambda row: row[0].site.name)
 
