@@ -37,6 +37,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 import yaml
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -1112,83 +1113,85 @@ def _verdict(ok: bool | None) -> str:
     return "" if ok is None else ("[green]PASS[/]" if ok else "[red]FAIL[/]")
 
 
+def _table(title: str, *columns: str) -> Table:
+    """A compact table (no vertical rules) whose first column is the configuration's label,
+    the others right-aligned: each report table fits 80 columns."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=0)
+    table.add_column(columns[0], no_wrap=True)
+    for name in columns[1:]:
+        table.add_column(name, justify="right", no_wrap=True)
+    return table
+
+
 def results_table(outcomes: Sequence[Outcome]) -> Table:
-    table = Table(title="oncofed federation benchmark (per round: medians over rounds 2..R)")
-    for name in ("config", "edges", "parameters", "model MiB", "s/round", "orch. ms"):
-        table.add_column(name, justify="right")
-    for name in ("wall-compute ms", "up + down", "x model", "orch. peak MiB"):
-        table.add_column(name, justify="right")
-    table.add_column("target", justify="right")
-    table.add_column("result", justify="right")
+    table = _table(
+        "per round (medians over rounds 2..R)",
+        "config", "s/round", "orch. ms", "wall-comp", "CPU ms", "up + down", "x model",
+    )  # fmt: skip
     for o in outcomes:
-        target, ok = o.target()
-        verdict = _verdict(ok) if o.status == "completed" else f"[red]{o.status}[/]"
-        mode = o.edge_plan.get("mode", "?")
-        times = "-" if math.isnan(o.times_model) else f"{o.times_model:.1f}"
         table.add_row(
-            o.label,
-            f"{mode} ({o.edge_plan.get('processes')})",
-            f"{o.parameters:,}",
-            _mb(o.model_bytes),
+            o.label if o.status == "completed" else f"{o.label} [red]{o.status}[/]",
             "-" if math.isnan(o.seconds_per_round) else f"{o.seconds_per_round:.3f}",
             _ms(o.orchestration_s),
             _ms(o.overhead_s),
+            _ms(o.breakdown.get("orchestrator_cpu_s", math.nan)),
             _traffic(o),
-            times,
+            "-" if math.isnan(o.times_model) else f"{o.times_model:.1f}",
+        )
+    return table
+
+
+def memory_table(outcomes: Sequence[Outcome]) -> Table:
+    table = _table(
+        "memory (MiB): the orchestrator before the job and at its peak; all edges at their peak",
+        "config", "parameters", "edges", "orch. idle", "orch. peak", "edges peak",
+    )  # fmt: skip
+    for o in outcomes:
+        mode = f"{o.edge_plan.get('mode', '?')} ({o.edge_plan.get('processes')})"
+        table.add_row(
+            o.label,
+            f"{o.parameters:,}",
+            mode,
+            _mb(o.orchestrator_idle_bytes),
             _mb(o.orchestrator_peak_bytes),
-            target,
-            verdict,
+            _mb(o.edges_peak_total_bytes),
         )
     return table
 
 
 BREAKDOWN = (
     ("dispatch", "dispatch_s"),
-    ("slot wait", "slot_wait_s"),
+    ("slot", "slot_wait_s"),
     ("compute", "compute_s"),
-    ("edge crypto", "crypto_s"),
-    ("edge other", "edge_other_s"),
-    ("upload+accept", "upload_accept_s"),
+    ("crypto", "crypto_s"),
+    ("other", "edge_other_s"),
+    ("upload", "upload_accept_s"),
 )
 
 
 def breakdown_table(outcomes: Sequence[Outcome]) -> Table:
-    table = Table(title="where a round goes (ms; critical path of the last site to finish)")
-    columns = (
-        ("config", "label"),
-        *BREAKDOWN,
-        ("close", "close_s"),
-        ("= wall", "wall"),
-        ("aggregate+open", "aggregate_s"),
-        ("orch. CPU", "orchestrator_cpu_s"),
-    )
-    for name, _ in columns:
-        table.add_column(name, justify="right")
-    table.add_column("orch. idle/peak MiB", justify="right")
-    table.add_column("edges peak MiB", justify="right")
+    columns = (*BREAKDOWN, ("close", "close_s"), ("= wall", "wall"), ("aggr.", "aggregate_s"))
+    table = _table(
+        "where a round goes (ms; critical path of the last site to finish)",
+        "config", *(name for name, _ in columns),
+    )  # fmt: skip
     for o in outcomes:
         b = o.breakdown
-        cells = [o.label]
-        for _, key in columns[1:]:
-            value = o.wall_per_round if key == "wall" else b.get(key, float("nan"))
-            cells.append(_ms(value))
-        cells.append(f"{_mb(o.orchestrator_idle_bytes)} / {_mb(o.orchestrator_peak_bytes)}")
-        cells.append(_mb(o.edges_peak_total_bytes))
-        table.add_row(*cells)
+        cells = [_ms(o.wall_per_round if key == "wall" else b.get(key, math.nan))
+                 for _, key in columns]  # fmt: skip
+        table.add_row(o.label, *cells)
     return table
 
 
-def phase_table(outcomes: Sequence[Outcome]) -> Table:
-    """The secure configurations' rounds phase by phase."""
-    table = Table(title="secure rounds by phase (ms; critical path of each phase's last site)")
-    for name in ("config", "phase", *(name for name, _ in BREAKDOWN), "= phase"):
-        table.add_column(name, justify="right")
-    table.add_column("up KiB", justify="right")
-    table.add_column("down KiB", justify="right")
-    for o in outcomes:
-        for phase, parts in o.phases.items():
-            cells = [_ms(parts[key]) for _, key in (*BREAKDOWN, ("", "wall_s"))]
-            table.add_row(o.label, phase, *cells, _kb(parts["bytes_up"]), _kb(parts["bytes_down"]))
+def phase_table(outcome: Outcome) -> Table:
+    """A secure configuration's rounds phase by phase."""
+    table = _table(
+        f"{outcome.label} by phase (ms; critical path of each phase's last site)",
+        "phase", *(name for name, _ in BREAKDOWN), "= phase", "up KiB", "down KiB",
+    )  # fmt: skip
+    for phase, parts in outcome.phases.items():
+        cells = [_ms(parts[key]) for _, key in (*BREAKDOWN, ("", "wall_s"))]
+        table.add_row(phase, *cells, _kb(parts["bytes_up"]), _kb(parts["bytes_down"]))
     return table
 
 
@@ -1211,6 +1214,11 @@ class Comparison:
     def bytes_ratio(self) -> float:
         return self.secure.bytes_total / self.plain.bytes_total
 
+    @property
+    def cpu_ratio(self) -> float:
+        key = "orchestrator_cpu_s"
+        return self.secure.breakdown.get(key, math.nan) / self.plain.breakdown.get(key, math.nan)
+
     def verdicts(self) -> tuple[bool | None, bool | None]:
         """Overhead and bytes under the 2x target; None where it does not apply (4 sites)."""
         if self.secure.sites != 32:
@@ -1229,6 +1237,7 @@ class Comparison:
             "overhead_ratio": self.overhead_ratio,
             "wall_minus_compute_ratio": self.wall_compute_ratio,
             "bytes_ratio": self.bytes_ratio,
+            "orchestrator_cpu_ratio": self.cpu_ratio,
             "overhead_passed": overhead_ok,
             "bytes_passed": bytes_ok,
         }
@@ -1245,28 +1254,38 @@ def comparisons(outcomes: Sequence[Outcome]) -> list[Comparison]:
 
 
 def comparison_table(pairs: Sequence[Comparison]) -> Table:
-    table = Table(title=f"secure / plain per round (target at 32 sites: < {SECURE_TARGET:.0f}x)")
-    for name in ("sites", "workload", "orch. ms", "ratio", "wall-compute ms", "ratio"):
-        table.add_column(name, justify="right")
-    for name in ("bytes", "ratio", "orch. CPU ms", "overhead", "bytes"):
-        table.add_column(name, justify="right")
+    table = _table(
+        f"secure / plain per round (target at 32 sites: orch. and bytes < {SECURE_TARGET:.0f}x)",
+        "secure", "orch.", "wall-comp", "CPU", "bytes", "orch. < 2x", "bytes < 2x",
+    )  # fmt: skip
     for pair in pairs:
-        s, p = pair.secure, pair.plain
         overhead_ok, bytes_ok = pair.verdicts()
+        ratios = (pair.overhead_ratio, pair.wall_compute_ratio, pair.cpu_ratio, pair.bytes_ratio)
         table.add_row(
-            str(s.sites),
-            s.workload,
-            f"{_ms(p.orchestration_s)} -> {_ms(s.orchestration_s)}",
-            f"{pair.overhead_ratio:.2f}",
-            f"{_ms(p.overhead_s)} -> {_ms(s.overhead_s)}",
-            f"{pair.wall_compute_ratio:.2f}",
-            f"{_kb(p.bytes_total)} -> {_kb(s.bytes_total)} KiB",
-            f"{pair.bytes_ratio:.2f}",
-            f"{_ms(p.breakdown.get('orchestrator_cpu_s', math.nan))} -> "
-            f"{_ms(s.breakdown.get('orchestrator_cpu_s', math.nan))}",
+            pair.secure.label,
+            *(f"{r:.2f}x" for r in ratios),
             _verdict(overhead_ok),
             _verdict(bytes_ok),
         )
+    return table
+
+
+def targets_table(outcomes: Sequence[Outcome]) -> Table:
+    table = _table("targets", "config", "target", "measured", "result")
+    for o in outcomes:
+        target, ok = o.target()
+        if target:
+            measured = _ms(o.overhead_s) + " ms" if "overhead" in target else (
+                _mb(o.orchestrator_peak_bytes) + " MiB")  # fmt: skip
+            table.add_row(o.label, target, measured, _verdict(ok))
+    for pair in comparisons(outcomes):
+        overhead_ok, bytes_ok = pair.verdicts()
+        if overhead_ok is not None:
+            target = f"< {SECURE_TARGET:.0f}x plain"
+            table.add_row(pair.secure.label, f"orch. {target}", f"{pair.overhead_ratio:.2f}x",
+                          _verdict(overhead_ok))  # fmt: skip
+            table.add_row(pair.secure.label, f"bytes {target}", f"{pair.bytes_ratio:.2f}x",
+                          _verdict(bytes_ok))  # fmt: skip
     return table
 
 
@@ -1400,7 +1419,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    console = Console(width=None if sys.stdout.isatty() else 180)
+    console = Console()
     configs = [c for c in CONFIGS if not args.only or c.label in args.only]
     info = machine_info()
     console.log(
@@ -1426,11 +1445,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = time.monotonic() - began
     write_results(args.output, outcomes, total)
     console.print(results_table(outcomes))
+    console.print(memory_table(outcomes))
     console.print(breakdown_table(outcomes))
-    if any(o.phases for o in outcomes):
-        console.print(phase_table(outcomes))
+    for outcome in outcomes:
+        if outcome.phases:
+            console.print(phase_table(outcome))
     if pairs := comparisons(outcomes):
         console.print(comparison_table(pairs))
+    console.print(targets_table(outcomes))
     print_notes(console, outcomes)
     console.print(f"total {total:.0f}s; results in {args.output}")
     return 0 if all(o.status == "completed" for o in outcomes) else 1
