@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import tempfile
+import textwrap
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -135,12 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     verdict = "met" if figures["target_met"] else "NOT met"
-    print(
+    summary = (
         f"import of {args.patients:,} patients ({figures['csv_mib']} MiB CSV): "
         f"{figures['import_s']} s, {figures['patients_per_s']:,} patients/s; "
         f"target < {TARGET_S:.0f} s {verdict}"
     )
-    print(f"rows stored per table: {figures['stored']}; rejected: {figures['rejected']}")
+    stored = f"rows stored per table: {figures['stored']}; rejected: {figures['rejected']}"
+    for line in (summary, stored):
+        print(textwrap.fill(line, 80, subsequent_indent="  "))
     return 0
 
 
