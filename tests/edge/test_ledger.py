@@ -113,43 +113,43 @@ def test_keys_are_advertised_once_per_secure_round(root: Path) -> None:
 
 def test_no_site_releases_both_shares_of_one_peer(root: Path) -> None:
     with Ledger(root) as ledger:
-        ledger.record("j1", 3, "beta", "self_mask")
-        ledger.record("j1", 3, "beta", "self_mask")  # the same release again: fine
-        ledger.record("j1", 3, "gamma", "mask_key")
-        ledger.record("j1", 4, "beta", "mask_key")  # another round
+        ledger.record("j1", 3, {"beta": "self_mask", "gamma": "mask_key"})
+        ledger.record("j1", 3, {"beta": "self_mask"})  # the same release again: fine
+        ledger.record("j1", 4, {"beta": "mask_key"})  # another round
     with Ledger(root) as ledger:
         with pytest.raises(PolicyViolation, match="released the self_mask share of beta"):
-            ledger.record("j1", 3, "beta", "mask_key")
+            ledger.record("j1", 3, {"beta": "mask_key"})
         with pytest.raises(PolicyViolation, match="never releases the self_mask share too"):
-            ledger.record("j1", 3, "gamma", "self_mask")
+            ledger.record("j1", 3, {"delta": "self_mask", "gamma": "self_mask"})
+        ledger.record("j1", 3, {"delta": "mask_key"})  # the refused batch recorded nothing
 
 
 def test_peer_keys_are_pinned_on_first_use(root: Path) -> None:
     with Ledger(root) as ledger:
-        ledger.pin("beta", KEY_A)
-        ledger.pin("beta", KEY_A)
-        ledger.pin("gamma", KEY_B)
+        ledger.pin({"beta": KEY_A})
+        ledger.pin({"beta": KEY_A, "gamma": KEY_B})
     with Ledger(root) as ledger:
         message = f"site 'beta' presented identity key {fingerprint(KEY_B)}, but key "
         with pytest.raises(PolicyViolation, match=message + fingerprint(KEY_A)):
-            ledger.pin("beta", KEY_B)
+            ledger.pin({"delta": KEY_A, "beta": KEY_B})
         pinned = [(site, print_) for site, print_, _ in ledger.peers()]
+    # the refused batch pinned nothing, delta's key included
     assert pinned == [("beta", fingerprint(KEY_A)), ("gamma", fingerprint(KEY_B))]
 
 
 def test_trusted_peers_are_strict_and_replace_a_pinned_key(root: Path) -> None:
     with Ledger(root) as ledger:
-        ledger.pin("beta", KEY_A)
+        ledger.pin({"beta": KEY_A})
     with Ledger(root, {"beta": fingerprint(KEY_B)}) as ledger:
         with pytest.raises(PolicyViolation, match="of site 'gamma' is not in this site's"):
-            ledger.pin("gamma", KEY_A)
+            ledger.pin({"gamma": KEY_A})
         with pytest.raises(PolicyViolation, match=f"key {fingerprint(KEY_A)} of site 'beta'"):
-            ledger.pin("beta", KEY_A)
-        ledger.pin("beta", KEY_B)  # the admin listed beta's new key
+            ledger.pin({"beta": KEY_A})
+        ledger.pin({"beta": KEY_B})  # the admin listed beta's new key
     with Ledger(root) as ledger:  # and it is the one pinned from now on
-        ledger.pin("beta", KEY_B)
+        ledger.pin({"beta": KEY_B})
         with pytest.raises(PolicyViolation, match="is pinned for it here"):
-            ledger.pin("beta", KEY_A)
+            ledger.pin({"beta": KEY_A})
 
 
 def test_a_fingerprint_is_the_start_of_the_keys_sha256() -> None:

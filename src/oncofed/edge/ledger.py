@@ -261,43 +261,46 @@ class Ledger:
                 f"this site already advertised keys for round {round_number} of job {job_id}"
             ) from exc
 
-    def record(self, job_id: str, round_number: int, peer: str, kind: str) -> None:
-        """Record the release of a ``kind`` share of ``peer``'s secrets; refused when the other
-        kind was released for that peer in that round (both would unmask the peer)."""
+    def record(self, job_id: str, round_number: int, releases: Mapping[str, str]) -> None:
+        """Record, in one transaction, the release of a share of each peer's secrets of the
+        kind given; refused, recording none, when the other kind was released for one of the
+        peers in that round (both would unmask it)."""
         with self._sessions.begin() as session:
-            key = {"job_id": job_id, "round": round_number, "peer": peer}
-            row = session.get(ShareRelease, key)
-            if row is None:
-                session.add(ShareRelease(**key, kind=kind))
-            elif row.kind != kind:
-                raise PolicyViolation(
-                    f"this site released the {row.kind} share of {peer} in round "
-                    f"{round_number} of job {job_id}; it never releases the {kind} share too"
-                )
-
-    def pin(self, site: str, key: bytes) -> None:
-        """Accept ``key`` as ``site``'s identity key: the one listed in the policy's
-        ``trusted_peers`` when given (strict), else the one pinned when first seen."""
-        found = fingerprint(key)
-        with self._sessions.begin() as session:
-            row = session.get(PeerKey, site)
-            if self._trusted is not None:
-                if self._trusted.get(site) != found:
-                    raise PolicyViolation(
-                        f"identity key {found} of site {site!r} is not in this site's trusted_peers"
-                    )
+            for peer, kind in releases.items():
+                key = {"job_id": job_id, "round": round_number, "peer": peer}
+                row = session.get(ShareRelease, key)
                 if row is None:
-                    session.add(PeerKey(site=site, public_key=key.hex(), fingerprint=found))
-                elif row.public_key != key.hex():  # the admin listed a new key
-                    row.public_key, row.fingerprint = key.hex(), found
-                return
-            if row is None:
-                session.add(PeerKey(site=site, public_key=key.hex(), fingerprint=found))
-            elif row.public_key != key.hex():
+                    session.add(ShareRelease(**key, kind=kind))
+                elif row.kind != kind:
+                    raise PolicyViolation(
+                        f"this site released the {row.kind} share of {peer} in round "
+                        f"{round_number} of job {job_id}; it never releases the {kind} share too"
+                    )
+
+    def pin(self, keys: Mapping[str, bytes]) -> None:
+        """Accept each key as its site's identity key, in one transaction: the one listed in
+        the policy's ``trusted_peers`` when given (strict), else the one pinned when first
+        seen. One refused key refuses them all."""
+        with self._sessions.begin() as session:
+            for site, key in keys.items():
+                self._pin(session, site, key)
+
+    def _pin(self, session: Session, site: str, key: bytes) -> None:
+        found = fingerprint(key)
+        row = session.get(PeerKey, site)
+        if self._trusted is not None and self._trusted.get(site) != found:
+            raise PolicyViolation(
+                f"identity key {found} of site {site!r} is not in this site's trusted_peers"
+            )
+        if row is None:
+            session.add(PeerKey(site=site, public_key=key.hex(), fingerprint=found))
+        elif row.public_key != key.hex():
+            if self._trusted is None:
                 raise PolicyViolation(
                     f"site {site!r} presented identity key {found}, but key {row.fingerprint} "
                     "is pinned for it here"
                 )
+            row.public_key, row.fingerprint = key.hex(), found  # the admin listed a new key
 
     def peers(self) -> list[tuple[str, str, datetime]]:
         """The pinned peer keys: site, fingerprint and when first seen, by site."""

@@ -56,18 +56,23 @@ class PinnedPeers:
 
     keys: dict[str, bytes] = field(default_factory=dict)
 
-    def pin(self, site: str, key: bytes) -> None:
-        if self.keys.setdefault(site, key) != key:
-            raise Refused(f"identity key of {site} changed")
+    def pin(self, keys: Mapping[str, bytes]) -> None:
+        changed = [site for site, key in keys.items() if self.keys.get(site, key) != key]
+        if changed:
+            raise Refused(f"identity key of {', '.join(changed)} changed")
+        self.keys |= keys
 
 
 @dataclass
 class ReleaseLedger:
     released: dict[tuple[str, int, str], ShareKind] = field(default_factory=dict)
 
-    def record(self, job_id: str, round: int, peer: str, kind: ShareKind) -> None:
-        if self.released.setdefault((job_id, round, peer), kind) != kind:
-            raise Refused(f"both kinds of share for {peer}")
+    def record(self, job_id: str, round: int, releases: Mapping[str, ShareKind]) -> None:
+        wanted = {(job_id, round, peer): kind for peer, kind in releases.items()}
+        both = [key[2] for key, kind in wanted.items() if self.released.get(key, kind) != kind]
+        if both:
+            raise Refused(f"both kinds of share for {', '.join(both)}")
+        self.released |= wanted
 
 
 def site_names(n: int) -> list[str]:

@@ -61,16 +61,17 @@ Step = Literal["advertise", "share", "mask", "unmask", "done", "ended"]
 class Peers(Protocol):
     """The edge's pinned identity keys of other sites."""
 
-    def pin(self, site: str, key: bytes) -> None:
-        """Accept ``key`` (raw Ed25519) as ``site``'s identity key, or raise to refuse it."""
+    def pin(self, keys: Mapping[str, bytes]) -> None:
+        """Accept each key (raw Ed25519) as its site's identity key, or raise to refuse them
+        all."""
 
 
 class Releases(Protocol):
     """The edge's persistent record of the shares it released."""
 
-    def record(self, job_id: str, round: int, peer: str, kind: ShareKind) -> None:
-        """Note that this site releases its ``kind`` share of ``peer`` in this round; raise if
-        the other kind was ever released for that peer in that round."""
+    def record(self, job_id: str, round: int, releases: Mapping[str, ShareKind]) -> None:
+        """Note that this site releases, for each peer, the share of the kind given, in this
+        round; raise (recording none) if the other kind was ever released for one of them."""
 
 
 @dataclass
@@ -205,10 +206,9 @@ class SecAggClient:
                 f"site {self.site!r} sent its masked input, yet is listed as dropped"
             )
         self._enough(len(alive), roster, "survive")
-        for peer in survivors.survivors:
-            self._releases.record(self.context.job_id, self.context.round, peer, "self_mask")
-        for peer in survivors.dropped:
-            self._releases.record(self.context.job_id, self.context.round, peer, "mask_key")
+        releases: dict[str, ShareKind] = dict.fromkeys(survivors.survivors, "self_mask")
+        releases |= dict.fromkeys(survivors.dropped, "mask_key")
+        self._releases.record(self.context.job_id, self.context.round, releases)
         self._step = "done"
         return UnmaskShares(
             sender=self.site,
@@ -256,10 +256,10 @@ class SecAggClient:
         keys = [key for advert in roster.adverts for key in (advert.mask_key, advert.share_key)]
         if len(set(keys)) != len(keys):
             raise ProtocolError("two adverts of the roster carry the same key: one was copied")
-        for advert in roster.adverts:
-            if advert.site != self.site:
-                self._peers.pin(advert.site, roster.identities[advert.site])
-                verify_advert(self.context, advert, roster.identities[advert.site])
+        peers = [advert for advert in roster.adverts if advert.site != self.site]
+        self._peers.pin({advert.site: roster.identities[advert.site] for advert in peers})
+        for advert in peers:
+            verify_advert(self.context, advert, roster.identities[advert.site])
 
     def _box_key(self, secrets: _Secrets, peer: KeyAdvert) -> bytes:
         secret = agree(secrets.share_key, peer.share_key, peer.site)
