@@ -185,6 +185,7 @@ def test_enrolment_exchanges_identity_keys_and_edge_identity_shows_them(
     ``edge identity`` prints both fingerprints, to compare with the operator and the peers."""
     with transaction(state.home) as session:
         token = identity.create_site(session, "gamma").enrolment_token
+        identity.create_site(session, "university-hospital-of-the-north-west-region")
     edge = tmp_path / "gamma"
     args = ["edge", "init", "--dir", str(edge), "--orchestrator", served, "--token", token]
     assert runner.invoke(app, args).exit_code == 0
@@ -206,5 +207,8 @@ def test_enrolment_exchanges_identity_keys_and_edge_identity_shows_them(
     listed = runner.invoke(app, ["site", "list"], env=env)
     assert listed.exit_code == 0, listed.output
     [row] = [line for line in listed.output.splitlines() if "gamma" in line]
-    assert fingerprint(own) in row and "yes" in row
+    assert fingerprint(own) in row and "yes" in row  # whole, though a long name is beside it
     assert all(len(line) <= 80 for line in listed.output.splitlines())
+    names = "".join(line.split("│")[1].strip() for line in listed.output.splitlines()
+                    if line.startswith("│"))  # fmt: skip
+    assert "…" not in listed.output and "university-hospital-of-the-north-west-region" in names

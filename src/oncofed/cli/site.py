@@ -35,7 +35,11 @@ def list_sites(url: UrlOption = None, token: TokenOption = None) -> None:
 
     The sites' admins compare the fingerprints with what ``oncofed edge identity`` prints.
     """
-    table = Table("site", "enrolled", "connected", "last seen (UTC)", "identity key")
+    table = Table()
+    table.add_column("site", overflow="fold")  # a long name folds; fingerprints stay whole
+    widths = {"enrolled": 8, "connected": 9, "last seen (UTC)": 16, "identity key": 16}
+    for header, width in widths.items():
+        table.add_column(header, no_wrap=True, min_width=width)
     with client(url, token) as api:
         sites = api.sites()
     for site in sites:
