@@ -1,4 +1,5 @@
-"""The live view of jobs when piped: what follows it starts on a line of its own."""
+"""The live view of jobs: piped, what follows it starts on a line of its own; what sites
+and researchers wrote is shown as text."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import io
 from rich.console import Console
 from rich.panel import Panel
 
-from oncofed.cli.watch import live_view
+from oncofed.cli.watch import live_view, render_job
+from oncofed.wire.messages import JobPublic
 
 
 def test_output_after_a_piped_live_view_starts_a_new_line() -> None:
@@ -21,3 +23,23 @@ def test_output_after_a_piped_live_view_starts_a_new_line() -> None:
     assert "round 3 of 5" in lines[1]
     assert lines[-1] == "next" and lines[-2].startswith("╰")
     assert max(len(line) for line in lines) == 80
+
+
+def test_what_sites_and_researchers_wrote_is_shown_as_written() -> None:
+    """A failed job's error quotes the sites' decline reasons, which a hostile site writes:
+    markup in it (or in a site's name) is shown as text, never interpreted."""
+    hostile = "[/bold] [link=https://evil.example]click[/link]"
+    outcome = {"time": "os_days", "event": "os_event"}
+    analysis = {"type": "kaplan_meier", "outcome": outcome}
+    spec = {"kind": "analysis", "name": "km", "dataset": "gbsg2", "analysis": analysis}
+    job = JobPublic.model_validate(
+        {"id": "0" * 32, "name": spec["name"], "status": "failed", "spec": spec,
+         "error": f"round 0 (analysis): 0 sites reported. gamma: declined ({hostile})",
+         "created_at": "2026-12-01T00:00:00Z", "finished_at": None,
+         "sites": ["gamma", "[red]delta"], "rounds": [], "model_sha256": None}
+    )  # fmt: skip
+    out = io.StringIO()
+    Console(file=out, width=200).print(render_job(job))
+    shown = out.getvalue()
+    assert f"gamma: declined ({hostile})" in shown
+    assert "[red]delta" in shown

@@ -7,9 +7,11 @@ from contextlib import contextmanager
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from oncofed.client.report import POOLED_ONLY, curves
 from oncofed.wire.messages import JobPublic, RoundPublic
@@ -49,11 +51,12 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
     if job.spec.kind == "analysis":
         parts: list[RenderableType] = [head, _site_statuses(job)]
         if job.error:
-            parts.append(f"[red]{job.error}[/]")
+            parts.append(Text(job.error, style="red"))
         return Panel(Group(*parts), title=_title(job), title_align="left")
     secure = job.spec.privacy.secure_aggregation
     columns = [] if secure else job.sites  # no site's own metrics under secure aggregation
-    table = Table("round", "sites", "train loss", f"all sites {metric}", *columns, expand=False)
+    headers = ("round", "sites", "train loss", f"all sites {metric}", *map(escape, columns))
+    table = Table(*headers, expand=False)
     if secure:
         table.caption = POOLED_ONLY
     for row in curves(job)[-last:]:
@@ -67,7 +70,7 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
         )
     parts = [head, table]
     if job.error:
-        parts.append(f"[red]{job.error}[/]")
+        parts.append(Text(job.error, style="red"))  # it quotes sites' reasons: never markup
     return Panel(Group(*parts), title=_title(job), title_align="left")
 
 
@@ -76,13 +79,13 @@ def _kind(rnd: RoundPublic) -> str:
     return f"{rnd.kind}, secure: {rnd.phase}" if rnd.phase else rnd.kind
 
 
-def _title(job: JobPublic) -> str:
-    return f"{job.name} [dim]{job.id[:8]} {job.label}[/]"
+def _title(job: JobPublic) -> Text:
+    return Text.assemble(job.name, (f" {job.id[:8]} {job.label}", "dim"))
 
 
 def _site_statuses(job: JobPublic) -> Table:
     """Each site's answer to each analysis round (one round, or one per Newton iteration)."""
-    table = Table("round", *job.sites, expand=False)
+    table = Table("round", *map(escape, job.sites), expand=False)
     for rnd in job.rounds[-8:]:
         cells = []
         for site in job.sites:
