@@ -66,7 +66,7 @@ def check_params(
         raise PolicyViolation(f"the coefficients must be one per term ({width} terms)")
     if risk_sets:
         eta = data.x @ np.asarray(params.pooled) - params.offset
-        if eta.size and max(-float(eta.min()), float(eta.max())) > OFFSET_RANGE:
+        if not np.all(np.abs(eta) <= OFFSET_RANGE):  # an overflow's NaN is refused too
             raise PolicyViolation(
                 "the offset of the risk-set sums is too far from this site's linear predictors "
                 "for every patient's term to be encoded"
