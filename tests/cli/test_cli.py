@@ -19,10 +19,11 @@ from oncofed.cli.main import app
 from oncofed.cli.profile_view import render_profile
 from oncofed.client import Client
 from oncofed.edge import Agent, EdgeConfig, EdgeHome, LocalStore
+from oncofed.edge.ledger import Ledger
 from oncofed.orchestrator import Settings, create_app, identity
 from oncofed.orchestrator.db import Site
 from oncofed.orchestrator.setup import identity_key, transaction
-from oncofed.privacy.secagg import fingerprint, public_bytes
+from oncofed.privacy.secagg import fingerprint, new_identity, public_bytes
 from oncofed.wire.profile import FieldProfile
 from tests.support import State, sample_profile
 
@@ -203,6 +204,13 @@ def test_enrolment_exchanges_identity_keys_and_edge_identity_shows_them(
     assert lines[1] == f"orchestrator: {fingerprint(orchestrator)}"
     assert "no peer keys pinned yet" in result.output
     assert all(len(line) <= 80 for line in lines)
+    peer = public_bytes(new_identity())
+    with Ledger(home.root) as ledger:
+        ledger.pin({"university-hospital-of-the-north-west-region": peer})
+    pinned = runner.invoke(app, ["edge", "identity", "--dir", str(edge)], env={"COLUMNS": "80"})
+    assert pinned.exit_code == 0, pinned.output
+    assert fingerprint(peer) in pinned.output and "…" not in pinned.output
+    assert all(len(line) <= 80 for line in pinned.output.splitlines())
     env = {"ONCOFED_URL": served, "ONCOFED_TOKEN": state.admin_token, "COLUMNS": "80"}
     listed = runner.invoke(app, ["site", "list"], env=env)
     assert listed.exit_code == 0, listed.output

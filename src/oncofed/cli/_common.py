@@ -11,6 +11,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.table import Table
 
 from oncofed.cdm.errors import CdmError
 from oncofed.client import Client, ClientError
@@ -20,6 +21,23 @@ from oncofed.orchestrator.errors import OrchestratorError
 from oncofed.wire.errors import WireError
 
 console = Console()
+
+FINGERPRINT_WIDTH = 16
+"""A key fingerprint's width: shown whole, as admins compare it character by character."""
+TIME_WIDTH = 16
+"""A ``%Y-%m-%d %H:%M`` time."""
+
+
+def names_table(first: str, widths: dict[str, int], title: str | None = None) -> Table:
+    """A table whose first column (names a site or researcher chose) folds when long, so that
+    the others (``widths``: header and width) are never cut short at 80 columns."""
+    table = Table(title=title)
+    table.add_column(first, overflow="fold")
+    for header, width in widths.items():
+        table.add_column(header, no_wrap=True, min_width=width)
+    return table
+
+
 err_console = Console(stderr=True)
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -12,7 +12,14 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from oncofed.cli._common import console, friendly, setup_logging
+from oncofed.cli._common import (
+    FINGERPRINT_WIDTH,
+    TIME_WIDTH,
+    console,
+    friendly,
+    names_table,
+    setup_logging,
+)
 from oncofed.edge import EdgeHome
 from oncofed.edge.enrol import enrol
 
@@ -117,7 +124,8 @@ def identity(home: EdgeDir) -> None:
     with Ledger(edge.root, policy.trusted_peers) as ledger:
         peers = ledger.peers()
     mode = "trusted_peers (strict)" if policy.trusted_peers is not None else "first use"
-    table = Table("peer site", "fingerprint", "pinned (UTC)", title=f"peers, pinned on {mode}")
+    widths = {"fingerprint": FINGERPRINT_WIDTH, "pinned (UTC)": TIME_WIDTH}
+    table = names_table("peer site", widths, title=f"peers, pinned on {mode}")
     for site, print_, seen in peers:
         table.add_row(Text(site), print_, f"{seen:%Y-%m-%d %H:%M}")
     console.print(table if peers else "no peer keys pinned yet (none until a secure round)")

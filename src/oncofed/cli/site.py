@@ -6,10 +6,19 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from oncofed.cli._common import StateDir, TokenOption, UrlOption, client, console, friendly
+from oncofed.cli._common import (
+    FINGERPRINT_WIDTH,
+    TIME_WIDTH,
+    StateDir,
+    TokenOption,
+    UrlOption,
+    client,
+    console,
+    friendly,
+    names_table,
+)
 from oncofed.cli.profile_view import render_profile
 from oncofed.client import ClientError
 from oncofed.orchestrator import setup as state
@@ -35,11 +44,8 @@ def list_sites(url: UrlOption = None, token: TokenOption = None) -> None:
 
     The sites' admins compare the fingerprints with what ``oncofed edge identity`` prints.
     """
-    table = Table()
-    table.add_column("site", overflow="fold")  # a long name folds; fingerprints stay whole
-    widths = {"enrolled": 8, "connected": 9, "last seen (UTC)": 16, "identity key": 16}
-    for header, width in widths.items():
-        table.add_column(header, no_wrap=True, min_width=width)
+    widths = {"enrolled": 8, "connected": 9, "last seen (UTC)": TIME_WIDTH}
+    table = names_table("site", widths | {"identity key": FINGERPRINT_WIDTH})
     with client(url, token) as api:
         sites = api.sites()
     for site in sites:
