@@ -571,12 +571,14 @@ def task_traffic(fed: BenchFederation, job_id: str) -> dict[str, dict[str, tuple
     """Bytes each task moved besides the global model blob, by phase, rebuilt from the
     database. Up: what its site posted (update or masked input, JSON result, key advert, sealed
     shares, unmasking shares). Down: the round's data its task carried: a Newton round's
-    coefficients (in every phase's task) and the secure step (roster, inbox, survivor list)."""
+    coefficients (in every phase's task) and the secure step (roster, inbox, survivor list).
+    The next round's advert, roster and shares count where they travelled: in the masked
+    input, the unmask step and the unmasking shares."""
     rows = db_query(
         fed,
         "SELECT t.id, s.name, r.number, r.phase, t.delivered_at, t.bytes_received, "
         "length(CAST(t.result_json AS BLOB)), r.announced_sha, r.params_json, r.roster_json, "
-        "r.survivors_json FROM task t JOIN round r ON t.round_id = r.id "
+        "r.survivors_json, r.next_roster_json FROM task t JOIN round r ON t.round_id = r.id "
         "JOIN site s ON t.site_id = s.id WHERE r.job_id = ?",
         job_id,
     )
@@ -600,10 +602,12 @@ def task_traffic(fed: BenchFederation, job_id: str) -> dict[str, dict[str, tuple
         if phase is None:
             traffic[task_id] = {"": (received or result or 0, sent if delivered else 0)}
             continue
-        roster_json, survivors_json = keys
+        roster_json, survivors_json, next_roster_json = keys
         context = RoundContext(job_id=job_id, round=number, announced=announced)
+        # keys and shares set up ahead came with the previous round's posts and steps
+        ahead = (task_id, "shares") in posts and (task_id, "keys") not in posts
         steps: dict[str, SecureStep | None] = {
-            "keys": SecureStep(phase="keys", context=context) if delivered else None
+            "keys": SecureStep(phase="keys", context=context) if delivered and not ahead else None
         }
         if (task_id, "keys") in posts and roster_json:
             roster = Roster.model_validate_json(roster_json)
@@ -612,8 +616,16 @@ def task_traffic(fed: BenchFederation, job_id: str) -> dict[str, dict[str, tuple
             inbox = inbox_for(site, bundles.get(number, []))
             steps["masked"] = SecureStep(phase="masked", context=context, inbox=inbox)
         if received and survivors_json:
-            survivors = Survivors.model_validate_json(survivors_json)
-            steps["unmask"] = SecureStep(phase="unmask", context=context, survivors=survivors)
+            steps["unmask"] = SecureStep(
+                phase="unmask",
+                context=context,
+                survivors=Survivors.model_validate_json(survivors_json),
+                next_roster=Roster.model_validate_json(next_roster_json)
+                if next_roster_json
+                else None,
+            )
+        if ahead:
+            posts.pop((task_id, "shares"))
         traffic[task_id] = {
             p: (
                 (received or 0) if p == "masked" else posts.get((task_id, p), 0),
@@ -683,7 +695,7 @@ def round_figures(
         fetched = [t for t in here if t.delivered_at is not None]
         if rnd.secure:
             path, phases = secure_path(here, start, end)
-            max_compute = max(t.legs["keys"].compute_s for t in here if "keys" in t.legs)
+            max_compute = max(sum(leg.compute_s for leg in t.legs.values()) for t in here)
         else:
             path, phases = plain_path(rnd, here, start, end), {}
             max_compute = max(s.compute_seconds or 0.0 for s in rnd.sites.values())
@@ -754,6 +766,8 @@ def secure_path(
     opened = start
     for phase, following in zip(PHASES, (*PHASES[1:], None), strict=True):
         legs = [(t, t.legs[phase]) for t in tasks if phase in t.legs]
+        if not legs:  # set up ahead, with the previous round
+            continue
         if phase == "unmask":
             task, leg = max(legs, key=lambda item: item[0].finished_at or end)
             closed = task.finished_at or end
@@ -782,6 +796,21 @@ def median_of(items: Sequence[T], get: Callable[[T], float | None]) -> float:
     """The median of a figure over rounds (or runs), leaving out those without it."""
     values = [v for v in (get(item) for item in items) if v is not None and not math.isnan(v)]
     return statistics.median(values) if values else float("nan")
+
+
+def median_phases(
+    items: Sequence[Mapping[str, Mapping[str, float]]],
+) -> dict[str, dict[str, float]]:
+    """Each phase's parts, the median over the rounds (or runs) that went through it: a round
+    set up ahead has no keys or shares phase."""
+    return {
+        phase: {
+            part: median_of(items, lambda i, p=phase, k=part: i.get(p, {}).get(k))
+            for part in next(i[phase] for i in items if phase in i)
+        }
+        for phase in PHASES
+        if any(phase in i for i in items)
+    }
 
 
 # -- one configuration ------------------------------------------------------------------
@@ -862,10 +891,7 @@ def median_outcome(runs: Sequence[Outcome]) -> Outcome:
     for name in peaks:
         setattr(merged, name, max(getattr(o, name) for o in runs))
     merged.breakdown = {k: median_of(runs, lambda o, k=k: o.breakdown[k]) for k in first.breakdown}
-    merged.phases = {
-        phase: {k: median_of(runs, lambda o, p=phase, k=k: o.phases[p][k]) for k in parts}
-        for phase, parts in first.phases.items()
-    }
+    merged.phases = median_phases([o.phases for o in runs])
     merged.round_figures = [r for o in runs for r in o.round_figures]
     return merged
 
@@ -1067,10 +1093,7 @@ def summarise(
         "orchestrator_cpu_s",
     )
     outcome.breakdown = {k: median_of(measured, lambda r, k=k: getattr(r, k)) for k in keys}
-    outcome.phases = {
-        phase: {k: median_of(measured, lambda r, p=phase, k=k: r.phases[p][k]) for k in parts}
-        for phase, parts in (measured[0].phases.items() if measured else ())
-    }
+    outcome.phases = median_phases([r.phases for r in measured])
     samples = sampler.samples
     if samples:
         outcome.orchestrator_idle_bytes = samples[0].orchestrator_rss
@@ -1306,8 +1329,10 @@ NOTES = (
     "stored (key adverts, sealed shares, unmasking shares); down: global model blob x sites "
     "delivered the task, a Newton round's coefficients in each task (each phase's, in a secure "
     "round) and each phase's secure step (roster, inbox, survivor list), rebuilt from the "
-    "database. Not counted: the rest of each task's JSON (ids, spec; sent once per phase in a "
-    "secure round), acknowledgements, HTTP headers.",
+    "database. A secure round set up ahead carries the next round's advert in its masked "
+    "inputs, its roster in the unmask step and its sealed shares with the unmasking shares; "
+    "they count in the round that carried them. Not counted: the rest of each task's JSON "
+    "(ids, spec; sent once per phase in a secure round), acknowledgements, HTTP headers.",
     "breakdown: critical path of the last site to finish (dispatch + slot wait + compute + edge "
     "crypto + edge other + upload+accept + close = wall); a secure round's parts are summed "
     "over its phases, each phase following its own last site (phase table) and ending when "

@@ -1,5 +1,5 @@
 """The edge's ledger: it survives restarts, holds one task per job round, keeps the job's
-pinned inputs and last model, and enforces the secure-round records (keys advertised once,
+pinned inputs and last model, and enforces the secure-round records (one masked input per round,
 never both shares of one peer, pinned peer keys)."""
 
 from __future__ import annotations
@@ -103,12 +103,12 @@ def test_a_job_id_cannot_name_a_path(ledger: Ledger) -> None:
         ledger.record_task("../x", SPEC, task("t1", 1))
 
 
-def test_keys_are_advertised_once_per_secure_round(root: Path) -> None:
+def test_a_site_masks_once_per_secure_round(root: Path) -> None:
     with Ledger(root) as ledger:
-        ledger.advertise("j1", 0)
-        ledger.advertise("j1", 1)
-    with Ledger(root) as ledger, pytest.raises(PolicyViolation, match="already advertised"):
-        ledger.advertise("j1", 1)
+        ledger.mask_once("j1", 0)
+        ledger.mask_once("j1", 1)
+    with Ledger(root) as ledger, pytest.raises(PolicyViolation, match="already sent its masked"):
+        ledger.mask_once("j1", 1)
 
 
 def test_no_site_releases_both_shares_of_one_peer(root: Path) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from oncofed.edge import EdgePolicy, LocalStore
 from oncofed.edge.runner import Outcome
 from oncofed.edge.secure import Post
-from oncofed.orchestrator.db import Round, Task
+from oncofed.orchestrator.db import Round, SecureMessage, Task
 from oncofed.privacy.layouts import round_layout
 from oncofed.privacy.secagg import check_masked, encode_masked, masked_shapes, new_identity
 from oncofed.privacy.secagg.crypto import advert_payload
@@ -36,7 +36,6 @@ from oncofed.wire.secagg import (
     KeyAdvert,
     MaskedHeader,
     SealedShare,
-    SecureStep,
     ShareBundle,
     UnmaskShares,
 )
@@ -428,7 +427,9 @@ def test_a_masked_input_of_the_wrong_layout_is_refused_and_the_site_dropped(
         body, reason = masked_body(shapes, header), "deaths"
     elif wrong == "site":
         masked = {name: np.zeros(shape, np.uint64) for name, shape in shapes.items()}
-        body = encode_masked(masked, layout, header.model_copy(update={"site": "beta"}))
+        body = encode_masked(
+            masked, layout, header.model_copy(update={"site": "beta", "next": None})
+        )
         reason = "the masked input is for another round or site"
     elif wrong == "truncated":
         body, reason = honest_post.body[:-8], "data section does not match the header"
@@ -601,17 +602,20 @@ def test_a_site_sent_other_newton_parameters_declines(
 def test_a_site_sent_another_analysis_and_its_context_is_refused(
     state: State, five: dict[str, Mortal], plain: Reference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another analysis (a finer grid) with a round context to match it: the site takes part,
-    but its keys are signed for other round contents than the others', so the coordinator
-    refuses its advert and the round goes on without it."""
-    other = analysis({**KM, "grid_days": 30})
+    """Another analysis (other confidence bands) with a round context to match it, in every
+    phase: the site takes part, but its masked input is bound to other round contents than
+    the others' (its masks could not cancel), so the coordinator refuses it and the round goes
+    on without it."""
+    other = analysis({**KM, "confidence": 0.9})
 
     def change(task: TaskAssignment) -> TaskAssignment | None:
-        if task.secure is None or task.secure.phase != "keys":
+        if task.secure is None:
             return None
         changed = task.model_copy(update={"spec": other})
         context = task.secure.context.model_copy(update={"announced": changed.announced()})
-        return changed.model_copy(update={"secure": SecureStep(phase="keys", context=context)})
+        return changed.model_copy(
+            update={"secure": task.secure.model_copy(update={"context": context})}
+        )
 
     tamper(monkeypatch, state, five[HOSTILE], change)
     public = play(state, five, analysis(KM))
@@ -619,7 +623,7 @@ def test_a_site_sent_another_analysis_and_its_context_is_refused(
     same_curves(public, plain(state, others, KM), others)
     site = public.rounds[0].sites[HOSTILE]
     assert site.status == "rejected"
-    assert site.detail.startswith("keys: the key advert of site 'gamma' does not verify")
+    assert site.detail == "masked: the masked input is for another round or site"
 
 
 def test_a_site_sent_other_parameters_later_fails_the_regression(
@@ -667,3 +671,107 @@ def test_a_site_sent_another_model_takes_no_part(
     assert public.rounds[1].sites[HOSTILE].detail.startswith(CONTEXT_MISMATCH)
     assert HOSTILE not in public.rounds[2].sites
     assert all(s.status == "accepted" for s in without(public.rounds[1].sites, HOSTILE).values())
+
+
+# -- the next round's keys, sent ahead ---------------------------------------------------
+
+
+def secure_posts(state: State, job_id: str) -> dict[int, dict[str, int]]:
+    """How many sites posted (or were credited) each secure message, by round number."""
+    with state.sessions() as session:
+        rows = session.execute(
+            select(Round.number, SecureMessage.phase)
+            .join(Task, Task.round_id == Round.id)
+            .join(SecureMessage, SecureMessage.task_id == Task.id)
+            .where(Round.job_id == job_id)
+        ).all()
+    posted: dict[int, dict[str, int]] = {}
+    for number, kind in rows:
+        posted.setdefault(number, {}).setdefault(kind, 0)
+        posted[number][kind] += 1
+    return posted
+
+
+def secure_training(rounds: int) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "name": "t",
+            "dataset": "gbsg2",
+            "cohort": BREAST,
+            "features": ["age_at_diagnosis", "treatment.endocrine"],
+            "outcome": {"type": "binary", "label": "rfs_event"},
+            "model": {"type": "logistic"},
+            "rounds": rounds,
+            "round_timeout_s": TIMEOUT,
+            "privacy": {"secure_aggregation": True},
+        }
+    )
+
+
+def test_later_rounds_open_at_their_masked_phase_with_keys_sent_ahead(
+    state: State, five: dict[str, Mortal], plain: Reference
+) -> None:
+    """Each round's keys come with the previous round's masked inputs and its shares with the
+    unmasking shares: after the first, a Newton round has no keys phase (two exchanges per
+    site, not four), every task is still delivered, and the fit is the plain one."""
+    public = play(state, five, analysis(LOGISTIC))
+    same_fit(public, plain(state, five, LOGISTIC), five)
+    posted = secure_posts(state, public.id)
+    first, *later = sorted(posted)
+    assert len(later) >= 3
+    assert posted[first] == {"keys": 5, "shares": 5, "unmask": 5}
+    assert all(posted[number] == {"shares": 5, "unmask": 5} for number in later)
+    with state.sessions() as session:
+        tasks = session.scalars(select(Task).join(Round).where(Round.job_id == public.id)).all()
+        assert all(task.delivered_at is not None for task in tasks)
+
+
+def test_a_site_that_sent_no_keys_ahead_rejoins_the_next_round_at_its_keys_phase(
+    state: State, five: dict[str, Mortal]
+) -> None:
+    """A site gone after its masked input (in the sum) sends no shares for the next round:
+    that round opens at its keys phase, the site back in time takes part with fresh keys
+    (those it made ahead are dropped), and the rounds after it are set up ahead again."""
+    five[HOSTILE].kill_after = "masked"
+    job_id = submit(state, secure_training(rounds=3))
+
+    def revive(_: int) -> None:
+        if five[HOSTILE].killed and len(job(state, job_id).rounds) > 1:
+            five[HOSTILE].killed, five[HOSTILE].kill_after = False, None
+
+    public = drive(state, five, job_id, between=revive)
+    assert public.status == "completed", public.error
+    assert [r.kind for r in public.rounds] == ["stats", "train", "train", "train", "evaluate"]
+    assert public.rounds[0].sites[HOSTILE].status == "accepted"  # in the stats round's sum
+    assert all(site.status == "accepted" for r in public.rounds[1:] for site in r.sites.values())
+    posted = secure_posts(state, job_id)
+    assert posted[0] == {"keys": 5, "shares": 5, "unmask": 4}
+    assert posted[1] == {"keys": 5, "shares": 5, "unmask": 5}
+    assert all(posted[number] == {"shares": 5, "unmask": 5} for number in (2, 3, 4))
+
+
+def test_a_next_roster_below_the_sites_policy_is_refused_and_the_round_set_up_afresh(
+    state: State,
+    five: dict[str, Mortal],
+    plain: Reference,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The orchestrator lowers the threshold of the next round's roster it sends one site:
+    the site shares nothing for it, so each next round opens at its keys phase and is set up
+    under the site's checks; the fit is the plain one."""
+
+    def lower(task: TaskAssignment) -> TaskAssignment | None:
+        step = task.secure
+        if step is None or step.next_roster is None:
+            return None
+        roster = step.next_roster.model_copy(update={"threshold": 2})
+        return task.model_copy(update={"secure": step.model_copy(update={"next_roster": roster})})
+
+    tamper(monkeypatch, state, five[HOSTILE], lower)
+    public = play(state, five, analysis(LOGISTIC))
+    same_fit(public, plain(state, five, LOGISTIC), five)
+    posted = secure_posts(state, public.id)
+    assert len(posted) >= 4
+    assert all(kinds == {"keys": 5, "shares": 5, "unmask": 5} for kinds in posted.values())
+    assert "threshold 2 of 5 sites is too low" in caplog.text

@@ -6,7 +6,7 @@ It holds, per job: the tasks run (id, kind, round, SHA-256 of the task's content
 and answered), the pinned spec hash, the pooled totals and standardisation first accepted, the
 last Newton parameters, and the last global model seen (a safetensors file under ``jobs/``,
 removed once the job's evaluation is answered). For secure aggregation: the rounds this site
-advertised keys for, the shares it released per peer, and the peers' pinned identity keys.
+sent a masked input for, the shares it released per peer, and the peers' pinned identity keys.
 """
 
 from __future__ import annotations
@@ -74,13 +74,13 @@ class TaskRow(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
 
 
-class SecureAdvert(Base):
-    """A secure round this site published its fresh keys for (once, ever)."""
+class SecureMasked(Base):
+    """A secure round this site sent its masked input for (once, ever)."""
 
-    __tablename__ = "secure_advert"
+    __tablename__ = "secure_masked"
     job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     round: Mapped[int] = mapped_column(Integer, primary_key=True)
-    advertised_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    masked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ShareRelease(Base):
@@ -250,15 +250,15 @@ class Ledger:
 
     # -- secure aggregation --------------------------------------------------------------
 
-    def advertise(self, job_id: str, round_number: int) -> None:
-        """Record that this site publishes keys for a secure round; refused the second time
-        (fresh keys twice for one round could let two different sums be unmasked)."""
+    def mask_once(self, job_id: str, round_number: int) -> None:
+        """Record that this site sends its masked input for a secure round; refused the second
+        time (two masked inputs for one round could let two different sums be unmasked)."""
         try:
             with self._sessions.begin() as session:
-                session.add(SecureAdvert(job_id=job_id, round=round_number))
+                session.add(SecureMasked(job_id=job_id, round=round_number))
         except IntegrityError as exc:
             raise PolicyViolation(
-                f"this site already advertised keys for round {round_number} of job {job_id}"
+                f"this site already sent its masked input for round {round_number} of job {job_id}"
             ) from exc
 
     def record(self, job_id: str, round_number: int, releases: Mapping[str, str]) -> None:

@@ -77,6 +77,7 @@ class Round(Base):
     phase: Mapped[str | None] = mapped_column(String(16))  # a secure round's phase
     roster_json: Mapped[str | None] = mapped_column(Text)  # a secure round's signed keys
     survivors_json: Mapped[str | None] = mapped_column(Text)  # its signed survivor list
+    next_roster_json: Mapped[str | None] = mapped_column(Text)  # the next round's, if made
     result_json: Mapped[str | None] = mapped_column(Text)  # its pooled numbers, once unmasked
     deadline: Mapped[datetime] = mapped_column(UTCDateTime())
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

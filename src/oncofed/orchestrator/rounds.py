@@ -258,6 +258,8 @@ class Coordinator:
                 )
                 if delivered.rowcount != 1:  # type: ignore[attr-defined]
                     return None
+            elif task.delivered_at is None:  # a secure round that opened with its keys in
+                task.delivered_at = utcnow()
             spec = parse_spec(job.spec_json)
             self._remember_owner(task.id, site_id, job.id)
             self._specs.setdefault(job.id, spec)

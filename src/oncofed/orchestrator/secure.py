@@ -4,14 +4,21 @@ sealed shares, adds up masked inputs, and unmasks only their sum (Bonawitz et al
 A secure round moves through four phases; each stays open until every site still in the round
 has posted, or its deadline passes and the sites behind are dropped:
 
-==========  ================================  ================================
+==========  ================================  =========================================
 phase       a site is sent                    it posts
-==========  ================================  ================================
+==========  ================================  =========================================
 keys        the task                          its signed key advert
 shares      the roster (every advert)         its sealed shares, one per peer
-masked      the shares addressed to it        its masked input (a blob)
-unmask      the signed survivor list          its unmasking shares
-==========  ================================  ================================
+masked      the shares addressed to it        its masked input (a blob), with its
+                                              advert for the job's next round
+unmask      the signed survivor list, and     its unmasking shares, with its sealed
+            the next round's roster           shares for the next round
+==========  ================================  =========================================
+
+The next round's keys and shares thus arrive with this round's last two phases. When every
+site of the next round sent both, it opens at its masked phase (two exchanges instead of
+four); when any did not (it dropped out, or its advert or shares were refused), it opens at
+its keys phase, and every site takes part afresh.
 
 A task's status says where its site is: ``pending``/``delivered`` (keys), then ``keys``,
 ``shares`` and ``masked`` after each post, and ``accepted`` once its unmasking shares are in.
@@ -121,7 +128,10 @@ class SecureRounds:
         if phase == "masked":
             return SecureStep(phase="masked", context=ctx, inbox=self._inbox(session, rnd, site))
         assert phase == "unmask"
-        return SecureStep(phase="unmask", context=ctx, survivors=_survivors(rnd))
+        following = _parse_roster(rnd.next_roster_json) if rnd.next_roster_json else None
+        return SecureStep(
+            phase="unmask", context=ctx, survivors=_survivors(rnd), next_roster=following
+        )
 
     def _inbox(self, session: Session, rnd: Round, site: str) -> Inbox:
         with self._inboxes_built:
@@ -189,12 +199,22 @@ class SecureRounds:
     ) -> ResultAck:
         if (ack := self._expect(task, "unmask")) is not None:
             return ack
+        rnd = task.round
         try:
             if reply.sender != task.site.name:
                 raise Conflict("the shares are not this site's")
-            check_unmask(_survivors(task.round), reply)
+            check_unmask(_survivors(rnd), reply)
         except (SecAggError, Conflict) as exc:
             return self._reject(session, effects, task, "unmask", str(exc))
+        if reply.next is not None:
+            try:
+                if rnd.next_roster_json is None:
+                    raise SecAggError("the next round has no roster")
+                check_bundle(_parse_roster(rnd.next_roster_json), reply.next)
+            except SecAggError as exc:  # the next round then opens at its keys phase
+                log.warning("site %s: shares for round %d refused: %s", task.site.name,
+                            rnd.number + 1, exc)  # fmt: skip
+                reply = reply.model_copy(update={"next": None})
         return self._posted(session, effects, task, "unmask", reply.model_dump_json())
 
     def _expect(self, task: Task, phase: str) -> ResultAck | None:
@@ -305,9 +325,12 @@ class SecureRounds:
             if self._key is None:
                 raise SecAggError("this orchestrator has no signing key for survivor lists")
             shared = [t.site.name for t, _ in _posts(session, rnd, "shares")]
-            masked = [t.site.name for t in rnd.tasks if t.status == "masked"]
-            survivors = sign_survivors(ctx, _roster(rnd), self._key, shared, masked)
+            masked = [t for t in rnd.tasks if t.status == "masked"]
+            survivors = sign_survivors(
+                ctx, _roster(rnd), self._key, shared, [t.site.name for t in masked]
+            )
             rnd.survivors_json = survivors.model_dump_json()
+            rnd.next_roster_json = _next_roster(ctx, spec, masked)
         rnd.phase = phase
         rnd.deadline = utcnow() + timedelta(seconds=spec.round_timeout_s)
         effects.notify.update(t.site_id for t in rnd.tasks if t.status in WAITING[phase])
@@ -323,7 +346,7 @@ class SecureRounds:
                 f"{roster.threshold}"
             )
         sums = self._sum(session, rnd).unmask(roster, survivors, replies)
-        job, progress = rnd.job, self._progress
+        job = rnd.job
         rnd.status, rnd.closed_at = "closed", utcnow()
         effects.drop_sums.add(rnd.id)
         included = [t for t in rnd.tasks if t.site.name in survivors.survivors]
@@ -331,11 +354,33 @@ class SecureRounds:
             task.status = "accepted"
         blobs = {t.result_sha for t in rnd.tasks if t.result_sha}
         effects.delete.update(blobs)
-        if progress.too_few(job, rnd, included):
+        if self._progress.too_few(job, rnd, included):
             return
         active = [t.site_id for t in rnd.tasks if t.status != "declined"]
         spec = parse_spec(job.spec_json)
         rnd.result_json = _pooled_view(spec, rnd.kind, sums)
+        following = {reply.sender: reply.next for reply in replies if reply.next is not None}
+        self._progress_after(session, effects, rnd, spec, sums, included, active)
+        nxt = next((r for r in job.rounds if r.number == rnd.number + 1), None)
+        if nxt is not None and nxt.status == "open" and nxt.phase == "keys":
+            _pipeline(session, rnd, nxt, following)
+        log.info(
+            "job %s secure round %d (%s) closed with %d sites",
+            job.id, rnd.number, rnd.kind, len(included),
+        )  # fmt: skip
+
+    def _progress_after(
+        self,
+        session: Session,
+        effects: Effects,
+        rnd: Round,
+        spec: JobSpec | AnalysisSpec,
+        sums: Mapping[str, np.ndarray],
+        included: list[Task],
+        active: list[int],
+    ) -> None:
+        """Move the job on with the round's unmasked sums, as a plain round's would."""
+        job, progress = rnd.job, self._progress
         if isinstance(spec, AnalysisSpec):
             from oncofed.orchestrator import analysis
 
@@ -353,10 +398,6 @@ class SecureRounds:
             progress.after_train(session, effects, job, rnd, shapes, averages, active)
         else:
             end(job, "completed", None)
-        log.info(
-            "job %s secure round %d (%s) closed with %d sites",
-            job.id, rnd.number, rnd.kind, len(included),
-        )  # fmt: skip
 
     def _fail(self, effects: Effects, rnd: Round, reason: str) -> None:
         rnd.status, rnd.closed_at = "closed", utcnow()
@@ -407,6 +448,41 @@ def _drop(task: Task, status: str, detail: str) -> None:
     phase = task.round.phase
     task.status, task.finished_at = status, utcnow()
     task.detail = detail if phase == "keys" else f"{detail} (in the {phase} phase)"
+
+
+def _next_roster(ctx: RoundContext, spec: JobSpec | AnalysisSpec, masked: list[Task]) -> str | None:
+    """The job's next round's roster, from the adverts that came with the masked inputs: only
+    when every site that sent one sent an advert, and they all verify (else None: that round
+    opens at its keys phase)."""
+    headers = [MaskedHeader.model_validate_json(t.result_json or "") for t in masked]
+    adverts = [header.next for header in headers if header.next is not None]
+    if len(adverts) != len(masked) or len(adverts) < 2:
+        return None
+    identities = {t.site.name: bytes.fromhex(t.site.identity_key or "") for t in masked}
+    try:
+        roster = build_roster(ctx.following(), adverts, identities, spec.privacy.threshold)
+    except SecAggError as exc:
+        log.warning("job %s: no roster for round %d ahead: %s", ctx.job_id, ctx.round + 1, exc)
+        return None
+    return roster.model_dump_json()
+
+
+def _pipeline(session: Session, rnd: Round, nxt: Round, bundles: Mapping[str, ShareBundle]) -> None:
+    """Open ``nxt`` at its masked phase when each of its sites is in the roster made ahead
+    and sent its shares for it with ``rnd``'s unmasking shares; else it stays at keys."""
+    if rnd.next_roster_json is None:
+        return
+    roster = _parse_roster(rnd.next_roster_json)
+    sites = {task.site.name for task in nxt.tasks}
+    if not sites == set(roster.sites) == set(bundles):
+        log.info("job %s round %d opens at its keys phase: sites %s did not set it up ahead",
+                 nxt.job_id, nxt.number, sorted(sites ^ set(bundles)))  # fmt: skip
+        return
+    nxt.roster_json, nxt.phase = rnd.next_roster_json, "masked"
+    for task in nxt.tasks:
+        bundle = bundles[task.site.name].model_dump_json()
+        session.add(SecureMessage(task_id=task.id, phase="shares", body=bundle))
+        task.status = "shares"
 
 
 def _roster(rnd: Round) -> Roster:

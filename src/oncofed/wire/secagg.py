@@ -3,14 +3,22 @@
 Binary fields are standard base64 text without newlines, each of one exact size. A round's
 phases, as the orchestrator sends them to a site in a ``SecureStep``:
 
-======== ======================== =====================================
-phase    the orchestrator sends   the site answers
-======== ======================== =====================================
-keys     (nothing)                ``KeyAdvert``
-shares   ``Roster``               ``ShareBundle``
-masked   ``Inbox``                masked input (safetensors of uint64)
-unmask   ``Survivors``            ``UnmaskShares``
-======== ======================== =====================================
+======== ============================ =========================================
+phase    the orchestrator sends       the site answers
+======== ============================ =========================================
+keys     (nothing)                    ``KeyAdvert``
+shares   ``Roster``                   ``ShareBundle``
+masked   ``Inbox``                    masked input (safetensors of uint64), its
+                                      header carrying the next round's advert
+unmask   ``Survivors``, next roster   ``UnmaskShares`` with the next round's
+                                      ``ShareBundle``
+======== ============================ =========================================
+
+The next round's keys and shares ride on this round's last two phases, so once a job's first
+secure round is through, each later round opens in its ``masked`` phase: two exchanges per
+round instead of four. Keys and shares are bound to the job and round (``RoundId``); the
+masks, to what the round announced as well (``RoundContext``), which is known only once the
+round opens.
 """
 
 from __future__ import annotations
@@ -98,11 +106,21 @@ def _strictly_sorted(names: list[str], what: str) -> None:
         raise ValueError(f"{what} must be sorted by site name, each once")
 
 
-class RoundContext(_Frozen):
-    """What every key derivation and signature of a round is bound to."""
+class RoundId(_Frozen):
+    """A round of a job: what its key adverts and sealed shares are bound to (they may be
+    made before the round's contents are known)."""
 
     job_id: Name
     round: Annotated[int, Field(ge=0, le=1_000_000)]
+
+    def following(self) -> RoundId:
+        """The job's next round."""
+        return RoundId(job_id=self.job_id, round=self.round + 1)
+
+
+class RoundContext(RoundId):
+    """A round once open: its masks and survivor list are bound to its contents as well."""
+
     announced: Sha256 = Field(
         description="SHA-256 of what the round announced (spec, round kind, model, "
         "standardisation and pooled totals, Newton parameters): a site sent something "
@@ -207,16 +225,20 @@ class Survivors(_Frozen):
 
 class UnmaskShares(_Frozen):
     """A site's answer to the survivor list: its share of each survivor's self-mask seed and
-    of each dropped site's mask key; never both for one site."""
+    of each dropped site's mask key; never both for one site. With them, its sealed shares
+    for the job's next round, when it was sent that round's roster."""
 
     sender: SiteName
     self_mask: SharesBySite
     mask_key: SharesBySite
+    next: ShareBundle | None = None
 
     @model_validator(mode="after")
     def _never_both(self) -> UnmaskShares:
         if set(self.self_mask) & set(self.mask_key):
             raise ValueError("both kinds of share for one site")
+        if self.next is not None and self.next.sender != self.sender:
+            raise ValueError("the next round's shares must come from the same site")
         return self
 
 
@@ -241,6 +263,14 @@ class MaskedHeader(_Frozen):
     context: RoundContext
     site: SiteName
     clear: ClearPart
+    next: KeyAdvert | None = None
+    """The site's signed key advert for the job's next round."""
+
+    @model_validator(mode="after")
+    def _own_advert(self) -> MaskedHeader:
+        if self.next is not None and self.next.site != self.site:
+            raise ValueError("the next round's advert must be the site's own")
+        return self
 
 
 class SecureStep(_Frozen):
@@ -251,9 +281,14 @@ class SecureStep(_Frozen):
     roster: Roster | None = None
     inbox: Inbox | None = None
     survivors: Survivors | None = None
+    next_roster: Roster | None = None
+    """With the survivor list: the job's next round's roster, built from the adverts that came
+    with this round's masked inputs."""
 
     @model_validator(mode="after")
     def _carries_its_phase(self) -> SecureStep:
+        if self.next_roster is not None and self.phase != "unmask":
+            raise ValueError("only an 'unmask' step carries the next round's roster")
         given = {
             "shares": self.roster is not None,
             "masked": self.inbox is not None,

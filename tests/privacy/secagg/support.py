@@ -31,6 +31,7 @@ from oncofed.wire.secagg import (
     MaskedHeader,
     Roster,
     RoundContext,
+    RoundId,
     ShareBundle,
     Survivors,
 )
@@ -117,10 +118,10 @@ class Round:
             self.clients[site] = self.client(site, self.context)
 
     def client(
-        self, site: str, context: RoundContext, peers: PinnedPeers | None = None
+        self, site: str, round_id: RoundId, peers: PinnedPeers | None = None
     ) -> SecAggClient:
         return SecAggClient(
-            context,
+            round_id,
             site,
             self.identities[site],
             peers=peers or PinnedPeers(),

@@ -8,7 +8,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from oncofed.privacy.secagg import (
+    SITES,
     AuthenticationError,
+    MaskedSum,
     ProtocolError,
     SumMismatch,
     ThresholdError,
@@ -27,7 +29,7 @@ from oncofed.privacy.secagg.crypto import (
 from oncofed.privacy.secagg.encoding import decode
 from oncofed.privacy.secagg.ring import add_masks
 from oncofed.privacy.secagg.shamir import combine
-from oncofed.wire.secagg import Inbox, KeyAdvert, Roster, Survivors
+from oncofed.wire.secagg import Inbox, KeyAdvert, Roster, RoundContext, RoundId, Survivors
 from tests.privacy.secagg.support import (
     CONTEXT,
     PinnedPeers,
@@ -123,20 +125,53 @@ def test_a_threshold_or_round_below_the_sites_policy_is_refused() -> None:
         few.clients[few.sites[0]].share(few.roster())
 
 
-def test_a_site_sent_a_different_announcement_cannot_take_part() -> None:
-    """The announced hash is in every advert's signature: sites with different round contents
-    refuse each other's keys before anything is masked."""
+def pipelined_sum(announced: dict[str, RoundContext]) -> dict[str, np.ndarray] | SumMismatch:
+    """A round whose keys and shares were made before it opened (bound to the job and round
+    only), then masked by each site with the contents it was announced."""
     secure = Round(site_names(4))
-    odd = secure.sites[3]
-    secure.clients[odd] = secure.client(odd, CONTEXT.model_copy(update={"announced": "cd" * 32}))
-    adverts = [client.advertise() for client in secure.clients.values()]
-    roster = Roster(adverts=adverts, identities=secure.registered, threshold=3)
-    with pytest.raises(AuthenticationError, match=rf"site {odd!r} does not verify.*announced hash"):
-        secure.clients[secure.sites[0]].share(roster)
-    with pytest.raises(
-        AuthenticationError, match=r"site 'site-00' does not verify.*announced hash"
-    ):
-        secure.clients[odd].share(roster)
+    for site in secure.sites:
+        secure.clients[site] = secure.client(site, RoundId(job_id=CONTEXT.job_id, round=3))
+    roster = secure.roster()
+    bundles = secure.bundles(roster, secure.sites)
+    total = MaskedSum(CONTEXT, secure.layout)
+    rng = np.random.default_rng(3)
+    for site in secure.sites:
+        client = secure.clients[site]
+        masked = client.mask(inbox_for(site, bundles), site_values(rng), secure.layout,
+                             announced.get(site, CONTEXT))  # fmt: skip
+        total.add(encode_masked(masked, secure.layout, masked_header(CONTEXT, site)))
+    survivors = secure.survivors(roster, bundles, total)
+    key = public_bytes(secure.orchestrator)
+    replies = [secure.clients[site].unmask(survivors, key) for site in secure.sites
+               if site not in announced]  # fmt: skip
+    try:
+        return total.unmask(roster, survivors, replies)
+    except SumMismatch as exc:
+        return exc
+
+
+def test_a_site_sent_a_different_announcement_makes_the_sum_fail() -> None:
+    """Every pair mask binds the announced hash: a site sent other round contents masks with
+    seeds its peers do not share, and the sum fails instead of revealing anything."""
+    honest = pipelined_sum({})
+    assert isinstance(honest, dict) and honest[SITES].tolist() == 4
+    odd = CONTEXT.model_copy(update={"announced": "cd" * 32})
+    failed = pipelined_sum({"site-03": odd})
+    assert isinstance(failed, SumMismatch) and "masks did not cancel" in str(failed)
+
+
+def test_a_client_masks_only_for_its_own_round_as_announced_once() -> None:
+    values = site_values(np.random.default_rng(4))
+    for given, refusal in [
+        (None, "announced contents were never given"),
+        (CONTEXT.model_copy(update={"round": 4}), "round 4 of job job-1 is not this client's"),
+    ]:
+        secure = Round(site_names(3))
+        ahead = secure.client("site-00", RoundId(job_id=CONTEXT.job_id, round=3))
+        secure.clients["site-00"] = ahead
+        bundles = secure.bundles(secure.roster(), secure.sites)
+        with pytest.raises(ProtocolError, match=refusal):
+            ahead.mask(inbox_for("site-00", bundles), values, secure.layout, given)
 
 
 def test_a_tampered_or_redirected_share_is_refused() -> None:

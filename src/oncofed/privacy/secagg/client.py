@@ -1,6 +1,10 @@
 """A site's part in one secure aggregation round (Bonawitz et al. 2017, CCS, section 4), as a
 state machine: ``advertise``, ``share``, ``mask``, ``unmask``, each once and in that order.
 
+A client may be made for a round before it opens (``RoundId``: its keys and shares are made
+while the job's previous round finishes); the round's contents are bound into its masks when
+it masks (``RoundContext``), and its survivor list must be signed for those same contents.
+
 The site trusts nothing the orchestrator sends without checking it: every peer's keys are
 signed with an identity key it pinned, the threshold and number of sites meet its policy, the
 survivor list is signed by the orchestrator, and it never releases both kinds of share for
@@ -48,6 +52,7 @@ from oncofed.wire.secagg import (
     KeyAdvert,
     Roster,
     RoundContext,
+    RoundId,
     SealedShare,
     ShareBundle,
     Survivors,
@@ -90,7 +95,7 @@ class SecAggClient:
 
     def __init__(
         self,
-        context: RoundContext,
+        round_id: RoundId,
         site: str,
         identity: Ed25519PrivateKey,
         *,
@@ -99,7 +104,8 @@ class SecAggClient:
         min_sites: int,
         min_fraction: float,
     ) -> None:
-        self.context, self.site = context, site
+        self.round_id, self.site = round_id, site
+        self.context = round_id if isinstance(round_id, RoundContext) else None
         self._identity, self._peers, self._releases = identity, peers, releases
         self._min_sites, self._min_fraction = min_sites, min_fraction
         self._step: Step = "advertise"
@@ -116,7 +122,7 @@ class SecAggClient:
         secrets = self._live_secrets()
         mask_key = secrets.mask_key.public_key().public_bytes_raw()
         share = secrets.share_key.public_key().public_bytes_raw()
-        signature = self._identity.sign(advert_payload(self.context, self.site, mask_key, share))
+        signature = self._identity.sign(advert_payload(self.round_id, self.site, mask_key, share))
         self._advert = KeyAdvert(
             site=self.site, mask_key=mask_key, share_key=share, signature=signature
         )
@@ -140,7 +146,7 @@ class SecAggClient:
                 continue
             box = self._box_key(secrets, advert)
             plain = share_bytes(seeds[position]) + share_bytes(keys[position])
-            ciphertext = seal(box, self.context, self.site, advert.site, plain)
+            ciphertext = seal(box, self.round_id, self.site, advert.site, plain)
             sealed.append(
                 SealedShare(sender=self.site, recipient=advert.site, ciphertext=ciphertext)
             )
@@ -149,12 +155,18 @@ class SecAggClient:
         return ShareBundle(sender=self.site, shares=sealed)
 
     def mask(
-        self, inbox: Inbox, values: Mapping[str, np.ndarray], layout: Layout
+        self,
+        inbox: Inbox,
+        values: Mapping[str, np.ndarray],
+        layout: Layout,
+        context: RoundContext | None = None,
     ) -> dict[str, np.ndarray]:
         """y = encode(x) + PRG(b) + sum over the other sites v that shared keys of
         sign(u, v) PRG(s_uv), per segment modulo its ring; uint64 arrays of shape
-        ``segment.shape + (limbs,)``."""
+        ``segment.shape + (limbs,)``. ``context`` is the round as opened (the one the client
+        was made with, when omitted): s_uv binds what it announced."""
         self._begin("mask")
+        context = self._bind(context)
         secrets, roster = self._live_secrets(), self._ready_roster()
         if inbox.recipient != self.site:
             raise ProtocolError(f"an inbox for site {inbox.recipient!r} was sent to {self.site!r}")
@@ -162,7 +174,7 @@ class SecAggClient:
             if sealed.sender not in roster.sites:
                 raise ProtocolError(f"a share from {sealed.sender!r}, which is not in the round")
             box = self._box_key(secrets, roster.advert(sealed.sender))
-            plain = unseal(box, self.context, sealed.sender, self.site, sealed.ciphertext)
+            plain = unseal(box, self.round_id, sealed.sender, self.site, sealed.ciphertext)
             self._held[sealed.sender] = (
                 share_value(plain[:SHARE_BYTES], sealed.sender),
                 share_value(plain[SHARE_BYTES:], sealed.sender),
@@ -173,7 +185,7 @@ class SecAggClient:
         for peer in sorted(self._held):
             if peer != self.site:
                 secret = agree(secrets.mask_key, roster.advert(peer).mask_key, peer)
-                seed = pair_seed(self.context, self.site, peer, secret)
+                seed = pair_seed(context, self.site, peer, secret)
                 masks.append((seed, pair_sign(self.site, peer)))
         masked = {}
         for index, (name, segment) in enumerate(layout.items()):
@@ -190,7 +202,7 @@ class SecAggClient:
         saw. Each release is recorded before it is made."""
         self._begin("unmask")
         roster = self._ready_roster()
-        verify_survivors(self.context, survivors, orchestrator_key)
+        verify_survivors(self._bind(None), survivors, orchestrator_key)
         shared, alive = set(self._held), set(survivors.survivors)
         if not alive <= shared:
             raise ProtocolError(
@@ -208,7 +220,7 @@ class SecAggClient:
         self._enough(len(alive), roster, "survive")
         releases: dict[str, ShareKind] = dict.fromkeys(survivors.survivors, "self_mask")
         releases |= dict.fromkeys(survivors.dropped, "mask_key")
-        self._releases.record(self.context.job_id, self.context.round, releases)
+        self._releases.record(self.round_id.job_id, self.round_id.round, releases)
         self._step = "done"
         return UnmaskShares(
             sender=self.site,
@@ -220,9 +232,25 @@ class SecAggClient:
         if self._step != step:
             raise ProtocolError(
                 f"{step} is out of order: site {self.site!r} is at step {self._step!r} of round "
-                f"{self.context.round} of job {self.context.job_id}"
+                f"{self.round_id.round} of job {self.round_id.job_id}"
             )
         self._step = "ended"  # until the step succeeds
+
+    def _bind(self, context: RoundContext | None) -> RoundContext:
+        """The round's context: ``context`` when given (it must be this client's round and
+        never change once bound), else the one bound before."""
+        if context is None:
+            if self.context is None:
+                raise ProtocolError("the round's announced contents were never given")
+            return self.context
+        if (context.job_id, context.round) != (self.round_id.job_id, self.round_id.round):
+            raise ProtocolError(
+                f"round {context.round} of job {context.job_id} is not this client's round"
+            )
+        if self.context is not None and self.context != context:
+            raise ProtocolError("the round's announced contents changed")
+        self.context = context
+        return context
 
     def _live_secrets(self) -> _Secrets:
         if self._secrets is None:
@@ -259,11 +287,11 @@ class SecAggClient:
         peers = [advert for advert in roster.adverts if advert.site != self.site]
         self._peers.pin({advert.site: roster.identities[advert.site] for advert in peers})
         for advert in peers:
-            verify_advert(self.context, advert, roster.identities[advert.site])
+            verify_advert(self.round_id, advert, roster.identities[advert.site])
 
     def _box_key(self, secrets: _Secrets, peer: KeyAdvert) -> bytes:
         secret = agree(secrets.share_key, peer.share_key, peer.site)
-        return share_key(self.context, self.site, peer.site, secret)
+        return share_key(self.round_id, self.site, peer.site, secret)
 
     def _enough(self, count: int, roster: Roster, what: str) -> None:
         needed = max(roster.threshold, self._min_sites)

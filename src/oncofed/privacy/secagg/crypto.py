@@ -1,7 +1,9 @@
 """The protocol's uses of the ``cryptography`` primitives, with their errors translated.
 
-Everything signed, derived or sealed is bound to the round's context by ``canonical`` bytes:
-each part prefixed by its length, so no two different tuples give the same bytes.
+Everything signed, derived or sealed is bound to the round by ``canonical`` bytes: each part
+prefixed by its length, so no two different tuples give the same bytes. Key adverts and
+sealed shares are bound to the job and round (they may be made before the round opens); pair
+masks and survivor lists, to what the round announced as well.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from oncofed.privacy.secagg.errors import AuthenticationError
 from oncofed.privacy.secagg.identity import fingerprint
-from oncofed.wire.secagg import NONCE_BYTES, KeyAdvert, RoundContext, Survivors
+from oncofed.wire.secagg import NONCE_BYTES, KeyAdvert, RoundContext, RoundId, Survivors
 
 DOMAIN = b"oncofed secagg v1"
 SEED_BYTES = 32
@@ -33,18 +35,18 @@ def _names(sites: Sequence[str]) -> bytes:
     return canonical(*(site.encode() for site in sites))
 
 
+def round_bytes(round_id: RoundId) -> bytes:
+    """(domain, job, round): what adverts and sealed shares are bound to."""
+    return canonical(DOMAIN, round_id.job_id.encode(), round_id.round.to_bytes(8, "big"))
+
+
 def context_bytes(context: RoundContext) -> bytes:
-    """(domain, job, round, announced hash): what every key, seal and signature is bound to."""
-    return canonical(
-        DOMAIN,
-        context.job_id.encode(),
-        context.round.to_bytes(8, "big"),
-        bytes.fromhex(context.announced),
-    )
+    """(domain, job, round, announced hash): what masks and survivor lists are bound to."""
+    return canonical(round_bytes(context), bytes.fromhex(context.announced))
 
 
-def advert_payload(context: RoundContext, site: str, mask_key: bytes, share_key: bytes) -> bytes:
-    return canonical(b"advert", context_bytes(context), site.encode(), mask_key, share_key)
+def advert_payload(round_id: RoundId, site: str, mask_key: bytes, share_key: bytes) -> bytes:
+    return canonical(b"advert", round_bytes(round_id), site.encode(), mask_key, share_key)
 
 
 def survivors_payload(
@@ -61,17 +63,17 @@ def _verify(identity: bytes, signature: bytes, payload: bytes, refusal: str) -> 
         raise AuthenticationError(refusal) from exc
 
 
-def verify_advert(context: RoundContext, advert: KeyAdvert, identity: bytes) -> None:
+def verify_advert(round_id: RoundId, advert: KeyAdvert, identity: bytes) -> None:
     """``AuthenticationError`` unless ``identity`` signed ``advert`` for this very round and
     both its keys are usable X25519 keys (a low-order point would break every round)."""
-    payload = advert_payload(context, advert.site, advert.mask_key, advert.share_key)
+    payload = advert_payload(round_id, advert.site, advert.mask_key, advert.share_key)
     _verify(
         identity,
         advert.signature,
         payload,
         f"the key advert of site {advert.site!r} does not verify with its identity key "
         f"({fingerprint(identity)}): it was forged, its keys substituted, or it was made for "
-        "another round or for different round contents (announced hash)",
+        "another job or round",
     )
     probe = X25519PrivateKey.generate()
     for key in (advert.mask_key, advert.share_key):
@@ -101,15 +103,15 @@ def agree(private: X25519PrivateKey, public: bytes, peer: str) -> bytes:
         ) from exc
 
 
-def _derive(purpose: bytes, context: RoundContext, a: str, b: str, secret: bytes) -> bytes:
+def _derive(purpose: bytes, bound: bytes, a: str, b: str, secret: bytes) -> bytes:
     low, high = sorted((a, b))
-    info = canonical(purpose, context_bytes(context), low.encode(), high.encode())
+    info = canonical(purpose, bound, low.encode(), high.encode())
     return HKDF(algorithm=hashes.SHA256(), length=SEED_BYTES, salt=None, info=info).derive(secret)
 
 
 def pair_seed(context: RoundContext, a: str, b: str, secret: bytes) -> bytes:
     """s_ab = HKDF-SHA256(X25519(mask_sk_a, mask_pk_b), info = context || sorted(a, b))."""
-    return _derive(b"pair mask", context, a, b, secret)
+    return _derive(b"pair mask", context_bytes(context), a, b, secret)
 
 
 def pair_sign(site: str, peer: str) -> int:
@@ -117,25 +119,25 @@ def pair_sign(site: str, peer: str) -> int:
     return 1 if site < peer else -1
 
 
-def share_key(context: RoundContext, a: str, b: str, secret: bytes) -> bytes:
+def share_key(round_id: RoundId, a: str, b: str, secret: bytes) -> bytes:
     """The ChaCha20-Poly1305 key of shares between a and b, from their share keys' secret."""
-    return _derive(b"share box", context, a, b, secret)
+    return _derive(b"share box", round_bytes(round_id), a, b, secret)
 
 
-def _aad(context: RoundContext, sender: str, recipient: str) -> bytes:
-    return canonical(b"shares", context_bytes(context), sender.encode(), recipient.encode())
+def _aad(round_id: RoundId, sender: str, recipient: str) -> bytes:
+    return canonical(b"shares", round_bytes(round_id), sender.encode(), recipient.encode())
 
 
-def seal(key: bytes, context: RoundContext, sender: str, recipient: str, plain: bytes) -> bytes:
+def seal(key: bytes, round_id: RoundId, sender: str, recipient: str, plain: bytes) -> bytes:
     """``nonce || ChaCha20-Poly1305(plain)`` with a random 96-bit nonce."""
     nonce = os.urandom(NONCE_BYTES)
-    return nonce + ChaCha20Poly1305(key).encrypt(nonce, plain, _aad(context, sender, recipient))
+    return nonce + ChaCha20Poly1305(key).encrypt(nonce, plain, _aad(round_id, sender, recipient))
 
 
-def unseal(key: bytes, context: RoundContext, sender: str, recipient: str, box: bytes) -> bytes:
+def unseal(key: bytes, round_id: RoundId, sender: str, recipient: str, box: bytes) -> bytes:
     nonce, body = box[:NONCE_BYTES], box[NONCE_BYTES:]
     try:
-        return ChaCha20Poly1305(key).decrypt(nonce, body, _aad(context, sender, recipient))
+        return ChaCha20Poly1305(key).decrypt(nonce, body, _aad(round_id, sender, recipient))
     except InvalidTag as exc:
         raise AuthenticationError(
             f"the shares from site {sender!r} do not open: they were tampered with, or sealed "

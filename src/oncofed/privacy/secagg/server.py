@@ -15,6 +15,7 @@ from oncofed.wire.secagg import (
     KeyAdvert,
     Roster,
     RoundContext,
+    RoundId,
     ShareBundle,
     Survivors,
     UnmaskShares,
@@ -22,7 +23,7 @@ from oncofed.wire.secagg import (
 
 
 def build_roster(
-    context: RoundContext,
+    round_id: RoundId,
     adverts: Iterable[KeyAdvert],
     identities: Mapping[str, bytes],
     fraction: float,
@@ -35,7 +36,7 @@ def build_roster(
             raise ProtocolError(f"two key adverts from site {advert.site!r}")
         if advert.site not in identities:
             raise AuthenticationError(f"site {advert.site!r} has no registered identity key")
-        verify_advert(context, advert, identities[advert.site])
+        verify_advert(round_id, advert, identities[advert.site])
         by_site[advert.site] = advert
     if len(by_site) < 2:
         raise ThresholdError(f"a secure round needs at least 2 sites; {len(by_site)} sent keys")
