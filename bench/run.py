@@ -50,7 +50,17 @@ from oncofed.orchestrator import analysis
 from oncofed.orchestrator import setup as state
 from oncofed.privacy.secagg import inbox_for
 from oncofed.wire.messages import JobPublic, RoundPublic
-from oncofed.wire.secagg import Roster, RoundContext, SecureStep, ShareBundle, Survivors
+from oncofed.wire.secagg import (
+    KEY_BYTES,
+    SEALED_BYTES,
+    SHARE_BYTES,
+    SIGNATURE_BYTES,
+    Roster,
+    RoundContext,
+    SecureStep,
+    ShareBundle,
+    Survivors,
+)
 from oncofed.wire.spec import ModelSpec
 
 HERE = Path(__file__).resolve().parent
@@ -1238,6 +1248,13 @@ class Comparison:
         return self.secure.bytes_total / self.plain.bytes_total
 
     @property
+    def bytes_floor_ratio(self) -> float:
+        """The least bytes ratio any encoding of the protocol could give: the plain round's
+        bytes plus the secure messages' raw bytes (``secure_floor_bytes``)."""
+        floor = self.plain.bytes_total + secure_floor_bytes(self.secure.sites)
+        return floor / self.plain.bytes_total
+
+    @property
     def cpu_ratio(self) -> float:
         key = "orchestrator_cpu_s"
         return self.secure.breakdown.get(key, math.nan) / self.plain.breakdown.get(key, math.nan)
@@ -1260,10 +1277,22 @@ class Comparison:
             "overhead_ratio": self.overhead_ratio,
             "wall_minus_compute_ratio": self.wall_compute_ratio,
             "bytes_ratio": self.bytes_ratio,
+            "bytes_floor_ratio": self.bytes_floor_ratio,
             "orchestrator_cpu_ratio": self.cpu_ratio,
             "overhead_passed": overhead_ok,
             "bytes_passed": bytes_ok,
         }
+
+
+def secure_floor_bytes(sites: int) -> int:
+    """Raw bytes of one secure round set up ahead, in a full mesh with fresh keys, over all
+    sites, before any encoding: each site sends its advert, a sealed share for every peer and
+    a self-mask share for every survivor, and is sent the roster (every advert with its
+    identity key) and a sealed share from every peer."""
+    advert = 2 * KEY_BYTES + SIGNATURE_BYTES
+    up = advert + (sites - 1) * SEALED_BYTES + sites * SHARE_BYTES
+    down = sites * (advert + KEY_BYTES) + (sites - 1) * SEALED_BYTES
+    return sites * (up + down)
 
 
 def comparisons(outcomes: Sequence[Outcome]) -> list[Comparison]:
@@ -1279,11 +1308,12 @@ def comparisons(outcomes: Sequence[Outcome]) -> list[Comparison]:
 def comparison_table(pairs: Sequence[Comparison]) -> Table:
     table = _table(
         f"secure / plain per round (target at 32 sites: orch. and bytes < {SECURE_TARGET:.0f}x)",
-        "secure", "orch.", "wall-comp", "CPU", "bytes", "orch. < 2x", "bytes < 2x",
+        "secure", "orch.", "wall-comp", "CPU", "bytes", "floor", "orch. < 2x", "bytes < 2x",
     )  # fmt: skip
     for pair in pairs:
         overhead_ok, bytes_ok = pair.verdicts()
-        ratios = (pair.overhead_ratio, pair.wall_compute_ratio, pair.cpu_ratio, pair.bytes_ratio)
+        ratios = (pair.overhead_ratio, pair.wall_compute_ratio, pair.cpu_ratio, pair.bytes_ratio,
+                  pair.bytes_floor_ratio)  # fmt: skip
         table.add_row(
             pair.secure.label,
             *(f"{r:.2f}x" for r in ratios),
@@ -1307,8 +1337,8 @@ def targets_table(outcomes: Sequence[Outcome]) -> Table:
             target = f"< {SECURE_TARGET:.0f}x plain"
             table.add_row(pair.secure.label, f"orch. {target}", f"{pair.overhead_ratio:.2f}x",
                           _verdict(overhead_ok))  # fmt: skip
-            table.add_row(pair.secure.label, f"bytes {target}", f"{pair.bytes_ratio:.2f}x",
-                          _verdict(bytes_ok))  # fmt: skip
+            measured = f"{pair.bytes_ratio:.2f}x (floor {pair.bytes_floor_ratio:.1f}x)"
+            table.add_row(pair.secure.label, f"bytes {target}", measured, _verdict(bytes_ok))
     return table
 
 
@@ -1332,7 +1362,11 @@ NOTES = (
     "database. A secure round set up ahead carries the next round's advert in its masked "
     "inputs, its roster in the unmask step and its sealed shares with the unmasking shares; "
     "they count in the round that carried them. Not counted: the rest of each task's JSON "
-    "(ids, spec; sent once per phase in a secure round), acknowledgements, HTTP headers.",
+    "(ids, spec; sent once per phase in a secure round), acknowledgements, HTTP headers. "
+    "floor: the least bytes ratio any encoding of the protocol (full mesh, fresh keys each "
+    "round) could give: the plain round's bytes plus the raw bytes of the secure messages "
+    "(each site's advert, sealed shares for its peers and self-mask shares, the roster and "
+    "inbox it is sent), nothing counted for masked inputs being larger than plain ones.",
     "breakdown: critical path of the last site to finish (dispatch + slot wait + compute + edge "
     "crypto + edge other + upload+accept + close = wall); a secure round's parts are summed "
     "over its phases, each phase following its own last site (phase table) and ending when "

@@ -65,7 +65,7 @@ from oncofed.privacy.secagg import (
     inbox_for,
     sign_survivors,
 )
-from oncofed.privacy.secagg.crypto import verify_advert
+from oncofed.privacy.secagg.crypto import check_usable, verify_advert
 from oncofed.wire.analysis import AnalysisSpec
 from oncofed.wire.messages import PooledRound, ResultAck
 from oncofed.wire.secagg import (
@@ -155,6 +155,7 @@ class SecureRounds:
             if identity is None:
                 raise Conflict("this site has no registered identity key (its edge registers one)")
             verify_advert(context(task.round), advert, bytes.fromhex(identity))
+            check_usable(advert)
         except (SecAggError, Conflict) as exc:
             return self._reject(session, effects, task, "keys", str(exc))
         return self._posted(session, effects, task, "keys", advert.model_dump_json())

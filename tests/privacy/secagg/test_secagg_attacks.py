@@ -107,6 +107,21 @@ def test_a_site_copying_another_sites_keys_is_refused() -> None:
         secure.clients[secure.sites[0]].share(with_advert(roster, copied))
 
 
+def test_a_low_order_key_passed_on_by_the_orchestrator_is_refused_by_the_site() -> None:
+    """A site signs the X25519 point 0 as its share key (every secret with it is zero) and the
+    orchestrator puts it in the roster unchecked: a peer's agreement with it refuses it before
+    the site sends any share."""
+    secure, roster = shared_round(4)
+    hostile = roster.adverts[3]
+    low_order = bytes(32)
+    payload = advert_payload(CONTEXT, hostile.site, hostile.mask_key, low_order)
+    signed = hostile.model_copy(
+        update={"share_key": low_order, "signature": secure.identities[hostile.site].sign(payload)}
+    )
+    with pytest.raises(AuthenticationError, match="'site-03' published an invalid X25519 key"):
+        secure.clients["site-00"].share(with_advert(roster, signed))
+
+
 def test_a_roster_without_the_sites_own_advert_is_refused() -> None:
     secure, roster = shared_round()
     own = secure.clients[secure.sites[0]]

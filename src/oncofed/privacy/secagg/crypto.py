@@ -64,8 +64,7 @@ def _verify(identity: bytes, signature: bytes, payload: bytes, refusal: str) -> 
 
 
 def verify_advert(round_id: RoundId, advert: KeyAdvert, identity: bytes) -> None:
-    """``AuthenticationError`` unless ``identity`` signed ``advert`` for this very round and
-    both its keys are usable X25519 keys (a low-order point would break every round)."""
+    """``AuthenticationError`` unless ``identity`` signed ``advert`` for this very round."""
     payload = advert_payload(round_id, advert.site, advert.mask_key, advert.share_key)
     _verify(
         identity,
@@ -75,6 +74,12 @@ def verify_advert(round_id: RoundId, advert: KeyAdvert, identity: bytes) -> None
         f"({fingerprint(identity)}): it was forged, its keys substituted, or it was made for "
         "another job or round",
     )
+
+
+def check_usable(advert: KeyAdvert) -> None:
+    """``AuthenticationError`` unless both keys of ``advert`` are usable X25519 keys (a
+    low-order point would break every round). The orchestrator checks each advert it takes;
+    a site needs no probe, as its own agreement with a key refuses it the same way."""
     probe = X25519PrivateKey.generate()
     for key in (advert.mask_key, advert.share_key):
         agree(probe, key, advert.site)

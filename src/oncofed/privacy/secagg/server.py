@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from oncofed.privacy.secagg.crypto import survivors_payload, verify_advert
+from oncofed.privacy.secagg.crypto import check_usable, survivors_payload, verify_advert
 from oncofed.privacy.secagg.errors import AuthenticationError, ProtocolError, ThresholdError
 from oncofed.privacy.secagg.shamir import share_value, threshold_for
 from oncofed.wire.secagg import (
@@ -37,6 +37,7 @@ def build_roster(
         if advert.site not in identities:
             raise AuthenticationError(f"site {advert.site!r} has no registered identity key")
         verify_advert(round_id, advert, identities[advert.site])
+        check_usable(advert)
         by_site[advert.site] = advert
     if len(by_site) < 2:
         raise ThresholdError(f"a secure round needs at least 2 sites; {len(by_site)} sent keys")
