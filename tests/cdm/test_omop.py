@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sqlite3
 from collections import Counter
+from contextlib import closing
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -375,6 +378,67 @@ def test_databases_give_the_same_rows_as_the_csv_folder(
         Counter(),
         5,
     )
+
+
+EPOCH = datetime(1970, 1, 1)
+BIRTH = datetime(1950, 6, 15)
+"""Person 1's birth_datetime in the SQLite fixtures: the day its year, month and day give, so
+every fixture must give the example's rows."""
+
+
+def _sqlite_dates(path: Path, written: str) -> Path:
+    """The example as an OMOP SQLite database whose DATE and DATETIME columns hold what the
+    writer stores: ISO text, or REAL numbers as OHDSI's tools write them, seconds since
+    1970-01-01 (DatabaseConnector, as in Eunomia's databases) or days since 1970-01-01 (RSQLite,
+    R's Date class)."""
+
+    def stored(value: object) -> object:
+        if isinstance(value, date):
+            moment = datetime.combine(value, datetime.min.time()) if type(value) is date else value
+            seconds = (moment - EPOCH).total_seconds()
+            if written == "iso":
+                return value.isoformat(sep=" ") if isinstance(value, datetime) else str(value)
+            return seconds if written == "seconds" else seconds / 86400
+        return value
+
+    with closing(sqlite3.connect(path)) as db, db:
+        for name, table in _csv_tables(EXAMPLE).items():
+            rows = table.to_pylist()
+            if name == "person":
+                rows = [row | {"birth_datetime": BIRTH} if row["person_id"] == 1 else row
+                        for row in rows]  # fmt: skip
+            kinds = {f.name: "REAL" if written != "iso" and str(f.type).startswith(("date",
+                     "timestamp")) else "" for f in table.schema}  # fmt: skip
+            columns = ", ".join(f'"{c}" {kind}' for c, kind in kinds.items())
+            db.execute(f"CREATE TABLE {name} ({columns})")
+            marks = ", ".join("?" for _ in kinds)
+            values = [tuple(stored(row[c]) for c in kinds) for row in rows]
+            db.executemany(f"INSERT INTO {name} VALUES ({marks})", values)
+    return path
+
+
+@pytest.mark.parametrize("written", ["iso", "seconds", "days"])
+def test_sqlite_dates_are_read_as_the_writer_stored_them(
+    written: str, tmp_path: Path, example: OmopImport
+) -> None:
+    """ISO text, epoch seconds (DatabaseConnector, Eunomia) and epoch days (RSQLite), decided
+    per column: every fixture gives the CSV example's rows."""
+    raw = sqlite3.connect(_sqlite_dates(tmp_path / "cdm.sqlite", written))
+    stored = raw.execute("SELECT condition_start_date FROM condition_occurrence").fetchone()[0]
+    raw.close()
+    assert isinstance(stored, str if written == "iso" else float)
+    got = import_omop(tmp_path / "cdm.sqlite")
+    for name in TABLES:
+        assert got.data[name].equals(example.data[name]), name
+    assert (got.rejected, got.rows_read) == (example.rejected, 5)
+
+
+def test_a_date_column_mixing_text_and_numbers_is_refused_by_name(tmp_path: Path) -> None:
+    path = _sqlite_dates(tmp_path / "cdm.sqlite", "seconds")
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE death SET death_date = '2015-03-01' WHERE rowid = 1")
+    with pytest.raises(SourceError, match=r"death\.death_date mixes dates written as text and as"):
+        import_omop(path)
 
 
 @pytest.mark.postgres

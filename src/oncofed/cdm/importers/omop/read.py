@@ -19,10 +19,14 @@ from oncofed.cdm.errors import SourceError
 from oncofed.cdm.fields import BIOMARKER_BY_LOINC
 
 _ID, _DATE, _NUM, _TEXT, _INT = "BIGINT", "DATE", "DOUBLE", "VARCHAR", "INTEGER"
+_TIMESTAMP = "TIMESTAMP"
+EPOCH_DAYS_BELOW = 100_000
+"""A numeric date column whose values all lie within this of 0 holds days since 1970-01-01
+(up to the year 2243); otherwise seconds since 1970-01-01 (``_Reader._cast``)."""
 COLUMNS: dict[str, dict[str, str]] = {
     "person": {
         "person_id": _ID, "gender_concept_id": _ID, "year_of_birth": _INT,
-        "month_of_birth": _INT, "day_of_birth": _INT, "birth_datetime": "TIMESTAMP",
+        "month_of_birth": _INT, "day_of_birth": _INT, "birth_datetime": _TIMESTAMP,
     },
     "condition_occurrence": {
         "condition_occurrence_id": _ID, "person_id": _ID, "condition_concept_id": _ID,
@@ -97,7 +101,9 @@ class _Reader(ABC):
             raise SourceError(f"{self.where}: OMOP table {table!r} lacks column(s) {missing}")
         names = {c: actual[c] for c in wanted}
         raw, applied = self.relation(con, table, names, keep)
-        casts = ", ".join(f"CAST({_ident(names[c])} AS {t}) AS {c}" for c, t in wanted.items())
+        casts = ", ".join(
+            f"{self._cast(con, table, raw, names[c], c, t)} AS {c}" for c, t in wanted.items()
+        )
         sql = f"CREATE TABLE {table} AS SELECT * FROM (SELECT {casts} FROM {raw}) AS t"
         if keep is not None and not applied:
             con.execute(
@@ -112,6 +118,38 @@ class _Reader(ABC):
         except duckdb.Error as exc:
             raise self._cast_error(con, table, raw, names, exc) from exc
 
+    def _cast(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        raw: str,
+        name: str,
+        column: str,
+        kind: str,
+    ) -> str:
+        """The expression reading one raw column as ``kind``. A date or timestamp column is
+        read as the source wrote it, decided per column from its values: ISO text (or a typed
+        date), or numbers, as the SQLite databases of OHDSI's tools (DatabaseConnector,
+        Eunomia) hold them: seconds since 1970-01-01 when any value is 100,000 or more away
+        from 0 (any date after 1970-01-02), else days since 1970-01-01."""
+        value = _ident(name)
+        if kind not in (_DATE, _TIMESTAMP):
+            return f"CAST({value} AS {kind})"
+        number = f"TRY_CAST(CAST({value} AS VARCHAR) AS DOUBLE)"
+        row = con.execute(
+            f"SELECT count({value}), count({number}), max(abs({number})) FROM {raw}"
+        ).fetchone()
+        present, numeric, largest = row if row is not None else (0, 0, None)
+        if not numeric:
+            return f"CAST({value} AS {kind})"
+        if numeric != present:
+            raise SourceError(
+                f"{self.where}: {table}.{column} mixes dates written as text and as numbers"
+            )
+        if largest >= EPOCH_DAYS_BELOW:
+            return f"CAST(to_timestamp({number}) AT TIME ZONE 'UTC' AS {kind})"
+        return f"CAST(DATE '1970-01-01' + CAST(round({number}) AS INTEGER) AS {kind})"
+
     def _cast_error(
         self,
         con: duckdb.DuckDBPyConnection,
@@ -123,7 +161,8 @@ class _Reader(ABC):
         """Name the column whose values do not read as the OMOP type."""
         for column, kind in COLUMNS[table].items():
             try:
-                con.execute(f"SELECT CAST({_ident(names[column])} AS {kind}) FROM {raw}")
+                read = self._cast(con, table, raw, names[column], column, kind)
+                con.execute(f"SELECT {read} FROM {raw}")
             except duckdb.Error as bad:
                 detail = str(bad).splitlines()[0]
                 return SourceError(f"{self.where}: {table}.{column} is not {kind}: {detail}")
