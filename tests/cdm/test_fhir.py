@@ -17,6 +17,7 @@ from lifelines.datasets import load_gbsg2
 import oncofed.cdm
 from oncofed.cdm.errors import SourceError
 from oncofed.cdm.fields import KEY, TABLES, TableName
+from oncofed.cdm.importers import YEAR_OF_BIRTH_AGES
 from oncofed.cdm.importers.fhir import FhirImport, ajcc_category, ajcc_stage_group, import_fhir
 from oncofed.cdm.tables import CdmData
 from oncofed.demo.sources.fhir import write_fhir
@@ -221,6 +222,21 @@ def test_observations_that_agree_and_a_birth_month_that_fixes_the_age(tmp_path: 
     assert (result.rejected, result.notes) == (Counter(), Counter())
 
 
+@pytest.mark.parametrize(
+    ("birth", "years", "noted"), [("1950", 40, 1), ("1950-06", 40, 1), ("1950-07", 39, 0)]
+)
+def test_a_partial_birth_date_gives_the_age_ohdsi_gives(
+    birth: str, years: int, noted: int, tmp_path: Path
+) -> None:
+    """A year or a month of birth (valid FHIR, common after de-identification) keeps the
+    patient: the age it fixes, else the year of diagnosis less the year of birth, as OHDSI (and
+    the OMOP importer) count it, with a note for the admin."""
+    result = read(tmp_path, bundle(condition(), birthDate=birth))
+    assert present(result, "patient") == [{KEY: "p1", "sex": "female", "age_at_diagnosis": years}]
+    assert result.rejected == Counter()
+    assert result.notes == (Counter({YEAR_OF_BIRTH_AGES: 1}) if noted else Counter())
+
+
 def test_icd10_cm_codes_keep_their_subcategory(tmp_path: Path) -> None:
     """Up to 4 characters after the dot (ICD-10-CM C50.911) are kept; the primary site comes
     from bodySite only, never from the ICD-10 code."""
@@ -289,7 +305,6 @@ SECOND = condition("1991-01-01", "C18.7")
 REJECTED = [
     # patient
     ("patient.sex: code not interpretable", bundle(condition(), gender="femme")),
-    ("patient.age_at_diagnosis: partial date", bundle(condition(), birthDate="1950")),
     ("patient.age_at_diagnosis: birth after diagnosis",
      bundle(condition(), birthDate="1990-06-02")),
     # the primary cancer Condition

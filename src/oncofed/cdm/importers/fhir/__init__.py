@@ -8,8 +8,10 @@ their Patient through ``subject`` references resolved within the same bundle.
 
 What is read, and how:
 
-- Patient: gender -> sex; birthDate -> age at diagnosis in whole years (a partial birthDate
-  only when it fixes the age); deceasedDateTime / deceasedBoolean -> death.
+- Patient: gender -> sex; birthDate -> age at diagnosis in whole years (a partial birthDate,
+  ``YYYY`` or ``YYYY-MM``: the age it fixes, else the year of diagnosis less the year of
+  birth, OHDSI's convention, with a note for the admin); deceasedDateTime / deceasedBoolean ->
+  death.
 - Primary cancer: a Condition with the mCODE PrimaryCancerCondition profile, an ICD-10 or
   ICD-10-CM code of a primary neoplasm (C00-C76, C80-C97, D00-D09, D37-D49) or the mCODE
   histology extension; metastases (C77-C79, SecondaryCancerCondition) are not primaries. One
@@ -69,7 +71,7 @@ under ``table.field: rule`` (the first such value found; a reason never holds a 
 - ``not linked to one primary cancer``: a tumour observation without a focus when the patient
   has several primary cancers.
 - ``partial date``: a partial date of a model day (a marker, a treatment, death, a disease
-  status), a partial birthDate that leaves the age open, or a partial date of another
+  status), or a partial date of another
   observation when it could be the last follow-up (no death date and no disease status).
 - ``birth after diagnosis``, ``before diagnosis`` (death, recurrence), ``no date`` (a
   recurrence).

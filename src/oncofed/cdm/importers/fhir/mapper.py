@@ -13,6 +13,7 @@ from fhir.resources.R4B.extension import Extension
 from fhir.resources.R4B.observation import Observation
 
 from oncofed.cdm import fields
+from oncofed.cdm.importers import YEAR_OF_BIRTH_AGES
 from oncofed.cdm.importers.fhir.bundles import Record
 from oncofed.cdm.importers.fhir.codes import (
     HISTOLOGY,
@@ -164,9 +165,11 @@ class PatientMapper:
         patient = self.record.patient
         if patient.gender is not None and patient.gender not in fields.SEXES:
             self.context.reject("patient.sex", NOT_INTERPRETABLE)
-        years = age(patient.birthDate, self.context.origin) if patient.birthDate else None
-        if patient.birthDate is not None and years is None:
-            self.context.reject("patient.age_at_diagnosis", PARTIAL_DATE)
+        birth, origin = patient.birthDate, self.context.origin
+        years = age(birth, origin) if birth else None
+        if birth is not None and years is None:  # a partial birthDate that leaves the age open
+            years = origin.year - int(str(birth)[:4])
+            self.context.note(YEAR_OF_BIRTH_AGES)
         if years is not None and years < 0:
             self.context.reject("patient.age_at_diagnosis", "birth after diagnosis")
         return {fields.KEY: self.context.pid, "sex": patient.gender, "age_at_diagnosis": years}

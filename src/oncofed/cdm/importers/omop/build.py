@@ -12,6 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from oncofed.cdm.fields import TableName
+from oncofed.cdm.importers import YEAR_OF_BIRTH_AGES
 from oncofed.cdm.importers.omop.concepts import meanings, source_values
 from oncofed.cdm.importers.omop.outcome import OUTCOME_TABLES, SELECT_OUTCOME
 from oncofed.cdm.importers.omop.read import load_source
@@ -112,7 +113,7 @@ class _Build:
             " (SELECT count(*) FROM kept ANTI JOIN followup USING (person_id))"
         )[0]
         what = (
-            "ages at diagnosis from the year of birth only (OHDSI convention)",
+            YEAR_OF_BIRTH_AGES,
             "patients without follow-up, no observation period",
         )
         return [f"{w}: {n}" for w, n in zip(what, counts, strict=True) if n]
