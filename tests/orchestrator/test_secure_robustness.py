@@ -644,19 +644,7 @@ def test_a_site_sent_other_parameters_later_fails_the_regression(
 def test_a_site_sent_another_model_takes_no_part(
     state: State, five: dict[str, Mortal], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = JobSpec.model_validate(
-        {
-            "name": "t",
-            "dataset": "gbsg2",
-            "cohort": BREAST,
-            "features": ["age_at_diagnosis", "treatment.endocrine"],
-            "outcome": {"type": "binary", "label": "rfs_event"},
-            "model": {"type": "logistic"},
-            "rounds": 1,
-            "round_timeout_s": TIMEOUT,
-            "privacy": {"secure_aggregation": True},
-        }
-    )
+    spec = secure_training(rounds=1)
 
     def change(task: TaskAssignment) -> TaskAssignment | None:
         if task.kind != "train":

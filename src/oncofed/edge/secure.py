@@ -139,6 +139,8 @@ class SecureSessions:
         """Compute now when the keys were made ahead, mask once per round, and advertise
         keys for the job's next round with the masked input."""
         assert step.inbox is not None
+        if session.roster is None:
+            raise PolicyViolation("this site was sent no roster for this round")
         contribution = session.contribution
         if contribution is None:
             outcome = contribute()
@@ -146,8 +148,6 @@ class SecureSessions:
                 del self._sessions[task.job_id, task.round]
                 return outcome
             contribution = _contribution(outcome)
-        if session.roster is None:
-            raise PolicyViolation("this site was sent no roster for this round")
         layout = round_layout(task.spec, task.kind, len(session.roster.adverts))
         self._ledger.mask_once(task.job_id, task.round)
         masked = session.client.mask(step.inbox, contribution.values, layout, step.context)
