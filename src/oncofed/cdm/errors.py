@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class CdmError(Exception):
     """Base: a source or mapping that cannot be imported; the message says where and why."""
@@ -24,3 +26,15 @@ class IdentifierRefused(CdmError):
             "direct identifiers and calendar dates are never stored at import"
         )
         self.column, self.rule = column, rule
+
+
+@dataclass(frozen=True)
+class RejectedPatient:
+    """A patient an import left out, for the site admin's local list only (never sent)."""
+
+    key: str
+    """The source's own patient key ('' for a row that has none)."""
+    where: str
+    """Where the patient is in the source: a bundle file and entry, a table, a file and row."""
+    reasons: tuple[str, ...]
+    """Every rule the patient's rows break (``table.field: rule``), not only the first."""
