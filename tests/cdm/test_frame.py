@@ -151,3 +151,20 @@ def test_extension_features_and_a_missing_extension() -> None:
     assert job_table(spec, data(ext))["ext.menopause"].tolist() == ["pre"] * 4 + ["post"] * 3
     with pytest.raises(DataError, match=r"no extension feature 'ext\.menopause'"):
         job_table(spec, data())
+
+
+def test_a_randomisation_origin_measures_times_from_study_entry() -> None:
+    """p1 entered the study on day 100, p2 on day 250 (after its recurrence on day 200), p8's
+    times are already from its own origin (surgery) with no entry day, the rest never entered.
+    """
+    outcome = {**OUTCOME, "randomisation_day": [100, 250, None, None, None, None, None, None]}
+    outcome["last_followup_day"] = [1200, 900, 800, 1500, 90, 400, 700, 300]
+    cdm = CdmData({**data().tables, "outcome": pa.table(outcome)})
+    spec = _spec(cohort={"time_origin": "randomisation"})
+    table = job_table(spec, cdm)
+    assert table["time_origin"].tolist() == ["randomisation"] * 2
+    np.testing.assert_array_equal(table["rfs_days"], [900, np.nan])  # p2: before entry
+    np.testing.assert_array_equal(table["rfs_event"], [0, np.nan])
+    assert "randomisation_day" not in table
+    from_diagnosis = job_table(_spec(cohort={"time_origin": "diagnosis"}), cdm)
+    np.testing.assert_array_equal(from_diagnosis["rfs_days"][:2], [1000, 200])

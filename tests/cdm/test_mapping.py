@@ -182,7 +182,8 @@ def test_field_errors_name_the_line_and_path(tmp_path: Path, body: str, message:
         (
             "treatments:\n  - {type: hormones, column: horTh, received: [yes]}\n",
             "line 5, treatments.0.type: 'hormones' is not one of surgery, radiotherapy, "
-            "chemotherapy, endocrine, targeted, immunotherapy, other",
+            "chemotherapy, endocrine, targeted, immunotherapy, other, other_procedure, "
+            "other_medication",
         ),
         (
             "treatments:\n  - type: endocrine\n    column: horTh\n    received: [yes]\n"
@@ -328,5 +329,6 @@ def test_a_mapping_from_a_dict_reports_structural_then_catalogue_errors() -> Non
         "site.yaml, fields.tsize: not a field of the data model; use one of "
         + ", ".join(PATIENT_FIELDS),
         "site.yaml, treatments.0.type: 'hormones' is not one of surgery, radiotherapy, "
-        "chemotherapy, endocrine, targeted, immunotherapy, other",
+        "chemotherapy, endocrine, targeted, immunotherapy, other, other_procedure, "
+        "other_medication",
     ]

@@ -108,6 +108,32 @@ def test_a_patient_with_two_problems_is_counted_once_under_the_first() -> None:
         "outcome.rfs_days: after last_followup_day": 1,
     }
     assert _ids(checked.data, "patient") == ["S000", "S003"]
+    assert checked.reasons == {  # for the site admin's list: every reason, in rule order
+        "S001": (  # biomarker row 3 is S001's second test
+            "tumour.grade: not an allowed value",
+            "biomarker.result: missing",
+            "outcome.rfs_days: after last_followup_day",
+        ),
+        "S002": ("outcome.rfs_days: after last_followup_day",),
+    }
+
+
+def test_rows_without_a_patient_id_are_listed_by_table_and_row() -> None:
+    rows = patient_rows(2)
+    rows["treatment"][1]["patient_id"] = None
+    checked = validate(build(rows))
+    assert checked.unlinked == [("treatment row 2", "treatment.patient_id: missing")]
+    assert checked.reasons == {}
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [(1001, "outcome.randomisation_day: after last_followup_day"), (1000, None), (-20, None)],
+)
+def test_study_entry_comes_before_the_end_of_follow_up(entry: int, reason: str | None) -> None:
+    rows = patient_rows(1)
+    rows["outcome"][0]["randomisation_day"] = entry
+    assert validate(build(rows)).rejected == ({reason: 1} if reason else {})
 
 
 def test_kept_rows_are_never_altered() -> None:

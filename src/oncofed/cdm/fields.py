@@ -73,11 +73,17 @@ GRADES = ("G1", "G2", "G3", "G4", "GX")
 RESULTS = ("positive", "negative", "equivocal", "unknown")
 TREATMENT_TYPES = (
     "surgery", "radiotherapy", "chemotherapy", "endocrine", "targeted", "immunotherapy", "other",
+    "other_procedure", "other_medication",
 )  # fmt: skip
+"""``other``: a cancer therapy of no type above (a cancer drug outside the importer's map);
+``other_procedure`` and ``other_medication``: a procedure or medication the source records
+that is not a cancer treatment, kept with its code and dates."""
 INTENTS = ("curative", "palliative", "adjuvant", "neoadjuvant", "unknown")
 TIME_ORIGINS = ("diagnosis", "surgery", "randomisation")
 VITAL_STATUSES = ("alive", "dead", "unknown")
 CAUSES_OF_DEATH = ("cancer", "other", "unknown")
+TRIAL_ARM = r"^[A-Za-z0-9][A-Za-z0-9 _.,:;+/()\-]{0,63}$"
+"""A trial arm's name: letters, digits, spaces and common punctuation, up to 64."""
 ENDPOINTS = ("os", "rfs", "dmfs")
 """Survival endpoints: each has ``<endpoint>_days`` and ``<endpoint>_event``."""
 
@@ -128,6 +134,9 @@ FIELDS: tuple[Field, ...] = (
           f"Age at diagnosis in whole years; {AGE_CAP} means {AGE_CAP} or older.",
           f"{_OMOP} person.year_of_birth with condition_start_date",
           minimum=0, maximum=120, unit="a"),
+    Field("trial_arm", "patient", "code", "Clinical trial arm the patient was assigned to, "
+          "as the study names it.", "FHIR ResearchSubject.assignedArm (actualArm)",
+          "study arm name", pattern=TRIAL_ARM),
     # tumour: one row per primary cancer
     _key("tumour"),
     Field("tumour_seq", "tumour", "integer", "Order of this primary cancer (1 = first).",
@@ -201,6 +210,9 @@ FIELDS: tuple[Field, ...] = (
     _key("outcome"),
     Field("time_origin", "outcome", "category", "Day 0 of every time of this patient.",
           "oncofed", "oncofed", TIME_ORIGINS, required=True),
+    _days("outcome", "randomisation_day", "Day of study entry (randomisation): a job whose "
+          "time origin is randomisation measures every time from it.",
+          "FHIR ResearchSubject.period.start", -36_500),
     Field("vital_status", "outcome", "category", "Vital status at last follow-up.",
           f"{_MCODE} Patient.deceased; {_OMOP} death", "oncofed", VITAL_STATUSES),
     _days("outcome", "last_followup_day", "Last day the patient was known to be followed.",

@@ -14,13 +14,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from oncofed.cdm.fields import BIOMARKER_BY_NAME, EXTENSION_PREFIX, KEY, PATIENT_FIELDS, variable
+from oncofed.cdm.fields import (
+    BIOMARKER_BY_NAME,
+    ENDPOINTS,
+    EXTENSION_PREFIX,
+    KEY,
+    PATIENT_FIELDS,
+    variable,
+)
 from oncofed.cdm.tables import CdmData, true_mask
 from oncofed.learning.data import DataError
 from oncofed.wire.analysis import AnalysisSpec
 from oncofed.wire.spec import CohortFilter, JobSpec
 
 Frame = dict[str, pa.Array]
+_ENTRY = "randomisation_day"
+_TIMES = (("last_followup_day", ""), *((f"{e}_days", f"{e}_event") for e in ENDPOINTS))
+"""Each time of the outcome, with its event."""
 
 
 def _first_per_patient(table: pa.Table, order: str) -> pa.Table:
@@ -136,10 +146,33 @@ def _numpy(values: pa.Array, numeric: bool) -> np.ndarray:
     return np.asarray(values.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
 
 
+def _from_entry(frame: Frame) -> None:
+    """Times from study entry, for every patient whose times are from another origin and whose
+    entry day is known: each time less the entry day. An endpoint reached before entry (a
+    recurrence before randomisation) is missing from entry, never negative."""
+    entry, stored = frame[_ENTRY], frame["time_origin"]
+    moved = pc.and_(pc.not_equal(stored, "randomisation"), pc.is_valid(entry))
+    for name, event in _TIMES:
+        if name not in frame:
+            continue
+        shifted = pc.subtract(frame[name], entry)
+        gone = pc.and_(moved, pc.fill_null(pc.less(shifted, 0), False))
+        frame[name] = pc.if_else(moved, shifted, frame[name])
+        for column in (name, event):
+            if column in frame:
+                frame[column] = pc.if_else(gone, pa.scalar(None, frame[column].type), frame[column])
+    frame["time_origin"] = pc.if_else(moved, "randomisation", stored)
+
+
 def job_table(spec: JobSpec | AnalysisSpec, data: CdmData) -> dict[str, np.ndarray]:
     """The job's variables for the patients its cohort selects, as numpy columns (numbers
     as float64 with NaN for missing, categories as objects with None)."""
-    frame = patient_frame(data, spec.variables)
+    origin = spec.cohort.time_origin
+    frame = patient_frame(data, spec.variables | ({_ENTRY} if origin == "randomisation" else set()))
+    if origin == "randomisation":
+        _from_entry(frame)
+        if _ENTRY not in spec.variables:
+            del frame[_ENTRY]
     rows = pa.array(cohort_mask(frame, spec.cohort, data["patient"].num_rows))
     ext_levels = {f.name for f in spec.features if f.levels is not None}
     return {

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oncofed.cdm.errors import RejectedPatient
 from oncofed.cdm.fields import AGE_CAP, KEY, TABLES, TableName
 from oncofed.cdm.quality import profile
 from oncofed.cdm.tables import CdmData
@@ -31,10 +32,12 @@ _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 @dataclass(frozen=True)
 class Imported:
-    """A dataset ready to store: pseudonymised tables and the report safe to publish."""
+    """A dataset ready to store: pseudonymised tables and the report safe to publish, and the
+    patients left out with every reason, for the site admin only (never published)."""
 
     data: CdmData
     profile: DataProfile
+    rejections: list[RejectedPatient] = field(default_factory=list)
 
 
 def finish_import(
@@ -46,10 +49,18 @@ def finish_import(
     threshold: int = 11,
     conversion_errors: ConversionErrors | None = None,
     excluded: Mapping[str, int] | None = None,
+    rejections: Sequence[RejectedPatient] = (),
+    locate: Callable[[str], str] = lambda key: "patient table",
 ) -> Imported:
     """Validate ``extract``, cap ages, pseudonymise, and profile what is kept. ``excluded``
-    counts patients the importer itself could not take (e.g. no primary cancer), by reason."""
+    counts patients the importer itself could not take (e.g. no primary cancer), by reason,
+    and ``rejections`` lists them; ``locate`` says where a source key is in the source."""
     checked = validate(extract, conversion_errors)
+    listed = [
+        *rejections,
+        *(RejectedPatient(key, locate(key), why) for key, why in checked.reasons.items()),
+        *(RejectedPatient("", where, (why,)) for where, why in checked.unlinked),
+    ]
     rejected = Counter(excluded or {})
     rejected.update(checked.rejected)
     data = in_pseudonym_order(pseudonymise(cap_ages(checked.data)))
@@ -61,7 +72,7 @@ def finish_import(
         rejected=dict(rejected),
         threshold=threshold,
     )
-    return Imported(data, report)
+    return Imported(data, report, listed)
 
 
 def cap_ages(data: CdmData) -> CdmData:

@@ -7,10 +7,11 @@ patient has no patient row, not exactly one patient and one outcome row per pati
 one extension row); each table's fields in catalogue order (required, then value or code, then
 range); then the consistency rules between fields (an event needs its time; death agrees with
 vital status and cause of death; no endpoint after the last follow-up unless the patient died,
-and none after death; nodes positive <= examined; a treatment ends after it starts; one
-``tumour_seq`` per tumour of a patient). A row without a ``patient_id`` belongs to no patient
-and counts once per row. Types are the Arrow schema's (``CdmData`` casts on construction); cells
-an importer could not convert come as ``conversion_errors``.
+and none after death; no study entry after the last follow-up or death; nodes positive <=
+examined; a treatment ends after it starts; one ``tumour_seq`` per tumour of a patient). A
+row without a ``patient_id`` belongs to no patient and counts once per row. Types are the
+Arrow schema's (``CdmData`` casts on construction); cells an importer could not convert come
+as ``conversion_errors``.
 
 Reasons name the table, the field and the rule, never a value:
 ``tumour.grade: not an allowed value``, ``patient.age_at_diagnosis: outside 0-120``.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 import numpy as np
@@ -38,10 +39,15 @@ Column: TypeAlias = pa.Array | pa.ChunkedArray
 
 @dataclass(frozen=True)
 class Validation:
-    """The rows kept, and the patients excluded by reason."""
+    """The rows kept, and the patients excluded: counted by their first reason, and each
+    with every reason, for the site admin's local list."""
 
     data: CdmData
     rejected: dict[str, int]
+    reasons: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Each excluded patient's source key, with every rule its rows break, in rule order."""
+    unlinked: list[tuple[str, str]] = field(default_factory=list)
+    """Each row without a ``patient_id``: where (``table row N``, 1-based) and the reason."""
 
 
 def _flat(column: Column) -> pa.Array:
@@ -62,9 +68,13 @@ class _Patients:
         codes[np.append(blank, True)[codes]] = -1  # a blank id is no id
         bounds = np.cumsum([0, *(len(a) for a in ids)])
         self.codes = {name: codes[bounds[i] : bounds[i + 1]] for i, name in enumerate(parts)}
+        self.keys = encoded.dictionary
         self.first = np.full(len(encoded.dictionary), -1, dtype=np.int32)
         self.reasons: list[str] = []
+        self.broken: list[tuple[int, np.ndarray]] = []
+        """Every (reason, patients) found, also of patients excluded before."""
         self.unlinked: dict[str, int] = {}
+        self.unlinked_rows: list[tuple[str, str]] = []
 
     def count(self, part: str) -> np.ndarray:
         """Rows per patient in ``part``."""
@@ -76,12 +86,24 @@ class _Patients:
         self.reject(codes[codes >= 0], reason)
 
     def reject(self, codes: np.ndarray, reason: str) -> None:
-        """Exclude the patients ``codes`` under ``reason`` unless already excluded."""
+        """Exclude the patients ``codes``, counted under ``reason`` unless already excluded."""
+        if not codes.size:
+            return
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        number = self.reasons.index(reason)
+        self.broken.append((number, codes))
         fresh = codes[self.first[codes] < 0]
-        if fresh.size:
-            if reason not in self.reasons:
-                self.reasons.append(reason)
-            self.first[fresh] = self.reasons.index(reason)
+        self.first[fresh] = number
+
+    def every_reason(self) -> dict[str, tuple[str, ...]]:
+        """Each excluded patient's key, with every reason found, in the order found."""
+        found: dict[int, dict[str, None]] = {}
+        for number, codes in self.broken:
+            for code in np.unique(codes).tolist():
+                found.setdefault(code, {})[self.reasons[number]] = None
+        keys = self.keys.to_pylist()
+        return {keys[code]: tuple(reasons) for code, reasons in sorted(found.items())}
 
     def rejected(self) -> dict[str, int]:
         counts = np.bincount(self.first[self.first >= 0], minlength=len(self.reasons))
@@ -159,6 +181,9 @@ def _consistency(data: CdmData) -> Iterator[tuple[str, Column]]:
     for e in ENDPOINTS[1:]:  # no recurrence or metastasis after death
         after = pc.greater(outcome[f"{e}_days"], outcome["os_days"])
         yield f"outcome.{e}_days: after os_days", pc.and_(after, dead)
+    entry = outcome["randomisation_day"]
+    for end in ("last_followup_day", "os_days"):  # no study entry after follow-up or death
+        yield f"outcome.randomisation_day: after {end}", pc.greater(entry, outcome[end])
     yield (
         "tumour.nodes_positive: more than nodes_examined",
         pc.greater(tumour["nodes_positive"], tumour["nodes_examined"]),
@@ -193,10 +218,11 @@ def _conversion(patients: _Patients, data: CdmData, errors: ConversionErrors) ->
 def _links(patients: _Patients, parts: Mapping[str, pa.Table]) -> np.ndarray:
     """Check how rows link to patients; return which patients have a patient row."""
     for part in parts:
-        missing = int((patients.codes[part] < 0).sum())
-        if missing:
+        rows = np.flatnonzero(patients.codes[part] < 0)
+        if rows.size:
             reason = f"{part}.patient_id: missing"
-            patients.unlinked[reason] = patients.unlinked.get(reason, 0) + missing
+            patients.unlinked[reason] = patients.unlinked.get(reason, 0) + rows.size
+            patients.unlinked_rows += [(f"{part} row {row + 1}", reason) for row in rows.tolist()]
     per_patient = {part: patients.count(part) for part in parts}
     has_row = per_patient["patient"] > 0
     for part in parts:
@@ -236,4 +262,9 @@ def validate(data: CdmData, conversion_errors: ConversionErrors | None = None) -
     kept = {name: t.filter(patients.kept(name, has_row)) for name, t in parts.items()}
     extensions = kept.pop(EXTENSIONS, None)
     tables: dict[TableName, pa.Table] = {name: kept[name] for name in TABLES}
-    return Validation(CdmData(tables, extensions), patients.rejected())
+    return Validation(
+        CdmData(tables, extensions),
+        patients.rejected(),
+        patients.every_reason(),
+        patients.unlinked_rows,
+    )

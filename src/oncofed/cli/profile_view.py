@@ -10,12 +10,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from oncofed.cdm.fields import TABLES
+from oncofed.cdm.fields import ENDPOINTS, TABLES
 from oncofed.wire.profile import Cell, DataProfile, FieldProfile
 
 
 def render_profile(profile: DataProfile) -> RenderableType:
-    """A summary line, the rows stored per table, then each table's fields: how many rows
+    """A summary line, the rows stored per table, the patients with evidence for each
+    endpoint, then each table's fields: how many rows
     have them, and the distribution of coded values (each marker's results as ``ER.result``
     under biomarker, the extension features last, under ``ext``, counted per patient). Hidden
     counts show as published: ``<11`` (a small count) or ``suppressed`` (hidden to protect
@@ -29,6 +30,10 @@ def render_profile(profile: DataProfile) -> RenderableType:
         ),
         Text(f"tables stored: {_counts(profile.tables) or 'none'}"),
     ]
+    evidence = _evidence(profile.fields)
+    if evidence:
+        shown = " · ".join(f"{endpoint} {count}" for endpoint, count in evidence.items())
+        parts.append(Text(f"patients with evidence for each endpoint: {shown}"))
     if profile.extensions:
         parts.append(Text(f"extensions: {', '.join(profile.extensions)}"))
     for table, fields in _by_table(profile.fields).items():
@@ -45,6 +50,13 @@ def render_profile(profile: DataProfile) -> RenderableType:
 def _counts(counts: Mapping[str, Cell]) -> str:
     """``G1 81 · G2 <11 · G3 suppressed``: the non-zero counts, in the report's order."""
     return " · ".join(f"{key} {count}" for key, count in counts.items() if count != 0)
+
+
+def _evidence(fields: list[FieldProfile]) -> dict[str, Cell]:
+    """Each endpoint's patients with an event or a censoring: those the source has evidence
+    for (an importer leaves an endpoint missing, never copies it from another)."""
+    present = {f.field: f.present for f in fields if f.table == "outcome"}
+    return {e: present[f"{e}_event"] for e in ENDPOINTS if f"{e}_event" in present}
 
 
 def _by_table(fields: list[FieldProfile]) -> dict[str, list[FieldProfile]]:

@@ -3,12 +3,12 @@ pseudonymise, profile, and store it in the edge's local store."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from oncofed.cdm.errors import MappingError, SourceError
+from oncofed.cdm.errors import MappingError, RejectedPatient, SourceError
 from oncofed.cdm.pipeline import Imported, finish_import
 from oncofed.cdm.tables import CdmData
 from oncofed.cdm.validate import ConversionErrors
@@ -55,45 +55,65 @@ class ImportReport:
 
     profile: DataProfile
     notes: list[str] = field(default_factory=list)
+    rejected_list: Path | None = None
+    """The local list of the patients left out, with every reason (never sent)."""
 
 
-def _extract(
-    source: Source,
-) -> tuple[Extract, Mapping[str, int], list[str], ConversionErrors | None]:
-    """The importer's rows, the patients it excluded by reason, its notes and cell errors."""
+@dataclass(frozen=True)
+class _Extracted:
+    """What an importer read, and what it left out and why."""
+
+    extract: Extract
+    notes: list[str]
+    excluded: Mapping[str, int] = field(default_factory=dict)
+    """Patients the importer itself could not take, by first reason."""
+    rejections: Sequence[RejectedPatient] = ()
+    errors: ConversionErrors | None = None
+    locate: Callable[[str], str] = lambda key: "patient table"
+
+
+def _extract(source: Source) -> _Extracted:
     if source.format == "omop":
         from oncofed.cdm.importers.omop import import_omop
 
         omop = import_omop(source.location)
         unmapped = [f"concept not used ({n} rows): {c}" for c, n in omop.unmapped.items()]
-        return omop, omop.rejected, [*omop.notes, *unmapped], None
+        return _Extracted(
+            omop, [*omop.notes, *unmapped], omop.rejected, locate=lambda key: "person table"
+        )
     if source.format == "fhir":
         from oncofed.cdm.importers.fhir import import_fhir
 
         fhir = import_fhir(Path(source.location))
-        return fhir, fhir.rejected, [f"{what}: {n}" for what, n in fhir.notes.items()], None
+        notes = [f"{what}: {n}" for what, n in fhir.notes.items()]
+        return _Extracted(fhir, notes, fhir.rejected)
     from oncofed.cdm.importers.tabular import import_tabular
 
     assert source.mapping is not None  # checked on construction
     tabular = import_tabular(Path(source.location), source.mapping)
     ignored = ", ".join(tabular.ignored_columns)
     notes = [f"columns not in the mapping, never stored: {ignored}"] if ignored else []
-    return tabular, {}, notes, tabular.errors
+    file = Path(source.location).name
+    return _Extracted(
+        tabular, notes, errors=tabular.errors, locate=lambda row: f"{file}, data row {row}"
+    )
 
 
 def import_source(store: LocalStore, name: str, source: Source, *, threshold: int) -> ImportReport:
     """Import ``source`` as dataset ``name``, replacing an earlier import of that name. An
     import in which no patient passes validation is refused and the earlier one kept."""
     check_dataset_name(name)
-    extract, excluded, notes, errors = _extract(source)
+    read = _extract(source)
     imported: Imported = finish_import(
-        extract.data,
+        read.extract.data,
         dataset=name,
         source_format=source.format,
-        rows_read=extract.rows_read,
+        rows_read=read.extract.rows_read,
         threshold=threshold,
-        conversion_errors=errors,
-        excluded=excluded,
+        conversion_errors=read.errors,
+        excluded=read.excluded,
+        rejections=read.rejections,
+        locate=read.locate,
     )
     if imported.data["patient"].num_rows == 0:
         reasons = "; ".join(f"{r}: {n}" for r, n in imported.profile.rejected.items())
@@ -102,5 +122,5 @@ def import_source(store: LocalStore, name: str, source: Source, *, threshold: in
             f"{source.location}: no patient passed validation ({reasons or 'no rows'}); "
             f"nothing was stored{kept}"
         )
-    store.save(name, imported.data, imported.profile)
-    return ImportReport(imported.profile, notes)
+    store.save(name, imported.data, imported.profile, imported.rejections)
+    return ImportReport(imported.profile, read.notes, store.rejections_path(name))

@@ -3,14 +3,18 @@ inside the edge directory, each with its data quality report. Rows never leave t
 
 from __future__ import annotations
 
+import csv
+import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
+from oncofed.cdm.errors import RejectedPatient
 from oncofed.cdm.fields import TABLES
 from oncofed.cdm.tables import CdmData
 from oncofed.edge.errors import StoreError
@@ -19,6 +23,9 @@ from oncofed.wire.profile import DataProfile
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 EXTENSIONS = "extension"
 PROFILE = "profile.json"
+REJECTED = "rejected-patients.csv"
+"""The patients an import left out, one row each: source key, where, every reason. Read by
+the site admin; never published or sent (it holds the source's own patient keys)."""
 
 
 def check_dataset_name(name: str) -> str:
@@ -33,9 +40,16 @@ class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def save(self, name: str, data: CdmData, profile: DataProfile) -> None:
-        """Store ``data`` (already validated and pseudonymised) under ``name``, replacing an
-        earlier import of that name only once the new one is completely written."""
+    def save(
+        self,
+        name: str,
+        data: CdmData,
+        profile: DataProfile,
+        rejections: Sequence[RejectedPatient] = (),
+    ) -> None:
+        """Store ``data`` (already validated and pseudonymised) under ``name``, with the list
+        of patients left out (:data:`REJECTED`, for the site admin: it holds source keys),
+        replacing an earlier import of that name only once the new one is completely written."""
         target = self.root / check_dataset_name(name)
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
@@ -45,6 +59,7 @@ class LocalStore:
             if data.extensions is not None:
                 pq.write_table(data.extensions, staging / f"{EXTENSIONS}.parquet")
             (staging / PROFILE).write_text(profile.model_dump_json(indent=2) + "\n")
+            _write_rejections(staging / REJECTED, rejections)
             retired = self.root / f".{name}.retired"
             shutil.rmtree(retired, ignore_errors=True)
             if target.exists():
@@ -80,6 +95,9 @@ class LocalStore:
     def profile_path(self, name: str) -> Path:
         return self._folder(name) / PROFILE
 
+    def rejections_path(self, name: str) -> Path:
+        return self._folder(name) / REJECTED
+
     def profiles(self) -> list[DataProfile]:
         return [self.profile(name) for name in self.names()]
 
@@ -89,3 +107,13 @@ class LocalStore:
             known = ", ".join(self.names()) or "none"
             raise StoreError(f"dataset {name!r} is not imported at this site (imported: {known})")
         return folder
+
+
+def _write_rejections(path: Path, rejections: Sequence[RejectedPatient]) -> None:
+    """The CSV of ``rejections``, readable by its owner only; reasons joined by ``"; "``."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(descriptor, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["source_key", "where", "reasons"])
+        for rejected in rejections:
+            writer.writerow([rejected.key, rejected.where, "; ".join(rejected.reasons)])

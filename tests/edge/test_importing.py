@@ -1,0 +1,45 @@
+"""An import's local list of the patients it left out: every reason, never published."""
+
+from __future__ import annotations
+
+import csv
+import stat
+from importlib import resources
+from pathlib import Path
+
+from oncofed.edge.importing import Source, import_source
+from oncofed.edge.store import LocalStore
+
+EXAMPLE = Path(str(resources.files("oncofed.cdm") / "examples" / "csv"))
+
+
+def test_a_rejected_patient_is_listed_locally_with_every_reason(tmp_path: Path) -> None:
+    rows = (EXAMPLE / "patients.csv").read_text().splitlines()
+    cells = rows[2].split(",")  # data row 2
+    cells[5], cells[6] = "x", "9"  # size_cm not a number, grade outside the value map
+    rows[2] = ",".join(cells)
+    source = tmp_path / "patients.csv"
+    source.write_text("\n".join(rows) + "\n")
+    store = LocalStore(tmp_path / "datasets")
+    report = import_source(
+        store, "ex", Source("csv", str(source), EXAMPLE / "mapping.yaml"), threshold=11
+    )
+    assert report.rejected_list == store.rejections_path("ex")
+    with report.rejected_list.open(newline="") as listed:
+        assert list(csv.reader(listed)) == [
+            ["source_key", "where", "reasons"],
+            ["2", "patients.csv, data row 2",
+             "tumour.tumour_size_mm: not a number; tumour.grade: not an allowed value"],
+        ]  # fmt: skip
+    assert stat.S_IMODE(report.rejected_list.stat().st_mode) == 0o600
+    assert report.profile.rejected  # counted once, by the first reason, in the report ...
+    assert "data row" not in report.profile.model_dump_json()  # ... which names no one
+    assert store.load("ex")["patient"].num_rows == 3
+
+
+def test_an_import_that_leaves_no_one_out_has_an_empty_list(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "datasets")
+    source = Source("csv", str(EXAMPLE / "patients.csv"), EXAMPLE / "mapping.yaml")
+    report = import_source(store, "ex", source, threshold=11)
+    assert report.rejected_list is not None
+    assert report.rejected_list.read_text().splitlines() == ["source_key,where,reasons"]
