@@ -83,20 +83,18 @@ EXPECTED: dict[str, list[dict[str, object]]] = {
          "last_followup_day": 1433, "os_days": 1433, "os_event": 1, "rfs_days": 1037,
          "rfs_event": 1, "dmfs_days": 823, "dmfs_event": 1, "cause_of_death": "cancer"},
         {"patient_id": "2", "time_origin": "diagnosis", "vital_status": "alive",
-         "last_followup_day": 1096, "os_days": 1096, "os_event": 0, "rfs_days": 1096,
-         "rfs_event": 0, "dmfs_days": 1096, "dmfs_event": 0},
+         "last_followup_day": 1096, "os_days": 1096, "os_event": 0},
         {"patient_id": "4", "time_origin": "diagnosis", "vital_status": "dead",
-         "last_followup_day": 303, "os_days": 303, "os_event": 1, "rfs_days": 303,
-         "rfs_event": 1, "cause_of_death": "unknown"},
+         "last_followup_day": 303, "os_days": 303, "os_event": 1, "cause_of_death": "unknown"},
         {"patient_id": "5", "time_origin": "diagnosis", "vital_status": "alive"},
     ],
 }  # fmt: skip
 """The example's persons once ``READABLE`` is applied: 1 breast cancer with clinical and
 pathological staging, surgery, radiotherapy, two tamoxifen eras, progression, a later M1 and
-death from cancer; 2 prostate cancer (year of birth only, a regimen episode) and a second
-primary; 3 no cancer; 4 a cancer known only from its source value, sex concept 0, a biomarker
-without a result, death of unknown cause; 5 an ICD-10-CM code (kept, with the site it implies),
-size in cm, no observation period."""
+death from cancer; 2 prostate cancer (year of birth only, a regimen episode but no disease
+episode, so no RFS or DMFS) and a second primary; 3 no cancer; 4 a cancer known only from its
+source value, sex concept 0, a biomarker without a result, death of unknown cause (OS only); 5
+an ICD-10-CM code (kept, with the site it implies), size in cm, no observation period."""
 Edit = tuple[str, str | None, str]
 """(file, text, replacement) in a copy of the example; text None appends the line."""
 READABLE: list[Edit] = [
@@ -118,6 +116,8 @@ SHIPPED_REJECTED = {
 NOTES = [
     "ages at diagnosis from the year of birth only (OHDSI convention): 1",
     "patients without follow-up, no observation period: 1",
+    "patients without rfs, no disease episode recorded: 2",
+    "patients without dmfs, no disease episode recorded: 1",
 ]
 UNMAPPED = {"None 'No matching concept' (No matching concept)": 1}
 
@@ -256,8 +256,6 @@ CASES: list[tuple[str, str, list[Edit]]] = [
     (f"tumour.stage_group: {_NOT_READ}", "1",
      [("concept.csv", "p-8th_AJCC/UICC-Stage-2A", "p-8th_AJCC/UICC-Stage-5")]),
     (f"tumour.grade: {_NOT_READ}", "1", [("concept.csv", ",Grade-3,", ",Grade-H,")]),
-    ("tumour.tumour_size_mm: unit missing or not supported", "5",
-     [("measurement.csv", "2.1,,2000000050,", "2.1,,2000000052,")]),
     ("tumour.nodes_examined: not a whole number from 0 to 150", "1",
      [("measurement.csv", "32879,14,", "32879,-3,")]),
     (f"tumour.t_category: {_CONFLICT}", "1", _modifier(1, "p-8th_AJCC/UICC-T2")),
@@ -395,7 +393,7 @@ def _sqlite_dates(path: Path, written: str) -> Path:
     def stored(value: object) -> object:
         if isinstance(value, date):
             moment = datetime.combine(value, datetime.min.time()) if type(value) is date else value
-            seconds = (moment - EPOCH).total_seconds()
+            seconds: float = (moment - EPOCH).total_seconds()
             if written == "iso":
                 return value.isoformat(sep=" ") if isinstance(value, datetime) else str(value)
             return seconds if written == "seconds" else seconds / 86400

@@ -43,3 +43,17 @@ def test_an_import_that_leaves_no_one_out_has_an_empty_list(tmp_path: Path) -> N
     report = import_source(store, "ex", source, threshold=11)
     assert report.rejected_list is not None
     assert report.rejected_list.read_text().splitlines() == ["source_key,where,reasons"]
+
+
+def test_an_omop_import_lists_the_persons_it_left_out(tmp_path: Path) -> None:
+    example = EXAMPLE.parent / "omop"
+    store = LocalStore(tmp_path / "datasets")
+    report = import_source(store, "ex", Source("omop", str(example)), threshold=11)
+    assert report.rejected_list is not None
+    with report.rejected_list.open(newline="") as file:
+        listed = list(csv.DictReader(file))
+    assert [(row["source_key"], row["where"]) for row in listed] == [
+        ("2", "measurement table"), ("3", "person table"), ("4", "measurement table"),
+        ("5", "measurement table"),
+    ]  # fmt: skip
+    assert listed[1]["reasons"] == "condition_occurrence: no primary cancer condition"

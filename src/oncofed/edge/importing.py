@@ -78,8 +78,9 @@ def _extract(source: Source) -> _Extracted:
 
         omop = import_omop(source.location)
         unmapped = [f"concept not used ({n} rows): {c}" for c, n in omop.unmapped.items()]
+        notes = [*omop.notes, *unmapped]
         return _Extracted(
-            omop, [*omop.notes, *unmapped], omop.rejected, locate=lambda key: "person table"
+            omop, notes, omop.rejected, omop.rejections, locate=lambda key: "person table"
         )
     if source.format == "fhir":
         from oncofed.cdm.importers.fhir import import_fhir

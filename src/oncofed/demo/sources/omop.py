@@ -298,6 +298,11 @@ class _Writer:
                 death_type_concept_id=REGISTRY,
                 cause_concept_id=cause,
             )
+        if isinstance(row["rfs_days"], int) or isinstance(row["dmfs_days"], int):
+            # disease-status follow-up, without which an OMOP import sets neither RFS nor DMFS
+            name = "Disease First Occurrence"
+            first = c.get("Episode", name, name, "Episode", "Disease Episode", 32528)
+            self._episode(person, first, origin, None)
         for endpoint, name, kind in (
             ("rfs", "Disease Recurrence", "Disease Dynamic"),
             ("dmfs", "Metastatic Disease", "Disease Extent"),

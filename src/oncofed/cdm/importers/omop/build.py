@@ -11,12 +11,13 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from oncofed.cdm.errors import RejectedPatient
 from oncofed.cdm.fields import TableName
 from oncofed.cdm.importers import YEAR_OF_BIRTH_AGES
 from oncofed.cdm.importers.omop.concepts import meanings, source_values
-from oncofed.cdm.importers.omop.outcome import OUTCOME_TABLES, SELECT_OUTCOME
+from oncofed.cdm.importers.omop.outcome import OUTCOME_TABLES, SELECT_OUTCOME, UNSUPPORTED
 from oncofed.cdm.importers.omop.read import load_source
-from oncofed.cdm.importers.omop.rules import REASONS, REJECTION
+from oncofed.cdm.importers.omop.rules import REASONS, REJECTION, where
 from oncofed.cdm.importers.omop.sql import (
     PATIENT_TABLE,
     SELECT_BIOMARKER,
@@ -34,19 +35,41 @@ _EVENT_CONCEPTS = (
 )
 NO_PERSON_ID = "patient: no person_id"
 """Why a PERSON row without an id is excluded (counted per row)."""
+_NOTES = (
+    (YEAR_OF_BIRTH_AGES,
+     "SELECT count(*) FROM patient SEMI JOIN kept USING (person_id)"
+     " WHERE birth IS NULL AND year_of_birth IS NOT NULL"),
+    ("patients without follow-up, no observation period",
+     "SELECT count(*) FROM kept ANTI JOIN followup USING (person_id)"),
+    *((f"patients without {endpoint}, no disease episode recorded",
+       f"SELECT count(*) FROM endpoint SEMI JOIN kept USING (person_id) WHERE {condition}")
+      for endpoint, condition in UNSUPPORTED.items()),
+    ("tumour sizes left empty, unit not mm or cm, or a range",
+     "SELECT count(*) FROM size_item SEMI JOIN kept USING (person_id) WHERE unread"),
+    ("tumour sizes linked to an event other than a cancer condition, not read",
+     "SELECT count(*) FROM size_row SEMI JOIN kept USING (person_id) WHERE grp IS NULL"),
+    ("tumour sizes or node counts without a number, not read",
+     "SELECT count(*) FROM modifier SEMI JOIN kept USING (person_id)"
+     " WHERE item IN ('size', 'nodes_positive', 'nodes_examined') AND number IS NULL"),
+    ("treatment intents of a condition, not read",
+     "SELECT count(*) FROM modifier SEMI JOIN kept USING (person_id) WHERE item = 'intent'"),
+)  # fmt: skip
+"""(note for the site admin, query of its count); a count of 0 is not noted."""
 
 
 @dataclass
 class OmopImport:
     """An OMOP import: the model's tables (``patient_id`` = ``str(person_id)``), the number of
-    persons read (distinct ids, and rows without one), persons excluded by reason (``rules``),
-    notes for the site admin, and rows per concept the model has no field for."""
+    persons read (distinct ids, and rows without one), persons excluded counted under their
+    first reason (``rules``), notes for the site admin, rows per concept the model has no field
+    for, and each person excluded with every reason (for the site admin only)."""
 
     data: CdmData
     rows_read: int
     rejected: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
     unmapped: Counter[str] = field(default_factory=Counter)
+    rejections: list[RejectedPatient] = field(default_factory=list)
 
 
 def import_omop(source: str | Path, *, schema: str | None = None) -> OmopImport:
@@ -100,29 +123,29 @@ class _Build:
         rejected = Counter({NO_PERSON_ID: unnamed} if unnamed else {})
         for rule, count in self._rows("SELECT rule, count(*) FROM rejection GROUP BY rule"):
             rejected[REASONS[int(str(rule))]] = int(str(count))
-        return OmopImport(data, persons, rejected, self._notes(), self._unmapped())
+        rejections = [RejectedPatient("", "person table", (NO_PERSON_ID,))] * unnamed
+        broken = self.con.execute(
+            "SELECT person_id, list(rule ORDER BY rule) FROM broken GROUP BY ALL ORDER BY 1"
+        ).fetchall()
+        for person, rules in broken:
+            reasons = tuple(REASONS[rule] for rule in rules)
+            rejections.append(RejectedPatient(str(person), where(rules), reasons))
+        return OmopImport(data, persons, rejected, self._notes(), self._unmapped(), rejections)
 
     def _table(self, name: TableName, sql: str) -> pa.Table:
         return conform(name, self.con.sql(sql).to_arrow_table())
 
     def _notes(self) -> list[str]:
-        """Counts about the persons imported, for the site admin."""
-        counts = self._rows(
-            "SELECT (SELECT count(*) FROM patient SEMI JOIN kept USING (person_id)"
-            "   WHERE birth IS NULL AND year_of_birth IS NOT NULL),"
-            " (SELECT count(*) FROM kept ANTI JOIN followup USING (person_id))"
-        )[0]
-        what = (
-            YEAR_OF_BIRTH_AGES,
-            "patients without follow-up, no observation period",
-        )
-        return [f"{w}: {n}" for w, n in zip(what, counts, strict=True) if n]
+        """Counts about the persons imported, for the site admin (``_NOTES``)."""
+        counts = self._rows("SELECT " + ", ".join(f"({sql})" for _, sql in _NOTES))[0]
+        return [f"{what}: {n}" for (what, _), n in zip(_NOTES, counts, strict=True) if n]
 
     def _unmapped(self) -> Counter[str]:
-        """Rows of the persons imported per concept the model has no field for, or without the
-        value the field needs: a sex of concept 0, a measurement linked to a cancer condition
-        that is no Cancer Modifier item (or an item without its number), a drug or procedure
-        whose concept is not in CONCEPT (so whether it treats cancer is not known)."""
+        """Rows of the persons imported per concept the model has no field for: a sex of concept
+        0, a measurement linked to a cancer condition that is neither a Cancer Modifier item,
+        a size, a treatment intent nor a biomarker (those are read, never listed here), a drug
+        or procedure whose concept is not in CONCEPT (so whether it treats cancer is not
+        known)."""
         absent = " UNION ALL ".join(
             f"SELECT '{table} concept_id ' || x.{column} || ' (not in CONCEPT)', count(*)"
             f" FROM {table} x SEMI JOIN kept USING (person_id)"
@@ -135,7 +158,6 @@ class _Build:
             " UNION ALL"
             " SELECT 'measurement ' || coalesce(label, 'concept_id ' || concept_id), count(*)"
             " FROM modifier SEMI JOIN kept USING (person_id)"
-            " WHERE item IS NULL OR item = 'intent' OR (item IN ('size', 'nodes_positive',"
-            f" 'nodes_examined') AND number IS NULL) GROUP BY ALL UNION ALL {absent}"
+            f" WHERE item IS NULL AND biomarker IS NULL GROUP BY ALL UNION ALL {absent}"
         )
         return Counter({str(label): int(str(count)) for label, count in rows})

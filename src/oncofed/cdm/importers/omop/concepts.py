@@ -7,8 +7,11 @@ ICD-O-3 ``hhhh/b-Cxx.x`` with behaviour 2 or 3 and ICD10/ICD10CM C00-C76, C80-C9
 of the model's ``icd10`` field (C50.9, C50.911), and one of a primary cancer category without
 that form (C509) is marked ``icd10_bad``; Cancer Modifier codes give stage and grade (a code
 read as a T, N, M, stage or grade item whose value is not in the model has ``item_value``
-None); drugs are typed by RxNorm ingredient name or ATC prefix, procedures and episodes by
-name."""
+None); tumour sizes are LOINC 33728-7 and 21889-1, NAACCR's tumour size items (``SIZE_CODES``)
+and, in other vocabularies, measurements named a tumour size; drugs are typed by RxNorm
+ingredient name or ATC prefix, procedures by name, episodes by name or concept class (a disease
+episode is one of the oncology extension's Disease Episode, Disease Dynamic or Disease Extent
+concepts)."""
 
 from __future__ import annotations
 
@@ -82,7 +85,25 @@ _EPISODES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("surgery", re.compile(r"surgery")),
     ("radiotherapy", re.compile(r"radiotherapy|radiation")),
     ("regimen", re.compile(r"regimen|drug treatment|chemotherapy")),
+    ("disease", re.compile(r"disease|remission|first occurrence")),
 )
+"""Episode name -> kind, first match; an episode of another name whose concept class is a
+Disease class (Disease Episode, Disease Dynamic, Disease Extent) is of kind ``disease``. The
+disease kinds (``DISEASE_EPISODES``) are the evidence of disease-status follow-up (``outcome``)."""
+DISEASE_EPISODES = ("metastasis", "recurrence", "disease")
+MAXIMUM, ANY_SIZE = 1, 2
+"""Size kinds, in the order preferred on one day: the largest dimension, then any size."""
+SIZE_CODES: dict[tuple[str, str], int] = {
+    ("LOINC", "33728-7"): MAXIMUM, ("LOINC", "21889-1"): ANY_SIZE,
+    **{("NAACCR", item): MAXIMUM for item in ("752", "754", "756", "780", "2800")},
+}  # fmt: skip
+"""(vocabulary, code) -> size kind: LOINC "Size.maximum dimension in Tumor" and "Size Tumor",
+and NAACCR items 752, 754, 756 (Tumor Size Clinical, Pathologic, Summary), 780 (EOD--Tumor
+Size) and 2800 (CS Tumor Size), each the largest dimension in mm. Other LOINC and NAACCR
+concepts are never read as a size by their name (NAACCR 2820 is "CS Tumor Size/Ext Eval")."""
+STANDARD_UNITS = {8588: "mm", 8582: "cm"}
+"""OMOP's standard UCUM concepts for the size units, read as such only when the site's CONCEPT
+table lacks them (a row it has always decides)."""
 _RESULTS = {
     "positive": "positive", "detected": "positive", "present": "positive",
     "negative": "negative", "not detected": "negative", "absent": "negative",
@@ -97,8 +118,9 @@ _QUANTITIES = (
     ("nodes_positive", re.compile(
         r"nodes? positive|positive (regional )?(lymph )?nodes|nodes? (with|containing) metasta"
     )),
-    ("size", re.compile(r"tumou?r size|(largest|greatest) dimension")),
 )  # fmt: skip
+_SIZE_NAMES = ((MAXIMUM, re.compile(r"(largest|greatest|maximum) dimension")),
+               (ANY_SIZE, re.compile(r"tumou?r size|size of tumou?r")))  # fmt: skip
 _NEOPLASM = re.compile(
     r"malignan|cancer|carcinoma|neoplasm|lymphoma|leuka?emia|sarcoma|melanoma|myeloma|tumou?r"
 )
@@ -119,7 +141,7 @@ _MEANING = pa.schema(
         "system", "biomarker", "result", "ucum", "drug_type", "drug_key", "procedure_type",
         "episode_kind", "field", "intent", "neoplasm",
     )]
-    + [("malignant", pa.bool_()), ("icd10_bad", pa.bool_())]
+    + [("malignant", pa.bool_()), ("icd10_bad", pa.bool_()), ("size_kind", pa.int64())]
 )  # fmt: skip
 """What each concept means to the importer (one row per concept, most columns null)."""
 
@@ -205,6 +227,14 @@ def _drug(vocabulary: str, code: str, name: str) -> dict[str, object]:
     return {"drug_type": kinds.pop(), "drug_key": "+".join(found)} if len(kinds) == 1 else {}
 
 
+def _size_kind(vocabulary: str, code: str, name: str) -> int | None:
+    """The size kind of a measurement concept (``SIZE_CODES``, else by name outside LOINC and
+    NAACCR), None when it is no tumour size."""
+    if vocabulary in ("LOINC", "NAACCR"):
+        return SIZE_CODES.get((vocabulary, code))
+    return next((kind for kind, pattern in _SIZE_NAMES if pattern.search(name)), None)
+
+
 def interpret(row: dict[str, str | int | None]) -> dict[str, object]:
     """The meaning of one CONCEPT row (see ``_MEANING``)."""
     vocabulary, code = str(row["vocabulary_id"] or ""), str(row["concept_code"] or "")
@@ -232,8 +262,10 @@ def interpret(row: dict[str, str | int | None]) -> dict[str, object]:
     elif vocabulary == "CDM" or domain == "Metadata":
         out["field"] = next((t for t in _FIELDS if f"{t}.{t}_id" in (lower, code.lower())), None)
     if domain == "Measurement" and "item" not in out:
+        size = _size_kind(vocabulary, code, lower)
         kind = next((k for k, pattern in _QUANTITIES if pattern.search(lower)), None)
-        out["item"] = kind or ("intent" if "intent" in lower else None)
+        out["item"] = "size" if size else kind or ("intent" if "intent" in lower else None)
+        out["size_kind"] = size
     out["result"] = _RESULTS.get(lower)
     out["intent"] = next((k for k, p in _INTENTS if re.match(p, lower)), None)
     out |= _drug(vocabulary, code, lower)
@@ -241,7 +273,9 @@ def interpret(row: dict[str, str | int | None]) -> dict[str, object]:
         surgery = "surgery" if _SURGERY.search(lower) else None
         out["procedure_type"] = "radiotherapy" if _RADIOTHERAPY.search(lower) else surgery
     if domain == "Episode" or vocabulary == "Episode":
-        out["episode_kind"] = next((k for k, p in _EPISODES if p.search(lower)), None)
+        kind = next((k for k, p in _EPISODES if p.search(lower)), None)
+        disease = str(row["concept_class_id"] or "").lower().startswith("disease")
+        out["episode_kind"] = kind or ("disease" if disease else None)
     if "neoplasm" not in out and domain == "Condition" and _NEOPLASM.search(lower):
         out["neoplasm"] = "yes"
     return out

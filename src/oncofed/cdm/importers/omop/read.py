@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from oncofed.cdm.errors import SourceError
 from oncofed.cdm.fields import BIOMARKER_BY_LOINC
+from oncofed.cdm.importers.omop.concepts import SIZE_CODES
 
 _ID, _DATE, _NUM, _TEXT, _INT = "BIGINT", "DATE", "DOUBLE", "VARCHAR", "INTEGER"
 _TIMESTAMP = "TIMESTAMP"
@@ -326,17 +327,19 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_MEASURED = {("LOINC", code) for code in BIOMARKER_BY_LOINC} | set(SIZE_CODES)
+"""(vocabulary, code) of the measurements read without a link to an event."""
+
+
 def _load(con: duckdb.DuckDBPyConnection, reader: _Reader) -> None:
-    """Every table into ``con``: measurements only when linked to an event or a biomarker test,
-    concepts only those referenced."""
-    reader.load(con, "concept", _Keep("concept_code", tuple(BIOMARKER_BY_LOINC)))
-    marker_ids = con.execute(
-        "SELECT concept_id FROM concept WHERE vocabulary_id = 'LOINC'"
-    ).fetchall()
+    """Every table into ``con``: measurements only when linked to an event, a biomarker test or
+    a tumour size of ``SIZE_CODES``, concepts only those referenced."""
+    reader.load(con, "concept", _Keep("concept_code", tuple(sorted({c for _, c in _MEASURED}))))
+    found = con.execute("SELECT concept_id, vocabulary_id, concept_code FROM concept").fetchall()
     con.execute("DROP TABLE concept")
     for table in COLUMNS:
         if table == "measurement":
-            ids = tuple(r[0] for r in marker_ids)
+            ids = tuple(i for i, *key in found if tuple(key) in _MEASURED)
             reader.load(con, table, _Keep("measurement_concept_id", ids, "measurement_event_id"))
         elif table != "concept":
             reader.load(con, table)

@@ -20,7 +20,16 @@ read or two values disagree, the work tables keep a flag and ``rules`` excludes 
   the ``condition_occurrence.condition_occurrence_id`` field concept (others are not read).
   Stage items of one basis only: pathological when any, else clinical, else without basis; per
   item the earliest measurement, whose values must agree; the AJCC edition is kept when every
-  stage item gives the same one. Sizes in mm or cm, node counts as whole numbers in range.
+  stage item gives the same one. Node counts as whole numbers in range.
+* Tumour size (``size_row``, ``size_item``): measurements of a size concept (``concepts``)
+  linked to a cancer condition give that tumour's size, those linked to no event the index
+  tumour's (the first); those linked to another event have no ``grp`` and are not read
+  (NAACCR's ETL copies a condition's modifiers onto its disease episode). Of the ones with a
+  value, the one closest to the tumour's diagnosis is read; at equal distance the largest
+  dimension (LOINC 33728-7, NAACCR) wins over any size (LOINC 21889-1), then the earlier day.
+  Its value in mm or cm (the UCUM unit concept) becomes mm; one without such a unit, or coded
+  as a range by a value concept (NAACCR's "less than 1 cm"), leaves the size empty
+  (``unread``), never guessed. Values read for one day and kind that disagree are a conflict.
 * Treatments: each surgery or radiotherapy episode is one treatment (its procedure, if any, the
   agent code), a regimen episode one per kind of its drug and of the drug exposures it links
   (no kind is a type that cannot be read); drug exposures and procedures of a known kind that
@@ -32,6 +41,7 @@ read or two values disagree, the work tables keep a flag and ``rules`` excludes 
 from __future__ import annotations
 
 from oncofed.cdm.fields import field as model_field
+from oncofed.cdm.importers.omop.concepts import STANDARD_UNITS
 
 ERA_GAP_DAYS = 30
 """Drug exposures of one agent (and radiotherapy sessions) less than this many days apart are
@@ -41,9 +51,9 @@ CODES = {"icd10": ("a", "b"), "histology": ("a", "b", "s"), "site": ("a", "b", "
 """The diagnosis codes of a condition and where each is read: ``a`` the condition concept, ``b``
 the source concept, ``s`` the ICD-O-3 source value; two of them that differ are a conflict."""
 STAGING = {"t": "t_category", "n": "n_category", "m": "m_category", "stage": "stage_group"}
-ITEMS = {**STAGING, "grade": "grade", "size": "tumour_size_mm",
+ITEMS = {**STAGING, "grade": "grade",
          "nodes_positive": "nodes_positive", "nodes_examined": "nodes_examined"}  # fmt: skip
-"""Cancer Modifier item -> the tumour field it gives."""
+"""Cancer Modifier item -> the tumour field it gives (the size is read apart)."""
 COUNTS = {n: (model_field("tumour", n).minimum or 0, model_field("tumour", n).maximum or 0)
           for n in ("nodes_positive", "nodes_examined")}  # fmt: skip
 """Node counts are read when they are whole numbers in the field's range, else rejected."""
@@ -66,6 +76,12 @@ def _group_codes() -> str:
         f"min({c}) AS {c}, count(DISTINCT {c}) > 1 OR bool_or({c}_conflict) AS {c}_conflict"
         for c in CODES
     )
+
+
+def _standard_units() -> str:
+    """The size unit of a unit concept the CONCEPT table lacks (``STANDARD_UNITS``)."""
+    cases = " ".join(f"WHEN {i} THEN '{unit}'" for i, unit in STANDARD_UNITS.items())
+    return f"CASE m.unit_concept_id {cases} END"
 
 
 def _counts() -> str:
@@ -104,18 +120,15 @@ SELECT person_id, min(d0) AS origin FROM tumour_grp GROUP BY person_id;
 
 CREATE TABLE modifier AS
 SELECT c.person_id, c.grp, m.measurement_date AS d, mm.item, mm.basis, mm.system, mm.label,
-    m.measurement_concept_id AS concept_id, m.value_as_number AS number,
+    m.measurement_concept_id AS concept_id, m.value_as_number AS number, mm.biomarker,
     CASE WHEN mm.item IN ('t', 'n', 'm', 'stage', 'grade') THEN mm.item_value END AS value,
-    CASE WHEN mm.item = 'size' AND u.ucum = 'mm' THEN m.value_as_number
-         WHEN mm.item = 'size' AND u.ucum = 'cm' THEN m.value_as_number * 10
-         {_counts()}
+    CASE {_counts()}
     END AS num
 FROM measurement m
 JOIN meaning f ON f.concept_id = m.meas_event_field_concept_id
     AND f.field = 'condition_occurrence'
 JOIN cancer c ON c.cond_id = m.measurement_event_id AND c.person_id = m.person_id
-LEFT JOIN meaning mm ON mm.concept_id = m.measurement_concept_id
-LEFT JOIN meaning u ON u.concept_id = m.unit_concept_id;
+LEFT JOIN meaning mm ON mm.concept_id = m.measurement_concept_id;
 
 CREATE TABLE staging_basis AS
 SELECT person_id, grp,
@@ -140,6 +153,32 @@ SELECT person_id, grp, min(basis) AS basis,
     count(DISTINCT system) > 1 AS conflict
 FROM chosen WHERE item IN ('t', 'n', 'm', 'stage') GROUP BY person_id, grp;
 
+CREATE TABLE size_row AS
+SELECT m.person_id, coalesce(c.grp, i.grp) AS grp, m.measurement_date AS d, s.size_kind,
+    CASE WHEN coalesce(m.value_as_concept_id, 0) = 0 THEN
+        CASE coalesce(u.ucum, CASE WHEN u.concept_id IS NULL THEN {_standard_units()} END)
+            WHEN 'mm' THEN m.value_as_number WHEN 'cm' THEN m.value_as_number * 10 END
+    END AS num
+FROM measurement m
+JOIN meaning s ON s.concept_id = m.measurement_concept_id AND s.item = 'size'
+LEFT JOIN meaning f ON f.concept_id = m.meas_event_field_concept_id
+    AND f.field = 'condition_occurrence'
+LEFT JOIN cancer c ON f.concept_id IS NOT NULL AND c.cond_id = m.measurement_event_id
+    AND c.person_id = m.person_id
+LEFT JOIN (SELECT person_id, first(grp ORDER BY d0, grp) AS grp FROM tumour_grp GROUP BY ALL) i
+    ON m.measurement_event_id IS NULL AND i.person_id = m.person_id
+LEFT JOIN meaning u ON u.concept_id = m.unit_concept_id
+WHERE m.value_as_number IS NOT NULL OR coalesce(m.value_as_concept_id, 0) <> 0;
+
+CREATE TABLE size_item AS
+SELECT person_id, grp, min(num) AS num, bool_or(num IS NULL) AS unread,
+    count(DISTINCT num) > 1 AS conflict
+FROM (
+    SELECT r.* FROM size_row r JOIN tumour_grp g USING (person_id, grp)
+    QUALIFY rank() OVER (PARTITION BY r.person_id, r.grp
+                         ORDER BY abs(r.d - g.d0), r.size_kind, r.d) = 1
+) GROUP BY person_id, grp;
+
 CREATE TABLE tumour AS
 SELECT g.person_id, g.grp,
     row_number() OVER (PARTITION BY g.person_id ORDER BY g.d0, g.grp) AS tumour_seq,
@@ -150,12 +189,14 @@ SELECT g.person_id, g.grp,
     min(i.value) FILTER (WHERE i.item = 'm') AS m_category,
     min(i.value) FILTER (WHERE i.item = 'stage') AS stage_group,
     min(i.value) FILTER (WHERE i.item = 'grade') AS grade,
-    min(i.num) FILTER (WHERE i.item = 'size') AS tumour_size_mm,
+    CASE WHEN NOT z.unread THEN z.num END AS tumour_size_mm,
     CAST(min(i.num) FILTER (WHERE i.item = 'nodes_positive') AS INTEGER) AS nodes_positive,
     CAST(min(i.num) FILTER (WHERE i.item = 'nodes_examined') AS INTEGER) AS nodes_examined
 FROM tumour_grp g LEFT JOIN item i USING (person_id, grp)
 LEFT JOIN staging s USING (person_id, grp)
-GROUP BY g.person_id, g.grp, g.d0, g.site, g.icd10, g.histology, s.system, s.basis;
+LEFT JOIN size_item z USING (person_id, grp)
+GROUP BY g.person_id, g.grp, g.d0, g.site, g.icd10, g.histology, s.system, s.basis, z.unread,
+    z.num;
 """
 
 
