@@ -111,6 +111,9 @@ def test_example_biomarkers_and_treatments(translated: FhirImport) -> None:
          "intent": "adjuvant"},  # its MedicationAdministration is not a second row
         {KEY: "pat-a", "type": "endocrine", "start_day": 199, "end_day": 2025,
          "agent_code": "84857"},
+        # metformin (RxNorm 6809) on 2015-01-01, 1170 days before the diagnosis on 2018-03-16
+        {KEY: "pat-a", "type": "other_medication", "start_day": -1170, "end_day": -1170,
+         "agent_code": "6809"},
         {KEY: B, "type": "chemotherapy", "start_day": 21, "end_day": 195, "agent_code": "4492"},
         {KEY: B, "type": "surgery", "start_day": 452, "agent_code": "26294005"},
     ]  # fmt: skip
@@ -133,13 +136,12 @@ def test_example_outcomes(translated: FhirImport) -> None:
 
 NOT_MODEL_VALUES = {
     "Encounter: resource type not used": 1,
-    "MedicationStatement: not a cancer drug (ignored)": 1,
     "Observation: code not used by the model": 1,
     "Observation: subject is not a Patient in the bundle (ignored)": 1,
     "Practitioner: resource type not used": 1,
 }
 """What is not a model value in the bundles (resources of no patient, of no model table) and
-in pat-a's resources (metformin, a body weight)."""
+in pat-a's resources (a body weight)."""
 
 
 def test_example_counts_what_it_left_out(translated: FhirImport) -> None:
@@ -149,6 +151,7 @@ def test_example_counts_what_it_left_out(translated: FhirImport) -> None:
         **NOT_MODEL_VALUES,
         "Condition: secondary cancer (metastasis) not read": 1,  # B's
         "Observation: status entered-in-error (ignored)": 1,  # pat-d's
+        "os: death without a date": 1,  # pat-d's deceasedBoolean
     })  # fmt: skip
 
 
@@ -173,8 +176,12 @@ def test_one_bundle_file() -> None:
     result = import_fhir(EXAMPLES / "bundle-a.json")
     assert result.rows_read == 1
     assert result.data.num_rows() == {
-        "patient": 1, "tumour": 1, "biomarker": 3, "treatment": 4, "outcome": 1,
+        "patient": 1, "tumour": 1, "biomarker": 3, "treatment": 5, "outcome": 1,
     }  # fmt: skip
+
+
+NO_RFS = Counter({"rfs: no disease status recorded": 1})
+"""The note of a patient without a disease status: no evidence that recurrence was assessed."""
 
 
 def bundle(*resources: dict[str, Any], **patient: Any) -> dict[str, Any]:
@@ -219,7 +226,7 @@ def test_observations_that_agree_and_a_birth_month_that_fixes_the_age(tmp_path: 
     result = read(tmp_path, bundle(condition(), *grades, birthDate="1950-03"))
     assert present(result, "patient") == [{KEY: "p1", "sex": "female", "age_at_diagnosis": 40}]
     assert present(result, "tumour")[0]["grade"] == "G3"
-    assert (result.rejected, result.notes) == (Counter(), Counter())
+    assert (result.rejected, result.notes) == (Counter(), NO_RFS)
 
 
 @pytest.mark.parametrize(
@@ -234,7 +241,7 @@ def test_a_partial_birth_date_gives_the_age_ohdsi_gives(
     result = read(tmp_path, bundle(condition(), birthDate=birth))
     assert present(result, "patient") == [{KEY: "p1", "sex": "female", "age_at_diagnosis": years}]
     assert result.rejected == Counter()
-    assert result.notes == (Counter({YEAR_OF_BIRTH_AGES: 1}) if noted else Counter())
+    assert result.notes == NO_RFS + (Counter({YEAR_OF_BIRTH_AGES: 1}) if noted else Counter())
 
 
 def test_icd10_cm_codes_keep_their_subcategory(tmp_path: Path) -> None:
@@ -248,7 +255,7 @@ def test_icd10_cm_codes_keep_their_subcategory(tmp_path: Path) -> None:
         {KEY: "p1", "tumour_seq": 1, "icd10": "C50.911"},
         {KEY: "p1", "tumour_seq": 2, "icd10": "C50.912", "primary_site": "C50.9"},
     ]
-    assert (result.rejected, result.notes) == (Counter(), Counter())
+    assert (result.rejected, result.notes) == (Counter(), NO_RFS)
 
 
 def test_patients_without_a_usable_cancer_are_excluded(tmp_path: Path) -> None:
@@ -312,8 +319,6 @@ REJECTED = [
     ("tumour.icd10: code system not supported",
      bundle(condition(icd10="254837009", system=SNOMED, meta={"profile": [MCODE + "mcode-"
                                                              "primary-cancer-condition"]}))),
-    ("tumour.primary_site: code system not supported",
-     bundle(condition(bodySite=[coded(SNOMED, "80248007")]))),
     ("tumour.primary_site: code not interpretable",
      bundle(condition(bodySite=[coded(ICDO3, "C5")]))),
     ("tumour.primary_site: conflicting values",
@@ -459,7 +464,7 @@ def test_what_is_not_a_model_value_is_noted_and_the_patient_kept(tmp_path: Path)
     ]  # fmt: skip
     assert result.notes == Counter({
         "Condition: secondary cancer (metastasis) not read": 1,
-        "MedicationStatement: not a cancer drug (ignored)": 1,
+        "MedicationStatement: other_medication without a full start date (dropped)": 1,
         "Observation: code not used by the model": 1,
         "outcome: disease status without a date from diagnosis on (ignored)": 1,
         "tumour.grade: about a condition that is not a primary cancer (ignored)": 1,
@@ -620,7 +625,7 @@ def rich_rows() -> CdmData:
     """Patients using every field the FHIR writer can carry."""
     rows: Rows = {
         "patient": [
-            {KEY: "x1", "sex": "female", "age_at_diagnosis": 61},
+            {KEY: "x1", "sex": "female", "age_at_diagnosis": 61, "trial_arm": "Arm A: AC-T"},
             {KEY: "x2", "sex": "male"},
             {KEY: "x3", "age_at_diagnosis": 45},
         ],
@@ -651,11 +656,15 @@ def rich_rows() -> CdmData:
              "intent": "neoadjuvant"},
             {KEY: "x1", "type": "targeted", "agent_code": "224905", "intent": "palliative"},
             {KEY: "x2", "type": "other", "start_day": 5},
+            {KEY: "x2", "type": "other_procedure", "start_day": -10, "end_day": -10,
+             "agent_code": "723990008"},
+            {KEY: "x3", "type": "other_medication", "start_day": 100, "end_day": 200,
+             "agent_code": "6809"},
         ],
         "outcome": [
-            {KEY: "x1", "time_origin": "diagnosis", "vital_status": "alive",
-             "last_followup_day": 1031, "os_days": 1031, "os_event": 0, "rfs_days": 781,
-             "rfs_event": 1},
+            {KEY: "x1", "time_origin": "diagnosis", "randomisation_day": 21,
+             "vital_status": "alive", "last_followup_day": 1031, "os_days": 1031, "os_event": 0,
+             "rfs_days": 781, "rfs_event": 1},
             {KEY: "x2", "time_origin": "diagnosis", "vital_status": "dead",
              "last_followup_day": 624, "os_days": 624, "os_event": 1, "rfs_days": 285,
              "rfs_event": 1},
@@ -671,7 +680,10 @@ def test_every_writable_field_round_trips(tmp_path: Path) -> None:
     write_fhir(data, tmp_path)
     result = import_fhir(tmp_path)
     assert (result.rows_read, result.rejected) == (3, Counter())
-    assert result.notes == Counter({"treatment.type: drug not in the RxNorm map, type other": 1})
+    assert result.notes == Counter({
+        "treatment.type: drug not in the RxNorm map, type other": 1,
+        "os: death without a date": 1,  # x3
+    })  # fmt: skip
     assert_reads_back(data, result)
 
 
@@ -707,6 +719,11 @@ def test_writer_refuses_what_would_not_read_back(tmp_path: Path) -> None:
         (replaced(data, "outcome", dmfs_days=20, dmfs_event=0),
          r"outcome \['dmfs_days', 'dmfs_event'\]"),
         (replaced(data, "outcome", time_origin="surgery"), "time origin 'surgery'"),
+        (replaced(data, "treatment", type="other_procedure", start_day=None),
+         "other_procedure without agent_code and start_day"),
+        (replaced(data, "treatment", type="other_medication", agent_code="10324", intent=None),
+         "other_medication with RxNorm code '10324'"),
+        (replaced(data, "outcome", rfs_days=None, rfs_event=None), r"outcome \['rfs_days'"),
     ]  # fmt: skip
     for changed, message in cases:
         with pytest.raises(ValueError, match=rf"^patient 1: {message}"):

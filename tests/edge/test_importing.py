@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import stat
 from importlib import resources
 from pathlib import Path
@@ -11,6 +12,7 @@ from oncofed.edge.importing import Source, import_source
 from oncofed.edge.store import LocalStore
 
 EXAMPLE = Path(str(resources.files("oncofed.cdm") / "examples" / "csv"))
+FHIR_FIXTURES = Path(__file__).parents[1] / "cdm" / "mcode"
 
 
 def test_a_rejected_patient_is_listed_locally_with_every_reason(tmp_path: Path) -> None:
@@ -57,3 +59,29 @@ def test_an_omop_import_lists_the_persons_it_left_out(tmp_path: Path) -> None:
         ("5", "measurement table"),
     ]  # fmt: skip
     assert listed[1]["reasons"] == "condition_occurrence: no primary cancer condition"
+
+
+def test_a_fhir_import_lists_whom_the_importer_and_validation_left_out(tmp_path: Path) -> None:
+    """every-reason.json: two patients the importer excludes and one it keeps; a second
+    bundle's patient, born in 1800, passes the importer and fails validation (age over 120)."""
+    folder = tmp_path / "bundles"
+    folder.mkdir()
+    text = (FHIR_FIXTURES / "every-reason.json").read_text()
+    (folder / "a.json").write_text(text)
+    bundle = json.loads(text)
+    kept = [e for e in bundle["entry"] if e["resource"]["id"] in ("kept", "c-kept")]
+    bundle["entry"] = json.loads(json.dumps(kept).replace("kept", "old"))
+    bundle["entry"][0]["resource"]["birthDate"] = "1800-01-01"
+    (folder / "b.json").write_text(json.dumps(bundle))
+    store = LocalStore(tmp_path / "datasets")
+    report = import_source(store, "ex", Source("fhir", str(folder)), threshold=11)
+    assert report.rejected_list is not None
+    with report.rejected_list.open(newline="") as file:
+        listed = [(row["source_key"], row["where"], row["reasons"]) for row in csv.DictReader(file)]
+    assert listed == [
+        ("three-rules", "a.json: entry 0 (Patient)", "biomarker.day: partial date; "
+         "tumour.grade: code not interpretable; patient.age_at_diagnosis: birth after diagnosis"),
+        ("one-rule", "a.json: entry 4 (Patient)", "outcome.os_days: partial date"),
+        ("old", "b.json: entry 0 (Patient)", "patient.age_at_diagnosis: outside 0-120"),
+    ]  # fmt: skip
+    assert store.load("ex")["patient"].num_rows == 1

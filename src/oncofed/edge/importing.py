@@ -87,7 +87,10 @@ def _extract(source: Source) -> _Extracted:
 
         fhir = import_fhir(Path(source.location))
         notes = [f"{what}: {n}" for what, n in fhir.notes.items()]
-        return _Extracted(fhir, notes, fhir.rejected)
+        where = fhir.where
+        return _Extracted(
+            fhir, notes, fhir.rejected, fhir.rejections, locate=lambda key: where.get(key, "")
+        )
     from oncofed.cdm.importers.tabular import import_tabular
 
     assert source.mapping is not None  # checked on construction

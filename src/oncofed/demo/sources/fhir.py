@@ -8,15 +8,19 @@ age_at_diagnosis. Resource ids are random UUIDs drawn from the seed, never deriv
 data. The codes are those :mod:`oncofed.cdm.importers.fhir` reads, so importing the folder
 gives back the same rows. Tumours get onsets one day apart in tumour_seq order; their
 observations are dated on that onset. Drugs are MedicationStatements (mCODE cancer-related
-profile, RxNorm code), surgery and radiotherapy Procedures; the outcome becomes
-``Patient.deceased[x]`` and CancerDiseaseStatus observations: "worsened" at rfs_days when
-rfs_event is 1, and "stable" (or "worsened" if that is the recurrence) at last_followup_day.
+profile, RxNorm code), surgery and radiotherapy Procedures; other procedures and medications
+are a Procedure (SNOMED CT code, no category) and a MedicationStatement (RxNorm code, no
+cancer profile). A trial arm or study entry day becomes a ResearchSubject (on-study, period
+start, assignedArm) in its ResearchStudy. The outcome becomes ``Patient.deceased[x]`` and
+CancerDiseaseStatus observations: "worsened" at rfs_days when rfs_event is 1, and "stable" (or
+"worsened" if that is the recurrence) at last_followup_day.
 
 What would not read back the same raises ValueError rather than being dropped or altered: a
 laterality FHIR has no code for here, TNM values without stage_basis, stage_system without TNM,
 a drug whose RxNorm code the importer maps to another type, intent ``unknown``, a marker value
-without unit, a patient without a tumour or outcome row, tumour_seq not 1..n, an outcome the
-FHIR facts would not give back (see :func:`oncofed.cdm.importers.fhir.outcome`).
+without unit, another procedure or medication without a code and start day or with an intent,
+a patient without a tumour or outcome row, tumour_seq not 1..n, an outcome the FHIR facts
+would not give back (see :func:`oncofed.cdm.importers.fhir.outcome`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from fhir.resources.R4B.period import Period
 from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.quantity import Quantity
 from fhir.resources.R4B.reference import Reference
+from fhir.resources.R4B.researchstudy import ResearchStudy, ResearchStudyArm
+from fhir.resources.R4B.researchsubject import ResearchSubject
 from fhir.resources.R4B.resource import Resource
 
 from oncofed.cdm.fields import KEY, TableName
@@ -59,6 +65,10 @@ _INTERPRETATION = {
     if system == codes.V3_INTERPRETATION and result != "unknown"
 }
 _DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+_OTHER = ("other_procedure", "other_medication")
+"""Treatments that are no cancer treatment."""
+_CATEGORY = {"surgery": codes.SURGERY_CATEGORY, "radiotherapy": codes.RADIOTHERAPY_CATEGORY}
+"""The SNOMED CT category of a cancer Procedure."""
 
 
 def _first_keys(table: dict[Any, str]) -> dict[str, Any]:
@@ -129,6 +139,7 @@ class _PatientBundle:
             self._biomarker(marker)
         for treatment in rows["treatment"]:
             self._treatment(treatment)
+        self._study(patient["trial_arm"], rows["outcome"][0]["randomisation_day"])
         deceased = self._outcome(rows["outcome"][0], [Reference(reference=conditions[0])])
         person = Patient(
             id=_id(self.patient),
@@ -242,6 +253,8 @@ class _PatientBundle:
 
     def _treatment(self, treatment: Row) -> None:
         kind, agent, intent = treatment["type"], treatment["agent_code"], treatment["intent"]
+        if kind in _OTHER and (not agent or treatment["start_day"] is None or intent):
+            raise self.refuse(f"{kind} without agent_code and start_day, or with an intent")
         common: dict[str, Any] = {"subject": self.subject}
         if intent is not None:
             if intent not in _INTENT_CODE:
@@ -251,13 +264,27 @@ class _PatientBundle:
         start, end = self._date(treatment["start_day"]), self._date(treatment["end_day"])
         period = Period(start=start, end=end) if start or end else None
         resource: Resource
-        if kind in ("surgery", "radiotherapy"):
-            category = codes.SURGERY_CATEGORY if kind == "surgery" else codes.RADIOTHERAPY_CATEGORY
+        if kind in ("surgery", "radiotherapy", "other_procedure"):
+            if kind == "other_procedure" and agent in (
+                *codes.RADIOTHERAPY_CODES,
+                *_CATEGORY.values(),
+            ):
+                raise self.refuse(f"{kind} with SNOMED CT code {agent!r}")
+            category = _concept(codes.SNOMED, _CATEGORY[kind]) if kind in _CATEGORY else None
             resource = Procedure(
                 status="completed",
-                category=_concept(codes.SNOMED, category),
+                category=category,
                 code=_concept(codes.SNOMED, agent) if agent else None,
                 performedPeriod=period,
+                **common,
+            )
+        elif kind == "other_medication":
+            if agent in codes.DRUGS:
+                raise self.refuse(f"{kind} with RxNorm code {agent!r}")
+            resource = MedicationStatement(
+                status="completed",
+                medicationCodeableConcept=_concept(codes.RXNORM, agent),
+                effectivePeriod=period,
                 **common,
             )
         else:
@@ -273,6 +300,22 @@ class _PatientBundle:
                 **common,
             )
         self._add(resource)
+
+    def _study(self, arm: str | None, entry: int | None) -> None:
+        """A ResearchSubject in its ResearchStudy for a trial arm or a study entry day."""
+        if arm is None and entry is None:
+            return
+        start = self._date(entry)
+        arms = [ResearchStudyArm(name=arm)] if arm else None
+        study = self._add(ResearchStudy(status="completed", arm=arms))
+        subject = ResearchSubject(
+            status="on-study",
+            study=Reference(reference=study),
+            individual=self.subject,
+            period=Period(start=start) if start else None,
+            assignedArm=arm,
+        )
+        self._add(subject)
 
     def _outcome(self, outcome: Row, focus: list[Reference]) -> dict[str, Any]:
         """Adds the disease status observations; the Patient's ``deceased[x]``."""
@@ -293,7 +336,8 @@ class _PatientBundle:
             )
             status.focus = focus
             self._add(status)
-        expected = {KEY: outcome[KEY], **fhir_outcome(dead, death, statuses, self.days)}
+        entry = outcome["randomisation_day"]
+        expected = {KEY: outcome[KEY], **fhir_outcome(dead, death, statuses, self.days, entry)}
         differ = sorted(name for name, value in outcome.items() if expected.get(name) != value)
         if differ:
             raise self.refuse(f"outcome {differ} (it would read back as {expected})")

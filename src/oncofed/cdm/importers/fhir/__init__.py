@@ -4,7 +4,8 @@ The source is one Bundle (type collection, transaction, batch, searchset or docu
 folder of ``*.json`` bundles. Every resource is validated with ``fhir.resources`` (its R4B
 models, which read R4 mCODE content); a malformed one stops the import with a SourceError
 naming the file and the entry (counted from 0, as in ``Bundle.entry[3]``). Resources link to
-their Patient through ``subject`` references resolved within the same bundle.
+their Patient through ``subject`` references (a ResearchSubject through ``individual``) resolved
+within the same bundle.
 
 What is read, and how:
 
@@ -17,10 +18,12 @@ What is read, and how:
   histology extension; metastases (C77-C79, SecondaryCancerCondition) are not primaries. One
   tumour row per condition, tumour_seq by onset (onsetDateTime or onsetPeriod.start, a full
   date for every primary); the first onset is day 0. ``code`` ICD-10/ICD-10-CM (``C50.9``,
-  ``C50.911``) -> icd10; ``bodySite`` ICD-O-3 topography (``C50.9`` or ``C509``) ->
-  primary_site (never derived from the ICD-10 code), with the mCODE laterality extension
-  (SNOMED left/right/bilateral); the histology-morphology-behavior extension with an ICD-O-3
-  code (``8500/3``) -> histology.
+  ``C50.911``) -> icd10; ``bodySite`` -> primary_site (never derived from the ICD-10 code):
+  its ICD-O-3 topography (``C50.9`` or ``C509``), else its SNOMED CT body structure through
+  the shipped crosswalk (:mod:`.sites`); a body site neither gives is left missing with a
+  note. Laterality from the mCODE laterality extension (SNOMED left/right/bilateral) and
+  from a lateralised SNOMED concept (Left breast structure), which must agree; the
+  histology-morphology-behavior extension with an ICD-O-3 code (``8500/3``) -> histology.
 - Tumour observations, linked by ``focus`` to a primary cancer (or to the only one): TNM
   categories and stage groups (LOINC below; AJCC codes ``cT2``, ``pN1a``, ``T2``, stage
   groups ``IIB`` or ``2B``; the prefix must match the basis, y/r/a staging is not read),
@@ -35,14 +38,21 @@ What is read, and how:
   unknown.
 - Procedures: surgery (category SNOMED 387713003 or the mCODE surgical profile), radiotherapy
   (SNOMED 108290001 / 1217123003 or an mCODE radiotherapy profile); agent_code = SNOMED code.
+  Any other Procedure is type ``other_procedure`` with its SNOMED code and days.
 - Medications (Request, Administration, Statement): the RxNorm ingredient decides the type
   (``DRUGS``) and is the agent_code; another drug (another RxNorm code, another code system or
   text only) counts as type ``other`` when the resource says it is cancer related (an mCODE
-  cancer-related profile or the treatment-intent extension), otherwise it is not a cancer
-  treatment and is ignored. An administration of a request in the bundle belongs to that
+  cancer-related profile or the treatment-intent extension), otherwise it is type
+  ``other_medication`` with its RxNorm code and days. An other procedure or medication without
+  such a code or a full start date is dropped with a note, its days are no follow-up, and it
+  never excludes the patient. An administration of a request in the bundle belongs to that
   request. Intent from the mCODE procedure/treatment-intent extension (SNOMED).
-- Outcome: the Patient's deceased[x] and the CancerDiseaseStatus (LOINC 97509-4) observations;
-  "worsened" (SNOMED 271299001) is a recurrence or progression. The rules are those of
+- Clinical trial: a ResearchSubject whose status says the person entered the study
+  (``studies.ENTERED``) -> outcome.randomisation_day (period.start) and patient.trial_arm
+  (actualArm, else assignedArm); subjects in several studies leave both missing (noted).
+- Outcome: the Patient's deceased[x], the CancerDiseaseStatus (LOINC 97509-4) observations
+  ("worsened", SNOMED 271299001, is a recurrence or progression) and the study entry; each
+  endpoint only from the records that are evidence for it. The rules are those of
   :func:`outcome`.
 
 Code systems read (in ``codes``): LOINC, SNOMED CT, RxNorm, UCUM, AJCC
@@ -55,14 +65,17 @@ refuted or entered in error, are skipped.
 
 Rows that fail are excluded, never silently altered. When a resource holds a value for a
 model field that cannot be interpreted, the patient is left out and counted in ``rejected``
-under ``table.field: rule`` (the first such value found; a reason never holds a value):
+under ``table.field: rule`` (the first such value found, so counts sum to patients; a reason
+never holds a value); the other resources are still read, and ``rejections`` lists the patient
+with every reason found:
 
 - ``code not interpretable``: a code of a supported system the map does not cover (SNOMED
   grade 99999, AJCC ``cN9`` or ``ypT2``, a gender outside male/female/other/unknown), a
   concept with text only, an extension of a model field without a coded value;
   ``code system not supported``: codes only from other systems (SNOMED-coded TNM or
-  diagnosis, a local HER2 code). A concept may carry several codings: the first one read
-  counts, so a supported translation beside a local code is enough.
+  diagnosis, a local HER2 code; never a body site, which is left missing instead). A concept
+  may carry several codings: the first one read counts, so a supported translation beside a
+  local code is enough (an ICD-O-3 body site before a SNOMED CT one).
 - ``value type not supported`` (valueString for a grade), ``unit not supported`` (a size not in
   mm or cm, a marker value without a UCUM unit), ``comparator not supported`` (``<5``),
   ``not a whole number`` and ``outside LOW-HIGH`` (counts and performance status).
@@ -78,17 +91,18 @@ under ``table.field: rule`` (the first such value found; a reason never holds a 
 
 Patients are also excluded without a primary cancer and without a full onset date for each
 primary cancer (``patient: ...``). Resources and codes that are not model values (another
-resource type or LOINC code, a Procedure that is no cancer surgery or radiotherapy, a drug
-that is not a cancer drug or that the RxNorm map does not type, a secondary cancer, an
-observation about one or without a value, a disease status other than "worsened" without a
-date from diagnosis on) are counted in ``notes``, which the site admin sees, for the patients
-kept.
+resource type or LOINC code, an other procedure or medication the model cannot hold, a drug
+that the RxNorm map does not type, a secondary cancer, an observation about one or without a
+value, a disease status other than "worsened" without a date from diagnosis on, a body site
+the crosswalk does not map, a ResearchSubject not read, an endpoint without evidence) are
+counted in ``notes``, which the site admin sees, for the patients kept.
 
-Modules: ``codes`` (code systems, code maps, AJCC and ICD-10 parsing), ``elements`` (reading
-FHIR data types), ``bundles`` (files, validation, patients and references), ``context`` (one
-patient's state and the rejection rules), ``observations``, ``treatments`` and ``mapper`` (one
-patient's resources -> rows), ``outcomes`` and ``importer`` (:func:`import_fhir`). Import from
-this package, not from its modules.
+Modules: ``codes`` (code systems, code maps, AJCC and ICD-10 parsing), ``sites`` (the SNOMED CT
+body site crosswalk), ``elements`` (reading FHIR data types), ``bundles`` (files, validation,
+patients and references), ``context`` (one patient's state and the rejection rules),
+``observations``, ``treatments``, ``studies`` and ``mapper`` (one patient's resources -> rows),
+``outcomes`` and ``importer`` (:func:`import_fhir`). Import from this package, not from its
+modules.
 """
 
 from oncofed.cdm.importers.fhir.codes import ajcc_category, ajcc_stage_group

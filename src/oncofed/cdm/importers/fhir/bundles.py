@@ -1,5 +1,6 @@
 """Reading FHIR bundle files: validation with the ``fhir.resources`` R4B models, errors that
-name the file and entry, and each Patient with the resources whose subject it is."""
+name the file and entry, and each Patient with the resources whose subject (a ResearchSubject's
+``individual``) it is."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.reference import Reference
+from fhir.resources.R4B.researchstudy import ResearchStudy
+from fhir.resources.R4B.researchsubject import ResearchSubject
 from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
@@ -31,7 +34,10 @@ _CLINICAL = (
     Condition, Observation, Procedure, MedicationRequest, MedicationAdministration,
     MedicationStatement,
 )  # fmt: skip
-"""The resource types read as a patient's, through their ``subject``."""
+"""The resource types read as a patient's, through their ``subject``; ResearchSubject is read
+through its ``individual``."""
+_REFERENCED = (Patient, Medication, ResearchStudy)
+"""The resource types read only where another resource references them."""
 
 
 @dataclass
@@ -137,14 +143,20 @@ def records(name: str, bundle: Bundle, notes: Counter[str]) -> list[Record]:
             found[id(resource)] = Record(pid, f"{name}: entry {n} (Patient)", resource, index)
     for _, _, resource in entries:
         kind = resource.get_resource_type()
-        if isinstance(resource, _CLINICAL):
-            subject = resolve(resource.subject, index)
-            if subject is not None and id(subject) in found:
-                found[id(subject)].resources.append(resource)
-            else:
-                notes[f"{kind}: subject is not a Patient in the bundle (ignored)"] += 1
-        elif not isinstance(resource, Patient | Medication):
-            notes[f"{kind}: resource type not used"] += 1
+        ref: Reference | None
+        if isinstance(resource, ResearchSubject):
+            element, ref = "individual", resource.individual
+        elif isinstance(resource, _CLINICAL):
+            element, ref = "subject", resource.subject
+        else:
+            if not isinstance(resource, _REFERENCED):
+                notes[f"{kind}: resource type not used"] += 1
+            continue
+        subject = resolve(ref, index)
+        if subject is not None and id(subject) in found:
+            found[id(subject)].resources.append(resource)
+        else:
+            notes[f"{kind}: {element} is not a Patient in the bundle (ignored)"] += 1
     return list(found.values())
 
 

@@ -1,6 +1,8 @@
 """What the readers of one patient's resources share: the patient and its bundle, the
 diagnosis date that is day 0, every day read, the patient's notes, and the rules that exclude
-the patient when a model value cannot be interpreted."""
+the patient when a model value cannot be interpreted (every such reason is kept, in the order
+found: a reader that excludes the patient stops, :meth:`PatientContext.attempt` lets the
+others go on)."""
 
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ PARTIAL_DATE = "partial date"
 
 
 class Rejected(Exception):
-    """A model value of the patient cannot be interpreted: the patient is excluded."""
+    """A model value of the patient cannot be interpreted: the patient is excluded (the reason
+    is already in :attr:`PatientContext.reasons`)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -51,6 +54,8 @@ class PatientContext:
     """Every day read, for the last follow-up."""
     partial: bool = False
     """Whether a date read only for the last follow-up was partial (and left out)."""
+    reasons: list[str] = field(default_factory=list)
+    """Why the patient is excluded (``table.field: rule``), each once, in the order found."""
 
     @property
     def pid(self) -> str:
@@ -59,22 +64,43 @@ class PatientContext:
     def note(self, reason: str) -> None:
         self.notes[reason] += 1
 
+    def exclude(self, what: str, rule: str) -> None:
+        """Exclude the patient: ``what`` (``table.field``) breaks ``rule``; reading goes on."""
+        reason = f"{what}: {rule}"
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
     def reject(self, what: str, rule: str) -> NoReturn:
-        """Exclude the patient: ``what`` (``table.field``) breaks ``rule``."""
+        """Exclude the patient (:meth:`exclude`) and stop the reader."""
+        self.exclude(what, rule)
         raise Rejected(f"{what}: {rule}")
+
+    def attempt(self, read: Callable[[], T]) -> T | None:
+        """What ``read()`` gives; None when it excludes the patient, so that the readers after
+        it still run and find every reason."""
+        try:
+            return read()
+        except Rejected:
+            return None
 
     def day(self, value: object, what: str | None) -> int | None:
         """Days from the diagnosis date. A partial date of the model field ``what`` excludes
         the patient; one that only counts towards the last follow-up (``what`` None) is left
         out and remembered in ``partial``."""
-        day = full_date(value)
+        day = self.offset(value)
         if day is None:
             if value is not None and what is not None:
                 self.reject(what, PARTIAL_DATE)
             self.partial = self.partial or value is not None
             return None
-        self.days.append((day - self.origin).days)
-        return self.days[-1]
+        self.days.append(day)
+        return day
+
+    def offset(self, value: object) -> int | None:
+        """Days from the diagnosis date to a full date (None for none or a partial one), not
+        counted towards the last follow-up."""
+        day = full_date(value)
+        return None if day is None else (day - self.origin).days
 
     def parse(
         self,

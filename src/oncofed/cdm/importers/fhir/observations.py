@@ -60,10 +60,12 @@ class ObservationReader:
 
     def finish(self, number: int, tumour: Row) -> None:
         """Fills the tumour row ``number`` with the value of each kind; pathological staging if
-        any, else clinical. Values of one kind that differ exclude the patient."""
+        any, else clinical. Values of one kind that differ exclude the patient (each kind is
+        still read)."""
 
         def pick(name: str, basis: str = "") -> object:
-            return self.context.agree(self.found.get((number, name, basis), []), f"tumour.{name}")
+            found = self.found.get((number, name, basis), [])
+            return self.context.attempt(lambda: self.context.agree(found, f"tumour.{name}"))
 
         for name in ("grade", "tumour_size_mm", "nodes_positive", "nodes_examined"):
             tumour[name] = pick(name)

@@ -1,5 +1,7 @@
-"""A patient's cancer treatments: surgery and radiotherapy Procedures, and Medication
-Requests, Administrations and Statements whose drug is a cancer treatment."""
+"""A patient's treatments: surgery and radiotherapy Procedures, Medication Requests,
+Administrations and Statements whose drug is a cancer treatment, and the other procedures and
+medications the source records (``other_procedure``, ``other_medication``), kept with their
+code and days when the model can hold them."""
 
 from __future__ import annotations
 
@@ -24,7 +26,14 @@ from oncofed.cdm.importers.fhir.codes import (
     model_pattern,
 )
 from oncofed.cdm.importers.fhir.context import NOT_INTERPRETABLE, PatientContext, Row
-from oncofed.cdm.importers.fhir.elements import code_in, codings, extension, period, profiles
+from oncofed.cdm.importers.fhir.elements import (
+    code_in,
+    codings,
+    extension,
+    full_date,
+    period,
+    profiles,
+)
 
 Medications = MedicationRequest | MedicationAdministration | MedicationStatement
 TREATMENTS = (Procedure, MedicationRequest, MedicationAdministration, MedicationStatement)
@@ -34,8 +43,9 @@ _AGENT_FIELD = "treatment.agent_code"
 
 
 def treatment(context: PatientContext, resource: Procedure | Medications) -> Row | None:
-    """The treatment row of ``resource``; None (noted) when it is not a cancer treatment, and
-    None for an administration of a request in the bundle (the request is the row)."""
+    """The treatment row of ``resource``; None for an administration of a request in the
+    bundle (the request is the row) and for another procedure or medication the model cannot
+    hold (noted)."""
     if isinstance(resource, Procedure):
         return _procedure(context, resource)
     return _medication(context, resource)
@@ -45,15 +55,15 @@ def _procedure(context: PatientContext, procedure: Procedure) -> Row | None:
     found = (*codings(procedure.category), *codings(procedure.code))
     snomed = {code for system, code in found if system == SNOMED}
     claimed = profiles(procedure)
+    when = procedure.performedDateTime
+    start, end = (when, when) if when is not None else period(procedure.performedPeriod)
     if snomed & set(RADIOTHERAPY_CODES) or claimed & set(RADIOTHERAPY_PROFILES):
         kind = "radiotherapy"
     elif SURGERY_CATEGORY in snomed or claimed & set(SURGERY_PROFILES):
         kind = "surgery"
     else:
-        context.note("Procedure: not a cancer surgery or radiotherapy (ignored)")
-        return None
-    when = procedure.performedDateTime
-    start, end = (when, when) if when is not None else period(procedure.performedPeriod)
+        code = code_in(procedure.code, (SNOMED,))
+        return _other(context, procedure, "other_procedure", "a SNOMED CT", code, (start, end))
     agent = context.parse(procedure.code, _AGENT_FIELD, (SNOMED,), lambda key: _agent(key[1]))
     return _row(context, procedure, kind, agent, start, end)
 
@@ -68,23 +78,55 @@ def _medication(context: PatientContext, resource: Medications) -> Row | None:
     if concept is None and isinstance(medication, Medication):
         concept = medication.code
     rxnorm = code_in(concept, (RXNORM,))
-    kind = DRUGS.get(rxnorm or "")
-    if kind is None:
-        flagged = profiles(resource) & set(CANCER_MEDICATION_PROFILES)
-        if not flagged and extension(resource.extension, INTENT_EXTENSIONS) is None:
-            context.note(f"{resource.get_resource_type()}: not a cancer drug (ignored)")
-            return None
-        if rxnorm is not None and _agent(rxnorm) is None:
-            context.reject(_AGENT_FIELD, NOT_INTERPRETABLE)
-        context.note("treatment.type: drug not in the RxNorm map, type other")
-        kind = "other"
     if isinstance(resource, MedicationRequest):
         timing = resource.dosageInstruction[0].timing if resource.dosageInstruction else None
         start, end = period(timing.repeat.boundsPeriod if timing and timing.repeat else None)
     else:
         when = resource.effectiveDateTime
         start, end = (when, when) if when is not None else period(resource.effectivePeriod)
+    kind = DRUGS.get(rxnorm or "")
+    if kind is None:
+        flagged = profiles(resource) & set(CANCER_MEDICATION_PROFILES)
+        if not flagged and extension(resource.extension, INTENT_EXTENSIONS) is None:
+            return _other(context, resource, "other_medication", "an RxNorm", rxnorm, (start, end))
+        if rxnorm is not None and _agent(rxnorm) is None:
+            context.reject(_AGENT_FIELD, NOT_INTERPRETABLE)
+        context.note("treatment.type: drug not in the RxNorm map, type other")
+        kind = "other"
     return _row(context, resource, kind, rxnorm, start, end)
+
+
+def _other(
+    context: PatientContext,
+    resource: Procedure | Medications,
+    kind: str,
+    system: str,
+    code: str | None,
+    days: tuple[object, object],
+) -> Row | None:
+    """A procedure or medication that is no cancer treatment, as a ``kind`` row with its code
+    and days. One without a code of the model's form from its system (``system``: ``a SNOMED
+    CT`` or ``an RxNorm``, as the note says it), or without a full start date (the row would
+    say nothing the model can use), is dropped and noted by kind and reason; it never excludes
+    the patient. Its days are not counted towards the last follow-up (a medication's period
+    may be planned)."""
+    start, end = days
+    if code is None or _agent(code) is None:
+        missing = f"{system} code"
+    elif full_date(start) is None:
+        missing = "a full start date"
+    elif end is not None and full_date(end) is None:
+        missing = "a full end date"
+    else:
+        return {
+            fields.KEY: context.pid,
+            "type": kind,
+            "agent_code": code,
+            "start_day": context.offset(start),
+            "end_day": context.offset(end),
+        }
+    context.note(f"{resource.get_resource_type()}: {kind} without {missing} (dropped)")
+    return None
 
 
 def _row(
