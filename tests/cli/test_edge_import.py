@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from oncofed.cli.main import app
-from oncofed.edge import LocalStore
+from oncofed.edge import EdgeConfig, EdgeHome, LocalStore
 
 runner = CliRunner()
 EXAMPLES = Path(str(resources.files("oncofed.cdm") / "examples"))
@@ -46,7 +46,11 @@ def test_import_of_the_shipped_omop_and_fhir_examples(
         env=ENV,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert LocalStore(tmp_path / "datasets").profile("ex").source_format == what
+    store = LocalStore(tmp_path / "datasets")
+    assert store.profile("ex").source_format == what
+    left_out = store.rejections_path("ex").read_text().splitlines()[1:]
+    assert len(left_out) == {"omop": 4, "fhir": 3}[source]  # the examples' planted problems
+    assert f"never sent): {store.rejections_path('ex')}" in result.output.replace("\n", "")
 
 
 PLANTED = {
@@ -140,3 +144,33 @@ def test_the_file_must_fit_the_format(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 1
     assert "--from csv expects a .csv file" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("policy", "error"),
+    [
+        (None, "policy.yaml is missing: restore it"),
+        ("small_cell_threshold: five\n", "policy.yaml line 1: small_cell_threshold: Input"),
+    ],
+)
+def test_an_enrolled_edge_imports_only_under_its_valid_policy(
+    tmp_path: Path, policy: str | None, error: str
+) -> None:
+    """The report's small-cell threshold comes from the policy: once the edge is enrolled, a
+    deleted or broken policy stops the import, never the defaults in its place."""
+    edge = EdgeHome(tmp_path / "edge")
+    edge.create(EdgeConfig.model_validate({"orchestrator": "http://o.test", "site": "a"}), "c")
+    if policy is None:
+        edge.policy_file.unlink()
+    else:
+        edge.policy_file.write_text(policy)
+    csv = EXAMPLES / "csv"
+    result = runner.invoke(
+        app,
+        ["edge", "import", str(csv / "patients.csv"), "--dir", str(edge.root), "--name", "ex",
+         "--from", "csv", "--mapping", str(csv / "mapping.yaml")],
+        env=ENV,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert error in " ".join(result.output.split())
+    assert LocalStore(edge.datasets).names() == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -148,6 +149,159 @@ def test_a_task_the_edge_cannot_read_is_declined_not_fatal(home: EdgeHome) -> No
 
     Agent(home, transport=httpx.MockTransport(orchestrator)).run(stop)
     assert declined == ["/v1/tasks/t9/decline"]
+
+
+# -- the policy as it is now ---------------------------------------------------------------
+
+
+class Tasks:
+    """An orchestrator that hands out ``steps``' tasks one per poll, each after its action
+    (the site admin editing ``policy.yaml`` between tasks), and records what the site posts."""
+
+    def __init__(self, steps: list[tuple[Callable[[], object], TaskAssignment]]) -> None:
+        self.steps = steps
+        self.posts: list[tuple[str, str]] = []  # path, decline reason ("" for a result)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/identity":
+            key = {"key": ORCHESTRATOR_KEY}
+            return httpx.Response(204) if request.method == "PUT" else httpx.Response(200, json=key)
+        if request.method == "PUT":  # the dataset's data quality report
+            return httpx.Response(204)
+        if request.url.path == "/v1/tasks/next":
+            if not self.steps:
+                return httpx.Response(204)
+            action, task = self.steps.pop(0)
+            action()
+            return httpx.Response(200, content=task.model_dump_json())
+        body = json.loads(request.content)
+        self.posts.append((request.url.path.rsplit("/", 1)[1], body.get("reason", "")))
+        declined = request.url.path.endswith("decline")
+        task_id = request.url.path.split("/")[3]
+        status = "declined" if declined else "accepted"
+        return httpx.Response(200, json={"task_id": task_id, "status": status})
+
+    def run(self, home: EdgeHome) -> list[tuple[str, str]]:
+        agent = Agent(home, poll_seconds=0, transport=httpx.MockTransport(self))
+        agent.run(max_tasks=len(self.steps))
+        agent.close()
+        return self.posts
+
+
+def job(number: int, rounds: int = 5) -> TaskAssignment:
+    """Round 0 of job ``number`` (each task its own job: the ledger's budgets stay out)."""
+    spec = make_spec(rounds=rounds)
+    return TaskAssignment(
+        task_id=f"t{number}", job_id=f"j{number}", round=0, kind="stats", spec=spec
+    )
+
+
+def test_each_task_is_checked_against_the_policy_as_it_is_then(
+    home: EdgeHome, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Edits take effect at the next task, without a restart, and the decline quotes the value
+    in force; a broken or deleted policy declines every task with the line and setting at
+    fault (logged once per mistake), never the defaults; once fixed, tasks run again."""
+    path = home.policy_file
+
+    def edit(text: str, keep_time: bool = False) -> Callable[[], None]:
+        def write() -> None:
+            stamp = path.stat().st_mtime_ns if keep_time else None
+            path.write_text(text)
+            if stamp is not None:  # as two writes within one tick of the file system's clock
+                os.utime(path, ns=(stamp, stamp))
+
+        return write
+
+    def nothing() -> None:
+        pass
+
+    posts = Tasks(
+        [
+            (edit("# site policy\nmax_rounds: 10\n"), job(1)),
+            (edit("# site policy\nmax_rounds:  4\n", keep_time=True), job(2)),
+            (edit("# site policy\nmin_cohort_size: 20\nmax_rounds: four\n"), job(3)),
+            (nothing, job(4)),
+            (edit("max_rounds: 10\n"), job(5)),
+            (path.unlink, job(6)),
+            (nothing, job(7)),
+            (edit("max_rounds: 10\n"), job(8)),
+        ]
+    )
+    with caplog.at_level(logging.INFO, logger="oncofed.edge"):
+        answers = posts.run(home)
+    mistake = (
+        f"{path} line 3: max_rounds: Input should be a valid integer, unable to parse string "
+        "as an integer"
+    )
+    missing = f"{path} is missing: restore it (a site never falls back to the default policy)"
+    assert answers == [
+        ("result", ""),
+        ("decline", f"5 rounds; policy max_rounds is 4 in {path}"),
+        ("decline", mistake),
+        ("decline", mistake),
+        ("result", ""),
+        ("decline", missing),
+        ("decline", missing),
+        ("result", ""),
+    ]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        f"{mistake}; this site declines every task until it is fixed",
+        f"{missing}; this site declines every task until it is fixed",
+    ]
+    infos = [r.getMessage() for r in caplog.records]
+    assert f"{path} re-read: max_rounds 1000 -> 10" in infos
+    assert f"{path} re-read: max_rounds 10 -> 4" in infos
+    assert infos.count(f"{path} is valid again; tasks are checked against it") == 2
+
+
+def test_an_edge_started_with_a_broken_policy_declines_until_it_is_fixed(home: EdgeHome) -> None:
+    home.policy_file.write_text("allowed_tasks: [stats]\nmin_cohrt_size: 5\n")
+    posts = Tasks(
+        [
+            (lambda: 0, job(1)),
+            (lambda: home.policy_file.write_text("allowed_tasks: [stats]\n"), job(2)),
+        ]
+    )
+    assert posts.run(home) == [
+        (
+            "decline",
+            f"{home.policy_file} line 2: min_cohrt_size: not a policy setting (did you mean "
+            "min_cohort_size?)",
+        ),
+        ("result", ""),
+    ]
+
+
+def test_a_cohort_kept_between_rounds_is_checked_again_under_a_new_policy(
+    home: EdgeHome,
+) -> None:
+    """A Newton loop's cohort is built once per job; a raised minimum applies to the loop's
+    next round all the same."""
+    analysis = {
+        "type": "logistic",
+        "outcome": {"type": "binary", "label": "ext.y"},
+        "covariates": ["ext.x1", "ext.x2"],
+    }
+    spec = AnalysisSpec.model_validate({"name": "a", "dataset": "data", "analysis": analysis})
+    params = AnalysisParams(pooled=[0.0, 0.0, 0.0], own=[0.0, 0.0, 0.0])
+    rounds = [
+        TaskAssignment(
+            task_id=f"t{n}", job_id="j1", round=n, kind="analysis", spec=spec, params=params
+        )
+        for n in (0, 1)
+    ]
+    posts = Tasks(
+        [
+            (lambda: 0, rounds[0]),
+            (lambda: home.policy_file.write_text("min_cohort_size: 100\n"), rounds[1]),
+        ]
+    )
+    [first, second] = posts.run(home)
+    assert first == ("result", "")
+    assert second[0] == "decline" and "minimum cohort size" in second[1]
+    assert "min_cohort_size" in second[1]
 
 
 # -- data quality reports --------------------------------------------------------------

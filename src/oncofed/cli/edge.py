@@ -79,6 +79,13 @@ def import_data(
     console.print(render_profile(imported.profile))
     for note in imported.notes:  # for the site admin only; never sent
         console.print(f"note: {note}", highlight=False, markup=False)
+    if imported.rejected_list is not None and any(imported.profile.rejected.values()):
+        console.print(
+            f"Patients left out, each with every reason (for you alone, never sent): "
+            f"{imported.rejected_list}",
+            highlight=False,
+            markup=False,
+        )
     console.print(
         f"Dataset [bold]{name}[/] stored in {edge.datasets / name}; "
         "the edge agent publishes the report above, never a row."
@@ -101,6 +108,49 @@ def datasets(home: EdgeDir) -> None:
             ", ".join(f"{reason}: {n}" for reason, n in profile.rejected.items()) or "none",
         )
     console.print(table)
+
+
+@app.command()
+@friendly
+def check(home: EdgeDir) -> None:
+    """Check this edge's settings, credential, identity key, policy and every dataset, and
+    print what the site accepts. Exit code 1 when anything is wrong; nothing is sent."""
+    from oncofed.edge.check import accepts, check_edge
+
+    edge = EdgeHome(home)
+    report = check_edge(edge)
+    found = _grid(3)
+    for finding in report.findings:
+        style = STATUS_STYLES[finding.status]
+        status = Text(finding.status, style=style)
+        found.add_row(status, Text(finding.subject), Text(finding.detail))
+    console.print(Text(f"Edge {edge.root}"), found, sep="\n")
+    console.print()
+    if report.policy is None:
+        fix = edge.policy_file.name
+        console.print(
+            Text(f"This site accepts nothing: it declines every task until {fix} is fixed.")
+        )
+    else:
+        accepted = _grid(2)
+        for topic, said in accepts(report.policy, report.datasets):
+            accepted.add_row(Text(topic), Text(said))
+        console.print(Text(f"What this site accepts ({edge.policy_file.name}):"), accepted)
+    if not report.valid:
+        raise typer.Exit(1)
+
+
+STATUS_STYLES = {"ok": "green", "warning": "yellow", "error": "bold red"}
+
+
+def _grid(columns: int) -> Table:
+    """Columns side by side without borders: every one but the last as wide as its longest
+    cell (names fold after 24 characters), the last wrapping to the console's width."""
+    grid = Table.grid(padding=(0, 2))
+    for _ in range(columns - 1):
+        grid.add_column(max_width=24, overflow="fold")
+    grid.add_column(overflow="fold")
+    return grid
 
 
 @app.command()

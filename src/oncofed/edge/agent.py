@@ -6,10 +6,15 @@ It opens no listening socket. Every byte it sends is logged to ``egress.jsonl`` 
 directory, so the site admin can read exactly what left the site (with, for a Newton round, the
 SHA-256 of the pooled coefficients it was sent, which every site of the round can compare).
 Every task it runs is recorded in its ledger (``ledger.db``, ``oncofed.edge.ledger``).
+
+Each task is checked against ``policy.yaml`` as it is when the task arrives (``PolicyFile``
+re-reads it when it changed); while the file is missing or invalid, every task is declined
+with the line and setting at fault, and the edge never falls back to the defaults.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -23,8 +28,8 @@ import httpx
 from pydantic import ValidationError
 
 from oncofed import __version__
-from oncofed.edge.config import EdgeHome
-from oncofed.edge.errors import EdgeError, StoreError
+from oncofed.edge.config import EdgeHome, EdgePolicy, PolicyFile
+from oncofed.edge.errors import EdgeError, PolicyFileError, StoreError
 from oncofed.edge.guard import params_sha256
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.runner import Contribution, Outcome, TaskRunner
@@ -70,18 +75,15 @@ class Agent:
         self.home, self.site, self.orchestrator = home, config.site, str(config.orchestrator)
         self._poll_seconds = poll_seconds
         self._backoff = backoff
-        policy = home.policy()
         self._store = LocalStore(home.datasets)
-        self._ledger = Ledger(home.root, policy.trusted_peers)
-        self._runner = TaskRunner(self._store, policy, config.site, self._ledger)
+        self._ledger = Ledger(home.root)
         self._identity = home.identity()
-        self._secure = SecureSessions(
-            config.site,
-            self._identity,
-            self._ledger,
-            policy,
-            lambda: self.home.config().orchestrator_key,
-        )
+        self._policy_file = PolicyFile(home.policy_file)
+        self._policy: EdgePolicy | None = None  # in force; None until the file is valid
+        self._policy_problem = ""  # the last one logged
+        self._runner: TaskRunner | None = None
+        self._secure: SecureSessions | None = None
+        self._check_policy()
         self._profiles_sent: dict[str, Stamp] = {}  # dataset -> stamp of the profile handled
         self._http = httpx.Client(
             base_url=str(config.orchestrator).rstrip("/") + API_PREFIX,
@@ -107,6 +109,7 @@ class Agent:
         while not stop.is_set() and (max_tasks is None or done < max_tasks):
             if handed is None:  # a task handed with an ack runs first
                 self._send_new_profiles(stop)
+                self._check_policy()
             try:
                 task = handed or self._retrying(self._poll, stop)
             except FinalError as exc:  # e.g. a revoked credential or a proxy in the way
@@ -126,27 +129,10 @@ class Agent:
             "task %s: %s round %d of job %s", task.task_id, task.kind, task.round, task.spec.name
         )
         stop = stop or threading.Event()
-
-        def fetch(sha: str) -> bytes:
-            data = self._retrying(lambda: self._fetch(sha), stop)
-            if data is None:
-                raise _Stopped
-            return data
-
-        outcome: Outcome | Post
-        try:
-            if task.secure is not None:
-                outcome = self._secure.step(
-                    task, task.secure, lambda: self._runner.run(task, fetch)
-                )
-            else:
-                outcome = self._runner.run(task, fetch)
-        except _Stopped:
+        outcome = self._outcome(task, stop)
+        if outcome is None:
             return None
-        except Exception as exc:  # never crash the agent on one bad task; say why, locally
-            log.exception("task %s failed", task.task_id)
-            outcome = Decline(reason=f"{type(exc).__name__} at the site; see the edge's log")
-        if task.kind == "evaluate" or isinstance(outcome, Decline):
+        if (task.kind == "evaluate" or isinstance(outcome, Decline)) and self._runner is not None:
             self._runner.forget(task.job_id)
         try:
             ack = self._retrying(lambda: self._deliver(task, outcome), stop)
@@ -156,6 +142,76 @@ class Agent:
         if ack is not None and ack.status == "rejected":
             log.warning("task %s: update rejected: %s", task.task_id, ack.detail)
         return ack
+
+    def _outcome(self, task: TaskAssignment, stop: threading.Event) -> Outcome | Post | None:
+        """What this site answers, under its policy as it is now (None: asked to stop)."""
+        try:
+            runner, secure = self._in_force()
+        except PolicyFileError as exc:
+            return Decline(reason=str(exc))
+
+        def fetch(sha: str) -> bytes:
+            data = self._retrying(lambda: self._fetch(sha), stop)
+            if data is None:
+                raise _Stopped
+            return data
+
+        try:
+            if task.secure is not None:
+                return secure.step(task, task.secure, lambda: runner.run(task, fetch))
+            return runner.run(task, fetch)
+        except _Stopped:
+            return None
+        except Exception as exc:  # never crash the agent on one bad task; say why, locally
+            log.exception("task %s failed", task.task_id)
+            return Decline(reason=f"{type(exc).__name__} at the site; see the edge's log")
+
+    # -- the policy in force ---------------------------------------------------------------
+
+    def _in_force(self) -> tuple[TaskRunner, SecureSessions]:
+        """The task runner and secure sessions under ``policy.yaml`` as it is now, applied
+        anew when it changed; ``PolicyFileError`` while it is missing or invalid (logged once
+        for each distinct problem, and once when it is fixed)."""
+        try:
+            policy = self._policy_file.current()
+        except PolicyFileError as exc:
+            if str(exc) != self._policy_problem:
+                log.error("%s; this site declines every task until it is fixed", exc)
+                self._policy_problem = str(exc)
+            raise
+        if self._policy_problem:
+            log.info("%s is valid again; tasks are checked against it", self._policy_file.path)
+            self._policy_problem = ""
+        if policy is not self._policy:
+            self._apply(policy)
+        assert self._runner is not None and self._secure is not None  # set by _apply
+        return self._runner, self._secure
+
+    def _check_policy(self) -> None:
+        """Re-read the policy file between tasks too, so that a change or a mistake is logged
+        when it is made, not when the next task comes."""
+        with contextlib.suppress(PolicyFileError):
+            self._in_force()
+
+    def _apply(self, policy: EdgePolicy) -> None:
+        """Put ``policy`` in force: a new task runner (cohorts kept under the old policy are
+        built and checked again), the ledger's trusted peers, and the limits of the secure
+        rounds joined from now on (a round under way keeps its secrets)."""
+        if self._policy is not None:
+            log.info("%s re-read: %s", self._policy_file.path, _changes(self._policy, policy))
+        self._policy = policy
+        self._ledger.trust(policy.trusted_peers)
+        self._runner = TaskRunner(self._store, policy, self.site, self._ledger)
+        if self._secure is None:
+            self._secure = SecureSessions(
+                self.site,
+                self._identity,
+                self._ledger,
+                policy,
+                lambda: self.home.config().orchestrator_key,
+            )
+        else:
+            self._secure.use(policy)
 
     def _introduce(self, stop: threading.Event) -> None:
         """Register this site's identity key (once; a no-op when it is on record) and pin the
@@ -309,6 +365,13 @@ class Agent:
                 stop.wait(delay * (0.5 + random.random()))
                 delay = min(delay * 2, ceiling)
         return None
+
+
+def _changes(old: EdgePolicy, new: EdgePolicy) -> str:
+    """The settings whose values differ, as ``min_cohort_size 20 -> 50``."""
+    before, after = old.model_dump(), new.model_dump()
+    changed = [f"{key} {before[key]} -> {after[key]}" for key in after if before[key] != after[key]]
+    return ", ".join(changed) or "no setting changed"
 
 
 def _logged(path: str, body: bytes) -> object:

@@ -1,24 +1,55 @@
-"""The edge's state directory: connection settings, credential, policy, datasets, egress log."""
+"""The edge's state directory: connection settings, credential, policy, datasets, egress log.
+
+The policy is read as the agent runs: ``PolicyFile`` re-reads ``policy.yaml`` when it changed,
+and a file that is missing or invalid is an error naming its line and key
+(``PolicyFileError``), never the defaults.
+"""
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, TypeVar, get_args
 
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    PrivateAttr,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails
 
-from oncofed.edge.errors import EdgeError
+from oncofed.edge.errors import EdgeError, PolicyFileError
 from oncofed.privacy.secagg.identity import load_identity, new_identity, save_identity
+from oncofed.wire.messages import TaskKind
+from oncofed.wire.spec import ModelSpec
 
 T = TypeVar("T")
 CONFIG = "edge.json"
 CREDENTIAL = "credential"
 POLICY = "policy.yaml"
 IDENTITY = "identity.key"
+MODEL_TYPES: tuple[str, ...] = get_args(ModelSpec.model_fields["type"].annotation)
+SETTLE_NS = 2_000_000_000
+"""A file modified at least this long before it was read cannot change again without a new
+modification time (file systems keep it to 2 s at worst); until then it is read again at every
+check, and its SHA-256 tells whether it changed."""
+
+
+def _model_type(name: str) -> str:
+    if name not in MODEL_TYPES:
+        raise ValueError(f"{name!r} is not a model type ({', '.join(MODEL_TYPES)})")
+    return name
 
 
 class EdgeConfig(BaseModel):
@@ -39,10 +70,12 @@ class EdgePolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    allowed_tasks: list[str] = Field(
-        default_factory=lambda: ["stats", "train", "evaluate", "analysis"]
+    _source: Path | None = PrivateAttr(None)  # the file it was read from
+
+    allowed_tasks: list[TaskKind] = Field(default_factory=lambda: list(get_args(TaskKind)))
+    allowed_models: list[Annotated[str, AfterValidator(_model_type)]] = Field(
+        default_factory=lambda: list(MODEL_TYPES)
     )
-    allowed_models: list[str] = Field(default_factory=lambda: ["logistic", "mlp", "cox", "cox_mlp"])
     allowed_datasets: list[str] | None = Field(None, description="None: every registered dataset")
     min_cohort_size: Annotated[int, Field(ge=1)] = 20
     """Fewest patients a job's cohort may have here, and fewest training rows a task may use
@@ -105,6 +138,195 @@ class EdgePolicy(BaseModel):
     and keys; when omitted, each peer's key is pinned the first time it is seen (trust on first
     use) and a different key later is refused."""
 
+    def quote(self, key: str) -> str:
+        """A setting with its value in force and where it comes from, for messages:
+        ``min_cohort_size is 50 in /opt/edge/policy.yaml``."""
+        said = f"{key} is {_shown(getattr(self, key))}"
+        if self._source is None:
+            return said
+        if key in self.model_fields_set:
+            return f"{said} in {self._source}"
+        return f"{said} (the default: {self._source} does not set it)"
+
+
+def _shown(value: object) -> str:
+    """A policy value as its YAML reads."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return "not set" if value is None else str(value)
+
+
+def read_policy(path: Path) -> EdgePolicy:
+    """The policy ``path`` holds; ``PolicyFileError`` when it is missing, unreadable or
+    invalid (never the defaults)."""
+    try:
+        return parse_policy(path.read_bytes(), path)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def parse_policy(text: str | bytes, path: Path) -> EdgePolicy:
+    """The policy in ``text`` (the content of ``path``). ``PolicyFileError`` lists every
+    mistake with its line: YAML that does not parse, a setting given twice, an unknown
+    setting, a value of the wrong type or out of range. An empty file is a mistake too: a site
+    never runs on the defaults by accident."""
+    try:
+        node, data = _compose(text.decode("utf-8-sig") if isinstance(text, bytes) else text)
+    except UnicodeDecodeError as exc:
+        raise PolicyFileError(path, ["is not UTF-8 text"]) from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        said = "; ".join(part for part in (exc.context, exc.problem) if part)
+        raise PolicyFileError(path, [f"{where}not YAML: {said}"]) from exc
+    except yaml.YAMLError as exc:  # e.g. a control character
+        raise PolicyFileError(path, ["is not YAML: " + " ".join(str(exc).split())]) from exc
+    if node is None:
+        raise PolicyFileError(
+            path, ["is empty (a site never assumes the default policy): write its settings"]
+        )
+    if not isinstance(node, yaml.MappingNode):
+        raise PolicyFileError(
+            path, [f"line {_line(node)}: expected settings, one 'key: value' per line"]
+        )
+    problems = list(_repeated(node))
+    try:
+        policy = EdgePolicy.model_validate(data)
+    except ValidationError as exc:
+        problems += [_problem(node, error) for error in exc.errors()]
+    if problems:
+        ordered = sorted(problems, key=lambda problem: problem[0])
+        raise PolicyFileError(path, [text for _, text in ordered])
+    policy._source = path
+    return policy
+
+
+def _compose(text: str) -> tuple[yaml.Node | None, object]:
+    """The YAML document's node tree (with line marks) and its value."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+
+
+Problem = tuple[int, str]
+"""A mistake in the policy file: its line, and what to say."""
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _repeated(node: yaml.Node, at: str = "") -> Iterator[Problem]:
+    """Every key given twice in a mapping (YAML would keep the last one silently)."""
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _repeated(item, f"{at}{index}.")
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first: dict[str, int] = {}
+    for key, value in node.value:
+        name, line = str(key.value), _line(key)
+        if name in first:
+            said = f"given twice (first on line {first[name]}; only one can count)"
+            yield line, f"line {line}: {at}{name}: {said}"
+        first.setdefault(name, line)
+        yield from _repeated(value, f"{at}{name}.")
+
+
+def _problem(root: yaml.MappingNode, error: ErrorDetails) -> Problem:
+    """A validation error, at the line of the setting (or list item) it is about."""
+    node: yaml.Node = root
+    line = _line(root)
+    for part in error["loc"]:
+        found = _child(node, part)
+        if found is None:
+            break
+        line, node = found
+    key = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, EdgePolicy.model_fields, n=1)
+        message = "not a policy setting" + (f" (did you mean {close[0]}?)" if close else "")
+    return line, (f"line {line}: {key}: {message}" if key else f"line {line}: {message}")
+
+
+def _child(node: yaml.Node, part: int | str) -> tuple[int, yaml.Node] | None:
+    """The line of a mapping's entry ``part`` (its key's) or of a sequence's item number
+    ``part``, and its value."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if str(key.value) == str(part):
+                return _line(key), value
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        item: yaml.Node = node.value[part]
+        return _line(item), item
+    return None
+
+
+def _unreadable(path: Path, exc: OSError) -> PolicyFileError:
+    if isinstance(exc, FileNotFoundError):
+        return PolicyFileError(
+            path, ["is missing: restore it (a site never falls back to the default policy)"]
+        )
+    return PolicyFileError(path, [f"cannot be read: {exc.strerror or exc}"])
+
+
+@dataclass(frozen=True)
+class _Read:
+    """One reading of the policy file: how it looked, and what it said."""
+
+    mtime_ns: int
+    size: int
+    sha256: str
+    settled: bool  # modified well before it was read: an unchanged stat means unchanged content
+    outcome: EdgePolicy | list[str]  # the policy, or the file's mistakes
+
+
+class PolicyFile:
+    """``policy.yaml`` as it is now. ``current()`` re-reads it when its modification time,
+    size or SHA-256 changed (a stat per call while it stays the same) and raises
+    ``PolicyFileError`` while it is missing or invalid."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._read: _Read | None = None
+
+    def current(self) -> EdgePolicy:
+        """The policy in force: the same object for as long as the file says the same."""
+        try:
+            stat = self.path.stat()
+            seen, now = self._read, (stat.st_mtime_ns, stat.st_size)
+            if seen is None or not seen.settled or (seen.mtime_ns, seen.size) != now:
+                seen = self._read = self._reread(stat, seen)
+        except OSError as exc:
+            self._read = None
+            raise _unreadable(self.path, exc) from exc
+        if isinstance(seen.outcome, list):
+            raise PolicyFileError(self.path, seen.outcome)
+        return seen.outcome
+
+    def _reread(self, stat: os.stat_result, seen: _Read | None) -> _Read:
+        data = self.path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        settled = time.time_ns() - stat.st_mtime_ns >= SETTLE_NS
+        if seen is not None and seen.sha256 == digest:
+            return replace(seen, mtime_ns=stat.st_mtime_ns, size=stat.st_size, settled=settled)
+        outcome: EdgePolicy | list[str]
+        try:
+            outcome = parse_policy(data, self.path)
+        except PolicyFileError as exc:
+            outcome = exc.problems
+        return _Read(stat.st_mtime_ns, stat.st_size, digest, settled, outcome)
+
 
 class EdgeHome:
     """Paths and typed access to everything an edge keeps in its directory."""
@@ -115,6 +337,10 @@ class EdgeHome:
     @property
     def datasets(self) -> Path:
         return self.root / "datasets"
+
+    @property
+    def policy_file(self) -> Path:
+        return self.root / POLICY
 
     @property
     def egress_log(self) -> Path:
@@ -155,9 +381,9 @@ class EdgeHome:
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(credential)
-        policy = self.root / POLICY
-        if not policy.exists():
-            policy.write_text(yaml.safe_dump(EdgePolicy().model_dump(), sort_keys=False))
+        if not self.policy_file.exists():
+            dump = EdgePolicy().model_dump()
+            self.policy_file.write_text(yaml.safe_dump(dump, sort_keys=False))
 
     def config(self) -> EdgeConfig:
         return self._load(CONFIG, EdgeConfig.model_validate_json)
@@ -166,11 +392,15 @@ class EdgeHome:
         return self._load(CREDENTIAL, str.strip)
 
     def policy(self) -> EdgePolicy:
-        return self._load(POLICY, _parse_policy)
+        """The policy ``policy.yaml`` holds (``PolicyFileError`` when missing or invalid)."""
+        return read_policy(self.policy_file)
 
     def policy_or_default(self) -> EdgePolicy:
-        """The site's policy, or the defaults before the edge is enrolled (e.g. at import)."""
-        return self.policy() if (self.root / POLICY).exists() else EdgePolicy()
+        """The site's policy, or the defaults before the edge is enrolled (an import before
+        ``oncofed edge init``); once it is, a missing policy file is an error."""
+        if not self.policy_file.exists() and not (self.root / CONFIG).exists():
+            return EdgePolicy()
+        return self.policy()
 
     def _load(self, name: str, parse: Callable[[str], T]) -> T:
         path = self.root / name
@@ -178,9 +408,9 @@ class EdgeHome:
             raise EdgeError(f"{path} is missing: run 'oncofed edge init --dir {self.root}' first")
         try:
             return parse(path.read_text())
-        except (ValidationError, yaml.YAMLError) as exc:
-            raise EdgeError(f"{path} is not valid: {exc}") from exc
-
-
-def _parse_policy(text: str) -> EdgePolicy:
-    return EdgePolicy.model_validate(yaml.safe_load(text) or {})
+        except ValidationError as exc:
+            said = "; ".join(
+                f"{'.'.join(map(str, error['loc'])) or 'file'}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise EdgeError(f"{path} is not valid: {said}") from exc

@@ -1,5 +1,9 @@
 """Errors of the edge node."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class EdgeError(Exception):
     """Base for edge failures shown to the site admin."""
@@ -15,3 +19,15 @@ class PolicyViolation(EdgeError):
 
 class EnrolmentError(EdgeError):
     """Enrolment with the orchestrator failed."""
+
+
+class PolicyFileError(EdgeError):
+    """The site's policy file is missing, unreadable or invalid: the edge declines every task
+    until it is fixed. ``problems`` continue the file's path, one per mistake, first line first
+    (``line 7: min_cohort_size: Input should be a valid integer``); the message is the first."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path, self.problems = path, problems
+        more = len(problems) - 1
+        listed = f" (and {more} more; 'oncofed edge check' lists them)" if more else ""
+        super().__init__(f"{path} {problems[0]}{listed}")

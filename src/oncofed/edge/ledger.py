@@ -139,6 +139,11 @@ class Ledger:
         self._engine = _db.make_engine(url, synchronous="FULL")
         self._sessions = _db.session_factory(self._engine)
         self._models = root / MODELS
+        self.trust(trusted_peers)
+
+    def trust(self, trusted_peers: Mapping[str, str] | None) -> None:
+        """Accept only these peer keys from now on (a re-read policy's), or with None each
+        peer's key pinned when first seen."""
         self._trusted = dict(trusted_peers) if trusted_peers is not None else None
 
     def close(self) -> None:

@@ -44,11 +44,16 @@ def check_task(policy: EdgePolicy, task: TaskAssignment) -> None:
     if not (SAFE_ID.match(task.task_id) and SAFE_ID.match(task.job_id)):
         raise PolicyViolation("task and job ids must be 1 to 64 letters, digits, '_' or '-'")
     if task.kind not in policy.allowed_tasks:
-        raise PolicyViolation(f"task kind {task.kind!r} is not allowed by this site's policy")
+        raise PolicyViolation(
+            f"task kind {task.kind!r} is not allowed here: policy {policy.quote('allowed_tasks')}"
+        )
     if (task.kind == "analysis") != (spec.kind == "analysis"):
         raise PolicyViolation(f"a {task.kind!r} task cannot carry a {spec.kind!r} job")
     if policy.allowed_datasets is not None and spec.dataset not in policy.allowed_datasets:
-        raise PolicyViolation(f"dataset {spec.dataset!r} is not open to federated jobs here")
+        raise PolicyViolation(
+            f"dataset {spec.dataset!r} is not open to federated jobs here: policy "
+            f"{policy.quote('allowed_datasets')}"
+        )
     if policy.require_secure_aggregation and not spec.privacy.secure_aggregation:
         raise PolicyViolation(
             "this site takes part only in securely aggregated jobs "
@@ -66,29 +71,28 @@ def check_task(policy: EdgePolicy, task: TaskAssignment) -> None:
 def _check_training(policy: EdgePolicy, spec: JobSpec) -> None:
     if spec.model.type not in policy.allowed_models:
         raise PolicyViolation(
-            f"model type {spec.model.type!r} is not allowed by this site's policy"
+            f"model type {spec.model.type!r} is not allowed here: policy "
+            f"{policy.quote('allowed_models')}"
         )
     n_params = parameter_count(spec.model, spec.n_inputs)
     if n_params > policy.max_parameters:
         raise PolicyViolation(
-            f"model has {n_params:,} parameters; policy max_parameters is {policy.max_parameters:,}"
+            f"model has {n_params:,} parameters; policy {policy.quote('max_parameters')}"
         )
     if spec.rounds > policy.max_rounds:
-        raise PolicyViolation(f"{spec.rounds} rounds; policy max_rounds is {policy.max_rounds}")
+        raise PolicyViolation(f"{spec.rounds} rounds; policy {policy.quote('max_rounds')}")
     if spec.local.epochs > policy.max_local_epochs:
         raise PolicyViolation(
-            f"{spec.local.epochs} local epochs; policy max_local_epochs is "
-            f"{policy.max_local_epochs}"
+            f"{spec.local.epochs} local epochs; policy {policy.quote('max_local_epochs')}"
         )
     if spec.local.clip_norm > policy.max_clip_norm:
         raise PolicyViolation(
-            f"update clip norm {spec.local.clip_norm:g}; policy max_clip_norm is "
-            f"{policy.max_clip_norm:g}"
+            f"update clip norm {spec.local.clip_norm:g}; policy {policy.quote('max_clip_norm')}"
         )
     step = build_strategy(spec.strategy).max_step(spec.local.clip_norm)
     if step.norm == "l2" and spec.rounds * step.size > policy.max_model_travel:
         raise PolicyViolation(
             f"{spec.rounds} rounds of updates clipped to {spec.local.clip_norm:g} could move the "
-            f"model {spec.rounds * step.size:g} from its start; policy max_model_travel is "
-            f"{policy.max_model_travel:g} (declare fewer rounds or a smaller clip_norm)"
+            f"model {spec.rounds * step.size:g} from its start; policy "
+            f"{policy.quote('max_model_travel')}; declare fewer rounds or a smaller clip_norm"
         )

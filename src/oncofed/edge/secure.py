@@ -68,6 +68,11 @@ class SecureSessions:
         self._orchestrator_key = orchestrator_key
         self._sessions: OrderedDict[tuple[str, int], _Session] = OrderedDict()
 
+    def use(self, policy: EdgePolicy) -> None:
+        """Apply a re-read policy to the rounds this site joins from now on (a round under way
+        keeps its secrets, and the limits it was joined under)."""
+        self._policy = policy
+
     def step(
         self, task: TaskAssignment, step: SecureStep, contribute: Callable[[], Outcome]
     ) -> Post | Decline:
