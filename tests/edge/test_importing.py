@@ -85,3 +85,24 @@ def test_a_fhir_import_lists_whom_the_importer_and_validation_left_out(tmp_path:
         ("old", "b.json: entry 0 (Patient)", "patient.age_at_diagnosis: outside 0-120"),
     ]  # fmt: skip
     assert store.load("ex")["patient"].num_rows == 1
+
+
+def test_snomed_body_sites_and_year_only_birth_dates_keep_every_patient(tmp_path: Path) -> None:
+    """An mCODE export as producers send it: SNOMED CT body sites, birth years only (after
+    de-identification). Every patient is stored (the one whose qualifier contradicts its
+    body site's side aside), each with an age and every site the crosswalk names."""
+    bundle = json.loads((FHIR_FIXTURES / "snomed-body-sites.json").read_text())
+    conflict = ("side-conflict", "c-conflict")
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["id"] not in conflict]
+    for entry in bundle["entry"]:
+        if entry["resource"]["resourceType"] == "Patient":
+            entry["resource"]["birthDate"] = "1950"
+    source = tmp_path / "export.json"
+    source.write_text(json.dumps(bundle))
+    store = LocalStore(tmp_path / "datasets")
+    report = import_source(store, "ex", Source("fhir", str(source)), threshold=11)
+    data = store.load("ex")
+    assert data["patient"].num_rows == 6 and report.profile.rejected == {}
+    assert data["patient"]["age_at_diagnosis"].null_count == 0
+    sites = sorted(s for s in data["tumour"]["primary_site"].to_pylist() if s is not None)
+    assert sites == ["C18.7", "C34.9", "C50.4", "C50.9"]  # aorta and a local code: missing
