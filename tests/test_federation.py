@@ -27,7 +27,7 @@ from oncofed.learning.data import concat, pooled_standardization
 from oncofed.learning.train import evaluate
 from oncofed.wire import tensors
 from oncofed.wire.analysis import RegressionReport
-from oncofed.wire.messages import JobPublic
+from oncofed.wire.messages import JobPublic, Participation
 from oncofed.wire.spec import JobSpec
 from tests.support import gbsg2_covariates
 
@@ -212,7 +212,10 @@ def test_analyses_over_http_match_the_pooled_reference(
     assert {"report.json", "coefficients.csv", "forest.png"} <= written[cox.name]
     saved = json.loads((tmp_path / cox.name / "report.json").read_text())
     assert saved.pop("name") == cox.name
+    states = Participation.model_validate(saved.pop("participation")).sites
     report = RegressionReport.model_validate(saved)
+    assert all((s.state == "took_part") == (site not in report.excluded)
+               for site, s in states.items())  # fmt: skip
     rows = []
     for site in federation.site_data:
         if site in report.excluded:

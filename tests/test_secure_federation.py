@@ -743,8 +743,8 @@ def test_a_lone_site_that_keeps_its_estimates_is_not_revealed(
     assert job.status == "completed", job.error
     report = job.report
     assert isinstance(report, RegressionReport) and report.sites.keys() == {"north", "south"}
-    assert report.excluded == {"east": "no estimates of its own: this site does not share its "
-                               "own estimates"}  # fmt: skip
+    assert report.pooled_only == {"east": "no estimates of its own: this site does not share "
+                                  "its own estimates"}  # fmt: skip
     _, rounds = recorded(federation, job.id)
     for rnd in rounds:
         for site, header in rnd.clear.items():

@@ -53,7 +53,7 @@ def regression(outcome: Any, tables: dict[str, Table]) -> RegressionReport:
     report = report_of(secure_run(spec(outcome), tables)[0])
     assert isinstance(report, RegressionReport)
     assert report.n == 202 and report.secure_sites == sorted(tables)  # every patient counts
-    assert report.sites == {} and len(report.excluded) == 12  # none may show its own fit
+    assert report.sites == {} and len(report.pooled_only) == 12  # none may show its own fit
     return report
 
 

@@ -165,9 +165,9 @@ def test_with_suppression_off_a_regression_equals_the_plain_one(name: str) -> No
     # same steps on the same derivatives, to the last bit); site03's fails the same way too
     assert list(secure.sites) == ["site00", "site01", "site02"]
     assert secure.sites == expected.sites and secure.heterogeneity == expected.heterogeneity
-    assert secure.excluded == expected.excluded
-    assert list(secure.excluded) == ["site03"]  # 66 patients: a separated or empty level
-    assert secure.excluded["site03"].startswith("its own fit failed: ")
+    assert secure.pooled_only == expected.pooled_only
+    assert list(secure.pooled_only) == ["site03"]  # 66 patients: a separated or empty level
+    assert secure.pooled_only["site03"].startswith("its own fit failed: ")
     if name == "cox_unstratified":  # the sums were taken around a moving offset
         assert any(abs(state.offset) > 0.1 for state in states)
 
@@ -297,7 +297,7 @@ def test_site_estimates_come_only_from_sites_that_share_them() -> None:
     report = report_of(outcome)
     assert isinstance(report, RegressionReport)
     assert list(report.sites) == ["site00", "site02"]
-    assert report.excluded == {
+    assert report.pooled_only == {
         "site01": "no estimates of its own: it sent none",
         "site03": "no estimates of its own: fewer than 20 patients with complete data here "
         "(policy min_cohort_size)",

@@ -80,8 +80,41 @@ def test_the_patients_left_out_as_incomplete_are_0_or_at_least_the_threshold(
         assert part.type == "regression" and part.n == 686 - blanked
     else:
         declines(
-            answer, spec(cox), table, zeros(1), 11, 1, 1, LEVELS, match="left out as incomplete"
-        )
+            answer, spec(cox), table, zeros(1), 11, 1, 1, LEVELS,
+            match=r"the patients left out here \(those without a value of age_at_diagnosis\)",
+            names=("age_at_diagnosis",),
+        )  # fmt: skip
+
+
+def test_a_decline_names_why_patients_are_left_out() -> None:
+    """Patients censored event-free before a logistic model's horizon have no label: the
+    decline says so (and names every other cause found), never how many."""
+    full, horizon = gbsg2(), 365
+    early = (full["rfs_event"] == 0) & (full["rfs_days"] < horizon)
+    keep = ~early
+    keep[np.flatnonzero(early)[:5]] = True  # 5 of the 28 patients censored before day 365
+    table = {c: v[keep] for c, v in full.items()}
+    censored_early = early[keep]
+    outcome = BinaryOutcome(time="rfs_days", event="rfs_event", horizon_days=horizon)
+    logistic = LogisticAnalysis(outcome=outcome, covariates=[Feature(name="age_at_diagnosis")])
+    message = declines(
+        answer, spec(logistic), table, zeros(2), 11, 1, 1, LEVELS,
+        match="those censored before the 365-day horizon", names=("365",),
+    )  # fmt: skip
+    assert "incomplete" not in message
+    table["grade"][np.flatnonzero(~censored_early)[:2]] = "GX"
+    both = LogisticAnalysis(outcome=outcome, covariates=[Feature(name="age_at_diagnosis"), GRADE])
+    declines(
+        answer, spec(both), table, zeros(4), 11, 1, 1, LEVELS,
+        match="those without a grade of G1, G2, G3, censored before the 365-day horizon",
+        names=("365", "G1", "G2", "G3"),
+    )  # fmt: skip
+    declines(
+        answer, spec(both), table, zeros(4), 11, 1, 700, LEVELS,
+        match="fewer than 700 patients with complete data here .policy min_cohort_size.; left "
+        "out: those without a grade of G1, G2, G3, censored before the 365-day horizon",
+        names=("365", "700", "G1", "G2", "G3"),
+    )  # fmt: skip
 
 
 def test_the_logistic_hessian_at_zero_tells_a_0_1_column_count_exactly() -> None:

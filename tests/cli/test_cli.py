@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, get_args
 
 import pytest
 import uvicorn
@@ -17,14 +18,23 @@ from typer.testing import CliRunner
 from oncofed.cdm.tables import CdmData
 from oncofed.cli.main import app
 from oncofed.cli.profile_view import render_profile
-from oncofed.client import Client
+from oncofed.client import Client, write_job
 from oncofed.edge import Agent, EdgeConfig, EdgeHome, LocalStore
 from oncofed.edge.ledger import Ledger
 from oncofed.orchestrator import Settings, create_app, identity
 from oncofed.orchestrator.db import Site
 from oncofed.orchestrator.setup import identity_key, transaction
 from oncofed.privacy.secagg import fingerprint, new_identity, public_bytes
+from oncofed.wire.analysis import REPORTS, Analysis
+from oncofed.wire.messages import Participation
 from oncofed.wire.profile import FieldProfile
+from tests.orchestrator.test_analysis import (  # noqa: F401 (stores: a fixture)
+    COVARIATES,
+    RFS,
+    run,
+    spec,
+    stores,
+)
 from tests.support import State, sample_profile
 
 runner = CliRunner()
@@ -220,3 +230,82 @@ def test_enrolment_exchanges_identity_keys_and_edge_identity_shows_them(
     names = "".join(line.split("│")[1].strip() for line in listed.output.splitlines()
                     if line.startswith("│"))  # fmt: skip
     assert "…" not in listed.output and "university-hospital-of-the-north-west-region" in names
+
+
+OUTPUTS = {
+    "counts": ["report.json", "counts.csv"],
+    "summary": ["report.json", "summary.csv", "histogram.csv", "histogram.png"],
+    "kaplan_meier": ["report.json", "survival.csv", "logrank.csv", "kaplan_meier.png"],
+    "cox": ["report.json", "coefficients.csv", "heterogeneity.csv", "forest.png"],
+    "logistic": ["report.json", "coefficients.csv", "heterogeneity.csv", "forest.png"],
+}
+"""The files ``job result`` writes for each analysis type (docs/analytics.md)."""
+FIVE_YEARS = {"type": "binary", "time": "rfs_days", "event": "rfs_event", "horizon_days": 1825}
+EVERY_ANALYSIS: list[dict[str, Any]] = [
+    {"type": "counts", "rows": "grade"},
+    {"type": "counts", "rows": "grade", "columns": "treatment.endocrine"},
+    {"type": "summary", "variable": "age_at_diagnosis", "bins": [20, 40, 50, 60, 70, 90]},
+    {"type": "kaplan_meier", "outcome": RFS, "group": "grade"},
+    {"type": "kaplan_meier", "outcome": RFS},
+    {"type": "cox", "outcome": RFS, "covariates": COVARIATES},
+    {"type": "cox", "outcome": RFS, "covariates": COVARIATES, "stratified": False,
+     "grid_days": 30},
+    {"type": "logistic", "outcome": FIVE_YEARS, "covariates": COVARIATES},
+]  # fmt: skip
+
+
+def test_every_analysis_type_is_covered() -> None:
+    union = get_args(get_args(Analysis)[0])
+    assert {kind.model_fields["type"].default for kind in union} == set(OUTPUTS)
+    assert {a["type"] for a in EVERY_ANALYSIS} == set(OUTPUTS)
+
+
+def _label(analysis: dict[str, Any]) -> str:
+    extra = "-by" if "group" in analysis or "columns" in analysis else ""
+    return analysis["type"] + extra + ("-unstratified" if "stratified" in analysis else "")
+
+
+@pytest.mark.parametrize("analysis", EVERY_ANALYSIS, ids=_label)
+def test_job_result_and_the_client_write_every_analysis(
+    served: str,
+    state: State,
+    stores: dict[str, LocalStore],  # noqa: F811
+    analysis: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """``oncofed job result`` (piped at 80 columns) and the Python client write every file of
+    every analysis type (a summary's histogram once crashed it), show each site's state, and
+    write the same ``report.json`` with it."""
+    done = run(state, stores, spec(analysis))
+    assert done.status == "completed", done.error
+    env = {"ONCOFED_URL": served, "ONCOFED_TOKEN": state.admin_token, "COLUMNS": "80"}
+    shown = runner.invoke(app, ["job", "result", done.id, "--out", str(tmp_path / "cli")], env=env)
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    written = [line.removeprefix("written: ") for line in lines if line.startswith("written: ")]
+    assert max(len(line) for line in lines if not line.startswith("written: ")) <= 80
+    assert "…" not in shown.output
+    expected = OUTPUTS[analysis["type"]]
+    if analysis["type"] == "kaplan_meier" and "group" not in analysis:
+        expected = [name for name in expected if name != "logrank.csv"]
+    assert written == [str(tmp_path / "cli" / name) for name in expected]  # whole paths
+    rows = {line.split("│")[1].strip(): line for line in lines if line.count("│") == 5}
+    assert "took part" in rows["alpha"] and "took part" in rows["beta"]
+    assert any(line.startswith("patients in the result: ") for line in lines)
+    for name in expected:
+        path = tmp_path / "cli" / name
+        if name.endswith(".csv"):
+            assert len(path.read_text().splitlines()) >= 2
+        elif name.endswith(".png"):
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    document = json.loads((tmp_path / "cli" / "report.json").read_text())
+    participation = Participation.model_validate(document.pop("participation"))
+    assert participation == done.participation and document.pop("name") == done.name
+    assert REPORTS.validate_python(document) == done.report
+    with Client(served, state.admin_token) as api:
+        job = api.job(done.id)
+    assert job.participation == done.participation
+    paths = write_job(job, tmp_path / "client")
+    assert [p.name for p in paths] == expected
+    for name in expected[:-1]:  # the same report and tables (a PNG embeds its own metadata)
+        assert (tmp_path / "client" / name).read_text() == (tmp_path / "cli" / name).read_text()

@@ -36,6 +36,7 @@ from oncofed.wire.analysis import (
     SurvivalReport,
     Term,
 )
+from oncofed.wire.messages import Participation, SiteState, SiteStatus
 
 GRADE_BY_SEX = CountsReport(
     variables=["grade", "sex"],
@@ -425,7 +426,46 @@ def test_the_summary_table_lists_sites_then_all_sites() -> None:
 
 def test_sites_left_out_are_named_with_why() -> None:
     report = KM.model_copy(update={"excluded": {"west": "declined: too few patients"}})
-    assert "not included: west (declined: too few patients)" in _text(report)
+    assert "not in the result: west (declined: too few patients)" in _text(report)
+
+
+def test_a_site_in_the_pooled_fit_only_is_not_said_to_be_left_out() -> None:
+    """A site whose own fit failed is in the pooled fit: it is named as such, not as a site
+    the result leaves out."""
+    report = COX.model_copy(update={"pooled_only": {"D": "its own fit failed: separation"}})
+    text = " ".join(_text(report).split())
+    assert "in the pooled fit, not in the per-site estimates: D (its own fit failed: " in text
+    assert "not in the result" not in text
+
+
+def test_the_sites_table_replaces_the_notes_and_shows_the_gap() -> None:
+    """With the job's participation, every site's state, counts and why, and the pooled n
+    beside the cohort sizes the sites reported."""
+    participation = Participation(
+        sites={
+            "A": SiteStatus(state=SiteState.TOOK_PART, n=439, counted=400, events=180),
+            "west": SiteStatus(state=SiteState.DECLINED, round=0, reason="cohort too small"),
+            "B": SiteStatus(state=SiteState.SUPPRESSED, n=30, counted=0, groups=3, hidden=3,
+                            reason="it sent no group"),
+            "C": SiteStatus(state=SiteState.EXPIRED, round=3, reason="no answer"),
+        },
+        pooled_n=400,
+        reported_n=469,
+    )  # fmt: skip
+    report = KM.model_copy(update={"excluded": {"west": "declined: cohort too small"}})
+    console = Console(record=True, width=80, file=io.StringIO())
+    console.print(render_analysis(report, participation))
+    text = console.export_text()
+    rows = [_cells(line) for line in text.splitlines() if line.count("│") == 5]
+    assert rows[-4:] == [
+        ["A", "took part", "400 of 439", "180 events"],
+        ["west", "declined", "-", "cohort too small"],
+        ["B", "suppressed", "0 of 30", "it sent no group"],
+        ["C", "expired", "-", "round 3: no answer"],
+    ]
+    assert "patients in the result: 400 of the 469 in the sites' cohorts (69 not counted)" in text
+    assert "not in the result" not in text  # the table says it
+    assert max(len(line) for line in text.splitlines()) <= 80
 
 
 LONG_TERMS = COX.model_copy(

@@ -78,7 +78,9 @@ def test_a_secure_training_job_shows_its_metrics_pooled_only(
     console.print(render_job(job))
     shown = console.export_text()
     assert POOLED_ONLY in " ".join(shown.replace("│", " ").split())
-    assert not any(site in shown for site in four)
+    metrics, _, states = shown.partition("┃ site ")  # the metrics table, then the sites'
+    assert not any(site in metrics for site in four)  # no column of a site's own metrics
+    assert all(f"{site} │ took part" in " ".join(states.split()) for site in four)
     model = state.coordinator.blobs.read(job.model_sha256 or "")
     report = json.loads(write_result(job, model, tmp_path / "out")["report"].read_text())
     assert report["final"] == {"pooled": job.rounds[-1].metrics, "sites": {}, "note": POOLED_ONLY}

@@ -72,8 +72,10 @@ def never_fetch(sha: str) -> bytes:
         (
             EdgePolicy(),
             make_spec(features=["ext.x1", "age_at_diagnosis"]),
-            "the job's cohort at this site is smaller than its minimum cohort size",
-        ),  # nobody has an age: no complete case
+            "the patients with complete data and an outcome at this site are fewer than its "
+            "minimum cohort size (policy min_cohort_size=20); left out: those without a value "
+            "of age_at_diagnosis",
+        ),  # nobody has an age: no complete case, named as such (not as a small cohort)
         (
             EdgePolicy(),
             make_spec(cohort={"time_origin": "surgery"}),

@@ -141,8 +141,15 @@ def test_a_lone_site_is_not_revealed_by_the_sharing_sites_estimates(
     report = job.report
     assert isinstance(report, RegressionReport) and report.secure_sites == sorted(played)
     assert list(report.sites) == list(SHARING) and report.n == 247 + 192 + 144 + 18
-    assert report.excluded == {SMALL: "no estimates of its own: fewer than 20 patients with "
-                               "complete data here (policy min_cohort_size)"}  # fmt: skip
+    own_fit = ("no estimates of its own: fewer than 20 patients with complete data here "
+               "(policy min_cohort_size)")  # fmt: skip
+    assert report.pooled_only == {SMALL: own_fit} and report.excluded == {}
+    small = job.participation.sites[SMALL]  # in the sums, only its own estimates are missing
+    assert small.state == "took_part" and small.n is None
+    assert small.reason == (
+        "in the secure sums; no one saw its own numbers; in the pooled fit, not in the "
+        f"per-site estimates: {own_fit}"
+    )
     own = kept[job.id]
     rounds = len(job.rounds)
     assert rounds >= 4 and len(own) == 4 * rounds

@@ -362,7 +362,7 @@ def test_a_forged_key_advert_is_refused_and_the_round_goes_on(
     others = without(five, HOSTILE)
     same_curves(public, plain(state, others, KM), others)
     assert public.report is not None
-    assert public.report.excluded[HOSTILE].startswith("rejected: keys: ")
+    assert public.report.excluded[HOSTILE].startswith("failed: its answer was refused: keys: ")
 
 
 @variants("wrong", ["missing", "unknown", "another site's"])
@@ -390,7 +390,7 @@ def test_shares_for_the_wrong_sites_are_refused_and_the_round_goes_on(
     others = without(five, HOSTILE)
     same_curves(public, plain(state, others, KM), others)
     assert public.report is not None
-    assert public.report.excluded[HOSTILE].startswith("rejected: shares: ")
+    assert public.report.excluded[HOSTILE].startswith("failed: its answer was refused: shares: ")
 
 
 def masked_body(shapes: Shapes, header: MaskedHeader, dtype: str = "U64") -> bytes:
@@ -440,7 +440,7 @@ def test_a_masked_input_of_the_wrong_layout_is_refused_and_the_site_dropped(
     others = without(five, HOSTILE)
     same_curves(public, plain(state, others, KM), others)
     assert public.report is not None
-    assert public.report.excluded[HOSTILE].startswith("rejected: masked: ")
+    assert public.report.excluded[HOSTILE].startswith("failed: its answer was refused: masked: ")
 
 
 def test_an_oversized_masked_input_is_refused_before_it_is_read(

@@ -390,15 +390,15 @@ def _site_estimates(
             if fit.status == "failed"
         }
         return sites, failed
-    sites, excluded = {}, {}
+    sites, without = {}, {}
     for site, sent in state.local.items():
         if sent.terms is not None:
             sites[site] = sent.terms
         elif sent.failed is not None:
-            excluded[site] = f"its own fit failed: {sent.failed}"
+            without[site] = f"its own fit failed: {sent.failed}"
         else:
-            excluded[site] = f"no estimates of its own: {sent.withheld}"
-    return sites, excluded
+            without[site] = f"no estimates of its own: {sent.withheld}"
+    return sites, without
 
 
 def newton_report(
@@ -406,9 +406,9 @@ def newton_report(
 ) -> RegressionReport:
     """The report of a finished loop (``state.done``) over ``n`` patients with ``events``: the
     pooled terms, each site's own terms and the heterogeneity of the coefficients across them;
-    the sites without terms of their own are ``excluded``, with why."""
+    the sites in the pooled fit without terms of their own are ``pooled_only``, with why."""
     assert state.pooled.loglik is not None  # a converged fit has accepted a point
-    sites, excluded = _site_estimates(state, analysis.confidence)
+    sites, without = _site_estimates(state, analysis.confidence)
     return RegressionReport(
         model=analysis.type,
         stratified=isinstance(analysis, CoxAnalysis) and analysis.stratified,
@@ -420,6 +420,6 @@ def newton_report(
         iterations=state.pooled.iterations,
         terms=fit_terms(state.pooled, state.names, analysis.confidence),
         sites=sites,
-        excluded=excluded,
+        pooled_only=without,
         heterogeneity=heterogeneity(sites),
     )

@@ -28,7 +28,7 @@ differ by one would tell that site's numbers. A site that is not in the first ro
 no part; one that leaves later, or joins, fails the analysis. The loop runs the pooled fit only:
 per-site estimates come from the fits the sites ran on their own rows and sent in the clear
 beside the first round (:func:`oncofed.analytics.site.own_fit`), never from derivatives of one
-site; the sites that sent none are ``excluded``, with why.
+site; the sites that sent none are in the pooled fit only (``pooled_only``), with why.
 
 The unstratified model's sites sum exp(x'b - c) with a public offset c (``AnalysisParams.
 offset``), so that the fixed-point sums stay near 1 whatever the scale of the covariates: c is

@@ -8,7 +8,7 @@ apply the per-site rules below.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from oncofed.analytics.design import (
 from oncofed.analytics.newton import fit_alone, fit_terms
 from oncofed.analytics.summary import site_summary
 from oncofed.analytics.survival import site_survival
-from oncofed.learning.data import DataError
+from oncofed.learning.data import DataError, Table
 from oncofed.wire.analysis import (
     AnalysisParams,
     AnalysisSpec,
@@ -35,6 +35,7 @@ from oncofed.wire.analysis import (
     SitePart,
     SummaryAnalysis,
 )
+from oncofed.wire.spec import BinaryOutcome, Feature, Outcome
 
 
 def answer(
@@ -77,13 +78,16 @@ def regression_design(
     describe individuals."""
     data = design(analysis, table)
     left_out = len(next(iter(table.values()))) - len(data)
+    causes = left_out_causes(analysis.covariates, analysis.outcome, table)
     if len(data) < min_cohort:
         raise DataError(
-            f"fewer than {min_cohort} patients with complete data here (policy min_cohort_size)"
+            f"fewer than {min_cohort} patients with complete data here (policy "
+            f"min_cohort_size){f'; left out: those {causes}' if causes else ''}"
         )
     if 0 < left_out < threshold:
         raise DataError(
-            f"the patients left out as incomplete must be 0 or at least {threshold} here"
+            f"the patients left out here (those {causes or 'incomplete'}) must be 0 or at least "
+            f"{threshold}"
         )
     width = len(data.names)
     if len(data) < per_covariate * width:
@@ -92,6 +96,36 @@ def regression_design(
             "(policy min_patients_per_covariate)"
         )
     return data
+
+
+def left_out_causes(features: Sequence[Feature], outcome: Outcome, table: Table) -> str:
+    """Why patients of a cohort ``table`` are left out of a model of ``features`` and
+    ``outcome`` (the rules of :func:`oncofed.learning.data.encode`, whose columns it has
+    checked), for a decline message: each cause found once, in the spec's order, never a count
+    ("" when none is)."""
+    causes = []
+    for f in features:
+        values = np.asarray(table[f.name])
+        if f.levels is not None:
+            if not np.isin(values.astype(str), f.levels).all():
+                causes.append(f"without a {f.name} of {', '.join(f.levels)}")
+        elif not np.isfinite(values.astype(np.float64)).all():
+            causes.append(f"without a value of {f.name}")
+    if isinstance(outcome, BinaryOutcome) and outcome.label is not None:
+        if not np.isin(np.asarray(table[outcome.label], dtype=np.float64), (0.0, 1.0)).all():
+            causes.append(f"without a 0/1 value of {outcome.label}")
+        return ", ".join(causes)
+    assert outcome.time is not None and outcome.event is not None  # the spec guarantees both
+    time = np.asarray(table[outcome.time], dtype=np.float64)
+    event = np.asarray(table[outcome.event], dtype=np.float64)
+    usable = np.isfinite(time) & (time >= 0) & np.isin(event, (0.0, 1.0))
+    if not usable.all():
+        causes.append(f"without a usable {outcome.time} and {outcome.event}")
+    if isinstance(outcome, BinaryOutcome) and outcome.horizon_days:
+        horizon = outcome.horizon_days
+        if (usable & (event == 0) & (time < horizon)).any():
+            causes.append(f"censored before the {horizon:g}-day horizon")
+    return ", ".join(causes)
 
 
 def own_fit(

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from oncofed.cli._common import TokenOption, UrlOption, client, console, friendly
 from oncofed.cli.watch import live_view, render_job
-from oncofed.client import Client, ClientError, load_spec
-from oncofed.wire.messages import JobPublic
+from oncofed.client import Client, load_spec
+from oncofed.client.sites_view import render_sites
 
 app = typer.Typer(help="Submit and follow federated jobs.", no_args_is_help=True)
 
@@ -78,31 +78,28 @@ def list_jobs(url: UrlOption = None, token: TokenOption = None) -> None:
 def result(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     out: Annotated[
-        Path, typer.Option(help="Folder for model.safetensors, report.json, metrics.png.")
+        Path,
+        typer.Option(
+            help="Folder for the result: model, report.json and plot, or an "
+            "analysis's report.json, CSV tables and plots."
+        ),
     ],
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Download the result: a training job's final model with its report and metric curves,
-    or an analysis's report, tidy CSV tables and plots."""
+    or an analysis's report, tidy CSV tables and plots; and every site's state with why."""
+    from oncofed.client.analysis_output import render_analysis
+    from oncofed.client.plots import write_job
+
     with client(url, token) as api:
         job = api.job(job_id)
-        if job.spec.kind == "analysis":
-            _analysis_result(job, out)
-            return
-        from oncofed.client.plots import write_result
-
-        paths = write_result(job, api.model_bytes(job_id), out)
-    console.print(render_job(job))
-    for kind, path in paths.items():
-        console.print(f"{kind:>7}: {path}")
-
-
-def _analysis_result(job: JobPublic, out: Path) -> None:
-    from oncofed.client.analysis_output import render_analysis, write_analysis
-
-    if job.report is None:
-        raise ClientError(f"job {job.id} has no report: it is {job.status} ({job.error or ''})")
-    console.print(render_analysis(job.report))
-    for path in write_analysis(job.report, job.name, out):
-        console.print(f"written: {path}", highlight=False)
+        model = api.model_bytes(job_id) if job.spec.kind == "train" else None
+    if job.spec.kind == "train":
+        console.print(render_job(job))
+    elif job.report is not None:
+        console.print(render_analysis(job.report, job.participation))
+    else:  # no result: who declined, expired or failed says why
+        console.print(render_sites(job.participation))
+    for path in write_job(job, out, model):  # a path is never broken across lines
+        console.print(f"written: {path}", highlight=False, soft_wrap=True)

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from oncofed.client.report import POOLED_ONLY, curves
+from oncofed.client.sites_view import render_sites
 from oncofed.wire.messages import JobPublic, RoundPublic
 
 
@@ -31,7 +32,8 @@ _STATUS = {"running": "yellow", "completed": "green", "failed": "red"}
 
 
 def render_job(job: JobPublic, last: int = 8) -> RenderableType:
-    """One job: progress, then the last rounds' loss and held-out metrics."""
+    """One job: progress, a training job's last rounds' loss and held-out metrics, then every
+    site's state with why (``oncofed.client.sites_view``)."""
     metric = job.primary_metric
     closed = sum(1 for r in job.rounds if r.status == "closed")
     total = job.planned_rounds or max(closed + (job.status == "running"), 1)  # Newton: so far
@@ -49,7 +51,7 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
         ),
     )
     if job.spec.kind == "analysis":
-        parts: list[RenderableType] = [head, _site_statuses(job)]
+        parts: list[RenderableType] = [head, render_sites(job.participation)]
         if job.error:
             parts.append(Text(job.error, style="red"))
         return Panel(Group(*parts), title=_title(job), title_align="left")
@@ -68,7 +70,7 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
             _fmt(row["metrics"].get(metric)),
             *(_fmt(row["site_metrics"].get(s, {}).get(metric)) for s in columns),
         )
-    parts = [head, table]
+    parts = [head, table, render_sites(job.participation, training=True)]
     if job.error:
         parts.append(Text(job.error, style="red"))  # it quotes sites' reasons: never markup
     return Panel(Group(*parts), title=_title(job), title_align="left")
@@ -81,18 +83,6 @@ def _kind(rnd: RoundPublic) -> str:
 
 def _title(job: JobPublic) -> Text:
     return Text.assemble(job.name, (f" {job.id[:8]} {job.label}", "dim"))
-
-
-def _site_statuses(job: JobPublic) -> Table:
-    """Each site's answer to each analysis round (one round, or one per Newton iteration)."""
-    table = Table("round", *map(escape, job.sites), expand=False)
-    for rnd in job.rounds[-8:]:
-        cells = []
-        for site in job.sites:
-            answer = rnd.sites.get(site)
-            cells.append("" if answer is None else answer.status)
-        table.add_row(str(rnd.number), *cells)
-    return table
 
 
 def _fmt(value: float | None) -> str:

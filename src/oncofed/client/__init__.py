@@ -1,6 +1,6 @@
 """The researcher's and operator's Python client: ``from oncofed.client import Client``.
 
-``write_result`` is imported on first use (it brings in matplotlib).
+``write_result`` and ``write_job`` are imported on first use (they bring in matplotlib).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -9,14 +9,14 @@ from oncofed.client._client import Client, ClientError, load_spec
 from oncofed.client.report import build_report, curves, final_metrics
 
 if TYPE_CHECKING:
-    from oncofed.client.plots import write_result
+    from oncofed.client.plots import write_job, write_result
 
 
 def __getattr__(name: str) -> Any:
-    if name == "write_result":
-        from oncofed.client.plots import write_result
+    if name in ("write_result", "write_job"):
+        from oncofed.client import plots
 
-        return write_result
+        return getattr(plots, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -27,5 +27,6 @@ __all__ = [
     "curves",
     "final_metrics",
     "load_spec",
+    "write_job",
     "write_result",
 ]

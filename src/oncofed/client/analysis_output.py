@@ -17,6 +17,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from oncofed.client.sites_view import render_sites
 from oncofed.wire.analysis import (
     AnalysisReport,
     CountsReport,
@@ -29,6 +30,7 @@ from oncofed.wire.analysis import (
     SurvivalReport,
     Term,
 )
+from oncofed.wire.messages import Participation
 from oncofed.wire.profile import Cell
 
 Rows = list[Sequence[object]]
@@ -38,14 +40,18 @@ _TERM_COLUMNS = ["term", *list(Term.model_fields)[1:]]
 _HETEROGENEITY_COLUMNS = ["term", *list(Heterogeneity.model_fields)[1:]]
 
 
-def write_analysis(report: AnalysisReport, name: str, out: Path) -> list[Path]:
-    """``report.json`` (the report and the analysis name), the report's tidy CSV tables and
-    its plots in ``out``; the paths written, in that order."""
+def write_analysis(
+    report: AnalysisReport, name: str, out: Path, participation: Participation | None = None
+) -> list[Path]:
+    """``report.json`` (the analysis name, the report and, when given, the ``participation``
+    of every site), the report's tidy CSV tables and its plots in ``out``; the paths written,
+    in that order."""
     out.mkdir(parents=True, exist_ok=True)
     document = out / "report.json"
-    document.write_text(
-        json.dumps({"name": name, **report.model_dump(mode="json")}, indent=2) + "\n"
-    )
+    content = {"name": name, **report.model_dump(mode="json")}
+    if participation is not None:
+        content["participation"] = participation.model_dump(mode="json")
+    document.write_text(json.dumps(content, indent=2) + "\n")
     paths = [document]
     for filename, (header, rows) in _tables(report).items():
         path = out / filename
@@ -354,9 +360,12 @@ def histogram_figure(report: SummaryReport) -> Figure:
 # -- terminal ------------------------------------------------------------------------------
 
 
-def render_analysis(report: AnalysisReport) -> RenderableType:
-    """The report's main table for the terminal. Text from the report is shown as is, never
-    read as markup."""
+def render_analysis(
+    report: AnalysisReport, participation: Participation | None = None
+) -> RenderableType:
+    """The report's main table for the terminal, then the sites: the ``participation`` table
+    when given, else the report's notes on the sites not in it and those in the pooled fit
+    only. Text from the report is shown as is, never read as markup."""
     if isinstance(report, CountsReport):
         main = _render_counts(report)
     elif isinstance(report, SummaryReport):
@@ -365,12 +374,18 @@ def render_analysis(report: AnalysisReport) -> RenderableType:
         main = _render_survival(report)
     else:
         main = _render_regression(report)
-    notes = []
+    notes: list[RenderableType] = []
     if report.secure_sites is not None:
         notes.append(Text(f"securely aggregated over: {', '.join(report.secure_sites)}"))
-    if report.excluded:
-        left_out = "; ".join(f"{site} ({why})" for site, why in report.excluded.items())
-        notes.append(Text(f"not included: {left_out}"))
+    if participation is not None:
+        return Group(main, *notes, render_sites(participation))
+    for heading, sites in (
+        ("not in the result", report.excluded),
+        ("in the pooled fit, not in the per-site estimates", report.pooled_only),
+    ):
+        if sites:
+            listed = "; ".join(f"{site} ({why})" for site, why in sites.items())
+            notes.append(Text(f"{heading}: {listed}"))
     return Group(main, *notes) if notes else main
 
 

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from oncofed.client._client import ClientError
+from oncofed.client.analysis_output import write_analysis
 from oncofed.client.report import build_report, curves
 from oncofed.wire.messages import JobPublic
 
@@ -59,3 +61,17 @@ def write_result(job: JobPublic, model: bytes, out: Path) -> dict[str, Path]:
     paths["report"].write_text(json.dumps(build_report(job), indent=2) + "\n")
     plot_curves(job, paths["plot"])
     return paths
+
+
+def write_job(job: JobPublic, out: Path, model: bytes | None = None) -> list[Path]:
+    """Any finished job's files in ``out``, the paths written: a training job's (its final
+    ``model``, :func:`write_result`) or an analysis' (:func:`~oncofed.client.analysis_output.
+    write_analysis`, with every site's state in ``report.json``). ClientError when there is no
+    result to write."""
+    if job.spec.kind == "analysis":
+        if job.report is None:
+            raise ClientError(f"job {job.id} has no report: it is {job.status} ({job.error or ''})")
+        return write_analysis(job.report, job.name, out, job.participation)
+    if model is None:
+        raise ClientError(f"job {job.id} is a training job: give its model to write")
+    return list(write_result(job, model, out).values())

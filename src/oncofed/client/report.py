@@ -66,4 +66,5 @@ def build_report(job: JobPublic) -> dict[str, Any]:
         "primary_metric": job.primary_metric,
         "final": final_metrics(job),
         "rounds": curves(job),
+        "participation": job.participation.model_dump(mode="json"),
     }

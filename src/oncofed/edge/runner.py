@@ -13,7 +13,7 @@ import numpy as np
 
 from oncofed.analytics.design import design
 from oncofed.analytics.secure import secure_values
-from oncofed.analytics.site import answer, own_fit
+from oncofed.analytics.site import answer, left_out_causes, own_fit
 from oncofed.cdm.frame import check_time_origin, job_table
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation, StoreError
@@ -126,7 +126,8 @@ class TaskRunner:
                     cohort_minimums(policy, spec).cohort,
                     policy.discrete_levels,
                 )
-                return AnalysisResult(part=part, compute_seconds=_since(started))
+                cohort = len(table["time_origin"])
+                return AnalysisResult(part=part, compute_seconds=_since(started), cohort=cohort)
             split = self._split(task.job_id, spec)
             stats = split.train.stats()
             if task.kind == "stats":
@@ -233,13 +234,21 @@ class TaskRunner:
     def _split(self, job_id: str, spec: JobSpec) -> _Split:
         if job_id not in self._splits:
             minimums = cohort_minimums(self._policy, spec)
-            cohort = build_cohort(spec, self._cohort(spec))
-            self._check_size(spec, len(cohort))
+            table = self._cohort(spec)
+            cohort = build_cohort(spec, table)
+            causes = left_out_causes(spec.features, spec.outcome, table)
+            left_out = f"; left out: those {causes}" if causes else ""
+            if len(cohort) < minimums.cohort:
+                raise PolicyViolation(
+                    "the patients with complete data and an outcome at this site are fewer "
+                    f"than its minimum cohort size (policy {minimums.cohort_rule}="
+                    f"{minimums.cohort}){left_out}"
+                )
             split = _Split(*split_cohort(spec, cohort))
             if len(split.train) < minimums.cohort:
                 raise PolicyViolation(
                     "the training rows at this site are fewer than its minimum cohort size "
-                    f"(policy {minimums.cohort_rule}={minimums.cohort})"
+                    f"(policy {minimums.cohort_rule}={minimums.cohort}){left_out}"
                 )
             if len(split.held_out) < minimums.held_out:
                 raise PolicyViolation(

@@ -188,15 +188,10 @@ class Progress:
     ) -> None:
         """The report, the next Newton round (with ``site_ids``), or a failure."""
         from oncofed.orchestrator import analysis
+        from oncofed.orchestrator.participation import left_out
 
         if isinstance(outcome, analysis.Finished):
-            left_out = {
-                t.site.name: f"{t.status}: {t.detail}" for r in job.rounds for t in r.tasks
-                if t.status != "accepted"
-            }  # fmt: skip
-            report = outcome.report.model_copy(
-                update={"excluded": {**left_out, **outcome.report.excluded}}
-            )
+            report = outcome.report.model_copy(update={"excluded": left_out(job)})
             job.report_json = REPORTS.dump_json(report).decode()
             end(job, "completed", None)
         elif isinstance(outcome, analysis.Failed):

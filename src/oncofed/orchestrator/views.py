@@ -6,6 +6,7 @@ import json
 
 from oncofed.learning.metrics import weighted_mean
 from oncofed.orchestrator.db import Job, Round, Task
+from oncofed.orchestrator.participation import participation
 from oncofed.orchestrator.progress import parse_spec
 from oncofed.wire.analysis import REPORTS, AnalysisResult
 from oncofed.wire.messages import (
@@ -99,6 +100,7 @@ def _round(
 
 
 def job_public(job: Job) -> JobPublic:
+    report = REPORTS.validate_json(job.report_json) if job.report_json else None
     return JobPublic(
         id=job.id,
         name=job.name,
@@ -110,5 +112,6 @@ def job_public(job: Job) -> JobPublic:
         sites=json.loads(job.sites_json),
         rounds=[round_public(r) for r in job.rounds],
         model_sha256=job.model_sha,
-        report=REPORTS.validate_json(job.report_json) if job.report_json else None,
+        report=report,
+        participation=participation(job, report),
     )

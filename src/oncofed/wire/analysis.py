@@ -308,6 +308,12 @@ class AnalysisResult(_Strict):
 
     part: SitePart
     compute_seconds: Annotated[float, Field(ge=0)] = 0.0
+    cohort: Annotated[int, Field(ge=0)] | None = None
+    """The patients in the job's cohort at this site. A site answers only for a cohort of at
+    least its ``min_cohort_size``, and every analysis' suppression treats this size as known
+    (a count table's total, the size a Kaplan-Meier site's group sizes add up to, the complete
+    cases a regression leaves out), so it tells nothing more; beside the part it shows how many
+    of the site's patients the part counts."""
 
 
 class AnalysisParams(_Strict):
@@ -327,7 +333,11 @@ class AnalysisParams(_Strict):
 
 class _Report(_Strict):
     excluded: dict[str, str] = Field(default_factory=dict)
-    """Sites that are not in the result, with why (a decline's reason, a failed own fit)."""
+    """Sites that are not in the result at all, with why: ``declined: ...``, ``expired: ...``
+    or ``failed: ...`` (the job's ``participation`` has every site's state)."""
+    pooled_only: dict[str, str] = Field(default_factory=dict)
+    """Sites in the pooled result that have no estimates of their own in a regression's
+    ``sites`` and heterogeneity check, with why (their own fit failed, or was withheld)."""
     secure_sites: list[str] | None = None
     """Under secure aggregation, the sites whose numbers are in the pooled sums: no one saw a
     site's own numbers, so the report holds no per-site tables, curves or summaries (a

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field
 
 from oncofed.wire.analysis import AnalysisParams, AnalysisReport, AnySpec
 from oncofed.wire.base import Count, Evaluation, Finite, Message, Sha256
+from oncofed.wire.profile import Cell
 from oncofed.wire.secagg import SecureStep
 
 API_PREFIX = "/v1"
@@ -193,6 +195,73 @@ class RoundPublic(Message):
     )
 
 
+class SiteState(StrEnum):
+    """Where one site stands in a whole job (``SiteStatus``)."""
+
+    WAITING = "waiting"
+    """The job runs and the site has not answered its current round yet."""
+    TOOK_PART = "took_part"
+    """Its answers are in the result (under secure aggregation: in the sums)."""
+    SUPPRESSED = "suppressed"
+    """It answered, but every group or cell it sent is hidden: it adds nothing to the result."""
+    DECLINED = "declined"
+    """It refused a task: the policy rule or the data reason is given."""
+    EXPIRED = "expired"
+    """It missed a round's deadline; the job went on without it."""
+    FAILED = "failed"
+    """Its answer was refused, or its round ended before it answered."""
+
+    @property
+    def label(self) -> str:
+        """The state as people read it: ``took part``."""
+        return self.value.replace("_", " ")
+
+
+IN_RESULT = (SiteState.TOOK_PART, SiteState.SUPPRESSED)
+"""The states of a site whose answers were accepted into the result."""
+
+
+class SiteStatus(Message):
+    """One site's part in a whole job, from the orchestrator's records of its tasks: its state
+    with the reason, and the patients (training: rows) it reported."""
+
+    state: SiteState
+    reason: str = Field("", description="Why (a rule, a data reason, an error), or a note.")
+    round: Count | None = Field(None, description="The round its state comes from.")
+    n: Count | None = Field(
+        None,
+        description="Patients in the job's cohort at the site, as it reported them (training: "
+        "its training rows); None when not known (secure aggregation, or no answer).",
+    )
+    n_eval: Count | None = Field(None, description="Training: its held-out rows.")
+    counted: Cell | None = Field(
+        None, description="Analyses: of its patients, those its answer counts in the result."
+    )
+    events: Count | None = Field(None, description="Regressions: the events among them.")
+    groups: Count | None = Field(
+        None,
+        description="The groups or cells of the analysis a site sends (survival groups, "
+        "table cells, histogram bins).",
+    )
+    hidden: Count | None = Field(
+        None, description="Of those, the ones it sent nothing for or hid (small cells)."
+    )
+
+
+class Participation(Message):
+    """Who is in a job's result: every site's state and, for an analysis, the patients in the
+    pooled result beside the sum of the cohort sizes its sites reported (a gap is patients
+    the analysis could not count: missing values, groups withheld, small cells)."""
+
+    sites: dict[str, SiteStatus] = Field(default_factory=dict)
+    pooled_n: Cell | None = Field(None, description="Analyses: the patients in the result.")
+    reported_n: Count | None = Field(
+        None,
+        description="Analyses: the sum of the cohort sizes the sites in the result reported; "
+        "None when one is not known (secure aggregation).",
+    )
+
+
 class JobPublic(Message):
     id: str
     name: str
@@ -205,6 +274,7 @@ class JobPublic(Message):
     rounds: list[RoundPublic]
     model_sha256: Sha256 | None
     report: AnalysisReport | None = None
+    participation: Participation = Field(default_factory=Participation)
 
     @property
     def primary_metric(self) -> str:
