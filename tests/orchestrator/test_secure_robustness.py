@@ -24,7 +24,7 @@ from lifelines.datasets import load_gbsg2
 from sqlalchemy import select
 
 from oncofed.edge import EdgePolicy, LocalStore
-from oncofed.edge.runner import Outcome
+from oncofed.edge.runner import Outcome, TaskRunner
 from oncofed.edge.secure import Post
 from oncofed.orchestrator.db import Round, SecureMessage, Task
 from oncofed.privacy.layouts import round_layout
@@ -246,6 +246,34 @@ def test_a_site_killed_after_its_masked_input_is_in_the_sum(
     same_curves(public, reference, five)
     assert public.report is not None and public.report.excluded == {}
     assert public.rounds[0].sites[HOSTILE].status == "accepted"
+
+
+@pytest.mark.parametrize("narrowed", [False, True])
+def test_a_policy_narrowed_after_the_keys_phase_stops_the_masked_input(
+    state: State, five: dict[str, Mortal], plain: Reference, narrowed: bool
+) -> None:
+    """A site computed its part at the keys phase; its admin then closes the dataset to jobs.
+    The masked input is checked against the policy in force when it would leave: the site
+    declines, and the others' sum is unmasked without it. A policy re-read with the same
+    values lets the part go, and the sum is every site's."""
+    site = five[HOSTILE]
+    stricter = POLICY.model_copy(update={"allowed_datasets": ["other"] if narrowed else None})
+
+    def narrow(who: Site, task: TaskAssignment, outcome: object, ack: ResultAck) -> None:
+        if isinstance(outcome, Post) and outcome.phase == "keys":
+            who.runner = TaskRunner(site.store, stricter, who.name, who.ledger)
+            who.secure.use(stricter)
+
+    site.watch = narrow
+    public = play(state, five, analysis(KM))
+    counted = without(five, HOSTILE) if narrowed else five
+    same_curves(public, plain(state, counted, KM), counted)
+    assert public.report is not None
+    if narrowed:
+        reason = public.report.excluded[HOSTILE]
+        assert reason.startswith("declined: secure round: dataset 'gbsg2' is not open to")
+    else:
+        assert public.report.excluded == {}
 
 
 FEWER = {

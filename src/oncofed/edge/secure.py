@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation
 from oncofed.edge.ledger import Ledger
+from oncofed.edge.policy import check_task
 from oncofed.edge.runner import Contribution, Outcome
 from oncofed.privacy.layouts import round_layout
 from oncofed.privacy.secagg import SecAggClient, SecAggError, encode_masked
@@ -51,6 +52,8 @@ class _Session:
     advert: KeyAdvert
     contribution: Contribution | None  # None: keys made ahead, with the previous round
     roster: Roster | None = None
+    policy: EdgePolicy | None = None
+    """The policy the contribution was computed under."""
 
 
 class SecureSessions:
@@ -69,8 +72,8 @@ class SecureSessions:
         self._sessions: OrderedDict[tuple[str, int], _Session] = OrderedDict()
 
     def use(self, policy: EdgePolicy) -> None:
-        """Apply a re-read policy to the rounds this site joins from now on (a round under way
-        keeps its secrets, and the limits it was joined under)."""
+        """Apply a re-read policy: a round under way keeps its secrets and the roster limits it
+        was joined under, but what it sends is checked again under this one."""
         self._policy = policy
 
     def step(
@@ -131,7 +134,8 @@ class SecureSessions:
         assert task.secure is not None
         client = self._client(task.secure.context)
         advert = client.advertise()
-        self._keep(task.job_id, task.round, _Session(client, advert, _contribution(outcome)))
+        computed = _Session(client, advert, _contribution(outcome), policy=self._policy)
+        self._keep(task.job_id, task.round, computed)
         return _json("keys", advert.model_dump_json())
 
     def _masked(
@@ -141,12 +145,15 @@ class SecureSessions:
         session: _Session,
         contribute: Callable[[], Outcome],
     ) -> Post | Decline:
-        """Compute now when the keys were made ahead, mask once per round, and advertise
-        keys for the job's next round with the masked input."""
+        """Compute now when the keys were made ahead (else check a part computed before against
+        the policy, if it changed since: it leaves only if the policy in force allows it), mask
+        once per round, and advertise keys for the job's next round with the masked input."""
         assert step.inbox is not None
         if session.roster is None:
             raise PolicyViolation("this site was sent no roster for this round")
         contribution = session.contribution
+        if contribution is not None and session.policy is not self._policy:
+            check_task(self._policy, task)  # the policy changed since it was computed
         if contribution is None:
             outcome = contribute()
             if isinstance(outcome, Decline):
