@@ -132,7 +132,16 @@ def test_an_import_where_every_patient_fails_keeps_the_earlier_one(tmp_path: Pat
     output = " ".join(failed.output.split())
     assert failed.exit_code == 1, failed.output
     assert "no patient passed validation" in output and "earlier import of 'ex' is kept" in output
-    assert LocalStore(edge / "datasets").load("ex")["patient"].num_rows == 3
+    assert "(tumour.ecog: outside 0-5: 3)" in output  # exact counts: the admin's own screen
+    store = LocalStore(edge / "datasets")
+    assert store.load("ex")["patient"].num_rows == 3
+    refused = store.refused_path("ex")
+    assert f"everypatient,witheveryreason:{refused}" in output.replace(" ", "")
+    assert refused.read_text().splitlines()[1:] == [
+        f"{row},\"export.csv, data row {row}\",tumour.ecog: outside 0-5" for row in (1, 2, 3)
+    ]
+    assert runner.invoke(app, [*common, "--mapping", str(good)], env=ENV).exit_code == 0
+    assert not refused.exists()  # a later import replaced the refused one
 
 
 def test_the_file_must_fit_the_format(tmp_path: Path) -> None:

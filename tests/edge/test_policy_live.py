@@ -4,6 +4,7 @@ defaults in its place, and a change seen at the next read however it was made.""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,19 @@ def test_a_settled_file_is_only_stat_while_it_stays_the_same(
         assert live.current() is first
     write(path, "max_rounds: 200\n", mtime_ns=settled)  # another size
     assert live.current().max_rounds == 200
+
+
+def test_a_copy_that_keeps_the_old_modification_time_is_seen(tmp_path: Path) -> None:
+    """``cp -p`` or ``rsync -t`` of a same-size file over a settled one: the modification
+    time and size are the old ones, the change time (or inode) is not."""
+    path = tmp_path / "policy.yaml"
+    settled = path.parent.stat().st_mtime_ns - 2 * SETTLE_NS
+    write(path, "max_rounds: 10\n", mtime_ns=settled)
+    live = PolicyFile(path)
+    assert live.current().max_rounds == 10
+    time.sleep(0.01)  # a later change time than the first write's, on any file system
+    write(path, "max_rounds: 30\n", mtime_ns=settled)
+    assert live.current().max_rounds == 30
 
 
 def test_a_deleted_or_broken_file_is_an_error_until_it_is_restored(tmp_path: Path) -> None:

@@ -284,16 +284,16 @@ def _unreadable(path: Path, exc: OSError) -> PolicyFileError:
 class _Read:
     """One reading of the policy file: how it looked, and what it said."""
 
-    mtime_ns: int
-    size: int
+    stamp: tuple[int, int, int, int]  # see _stamp
     sha256: str
     settled: bool  # modified well before it was read: an unchanged stat means unchanged content
     outcome: EdgePolicy | list[str]  # the policy, or the file's mistakes
 
 
 class PolicyFile:
-    """``policy.yaml`` as it is now. ``current()`` re-reads it when its modification time,
-    size or SHA-256 changed (a stat per call while it stays the same) and raises
+    """``policy.yaml`` as it is now. ``current()`` re-reads it when its modification or
+    change time, size, inode or SHA-256 changed (a stat per call while it stays the same; a
+    copy that keeps the old modification time still changes the others) and raises
     ``PolicyFileError`` while it is missing or invalid."""
 
     def __init__(self, path: Path) -> None:
@@ -304,8 +304,8 @@ class PolicyFile:
         """The policy in force: the same object for as long as the file says the same."""
         try:
             stat = self.path.stat()
-            seen, now = self._read, (stat.st_mtime_ns, stat.st_size)
-            if seen is None or not seen.settled or (seen.mtime_ns, seen.size) != now:
+            seen = self._read
+            if seen is None or not seen.settled or seen.stamp != _stamp(stat):
                 seen = self._read = self._reread(stat, seen)
         except OSError as exc:
             self._read = None
@@ -319,13 +319,18 @@ class PolicyFile:
         digest = hashlib.sha256(data).hexdigest()
         settled = time.time_ns() - stat.st_mtime_ns >= SETTLE_NS
         if seen is not None and seen.sha256 == digest:
-            return replace(seen, mtime_ns=stat.st_mtime_ns, size=stat.st_size, settled=settled)
+            return replace(seen, stamp=_stamp(stat), settled=settled)
         outcome: EdgePolicy | list[str]
         try:
             outcome = parse_policy(data, self.path)
         except PolicyFileError as exc:
             outcome = exc.problems
-        return _Read(stat.st_mtime_ns, stat.st_size, digest, settled, outcome)
+        return _Read(_stamp(stat), digest, settled, outcome)
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when a file is written, replaced or copied over, times preserved or not."""
+    return (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
 
 
 class EdgeHome:

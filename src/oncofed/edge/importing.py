@@ -3,6 +3,7 @@ pseudonymise, profile, and store it in the edge's local store."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,11 +121,13 @@ def import_source(store: LocalStore, name: str, source: Source, *, threshold: in
         locate=read.locate,
     )
     if imported.data["patient"].num_rows == 0:
-        reasons = "; ".join(f"{r}: {n}" for r, n in imported.profile.rejected.items())
+        first = Counter(rejected.reasons[0] for rejected in imported.rejections)
+        reasons = "; ".join(f"{reason}: {n}" for reason, n in first.items())  # local: exact
         kept = f" and the earlier import of {name!r} is kept" if name in store.names() else ""
+        listed = store.save_refused(name, imported.rejections)
         raise SourceError(
             f"{source.location}: no patient passed validation ({reasons or 'no rows'}); "
-            f"nothing was stored{kept}"
+            f"nothing was stored{kept}; every patient, with every reason: {listed}"
         )
     store.save(name, imported.data, imported.profile, imported.rejections)
     return ImportReport(imported.profile, read.notes, store.rejections_path(name))

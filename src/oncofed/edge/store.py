@@ -66,6 +66,7 @@ class LocalStore:
                 target.rename(retired)
             staging.rename(target)
             shutil.rmtree(retired, ignore_errors=True)
+            self.refused_path(name).unlink(missing_ok=True)  # a later import replaced it
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -97,6 +98,18 @@ class LocalStore:
 
     def rejections_path(self, name: str) -> Path:
         return self._folder(name) / REJECTED
+
+    def refused_path(self, name: str) -> Path:
+        """Where the patients of a refused import of ``name`` are listed (no one passed)."""
+        return self.root / f"{check_dataset_name(name)}.{REJECTED}"
+
+    def save_refused(self, name: str, rejections: Sequence[RejectedPatient]) -> Path:
+        """List the patients of an import of ``name`` that was refused: none passed."""
+        path = self.refused_path(name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        _write_rejections(path, rejections)
+        return path
 
     def profiles(self) -> list[DataProfile]:
         return [self.profile(name) for name in self.names()]
