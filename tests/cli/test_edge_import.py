@@ -138,7 +138,7 @@ def test_an_import_where_every_patient_fails_keeps_the_earlier_one(tmp_path: Pat
     refused = store.refused_path("ex")
     assert f"everypatient,witheveryreason:{refused}" in output.replace(" ", "")
     assert refused.read_text().splitlines()[1:] == [
-        f"{row},\"export.csv, data row {row}\",tumour.ecog: outside 0-5" for row in (1, 2, 3)
+        f'{row},"export.csv, data row {row}",tumour.ecog: outside 0-5' for row in (1, 2, 3)
     ]
     assert runner.invoke(app, [*common, "--mapping", str(good)], env=ENV).exit_code == 0
     assert not refused.exists()  # a later import replaced the refused one
