@@ -90,7 +90,7 @@ class Site:
     def deliver(self, task: TaskAssignment, outcome: Outcome | Post) -> ResultAck:
         coordinator, site, task_id = self.state.coordinator, self.id, task.task_id
         if isinstance(outcome, Decline):
-            return coordinator.decline(site, task_id, outcome.reason)
+            return coordinator.decline(site, task_id, outcome.reason, failed=outcome.failed)
         if isinstance(outcome, Post) and outcome.phase != "masked":
             messages = {"keys": KeyAdvert, "shares": ShareBundle, "unmask": UnmaskShares}
             message = messages[outcome.phase].model_validate_json(outcome.body)

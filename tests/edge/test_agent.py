@@ -17,6 +17,7 @@ import pytest
 from oncofed.cdm.tables import CdmData
 from oncofed.edge import Agent, EdgeConfig, EdgeError, EdgeHome, LocalStore
 from oncofed.edge.guard import params_sha256
+from oncofed.edge.runner import TaskRunner
 from oncofed.edge.store import PROFILE
 from oncofed.privacy.secagg import public_bytes
 from oncofed.wire.analysis import AnalysisParams, AnalysisSpec
@@ -130,6 +131,22 @@ def test_agent_declines_what_its_policy_forbids(home: EdgeHome) -> None:
     agent.run(max_tasks=1)
     [(path, body)] = script.posts
     assert path == "/v1/tasks/t1/decline" and "max_rounds" in str(body["reason"])
+    assert body["failed"] is False  # a refusal by its policy
+
+
+def test_an_error_at_the_site_is_sent_as_a_failure_not_a_refusal(
+    home: EdgeHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(TaskRunner, "run", broken)
+    script = Script(stats_task(), outages=0)
+    Agent(home, transport=httpx.MockTransport(script)).run(max_tasks=1)
+    [(path, body)] = script.posts
+    assert path == "/v1/tasks/t1/decline"
+    assert body == {"reason": "RuntimeError at the site; see the edge's log", "failed": True}
+    assert "disk full" not in json.dumps(body)  # the error's text stays in the edge's log
 
 
 def test_a_task_the_edge_cannot_read_is_declined_not_fatal(home: EdgeHome) -> None:

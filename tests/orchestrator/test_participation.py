@@ -186,3 +186,23 @@ def test_hidden_cells_are_counted(
     if isinstance(report, CountsReport):
         assert done.participation.pooled_n == report.pooled.cells[-1][-1] == ALPHA + BETA
         assert done.participation.sites["alpha"].groups == 6 * 3  # grade, 0/1, each and missing
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_a_site_that_could_not_run_its_task_failed_one_that_would_not_declined(
+    state: State, failed: bool
+) -> None:
+    """An error at the site (its agent says so) is a failure, a refusal a decline; either way
+    the site is left out of the job's later rounds and the others go on."""
+    created = state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    task = take(state, "alpha")
+    reason = "RuntimeError at the site; see the edge's log" if failed else "policy max_rounds"
+    ack = state.coordinator.decline(state.sites["alpha"], task.task_id, reason, failed=failed)
+    assert ack.status == "declined"
+    through_stats(state, created.id, {"beta": 30})
+    alpha = job(state, created.id).participation.sites["alpha"]
+    assert (alpha.state, alpha.reason) == (
+        SiteState.FAILED if failed else SiteState.DECLINED, reason
+    )  # fmt: skip
+    assert state.coordinator.next_task(state.sites["alpha"]) is None  # not in later rounds
+    assert take(state, "beta").kind == "train"

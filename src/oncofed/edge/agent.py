@@ -164,7 +164,8 @@ class Agent:
             return None
         except Exception as exc:  # never crash the agent on one bad task; say why, locally
             log.exception("task %s failed", task.task_id)
-            return Decline(reason=f"{type(exc).__name__} at the site; see the edge's log")
+            reason = f"{type(exc).__name__} at the site; see the edge's log"
+            return Decline(reason=reason, failed=True)
 
     # -- the policy in force ---------------------------------------------------------------
 

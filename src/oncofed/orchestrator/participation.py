@@ -49,6 +49,7 @@ MAX_REASON = 300
 SECURE_NOTE = "in the secure sums; no one saw its own numbers"
 _FINAL = {
     "declined": SiteState.DECLINED,
+    "failed": SiteState.FAILED,
     "expired": SiteState.EXPIRED,
     "rejected": SiteState.FAILED,
 }

@@ -82,6 +82,10 @@ class Effects:
     drop_sums: set[int] = field(default_factory=set)
 
 
+LEFT = ("declined", "failed")
+"""Statuses of a site's task that leave it out of the job's later rounds."""
+
+
 def statuses(tasks: Iterable[Task]) -> str:
     """Each site's status and why, for a failure's message: ``north: declined (reason)``."""
     return "; ".join(f"{t.site.name}: {t.status} ({t.detail})" for t in tasks)

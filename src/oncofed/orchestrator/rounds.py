@@ -32,6 +32,7 @@ from oncofed.orchestrator.db import Job, Round, Site, Task, utcnow
 from oncofed.orchestrator.errors import BadRequest, Conflict, Forbidden, NotFound
 from oncofed.orchestrator.notifier import Notifier
 from oncofed.orchestrator.progress import (
+    LEFT,
     Effects,
     Progress,
     end,
@@ -424,21 +425,25 @@ class Coordinator:
 
         return self._answer(site_id, job_id, work)
 
-    def decline(self, site_id: int, task_id: str, reason: str) -> ResultAck:
-        """The site will not take part (its policy, its data); it is left out of later rounds."""
+    def decline(
+        self, site_id: int, task_id: str, reason: str, *, failed: bool = False
+    ) -> ResultAck:
+        """The site will not take part (its policy, its data), or ``failed`` (an error there);
+        either way it is left out of later rounds."""
+        status = "failed" if failed else "declined"
         job_id = self._job_of(site_id, task_id)
 
         def work(session: Session, effects: Effects) -> ResultAck:
             found = session.get(Task, task_id, options=_TASK_IN_ROUND)
             assert found is not None  # _job_of found it
             if found.round.phase is not None:
-                self._secure.decline(session, effects, found, reason)
+                self._secure.decline(session, effects, found, reason, status)
                 return ResultAck(task_id=task_id, status="declined", detail=reason)
             task = self._open_task(session, task_id, None, None)
             if isinstance(task, ResultAck):
                 return task
-            self._finish(task, "declined", detail=reason)
-            log.info("site %s declined task %s: %s", site_id, task_id, reason)
+            self._finish(task, status, detail=reason)
+            log.info("site %s %s task %s: %s", site_id, status, task_id, reason)
             self._maybe_close(session, effects, task.round)
             return ResultAck(task_id=task_id, status="declined", detail=reason)
 
@@ -575,7 +580,7 @@ class Coordinator:
         effects.drop_sums.add(rnd.id)
         if progress.too_few(job, rnd, accepted):
             return
-        active = [t.site_id for t in rnd.tasks if t.status != "declined"]
+        active = [t.site_id for t in rnd.tasks if t.status not in LEFT]
         if isinstance(spec, AnalysisSpec):
             from oncofed.orchestrator import analysis
 

@@ -45,6 +45,7 @@ from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.db import Job, Round, SecureMessage, Site, Task, utcnow
 from oncofed.orchestrator.errors import BadRequest, Conflict
 from oncofed.orchestrator.progress import (
+    LEFT,
     Averages,
     Effects,
     Progress,
@@ -255,14 +256,17 @@ class SecureRounds:
         self.advance(session, effects, task.round)
         return ResultAck(task_id=task.id, status="rejected", detail=reason)
 
-    def decline(self, session: Session, effects: Effects, task: Task, reason: str) -> None:
+    def decline(
+        self, session: Session, effects: Effects, task: Task, reason: str, status: str
+    ) -> None:
         """A site that will not go on with the round (its policy, or a check of what it was
-        sent); it is left out of this round and of the job's later ones."""
+        sent; ``status`` failed: an error there); it is left out of this round and of the
+        job's later ones."""
         rnd = task.round
         if rnd.status != "open" or rnd.phase is None or task.status not in WAITING[rnd.phase]:
             raise Conflict(f"task {task.id} is {task.status}; there is nothing to decline now")
-        _drop(task, "declined", reason)
-        log.info("site %s declined task %s: %s", task.site.name, task.id, reason)
+        _drop(task, status, reason)
+        log.info("site %s %s task %s: %s", task.site.name, status, task.id, reason)
         self.advance(session, effects, rnd)
 
     def expire(self, session: Session, effects: Effects, rnd: Round) -> None:
@@ -357,7 +361,7 @@ class SecureRounds:
         effects.delete.update(blobs)
         if self._progress.too_few(job, rnd, included):
             return
-        active = [t.site_id for t in rnd.tasks if t.status != "declined"]
+        active = [t.site_id for t in rnd.tasks if t.status not in LEFT]
         spec = parse_spec(job.spec_json)
         rnd.result_json = _pooled_view(spec, rnd.kind, sums)
         following = {reply.sender: reply.next for reply in replies if reply.next is not None}
@@ -404,7 +408,7 @@ class SecureRounds:
         rnd.status, rnd.closed_at = "closed", utcnow()
         effects.drop_sums.add(rnd.id)
         effects.delete.update(t.result_sha for t in rnd.tasks if t.result_sha)
-        left = statuses(t for t in rnd.tasks if t.status in ("declined", "expired", "rejected"))
+        left = statuses(t for t in rnd.tasks if t.status in (*LEFT, "expired", "rejected"))
         error = f"round {rnd.number} ({rnd.kind}), secure aggregation: {reason}"
         end(rnd.job, "failed", f"{error}. {left}" if left else error)
 

@@ -120,6 +120,9 @@ class Decline(Message):
     """The edge will not or cannot run the task; the reason is shown to the researcher."""
 
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    failed: bool = False
+    """True: the site could not run it (an error there), rather than refused it (its policy
+    or its data)."""
 
 
 class ResultAck(Message):

@@ -221,7 +221,7 @@ def post_result(
 def decline(
     task_id: str, body: Decline, site: CurrentSite, coordinator: CoordinatorDep
 ) -> ResultAck:
-    return coordinator.decline(site.id, task_id, body.reason)
+    return coordinator.decline(site.id, task_id, body.reason, failed=body.failed)
 
 
 async def _profile_body(dataset: str, request: Request) -> DataProfile:
