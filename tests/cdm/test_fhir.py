@@ -319,10 +319,6 @@ REJECTED = [
     ("tumour.icd10: code system not supported",
      bundle(condition(icd10="254837009", system=SNOMED, meta={"profile": [MCODE + "mcode-"
                                                              "primary-cancer-condition"]}))),
-    ("tumour.primary_site: code not interpretable",
-     bundle(condition(bodySite=[coded(ICDO3, "C5")]))),
-    ("tumour.primary_site: conflicting values",
-     bundle(condition(bodySite=[coded(ICDO3, "C50.9"), coded(ICDO3, "C50.4")]))),
     ("tumour.histology: code system not supported",
      bundle(condition(extension=[histology(SNOMED, "413448000")]))),
     ("tumour.histology: code not interpretable",
@@ -432,6 +428,15 @@ def test_a_value_not_interpretable_excludes_the_patient(
     result = read(tmp_path, {**content, "entry": [person, linked, *resources]})
     assert (result.rows_read, result.rejected, result.notes) == (1, Counter({reason: 1}), Counter())
     assert result.data.num_rows() == dict.fromkeys(TABLES, 0)
+
+
+def test_a_malformed_icdo3_body_site_is_missing_and_noted(tmp_path: Path) -> None:
+    """A body site never excludes its patient: one the importer cannot read is left out."""
+    result = read(tmp_path, bundle(condition(bodySite=[coded(ICDO3, "C5")])))
+    assert result.rejected == Counter()
+    assert result.data["tumour"]["primary_site"].to_pylist() == [None]
+    note = "tumour.primary_site: body site with a malformed ICD-O-3 code (left missing)"
+    assert result.notes[note] == 1
 
 
 def test_what_is_not_a_model_value_is_noted_and_the_patient_kept(tmp_path: Path) -> None:
@@ -723,6 +728,14 @@ def test_writer_refuses_what_would_not_read_back(tmp_path: Path) -> None:
          "other_procedure without agent_code and start_day"),
         (replaced(data, "treatment", type="other_medication", agent_code="10324", intent=None),
          "other_medication with RxNorm code '10324'"),
+        (replaced(data, "treatment", type="other_medication", agent_code="198240", intent=None),
+         "other_medication with RxNorm code '198240'"),  # tamoxifen 10 MG Oral Tablet
+        (replaced(data, "treatment", type="other_procedure", agent_code="172043006",
+                  intent=None), "other_procedure with SNOMED CT code '172043006'"),  # mastectomy
+        (replaced(data, "treatment", type="endocrine", agent_code="198240"),
+         "endocrine with RxNorm code '198240'"),  # would read back as its ingredient, 10324
+        (replaced(data, "treatment", type="other", agent_code="198240"),
+         "other with RxNorm code '198240'"),
         (replaced(data, "outcome", rfs_days=None, rfs_event=None), r"outcome \['rfs_days'"),
     ]  # fmt: skip
     for changed, message in cases:

@@ -1,10 +1,11 @@
 """FHIR R4 mCODE as producers send it (issue 9): SNOMED CT body sites through the shipped
-crosswalk, ResearchSubject study entry and arm, procedures and medications that are no cancer
-treatment, endpoints only where the records give evidence, and every reason of an excluded
-patient. Each fixture in ``tests/cdm/mcode/`` is a collection Bundle coded as the mCODE IG's
-examples code it (profiles in ``meta``, SNOMED CT body sites with the laterality qualifier
-extension, CancerDiseaseStatus LOINC 97509-4, ICD-10-CM diagnoses); every expected day was
-counted by hand from the dates in the fixture."""
+crosswalk, ResearchSubject study entry and arm, cancer treatment sent without mCODE profiles,
+procedures and medications the importer does not classify as cancer treatment, endpoints only
+where the records give evidence, and every reason of an excluded patient. Each fixture in
+``tests/cdm/mcode/`` is a collection Bundle coded as the mCODE IG's examples code it (profiles
+in ``meta``, SNOMED CT body sites with the laterality qualifier extension, CancerDiseaseStatus
+LOINC 97509-4, ICD-10-CM diagnoses, RxNorm drugs); every expected day was counted by hand from
+the dates in the fixture."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from oncofed.cdm.errors import RejectedPatient
 from oncofed.cdm.fields import KEY, TableName
 from oncofed.cdm.frame import job_table
 from oncofed.cdm.importers.fhir import FhirImport, import_fhir
+from oncofed.cdm.importers.fhir.codes import CLINICAL_DRUGS, DRUGS
 from oncofed.cdm.importers.fhir.sites import CROSSWALK
+from oncofed.cdm.validate import validate
 from oncofed.wire.spec import JobSpec
 
 FIXTURES = Path(__file__).parent / "mcode"
@@ -67,6 +70,8 @@ def test_the_crosswalk_covers_every_topography_group_with_well_formed_codes() ->
     by_id = {row["snomed"]: row for row in rows}
     assert (by_id["80248007"]["topography"], by_id["80248007"]["laterality"]) == ("C50.9", "left")
     assert (by_id["73056007"]["topography"], by_id["73056007"]["laterality"]) == ("C50.9", "right")
+    assert by_id["3572006"]["label"] == "Structure of body of vertebra"  # C41.2, not cervical
+    assert (by_id["42400003"]["topography"], by_id["42400003"]["laterality"]) == ("C34.1", "right")
 
 
 _D = [
@@ -172,7 +177,7 @@ def test_a_randomisation_origin_measures_the_trial_from_study_entry() -> None:
     np.testing.assert_array_equal(table["age_at_diagnosis"], [58, 60])
 
 
-def test_procedures_and_medications_that_are_no_cancer_treatment_are_kept() -> None:
+def test_procedures_and_medications_not_classified_as_cancer_treatment_are_kept() -> None:
     """Diagnosis 2018-03-16: the biopsy (SNOMED CT) on 2018-03-06 is day -10, metformin
     (RxNorm) from 2017-01-01 to 2018-12-31 days -439 to 290; a CPT-only colonoscopy, an undated
     echocardiography, ondansetron from "2018-04" and a SNOMED-coded drug are dropped and noted.
@@ -236,3 +241,71 @@ def test_every_reason_of_an_excluded_patient_is_kept() -> None:
     ]  # fmt: skip
     assert sum(result.rejected.values()) == len(result.rejections)
     assert present(result, "patient", "sex") == [{KEY: "kept", "sex": "female"}]
+
+
+def test_cancer_treatment_sent_without_mcode_profiles_is_typed() -> None:
+    """As EHRs send it: a total mastectomy (SNOMED CT 172043006) with neither the mCODE surgical
+    profile nor category, and drugs as RxNorm clinical drugs (docetaxel 1 ML 20 MG/ML
+    injection, tamoxifen 20 MG oral tablet) without the cancer-related profiles. Diagnosis
+    2018-03-16: surgery on day 25, docetaxel day 47, tamoxifen from day 77, each drug under its
+    ingredient (docetaxel 72962, tamoxifen 10324)."""
+    result = imported("ehr-treatments")
+    assert present(result, "treatment") == [
+        {KEY: "h1", "type": "surgery", "start_day": 25, "end_day": 25, "agent_code": "172043006"},
+        {KEY: "h1", "type": "chemotherapy", "start_day": 47, "end_day": 47,
+         "agent_code": "72962"},
+        {KEY: "h1", "type": "endocrine", "start_day": 77, "agent_code": "10324"},
+    ]  # fmt: skip
+    assert present(result, "outcome", "last_followup_day") == [{KEY: "h1", "last_followup_day": 77}]
+
+
+def test_an_other_treatment_the_model_cannot_hold_never_excludes_the_patient() -> None:
+    """Aspirin (RxNorm 1191) with its end (2018-04-01) before its start (2018-05-01) and an
+    appendectomy in 1900, day -43022 (outside -36500 to 36500), are dropped and noted by kind:
+    the patient is kept, where validation used to reject the whole patient."""
+    result = imported("ehr-treatments")
+    assert (result.rows_read, result.rejected, result.rejections) == (1, Counter(), [])
+    checked = validate(result.data)
+    assert (checked.rejected, checked.data["patient"].num_rows) == ({}, 1)
+    assert present(result, "patient", "age_at_diagnosis") == [{KEY: "h1", "age_at_diagnosis": 57}]
+    assert result.notes == Counter({
+        "MedicationStatement: other_medication with its end before its start (dropped)": 1,
+        "Procedure: other_procedure with a day outside -36500 to 36500 (dropped)": 1,
+        NO_RFS: 1,
+    })  # fmt: skip
+
+
+def test_clinical_drugs_name_ingredients_of_the_drug_map() -> None:
+    """Each clinical drug of the shipped map names an ingredient the drug map types, and no id
+    is both (a clinical drug is never read as an ingredient of another drug)."""
+    assert set(CLINICAL_DRUGS.values()) <= set(DRUGS)
+    assert not set(CLINICAL_DRUGS) & set(DRUGS)
+
+
+def test_several_body_sites_of_one_tumour_never_exclude_the_patient() -> None:
+    """Breast structure with its upper outer quadrant is C50.4, the more specific code of the
+    group; two quadrants (C50.4, C50.2), or a breast and an axillary node (C50, C77), leave
+    primary_site missing with a note; the side of Left breast structure still counts."""
+    result = imported("body-site-rules")
+    assert present(result, "tumour", "primary_site", "laterality")[:3] == [
+        {KEY: "uoq", "primary_site": "C50.4"},
+        {KEY: "two-quadrants"},
+        {KEY: "breast-and-node", "laterality": "left"},
+    ]  # fmt: skip
+    assert (result.rows_read, result.rejected, result.rejections) == (5, Counter(), [])
+    assert result.notes == Counter({
+        "tumour.primary_site: body sites of different parts of one organ (left missing)": 1,
+        "tumour.primary_site: body sites of several topography groups (left missing)": 1,
+        NO_RFS: 5,
+    })  # fmt: skip
+
+
+def test_right_upper_lobe_and_body_of_tongue_are_crosswalked() -> None:
+    """Right upper lobe of lung (42400003) is C34.1 on the right, like the other lobes; the
+    body of the tongue (61344008), its anterior two thirds, is ICD-O-3 C02.3 (C02.0 is only
+    its dorsal surface)."""
+    result = imported("body-site-rules")
+    assert present(result, "tumour", "primary_site", "laterality")[3:] == [
+        {KEY: "rul", "primary_site": "C34.1", "laterality": "right"},
+        {KEY: "tongue", "primary_site": "C02.3"},
+    ]  # fmt: skip

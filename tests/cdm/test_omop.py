@@ -80,7 +80,7 @@ EXPECTED: dict[str, list[dict[str, object]]] = {
     ],
     "outcome": [
         {"patient_id": "1", "time_origin": "diagnosis", "vital_status": "dead",
-         "last_followup_day": 1433, "os_days": 1433, "os_event": 1, "rfs_days": 1037,
+         "last_followup_day": 1433, "os_days": 1433, "os_event": 1, "rfs_days": 823,
          "rfs_event": 1, "dmfs_days": 823, "dmfs_event": 1, "cause_of_death": "cancer"},
         {"patient_id": "2", "time_origin": "diagnosis", "vital_status": "alive",
          "last_followup_day": 1096, "os_days": 1096, "os_event": 0},
@@ -90,11 +90,12 @@ EXPECTED: dict[str, list[dict[str, object]]] = {
     ],
 }  # fmt: skip
 """The example's persons once ``READABLE`` is applied: 1 breast cancer with clinical and
-pathological staging, surgery, radiotherapy, two tamoxifen eras, progression, a later M1 and
-death from cancer; 2 prostate cancer (year of birth only, a regimen episode but no disease
-episode, so no RFS or DMFS) and a second primary; 3 no cancer; 4 a cancer known only from its
-source value, sex concept 0, a biomarker without a result, death of unknown cause (OS only); 5
-an ICD-10-CM code (kept, with the site it implies), size in cm, no observation period."""
+pathological staging, surgery, radiotherapy, two tamoxifen eras, a later M1 (its first RFS
+event), progression and death from cancer; 2 prostate cancer (year of birth only, a regimen
+episode but no disease status episode, so no RFS or DMFS) and a second primary; 3 no cancer; 4 a
+cancer known only from its source value, sex concept 0, a biomarker without a result, death of
+unknown cause (OS only); 5 an ICD-10-CM code (kept, with the site it implies), size in cm, no
+observation period."""
 Edit = tuple[str, str | None, str]
 """(file, text, replacement) in a copy of the example; text None appends the line."""
 READABLE: list[Edit] = [
@@ -116,8 +117,8 @@ SHIPPED_REJECTED = {
 NOTES = [
     "ages at diagnosis from the year of birth only (OHDSI convention): 1",
     "patients without follow-up, no observation period: 1",
-    "patients without rfs, no disease episode recorded: 2",
-    "patients without dmfs, no disease episode recorded: 1",
+    "patients without rfs, no disease status recorded after diagnosis: 2",
+    "patients without dmfs, no disease status recorded after diagnosis: 1",
 ]
 UNMAPPED = {"None 'No matching concept' (No matching concept)": 1}
 
@@ -664,6 +665,29 @@ def test_writer_refuses_a_drug_it_cannot_code(tmp_path: Path) -> None:
     )
     broken = CdmData({**data.tables, "treatment": treatment})
     with pytest.raises(ValueError, match="endocrine with agent '99999' cannot be written"):
+        write_omop(broken, tmp_path / "x.db")
+
+
+@pytest.mark.parametrize(
+    ("change", "refused"),
+    [({"rfs_days": 0}, "rfs on or before the diagnosis day"),
+     ({"vital_status": "dead", "os_event": 1, "rfs_event": 0}, "rfs censored though dead"),
+     ({"rfs_days": 100, "rfs_event": 0, "dmfs_days": 200, "dmfs_event": 1},
+      "rfs censored before day 200"),
+     ({"rfs_days": 300, "rfs_event": 1, "dmfs_days": 200, "dmfs_event": 1},
+      r"rfs after the distant metastasis of day 200 \(an RFS event\)")],
+)  # fmt: skip
+def test_writer_refuses_an_rfs_that_would_not_read_back(
+    change: dict[str, object], refused: str, tmp_path: Path
+) -> None:
+    """An RFS censored on day 0 has no status episode after diagnosis to carry it; a dead
+    patient's RFS would read back ending in death, one censored before a later metastasis
+    censored on the day of that last assessment."""
+    data = gbsg2_model()
+    outcome = data["outcome"].to_pylist()
+    outcome[0] |= change
+    broken = CdmData({**data.tables, "outcome": pa.Table.from_pylist(outcome)})
+    with pytest.raises(ValueError, match=f"^outcome of gbsg2-0: {refused} cannot be written$"):
         write_omop(broken, tmp_path / "x.db")
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from oncofed.cdm.errors import RejectedPatient
 from oncofed.cdm.importers.omop import NO_DIAGNOSIS, NO_PERSON_ID, OmopImport, import_omop
-from oncofed.cdm.importers.omop.concepts import interpret
+from oncofed.cdm.importers.omop.concepts import STATUS_EPISODES, interpret
 from tests.cdm.test_omop import EXPECTED, NOTES, READABLE, Edit, _edited, _rows
 
 _SIZE_NOTE = "tumour sizes left empty, unit not mm or cm, or a range: 1"
@@ -124,14 +124,43 @@ def test_a_cancer_modifier_size_without_unit_keeps_its_person(tmp_path: Path) ->
     assert (got.rejected, got.notes) == ({NO_DIAGNOSIS: 1}, [*NOTES, _SIZE_NOTE])
 
 
-def test_an_unlinked_size_is_the_index_tumours_and_a_linked_one_its_tumours(
+def test_an_unlinked_size_of_a_person_with_two_primaries_is_noted_not_read(
     tmp_path: Path,
 ) -> None:
-    """Person 2: prostate cancer diagnosed 2015-07-10, then a colon cancer 2017-01-05 (203)."""
-    edits = [MAX_SIZE, _size(1, 2, 2000000200, "2017-01-05", "41", _MM)]
-    assert _sizes(_import(tmp_path / "a", edits), "2") == [41.0, None]
-    linked = [MAX_SIZE, _size(1, 2, 2000000200, "2017-01-05", "41", _MM, event="203")]
-    assert _sizes(_import(tmp_path / "b", linked), "2") == [None, 41.0]
+    """Person 2: prostate cancer diagnosed 2015-07-10, then a colon cancer 2017-01-05; a 45 mm
+    size linked to no event, dated on the colon's diagnosis, could be either tumour's."""
+    got = _import(tmp_path, [MAX_SIZE, _size(1, 2, 2000000200, "2017-01-05", "45", _MM)])
+    assert _sizes(got, "2") == [None, None]
+    note = "unlinked tumour sizes of persons with several primaries, not read: 1"
+    assert (got.rejected, got.notes) == ({NO_DIAGNOSIS: 1}, [*NOTES, note])
+
+
+@pytest.mark.parametrize(("condition", "sizes"), [("201", [45.0, None]), ("203", [None, 45.0])])
+def test_a_linked_size_is_its_tumours_whatever_the_day(
+    condition: str, sizes: list[float | None], tmp_path: Path
+) -> None:
+    """Person 2's size linked to the prostate (201) or the colon (203) condition."""
+    edits = [MAX_SIZE, _size(1, 2, 2000000200, "2017-01-05", "45", _MM, event=condition)]
+    got = _import(tmp_path, edits)
+    assert (_sizes(got, "2"), got.notes) == (sizes, NOTES)
+
+
+_OUTSIDE = "unlinked tumour sizes outside days -30 to +90 of diagnosis, not read: 1"
+
+
+@pytest.mark.parametrize(
+    ("day", "mm", "note"),
+    [("2012-01-03", 25.0, []), ("2012-01-02", None, [_OUTSIDE]),
+     ("2012-05-02", 25.0, []), ("2012-05-03", None, [_OUTSIDE])],
+)  # fmt: skip
+def test_an_unlinked_size_is_read_from_30_days_before_to_90_days_after_diagnosis(
+    day: str, mm: float | None, note: list[str], tmp_path: Path
+) -> None:
+    """Person 4's single primary, diagnosed 2012-02-02: day -30 is 2012-01-03, day +90 is
+    2012-05-02 (2012 is a leap year)."""
+    got = _import(tmp_path, [MAX_SIZE, _size(1, 4, 2000000200, day, "25", _MM)])
+    assert _sizes(got, "4") == [mm]
+    assert (got.rejected, got.notes) == ({NO_DIAGNOSIS: 1}, [*NOTES, *note])
 
 
 def test_a_size_linked_to_another_event_is_noted_not_read(tmp_path: Path) -> None:
@@ -207,14 +236,40 @@ FIRST = _concept(32528, "Disease First Occurrence", "Episode", "OMOP4822040", "E
                  "Disease Episode")  # fmt: skip
 RECURRENCE = _concept(2000000205, "Disease Recurrence", "Episode", "local-recurrence", "Episode",
                       "Disease Dynamic")  # fmt: skip
+REMISSION = _concept(2000000206, "Complete Remission", "Episode", "local-remission", "Episode",
+                     "Disease Dynamic")  # fmt: skip
+STABLE = _concept(2000000207, "Stable Disease", "Episode", "local-stable", "Episode",
+                  "Disease Dynamic")  # fmt: skip
+CARE = _concept(2000000208, "Episode of care", "Episode", "local-care", "Episode",
+                "Disease Episode")  # fmt: skip
+_NO_RFS = "patients without rfs, no disease status recorded after diagnosis"
+_NO_DMFS = "patients without dmfs, no disease status recorded after diagnosis"
 
 
-def _episode(n: int, person: int, concept: int, day: str) -> Edit:
-    return ("episode.csv", None, f"{10 + n},{person},{concept},{day},,0,32879")
+def _episode(n: int, person: int, concept: int, day: str, end: str = "") -> Edit:
+    return ("episode.csv", None, f"{10 + n},{person},{concept},{day},{end},0,32879")
+
+
+_FIRST_OCCURRENCES: list[Edit] = [
+    FIRST,
+    ("episode.csv", None, "11,2,32528,2015-07-10,,2000000012,32879"),
+    ("episode.csv", None, "12,4,32528,2012-02-02,,0,32879"),
+    ("episode_event.csv", None, "11,201,1147127"),
+    ("episode_event.csv", None, "12,401,1147127"),
+]
+"""A Disease First Occurrence of persons 2 and 4 on their diagnosis day, as the OHDSI NAACCR
+ETL derives one from every cancer condition (its concept as the episode's object, linked to the
+condition through episode_event and field concept 1147127)."""
 
 
 def _outcomes(got: OmopImport) -> dict[str, dict[str, object]]:
     return {str(r["patient_id"]): r for r in got.data["outcome"].to_pylist()}
+
+
+def _endpoints(got: OmopImport, person: str) -> tuple[object, ...]:
+    """``person``'s rfs_days, rfs_event, dmfs_days, dmfs_event."""
+    row = _outcomes(got)[person]
+    return tuple(row[f"{e}_{x}"] for e in ("rfs", "dmfs") for x in ("days", "event"))
 
 
 def test_deaths_without_disease_episodes_set_overall_survival_only(tmp_path: Path) -> None:
@@ -226,40 +281,68 @@ def test_deaths_without_disease_episodes_set_overall_survival_only(tmp_path: Pat
     assert all(o["rfs_days"] is None and o["rfs_event"] is None for o in outcomes.values())
     # person 1's later M1 is a recorded distant metastasis: DMFS stands on its own record
     assert (outcomes["1"]["dmfs_days"], outcomes["1"]["dmfs_event"]) == (823, 1)
-    assert "patients without rfs, no disease episode recorded: 3" in got.notes
+    assert f"{_NO_RFS}: 3" in got.notes
 
 
 def test_recurrence_episodes_set_rfs_for_their_persons_only(tmp_path: Path) -> None:
-    """Person 1's progression (day 1037) and a recurrence of person 4 on 2012-06-01: day 120
-    after the diagnosis of 2012-02-02 (a leap year)."""
+    """Person 1's M1 (day 823, a distant recurrence, before its progression on day 1037) and
+    a recurrence of person 4 on 2012-06-01: day 120 after the diagnosis of 2012-02-02 (a leap
+    year)."""
     got = _import(tmp_path, [RECURRENCE, _episode(1, 4, 2000000205, "2012-06-01")])
     rfs = {p: (o["rfs_days"], o["rfs_event"]) for p, o in _outcomes(got).items()}
-    assert rfs == {"1": (1037, 1), "2": (None, None), "4": (120, 1), "5": (None, None)}
-    assert "patients without rfs, no disease episode recorded: 1" in got.notes
+    assert rfs == {"1": (823, 1), "2": (None, None), "4": (120, 1), "5": (None, None)}
+    assert f"{_NO_RFS}: 1" in got.notes
 
 
-def test_a_first_occurrence_without_recurrence_is_censored_at_last_followup(
+@pytest.mark.parametrize(
+    "edits",
+    [_FIRST_OCCURRENCES,
+     [*_FIRST_OCCURRENCES, CARE, _episode(3, 2, 2000000208, "2016-07-10", "2017-07-10"),
+      _episode(4, 4, 2000000208, "2012-05-01")],
+     [*_FIRST_OCCURRENCES, STABLE, _episode(3, 2, 2000000207, "2015-07-10"),
+      _episode(4, 4, 2000000207, "2012-02-02")]],
+    ids=["first occurrence", "later episode of care", "status on the day of diagnosis"],
+)  # fmt: skip
+def test_a_disease_episode_that_tells_no_later_status_sets_no_rfs_nor_dmfs(
+    edits: list[Edit], tmp_path: Path
+) -> None:
+    """Person 2 (alive, M0, followed 1096 days) and person 4 (died on day 303), each with a
+    Disease First Occurrence at diagnosis, and a later episode of care or a stable disease on
+    the day of diagnosis: no assessment after diagnosis, so RFS and DMFS are left empty (not
+    censored at the last follow-up nor equal to OS) and counted in the notes."""
+    got = _import(tmp_path, edits)
+    assert [_endpoints(got, person) for person in ("2", "4")] == [(None,) * 4] * 2
+    assert (got.rejected, got.notes) == ({NO_DIAGNOSIS: 1}, NOTES)
+    assert NOTES[2:] == [f"{_NO_RFS}: 2", f"{_NO_DMFS}: 1"]
+
+
+def test_a_status_episode_after_diagnosis_sets_rfs_censored_at_the_last_assessment(
     tmp_path: Path,
 ) -> None:
-    """Person 2 (alive, M0, followed 1096 days) and person 4 (died on day 303) with a Disease
-    First Occurrence episode at diagnosis and no recurrence."""
-    edits = [FIRST, _episode(1, 2, 32528, "2015-07-10"), _episode(2, 4, 32528, "2012-02-02")]
-    outcomes = _outcomes(_import(tmp_path, edits))
-    two, four = outcomes["2"], outcomes["4"]
-    assert (two["rfs_days"], two["rfs_event"], two["dmfs_days"], two["dmfs_event"]) == (
-        1096, 0, 1096, 0
-    )  # fmt: skip
-    assert (four["rfs_days"], four["rfs_event"], four["dmfs_days"]) == (303, 1, None)
+    """Person 2 in complete remission from 2016-07-10 (day 366, 2016 a leap year) to 2017-07-10
+    (day 731), followed to day 1096: RFS and DMFS (M0) censored on day 731, the last day
+    assessed. Person 4 stable on 2012-05-01 (day 89), died on day 303: RFS ends in death; no
+    DMFS (M category unknown)."""
+    edits = [*_FIRST_OCCURRENCES, REMISSION, STABLE,
+             _episode(3, 2, 2000000206, "2016-07-10", "2017-07-10"),
+             _episode(4, 4, 2000000207, "2012-05-01")]  # fmt: skip
+    got = _import(tmp_path, edits)
+    assert _endpoints(got, "2") == (731, 0, 731, 0)
+    assert _endpoints(got, "4") == (303, 1, None, None)
+    assert (_outcomes(got)["2"]["os_days"], _outcomes(got)["4"]["os_days"]) == (1096, 303)
+    assert got.notes == NOTES[:2]  # every person followed has RFS, and DMFS by their M
 
 
 @pytest.mark.parametrize(
     ("name", "kind", "episode"),
     [("Disease First Occurrence", "Disease Episode", "disease"),
-     ("Complete Remission", "Disease Dynamic", "disease"),
-     ("Stable disease", "Disease Dynamic", "disease"),
-     ("Confined Disease", "Disease Extent", "disease"),
      ("Episode of care", "Disease Episode", "disease"),
+     ("Complete Remission", "Disease Dynamic", "status"),
+     ("Disease Remission", "Disease Episode", "status"),
+     ("Stable disease", "Disease Dynamic", "status"),
+     ("Confined Disease", "Disease Extent", "status"),
      ("Metastatic Disease", "Disease Extent", "metastasis"),
+     ("Disease Recurrence", "Disease Episode", "recurrence"),
      ("Disease Progression", "Disease Dynamic", "recurrence"),
      ("Treatment Regimen", "Treatment Episode", "regimen"),
      ("Cancer Surgery", "Treatment Episode", "surgery")],
@@ -270,6 +353,7 @@ def test_episode_kinds(name: str, kind: str, episode: str) -> None:
          "concept_class_id": kind, "concept_code": "x"}
     )  # fmt: skip
     assert meaning["episode_kind"] == episode
+    assert (episode in STATUS_EPISODES) == (episode not in ("disease", "regimen", "surgery"))
 
 
 # --- every reason of an excluded person ----------------------------------------------------

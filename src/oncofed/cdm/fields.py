@@ -75,9 +75,11 @@ TREATMENT_TYPES = (
     "surgery", "radiotherapy", "chemotherapy", "endocrine", "targeted", "immunotherapy", "other",
     "other_procedure", "other_medication",
 )  # fmt: skip
-"""``other``: a cancer therapy of no type above (a cancer drug outside the importer's map);
-``other_procedure`` and ``other_medication``: a procedure or medication the source records
-that is not a cancer treatment, kept with its code and dates."""
+"""``other``: a cancer therapy of no type above (a drug the source marks as cancer related that
+the importer's map does not type); ``other_procedure`` and ``other_medication``: a procedure or
+medication the source records but the importer does not classify as cancer treatment, kept with
+its code and dates. It may still be one (a drug or an operation outside the importer's maps):
+these types say what the importer recognised, not that the patient had no other therapy."""
 INTENTS = ("curative", "palliative", "adjuvant", "neoadjuvant", "unknown")
 TIME_ORIGINS = ("diagnosis", "surgery", "randomisation")
 VITAL_STATUSES = ("alive", "dead", "unknown")
@@ -193,7 +195,9 @@ FIELDS: tuple[Field, ...] = (
     _days("biomarker", "day", "Day of the test.", f"{_OMOP} measurement_date", -36_500),
     # treatment: long table, one row per treatment episode
     _key("treatment"),
-    Field("type", "treatment", "category", "Kind of treatment.",
+    Field("type", "treatment", "category", "Kind of treatment; other_procedure and "
+          "other_medication: recorded by the source, not classified as cancer treatment by the "
+          "importer.",
           f"{_MCODE} CancerRelatedSurgicalProcedure / RadiationCourseSummary / "
           f"CancerRelatedMedicationRequest; {_OMOP} episode", "oncofed", TREATMENT_TYPES,
           required=True),

@@ -17,10 +17,11 @@ CancerDiseaseStatus observations: "worsened" at rfs_days when rfs_event is 1, an
 
 What would not read back the same raises ValueError rather than being dropped or altered: a
 laterality FHIR has no code for here, TNM values without stage_basis, stage_system without TNM,
-a drug whose RxNorm code the importer maps to another type, intent ``unknown``, a marker value
-without unit, another procedure or medication without a code and start day or with an intent,
-a patient without a tumour or outcome row, tumour_seq not 1..n, an outcome the FHIR facts
-would not give back (see :func:`oncofed.cdm.importers.fhir.outcome`).
+a drug whose RxNorm code the importer maps to another type or ingredient, intent ``unknown``, a
+marker value without unit, another procedure or medication without a code and start day, with
+an intent or with a code the importer reads as cancer treatment, a patient without a tumour or
+outcome row, tumour_seq not 1..n, an outcome the FHIR facts would not give back (see
+:func:`oncofed.cdm.importers.fhir.outcome`).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ _INTERPRETATION = {
 }
 _DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 _OTHER = ("other_procedure", "other_medication")
-"""Treatments that are no cancer treatment."""
+"""Treatments the importer does not classify as cancer treatment."""
 _CATEGORY = {"surgery": codes.SURGERY_CATEGORY, "radiotherapy": codes.RADIOTHERAPY_CATEGORY}
 """The SNOMED CT category of a cancer Procedure."""
 
@@ -268,6 +269,7 @@ class _PatientBundle:
             if kind == "other_procedure" and agent in (
                 *codes.RADIOTHERAPY_CODES,
                 *_CATEGORY.values(),
+                *codes.CANCER_SURGERY,
             ):
                 raise self.refuse(f"{kind} with SNOMED CT code {agent!r}")
             category = _concept(codes.SNOMED, _CATEGORY[kind]) if kind in _CATEGORY else None
@@ -279,7 +281,7 @@ class _PatientBundle:
                 **common,
             )
         elif kind == "other_medication":
-            if agent in codes.DRUGS:
+            if codes.drug(agent) is not None:
                 raise self.refuse(f"{kind} with RxNorm code {agent!r}")
             resource = MedicationStatement(
                 status="completed",
@@ -288,7 +290,7 @@ class _PatientBundle:
                 **common,
             )
         else:
-            if codes.DRUGS.get(agent or "", "other") != kind:
+            if codes.drug(agent or "") != (None if kind == "other" else (agent, kind)):
                 raise self.refuse(f"{kind} with RxNorm code {agent!r}")
             resource = MedicationStatement(
                 meta=Meta(profile=[codes.CANCER_MEDICATION_PROFILES[2]]),

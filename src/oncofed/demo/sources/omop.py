@@ -3,9 +3,14 @@
 The tables and the concepts coded with are in ``omop_ddl``; the CONCEPT table holds every
 concept used. ``person_id`` is the patient's position in the patient table, from 1.
 
+Each diagnosis gets a Disease First Occurrence episode, as the OHDSI NAACCR ETL derives one;
+RFS and DMFS are carried, as an oncology ETL records follow-up, by disease-status episodes: a
+recurrence or metastasis on its day, a Complete Remission on the last assessment.
+
 What the model holds and OMOP does not (or not in this writer) raises ValueError rather than
 being dropped: drugs other than the agents in ``AGENTS``, surgery/radiotherapy procedure codes,
-treatments of type ``other``, rows without the days the dates are made from.
+treatments of type ``other``, rows without the days the dates are made from, an RFS or DMFS
+that would read back otherwise (``_Writer._disease_status``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,13 @@ from oncofed.demo.sources.omop_ddl import (
 )
 
 _FIRST_DIAGNOSIS, _LAST_DIAGNOSIS = date(1984, 1, 1), date(1989, 12, 31)
+_EVENT_EPISODES = {
+    "rfs": ("Disease Recurrence", "Disease Dynamic"),
+    "dmfs": ("Metastatic Disease", "Disease Extent"),
+}
+"""Endpoint -> the episode (name, concept class) recording its event."""
+_IDS = {"Complete Remission": 32946}
+"""OMOP's concept ids of the status episodes written (others get local ids)."""
 _GAP_BETWEEN_TUMOURS = 30
 
 
@@ -133,6 +145,15 @@ class _Writer:
             condition_source_concept_id=source,
         )
         event = ("condition_occurrence", condition)
+        name = "Disease First Occurrence"  # as the OHDSI NAACCR ETL derives from each diagnosis
+        first = c.get("Episode", name, name, "Episode", "Disease Episode", 32528)
+        episode = self._episode(person, first, day, None, subject=concept)
+        self.add(
+            "episode_event",
+            episode_id=episode,
+            event_id=condition,
+            episode_event_field_concept_id=c.field_id("condition_occurrence"),
+        )
         for concept_id in self._staging(tumour):
             self.measure(person, day, concept_id, event=event)
         quantities = (
@@ -255,7 +276,10 @@ class _Writer:
             )
             self.measure(person, first, item, value=value, event=target)
 
-    def _episode(self, person: int, concept: int, start: date, end: date | None) -> int:
+    def _episode(
+        self, person: int, concept: int, start: date, end: date | None, subject: int = 0
+    ) -> int:
+        """An episode of ``concept``; ``subject`` its object concept (the condition's)."""
         return self.add(
             "episode",
             person_id=person,
@@ -264,7 +288,7 @@ class _Writer:
             episode_end_date=end,
             episode_parent_id=None,
             episode_number=None,
-            episode_object_concept_id=0,
+            episode_object_concept_id=subject,
             episode_type_concept_id=REGISTRY,
         )
 
@@ -298,20 +322,37 @@ class _Writer:
                 death_type_concept_id=REGISTRY,
                 cause_concept_id=cause,
             )
-        if isinstance(row["rfs_days"], int) or isinstance(row["dmfs_days"], int):
-            # disease-status follow-up, without which an OMOP import sets neither RFS nor DMFS
-            name = "Disease First Occurrence"
-            first = c.get("Episode", name, name, "Episode", "Disease Episode", 32528)
-            self._episode(person, first, origin, None)
-        for endpoint, name, kind in (
-            ("rfs", "Disease Recurrence", "Disease Dynamic"),
-            ("dmfs", "Metastatic Disease", "Disease Extent"),
-        ):
-            days = row[f"{endpoint}_days"]
-            is_death = died and days == os_days
-            if row[f"{endpoint}_event"] == 1 and isinstance(days, int) and not is_death:
-                concept = c.get("Episode", name, name, "Episode", kind)
-                self._episode(person, concept, origin + timedelta(days=days), None)
+        self._disease_status(person, row, origin, died)
+
+    def _disease_status(
+        self, person: int, row: dict[str, object], origin: date, died: bool
+    ) -> None:
+        """The disease-status episodes an oncology ETL records and an OMOP import reads RFS and
+        DMFS from: a Disease Recurrence or a Metastatic Disease on the day of each event that
+        is not the death, and a Complete Remission on the day an endpoint is censored or ends
+        in death (the last assessment; for a death, the cancer status at the last contact).
+        An endpoint that would not read back raises ValueError: on or before the diagnosis day,
+        censored though dead, censored before the last assessment (the import censors every
+        endpoint there), or an RFS that ends after a distant metastasis (an RFS event too)."""
+        c = self.concepts
+        days = {e: d for e in _EVENT_EPISODES if isinstance(d := row[f"{e}_days"], int)}
+        last = max(days.values(), default=0)
+        episodes: dict[tuple[str, int], int] = {}  # one per status and day
+        for endpoint, day in days.items():
+            event, name, kind = row[f"{endpoint}_event"], *_EVENT_EPISODES[endpoint]
+            refused = "on or before the diagnosis day" if day <= 0 else None
+            if event != 1 and (died or day < last):
+                refused = "censored though dead" if died else f"censored before day {last}"
+            metastasis = days.get("dmfs") if row["dmfs_event"] == 1 else None
+            if endpoint == "rfs" and metastasis is not None and day > metastasis:
+                refused = f"after the distant metastasis of day {metastasis} (an RFS event)"
+            if refused:
+                raise ValueError(f"outcome of {row[KEY]}: {endpoint} {refused} cannot be written")
+            if event != 1 or (died and day == row["os_days"]):
+                name, kind = "Complete Remission", "Disease Dynamic"
+            episodes[name, day] = c.get("Episode", name, name, "Episode", kind, _IDS.get(name))
+        for (_, day), concept in episodes.items():
+            self._episode(person, concept, origin + timedelta(days=day), None)
 
 
 def _years_before(day: date, years: int) -> date:

@@ -21,9 +21,12 @@ What is read, and how:
   ``C50.911``) -> icd10; ``bodySite`` -> primary_site (never derived from the ICD-10 code):
   its ICD-O-3 topography (``C50.9`` or ``C509``), else its SNOMED CT body structure through
   the shipped crosswalk (:mod:`.sites`); a body site neither gives is left missing with a
-  note. Laterality from the mCODE laterality extension (SNOMED left/right/bilateral) and
-  from a lateralised SNOMED concept (Left breast structure), which must agree; the
-  histology-morphology-behavior extension with an ICD-O-3 code (``8500/3``) -> histology.
+  note. Of several body sites in one ICD-O-3 group the most specific counts (C50.4 over
+  C50.9); sites of several groups, or of different parts of one (C50.2 and C50.4), leave it
+  missing with a note, never excluding the patient. Laterality from the mCODE laterality
+  extension (SNOMED left/right/bilateral) and from a lateralised SNOMED concept (Left breast
+  structure), which must agree; the histology-morphology-behavior extension with an ICD-O-3
+  code (``8500/3``) -> histology.
 - Tumour observations, linked by ``focus`` to a primary cancer (or to the only one): TNM
   categories and stage groups (LOINC below; AJCC codes ``cT2``, ``pN1a``, ``T2``, stage
   groups ``IIB`` or ``2B``; the prefix must match the basis, y/r/a staging is not read),
@@ -36,17 +39,22 @@ What is read, and how:
   interpretation, which must agree (LOINC, SNOMED or HL7 v3 codes for positive, negative,
   equivocal, indeterminate -> unknown), value and UCUM unit from valueQuantity; no result ->
   unknown.
-- Procedures: surgery (category SNOMED 387713003 or the mCODE surgical profile), radiotherapy
+- Procedures: surgery (category SNOMED 387713003, the mCODE surgical profile or a cancer
+  operation of ``CANCER_SURGERY``, such as a mastectomy, sent without either), radiotherapy
   (SNOMED 108290001 / 1217123003 or an mCODE radiotherapy profile); agent_code = SNOMED code.
   Any other Procedure is type ``other_procedure`` with its SNOMED code and days.
-- Medications (Request, Administration, Statement): the RxNorm ingredient decides the type
-  (``DRUGS``) and is the agent_code; another drug (another RxNorm code, another code system or
-  text only) counts as type ``other`` when the resource says it is cancer related (an mCODE
-  cancer-related profile or the treatment-intent extension), otherwise it is type
-  ``other_medication`` with its RxNorm code and days. An other procedure or medication without
-  such a code or a full start date is dropped with a note, its days are no follow-up, and it
-  never excludes the patient. An administration of a request in the bundle belongs to that
-  request. Intent from the mCODE procedure/treatment-intent extension (SNOMED).
+- Medications (Request, Administration, Statement): the RxNorm ingredient (``DRUGS``), or the
+  ingredient of a clinical drug (``CLINICAL_DRUGS``: tamoxifen 10 MG Oral Tablet is
+  tamoxifen), decides the type and is the agent_code; another drug (another RxNorm code,
+  another code system or text only) counts as type ``other`` when the resource says it is
+  cancer related (an mCODE cancer-related profile or the treatment-intent extension),
+  otherwise it is type ``other_medication`` with its RxNorm code and days. ``other_procedure``
+  and ``other_medication`` say what the importer does not classify as cancer treatment, not
+  that it is none. Such a row the model cannot hold (without such a code or a full start date,
+  with a day outside -36500 to 36500 or its end before its start) is dropped with a note by
+  kind; its days are no follow-up, and it never excludes the patient. An administration of a
+  request in the bundle belongs to that request. Intent from the mCODE
+  procedure/treatment-intent extension (SNOMED).
 - Clinical trial: a ResearchSubject whose status says the person entered the study
   (``studies.ENTERED``) -> outcome.randomisation_day (period.start) and patient.trial_arm
   (actualArm, else assignedArm); subjects in several studies leave both missing (noted).
@@ -80,7 +88,7 @@ with every reason found:
   mm or cm, a marker value without a UCUM unit), ``comparator not supported`` (``<5``),
   ``not a whole number`` and ``outside LOW-HIGH`` (counts and performance status).
 - ``conflicting values``: observations of one kind for one tumour, a marker's value and
-  interpretations, a tumour's bodySites or lateralities that differ.
+  interpretations, a tumour's lateralities that differ.
 - ``not linked to one primary cancer``: a tumour observation without a focus when the patient
   has several primary cancers.
 - ``partial date``: a partial date of a model day (a marker, a treatment, death, a disease
@@ -94,7 +102,8 @@ primary cancer (``patient: ...``). Resources and codes that are not model values
 resource type or LOINC code, an other procedure or medication the model cannot hold, a drug
 that the RxNorm map does not type, a secondary cancer, an observation about one or without a
 value, a disease status other than "worsened" without a date from diagnosis on, a body site
-the crosswalk does not map, a ResearchSubject not read, an endpoint without evidence) are
+the crosswalk does not map, body sites that disagree, a ResearchSubject not read, an endpoint
+without evidence) are
 counted in ``notes``, which the site admin sees, for the patients kept.
 
 Modules: ``codes`` (code systems, code maps, AJCC and ICD-10 parsing), ``sites`` (the SNOMED CT

@@ -128,11 +128,48 @@ DRUGS: dict[str, str] = {
     "194000": "chemotherapy",
 }  # fmt: skip
 """RxNorm ingredient -> treatment type."""
+CLINICAL_DRUGS: dict[str, str] = {
+    # endocrine: tamoxifen 10 MG and 20 MG, letrozole 2.5 MG, anastrozole 1 MG, exemestane
+    # 25 MG Oral Tablet; 5 ML fulvestrant 50 MG/ML Prefilled Syringe
+    "198240": "10324", "313195": "10324", "200064": "72965", "199224": "84857",
+    "310261": "258494", "727762": "282357",
+    # chemotherapy: 10 ML doxorubicin hydrochloride 2 MG/ML Injection, cisplatin 1 MG/ML
+    # Injectable Solution, 1 ML docetaxel 20 MG/ML Injection, methotrexate 2.5 MG Oral Tablet,
+    # capecitabine 150 MG and 500 MG Oral Tablet
+    "1790099": "3639", "309311": "2555", "1860480": "72962", "105585": "6851",
+    "200327": "194000", "200328": "194000",
+}  # fmt: skip
+"""RxNorm clinical drug (SCD), the code EHRs usually send -> its ingredient in ``DRUGS``. Each
+id was found with this drug in public sources: the mCODE IG's examples (1790099, 309311),
+openFDA's NDC directory (198240, 313195, 200327, 200328) or at least two public code bases that
+agree (the others). Products of the other ingredients of ``DRUGS`` (trastuzumab, pertuzumab,
+pembrolizumab, nivolumab, cyclophosphamide, epirubicin, paclitaxel, fluorouracil, carboplatin)
+are not listed: their ids could not be confirmed."""
+CANCER_SURGERY = frozenset((
+    "172043006",  # Simple (total) mastectomy
+    "64368001",  # Partial mastectomy (excision of part of breast)
+    "392021009",  # Lumpectomy of breast
+    "23968004",  # Colectomy
+    "43075005",  # Partial resection of colon
+    "173171007",  # Lobectomy of lung
+    "359615001",  # Partial lobectomy of lung
+    "90470006",  # Prostatectomy
+))  # fmt: skip
+"""SNOMED CT procedures that are cancer surgery when a cancer patient's record holds them, read
+as surgery even without the mCODE surgical profile or category."""
 SIZE_UNITS = {"mm": Decimal(1), "cm": Decimal(10)}
 SKIPPED_STATUSES = frozenset(
     ("entered-in-error", "cancelled", "not-done", "not-taken", "draft", "intended", "refuted")
 )
 _ROMAN = ("0", "I", "II", "III", "IV")
+
+
+def drug(rxnorm: str) -> tuple[str, str] | None:
+    """The ingredient and treatment type of an RxNorm code: an ingredient of ``DRUGS`` or a
+    clinical drug of ``CLINICAL_DRUGS``; None for another code."""
+    ingredient = CLINICAL_DRUGS.get(rxnorm, rxnorm)
+    kind = DRUGS.get(ingredient)
+    return None if kind is None else (ingredient, kind)
 
 
 def ajcc_category(code: str, basis: str, allowed: tuple[str, ...]) -> str | None:

@@ -159,11 +159,11 @@ class PatientMapper:
                 extension(condition.extension, (HISTOLOGY,)), "tumour.histology"
             )
         )
-        topographies = [site[0] for site in sites if site is not None]
+        topographies = [site[0] for site in sites if site is not None and site[0] is not None]
         return {
             fields.KEY: context.pid,
             "tumour_seq": seq,
-            "primary_site": context.attempt(lambda: context.agree(topographies, _SITE)),
+            "primary_site": self._primary_site(topographies),
             "icd10": icd10,
             "histology": context.attempt(
                 lambda: context.parse(
@@ -176,7 +176,7 @@ class PatientMapper:
     def _site(self, concept: CodeableConcept) -> tuple[str | None, list[str | None]]:
         """The topography of a bodySite, its ICD-O-3 code or else the crosswalk's for its SNOMED
         CT code, and the sides of its SNOMED CT codes in the crosswalk. A body site neither
-        gives is noted and left missing; a malformed ICD-O-3 code excludes the patient."""
+        gives (a malformed ICD-O-3 code too) is noted and left missing, never excludes."""
         found = list(codings(concept))
         known = [crosswalk()[code] for system, code in found if _in_crosswalk(system, code)]
         icdo3 = [_topography(key) for key in found if key[0] in ICDO3_SYSTEMS]
@@ -184,13 +184,27 @@ class PatientMapper:
         sides = [site.laterality for site in known]
         if topography is not None or known:
             return topography or known[0].topography, sides
-        if icdo3:
-            self.context.reject(_SITE, NOT_INTERPRETABLE)
         if found or concept.text:
             snomed = any(system == SNOMED for system, _ in found)
             coded = "a SNOMED CT code outside the crosswalk" if snomed else "no code read"
+            coded = "a malformed ICD-O-3 code" if icdo3 else coded
             self.context.note(f"{_SITE}: body site with {coded} (left missing)")
         return None, sides
+
+    def _primary_site(self, topographies: list[str]) -> str | None:
+        """The topography of a tumour's body sites, never excluding the patient: within one
+        three-character group the most specific code, any other code before the group's NOS
+        ``.9`` (C50.4 over C50.9); body sites of several groups, or of different parts of one
+        (C50.2 and C50.4), leave it missing with a note."""
+        found = set(topographies)
+        specific = {code for code in found if not code.endswith(".9")} or found
+        if len({code[:3] for code in found}) > 1:
+            self.context.note(f"{_SITE}: body sites of several topography groups (left missing)")
+        elif len(specific) > 1:
+            self.context.note(f"{_SITE}: body sites of different parts of one organ (left missing)")
+        else:
+            return next(iter(specific), None)
+        return None
 
     def _laterality(self, extensions: list[Extension] | None) -> str | None:
         what = "tumour.laterality"

@@ -4,10 +4,14 @@ per concept (columns snomed, topography, laterality, label).
 
 Every ICD-O-3 topography group a body structure can name (C00-C77; C80, unknown primary site,
 is no body structure) has at least its "structure of" concept; lateralised concepts (left
-breast, right kidney) carry their side. Each concept id was checked against the SNOMED CT
-codes of the mCODE IG (its examples and the TG263 concept map), the eHDSI Body Site value set
-(expanded by tx.fhir.org, SNOMED CT International 2025-02) and DICOM's anatomic region
-context groups. The file is data: a site may add rows the same way."""
+breast, right kidney) carry their side. Each concept id was found with its label in at least
+one public source, most in two or more: the mCODE IG (examples, value sets, TG263 concept map),
+DICOM's SNOMED CT concepts (as pydicom ships them), value set expansions by tx.fhir.org (SNOMED
+CT International 2023-2025) and published ICD-O-3 to SNOMED CT mappings. Those sources are not
+infallible (mCODE's TG263 map gives 3572006, body of vertebra, for the cervical vertebrae):
+an id they disagree on was checked in a third, and ids none of them holds were left out. The
+topography is the ICD-O-3 term the label names. The file is data: a site may add rows the
+same way."""
 
 from __future__ import annotations
 

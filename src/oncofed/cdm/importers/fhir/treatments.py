@@ -1,7 +1,8 @@
 """A patient's treatments: surgery and radiotherapy Procedures, Medication Requests,
 Administrations and Statements whose drug is a cancer treatment, and the other procedures and
-medications the source records (``other_procedure``, ``other_medication``), kept with their
-code and days when the model can hold them."""
+medications the source records that the importer does not classify as cancer treatment
+(``other_procedure``, ``other_medication``), kept with their code and days when the model can
+hold them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fhir.resources.R4B.procedure import Procedure
 from oncofed.cdm import fields
 from oncofed.cdm.importers.fhir.codes import (
     CANCER_MEDICATION_PROFILES,
-    DRUGS,
+    CANCER_SURGERY,
     INTENT_EXTENSIONS,
     INTENTS,
     RADIOTHERAPY_CODES,
@@ -23,6 +24,7 @@ from oncofed.cdm.importers.fhir.codes import (
     SNOMED,
     SURGERY_CATEGORY,
     SURGERY_PROFILES,
+    drug,
     model_pattern,
 )
 from oncofed.cdm.importers.fhir.context import NOT_INTERPRETABLE, PatientContext, Row
@@ -30,7 +32,6 @@ from oncofed.cdm.importers.fhir.elements import (
     code_in,
     codings,
     extension,
-    full_date,
     period,
     profiles,
 )
@@ -40,6 +41,8 @@ TREATMENTS = (Procedure, MedicationRequest, MedicationAdministration, Medication
 """The resource types :func:`treatment` reads."""
 _AGENT = model_pattern("treatment", "agent_code")
 _AGENT_FIELD = "treatment.agent_code"
+_START = fields.field("treatment", "start_day")
+_LOWEST, _HIGHEST = int(_START.minimum or 0), int(_START.maximum or 0)
 
 
 def treatment(context: PatientContext, resource: Procedure | Medications) -> Row | None:
@@ -59,7 +62,7 @@ def _procedure(context: PatientContext, procedure: Procedure) -> Row | None:
     start, end = (when, when) if when is not None else period(procedure.performedPeriod)
     if snomed & set(RADIOTHERAPY_CODES) or claimed & set(RADIOTHERAPY_PROFILES):
         kind = "radiotherapy"
-    elif SURGERY_CATEGORY in snomed or claimed & set(SURGERY_PROFILES):
+    elif SURGERY_CATEGORY in snomed or claimed & set(SURGERY_PROFILES) or snomed & CANCER_SURGERY:
         kind = "surgery"
     else:
         code = code_in(procedure.code, (SNOMED,))
@@ -77,14 +80,15 @@ def _medication(context: PatientContext, resource: Medications) -> Row | None:
     medication = context.resolve(resource.medicationReference)
     if concept is None and isinstance(medication, Medication):
         concept = medication.code
-    rxnorm = code_in(concept, (RXNORM,))
+    drugs = [code for system, code in codings(concept) if system == RXNORM]
+    typed = next((found for code in drugs if (found := drug(code)) is not None), None)
+    rxnorm, kind = typed or (drugs[0] if drugs else None, None)
     if isinstance(resource, MedicationRequest):
         timing = resource.dosageInstruction[0].timing if resource.dosageInstruction else None
         start, end = period(timing.repeat.boundsPeriod if timing and timing.repeat else None)
     else:
         when = resource.effectiveDateTime
         start, end = (when, when) if when is not None else period(resource.effectivePeriod)
-    kind = DRUGS.get(rxnorm or "")
     if kind is None:
         flagged = profiles(resource) & set(CANCER_MEDICATION_PROFILES)
         if not flagged and extension(resource.extension, INTENT_EXTENSIONS) is None:
@@ -102,30 +106,35 @@ def _other(
     kind: str,
     system: str,
     code: str | None,
-    days: tuple[object, object],
+    dates: tuple[object, object],
 ) -> Row | None:
-    """A procedure or medication that is no cancer treatment, as a ``kind`` row with its code
-    and days. One without a code of the model's form from its system (``system``: ``a SNOMED
-    CT`` or ``an RxNorm``, as the note says it), or without a full start date (the row would
-    say nothing the model can use), is dropped and noted by kind and reason; it never excludes
-    the patient. Its days are not counted towards the last follow-up (a medication's period
-    may be planned)."""
-    start, end = days
+    """A procedure or medication the importer does not classify as cancer treatment, as a
+    ``kind`` row with its code and days. One the model cannot hold is dropped and noted by kind
+    and reason, never excluding the patient: without a code of the model's form from its system
+    (``system``: ``a SNOMED CT`` or ``an RxNorm``, as the note says it), without a full start
+    date (the row would say nothing the model can use) or with a partial end date, with a day
+    outside the model's range or with its end before its start. Its days are not counted
+    towards the last follow-up (a medication's period may be planned)."""
+    start, end = (context.offset(date) for date in dates)
     if code is None or _agent(code) is None:
-        missing = f"{system} code"
-    elif full_date(start) is None:
-        missing = "a full start date"
-    elif end is not None and full_date(end) is None:
-        missing = "a full end date"
+        problem = f"without {system} code"
+    elif start is None:
+        problem = "without a full start date"
+    elif end is None and dates[1] is not None:
+        problem = "without a full end date"
+    elif any(not _LOWEST <= day <= _HIGHEST for day in (start, end) if day is not None):
+        problem = f"with a day outside {_LOWEST} to {_HIGHEST}"
+    elif end is not None and end < start:
+        problem = "with its end before its start"
     else:
         return {
             fields.KEY: context.pid,
             "type": kind,
             "agent_code": code,
-            "start_day": context.offset(start),
-            "end_day": context.offset(end),
+            "start_day": start,
+            "end_day": end,
         }
-    context.note(f"{resource.get_resource_type()}: {kind} without {missing} (dropped)")
+    context.note(f"{resource.get_resource_type()}: {kind} {problem} (dropped)")
     return None
 
 

@@ -26,6 +26,7 @@ from oncofed.cdm.importers.omop.sql import (
     SELECT_TUMOUR,
     TREATMENT_TABLES,
     TUMOUR_TABLES,
+    UNLINKED_SIZE_DAYS,
 )
 from oncofed.cdm.tables import CdmData, conform
 
@@ -41,13 +42,21 @@ _NOTES = (
      " WHERE birth IS NULL AND year_of_birth IS NOT NULL"),
     ("patients without follow-up, no observation period",
      "SELECT count(*) FROM kept ANTI JOIN followup USING (person_id)"),
-    *((f"patients without {endpoint}, no disease episode recorded",
+    *((f"patients without {endpoint}, no disease status recorded after diagnosis",
        f"SELECT count(*) FROM endpoint SEMI JOIN kept USING (person_id) WHERE {condition}")
       for endpoint, condition in UNSUPPORTED.items()),
     ("tumour sizes left empty, unit not mm or cm, or a range",
      "SELECT count(*) FROM size_item SEMI JOIN kept USING (person_id) WHERE unread"),
     ("tumour sizes linked to an event other than a cancer condition, not read",
-     "SELECT count(*) FROM size_row SEMI JOIN kept USING (person_id) WHERE grp IS NULL"),
+     "SELECT count(*) FROM size_row SEMI JOIN kept USING (person_id)"
+     " WHERE grp IS NULL AND primaries IS NULL"),
+    ("unlinked tumour sizes of persons with several primaries, not read",
+     "SELECT count(*) FROM size_row SEMI JOIN kept USING (person_id)"
+     " WHERE grp IS NULL AND primaries > 1"),
+    (f"unlinked tumour sizes outside days {UNLINKED_SIZE_DAYS[0]} to"
+     f" +{UNLINKED_SIZE_DAYS[1]} of diagnosis, not read",
+     "SELECT count(*) FROM size_row SEMI JOIN kept USING (person_id)"
+     " WHERE grp IS NULL AND primaries = 1"),
     ("tumour sizes or node counts without a number, not read",
      "SELECT count(*) FROM modifier SEMI JOIN kept USING (person_id)"
      " WHERE item IN ('size', 'nodes_positive', 'nodes_examined') AND number IS NULL"),

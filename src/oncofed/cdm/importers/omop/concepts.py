@@ -9,9 +9,10 @@ that form (C509) is marked ``icd10_bad``; Cancer Modifier codes give stage and g
 read as a T, N, M, stage or grade item whose value is not in the model has ``item_value``
 None); tumour sizes are LOINC 33728-7 and 21889-1, NAACCR's tumour size items (``SIZE_CODES``)
 and, in other vocabularies, measurements named a tumour size; drugs are typed by RxNorm
-ingredient name or ATC prefix, procedures by name, episodes by name or concept class (a disease
-episode is one of the oncology extension's Disease Episode, Disease Dynamic or Disease Extent
-concepts)."""
+ingredient name or ATC prefix, procedures by name, episodes by name or concept class (a
+disease-status episode is a recurrence, progression, metastasis, remission or stable disease, or
+one of the oncology extension's Disease Dynamic or Disease Extent concepts; a Disease First
+Occurrence is a diagnosis, no status)."""
 
 from __future__ import annotations
 
@@ -82,15 +83,20 @@ _SURGERY = re.compile(
 _EPISODES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("metastasis", re.compile(r"metasta")),
     ("recurrence", re.compile(r"recurren|relapse|progression")),
+    ("status", re.compile(r"remission|response|stable disease|no evidence of disease")),
     ("surgery", re.compile(r"surgery")),
     ("radiotherapy", re.compile(r"radiotherapy|radiation")),
     ("regimen", re.compile(r"regimen|drug treatment|chemotherapy")),
-    ("disease", re.compile(r"disease|remission|first occurrence")),
 )
-"""Episode name -> kind, first match; an episode of another name whose concept class is a
-Disease class (Disease Episode, Disease Dynamic, Disease Extent) is of kind ``disease``. The
-disease kinds (``DISEASE_EPISODES``) are the evidence of disease-status follow-up (``outcome``)."""
-DISEASE_EPISODES = ("metastasis", "recurrence", "disease")
+"""Episode name -> kind, first match. An episode of another name is of kind ``status`` when
+its concept class is Disease Dynamic or Disease Extent (``_STATUS_CLASSES``: a state of the
+disease at a time, e.g. Confined Disease), else ``disease`` when it is of another Disease class
+or named a disease (Disease First Occurrence, an episode of care): a diagnosis, no assessment.
+The status kinds (``STATUS_EPISODES``) are the evidence of disease-status follow-up
+(``outcome``); ``disease`` never is, as oncology ETLs write a first occurrence for every
+diagnosis."""
+_STATUS_CLASSES = ("disease dynamic", "disease extent")
+STATUS_EPISODES = ("metastasis", "recurrence", "status")
 MAXIMUM, ANY_SIZE = 1, 2
 """Size kinds, in the order preferred on one day: the largest dimension, then any size."""
 SIZE_CODES: dict[tuple[str, str], int] = {
@@ -274,8 +280,12 @@ def interpret(row: dict[str, str | int | None]) -> dict[str, object]:
         out["procedure_type"] = "radiotherapy" if _RADIOTHERAPY.search(lower) else surgery
     if domain == "Episode" or vocabulary == "Episode":
         kind = next((k for k, p in _EPISODES if p.search(lower)), None)
-        disease = str(row["concept_class_id"] or "").lower().startswith("disease")
-        out["episode_kind"] = kind or ("disease" if disease else None)
+        kind_class = str(row["concept_class_id"] or "").lower()
+        if kind is None and kind_class in _STATUS_CLASSES:
+            kind = "status"
+        elif kind is None and (kind_class.startswith("disease") or "disease" in lower):
+            kind = "disease"
+        out["episode_kind"] = kind
     if "neoplasm" not in out and domain == "Condition" and _NEOPLASM.search(lower):
         out["neoplasm"] = "yes"
     return out

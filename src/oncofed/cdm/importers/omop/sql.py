@@ -22,11 +22,14 @@ read or two values disagree, the work tables keep a flag and ``rules`` excludes 
   item the earliest measurement, whose values must agree; the AJCC edition is kept when every
   stage item gives the same one. Node counts as whole numbers in range.
 * Tumour size (``size_row``, ``size_item``): measurements of a size concept (``concepts``)
-  linked to a cancer condition give that tumour's size, those linked to no event the index
-  tumour's (the first); those linked to another event have no ``grp`` and are not read
-  (NAACCR's ETL copies a condition's modifiers onto its disease episode). Of the ones with a
-  value, the one closest to the tumour's diagnosis is read; at equal distance the largest
-  dimension (LOINC 33728-7, NAACCR) wins over any size (LOINC 21889-1), then the earlier day.
+  linked to a cancer condition give that tumour's size. One linked to no event gives the size
+  of a person's only primary tumour when it is dated within ``UNLINKED_SIZE_DAYS`` of its
+  diagnosis; for a person with several primaries it could be any one's, so it is not read
+  (nor is one outside the window). Those linked to another event are not read either (NAACCR's
+  ETL copies a condition's modifiers onto its disease episode); sizes not read have no ``grp``
+  and are counted in a note. Of the ones with a value, the one closest to the tumour's
+  diagnosis is read; at equal distance the largest dimension (LOINC 33728-7, NAACCR) wins
+  over any size (LOINC 21889-1), then the earlier day.
   Its value in mm or cm (the UCUM unit concept) becomes mm; one without such a unit, or coded
   as a range by a value concept (NAACCR's "less than 1 cm"), leaves the size empty
   (``unread``), never guessed. Values read for one day and kind that disagree are a conflict.
@@ -47,6 +50,12 @@ ERA_GAP_DAYS = 30
 """Drug exposures of one agent (and radiotherapy sessions) less than this many days apart are
 one treatment, as OMOP's drug_era persistence window."""
 
+UNLINKED_SIZE_DAYS = (-30, 90)
+"""Days from diagnosis (both included) within which a size linked to no event is read as the
+size at diagnosis of a person's single primary: imaging and biopsy that size a tumour precede
+the diagnosis date by up to a few weeks, and the pathological size of the first surgery
+follows it within about three months; a size from later on is more likely a measure of
+response or relapse than the size at diagnosis."""
 CODES = {"icd10": ("a", "b"), "histology": ("a", "b", "s"), "site": ("a", "b", "s")}
 """The diagnosis codes of a condition and where each is read: ``a`` the condition concept, ``b``
 the source concept, ``s`` the ICD-O-3 source value; two of them that differ are a conflict."""
@@ -154,7 +163,9 @@ SELECT person_id, grp, min(basis) AS basis,
 FROM chosen WHERE item IN ('t', 'n', 'm', 'stage') GROUP BY person_id, grp;
 
 CREATE TABLE size_row AS
-SELECT m.person_id, coalesce(c.grp, i.grp) AS grp, m.measurement_date AS d, s.size_kind,
+SELECT m.person_id, m.measurement_date AS d, s.size_kind, i.primaries,
+    coalesce(c.grp, CASE WHEN i.primaries = 1
+        AND m.measurement_date BETWEEN i.d0 + $first AND i.d0 + $last THEN i.grp END) AS grp,
     CASE WHEN coalesce(m.value_as_concept_id, 0) = 0 THEN
         CASE coalesce(u.ucum, CASE WHEN u.concept_id IS NULL THEN {_standard_units()} END)
             WHEN 'mm' THEN m.value_as_number WHEN 'cm' THEN m.value_as_number * 10 END
@@ -165,7 +176,8 @@ LEFT JOIN meaning f ON f.concept_id = m.meas_event_field_concept_id
     AND f.field = 'condition_occurrence'
 LEFT JOIN cancer c ON f.concept_id IS NOT NULL AND c.cond_id = m.measurement_event_id
     AND c.person_id = m.person_id
-LEFT JOIN (SELECT person_id, first(grp ORDER BY d0, grp) AS grp FROM tumour_grp GROUP BY ALL) i
+LEFT JOIN (SELECT person_id, min(grp) AS grp, min(d0) AS d0, count(*) AS primaries
+           FROM tumour_grp GROUP BY ALL) i
     ON m.measurement_event_id IS NULL AND i.person_id = m.person_id
 LEFT JOIN meaning u ON u.concept_id = m.unit_concept_id
 WHERE m.value_as_number IS NOT NULL OR coalesce(m.value_as_concept_id, 0) <> 0;
@@ -197,7 +209,7 @@ LEFT JOIN staging s USING (person_id, grp)
 LEFT JOIN size_item z USING (person_id, grp)
 GROUP BY g.person_id, g.grp, g.d0, g.site, g.icd10, g.histology, s.system, s.basis, z.unread,
     z.num;
-"""
+""".replace("$first", str(UNLINKED_SIZE_DAYS[0])).replace("$last", str(UNLINKED_SIZE_DAYS[1]))
 
 
 TREATMENT_TABLES = """
