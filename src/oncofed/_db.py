@@ -6,6 +6,7 @@ engines with SQLite's pragmas set on every connection, and Alembic migrations ru
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -63,9 +64,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
-def make_engine(url: str, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> Engine:
+def make_engine(url: str, synchronous: Literal["NORMAL", "FULL"] = "FULL") -> Engine:
     """An engine; SQLite gets WAL, a busy timeout, enforced foreign keys and ``synchronous``
-    (``FULL``: a commit survives a power cut, at the cost of an fsync per commit)."""
+    (``FULL``: a commit survives a power cut, at the cost of an fsync of the log per commit,
+    so what the orchestrator acknowledges is on disk; ``NORMAL`` may lose the last commits).
+    PostgreSQL's own default (``synchronous_commit=on``) already syncs every commit."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -109,3 +112,12 @@ def run_migrations(metadata: MetaData) -> None:
         with context.begin_transaction():
             context.run_migrations()
     connectable.dispose()
+
+
+def sync(path: Path) -> None:
+    """Flush a file's bytes, or a directory's entries (a rename in it), to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -10,7 +10,7 @@ import pytest
 from oncofed.learning.data import holdout_size
 from oncofed.learning.registry import initial_weights, parameter_shapes
 from oncofed.orchestrator.db import Job, Round, utcnow
-from oncofed.orchestrator.errors import BadRequest, Conflict, Forbidden, NotFound
+from oncofed.orchestrator.errors import Conflict, Forbidden, NotFound
 from oncofed.wire import tensors
 from oncofed.wire.messages import (
     EvaluateResult,
@@ -19,7 +19,17 @@ from oncofed.wire.messages import (
     TaskAssignment,
     TrainResult,
 )
-from tests.support import State, make_spec
+from oncofed.wire.spec import JobSpec
+from tests import support
+from tests.support import State
+
+
+def make_spec(**overrides: object) -> JobSpec:
+    """``support.make_spec`` with a clip norm that the toy models posted here (far from the
+    initial model) all fit under: the orchestrator's clipping is tested in
+    ``test_robust_rounds.py``."""
+    return support.make_spec(**{"local": {"clip_norm": 1e6}, **overrides})
+
 
 SHAPES = parameter_shapes(make_spec().model, 2)
 
@@ -252,5 +262,5 @@ def test_statistics_of_the_wrong_width_are_refused(state: State) -> None:
     state.coordinator.submit(make_spec(), state.admin_id)
     a = take(state, "alpha")
     bad = StatsResult(n=30, sums=[1.0, 2.0], sumsq=[1.0, 2.0, 3.0])
-    with pytest.raises(BadRequest, match="sums of squares"):
-        state.coordinator.accept_result(state.sites["alpha"], a.task_id, bad)
+    ack = state.coordinator.accept_result(state.sites["alpha"], a.task_id, bad)
+    assert ack.status == "rejected" and "sums of squares" in ack.detail

@@ -558,7 +558,7 @@ def test_posts_out_of_turn_are_refused_without_harm(
     headers = {**auth(state.credentials[HOSTILE]), "Content-Type": "application/json"}
     stats = '{"n": 1, "sums": [], "sumsq": []}'
     result = http.post(f"/tasks/{tid}/result", content=stats, headers=headers)
-    error(result, 400, "is a analysis task, not stats")
+    error(result, 400, "is securely aggregated: it takes no plain result")
     update = http.post(f"/tasks/{tid}/update", content=b"\0" * 64, headers=headers)
     error(update, 400, "is an analysis: it takes no models")
     empty_shares = ShareBundle(sender=HOSTILE, shares=[]).model_dump_json()

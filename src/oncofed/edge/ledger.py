@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from oncofed import _db
-from oncofed._db import UTCDateTime, utcnow
+from oncofed._db import UTCDateTime, sync, utcnow
 from oncofed.edge.errors import PolicyViolation
 from oncofed.privacy.secagg.identity import fingerprint
 from oncofed.wire.analysis import AnalysisParams
@@ -241,7 +241,7 @@ class Ledger:
                 handle.flush()
                 os.fsync(handle.fileno())
             partial.replace(target)
-            _sync_directory(folder)
+            sync(folder)
         with self._sessions.begin() as session:
             row = self._job_row(session, job_id)
             row.model_round, row.model_sha256 = round_number, sha
@@ -329,12 +329,3 @@ def _safe(job_id: str) -> str:
 
 def _parsed(model: type[M], text: str | None) -> M | None:
     return model.model_validate_json(text) if text else None
-
-
-def _sync_directory(folder: Path) -> None:
-    """Make a rename in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -42,13 +42,15 @@ def clip_update(
 ) -> Weights:
     """``global + delta`` as float32, where ``delta = local - global`` (float64) is scaled down
     to an L2 norm of ``clip_norm`` when it is longer (else ``local`` itself)."""
-    norm = math.sqrt(sum(_squares(_delta(local[name], g)) for name, g in global_model.items()))
+    norm = math.sqrt(
+        sum(sum_squares(difference(local[name], g)) for name, g in global_model.items())
+    )
     if norm <= clip_norm:
         return dict(local)
     scale = clip_norm / norm
     clipped: Weights = {}
     for name, g in global_model.items():
-        delta = _delta(local[name], g)
+        delta = difference(local[name], g)
         delta *= scale
         delta += g
         clipped[name] = delta.astype(DTYPE)
@@ -72,28 +74,28 @@ def within_step(
                 if not np.array_equal(old, new):
                     return False
                 continue
-            moved = _delta(new, old)
+            moved = difference(new, old)
             if bound.norm == "linf":
                 slack = REL_TOLERANCE * rounds * (np.abs(old, dtype=np.float64) + allowed)
                 if np.any(np.abs(moved) > allowed + slack):
                     return False
                 continue
-            squares += _squares(moved)
-            old_squares += _squares(old)
+            squares += sum_squares(moved)
+            old_squares += sum_squares(old)
     if rounds == 0 or bound.norm == "linf":
         return True
     slack = REL_TOLERANCE * rounds * (math.sqrt(old_squares) + allowed)
     return math.sqrt(squares) <= allowed + slack
 
 
-def _delta(values: np.ndarray, start: np.ndarray) -> np.ndarray:
+def difference(values: np.ndarray, start: np.ndarray) -> np.ndarray:
     """``values - start`` in float64 (exact for float32 inputs of similar magnitude)."""
     delta = values.astype(np.float64)
     delta -= start
     return delta
 
 
-def _squares(values: np.ndarray) -> float:
+def sum_squares(values: np.ndarray) -> float:
     """The sum of squares in float64 (no float32 overflow, whatever the values). Not a BLAS dot
     product: OpenBLAS splits one over threads that spin-wait, which on a machine whose cores
     are busy (an edge training beside others) cost tens of milliseconds per model."""

@@ -9,11 +9,11 @@ restarted orchestrator resumes the loop where it was.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
-from oncofed.analytics.counts import pooled_counts
+from oncofed.analytics.counts import levels, pooled_counts
 from oncofed.analytics.design import term_names
 from oncofed.analytics.newton import (
     NewtonFailure,
@@ -25,13 +25,18 @@ from oncofed.analytics.newton import (
 from oncofed.analytics.outcome import Failed, Finished, NextRound, Outcome
 from oncofed.analytics.secure_close import secure_close
 from oncofed.analytics.summary import pooled_summary
-from oncofed.analytics.survival import pooled_survival
+from oncofed.analytics.survival import group_names, pooled_survival
+from oncofed.orchestrator.limits import check_patients, check_sums
 from oncofed.wire.analysis import (
     AnalysisParams,
+    AnalysisResult,
     AnalysisSpec,
     CountsAnalysis,
     CountsPart,
+    CoxAnalysis,
+    Derivatives,
     KaplanMeierAnalysis,
+    LogisticAnalysis,
     RegressionPart,
     RiskSetPart,
     SitePart,
@@ -39,6 +44,8 @@ from oncofed.wire.analysis import (
     SummaryPart,
     SurvivalPart,
 )
+from oncofed.wire.errors import BadAnswer
+from oncofed.wire.profile import Cell
 from oncofed.wire.secagg import MaskedHeader
 
 P = TypeVar("P", CountsPart, SummaryPart, SurvivalPart)
@@ -67,6 +74,90 @@ def expected_part(spec: AnalysisSpec) -> type[SitePart]:
     if isinstance(a, KaplanMeierAnalysis):
         return SurvivalPart
     return RiskSetPart if a.type == "cox" and not a.stratified else RegressionPart
+
+
+def check_part(spec: AnalysisSpec, result: AnalysisResult, limit: int) -> None:
+    """A site's answer that fits the analysis: the part it takes, of its shape, every count
+    within the site's cohort and its cohort within ``limit`` (what the site declared, at most
+    ``MAX_PATIENTS``); the sums ones its rows can have. BadAnswer otherwise."""
+    part, a = result.part, spec.analysis
+    expected = expected_part(spec)
+    if not isinstance(part, expected):
+        raise BadAnswer(f"this analysis takes a {expected.__name__}")
+    if result.cohort is not None:
+        check_patients(result.cohort, limit, "cohort")
+        limit = result.cohort
+    if isinstance(part, CountsPart) and isinstance(a, CountsAnalysis):
+        width = len(levels(a.columns)) + 1 if a.columns else 1
+        if not _shaped(part.cells, (len(levels(a.rows)) + 1, width)):
+            raise BadAnswer(f"the table is not of {len(levels(a.rows)) + 1} rows of {width}")
+        _counted([c for row in part.cells for c in row], limit, "a count")
+    elif isinstance(part, SummaryPart) and isinstance(a, SummaryAnalysis):
+        if len(part.histogram) != len(a.bins) + 2:
+            raise BadAnswer(
+                f"the histogram has {len(part.histogram)} counts, not {len(a.bins) + 2}"
+            )
+        _counted([part.n, *part.histogram], limit, "a count")
+        if isinstance(part.n, int) and part.total is not None and part.total_squares is not None:
+            check_sums([part.total], [part.total_squares], part.n)
+    elif isinstance(part, SurvivalPart) and isinstance(a, KaplanMeierAnalysis):
+        _check_survival(a, part, limit)
+    elif isinstance(part, RegressionPart) and isinstance(a, CoxAnalysis | LogisticAnalysis):
+        _check_regression(a, part.n, [part.events], [part.pooled, part.own], limit)
+    elif isinstance(part, RiskSetPart) and isinstance(a, CoxAnalysis):
+        bins, k = len(part.events), len(term_names(a))
+        if bins > a.grid_bins:
+            raise BadAnswer(f"{bins} risk sets on a grid of {a.grid_bins} bins")
+        sums = ((part.s0, (bins,)), (part.s1, (bins, k)), (part.s2, (bins, k, k)))
+        if not all(_shaped(v, shape) for v, shape in sums) or len(part.event_x) != k:
+            raise BadAnswer(f"the risk-set sums are not of {bins} bins of {k} terms")
+        s0, events = np.asarray(part.s0), np.asarray(part.events)
+        if np.any(s0 < 0) or np.any((events > 0) & (s0 <= 0)):
+            raise BadAnswer("a risk set with events has no positive sum of exp(x'b)")
+        _check_regression(a, part.n, part.events, [part.own], limit)
+
+
+def _shaped(values: Sequence[Any], shape: tuple[int, ...]) -> bool:
+    """Whether nested ``values`` have exactly ``shape``."""
+    if len(values) != shape[0]:
+        return False
+    return len(shape) == 1 or all(_shaped(v, shape[1:]) for v in values)
+
+
+def _counted(cells: Sequence[Cell], limit: int, what: str) -> None:
+    if any(isinstance(c, int) and c > limit for c in cells):
+        raise BadAnswer(f"{what} is above {limit}, the site's cohort")
+
+
+def _check_survival(a: KaplanMeierAnalysis, part: SurvivalPart, limit: int) -> None:
+    """Known groups on the analysis' grid; at most ``limit`` patients at risk over all groups,
+    never more events than patients at risk."""
+    if unknown := sorted(set(part.groups) - set(group_names(a))):
+        raise BadAnswer(f"unknown groups {unknown}")
+    series = part.groups.values()
+    if any(len(s.at_risk) > a.grid_bins for s in series):
+        raise BadAnswer(f"a series is longer than the {a.grid_bins} bins of the grid")
+    if sum(s.at_risk[0] for s in series if s.at_risk) > limit:
+        raise BadAnswer(f"more patients at risk than {limit}, the site's cohort")
+    if any(e > n for s in series for n, e in zip(s.at_risk, s.events, strict=True)):
+        raise BadAnswer("more events than patients at risk")
+
+
+def _check_regression(
+    a: CoxAnalysis | LogisticAnalysis,
+    n: int,
+    events: Sequence[int],
+    derivatives: Sequence[Derivatives],
+    limit: int,
+) -> None:
+    """``n`` complete cases within ``limit`` with at most as many events; derivatives in the
+    model's terms (a gradient of k, a Hessian of k by k)."""
+    check_patients(n, limit, "n")
+    if sum(events) > n:
+        raise BadAnswer(f"more events than the {n} patients")
+    k = len(term_names(a))
+    if not all(_shaped(d.gradient, (k,)) and _shaped(d.hessian, (k, k)) for d in derivatives):
+        raise BadAnswer(f"derivatives are not of the model's {k} terms")
 
 
 def close(spec: AnalysisSpec, state: NewtonState | None, parts: Mapping[str, SitePart]) -> Outcome:

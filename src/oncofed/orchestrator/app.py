@@ -10,15 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from oncofed import __version__
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.db import make_engine, session_factory
 from oncofed.orchestrator.errors import OrchestratorError
+from oncofed.orchestrator.lease import Lease
 from oncofed.orchestrator.notifier import Notifier
 from oncofed.orchestrator.rounds import Coordinator
-from oncofed.orchestrator.routes import edge, jobs, sites
+from oncofed.orchestrator.routes import edge, invalid_request, jobs, sites
 from oncofed.orchestrator.settings import Settings
 from oncofed.orchestrator.setup import identity_key
 from oncofed.wire.messages import API_PREFIX
@@ -41,12 +43,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.notifier.bind(asyncio.get_running_loop())
     if removed := app.state.coordinator.blobs.clear_spool():
         log.info("removed %d upload(s) left unfinished by an earlier run", removed)
+    app.state.lease.start()
     ticker = asyncio.create_task(_tick(app, app.state.settings.tick_seconds))
     try:
         yield
     finally:
         ticker.cancel()
         app.state.aggregation.shutdown(wait=True)
+        app.state.lease.release()
         app.state.engine.dispose()
 
 
@@ -56,9 +60,19 @@ async def _orchestrator_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """An app on the schema at ``settings.url`` (migrated beforehand by ``migrate``)."""
+    """An app on the schema at ``settings.url`` (migrated beforehand by ``migrate``).
+
+    It takes the database for its process (``ServiceRunning`` when another serves it) and
+    gives open rounds back the time the orchestrator was down, so it is created once per
+    process; its lifespan's end lets the database go.
+    """
     app = FastAPI(title="oncofed orchestrator", version=__version__, lifespan=_lifespan)
     engine = make_engine(settings.url)
+    try:
+        app.state.lease = Lease.acquire(engine, settings.beat_seconds)
+    except BaseException:
+        engine.dispose()
+        raise
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
@@ -74,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
         identity_key(settings),
     )
     app.add_exception_handler(OrchestratorError, _orchestrator_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     for module in (edge, jobs, sites):
         app.include_router(module.router, prefix=API_PREFIX)
 

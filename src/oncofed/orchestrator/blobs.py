@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from oncofed._db import sync
 from oncofed.orchestrator.errors import NotFound
 from oncofed.wire.stream import Shapes, TensorWriter
 
@@ -61,13 +62,19 @@ class BlobStore:
         self.adopt(path, writer.sha256)
 
     def adopt(self, path: Path, sha: str) -> Path:
-        """Move a spooled file into place under its hash (the caller computed it)."""
+        """Move a spooled file into place under its hash (the caller computed it), on disk
+        before this returns: its bytes, then the directory entry naming it. The caller
+        records it in the database afterwards, so a committed row never names a lost file."""
         target = self.path(sha)
-        target.parent.mkdir(exist_ok=True)
         if target.exists():
             path.unlink(missing_ok=True)
-        else:
-            os.replace(path, target)
+            return target
+        if not target.parent.exists():
+            target.parent.mkdir(exist_ok=True)
+            sync(self.root)
+        sync(path)
+        os.replace(path, target)
+        sync(target.parent)
         return target
 
     def read(self, sha: str) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from oncofed import _db
@@ -125,6 +125,18 @@ class DatasetProfile(Base):
     dataset: Mapped[str] = mapped_column(String(64))
     profile_json: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Service(Base):
+    """The one row saying which process serves this database and when it was last seen up
+    (see ``lease.py``): its beats measure the orchestrator's downtime."""
+
+    __tablename__ = "service"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    holder: Mapped[str | None] = mapped_column(String(128))  # host:pid of the live process
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    beat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    credited_seconds: Mapped[float | None] = mapped_column(Float)  # downtime given at start
 
 
 def migrate(url: str) -> None:

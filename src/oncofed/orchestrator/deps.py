@@ -101,7 +101,8 @@ def current_admin(caller: Annotated[Caller, Depends(current_researcher)]) -> Cal
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+"""Committed before the response leaves (FastAPI's default ends it after the response)."""
 CoordinatorDep = Annotated[Coordinator, Depends(get_coordinator)]
 CurrentSite = Annotated[Caller, Depends(current_site)]
 CurrentResearcher = Annotated[Caller, Depends(current_researcher)]

@@ -174,7 +174,7 @@ class Progress:
         False when aggregation failed (the job has ended)."""
         try:
             self.advance_model(job, shapes, averages)
-        except ValueError as exc:
+        except (ArithmeticError, ValueError) as exc:
             end(job, "failed", f"aggregation failed: {exc}")
             return False
         kind = "train" if rnd.number < training(parse_spec(job.spec_json)).rounds else "evaluate"

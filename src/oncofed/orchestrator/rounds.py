@@ -11,6 +11,7 @@ never twice.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -20,16 +21,20 @@ from pathlib import Path
 from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from oncofed.learning.aggregate import WeightedMean
 from oncofed.learning.data import holdout_size, pooled_stats
 from oncofed.learning.registry import initial_weights, parameter_count, parameter_shapes
 from oncofed.learning.strategies import build_strategy
+from oncofed.orchestrator import updates
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.db import Job, Round, Site, Task, utcnow
 from oncofed.orchestrator.errors import BadRequest, Conflict, Forbidden, NotFound
+from oncofed.orchestrator.limits import check_patients, check_stats, describe, patient_limit
 from oncofed.orchestrator.notifier import Notifier
 from oncofed.orchestrator.progress import (
     LEFT,
@@ -45,7 +50,7 @@ from oncofed.orchestrator.secure import WAITING, SecureRounds, check_secure
 from oncofed.privacy.secagg import public_bytes
 from oncofed.wire import tensors
 from oncofed.wire.analysis import AnalysisParams, AnalysisResult, AnalysisSpec
-from oncofed.wire.errors import BadTensorPayload
+from oncofed.wire.errors import BadAnswer, BadTensorPayload, WireError
 from oncofed.wire.messages import (
     EvaluateResult,
     JobCreated,
@@ -56,7 +61,7 @@ from oncofed.wire.messages import (
 )
 from oncofed.wire.secagg import KeyAdvert, ShareBundle, UnmaskShares
 from oncofed.wire.spec import JobSpec
-from oncofed.wire.stream import MAX_HEADER, TensorFile, check_file
+from oncofed.wire.stream import MAX_HEADER, check_file
 
 log = logging.getLogger("oncofed.orchestrator")
 T = TypeVar("T")
@@ -367,7 +372,8 @@ class Coordinator:
                 if meta.task_id != task_id:
                     raise BadTensorPayload(f"payload is for task {meta.task_id}, not {task_id}")
                 self._check_counts(session, task, spec, meta.evaluation.n_eval, meta.n_train)
-            except BadTensorPayload as exc:
+                scale = updates.clip_factor(self.blobs, task.round, path)  # or refused
+            except WireError as exc:
                 path.unlink(missing_ok=True)
                 self._finish(task, "rejected", detail=str(exc))
                 log.warning("rejected update for task %s from site %s: %s", task_id, site_id, exc)
@@ -375,8 +381,9 @@ class Coordinator:
                 return ResultAck(task_id=task_id, status="rejected", detail=str(exc))
             size = path.stat().st_size
             stored = self.blobs.adopt(path, sha)
-            with TensorFile(stored) as update:
-                self._sum(task.round).add_chunks(update.chunks(), float(meta.n_train))
+            if not updates.robust(task.round):  # a robust strategy reads them all at close
+                total = self._sum(task.round)
+                updates.fold(self.blobs, total, task.round, stored, scale, float(meta.n_train))
             self._finish(task, "accepted", sha=sha, result=meta.model_dump_json(), size=size)
             self._maybe_close(session, effects, task.round)
             return ResultAck(task_id=task_id, status="accepted")
@@ -384,41 +391,63 @@ class Coordinator:
         return self._answer(site_id, job_id, work)
 
     def accept_result(
-        self, site_id: int, task_id: str, result: StatsResult | EvaluateResult | AnalysisResult
+        self,
+        site_id: int,
+        task_id: str,
+        result: StatsResult | EvaluateResult | AnalysisResult | bytes,
     ) -> ResultAck:
         """A JSON result: feature statistics, an evaluation of the final model, or a site's
-        part of an analysis."""
+        part of an analysis; or its body, read as the result its task takes. An answer that
+        does not validate, or does not fit the task and the site (``limits``), is refused and
+        recorded as the site's failure of the task; it never reaches the round's numbers."""
         job_id = self._job_of(site_id, task_id)
-        body = result.model_dump_json()
-        digest = tensors.sha256(body.encode())
-        kinds = {StatsResult: "stats", EvaluateResult: "evaluate", AnalysisResult: "analysis"}
-        kind = kinds[type(result)]
+        readers: dict[str, type[StatsResult | EvaluateResult | AnalysisResult]] = {
+            "stats": StatsResult,
+            "evaluate": EvaluateResult,
+            "analysis": AnalysisResult,
+        }
+        kinds = {model: kind for kind, model in readers.items()}
+
+        def refuse(session: Session, effects: Effects, task: Task, detail: str) -> ResultAck:
+            self._finish(task, "rejected", detail=detail)
+            log.warning("rejected result for task %s from site %s: %s", task_id, site_id, detail)
+            self._maybe_close(session, effects, task.round)
+            return ResultAck(task_id=task_id, status="rejected", detail=detail)
 
         def work(session: Session, effects: Effects) -> ResultAck:
-            task = self._open_task(session, task_id, kind, digest)
+            parsed = result
+            if isinstance(result, bytes):
+                found = session.get(Task, task_id, options=_TASK_IN_ROUND)
+                assert found is not None  # _job_of found it
+                model = readers.get(found.round.kind)
+                if model is None:
+                    raise BadRequest(f"task {task_id} is a {found.round.kind} task: post an update")
+                try:
+                    parsed = model.model_validate_json(result)
+                except ValidationError as exc:
+                    task = self._open_task(session, task_id, found.round.kind, None)
+                    assert isinstance(task, Task)  # no digest: never a duplicate
+                    return refuse(session, effects, task, f"invalid result: {describe(exc)}")
+            assert not isinstance(parsed, bytes)
+            body = parsed.model_dump_json()
+            digest = tensors.sha256(body.encode())
+            task = self._open_task(session, task_id, kinds[type(parsed)], digest)
             if isinstance(task, ResultAck):
                 return task
             any_spec = parse_spec(task.round.job.spec_json)
-            if isinstance(result, AnalysisResult):
-                assert isinstance(any_spec, AnalysisSpec)  # an analysis round's task
-                from oncofed.orchestrator import analysis
+            limit = patient_limit(session, task.site_id, any_spec.dataset)
+            try:
+                if isinstance(parsed, AnalysisResult):
+                    assert isinstance(any_spec, AnalysisSpec)  # an analysis round's task
+                    from oncofed.orchestrator import analysis
 
-                expected = analysis.expected_part(any_spec)
-                if not isinstance(result.part, expected):
-                    raise BadRequest(f"this analysis takes a {expected.__name__}")
-                self._finish(task, "accepted", sha=digest, result=body)
-                self._maybe_close(session, effects, task.round)
-                return ResultAck(task_id=task_id, status="accepted")
-            spec = training(any_spec)
-            if isinstance(result, StatsResult):
-                width = len(spec.numeric_names)
-                if not len(result.sums) == len(result.sumsq) == width:
-                    raise BadRequest(f"expected {width} feature sums and sums of squares")
-            else:
-                try:
-                    self._check_counts(session, task, spec, result.evaluation.n_eval)
-                except BadTensorPayload as exc:
-                    raise BadRequest(str(exc)) from exc
+                    analysis.check_part(any_spec, parsed, limit)
+                elif isinstance(parsed, StatsResult):
+                    check_stats(parsed, len(training(any_spec).numeric_names), limit)
+                else:
+                    self._check_counts(session, task, training(any_spec), parsed.evaluation.n_eval)
+            except WireError as exc:
+                return refuse(session, effects, task, str(exc))
             self._finish(task, "accepted", sha=digest, result=body)
             self._maybe_close(session, effects, task.round)
             return ResultAck(task_id=task_id, status="accepted")
@@ -490,7 +519,9 @@ class Coordinator:
         return task
 
     def expire(self) -> None:
-        """Close every open round whose deadline has passed, without its missing sites."""
+        """Close every open round whose deadline has passed, without its missing sites. Each
+        job apart: when closing one fails, the error is logged once and that job ends failed
+        (a database error is retried at the next tick); the other jobs go on."""
         now = utcnow()
         with self._sessions() as session:
             due = session.execute(
@@ -510,7 +541,29 @@ class Coordinator:
                         self._finish(task, "expired", detail="no result before the round deadline")
                 self._maybe_close(session, effects, rnd)
 
-            self._transact(job_id, work)
+            def abandon(
+                session: Session, effects: Effects, round_id: int = round_id, error: str = ""
+            ) -> None:
+                rnd = session.get(Round, round_id)
+                if rnd is None or rnd.status != "open":
+                    return
+                for task in rnd.tasks:
+                    if task.status in OPEN_TASK:
+                        self._finish(task, "expired", detail="the round could not be closed")
+                rnd.status, rnd.closed_at = "closed", utcnow()
+                effects.drop_sums.add(rnd.id)
+                end(rnd.job, "failed", f"round {rnd.number} could not be closed: {error}")
+
+            try:
+                self._transact(job_id, work)
+            except SQLAlchemyError as exc:
+                log.warning("job %s: round id %d not closed, retried: %s", job_id, round_id, exc)
+            except Exception as exc:  # a bug, or data no check foresaw: end that job alone
+                log.exception("job %s: closing round id %d failed", job_id, round_id)
+                try:
+                    self._transact(job_id, functools.partial(abandon, error=repr(exc)))
+                except SQLAlchemyError as again:
+                    log.warning("job %s: round id %d not closed: %s", job_id, round_id, again)
 
     # -- aggregation and round transitions ---------------------------------------------
 
@@ -519,7 +572,8 @@ class Coordinator:
         session: Session, task: Task, spec: JobSpec, n_eval: int, n_train: int | None = None
     ) -> None:
         """Counts weight the aggregate, so they must fit what the site reported in the stats
-        round and the job's hold-out fraction; a site cannot claim more patients than it has."""
+        round, the job's hold-out fraction and the patients it declared in its data profile
+        (at most ``MAX_PATIENTS``); a site cannot claim more patients than it has."""
         reported = session.scalar(
             select(Task.result_json)
             .join(Round, Task.round_id == Round.id)
@@ -531,10 +585,15 @@ class Coordinator:
             )
         )
         if reported is not None:
-            n_stats = StatsResult.model_validate_json(reported).n
+            try:
+                n_stats = StatsResult.model_validate_json(reported).n
+            except ValidationError as exc:  # stored before today's bounds
+                raise BadAnswer("the statistics the site sent earlier are out of bounds") from exc
             if n_train is not None and n_train != n_stats:
                 raise BadTensorPayload(f"n_train {n_train} differs from the {n_stats} reported")
             n_train = n_stats
+        limit = patient_limit(session, task.site_id, spec.dataset)
+        check_patients((n_train or 0) + n_eval, limit, "n_train + n_eval")
         if (
             n_train is not None
             and holdout_size(n_train + n_eval, spec.evaluation.holdout) != n_eval
@@ -562,8 +621,9 @@ class Coordinator:
             for task in rnd.tasks:
                 if task.status == "accepted" and task.result_sha and task.result_json:
                     meta = TrainResult.model_validate_json(task.result_json)
-                    with TensorFile(self.blobs.path(task.result_sha)) as update:
-                        total.add_chunks(update.chunks(), meta.n_train)
+                    path = self.blobs.path(task.result_sha)
+                    scale = updates.clip_factor(self.blobs, rnd, path)
+                    updates.fold(self.blobs, total, rnd, path, scale, meta.n_train)
             self._sums[rnd.id], self._sum_jobs[rnd.id] = total, rnd.job_id
         return self._sums[rnd.id]
 
@@ -584,24 +644,33 @@ class Coordinator:
         if isinstance(spec, AnalysisSpec):
             from oncofed.orchestrator import analysis
 
-            parts = {
-                t.site.name: AnalysisResult.model_validate_json(t.result_json or "").part
-                for t in accepted
-            }
-            state = analysis.NewtonState.from_json(rnd.params_json) if rnd.params_json else None
-            outcome = analysis.close(spec, state, parts)
+            try:  # answers were checked on arrival; what is left ends this job alone
+                parts = {
+                    t.site.name: AnalysisResult.model_validate_json(t.result_json or "").part
+                    for t in accepted
+                }
+                state = analysis.NewtonState.from_json(rnd.params_json) if rnd.params_json else None
+                outcome = analysis.close(spec, state, parts)
+            except (ArithmeticError, ValueError) as exc:
+                outcome = analysis.Failed(f"the sites' answers cannot be pooled: {describe(exc)}")
             progress.after_analysis(
                 session, effects, job, rnd, outcome, [t.site_id for t in accepted]
             )
         elif rnd.kind == "stats":
-            results = [StatsResult.model_validate_json(t.result_json or "") for t in accepted]
-            progress.after_stats(session, effects, job, pooled_stats(results), active)
+            try:
+                totals = pooled_stats(
+                    [StatsResult.model_validate_json(t.result_json or "") for t in accepted]
+                )
+            except (ArithmeticError, ValueError) as exc:
+                end(job, "failed", f"pooling the feature statistics failed: {describe(exc)}")
+                return
+            progress.after_stats(session, effects, job, totals, active)
         elif rnd.kind == "train":
-            total = self._sum(rnd)
-            if progress.after_train(
-                session, effects, job, rnd, total.shapes, total.mean_chunks, active
-            ):
-                effects.delete.update(t.result_sha for t in accepted if t.result_sha)
+            with updates.round_mean(self.blobs, rnd, accepted, lambda: self._sum(rnd)) as total:
+                if progress.after_train(
+                    session, effects, job, rnd, total.shapes, total.mean_chunks, active
+                ):
+                    effects.delete.update(t.result_sha for t in accepted if t.result_sha)
         else:
             end(job, "completed", None)
         log.info(

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     connected_window_seconds: float = Field(60.0, gt=0, description="Seen within: connected.")
     max_upload_bytes: int = Field(4 << 30, gt=0)
     tick_seconds: float = Field(1.0, gt=0, description="How often round deadlines are checked.")
+    beat_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often the orchestrator records that it is up."
+    )
 
     @property
     def url(self) -> str:

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from oncofed.cdm.fields import variable
+from oncofed.wire.base import Count, Seconds, Statistic
 from oncofed.wire.profile import Cell
 from oncofed.wire.spec import (
     BinaryOutcome,
@@ -42,6 +43,10 @@ Horizon = Annotated[int, Field(ge=1, le=36525)]
 years), so every site counts survival on the same grid of ``horizon_days // grid_days + 1``
 bins whatever its data."""
 GridDays = Annotated[int, Field(ge=1, le=3650)]
+MAX_BINS = 36525 + 1
+"""The most grid bins an analysis has (the longest horizon on a one-day grid)."""
+MAX_EDGES = 1000
+"""The most bin edges of a summary's histogram."""
 
 
 class _Strict(BaseModel):
@@ -95,7 +100,7 @@ class SummaryAnalysis(_Strict):
 
     type: Literal["summary"] = "summary"
     variable: Numeric
-    bins: list[Finite] = Field(min_length=2, max_length=1000)
+    bins: list[Finite] = Field(min_length=2, max_length=MAX_EDGES)
     quantiles: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
         default_factory=lambda: [0.25, 0.5, 0.75]
     )
@@ -238,9 +243,9 @@ class SummaryPart(_Strict):
 
     type: Literal["summary"] = "summary"
     n: Cell
-    total: Finite | None
-    total_squares: Finite | None
-    histogram: list[Cell]
+    total: Statistic | None
+    total_squares: Annotated[Statistic, Field(ge=0.0)] | None
+    histogram: list[Cell] = Field(max_length=MAX_EDGES + 2)
 
 
 class SurvivalSeries(_Strict):
@@ -249,8 +254,8 @@ class SurvivalSeries(_Strict):
     events (and of censorings) are carried into the next bin, and the series stops before the
     first bin with fewer than the threshold at risk."""
 
-    at_risk: list[Annotated[int, Field(ge=0)]]
-    events: list[Annotated[int, Field(ge=0)]]
+    at_risk: list[Count] = Field(max_length=MAX_BINS)
+    events: list[Count] = Field(max_length=MAX_BINS)
 
     @model_validator(mode="after")
     def _aligned(self) -> SurvivalSeries:
@@ -267,17 +272,17 @@ class SurvivalPart(_Strict):
 class Derivatives(_Strict):
     """A log-likelihood with its gradient and Hessian at the coefficients sent."""
 
-    loglik: Finite
-    gradient: list[Finite]
-    hessian: list[list[Finite]]
+    loglik: Statistic
+    gradient: list[Statistic]
+    hessian: list[list[Statistic]]
 
 
 class RegressionPart(_Strict):
     """Newton step ingredients: at the pooled coefficients and at this site's own."""
 
     type: Literal["regression"] = "regression"
-    n: Annotated[int, Field(ge=0)]
-    events: Annotated[int, Field(ge=0)]
+    n: Count
+    events: Count
     pooled: Derivatives
     own: Derivatives
 
@@ -288,12 +293,12 @@ class RiskSetPart(_Strict):
     events; plus the site's own stratified derivatives for the heterogeneity check."""
 
     type: Literal["risk_sets"] = "risk_sets"
-    n: Annotated[int, Field(ge=0)]
-    events: list[Annotated[int, Field(ge=0)]]
-    s0: list[Finite]
-    s1: list[list[Finite]]
-    s2: list[list[list[Finite]]]
-    event_x: list[Finite]
+    n: Count
+    events: list[Count] = Field(max_length=MAX_BINS)
+    s0: list[Statistic] = Field(max_length=MAX_BINS)
+    s1: list[list[Statistic]] = Field(max_length=MAX_BINS)
+    s2: list[list[list[Statistic]]] = Field(max_length=MAX_BINS)
+    event_x: list[Statistic]
     own: Derivatives
 
 
@@ -307,8 +312,8 @@ class AnalysisResult(_Strict):
     """One site's answer to one analysis task."""
 
     part: SitePart
-    compute_seconds: Annotated[float, Field(ge=0)] = 0.0
-    cohort: Annotated[int, Field(ge=0)] | None = None
+    compute_seconds: Seconds = 0.0
+    cohort: Count | None = None
     """The patients in the job's cohort at this site. A site answers only for a cohort of at
     least its ``min_cohort_size``, and every analysis' suppression treats this size as known
     (a count table's total, the size a Kaplan-Meier site's group sizes add up to, the complete

@@ -7,3 +7,8 @@ class WireError(ValueError):
 
 class BadTensorPayload(WireError):
     """A tensor payload that is not valid safetensors or not of the agreed shape."""
+
+
+class BadAnswer(WireError):
+    """A site's answer that does not fit its task: a count above what the site declared, a
+    vector of another length, a statistic that cannot be pooled."""

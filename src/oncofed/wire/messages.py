@@ -11,7 +11,16 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from oncofed.wire.analysis import AnalysisParams, AnalysisReport, AnySpec
-from oncofed.wire.base import Count, Evaluation, Finite, Message, Sha256
+from oncofed.wire.base import (
+    MAX_PATIENTS,
+    Count,
+    Evaluation,
+    Finite,
+    Message,
+    Seconds,
+    Sha256,
+    Statistic,
+)
 from oncofed.wire.profile import Cell
 from oncofed.wire.secagg import SecureStep
 
@@ -20,6 +29,8 @@ SHA256_HEADER = "X-Content-SHA256"
 
 
 TaskKind = Literal["stats", "train", "evaluate", "analysis"]
+MAX_FEATURES = 10_000
+"""The most numeric features a job has (``JobSpec.features``)."""
 
 
 # -- enrolment ---------------------------------------------------------------------------
@@ -62,11 +73,12 @@ class Standardization(Message):
 
 
 class StatsResult(Message):
-    """Count, sum and sum of squares of each numeric feature over a site's training rows."""
+    """Count, sum and sum of squares of each numeric feature over a site's training rows (or,
+    as ``TaskAssignment.pooled``, over all sites' rows)."""
 
     n: Count
-    sums: list[Finite]
-    sumsq: list[Finite]
+    sums: list[Statistic] = Field(max_length=MAX_FEATURES)
+    sumsq: list[Statistic] = Field(max_length=MAX_FEATURES)
 
 
 class TaskAssignment(Message):
@@ -104,16 +116,16 @@ class TaskAssignment(Message):
 class TrainResult(Message):
     """Carried in the safetensors header of a training update."""
 
-    task_id: str
-    n_train: Annotated[int, Field(ge=1)]
-    train_loss: Finite
+    task_id: Annotated[str, Field(max_length=64)]
+    n_train: Annotated[int, Field(ge=1, le=MAX_PATIENTS)]
+    train_loss: Statistic
     evaluation: Evaluation
-    compute_seconds: Annotated[float, Field(ge=0.0)]
+    compute_seconds: Seconds
 
 
 class EvaluateResult(Message):
     evaluation: Evaluation
-    compute_seconds: Annotated[float, Field(ge=0.0)]
+    compute_seconds: Seconds
 
 
 class Decline(Message):

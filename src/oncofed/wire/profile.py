@@ -7,9 +7,11 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from oncofed.wire.base import Count
+
 SUPPRESSED: Final = "suppressed"
 Small = Annotated[str, Field(pattern=r"^<\d{1,4}$")]
-Cell = Annotated[int, Field(ge=0)] | Small | Literal["suppressed"]
+Cell = Count | Small | Literal["suppressed"]
 """A count as published (:mod:`oncofed.privacy.suppression`): the number (0, or at least the
 threshold); ``"<11"`` (``<`` and the threshold) for a count from 1 to threshold - 1, primary
 suppression; or ``"suppressed"`` for a count hidden so that no small count can be worked out

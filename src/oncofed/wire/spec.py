@@ -290,7 +290,36 @@ class FedAdamSpec(_Strict):
     tau: Annotated[float, Field(gt=0.0)] = 1e-3
 
 
-StrategySpec = Annotated[FedAvgSpec | FedProxSpec | FedAdamSpec, Field(discriminator="name")]
+class MedianSpec(_Strict):
+    """The coordinate-wise median of the sites' updates (a robust strategy)."""
+
+    name: Literal["median"] = "median"
+
+
+class TrimmedMeanSpec(_Strict):
+    """The coordinate-wise mean of the sites' updates without the ``trim`` fraction of highest
+    and of lowest values of each element (``floor(trim x sites)`` at each end)."""
+
+    name: Literal["trimmed_mean"] = "trimmed_mean"
+    trim: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2
+
+
+class KrumSpec(_Strict):
+    """(Multi-)Krum: the sample-weighted mean of the ``multi`` updates closest to their
+    neighbours, tolerating up to ``byzantine`` sites that send anything."""
+
+    name: Literal["krum"] = "krum"
+    byzantine: Annotated[int, Field(ge=0, le=1000)] = 1
+    multi: Annotated[int, Field(ge=1, le=10_000)] = 1
+
+
+ROBUST_STRATEGIES = (MedianSpec, TrimmedMeanSpec, KrumSpec)
+"""Strategies that need every site's update at once (not their running sum)."""
+
+StrategySpec = Annotated[
+    FedAvgSpec | FedProxSpec | FedAdamSpec | MedianSpec | TrimmedMeanSpec | KrumSpec,
+    Field(discriminator="name"),
+]
 
 
 class LocalTraining(_Strict):
@@ -304,7 +333,12 @@ class LocalTraining(_Strict):
     clip_norm: Annotated[float, Field(gt=0.0, le=1e6)] = 1.0
     """Largest L2 norm of a site's update (its model minus the global model it was sent); a
     longer update is scaled down to it. Sites always clip, and check that each global model
-    moved no further from the last one they saw than updates of this norm allow."""
+    moved no further from the last one they saw than updates of this norm allow. The
+    orchestrator measures every plain update again and scales (or, with ``over_clip: refuse``,
+    refuses) one that is longer: a site that does not clip cannot drag the model further."""
+    over_clip: Literal["scale", "refuse"] = "scale"
+    """What the orchestrator does with a plain update longer than ``clip_norm``: scale it down
+    to that norm, or refuse it (the site's task is rejected for that round)."""
 
 
 class Evaluation(_Strict):
@@ -379,6 +413,28 @@ class JobSpec(_Strict):
         if sites is not None and min_sites > len(sites):
             raise ValueError("min_sites is larger than the number of sites listed")
         return min_sites
+
+    @model_validator(mode="after")
+    def _robust_strategy_fits(self) -> JobSpec:
+        strategy = self.strategy
+        if isinstance(strategy, ROBUST_STRATEGIES) and self.privacy.secure_aggregation:
+            raise ValueError(
+                f"strategy {strategy.name!r} needs each site's update, but under secure "
+                "aggregation the orchestrator sees only their sum: use fedavg, fedprox or fedadam"
+            )
+        if isinstance(strategy, KrumSpec):
+            needed = 2 * strategy.byzantine + 3
+            if self.min_sites < needed:
+                raise ValueError(
+                    f"krum with byzantine {strategy.byzantine} needs min_sites >= {needed} "
+                    "(2 x byzantine + 3): with fewer sites it cannot tell them apart"
+                )
+            if strategy.multi > self.min_sites - strategy.byzantine:
+                raise ValueError(
+                    f"krum multi {strategy.multi} is more than min_sites - byzantine "
+                    f"({self.min_sites - strategy.byzantine}): it could keep a byzantine update"
+                )
+        return self
 
     @property
     def n_inputs(self) -> int:

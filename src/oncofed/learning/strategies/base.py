@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,6 +50,33 @@ class Strategy(ABC):
     def max_step(self, clip_norm: float) -> StepBound:
         """The largest move of the global model in one round, for updates clipped to
         ``clip_norm``: what a site checks each new global model against."""
+
+
+class RobustStrategy(Strategy):
+    """A strategy that needs every site's update at once, not their running sum (so not under
+    secure aggregation): the median, a trimmed mean, Krum.
+
+    The orchestrator reads the same chunk of every site's clipped update (its model minus the
+    global one, scaled to the clip norm when longer) and ``combine`` turns them into that chunk
+    of the aggregate update; ``select`` first picks the sites whose updates count (all, unless
+    the strategy overrides it). The next global model is the global model plus the aggregate
+    update: ``update`` then takes it as it is, as FedAvg takes the mean.
+    """
+
+    def select(self, weights: np.ndarray, distances: Callable[[], np.ndarray]) -> np.ndarray:
+        """Indices of the updates to combine, given the sites' sample counts and, on demand,
+        the matrix of squared L2 distances between their updates."""
+        return np.arange(weights.size)
+
+    @abstractmethod
+    def combine(self, deltas: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The aggregate of ``deltas`` (one row per selected site, a chunk of elements each,
+        float64) given their sites' sample counts ``weights``."""
+
+    def update(
+        self, current: np.ndarray, average: np.ndarray, state: StateChunk
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return average, {}
 
 
 def apply_strategy(

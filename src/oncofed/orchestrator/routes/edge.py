@@ -207,14 +207,47 @@ def post_unmask(
     return _ack(coordinator.secure_post(site.id, task_id, body))
 
 
-@router.post("/tasks/{task_id}/result")
-def post_result(
+async def _body(request: Request, limit: int, what: str) -> bytes:
+    """The request's body (``what``: "a result"), read up to ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"{what} is at most {limit} bytes")
+    return bytes(body)
+
+
+@router.post(
+    "/tasks/{task_id}/result",
+    response_model=ResultAck,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": f"#/components/schemas/{model.__name__}"}
+                            for model in (StatsResult, EvaluateResult, AnalysisResult)
+                        ]
+                    }
+                }
+            },
+        }
+    },
+)
+async def post_result(
     task_id: str,
-    body: StatsResult | EvaluateResult | AnalysisResult,
+    request: Request,
     site: CurrentSite,
     coordinator: CoordinatorDep,
-) -> ResultAck:
-    return coordinator.accept_result(site.id, task_id, body)
+    settings: SettingsDep,
+) -> Response:
+    """A JSON result, read as the one its task takes (``StatsResult``, ``EvaluateResult`` or
+    ``AnalysisResult``). 422 with a rejected acknowledgement when it does not validate or does
+    not fit the task: the refusal is recorded as the site's failure of the task."""
+    body = await _body(request, settings.max_upload_bytes, "a result")
+    return _ack(await run_in_threadpool(coordinator.accept_result, site.id, task_id, body))
 
 
 @router.post("/tasks/{task_id}/decline")
@@ -226,11 +259,7 @@ def decline(
 
 async def _profile_body(dataset: str, request: Request) -> DataProfile:
     """The report in the body, read up to ``MAX_PROFILE_BYTES``; it must be about ``dataset``."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > profiles.MAX_PROFILE_BYTES:
-            raise PayloadTooLarge(f"a data profile is at most {profiles.MAX_PROFILE_BYTES} bytes")
+    body = await _body(request, profiles.MAX_PROFILE_BYTES, "a data profile")
     try:
         profile = DataProfile.model_validate_json(body)
     except ValidationError as exc:

@@ -1,0 +1,91 @@
+"""A training round's plain updates read from the blob store, each clipped to the job's norm
+(``learning.aggregate``): measured when it arrives (and refused when the job says so), folded
+into the round's running sum, or, for a robust strategy, all read at once when the round
+closes. Under secure aggregation the orchestrator never sees an update: the edge's own clip is
+the only bound there (``docs/security.md``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from oncofed.learning.aggregate import (
+    Clipped,
+    RobustMean,
+    RoundMean,
+    UpdateRefused,
+    WeightedMean,
+    clip_scale,
+)
+from oncofed.learning.registry import parameter_shapes
+from oncofed.learning.strategies import RobustStrategy, build_strategy
+from oncofed.orchestrator.blobs import BlobStore
+from oncofed.orchestrator.db import Round, Task
+from oncofed.orchestrator.progress import parse_spec, training
+from oncofed.wire.errors import BadAnswer
+from oncofed.wire.messages import TrainResult
+from oncofed.wire.spec import JobSpec
+from oncofed.wire.stream import Shapes, TensorFile
+
+
+def _spec(rnd: Round) -> tuple[JobSpec, Shapes]:
+    spec = training(parse_spec(rnd.job.spec_json))
+    return spec, parameter_shapes(spec.model, spec.n_inputs)
+
+
+def _global(blobs: BlobStore, rnd: Round) -> TensorFile:
+    assert rnd.input_sha is not None  # a training round is sent a global model
+    return TensorFile(blobs.path(rnd.input_sha))
+
+
+def _scale(spec: JobSpec, shapes: Shapes, update: TensorFile, start: TensorFile) -> float:
+    local = spec.local
+    try:
+        return clip_scale(update, start, shapes, local.clip_norm, local.over_clip == "refuse")
+    except UpdateRefused as exc:
+        raise BadAnswer(str(exc)) from exc
+
+
+def clip_factor(blobs: BlobStore, rnd: Round, path: Path) -> float:
+    """The factor that scales the update in ``path`` to the job's clip norm (1 when within);
+    ``BadAnswer`` when it is to be refused. One pass over the update and the global model."""
+    spec, shapes = _spec(rnd)
+    with TensorFile(path) as update, _global(blobs, rnd) as start:
+        return _scale(spec, shapes, update, start)
+
+
+def robust(rnd: Round) -> bool:
+    """Whether the round's strategy reads every update at close (keeping no running sum)."""
+    return isinstance(build_strategy(_spec(rnd)[0].strategy), RobustStrategy)
+
+
+def fold(
+    blobs: BlobStore, total: WeightedMean, rnd: Round, path: Path, scale: float, weight: float
+) -> None:
+    """Add the update in ``path``, scaled by ``scale`` (``clip_factor``), to the running sum."""
+    with TensorFile(path) as update, _global(blobs, rnd) as start:
+        total.add_chunks(Clipped(update, start, scale).chunks(total.shapes), weight)
+
+
+@contextmanager
+def round_mean(
+    blobs: BlobStore, rnd: Round, accepted: Sequence[Task], running: Callable[[], WeightedMean]
+) -> Iterator[RoundMean]:
+    """What the round's next model is read from while the context is open: its running sum
+    (``running``), or for a robust strategy every accepted update, clipped, at once (one open
+    file per site; memory ``learning.aggregate.ROBUST_BUDGET``)."""
+    spec, shapes = _spec(rnd)
+    strategy = build_strategy(spec.strategy)
+    if not isinstance(strategy, RobustStrategy):
+        yield running()
+        return
+    with ExitStack() as stack:
+        start = stack.enter_context(_global(blobs, rnd))
+        updates, weights = [], []
+        for task in sorted(accepted, key=lambda t: t.site_id):  # an order that never changes
+            assert task.result_sha is not None and task.result_json is not None  # accepted
+            update = stack.enter_context(TensorFile(blobs.path(task.result_sha)))
+            updates.append(Clipped(update, start, _scale(spec, shapes, update, start)))
+            weights.append(float(TrainResult.model_validate_json(task.result_json).n_train))
+        yield RobustMean(strategy, start, updates, weights, shapes)
