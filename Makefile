@@ -31,6 +31,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/cdm_import.py
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/many_sites.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

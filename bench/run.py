@@ -514,7 +514,7 @@ def _unix(value: str | None) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def db_query(fed: BenchFederation, sql: str, *params: object) -> list[tuple[Any, ...]]:
+def db_query(fed: LocalFederation, sql: str, *params: object) -> list[tuple[Any, ...]]:
     """Read the orchestrator's SQLite database directly (read-only; WAL readers never block)."""
     uri = f"file:{fed.state_dir / 'oncofed.db'}?mode=ro"
     with closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
@@ -1438,16 +1438,17 @@ def write_results(path: Path, outcomes: Sequence[Outcome], total_s: float) -> No
         "configs": configs,
         "comparisons": [pair.to_json() for pair in comparisons(outcomes)],
     }
-    path.write_text(json.dumps(_nan_to_none(document), indent=2, allow_nan=False) + "\n")
+    path.write_text(json.dumps(nan_to_none(document), indent=2, allow_nan=False) + "\n")
 
 
-def _nan_to_none(value: Any) -> Any:
+def nan_to_none(value: Any) -> Any:
+    """NaN as null, through dicts and lists (JSON has no NaN)."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
+        return {k: nan_to_none(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
+        return [nan_to_none(v) for v in value]
     return value
 
 
