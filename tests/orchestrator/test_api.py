@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from oncofed.client import Client
 from oncofed.orchestrator import Settings, create_app
 from oncofed.orchestrator.setup import add_site
 from oncofed.wire import tensors
@@ -123,3 +125,24 @@ def state_token(state: State) -> str:
     from oncofed.orchestrator.setup import add_principal
 
     return add_principal(state.home, "rita", "researcher")
+
+
+def test_jobs_are_listed_a_page_at_a_time(api: TestClient, state: State) -> None:
+    """The listing is paginated (a few thousand jobs never go in one response); the client
+    walks the pages and gets every job, in the order submitted."""
+    headers = auth(state.admin_token)
+    names = [f"job-{i}" for i in range(5)]
+    for name in names:
+        api.post("/jobs", json=make_spec(name=name).model_dump(mode="json"), headers=headers)
+    page = api.get("/jobs", params={"limit": 2, "offset": 2}, headers=headers).json()
+    assert [j["name"] for j in page] == names[2:4]
+    assert api.get("/jobs", params={"limit": 1001}, headers=headers).status_code == 422
+    assert len(api.get("/jobs", headers=headers).json()) == 5  # a default page holds them
+
+    def relay(request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/v1")
+        answer = api.request(request.method, path, params=request.url.params, headers=headers)
+        return httpx.Response(answer.status_code, content=answer.content)
+
+    client = Client("http://test", state.admin_token, transport=httpx.MockTransport(relay))
+    assert [j.name for j in client.jobs(page=2)] == names

@@ -126,8 +126,15 @@ class Client:
     def job(self, job_id: str) -> JobPublic:
         return JobPublic.model_validate_json(self._request("GET", f"/jobs/{job_id}").content)
 
-    def jobs(self) -> list[JobPublic]:
-        return [JobPublic.model_validate(j) for j in self._request("GET", "/jobs").json()]
+    def jobs(self, page: int = 100) -> list[JobPublic]:
+        """Every job, in the order submitted, fetched ``page`` at a time."""
+        found: list[JobPublic] = []
+        while True:
+            params = {"limit": page, "offset": len(found)}
+            batch = self._request("GET", "/jobs", params=params).json()
+            found += [JobPublic.model_validate(j) for j in batch]
+            if len(batch) < page:
+                return found
 
     def wait(
         self,

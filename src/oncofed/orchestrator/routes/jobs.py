@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -15,6 +17,8 @@ from oncofed.wire.analysis import AnySpec
 from oncofed.wire.messages import JobCreated, JobPublic
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+PAGE, MAX_PAGE = 100, 1000
+"""Jobs listed per request by default, and at most."""
 _LOAD = selectinload(Job.rounds).selectinload(Round.tasks).selectinload(Task.site)
 
 
@@ -24,8 +28,17 @@ def submit(spec: AnySpec, caller: CurrentResearcher, coordinator: CoordinatorDep
 
 
 @router.get("")
-def list_jobs(session: SessionDep, _: CurrentResearcher) -> list[JobPublic]:
-    jobs = session.scalars(select(Job).options(_LOAD).order_by(Job.created_at))
+def list_jobs(
+    session: SessionDep,
+    _: CurrentResearcher,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[JobPublic]:
+    """Jobs in the order they were submitted, ``limit`` at a time from ``offset`` (a page
+    shorter than ``limit`` is the last)."""
+    jobs = session.scalars(
+        select(Job).options(_LOAD).order_by(Job.created_at, Job.id).offset(offset).limit(limit)
+    )
     return [job_public(job) for job in jobs]
 
 
