@@ -37,6 +37,13 @@ def home(tmp_path: Path) -> EdgeHome:
 
 
 ORCHESTRATOR_KEY = "ab" * 32
+NEWTON = AnalysisSpec.model_validate(
+    {"name": "a", "dataset": "data",
+     "analysis": {"type": "logistic", "outcome": {"type": "binary", "label": "ext.y"},
+                  "covariates": ["ext.x1", "ext.x2"]}}
+)  # fmt: skip
+"""A logistic regression over the home's dataset: a Newton loop."""
+NEWTON_START = AnalysisParams(pooled=[0.0, 0.0, 0.0], own=[0.0, 0.0, 0.0])
 
 
 def stats_task(**spec: object) -> TaskAssignment:
@@ -106,13 +113,7 @@ def test_the_agent_registers_its_identity_key_and_pins_the_orchestrators(
 def test_the_egress_line_of_a_newton_round_names_the_hash_of_its_coefficients(
     home: EdgeHome,
 ) -> None:
-    analysis = {
-        "type": "logistic",
-        "outcome": {"type": "binary", "label": "ext.y"},
-        "covariates": ["ext.x1", "ext.x2"],
-    }
-    spec = AnalysisSpec.model_validate({"name": "a", "dataset": "data", "analysis": analysis})
-    params = AnalysisParams(pooled=[0.0, 0.0, 0.0], own=[0.0, 0.0, 0.0])
+    spec, params = NEWTON, NEWTON_START
     task = TaskAssignment(
         task_id="t1", job_id="j1", round=0, kind="analysis", spec=spec, params=params
     )
@@ -296,13 +297,7 @@ def test_a_cohort_kept_between_rounds_is_checked_again_under_a_new_policy(
 ) -> None:
     """A Newton loop's cohort is built once per job; a raised minimum applies to the loop's
     next round all the same."""
-    analysis = {
-        "type": "logistic",
-        "outcome": {"type": "binary", "label": "ext.y"},
-        "covariates": ["ext.x1", "ext.x2"],
-    }
-    spec = AnalysisSpec.model_validate({"name": "a", "dataset": "data", "analysis": analysis})
-    params = AnalysisParams(pooled=[0.0, 0.0, 0.0], own=[0.0, 0.0, 0.0])
+    spec, params = NEWTON, NEWTON_START
     rounds = [
         TaskAssignment(
             task_id=f"t{n}", job_id="j1", round=n, kind="analysis", spec=spec, params=params
