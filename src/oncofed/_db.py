@@ -64,6 +64,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+POOL_SIZE = 40
+"""SQLite connections an engine keeps: one per worker thread of the server (anyio's 40)."""
+
+
 def make_engine(url: str, synchronous: Literal["NORMAL", "FULL"] = "FULL") -> Engine:
     """An engine; SQLite gets WAL, a busy timeout, enforced foreign keys and ``synchronous``
     (``FULL``: a commit survives a power cut, at the cost of an fsync of the log per commit,
@@ -71,7 +75,12 @@ def make_engine(url: str, synchronous: Literal["NORMAL", "FULL"] = "FULL") -> En
     PostgreSQL's own default (``synchronous_commit=on``) already syncs every commit."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(  # connections kept for every worker thread: no reconnecting
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_SIZE,
+    )
 
     @event.listens_for(engine, "connect")
     def _pragmas(conn: Any, _record: Any) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
+from oncofed.analytics import site
 from oncofed.edge import EdgePolicy, LocalStore
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.runner import Contribution, TaskRunner
@@ -227,3 +228,20 @@ def test_a_site_that_keeps_its_own_fit_says_why_and_still_takes_part(
     first = runner.run(secure_newton(0, AnalysisParams(pooled=[0.0] * 3)), never_fetch)
     assert isinstance(first, Contribution) and int(first.values["n"]) == 120
     assert first.clear.own == OwnEstimate(withheld=withheld)
+
+
+def test_an_honest_fit_beyond_the_wire_bounds_is_withheld_not_a_failure(
+    store: LocalStore, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A standard error of 1e-200 (beyond what the orchestrator accepts) keeps the site's own
+    fit home with the reason; the site still takes part in the sums."""
+    exact = site.fit_terms
+    monkeypatch.setattr(
+        site, "fit_terms", lambda *a: [t.model_copy(update={"se": 1e-200}) for t in exact(*a)]
+    )
+    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger)
+    first = runner.run(secure_newton(0, AnalysisParams(pooled=[0.0] * 3)), never_fetch)
+    assert isinstance(first, Contribution) and int(first.values["n"]) == 120
+    own = first.clear.own
+    assert own is not None and own.terms is None
+    assert own.withheld is not None and own.withheld.startswith("its fit is out of bounds: ")

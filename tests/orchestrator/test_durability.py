@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from pathlib import Path
 
 import httpx
@@ -136,3 +137,28 @@ def test_a_write_through_the_request_session_is_committed_before_the_response(
     finally:
         event.remove(Session, "before_commit", disk_full)
     assert response.status_code == 500
+
+
+def test_an_upload_cut_short_is_refused_quietly_and_the_retry_is_accepted(
+    state: State,
+) -> None:
+    """An edge whose connection drops halfway through an update (it retries): no server error
+    in the orchestrator's log, nothing recorded, and the whole update sent again is
+    accepted."""
+    _, alpha, _ = train_tasks(state)
+    port = free_port()
+    body = update_body(alpha, 1.0, 30)
+    head = (
+        f"POST /v1/tasks/{alpha.task_id}/update HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {state.credentials['alpha']}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    with serving(state.home, port) as process:
+        with socket.create_connection(("127.0.0.1", port)) as cut:
+            cut.sendall(head.encode() + body[: len(body) // 2])
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/v1") as client:
+            response = post(client, state, "alpha", alpha.task_id, body)
+        process.terminate()
+        log = process.communicate(timeout=30)[0].decode()
+    assert response.status_code == 200 and response.json()["status"] == "accepted"
+    assert "Exception in ASGI application" not in log and "Traceback" not in log, log

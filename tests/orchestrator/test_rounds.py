@@ -21,6 +21,7 @@ from oncofed.wire.messages import (
 )
 from oncofed.wire.spec import JobSpec
 from tests import support
+from tests.sites import enrol
 from tests.support import State
 
 
@@ -212,6 +213,17 @@ def test_too_few_sites_fails_the_job_with_the_reason(state: State) -> None:
     assert (
         row.error is not None and "min_sites is 2" in row.error and "cohort too small" in row.error
     )
+
+
+def test_a_failure_of_many_sites_names_ten_and_counts_the_rest(state: State) -> None:
+    names = [f"site{i:02d}" for i in range(24)]
+    enrol(state, names)
+    job = state.coordinator.submit(make_spec(sites=names, min_sites=24), state.admin_id)
+    for name in names:
+        state.coordinator.decline(state.sites[name], take(state, name).task_id, "not today")
+    error = job_row(state, job.id).error
+    assert error is not None and "0 sites reported, min_sites is 24" in error
+    assert error.count("declined (not today)") == 10 and error.endswith("and 14 more sites")
 
 
 def test_declining_site_is_left_out_of_later_rounds(state: State) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import ValidationError
 
 from oncofed.analytics.design import design
 from oncofed.analytics.secure import secure_values
@@ -202,6 +203,8 @@ class TaskRunner:
             )  # fmt: skip
         except DataError as exc:
             return OwnEstimate(withheld=str(exc))
+        except ValidationError as exc:  # a fit beyond what a site may send (wire bounds)
+            return OwnEstimate(withheld=f"its fit is out of bounds: {exc.errors()[0]['msg']}")
 
     def _clear(self, started: float, own: OwnEstimate | None = None) -> ClearPart:
         """What a secure round's answer says in the clear: the site's threshold, its compute

@@ -37,6 +37,7 @@ from oncofed.wire.analysis import (
     Derivatives,
     KaplanMeierAnalysis,
     LogisticAnalysis,
+    OwnEstimate,
     RegressionPart,
     RiskSetPart,
     SitePart,
@@ -158,6 +159,28 @@ def _check_regression(
     k = len(term_names(a))
     if not all(_shaped(d.gradient, (k,)) and _shaped(d.hessian, (k, k)) for d in derivatives):
         raise BadAnswer(f"derivatives are not of the model's {k} terms")
+
+
+def check_own(spec: AnalysisSpec, own: OwnEstimate) -> None:
+    """What a site sent of its own fit beside a secure round (its numbers bounded on the wire,
+    ``OwnTerm``) that fits the analysis: a regression's, with the model's terms in order, in at
+    most its ``max_iterations``. BadAnswer otherwise."""
+    a = spec.analysis
+    if not isinstance(a, CoxAnalysis | LogisticAnalysis):
+        raise BadAnswer(f"clear.own: a {a.type} analysis takes no estimates of a site's own")
+    if own.terms is None:
+        return
+    names = term_names(a)
+    if [term.name for term in own.terms] != names:
+        raise BadAnswer(
+            f"clear.own.terms: {len(own.terms)} given, not the model's {len(names)} in order "
+            f"{names}"
+        )
+    if (own.iterations or 0) > a.max_iterations:
+        raise BadAnswer(
+            f"clear.own.iterations: {own.iterations}, above the analysis' max_iterations "
+            f"{a.max_iterations}"
+        )
 
 
 def close(spec: AnalysisSpec, state: NewtonState | None, parts: Mapping[str, SitePart]) -> Outcome:

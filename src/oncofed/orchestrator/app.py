@@ -6,17 +6,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from importlib import import_module
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from oncofed import __version__
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.db import make_engine, session_factory
 from oncofed.orchestrator.errors import OrchestratorError
+from oncofed.orchestrator.identity import Sightings
 from oncofed.orchestrator.lease import Lease
 from oncofed.orchestrator.notifier import Notifier
 from oncofed.orchestrator.rounds import Coordinator
@@ -26,16 +28,22 @@ from oncofed.orchestrator.setup import identity_key
 from oncofed.wire.messages import API_PREFIX
 
 log = logging.getLogger("oncofed.orchestrator")
+ANALYSIS = "oncofed.orchestrator.analysis"
 
 
 async def _tick(app: FastAPI, period: float) -> None:
-    """Close rounds whose deadline passed, whatever the edges are doing."""
+    """Close rounds whose deadline passed, whatever the edges are doing; write when the sites
+    were last seen."""
     while True:
         await asyncio.sleep(period)
         try:
             await run_in_threadpool(app.state.coordinator.expire)
         except Exception:  # keep ticking; the next tick retries
             log.exception("deadline check failed")
+        try:
+            await run_in_threadpool(app.state.sightings.flush, app.state.sessions)
+        except SQLAlchemyError as exc:  # kept for the next tick
+            log.warning("when sites were last seen is not written yet: %s", exc)
 
 
 @contextlib.asynccontextmanager
@@ -44,12 +52,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if removed := app.state.coordinator.blobs.clear_spool():
         log.info("removed %d upload(s) left unfinished by an earlier run", removed)
     app.state.lease.start()
+    # The analytics (scipy) load in the background: the first analysis does not wait for
+    # them, and a start is not slowed by them.
+    warm = asyncio.get_running_loop().run_in_executor(None, import_module, ANALYSIS)
     ticker = asyncio.create_task(_tick(app, app.state.settings.tick_seconds))
     try:
         yield
     finally:
         ticker.cancel()
-        app.state.aggregation.shutdown(wait=True)
+        await warm
+        app.state.sightings.flush(app.state.sessions)
         app.state.lease.release()
         app.state.engine.dispose()
 
@@ -78,9 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessions = session_factory(engine)
     app.state.notifier = Notifier()
     app.state.site_cache = {}  # credential hash -> (site, when verified); see deps.current_site
-    # Updates are validated and folded on one thread: aggregation is serial anyway (per-job
-    # locks), and one thread keeps the allocator's memory in one arena.
-    app.state.aggregation = ThreadPoolExecutor(1, thread_name_prefix="aggregation")
+    app.state.sightings = Sightings()
     app.state.coordinator = Coordinator(
         app.state.sessions,
         BlobStore(settings.blob_dir),

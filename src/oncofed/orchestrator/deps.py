@@ -29,12 +29,16 @@ class Caller:
     role: str
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies that only read the app's state are coroutines: FastAPI runs a plain
+# function in a worker thread, a hop that costs more than they do.
+
+
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_sessions(request: Request) -> sessionmaker[Session]:
+async def get_sessions(request: Request) -> sessionmaker[Session]:
     sessions: sessionmaker[Session] = request.app.state.sessions
     return sessions
 
@@ -47,7 +51,7 @@ def get_session(
         yield session
 
 
-def get_coordinator(request: Request) -> Coordinator:
+async def get_coordinator(request: Request) -> Coordinator:
     coordinator: Coordinator = request.app.state.coordinator
     return coordinator
 
@@ -63,24 +67,25 @@ async def current_site(
     sessions: Annotated[sessionmaker[Session], Depends(get_sessions)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """The calling edge. A short transaction of its own (long polls hold no connection),
-    taken at most every few seconds per site: in between, a verified credential is
-    remembered (no thread, no database), which also bounds how often ``last_seen`` is
-    written."""
+    """The calling edge. A short read of its own (long polls hold no connection), taken at
+    most every few seconds per site: in between, a verified credential is remembered (no
+    thread, no database). That it was seen is written with the others' (``Sightings``)."""
     token = _token(credentials)
     key = token_hash(token)
     cache: dict[str, tuple[Caller, float]] = request.app.state.site_cache
     now = time.monotonic()
     if (hit := cache.get(key)) is not None and now - hit[1] < SITE_RECHECK_SECONDS:
-        return hit[0]
+        caller = hit[0]
+    else:
 
-    def verify() -> Caller:
-        with sessions.begin() as session:
-            site = identity.authenticate_site(session, token)
-            return Caller(site.id, site.name, "site")
+        def verify() -> Caller:
+            with sessions() as session:
+                site = identity.site_for(session, token)
+                return Caller(site.id, site.name, "site")
 
-    caller = await run_in_threadpool(verify)
-    cache[key] = (caller, now)
+        caller = await run_in_threadpool(verify)
+        cache[key] = (caller, now)
+    request.app.state.sightings.saw(caller.id)
     return caller
 
 
@@ -94,7 +99,7 @@ def current_researcher(
         return Caller(principal.id, principal.name, principal.role)
 
 
-def current_admin(caller: Annotated[Caller, Depends(current_researcher)]) -> Caller:
+async def current_admin(caller: Annotated[Caller, Depends(current_researcher)]) -> Caller:
     if caller.role != "admin":
         raise Forbidden("this needs the operator's token")
     return caller

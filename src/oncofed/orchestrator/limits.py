@@ -5,6 +5,7 @@ orchestrator accepts from a site"). The wire types bound each number on its own
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,8 +31,14 @@ def patient_limit(session: Session, site_id: int, dataset: str) -> int:
             DatasetProfile.site_id == site_id, DatasetProfile.dataset == dataset
         )
     )
+    return _declared(published or "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _declared(published: str) -> int:
+    """``patient_limit`` of one stored profile (parsed once: every answer of a site reads it)."""
     try:
-        patients = DataProfile.model_validate_json(published or "").patients
+        patients = DataProfile.model_validate_json(published).patients
     except ValidationError:  # none published (or one stored before the bounds of today)
         return MAX_PATIENTS
     if isinstance(patients, int):

@@ -75,8 +75,10 @@ def training(spec: JobSpec | AnalysisSpec) -> JobSpec:
 
 @dataclass
 class Effects:
-    """What to do once the transaction has committed."""
+    """What a change leaves to do: the rounds it answered in, checked for closing once before
+    it commits (``answered``, by round id); the rest once it has committed."""
 
+    answered: dict[int, Round] = field(default_factory=dict)
     notify: set[int] = field(default_factory=set)
     delete: set[str] = field(default_factory=set)
     drop_sums: set[int] = field(default_factory=set)
@@ -86,9 +88,12 @@ LEFT = ("declined", "failed")
 """Statuses of a site's task that leave it out of the job's later rounds."""
 
 
-def statuses(tasks: Iterable[Task]) -> str:
-    """Each site's status and why, for a failure's message: ``north: declined (reason)``."""
-    return "; ".join(f"{t.site.name}: {t.status} ({t.detail})" for t in tasks)
+def statuses(tasks: Iterable[Task], shown: int = 10) -> str:
+    """Each site's status and why, for a failure's message: ``north: declined (reason)``; the
+    first ``shown`` sites, then how many more (the job's participation lists them all)."""
+    named = [f"{t.site.name}: {t.status} ({t.detail})" for t in tasks]
+    more = f"; and {len(named) - shown} more sites" if len(named) > shown else ""
+    return "; ".join(named[:shown]) + more
 
 
 def end(job: Job, status: str, error: str | None) -> None:

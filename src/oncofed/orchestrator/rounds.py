@@ -16,9 +16,9 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
@@ -32,8 +32,15 @@ from oncofed.learning.registry import initial_weights, parameter_count, paramete
 from oncofed.learning.strategies import build_strategy
 from oncofed.orchestrator import updates
 from oncofed.orchestrator.blobs import BlobStore
+from oncofed.orchestrator.combine import Combiner, Pending
 from oncofed.orchestrator.db import Job, Round, Site, Task, utcnow
-from oncofed.orchestrator.errors import BadRequest, Conflict, Forbidden, NotFound
+from oncofed.orchestrator.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    OrchestratorError,
+)
 from oncofed.orchestrator.limits import check_patients, check_stats, describe, patient_limit
 from oncofed.orchestrator.notifier import Notifier
 from oncofed.orchestrator.progress import (
@@ -65,6 +72,19 @@ from oncofed.wire.stream import MAX_HEADER, check_file
 
 log = logging.getLogger("oncofed.orchestrator")
 T = TypeVar("T")
+Work = Callable[[Session, Effects], T]
+"""A change of state: run in a transaction, with what to do once it has committed."""
+Recorded = tuple[ResultAck, frozenset[int]]
+"""An answer's acknowledgement, and the sites notified of new tasks by its transaction."""
+
+
+class Answer(NamedTuple):
+    """A site's answer to a task, to record."""
+
+    task_id: str
+    work: Work[ResultAck]
+
+
 OPEN_TASK = ("pending", "delivered")
 MAX_PARAMETERS = 200_000_000
 
@@ -107,6 +127,8 @@ class Coordinator:
         self._notifier = notifier or Notifier()
         self._guard = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
+        self._answers: Combiner[Answer, Recorded] = Combiner(self._record)
+        self._deliveries: Combiner[int, TaskAssignment | None] = Combiner(self._deliver)
         self._sums: dict[int, WeightedMean] = {}  # round id -> running sum
         self._sum_jobs: dict[int, str] = {}  # round id -> job id, to drop sums without the db
         self._readable: set[tuple[int, str]] = set()
@@ -119,9 +141,9 @@ class Coordinator:
 
     # -- plumbing ----------------------------------------------------------------------
 
-    def _lock(self, job_id: str) -> threading.RLock:
+    def _lock(self, job_id: Hashable) -> threading.RLock:
         with self._guard:
-            return self._locks.setdefault(job_id, threading.RLock())
+            return self._locks.setdefault(str(job_id), threading.RLock())
 
     def _transact(
         self,
@@ -136,6 +158,8 @@ class Coordinator:
             try:
                 with self._sessions.begin() as session:
                     result = work(session, effects)
+                    for rnd in effects.answered.values():
+                        self._maybe_close(session, effects, rnd)
             except BaseException:
                 if job_id:  # a running sum may hold an update the database never recorded
                     self._drop_job_sums(job_id)
@@ -151,15 +175,62 @@ class Coordinator:
         return result
 
     def _answer(
-        self, site_id: int, job_id: str, work: Callable[[Session, Effects], ResultAck]
+        self,
+        site_id: int,
+        task_id: str,
+        job_id: str,
+        work: Work[ResultAck],
+        *,
+        alone: bool = False,
     ) -> ResultAck:
-        """Record a site's answer; when it opened a round the site is part of, hand the site
-        its next task with the acknowledgement, so it need not wait for a poll."""
-        effects = Effects()
-        ack = self._transact(job_id, work, effects)
-        if site_id in effects.notify:
+        """Record a site's answer, with the other answers to its job that came meanwhile (a
+        group commit, ``combine``), or ``alone``: a decline and a secure round's steps (rare,
+        and their checks read what the batch has not written yet). When that opened a round
+        the site is part of, hand the site its next task with the acknowledgement, so it need
+        not wait for a poll."""
+        if alone:
+            effects = Effects()
+            ack, notified = self._transact(job_id, work, effects), frozenset(effects.notify)
+        else:
+            ack, notified = self._answers(job_id, Answer(task_id, work))
+        if site_id in notified:
             ack = ack.model_copy(update={"next_task": self.next_task(site_id)})
         return ack
+
+    def _record(self, job_id: Hashable, batch: Sequence[Pending[Answer, Recorded]]) -> None:
+        """Record a batch of answers to one job in one transaction. An answer refused with an
+        ``OrchestratorError`` (raised before it changes anything) gets that error and the others
+        go on; any other error rolls the batch back, and each answer is then recorded alone, so
+        an error fails only its own caller."""
+        effects = Effects()
+
+        def each(session: Session, effects: Effects) -> None:
+            ids = [item.request.task_id for item in batch]  # read together; found by each work
+            session.scalars(select(Task).options(*_TASK_IN_ROUND).where(Task.id.in_(ids))).all()
+            with session.no_autoflush:  # written together when the rounds are checked
+                for item in batch:
+                    try:
+                        item.result = (item.request.work(session, effects), frozenset())
+                    except OrchestratorError as exc:
+                        item.error = exc
+
+        try:
+            self._transact(str(job_id), each, effects)
+        except Exception:
+            if len(batch) == 1:
+                raise
+            for item in batch:
+                alone = Effects()
+                try:
+                    ack = self._transact(str(job_id), item.request.work, alone)
+                    item.result, item.error = (ack, frozenset(alone.notify)), None
+                except Exception as exc:
+                    item.error = exc
+            return
+        notified = frozenset(effects.notify)
+        for item in batch:
+            if item.result is not None:
+                item.result = (item.result[0], notified)
 
     def _drop_job_sums(self, job_id: str) -> None:
         """Forget a job's running sums (rebuilt from the database on next use). Touches no
@@ -238,52 +309,71 @@ class Coordinator:
 
     def next_task(self, site_id: int) -> TaskAssignment | None:
         """The site's oldest open task (again, if it was delivered and never answered), or the
-        next phase of a secure round it is in.
+        next phase of a secure round it is in; with those of the sites asking meanwhile.
 
         One short transaction and no job lock: the conditional UPDATE loses cleanly to a round
         that closed in between (no row changes, nothing is delivered).
         """
+        return self._deliveries("tasks", site_id)
+
+    def _deliver(self, _: Hashable, batch: Sequence[Pending[int, TaskAssignment | None]]) -> None:
+        """``next_task`` for every site in ``batch``, in one transaction."""
+        site_ids = {item.request for item in batch}
+        now = utcnow()
         with self._sessions.begin() as session:
-            found = session.execute(
-                select(Task, Round, Job)
+            rows = session.execute(
+                select(Task, Round, Job, Site.name)
                 .join(Round, Task.round_id == Round.id)
                 .join(Job, Round.job_id == Job.id)
-                .where(Task.site_id == site_id, Round.status == "open", _WAITING)
+                .join(Site, Task.site_id == Site.id)
+                .where(Task.site_id.in_(site_ids), Round.status == "open", _WAITING)
                 .order_by(Round.opened_at)
-                .limit(1)
-            ).first()
-            if found is None:
-                return None
-            task, rnd, job = found
-            if task.status in OPEN_TASK:
-                delivered = session.execute(
+            ).all()
+            oldest: dict[int, tuple[Task, Round, Job, str]] = {}
+            for task, rnd, job, site in rows:
+                oldest.setdefault(task.site_id, (task, rnd, job, site))
+            opening = [row[0].id for row in oldest.values() if row[0].status in OPEN_TASK]
+            delivered = set(
+                session.scalars(
                     update(Task)
-                    .where(Task.id == task.id, Task.status.in_(OPEN_TASK))
-                    .values(status="delivered", delivered_at=utcnow())
+                    .where(Task.id.in_(opening), Task.status.in_(OPEN_TASK))
+                    .values(status="delivered", delivered_at=now)
+                    .returning(Task.id)
                     .execution_options(synchronize_session=False)
                 )
-                if delivered.rowcount != 1:  # type: ignore[attr-defined]
-                    return None
-            elif task.delivered_at is None:  # a secure round that opened with its keys in
-                task.delivered_at = utcnow()
-            spec = parse_spec(job.spec_json)
-            self._remember_owner(task.id, site_id, job.id)
-            self._specs.setdefault(job.id, spec)
-            return TaskAssignment(
-                task_id=task.id,
-                job_id=job.id,
-                round=rnd.number,
-                kind=rnd.kind,
-                spec=spec,
-                model_sha256=rnd.input_sha,
-                standardization=scaling(job.scaling_json),
-                pooled=pooled(job.pooled_json),
-                proximal_mu=(
-                    build_strategy(spec.strategy).proximal_mu if isinstance(spec, JobSpec) else 0.0
-                ),
-                params=_params(rnd.params_json, task.site.name),
-                secure=self._secure.step(session, rnd, task.site.name) if rnd.phase else None,
+                if opening
+                else ()
             )
+            tasks = {}
+            for site_id, (task, rnd, job, site) in oldest.items():
+                if task.status in OPEN_TASK and task.id not in delivered:
+                    continue  # its round closed in between
+                if task.delivered_at is None:  # a secure round that opened with its keys in
+                    task.delivered_at = now
+                tasks[site_id] = self._assignment(session, task, rnd, job, site)
+        for item in batch:
+            item.result = tasks.get(item.request)
+
+    def _assignment(
+        self, session: Session, task: Task, rnd: Round, job: Job, site: str
+    ) -> TaskAssignment:
+        spec = self._spec(job)
+        self._remember_owner(task.id, task.site_id, job.id)
+        return TaskAssignment(
+            task_id=task.id,
+            job_id=job.id,
+            round=rnd.number,
+            kind=rnd.kind,
+            spec=spec,
+            model_sha256=rnd.input_sha,
+            standardization=scaling(job.scaling_json),
+            pooled=pooled(job.pooled_json),
+            proximal_mu=(
+                build_strategy(spec.strategy).proximal_mu if isinstance(spec, JobSpec) else 0.0
+            ),
+            params=_params(rnd.params_json, site),
+            secure=self._secure.step(session, rnd, site) if rnd.phase else None,
+        )
 
     def blob_for_site(self, site_id: int, sha: str) -> Path:
         """A global model the site was sent; nothing else is readable by a site."""
@@ -320,6 +410,12 @@ class Coordinator:
             raise Forbidden(f"task {task_id} belongs to another site")
         return owner[1]
 
+    def _spec(self, job: Job) -> JobSpec | AnalysisSpec:
+        """The job's spec, parsed once (a spec never changes)."""
+        if (spec := self._specs.get(job.id)) is None:
+            spec = self._specs[job.id] = parse_spec(job.spec_json)
+        return spec
+
     def _remember_owner(self, task_id: str, site_id: int, job_id: str) -> tuple[int, str]:
         if len(self._owners) > 100_000:  # a cache, not a record: bound it
             self._owners.clear()
@@ -352,7 +448,7 @@ class Coordinator:
             with self._sessions() as session:
                 job = session.get(Job, job_id)
                 assert job is not None  # the task refers to it
-                self._specs[job_id] = parse_spec(job.spec_json)
+                self._spec(job)
         spec = training(self._specs[job_id])
         return 8 + MAX_HEADER + 4 * parameter_count(spec.model, spec.n_inputs)
 
@@ -363,32 +459,32 @@ class Coordinator:
         def work(session: Session, effects: Effects) -> ResultAck:
             task = self._open_task(session, task_id, "train", sha)
             if isinstance(task, ResultAck):
-                path.unlink(missing_ok=True)
                 return task
-            spec = training(parse_spec(task.round.job.spec_json))
+            # Recorded again after its batch was rolled back, it may be in the store already.
+            source = path if path.exists() else self.blobs.path(sha)
+            spec = training(self._spec(task.round.job))
             shapes = parameter_shapes(spec.model, spec.n_inputs)
             try:
-                meta = check_file(path, shapes, TrainResult)  # chunk by chunk
+                meta = check_file(source, shapes, TrainResult)  # chunk by chunk
                 if meta.task_id != task_id:
                     raise BadTensorPayload(f"payload is for task {meta.task_id}, not {task_id}")
                 self._check_counts(session, task, spec, meta.evaluation.n_eval, meta.n_train)
-                scale = updates.clip_factor(self.blobs, task.round, path)  # or refused
+                scale = updates.clip_factor(self.blobs, task.round, source)  # or refused
             except WireError as exc:
-                path.unlink(missing_ok=True)
                 self._finish(task, "rejected", detail=str(exc))
                 log.warning("rejected update for task %s from site %s: %s", task_id, site_id, exc)
-                self._maybe_close(session, effects, task.round)
+                effects.answered[task.round_id] = task.round
                 return ResultAck(task_id=task_id, status="rejected", detail=str(exc))
-            size = path.stat().st_size
-            stored = self.blobs.adopt(path, sha)
+            size = source.stat().st_size
+            stored = self.blobs.adopt(path, sha) if source == path else source
             if not updates.robust(task.round):  # a robust strategy reads them all at close
                 total = self._sum(task.round)
                 updates.fold(self.blobs, total, task.round, stored, scale, float(meta.n_train))
             self._finish(task, "accepted", sha=sha, result=meta.model_dump_json(), size=size)
-            self._maybe_close(session, effects, task.round)
+            effects.answered[task.round_id] = task.round
             return ResultAck(task_id=task_id, status="accepted")
 
-        return self._answer(site_id, job_id, work)
+        return self._answer(site_id, task_id, job_id, work)
 
     def accept_result(
         self,
@@ -411,7 +507,7 @@ class Coordinator:
         def refuse(session: Session, effects: Effects, task: Task, detail: str) -> ResultAck:
             self._finish(task, "rejected", detail=detail)
             log.warning("rejected result for task %s from site %s: %s", task_id, site_id, detail)
-            self._maybe_close(session, effects, task.round)
+            effects.answered[task.round_id] = task.round
             return ResultAck(task_id=task_id, status="rejected", detail=detail)
 
         def work(session: Session, effects: Effects) -> ResultAck:
@@ -434,7 +530,7 @@ class Coordinator:
             task = self._open_task(session, task_id, kinds[type(parsed)], digest)
             if isinstance(task, ResultAck):
                 return task
-            any_spec = parse_spec(task.round.job.spec_json)
+            any_spec = self._spec(task.round.job)
             limit = patient_limit(session, task.site_id, any_spec.dataset)
             try:
                 if isinstance(parsed, AnalysisResult):
@@ -449,10 +545,10 @@ class Coordinator:
             except WireError as exc:
                 return refuse(session, effects, task, str(exc))
             self._finish(task, "accepted", sha=digest, result=body)
-            self._maybe_close(session, effects, task.round)
+            effects.answered[task.round_id] = task.round
             return ResultAck(task_id=task_id, status="accepted")
 
-        return self._answer(site_id, job_id, work)
+        return self._answer(site_id, task_id, job_id, work)
 
     def decline(
         self, site_id: int, task_id: str, reason: str, *, failed: bool = False
@@ -473,10 +569,10 @@ class Coordinator:
                 return task
             self._finish(task, status, detail=reason)
             log.info("site %s %s task %s: %s", site_id, status, task_id, reason)
-            self._maybe_close(session, effects, task.round)
+            effects.answered[task.round_id] = task.round
             return ResultAck(task_id=task_id, status="declined", detail=reason)
 
-        return self._answer(site_id, job_id, work)
+        return self._answer(site_id, task_id, job_id, work, alone=True)
 
     def secure_post(
         self, site_id: int, task_id: str, message: KeyAdvert | ShareBundle | UnmaskShares
@@ -492,7 +588,7 @@ class Coordinator:
                 return self._secure.shares(session, effects, task, message)
             return self._secure.unmask(session, effects, task, message)
 
-        return self._answer(site_id, job_id, work)
+        return self._answer(site_id, task_id, job_id, work, alone=True)
 
     def masked_limit(self, site_id: int, task_id: str) -> int:
         """Most bytes a masked input for this task may have, known before its body is read."""
@@ -508,7 +604,7 @@ class Coordinator:
             task = self._secure_task(session, task_id)
             return self._secure.masked(session, effects, task, path, sha)
 
-        return self._answer(site_id, job_id, work)
+        return self._answer(site_id, task_id, job_id, work, alone=True)
 
     @staticmethod
     def _secure_task(session: Session, task_id: str) -> Task:
@@ -539,7 +635,7 @@ class Coordinator:
                 for task in rnd.tasks:
                     if task.status in OPEN_TASK:
                         self._finish(task, "expired", detail="no result before the round deadline")
-                self._maybe_close(session, effects, rnd)
+                effects.answered[rnd.id] = rnd
 
             def abandon(
                 session: Session, effects: Effects, round_id: int = round_id, error: str = ""
@@ -616,7 +712,7 @@ class Coordinator:
     def _sum(self, rnd: Round) -> WeightedMean:
         """The round's running sum, rebuilt from its accepted updates after a restart."""
         if rnd.id not in self._sums:
-            spec = training(parse_spec(rnd.job.spec_json))
+            spec = training(self._spec(rnd.job))
             total = WeightedMean(parameter_shapes(spec.model, spec.n_inputs))
             for task in rnd.tasks:
                 if task.status == "accepted" and task.result_sha and task.result_json:
@@ -628,13 +724,19 @@ class Coordinator:
         return self._sums[rnd.id]
 
     def _maybe_close(self, session: Session, effects: Effects, rnd: Round) -> None:
-        still_open = session.scalar(  # autoflush makes this answer's own status count
+        """Close ``rnd`` and move its job on once no task of it is open."""
+        if rnd.status != "open":
+            return
+        still_open = session.scalar(  # autoflush makes the answers' own statuses count
             select(func.count()).where(Task.round_id == rnd.id, Task.status.in_(OPEN_TASK))
         )
         if still_open:
             return
         job, progress = rnd.job, self._progress
-        spec = parse_spec(job.spec_json)
+        spec = self._spec(job)
+        session.scalars(  # the round's sites, in one query (``t.site`` then finds them)
+            select(Site).join(Task, Task.site_id == Site.id).where(Task.round_id == rnd.id)
+        ).all()
         accepted = [t for t in rnd.tasks if t.status == "accepted"]
         rnd.status, rnd.closed_at = "closed", utcnow()
         effects.drop_sums.add(rnd.id)

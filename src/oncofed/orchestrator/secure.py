@@ -28,6 +28,7 @@ closes), so a restarted orchestrator rebuilds the running sum and goes on where 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator, Mapping
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
@@ -67,7 +69,8 @@ from oncofed.privacy.secagg import (
     sign_survivors,
 )
 from oncofed.privacy.secagg.crypto import check_usable, verify_advert
-from oncofed.wire.analysis import AnalysisSpec
+from oncofed.wire.analysis import AnalysisSpec, OwnEstimate
+from oncofed.wire.errors import BadAnswer
 from oncofed.wire.messages import PooledRound, ResultAck
 from oncofed.wire.secagg import (
     Inbox,
@@ -177,8 +180,9 @@ class SecureRounds:
     def masked(
         self, session: Session, effects: Effects, task: Task, path: Path, sha: str
     ) -> ResultAck:
-        """A site's masked input, spooled at ``path``: checked against the round's layout,
-        kept as a blob and folded into the round's sum."""
+        """A site's masked input, spooled at ``path``: checked against the round's layout, its
+        header's own estimate against the job (``_check_own``), kept as a blob and folded into
+        the round's sum."""
         if (ack := self._expect(task, "masked")) is not None:
             path.unlink(missing_ok=True)
             return ack
@@ -187,6 +191,7 @@ class SecureRounds:
             header = check_masked(path, self._layout(rnd))
             if header.context != context(rnd) or header.site != task.site.name:
                 raise Conflict("the masked input is for another round or site")
+            _check_own(parse_spec(rnd.job.spec_json), header.clear.own)
         except (SecAggError, Conflict, ValueError) as exc:
             path.unlink(missing_ok=True)
             return self._reject(session, effects, task, "masked", str(exc))
@@ -389,7 +394,7 @@ class SecureRounds:
         if isinstance(spec, AnalysisSpec):
             from oncofed.orchestrator import analysis
 
-            headers = [MaskedHeader.model_validate_json(t.result_json or "") for t in included]
+            headers = [_header(t) for t in included]
             outcome = analysis.close_secure(spec, rnd.params_json, sums, headers)
             progress.after_analysis(
                 session, effects, job, rnd, outcome, [t.site_id for t in included]
@@ -448,6 +453,37 @@ def check_secure(spec: JobSpec | AnalysisSpec, sites: list[Site]) -> None:
         raise BadRequest(f"no safe secure encoding for this job: {exc}") from exc
 
 
+def _check_own(spec: JobSpec | AnalysisSpec, own: OwnEstimate | None) -> None:
+    """A site's own estimate in a masked input's header only where the job takes one, fitting
+    it (``analysis.check_own``). BadAnswer otherwise."""
+    if own is None:
+        return
+    if isinstance(spec, JobSpec):
+        raise BadAnswer("clear.own: a training round takes no estimates of a site's own")
+    from oncofed.orchestrator import analysis  # scipy, loaded by the first analysis only
+
+    analysis.check_own(spec, own)
+
+
+STALE_OWN = OwnEstimate(withheld="what it sent of its own fit is out of today's bounds")
+"""A site's own estimate in a header stored before it was range-checked, and out of range."""
+
+
+def _header(task: Task) -> MaskedHeader:
+    """The header of a task's masked input, as stored when it arrived. One stored before today's
+    bounds on a site's own estimate (issue 10) that no longer validates keeps the rest, its own
+    estimate withheld (``STALE_OWN``): the round closes with the site in its sum."""
+    text = task.result_json or ""
+    try:
+        return MaskedHeader.model_validate_json(text)
+    except ValidationError:
+        stored = json.loads(text)
+        stored["clear"]["own"] = STALE_OWN.model_dump(mode="json")
+        log.warning("site %s: its own estimate stored in round %d is out of bounds: withheld",
+                    task.site.name, task.round.number)  # fmt: skip
+        return MaskedHeader.model_validate_json(json.dumps(stored))
+
+
 def _drop(task: Task, status: str, detail: str) -> None:
     """A site leaves a secure round in its current phase."""
     phase = task.round.phase
@@ -459,7 +495,7 @@ def _next_roster(ctx: RoundContext, spec: JobSpec | AnalysisSpec, masked: list[T
     """The job's next round's roster, from the adverts that came with the masked inputs: only
     when every site that sent one sent an advert, and they all verify (else None: that round
     opens at its keys phase)."""
-    headers = [MaskedHeader.model_validate_json(t.result_json or "") for t in masked]
+    headers = [_header(t) for t in masked]
     adverts = [header.next for header in headers if header.next is not None]
     if len(adverts) != len(masked) or len(adverts) < 2:
         return None

@@ -8,6 +8,8 @@ it fitted on its own rows (``OwnEstimate``). Never a row, a minimum, a maximum o
 
 from __future__ import annotations
 
+import math
+import sys
 from itertools import pairwise
 from typing import Annotated, Literal
 
@@ -24,7 +26,7 @@ from pydantic import (
 )
 
 from oncofed.cdm.fields import variable
-from oncofed.wire.base import Count, Seconds, Statistic
+from oncofed.wire.base import MAX_STATISTIC, Count, Seconds, Statistic
 from oncofed.wire.profile import Cell
 from oncofed.wire.spec import (
     BinaryOutcome,
@@ -435,15 +437,56 @@ class Heterogeneity(_Strict):
     i2: float
 
 
+MAX_LOG_RATIO = math.log(sys.float_info.max)
+"""The largest magnitude of a coefficient of a site's own fit (a log hazard or odds ratio), and
+of its confidence bounds: about 709.8, beyond which exp(coef), its ratio, is no float64. A fit's
+terms carry finite ratios, so none has more; below, the same bound holds (as it would with the
+covariate's coding reversed)."""
+_OWN_TERM = {
+    "coef": (-MAX_LOG_RATIO, MAX_LOG_RATIO),
+    "lower": (-MAX_LOG_RATIO, MAX_LOG_RATIO),
+    "upper": (-MAX_LOG_RATIO, MAX_LOG_RATIO),
+    "se": (1.0 / MAX_STATISTIC, MAX_STATISTIC),
+    "p": (0.0, 1.0),
+    "ratio": (0.0, math.inf),
+    "ratio_lower": (0.0, math.inf),
+    "ratio_upper": (0.0, math.inf),
+}
+"""The range of each number of a term of a site's own fit (every number also finite). A
+standard error is positive and within 1e-100 and 1e100 (``MAX_STATISTIC``): the heterogeneity
+check's weights 1 / se^2, times squared differences of coefficients, added over sites, then stay
+far from float64 overflow and underflow."""
+
+
+def _own_term(term: Term) -> Term:
+    """A term of a site's own fit: each number within its range (``_OWN_TERM``), the estimate
+    and its ratio within their confidence bounds."""
+    for name, (low, high) in _OWN_TERM.items():
+        value = getattr(term, name)
+        if not low <= value <= high:
+            raise ValueError(f"{name} {value:g} is not within [{low:g}, {high:g}]")
+    if not term.lower <= term.coef <= term.upper:
+        raise ValueError(f"coef {term.coef:g} is not within [lower, upper]")
+    if not term.ratio_lower <= term.ratio <= term.ratio_upper:
+        raise ValueError(f"ratio {term.ratio:g} is not within [ratio_lower, ratio_upper]")
+    return term
+
+
+OwnTerm = Annotated[Term, AfterValidator(_own_term)]
+"""A term as a site sends it of its own fit (``OwnEstimate``), bounded (``_OWN_TERM``)."""
+
+
 class OwnEstimate(_Strict):
     """What a site sends in the clear, once, beside the first round of a secure Newton loop:
     its own model fitted on its rows alone to its end (``analytics.site.own_fit``), when its
     policy shares site estimates and its own numbers meet every per-site rule of a plain round.
     Exactly one of: the ``terms`` with the ``iterations`` the fit took; why it ``failed`` (the
     fit's diagnosis); why it is ``withheld`` (a rule, or the site's policy). Never derivatives:
-    at coefficients the orchestrator chose they would be the site's summand."""
+    at coefficients the orchestrator chose they would be the site's summand. Each number of a
+    term is bounded (``OwnTerm``); the orchestrator also checks the terms are the model's and
+    the iterations within its limit (``orchestrator.analysis.check_own``)."""
 
-    terms: list[Term] | None = Field(None, max_length=1000)
+    terms: list[OwnTerm] | None = Field(None, max_length=1000)
     iterations: Annotated[int, Field(ge=1, le=200)] | None = None
     failed: Annotated[str, Field(max_length=500)] | None = None
     withheld: Annotated[str, Field(max_length=500)] | None = None

@@ -7,7 +7,7 @@ import asyncio
 import functools
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 from oncofed.orchestrator import identity, profiles
 from oncofed.orchestrator.deps import CoordinatorDep, CurrentSite, SessionDep, SettingsDep
@@ -98,6 +99,16 @@ def _ack(ack: ResultAck) -> Response:
     return _json(ack, status_code=422 if ack.status == "rejected" else 200)
 
 
+async def _stream(request: Request) -> AsyncIterator[bytes]:
+    """The body's chunks; a client gone before the end (an edge's connection cut: it retries)
+    is a bad request, not a server error."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect as exc:
+        raise BadRequest("the connection closed before the whole body came") from exc
+
+
 class _BlobFile(FileResponse):
     chunk_size = 256 << 10  # fewer thread hops than Starlette's 64 KB, little memory per client
 
@@ -120,8 +131,9 @@ async def _spooled(
     accept: Accept,
 ) -> Response:
     """A binary body for a task, its size bounded (``limit_of``) before it is read, spooled to
-    disk while hashing (O(1) memory), then handed to ``accept`` (validation and aggregation)
-    on the app's single aggregation thread.
+    disk while hashing (O(1) memory), then handed to ``accept`` (validation and aggregation;
+    the updates of a job that arrive together are checked and folded one after the other by
+    one thread, and recorded in one transaction).
 
     Hashing and writing happen off the event loop, a few megabytes at a time.
     """
@@ -133,7 +145,7 @@ async def _spooled(
             digest.update(data)
             handle.write(data)
 
-        async for chunk in request.stream():
+        async for chunk in _stream(request):
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(f"the body exceeds the {limit} bytes this task takes")
@@ -147,9 +159,7 @@ async def _spooled(
         claimed = request.headers.get(SHA256_HEADER)
         if claimed is not None and claimed != sha:
             raise BadRequest(f"body SHA-256 is {sha}, not the {SHA256_HEADER} {claimed}")
-        ack = await asyncio.get_running_loop().run_in_executor(
-            request.app.state.aggregation, accept, path, sha
-        )
+        ack = await run_in_threadpool(accept, path, sha)
     finally:
         path.unlink(missing_ok=True)
     return _ack(ack)
@@ -210,7 +220,7 @@ def post_unmask(
 async def _body(request: Request, limit: int, what: str) -> bytes:
     """The request's body (``what``: "a result"), read up to ``limit`` bytes."""
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in _stream(request):
         body += chunk
         if len(body) > limit:
             raise PayloadTooLarge(f"{what} is at most {limit} bytes")

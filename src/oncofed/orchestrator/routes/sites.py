@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 
 from oncofed.orchestrator import identity, profiles
 from oncofed.orchestrator.deps import CurrentAdmin, CurrentResearcher, SessionDep, SettingsDep
@@ -19,8 +19,9 @@ router = APIRouter(prefix="/sites", tags=["sites"])
 
 @router.get("")
 def list_sites(
-    session: SessionDep, settings: SettingsDep, _: CurrentResearcher
+    request: Request, session: SessionDep, settings: SettingsDep, _: CurrentResearcher
 ) -> list[SitePublic]:
+    request.app.state.sightings.flush(request.app.state.sessions)  # up to this request
     return identity.list_sites(session, timedelta(seconds=settings.connected_window_seconds))
 
 
