@@ -134,6 +134,7 @@ class Coordinator:
         self._readable: set[tuple[int, str]] = set()
         self._owners: dict[str, tuple[int, str]] = {}  # task id -> (site id, job id)
         self._specs: dict[str, JobSpec | AnalysisSpec] = {}  # job id -> spec (immutable)
+        self._reported: dict[tuple[str, int], int] = {}  # (job, site) -> stats round's n
         self._progress = Progress(blobs)
         self._secure = SecureRounds(blobs, self._progress, key)
         self.public_key = public_bytes(key).hex() if key is not None else None
@@ -663,28 +664,19 @@ class Coordinator:
 
     # -- aggregation and round transitions ---------------------------------------------
 
-    @staticmethod
     def _check_counts(
-        session: Session, task: Task, spec: JobSpec, n_eval: int, n_train: int | None = None
+        self,
+        session: Session,
+        task: Task,
+        spec: JobSpec,
+        n_eval: int,
+        n_train: int | None = None,
     ) -> None:
         """Counts weight the aggregate, so they must fit what the site reported in the stats
         round, the job's hold-out fraction and the patients it declared in its data profile
         (at most ``MAX_PATIENTS``); a site cannot claim more patients than it has."""
-        reported = session.scalar(
-            select(Task.result_json)
-            .join(Round, Task.round_id == Round.id)
-            .where(
-                Round.job_id == task.round.job_id,
-                Round.kind == "stats",
-                Task.site_id == task.site_id,
-                Task.status == "accepted",
-            )
-        )
-        if reported is not None:
-            try:
-                n_stats = StatsResult.model_validate_json(reported).n
-            except ValidationError as exc:  # stored before today's bounds
-                raise BadAnswer("the statistics the site sent earlier are out of bounds") from exc
+        n_stats = self._reported_n(session, task)
+        if n_stats is not None:
             if n_train is not None and n_train != n_stats:
                 raise BadTensorPayload(f"n_train {n_train} differs from the {n_stats} reported")
             n_train = n_stats
@@ -695,6 +687,33 @@ class Coordinator:
             and holdout_size(n_train + n_eval, spec.evaluation.holdout) != n_eval
         ):
             raise BadTensorPayload(f"n_eval {n_eval} does not fit the job's hold-out fraction")
+
+    def _reported_n(self, session: Session, task: Task) -> int | None:
+        """The patients the site reported in the job's stats round (an accepted result never
+        changes: read once); None before it has one."""
+        key = (task.round.job_id, task.site_id)
+        if (n := self._reported.get(key)) is not None:
+            return n
+        reported = session.scalar(
+            select(Task.result_json)
+            .join(Round, Task.round_id == Round.id)
+            .where(
+                Round.job_id == task.round.job_id,
+                Round.kind == "stats",
+                Task.site_id == task.site_id,
+                Task.status == "accepted",
+            )
+        )
+        if reported is None:
+            return None
+        try:
+            n = StatsResult.model_validate_json(reported).n
+        except ValidationError as exc:  # stored before today's bounds
+            raise BadAnswer("the statistics the site sent earlier are out of bounds") from exc
+        if len(self._reported) > 100_000:  # a cache, not a record: bound it
+            self._reported.clear()
+        self._reported[key] = n
+        return n
 
     @staticmethod
     def _finish(
