@@ -199,3 +199,27 @@ def test_many_sites_answering_at_once_are_each_counted_once(state: State) -> Non
         assert f'"n":{sum(20 + len(n) for n in names)}' in row.pooled_json.replace(" ", "")
     # The round closed once, and every site got the train round's task with its ack or poll.
     assert all(take(state, name).kind == "train" for name in names)
+
+
+def test_a_task_that_cannot_be_handed_out_fails_only_its_own_site(
+    state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sites asking together are served in one batch: an error building one site's task (a
+    job's state no check foresaw) fails that site's request alone."""
+    state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    coordinator, build = state.coordinator, state.coordinator._assignment
+
+    def broken(session: object, task: Task, *args: object) -> object:
+        if task.site_id == state.sites["beta"]:
+            raise ValueError("a stored state out of today's bounds")
+        return build(session, task, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(coordinator, "_assignment", broken)
+    batch = [Pending[int, object](state.sites[name]) for name in ("alpha", "beta")]
+    coordinator._deliver("tasks", batch)  # type: ignore[arg-type]
+    alpha, beta = batch
+    assert alpha.outcome().kind == "stats"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="out of today's bounds"):
+        beta.outcome()
+    monkeypatch.undo()
+    assert take(state, "beta").kind == "stats"  # handed out again once it can be

@@ -345,15 +345,23 @@ class Coordinator:
                 if opening
                 else ()
             )
-            tasks = {}
+            tasks: dict[int, TaskAssignment | Exception] = {}
             for site_id, (task, rnd, job, site) in oldest.items():
                 if task.status in OPEN_TASK and task.id not in delivered:
                     continue  # its round closed in between
                 if task.delivered_at is None:  # a secure round that opened with its keys in
                     task.delivered_at = now
-                tasks[site_id] = self._assignment(session, task, rnd, job, site)
+                try:
+                    tasks[site_id] = self._assignment(session, task, rnd, job, site)
+                except Exception as exc:  # that site's alone (its job's state): the rest go
+                    log.exception("job %s: task %s could not be handed out", job.id, task.id)
+                    tasks[site_id] = exc
         for item in batch:
-            item.result = tasks.get(item.request)
+            found = tasks.get(item.request)
+            if isinstance(found, Exception):
+                item.error = found
+            else:
+                item.result = found
 
     def _assignment(
         self, session: Session, task: Task, rnd: Round, job: Job, site: str
