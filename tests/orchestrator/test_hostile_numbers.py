@@ -52,13 +52,15 @@ def post(api: TestClient, state: State, site: str, task_id: str, body: str | dic
     return api.post(f"/tasks/{task_id}/result", content=text, headers=headers)
 
 
-def refused(response: Any, *words: str) -> None:
-    """A refusal recorded as the site's failure: 422 with a rejected acknowledgement."""
+def refused(response: Any, *words: str) -> str:
+    """A refusal recorded as the site's failure: 422 with a rejected acknowledgement; its
+    reason."""
     assert response.status_code == 422, response.text
     ack = response.json()
     assert ack["status"] == "rejected", ack
     for word in words:
         assert word in ack["detail"], ack
+    return str(ack["detail"])
 
 
 def job_view(api: TestClient, state: State, job_id: str) -> dict[str, Any]:

@@ -19,15 +19,12 @@ import json
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from lifelines.datasets import load_gbsg2
 
-from oncofed.edge import EdgePolicy, LocalStore
+from oncofed.edge import LocalStore
 from oncofed.edge.secure import Post
 from oncofed.orchestrator.db import Task
 from oncofed.wire.analysis import (
@@ -40,29 +37,18 @@ from oncofed.wire.analysis import (
 from oncofed.wire.secagg import MaskedHeader
 from oncofed.wire.spec import JobSpec
 from oncofed.wire.stream import META_KEY
-from tests.sites import Site, drive, enrol, import_gbsg2, play, sites
+from tests.orchestrator.test_hostile_numbers import refused
+from tests.orchestrator.test_secure_robustness import BREAST, HOSTILE, LOGISTIC, NAMES, POLICY
+from tests.sites import Site, drive, enrol, play, sites, sixty_each
 from tests.support import State, auth
 
-HOSTILE = "gamma"
-NAMES = [HOSTILE, "alpha", "beta", "delta", "epsilon"]
-"""The hostile site first: it acts first in each pass, so a phase stops before it posts."""
-BREAST = {"primary_site": "C50", "time_origin": "diagnosis"}
-LOGISTIC = {
-    "type": "logistic",
-    "outcome": {"type": "binary", "label": "rfs_event"},
-    "covariates": ["age_at_diagnosis", "treatment.endocrine"],
-}
-POLICY = EdgePolicy(small_cell_threshold=1)
 TERMS = ["intercept", "age_at_diagnosis", "treatment.endocrine"]
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, LocalStore]:
     """Five hospitals of 60 GBSG2 patients each, every one imported from its CSV export."""
-    raw = load_gbsg2()
-    order = np.random.default_rng(8).permutation(len(raw))
-    tables = {name: raw.iloc[np.sort(order[60 * i : 60 * (i + 1)])] for i, name in enumerate(NAMES)}
-    return import_gbsg2(tmp_path_factory.mktemp("five"), tables)
+    return sixty_each(tmp_path_factory.mktemp("five"), NAMES)
 
 
 @pytest.fixture
@@ -70,13 +56,6 @@ def five(state: State, stores: dict[str, LocalStore], tmp_path: Path) -> Iterato
     enrol(state, [name for name in NAMES if name not in state.sites])
     with ExitStack() as stack:
         yield sites(state, stores, stack, tmp_path / "edges", POLICY)
-
-
-@pytest.fixture
-def http(state: State, api: TestClient) -> TestClient:
-    """The API, whose coordinator the played sites use too."""
-    state.coordinator = cast(FastAPI, api.app).state.coordinator
-    return api
 
 
 PLAIN: dict[tuple[str, ...], RegressionReport] = {}
@@ -147,16 +126,6 @@ def clear_of(body: bytes) -> dict[str, Any]:
 def post_masked(http: TestClient, state: State, site: str, task_id: str, body: bytes) -> Any:
     headers = {**auth(state.credentials[site]), "Content-Type": "application/octet-stream"}
     return http.post(f"/tasks/{task_id}/secure/masked", content=body, headers=headers)
-
-
-def refused(response: Any, *words: str) -> str:
-    """A masked input that drops its site from the round: 422 with the reason."""
-    assert response.status_code == 422, response.text
-    ack = response.json()
-    assert ack["status"] == "rejected", ack
-    for word in words:
-        assert word in ack["detail"], ack["detail"]
-    return str(ack["detail"])
 
 
 def hostile(body: bytes, case: str) -> bytes:

@@ -13,14 +13,12 @@ import io
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from lifelines.datasets import load_gbsg2
 from sqlalchemy import select
 
 from oncofed.edge import EdgePolicy, LocalStore
@@ -41,7 +39,7 @@ from oncofed.wire.secagg import (
 )
 from oncofed.wire.spec import JobSpec
 from oncofed.wire.stream import DTYPES, Shapes, TensorWriter
-from tests.sites import Mortal, Site, Watch, drive, enrol, import_gbsg2, job, mortals, play
+from tests.sites import Mortal, Site, Watch, drive, enrol, job, mortals, play, sixty_each
 from tests.support import State, auth
 
 HOSTILE = "gamma"
@@ -78,10 +76,7 @@ Reference = Callable[[State, Mapping[str, Mortal], dict[str, Any]], AnalysisRepo
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, LocalStore]:
     """Five hospitals of 60 GBSG2 patients each, every one imported from its CSV export."""
-    raw = load_gbsg2()
-    order = np.random.default_rng(8).permutation(len(raw))
-    tables = {name: raw.iloc[np.sort(order[60 * i : 60 * (i + 1)])] for i, name in enumerate(NAMES)}
-    return import_gbsg2(tmp_path_factory.mktemp("five"), tables)
+    return sixty_each(tmp_path_factory.mktemp("five"), NAMES)
 
 
 @pytest.fixture
@@ -91,13 +86,6 @@ def five(
     enrol(state, [name for name in NAMES if name not in state.sites])
     with ExitStack() as stack:
         yield mortals(state, stores, stack, tmp_path / "edges", POLICY)
-
-
-@pytest.fixture
-def http(state: State, api: TestClient) -> TestClient:
-    """The API, whose coordinator the played sites use too."""
-    state.coordinator = cast(FastAPI, api.app).state.coordinator
-    return api
 
 
 @pytest.fixture(scope="module")

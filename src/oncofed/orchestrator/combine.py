@@ -2,9 +2,9 @@
 
 Five hundred sites answer a round within a few milliseconds of each other. Each answer is one
 transaction under its job's lock, and most of its cost is the transaction itself (a session, a
-commit and its fsync), so one thread takes every answer queued while it waited for the lock and
-records them all in one transaction: a group commit. The same holds for handing out tasks when
-a round opens and its sites' long polls all wake at once.
+commit and its fsync), so one thread takes every answer queued while the previous batch was
+served and records them all in one transaction: a group commit. The same holds for handing out
+tasks when a round opens and its sites' long polls all wake at once.
 """
 
 from __future__ import annotations
