@@ -541,16 +541,20 @@ class Simulation:
         headers: dict[str, str] | None = None,
     ) -> Reply:
         """One request of the site's, retried after transport errors and 5xx as an edge
-        would."""
+        would, for at most a job's timeout (then the run stops with what went wrong)."""
+        give_up = time.monotonic() + JOB_TIMEOUT_S
         while True:
             try:
                 response = await self._http[member.index].request(method, path, body, headers)
-            except ConnectionLost:
-                self.traffic.errors += 1
+            except ConnectionLost as exc:
+                failure = str(exc)
             else:
                 if response.status_code < 500:
                     return response
-                self.traffic.errors += 1
+                failure = f"{method} {path}: HTTP {response.status_code}"
+            self.traffic.errors += 1
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"{member.name}: failing for {JOB_TIMEOUT_S:.0f}s: {failure}")
             await asyncio.sleep(RETRY_S)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from oncofed.cdm.tables import CdmData
@@ -144,3 +146,20 @@ def gbsg2_covariates(rows: pd.DataFrame, *logged: str, grade: bool = False) -> p
     }
     dummies = {g: (rows["grade"] == g).astype(float) for g in ("G2", "G3") if grade}
     return pd.DataFrame({**numeric, **dummies})
+
+
+class Clock:
+    """A ``time.monotonic`` a test moves by hand (``frozen_clock``)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frozen_clock(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> Clock:
+    """Replace the ``time`` of ``module`` only (its ``time.monotonic``) with a ``Clock``."""
+    clock = Clock()
+    monkeypatch.setattr(module, "time", SimpleNamespace(monotonic=clock))
+    return clock

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from oncofed.orchestrator.combine import Combiner, Pending
 from oncofed.orchestrator.db import Job, Task
@@ -223,3 +223,74 @@ def test_a_task_that_cannot_be_handed_out_fails_only_its_own_site(
         beta.outcome()
     monkeypatch.undo()
     assert take(state, "beta").kind == "stats"  # handed out again once it can be
+
+
+def test_the_next_batch_is_served_by_a_caller_queued_behind_the_one_serving() -> None:
+    """A batch served wakes its own callers and hands the key to the first caller queued
+    meanwhile, who serves everything queued by then; callers queued while that batch is
+    served make the batch after it."""
+    served: list[tuple[list[int], int]] = []  # each batch, and the thread that served it
+    waves = [threading.Event() for _ in range(3)]  # set when wave n may finish
+    serving = [threading.Event() for _ in range(3)]  # set when wave n's batch is being served
+
+    def serve(_: object, batch: list[Pending[int, int]]) -> None:
+        wave = len(served)
+        served.append(([item.request for item in batch], threading.get_ident()))
+        serving[wave].set()
+        waves[wave].wait(10)
+        for item in batch:
+            item.result = item.request * 10
+
+    combiner: Combiner[int, int] = Combiner(serve)  # type: ignore[arg-type]
+    callers: dict[int, int] = {}  # request -> the thread that made it
+
+    def call(n: int) -> int:
+        callers[n] = threading.get_ident()
+        return combiner("job", n)
+
+    def queued(count: int) -> None:
+        while sum(len(q) for q in combiner._queues.values()) < count:
+            time.sleep(0.01)
+
+    with ThreadPoolExecutor(12) as pool:
+        futures = [pool.submit(call, 0)]
+        assert serving[0].wait(10)
+        futures += [pool.submit(call, n) for n in range(1, 5)]
+        queued(4)
+        waves[0].set()
+        assert serving[1].wait(10)
+        futures += [pool.submit(call, n) for n in range(5, 8)]
+        queued(3)
+        waves[1].set()
+        assert serving[2].wait(10)
+        waves[2].set()
+        assert [f.result(10) for f in futures] == [n * 10 for n in range(8)]
+    assert [batch for batch, _ in served] == [[0], [1, 2, 3, 4], [5, 6, 7]]
+    assert served[1][1] == callers[1] and served[2][1] == callers[5]
+    assert not combiner._queues and not combiner._serving
+
+
+def test_a_batch_of_answers_reads_its_tasks_once(state: State) -> None:
+    """The tasks of a batch are read in one query and found there by each answer (not read
+    again one by one: the session holds loaded rows only weakly)."""
+    names = ["alpha", "beta", "gamma"]
+    enrol(state, ["gamma"])
+    job = state.coordinator.submit(make_spec(rounds=1, sites=names), state.admin_id)
+    answers = captured_answers(
+        state, [(name, take(state, name).task_id, stats(20 + i)) for i, name in enumerate(names)]
+    )
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    engine = state.sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        batch = record(state, job.id, answers)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert [item.outcome()[0].status for item in batch] == ["accepted"] * 3
+    by_id = [s for s in statements if "FROM task" in s and "WHERE task.id =" in s]
+    assert by_id == [], by_id
+    assert sum("FROM task" in s and "task.id IN" in s for s in statements) == 1

@@ -10,7 +10,7 @@ import uvicorn
 from oncofed.cli._common import StateDir, console, friendly, setup_logging
 from oncofed.orchestrator import Settings, create_app, migrate
 from oncofed.orchestrator import setup as state
-from oncofed.orchestrator.memory import bound_allocator
+from oncofed.orchestrator.memory import bound_allocator, settle_collector
 
 app = typer.Typer(help="Run the orchestrator (the operator's side).", no_args_is_help=True)
 
@@ -48,7 +48,9 @@ def serve(
     bound_allocator()
     settings = Settings.load(home)
     migrate(settings.url)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+    application = create_app(settings)
+    settle_collector()
+    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
 
 
 @app.command()

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from importlib import import_module
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,7 +17,7 @@ from oncofed import __version__
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.db import make_engine, session_factory
 from oncofed.orchestrator.errors import OrchestratorError
-from oncofed.orchestrator.identity import Sightings
+from oncofed.orchestrator.identity import Credentials, Sightings
 from oncofed.orchestrator.lease import Lease
 from oncofed.orchestrator.notifier import Notifier
 from oncofed.orchestrator.rounds import Coordinator
@@ -33,17 +32,24 @@ ANALYSIS = "oncofed.orchestrator.analysis"
 
 async def _tick(app: FastAPI, period: float) -> None:
     """Close rounds whose deadline passed, whatever the edges are doing; write when the sites
-    were last seen."""
+    were last seen; verify the remembered site credentials again.
+
+    Its threads are the loop's default executor, not the requests' pool: requests waiting for
+    a batch to be recorded can fill that, and the tick must not queue behind them."""
     while True:
         await asyncio.sleep(period)
         try:
-            await run_in_threadpool(app.state.coordinator.expire)
+            await asyncio.to_thread(app.state.coordinator.expire)
         except Exception:  # keep ticking; the next tick retries
             log.exception("deadline check failed")
         try:
-            await run_in_threadpool(app.state.sightings.flush, app.state.sessions)
+            await asyncio.to_thread(app.state.sightings.flush, app.state.sessions)
         except SQLAlchemyError as exc:  # kept for the next tick
             log.warning("when sites were last seen is not written yet: %s", exc)
+        try:
+            await asyncio.to_thread(app.state.credentials.recheck, app.state.sessions)
+        except SQLAlchemyError as exc:  # requests verify stale ones themselves meanwhile
+            log.warning("site credentials not verified again yet: %s", exc)
 
 
 @contextlib.asynccontextmanager
@@ -89,7 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
     app.state.notifier = Notifier()
-    app.state.site_cache = {}  # credential hash -> (site, when verified); see deps.current_site
+    app.state.credentials = Credentials()
     app.state.sightings = Sightings()
     app.state.coordinator = Coordinator(
         app.state.sessions,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -26,6 +26,8 @@ class Pending(Generic[T, R]):
     result: R | None = None
     error: BaseException | None = None
     done: bool = False
+    woken: threading.Event = field(default_factory=threading.Event)
+    """Set when it is done, or when its caller is to serve the queue it is in."""
 
     def outcome(self) -> R:
         """The result, or the error, raised in the caller's own thread."""
@@ -36,15 +38,15 @@ class Pending(Generic[T, R]):
 
 class Combiner(Generic[T, R]):
     """Queues of requests by key; one caller per key at a time serves everything queued under
-    it, the others wait for their results (not for a lock: woken together, none of them
-    queues behind another's wake-up).
+    it, the others wait for their results (each on its own event: a batch served wakes only
+    its callers, and the first caller queued meanwhile, who serves the next batch).
 
     ``serve(key, batch)`` sets each item's result or error; it takes whatever lock keeps
     other changes of the key out."""
 
     def __init__(self, serve: Callable[[Hashable, Sequence[Pending[T, R]]], None]) -> None:
         self.serve = serve
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._queues: dict[Hashable, list[Pending[T, R]]] = {}
         self._serving: set[Hashable] = set()
 
@@ -52,13 +54,16 @@ class Combiner(Generic[T, R]):
         """Queue ``request`` under ``key`` and return its result, served by this thread or by
         the one serving ``key`` when it was queued."""
         item: Pending[T, R] = Pending(request)
-        with self._changed:
+        with self._lock:
             self._queues.setdefault(key, []).append(item)
-            while not item.done and key in self._serving:
-                self._changed.wait()
+            waits = key in self._serving
+            if not waits:
+                self._serving.add(key)
+        if waits:
+            item.woken.wait()
             if item.done:
                 return item.outcome()
-            self._serving.add(key)
+        with self._lock:  # this caller's turn: it serves all that is queued
             batch = self._queues.pop(key)
         try:
             self.serve(key, batch)
@@ -66,9 +71,14 @@ class Combiner(Generic[T, R]):
             for other in batch:
                 other.error = other.error or exc
         finally:
-            with self._changed:
+            with self._lock:
                 for other in batch:
                     other.done = True
-                self._serving.discard(key)
-                self._changed.notify_all()
+                following = self._queues.get(key)
+                if not following:
+                    self._serving.discard(key)
+            for other in batch:
+                other.woken.set()
+            if following:  # the key stays served: by the first caller queued meanwhile
+                following[0].woken.set()
         return item.outcome()

@@ -19,7 +19,6 @@ from oncofed.orchestrator.rounds import Coordinator
 from oncofed.orchestrator.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False)
-SITE_RECHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,26 +66,24 @@ async def current_site(
     sessions: Annotated[sessionmaker[Session], Depends(get_sessions)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """The calling edge. A short read of its own (long polls hold no connection), taken at
-    most every few seconds per site: in between, a verified credential is remembered (no
-    thread, no database). That it was seen is written with the others' (``Sightings``)."""
+    """The calling edge. A credential verified once is remembered and re-verified by the
+    tick (``identity.Credentials``): no thread, no database. That it was seen is written with
+    the others' (``Sightings``)."""
     token = _token(credentials)
     key = token_hash(token)
-    cache: dict[str, tuple[Caller, float]] = request.app.state.site_cache
-    now = time.monotonic()
-    if (hit := cache.get(key)) is not None and now - hit[1] < SITE_RECHECK_SECONDS:
-        caller = hit[0]
-    else:
+    known: identity.Credentials = request.app.state.credentials
+    if (hit := known.get(key)) is None:
 
-        def verify() -> Caller:
+        def verify() -> tuple[int, str]:
+            verified = time.monotonic()
             with sessions() as session:
                 site = identity.site_for(session, token)
-                return Caller(site.id, site.name, "site")
+                known.put(key, site.id, site.name, verified)
+                return site.id, site.name
 
-        caller = await run_in_threadpool(verify)
-        cache[key] = (caller, now)
-    request.app.state.sightings.saw(caller.id)
-    return caller
+        hit = await run_in_threadpool(verify)
+    request.app.state.sightings.saw(hit[0])
+    return Caller(hit[0], hit[1], "site")
 
 
 def current_researcher(

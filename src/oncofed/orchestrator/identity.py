@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -118,6 +119,54 @@ class Sightings:
             with self._lock:
                 self._seen = seen | self._seen
             raise
+
+
+class Credentials:
+    """Site credentials already verified, by their hash: a site's request reads no database.
+    The tick re-reads them all in one query (``recheck``), so a credential that no longer
+    names a site stops working within a tick; one not rechecked for ``ttl`` seconds (the tick
+    stalled) is verified again by the request that presents it."""
+
+    CHUNK = 900  # hashes per query, under SQLite's bound parameters
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[int, str, float]] = {}
+
+    def get(self, key: str) -> tuple[int, str] | None:
+        """The site (id, name) of a credential hash verified less than ``ttl`` ago."""
+        hit = self._known.get(key)
+        if hit is None or time.monotonic() - hit[2] >= self.ttl:
+            return None
+        return hit[0], hit[1]
+
+    def put(self, key: str, site_id: int, name: str, verified: float) -> None:
+        """Remember a credential verified at ``verified`` (``time.monotonic()``)."""
+        with self._lock:
+            self._known[key] = (site_id, name, verified)
+
+    def recheck(self, sessions: sessionmaker[Session]) -> None:
+        """Verify every remembered credential again; forget those that name no site now."""
+        with self._lock:
+            keys, began = list(self._known), time.monotonic()
+        valid: dict[str, tuple[int, str]] = {}
+        with sessions() as session:
+            for start in range(0, len(keys), self.CHUNK):
+                chunk = keys[start : start + self.CHUNK]
+                found = select(Site.credential_hash, Site.id, Site.name).where(
+                    Site.credential_hash.in_(chunk)
+                )
+                valid.update((str(h), (i, n)) for h, i, n in session.execute(found))
+        with self._lock:
+            for key in keys:
+                known = self._known.get(key)
+                if known is None or known[2] > began:  # verified meanwhile: that stands
+                    continue
+                if key in valid:
+                    self._known[key] = (*valid[key], began)
+                else:
+                    del self._known[key]
 
 
 def list_sites(session: Session, window: timedelta) -> list[SitePublic]:

@@ -1,4 +1,5 @@
-"""Keep the orchestrator's resident memory close to what it really holds.
+"""Keep the orchestrator's resident memory close to what it really holds, and its garbage
+collector off the hot path.
 
 glibc's malloc raises its mmap threshold after large blocks are freed and gives every thread
 its own arena, so upload buffers freed by one worker thread linger in its arena and resident
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
@@ -25,3 +27,19 @@ def bound_allocator(mmap_threshold: int = 1 << 20, arenas: int = 2) -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(M_ARENA_MAX, arenas))
+
+
+YOUNG_COLLECTION = 50_000
+"""Allocations (net) between two collections of the youngest generation (Python's default:
+700)."""
+
+
+def settle_collector(young: int = YOUNG_COLLECTION) -> None:
+    """For a long-running server, once it is set up: what exists now (modules, the app, its
+    caches) is never scanned again (``gc.freeze``), and the youngest generation is collected
+    every ``young`` allocations instead of every 700. With 500 sites answering at once the
+    collector took about a tenth of the orchestrator's CPU, most of it in full collections
+    walking objects that live as long as the process."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(young, middle, old)

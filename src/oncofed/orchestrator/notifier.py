@@ -1,17 +1,32 @@
-"""Wakes long-polling edges as soon as a task is published for them."""
+"""Wakes long-polling edges as soon as a task is published for them, and remembers which
+sites were found to have nothing to do since, so their polls skip the database."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Iterable, Mapping
 
 
 class Notifier:
-    """Per-site asyncio events, fired from worker threads via the event loop."""
+    """Per-site asyncio events, fired from worker threads via the event loop.
 
-    def __init__(self) -> None:
+    Every publication for a site bumps its generation. A check of the database that found
+    nothing for a site marks it idle if no publication came since the check began
+    (``found_nothing``), and the next publication clears the mark: while it stands, the
+    site's polls need not look. Every task a site can be handed is published (a round
+    opening, a secure round's next phase); a mark is trusted for ``trust`` seconds only, so
+    a publication that was missed would delay a site by one long poll, not forever.
+    """
+
+    def __init__(self, trust: float = 30.0) -> None:
+        self.trust = trust
         self._events: dict[int, asyncio.Event] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._generations: dict[int, int] = {}
+        self._idle: dict[int, float] = {}
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -21,9 +36,32 @@ class Notifier:
         return self._events.setdefault(site_id, asyncio.Event())
 
     def notify(self, site_ids: Iterable[int]) -> None:
-        """Thread-safe: wake every poller of these sites."""
+        """Thread-safe: wake every poller of these sites (after the commit that published)."""
+        sites = list(site_ids)
+        with self._lock:
+            for site_id in sites:
+                self._generations[site_id] = self._generations.get(site_id, 0) + 1
+                self._idle.pop(site_id, None)
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._fire, list(site_ids))
+            self._loop.call_soon_threadsafe(self._fire, sites)
+
+    def generations(self, site_ids: Iterable[int]) -> dict[int, int]:
+        """The sites' generations; read before checking the database for their work."""
+        with self._lock:
+            return {site_id: self._generations.get(site_id, 0) for site_id in site_ids}
+
+    def found_nothing(self, generations: Mapping[int, int]) -> None:
+        """A check that began at these ``generations`` found nothing for these sites."""
+        now = time.monotonic()
+        with self._lock:
+            for site_id, generation in generations.items():
+                if self._generations.get(site_id, 0) == generation:
+                    self._idle[site_id] = now
+
+    def idle(self, site_id: int) -> bool:
+        """Nothing was published for the site since a check found nothing for it."""
+        since = self._idle.get(site_id)
+        return since is not None and time.monotonic() - since < self.trust
 
     def _fire(self, site_ids: list[int]) -> None:
         for site_id in site_ids:

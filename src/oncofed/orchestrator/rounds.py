@@ -22,7 +22,7 @@ from typing import NamedTuple, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
@@ -109,6 +109,16 @@ _WAITING = or_(
 )
 """A task its site has something to do for: an open plain task, or the phase of a secure round
 the site has not posted in yet."""
+
+_DELIVERABLE = (
+    select(Task, Round, Job, Site.name)
+    .join(Round, Task.round_id == Round.id)
+    .join(Job, Round.job_id == Job.id)
+    .join(Site, Task.site_id == Site.id)
+    .where(Task.site_id.in_(bindparam("sites", expanding=True)), Round.status == "open", _WAITING)
+    .order_by(Round.opened_at)
+)
+"""The tasks waiting for the ``sites``, oldest round first (built once: it is the hot path)."""
 
 
 class Coordinator:
@@ -207,7 +217,9 @@ class Coordinator:
 
         def each(session: Session, effects: Effects) -> None:
             ids = [item.request.task_id for item in batch]  # read together; found by each work
-            session.scalars(select(Task).options(*_TASK_IN_ROUND).where(Task.id.in_(ids))).all()
+            # held while the batch runs: the session keeps what no one refers to only weakly
+            tasks = session.scalars(select(Task).options(*_TASK_IN_ROUND).where(Task.id.in_(ids)))
+            _held = tasks.all()
             with session.no_autoflush:  # written together when the rounds are checked
                 for item in batch:
                     try:
@@ -319,17 +331,10 @@ class Coordinator:
 
     def _deliver(self, _: Hashable, batch: Sequence[Pending[int, TaskAssignment | None]]) -> None:
         """``next_task`` for every site in ``batch``, in one transaction."""
-        site_ids = {item.request for item in batch}
+        generations = self._notifier.generations({item.request for item in batch})
         now = utcnow()
         with self._sessions.begin() as session:
-            rows = session.execute(
-                select(Task, Round, Job, Site.name)
-                .join(Round, Task.round_id == Round.id)
-                .join(Job, Round.job_id == Job.id)
-                .join(Site, Task.site_id == Site.id)
-                .where(Task.site_id.in_(site_ids), Round.status == "open", _WAITING)
-                .order_by(Round.opened_at)
-            ).all()
+            rows = session.execute(_DELIVERABLE, {"sites": list(generations)}).all()
             oldest: dict[int, tuple[Task, Round, Job, str]] = {}
             for task, rnd, job, site in rows:
                 oldest.setdefault(task.site_id, (task, rnd, job, site))
@@ -356,6 +361,9 @@ class Coordinator:
                 except Exception as exc:  # that site's alone (its job's state): the rest go
                     log.exception("job %s: task %s could not be handed out", job.id, task.id)
                     tasks[site_id] = exc
+        self._notifier.found_nothing(
+            {site: generation for site, generation in generations.items() if site not in tasks}
+        )
         for item in batch:
             found = tasks.get(item.request)
             if isinstance(found, Exception):
@@ -368,6 +376,8 @@ class Coordinator:
     ) -> TaskAssignment:
         spec = self._spec(job)
         self._remember_owner(task.id, task.site_id, job.id)
+        if rnd.input_sha is not None:  # the site may now read the model the task names
+            self._may_read(task.site_id, rnd.input_sha)
         return TaskAssignment(
             task_id=task.id,
             job_id=job.id,
@@ -384,10 +394,15 @@ class Coordinator:
             secure=self._secure.step(session, rnd, site) if rnd.phase else None,
         )
 
+    def sent_blob(self, site_id: int, sha: str) -> Path | None:
+        """A global model the site is known to have been sent (memory only; None: ask
+        ``blob_for_site``)."""
+        return self.blobs.path(sha) if (site_id, sha) in self._readable else None
+
     def blob_for_site(self, site_id: int, sha: str) -> Path:
         """A global model the site was sent; nothing else is readable by a site."""
-        if (site_id, sha) in self._readable:
-            return self.blobs.path(sha)
+        if (path := self.sent_blob(site_id, sha)) is not None:
+            return path
         with self._sessions() as session:
             allowed = session.scalar(
                 select(Task.id)
@@ -397,10 +412,14 @@ class Coordinator:
             )
         if allowed is None:
             raise NotFound(f"no blob {sha} for this site")
+        self._may_read(site_id, sha)
+        return self.blobs.path(sha)
+
+    def _may_read(self, site_id: int, sha: str) -> None:
+        """Once sent to a site, a model is always readable by it."""
         if len(self._readable) > 100_000:  # a cache, not a record: bound it
             self._readable.clear()
-        self._readable.add((site_id, sha))  # once sent to a site, always readable by it
-        return self.blobs.path(sha)
+        self._readable.add((site_id, sha))
 
     def _job_of(self, site_id: int, task_id: str) -> str:
         """The job of a task of this site (a task's site and job never change: cached)."""

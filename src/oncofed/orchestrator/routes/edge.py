@@ -77,7 +77,10 @@ async def next_task(
     deadline = time.monotonic() + min(wait, settings.long_poll_seconds)
     while True:
         published = notifier.event(site.id)  # taken first, so no publication is missed
-        task = await run_in_threadpool(coordinator.next_task, site.id)
+        if notifier.idle(site.id):  # nothing published for it since a check found nothing
+            task = None
+        else:
+            task = await run_in_threadpool(coordinator.next_task, site.id)
         if task is not None:
             return _json(task)
         remaining = deadline - time.monotonic()
@@ -117,7 +120,9 @@ class _BlobFile(FileResponse):
 async def get_blob(sha: str, site: CurrentSite, coordinator: CoordinatorDep) -> Response:
     """A global model sent to this site: small ones straight from memory, large ones
     streamed from disk."""
-    path = await run_in_threadpool(coordinator.blob_for_site, site.id, sha)
+    path = coordinator.sent_blob(site.id, sha)
+    if path is None:
+        path = await run_in_threadpool(coordinator.blob_for_site, site.id, sha)
     if path.stat().st_size <= _SMALL_BLOB:
         return Response(path.read_bytes(), media_type="application/octet-stream")
     return _BlobFile(path, media_type="application/octet-stream")
@@ -135,33 +140,42 @@ async def _spooled(
     the updates of a job that arrive together are checked and folded one after the other by
     one thread, and recorded in one transaction).
 
-    Hashing and writing happen off the event loop, a few megabytes at a time.
+    Hashing and writing happen off the event loop, half a megabyte at a time (the chunks
+    as they came, never copied); the last piece is written, the digest checked and the body
+    accepted in one hop.
     """
     limit = min(settings.max_upload_bytes, await run_in_threadpool(limit_of))
-    digest, size, pending = hashlib.sha256(), 0, bytearray()
+    digest, size, buffered = hashlib.sha256(), 0, 0
+    pending: list[bytes] = []
+    claimed = request.headers.get(SHA256_HEADER)
     with coordinator.blobs.spool() as (handle, path):
 
-        def flush(data: bytes) -> None:
-            digest.update(data)
-            handle.write(data)
+        def flush(chunks: list[bytes]) -> None:
+            for chunk in chunks:
+                digest.update(chunk)
+            handle.writelines(chunks)
 
-        async for chunk in _stream(request):
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"the body exceeds the {limit} bytes this task takes")
-            pending += chunk
-            if len(pending) >= _SPOOL_BLOCK:
-                await run_in_threadpool(flush, bytes(pending))
-                pending.clear()
-        await run_in_threadpool(flush, bytes(pending))
-    try:
-        sha = digest.hexdigest()
-        claimed = request.headers.get(SHA256_HEADER)
-        if claimed is not None and claimed != sha:
-            raise BadRequest(f"body SHA-256 is {sha}, not the {SHA256_HEADER} {claimed}")
-        ack = await run_in_threadpool(accept, path, sha)
-    finally:
-        path.unlink(missing_ok=True)
+        def finish() -> ResultAck:
+            flush(pending)
+            handle.flush()  # accept reads the file by its path
+            sha = digest.hexdigest()
+            if claimed is not None and claimed != sha:
+                raise BadRequest(f"body SHA-256 is {sha}, not the {SHA256_HEADER} {claimed}")
+            return accept(path, sha)
+
+        try:
+            async for chunk in _stream(request):
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"the body exceeds the {limit} bytes this task takes")
+                pending.append(chunk)
+                buffered += len(chunk)
+                if buffered >= _SPOOL_BLOCK:
+                    await run_in_threadpool(flush, pending)
+                    pending, buffered = [], 0
+            ack = await run_in_threadpool(finish)
+        finally:
+            path.unlink(missing_ok=True)
     return _ack(ack)
 
 
