@@ -38,7 +38,14 @@ from oncofed.wire.secagg import MaskedHeader
 from oncofed.wire.spec import JobSpec
 from oncofed.wire.stream import META_KEY
 from tests.orchestrator.test_hostile_numbers import refused
-from tests.orchestrator.test_secure_robustness import BREAST, HOSTILE, LOGISTIC, NAMES, POLICY
+from tests.orchestrator.test_secure_robustness import (
+    BREAST,
+    HOSTILE,
+    LOGISTIC,
+    NAMES,
+    POLICY,
+    secure_training,
+)
 from tests.sites import Site, drive, enrol, play, sites, sixty_each
 from tests.support import State, auth
 
@@ -233,18 +240,7 @@ def test_an_own_fit_beside_a_job_that_takes_none_is_refused(
     """Only a secure regression takes a site's own fit; another job's round refuses one."""
     own = {"terms": [TERM], "iterations": 4}
     if job == "training":
-        other: AnalysisSpec | JobSpec = JobSpec.model_validate(
-            {
-                "name": "t",
-                "dataset": "gbsg2",
-                "cohort": BREAST,
-                "features": ["age_at_diagnosis", "treatment.endocrine"],
-                "outcome": {"type": "binary", "label": "rfs_event"},
-                "model": {"type": "logistic"},
-                "rounds": 1,
-                "privacy": {"secure_aggregation": True},
-            }
-        )
+        other: AnalysisSpec | JobSpec = secure_training(rounds=1, round_timeout_s=600)
         words = "clear.own: a training round takes no estimates of a site's own"
     else:
         km = {"type": "kaplan_meier", "outcome": {"time": "rfs_days", "event": "rfs_event"}}

@@ -696,7 +696,7 @@ def secure_posts(state: State, job_id: str) -> dict[int, dict[str, int]]:
     return posted
 
 
-def secure_training(rounds: int) -> JobSpec:
+def secure_training(rounds: int, round_timeout_s: float = TIMEOUT) -> JobSpec:
     return JobSpec.model_validate(
         {
             "name": "t",
@@ -706,7 +706,7 @@ def secure_training(rounds: int) -> JobSpec:
             "outcome": {"type": "binary", "label": "rfs_event"},
             "model": {"type": "logistic"},
             "rounds": rounds,
-            "round_timeout_s": TIMEOUT,
+            "round_timeout_s": round_timeout_s,
             "privacy": {"secure_aggregation": True},
         }
     )
