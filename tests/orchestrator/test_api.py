@@ -9,10 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from oncofed.client import Client
-from oncofed.orchestrator import Settings, create_app
+from oncofed.orchestrator import Settings, blobs, create_app
+from oncofed.orchestrator.db import Task
 from oncofed.orchestrator.setup import add_site
 from oncofed.wire import tensors
 from oncofed.wire.messages import SHA256_HEADER
+from tests.orchestrator.test_rounds import post_update, take, through_stats, weights_like
 from tests.support import State, auth, make_spec
 
 
@@ -146,3 +148,26 @@ def test_jobs_are_listed_a_page_at_a_time(api: TestClient, state: State) -> None
 
     client = Client("http://test", state.admin_token, transport=httpx.MockTransport(relay))
     assert [j.name for j in client.jobs(page=2)] == names
+
+
+@pytest.mark.parametrize("small_blob", [4 << 20, 64], ids=["from-memory", "streamed"])
+def test_a_site_downloads_the_model_it_was_sent_and_no_other_blob(
+    http: TestClient, state: State, monkeypatch: pytest.MonkeyPatch, small_blob: int
+) -> None:
+    monkeypatch.setattr(blobs, "SMALL_BLOB", small_blob)
+    job = state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    site = auth(state.credentials["alpha"])
+    task = http.get("/tasks/next", params={"wait": 0}, headers=site).json()
+    assert task["kind"] == "train"
+    model = state.coordinator.blobs.path(task["model_sha256"]).read_bytes()
+    assert len(model) > 64  # the streamed case streams it
+    for _ in range(2):  # the second from memory, when small
+        got = http.get(f"/blobs/{task['model_sha256']}", headers=site)
+        assert got.status_code == 200 and got.content == model
+    beta = take(state, "beta")
+    assert post_update(state, "beta", beta, weights_like(1.0), 10)[0] == "accepted"
+    with state.sessions() as session:
+        sha = session.get(Task, beta.task_id).result_sha  # type: ignore[union-attr]
+    assert http.get(f"/blobs/{sha}", headers=site).status_code == 404  # beta's update
+    assert http.get(f"/blobs/{'f' * 64}", headers=site).status_code == 404

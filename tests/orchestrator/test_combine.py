@@ -4,6 +4,7 @@ transaction for a batch, every caller its own result, and an error fails only it
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 import time
@@ -17,7 +18,7 @@ from sqlalchemy import event, select
 from oncofed.orchestrator.combine import Combiner, Pending
 from oncofed.orchestrator.db import Job, Task
 from oncofed.orchestrator.errors import Conflict
-from oncofed.orchestrator.rounds import Answer, Recorded
+from oncofed.orchestrator.rounds import Answer, Recorded, Submission
 from oncofed.wire.messages import ResultAck, StatsResult
 from tests.orchestrator.test_rounds import (
     global_model,
@@ -166,7 +167,25 @@ def test_updates_of_a_batch_rolled_back_are_folded_once_when_recorded_alone(
         np.testing.assert_allclose(array, 2.0, rtol=1e-6)  # (30*1 + 10*5) / 40, each once
 
 
-def test_many_sites_answering_at_once_are_each_counted_once(state: State) -> None:
+def in_threads(state: State, answers: list[Submission]) -> list[ResultAck]:
+    """Each answer recorded by a thread of its own (12 at a time), as ``accept_result`` is."""
+    with ThreadPoolExecutor(12) as pool:
+        return list(pool.map(state.coordinator.record, answers))
+
+
+def on_an_event_loop(state: State, answers: list[Submission]) -> list[ResultAck]:
+    """Each answer recorded by a request handler waiting on the event loop."""
+
+    async def answer_all() -> list[ResultAck]:
+        return await asyncio.gather(*map(state.coordinator.record_soon, answers))
+
+    return asyncio.run(answer_all())
+
+
+@pytest.mark.parametrize("answer_all", [in_threads, on_an_event_loop])
+def test_many_sites_answering_at_once_are_each_counted_once(
+    state: State, answer_all: Callable[[State, list[Submission]], list[ResultAck]]
+) -> None:
     names = [f"site{i:02d}" for i in range(24)]
     enrol(state, names)
     job = state.coordinator.submit(make_spec(rounds=1, sites=names), state.admin_id)
@@ -181,15 +200,12 @@ def test_many_sites_answering_at_once_are_each_counted_once(state: State) -> Non
     coordinator._answers.serve = counting  # type: ignore[method-assign]
     with ThreadPoolExecutor(12) as pool:
         tasks = list(pool.map(lambda name: take(state, name), names))
-        assert len({t.task_id for t in tasks}) == len(names)
-        acks = list(
-            pool.map(
-                lambda pair: coordinator.accept_result(
-                    state.sites[pair[0]], pair[1].task_id, stats(20 + len(pair[0]))
-                ),
-                zip(names, tasks, strict=True),
-            )
-        )
+    assert len({t.task_id for t in tasks}) == len(names)
+    answers = [
+        coordinator.result_answer(state.sites[name], task.task_id, stats(20 + len(name)))
+        for name, task in zip(names, tasks, strict=True)
+    ]
+    acks = answer_all(state, answers)
     assert [ack.status for ack in acks] == ["accepted"] * len(names)
     assert sum(batches) == len(names)
     assert accepted(state, job.id) == names
@@ -225,49 +241,79 @@ def test_a_task_that_cannot_be_handed_out_fails_only_its_own_site(
     assert take(state, "beta").kind == "stats"  # handed out again once it can be
 
 
+class Waves:
+    """A combiner whose batch n is held until wave n is let go; it records what each batch
+    held, the thread that served it and the thread that made each call."""
+
+    def __init__(self, count: int = 3) -> None:
+        self.served: list[tuple[list[int], int]] = []
+        self.go = [threading.Event() for _ in range(count)]  # set when wave n may finish
+        self.serving = [threading.Event() for _ in range(count)]  # wave n's batch is served
+        self.threads: dict[int, int] = {}  # request -> the thread that made it
+        self.combiner: Combiner[int, int] = Combiner(self._serve)  # type: ignore[arg-type]
+
+    def _serve(self, _: object, batch: list[Pending[int, int]]) -> None:
+        wave = len(self.served)
+        self.served.append(([item.request for item in batch], threading.get_ident()))
+        self.serving[wave].set()
+        self.go[wave].wait(10)
+        for item in batch:
+            item.result = item.request * 10
+
+    def call(self, n: int) -> int:
+        self.threads[n] = threading.get_ident()
+        return self.combiner("job", n)
+
+    def queued(self, count: int) -> None:
+        while sum(len(q) for q in self.combiner._queues.values()) < count:
+            time.sleep(0.01)
+
+    def release(self, wave: int) -> None:
+        """Let wave ``wave`` finish and wait until the next batch is being served."""
+        self.go[wave].set()
+        assert self.serving[wave + 1].wait(10)
+
+    def batches(self) -> list[list[int]]:
+        assert not self.combiner._queues and not self.combiner._serving  # none left behind
+        return [batch for batch, _ in self.served]
+
+
 def test_the_next_batch_is_served_by_a_caller_queued_behind_the_one_serving() -> None:
     """A batch served wakes its own callers and hands the key to the first caller queued
     meanwhile, who serves everything queued by then; callers queued while that batch is
     served make the batch after it."""
-    served: list[tuple[list[int], int]] = []  # each batch, and the thread that served it
-    waves = [threading.Event() for _ in range(3)]  # set when wave n may finish
-    serving = [threading.Event() for _ in range(3)]  # set when wave n's batch is being served
-
-    def serve(_: object, batch: list[Pending[int, int]]) -> None:
-        wave = len(served)
-        served.append(([item.request for item in batch], threading.get_ident()))
-        serving[wave].set()
-        waves[wave].wait(10)
-        for item in batch:
-            item.result = item.request * 10
-
-    combiner: Combiner[int, int] = Combiner(serve)  # type: ignore[arg-type]
-    callers: dict[int, int] = {}  # request -> the thread that made it
-
-    def call(n: int) -> int:
-        callers[n] = threading.get_ident()
-        return combiner("job", n)
-
-    def queued(count: int) -> None:
-        while sum(len(q) for q in combiner._queues.values()) < count:
-            time.sleep(0.01)
-
+    waves = Waves()
     with ThreadPoolExecutor(12) as pool:
-        futures = [pool.submit(call, 0)]
-        assert serving[0].wait(10)
-        futures += [pool.submit(call, n) for n in range(1, 5)]
-        queued(4)
-        waves[0].set()
-        assert serving[1].wait(10)
-        futures += [pool.submit(call, n) for n in range(5, 8)]
-        queued(3)
-        waves[1].set()
-        assert serving[2].wait(10)
-        waves[2].set()
+        futures = [pool.submit(waves.call, 0)]
+        assert waves.serving[0].wait(10)
+        futures += [pool.submit(waves.call, n) for n in range(1, 5)]
+        waves.queued(4)
+        waves.release(0)
+        futures += [pool.submit(waves.call, n) for n in range(5, 8)]
+        waves.queued(3)
+        waves.release(1)
+        waves.go[2].set()
         assert [f.result(10) for f in futures] == [n * 10 for n in range(8)]
-    assert [batch for batch, _ in served] == [[0], [1, 2, 3, 4], [5, 6, 7]]
-    assert served[1][1] == callers[1] and served[2][1] == callers[5]
-    assert not combiner._queues and not combiner._serving
+    assert waves.batches() == [[0], [1, 2, 3, 4], [5, 6, 7]]
+    served = waves.served
+    assert served[1][1] == waves.threads[1] and served[2][1] == waves.threads[5]
+
+
+def recorded_with_statements(
+    state: State, job_id: str, answers: list[Answer]
+) -> tuple[list[Pending[Answer, Recorded]], list[str]]:
+    """``record``, and the SQL statements it sent (whitespace folded)."""
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    engine = state.sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        return record(state, job_id, answers), statements
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
 
 
 def test_a_batch_of_answers_reads_its_tasks_once(state: State) -> None:
@@ -279,18 +325,114 @@ def test_a_batch_of_answers_reads_its_tasks_once(state: State) -> None:
     answers = captured_answers(
         state, [(name, take(state, name).task_id, stats(20 + i)) for i, name in enumerate(names)]
     )
-    statements: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        statements.append(" ".join(statement.split()))
-
-    engine = state.sessions.kw["bind"]
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
-        batch = record(state, job.id, answers)
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
+    batch, statements = recorded_with_statements(state, job.id, answers)
     assert [item.outcome()[0].status for item in batch] == ["accepted"] * 3
     by_id = [s for s in statements if "FROM task" in s and "WHERE task.id =" in s]
     assert by_id == [], by_id
     assert sum("FROM task" in s and "task.id IN" in s for s in statements) == 1
+    assert sum("FROM dataset_profile" in s for s in statements) == 1  # the sites' limits
+
+
+def test_callers_on_an_event_loop_wait_there_and_are_served_in_batches() -> None:
+    """A caller on the loop that finds nobody serving starts a thread to serve; those queued
+    meanwhile wait on the loop (no thread each) and make the next batch."""
+    batches: list[tuple[list[int], int]] = []  # each batch, and the thread that served it
+    started, release = threading.Event(), threading.Event()
+
+    def serve(_: object, batch: list[Pending[int, int]]) -> None:
+        batches.append(([item.request for item in batch], threading.get_ident()))
+        started.set()
+        release.wait(10)
+        for item in batch:
+            item.result = item.request * 10
+
+    combiner: Combiner[int, int] = Combiner(serve)  # type: ignore[arg-type]
+
+    async def callers() -> list[int]:
+        first = asyncio.ensure_future(combiner.submit("job", 0))
+        assert await asyncio.to_thread(started.wait, 10)
+        rest = [asyncio.ensure_future(combiner.submit("job", n)) for n in range(1, 8)]
+        while sum(len(q) for q in combiner._queues.values()) < 7:
+            await asyncio.sleep(0.01)
+        release.set()
+        return await asyncio.gather(first, *rest)
+
+    assert asyncio.run(callers()) == [n * 10 for n in range(8)]
+    assert [batch for batch, _ in batches] == [[0], list(range(1, 8))]
+    assert batches[0][1] == batches[1][1] != threading.get_ident()  # one thread went on
+    assert not combiner._queues and not combiner._serving
+
+
+def test_a_caller_on_the_loop_hears_of_an_error_and_one_that_leaves_is_still_served() -> None:
+    served: list[int] = []
+    started, release = threading.Event(), threading.Event()
+
+    def serve(_: object, batch: list[Pending[int, int]]) -> None:
+        started.set()
+        release.wait(10)
+        served.extend(item.request for item in batch)
+        if any(item.request == 2 for item in batch):
+            raise OSError("disk full")
+
+    combiner: Combiner[int, int] = Combiner(serve)  # type: ignore[arg-type]
+
+    async def callers() -> None:
+        leaving = asyncio.ensure_future(combiner.submit("job", 1))
+        assert await asyncio.to_thread(started.wait, 10)
+        leaving.cancel()  # its request stays queued: the batch it is in goes on
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        release.set()
+        with pytest.raises(OSError, match="disk full"):
+            await combiner.submit("job", 2)
+
+    asyncio.run(callers())
+    assert served == [1, 2]
+    assert not combiner._queues and not combiner._serving  # nothing left behind
+
+
+def test_a_thread_serving_goes_on_for_callers_on_a_loop_and_hands_over_to_a_thread() -> None:
+    """Callers on a loop have no thread to take the key over: the thread that served the
+    batch before theirs serves them too; a caller in a thread queued first takes over."""
+    waves = Waves()
+
+    async def on_the_loop(numbers: range) -> list[int]:
+        return await asyncio.gather(*(waves.combiner.submit("job", n) for n in numbers))
+
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(waves.call, 0)
+        assert waves.serving[0].wait(10)
+        loop_callers = pool.submit(asyncio.run, on_the_loop(range(1, 4)))
+        waves.queued(3)
+        waves.release(0)  # batch 0 done: its thread goes on with the loop's callers
+        last = pool.submit(waves.call, 4)
+        waves.queued(1)
+        waves.release(1)  # batch 1 done: the caller queued in a thread takes over
+        waves.go[2].set()
+        assert [first.result(10), *loop_callers.result(10), last.result(10)] == [
+            n * 10 for n in range(5)
+        ]
+    assert waves.batches() == [[0], [1, 2, 3], [4]]
+    served = waves.served
+    assert served[1][1] == waves.threads[0] and served[2][1] == waves.threads[4]
+
+
+def test_a_batch_of_updates_reads_what_their_counts_are_checked_against_once(
+    state: State,
+) -> None:
+    """The patients each site reported in the stats round, and the patients its profile
+    declares, are read for the whole batch in one query each."""
+    names = ["alpha", "beta", "gamma"]
+    enrol(state, ["gamma"])
+    job = state.coordinator.submit(make_spec(rounds=1, sites=names), state.admin_id)
+    sizes = {name: 10 * (i + 1) for i, name in enumerate(names)}
+    through_stats(state, job.id, sizes)
+    posts = [
+        functools.partial(post_update, state, name, take(state, name), weights_like(1.0), n)
+        for name, n in sizes.items()
+    ]
+    answers = captured(state, posts)
+    batch, statements = recorded_with_statements(state, job.id, answers)
+    assert [item.outcome()[0].status for item in batch] == ["accepted"] * 3
+    assert sum("FROM dataset_profile" in s for s in statements) == 1
+    assert sum("task.result_json" in s and "round.kind" in s for s in statements) == 1

@@ -68,6 +68,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         ticker.cancel()
         await warm
         app.state.sightings.flush(app.state.sessions)
+        app.state.coordinator.close()
         app.state.lease.release()
         app.state.engine.dispose()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +16,10 @@ from oncofed.orchestrator.errors import NotFound
 from oncofed.wire.stream import Shapes, TensorWriter
 
 _HEX = set("0123456789abcdef")
+SMALL_BLOB = 4 << 20
+"""Largest blob kept in memory once read (``BlobStore.small``)."""
+KEPT_BLOBS = 8
+"""Small blobs kept in memory at most (the most recently read)."""
 
 
 class BlobStore:
@@ -23,6 +29,8 @@ class BlobStore:
         self.root = root
         self.tmp = root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._kept: OrderedDict[str, bytes] = OrderedDict()
+        self._kept_lock = threading.Lock()
 
     def clear_spool(self) -> int:
         """Remove uploads left half-written by a crash; only when no request is running."""
@@ -77,6 +85,26 @@ class BlobStore:
         sync(target.parent)
         return target
 
+    def small(self, sha: str) -> bytes | None:
+        """The bytes of a blob of at most ``SMALL_BLOB`` bytes, kept in memory once read (a
+        blob never changes: a global model is downloaded by every site and every update is
+        measured against it); None for a larger one."""
+        with self._kept_lock:
+            if (data := self._kept.get(sha)) is not None:
+                self._kept.move_to_end(sha)
+                return data
+        path = self.path(sha)
+        if not path.exists():
+            raise NotFound(f"no blob {sha}")
+        if path.stat().st_size > SMALL_BLOB:
+            return None
+        data = path.read_bytes()
+        with self._kept_lock:
+            self._kept[sha] = data
+            while len(self._kept) > KEPT_BLOBS:
+                self._kept.popitem(last=False)
+        return data
+
     def read(self, sha: str) -> bytes:
         path = self.path(sha)
         if not path.exists():
@@ -84,4 +112,6 @@ class BlobStore:
         return path.read_bytes()
 
     def delete(self, sha: str) -> None:
+        with self._kept_lock:
+            self._kept.pop(sha, None)
         self.path(sha).unlink(missing_ok=True)

@@ -6,7 +6,7 @@ orchestrator accepts from a site"). The wire types bound each number on its own
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 from pydantic import ValidationError
@@ -23,15 +23,33 @@ _SHOWN_ERRORS = 3
 """Validation errors named in a refusal (the rest are counted)."""
 
 
+_READ_LIMITS = "oncofed.patient_limits"
+"""The ``Session.info`` key of the limits ``read_patient_limits`` read for a transaction."""
+
+
 def patient_limit(session: Session, site_id: int, dataset: str) -> int:
     """The most patients a site may report for a job on ``dataset``: what its published
     profile of the dataset declares (``"<T"``: T - 1), and never more than ``MAX_PATIENTS``."""
-    published = session.scalar(
-        select(DatasetProfile.profile_json).where(
-            DatasetProfile.site_id == site_id, DatasetProfile.dataset == dataset
+    if (limit := session.info.get(_READ_LIMITS, {}).get((site_id, dataset))) is not None:
+        return int(limit)
+    return read_patient_limits(session, [site_id], dataset)[site_id]
+
+
+def read_patient_limits(
+    session: Session, site_ids: Collection[int], dataset: str
+) -> dict[int, int]:
+    """``patient_limit`` of each of ``site_ids``, read in one query and kept for the rest of
+    the session's transaction (a batch of answers reads them all at once)."""
+    rows = session.execute(
+        select(DatasetProfile.site_id, DatasetProfile.profile_json).where(
+            DatasetProfile.site_id.in_(site_ids), DatasetProfile.dataset == dataset
         )
     )
-    return _declared(published or "")
+    published = {site_id: profile for site_id, profile in rows}
+    limits = {site_id: _declared(published.get(site_id, "")) for site_id in site_ids}
+    known = session.info.setdefault(_READ_LIMITS, {})
+    known.update({(site_id, dataset): limit for site_id, limit in limits.items()})
+    return limits
 
 
 @functools.lru_cache(maxsize=1024)

@@ -11,12 +11,14 @@ never twice.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import threading
 import uuid
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -41,7 +43,13 @@ from oncofed.orchestrator.errors import (
     NotFound,
     OrchestratorError,
 )
-from oncofed.orchestrator.limits import check_patients, check_stats, describe, patient_limit
+from oncofed.orchestrator.limits import (
+    check_patients,
+    check_stats,
+    describe,
+    patient_limit,
+    read_patient_limits,
+)
 from oncofed.orchestrator.notifier import Notifier
 from oncofed.orchestrator.progress import (
     LEFT,
@@ -68,7 +76,7 @@ from oncofed.wire.messages import (
 )
 from oncofed.wire.secagg import KeyAdvert, ShareBundle, UnmaskShares
 from oncofed.wire.spec import JobSpec
-from oncofed.wire.stream import MAX_HEADER, check_file
+from oncofed.wire.stream import MAX_HEADER, TensorFile, check_file
 
 log = logging.getLogger("oncofed.orchestrator")
 T = TypeVar("T")
@@ -85,7 +93,17 @@ class Answer(NamedTuple):
     work: Work[ResultAck]
 
 
+class Submission(NamedTuple):
+    """A site's answer, ready to be recorded with the others to its job (``record``)."""
+
+    site_id: int
+    job_id: str
+    answer: Answer
+
+
 OPEN_TASK = ("pending", "delivered")
+BATCH_THREADS = 16
+"""Jobs whose answers are recorded at the same time (and task deliveries) at most."""
 MAX_PARAMETERS = 200_000_000
 
 
@@ -137,8 +155,13 @@ class Coordinator:
         self._notifier = notifier or Notifier()
         self._guard = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
-        self._answers: Combiner[Answer, Recorded] = Combiner(self._record)
-        self._deliveries: Combiner[int, TaskAssignment | None] = Combiner(self._deliver)
+        # Batches for requests waiting on the event loop are served by threads of their own:
+        # the loop's default executor runs the tick, which must not queue behind them.
+        self._batches = ThreadPoolExecutor(BATCH_THREADS, thread_name_prefix="oncofed-batch")
+        self._answers: Combiner[Answer, Recorded] = Combiner(self._record, self._batches)
+        self._deliveries: Combiner[int, TaskAssignment | None] = Combiner(
+            self._deliver, self._batches
+        )
         self._sums: dict[int, WeightedMean] = {}  # round id -> running sum
         self._sum_jobs: dict[int, str] = {}  # round id -> job id, to drop sums without the db
         self._readable: set[tuple[int, str]] = set()
@@ -149,6 +172,10 @@ class Coordinator:
         self._secure = SecureRounds(blobs, self._progress, key)
         self.public_key = public_bytes(key).hex() if key is not None else None
         """The orchestrator's identity key (hex), which sites pin."""
+
+    def close(self) -> None:
+        """Let the threads that served batches go (once no request is waiting)."""
+        self._batches.shutdown(wait=False)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -185,26 +212,28 @@ class Coordinator:
             self._notifier.notify(effects.notify)
         return result
 
-    def _answer(
-        self,
-        site_id: int,
-        task_id: str,
-        job_id: str,
-        work: Work[ResultAck],
-        *,
-        alone: bool = False,
-    ) -> ResultAck:
-        """Record a site's answer, with the other answers to its job that came meanwhile (a
-        group commit, ``combine``), or ``alone``: a decline and a secure round's steps (rare,
-        and their checks read what the batch has not written yet). When that opened a round
-        the site is part of, hand the site its next task with the acknowledgement, so it need
-        not wait for a poll."""
-        if alone:
-            effects = Effects()
-            ack, notified = self._transact(job_id, work, effects), frozenset(effects.notify)
-        else:
-            ack, notified = self._answers(job_id, Answer(task_id, work))
-        if site_id in notified:
+    def record(self, submission: Submission) -> ResultAck:
+        """Record a site's answer with the other answers to its job that came meanwhile (a
+        group commit, ``combine``). When that opened a round the site is part of, hand the
+        site its next task with the acknowledgement, so it need not wait for a poll."""
+        ack, notified = self._answers(submission.job_id, submission.answer)
+        if submission.site_id in notified:
+            ack = ack.model_copy(update={"next_task": self.next_task(submission.site_id)})
+        return ack
+
+    async def record_soon(self, submission: Submission) -> ResultAck:
+        """``record`` for a request handler: it waits on the event loop, in no thread."""
+        ack, notified = await self._answers.submit(submission.job_id, submission.answer)
+        if submission.site_id in notified:
+            ack = ack.model_copy(update={"next_task": await self.deliver(submission.site_id)})
+        return ack
+
+    def _alone(self, site_id: int, job_id: str, work: Work[ResultAck]) -> ResultAck:
+        """``record`` an answer in a transaction of its own: a decline and a secure round's
+        steps (rare, and their checks read what a batch has not written yet)."""
+        effects = Effects()
+        ack = self._transact(job_id, work, effects)
+        if site_id in effects.notify:
             ack = ack.model_copy(update={"next_task": self.next_task(site_id)})
         return ack
 
@@ -219,7 +248,12 @@ class Coordinator:
             ids = [item.request.task_id for item in batch]  # read together; found by each work
             # held while the batch runs: the session keeps what no one refers to only weakly
             tasks = session.scalars(select(Task).options(*_TASK_IN_ROUND).where(Task.id.in_(ids)))
-            _held = tasks.all()
+            held = tasks.all()
+            if held:  # and what their counts are checked against
+                sites, job = {task.site_id for task in held}, held[0].round.job
+                read_patient_limits(session, sites, self._spec(job).dataset)
+                if any(task.round.kind in ("train", "evaluate") for task in held):
+                    self._prefetch_reported(session, job.id, sites)
             with session.no_autoflush:  # written together when the rounds are checked
                 for item in batch:
                     try:
@@ -328,6 +362,10 @@ class Coordinator:
         that closed in between (no row changes, nothing is delivered).
         """
         return self._deliveries("tasks", site_id)
+
+    async def deliver(self, site_id: int) -> TaskAssignment | None:
+        """``next_task`` for a request handler: it waits on the event loop, in no thread."""
+        return await self._deliveries.submit("tasks", site_id)
 
     def _deliver(self, _: Hashable, batch: Sequence[Pending[int, TaskAssignment | None]]) -> None:
         """``next_task`` for every site in ``batch``, in one transaction."""
@@ -480,8 +518,18 @@ class Coordinator:
         spec = training(self._specs[job_id])
         return 8 + MAX_HEADER + 4 * parameter_count(spec.model, spec.n_inputs)
 
+    def knows(self, task_id: str) -> bool:
+        """Whether a task's job and spec are known from memory (its answer is prepared, and
+        its limit found, without reading the database)."""
+        return (owner := self._owners.get(task_id)) is not None and owner[1] in self._specs
+
     def accept_update(self, site_id: int, task_id: str, path: Path, sha: str) -> ResultAck:
         """Validate a spooled safetensors update, fold it into the round's sum, maybe close."""
+        return self.record(self.update_answer(site_id, task_id, path, sha))
+
+    def update_answer(self, site_id: int, task_id: str, path: Path, sha: str) -> Submission:
+        """``accept_update``'s answer, to ``record``; the file at ``path`` must stay until
+        it is recorded."""
         job_id = self._job_of(site_id, task_id)
 
         def work(session: Session, effects: Effects) -> ResultAck:
@@ -492,27 +540,32 @@ class Coordinator:
             source = path if path.exists() else self.blobs.path(sha)
             spec = training(self._spec(task.round.job))
             shapes = parameter_shapes(spec.model, spec.n_inputs)
-            try:
-                meta = check_file(source, shapes, TrainResult)  # chunk by chunk
-                if meta.task_id != task_id:
-                    raise BadTensorPayload(f"payload is for task {meta.task_id}, not {task_id}")
-                self._check_counts(session, task, spec, meta.evaluation.n_eval, meta.n_train)
-                scale = updates.clip_factor(self.blobs, task.round, source)  # or refused
-            except WireError as exc:
-                self._finish(task, "rejected", detail=str(exc))
-                log.warning("rejected update for task %s from site %s: %s", task_id, site_id, exc)
-                effects.answered[task.round_id] = task.round
-                return ResultAck(task_id=task_id, status="rejected", detail=str(exc))
-            size = source.stat().st_size
-            stored = self.blobs.adopt(path, sha) if source == path else source
-            if not updates.robust(task.round):  # a robust strategy reads them all at close
-                total = self._sum(task.round)
-                updates.fold(self.blobs, total, task.round, stored, scale, float(meta.n_train))
+            with contextlib.ExitStack() as opened:  # each file opened once for all of it
+                try:
+                    update = opened.enter_context(TensorFile(source))
+                    start = opened.enter_context(updates.start_model(self.blobs, task.round))
+                    meta = check_file(update, shapes, TrainResult)  # chunk by chunk
+                    if meta.task_id != task_id:
+                        raise BadTensorPayload(f"payload is for task {meta.task_id}, not {task_id}")
+                    self._check_counts(session, task, spec, meta.evaluation.n_eval, meta.n_train)
+                    scale = updates.clip_factor(task.round, update, start)  # or refused
+                except WireError as exc:
+                    self._finish(task, "rejected", detail=str(exc))
+                    log.warning(
+                        "rejected update for task %s from site %s: %s", task_id, site_id, exc
+                    )
+                    effects.answered[task.round_id] = task.round
+                    return ResultAck(task_id=task_id, status="rejected", detail=str(exc))
+                size = source.stat().st_size
+                if source == path:  # its open handle reads on after the move
+                    self.blobs.adopt(path, sha)
+                if not updates.robust(task.round):  # a robust strategy reads them all at close
+                    updates.fold(self._sum(task.round), update, start, scale, meta.n_train)
             self._finish(task, "accepted", sha=sha, result=meta.model_dump_json(), size=size)
             effects.answered[task.round_id] = task.round
             return ResultAck(task_id=task_id, status="accepted")
 
-        return self._answer(site_id, task_id, job_id, work)
+        return Submission(site_id, job_id, Answer(task_id, work))
 
     def accept_result(
         self,
@@ -524,6 +577,15 @@ class Coordinator:
         part of an analysis; or its body, read as the result its task takes. An answer that
         does not validate, or does not fit the task and the site (``limits``), is refused and
         recorded as the site's failure of the task; it never reaches the round's numbers."""
+        return self.record(self.result_answer(site_id, task_id, result))
+
+    def result_answer(
+        self,
+        site_id: int,
+        task_id: str,
+        result: StatsResult | EvaluateResult | AnalysisResult | bytes,
+    ) -> Submission:
+        """``accept_result``'s answer, to ``record``."""
         job_id = self._job_of(site_id, task_id)
         readers: dict[str, type[StatsResult | EvaluateResult | AnalysisResult]] = {
             "stats": StatsResult,
@@ -576,7 +638,7 @@ class Coordinator:
             effects.answered[task.round_id] = task.round
             return ResultAck(task_id=task_id, status="accepted")
 
-        return self._answer(site_id, task_id, job_id, work)
+        return Submission(site_id, job_id, Answer(task_id, work))
 
     def decline(
         self, site_id: int, task_id: str, reason: str, *, failed: bool = False
@@ -600,7 +662,7 @@ class Coordinator:
             effects.answered[task.round_id] = task.round
             return ResultAck(task_id=task_id, status="declined", detail=reason)
 
-        return self._answer(site_id, task_id, job_id, work, alone=True)
+        return self._alone(site_id, job_id, work)
 
     def secure_post(
         self, site_id: int, task_id: str, message: KeyAdvert | ShareBundle | UnmaskShares
@@ -616,7 +678,7 @@ class Coordinator:
                 return self._secure.shares(session, effects, task, message)
             return self._secure.unmask(session, effects, task, message)
 
-        return self._answer(site_id, task_id, job_id, work, alone=True)
+        return self._alone(site_id, job_id, work)
 
     def masked_limit(self, site_id: int, task_id: str) -> int:
         """Most bytes a masked input for this task may have, known before its body is read."""
@@ -632,7 +694,7 @@ class Coordinator:
             task = self._secure_task(session, task_id)
             return self._secure.masked(session, effects, task, path, sha)
 
-        return self._answer(site_id, task_id, job_id, work, alone=True)
+        return self._alone(site_id, job_id, work)
 
     @staticmethod
     def _secure_task(session: Session, task_id: str) -> Task:
@@ -719,28 +781,46 @@ class Coordinator:
         """The patients the site reported in the job's stats round (an accepted result never
         changes: read once); None before it has one."""
         key = (task.round.job_id, task.site_id)
-        if (n := self._reported.get(key)) is not None:
-            return n
-        reported = session.scalar(
-            select(Task.result_json)
+        if key not in self._reported:
+            reported = self._read_reported(session, task.round.job_id, [task.site_id])
+            if task.site_id not in reported:
+                return None
+            try:
+                self._remember_reported(key, StatsResult.model_validate_json(reported[key[1]]).n)
+            except ValidationError as exc:  # stored before today's bounds
+                raise BadAnswer("the statistics the site sent earlier are out of bounds") from exc
+        return self._reported[key]
+
+    def _prefetch_reported(self, session: Session, job_id: str, site_ids: set[int]) -> None:
+        """``_reported_n`` of the sites of a batch, read in one query (one that does not
+        validate is left for its own answer to be refused)."""
+        missing = [site_id for site_id in site_ids if (job_id, site_id) not in self._reported]
+        for site_id, reported in self._read_reported(session, job_id, missing).items():
+            with contextlib.suppress(ValidationError):
+                n = StatsResult.model_validate_json(reported).n
+                self._remember_reported((job_id, site_id), n)
+
+    @staticmethod
+    def _read_reported(session: Session, job_id: str, site_ids: list[int]) -> dict[int, str]:
+        """The accepted results of the job's stats round of ``site_ids``, by site."""
+        if not site_ids:
+            return {}
+        rows = session.execute(
+            select(Task.site_id, Task.result_json)
             .join(Round, Task.round_id == Round.id)
             .where(
-                Round.job_id == task.round.job_id,
+                Round.job_id == job_id,
                 Round.kind == "stats",
-                Task.site_id == task.site_id,
+                Task.site_id.in_(site_ids),
                 Task.status == "accepted",
             )
         )
-        if reported is None:
-            return None
-        try:
-            n = StatsResult.model_validate_json(reported).n
-        except ValidationError as exc:  # stored before today's bounds
-            raise BadAnswer("the statistics the site sent earlier are out of bounds") from exc
+        return {site_id: reported or "" for site_id, reported in rows}
+
+    def _remember_reported(self, key: tuple[str, int], n: int) -> None:
         if len(self._reported) > 100_000:  # a cache, not a record: bound it
             self._reported.clear()
         self._reported[key] = n
-        return n
 
     @staticmethod
     def _finish(
@@ -763,9 +843,12 @@ class Coordinator:
             for task in rnd.tasks:
                 if task.status == "accepted" and task.result_sha and task.result_json:
                     meta = TrainResult.model_validate_json(task.result_json)
-                    path = self.blobs.path(task.result_sha)
-                    scale = updates.clip_factor(self.blobs, rnd, path)
-                    updates.fold(self.blobs, total, rnd, path, scale, meta.n_train)
+                    with (
+                        TensorFile(self.blobs.path(task.result_sha)) as update,
+                        updates.start_model(self.blobs, rnd) as start,
+                    ):
+                        scale = updates.clip_factor(rnd, update, start)
+                        updates.fold(total, update, start, scale, meta.n_train)
             self._sums[rnd.id], self._sum_jobs[rnd.id] = total, rnd.job_id
         return self._sums[rnd.id]
 
@@ -780,7 +863,7 @@ class Coordinator:
             return
         job, progress = rnd.job, self._progress
         spec = self._spec(job)
-        session.scalars(  # the round's sites, in one query (``t.site`` then finds them)
+        _sites = session.scalars(  # the round's sites in one query, held: ``t.site`` finds them
             select(Site).join(Task, Task.site_id == Site.id).where(Task.round_id == rnd.id)
         ).all()
         accepted = [t for t in rnd.tasks if t.status == "accepted"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 
 from oncofed.learning.aggregate import (
     Clipped,
@@ -34,9 +33,12 @@ def _spec(rnd: Round) -> tuple[JobSpec, Shapes]:
     return spec, parameter_shapes(spec.model, spec.n_inputs)
 
 
-def _global(blobs: BlobStore, rnd: Round) -> TensorFile:
+def start_model(blobs: BlobStore, rnd: Round) -> TensorFile:
+    """The global model the round's updates move from: from memory when it is small (each
+    update of the round is measured against it), else read from its file."""
     assert rnd.input_sha is not None  # a training round is sent a global model
-    return TensorFile(blobs.path(rnd.input_sha))
+    data = blobs.small(rnd.input_sha)
+    return TensorFile(data if data is not None else blobs.path(rnd.input_sha))
 
 
 def _scale(spec: JobSpec, shapes: Shapes, update: TensorFile, start: TensorFile) -> float:
@@ -47,12 +49,12 @@ def _scale(spec: JobSpec, shapes: Shapes, update: TensorFile, start: TensorFile)
         raise BadAnswer(str(exc)) from exc
 
 
-def clip_factor(blobs: BlobStore, rnd: Round, path: Path) -> float:
-    """The factor that scales the update in ``path`` to the job's clip norm (1 when within);
-    ``BadAnswer`` when it is to be refused. One pass over the update and the global model."""
+def clip_factor(rnd: Round, update: TensorFile, start: TensorFile) -> float:
+    """The factor that scales ``update``, a move from the round's global model ``start``
+    (``start_model``), to the job's clip norm (1 when within); ``BadAnswer`` when it is to be
+    refused. One pass over the update and the global model."""
     spec, shapes = _spec(rnd)
-    with TensorFile(path) as update, _global(blobs, rnd) as start:
-        return _scale(spec, shapes, update, start)
+    return _scale(spec, shapes, update, start)
 
 
 def robust(rnd: Round) -> bool:
@@ -61,11 +63,10 @@ def robust(rnd: Round) -> bool:
 
 
 def fold(
-    blobs: BlobStore, total: WeightedMean, rnd: Round, path: Path, scale: float, weight: float
+    total: WeightedMean, update: TensorFile, start: TensorFile, scale: float, weight: float
 ) -> None:
-    """Add the update in ``path``, scaled by ``scale`` (``clip_factor``), to the running sum."""
-    with TensorFile(path) as update, _global(blobs, rnd) as start:
-        total.add_chunks(Clipped(update, start, scale).chunks(total.shapes), weight)
+    """Add ``update``, scaled by ``scale`` (``clip_factor``), to the running sum."""
+    total.add_chunks(Clipped(update, start, scale).chunks(total.shapes), weight)
 
 
 @contextmanager
@@ -81,7 +82,7 @@ def round_mean(
         yield running()
         return
     with ExitStack() as stack:
-        start = stack.enter_context(_global(blobs, rnd))
+        start = stack.enter_context(start_model(blobs, rnd))
         updates, weights = [], []
         for task in sorted(accepted, key=lambda t: t.site_id):  # an order that never changes
             assert task.result_sha is not None and task.result_json is not None  # accepted

@@ -125,11 +125,13 @@ class TensorFile:
                 yield name, start, self.read(name, start, min(chunk, entry.size - start))
 
 
-def check_file(path: Path, shapes: Shapes, meta_model: type[M]) -> M:
-    """Validate a whole update file (layout, values, header) in bounded memory; its header."""
-    with TensorFile(path) as tensors:
-        tensors.check(shapes)
-        return tensors.meta(meta_model)
+def check_file(source: Path | TensorFile, shapes: Shapes, meta_model: type[M]) -> M:
+    """Validate a whole update (layout, values, header) in bounded memory; its header."""
+    if isinstance(source, Path):
+        with TensorFile(source) as tensors:
+            return check_file(tensors, shapes, meta_model)
+    source.check(shapes)
+    return source.meta(meta_model)
 
 
 def read_header(handle: BinaryIO, size: int) -> dict[str, Any]:

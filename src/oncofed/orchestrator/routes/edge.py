@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
+import anyio
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +23,7 @@ from starlette.requests import ClientDisconnect
 from oncofed.orchestrator import identity, profiles
 from oncofed.orchestrator.deps import CoordinatorDep, CurrentSite, SessionDep, SettingsDep
 from oncofed.orchestrator.errors import BadRequest, NotFound, PayloadTooLarge
-from oncofed.orchestrator.rounds import Coordinator
+from oncofed.orchestrator.rounds import Coordinator, Submission
 from oncofed.orchestrator.settings import Settings
 from oncofed.wire.analysis import AnalysisResult
 from oncofed.wire.messages import (
@@ -39,10 +41,9 @@ from oncofed.wire.profile import DataProfile
 from oncofed.wire.secagg import KeyAdvert, ShareBundle, UnmaskShares
 
 router = APIRouter(tags=["edge"])
-Accept = Callable[[Path, str], ResultAck]
-Limit = Callable[[], int]
+Accept = Callable[[Path, str], ResultAck | Submission]
+T = TypeVar("T")
 _SPOOL_BLOCK = 512 << 10  # bytes hashed and written per hop off the event loop
-_SMALL_BLOB = 4 << 20  # served from memory in one piece
 
 
 @router.post("/enrol")
@@ -80,7 +81,7 @@ async def next_task(
         if notifier.idle(site.id):  # nothing published for it since a check found nothing
             task = None
         else:
-            task = await run_in_threadpool(coordinator.next_task, site.id)
+            task = await coordinator.deliver(site.id)
         if task is not None:
             return _json(task)
         remaining = deadline - time.monotonic()
@@ -123,28 +124,35 @@ async def get_blob(sha: str, site: CurrentSite, coordinator: CoordinatorDep) -> 
     path = coordinator.sent_blob(site.id, sha)
     if path is None:
         path = await run_in_threadpool(coordinator.blob_for_site, site.id, sha)
-    if path.stat().st_size <= _SMALL_BLOB:
-        return Response(path.read_bytes(), media_type="application/octet-stream")
+    if (data := coordinator.blobs.small(sha)) is not None:
+        return Response(data, media_type="application/octet-stream")
     return _BlobFile(path, media_type="application/octet-stream")
+
+
+async def _soon(coordinator: Coordinator, task_id: str, call: Callable[[], T]) -> T:
+    """``call`` about a task: at once when the coordinator knows the task from memory, else
+    in a thread (it reads the database)."""
+    return call() if coordinator.knows(task_id) else await run_in_threadpool(call)
 
 
 async def _spooled(
     request: Request,
     coordinator: Coordinator,
     settings: Settings,
-    limit_of: Limit,
+    limit: int,
     accept: Accept,
 ) -> Response:
-    """A binary body for a task, its size bounded (``limit_of``) before it is read, spooled to
-    disk while hashing (O(1) memory), then handed to ``accept`` (validation and aggregation;
-    the updates of a job that arrive together are checked and folded one after the other by
-    one thread, and recorded in one transaction).
+    """A binary body for a task, of at most ``limit`` bytes (known before it is read),
+    spooled to disk while hashing (O(1) memory), then handed to ``accept``: accepted there,
+    or an answer to record (validation and aggregation; the updates of a job that arrive
+    together are checked and folded one after the other by one thread, and recorded in one
+    transaction, while their requests wait on the event loop).
 
     Hashing and writing happen off the event loop, half a megabyte at a time (the chunks
     as they came, never copied); the last piece is written, the digest checked and the body
-    accepted in one hop.
+    handed over in one hop.
     """
-    limit = min(settings.max_upload_bytes, await run_in_threadpool(limit_of))
+    limit = min(settings.max_upload_bytes, limit)
     digest, size, buffered = hashlib.sha256(), 0, 0
     pending: list[bytes] = []
     claimed = request.headers.get(SHA256_HEADER)
@@ -155,9 +163,12 @@ async def _spooled(
                 digest.update(chunk)
             handle.writelines(chunks)
 
-        def finish() -> ResultAck:
+        def finish() -> ResultAck | Submission:
             flush(pending)
             handle.flush()  # accept reads the file by its path
+            # On disk here, beside other uploads: the fsync of its adoption, in the batch
+            # recording it one answer after another, then finds nothing left to write.
+            os.fsync(handle.fileno())
             sha = digest.hexdigest()
             if claimed is not None and claimed != sha:
                 raise BadRequest(f"body SHA-256 is {sha}, not the {SHA256_HEADER} {claimed}")
@@ -173,7 +184,11 @@ async def _spooled(
                 if buffered >= _SPOOL_BLOCK:
                     await run_in_threadpool(flush, pending)
                     pending, buffered = [], 0
-            ack = await run_in_threadpool(finish)
+            outcome = await run_in_threadpool(finish)
+            if isinstance(outcome, ResultAck):
+                return _ack(outcome)
+            with anyio.CancelScope(shield=True):  # recorded before its file goes
+                ack = await coordinator.record_soon(outcome)
         finally:
             path.unlink(missing_ok=True)
     return _ack(ack)
@@ -189,8 +204,10 @@ async def post_update(
 ) -> Response:
     """A training update as a safetensors body."""
     limit = functools.partial(coordinator.update_limit, site.id, task_id)
-    accept = functools.partial(coordinator.accept_update, site.id, task_id)
-    return await _spooled(request, coordinator, settings, limit, accept)
+    accept = functools.partial(coordinator.update_answer, site.id, task_id)
+    return await _spooled(
+        request, coordinator, settings, await _soon(coordinator, task_id, limit), accept
+    )
 
 
 @router.post("/tasks/{task_id}/secure/masked", response_model=ResultAck)
@@ -202,7 +219,7 @@ async def post_masked(
     settings: SettingsDep,
 ) -> Response:
     """A site's masked input in a secure round: safetensors of uint64 limbs."""
-    limit = functools.partial(coordinator.masked_limit, site.id, task_id)
+    limit = await run_in_threadpool(coordinator.masked_limit, site.id, task_id)
     accept = functools.partial(coordinator.accept_masked, site.id, task_id)
     return await _spooled(request, coordinator, settings, limit, accept)
 
@@ -271,7 +288,8 @@ async def post_result(
     ``AnalysisResult``). 422 with a rejected acknowledgement when it does not validate or does
     not fit the task: the refusal is recorded as the site's failure of the task."""
     body = await _body(request, settings.max_upload_bytes, "a result")
-    return _ack(await run_in_threadpool(coordinator.accept_result, site.id, task_id, body))
+    answer = functools.partial(coordinator.result_answer, site.id, task_id, body)
+    return _ack(await coordinator.record_soon(await _soon(coordinator, task_id, answer)))
 
 
 @router.post("/tasks/{task_id}/decline")
