@@ -457,6 +457,9 @@ def public_needles(run: Runs) -> Needles:
     groups = expected_km(run).groups if "km" in run.jobs else {}
     for group, curve in groups.items():
         needles.add_counts(f"pooled: km round 0 published at_risk/{group}", np.array(curve.at_risk))
+        for name in ("survival", "lower", "upper"):  # a site's metric may share such a fraction
+            values = np.array(getattr(curve, name), dtype=np.float64)
+            needles.add_reals(f"pooled: km round 0 published {name}/{group}", values)
     for job, sites in run.own.items():
         for number, total in enumerate(pooled_numbers([sites[s] for s in SITES])):
             for name in (*REAL_PARTS, *COUNT_PARTS):
