@@ -94,11 +94,12 @@ class BlobStore:
                 self._kept.move_to_end(sha)
                 return data
         path = self.path(sha)
-        if not path.exists():
-            raise NotFound(f"no blob {sha}")
-        if path.stat().st_size > SMALL_BLOB:
-            return None
-        data = path.read_bytes()
+        try:
+            if path.stat().st_size > SMALL_BLOB:
+                return None
+            data = path.read_bytes()
+        except FileNotFoundError as exc:  # never stored, or deleted meanwhile
+            raise NotFound(f"no blob {sha}") from exc
         with self._kept_lock:
             self._kept[sha] = data
             while len(self._kept) > KEPT_BLOBS:

@@ -786,9 +786,10 @@ class Coordinator:
             if task.site_id not in reported:
                 return None
             try:
-                self._remember_reported(key, StatsResult.model_validate_json(reported[key[1]]).n)
+                n = StatsResult.model_validate_json(reported[task.site_id]).n
             except ValidationError as exc:  # stored before today's bounds
                 raise BadAnswer("the statistics the site sent earlier are out of bounds") from exc
+            self._remember_reported(key, n)
         return self._reported[key]
 
     def _prefetch_reported(self, session: Session, job_id: str, site_ids: set[int]) -> None:
