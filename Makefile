@@ -34,4 +34,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/many_sites.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -50,6 +50,7 @@ from run import (
     JOB_TIMEOUT_S,
     MIB,
     POLL_SECONDS,
+    PROJECT,
     ROUND_TIMEOUT_S,
     SAMPLE_PERIOD_S,
     Config,
@@ -63,6 +64,7 @@ from run import (
     nan_to_none,
     proc_cpu_seconds,
     proc_status_bytes,
+    project,
     site_names,
     training_spec,
     write_site_data,
@@ -91,6 +93,7 @@ from oncofed.wire.messages import (
     TaskAssignment,
     TrainResult,
 )
+from oncofed.wire.projects import NewProject, ProjectAnswer
 from oncofed.wire.spec import JobSpec
 
 HERE = Path(__file__).resolve().parent
@@ -118,6 +121,7 @@ def counts_spec(sites: int) -> dict[str, Any]:
     return {
         "kind": "analysis",
         "name": f"many-sites-counts-{sites}",
+        "project": PROJECT,
         "dataset": DATASET,
         "analysis": {"type": "counts", "rows": "grade"},
         "min_sites": sites,
@@ -132,8 +136,13 @@ def training_job(sites: int) -> dict[str, Any]:
     )
 
 
+def job_dicts(sites: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    return counts_spec(sites), training_job(sites)
+
+
 def specs(sites: int) -> dict[JobName, AnalysisSpec | JobSpec]:
-    return {"counts": load_spec(counts_spec(sites)), "training": load_spec(training_job(sites))}
+    counts, training = job_dicts(sites)
+    return {"counts": load_spec(counts), "training": load_spec(training)}
 
 
 @dataclass(frozen=True)
@@ -295,6 +304,23 @@ async def concurrently(name: str, calls: Sequence[Callable[[], Awaitable[None]]]
     began = time.perf_counter()
     await asyncio.gather(*(one(call) for call in calls))
     return Step(name, len(calls), time.perf_counter() - began, latencies)
+
+
+def approve(fed: BareFederation, members: Sequence[Member], study: NewProject) -> Step:
+    """The operator declares the project; every site sends its approval, as an edge does
+    after ``oncofed edge approve`` (``PUT /site/projects/{name}/decision``)."""
+    with fed.client() as client:
+        declared = client.create_project(study)
+    answer = ProjectAnswer(
+        approve=True, scope_sha256=declared.scope_sha256, dataset=DATASET, policy_version="0" * 12
+    ).model_dump(mode="json")
+    path = f"{fed.url}{API_PREFIX}/site/projects/{study.name}/decision"
+
+    def decide(member: Member) -> None:
+        httpx.put(path, json=answer, headers=member.headers, timeout=60).raise_for_status()
+
+    calls = [functools.partial(decide, m) for m in members]
+    return timed("approve (PUT /site/projects/.../decision)", calls)
 
 
 def create_and_enrol(fed: BareFederation, names: Sequence[str]) -> tuple[list[Member], list[Step]]:
@@ -726,6 +752,7 @@ async def simulate(
     with BareFederation(root / "fed") as fed:
         console.log(f"orchestrator up (pid {fed.pid}, {fed.url}); setting up {sites} sites")
         members, setup = create_and_enrol(fed, site_names(sites))
+        setup.append(approve(fed, members, project(*job_dicts(sites))))
         async with Simulation(fed.url, answers, members) as sim:
             setup += await sim.introduce()
             for step in setup:

@@ -41,6 +41,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from oncofed.client import load_spec
 from oncofed.demo.federation import DATASET, LocalFederation
 from oncofed.edge import EdgeHome, LocalStore
 from oncofed.edge.enrol import enrol
@@ -50,6 +51,7 @@ from oncofed.orchestrator import analysis
 from oncofed.orchestrator import setup as state
 from oncofed.privacy.secagg import inbox_for
 from oncofed.wire.messages import JobPublic, RoundPublic
+from oncofed.wire.projects import NewProject, covering
 from oncofed.wire.secagg import (
     KEY_BYTES,
     SEALED_BYTES,
@@ -68,6 +70,8 @@ HOST_SCRIPT = HERE / "edge_host.py"
 RESULTS = HERE / "results.json"
 
 N_FEATURES = 10
+PROJECT = "bench"
+"""The project every benchmark job belongs to (see ``project``)."""
 ROWS_PER_SITE = 200
 SEED = 20240611
 MIB = 1 << 20
@@ -245,6 +249,17 @@ def write_survival_data(folder: Path, sites: Sequence[str], seed: int = SEED) ->
     return sources
 
 
+def project(*specs: dict[str, Any]) -> NewProject:
+    """The benchmark's project, declared for exactly its jobs; every site approves it."""
+    return NewProject(
+        name=PROJECT,
+        title="Benchmark",
+        purpose="Measure the federation's speed.",
+        principal_investigator="The operator",
+        scope=covering(load_spec(spec) for spec in specs),
+    )
+
+
 def job_spec(config: Config, hidden: list[int]) -> dict[str, Any]:
     """The configuration's job: see ``training_spec`` and ``cox_spec``."""
     spec = cox_spec(config) if config.workload == "cox" else training_spec(config, hidden)
@@ -256,6 +271,7 @@ def cox_spec(config: Config) -> dict[str, Any]:
     return {
         "kind": "analysis",
         "name": f"bench-{config.label}",
+        "project": PROJECT,
         "dataset": DATASET,
         "analysis": {
             "type": "cox",
@@ -273,6 +289,7 @@ def training_spec(config: Config, hidden: list[int]) -> dict[str, Any]:
     """One local step per round (batch = all training rows) keeps edge compute small."""
     return {
         "name": f"bench-{config.label}",
+        "project": PROJECT,
         "dataset": DATASET,
         "features": [f"ext.x{i}" for i in range(N_FEATURES)],
         "outcome": {"type": "binary", "label": "ext.y"},
@@ -332,8 +349,12 @@ def plan_edges(sites: int, model_bytes: int, requested: EdgeMode, ram: int) -> E
 class BenchFederation(LocalFederation):
     """A LocalFederation whose edges are started per the plan and watched until ready."""
 
-    def __init__(self, root: Path, site_data: Mapping[str, Source], plan: EdgePlan) -> None:
-        super().__init__(root, site_data, dataset=DATASET, edge_args=["--log-level", "INFO"])
+    def __init__(
+        self, root: Path, site_data: Mapping[str, Source], plan: EdgePlan, study: NewProject
+    ) -> None:
+        super().__init__(
+            root, site_data, dataset=DATASET, edge_args=["--log-level", "INFO"], project=study
+        )
         self.plan = plan
         self.timing_file = root / "edge-timing.jsonl"
         self._ready_markers: dict[str, tuple[Path, str]] = {}
@@ -344,6 +365,7 @@ class BenchFederation(LocalFederation):
         self.start_orchestrator()
         for site, data in self.site_data.items():
             self.enrol_site(site, data)
+        self.approve(self.project)
         sites = list(self.site_data)
         if self.plan.mode == "process":
             for site in sites:
@@ -960,7 +982,7 @@ def run_config(config: Config, requested: EdgeMode, workdir: Path, console: Cons
     console.log(f"[bold]{config.label}[/]: {config.sites} sites, {about}{secure}")
     console.log(f"  edges: {plan.describe()}")
     began = time.monotonic()
-    with BenchFederation(root / "fed", data, plan) as fed:
+    with BenchFederation(root / "fed", data, plan, project(job_spec(config, hidden))) as fed:
         fed.wait_edges_ready()
         outcome.startup_s = time.monotonic() - began
         assert fed.orchestrator is not None

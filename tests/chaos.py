@@ -14,6 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,15 @@ import numpy as np
 
 from oncofed.demo.federation import LocalFederation
 from oncofed.edge import EdgeHome
+from oncofed.edge.approvals import ProjectDecision
 from oncofed.edge.enrol import enrol
+from oncofed.edge.governance import send_decision
 from oncofed.edge.importing import Source
 from oncofed.learning.registry import parameter_shapes
 from oncofed.orchestrator import setup as state
 from oncofed.wire import tensors
 from oncofed.wire.messages import SHA256_HEADER, TaskAssignment, TrainResult
+from oncofed.wire.projects import ProjectPublic
 from oncofed.wire.spec import JobSpec
 
 FAULTS = ("drop", "delay", "cut_request", "cut_response")
@@ -244,6 +248,7 @@ class ChaosFederation(LocalFederation):
             created = state.add_site(self.state_dir, site)
             enrol(EdgeHome(self.edge_dir(site)), self.proxy.url, created.enrolment_token)
         self.import_data()
+        self.approve(self.project)
         for site in self.site_data:
             self.start_edge(site)
 
@@ -260,10 +265,22 @@ class ChaosFederation(LocalFederation):
             self.proxy.stop()
 
     def enrol_site(self, name: str) -> str:
-        """A new enrolled site with no edge process; its credential."""
+        """A new enrolled site with no edge process, which approved the federation's
+        project; its credential."""
         created = state.add_site(self.state_dir, name)
         home = EdgeHome(self.root / "rogue" / name)
         enrol(home, self.url, created.enrolment_token)
+        with home.orchestrator_client() as http:
+            shown = http.get(f"/site/projects/{self.project.name}")
+            project = ProjectPublic.model_validate_json(shown.raise_for_status().content)
+            decision = ProjectDecision(
+                approved=True,
+                decided=datetime.now(UTC),
+                scope_sha256=project.scope_sha256,
+                dataset=self.dataset,
+                scope=project.scope,
+            )
+            send_decision(http, project.name, decision, "0" * 12)
         return home.credential()
 
     @contextlib.contextmanager

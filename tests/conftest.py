@@ -19,7 +19,7 @@ from oncofed.orchestrator.db import Principal, make_engine, session_factory
 from oncofed.orchestrator.rounds import Coordinator
 from oncofed.orchestrator.settings import Settings
 from oncofed.orchestrator.setup import identity_key, initialise
-from tests.support import State
+from tests.support import State, declare_project
 
 POSTGRES_URL = os.environ.get(
     "ONCOFED_TEST_POSTGRES_URL", "postgresql+pg8000://postgres@127.0.0.1:5432/test"
@@ -61,6 +61,7 @@ def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[State]:
             credentials[name] = enrolled.credential
             sites[name] = identity.authenticate_site(session, enrolled.credential).id
         admin_id = session.query(Principal).one().id
+        declare_project(session, admin_id, approved_by=sites.values())
     settings = Settings.load(home)
     coordinator = Coordinator(sessions, BlobStore(settings.blob_dir), key=identity_key(settings))
     yield State(home, token, sessions, coordinator, sites, credentials, admin_id)

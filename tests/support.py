@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from oncofed.cdm.tables import CdmData
+from oncofed.edge import approvals
 from oncofed.edge.store import LocalStore
+from oncofed.orchestrator import projects
 from oncofed.orchestrator.blobs import BlobStore
+from oncofed.orchestrator.db import Project
 from oncofed.orchestrator.rounds import Coordinator
 from oncofed.orchestrator.settings import Settings
 from oncofed.orchestrator.setup import identity_key
+from oncofed.wire.analysis import SPECS, AnalysisSpec
 from oncofed.wire.profile import DataProfile, FieldProfile
+from oncofed.wire.projects import (
+    NewProject,
+    ProjectAnswer,
+    ProjectPublic,
+    covering,
+)
 from oncofed.wire.spec import JobSpec
 
 
@@ -44,10 +58,82 @@ class State:
         return self.coordinator
 
 
+TEST_PROJECT = "test-project"
+"""The project of ``make_spec``'s jobs: the ``state`` fixture declares it (see
+``declare_project``) and records alpha's and beta's approval."""
+
+
+def project_for(*specs: JobSpec | AnalysisSpec, name: str = TEST_PROJECT) -> ProjectPublic:
+    """A project admitting ``specs``, as the orchestrator shows it to a site."""
+    scope = covering(specs)
+    return ProjectPublic(
+        name=name, title="A test project", purpose="Testing.", principal_investigator="Dr T",
+        owner="operator", members=["operator"], scope=scope, scope_sha256=scope.sha256(),
+        created=datetime.now(UTC), sites=[],
+    )  # fmt: skip
+
+
+def approve_here(policy_file: Path, *specs: JobSpec | AnalysisSpec, dataset: str = "data") -> None:
+    """Record in an edge's policy file its approval of the project of ``specs`` (their
+    ``project``), on ``dataset``, as ``oncofed edge approve`` does."""
+    (name,) = {s.project or TEST_PROJECT for s in specs}
+    approvals.decide(policy_file, project_for(*specs, name=name), dataset=dataset)
+
+
+def approval_block(*specs: JobSpec | AnalysisSpec, dataset: str = "data") -> str:
+    """The lines ``approve_here`` adds to a policy file, to end a policy a test writes."""
+    with tempfile.TemporaryDirectory() as scratch:
+        policy = Path(scratch) / "policy.yaml"
+        policy.write_text("min_cohort_size: 20\n")
+        approve_here(policy, *specs, dataset=dataset)
+        return approvals.MARKER + policy.read_text().partition(approvals.MARKER)[2]
+
+
+def declare_project(
+    session: Session,
+    owner_id: int,
+    spec: JobSpec | AnalysisSpec | None = None,
+    approved_by: Iterable[int] = (),
+    name: str = TEST_PROJECT,
+) -> int:
+    """Declare a project whose scope admits ``spec`` (``make_spec()``'s by default), approved
+    by the sites ``approved_by`` (ids) as their edges would report it; its id."""
+    spec = spec or make_spec()
+    scope = covering([spec])
+    new = NewProject(
+        name=name, title="A test project", purpose="Testing.", principal_investigator="Dr T",
+        scope=scope,
+    )  # fmt: skip
+    project_id = session.scalars(select(Project.id).where(Project.name == name)).first()
+    if project_id is None:
+        projects.create(session, owner_id, new)
+        project_id = session.scalars(select(Project.id).where(Project.name == name)).one()
+    for site_id in approved_by:
+        answer = ProjectAnswer(
+            approve=True, scope_sha256=scope.sha256(), dataset=spec.dataset, policy_version="0" * 12
+        )
+        projects.decide(session, name, site_id, answer)
+    return project_id
+
+
+def in_project(state: State, spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` (as JSON) in a project declared to admit exactly it that every
+    enrolled site of ``state`` approved: for tests that submit over the API jobs of their own."""
+    if spec.get("project") not in (None, TEST_PROJECT):
+        return spec
+    parsed = SPECS.validate_python({**spec, "project": None})
+    name = f"for-{covering([parsed]).sha256()[:12]}"  # one project per scope
+    with state.sessions.begin() as session:
+        declare_project(session, state.admin_id, parsed, state.sites.values(), name=name)
+    return {**spec, "project": name}
+
+
 def make_spec(**overrides: object) -> JobSpec:
-    """A small logistic job over two numeric site extension features (see ``save_columns``)."""
+    """A small logistic job over two numeric site extension features (see ``save_columns``),
+    in the ``TEST_PROJECT``."""
     data: dict[str, object] = {
         "name": "test-job",
+        "project": TEST_PROJECT,
         "dataset": "data",
         "features": ["ext.x1", "ext.x2"],
         "outcome": {"type": "binary", "label": "ext.y"},

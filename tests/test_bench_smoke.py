@@ -33,4 +33,4 @@ def test_five_sites_complete_a_counts_analysis(many_sites: ModuleType, tmp_path:
     assert counts.answers == 5 and counts.rejected == counts.errors == 0
     assert 0 < counts.wall_s < 30 and counts.answer_p99_s >= counts.answer_p50_s > 0
     assert counts.orchestrator_peak_bytes > 0 and run.orchestrator_vmhwm_bytes > 0
-    assert [step.requests for step in run.setup] == [5, 5, 5, 5]
+    assert [step.requests for step in run.setup] == [5, 5, 5, 5, 5]  # create .. approve

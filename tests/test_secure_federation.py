@@ -44,7 +44,7 @@ from oncofed.client.analysis_output import write_analysis
 from oncofed.client.plots import write_result
 from oncofed.demo.data import demo_analyses, demo_specs, site_tables, write_exports
 from oncofed.demo.federation import LocalFederation
-from oncofed.edge import EdgeHome, EdgePolicy, LocalStore
+from oncofed.edge import EdgeHome, EdgePolicy, LocalStore, approvals
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.runner import Contribution, Outcome, TaskRunner
 from oncofed.learning.secure import MODEL, metric_names
@@ -719,7 +719,11 @@ def restart(federation: LocalFederation, sites: list[str], policy: EdgePolicy) -
 
 
 def write_policy(home: Path, policy: EdgePolicy) -> None:
-    (home / "policy.yaml").write_text(yaml.safe_dump(policy.model_dump(), sort_keys=False))
+    """Replace the site's settings with ``policy``'s, keeping its decisions on projects."""
+    path = home / "policy.yaml"
+    decided = approvals.MARKER + path.read_text().partition(approvals.MARKER)[2]
+    settings = yaml.safe_dump(policy.model_dump(exclude={"projects"}), sort_keys=False)
+    path.write_text(settings + "\n" + decided)
 
 
 def test_a_lone_site_that_keeps_its_estimates_is_not_revealed(

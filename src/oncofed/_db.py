@@ -22,9 +22,12 @@ from sqlalchemy import (
     create_engine,
     engine_from_config,
     event,
+    make_url,
     pool,
 )
 from sqlalchemy.orm import Session, sessionmaker
+
+from oncofed._files import private_file
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -75,6 +78,7 @@ def make_engine(url: str, synchronous: Literal["NORMAL", "FULL"] = "FULL") -> En
     PostgreSQL's own default (``synchronous_commit=on``) already syncs every commit."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
+    private_database(url)
     engine = create_engine(  # connections kept for every worker thread: no reconnecting
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
@@ -93,12 +97,25 @@ def make_engine(url: str, synchronous: Literal["NORMAL", "FULL"] = "FULL") -> En
     return engine
 
 
+def private_database(url: str) -> None:
+    """A SQLite database's file created owner-only before SQLite would create it readable by
+    all (its journal, write-ahead log and shared memory take its mode); nothing for another
+    database, an in-memory one or a ``file:`` URI (a source opened read-only)."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return
+    if not database.startswith("file:"):
+        private_file(Path(database))
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
 def migrate(url: str, location: Path) -> None:
     """Bring the database at ``url`` to the newest Alembic revision in ``location``."""
+    private_database(url)
     config = Config()
     config.set_main_option("script_location", str(location))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

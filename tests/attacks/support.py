@@ -55,6 +55,7 @@ from oncofed.wire.messages import (
 )
 from oncofed.wire.profile import DataProfile
 from oncofed.wire.spec import JobSpec
+from tests.support import approve_here
 
 log = logging.getLogger("oncofed.attacks")
 M = TypeVar("M", bound=BaseModel)
@@ -75,6 +76,8 @@ GBSG2_COLUMNS = [
 ]
 """GBSG2's numeric columns in the data model, the binary endocrine therapy among them."""
 CREDENTIAL = "attack-edge-credential"
+STUDY = "attacked-study"
+"""The project every attack's jobs belong to; the site approved it (``RunningEdge.approve``)."""
 PLANTED_TREATMENT = "chemotherapy"
 PLANTED_GROUP = (7, 2)
 """Patients given the planted treatment at the site, and recurrences among them."""
@@ -164,6 +167,8 @@ class MaliciousOrchestrator:
 
     def __init__(self, credential: str = CREDENTIAL, timeout: float = 60.0) -> None:
         self._credential, self._timeout = credential, timeout
+        self.before_ask: Callable[[TaskAssignment], None] | None = None
+        """Called with each task before it is handed out (the site approving its project)."""
         self._tasks: queue.Queue[TaskAssignment] = queue.Queue()
         self._posted: queue.Queue[Answer] = queue.Queue()
         self._handed: dict[str, TaskAssignment] = {}
@@ -196,6 +201,8 @@ class MaliciousOrchestrator:
 
     def ask(self, task: TaskAssignment, model: bytes | None = None) -> Answer:
         """Hand ``task`` to the edge (serving ``model`` as its blob) and return its answer."""
+        if self.before_ask is not None:
+            self.before_ask(task)
         if model is not None:
             self._blobs[tensors.sha256(model)] = model
         self._handed[task.task_id] = task
@@ -301,7 +308,9 @@ def make_task(
     pooled: StatsResult | None = None,
     params: AnalysisParams | None = None,
 ) -> TaskAssignment:
-    """Task ``{job_id}-{round_number}`` as an orchestrator writes it (``model`` by its hash)."""
+    """Task ``{job_id}-{round_number}`` as an orchestrator writes it (``model`` by its hash),
+    in the ``STUDY`` project when the spec names none."""
+    spec = spec if spec.project else spec.model_copy(update={"project": STUDY})
     return TaskAssignment.model_validate(
         {"task_id": f"{job_id}-{round_number}", "job_id": job_id, "round": round_number,
          "kind": kind, "spec": spec, "standardization": scaling, "pooled": pooled,
@@ -320,7 +329,9 @@ class RunningEdge:
         self.home = EdgeHome(root)
         config = EdgeConfig.model_validate({"orchestrator": orchestrator, "site": SITE})
         self.home.create(config, CREDENTIAL)
-        (root / POLICY).write_text(yaml.safe_dump(policy.model_dump(), sort_keys=False))
+        written = policy.model_dump(exclude={"projects"})  # decided below (``approve``)
+        (root / POLICY).write_text(yaml.safe_dump(written, sort_keys=False))
+        self._specs: list[JobSpec | AnalysisSpec] = []
         shutil.copytree(datasets, self.home.datasets, dirs_exist_ok=True)
         self._stop = threading.Event()
         self._agent = Agent(self.home, poll_seconds=1.0, backoff=(0.01, 0.5))
@@ -338,6 +349,15 @@ class RunningEdge:
     def store(self) -> LocalStore:
         return LocalStore(self.home.datasets)
 
+    def approve(self, task: TaskAssignment) -> None:
+        """The site's admin approved the project the attack abuses, for every job it sends
+        (the threat: a hostile orchestrator within an approved study): the policy's approval
+        widened to admit ``task``'s spec when it does not yet."""
+        self._specs.append(task.spec)
+        decision = self.home.policy().projects.get(STUDY)
+        if decision is None or decision.scope is None or decision.scope.admits(task.spec):
+            approve_here(self.home.policy_file, *self._specs, dataset=DATASET)
+
 
 @contextlib.contextmanager
 def attacked_edge(
@@ -348,6 +368,7 @@ def attacked_edge(
         MaliciousOrchestrator() as orchestrator,
         RunningEdge(root, datasets, orchestrator.url, policy) as edge,
     ):
+        orchestrator.before_ask = edge.approve
         yield orchestrator, edge
 
 

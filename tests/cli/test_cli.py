@@ -63,7 +63,7 @@ def test_unreachable_orchestrator_is_a_clean_error(tmp_path: Path) -> None:
 def test_operator_init_site_add_and_token(tmp_path: Path) -> None:
     home = tmp_path / "orch"
     init = runner.invoke(app, ["orchestrator", "init", "--dir", str(home)])
-    assert init.exit_code == 0 and "ofadm_" in init.output
+    assert init.exit_code == 0 and "ofop_" in init.output
     again = runner.invoke(app, ["orchestrator", "init", "--dir", str(home)])
     assert again.exit_code == 1 and "initialised already" in again.output
     site = runner.invoke(app, ["site", "add", "hospital-a", "--dir", str(home)])

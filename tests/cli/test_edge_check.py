@@ -46,7 +46,7 @@ def test_a_valid_edge_passes_and_says_what_it_accepts(home: EdgeHome) -> None:
         "ok edge.json site hospital-a, orchestrator https://fl.example.org/",
         "ok credential readable by its owner only",
         "ok identity.key fingerprint ",
-        "ok policy.yaml valid; sets every setting",
+        f"ok policy.yaml valid (version {home.policy().version}); sets every setting",
         "ok dataset data 60 patients (rows: patient 60, tumour 0, biomarker 0, treatment 0, "
         "outcome 60; extensions ext.x1, ext.y)",
         "What this site accepts (policy.yaml):",
@@ -68,8 +68,9 @@ def test_what_the_policy_narrows_is_what_it_accepts(home: EdgeHome) -> None:
     )
     code, output = check(home)
     assert code == 0, output  # warnings do not fail the check
-    every = len(EdgePolicy.model_fields)
-    assert f"ok policy.yaml valid; sets 4 of {every} settings (defaults: the rest)" in output
+    every = len(EdgePolicy.model_fields) - 1  # projects are decisions, not settings
+    version = home.policy().version
+    assert f"valid (version {version}); sets 4 of {every} settings (defaults: the rest)" in output
     assert "warning dataset data fewer patients than min_cohort_size (100)" in output
     assert "task kinds analysis " in output
     assert "datasets data; allowed but not valid here: registry " in output

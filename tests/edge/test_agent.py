@@ -23,7 +23,13 @@ from oncofed.privacy.secagg import public_bytes
 from oncofed.wire.analysis import AnalysisParams, AnalysisSpec
 from oncofed.wire.messages import TaskAssignment
 from oncofed.wire.profile import DataProfile
-from tests.support import make_spec, sample_profile, save_columns
+from tests.support import (
+    TEST_PROJECT,
+    approval_block,
+    make_spec,
+    sample_profile,
+    save_columns,
+)
 
 
 @pytest.fixture
@@ -33,16 +39,19 @@ def home(tmp_path: Path) -> EdgeHome:
     rng = np.random.default_rng(1)
     columns = {"x1": rng.normal(size=60), "x2": rng.normal(size=60), "y": rng.integers(0, 2, 60)}
     save_columns(edge.datasets, "data", columns)
+    edge.policy_file.write_text(edge.policy_file.read_text() + APPROVED)
     return edge
 
 
 ORCHESTRATOR_KEY = "ab" * 32
 NEWTON = AnalysisSpec.model_validate(
-    {"name": "a", "dataset": "data",
+    {"name": "a", "project": TEST_PROJECT, "dataset": "data",
      "analysis": {"type": "logistic", "outcome": {"type": "binary", "label": "ext.y"},
                   "covariates": ["ext.x1", "ext.x2"]}}
 )  # fmt: skip
 """A logistic regression over the home's dataset: a Newton loop."""
+APPROVED = "\n" + approval_block(make_spec(), NEWTON)
+"""The site's approval of the test project, ending every policy these tests write."""
 NEWTON_START = AnalysisParams(pooled=[0.0, 0.0, 0.0], own=[0.0, 0.0, 0.0])
 
 
@@ -127,7 +136,7 @@ def test_the_egress_line_of_a_newton_round_names_the_hash_of_its_coefficients(
 
 
 def test_agent_declines_what_its_policy_forbids(home: EdgeHome) -> None:
-    script = Script(stats_task(model={"type": "mlp"}, rounds=5000), outages=0)
+    script = Script(stats_task(rounds=5000), outages=0)
     agent = Agent(home, transport=httpx.MockTransport(script))
     agent.run(max_tasks=1)
     [(path, body)] = script.posts
@@ -225,7 +234,7 @@ def test_each_task_is_checked_against_the_policy_as_it_is_then(
     def edit(text: str, keep_time: bool = False) -> Callable[[], None]:
         def write() -> None:
             stamp = path.stat().st_mtime_ns if keep_time else None
-            path.write_text(text)
+            path.write_text(text + APPROVED)
             if stamp is not None:  # as two writes within one tick of the file system's clock
                 os.utime(path, ns=(stamp, stamp))
 
@@ -253,9 +262,11 @@ def test_each_task_is_checked_against_the_policy_as_it_is_then(
         "as an integer"
     )
     missing = f"{path} is missing: restore it (a site never falls back to the default policy)"
+    four = hashlib.sha256(("# site policy\nmax_rounds:  4\n" + APPROVED).encode()).hexdigest()
+    four = four[:12]
     assert answers == [
         ("result", ""),
-        ("decline", f"5 rounds; policy max_rounds is 4 in {path}"),
+        ("decline", f"5 rounds; policy max_rounds is 4 in {path} (policy {four})"),
         ("decline", mistake),
         ("decline", mistake),
         ("result", ""),
@@ -275,11 +286,11 @@ def test_each_task_is_checked_against_the_policy_as_it_is_then(
 
 
 def test_an_edge_started_with_a_broken_policy_declines_until_it_is_fixed(home: EdgeHome) -> None:
-    home.policy_file.write_text("allowed_tasks: [stats]\nmin_cohrt_size: 5\n")
+    home.policy_file.write_text("allowed_tasks: [stats]\nmin_cohrt_size: 5\n" + APPROVED)
     posts = Tasks(
         [
             (lambda: 0, job(1)),
-            (lambda: home.policy_file.write_text("allowed_tasks: [stats]\n"), job(2)),
+            (lambda: home.policy_file.write_text("allowed_tasks: [stats]\n" + APPROVED), job(2)),
         ]
     )
     assert posts.run(home) == [
@@ -307,7 +318,7 @@ def test_a_cohort_kept_between_rounds_is_checked_again_under_a_new_policy(
     posts = Tasks(
         [
             (lambda: 0, rounds[0]),
-            (lambda: home.policy_file.write_text("min_cohort_size: 100\n"), rounds[1]),
+            (lambda: home.policy_file.write_text("min_cohort_size: 100\n" + APPROVED), rounds[1]),
         ]
     )
     [first, second] = posts.run(home)

@@ -126,7 +126,7 @@ def test_malformed_json_result_is_a_422(api: TestClient, state: State) -> None:
 def state_token(state: State) -> str:
     from oncofed.orchestrator.setup import add_principal
 
-    return add_principal(state.home, "rita", "researcher")
+    return add_principal(state.home, "rita", "researcher").token
 
 
 def test_jobs_are_listed_a_page_at_a_time(api: TestClient, state: State) -> None:

@@ -20,7 +20,7 @@ from oncofed.orchestrator.progress import Progress
 from oncofed.wire.analysis import AnalysisSpec
 from oncofed.wire.messages import StatsResult
 from tests.orchestrator.test_rounds import held_out, post_update
-from tests.support import State, auth, make_spec, sample_profile
+from tests.support import State, auth, in_project, make_spec, sample_profile
 
 HUGE = "1" + "0" * 400
 """10^400: valid JSON, an integer Python reads exactly."""
@@ -34,6 +34,7 @@ def analysis(kind: dict[str, Any]) -> dict[str, Any]:
 
 
 def submit(api: TestClient, state: State, spec: dict[str, Any]) -> str:
+    spec = in_project(state, spec)
     created = api.post("/jobs", json=spec, headers=auth(state.admin_token))
     assert created.status_code == 201, created.text
     return str(created.json()["id"])

@@ -179,7 +179,7 @@ def serving(home: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     stopped (SIGTERM) at the end unless the test killed it already."""
     process = subprocess.Popen(
         [sys.executable, "-m", "oncofed", "orchestrator", "serve", "--dir", str(home),
-         "--port", str(port), "--log-level", "warning"],
+         "--port", str(port), "--log-level", "warning", "--plain-http"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )  # fmt: skip

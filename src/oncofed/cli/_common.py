@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
@@ -12,7 +13,9 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from rich.text import Text
 
+from oncofed._text import as_text, plain
 from oncofed.cdm.errors import CdmError
 from oncofed.client import Client, ClientError
 from oncofed.edge.errors import EdgeError
@@ -52,6 +55,7 @@ USER_ERRORS = (
 )
 
 StateDir = Annotated[Path, typer.Option("--dir", help="State directory.", show_default=False)]
+EdgeDir = Annotated[Path, typer.Option("--dir", help="Edge directory.", show_default=False)]
 UrlOption = Annotated[
     str | None, typer.Option("--url", envvar="ONCOFED_URL", help="Orchestrator URL.")
 ]
@@ -70,24 +74,37 @@ def friendly(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except USER_ERRORS as exc:
             detail = getattr(exc, "detail", None) or str(exc)
-            err_console.print(f"[bold red]error:[/] {detail}")
+            err_console.print(Text.assemble(("error:", "bold red"), " ", as_text(detail)))
             raise typer.Exit(1) from exc
 
     return wrapper
 
 
+CA_FILE: ContextVar[Path | None] = ContextVar("ca_file", default=None)
+"""The consortium CA given to ``oncofed --ca`` (or ``ONCOFED_CA``), set on every run."""
+
+
 def client(url: str | None, token: str | None) -> Client:
-    return Client(url, token)
+    """A client pinning the CA given to ``oncofed --ca`` (or ``ONCOFED_CA``)."""
+    return Client(url, token, ca=CA_FILE.get())
 
 
 def setup_logging(level: str = "INFO") -> None:
     handler: logging.Handler
     if err_console.is_terminal:
         handler = RichHandler(console=err_console, show_path=False)
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        handler.setFormatter(_PlainFormatter("%(name)s: %(message)s"))
     else:  # a log file or journal: plain lines, and no rendering cost on hot paths
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     # One line per HTTP request is noise in a polling agent, and rendering it costs CPU.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+class _PlainFormatter(logging.Formatter):
+    """Log lines quote what sites and researchers wrote: no escape sequence of theirs reaches
+    the operator's terminal or journal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return plain(super().format(record))

@@ -31,7 +31,7 @@ def demo(
 @friendly
 def data(out: Annotated[Path, typer.Option(help="Folder for exports and job specs.")]) -> None:
     """Write the demo's 4 hospital exports (CSV, OMOP, FHIR, Parquet) with their mapping files
-    and its 2 job specs, to run the federation by hand."""
+    and its job specs with the project they belong to, to run the federation by hand."""
     from oncofed.demo.data import write_demo_inputs
 
     console.print("Each hospital's export, and the command its edge imports it with:")
@@ -39,4 +39,6 @@ def data(out: Annotated[Path, typer.Option(help="Folder for exports and job spec
         mapping = f" --mapping {source.mapping}" if source.mapping else ""
         command = f"oncofed edge import {source.location} --from {source.format}{mapping}"
         console.print(f"{site}: {command} --dir EDGE --name gbsg2", soft_wrap=True)
-    console.print(f"job specs: {', '.join(str(p) for p in sorted(out.glob('*.yaml')))}")
+    specs = sorted(p for p in out.glob("*.yaml") if p.name != "project.yaml")
+    console.print(f"the project they belong to: {out / 'project.yaml'}", soft_wrap=True)
+    console.print(f"job specs: {', '.join(str(p) for p in specs)}")

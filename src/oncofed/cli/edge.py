@@ -12,9 +12,12 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from oncofed._text import as_text, plain
+from oncofed.cli import audit, plugins, projects
 from oncofed.cli._common import (
     FINGERPRINT_WIDTH,
     TIME_WIDTH,
+    EdgeDir,
     console,
     friendly,
     names_table,
@@ -33,9 +36,6 @@ class SourceFormat(StrEnum):
     fhir = "fhir"
 
 
-EdgeDir = Annotated[Path, typer.Option("--dir", help="Edge directory.", show_default=False)]
-
-
 @app.command()
 @friendly
 def init(
@@ -44,10 +44,31 @@ def init(
         str, typer.Option(help="Orchestrator URL, e.g. https://fl.example.org")
     ],
     token: Annotated[str, typer.Option(help="One-time enrolment token from the operator.")],
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="The consortium CA's certificate from the operator (required for https).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Enrol this site. Its credential is stored in the edge directory and never printed."""
-    config = enrol(EdgeHome(home), orchestrator, token)
-    console.print(f"Enrolled as site [bold]{config.site}[/]; settings and policy in {home}.")
+    """Enrol this site. Its credential is stored in the edge directory and never printed.
+    With the CA file, the orchestrator is verified against that CA alone, and the site gets
+    a client certificate for its identity key (kept there too, renewed by the agent)."""
+    edge = EdgeHome(home)
+    config = enrol(edge, orchestrator, token, ca)
+    console.print(
+        Text.assemble("Enrolled as site ", as_text(config.site, style="bold"),
+                      f"; settings and policy in {home}.")
+    )  # fmt: skip
+    if ca is not None:
+        from cryptography import x509
+
+        from oncofed.edge.certificates import fingerprint_lines
+
+        pinned = x509.load_pem_x509_certificate(edge.ca_file.read_bytes())
+        lines = ["Consortium CA pinned; compare with the operator's:", *fingerprint_lines(pinned)]
+        console.print(Text("\n".join(lines)))
 
 
 @app.command("import")
@@ -123,7 +144,7 @@ def check(home: EdgeDir) -> None:
     for finding in report.findings:
         style = STATUS_STYLES[finding.status]
         status = Text(finding.status, style=style)
-        found.add_row(status, Text(finding.subject), Text(finding.detail))
+        found.add_row(status, as_text(finding.subject), as_text(finding.detail))
     console.print(Text(f"Edge {edge.root}"), found, sep="\n")
     console.print()
     if report.policy is None:
@@ -167,7 +188,7 @@ def identity(home: EdgeDir) -> None:
     edge = EdgeHome(home)
     config, policy = edge.config(), edge.policy()
     own = fingerprint(public_bytes(edge.identity()))
-    console.print(f"site {config.site}: {own}", highlight=False, markup=False)
+    console.print(f"site {plain(config.site)}: {own}", highlight=False, markup=False)
     pinned = config.orchestrator_key
     orchestrator = fingerprint(bytes.fromhex(pinned)) if pinned else "not pinned yet"
     console.print(f"orchestrator: {orchestrator}", highlight=False, markup=False)
@@ -177,7 +198,7 @@ def identity(home: EdgeDir) -> None:
     widths = {"fingerprint": FINGERPRINT_WIDTH, "pinned (UTC)": TIME_WIDTH}
     table = names_table("peer site", widths, title=f"peers, pinned on {mode}")
     for site, print_, seen in peers:
-        table.add_row(Text(site), print_, f"{seen:%Y-%m-%d %H:%M}")
+        table.add_row(as_text(site), print_, f"{seen:%Y-%m-%d %H:%M}")
     console.print(table if peers else "no peer keys pinned yet (none until a secure round)")
 
 
@@ -199,7 +220,10 @@ def run(
     torch.set_num_interop_threads(1)
     signal.signal(signal.SIGTERM, _interrupt)
     agent = Agent(EdgeHome(home), poll_seconds=poll_seconds)
-    console.print(f"Edge [bold]{agent.site}[/] polling {agent.orchestrator} (no listening port).")
+    console.print(
+        Text.assemble("Edge ", as_text(agent.site, style="bold"),
+                      f" polling {agent.orchestrator} (no listening port).")
+    )  # fmt: skip
     try:
         agent.run()
     except KeyboardInterrupt:
@@ -211,3 +235,10 @@ def run(
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     """SIGTERM stops the agent like Ctrl-C, even in the middle of a long poll."""
     raise KeyboardInterrupt
+
+
+app.add_typer(audit.edge_app, name="audit")
+app.command("plugins")(plugins.list_plugins)
+app.command("projects")(projects.edge_projects)
+app.command("approve")(projects.approve)
+app.command("decline")(projects.decline)

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
+from oncofed._text import as_text
 from oncofed.cli._common import TokenOption, UrlOption, client, console, friendly
 from oncofed.cli.watch import live_view, render_job
 from oncofed.client import Client, load_spec
@@ -28,7 +30,13 @@ def submit(
     job_spec = load_spec(spec)
     with client(url, token) as api:
         created = api.submit(job_spec)
-        console.print(f"Job [bold]{created.id}[/] ({created.name}) on {', '.join(created.sites)}")
+        console.print(
+            Text.assemble(
+                "Job ",
+                as_text(created.id, style="bold"),
+                as_text(f" ({created.name}) on {', '.join(created.sites)}"),
+            )
+        )
         if watch_:
             _watch(api, created.id)
 
@@ -62,14 +70,8 @@ def list_jobs(url: UrlOption = None, token: TokenOption = None) -> None:
         jobs = api.jobs()
     for job in jobs:
         done = sum(1 for r in job.rounds if r.status == "closed")
-        table.add_row(
-            job.name,
-            job.label,
-            job.status,
-            f"{done}/{job.planned_rounds or '?'}",
-            f"{job.created_at:%Y-%m-%d %H:%M}",
-            job.id,
-        )
+        cells = (job.name, job.label, job.status, f"{done}/{job.planned_rounds or '?'}")
+        table.add_row(*map(as_text, cells), f"{job.created_at:%Y-%m-%d %H:%M}", as_text(job.id))
     console.print(table)
 
 
@@ -102,4 +104,4 @@ def result(
     else:  # no result: who declined, expired or failed says why
         console.print(render_sites(job.participation))
     for path in write_job(job, out, model):  # a path is never broken across lines
-        console.print(f"written: {path}", highlight=False, soft_wrap=True)
+        console.print(f"written: {path}", highlight=False, markup=False, soft_wrap=True)

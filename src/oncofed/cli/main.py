@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from oncofed.cli import demo, edge, job, orchestrator, site
+from oncofed.cli import access, audit, demo, edge, job, orchestrator, projects, site
+from oncofed.cli._common import CA_FILE
 
 app = typer.Typer(
     help="oncofed: federated learning across cancer centres; no patient row leaves a hospital.",
@@ -12,8 +16,31 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",  # a docstring's paragraph is one paragraph, not its lines
 )
+
+
+@app.callback()
+def main(
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca",
+            envvar="ONCOFED_CA",
+            help="The consortium CA's certificate: the orchestrator's must chain to it "
+            "(the system's store is not used). For the commands that call the API.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """oncofed: federated learning across cancer centres; no patient row leaves a hospital."""
+    CA_FILE.set(ca)
+
+
 app.add_typer(orchestrator.app, name="orchestrator")
 app.add_typer(site.app, name="site")
 app.add_typer(edge.app, name="edge")
 app.add_typer(job.app, name="job")
+app.add_typer(access.token_app, name="token")
+app.add_typer(access.person_app, name="person")
+app.add_typer(projects.project_app, name="project")
+app.add_typer(audit.app, name="audit")
 app.add_typer(demo.app, name="demo")

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
+from rich.text import Text
 
-from oncofed.cli._common import StateDir, console, friendly, setup_logging
-from oncofed.orchestrator import Settings, create_app, migrate
+from oncofed.cli._common import StateDir, console, err_console, friendly, setup_logging
+from oncofed.edge.certificates import fingerprint_lines
+from oncofed.orchestrator import Settings, create_app, migrate, pki, tls
 from oncofed.orchestrator import setup as state
+from oncofed.orchestrator.errors import BadRequest
 from oncofed.orchestrator.memory import bound_allocator, settle_collector
 
 app = typer.Typer(help="Run the orchestrator (the operator's side).", no_args_is_help=True)
+
+
+HostsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--host",
+        help="A host name or IP address edges dial, named in the server certificate "
+        "(repeat it; default: localhost and 127.0.0.1).",
+        show_default=False,
+    ),
+]
 
 
 @app.command()
@@ -25,14 +40,47 @@ def init(
             help="SQLAlchemy URL, e.g. postgresql+pg8000://user@host/db (default SQLite)."
         ),
     ] = None,
+    hosts: HostsOption = None,
 ) -> None:
-    """Create the state directory and database; print the operator token once."""
-    token = state.initialise(home, database_url)
+    """Create the state directory, database, consortium CA and server certificate; print
+    the operator token once."""
+    token = state.initialise(home, database_url, hosts or pki.DEFAULT_HOSTS)
     console.print(
         f"Orchestrator state in [bold]{home}[/] ({Settings.load(home).url.split('://')[0]})."
     )
+    _show_ca(home)
     console.print("Operator token (shown once, keep it secret):")
     console.print(token, soft_wrap=True, highlight=False)
+
+
+def _show_ca(home: Path) -> None:
+    """Where the CA's certificate is, and its fingerprint, for the operator to hand out."""
+    paths = pki.Paths.of(home)
+    cert = pki.Authority.load(paths).cert
+    console.print(Text(f"Consortium CA: {paths.ca_cert} (give it to every site with its token)"))
+    console.print(Text("\n".join(fingerprint_lines(cert))))
+
+
+@app.command()
+@friendly
+def ca(home: StateDir) -> None:
+    """Print the consortium CA's certificate (PEM, on standard output: redirect it to a file
+    for the sites) and its SHA-256 fingerprint (on standard error), which site admins compare
+    with what ``oncofed edge init`` shows."""
+    paths = pki.Paths.of(home)
+    cert = pki.Authority.load(paths).cert
+    typer.echo(paths.ca_cert.read_text(), nl=False)
+    err_console.print(Text("\n".join(fingerprint_lines(cert))))
+
+
+@app.command()
+@friendly
+def certificate(home: StateDir, hosts: HostsOption = None) -> None:
+    """Issue a new server certificate for the hosts edges dial (the consortium CA is kept;
+    it is created for a state directory made before it existed). Restart serve to use it."""
+    pki.initialise(home, hosts or pki.DEFAULT_HOSTS)
+    console.print(Text(f"Server certificate: {pki.Paths.of(home).server_cert}"))
+    _show_ca(home)
 
 
 @app.command()
@@ -42,15 +90,49 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8740,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    plain_http: Annotated[
+        bool, typer.Option("--plain-http", help="Serve plain HTTP (a loopback address only).")
+    ] = False,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve plain HTTP on any address (e.g. behind a proxy that does TLS).",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the API (migrating the database to the newest schema first)."""
+    """Serve the API over HTTPS with the consortium CA's server certificate, edges
+    authenticated by their client certificates (mutual TLS); the database is migrated to
+    the newest schema first."""
+    plain = plain_http or insecure
+    if plain and not insecure and not tls.is_loopback(host):
+        raise BadRequest(
+            f"plain HTTP is served on a loopback address only, not {host}: serve HTTPS "
+            "(the default), or pass --insecure if a proxy in front does TLS"
+        )
     setup_logging(log_level.upper())
     bound_allocator()
     settings = Settings.load(home)
     migrate(settings.url)
     application = create_app(settings)
+    options = {} if plain else tls.mutual_tls(application, home)
+    if insecure and not tls.is_loopback(host):
+        err_console.print(
+            Text(
+                f"WARNING: --insecure: plain HTTP on {host}:{port}. Tokens, credentials and "
+                "results cross the network unencrypted unless a proxy in front does TLS, "
+                "and edges are not authenticated by certificates.",
+                style="bold red",
+            )
+        )
+    elif plain:
+        err_console.print(Text(f"Serving plain HTTP on {host}:{port} (loopback only; no TLS)."))
+    else:
+        err_console.print(
+            Text(f"Serving HTTPS on {host}:{port}; edges present client certificates.")
+        )
     settle_collector()
-    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False, **options)
 
 
 @app.command()
@@ -58,7 +140,13 @@ def serve(
 def token(
     home: StateDir,
     name: Annotated[str, typer.Argument(help="Who the token is for.")],
-    role: Annotated[str, typer.Option(help="researcher or admin.")] = "researcher",
+    role: Annotated[str, typer.Option(help="researcher, site_admin or operator.")] = "researcher",
+    site: Annotated[str | None, typer.Option(help="The site a site admin acts for.")] = None,
+    days: Annotated[
+        float | None, typer.Option(help="Lifetime in days (default: the settings').")
+    ] = None,
 ) -> None:
-    """Create a token for a researcher (or another operator); printed once."""
-    console.print(state.add_principal(home, name, role), soft_wrap=True, highlight=False)
+    """Add a person and print their first token (once). It works on the state directory: an
+    operator whose tokens all expired adds another operator here."""
+    created = state.add_principal(home, name, role, site, days)
+    console.print(created.token, soft_wrap=True, highlight=False, markup=False)

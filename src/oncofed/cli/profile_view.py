@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
-from rich.text import Text
 
+from oncofed._text import as_text
 from oncofed.cdm.fields import ENDPOINTS, TABLES
 from oncofed.wire.profile import Cell, DataProfile, FieldProfile
 
@@ -20,31 +20,32 @@ def render_profile(profile: DataProfile) -> RenderableType:
     have them, and the distribution of coded values (each marker's results as ``ER.result``
     under biomarker, the extension features last, under ``ext``, counted per patient). Hidden
     counts show as published: ``<11`` (a small count) or ``suppressed`` (hidden to protect
-    one). Text from the report is shown as is, never read as markup."""
+    one). Text from the report is shown as written (``oncofed._text``), never as markup."""
     rejected = _counts(profile.rejected) or "none"
     parts: list[RenderableType] = [
-        Text(
+        as_text(
             f"{profile.source_format} · imported {_utc(profile.imported_at)} · "
             f"threshold {profile.threshold} · {profile.rows_read} rows read · "
             f"{profile.patients} patients · rejected: {rejected}"
         ),
-        Text(f"tables stored: {_counts(profile.tables) or 'none'}"),
+        as_text(f"tables stored: {_counts(profile.tables) or 'none'}"),
     ]
     evidence = _evidence(profile.fields)
     if evidence:
         shown = " · ".join(f"{endpoint} {count}" for endpoint, count in evidence.items())
-        parts.append(Text(f"patients with evidence for each endpoint: {shown}"))
+        parts.append(as_text(f"patients with evidence for each endpoint: {shown}"))
     if profile.extensions:
-        parts.append(Text(f"extensions: {', '.join(profile.extensions)}"))
+        parts.append(as_text(f"extensions: {', '.join(profile.extensions)}"))
     for table, fields in _by_table(profile.fields).items():
         grid = Table(
-            "field", "present", "missing", "values", title=Text(table), title_justify="left"
+            "field", "present", "missing", "values", title=as_text(table), title_justify="left"
         )
         for f in fields:
             cells = (f.field, str(f.present), str(f.missing), _counts(f.values or {}))
-            grid.add_row(*map(Text, cells))
+            grid.add_row(*map(as_text, cells))
         parts.append(grid)
-    return Panel(Group(*parts), title=f"[bold]{profile.dataset}[/]", title_align="left")
+    title = as_text(profile.dataset, style="bold")
+    return Panel(Group(*parts), title=title, title_align="left")
 
 
 def _counts(counts: Mapping[str, Cell]) -> str:

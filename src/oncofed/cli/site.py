@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from oncofed._text import as_text
 from oncofed.cli._common import (
     FINGERPRINT_WIDTH,
     TIME_WIDTH,
@@ -33,7 +34,11 @@ def add(
 ) -> None:
     """Register a site and print its one-time enrolment token."""
     created = state.add_site(home, name)
-    console.print(f"Site [bold]{created.name}[/] created. One-time enrolment token:")
+    console.print(
+        Text.assemble(
+            "Site ", as_text(created.name, style="bold"), " created. One-time enrolment token:"
+        )
+    )
     console.print(created.enrolment_token, soft_wrap=True, highlight=False)
 
 
@@ -51,11 +56,11 @@ def list_sites(url: UrlOption = None, token: TokenOption = None) -> None:
     for site in sites:
         seen = site.last_seen.strftime("%Y-%m-%d %H:%M") if site.last_seen else "never"
         table.add_row(
-            Text(site.name),
-            "yes" if site.enrolled else "no",
+            as_text(site.name),
+            "revoked" if site.revoked else "yes" if site.enrolled else "no",
             "[green]yes[/]" if site.connected else "[red]no[/]",
             seen,
-            site.key_fingerprint or "none",
+            as_text(site.key_fingerprint or "none"),
         )
     console.print(table)
 
@@ -81,6 +86,24 @@ def profile(
         console.print_json(data=[p.model_dump(mode="json") for p in reports])
         return
     if not reports:
-        console.print(f"Site [bold]{name}[/] has sent no data quality report yet.")
+        console.print(
+            Text.assemble(
+                "Site ", as_text(name, style="bold"), " has sent no data quality report yet."
+            )
+        )
     for report in reports:
         console.print(render_profile(report))
+
+
+@app.command()
+@friendly
+def revoke(
+    name: Annotated[str, typer.Argument(help="Site name.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Revoke a site (operator): its edge's next request is refused. A revoked site is never
+    re-enabled; the hospital is added again under a new name."""
+    with client(url, token) as api:
+        revoked = api.revoke_site(name)
+    console.print(Text.assemble("Site ", as_text(revoked.name, style="bold"), " revoked."))

@@ -7,12 +7,12 @@ from contextlib import contextmanager
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.markup import escape
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from oncofed._text import as_text
 from oncofed.client.report import POOLED_ONLY, curves
 from oncofed.client.sites_view import render_sites
 from oncofed.wire.messages import JobPublic, RoundPublic
@@ -43,8 +43,8 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
     head.add_row(
         ProgressBar(total=total, completed=closed, width=40),
         f"{closed}/{total} rounds",
-        f"[{_STATUS[job.status]}]{job.status}[/]",
-        (
+        as_text(job.status, style=_STATUS[job.status]),
+        as_text(
             f"round {current.number} ({_kind(current)}): {reporting}/{len(current.sites)} sites"
             if current and job.status == "running"
             else ""
@@ -53,12 +53,14 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
     if job.spec.kind == "analysis":
         parts: list[RenderableType] = [head, render_sites(job.participation)]
         if job.error:
-            parts.append(Text(job.error, style="red"))
+            parts.append(as_text(job.error, style="red"))
         return Panel(Group(*parts), title=_title(job), title_align="left")
     secure = job.spec.privacy.secure_aggregation
     columns = [] if secure else job.sites  # no site's own metrics under secure aggregation
-    headers = ("round", "sites", "train loss", f"all sites {metric}", *map(escape, columns))
-    table = Table(*headers, expand=False)
+    headers = ("round", "sites", "train loss", f"all sites {metric}", *columns)
+    table = Table(expand=False)
+    for header in headers:
+        table.add_column(as_text(header))
     if secure:
         table.caption = POOLED_ONLY
     for row in curves(job)[-last:]:
@@ -72,7 +74,7 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
         )
     parts = [head, table, render_sites(job.participation, training=True)]
     if job.error:
-        parts.append(Text(job.error, style="red"))  # it quotes sites' reasons: never markup
+        parts.append(as_text(job.error, style="red"))  # it quotes sites' reasons
     return Panel(Group(*parts), title=_title(job), title_align="left")
 
 
@@ -82,7 +84,7 @@ def _kind(rnd: RoundPublic) -> str:
 
 
 def _title(job: JobPublic) -> Text:
-    return Text.assemble(job.name, (f" {job.id[:8]} {job.label}", "dim"))
+    return Text.assemble(as_text(job.name), as_text(f" {job.id[:8]} {job.label}", "dim"))
 
 
 def _fmt(value: float | None) -> str:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import yaml
 from pydantic import ValidationError
 
+from oncofed.wire.access import NewToken, PrincipalPublic, TokenCreated, TokenPublic
 from oncofed.wire.analysis import SPECS, AnalysisSpec
 from oncofed.wire.messages import (
     API_PREFIX,
@@ -22,9 +24,11 @@ from oncofed.wire.messages import (
     error_detail,
 )
 from oncofed.wire.profile import DataProfile
+from oncofed.wire.projects import NewProject, ProjectPublic
 from oncofed.wire.spec import JobSpec
 
-URL_ENV, TOKEN_ENV = "ONCOFED_URL", "ONCOFED_TOKEN"
+URL_ENV, TOKEN_ENV, CA_ENV = "ONCOFED_URL", "ONCOFED_TOKEN", "ONCOFED_CA"
+T = TypeVar("T")
 
 
 class ClientError(Exception):
@@ -42,7 +46,12 @@ _KINDS = ("train", "analysis")
 def load_spec(source: Path | str | dict[str, Any]) -> JobSpec | AnalysisSpec:
     """A training job or an analysis from a YAML file or a dict; errors name the file and the
     field."""
-    where = str(source) if isinstance(source, Path | str) else "spec"
+    return _load(source, SPECS.validate_python, "job spec")
+
+
+def _load(source: Path | str | dict[str, Any], validate: Callable[[Any], T], what: str) -> T:
+    """A message from a YAML file or a dict; errors name the file and each field."""
+    where = str(source) if isinstance(source, Path | str) else what
     try:
         data = (
             yaml.safe_load(Path(source).read_text()) if isinstance(source, Path | str) else source
@@ -50,17 +59,29 @@ def load_spec(source: Path | str | dict[str, Any]) -> JobSpec | AnalysisSpec:
     except (OSError, yaml.YAMLError) as exc:
         raise ClientError(f"{where}: cannot be read: {exc}") from exc
     try:
-        return SPECS.validate_python(data)
+        return validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in _field_path(err['loc'])) or '(top level)'}: {err['msg']}"
             for err in exc.errors()
         )
-        raise ClientError(f"{where}: invalid job spec: {problems}") from exc
+        raise ClientError(f"{where}: invalid {what}: {problems}") from exc
+
+
+def _verify(ca: Path | str | None) -> ssl.SSLContext | bool:
+    """Trust the consortium CA in the file ``ca`` alone (never the system's store), or the
+    system's store when none is given."""
+    if not ca:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ClientError(f"cannot use the CA file {ca}: {exc}") from exc
 
 
 class Client:
-    """``Client(url, token)``; both default to ``ONCOFED_URL`` and ``ONCOFED_TOKEN``."""
+    """``Client(url, token, ca=...)``; they default to ``ONCOFED_URL``, ``ONCOFED_TOKEN`` and
+    ``ONCOFED_CA`` (the consortium CA's certificate, which the orchestrator's must chain to)."""
 
     def __init__(
         self,
@@ -69,6 +90,7 @@ class Client:
         *,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        ca: Path | str | None = None,
     ) -> None:
         url = url or os.environ.get(URL_ENV)
         token = token or os.environ.get(TOKEN_ENV)
@@ -78,6 +100,7 @@ class Client:
             base_url=url.rstrip("/") + API_PREFIX,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
+            verify=_verify(ca or os.environ.get(CA_ENV)),
             transport=transport,
         )
 
@@ -112,6 +135,10 @@ class Client:
         return SiteCreated.model_validate(
             self._request("POST", "/sites", json={"name": name}).json()
         )
+
+    def revoke_site(self, name: str) -> SitePublic:
+        """Revoke a site (operator): its credential fails from its next request on."""
+        return SitePublic.model_validate(self._request("POST", f"/sites/{name}/revoke").json())
 
     def profiles(self, site: str) -> list[DataProfile]:
         """The data quality report ``site`` sent on each of its datasets (suppressed counts)."""
@@ -159,3 +186,47 @@ class Client:
     def model_bytes(self, job_id: str) -> bytes:
         """The latest global model as safetensors bytes."""
         return self._request("GET", f"/jobs/{job_id}/model").content
+
+    def people(self) -> list[PrincipalPublic]:
+        """Everyone who may call the API (the operator's view)."""
+        return [PrincipalPublic.model_validate(p) for p in self._request("GET", "/people").json()]
+
+    def add_person(
+        self, name: str, role: str, site: str | None = None, days: float | None = None
+    ) -> TokenCreated:
+        """Add a researcher, site admin or operator; the answer holds their first token (the
+        orchestrator validates the fields)."""
+        body = {"name": name, "role": role, "site": site, "days": days}
+        response = self._request("POST", "/people", json=body)
+        return TokenCreated.model_validate(response.json())
+
+    def tokens(self) -> list[TokenPublic]:
+        """The caller's tokens (the operator's: everyone's)."""
+        return [TokenPublic.model_validate(t) for t in self._request("GET", "/tokens").json()]
+
+    def new_token(self, label: str = "", days: float | None = None) -> TokenCreated:
+        """Another token for the caller, e.g. to rotate the one in use."""
+        body = NewToken(label=label, days=days).model_dump(mode="json")
+        return TokenCreated.model_validate(self._request("POST", "/tokens", json=body).json())
+
+    def revoke_token(self, token_id: int) -> TokenPublic:
+        """Revoke a token; it fails from its next request on."""
+        return TokenPublic.model_validate(self._request("DELETE", f"/tokens/{token_id}").json())
+
+    def create_project(self, project: NewProject | Path | str | dict[str, Any]) -> ProjectPublic:
+        """Declare a project (from a YAML file, a dict or a ``NewProject``)."""
+        if not isinstance(project, NewProject):
+            project = _load(project, NewProject.model_validate, "project")
+        body = project.model_dump(mode="json")
+        return ProjectPublic.model_validate(self._request("POST", "/projects", json=body).json())
+
+    def projects(self) -> list[ProjectPublic]:
+        """The projects the caller may read, with each site's decision."""
+        return [ProjectPublic.model_validate(p) for p in self._request("GET", "/projects").json()]
+
+    def project(self, name: str) -> ProjectPublic:
+        return ProjectPublic.model_validate(self._request("GET", f"/projects/{name}").json())
+
+    def add_member(self, project: str, researcher: str) -> None:
+        """Add a researcher to a project (its owner or the operator may)."""
+        self._request("POST", f"/projects/{project}/members", json={"name": researcher})

@@ -15,8 +15,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from rich.console import Group, RenderableType
 from rich.table import Table
-from rich.text import Text
 
+from oncofed._text import as_text, figure_text
 from oncofed.client.sites_view import render_sites
 from oncofed.wire.analysis import (
     AnalysisReport,
@@ -224,7 +224,7 @@ def survival_figure(report: SurvivalReport) -> Figure:
     for row, (group, curve) in enumerate(groups):
         color = f"C{row}"
         x = [0.0, *curve.time]
-        ax.step(x, [1.0, *curve.survival], where="post", color=color, label=group)
+        ax.step(x, [1.0, *curve.survival], where="post", color=color, label=figure_text(group))
         ax.fill_between(
             x,
             [1.0, *curve.lower],
@@ -245,7 +245,7 @@ def survival_figure(report: SurvivalReport) -> Figure:
     title = "Kaplan-Meier survival"
     ax.set_title(f"{title}\n{_logrank(report)}" if report.logrank else title)
     table.set_ylim(len(groups) - 0.5, -0.5)
-    table.set_yticks(range(len(groups)), [g for g, _ in groups], fontsize=8)
+    table.set_yticks(range(len(groups)), [figure_text(g) for g, _ in groups], fontsize=8)
     for row, label in enumerate(table.get_yticklabels()):
         label.set_color(f"C{row}")
     table.tick_params(bottom=False, labelbottom=False, left=False, pad=18)
@@ -279,9 +279,10 @@ def forest_figure(report: RegressionReport) -> Figure:
             markersize=7 if j == 0 else 4,
             linewidth=2 if j == 0 else 1,
             capsize=0 if j == 0 else 2,
-            label=site,
+            label=figure_text(site),
         )
-    ax.set_yticks([-(i * step) for i in range(len(names))], names, fontweight="bold", fontsize=9)
+    ticks = [-(i * step) for i in range(len(names))]
+    ax.set_yticks(ticks, [figure_text(n) for n in names], fontweight="bold", fontsize=9)
     for h in report.heterogeneity:
         if h.name in names:
             ax.annotate(
@@ -349,10 +350,11 @@ def histogram_figure(report: SummaryReport) -> Figure:
         hidden = Patch(fill=False, hatch="//", edgecolor="grey", label="hidden count")
         ax.legend(handles=[hidden], fontsize=8)
     s = report.pooled
+    variable = figure_text(report.variable)
     ax.set(
-        xlabel=f"{report.variable} (outer bars: below {edges[0]:g}, {edges[-1]:g} and above)",
+        xlabel=f"{variable} (outer bars: below {edges[0]:g}, {edges[-1]:g} and above)",
         ylabel="patients",
-        title=f"{report.variable}: n = {s.n}, mean = {_num(s.mean)}, sd = {_num(s.sd)}",
+        title=f"{variable}: n = {s.n}, mean = {_num(s.mean)}, sd = {_num(s.sd)}",
     )
     return fig
 
@@ -376,7 +378,7 @@ def render_analysis(
         main = _render_regression(report)
     notes: list[RenderableType] = []
     if report.secure_sites is not None:
-        notes.append(Text(f"securely aggregated over: {', '.join(report.secure_sites)}"))
+        notes.append(as_text(f"securely aggregated over: {', '.join(report.secure_sites)}"))
     if participation is not None:
         return Group(main, *notes, render_sites(participation))
     for heading, sites in (
@@ -385,7 +387,7 @@ def render_analysis(
     ):
         if sites:
             listed = "; ".join(f"{site} ({why})" for site, why in sites.items())
-            notes.append(Text(f"{heading}: {listed}"))
+            notes.append(as_text(f"{heading}: {listed}"))
     return Group(main, *notes) if notes else main
 
 
@@ -408,21 +410,21 @@ def _interval(value: float, lower: float, upper: float) -> str:
 
 def _framed(heading: str, *tables: Table, footer: str = "") -> RenderableType:
     """Tables with a line above them and, when given, one below (not wrapped to their width)."""
-    return Group(Text(heading, style="bold"), *tables, *([Text(footer)] if footer else []))
+    return Group(as_text(heading, style="bold"), *tables, *([as_text(footer)] if footer else []))
 
 
 def _table(first: str, *numbers: str) -> Table:
     """A table with a label column and right-aligned columns of numbers. Numbers are never
     wrapped; on a narrow terminal a long label folds onto a second line instead."""
     table = Table()
-    table.add_column(Text(first), overflow="fold")
+    table.add_column(as_text(first), overflow="fold")
     for header in numbers:
-        table.add_column(Text(header), justify="right", no_wrap=True)
+        table.add_column(as_text(header), justify="right", no_wrap=True)
     return table
 
 
 def _row(table: Table, *cells: object, style: str = "") -> None:
-    table.add_row(*(Text(str(c), style=style) for c in cells))
+    table.add_row(*(as_text(c, style=style) for c in cells))
 
 
 def _render_counts(report: CountsReport) -> RenderableType:

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from oncofed._text import figure_text
 from oncofed.client._client import ClientError
 from oncofed.client.analysis_output import write_analysis
 from oncofed.client.report import build_report, curves
@@ -29,7 +30,7 @@ def plot_curves(job: JobPublic, path: Path) -> Path:
         points = [(r["round"], r["site_metrics"].get(site, {}).get(metric)) for r in rows]
         points = [p for p in points if p[1] is not None]
         if points:
-            ax_metric.plot(*zip(*points, strict=True), alpha=0.5, label=site)
+            ax_metric.plot(*zip(*points, strict=True), alpha=0.5, label=figure_text(site))
     pooled = [(r["round"], r["metrics"].get(metric)) for r in rows if metric in r["metrics"]]
     if pooled:
         ax_metric.plot(
@@ -42,7 +43,7 @@ def plot_curves(job: JobPublic, path: Path) -> Path:
     title = f"Held-out {metric} of the global model{pooled_only}"
     ax_metric.set(title=title, xlabel="round", ylabel=metric)
     ax_metric.legend(fontsize=8)
-    fig.suptitle(f"{job.name} ({job.label})")
+    fig.suptitle(figure_text(f"{job.name} ({job.label})"))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

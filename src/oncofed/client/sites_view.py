@@ -7,6 +7,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from oncofed._text import as_text
 from oncofed.wire.messages import Participation, SiteState, SiteStatus
 
 _STYLE = {
@@ -29,10 +30,10 @@ def render_sites(participation: Participation, training: bool = False) -> Render
     table.add_column("why / note", overflow="fold")
     for name, status in participation.sites.items():
         table.add_row(
-            Text(name),
+            as_text(name),
             Text(status.state.label, style=_STYLE[status.state]),
             Text(_counts(status)),
-            Text(_note(status)),
+            as_text(_note(status)),
         )
     footer = pooled_line(participation)
     return Group(table, Text(footer)) if footer else table

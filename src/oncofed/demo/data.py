@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import yaml
 from lifelines.datasets import load_gbsg2
 
 from oncofed.cdm.importers.tabular import import_tabular
@@ -19,10 +20,13 @@ from oncofed.demo.sources.omop import write_omop
 from oncofed.demo.sources.west import west_table
 from oncofed.edge.importing import Source
 from oncofed.wire.analysis import AnalysisSpec
+from oncofed.wire.projects import NewProject, covering
 from oncofed.wire.spec import JobSpec
 
 SITES = {"north": 0.36, "south": 0.28, "east": 0.21, "west": 0.15}
 """Share of the cohort each demo site holds."""
+PROJECT = "gbsg2-study"
+"""The demo's project (its jobs' ``project``)."""
 FORMATS = {"north": "csv", "south": "omop", "east": "fhir", "west": "parquet"}
 """How each demo hospital exports its data."""
 
@@ -103,9 +107,25 @@ def demo_analyses() -> list[AnalysisSpec]:
     return [spec for spec in specs if isinstance(spec, AnalysisSpec)]
 
 
+def demo_project() -> NewProject:
+    """The study the demo's jobs belong to: its scope is exactly what they need (their kinds,
+    model and analysis types and fields), and every demo site approves it."""
+    jobs: list[JobSpec | AnalysisSpec] = [*demo_specs(), *demo_analyses()]
+    return NewProject(
+        name=PROJECT,
+        title="Recurrence and survival after breast cancer surgery (GBSG2)",
+        purpose="Train survival and 5-year recurrence models and describe recurrence-free "
+        "survival by grade across the consortium's hospitals.",
+        principal_investigator="Demo Investigator",
+        scope=covering(jobs),
+    )
+
+
 def write_demo_inputs(out: Path) -> dict[str, Source]:
     """Each hospital's export and the job specs, for running the same federation by hand."""
     sources = write_exports(out)
+    project = demo_project().model_dump(mode="json")
+    (out / "project.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
     folder = resources.files("oncofed.demo") / "jobs"
     for spec_file in folder.iterdir():
         if spec_file.name.endswith(".yaml"):

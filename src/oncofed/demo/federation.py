@@ -1,11 +1,13 @@
 """A whole federation on this machine: one orchestrator and N edges, each a separate OS process
-talking HTTP on 127.0.0.1. Used by the demo, the integration tests and the benchmark."""
+talking HTTP on 127.0.0.1 (or HTTPS with mutual TLS, as a consortium runs: ``tls=True``). Used by
+the demo, the integration tests and the benchmark."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -16,10 +18,14 @@ from types import TracebackType
 import httpx
 
 from oncofed.client import Client
+from oncofed.demo.data import demo_project
 from oncofed.edge import EdgeHome
 from oncofed.edge.enrol import enrol
+from oncofed.edge.governance import decide_project
 from oncofed.edge.importing import Source
+from oncofed.orchestrator import pki
 from oncofed.orchestrator import setup as state
+from oncofed.wire.projects import NewProject
 
 DATASET = "gbsg2"
 """The dataset name the demo, tests and benchmark import each site's data under."""
@@ -34,7 +40,9 @@ def free_port() -> int:
 class LocalFederation:
     """``with LocalFederation(root, {"site-a": Source(...), ...}) as fed: fed.client()...``.
 
-    Each site's data is imported by that edge's own ``oncofed edge import`` process."""
+    Each site's data is imported by that edge's own ``oncofed edge import`` process. With
+    ``tls``, the orchestrator serves HTTPS from its consortium CA, edges enrol with the CA's
+    certificate and present their own, and the client pins the CA."""
 
     def __init__(
         self,
@@ -45,6 +53,8 @@ class LocalFederation:
         edge_args: Sequence[str] = (),
         orchestrator_env: Mapping[str, str] | None = None,
         log_level: str = "warning",
+        tls: bool = False,
+        project: NewProject | None = None,
     ) -> None:
         self.root = root
         self.site_data = dict(site_data)
@@ -53,7 +63,9 @@ class LocalFederation:
         self.orchestrator_env = dict(orchestrator_env or {})
         self.log_level = log_level
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.project = project or demo_project()
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.token = ""
         self.orchestrator: subprocess.Popen[bytes] | None = None
         self.edges: dict[str, subprocess.Popen[bytes]] = {}
@@ -65,6 +77,11 @@ class LocalFederation:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def ca(self) -> Path | None:
+        """The consortium CA's certificate, when serving TLS."""
+        return pki.Paths.of(self.state_dir).ca_cert if self.tls else None
 
     def edge_dir(self, site: str) -> Path:
         return self.root / "edges" / site
@@ -88,10 +105,19 @@ class LocalFederation:
         self.start_orchestrator()
         for site in self.site_data:
             created = state.add_site(self.state_dir, site)
-            enrol(EdgeHome(self.edge_dir(site)), self.url, created.enrolment_token)
+            enrol(EdgeHome(self.edge_dir(site)), self.url, created.enrolment_token, self.ca)
         self.import_data()
+        self.approve(self.project)
         for site in self.site_data:
             self.start_edge(site)
+
+    def approve(self, project: NewProject) -> None:
+        """Declare ``project`` (as the operator) and approve it at every site, on the
+        federation's dataset, as each site's admin does with ``oncofed edge approve``."""
+        with self.client() as api:
+            api.create_project(project)
+        for site in self.site_data:
+            decide_project(EdgeHome(self.edge_dir(site)), project.name, dataset=self.dataset)
 
     def import_data(self) -> None:
         """Every edge imports its hospital's export, all at once, as separate processes."""
@@ -123,6 +149,7 @@ class LocalFederation:
                 str(self.port),
                 "--log-level",
                 self.log_level,
+                *([] if self.tls else ["--plain-http"]),
             ],
             env=self.orchestrator_env,
         )
@@ -144,7 +171,7 @@ class LocalFederation:
         return self.edges[site]
 
     def client(self) -> Client:
-        return Client(self.url, self.token)
+        return Client(self.url, self.token, ca=self.ca)
 
     def stop_orchestrator(self) -> None:
         if self.orchestrator is not None:
@@ -171,12 +198,14 @@ class LocalFederation:
 
     def _wait_healthy(self, timeout: float = 60.0) -> None:
         give_up = time.monotonic() + timeout
+        verify = ssl.create_default_context(cafile=self.ca) if self.ca else True
         while time.monotonic() < give_up:
             assert self.orchestrator is not None
             if self.orchestrator.poll() is not None:
                 raise RuntimeError(f"orchestrator exited; see {self.logs / 'orchestrator.log'}")
             try:
-                if httpx.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
+                health = httpx.get(f"{self.url}/v1/health", timeout=2, verify=verify)
+                if health.status_code == 200:
                     return
             except httpx.TransportError:
                 pass

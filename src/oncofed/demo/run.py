@@ -42,11 +42,16 @@ def run_demo(console: Console, out: Path | None = None, keep: bool = False) -> d
     )
     specs, analyses = demo_specs(), demo_analyses()
     try:
-        with LocalFederation(work, sources) as fed:
+        with LocalFederation(work, sources, tls=True) as fed:
             console.print(
                 f"each edge imported its export into the common data model; orchestrator "
                 f"{fed.url} and {len(fed.edges)} edge processes started "
-                f"({time.monotonic() - started:.1f}s); edges only dial out"
+                f"({time.monotonic() - started:.1f}s); edges only dial out, over mutual TLS "
+                "with certificates from the consortium CA"
+            )
+            console.print(
+                f"project {fed.project.name} declared; each site's admin approved it on its "
+                f"dataset {DATASET}: its jobs run only there, within its declared fields"
             )
             api = fed.client()
             console.print(_profiles(api, list(tables)))

@@ -4,7 +4,8 @@ each re-import).
 
 It opens no listening socket. Every byte it sends is logged to ``egress.jsonl`` in the edge
 directory, so the site admin can read exactly what left the site (with, for a Newton round, the
-SHA-256 of the pooled coefficients it was sent, which every site of the round can compare).
+SHA-256 of the pooled coefficients it was sent, which every site of the round can compare), and
+each line joins the site's audit log (its SHA-256, with the body's), as does every task refused.
 Every task it runs is recorded in its ledger (``ledger.db``, ``oncofed.edge.ledger``).
 
 Each task is checked against ``policy.yaml`` as it is when the task arrives (``PolicyFile``
@@ -16,20 +17,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import random
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
 
-from oncofed import __version__
+from oncofed._files import private_open
+from oncofed.audit import clip
+from oncofed.edge import approvals, certificates, governance
 from oncofed.edge.config import EdgeHome, EdgePolicy, PolicyFile
-from oncofed.edge.errors import EdgeError, PolicyFileError, StoreError
+from oncofed.edge.errors import EdgeError, PolicyFileError, PolicyViolation, StoreError
 from oncofed.edge.guard import params_sha256
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.runner import Contribution, Outcome, TaskRunner
@@ -37,8 +41,9 @@ from oncofed.edge.secure import Post, SecureSessions
 from oncofed.edge.store import LocalStore
 from oncofed.privacy.secagg import public_bytes
 from oncofed.wire.messages import (
-    API_PREFIX,
     SHA256_HEADER,
+    Certificate,
+    CertificateRequest,
     Decline,
     IdentityKey,
     ResultAck,
@@ -52,6 +57,8 @@ from oncofed.wire.tensors import read_meta, sha256
 
 log = logging.getLogger("oncofed.edge")
 T = TypeVar("T")
+RENEW_RETRY = timedelta(hours=1)
+"""How long after a refused renewal the edge asks again."""
 Stamp = tuple[int, int]
 """A profile file's inode and modification time: a re-import writes a new file."""
 
@@ -81,19 +88,52 @@ class Agent:
         self._policy_file = PolicyFile(home.policy_file)
         self._policy: EdgePolicy | None = None  # in force; None until the file is valid
         self._policy_problem = ""  # the last one logged
+        self._decisions_sent: str | None = None  # the policy version whose decisions were sent
         self._runner: TaskRunner | None = None
         self._secure: SecureSessions | None = None
         self._check_policy()
         self._profiles_sent: dict[str, Stamp] = {}  # dataset -> stamp of the profile handled
-        self._http = httpx.Client(
-            base_url=str(config.orchestrator).rstrip("/") + API_PREFIX,
-            headers={
-                "Authorization": f"Bearer {home.credential()}",
-                "User-Agent": f"oncofed-edge/{__version__}",
-            },
-            timeout=httpx.Timeout(60.0, read=poll_seconds + 30.0),
-            transport=transport,
-        )
+        self._transport = transport
+        self._renew_at = self._renewal_time()
+        self._http = self._client()
+
+    def _client(self) -> httpx.Client:
+        """A client for the orchestrator (``EdgeHome.orchestrator_client``: the pinned CA
+        only, this site's certificate presented) whose reads outlast a long poll."""
+        timeout = httpx.Timeout(60.0, read=self._poll_seconds + 30.0)
+        return self.home.orchestrator_client(timeout=timeout, transport=self._transport)
+
+    def _renewal_time(self) -> datetime | None:
+        """When the site's certificate is due for renewal (None: it has none)."""
+        cert = certificates.current(self.home)
+        return None if cert is None else certificates.renewal_time(cert)
+
+    def _renew_certificate(self, stop: threading.Event) -> None:
+        """Ask for a new certificate for the identity key once less than a third of the
+        current one's validity is left (over mutual TLS with the current one), then use it
+        on every new connection. A refusal is logged and tried again an hour later."""
+        if self._renew_at is None or datetime.now(UTC) < self._renew_at:
+            return
+        request = CertificateRequest(csr=certificates.signing_request(self._identity))
+
+        def renew() -> Certificate:
+            response = self._http.post("/certificate", json=request.model_dump())
+            _raise_for_status(response)
+            return Certificate.model_validate_json(response.content)
+
+        try:
+            issued = self._retrying(renew, stop)
+        except (FinalError, ValidationError) as exc:
+            log.error("the site's certificate was not renewed (%s); trying again in an hour", exc)
+            self._renew_at = datetime.now(UTC) + RENEW_RETRY
+            return
+        if issued is None:  # stopping
+            return
+        self.home.save_tls(certificate=issued.certificate)
+        self._renew_at = self._renewal_time()
+        self._http.close()
+        self._http = self._client()
+        log.info("renewed the site's certificate; the next renewal is due %s", self._renew_at)
 
     def close(self) -> None:
         self._http.close()
@@ -108,8 +148,10 @@ class Agent:
         self._introduce(stop)
         while not stop.is_set() and (max_tasks is None or done < max_tasks):
             if handed is None:  # a task handed with an ack runs first
+                self._renew_certificate(stop)
                 self._send_new_profiles(stop)
                 self._check_policy()
+                self._send_decisions()
             try:
                 task = handed or self._retrying(self._poll, stop)
             except FinalError as exc:  # e.g. a revoked credential or a proxy in the way
@@ -132,6 +174,8 @@ class Agent:
         outcome = self._outcome(task, stop)
         if outcome is None:
             return None
+        if isinstance(outcome, Decline):
+            self._refused(task.task_id, outcome, job=clip(task.job_id), round=task.round)
         if (task.kind == "evaluate" or isinstance(outcome, Decline)) and self._runner is not None:
             self._runner.forget(task.job_id)
         try:
@@ -149,6 +193,13 @@ class Agent:
             runner, secure = self._in_force()
         except PolicyFileError as exc:
             return Decline(reason=str(exc))
+        assert self._policy is not None  # in force
+        version = self._policy.version
+        try:
+            task = approvals.check(self._policy, task)
+        except PolicyViolation as exc:
+            log.warning("task %s refused: %s", task.task_id, exc)
+            return Decline(reason=str(exc))
 
         def fetch(sha: str) -> bytes:
             data = self._retrying(lambda: self._fetch(sha), stop)
@@ -156,10 +207,15 @@ class Agent:
                 raise _Stopped
             return data
 
+        outcome: Outcome | Post
         try:
             if task.secure is not None:
-                return secure.step(task, task.secure, lambda: runner.run(task, fetch))
-            return runner.run(task, fetch)
+                outcome = secure.step(task, task.secure, lambda: runner.run(task, fetch))
+            else:
+                outcome = runner.run(task, fetch)
+            if isinstance(outcome, Decline) and version not in outcome.reason:
+                return Decline(reason=f"{outcome.reason} (policy {version})"[:2000])
+            return outcome
         except _Stopped:
             return None
         except Exception as exc:  # never crash the agent on one bad task; say why, locally
@@ -193,6 +249,20 @@ class Agent:
         when it is made, not when the next task comes."""
         with contextlib.suppress(PolicyFileError):
             self._in_force()
+
+    def _send_decisions(self) -> None:
+        """Tell the orchestrator the site's decisions on projects, each time the policy that
+        holds them changed (a decision it missed, being down, reaches it so)."""
+        policy = self._policy
+        if policy is None or policy.version == self._decisions_sent:
+            return
+        try:
+            for name, decision in policy.projects.items():
+                governance.send_decision(self._http, name, decision, policy.version)
+        except EdgeError as exc:  # sent again at the next check
+            log.warning("the site's decisions on projects were not sent yet: %s", exc)
+            return
+        self._decisions_sent = policy.version
 
     def _apply(self, policy: EdgePolicy) -> None:
         """Put ``policy`` in force: a new task runner (cohorts kept under the old policy are
@@ -290,6 +360,7 @@ class Agent:
             return
         log.error("task %s cannot be read by this edge; declining it: %s", task_id, exc)
         reason = "this edge cannot read the task (are oncofed versions different?)"
+        self._refused(task_id, Decline(reason=reason))
         response = self._http.post(f"/tasks/{task_id}/decline", json={"reason": reason})
         if response.status_code >= 400:
             log.error("declining task %s failed: %s", task_id, error_detail(response.content))
@@ -325,6 +396,8 @@ class Agent:
             "task": task.task_id,
             "kind": task.kind,
             "round": task.round,
+            "project": task.spec.project,
+            "policy_version": self._policy.version if self._policy else None,
         }
         if task.params is not None:  # every site of the round can compare this hash
             about["params_sha256"] = params_sha256(task.params.pooled)
@@ -352,8 +425,25 @@ class Agent:
             "sha256": digest,
             "json": _logged(path, body),
         }
-        with self.home.egress_log.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
+        line = json.dumps(entry)
+        with private_open(self.home.egress_log, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+        facts = {
+            key: clip(value) if isinstance(value, str) else value for key, value in about.items()
+        }
+        facts |= {
+            "endpoint": clip(path),
+            "bytes": len(body),
+            "sha256": digest,
+            "line_sha256": hashlib.sha256(line.encode()).hexdigest(),
+        }
+        self._ledger.audit(self._identity, "egress", actor="edge", site=self.site, detail=facts)
+
+    def _refused(self, task_id: str, decline: Decline, **facts: str | int) -> None:
+        """Record in the audit log a task this site refused (or failed), and why."""
+        action = "task.failed" if decline.failed else "task.refused"
+        detail = {"task": clip(task_id), **facts, "reason": clip(decline.reason)}
+        self._ledger.audit(self._identity, action, actor="edge", site=self.site, detail=detail)
 
     def _retrying(self, call: Callable[[], T], stop: threading.Event) -> T | None:
         """Call until it answers; transport errors and 5xx back off exponentially with jitter."""
@@ -369,9 +459,15 @@ class Agent:
 
 
 def _changes(old: EdgePolicy, new: EdgePolicy) -> str:
-    """The settings whose values differ, as ``min_cohort_size 20 -> 50``."""
-    before, after = old.model_dump(), new.model_dump()
+    """The settings whose values differ, as ``min_cohort_size 20 -> 50``; the decisions on
+    projects that differ, as ``project study approved``."""
+    before, after = old.model_dump(exclude={"projects"}), new.model_dump(exclude={"projects"})
     changed = [f"{key} {before[key]} -> {after[key]}" for key in after if before[key] != after[key]]
+    for name in sorted(old.projects.keys() | new.projects.keys()):
+        was, now = old.projects.get(name), new.projects.get(name)
+        if was != now:
+            state = "withdrawn" if now is None else "approved" if now.approved else "declined"
+            changed.append(f"project {name} {state}")
     return ", ".join(changed) or "no setting changed"
 
 

@@ -50,12 +50,19 @@ def check_edge(home: EdgeHome) -> EdgeCheck:
     _check_credential(home, check)
     _check_identity(home, check)
     try:
-        check.policy = read_policy(home.policy_file)
-        told, every = len(check.policy.model_fields_set), len(EdgePolicy.model_fields)
+        check.policy = policy = read_policy(home.policy_file)
+        settings = set(EdgePolicy.model_fields) - {"projects"}  # decisions, not settings
+        told, every = len(policy.model_fields_set & settings), len(settings)
         said = (
             "every setting" if told == every else f"{told} of {every} settings (defaults: the rest)"
         )
-        check.add("ok", home.policy_file.name, f"valid; sets {said}")
+        approved = [name for name, d in policy.projects.items() if d.approved]
+        decided = f"; {len(approved)} of {len(policy.projects)} projects decided approved"
+        check.add(
+            "ok",
+            home.policy_file.name,
+            f"valid (version {policy.version}); sets {said}" + (decided if policy.projects else ""),
+        )
     except PolicyFileError as exc:
         for problem in exc.problems:
             check.add("error", home.policy_file.name, problem)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, TypeVar, get_args
 
+import httpx
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import (
@@ -29,17 +31,24 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from oncofed import __version__
+from oncofed._files import private_dir, replace_file, write_private
+from oncofed.edge.approvals import ProjectDecision
 from oncofed.edge.errors import EdgeError, PolicyFileError
+from oncofed.learning.plugins import PluginPin
+from oncofed.learning.registry import TASKS
 from oncofed.privacy.secagg.identity import load_identity, new_identity, save_identity
-from oncofed.wire.messages import TaskKind
-from oncofed.wire.spec import ModelSpec
+from oncofed.wire.messages import API_PREFIX, TaskKind
+from oncofed.wire.spec import BUILTIN_MODELS
 
 T = TypeVar("T")
 CONFIG = "edge.json"
 CREDENTIAL = "credential"
 POLICY = "policy.yaml"
 IDENTITY = "identity.key"
-MODEL_TYPES: tuple[str, ...] = get_args(ModelSpec.model_fields["type"].annotation)
+CA = "ca.pem"
+CERTIFICATE = "certificate.pem"
+MODEL_TYPES: tuple[str, ...] = tuple(BUILTIN_MODELS)
 SETTLE_NS = 2_000_000_000
 """A file modified at least this long before it was read cannot change again without a new
 modification time (file systems keep it to 2 s at worst); until then it is read again at every
@@ -47,8 +56,8 @@ check, and its SHA-256 tells whether it changed."""
 
 
 def _model_type(name: str) -> str:
-    if name not in MODEL_TYPES:
-        raise ValueError(f"{name!r} is not a model type ({', '.join(MODEL_TYPES)})")
+    if name not in TASKS:  # a built-in, or a plugin's installed here
+        raise ValueError(f"{name!r} is not a model type ({', '.join(TASKS)})")
     return name
 
 
@@ -71,6 +80,7 @@ class EdgePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     _source: Path | None = PrivateAttr(None)  # the file it was read from
+    _version: str | None = PrivateAttr(None)  # the SHA-256 of that file, shortened
 
     allowed_tasks: list[TaskKind] = Field(default_factory=lambda: list(get_args(TaskKind)))
     allowed_models: list[Annotated[str, AfterValidator(_model_type)]] = Field(
@@ -137,6 +147,23 @@ class EdgePolicy(BaseModel):
     SHA-256 of the raw Ed25519 public key). When given, secure rounds accept only these peers
     and keys; when omitted, each peer's key is pinned the first time it is seen (trust on first
     use) and a different key later is refused."""
+    plugins: list[PluginPin] = Field(default_factory=list)
+    """Plugin distributions whose model types may run here (each also in ``allowed_models``):
+    name, version and the SHA-256 of the installed files, as ``oncofed edge plugins`` prints
+    them. A plugin's code is imported only when all three match what is installed now."""
+
+    projects: dict[str, ProjectDecision] = Field(default_factory=dict)
+    """This site's decisions on projects, written by ``oncofed edge approve`` and ``decline``
+    below the marker line at the end of the file (``oncofed.edge.approvals``). A task runs
+    here only when its project was approved, within the scope approved."""
+
+    @property
+    def version(self) -> str:
+        """This policy's version: the first 12 hex digits of the SHA-256 of the file it was
+        read from (of its settings, for a policy made in code). Every decision names it."""
+        if self._version is None:
+            self._version = hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+        return self._version
 
     def quote(self, key: str) -> str:
         """A setting with its value in force and where it comes from, for messages:
@@ -204,6 +231,8 @@ def parse_policy(text: str | bytes, path: Path) -> EdgePolicy:
         ordered = sorted(problems, key=lambda problem: problem[0])
         raise PolicyFileError(path, [text for _, text in ordered])
     policy._source = path
+    raw = text if isinstance(text, bytes) else text.encode()
+    policy._version = hashlib.sha256(raw).hexdigest()[:12]
     return policy
 
 
@@ -361,9 +390,55 @@ class EdgeHome:
         """The site's identity key, created on first use (an edge enrolled before it existed
         registers it with the orchestrator when it next connects)."""
         if not self.identity_file.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)
             save_identity(new_identity(), self.identity_file)
         return load_identity(self.identity_file)
+
+    @property
+    def ca_file(self) -> Path:
+        """The consortium CA's certificate, given at enrolment: the only one the edge trusts
+        to vouch for the orchestrator."""
+        return self.root / CA
+
+    @property
+    def certificate_file(self) -> Path:
+        """The site's client certificate (PEM, mode 600), for its identity key."""
+        return self.root / CERTIFICATE
+
+    def save_tls(self, ca: bytes | None = None, certificate: str | None = None) -> None:
+        """Store the CA's certificate and the site's (each replaced whole, owner-only)."""
+        for path, data in ((self.ca_file, ca), (self.certificate_file, certificate)):
+            if data is not None:
+                replace_file(path, data)
+
+    def orchestrator_client(
+        self,
+        *,
+        timeout: httpx.Timeout | float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> httpx.Client:
+        """A client for the orchestrator's API as this site: its credential sent, the
+        orchestrator verified against the pinned consortium CA only, and the site's
+        certificate presented (mutual TLS)."""
+        return httpx.Client(
+            base_url=str(self.config().orchestrator).rstrip("/") + API_PREFIX,
+            headers={
+                "Authorization": f"Bearer {self.credential()}",
+                "User-Agent": f"oncofed-edge/{__version__}",
+            },
+            timeout=timeout,
+            verify=self.tls(),
+            transport=transport,
+        )
+
+    def tls(self) -> ssl.SSLContext | bool:
+        """How the edge's connections verify the orchestrator: against the CA pinned at
+        enrolment only (never the system's store), presenting the site's certificate when
+        it has one; an edge enrolled without a CA (plain HTTP on loopback) uses the system's
+        store for an https URL."""
+        if not self.ca_file.exists():
+            return True
+        return pinned_context(self.ca_file, self.certificate_file, self.identity_file)
 
     def pin_orchestrator(self, key: str) -> EdgeConfig:
         """Record the orchestrator's identity key (trust on first use); never replaced."""
@@ -374,21 +449,17 @@ class EdgeHome:
                 f"enrolment ({config.orchestrator_key[:16]}...); this edge will not trust it"
             )
         pinned = config.model_copy(update={"orchestrator_key": key})
-        (self.root / CONFIG).write_text(pinned.model_dump_json(indent=2) + "\n")
+        write_private(self.root / CONFIG, pinned.model_dump_json(indent=2) + "\n")
         return pinned
 
     def create(self, config: EdgeConfig, credential: str) -> None:
         """Write a new edge's files; the credential is readable by its owner only."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.datasets.mkdir(exist_ok=True)
-        (self.root / CONFIG).write_text(config.model_dump_json(indent=2) + "\n")
-        secret = self.root / CREDENTIAL
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(credential)
+        private_dir(self.datasets)
+        write_private(self.root / CONFIG, config.model_dump_json(indent=2) + "\n")
+        write_private(self.root / CREDENTIAL, credential)
         if not self.policy_file.exists():
-            dump = EdgePolicy().model_dump()
-            self.policy_file.write_text(yaml.safe_dump(dump, sort_keys=False))
+            dump = EdgePolicy().model_dump(exclude={"projects"})  # decided later
+            write_private(self.policy_file, yaml.safe_dump(dump, sort_keys=False))
 
     def config(self) -> EdgeConfig:
         return self._load(CONFIG, EdgeConfig.model_validate_json)
@@ -419,3 +490,17 @@ class EdgeHome:
                 for error in exc.errors()
             )
             raise EdgeError(f"{path} is not valid: {said}") from exc
+
+
+def pinned_context(
+    ca: Path, certificate: Path | None = None, key: Path | None = None
+) -> ssl.SSLContext:
+    """A client TLS context trusting the CA in ``ca`` alone, presenting ``certificate`` (with
+    its ``key``) when that file exists."""
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        if certificate is not None and key is not None and certificate.exists():
+            context.load_cert_chain(certificate, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise EdgeError(f"cannot use the TLS files in {ca.parent}: {exc}") from exc
+    return context

@@ -18,14 +18,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    sessionmaker,
+)
 
 from oncofed import _db
 from oncofed._db import UTCDateTime, sync, utcnow
+from oncofed._files import private_dir, private_open
+from oncofed.audit import AuditLog, CheckpointColumns, EntryColumns
 from oncofed.edge.errors import PolicyViolation
 from oncofed.privacy.secagg.identity import fingerprint
 from oncofed.wire.analysis import AnalysisParams
@@ -133,7 +143,7 @@ class Ledger:
     def __init__(self, root: Path, trusted_peers: Mapping[str, str] | None = None) -> None:
         """Open (creating and migrating when needed) ``root/ledger.db``; ``trusted_peers``
         (site -> key fingerprint), when given, is the only set of peer keys accepted."""
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)  # the database is created owner-only too (``_db``)
         url = f"sqlite:///{root / LEDGER}"
         _db.migrate(url, MIGRATIONS)
         self._engine = _db.make_engine(url, synchronous="FULL")
@@ -154,6 +164,20 @@ class Ledger:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    # -- the audit log -------------------------------------------------------------------
+
+    def audit(self, key: Ed25519PrivateKey, action: str, **fields: Any) -> None:
+        """Record an event in this site's audit log (``AUDIT.record``'s ``fields``), chained
+        and signed with the site's identity ``key`` in the same transaction."""
+        with self._sessions.begin() as session:
+            AUDIT.record(session, action, **fields)
+            AUDIT.chain(session, key, every=1)
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """Sessions on the ledger (the audit commands read the log with them)."""
+        return self._sessions
 
     # -- jobs and tasks ------------------------------------------------------------------
 
@@ -232,11 +256,11 @@ class Ledger:
         The file is written and synced before the ledger names it, and older files of the job
         are removed only after, so a crash at any point leaves the named file in place."""
         folder = self._models / _safe(job_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         target = folder / f"{sha}.safetensors"
         if not target.is_file():
             partial = folder / f".{sha}.partial"
-            with partial.open("wb") as handle:
+            with private_open(partial, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -329,3 +353,20 @@ def _safe(job_id: str) -> str:
 
 def _parsed(model: type[M], text: str | None) -> M | None:
     return model.model_validate_json(text) if text else None
+
+
+class AuditEntry(EntryColumns, Base):
+    """One event of this site's audit log (``oncofed.audit``): every payload that left the
+    site, every task refused, the enrolment."""
+
+    __tablename__ = "audit_entry"
+
+
+class AuditCheckpoint(CheckpointColumns, Base):
+    """A checkpoint of the site's audit log, signed with its identity key."""
+
+    __tablename__ = "audit_checkpoint"
+
+
+AUDIT = AuditLog(AuditEntry, AuditCheckpoint)
+"""The edge's audit log."""

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation
 from oncofed.edge.ledger import SAFE_ID
-from oncofed.learning.registry import parameter_count
+from oncofed.learning import plugins
+from oncofed.learning.plugins import PluginError, canonical
+from oncofed.learning.registry import architecture, parameter_count
 from oncofed.learning.strategies import build_strategy
 from oncofed.wire.analysis import AnalysisSpec
 from oncofed.wire.messages import TaskAssignment
@@ -74,6 +76,7 @@ def _check_training(policy: EdgePolicy, spec: JobSpec) -> None:
             f"model type {spec.model.type!r} is not allowed here: policy "
             f"{policy.quote('allowed_models')}"
         )
+    _check_plugin(policy, spec)
     n_params = parameter_count(spec.model, spec.n_inputs)
     if n_params > policy.max_parameters:
         raise PolicyViolation(
@@ -96,3 +99,25 @@ def _check_training(policy: EdgePolicy, spec: JobSpec) -> None:
             f"model {spec.rounds * step.size:g} from its start; policy "
             f"{policy.quote('max_model_travel')}; declare fewer rounds or a smaller clip_norm"
         )
+
+
+def _check_plugin(policy: EdgePolicy, spec: JobSpec) -> None:
+    """A plugin's model type runs here only from a distribution the policy pins (name,
+    version, SHA-256 of its installed files), unchanged since: its code is imported by this
+    check, once it passed, and never because a task names it."""
+    name = spec.model.type
+    plugin = plugins.declared().get(name)
+    if plugin is None:
+        return  # a built-in
+    said = f"model type {name!r} comes from the plugin {plugin.distribution} {plugin.version}"
+    pins = [p for p in policy.plugins if canonical(p.name) == canonical(plugin.distribution)]
+    if not pins:
+        raise PolicyViolation(
+            f"{said}, which this site has not allowlisted: policy {policy.quote('plugins')}"
+        )
+    pin = next((p for p in pins if p.version == plugin.version), pins[0])
+    try:
+        plugins.load(name, pin)
+        architecture(spec.model, spec.n_inputs)  # the layers it declares meet the contract
+    except PluginError as exc:
+        raise PolicyViolation(f"{said}: {exc}; policy {policy.quote('plugins')}") from exc

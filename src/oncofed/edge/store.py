@@ -4,16 +4,17 @@ inside the edge directory, each with its data quality report. Rows never leave t
 from __future__ import annotations
 
 import csv
-import os
 import re
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
+from oncofed._files import private_dir, private_open, write_private
 from oncofed.cdm.errors import RejectedPatient
 from oncofed.cdm.fields import TABLES
 from oncofed.cdm.tables import CdmData
@@ -35,7 +36,8 @@ def check_dataset_name(name: str) -> str:
 
 
 class LocalStore:
-    """Datasets a site admin imported, by name."""
+    """Datasets a site admin imported, by name; every folder and file owner-only, whatever
+    the umask (``oncofed._files``)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -51,14 +53,14 @@ class LocalStore:
         of patients left out (:data:`REJECTED`, for the site admin: it holds source keys),
         replacing an earlier import of that name only once the new one is completely written."""
         target = self.root / check_dataset_name(name)
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
+        private_dir(self.root)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))  # mode 700
         try:
             for table in TABLES:
-                pq.write_table(data[table], staging / f"{table}.parquet")
+                _write_table(data[table], staging / f"{table}.parquet")
             if data.extensions is not None:
-                pq.write_table(data.extensions, staging / f"{EXTENSIONS}.parquet")
-            (staging / PROFILE).write_text(profile.model_dump_json(indent=2) + "\n")
+                _write_table(data.extensions, staging / f"{EXTENSIONS}.parquet")
+            write_private(staging / PROFILE, profile.model_dump_json(indent=2) + "\n")
             _write_rejections(staging / REJECTED, rejections)
             retired = self.root / f".{name}.retired"
             shutil.rmtree(retired, ignore_errors=True)
@@ -106,7 +108,7 @@ class LocalStore:
     def save_refused(self, name: str, rejections: Sequence[RejectedPatient]) -> Path:
         """List the patients of an import of ``name`` that was refused: none passed."""
         path = self.refused_path(name)
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         path.unlink(missing_ok=True)
         _write_rejections(path, rejections)
         return path
@@ -122,10 +124,15 @@ class LocalStore:
         return folder
 
 
+def _write_table(rows: pa.Table, path: Path) -> None:
+    """A Parquet file of patient-level ``rows``, readable by its owner only."""
+    with private_open(path, "xb") as out:
+        pq.write_table(rows, out)
+
+
 def _write_rejections(path: Path, rejections: Sequence[RejectedPatient]) -> None:
     """The CSV of ``rejections``, readable by its owner only; reasons joined by ``"; "``."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(descriptor, "w", newline="", encoding="utf-8") as out:
+    with private_open(path, "x", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         writer.writerow(["source_key", "where", "reasons"])
         for rejected in rejections:

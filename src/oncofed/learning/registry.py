@@ -1,28 +1,62 @@
 """The registry of vetted model types, described without torch so the orchestrator stays light.
 
-Every model is a stack of dense layers. The architecture is declared here once; the edge builds
-its torch module from the same declaration (``oncofed.learning.torch_model``), so the agreed
-tensor names and shapes cannot drift between the two sides.
+Every model is a stack of dense layers. The architecture is declared here once (or by a
+plugin the site installed: ``oncofed.learning.plugins``); the edge builds its torch module from
+the same declaration (``oncofed.learning.torch_model``), so the agreed tensor names and shapes
+cannot drift between the two sides.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
-from oncofed.wire.spec import ModelSpec
+from oncofed.learning import plugins
+from oncofed.learning.plugins import PluginError, Task
+from oncofed.wire.spec import BUILTIN_MODELS, ModelSpec
 from oncofed.wire.tensors import DTYPE, Weights
 
-Task = Literal["binary", "survival"]
-TASKS: dict[str, Task] = {
-    "logistic": "binary",
-    "mlp": "binary",
-    "cox": "survival",
-    "cox_mlp": "survival",
-}
+
+def model_task(name: str) -> Task:
+    """The outcome model type ``name`` fits; ``ValueError`` naming the installed types when no
+    built-in or installed plugin has that name (nothing of a plugin is imported)."""
+    builtin = BUILTIN_MODELS.get(name)
+    if builtin is not None:
+        return builtin
+    plugin = plugins.declared().get(name)
+    if plugin is not None:
+        return plugin.task
+    from_plugins = ", ".join(
+        f"{m.name!r} ({m.distribution} {m.version})" for m in plugins.declared().values()
+    )
+    names = ", ".join(map(repr, BUILTIN_MODELS))
+    raise ValueError(
+        f"{name!r} is not an installed model type: built-in {names}; "
+        f"from plugins: {from_plugins or 'none installed'}"
+    )
+
+
+class _Tasks(Mapping[str, Task]):
+    """Every installed model type and the outcome it fits: the built-ins, then the plugins'."""
+
+    def __getitem__(self, name: str) -> Task:
+        try:
+            return model_task(name)
+        except ValueError as exc:
+            raise KeyError(name) from exc
+
+    def __iter__(self) -> Iterator[str]:
+        yield from BUILTIN_MODELS
+        yield from plugins.declared()
+
+    def __len__(self) -> int:
+        return len(BUILTIN_MODELS) + len(plugins.declared())
+
+
+TASKS: Mapping[str, Task] = _Tasks()
 
 
 @dataclass(frozen=True)
@@ -38,12 +72,41 @@ def architecture(model: ModelSpec, n_inputs: int) -> list[Dense]:
     """Layers of a registered model type for ``n_inputs`` features.
 
     Cox models have no output bias: the baseline hazard absorbs it (partial likelihood).
+    A plugin's model type is declared by its own function (``plugins.load``), checked here.
     """
+    if model.type not in BUILTIN_MODELS:
+        return _plugin_layers(model, n_inputs)
     hidden = model.hidden if model.type in ("mlp", "cox_mlp") else []
-    output_bias = TASKS[model.type] == "binary"
+    output_bias = BUILTIN_MODELS[model.type] == "binary"
     widths = [n_inputs, *hidden]
     layers = [Dense(a, b, True) for a, b in itertools.pairwise(widths)]
     return [*layers, Dense(widths[-1], 1, output_bias)]
+
+
+def _plugin_layers(model: ModelSpec, n_inputs: int) -> list[Dense]:
+    """A plugin's layers, held to the built-ins' contract: dense layers, each taking the last
+    one's outputs, the first ``n_inputs``, the last one score (without a bias for survival)."""
+    layers = plugins.load(model.type)(model, n_inputs)
+    said = f"plugin model type {model.type!r}"
+    if not isinstance(layers, list) or not layers:
+        raise PluginError(f"{said} declares no layers (a non-empty list of Dense)")
+    width = n_inputs
+    for index, layer in enumerate(layers):
+        if not (
+            isinstance(layer, Dense)
+            and all(type(v) is int and v >= 1 for v in (layer.n_in, layer.n_out))
+            and type(layer.bias) is bool
+        ):
+            raise PluginError(f"{said}: layer {index} is not a Dense of positive widths")
+        if layer.n_in != width:
+            raise PluginError(f"{said}: layer {index} takes {layer.n_in} inputs, not {width}")
+        width = layer.n_out
+    last = layers[-1]
+    if last.n_out != 1:
+        raise PluginError(f"{said}: the last layer must give one score, not {last.n_out}")
+    if last.bias and model_task(model.type) == "survival":
+        raise PluginError(f"{said}: a survival model's last layer has no bias (Cox)")
+    return list(layers)
 
 
 def parameter_shapes(model: ModelSpec, n_inputs: int) -> dict[str, tuple[int, ...]]:

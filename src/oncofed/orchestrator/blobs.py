@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from oncofed._db import sync
+from oncofed._files import private_dir
 from oncofed.orchestrator.errors import NotFound
 from oncofed.wire.stream import Shapes, TensorWriter
 
@@ -23,12 +24,14 @@ KEPT_BLOBS = 8
 
 
 class BlobStore:
-    """``root/ab/abcdef...``; writes go through a temporary file and an atomic rename."""
+    """``root/ab/abcdef...``; writes go through a temporary file and an atomic rename. Its
+    folders and files are owner-only (``tempfile.mkstemp`` creates files so), whatever the
+    umask."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / "tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        private_dir(self.tmp)
         self._kept: OrderedDict[str, bytes] = OrderedDict()
         self._kept_lock = threading.Lock()
 
@@ -78,7 +81,7 @@ class BlobStore:
             path.unlink(missing_ok=True)
             return target
         if not target.parent.exists():
-            target.parent.mkdir(exist_ok=True)
+            private_dir(target.parent)
             sync(self.root)
         sync(path)
         os.replace(path, target)

@@ -12,6 +12,7 @@ from oncofed import _db
 from oncofed._db import UTCDateTime, utcnow
 from oncofed._db import make_engine as make_engine  # the orchestrator's callers import them here
 from oncofed._db import session_factory as session_factory
+from oncofed.audit import AuditLog, CheckpointColumns, EntryColumns
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -21,14 +22,69 @@ class Base(DeclarativeBase):
 
 
 class Principal(Base):
-    """A person or service calling the researcher/operator API."""
+    """A person calling the API: the operator, a researcher, or one site's admin."""
 
     __tablename__ = "principal"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    role: Mapped[str] = mapped_column(String(16))  # admin | researcher
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # operator | researcher | site_admin
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"))  # a site admin's site
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    site: Mapped[Site | None] = relationship()
+
+
+class AccessToken(Base):
+    """A principal's bearer token, stored as its hash: it expires, and can be revoked."""
+
+    __tablename__ = "access_token"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principal.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    principal: Mapped[Principal] = relationship()
+
+
+class Project(Base):
+    """A study: its declared scope never changes once sites may have approved it."""
+
+    __tablename__ = "project"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    purpose: Mapped[str] = mapped_column(Text)
+    principal_investigator: Mapped[str] = mapped_column(String(200))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("principal.id"))
+    scope_json: Mapped[str] = mapped_column(Text)
+    scope_sha: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    owner: Mapped[Principal] = relationship()
+    members: Mapped[list[Principal]] = relationship(
+        secondary="project_member", order_by="Principal.name"
+    )
+    decisions: Mapped[list[ProjectSite]] = relationship(order_by="ProjectSite.site_id")
+
+
+class ProjectMember(Base):
+    __tablename__ = "project_member"
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"), primary_key=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principal.id"), primary_key=True)
+
+
+class ProjectSite(Base):
+    """A site's decision on a project, as its edge reported it."""
+
+    __tablename__ = "project_site"
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # approved | declined
+    dataset: Mapped[str | None] = mapped_column(String(64))
+    policy_version: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    site: Mapped[Site] = relationship()
 
 
 class Site(Base):
@@ -41,6 +97,7 @@ class Site(Base):
     enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     identity_key: Mapped[str | None] = mapped_column(String(64))  # Ed25519 public key, hex
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # its credential's
 
 
 class Job(Base):
@@ -48,6 +105,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
     owner_id: Mapped[int] = mapped_column(ForeignKey("principal.id"))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("project.id"), index=True)
     spec_json: Mapped[str] = mapped_column(Text)
     sites_json: Mapped[str] = mapped_column(Text)  # participating site names, in order
     status: Mapped[str] = mapped_column(String(16), default="running")
@@ -61,6 +119,7 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     rounds: Mapped[list[Round]] = relationship(back_populates="job", order_by="Round.number")
+    project: Mapped[Project | None] = relationship()
 
 
 class Round(Base):
@@ -142,3 +201,34 @@ class Service(Base):
 def migrate(url: str) -> None:
     """Bring the schema to the newest Alembic revision."""
     _db.migrate(url, MIGRATIONS)
+
+
+class SiteCertificate(Base):
+    """A client certificate the consortium CA issued to a site (``pki.py``): its serial, the
+    SHA-256 of its DER, its validity, and when it was revoked."""
+
+    __tablename__ = "site_certificate"
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True)  # hex
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(EntryColumns, Base):
+    """One event of the orchestrator's audit log (``oncofed.audit``): recorded unchained in
+    the transaction of what it records, chained by the serving process's tick."""
+
+    __tablename__ = "audit_entry"
+
+
+class AuditCheckpoint(CheckpointColumns, Base):
+    """A checkpoint of the audit log, signed with the orchestrator's identity key."""
+
+    __tablename__ = "audit_checkpoint"
+
+
+AUDIT = AuditLog(AuditEntry, AuditCheckpoint)
+"""The orchestrator's audit log: ``AUDIT.record(session, action, actor=..., ...)``."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,7 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from oncofed.orchestrator import identity
+from oncofed.audit import actor
+from oncofed.orchestrator import identity, tls
 from oncofed.orchestrator.auth import token_hash
 from oncofed.orchestrator.errors import Forbidden, Unauthorized
 from oncofed.orchestrator.rounds import Coordinator
@@ -23,9 +24,18 @@ _bearer = HTTPBearer(auto_error=False)
 
 @dataclass(frozen=True)
 class Caller:
+    """Who is calling: a site (role ``site``) or a person; a site admin's ``site_id`` is the
+    site they act for."""
+
     id: int
     name: str
     role: str
+    site_id: int | None = None
+
+    @property
+    def actor(self) -> str:
+        """As the audit log names who acted: ``researcher:rita``."""
+        return actor(self.role, self.name)
 
 
 # The dependencies that only read the app's state are coroutines: FastAPI runs a plain
@@ -82,24 +92,34 @@ async def current_site(
                 return site.id, site.name
 
         hit = await run_in_threadpool(verify)
+        request.app.state.auth_log.success(key, actor("site", hit[1]))
+    tls.require_site_certificate(request, hit[1])
     request.app.state.sightings.saw(hit[0])
     return Caller(hit[0], hit[1], "site")
 
 
-def current_researcher(
+def current_principal(
+    request: Request,
     sessions: Annotated[sessionmaker[Session], Depends(get_sessions)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """A researcher or the operator (the operator may do everything a researcher may)."""
+    """The person holding the bearer token (verified on every request: a revoked or expired
+    token stops working at once)."""
+    token = _token(credentials)
     with sessions() as session:
-        principal = identity.authenticate_principal(session, _token(credentials))
-        return Caller(principal.id, principal.name, principal.role)
-
-
-async def current_admin(caller: Annotated[Caller, Depends(current_researcher)]) -> Caller:
-    if caller.role != "admin":
-        raise Forbidden("this needs the operator's token")
+        principal = identity.authenticate_principal(session, token)
+        caller = Caller(principal.id, principal.name, principal.role, principal.site_id)
+    request.app.state.auth_log.success(token_hash(token), actor(caller.role, caller.name))
     return caller
+
+
+def _role(*roles: str) -> Callable[[Caller], Awaitable[Caller]]:
+    async def check(caller: Annotated[Caller, Depends(current_principal)]) -> Caller:
+        if caller.role not in roles:
+            raise Forbidden(f"this needs the role {' or '.join(roles)}, not {caller.role}")
+        return caller
+
+    return check
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -107,5 +127,8 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 """Committed before the response leaves (FastAPI's default ends it after the response)."""
 CoordinatorDep = Annotated[Coordinator, Depends(get_coordinator)]
 CurrentSite = Annotated[Caller, Depends(current_site)]
-CurrentResearcher = Annotated[Caller, Depends(current_researcher)]
-CurrentAdmin = Annotated[Caller, Depends(current_admin)]
+CurrentPrincipal = Annotated[Caller, Depends(current_principal)]
+"""Any person: the operator, a researcher or a site admin (routes narrow the scope)."""
+CurrentResearcher = Annotated[Caller, Depends(_role("operator", "researcher"))]
+"""A researcher, or the operator (who holds the database, and may read what it holds)."""
+CurrentOperator = Annotated[Caller, Depends(_role("operator"))]

@@ -31,3 +31,9 @@ class Conflict(OrchestratorError):
 
 class PayloadTooLarge(OrchestratorError):
     status_code = 413
+
+
+class QuotaExceeded(OrchestratorError):
+    """A researcher's job would go beyond one of their quotas (``quotas.py``)."""
+
+    status_code = 403

@@ -1,39 +1,157 @@
-"""Principals (operator, researchers) and sites: creation, enrolment, authentication."""
+"""People (operator, researchers, site admins) and their tokens, and sites: creation,
+enrolment, authentication, revocation."""
 
 from __future__ import annotations
 
 import threading
 import time
 from datetime import datetime, timedelta
+from typing import Literal, cast, get_args
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from oncofed.orchestrator.auth import new_token, token_hash
-from oncofed.orchestrator.db import Principal, Site, utcnow
-from oncofed.orchestrator.errors import Conflict, Unauthorized
+from oncofed.orchestrator.db import AccessToken, Principal, Site, utcnow
+from oncofed.orchestrator.errors import BadRequest, Conflict, NotFound, Unauthorized
 from oncofed.privacy.secagg.identity import fingerprint
+from oncofed.wire.access import PrincipalPublic, Role, TokenCreated, TokenPublic
 from oncofed.wire.messages import EnrolResponse, SiteCreated, SitePublic
 
-ROLES = ("admin", "researcher")
+ROLES: tuple[Role, ...] = get_args(Role)
+PREFIX: dict[str, str] = {"operator": "ofop", "researcher": "ofres", "site_admin": "ofsad"}
 
 
-def create_principal(session: Session, name: str, role: str) -> str:
-    """Create a principal and return its token (shown once; only the hash is stored)."""
+def create_principal(
+    session: Session,
+    name: str,
+    role: str,
+    site: str | None = None,
+    lifetime: timedelta | None = None,
+) -> TokenCreated:
+    """Add a person and issue their first token (shown once; only its hash is stored). A site
+    admin acts for ``site``; nobody else names one."""
     if role not in ROLES:
-        raise ValueError(f"role must be one of {ROLES}")
-    token = new_token("ofadm" if role == "admin" else "ofres")
-    session.add(Principal(name=name, role=role, token_hash=token_hash(token)))
-    _flush_unique(session, f"a principal named {name!r} exists already")
-    return token
+        raise BadRequest(f"role must be one of {', '.join(ROLES)}")
+    if (role == "site_admin") != (site is not None):
+        raise BadRequest("a site admin names their site, and only a site admin does")
+    principal = Principal(name=name, role=role)
+    if site is not None:
+        principal.site = _site(session, site)
+    session.add(principal)
+    _flush_unique(session, f"a person named {name!r} exists already")
+    return issue_token(session, principal, "first", lifetime)
+
+
+def issue_token(
+    session: Session, principal: Principal, label: str, lifetime: timedelta | None
+) -> TokenCreated:
+    """A new token for ``principal``, valid for ``lifetime`` (for ever when ``None``)."""
+    token = new_token(PREFIX[principal.role])
+    row = AccessToken(
+        principal=principal,
+        token_hash=token_hash(token),
+        label=label,
+        expires_at=utcnow() + lifetime if lifetime is not None else None,
+    )
+    session.add(row)
+    session.flush()
+    return TokenCreated(id=row.id, principal=principal.name, token=token, expires=row.expires_at)
 
 
 def authenticate_principal(session: Session, token: str) -> Principal:
-    principal = session.scalar(select(Principal).where(Principal.token_hash == token_hash(token)))
-    if principal is None:
-        raise Unauthorized("unknown or revoked token")
-    return principal
+    """The holder of ``token``, when it is neither unknown, revoked nor expired."""
+    row = session.scalar(
+        select(AccessToken)
+        .options(joinedload(AccessToken.principal))
+        .where(AccessToken.token_hash == token_hash(token))
+    )
+    if row is None:
+        raise Unauthorized("unknown token")
+    if row.revoked_at is not None:
+        raise Unauthorized(f"token {row.id} was revoked")
+    if row.expires_at is not None and row.expires_at <= utcnow():
+        raise Unauthorized(f"token {row.id} expired at {row.expires_at:%Y-%m-%d %H:%M} UTC")
+    return row.principal
+
+
+def list_tokens(session: Session, principal_id: int | None = None) -> list[TokenPublic]:
+    """Every token (of one principal when ``principal_id`` is given), oldest first."""
+    query = select(AccessToken).options(
+        joinedload(AccessToken.principal).joinedload(Principal.site)
+    )
+    if principal_id is not None:
+        query = query.where(AccessToken.principal_id == principal_id)
+    now = utcnow()
+    return [_token_public(row, now) for row in session.scalars(query.order_by(AccessToken.id))]
+
+
+def revoke_token(session: Session, token_id: int, principal_id: int | None = None) -> TokenPublic:
+    """Revoke a token (only one of ``principal_id``'s when given): it stops working on its
+    next request. Revoking a revoked token changes nothing."""
+    row = session.get(AccessToken, token_id)
+    if row is None or (principal_id is not None and row.principal_id != principal_id):
+        raise NotFound(f"no token {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return _token_public(row, utcnow())
+
+
+def list_principals(session: Session) -> list[PrincipalPublic]:
+    now = utcnow()
+    active = (
+        select(AccessToken.principal_id, func.count().label("n"))
+        .where(
+            AccessToken.revoked_at.is_(None),
+            (AccessToken.expires_at.is_(None)) | (AccessToken.expires_at > now),
+        )
+        .group_by(AccessToken.principal_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Principal, func.coalesce(active.c.n, 0))
+        .options(joinedload(Principal.site))
+        .outerjoin(active, active.c.principal_id == Principal.id)
+        .order_by(Principal.name)
+    )
+    return [
+        PrincipalPublic(
+            name=p.name,
+            role=cast(Role, p.role),
+            site=p.site.name if p.site else None,
+            created=p.created_at,
+            active_tokens=n,
+        )
+        for p, n in rows
+    ]
+
+
+def _token_public(row: AccessToken, now: datetime) -> TokenPublic:
+    principal = row.principal
+    status: Literal["active", "expired", "revoked"] = "active"
+    if row.revoked_at is not None:
+        status = "revoked"
+    elif row.expires_at is not None and row.expires_at <= now:
+        status = "expired"
+    return TokenPublic(
+        id=row.id,
+        principal=principal.name,
+        role=cast(Role, principal.role),
+        site=principal.site.name if principal.site else None,
+        label=row.label,
+        created=row.created_at,
+        expires=row.expires_at,
+        revoked=row.revoked_at,
+        status=status,
+    )
+
+
+def _site(session: Session, name: str) -> Site:
+    site = session.scalar(select(Site).where(Site.name == name))
+    if site is None:
+        raise NotFound(f"no site {name!r}")
+    return site
 
 
 def create_site(session: Session, name: str) -> SiteCreated:
@@ -75,6 +193,17 @@ def register_identity(session: Session, site_id: int, key: str) -> None:
             f"site {site.name!r} has another identity key on record; a site's key is never "
             "replaced (its peers pin it): the operator re-enrols the site under a new name"
         )
+
+
+def revoke_site(session: Session, name: str) -> Site:
+    """Revoke a site: its credential and any unused enrolment token stop working (the serving
+    process forgets the credential at once: ``Credentials.forget``). It is never re-enabled:
+    the operator adds the hospital again under a new name."""
+    site = _site(session, name)
+    if site.revoked_at is None:
+        site.revoked_at = utcnow()
+    site.credential_hash = site.enrolment_hash = None
+    return site
 
 
 def site_for(session: Session, credential: str) -> Site:
@@ -146,6 +275,11 @@ class Credentials:
         with self._lock:
             self._known[key] = (site_id, name, verified)
 
+    def forget(self, site_id: int) -> None:
+        """Stop trusting every remembered credential of ``site_id`` (it was revoked)."""
+        with self._lock:
+            self._known = {k: v for k, v in self._known.items() if v[0] != site_id}
+
     def recheck(self, sessions: sessionmaker[Session]) -> None:
         """Verify every remembered credential again; forget those that name no site now."""
         with self._lock:
@@ -180,6 +314,7 @@ def list_sites(session: Session, window: timedelta) -> list[SitePublic]:
             key_fingerprint=fingerprint(bytes.fromhex(site.identity_key))
             if site.identity_key
             else None,
+            revoked=site.revoked_at,
         )
         for site in session.scalars(select(Site).order_by(Site.name))
     ]

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple, TypeVar
@@ -32,7 +32,7 @@ from oncofed.learning.aggregate import WeightedMean
 from oncofed.learning.data import holdout_size, pooled_stats
 from oncofed.learning.registry import initial_weights, parameter_count, parameter_shapes
 from oncofed.learning.strategies import build_strategy
-from oncofed.orchestrator import updates
+from oncofed.orchestrator import journal, updates
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.combine import Combiner, Pending
 from oncofed.orchestrator.db import Job, Round, Site, Task, utcnow
@@ -198,6 +198,7 @@ class Coordinator:
                     result = work(session, effects)
                     for rnd in effects.answered.values():
                         self._maybe_close(session, effects, rnd)
+                    journal.closed(session, effects.drop_sums)
             except BaseException:
                 if job_id:  # a running sum may hold an update the database never recorded
                     self._drop_job_sums(job_id)
@@ -291,13 +292,20 @@ class Coordinator:
 
     # -- jobs --------------------------------------------------------------------------
 
-    def submit(self, spec: JobSpec | AnalysisSpec, owner_id: int) -> JobCreated:
+    def submit(
+        self,
+        spec: JobSpec | AnalysisSpec,
+        owner_id: int,
+        project_id: int | None = None,
+        approved: Collection[str] | None = None,
+    ) -> JobCreated:
         """Store a job (a training job with its initial model) and its first round; publish
-        the round's tasks."""
+        the round's tasks. A job of a project goes only to ``approved``, the sites that
+        approved it (the API always gives a project; tests and benchmarks may not)."""
         model_sha = None if isinstance(spec, AnalysisSpec) else self._initial_model(spec)
 
         def work(session: Session, effects: Effects) -> JobCreated:
-            sites = self._resolve_sites(session, spec)
+            sites = self._resolve_sites(session, spec, approved)
             names = [s.name for s in sites]
             if spec.privacy.secure_aggregation:
                 check_secure(spec, sites)
@@ -305,12 +313,14 @@ class Coordinator:
                 id=uuid.uuid4().hex,
                 name=spec.name,
                 owner_id=owner_id,
+                project_id=project_id,
                 spec_json=spec.model_dump_json(),
                 sites_json=json.dumps(names),
                 model_sha=model_sha,
             )
             session.add(job)
             session.flush()
+            journal.submitted(session, job, spec, names)
             site_ids = [s.id for s in sites]
             if isinstance(spec, AnalysisSpec):
                 from oncofed.orchestrator import analysis
@@ -339,17 +349,21 @@ class Coordinator:
         return model.sha256
 
     @staticmethod
-    def _resolve_sites(session: Session, spec: JobSpec | AnalysisSpec) -> list[Site]:
+    def _resolve_sites(
+        session: Session, spec: JobSpec | AnalysisSpec, approved: Collection[str] | None
+    ) -> list[Site]:
         enrolled = {
             s.name: s
             for s in session.scalars(select(Site).where(Site.credential_hash.is_not(None)))
+            if approved is None or s.name in approved
         }
         names = spec.sites if spec.sites is not None else sorted(enrolled)
         unknown = [n for n in names if n not in enrolled]
+        among = "enrolled sites" if approved is None else f"sites that approved {spec.project}"
         if unknown:
-            raise BadRequest(f"sites: {unknown} are not enrolled sites")
+            raise BadRequest(f"sites: {unknown} are not {among}")
         if len(names) < spec.min_sites:
-            raise BadRequest(f"min_sites is {spec.min_sites} but only {len(names)} sites enrolled")
+            raise BadRequest(f"min_sites is {spec.min_sites} but only {len(names)} {among}")
         return [enrolled[n] for n in names]
 
     # -- edge side ---------------------------------------------------------------------

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from oncofed._files import write_private
+
 CONFIG_FILE = "orchestrator.json"
 
 
@@ -24,6 +26,35 @@ class Settings(BaseSettings):
     tick_seconds: float = Field(1.0, gt=0, description="How often round deadlines are checked.")
     beat_seconds: float = Field(
         1.0, gt=0, le=60, description="How often the orchestrator records that it is up."
+    )
+    token_days: float = Field(
+        90.0, gt=0, le=3650, description="How long a new token is valid unless asked otherwise."
+    )
+    site_certificate_days: float = Field(
+        30.0,
+        gt=0,
+        le=825,
+        description="Validity of a site's client certificate (renewed by "
+        "the edge when a third of it is left).",
+    )
+    max_json_body_bytes: int = Field(
+        1 << 20, gt=0, description="Largest body of an authenticated route that takes JSON."
+    )
+    max_unauthenticated_body_bytes: int = Field(
+        64 << 10, gt=0, description="Largest body of a route that needs no token (enrolment)."
+    )
+    auth_failure_limit: int = Field(
+        20, ge=1, description="Failed authentications a source or credential may make at once."
+    )
+    auth_failure_window_seconds: float = Field(
+        60.0, gt=0, description="Seconds in which that many failures are allowed again."
+    )
+    max_running_jobs_per_researcher: int = Field(10, ge=1)
+    max_model_parameters: int = Field(
+        20_000_000, ge=1, description="Largest model a job may train (whoever submits it)."
+    )
+    max_stored_bytes_per_researcher: int = Field(
+        16 << 30, ge=0, description="Model bytes a researcher's jobs may keep in the blob store."
     )
 
     @property
@@ -52,4 +83,4 @@ class Settings(BaseSettings):
     def save(self) -> None:
         """Write the database URL (if any) next to the state, so ``serve`` finds it."""
         data = {"database_url": self.database_url} if self.database_url else {}
-        (self.home / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
+        write_private(self.home / CONFIG_FILE, json.dumps(data, indent=2) + "\n")

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from oncofed.orchestrator import identity
+from oncofed._files import private_dir
+from oncofed.orchestrator import identity, pki
 from oncofed.orchestrator.db import Principal, make_engine, migrate, session_factory
 from oncofed.orchestrator.errors import Conflict
 from oncofed.orchestrator.settings import Settings
 from oncofed.privacy.secagg import load_identity, new_identity, save_identity
+from oncofed.wire.access import TokenCreated
 from oncofed.wire.messages import SiteCreated
 
 
-def initialise(home: Path, database_url: str | None = None) -> str:
-    """Create the state directory, identity key and schema; return the operator's token
-    (shown once)."""
-    home.mkdir(parents=True, exist_ok=True)
+def initialise(
+    home: Path, database_url: str | None = None, hosts: Sequence[str] = pki.DEFAULT_HOSTS
+) -> str:
+    """Create the state directory, identity key, schema, consortium CA and a server
+    certificate naming ``hosts`` (the names and addresses edges dial); return the operator's
+    token (shown once)."""
+    private_dir(home)
     settings = Settings.load(home)
     if database_url:
         settings = settings.model_copy(update={"database_url": database_url})
@@ -29,9 +35,12 @@ def initialise(home: Path, database_url: str | None = None) -> str:
     identity_key(settings)
     migrate(settings.url)
     with transaction(home) as session:
-        if session.scalar(select(Principal).where(Principal.role == "admin")) is not None:
+        if session.scalar(select(Principal).where(Principal.role == "operator")) is not None:
             raise Conflict(f"{home} is initialised already (it has an operator token)")
-        return identity.create_principal(session, "operator", "admin")
+        lifetime = timedelta(days=settings.token_days)
+        token = identity.create_principal(session, "operator", "operator", None, lifetime).token
+        pki.initialise(home, hosts)
+        return token
 
 
 def identity_key(settings: Settings) -> Ed25519PrivateKey:
@@ -59,6 +68,10 @@ def add_site(home: Path, name: str) -> SiteCreated:
         return identity.create_site(session, name)
 
 
-def add_principal(home: Path, name: str, role: str) -> str:
+def add_principal(
+    home: Path, name: str, role: str, site: str | None = None, days: float | None = None
+) -> TokenCreated:
+    """Add a person (their first token lives ``days``, the settings' default if ``None``)."""
+    lifetime = timedelta(days=days if days is not None else Settings.load(home).token_days)
     with transaction(home) as session:
-        return identity.create_principal(session, name, role)
+        return identity.create_principal(session, name, role, site, lifetime)

@@ -189,6 +189,9 @@ class AnalysisSpec(_Strict):
 
     kind: Literal["analysis"] = "analysis"
     name: Name
+    project: Name | None = Field(
+        None, description="The project the job belongs to: it runs where the project is approved."
+    )
     dataset: Name
     cohort: CohortFilter = Field(default_factory=CohortFilter)
     analysis: Analysis

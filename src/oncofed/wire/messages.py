@@ -38,12 +38,21 @@ MAX_FEATURES = 10_000
 
 PublicKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 """A raw 32-byte Ed25519 public key, in hex."""
+Pem = Annotated[str, Field(max_length=8192)]
+"""A PEM document (a certificate)."""
+CertificateSigningRequest = Annotated[
+    str, Field(max_length=8192, pattern=r"^-----BEGIN CERTIFICATE REQUEST-----")
+]
+"""A PKCS#10 request in PEM, for an Ed25519 key."""
 
 
 class EnrolRequest(Message):
     token: Annotated[str, Field(min_length=16, max_length=200)]
     identity_key: PublicKey | None = Field(
         None, description="The site's identity key: its secure-aggregation keys are signed by it."
+    )
+    csr: CertificateSigningRequest | None = Field(
+        None, description="A certificate signing request made with the identity key (mutual TLS)."
     )
 
 
@@ -53,6 +62,21 @@ class EnrolResponse(Message):
     orchestrator_key: PublicKey | None = Field(
         None, description="The key the orchestrator signs survivor lists with; sites pin it."
     )
+    certificate: Pem | None = Field(
+        None, description="The site's client certificate (PEM), when it sent a request."
+    )
+
+
+class CertificateRequest(Message):
+    """A site's renewal: a new request for its identity key (``POST /certificate``)."""
+
+    csr: CertificateSigningRequest
+
+
+class Certificate(Message):
+    """A client certificate the consortium CA issued (PEM)."""
+
+    certificate: Pem
 
 
 class IdentityKey(Message):
@@ -162,6 +186,7 @@ class SitePublic(Message):
     key_fingerprint: str | None = Field(
         None, description="Its identity key's fingerprint, for its peers' admins to compare."
     )
+    revoked: datetime | None = Field(None, description="When the operator revoked it, if so.")
 
 
 # -- jobs --------------------------------------------------------------------------------

@@ -265,10 +265,42 @@ class CohortFilter(_Strict):
         return names
 
 
+BUILTIN_MODELS: dict[str, Literal["binary", "survival"]] = {
+    "logistic": "binary",
+    "mlp": "binary",
+    "cox": "survival",
+    "cox_mlp": "survival",
+}
+"""The built-in model types and the outcome each fits; plugins add others
+(``oncofed.learning.plugins``)."""
+
+
+def _installed_model(name: str) -> str:
+    # imported here: oncofed.learning imports this module
+    from oncofed.learning.registry import model_task
+
+    model_task(name)  # ValueError naming the installed types
+    return name
+
+
+ModelType = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="A model type installed where the job runs: a built-in ("
+        + ", ".join(BUILTIN_MODELS)
+        + ") or one a plugin distribution declares (installed at the orchestrator and at "
+        "every site, and allowlisted in each site's policy).",
+        examples=list(BUILTIN_MODELS),
+    ),
+    AfterValidator(_installed_model),
+]
+
+
 class ModelSpec(_Strict):
     """A vetted model type from the registry, with its size options."""
 
-    type: Literal["logistic", "mlp", "cox", "cox_mlp"]
+    type: ModelType
     hidden: list[Annotated[int, Field(ge=1, le=16384)]] = Field(default_factory=lambda: [32])
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
@@ -365,6 +397,9 @@ class JobSpec(_Strict):
 
     kind: Literal["train"] = "train"
     name: Name
+    project: Name | None = Field(
+        None, description="The project the job belongs to: it runs where the project is approved."
+    )
     dataset: Name
     cohort: CohortFilter = Field(default_factory=CohortFilter)
     features: list[Feature] = Field(min_length=1, max_length=10_000)
@@ -398,8 +433,10 @@ class JobSpec(_Strict):
     @field_validator("model")
     @classmethod
     def _model_fits_outcome(cls, model: ModelSpec, info: ValidationInfo) -> ModelSpec:
+        from oncofed.learning.registry import model_task  # as in _installed_model
+
         outcome = info.data.get("outcome")
-        survival = model.type in ("cox", "cox_mlp")
+        survival = model_task(model.type) == "survival"
         if outcome is not None and survival != (outcome.type == "survival"):
             raise ValueError(
                 f"model.type {model.type!r} does not fit outcome.type {outcome.type!r}"

@@ -20,7 +20,9 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
-from oncofed.orchestrator import identity, profiles
+from oncofed.audit import actor
+from oncofed.orchestrator import identity, pki, profiles, tls
+from oncofed.orchestrator.db import AUDIT, Site
 from oncofed.orchestrator.deps import CoordinatorDep, CurrentSite, SessionDep, SettingsDep
 from oncofed.orchestrator.errors import BadRequest, NotFound, PayloadTooLarge
 from oncofed.orchestrator.rounds import Coordinator, Submission
@@ -28,6 +30,8 @@ from oncofed.orchestrator.settings import Settings
 from oncofed.wire.analysis import AnalysisResult
 from oncofed.wire.messages import (
     SHA256_HEADER,
+    Certificate,
+    CertificateRequest,
     Decline,
     EnrolRequest,
     EnrolResponse,
@@ -47,8 +51,52 @@ _SPOOL_BLOCK = 512 << 10  # bytes hashed and written per hop off the event loop
 
 
 @router.post("/enrol")
-def enrol(body: EnrolRequest, session: SessionDep, coordinator: CoordinatorDep) -> EnrolResponse:
-    return identity.enrol(session, body.token, body.identity_key, coordinator.public_key)
+def enrol(
+    body: EnrolRequest,
+    request: Request,
+    session: SessionDep,
+    coordinator: CoordinatorDep,
+    settings: SettingsDep,
+) -> EnrolResponse:
+    """Swap the one-time token for the site's credential and, with a certificate request for
+    its identity key, its client certificate (required when serving mutual TLS)."""
+    if body.csr is None and tls.serves_mutual_tls(request.app):
+        raise BadRequest(
+            "this orchestrator uses mutual TLS: enrol with the consortium CA file "
+            "(oncofed edge init --ca FILE), which sends a certificate request"
+        )
+    if body.csr is not None and body.identity_key is None:
+        raise BadRequest("a certificate request comes with the identity key it is for")
+    enrolled = identity.enrol(session, body.token, body.identity_key, coordinator.public_key)
+    AUDIT.record(
+        session,
+        "site.enrolled",
+        actor=actor("site", enrolled.site),
+        site=enrolled.site,
+        detail={"identity_key": body.identity_key},
+    )
+    if body.csr is None:
+        return enrolled
+    site = pki.site_named(session, enrolled.site)
+    issued = pki.issue_site(session, settings.home, site, body.csr, settings.site_certificate_days)
+    return enrolled.model_copy(update={"certificate": issued})
+
+
+@router.post("/certificate")
+def renew_certificate(
+    body: CertificateRequest,
+    request: Request,
+    site: CurrentSite,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Certificate:
+    """A new client certificate for this site's identity key, asked for over mutual TLS with
+    its current one (the edge renews when a third of its validity is left)."""
+    tls.require_site_certificate(request, site.name)
+    row = session.get(Site, site.id)
+    assert row is not None  # the caller was authenticated as it
+    issued = pki.issue_site(session, settings.home, row, body.csr, settings.site_certificate_days)
+    return Certificate(certificate=issued)
 
 
 @router.get("/identity")
@@ -62,7 +110,16 @@ def orchestrator_identity(_: CurrentSite, coordinator: CoordinatorDep) -> Identi
 @router.put("/identity", status_code=204)
 def register_identity(body: IdentityKey, site: CurrentSite, session: SessionDep) -> None:
     """This site's identity key, registered once."""
+    first = (row := session.get(Site, site.id)) is not None and row.identity_key is None
     identity.register_identity(session, site.id, body.key)
+    if first:
+        AUDIT.record(
+            session,
+            "identity.registered",
+            actor=actor("site", site.name),
+            site=site.name,
+            detail={"identity_key": body.key},
+        )
 
 
 @router.get("/tasks/next", response_model=TaskAssignment, responses={204: {"description": "none"}})

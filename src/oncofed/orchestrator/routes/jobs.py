@@ -1,4 +1,7 @@
-"""Researchers submit jobs, follow them and download the resulting model."""
+"""Researchers submit jobs, follow them and download the resulting model.
+
+A researcher sees the jobs of the projects they are a member of, a site admin the jobs their
+site was asked to take part in (and no model), the operator every job."""
 
 from __future__ import annotations
 
@@ -6,12 +9,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, exists, or_, select, true
 from sqlalchemy.orm import selectinload
 
-from oncofed.orchestrator.db import Job, Round, Task
-from oncofed.orchestrator.deps import CoordinatorDep, CurrentResearcher, SessionDep
-from oncofed.orchestrator.errors import Conflict, NotFound
+from oncofed.orchestrator import projects
+from oncofed.orchestrator.db import AUDIT, Job, Round, Task
+from oncofed.orchestrator.deps import (
+    Caller,
+    CoordinatorDep,
+    CurrentPrincipal,
+    CurrentResearcher,
+    SessionDep,
+)
+from oncofed.orchestrator.errors import BadRequest, Conflict, Forbidden, NotFound
+from oncofed.orchestrator.quotas import QuotasDep
 from oncofed.orchestrator.views import job_public
 from oncofed.wire.analysis import AnySpec
 from oncofed.wire.messages import JobCreated, JobPublic
@@ -23,38 +34,75 @@ _LOAD = selectinload(Job.rounds).selectinload(Round.tasks).selectinload(Task.sit
 
 
 @router.post("", status_code=201)
-def submit(spec: AnySpec, caller: CurrentResearcher, coordinator: CoordinatorDep) -> JobCreated:
-    return coordinator.submit(spec, caller.id)
+def submit(
+    spec: AnySpec,
+    caller: CurrentResearcher,
+    session: SessionDep,
+    coordinator: CoordinatorDep,
+    quotas: QuotasDep,
+) -> JobCreated:
+    """Submit a job in one of the caller's projects: it runs at the sites that approved the
+    project (those of ``spec.sites`` when given), if it is within the project's scope."""
+    if spec.project is None:
+        raise BadRequest("a job names its project (`project:`): it runs where that is approved")
+    project_id, approved = projects.for_job(session, spec.project, caller.id, caller.role, spec)
+    with quotas.admit(spec, caller):
+        return coordinator.submit(spec, caller.id, project_id, approved)
 
 
 @router.get("")
 def list_jobs(
     session: SessionDep,
-    _: CurrentResearcher,
+    caller: CurrentPrincipal,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[JobPublic]:
     """Jobs in the order they were submitted, ``limit`` at a time from ``offset`` (a page
     shorter than ``limit`` is the last)."""
     jobs = session.scalars(
-        select(Job).options(_LOAD).order_by(Job.created_at, Job.id).offset(offset).limit(limit)
+        select(Job)
+        .options(_LOAD)
+        .where(_visible(caller))
+        .order_by(Job.created_at, Job.id)
+        .offset(offset)
+        .limit(limit)
     )
     return [job_public(job) for job in jobs]
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, session: SessionDep, _: CurrentResearcher) -> JobPublic:
-    return job_public(_job(session, job_id))
+def get_job(job_id: str, session: SessionDep, caller: CurrentPrincipal) -> JobPublic:
+    job = _job(session, job_id, caller)
+    if job.status != "running":  # its results (while it runs, watches poll it: not recorded)
+        AUDIT.record(
+            session,
+            "result.read",
+            actor=caller.actor,
+            project=job.project.name if job.project else None,
+            user=caller.name,
+            detail={"job": job.id, "status": job.status},
+        )
+    return job_public(job)
 
 
 @router.get("/{job_id}/model", response_class=FileResponse)
 def get_model(
-    job_id: str, session: SessionDep, _: CurrentResearcher, coordinator: CoordinatorDep
+    job_id: str, session: SessionDep, caller: CurrentPrincipal, coordinator: CoordinatorDep
 ) -> FileResponse:
     """The latest global model (the final one once the job has completed), as safetensors."""
-    job = _job(session, job_id)
+    job = _job(session, job_id, caller)
+    if caller.role == "site_admin":
+        raise Forbidden("a job's model goes to its researchers, not to site admins")
     if job.model_sha is None:
         raise Conflict(f"job {job_id} has no model yet")
+    AUDIT.record(
+        session,
+        "model.downloaded",
+        actor=caller.actor,
+        project=job.project.name if job.project else None,
+        user=caller.name,
+        detail={"job": job.id, "model_sha256": job.model_sha},
+    )
     return FileResponse(
         coordinator.blobs.path(job.model_sha),
         media_type="application/octet-stream",
@@ -62,8 +110,22 @@ def get_model(
     )
 
 
-def _job(session: SessionDep, job_id: str) -> Job:
-    job = session.scalar(select(Job).options(_LOAD).where(Job.id == job_id))
+def _visible(caller: Caller) -> ColumnElement[bool]:
+    """The jobs ``caller`` may see."""
+    if caller.role == "researcher":  # a member of its project (its owner, if it has none)
+        return or_(
+            projects.visible("researcher", caller.id, Job.project_id), Job.owner_id == caller.id
+        )
+    if caller.role == "site_admin":
+        asked = select(Task.id).join(Round).where(Round.job_id == Job.id)
+        return exists(asked.where(Task.site_id == caller.site_id))
+    return true()
+
+
+def _job(session: SessionDep, job_id: str, caller: Caller) -> Job:
+    """The job, when ``caller`` may see it: one they may not see is as absent as one that
+    never was."""
+    job = session.scalar(select(Job).options(_LOAD).where(Job.id == job_id, _visible(caller)))
     if job is None:
         raise NotFound(f"no job {job_id}")
     return job

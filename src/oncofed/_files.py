@@ -1,0 +1,75 @@
+"""Files and folders only their owner can use (files 0600, folders 0700), whatever the
+process umask: the edge's store, credential, ledger and egress log, the orchestrator's
+database, blobs and keys. A umask only takes bits away, so each is created with the owner's
+bits alone, and one found open to others is closed to them before it is written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import IO, Any
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+_FLAGS = {
+    "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+    "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+    "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+}
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` and the missing folders above it, created owner-only (an existing one is left
+    as it is: a site may have chosen to share a folder above its edge directory)."""
+    missing = [folder for folder in (path, *path.parents) if not folder.is_dir()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(DIR_MODE)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+            continue  # another process made it (owner-only, when it is ours)
+        os.chmod(folder, DIR_MODE)  # mkdir's mode passes through the umask
+    return path
+
+
+def private_open(path: Path, mode: str = "wb", **kwargs: Any) -> IO[Any]:
+    """``open(path, mode)`` for writing (``w``, ``a`` or ``x``, text or ``b``) with the file
+    owner-only: created so, or made so before a byte is written."""
+    descriptor = os.open(path, _FLAGS[mode[0]], FILE_MODE)
+    try:
+        os.fchmod(descriptor, FILE_MODE)
+        return os.fdopen(descriptor, mode, **kwargs)
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def write_private(path: Path, data: bytes | str) -> None:
+    """Write ``data`` (text as UTF-8) to ``path``, owner-only."""
+    with private_open(path, "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+
+
+def private_file(path: Path) -> Path:
+    """``path`` created empty when missing (a SQLite database before SQLite opens it: its
+    journal and write-ahead log take its mode), owner-only either way."""
+    private_open(path, "ab").close()
+    return path
+
+
+def replace_file(path: Path, data: bytes | str, mode: int = FILE_MODE) -> None:
+    """Replace ``path`` whole with ``data`` (a reader sees the old file or the new one, never
+    a part; synced before the rename), with ``mode`` (owner-only by default) whatever the
+    umask."""
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with os.fdopen(os.open(scratch, _FLAGS["w"], mode), "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(scratch, path)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,255 @@
+"""The log in a database: column mixins both databases share, recording, chaining, reading.
+
+Recording adds an unchained row inside the caller's own transaction, so the entry commits (or
+rolls back) with what it records. Chaining (``AuditLog.chain``) gives the rows still pending
+their ``seq``, ``prev_hash`` and ``hash`` in the order they became visible, each by an UPDATE
+that only matches an unchained row (a second chainer fails instead of rewriting), and signs a
+checkpoint every ``every`` entries or ``period`` seconds. Chained columns are never written
+again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import Integer, Select, String, Text, func, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from oncofed._db import UTCDateTime, utcnow
+from oncofed.audit._format import (
+    GENESIS,
+    MAX_NAME,
+    MAX_TEXT,
+    AuditError,
+    Detail,
+    Entry,
+    canonical,
+    check_action,
+    check_detail,
+    check_text,
+)
+from oncofed.audit._sign import Checkpoint, sign
+from oncofed.audit._verify import Verdict, verify
+from oncofed.privacy.secagg.identity import public_bytes
+
+CHECKPOINT_EVERY = 100
+"""Entries between two checkpoints at most."""
+CHECKPOINT_SECONDS = 60.0
+"""Seconds an entry waits for its checkpoint at most (when the chainer runs that often)."""
+
+
+class EntryColumns:
+    """An audit entry's columns; a database's class adds ``__tablename__`` and its ``Base``."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # the order rows became visible
+    seq: Mapped[int | None] = mapped_column(Integer, unique=True)  # its place in the chain
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    actor: Mapped[str] = mapped_column(String(MAX_TEXT))
+    action: Mapped[str] = mapped_column(String(48), index=True)
+    project: Mapped[str | None] = mapped_column(String(MAX_NAME), index=True)
+    site: Mapped[str | None] = mapped_column(String(MAX_NAME), index=True)
+    user: Mapped[str | None] = mapped_column(String(MAX_NAME), index=True)
+    detail: Mapped[str] = mapped_column(Text)  # canonical JSON
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
+
+    def entry(self) -> Entry:
+        """The row as an ``Entry`` (a detail that is no longer JSON is kept as its text, so
+        its hash no longer matches)."""
+        try:
+            detail = json.loads(self.detail)
+        except ValueError:
+            detail = {"unreadable": self.detail}
+        return Entry(self.at, self.actor, self.action, self.project, self.site, self.user,
+                     detail, self.seq, self.prev_hash, self.hash)  # fmt: skip
+
+
+class CheckpointColumns:
+    """A signed checkpoint's columns (see ``oncofed.audit._sign``)."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    key: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.seq, self.hash, self.at, self.key, self.signature)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What ``oncofed audit show`` selects; None matches everything."""
+
+    project: str | None = None
+    site: str | None = None
+    user: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class AuditLog:
+    """One database's audit log: its entry and checkpoint tables."""
+
+    def __init__(self, entries: type[Any], checkpoints: type[Any]) -> None:
+        """``entries`` and ``checkpoints``: mapped classes built on ``EntryColumns`` and
+        ``CheckpointColumns``."""
+        if not (issubclass(entries, EntryColumns) and issubclass(checkpoints, CheckpointColumns)):
+            raise TypeError("an audit log's tables mix in EntryColumns and CheckpointColumns")
+        self.entries: type[Any] = entries  # the mapped classes take the columns as keywords
+        self.checkpoints: type[Any] = checkpoints
+
+    def record(
+        self,
+        session: Session,
+        action: str,
+        *,
+        actor: str,
+        project: str | None = None,
+        site: str | None = None,
+        user: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add an entry to ``session``'s transaction: it is written if and only if the
+        transaction commits, and chained later (``chain``).
+
+        ``action``: a dotted name (``auth.failure``, ``token.revoked``, ``site.enrolled``);
+        ``actor``: who did it, ``role:name`` (``operator:alice``, ``site:bergen``) or
+        ``anonymous``/``edge``; ``project``, ``site``, ``user``: what ``oncofed audit show``
+        filters on; ``detail``: ids, hashes, names, counts and short reasons only (floats,
+        nested objects and text over 200 characters raise ``AuditError``: pass free text
+        through ``clip``). Never a patient value, a metric or an aggregate.
+        """
+        for name, value in (("project", project), ("site", site), ("user", user)):
+            if value is not None:
+                check_text(value, name, MAX_NAME)
+        row = self.entries(
+            at=utcnow(),
+            actor=check_text(actor, "actor"),
+            action=check_action(action),
+            project=project,
+            site=site,
+            user=user,
+            detail=canonical(check_detail(detail)).decode(),
+        )
+        session.add(row)
+
+    def chain(
+        self,
+        session: Session,
+        key: Ed25519PrivateKey,
+        *,
+        every: int = CHECKPOINT_EVERY,
+        period: float = CHECKPOINT_SECONDS,
+        final: bool = False,
+    ) -> int:
+        """Chain the entries pending in ``session``'s view, in the order they became visible,
+        and sign a checkpoint when ``every`` entries or ``period`` seconds went unsigned (or
+        at once when ``final``, at shutdown); the number of entries chained."""
+        table = self.entries
+        session.flush()
+        last = session.execute(
+            select(table.seq, table.hash).where(table.seq.is_not(None)).order_by(table.seq.desc())
+        ).first()
+        seq: int = last[0] if last is not None else 0
+        previous: str = last[1] if last is not None else GENESIS
+        pending = session.scalars(select(table).where(table.seq.is_(None)).order_by(table.id))
+        chained = 0
+        for row in pending.all():
+            seq += 1
+            digest = replace(row.entry(), seq=seq, prev_hash=previous).computed_hash()
+            done = session.execute(
+                update(table)
+                .where(table.id == row.id, table.seq.is_(None))
+                .values(seq=seq, prev_hash=previous, hash=digest)
+                .execution_options(synchronize_session=False)
+            )
+            if done.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult
+                raise AuditError("another process is chaining this audit log")
+            session.expire(row)
+            previous, chained = digest, chained + 1
+        self._checkpoint(session, key, seq, previous, every, period, final)
+        return chained
+
+    def chain_pending(
+        self, sessions: sessionmaker[Session], key: Ed25519PrivateKey, *, final: bool = False
+    ) -> int:
+        """``chain`` in a transaction of its own (the orchestrator's tick, and its shutdown
+        with ``final``)."""
+        with sessions.begin() as session:
+            return self.chain(session, key, final=final)
+
+    def _checkpoint(
+        self,
+        session: Session,
+        key: Ed25519PrivateKey,
+        seq: int,
+        entry_hash: str,
+        every: int,
+        period: float,
+        final: bool,
+    ) -> None:
+        table = self.checkpoints
+        last = session.execute(
+            select(table.seq, table.at).order_by(table.seq.desc()).limit(1)
+        ).first()
+        signed, at = (last[0], last[1]) if last is not None else (0, None)
+        if seq <= signed:
+            return
+        now = utcnow()
+        due = at is None or now - at >= timedelta(seconds=period)
+        if final or due or seq - signed >= every:
+            public = public_bytes(key).hex()
+            signature = sign(key, seq, entry_hash)
+            session.add(table(seq=seq, hash=entry_hash, at=now, key=public, signature=signature))
+
+    def verify(self, session: Session, public: Ed25519PublicKey) -> Verdict:
+        """Check the whole chain and its checkpoints against the trusted ``public`` key."""
+        table = self.entries
+        rows = session.scalars(select(table).where(table.seq.is_not(None)).order_by(table.seq))
+        chain = [row.entry() for row in rows]
+        pending = session.scalar(select(func.count()).where(table.seq.is_(None))) or 0
+        return verify(chain, self.signed(session), public, pending)
+
+    def signed(self, session: Session) -> list[Checkpoint]:
+        """Every checkpoint, by entry."""
+        table = self.checkpoints
+        return [row.checkpoint() for row in session.scalars(select(table).order_by(table.seq))]
+
+    def query(self, filters: Filters) -> Select[Any]:
+        """The entries ``filters`` selects, in chain order (pending ones last)."""
+        table = self.entries
+        query = select(table)
+        for column, value in (
+            (table.project, filters.project),
+            (table.site, filters.site),
+            (table.user, filters.user),
+            (table.action, filters.action),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if filters.since is not None:
+            query = query.where(table.at >= filters.since)
+        if filters.until is not None:
+            query = query.where(table.at < filters.until)
+        return query.order_by(table.seq.is_(None), table.seq, table.id)
+
+    def read(self, session: Session, filters: Filters, limit: int | None = None) -> list[Entry]:
+        """The entries ``filters`` selects (the first ``limit``)."""
+        return [row.entry() for row in session.scalars(self.query(filters).limit(limit))]
+
+
+def describe(detail: Detail) -> str:
+    """An entry's detail on one line: ``key=value`` pairs, lists joined by commas."""
+    parts = []
+    for key, value in detail.items():
+        shown = ",".join(value) if isinstance(value, list) else value
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)
