@@ -4,6 +4,7 @@ enrolled sites."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +14,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from oncofed._files import private_dir
 from oncofed.orchestrator import identity
 from oncofed.orchestrator.blobs import BlobStore
-from oncofed.orchestrator.db import Principal, make_engine, session_factory
+from oncofed.orchestrator.db import Principal, make_engine, migrate, session_factory
 from oncofed.orchestrator.rounds import Coordinator
 from oncofed.orchestrator.settings import Settings
 from oncofed.orchestrator.setup import identity_key, initialise
@@ -45,11 +47,62 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite database migrated to the newest revision once per session: each
+    state starts from a copy (migrating again finds nothing to do)."""
+    path = tmp_path_factory.mktemp("schema") / "oncofed.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_schema() -> Iterator[str]:
+    """An empty PostgreSQL database migrated once per session, the template each state's
+    database is copied from (``CREATE DATABASE ... TEMPLATE``); skips without a server."""
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"oncofed_schema_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} ({exc.orig})")
+    try:
+        migrate(make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False))
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def migrated_postgres_url(postgres_schema: str) -> Iterator[str]:
+    """A fresh PostgreSQL database holding the newest schema, dropped afterwards."""
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"oncofed_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_schema}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[State]:
-    """The orchestrator state, once on each database backend."""
+    """The orchestrator state, once on each database backend (its schema copied from one
+    migrated once per session)."""
     home = tmp_path / "orchestrator"
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    url = None
+    if request.param == "postgresql":
+        url = request.getfixturevalue("migrated_postgres_url")
+    else:
+        private_dir(home)
+        shutil.copyfile(request.getfixturevalue("sqlite_schema"), home / "oncofed.db")
     token = initialise(home, url)
     engine = make_engine(Settings.load(home).url)
     sessions = session_factory(engine)
