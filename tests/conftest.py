@@ -3,6 +3,7 @@ enrolled sites."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -28,14 +29,16 @@ POSTGRES_URL = os.environ.get(
 )
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database, dropped afterwards; skips when no server answers."""
+@contextlib.contextmanager
+def _database(template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database (a copy of ``template``, or empty), dropped afterwards; its
+    URL. Skips when no server answers."""
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     name = f"oncofed_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     except OperationalError as exc:
         admin.dispose()
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} ({exc.orig})")
@@ -45,6 +48,13 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards; skips when no server answers."""
+    with _database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -60,36 +70,18 @@ def sqlite_schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def postgres_schema() -> Iterator[str]:
     """An empty PostgreSQL database migrated once per session, the template each state's
     database is copied from (``CREATE DATABASE ... TEMPLATE``); skips without a server."""
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"oncofed_schema_{uuid.uuid4().hex[:8]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} ({exc.orig})")
-    try:
-        migrate(make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False))
+    with _database() as url:
+        migrate(url)
+        name = make_url(url).database
+        assert name is not None
         yield name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture
 def migrated_postgres_url(postgres_schema: str) -> Iterator[str]:
     """A fresh PostgreSQL database holding the newest schema, dropped afterwards."""
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"oncofed_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_schema}"'))
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with _database(postgres_schema) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
