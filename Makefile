@@ -23,7 +23,7 @@ check: $(STAMP)
 	$(BIN)/mypy src
 
 test: check
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 docs: $(STAMP)
 	$(BIN)/python -m oncofed.cdm.reference docs/data-model.md
@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cdm_import.py
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/many_sites.py
+	$(BIN)/python bench/membership.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -81,7 +81,7 @@ from oncofed.edge.runner import Outcome, TaskRunner
 from oncofed.learning.data import standardization
 from oncofed.learning.registry import initial_weights
 from oncofed.orchestrator import setup as state
-from oncofed.privacy.secagg import public_bytes
+from oncofed.privacy.secagg import new_identity, public_bytes
 from oncofed.wire import tensors
 from oncofed.wire.analysis import AnalysisResult, AnalysisSpec
 from oncofed.wire.messages import (
@@ -181,7 +181,8 @@ def template_answers(folder: Path, jobs: dict[JobName, AnalysisSpec | JobSpec]) 
     source = with_grade(write_site_data(folder / "data", ["template"])["template"])
     store = LocalStore(folder / "datasets")
     import_source(store, DATASET, source, threshold=11)
-    runner = TaskRunner(store, EdgePolicy(), "template", Ledger(folder / "ledger"))
+    ledger = Ledger(folder / "ledger")
+    runner = TaskRunner(store, EdgePolicy(), "template", ledger, new_identity())
     counts, training = jobs["counts"], jobs["training"]
     assert isinstance(training, JobSpec)
 

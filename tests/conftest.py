@@ -24,6 +24,9 @@ from oncofed.orchestrator.settings import Settings
 from oncofed.orchestrator.setup import identity_key, initialise
 from tests.support import State, declare_project
 
+os.environ.pop("COLUMNS", None)  # pytest-xdist's workers set 80: rich would fix every console
+os.environ.pop("LINES", None)  # at that width when the CLI is imported, whatever a test asks
+
 POSTGRES_URL = os.environ.get(
     "ONCOFED_TEST_POSTGRES_URL", "postgresql+pg8000://postgres@127.0.0.1:5432/test"
 )

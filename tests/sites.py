@@ -65,8 +65,8 @@ class Site:
     ) -> None:
         self.state, self.name = state, name
         self.ledger = Ledger(root / name)
-        self.runner = TaskRunner(store, policy, name, self.ledger)
         key = self.identity = new_identity()
+        self.runner = TaskRunner(store, policy, name, self.ledger, key)
         self.secure = SecureSessions(
             name, key, self.ledger, policy, lambda: self.state.coordinator.public_key
         )
@@ -141,7 +141,7 @@ class Mortal(Site):
     def restart(self) -> None:
         """The edge process restarts: what it held in memory (cohort tables, the secrets of
         its secure rounds) is gone; its ledger and identity key remain."""
-        self.runner = TaskRunner(self.store, self.policy, self.name, self.ledger)
+        self.runner = TaskRunner(self.store, self.policy, self.name, self.ledger, self.identity)
         self.secure = SecureSessions(
             self.name,
             self.identity,

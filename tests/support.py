@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,6 +59,8 @@ class State:
         return self.coordinator
 
 
+SITE_KEY = Ed25519PrivateKey.generate()
+"""The identity key of the sites tests run tasks for in process (``TaskRunner``)."""
 TEST_PROJECT = "test-project"
 """The project of ``make_spec``'s jobs: the ``state`` fixture declares it (see
 ``declare_project``) and records alpha's and beta's approval."""

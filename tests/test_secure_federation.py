@@ -200,7 +200,9 @@ def rebuild(federation: LocalFederation, job: JobPublic, scratch: Path) -> dict[
     for site in SITES:
         home = EdgeHome(federation.edge_dir(site))
         with Ledger(scratch / job.id / site) as ledger:
-            runner = TaskRunner(LocalStore(home.datasets), home.policy(), site, ledger)
+            runner = TaskRunner(
+                LocalStore(home.datasets), home.policy(), site, ledger, home.identity()
+            )
             rebuilt[site] = []
             for rnd in rounds:
                 later = rnd.number > 0
@@ -698,7 +700,9 @@ def test_the_edges_log_only_secure_posts_for_secure_jobs(
                 ], endpoints
                 header = MaskedHeader.model_validate(posts[-2]["json"])
                 assert header.site == site and header.context.announced == rnd.announced_sha256
-                assert header.clear.model_dump().keys() == {"threshold", "compute_seconds", "own"}
+                said = header.clear.model_dump()
+                assert said.keys() == {"threshold", "compute_seconds", "epsilon", "own"}
+                assert said["epsilon"] is None  # an exact job spends no privacy budget
                 own = header.clear.own
                 if isinstance(job.report, RegressionReport) and rnd.number == 0:
                     assert own is not None and own.terms == job.report.sites[site]

@@ -433,6 +433,8 @@ class Recovery:
     seconds: float = 0.0
     stopped: str | None = None
     """Why the attack ended early: the reason of the edge's decline."""
+    declined: list[str] = field(default_factory=list)
+    """The reasons of the declines an attack went on past."""
 
 
 @dataclass(frozen=True)
@@ -499,7 +501,8 @@ def assert_rows_recovered(recovery: Recovery, result: Score) -> None:
 def report(name: str, recovery: Recovery, result: Score) -> None:
     """Log one attack's figures (``pytest -o log_cli=true --log-cli-level=INFO`` shows them)."""
     log.info(
-        "%s: %d of %d rows exact, %d wrong, %d tasks, %.1f s%s",
+        "%s: %d of %d rows exact, %d wrong, %d tasks, %.1f s%s%s",
         name, result.exact, result.total, result.wrong, recovery.tasks, recovery.seconds,
+        f", {len(recovery.declined)} declined" if recovery.declined else "",
         f", stopped: {recovery.stopped}" if recovery.stopped else "",
     )  # fmt: skip

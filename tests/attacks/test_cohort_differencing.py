@@ -1,8 +1,10 @@
 """Attack 5: the difference of two large cohorts is a small one. Round 0 of a logistic analysis
 (coefficients 0, which every defence of issue 8 admits) gives a cohort's size, events and
 column sums; two analyses whose cohorts differ by a follow-up window isolate the patients in
-that window, one analysis each, every cohort large. The README names the gap ("the edge does
-not yet compare a job's cohort with earlier ones"); this measures it under the defaults."""
+that window, one analysis each, every cohort large. The defence (``oncofed.edge.releases``):
+the edge declines an exact release whose cohort differs from an earlier one's by 1 to
+``small_cell_threshold`` - 1 patients; the naive set-up switches it off
+(``refuse_narrow_differences: false``)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from tests.attacks.support import (
     Declined,
     Orchestrator,
     Recovery,
+    Score,
     make_task,
     played,
     true_design_rows,
@@ -63,11 +66,11 @@ def cohort_differencing(orchestrator: Orchestrator) -> Recovery:
     are asked about directly when they should be the larger part of the site, else as every
     patient less those followed t or less: either way the cohort asked about holds about half
     the site or more, far above any minimum. ``HalfSpaceSearch`` on the time column picks the
-    thresholds; patients with the same follow-up time stay together.
+    thresholds; patients with the same follow-up time stay together. A threshold the edge
+    declines leaves its interval uncut, and the attack goes on with the others.
     """
     started = time.perf_counter()
     recovery = Recovery(columns=[*COVARIATES, "label"])
-    search: HalfSpaceSearch | None = None
 
     def sums(condition: dict[str, Any] | None) -> Vector:
         """(patients, column sums, events) of one cohort: a job of its own, round 0."""
@@ -84,37 +87,61 @@ def cohort_differencing(orchestrator: Orchestrator) -> Recovery:
 
     try:
         total = sums(None)
-        direction = np.zeros(len(COVARIATES) + 1, dtype=int)
-        direction[TIME] = 1
-        search = HalfSpaceSearch(direction, total)
-        while (t := search.cut()) is not None:
+    except Declined as exc:
+        recovery.stopped = str(exc)
+        return recovery
+    direction = np.zeros(len(COVARIATES) + 1, dtype=int)
+    direction[TIME] = 1
+    search = HalfSpaceSearch(direction, total)
+    # more patients above a threshold than at the site: its interval is left uncut
+    impossible = (total[0] + 1, *[0] * (len(total) - 1))
+    while (t := search.cut()) is not None:
+        try:
             if search.share_above(t) >= 0.5:
                 above = sums({"field": "rfs_days", "min": math.ceil(t)})
             else:
                 below = sums({"field": "rfs_days", "max": math.floor(t)})
                 above = tuple(a - b for a, b in zip(total, below, strict=True))
-            search.record(t, above)
-    except Declined as exc:
-        recovery.stopped = str(exc)
-    recovery.rows = search.rows if search is not None else []
+        except Declined as exc:
+            recovery.declined.append(str(exc))
+            above = impossible
+        search.record(t, above)
+    recovery.rows = search.rows
     recovery.seconds = time.perf_counter() - started
     return recovery
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="no defence in issue 8: cohorts are not compared across jobs (README limitation)",
-)
-def test_cohort_differencing_recovers_nothing_under_the_default_policy(
-    tmp_path: Path, site_datasets: Path
-) -> None:
-    _, result = played(
-        "cohort differencing, defaults",
+def play(
+    tmp_path: Path, site_datasets: Path, name: str, policy: EdgePolicy
+) -> tuple[Recovery, Score]:
+    return played(
+        f"cohort differencing, {name}",
         tmp_path / "edge",
         site_datasets,
-        EdgePolicy(),
+        policy,
         cohort_differencing,
         lambda store: true_design_rows(store, window_spec(None), label=True),
     )
-    assert result.exact == 0
+
+
+def test_cohort_differencing_recovers_rows_when_narrow_differences_are_allowed(
+    tmp_path: Path, site_datasets: Path
+) -> None:
+    recovery, result = play(
+        tmp_path, site_datasets, "naive", EdgePolicy(refuse_narrow_differences=False)
+    )
+    assert recovery.stopped is None and not recovery.declined
+    assert result.exact >= 0.85 * result.total and result.wrong == 0, result
+
+
+def test_cohort_differencing_recovers_nothing_under_the_default_policy(
+    tmp_path: Path, site_datasets: Path
+) -> None:
+    """The edge declines every threshold whose cohort is within 10 patients of one it released;
+    the attack goes on past each decline and still isolates no patient."""
+    recovery, result = play(tmp_path, site_datasets, "defaults", EdgePolicy())
+    assert recovery.declined and all(
+        "by fewer than 11 patients, below the small-cell threshold" in reason
+        for reason in recovery.declined
+    )
+    assert result.exact == 0, result

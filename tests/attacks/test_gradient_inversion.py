@@ -57,7 +57,7 @@ from oncofed.wire import tensors
 from oncofed.wire.messages import Standardization, StatsResult, TaskAssignment
 from oncofed.wire.secagg import MaskedHeader, RoundContext, SecureStep
 from oncofed.wire.spec import JobSpec
-from tests.support import save_columns
+from tests.support import SITE_KEY, save_columns
 
 SITES = ("alpha", "beta", "gamma")
 COLUMNS = {"age": "age", "size": "tsize", "nodes": "pnodes", "pr": "progrec", "er": "estrec"}
@@ -124,7 +124,7 @@ def sites(tmp_path: Path) -> Iterator[dict[str, Site]]:
         columns["y"] = ((rows["cens"] == 1) & (rows["time"] <= 1825)).to_numpy(np.float64)
         store = save_columns(tmp_path / name / "datasets", "data", columns)
         ledger = Ledger(tmp_path / name)
-        runner = TaskRunner(store, POLICY, name, ledger)
+        runner = TaskRunner(store, POLICY, name, ledger, SITE_KEY)
         table = job_table(one_step_job(False), store.load("data"))
         made[name] = Site(name, runner, ledger, table)
     yield made

@@ -65,16 +65,18 @@ def test_what_the_policy_narrows_is_what_it_accepts(home: EdgeHome) -> None:
     home.policy_file.write_text(
         "allowed_tasks: [analysis]\nallowed_datasets: [data, registry]\n"
         "require_secure_aggregation: true\nmin_cohort_size: 100\n"
+        "privacy_budget: {epsilon_total: 4, epsilon_per_project: 2}\n"
     )
     code, output = check(home)
     assert code == 0, output  # warnings do not fail the check
     every = len(EdgePolicy.model_fields) - 1  # projects are decisions, not settings
     version = home.policy().version
-    assert f"valid (version {version}); sets 4 of {every} settings (defaults: the rest)" in output
+    assert f"valid (version {version}); sets 5 of {every} settings (defaults: the rest)" in output
     assert "warning dataset data fewer patients than min_cohort_size (100)" in output
     assert "task kinds analysis " in output
     assert "datasets data; allowed but not valid here: registry " in output
     assert "secure aggregation required; " in output
+    assert "differential privacy optional; budget epsilon 4 in all, 2 per project" in output
 
 
 def test_an_invalid_policy_is_named_by_line_and_setting(home: EdgeHome) -> None:

@@ -26,7 +26,7 @@ from oncofed.wire.analysis import AnalysisParams, AnalysisResult, AnalysisSpec
 from oncofed.wire.messages import Decline, EvaluateResult, StatsResult, TaskAssignment
 from oncofed.wire.secagg import RoundContext, SecureStep
 from oncofed.wire.spec import JobSpec
-from tests.support import make_spec, save_columns
+from tests.support import SITE_KEY, make_spec, save_columns
 
 SPEC = make_spec(rounds=3)
 OTHER_SITE = StatsResult(n=50, sums=[10.0, -5.0], sumsq=[60.0, 40.0])
@@ -50,7 +50,7 @@ def edge(store: LocalStore, tmp_path: Path) -> Iterator[Edge]:
 
     def start(**policy: Any) -> TaskRunner:
         ledgers.append(Ledger(tmp_path / "edge"))
-        return TaskRunner(store, EdgePolicy.model_validate(policy), "alpha", ledgers[-1])
+        return TaskRunner(store, EdgePolicy.model_validate(policy), "alpha", ledgers[-1], SITE_KEY)
 
     yield start
     for ledger in ledgers:
@@ -405,7 +405,9 @@ def test_fedprox_mu_comes_from_the_spec_never_from_the_task(
 ) -> None:
     def update(spec: JobSpec, asked: float, where: str) -> tensors.Weights:
         with Ledger(tmp_path / where) as ledger:
-            orchestrator = Orchestrator(TaskRunner(store, EdgePolicy(), "alpha", ledger), spec)
+            orchestrator = Orchestrator(
+                TaskRunner(store, EdgePolicy(), "alpha", ledger, SITE_KEY), spec
+            )
             assert isinstance(orchestrator.run("train", 1, proximal_mu=asked), bytes)
             return orchestrator.model
 
@@ -517,7 +519,7 @@ def test_a_cox_models_level_is_free_but_its_effects_are_bounded(
         }
     )
     with Ledger(tmp_path / "edge") as ledger:
-        runner = TaskRunner(west, EdgePolicy(), "west", ledger)
+        runner = TaskRunner(west, EdgePolicy(), "west", ledger, SITE_KEY)
         for job_id, beta, answered in (("j1", 0.25, AnalysisResult), ("j2", 0.8, Decline)):
             for number, params in enumerate((zeros(1), fit([beta]))):
                 ids = {"job_id": job_id, "task_id": f"{job_id}-t{number}"}

@@ -22,7 +22,7 @@ from oncofed.wire.messages import Decline, JobPublic, ResultAck, TaskAssignment
 from oncofed.wire.spec import JobSpec, PrivacySpec
 from oncofed.wire.tensors import sha256
 from tests.sites import import_gbsg2
-from tests.support import State
+from tests.support import SITE_KEY, State
 
 pytestmark = pytest.mark.parametrize("state", ["sqlite"], indirect=True)
 HOSPITALS = ("north", "south", "east", "west")
@@ -38,12 +38,12 @@ class Hospital:
     def __init__(self, name: str, store: LocalStore, root: Path) -> None:
         self.name, self.store, self.root = name, store, root
         self.ledger = Ledger(root)
-        self.runner = TaskRunner(store, EdgePolicy(), name, self.ledger)
+        self.runner = TaskRunner(store, EdgePolicy(), name, self.ledger, SITE_KEY)
 
     def restart(self) -> None:
         self.ledger.close()
         self.ledger = Ledger(self.root)
-        self.runner = TaskRunner(self.store, EdgePolicy(), self.name, self.ledger)
+        self.runner = TaskRunner(self.store, EdgePolicy(), self.name, self.ledger, SITE_KEY)
 
     def outcomes(self, job_id: str) -> list[tuple[int, str | None]]:
         """Each task of the job run here: its round and how it was answered."""

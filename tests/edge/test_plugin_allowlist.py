@@ -28,7 +28,7 @@ from oncofed.wire import tensors
 from oncofed.wire.messages import Decline, StatsResult, TaskAssignment
 from oncofed.wire.spec import JobSpec
 from tests.plugin_dist import Site
-from tests.support import make_spec, save_columns
+from tests.support import SITE_KEY, make_spec, save_columns
 
 ALLOWED = ["logistic", "acme_wide"]
 
@@ -86,7 +86,7 @@ def test_an_allowlisted_plugin_model_trains_at_the_edge(
 ) -> None:
     plugin = site.install()
     allowlisted = EdgePolicy(allowed_models=ALLOWED, plugins=[plugin.pin()])
-    update = train(TaskRunner(store, allowlisted, "alpha", ledger), wide_spec())
+    update = train(TaskRunner(store, allowlisted, "alpha", ledger, SITE_KEY), wide_spec())
     assert isinstance(update, bytes)
     shapes = parameter_shapes(wide_spec().model, 2)
     tensors.check_weights(tensors.decode(update), shapes)
@@ -104,7 +104,7 @@ def test_a_task_naming_an_installed_but_unlisted_plugin_is_refused_unloaded(
     plugin = site.install()
     unlisted = EdgePolicy(allowed_models=ALLOWED)  # no plugins pinned
     with Ledger(tmp_path / "edge") as ledger:
-        refused = train(TaskRunner(store, unlisted, "alpha", ledger), wide_spec())
+        refused = train(TaskRunner(store, unlisted, "alpha", ledger, SITE_KEY), wide_spec())
     assert isinstance(refused, Decline)
     assert refused.reason == (
         "model type 'acme_wide' comes from the plugin acme-models 1.0, which this site has not "
@@ -113,7 +113,7 @@ def test_a_task_naming_an_installed_but_unlisted_plugin_is_refused_unloaded(
     assert plugin.package not in sys.modules
     monkeypatch.setattr(edge_policy, "_check_plugin", lambda *args: None)
     with Ledger(tmp_path / "naive") as ledger:
-        update = train(TaskRunner(store, unlisted, "alpha", ledger), wide_spec())
+        update = train(TaskRunner(store, unlisted, "alpha", ledger, SITE_KEY), wide_spec())
     assert isinstance(update, bytes)  # it ran
     assert plugin.package in sys.modules
 

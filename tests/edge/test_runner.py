@@ -27,7 +27,7 @@ from oncofed.wire.messages import (
 )
 from oncofed.wire.secagg import RoundContext, SecureStep
 from oncofed.wire.spec import JobSpec
-from tests.support import make_spec, save_columns
+from tests.support import SITE_KEY, make_spec, save_columns
 
 
 @pytest.fixture
@@ -98,14 +98,18 @@ def never_fetch(sha: str) -> bytes:
 def test_task_outside_policy_or_data_is_declined(
     store: LocalStore, ledger: Ledger, policy: EdgePolicy, spec: JobSpec, reason: str
 ) -> None:
-    outcome = TaskRunner(store, policy, "alpha", ledger).run(assignment(spec), never_fetch)
+    outcome = TaskRunner(store, policy, "alpha", ledger, SITE_KEY).run(
+        assignment(spec), never_fetch
+    )
     assert isinstance(outcome, Decline)
     assert reason in outcome.reason
 
 
 def test_stats_are_sums_over_training_rows_only(store: LocalStore, ledger: Ledger) -> None:
     spec = make_spec()
-    outcome = TaskRunner(store, EdgePolicy(), "alpha", ledger).run(assignment(spec), never_fetch)
+    outcome = TaskRunner(store, EdgePolicy(), "alpha", ledger, SITE_KEY).run(
+        assignment(spec), never_fetch
+    )
     assert isinstance(outcome, StatsResult)
     assert outcome.n == 90  # 120 rows, 25% held out
     assert len(outcome.sums) == 2
@@ -128,7 +132,7 @@ def train_task(runner: TaskRunner) -> tuple[TaskAssignment, bytes]:
 
 
 def test_train_returns_an_update_of_the_agreed_shape(store: LocalStore, ledger: Ledger) -> None:
-    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger)
+    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger, SITE_KEY)
     task, model = train_task(runner)
     spec = task.spec
     outcome = runner.run(task, lambda sha: model)
@@ -142,7 +146,7 @@ def test_train_returns_an_update_of_the_agreed_shape(store: LocalStore, ledger: 
 
 
 def test_a_tampered_global_model_is_refused(store: LocalStore, ledger: Ledger) -> None:
-    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger)
+    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger, SITE_KEY)
     task, model = train_task(runner)
     with pytest.raises(ValueError, match="SHA-256"):
         runner.run(task, lambda sha: model + b" ")
@@ -162,7 +166,9 @@ def test_a_small_cohort_is_declined_before_anything_about_its_rows_is_said(
     spec = make_spec(features=[{"name": "ext.x1", "transform": "log1p"}, "ext.x2"])
     policy = EdgePolicy(min_cohort_size=40)
     with Ledger(tmp_path / "edge") as ledger:
-        outcome = TaskRunner(store, policy, "alpha", ledger).run(assignment(spec), never_fetch)
+        outcome = TaskRunner(store, policy, "alpha", ledger, SITE_KEY).run(
+            assignment(spec), never_fetch
+        )
     assert isinstance(outcome, Decline)
     assert "smaller than its minimum cohort size" in outcome.reason
     assert "<= -1" not in outcome.reason
@@ -191,10 +197,12 @@ def test_a_secure_newton_loop_sends_the_sites_own_fit_in_clear_once(
     """Beside the first round, in the clear, the site's own model fitted on its rows to the
     end (statsmodels' on the same rows); nothing of its own beside later rounds; the compute
     time in whole seconds."""
-    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger)
+    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger, SITE_KEY)
     first = runner.run(secure_newton(0, AnalysisParams(pooled=[0.0] * 3)), never_fetch)
     assert isinstance(first, Contribution) and first.clear.own is not None
-    assert first.clear.model_dump().keys() == {"threshold", "compute_seconds", "own"}
+    said = first.clear.model_dump()
+    assert said.keys() == {"threshold", "compute_seconds", "epsilon", "own"}
+    assert said["epsilon"] is None  # an exact analysis spends no privacy budget
     assert isinstance(first.clear.compute_seconds, int)
     own = first.clear.own
     assert own.terms is not None and own.iterations is not None and 3 <= own.iterations <= 10
@@ -224,7 +232,7 @@ def test_a_secure_newton_loop_sends_the_sites_own_fit_in_clear_once(
 def test_a_site_that_keeps_its_own_fit_says_why_and_still_takes_part(
     store: LocalStore, ledger: Ledger, policy: EdgePolicy, withheld: str
 ) -> None:
-    runner = TaskRunner(store, policy, "alpha", ledger)
+    runner = TaskRunner(store, policy, "alpha", ledger, SITE_KEY)
     first = runner.run(secure_newton(0, AnalysisParams(pooled=[0.0] * 3)), never_fetch)
     assert isinstance(first, Contribution) and int(first.values["n"]) == 120
     assert first.clear.own == OwnEstimate(withheld=withheld)
@@ -239,7 +247,7 @@ def test_an_honest_fit_beyond_the_wire_bounds_is_withheld_not_a_failure(
     monkeypatch.setattr(
         site, "fit_terms", lambda *a: [t.model_copy(update={"se": 1e-200}) for t in exact(*a)]
     )
-    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger)
+    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger, SITE_KEY)
     first = runner.run(secure_newton(0, AnalysisParams(pooled=[0.0] * 3)), never_fetch)
     assert isinstance(first, Contribution) and int(first.values["n"]) == 120
     own = first.clear.own

@@ -32,7 +32,7 @@ from oncofed.wire.analysis import (
     SurvivalReport,
 )
 from oncofed.wire.messages import Decline, JobPublic
-from tests.support import State, gbsg2_covariates
+from tests.support import SITE_KEY, State, gbsg2_covariates
 
 COVARIATES: list[Any] = [  # no grade: a site's grade cells are too small to send derivatives
     "age_at_diagnosis",
@@ -89,7 +89,9 @@ def run(
         ledgers = {site: Ledger(state.home.parent / f"edge-{site}") for site in stores}
         for ledger in ledgers.values():
             stack.callback(ledger.close)
-        runners = {site: TaskRunner(stores[site], policy, site, ledgers[site]) for site in stores}
+        runners = {
+            site: TaskRunner(stores[site], policy, site, ledgers[site], SITE_KEY) for site in stores
+        }
         return _play(state, runners, job, restart_after)
 
 

@@ -35,7 +35,7 @@ from tests.orchestrator.test_rounds import (
     weights_like,
 )
 from tests.sites import job
-from tests.support import State, make_spec
+from tests.support import SITE_KEY, State, make_spec
 
 ALPHA, BETA = 439, 247  # the patients in each site's cohort (GBSG2 split unequally)
 
@@ -129,7 +129,7 @@ def test_a_site_whose_answer_holds_nothing_is_suppressed(
             ledger = Ledger(state.home.parent / f"edge-{site}")
             stack.callback(ledger.close)
             policy = EdgePolicy(small_cell_threshold=threshold)
-            runners[site] = TaskRunner(stores[site], policy, site, ledger)
+            runners[site] = TaskRunner(stores[site], policy, site, ledger, SITE_KEY)
         done = _play(state, runners, km, None)
     assert done.status == "completed", done.error
     assert done.rounds[0].sites["alpha"].status == "accepted"  # the round's record

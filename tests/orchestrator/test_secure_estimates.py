@@ -190,7 +190,9 @@ def test_a_lone_site_is_not_revealed_by_the_sharing_sites_estimates(
     clear = headers(state, job.id)
     assert clear.keys() == {(site, n) for site in played for n in range(rounds)}
     for (site, number), header in clear.items():
-        assert header.clear.model_dump().keys() == {"threshold", "compute_seconds", "own"}
+        said = header.clear.model_dump()
+        assert said.keys() == {"threshold", "compute_seconds", "epsilon", "own"}
+        assert said["epsilon"] is None  # an exact job spends no privacy budget
         if number:
             assert header.clear.own is None
         elif site == SMALL:
@@ -265,7 +267,9 @@ def test_a_lone_sites_held_out_metrics_are_not_revealed(
     # Now no site sends a metric of its own in the clear: the job says its metrics are pooled
     # only, and no site's metrics, in any round, are anywhere the orchestrator holds.
     for header in headers(state, job.id).values():
-        assert header.clear.model_dump().keys() == {"threshold", "compute_seconds", "own"}
+        said = header.clear.model_dump()
+        assert said.keys() == {"threshold", "compute_seconds", "epsilon", "own"}
+        assert said["epsilon"] is None  # an exact job spends no privacy budget
         assert header.clear.own is None
     for rnd in job.rounds:
         assert all(s.metrics == {} and s.n_eval is None for s in rnd.sites.values())

@@ -40,7 +40,7 @@ from oncofed.wire.secagg import (
 from oncofed.wire.spec import JobSpec
 from oncofed.wire.stream import DTYPES, Shapes, TensorWriter
 from tests.sites import Mortal, Site, Watch, drive, enrol, job, mortals, play, sixty_each
-from tests.support import State, auth
+from tests.support import SITE_KEY, State, auth
 
 HOSTILE = "gamma"
 NAMES = [HOSTILE, "alpha", "beta", "delta", "epsilon"]
@@ -249,7 +249,7 @@ def test_a_policy_narrowed_after_the_keys_phase_stops_the_masked_input(
 
     def narrow(who: Site, task: TaskAssignment, outcome: object, ack: ResultAck) -> None:
         if isinstance(outcome, Post) and outcome.phase == "keys":
-            who.runner = TaskRunner(site.store, stricter, who.name, who.ledger)
+            who.runner = TaskRunner(site.store, stricter, who.name, who.ledger, SITE_KEY)
             who.secure.use(stricter)
 
     site.watch = narrow

@@ -120,9 +120,13 @@ def test_n_inputs_counts_dummies_without_reference(features: list[Any], n_inputs
 def test_demo_jobs_validate() -> None:
     from oncofed.demo.data import demo_specs
 
-    survival, binary = demo_specs()
+    survival, binary, private = demo_specs()
     assert survival.outcome.type == "survival"
     assert binary.outcome.type == "binary"
+    assert private.privacy.differential_privacy is not None
+    assert private.model_dump(exclude={"name", "privacy"}) == binary.model_dump(
+        exclude={"name", "privacy"}
+    )
     # age, size, grade (2), nodes, PR, ER, endocrine therapy
     assert survival.n_inputs == binary.n_inputs == 8
 

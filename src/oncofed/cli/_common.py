@@ -97,7 +97,8 @@ def setup_logging(level: str = "INFO") -> None:
     else:  # a log file or journal: plain lines, and no rendering cost on hot paths
         handler = logging.StreamHandler()
         handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
+    # force: a library may have configured the root logger when imported (Opacus does)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     # One line per HTTP request is noise in a polling agent, and rendering it costs CPU.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 

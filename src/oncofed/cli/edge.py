@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from oncofed._text import as_text, plain
-from oncofed.cli import audit, plugins, projects
+from oncofed.cli import audit, budget, plugins, projects
 from oncofed.cli._common import (
     FINGERPRINT_WIDTH,
     TIME_WIDTH,
@@ -242,3 +242,4 @@ app.command("plugins")(plugins.list_plugins)
 app.command("projects")(projects.edge_projects)
 app.command("approve")(projects.approve)
 app.command("decline")(projects.decline)
+app.command("budget")(budget.show_budget)

@@ -51,11 +51,13 @@ def _counts(status: SiteStatus) -> str:
 
 
 def _note(status: SiteStatus) -> str:
-    """Its events, and the reason (with the round, past a job's first, where it left)."""
+    """Its events, the differential privacy spent there, and the reason (with the round, past
+    a job's first, where it left)."""
     events = f"{status.events} events" if status.events is not None else ""
+    spent = f"epsilon {status.epsilon:.2f} spent" if status.epsilon is not None else ""
     left = status.state in (SiteState.DECLINED, SiteState.EXPIRED, SiteState.FAILED)
     where = f"round {status.round}: " if left and status.round else ""
-    return "; ".join(note for note in (events, where + status.reason) if note)
+    return "; ".join(note for note in (events, spent, where + status.reason) if note)
 
 
 def pooled_line(participation: Participation) -> str:

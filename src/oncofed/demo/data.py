@@ -96,8 +96,10 @@ def _load(name: str) -> JobSpec | AnalysisSpec:
 
 
 def demo_specs() -> list[JobSpec]:
-    """The demo's two training jobs: a Cox network for survival, a logistic model at 5 years."""
-    specs = [_load("gbsg2_survival.yaml"), _load("gbsg2_recurrence_5y.yaml")]
+    """The demo's training jobs: a Cox network for survival, a logistic model at 5 years, and
+    the same logistic model trained with differential privacy."""
+    names = ("gbsg2_survival.yaml", "gbsg2_recurrence_5y.yaml", "gbsg2_recurrence_5y_dp.yaml")
+    specs = [_load(name) for name in names]
     return [spec for spec in specs if isinstance(spec, JobSpec)]
 
 

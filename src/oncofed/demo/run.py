@@ -72,7 +72,10 @@ def run_demo(console: Console, out: Path | None = None, keep: bool = False) -> d
             raise RuntimeError(f"job {job.name} {job.status}: {job.error}")
     for spec, job in zip(specs, jobs, strict=True):
         splits = site_splits(spec, {s: job_table(spec, data) for s, data in imported.items()})
-        results.append(compare(spec, splits, tensors.decode(models[job.id])))
+        spent = {site: status.epsilon for site, status in job.participation.sites.items()}
+        result = compare(spec, splits, tensors.decode(models[job.id]))
+        dp = spec.privacy.differential_privacy
+        results.append(result if dp is None else result | {"epsilon": spent, "delta": dp.delta})
     report = {
         "sites": {site: len(frame) for site, frame in tables.items()},
         "jobs": results,
@@ -145,10 +148,23 @@ def _table(result: dict[str, Any]) -> Table:
         table.add_row(label, *(f"{scores[s]:.3f}" for s in sites), f"{scores['union']:.3f}")
     gap = result["federated"] - result["pooled"]
     above = result["federated"] - result["single_site_mean"]
-    table.caption = (
+    reference = (
         "pooled: one model trained centrally on every site's training rows (the reference); "
         "X only: trained on site X's rows alone.\n"
-        f"federated - pooled = {gap:+.3f} ({'within' if abs(gap) <= TOLERANCE else 'OUTSIDE'} "
-        f"{TOLERANCE}); federated - mean single-site = {above:+.3f}"
+    )
+    if "epsilon" not in result:
+        within = "within" if abs(gap) <= TOLERANCE else "OUTSIDE"
+        table.caption = (
+            f"{reference}federated - pooled = {gap:+.3f} ({within} {TOLERANCE}); "
+            f"federated - mean single-site = {above:+.3f}"
+        )
+        return table
+    spent = ", ".join(
+        f"{site} {'-' if e is None else f'{e:.2f}'}" for site, e in result["epsilon"].items()
+    )
+    table.caption = (
+        f"{reference}federated with differential privacy (the pooled and single-site models "
+        f"are not): utility lost against pooled = {gap:+.3f}; epsilon spent at each site "
+        f"(delta {result['delta']:g}): {spent}"
     )
     return table

@@ -272,7 +272,7 @@ class Agent:
             log.info("%s re-read: %s", self._policy_file.path, _changes(self._policy, policy))
         self._policy = policy
         self._ledger.trust(policy.trusted_peers)
-        self._runner = TaskRunner(self._store, policy, self.site, self._ledger)
+        self._runner = TaskRunner(self._store, policy, self.site, self._ledger, self._identity)
         if self._secure is None:
             self._secure = SecureSessions(
                 self.site,

@@ -223,6 +223,12 @@ def accepts(policy: EdgePolicy, datasets: dict[str, int]) -> list[tuple[str, str
             f"{secure}; at least {p.min_secure_sites} sites and a threshold above "
             f"{p.min_secure_threshold:g} of them; peer keys: {peers}; own estimates {own}",
         ),
+        (
+            "differential privacy",
+            f"{'required' if p.require_differential_privacy else 'optional'}; budget epsilon "
+            f"{p.privacy_budget.epsilon_total:g} in all, {p.privacy_budget.epsilon_per_project:g} "
+            f"per project, at delta {p.privacy_budget.delta:g} (oncofed edge budget)",
+        ),
     ]
 
 

@@ -74,6 +74,20 @@ class EdgeConfig(BaseModel):
     )
 
 
+class PrivacyBudget(BaseModel):
+    """How much differential privacy this site spends: epsilons at ``delta``, composed over
+    every differentially private task it ran (Renyi DP, ``oncofed.privacy.accounting``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epsilon_total: Annotated[float, Field(gt=0.0, le=1000.0)] = 10.0
+    """The most this site spends over every project, ever: the ledger never forgets a charge."""
+    epsilon_per_project: Annotated[float, Field(gt=0.0, le=1000.0)] = 5.0
+    """The most one project spends here, over all its jobs."""
+    delta: Annotated[float, Field(gt=0.0, le=1e-3)] = 1e-5
+    """The delta every epsilon of the ledger is measured at; a job may not ask for more."""
+
+
 class EdgePolicy(BaseModel):
     """What this site agrees to run. Checked against every task, whatever the orchestrator says."""
 
@@ -94,6 +108,11 @@ class EdgePolicy(BaseModel):
     """Counts from 1 to this minus 1 are never published (shown as "<11"), in data quality
     reports and analyses; counts hidden to protect them are shown as "suppressed". 1 switches
     suppression off: for synthetic data only."""
+    refuse_narrow_differences: bool = True
+    """Decline a job whose exact releases would be over a cohort that differs from an earlier
+    job's, on the same dataset, by 1 to ``small_cell_threshold`` - 1 patients: subtracted,
+    the two would describe those patients (``oncofed.edge.releases``). The cohorts are
+    recorded either way; false switches the refusal off, for synthetic data only."""
     min_patients_per_covariate: Annotated[int, Field(ge=1)] = 10
     """A regression's gradient and Hessian are only sent for at least this many patients per
     coefficient: those of a small cohort can describe individuals."""
@@ -147,6 +166,12 @@ class EdgePolicy(BaseModel):
     SHA-256 of the raw Ed25519 public key). When given, secure rounds accept only these peers
     and keys; when omitted, each peer's key is pinned the first time it is seen (trust on first
     use) and a different key later is refused."""
+    privacy_budget: PrivacyBudget = Field(default_factory=PrivacyBudget)
+    """The differential privacy this site spends, across every project, training and
+    analyses alike (``oncofed.edge.budget``): a task that would exceed it is declined."""
+    require_differential_privacy: bool = False
+    """Run only jobs whose releases are differentially private (spending the budget): exact
+    releases are declined."""
     plugins: list[PluginPin] = Field(default_factory=list)
     """Plugin distributions whose model types may run here (each also in ``allowed_models``):
     name, version and the SHA-256 of the installed files, as ``oncofed edge plugins`` prints

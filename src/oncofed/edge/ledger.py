@@ -7,6 +7,7 @@ and answered), the pinned spec hash, the pooled totals and standardisation first
 last Newton parameters, and the last global model seen (a safetensors file under ``jobs/``,
 removed once the job's evaluation is answered). For secure aggregation: the rounds this site
 sent a masked input for, the shares it released per peer, and the peers' pinned identity keys.
+And the cohort of every job's exact releases (``oncofed.edge.releases``).
 """
 
 from __future__ import annotations
@@ -370,3 +371,8 @@ class AuditCheckpoint(CheckpointColumns, Base):
 
 AUDIT = AuditLog(AuditEntry, AuditCheckpoint)
 """The edge's audit log."""
+
+# Tables other modules keep in ledger.db, registered on ``Base`` so that its metadata is the
+# schema the migrations build; imported last, as they build on ``Base``.
+import oncofed.edge.budget  # noqa: E402
+import oncofed.edge.releases  # noqa: E402, F401

@@ -10,17 +10,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from oncofed.analytics.design import design
 from oncofed.analytics.secure import secure_values
 from oncofed.analytics.site import answer, left_out_causes, own_fit
 from oncofed.cdm.frame import check_time_origin, job_table
+from oncofed.edge.budget import Budget, Charge
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation, StoreError
-from oncofed.edge.guard import Guard
+from oncofed.edge.guard import Guard, content_sha256
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.policy import cohort_minimums
+from oncofed.edge.releases import Releases
 from oncofed.edge.store import LocalStore
 from oncofed.learning import secure as learning
 from oncofed.learning import train as local
@@ -31,9 +34,11 @@ from oncofed.learning.data import (
     check_stats_columns,
     split_cohort,
 )
+from oncofed.learning.private import dpsgd_schedule, train_private
 from oncofed.learning.registry import parameter_shapes
 from oncofed.learning.steps import clip_update
 from oncofed.learning.strategies import build_strategy
+from oncofed.privacy import accounting
 from oncofed.wire import tensors
 from oncofed.wire.analysis import (
     AnalysisResult,
@@ -86,9 +91,19 @@ class TaskRunner:
     """Checks every task (``Guard``: policy, ledger, inputs), builds the cohort once per job,
     then computes stats, trains or evaluates."""
 
-    def __init__(self, store: LocalStore, policy: EdgePolicy, site: str, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        store: LocalStore,
+        policy: EdgePolicy,
+        site: str,
+        ledger: Ledger,
+        identity: Ed25519PrivateKey,
+    ) -> None:
         self._store, self._policy, self._site = store, policy, site
         self._guard = Guard(policy, ledger)
+        self._releases = Releases(policy, ledger)
+        self._budget = Budget(ledger, identity, site)
+        self._noises: dict[str, tuple[float, float, int]] = {}
         self._splits: dict[str, _Split] = {}
         self._tables: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
 
@@ -101,10 +116,26 @@ class TaskRunner:
             return Decline(reason=str(exc))
         outcome: Outcome | None = None
         try:
-            outcome = self._answer(task, fetch)
+            outcome = self._released(task, fetch)
             return outcome
         finally:
             self._guard.answered(task, _label(outcome))
+
+    def _released(self, task: TaskAssignment, fetch: Callable[[str], bytes]) -> Outcome:
+        """``_answer``, once a job's first exact release here passed the cohort check
+        (``Releases.first``: its cohort recorded before anything is computed); the record is
+        withdrawn when that first task releases nothing (declined or failed)."""
+        try:
+            first = self._releases.first(task, self._store.load)
+        except (PolicyViolation, DataError, StoreError) as exc:
+            return Decline(reason=str(exc))
+        outcome: Outcome | None = None
+        try:
+            outcome = self._answer(task, fetch)
+            return outcome
+        finally:
+            if first and (outcome is None or isinstance(outcome, Decline)):
+                self._releases.withdraw(task.job_id)
 
     def _answer(self, task: TaskAssignment, fetch: Callable[[str], bytes]) -> Outcome:
         """The plain result, or under secure aggregation (``task.secure``) the contribution."""
@@ -112,6 +143,7 @@ class TaskRunner:
         policy = self._policy
         started = time.perf_counter()
         try:
+            self._check_privacy(spec)
             if isinstance(spec, AnalysisSpec):
                 table = self._table(task.job_id, spec)
                 if isinstance(spec.analysis, CoxAnalysis | LogisticAnalysis):
@@ -131,6 +163,8 @@ class TaskRunner:
                 return AnalysisResult(part=part, compute_seconds=_since(started), cohort=cohort)
             split = self._split(task.job_id, spec)
             stats = split.train.stats()
+            if task.kind == "stats" and spec.privacy.differential_privacy is not None:
+                self._plan_private(task, spec, len(split.train))
             if task.kind == "stats":
                 if secure:
                     return Contribution(learning.stats_values(stats), self._clear(started))
@@ -150,27 +184,36 @@ class TaskRunner:
                 values = learning.evaluation_values(spec, evaluation)
                 return Contribution(values, self._clear(started))
             return EvaluateResult(evaluation=evaluation, compute_seconds=_since(started))
-        fit = local.train(
-            spec,
-            weights,
-            split.train.design(scaling),
-            split.train,
-            seed=task_seed(spec, task.round, self._site),
-            proximal_mu=build_strategy(spec.strategy).proximal_mu,  # the spec's, not the task's
-        )
+        x, spent = split.train.design(scaling), None
+        if spec.privacy.differential_privacy is None:
+            fit = local.train(
+                spec,
+                weights,
+                x,
+                split.train,
+                seed=task_seed(spec, task.round, self._site),
+                proximal_mu=build_strategy(spec.strategy).proximal_mu,  # the spec's, not the task's
+            )
+        else:
+            try:
+                fit, spent = self._train_private(task, spec, weights, x, split.train)
+            except PolicyViolation as exc:
+                return Decline(reason=str(exc))
         meta = TrainResult(
             task_id=task.task_id,
             n_train=len(split.train),
-            train_loss=fit.loss if math.isfinite(fit.loss) else 0.0,
+            train_loss=_loss(fit.loss) if spent is None else None,
             evaluation=evaluation,
             compute_seconds=_since(started),
+            epsilon=spent,
         )
         update = clip_update(weights, fit.weights, spec.local.clip_norm)
         tensors.check_weights(update, parameter_shapes(spec.model, spec.n_inputs))
         if secure:
             delta = {k: update[k].astype(np.float64) - weights[k] for k in update}
-            values = learning.update_values(spec, delta, meta.n_train, meta.train_loss, evaluation)
-            return Contribution(values, self._clear(started))
+            loss = meta.train_loss or 0.0  # under DP: no loss, in a segment that stays unread
+            values = learning.update_values(spec, delta, meta.n_train, loss, evaluation)
+            return Contribution(values, self._clear(started, epsilon=spent))
         return tensors.encode(update, meta)
 
     def _analysis_contribution(
@@ -206,17 +249,82 @@ class TaskRunner:
         except ValidationError as exc:  # a fit beyond what a site may send (wire bounds)
             return OwnEstimate(withheld=f"its fit is out of bounds: {exc.errors()[0]['msg']}")
 
-    def _clear(self, started: float, own: OwnEstimate | None = None) -> ClearPart:
+    def _clear(
+        self, started: float, own: OwnEstimate | None = None, epsilon: float | None = None
+    ) -> ClearPart:
         """What a secure round's answer says in the clear: the site's threshold, its compute
-        time in whole seconds, and beside a Newton loop's first round its own fit."""
+        time in whole seconds, beside a Newton loop's first round its own fit, and what a
+        differentially private job spent here."""
         seconds = round(_since(started))
-        return ClearPart(
-            threshold=self._policy.small_cell_threshold, compute_seconds=seconds, own=own
-        )
+        threshold = self._policy.small_cell_threshold
+        return ClearPart(threshold=threshold, compute_seconds=seconds, own=own, epsilon=epsilon)
+
+    def _check_privacy(self, spec: JobSpec | AnalysisSpec) -> None:
+        """Decline an exact release where the policy demands differential privacy, and a job
+        whose delta is above the one the site's budget is measured at."""
+        policy, dp = self._policy, spec.privacy.differential_privacy
+        if dp is None:
+            if policy.require_differential_privacy:
+                raise PolicyViolation(
+                    "this site runs only differentially private jobs "
+                    f"({policy.quote('require_differential_privacy')})"
+                )
+            return
+        if dp.delta > policy.privacy_budget.delta:
+            raise PolicyViolation(
+                f"the job's delta {dp.delta:g} is above the {policy.privacy_budget.delta:g} "
+                "this site's privacy budget is measured at (privacy_budget.delta)"
+            )
+
+    def _noise(self, job_id: str, spec: JobSpec, n: int) -> tuple[float, float, int]:
+        """DP-SGD at this site for a job: its noise multiplier, calibrated so that the job's
+        declared rounds cost its epsilon here, the sample rate and the steps of one round
+        (kept for the job: calibrating takes a good part of a second)."""
+        if job_id not in self._noises:
+            dp = spec.privacy.differential_privacy
+            assert dp is not None
+            rate, steps = dpsgd_schedule(n, spec.local.batch_size, spec.local.epochs)
+            sigma = accounting.calibrate_dpsgd(dp.epsilon, dp.delta, rate, steps * spec.rounds)
+            self._noises[job_id] = sigma, rate, steps
+        return self._noises[job_id]
+
+    def _plan_private(self, task: TaskAssignment, spec: JobSpec, n: int) -> None:
+        """Before a differentially private job's first round: decline it when its rounds
+        would take the project or the site past its budget."""
+        sigma, rate, steps = self._noise(task.job_id, spec, n)
+        planned = accounting.dpsgd_rdp(rate, sigma, steps * spec.rounds)
+        limits = self._policy.privacy_budget
+        self._budget.check(task.job_id, spec.project or "", planned, limits)
+
+    def _train_private(
+        self,
+        task: TaskAssignment,
+        spec: JobSpec,
+        weights: tensors.Weights,
+        x: np.ndarray,
+        train: Cohort,
+    ) -> tuple[local.LocalFit, float]:
+        """One round of DP-SGD, charged to the budget before it runs (``PolicyViolation``
+        when it would exceed it); with what the job has spent here since its first round."""
+        dp = spec.privacy.differential_privacy
+        assert dp is not None
+        sigma, rate, steps = self._noise(task.job_id, spec, len(train))
+        charge = Charge(
+            task.task_id, task.job_id, spec.project or "", "train", task.round,
+            accounting.dpsgd_rdp(rate, sigma, steps),
+        )  # fmt: skip
+        self._budget.charge(charge, self._policy.privacy_budget)
+        fit = train_private(
+            spec, weights, x, train,
+            seed=self._budget.noise_seed(task.task_id, content_sha256(task)),
+            noise_multiplier=sigma, max_grad_norm=dp.max_grad_norm,
+        )  # fmt: skip
+        return fit, self._budget.job_epsilon(task.job_id, dp.delta)
 
     def forget(self, job_id: str) -> None:
         self._splits.pop(job_id, None)
         self._tables.pop(job_id, None)
+        self._noises.pop(job_id, None)
 
     def _cohort(self, spec: JobSpec | AnalysisSpec) -> dict[str, np.ndarray]:
         """The job's cohort here, refused below the minimum size before anything else about
@@ -303,6 +411,10 @@ def _label(outcome: Outcome | None) -> str:
     if isinstance(outcome, Contribution):
         return "secure"
     return "update" if isinstance(outcome, bytes) else "result"
+
+
+def _loss(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
 
 
 def _since(started: float) -> float:

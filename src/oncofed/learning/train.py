@@ -13,7 +13,7 @@ from oncofed.learning.data import Cohort
 from oncofed.learning.metrics import binary_metrics, survival_metrics
 from oncofed.learning.registry import TASKS
 from oncofed.learning.torch_model import build_module, module_weights
-from oncofed.wire.spec import JobSpec
+from oncofed.wire.spec import JobSpec, LocalTraining
 from oncofed.wire.tensors import Weights
 
 
@@ -43,6 +43,13 @@ def _loss_fn(spec: JobSpec) -> nn.Module | None:
     return nn.BCEWithLogitsLoss() if TASKS[spec.model.type] == "binary" else None
 
 
+def local_optimizer(local: LocalTraining, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The spec's optimizer (Adam or SGD, learning rate, weight decay) over ``params``."""
+    if local.optimizer == "adam":
+        return torch.optim.Adam(params, lr=local.lr, weight_decay=local.weight_decay)
+    return torch.optim.SGD(params, lr=local.lr, weight_decay=local.weight_decay)
+
+
 def train(
     spec: JobSpec,
     weights: Mapping[str, np.ndarray],
@@ -61,11 +68,7 @@ def train(
     anchor = [p.detach().clone() for p in module.parameters()]
     local = spec.local
     params = list(module.parameters())
-    optimizer: torch.optim.Optimizer = (
-        torch.optim.Adam(params, lr=local.lr, weight_decay=local.weight_decay)
-        if local.optimizer == "adam"
-        else torch.optim.SGD(params, lr=local.lr, weight_decay=local.weight_decay)
-    )
+    optimizer = local_optimizer(local, params)
     inputs = torch.from_numpy(x)
     label = torch.from_numpy(cohort.label.astype(np.float32))
     time = None if cohort.time is None else torch.from_numpy(cohort.time.astype(np.float32))

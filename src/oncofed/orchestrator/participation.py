@@ -17,6 +17,7 @@ from itertools import chain
 
 from oncofed.orchestrator.db import Job, Round, Task
 from oncofed.orchestrator.progress import parse_spec
+from oncofed.orchestrator.secure import stored_header
 from oncofed.wire.analysis import (
     AnalysisReport,
     AnalysisResult,
@@ -133,20 +134,33 @@ def _trained(tasks: list[Task]) -> SiteStatus:
     """A site of a training job whose last task was accepted: its training and held-out rows
     (under secure aggregation only their sums are known)."""
     number = tasks[-1].round.number
+    answered = [t for t in tasks if t.status == "accepted" and t.result_json]
     if tasks[-1].round.phase is not None:
-        return SiteStatus(state=SiteState.TOOK_PART, reason=SECURE_NOTE, round=number)
+        spent = [stored_header(t).clear.epsilon for t in answered if t.round.kind == "train"]
+        return SiteStatus(
+            state=SiteState.TOOK_PART, reason=SECURE_NOTE, round=number, epsilon=_most(spent)
+        )
     n = n_eval = None
-    for task in tasks:
-        if task.status != "accepted" or not task.result_json:
-            continue
+    spent = []
+    for task in answered:
+        text = task.result_json or ""
         kind = task.round.kind
         if kind == "stats":
-            n = StatsResult.model_validate_json(task.result_json).n
+            n = StatsResult.model_validate_json(text).n
         elif kind == "train":
-            n_eval = TrainResult.model_validate_json(task.result_json).evaluation.n_eval
+            trained = TrainResult.model_validate_json(text)
+            n_eval, spent = trained.evaluation.n_eval, [*spent, trained.epsilon]
         else:
-            n_eval = EvaluateResult.model_validate_json(task.result_json).evaluation.n_eval
-    return SiteStatus(state=SiteState.TOOK_PART, round=number, n=n, n_eval=n_eval)
+            n_eval = EvaluateResult.model_validate_json(text).evaluation.n_eval
+    return SiteStatus(
+        state=SiteState.TOOK_PART, round=number, n=n, n_eval=n_eval, epsilon=_most(spent)
+    )
+
+
+def _most(spent: list[float | None]) -> float | None:
+    """The largest epsilon a site reported (what the job spent there by its last round)."""
+    known = [e for e in spent if e is not None]
+    return max(known) if known else None
 
 
 def _analysed(spec: AnalysisSpec, report: AnalysisReport | None, last: Task) -> SiteStatus:

@@ -394,7 +394,7 @@ class SecureRounds:
         if isinstance(spec, AnalysisSpec):
             from oncofed.orchestrator import analysis
 
-            headers = [_header(t) for t in included]
+            headers = [stored_header(t) for t in included]
             outcome = analysis.close_secure(spec, rnd.params_json, sums, headers)
             progress.after_analysis(
                 session, effects, job, rnd, outcome, [t.site_id for t in included]
@@ -469,7 +469,7 @@ STALE_OWN = OwnEstimate(withheld="what it sent of its own fit is out of today's 
 """A site's own estimate in a header stored before it was range-checked, and out of range."""
 
 
-def _header(task: Task) -> MaskedHeader:
+def stored_header(task: Task) -> MaskedHeader:
     """The header of a task's masked input, as stored when it arrived. One stored before today's
     bounds on a site's own estimate (issue 10) that no longer validates keeps the rest, its own
     estimate withheld (``STALE_OWN``): the round closes with the site in its sum."""
@@ -495,7 +495,7 @@ def _next_roster(ctx: RoundContext, spec: JobSpec | AnalysisSpec, masked: list[T
     """The job's next round's roster, from the adverts that came with the masked inputs: only
     when every site that sent one sent an advert, and they all verify (else None: that round
     opens at its keys phase)."""
-    headers = [_header(t) for t in masked]
+    headers = [stored_header(t) for t in masked]
     adverts = [header.next for header in headers if header.next is not None]
     if len(adverts) != len(masked) or len(adverts) < 2:
         return None
@@ -601,7 +601,9 @@ def _pooled_view(spec: JobSpec | AnalysisSpec, kind: str, sums: Mapping[str, np.
     train = {}
     if kind == "train":
         rows = int(sums["n_train"])
-        train = {"n_train": rows, "train_loss": float(sums["loss"]) / rows if rows else None}
+        private = spec.privacy.differential_privacy is not None  # its sites send no loss
+        loss = float(sums["loss"]) / rows if rows and not private else None
+        train = {"n_train": rows, "train_loss": loss}
     return PooledRound(
         sites=int(sums[SITES]), n_eval=evaluation.n_eval, metrics=evaluation.metrics, **train
     ).model_dump_json()

@@ -206,6 +206,12 @@ class AnalysisSpec(_Strict):
             raise ValueError("each site may appear once")
         if self.sites is not None and self.min_sites > len(self.sites):
             raise ValueError("min_sites is larger than the number of sites listed")
+        if self.privacy.differential_privacy is not None:
+            raise ValueError(
+                "differential privacy is not available for analyses in this version (only for "
+                "training); without it each site refuses exact releases of cohorts that differ "
+                "narrowly from earlier ones"
+            )
         return self
 
     @property

@@ -40,6 +40,8 @@ Patients = Annotated[int, Field(ge=0, le=MAX_PATIENTS)]
 """Patients (or rows) at one site."""
 Seconds = Annotated[float, Field(ge=0.0, le=MAX_SECONDS, allow_inf_nan=False)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Epsilon = Annotated[float, Field(ge=0.0, le=1e6, allow_inf_nan=False)]
+"""Differential privacy a job spent at a site so far (at the job's delta), as it reports it."""
 
 
 class Message(BaseModel):

@@ -14,6 +14,7 @@ from oncofed.wire.analysis import AnalysisParams, AnalysisReport, AnySpec
 from oncofed.wire.base import (
     MAX_PATIENTS,
     Count,
+    Epsilon,
     Evaluation,
     Finite,
     Message,
@@ -142,9 +143,13 @@ class TrainResult(Message):
 
     task_id: Annotated[str, Field(max_length=64)]
     n_train: Annotated[int, Field(ge=1, le=MAX_PATIENTS)]
-    train_loss: Statistic
+    train_loss: Statistic | None = None
+    """The mean training loss of the round's last epoch; None under differential privacy (the
+    exact loss of the site's rows is not a private release)."""
     evaluation: Evaluation
     compute_seconds: Seconds
+    epsilon: Epsilon | None = None
+    """Under differential privacy, what the job spent at the site so far, this round included."""
 
 
 class EvaluateResult(Message):
@@ -285,6 +290,11 @@ class SiteStatus(Message):
     )
     hidden: Count | None = Field(
         None, description="Of those, the ones it sent nothing for or hid (small cells)."
+    )
+    epsilon: Epsilon | None = Field(
+        None,
+        description="Differential privacy: what the job spent at the site (at the job's "
+        "delta), as the site reported it; None for exact releases.",
     )
 
 

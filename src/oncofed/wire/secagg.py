@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from oncofed.wire.analysis import OwnEstimate
-from oncofed.wire.base import Message, Sha256
+from oncofed.wire.base import Epsilon, Message, Sha256
 from oncofed.wire.spec import Name
 
 KEY_BYTES = 32
@@ -252,6 +252,8 @@ class ClearPart(_Frozen):
     """Its time to compute its contribution, in whole seconds: the time grows with its rows,
     but the orchestrator can time the site's key advert (sent once its contribution is
     computed) about as well, so only coarse operational figures are given."""
+    epsilon: Epsilon | None = None
+    """Under differential privacy, what the job spent at this site so far, this round included."""
     own: OwnEstimate | None = None
     """In the first round of a Newton loop, its own model fitted on its rows alone, or why it
     keeps it (``OwnEstimate``); None otherwise. A training round sends no per-site metrics."""

@@ -379,9 +379,26 @@ class Evaluation(_Strict):
     holdout: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.25
 
 
+class DifferentialPrivacy(_Strict):
+    """Differential privacy for a job's releases at each site: what one patient can change in
+    everything a site sends for the job is bounded by ``epsilon`` at ``delta``."""
+
+    epsilon: Annotated[float, Field(gt=0.0, le=100.0)]
+    """The job's whole cost at each site (every round): each site calibrates its own noise to
+    its number of rows so that the job spends at most this of its budget there."""
+    delta: Annotated[float, Field(gt=0.0, le=1e-3)] = 1e-5
+    """The probability with which the bound may fail; well below one over the patients."""
+    max_grad_norm: Annotated[float, Field(gt=0.0, le=1e3)] = 1.0
+    """Training: each patient's gradient is clipped to this L2 norm before the noise is added
+    (DP-SGD), which bounds what one patient changes in a step."""
+
+
 class PrivacySpec(_Strict):
     """How a job's releases are protected beyond each site's own disclosure rules."""
 
+    differential_privacy: DifferentialPrivacy | None = None
+    """Noise calibrated at each site, charged to its privacy budget (``None``: exact releases,
+    within the disclosure rules)."""
     secure_aggregation: bool = False
     """The orchestrator learns only the sum over sites of every number a site sends (model
     updates, counts, statistics, derivatives): each site's own numbers stay hidden."""
@@ -459,6 +476,20 @@ class JobSpec(_Strict):
                 f"strategy {strategy.name!r} needs each site's update, but under secure "
                 "aggregation the orchestrator sees only their sum: use fedavg, fedprox or fedadam"
             )
+        if self.privacy.differential_privacy is not None:
+            from oncofed.learning.registry import model_task  # as in _installed_model
+
+            if model_task(self.model.type) != "binary":
+                raise ValueError(
+                    "differential privacy trains binary models only: a survival model's partial "
+                    "likelihood ties each patient to the others of a batch, so clipping one "
+                    "patient's gradient does not bound what that patient changes"
+                )
+            if isinstance(strategy, FedProxSpec):
+                raise ValueError(
+                    "differential privacy and fedprox do not combine (the proximal term is not "
+                    "clipped per patient): use fedavg or fedadam"
+                )
         if isinstance(strategy, KrumSpec):
             needed = 2 * strategy.byzantine + 3
             if self.min_sites < needed:

@@ -1,0 +1,193 @@
+"""The cohort behind every exact release of this site, and the rule that keeps two of them from
+being subtracted: no job releases exact numbers over a cohort that differs from an earlier
+job's, on the same dataset, by 1 to ``small_cell_threshold - 1`` patients.
+
+Each job is bounded on its own, but two exact releases over cohorts that differ by a few
+patients describe those few: the sums over the larger cohort less those over the smaller are
+theirs, however large both are (``tests/attacks/test_cohort_differencing.py``); a sum over
+sites (secure aggregation) differences just as well. So before a job's first exact release
+here (a job's rounds share one cohort: they are one release set) its cohort, the patients
+``cdm.frame.job_table`` selects, is compared with that of every earlier job on its dataset.
+A difference of 0 is fine (the same patients asked again); 1 to ``threshold - 1``, either way
+(more patients, fewer or others), is refused, naming the earlier job and the threshold only.
+Every job is compared, differentially private training too: its statistics round (the pooled
+means and deviations of its features) and its held-out metrics are exact releases; only its
+model updates are noised (analyses are exact in this version).
+
+The cohort is recorded in ``ledger.db`` in the transaction that checks it, before anything is
+computed, so that no release can leave unrecorded (a crash after that keeps it, which only
+refuses more) and two processes cannot both pass against each other; it is withdrawn when the
+task releases nothing after all (declined). A cohort is kept as the sorted, distinct 64-bit
+BLAKE2b digests of its patients' pseudonyms, 8 bytes a patient. Pseudonyms are random at
+import, so a digest means nothing outside this site's store; a re-import gives new ones, and
+its cohorts are compared with each other only.
+
+Not stopped: combinations of many cohorts, each pair differing by at least the threshold;
+patients left out within one cohort (missing values), which the cohorts do not show.
+Differential privacy is the complete answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import Index, Integer, LargeBinary, String, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from oncofed._db import UTCDateTime, utcnow
+from oncofed.cdm.fields import KEY
+from oncofed.cdm.frame import _ENTRY, _from_entry, cohort_mask, patient_frame
+from oncofed.cdm.tables import CdmData
+from oncofed.edge.config import EdgePolicy
+from oncofed.edge.errors import PolicyViolation
+from oncofed.edge.ledger import Base, Ledger
+from oncofed.wire.analysis import AnalysisSpec
+from oncofed.wire.messages import TaskAssignment
+from oncofed.wire.spec import JobSpec
+
+DIGEST = np.dtype("<u8")
+"""A patient in a recorded cohort: a 64-bit BLAKE2b digest of the pseudonym, little-endian."""
+PERSON = b"oncofed-cohort"
+"""BLAKE2b personalisation: these digests are of no other use."""
+
+
+class ReleaseCohortRow(Base):
+    """The cohort of one job's exact releases at this site."""
+
+    __tablename__ = "release_cohort"
+    __table_args__ = (Index("ix_release_cohort_dataset_patients", "dataset", "patients"),)
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(64))
+    patients: Mapped[int] = mapped_column(Integer)
+    keys_sha256: Mapped[str] = mapped_column(String(64))  # equal cohorts are not read
+    keys: Mapped[bytes] = mapped_column(LargeBinary)  # sorted distinct digests, ``DIGEST``
+    released_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+@dataclass(frozen=True)
+class ReleaseCohort:
+    """The patients of a job's cohort on ``dataset``, as sorted distinct digests."""
+
+    dataset: str
+    keys: np.ndarray
+
+    @classmethod
+    def of(cls, spec: JobSpec | AnalysisSpec, data: CdmData) -> ReleaseCohort:
+        """The cohort ``spec`` selects in ``data`` (its dataset)."""
+        return cls(spec.dataset, digests(cohort_pseudonyms(spec, data)))
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.keys.tobytes()).hexdigest()
+
+
+def cohort_pseudonyms(spec: JobSpec | AnalysisSpec, data: CdmData) -> pa.Array:
+    """The pseudonyms of the patients ``job_table(spec, data)`` has rows for, in its order:
+    its cohort filter, over the filter's own variables (times from study entry under a
+    randomisation origin, as there)."""
+    origin = spec.cohort.time_origin
+    names = spec.cohort.variables | {"time_origin"}
+    frame = patient_frame(data, names | ({_ENTRY} if origin == "randomisation" else set()))
+    if origin == "randomisation":
+        _from_entry(frame)
+    keep = cohort_mask(frame, spec.cohort, data["patient"].num_rows)
+    return data["patient"][KEY].combine_chunks().filter(pa.array(keep))
+
+
+def digests(pseudonyms: pa.Array) -> np.ndarray:
+    """Sorted distinct 64-bit digests of ``pseudonyms``."""
+    joined = b"".join(
+        hashlib.blake2b(p.encode(), digest_size=DIGEST.itemsize, person=PERSON).digest()
+        for p in pseudonyms.to_pylist()
+    )
+    return np.unique(np.frombuffer(joined, dtype=DIGEST))
+
+
+def difference(a: np.ndarray, b: np.ndarray) -> int:
+    """How many patients are in exactly one of two cohorts (sorted distinct digests)."""
+    small, large = (a, b) if a.size <= b.size else (b, a)
+    if small.size == 0:
+        return int(large.size)
+    found = large[np.minimum(np.searchsorted(large, small), large.size - 1)] == small
+    return int(a.size + b.size - 2 * np.count_nonzero(found))
+
+
+class Releases:
+    """This site's record of the cohorts it released exact numbers about (``ledger.db``), and
+    the narrow-difference rule (see the module docstring)."""
+
+    def __init__(self, policy: EdgePolicy, ledger: Ledger) -> None:
+        self._policy, self._sessions = policy, ledger.sessions
+
+    def first(self, task: TaskAssignment, load: Callable[[str], CdmData]) -> bool:
+        """Before a job's first exact release here: check its cohort (read with ``load``, by
+        dataset name) against every earlier one and record it, in one transaction. True when
+        this task recorded it, for ``withdraw`` should it release nothing; False for a job
+        recorded before. ``PolicyViolation`` when the difference is narrow."""
+        spec = task.spec
+        if self.recorded(task.job_id):
+            return False
+        cohort = ReleaseCohort.of(spec, load(spec.dataset))
+        policy = self._policy
+        threshold = policy.small_cell_threshold if policy.refuse_narrow_differences else 1
+        return self.record(task.job_id, cohort, threshold)
+
+    def recorded(self, job_id: str) -> bool:
+        with self._sessions() as session:
+            return session.get(ReleaseCohortRow, job_id) is not None
+
+    def record(self, job_id: str, cohort: ReleaseCohort, threshold: int) -> bool:
+        """Record ``cohort`` as ``job_id``'s unless another job's on its dataset differs from
+        it by 1 to ``threshold - 1`` patients (``PolicyViolation``, nothing recorded). The row
+        is written first, so the check reads under the write lock. False when the job was
+        recorded meanwhile (another process)."""
+        keys, n = cohort.keys, int(cohort.keys.size)
+        sha = cohort.sha256
+        row = ReleaseCohortRow(
+            job_id=job_id,
+            dataset=cohort.dataset,
+            patients=n,
+            keys_sha256=sha,
+            keys=keys.tobytes(),
+        )
+        try:
+            with self._sessions.begin() as session:
+                session.add(row)
+                session.flush()
+                if threshold <= 1:
+                    return True
+                near = (
+                    select(ReleaseCohortRow.job_id, ReleaseCohortRow.keys)
+                    .where(
+                        ReleaseCohortRow.dataset == cohort.dataset,
+                        ReleaseCohortRow.patients.between(n - threshold + 1, n + threshold - 1),
+                        ReleaseCohortRow.job_id != job_id,
+                        ReleaseCohortRow.keys_sha256 != sha,
+                    )
+                    .order_by(ReleaseCohortRow.released_at, ReleaseCohortRow.job_id)
+                )
+                for earlier, blob in session.execute(near):
+                    if difference(keys, np.frombuffer(blob, dtype=DIGEST)) < threshold:
+                        raise PolicyViolation(
+                            f"the cohort of job {job_id} differs from that of job {earlier}, "
+                            f"released here on dataset {cohort.dataset!r}, by fewer than "
+                            f"{threshold} patients, below the small-cell threshold (policy "
+                            f"small_cell_threshold={threshold}): subtracted, the two would "
+                            "describe those patients"
+                        )
+        except IntegrityError:
+            return False
+        return True
+
+    def withdraw(self, job_id: str) -> None:
+        """Forget the cohort ``first`` recorded for ``job_id``: its task released nothing."""
+        with self._sessions.begin() as session:
+            row = session.get(ReleaseCohortRow, job_id)
+            if row is not None:
+                session.delete(row)
