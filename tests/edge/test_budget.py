@@ -211,5 +211,6 @@ def test_a_secure_private_job_reports_each_sites_epsilon_and_no_loss(
     assert done.status == "completed", done.error
     for status in done.participation.sites.values():
         assert status.epsilon is not None and 0.7 < status.epsilon <= 0.8
+        assert status.epsilon == 0.8  # rounded up to a tenth: the exact one would tell n
     trained = [r for r in done.rounds if r.kind == "train"]
     assert trained and all(r.train_loss is None for r in trained)

@@ -18,19 +18,13 @@ from oncofed.privacy.accounting import calibrate_dpsgd, dpsgd_rdp, epsilon
 from oncofed.wire.spec import JobSpec
 from oncofed.wire.tensors import Weights
 from tests.analytics.federated import gbsg2
+from tests.learning.test_train import _spec as train_spec
 
 
 def _spec(**changes: Any) -> JobSpec:
-    data: dict[str, Any] = {
-        "name": "job",
-        "dataset": "data",
-        "features": ["ext.x0", "ext.x1", "ext.x2", "ext.x3"],
-        "outcome": {"type": "binary", "label": "ext.y"},
-        "model": {"type": "logistic"},
-        "local": {"epochs": 1, "batch_size": 1000, "lr": 0.5, "optimizer": "sgd"},
-    }
-    data.update(changes)
-    return JobSpec.model_validate(data)
+    """``test_train``'s job, trained in one full-batch SGD step an epoch by default."""
+    local = {"epochs": 1, "batch_size": 1000, "lr": 0.5, "optimizer": "sgd"}
+    return train_spec(**{"local": local, **changes})
 
 
 def _data(n: int, seed: int = 5) -> tuple[np.ndarray, Cohort]:

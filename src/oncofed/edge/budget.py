@@ -215,13 +215,13 @@ def _refuse_over(
     what: str,
 ) -> None:
     """``PolicyViolation`` when adding ``rdp`` takes ``project`` or the site past its limit."""
-    spent = _spent(curves, limits)
     site = sum((c for _, _, c in curves), accounting.zero()) + rdp
     own = sum((c for p, _, c in curves if p == project), accounting.zero()) + rdp
     after_site = accounting.epsilon(site, limits.delta)
     after_project = accounting.epsilon(own, limits.delta)
     if after_site <= limits.epsilon_total and after_project <= limits.epsilon_per_project:
         return
+    spent = _spent(curves, limits)  # every project and job: only for the message
     alone = accounting.epsilon(rdp, limits.delta)
     raise PolicyViolation(
         f"privacy budget: {what} epsilon {alone:.3g} (delta {limits.delta:g}) here, but "

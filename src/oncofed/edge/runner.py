@@ -213,7 +213,7 @@ class TaskRunner:
             delta = {k: update[k].astype(np.float64) - weights[k] for k in update}
             loss = meta.train_loss or 0.0  # under DP: no loss, in a segment that stays unread
             values = learning.update_values(spec, delta, meta.n_train, loss, evaluation)
-            return Contribution(values, self._clear(started, epsilon=spent))
+            return Contribution(values, self._clear(started, epsilon=_coarse(spent)))
         return tensors.encode(update, meta)
 
     def _analysis_contribution(
@@ -411,6 +411,12 @@ def _label(outcome: Outcome | None) -> str:
     if isinstance(outcome, Contribution):
         return "secure"
     return "update" if isinstance(outcome, bytes) else "result"
+
+
+def _coarse(epsilon: float | None) -> float | None:
+    """A secure round's epsilon, rounded up to a tenth: the exact figure follows from the noise
+    the site calibrated to its number of rows, which secure aggregation keeps from everyone."""
+    return None if epsilon is None else math.ceil(epsilon * 10) / 10
 
 
 def _loss(value: float) -> float:

@@ -253,7 +253,8 @@ class ClearPart(_Frozen):
     but the orchestrator can time the site's key advert (sent once its contribution is
     computed) about as well, so only coarse operational figures are given."""
     epsilon: Epsilon | None = None
-    """Under differential privacy, what the job spent at this site so far, this round included."""
+    """Under differential privacy, what the job spent at this site so far, this round included,
+    rounded up to a tenth (the exact figure would tell the site's number of rows)."""
     own: OwnEstimate | None = None
     """In the first round of a Newton loop, its own model fitted on its rows alone, or why it
     keeps it (``OwnEstimate``); None otherwise. A training round sends no per-site metrics."""
