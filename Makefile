@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cdm_import.py
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/many_sites.py
+	$(BIN)/python bench/private_analyses.py
 	$(BIN)/python bench/membership.py
 
 clean:

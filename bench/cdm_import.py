@@ -9,20 +9,17 @@ Target (issue 3): under 60 s on this machine. Run with ``make bench`` or
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import textwrap
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import yaml
+from stamp import write_figures
 
 from oncofed.edge.importing import Source, import_source
 from oncofed.edge.store import LocalStore
@@ -128,13 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="oncofed-bench-import-") as tmp:
         figures = run(args.patients, Path(tmp))
-    figures["machine"] = {
-        "python": platform.python_version(),
-        "arch": platform.machine(),
-        "cpus": os.cpu_count(),
-    }
-    figures["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    write_figures(args.out, figures)
     verdict = "met" if figures["target_met"] else "NOT met"
     summary = (
         f"import of {args.patients:,} patients ({figures['csv_mib']} MiB CSV): "

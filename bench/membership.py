@@ -25,18 +25,15 @@ and written to ``bench/results-membership.json``. docs/membership-inference.md e
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 from lifelines.datasets import load_gbsg2
+from stamp import write_figures
 
 from oncofed.demo.data import demo_specs
 from oncofed.learning.data import Cohort, build_cohort, standardization
@@ -338,14 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chance_advantage": chance,
         "results": [asdict(r) for r in results],
         "seconds": round(time.perf_counter() - began, 1),
-        "machine": {
-            "python": platform.python_version(),
-            "arch": platform.machine(),
-            "cpus": os.cpu_count(),
-        },
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    args.output.write_text(json.dumps(figures, indent=2) + "\n")
+    write_figures(args.output, figures)
     print(table(results, chance))
     print(f"{args.models} models per setting, {figures['seconds']} s; written to {args.output}")
     return 0

@@ -324,7 +324,7 @@ def _secure_numbers(
 def specs(secure: bool) -> dict[str, JobSpec | AnalysisSpec]:
     """The demo's logistic job (2 rounds) and its two analyses."""
     privacy = PrivacySpec(secure_aggregation=secure)
-    km, cox = demo_analyses()
+    km, cox, _ = demo_analyses()  # the exact ones (the third is differentially private)
     train = demo_specs()[1].model_copy(update={"rounds": 2})
     jobs: dict[str, JobSpec | AnalysisSpec] = {"train": train, "km": km, "cox": cox}
     return {name: spec.model_copy(update={"privacy": privacy}) for name, spec in jobs.items()}
@@ -701,8 +701,8 @@ def test_the_edges_log_only_secure_posts_for_secure_jobs(
                 header = MaskedHeader.model_validate(posts[-2]["json"])
                 assert header.site == site and header.context.announced == rnd.announced_sha256
                 said = header.clear.model_dump()
-                assert said.keys() == {"threshold", "compute_seconds", "epsilon", "own"}
-                assert said["epsilon"] is None  # an exact job spends no privacy budget
+                assert said.keys() == {"threshold", "compute_seconds", "epsilon", "noise", "own"}
+                assert said["epsilon"] is said["noise"] is None  # exact: no budget, no noise
                 own = header.clear.own
                 if isinstance(job.report, RegressionReport) and rnd.number == 0:
                     assert own is not None and own.terms == job.report.sites[site]

@@ -67,6 +67,42 @@ def test_a_secure_report_is_written_and_shown(
     assert all(len(line) <= 80 for line in shown.splitlines())
 
 
+PRIVATE: list[dict[str, Any]] = [
+    {"type": "counts", "rows": "grade"},
+    {"type": "kaplan_meier", "outcome": RFS, "grid_days": 180, "horizon_days": 2160},
+    {"type": "logistic", "outcome": {"label": "os_event"},
+     "covariates": ["age_at_diagnosis", "treatment.endocrine"]},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("analysis", PRIVATE, ids=lambda a: a["type"])
+def test_a_private_report_says_its_noise_and_each_sites_epsilon(
+    state: State, four: dict[str, Site], analysis: dict[str, Any], tmp_path: Path
+) -> None:
+    dp = {"epsilon": 4.0, "bounds": {"age_at_diagnosis": [20, 80]}}
+    privacy = {"secure_aggregation": True, "differential_privacy": dp}
+    if analysis["type"] != "logistic":
+        dp.pop("bounds")
+    spec = AnalysisSpec.model_validate(
+        {"name": "p", "dataset": "gbsg2", "cohort": BREAST, "analysis": analysis,
+         "privacy": privacy}
+    )  # fmt: skip
+    job = play(state, four, spec)
+    assert job.status == "completed", job.error
+    assert job.report is not None and job.report.noise is not None
+    written = write_analysis(job.report, job.name, tmp_path / "out")
+    assert written and all(path.stat().st_size > 0 for path in written)
+    console = Console(width=80, record=True)
+    console.print(render_analysis(job.report, job.participation))
+    shown = console.export_text()
+    assert "differentially private: epsilon 4 (delta 1e-05) at each site; noise of s.d." in shown
+    assert shown.count("epsilon 4.00 spent") == 4  # each site's, in the sites table
+    assert "patients in the result: about " in shown and "(a noisy count" in shown
+    if analysis["type"] == "logistic":
+        assert "no log-likelihood (differential privacy)" in shown
+    assert all(len(line) <= 80 for line in shown.splitlines())
+
+
 def test_a_secure_training_job_shows_its_metrics_pooled_only(
     state: State, four: dict[str, Site], tmp_path: Path
 ) -> None:

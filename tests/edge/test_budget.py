@@ -183,9 +183,15 @@ def test_specs_that_differential_privacy_cannot_protect_are_refused() -> None:
                   "event": "os_event"}, privacy=dp)  # fmt: skip
     with pytest.raises(ValidationError, match="fedprox"):
         make_spec(strategy={"name": "fedprox", "mu": 0.1}, privacy=dp)
-    with pytest.raises(ValidationError, match="not available for analyses"):
+    with pytest.raises(ValidationError, match="needs secure_aggregation"):
         AnalysisSpec.model_validate({"name": "a", "dataset": "d", "privacy": dp,
                                      "analysis": {"type": "counts", "rows": "grade"}})  # fmt: skip
+    secure = {**dp, "secure_aggregation": True}
+    regression = {"type": "cox", "outcome": {"time": "os_days", "event": "os_event"},
+                  "covariates": ["ecog"]}  # fmt: skip
+    with pytest.raises(ValidationError, match="not available for cox analyses"):
+        AnalysisSpec.model_validate({"name": "a", "dataset": "d", "privacy": secure,
+                                     "analysis": regression})  # fmt: skip
 
 
 @pytest.mark.parametrize("state", ["sqlite"], indirect=True)  # the budget is the edge's

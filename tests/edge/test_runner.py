@@ -201,8 +201,8 @@ def test_a_secure_newton_loop_sends_the_sites_own_fit_in_clear_once(
     first = runner.run(secure_newton(0, AnalysisParams(pooled=[0.0] * 3)), never_fetch)
     assert isinstance(first, Contribution) and first.clear.own is not None
     said = first.clear.model_dump()
-    assert said.keys() == {"threshold", "compute_seconds", "epsilon", "own"}
-    assert said["epsilon"] is None  # an exact analysis spends no privacy budget
+    assert said.keys() == {"threshold", "compute_seconds", "epsilon", "noise", "own"}
+    assert said["epsilon"] is None and said["noise"] is None  # exact: no budget, no noise
     assert isinstance(first.clear.compute_seconds, int)
     own = first.clear.own
     assert own.terms is not None and own.iterations is not None and 3 <= own.iterations <= 10

@@ -191,7 +191,7 @@ def test_a_lone_site_is_not_revealed_by_the_sharing_sites_estimates(
     assert clear.keys() == {(site, n) for site in played for n in range(rounds)}
     for (site, number), header in clear.items():
         said = header.clear.model_dump()
-        assert said.keys() == {"threshold", "compute_seconds", "epsilon", "own"}
+        assert said.keys() == {"threshold", "compute_seconds", "epsilon", "noise", "own"}
         assert said["epsilon"] is None  # an exact job spends no privacy budget
         if number:
             assert header.clear.own is None
@@ -268,7 +268,7 @@ def test_a_lone_sites_held_out_metrics_are_not_revealed(
     # only, and no site's metrics, in any round, are anywhere the orchestrator holds.
     for header in headers(state, job.id).values():
         said = header.clear.model_dump()
-        assert said.keys() == {"threshold", "compute_seconds", "epsilon", "own"}
+        assert said.keys() == {"threshold", "compute_seconds", "epsilon", "noise", "own"}
         assert said["epsilon"] is None  # an exact job spends no privacy budget
         assert header.clear.own is None
     for rnd in job.rounds:

@@ -4,6 +4,8 @@ accountant and the mechanisms' closed forms."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -56,3 +58,29 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="noise_multiplier"):
         accounting.dpsgd_rdp(0.1, 0.0, 10)
     assert accounting.epsilon(accounting.gaussian_rdp(1.0, 1e-6), 1e-5) == accounting.MAX_EPSILON
+
+
+def test_the_conversion_is_opacus_own_and_needs_no_opacus() -> None:
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
+    assert list(accounting.ORDERS[: len(RDPAccountant.DEFAULT_ALPHAS)]) == [
+        float(a) for a in RDPAccountant.DEFAULT_ALPHAS
+    ]
+    for curve in (accounting.dpsgd_rdp(0.02, 0.9, 500), accounting.gaussian_rdp(1.0, 3.0)):
+        theirs, _ = get_privacy_spent(orders=list(accounting.ORDERS), rdp=curve, delta=1e-6)
+        assert accounting.epsilon(curve, 1e-6) == pytest.approx(float(theirs), rel=1e-12)
+    code = (
+        "import sys, oncofed.privacy.accounting as a, oncofed.analytics.secure_close; "
+        "a.epsilon(a.skellam_rdp(10.0, 1.0, 1.0), 1e-5); "
+        "sys.exit(int('opacus' in sys.modules or 'torch' in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize(("target", "rounds"), [(0.5, 1), (4.0, 5)])
+def test_skellam_calibration_meets_the_target_over_its_rounds(target: float, rounds: int) -> None:
+    variance = accounting.calibrate_skellam(target, 1e-5, 30.0, 5.0, rounds)
+    spent = accounting.epsilon(rounds * accounting.skellam_rdp(variance, 30.0, 5.0), 1e-5)
+    assert 0.97 * target < spent <= target
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        accounting.calibrate_skellam(target, 1e-5, 1.0, 1.0, 0)

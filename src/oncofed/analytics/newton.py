@@ -406,8 +406,8 @@ def newton_report(
 ) -> RegressionReport:
     """The report of a finished loop (``state.done``) over ``n`` patients with ``events``: the
     pooled terms, each site's own terms and the heterogeneity of the coefficients across them;
-    the sites in the pooled fit without terms of their own are ``pooled_only``, with why."""
-    assert state.pooled.loglik is not None  # a converged fit has accepted a point
+    the sites in the pooled fit without terms of their own are ``pooled_only``, with why (no
+    log-likelihood under differential privacy)."""
     sites, without = _site_estimates(state, analysis.confidence)
     return RegressionReport(
         model=analysis.type,

@@ -27,6 +27,11 @@ grid bins, p the terms and k the groups the spec knows a regression's design to 
   ``s1`` real (K, p), ``s2`` real (K, p (p + 1) / 2: the upper triangle, row by row) and
   ``event_x`` real (p).
 
+Under differential privacy (counts, Kaplan-Meier and logistic only) every segment but
+``sites`` is real, since noisy counts may be negative: a Kaplan-Meier round sends ``leaving``
+(the patients leaving the risk set in each bin) and ``events`` only, a logistic round ``n``,
+``events``, ``gradient`` and ``hessian`` in scaled columns (:mod:`oncofed.analytics.private`).
+
 A regression's columns the spec cannot know to be discrete (a numeric field, an ``ext.*``
 column) keep the per-site check (:func:`oncofed.analytics.design.check_cells`): a site whose
 such column takes a few values, one of them held by a small group, declines.
@@ -49,6 +54,7 @@ from oncofed.analytics.design import (
     known_indicators,
     term_names,
 )
+from oncofed.analytics.private import regression_values
 from oncofed.analytics.summary import summary_cells
 from oncofed.analytics.survival import group_counts, group_names
 from oncofed.learning.data import DataError
@@ -59,6 +65,7 @@ from oncofed.wire.analysis import (
     CountsAnalysis,
     CoxAnalysis,
     KaplanMeierAnalysis,
+    LogisticAnalysis,
     Regression,
     SummaryAnalysis,
 )
@@ -69,9 +76,11 @@ MAX_NUMBERS = 1 << 22
 """Most numbers a site's secure message may hold (128 MiB in the wide ring)."""
 
 
-def _regression_layout(analysis: Regression) -> dict[str, Segment]:
+def _regression_layout(analysis: Regression, private: bool) -> dict[str, Segment]:
     p, k = len(term_names(analysis)), len(known_groups(analysis))
     layout = {"n": count(), "events": count()}
+    if private:  # the noisy derivatives only (oncofed.analytics.private)
+        return layout | {"gradient": real(p), "hessian": real(p, p)}
     if k:
         layout |= {"members": count(k), "member_events": count(k), "both": count(k, k)}
     if isinstance(analysis, CoxAnalysis) and not analysis.stratified:
@@ -97,15 +106,12 @@ def secure_layout(spec: AnalysisSpec) -> dict[str, Segment]:
     elif isinstance(a, SummaryAnalysis):
         layout = {"histogram": count(len(a.bins) + 2), "total": real(), "total_squares": real()}
     elif isinstance(a, KaplanMeierAnalysis):
-        groups, bins = len(group_names(a)), a.grid_bins
-        layout = {
-            "at_risk": count(groups, bins),
-            "events": count(groups, bins),
-            "missing": count(),
-            "unusable": count(),
-        }
+        shape = (len(group_names(a)), a.grid_bins)
+        layout = {name: count(*shape[:ndim]) for name, ndim in _survival_segments(spec).items()}
     else:
-        layout = _regression_layout(a)
+        layout = _regression_layout(a, spec.privacy.differential_privacy is not None)
+    if spec.privacy.differential_privacy is not None:  # noisy counts: signed, so reals
+        layout = {name: real(*segment.shape) for name, segment in layout.items()}
     numbers = sum(segment.size for segment in layout.values())
     if numbers > MAX_NUMBERS:
         raise ValueError(
@@ -114,6 +120,17 @@ def secure_layout(spec: AnalysisSpec) -> dict[str, Segment]:
             "covariates"
         )
     return {SITES: count()} | layout
+
+
+def _survival_segments(spec: AnalysisSpec) -> dict[str, int]:
+    """A Kaplan-Meier round's segments (by their number of axes): the patients at risk and the
+    events per group and bin, and the patients without a group level or a usable time; under
+    differential privacy those leaving the risk set in each bin instead of those at risk (a
+    patient leaves in one bin only), and not the last two (they only decide suppression, which
+    the noise replaces: a noisy count near 0 would hide a whole curve)."""
+    if spec.privacy.differential_privacy is not None:
+        return {"leaving": 2, "events": 2}
+    return {"at_risk": 2, "events": 2, "missing": 0, "unusable": 0}
 
 
 def pack(square: np.ndarray) -> np.ndarray:
@@ -132,6 +149,7 @@ def unpack(packed: np.ndarray, p: int) -> np.ndarray:
 
 
 def _regression_values(
+    spec: AnalysisSpec,
     analysis: Regression,
     table: Mapping[str, np.ndarray],
     params: AnalysisParams,
@@ -139,6 +157,9 @@ def _regression_values(
     discrete_levels: int,
 ) -> dict[str, np.ndarray]:
     data = design(analysis, table)
+    beta = np.asarray(params.pooled, dtype=np.float64)
+    if isinstance(analysis, LogisticAnalysis) and spec.privacy.differential_privacy is not None:
+        return regression_values(analysis, spec, data, beta)  # noise, not the per-site check
     check_cells(analysis, data, threshold, discrete_levels, secure=True)
     cells = Cells.count(known_indicators(analysis, data), data.label)
     values = {"n": np.array(cells.n), "events": np.array(cells.events)}
@@ -148,7 +169,6 @@ def _regression_values(
             "member_events": cells.member_events.astype(np.int64),
             "both": cells.both.astype(np.int64),
         }
-    beta = np.asarray(params.pooled, dtype=np.float64)
     if isinstance(analysis, CoxAnalysis) and not analysis.stratified:
         assert data.time is not None  # a survival outcome
         sums = risk_set_sums(
@@ -194,14 +214,9 @@ def secure_values(
         }
     elif isinstance(a, KaplanMeierAnalysis):
         counts = group_counts(a, table)
-        values = {
-            "at_risk": counts.at_risk,
-            "events": counts.events,
-            "missing": np.array(counts.missing),
-            "unusable": np.array(counts.unusable),
-        }
+        values = {name: np.asarray(getattr(counts, name)) for name in _survival_segments(spec)}
     elif params is None:
         raise DataError("a regression task carries no coefficients")
     else:
-        values = _regression_values(a, table, params, threshold, discrete_levels)
+        values = _regression_values(spec, a, table, params, threshold, discrete_levels)
     return {SITES: np.array(1)} | values

@@ -30,6 +30,9 @@ per-site estimates come from the fits the sites ran on their own rows and sent i
 beside the first round (:func:`oncofed.analytics.site.own_fit`), never from derivatives of one
 site; the sites that sent none are in the pooled fit only (``pooled_only``), with why.
 
+Under differential privacy the sums are noisy (:mod:`oncofed.analytics.private`): counts are
+rounded and cut at zero before the rules above; the logistic loop runs ``_private_newton``.
+
 The unstratified model's sites sum exp(x'b - c) with a public offset c (``AnalysisParams.
 offset``), so that the fixed-point sums stay near 1 whatever the scale of the covariates: c is
 the previous round's log of the mean pooled exp(x'b), log(S0_0 / n) + c_previous (0 in the first
@@ -39,7 +42,7 @@ round), and the log-likelihood is corrected by c times the events.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -54,6 +57,7 @@ from oncofed.analytics.newton import (
     newton_step,
 )
 from oncofed.analytics.outcome import Failed, Finished, NextRound, Outcome
+from oncofed.analytics.private import private_derivatives, uninformed
 from oncofed.analytics.secure import SITES, secure_layout, unpack
 from oncofed.analytics.summary import published_summary, summary_of
 from oncofed.analytics.survival import GroupCounts, pooled_survival, published_groups
@@ -64,6 +68,8 @@ from oncofed.wire.analysis import (
     CoxAnalysis,
     Derivatives,
     KaplanMeierAnalysis,
+    LogisticAnalysis,
+    Noise,
     OwnEstimate,
     Regression,
     SummaryAnalysis,
@@ -71,6 +77,8 @@ from oncofed.wire.analysis import (
 )
 
 Sums = Mapping[str, np.ndarray]
+PRIVATE_OWN = OwnEstimate(withheld="differential privacy: a site's own estimates would be exact")
+_LARGEST_COEFFICIENT = 1e6
 WHERE = "over all sites"
 _COUNT_LIMIT = 1 << 62  # far above any count of patients, well inside int64
 
@@ -107,6 +115,8 @@ def secure_close(
     own: Mapping[str, OwnEstimate],
     sites: Sequence[str],
     threshold: int,
+    *,
+    noise: float = 0.0,
 ) -> Outcome:
     """Turn a closed secure round into the next step (see the module docstring).
 
@@ -115,18 +125,42 @@ def secure_close(
     sent with (None for one-round analyses); ``own``: what each site sent in the clear of its
     own fit (taken from the first round of a Newton loop only; a site not in it sent nothing);
     ``threshold``: the smallest count the pooled result may show, as a site's
-    ``small_cell_threshold``."""
+    ``small_cell_threshold``; ``noise``: under differential privacy, the variance of the noise
+    in each number of the sum (the sites' shares, as they state them)."""
     a = spec.analysis
     names = sorted(sites)
+    dp = spec.privacy.differential_privacy
+    noted = None if dp is None else Noise(epsilon=dp.epsilon, delta=dp.delta, sd=noise**0.5)
     try:
         pooled = _read(spec, sums, len(names))
+        if dp is not None:
+            counted = _COUNTED.get(a.type) or [name for name in pooled if name != SITES]
+            pooled |= _denoised(pooled, counted)
         if isinstance(a, CountsAnalysis | SummaryAnalysis | KaplanMeierAnalysis):
             report = _one_round(a, pooled, threshold)
-            return Finished(report.model_copy(update={"secure_sites": names}))
+            return Finished(report.model_copy(update={"secure_sites": names, "noise": noted}))
     except ValueError as exc:  # malformed, or a site's contribution does not fit the others
         return Failed(f"the secure sum cannot be used: {exc}")
     assert state is not None  # started with the job
+    if isinstance(a, LogisticAnalysis) and dp is not None and noted is not None:
+        return _private_newton(spec, a, state, pooled, names, noted)
     return _newton(a, state, pooled, own, names, threshold)
+
+
+_COUNTED = {"logistic": ("n", "events")}
+"""The noisy segments of a private regression that are counts (every one, elsewhere)."""
+
+
+def _denoised(sums: Sums, counted: Iterable[str]) -> dict[str, np.ndarray]:
+    """The noisy ``counted`` segments (whole numbers, read as reals) rounded and cut at zero:
+    post-processing, which costs no privacy. ValueError for a sum no count can reach."""
+    denoised = {}
+    for name in counted:
+        value = sums[name]
+        if np.any(np.abs(value) >= _COUNT_LIMIT):
+            raise ValueError(f"segment {name!r} holds a value that is not a count")
+        denoised[name] = np.clip(np.rint(value), 0, None).astype(np.int64)
+    return denoised
 
 
 def _one_round(
@@ -146,9 +180,12 @@ def _one_round(
             pooled=summary_of(analysis, part),
             sites={},
         )
-    counts = GroupCounts.from_at_risk(
-        sums["at_risk"], sums["events"], int(sums["missing"]), int(sums["unusable"])
-    )
+    if "leaving" in sums:  # noisy: a bin's events cut at the patients leaving it
+        leaving = sums["leaving"]
+        counts = GroupCounts(np.minimum(sums["events"], leaving), leaving, 0, 0)
+    else:
+        missing, unusable = int(sums["missing"]), int(sums["unusable"])
+        counts = GroupCounts.from_at_risk(sums["at_risk"], sums["events"], missing, unusable)
     if np.any(counts.leaving < counts.events):
         raise ValueError("more events than patients leaving the risk set")
     return pooled_survival(analysis, {"pooled": published_groups(analysis, counts, threshold)})
@@ -207,15 +244,9 @@ def _local(
     return local
 
 
-def _newton(
-    analysis: Regression,
-    state: NewtonState,
-    sums: Sums,
-    own: Mapping[str, OwnEstimate],
-    sites: list[str],
-    threshold: int,
-) -> Outcome:
-    """One Newton round of a secure regression (see the module docstring)."""
+def _same_sites(state: NewtonState, sites: list[str]) -> NewtonState | Failed:
+    """The loop's state with the sites of this round's sum: a site not in the first round's
+    takes no part; one that leaves later, or joins, fails the analysis."""
     left = sorted(set(state.sites) - set(sites))
     joined = sorted(set(sites) - set(state.sites))
     iteration = state.pooled.iterations + 1
@@ -226,8 +257,75 @@ def _newton(
             "secure analysis needs the same sites in every round, else two sums differing by "
             "one site would reveal it"
         )
-    if left:  # not in the first round's sum: no part in the analysis
-        state = state.only(sites)
+    return state.only(sites) if left else state
+
+
+def _private_newton(
+    spec: AnalysisSpec,
+    analysis: LogisticAnalysis,
+    state: NewtonState,
+    sums: Sums,
+    sites: list[str],
+    noise: Noise,
+) -> Outcome:
+    """One round of a differentially private logistic loop: a Newton step on the noisy
+    derivatives (:mod:`oncofed.analytics.private`); after ``newton_rounds`` rounds the report,
+    its covariance widened by the noise of the last step."""
+    dp = spec.privacy.differential_privacy
+    assert dp is not None
+    same = _same_sites(state, sites)
+    if isinstance(same, Failed):
+        return same
+    iteration = same.pooled.iterations + 1
+    weak = uninformed(analysis, sums["hessian"], noise.sd**2) if iteration == 1 else []
+    if weak:
+        return Failed(
+            f"too little information on {', '.join(same.names[i] for i in weak)} to estimate "
+            "it under the noise (an empty or rare level): drop or merge it, or use a larger "
+            "epsilon"
+        )
+    beta = np.asarray(same.pooled.beta)
+    try:
+        gradient, hessian, added = private_derivatives(
+            analysis, spec, sums["gradient"], sums["hessian"], noise.sd**2
+        )
+        moved = beta + np.linalg.solve(-hessian, gradient)
+        covariance = np.linalg.inv(-hessian) + added
+        information = -np.linalg.inv(covariance)
+    except np.linalg.LinAlgError:
+        moved = np.full_like(beta, np.nan)
+    if not np.isfinite(moved).all() or np.abs(moved).max() > _LARGEST_COEFFICIENT:
+        return Failed(
+            f"the noisy Newton step at iteration {iteration} has no usable coefficients: the "
+            "noise is too large for this cohort (a larger epsilon, narrower bounds or fewer "
+            "covariates)"
+        )
+    fit = same.pooled.model_copy(
+        update={"beta": moved.tolist(), "anchor": same.pooled.beta, "iterations": iteration}
+    )
+    if iteration == 1:
+        same = same.model_copy(update={"local": dict.fromkeys(same.sites, PRIVATE_OWN)})
+    if iteration < dp.newton_rounds:
+        return NextRound(same.model_copy(update={"pooled": fit}))
+    final = fit.model_copy(update={"hessian": information.tolist(), "status": "converged"})
+    done = same.model_copy(update={"pooled": final})
+    report = newton_report(analysis, done, int(sums["n"]), int(sums["events"]))
+    return Finished(report.model_copy(update={"secure_sites": sites, "noise": noise}))
+
+
+def _newton(
+    analysis: Regression,
+    state: NewtonState,
+    sums: Sums,
+    own: Mapping[str, OwnEstimate],
+    sites: list[str],
+    threshold: int,
+) -> Outcome:
+    """One Newton round of a secure regression (see the module docstring)."""
+    same = _same_sites(state, sites)
+    if isinstance(same, Failed):
+        return same
+    state, iteration = same, same.pooled.iterations + 1
     if (message := _pooled_check(analysis, sums, threshold)) is not None:
         return Failed(f"the pooled result may not be released: {message}")
     if iteration == 1:

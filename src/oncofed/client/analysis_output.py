@@ -379,6 +379,13 @@ def render_analysis(
     notes: list[RenderableType] = []
     if report.secure_sites is not None:
         notes.append(as_text(f"securely aggregated over: {', '.join(report.secure_sites)}"))
+    if (noise := report.noise) is not None:
+        notes.append(
+            as_text(
+                f"differentially private: epsilon {noise.epsilon:g} (delta {noise.delta:g}) at "
+                f"each site; noise of s.d. {noise.sd:.3g} in every number summed"
+            )
+        )
     if participation is not None:
         return Group(main, *notes, render_sites(participation))
     for heading, sites in (
@@ -521,4 +528,9 @@ def _render_regression(report: RegressionReport) -> RenderableType:
             _p(t.p),
             i2.get(t.name, "-"),
         )
-    return _framed(_regression_title(report), table, footer=f"log-likelihood {report.loglik:.4f}")
+    footer = (
+        "no log-likelihood (differential privacy)"
+        if report.loglik is None
+        else f"log-likelihood {report.loglik:.4f}"
+    )
+    return _framed(_regression_title(report), table, footer=footer)

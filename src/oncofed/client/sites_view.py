@@ -66,7 +66,9 @@ def pooled_line(participation: Participation) -> str:
     pooled, reported = participation.pooled_n, participation.reported_n
     if pooled is None:
         return ""
-    head = f"patients in the result: {pooled}"
+    head = f"patients in the result: {'about ' if participation.noisy else ''}{pooled}"
+    if participation.noisy:
+        return f"{head} (a noisy count: differential privacy)"
     if reported is None:
         return f"{head} (the sites' own cohort sizes are not known)"
     if isinstance(pooled, int) and pooled == reported:

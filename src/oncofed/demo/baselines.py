@@ -1,5 +1,6 @@
 """References the federation is measured against, computed by the demo only because it holds
-every site's slice itself: a pooled model on all training rows, and one model per site."""
+every site's slice itself: a pooled model on all training rows, one model per site, and the
+exact result of a differentially private analysis."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from oncofed.analytics.outcome import Finished
+from oncofed.analytics.secure import secure_values
+from oncofed.analytics.secure_close import secure_close
 from oncofed.learning import train as local
 from oncofed.learning.data import (
     Cohort,
@@ -19,8 +23,9 @@ from oncofed.learning.data import (
 )
 from oncofed.learning.metrics import PRIMARY
 from oncofed.learning.registry import TASKS, initial_weights
+from oncofed.wire.analysis import AnalysisReport, AnalysisSpec, SurvivalReport
 from oncofed.wire.messages import Standardization
-from oncofed.wire.spec import JobSpec
+from oncofed.wire.spec import JobSpec, PrivacySpec
 from oncofed.wire.tensors import Weights
 
 
@@ -98,3 +103,29 @@ def compare(
         "held_out_patients": {site: len(s.held_out) for site, s in splits.items()},
         "train_patients": {site: len(s.train) for site, s in splits.items()},
     }
+
+
+def exact_analysis(
+    spec: AnalysisSpec, tables: Mapping[str, Table], threshold: int
+) -> AnalysisReport:
+    """What a one-round analysis gives without its noise: the sites' exact contributions
+    summed and closed as the orchestrator closes a secure round, at ``threshold``."""
+    exact = spec.model_copy(update={"privacy": PrivacySpec(secure_aggregation=True)})
+    parts = [secure_values(exact, table, None, threshold, 10) for table in tables.values()]
+    sums = {name: np.sum([part[name] for part in parts], axis=0) for name in parts[0]}
+    outcome = secure_close(exact, None, sums, {}, list(tables), threshold)
+    assert isinstance(outcome, Finished), outcome
+    return outcome.report
+
+
+def largest_gap(noisy: SurvivalReport, exact: SurvivalReport) -> float:
+    """The largest difference between two reports' survival curves, at their common times."""
+    gaps = [0.0]
+    for group, curve in noisy.groups.items():
+        reference = exact.groups.get(group)
+        if reference is not None:
+            at = dict(zip(reference.time, reference.survival, strict=True))
+            gaps += [
+                abs(s - at[t]) for t, s in zip(curve.time, curve.survival, strict=True) if t in at
+            ]
+    return max(gaps)

@@ -104,8 +104,10 @@ def demo_specs() -> list[JobSpec]:
 
 
 def demo_analyses() -> list[AnalysisSpec]:
-    """The demo's analyses: Kaplan-Meier by tumour grade, a Cox model stratified by site."""
-    specs = [_load("gbsg2_km_grade.yaml"), _load("gbsg2_cox_stratified.yaml")]
+    """The demo's analyses: Kaplan-Meier by tumour grade, a Cox model stratified by site, and
+    a differentially private Kaplan-Meier curve."""
+    names = ["gbsg2_km_grade.yaml", "gbsg2_cox_stratified.yaml", "gbsg2_km_dp.yaml"]
+    specs = [_load(name) for name in names]
     return [spec for spec in specs if isinstance(spec, AnalysisSpec)]
 
 

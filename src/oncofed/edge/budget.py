@@ -225,7 +225,8 @@ def _refuse_over(
     alone = accounting.epsilon(rdp, limits.delta)
     raise PolicyViolation(
         f"privacy budget: {what} epsilon {alone:.3g} (delta {limits.delta:g}) here, but "
-        f"project {project} has {spent.remaining(project):.3g} left of this site's budget "
+        f"project {project or '(none)'} has {spent.remaining(project):.3g} left of this site's "
+        "budget "
         f"(spent: {spent.projects.get(project, 0.0):.3g} of epsilon_per_project "
         f"{limits.epsilon_per_project:g}; the site {spent.total:.3g} of epsilon_total "
         f"{limits.epsilon_total:g})"

@@ -131,7 +131,7 @@ class Releases:
         this task recorded it, for ``withdraw`` should it release nothing; False for a job
         recorded before. ``PolicyViolation`` when the difference is narrow."""
         spec = task.spec
-        if self.recorded(task.job_id):
+        if _noisy(spec) or self.recorded(task.job_id):
             return False
         cohort = ReleaseCohort.of(spec, load(spec.dataset))
         policy = self._policy
@@ -191,3 +191,9 @@ class Releases:
             row = session.get(ReleaseCohortRow, job_id)
             if row is not None:
                 session.delete(row)
+
+
+def _noisy(spec: JobSpec | AnalysisSpec) -> bool:
+    """A differentially private analysis releases no exact number: each release is charged to
+    the budget instead (a training job's statistics and metrics are exact, so it is compared)."""
+    return isinstance(spec, AnalysisSpec) and spec.privacy.differential_privacy is not None

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from oncofed.analytics.design import design
+from oncofed.analytics.private import add_noise, mechanism
 from oncofed.analytics.secure import secure_values
 from oncofed.analytics.site import answer, left_out_causes, own_fit
 from oncofed.cdm.frame import check_time_origin, job_table
@@ -39,6 +40,7 @@ from oncofed.learning.registry import parameter_shapes
 from oncofed.learning.steps import clip_update
 from oncofed.learning.strategies import build_strategy
 from oncofed.privacy import accounting
+from oncofed.privacy.noise import share_variance
 from oncofed.wire import tensors
 from oncofed.wire.analysis import (
     AnalysisResult,
@@ -223,14 +225,48 @@ class TaskRunner:
         table: dict[str, np.ndarray],
         started: float,
     ) -> Contribution:
-        """A secure analysis round: the site's exact numbers; beside a Newton loop's first
-        round, in the clear, its own model fitted here or why it keeps it (``_own_fit``)."""
+        """A secure analysis round: the site's exact numbers (under differential privacy with
+        its share of the noise, ``_private_analysis``); beside a Newton loop's first round, in
+        the clear, its own model fitted here or why it keeps it (``_own_fit``)."""
         policy = self._policy
         threshold, levels = policy.small_cell_threshold, policy.discrete_levels
         values = secure_values(spec, table, task.params, threshold, levels)
+        if spec.privacy.differential_privacy is not None:
+            values, noise, spent = self._private_analysis(task, spec, values)
+            clear = self._clear(started, epsilon=_coarse(spent))
+            return Contribution(values, clear.model_copy(update={"noise": noise}))
         first = task.round == 0 and isinstance(spec.analysis, CoxAnalysis | LogisticAnalysis)
         own = self._own_fit(spec, table) if first else None
         return Contribution(values, self._clear(started, own))
+
+    def _private_analysis(
+        self, task: TaskAssignment, spec: AnalysisSpec, values: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], float, float]:
+        """Charge a differentially private analysis round to the budget (``PolicyViolation``
+        when it, or before the first round the whole job, would exceed it; or past the job's
+        rounds), then add this site's share of its Skellam noise (a secret seed: the same
+        share if the task runs again); with the share's variance per number and what the job
+        spent here."""
+        dp = spec.privacy.differential_privacy
+        assert dp is not None
+        rule = mechanism(spec)
+        if task.round >= rule.rounds:
+            raise PolicyViolation(
+                f"round {task.round + 1} of a differentially private analysis of "
+                f"{rule.rounds} rounds: this site answers no more"
+            )
+        variance = rule.variance(dp.epsilon, dp.delta)
+        limits, project = self._policy.privacy_budget, spec.project or ""
+        if task.round == 0 and rule.rounds > 1:  # the whole loop must fit before it starts
+            self._budget.check(task.job_id, project, rule.rounds * rule.round_rdp(variance), limits)
+        charge = Charge(
+            task.task_id, task.job_id, project, "analysis", task.round, rule.round_rdp(variance)
+        )
+        self._budget.charge(charge, limits)
+        seed = self._budget.noise_seed(task.task_id, content_sha256(task))
+        share = share_variance(variance, self._policy.min_secure_sites)
+        noisy = add_noise(values, rule, share, np.random.default_rng(seed))
+        return noisy, share * rule.unit**2, self._budget.job_epsilon(task.job_id, dp.delta)
 
     def _own_fit(self, spec: AnalysisSpec, table: dict[str, np.ndarray]) -> OwnEstimate:
         """This site's own regression fitted on its rows (``analytics.site.own_fit``), when its

@@ -23,6 +23,7 @@ from oncofed.analytics.newton import (
     regression_report,
 )
 from oncofed.analytics.outcome import Failed, Finished, NextRound, Outcome
+from oncofed.analytics.private import stated_noise
 from oncofed.analytics.secure_close import secure_close
 from oncofed.analytics.summary import pooled_summary
 from oncofed.analytics.survival import group_names, pooled_survival
@@ -250,4 +251,6 @@ def close_secure(
     state = NewtonState.from_json(params_json) if params_json else None
     own = {h.site: h.clear.own for h in headers if h.clear.own is not None}
     threshold = max(h.clear.threshold for h in headers)
-    return secure_close(spec, state, sums, own, [h.site for h in headers], threshold)
+    noise = stated_noise(spec, [h.clear.noise for h in headers])
+    sites = [h.site for h in headers]
+    return secure_close(spec, state, sums, own, sites, threshold, noise=noise)

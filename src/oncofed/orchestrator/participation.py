@@ -70,6 +70,7 @@ def participation(job: Job, report: AnalysisReport | None) -> Participation:
         sites=sites,
         pooled_n=None if report is None else pooled_n(report),
         reported_n=sum(known) if counted and len(known) == len(counted) else None,
+        noisy=spec.privacy.differential_privacy is not None,
     )
 
 
@@ -170,7 +171,8 @@ def _analysed(spec: AnalysisSpec, report: AnalysisReport | None, last: Task) -> 
     own_note = f"in the pooled fit, not in the per-site estimates: {clean(own)}" if own else ""
     if last.round.phase is not None:
         reason = _join(SECURE_NOTE, own_note)
-        return SiteStatus(state=SiteState.TOOK_PART, reason=reason, round=number)
+        spent = stored_header(last).clear.epsilon
+        return SiteStatus(state=SiteState.TOOK_PART, reason=reason, round=number, epsilon=spent)
     result = AnalysisResult.model_validate_json(last.result_json or "")
     part, n = result.part, result.cohort
     if isinstance(part, RegressionPart | RiskSetPart):

@@ -25,12 +25,13 @@ from pydantic import (
     model_validator,
 )
 
-from oncofed.cdm.fields import variable
+from oncofed.cdm.fields import PATIENT_FIELDS, variable
 from oncofed.wire.base import MAX_STATISTIC, Count, Seconds, Statistic
 from oncofed.wire.profile import Cell
 from oncofed.wire.spec import (
     BinaryOutcome,
     CohortFilter,
+    DifferentialPrivacy,
     Feature,
     JobSpec,
     Name,
@@ -182,6 +183,46 @@ Analysis = Annotated[
     Field(discriminator="type"),
 ]
 Regression = CoxAnalysis | LogisticAnalysis
+PRIVATE_ANALYSES = (CountsAnalysis, KaplanMeierAnalysis, LogisticAnalysis)
+"""The analyses that may be differentially private: counts, curves and the logistic model's
+Newton iterations (the Cox model's risk sets give one patient no bounded weight)."""
+
+
+def _model_range(name: str) -> tuple[float, float] | None:
+    """A numeric variable's limits in the data model (a treatment flag: 0 to 1), or None."""
+    if name.startswith("treatment."):
+        return 0.0, 1.0
+    field = PATIENT_FIELDS.get(name)
+    if field is None or field.minimum is None or field.maximum is None:
+        return None
+    return field.minimum, field.maximum
+
+
+def covariate_ranges(
+    analysis: LogisticAnalysis, dp: DifferentialPrivacy
+) -> list[tuple[float, float]]:
+    """Under differential privacy, each numeric covariate's range, in the order of its
+    columns and after its transform: the spec's ``bounds``, else the data model's limits.
+    ValueError naming a covariate that has neither, or a bound that names no covariate."""
+    numeric = [f for f in analysis.covariates if f.levels is None]
+    unknown = sorted(set(dp.bounds) - {f.name for f in numeric})
+    if unknown:
+        raise ValueError(f"bounds of {unknown} name no numeric covariate of the analysis")
+    ranges = []
+    for feature in numeric:
+        bounds = dp.bounds.get(feature.name) or _model_range(feature.name)
+        if bounds is None:
+            raise ValueError(
+                f"differential privacy needs the range of {feature.name!r}: give it in "
+                "privacy.differential_privacy.bounds (the data model sets none)"
+            )
+        low, high = bounds
+        if feature.transform == "log1p":
+            if low <= -1.0:
+                raise ValueError(f"bounds of {feature.name!r}: log1p needs a low above -1")
+            low, high = math.log1p(low), math.log1p(high)
+        ranges.append((low, high))
+    return ranges
 
 
 class AnalysisSpec(_Strict):
@@ -207,11 +248,23 @@ class AnalysisSpec(_Strict):
         if self.sites is not None and self.min_sites > len(self.sites):
             raise ValueError("min_sites is larger than the number of sites listed")
         if self.privacy.differential_privacy is not None:
-            raise ValueError(
-                "differential privacy is not available for analyses in this version (only for "
-                "training); without it each site refuses exact releases of cohorts that differ "
-                "narrowly from earlier ones"
-            )
+            if not isinstance(self.analysis, PRIVATE_ANALYSES):
+                raise ValueError(
+                    f"differential privacy is not available for {self.analysis.type} analyses "
+                    "in this version (counts, kaplan_meier and logistic only); without it each "
+                    "site refuses exact releases of cohorts that differ narrowly from earlier "
+                    "ones"
+                )
+            if not self.privacy.secure_aggregation:
+                raise ValueError(
+                    "a differentially private analysis needs secure_aggregation: true (each "
+                    "site adds a share of the noise, and only the noisy sum is unmasked)"
+                )
+            if isinstance(self.analysis, LogisticAnalysis):
+                dp = self.privacy.differential_privacy
+                covariate_ranges(self.analysis, dp)
+                if dp.newton_rounds > self.analysis.max_iterations:
+                    raise ValueError("newton_rounds is above the analysis' max_iterations")
         return self
 
     @property
@@ -347,6 +400,19 @@ class AnalysisParams(_Strict):
 # -- the report --------------------------------------------------------------------------
 
 
+class Noise(_Strict):
+    """The noise of a differentially private analysis: each site added a share of Skellam
+    noise to every count it sent, so that the job costs ``epsilon`` at ``delta`` there; the
+    noisy sums are rounded, cut at zero (and a bin's events at the patients leaving it),
+    then suppressed like exact ones."""
+
+    epsilon: Finite
+    delta: Finite
+    sd: Finite
+    """The standard deviation of the noise in each number summed (the sites' shares added up):
+    a count, or for a regression an entry of its derivatives in scaled columns."""
+
+
 class _Report(_Strict):
     excluded: dict[str, str] = Field(default_factory=dict)
     """Sites that are not in the result at all, with why: ``declined: ...``, ``expired: ...``
@@ -359,6 +425,8 @@ class _Report(_Strict):
     site's own numbers, so the report holds no per-site tables, curves or summaries (a
     regression's per-site estimates come only from the fits sites made of their own rows and
     sent, ``OwnEstimate``)."""
+    noise: Noise | None = None
+    """Under differential privacy, what every count of the report carries."""
 
 
 class CountTable(_Strict):
@@ -518,7 +586,9 @@ class RegressionReport(_Report):
     confidence: float
     n: int
     events: int
-    loglik: float
+    loglik: float | None
+    """None under differential privacy: one patient's share of it has no bound, so the sites
+    do not send it."""
     iterations: int
     terms: list[Term]
     sites: dict[str, list[Term]]

@@ -310,6 +310,9 @@ class Participation(Message):
         description="Analyses: the sum of the cohort sizes the sites in the result reported; "
         "None when one is not known (secure aggregation).",
     )
+    noisy: bool = Field(
+        False, description="Analyses: the result is differentially private (its counts noisy)."
+    )
 
 
 class JobPublic(Message):

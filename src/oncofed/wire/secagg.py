@@ -255,6 +255,9 @@ class ClearPart(_Frozen):
     epsilon: Epsilon | None = None
     """Under differential privacy, what the job spent at this site so far, this round included,
     rounded up to a tenth (the exact figure would tell the site's number of rows)."""
+    noise: Annotated[float, Field(ge=0.0, le=1e30, allow_inf_nan=False)] | None = None
+    """Under differential privacy in an analysis, the variance of the noise share it added to
+    each number (it follows from the spec and the site's policy, not from its rows)."""
     own: OwnEstimate | None = None
     """In the first round of a Newton loop, its own model fitted on its rows alone, or why it
     keeps it (``OwnEstimate``); None otherwise. A training round sends no per-site metrics."""

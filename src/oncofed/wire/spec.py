@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -384,13 +385,29 @@ class DifferentialPrivacy(_Strict):
     everything a site sends for the job is bounded by ``epsilon`` at ``delta``."""
 
     epsilon: Annotated[float, Field(gt=0.0, le=100.0)]
-    """The job's whole cost at each site (every round): each site calibrates its own noise to
-    its number of rows so that the job spends at most this of its budget there."""
+    """The job's whole cost at each site (every round): each site calibrates its noise so that
+    the job spends at most this of its budget there (training: to its number of rows; an
+    analysis: to what one patient can change, which the spec alone sets)."""
     delta: Annotated[float, Field(gt=0.0, le=1e-3)] = 1e-5
     """The probability with which the bound may fail; well below one over the patients."""
     max_grad_norm: Annotated[float, Field(gt=0.0, le=1e3)] = 1.0
     """Training: each patient's gradient is clipped to this L2 norm before the noise is added
     (DP-SGD), which bounds what one patient changes in a step."""
+    newton_rounds: Annotated[int, Field(ge=1, le=20)] = 5
+    """Regressions: the Newton loop runs exactly this many rounds from coefficients 0, each
+    charged its share of ``epsilon`` (a noisy loop has no convergence test to stop it)."""
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict, max_length=100)
+    """Regressions: each numeric covariate's range, in its own unit (before a transform); a
+    value outside it is moved to its edge at the site. What one patient can change, and so the
+    noise, grows with the range: the data model's limits (age 0 to 120) are the default, a
+    range the cohort is known to hold (age 20 to 90) gives less noise."""
+
+    @model_validator(mode="after")
+    def _ranges(self) -> DifferentialPrivacy:
+        for name, (low, high) in self.bounds.items():
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError(f"bounds of {name!r}: need finite low < high")
+        return self
 
 
 class PrivacySpec(_Strict):
