@@ -1,5 +1,5 @@
-"""What differential privacy costs the demo's analyses: the DP counts, Kaplan-Meier curve and
-logistic regression against the exact ones, on the demo's four hospitals.
+"""What differential privacy costs the demo's analyses: the DP counts, summary, Kaplan-Meier
+curve and logistic regression against the exact ones, on the demo's four hospitals.
 
 GBSG2 (686 patients, shipped with lifelines) is dealt to the demo's hospitals as the demo
 deals it (``oncofed.demo.data.site_tables``); each hospital's rows are exported as the demo's
@@ -17,6 +17,8 @@ epsilon): the figures are reproducible.
 
 At epsilon 1, 2 and 4 (delta 1e-5):
 
+- summary of age at diagnosis (bins 20 to 90): the RMSE of the DP mean, standard deviation and
+  median against the exact ones;
 - counts, grade by endocrine therapy: the absolute error of the table's inner cells (not the
   margins), mean and 95th percentile over cells and draws; of the 18 inner cells (the levels
   the data model knows, and ``missing``) 6 hold patients, and an empty cell's error is only the
@@ -67,6 +69,7 @@ from oncofed.wire.analysis import (
     AnalysisSpec,
     CountsReport,
     RegressionReport,
+    SummaryReport,
     SurvivalReport,
 )
 
@@ -82,6 +85,7 @@ COHORT = {"primary_site": "C50", "time_origin": "diagnosis"}
 RFS = {"time": "rfs_days", "event": "rfs_event"}
 COUNTS = {"type": "counts", "rows": "grade", "columns": "treatment.endocrine"}
 KAPLAN_MEIER = {"type": "kaplan_meier", "outcome": RFS, "grid_days": 180, "horizon_days": 2160}
+SUMMARY = {"type": "summary", "variable": "age_at_diagnosis", "bins": [20, 40, 50, 60, 70, 90]}
 LOGISTIC = {
     "type": "logistic",
     "outcome": {"type": "binary", **RFS, "horizon_days": FIVE_YEARS},
@@ -169,6 +173,16 @@ def report_of(outcome: Outcome) -> AnalysisReport:
     return outcome.report
 
 
+def finished_draws(
+    spec: AnalysisSpec, tables: Mapping[str, Table], draws: int
+) -> tuple[list[AnalysisReport], int]:
+    """The reports of the ``draws`` noisy runs of ``spec`` that finished (draw d seeded d), and
+    how many failed."""
+    outcomes = [run(spec, tables, np.random.default_rng(draw)) for draw in range(draws)]
+    reports = [outcome.report for outcome in outcomes if isinstance(outcome, Finished)]
+    return reports, draws - len(reports)
+
+
 def noise_sd(report: AnalysisReport) -> float:
     assert report.noise is not None
     return report.noise.sd
@@ -209,15 +223,9 @@ def counts_study(
     nonempty = exact > 0
     results = []
     for epsilon in epsilons:
-        spec = analysis_spec(COUNTS, epsilon)
-        errors, sds, failed = [], [], 0
-        for draw in range(draws):
-            outcome = run(spec, tables, np.random.default_rng(draw))
-            if not isinstance(outcome, Finished):
-                failed += 1
-                continue
-            errors.append(np.abs(inner_cells(outcome.report) - exact))
-            sds.append(noise_sd(outcome.report))
+        reports, failed = finished_draws(analysis_spec(COUNTS, epsilon), tables, draws)
+        errors = [np.abs(inner_cells(report) - exact) for report in reports]
+        sds = [noise_sd(report) for report in reports]
         error = np.array(errors).reshape(len(errors), *exact.shape)
         results.append(
             CountsResult(
@@ -237,6 +245,52 @@ def counts_study(
         "nonempty_cells": int(nonempty.sum()),
         "results": [asdict(r) for r in results],
     }
+
+
+# -- summary ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SummaryResult:
+    epsilon: float
+    noise_sd: float | None  # None when every draw failed
+    mean_rmse: float | None
+    sd_rmse: float | None
+    median_rmse: float | None
+    failed: int
+
+
+def summary_study(
+    tables: Mapping[str, Table], draws: int, epsilons: Sequence[float]
+) -> dict[str, Any]:
+    """The DP mean, standard deviation and median of age against the exact ones."""
+
+    def figures(report: AnalysisReport) -> tuple[float, float, float]:
+        assert isinstance(report, SummaryReport)
+        pooled = report.pooled
+        median = pooled.quantiles["0.5"]
+        assert pooled.mean is not None and pooled.sd is not None and median is not None
+        return pooled.mean, pooled.sd, median
+
+    exact = np.array(figures(report_of(run(analysis_spec(SUMMARY, None), tables))))
+    results = []
+    for epsilon in epsilons:
+        reports, failed = finished_draws(analysis_spec(SUMMARY, epsilon), tables, draws)
+        errors = [np.array(figures(report)) - exact for report in reports]
+        sds = [noise_sd(report) for report in reports]
+        rmse = [_float(v) for v in np.sqrt(np.mean(np.square(errors), axis=0))] if errors else []
+        mean, sd, median = rmse or [None, None, None]
+        results.append(SummaryResult(epsilon, sds[0] if sds else None, mean, sd, median, failed))
+    names = ("mean", "sd", "median")
+    return {
+        "analysis": SUMMARY,
+        "exact": dict(zip(names, exact.tolist(), strict=True)),
+        "results": [asdict(r) for r in results],
+    }
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 # -- Kaplan-Meier -------------------------------------------------------------------------
@@ -430,6 +484,23 @@ def counts_table(study: dict[str, Any], draws: int) -> list[str]:
     return rows
 
 
+def summary_table(study: dict[str, Any], draws: int) -> list[str]:
+    exact = study["exact"]
+    rows = [
+        "Summary of age at diagnosis (bins 20, 40, 50, 60, 70, 90): RMSE against exact",
+        f"exact mean {exact['mean']:.2f}, sd {exact['sd']:.2f}, median {exact['median']:.2f}",
+        "          noise",
+        "epsilon      sd    mean      sd  median   failed",
+    ]
+    for r in study["results"]:
+        rows.append(
+            f"{r['epsilon']:>7g} {_f(r['noise_sd'], '.2f', 7)} {_f(r['mean_rmse'], '.2f', 7)} "
+            f"{_f(r['sd_rmse'], '.2f', 7)} {_f(r['median_rmse'], '.2f', 7)} "
+            f"{r['failed']:>5d}/{draws}"
+        )
+    return rows
+
+
 def curves_table(study: dict[str, Any], draws: int) -> list[str]:
     km = study["analysis"]
     five = f"S({study['time_5y']:g} days)"
@@ -501,6 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stores = site_stores(Path(folder))
         for name, study, analysis in (
             ("counts", counts_study, COUNTS),
+            ("summary", summary_study, SUMMARY),
             ("kaplan_meier", curves_study, KAPLAN_MEIER),
             ("logistic", regression_study, LOGISTIC),
         ):
@@ -530,6 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"noise shares of 1/{POLICY.min_secure_sites}",
         "",
         *counts_table(studies["counts"], args.draws),
+        "",
+        *summary_table(studies["summary"], args.draws),
         "",
         *curves_table(studies["kaplan_meier"], args.draws),
         "",

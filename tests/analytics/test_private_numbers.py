@@ -23,6 +23,7 @@ from oncofed.wire.analysis import (
     CountsReport,
     LogisticAnalysis,
     RegressionReport,
+    SummaryReport,
     SurvivalReport,
 )
 from tests.analytics.federated import OPEN, RFS, deal, gbsg2, report_of, secure_run, spec
@@ -31,6 +32,7 @@ FIVE_YEARS = {"type": "binary", "time": "rfs_days", "event": "rfs_event", "horiz
 BOUNDS = {"age_at_diagnosis": (20, 80), "nodes_positive": (0, 50)}
 ANALYSES: dict[str, dict[str, Any]] = {
     "counts": {"type": "counts", "rows": "grade", "columns": "treatment.endocrine"},
+    "summary": {"type": "summary", "variable": "age_at_diagnosis", "bins": [30.5, 45.5, 60.5]},
     "kaplan_meier": {"type": "kaplan_meier", "outcome": RFS, "group": "grade", "grid_days": 90},
     "logistic": {
         "type": "logistic", "outcome": FIVE_YEARS,
@@ -91,6 +93,8 @@ def four_sites() -> dict[str, Table]:
 def test_private_layouts_send_signed_numbers() -> None:
     counts = secure_layout(private(ANALYSES["counts"]))
     assert counts["sites"].fraction_bits == 0 and counts["table"].fraction_bits > 0
+    summary = secure_layout(private(ANALYSES["summary"]))
+    assert list(summary) == ["sites", "histogram", "scaled_total", "scaled_squares"]
     km = secure_layout(private(ANALYSES["kaplan_meier"]))
     assert list(km) == ["sites", "leaving", "events"]
     logistic = secure_layout(private(ANALYSES["logistic"]))
@@ -104,6 +108,8 @@ def test_mechanisms() -> None:
     assert mechanism(private(ANALYSES["counts"])) == mechanism(private(ANALYSES["counts"], 9))
     km = mechanism(private(ANALYSES["kaplan_meier"]))
     assert (km.unit, km.l1, km.l2, km.rounds) == (1.0, 2.0, math.sqrt(2.0), 1)
+    summary = mechanism(private(ANALYSES["summary"]))  # 5 histogram cells and 2 sums
+    assert summary.l2 == pytest.approx(math.sqrt(3) / summary.unit + math.sqrt(7))
     rule = mechanism(private(ANALYSES["logistic"]))
     real_l2 = math.sqrt(2 + 6 + 36 / 16)
     assert rule.rounds == 5 and math.log2(rule.unit).is_integer()
@@ -257,3 +263,23 @@ def test_hostile_sums_and_claims_fail_plainly_or_are_held() -> None:
     state = plain.start(analysis, ["a", "b"])
     outcome = secure_close(analysis, state, sums, {}, ["a", "b"], 1, noise=1.0)
     assert isinstance(outcome, Failed) and "has no usable coefficients" in outcome.error
+
+
+def test_without_noise_a_private_summary_is_the_exact_one() -> None:
+    """Every age within the bins' range: the scaled sums give the exact mean and standard
+    deviation back, to the grid's resolution; noisy ones stay near them."""
+    body = {"type": "summary", "variable": "age_at_diagnosis", "bins": [20, 40, 60, 90]}
+    tables = four_sites()
+    exact = report_of(secure_run(spec(body), tables, OPEN)[0])
+    quiet = report_of(private_run(private(body), tables, 0, scale=1e-12))
+    noisy = report_of(private_run(private(body, 4.0), tables, 1))
+    assert isinstance(exact, SummaryReport) and isinstance(quiet, SummaryReport)
+    assert isinstance(noisy, SummaryReport) and noisy.noise is not None
+    assert quiet.pooled.n == exact.pooled.n and quiet.pooled.histogram == exact.pooled.histogram
+    assert exact.pooled.mean is not None and exact.pooled.sd is not None
+    assert quiet.pooled.mean == pytest.approx(exact.pooled.mean, abs=1e-4)
+    assert quiet.pooled.sd == pytest.approx(exact.pooled.sd, abs=1e-4)
+    assert noisy.pooled.mean == pytest.approx(exact.pooled.mean, abs=1.0)
+    assert noisy.pooled.sd == pytest.approx(exact.pooled.sd, abs=1.0)
+    missing = noisy.pooled.histogram[-1]  # no age is missing: noise cut at 0 (threshold 1)
+    assert isinstance(missing, int) and missing <= 6 * noisy.noise.sd

@@ -69,6 +69,7 @@ def test_a_secure_report_is_written_and_shown(
 
 PRIVATE: list[dict[str, Any]] = [
     {"type": "counts", "rows": "grade"},
+    {"type": "summary", "variable": "age_at_diagnosis", "bins": [20, 40, 50, 60, 70, 90]},
     {"type": "kaplan_meier", "outcome": RFS, "grid_days": 180, "horizon_days": 2160},
     {"type": "logistic", "outcome": {"label": "os_event"},
      "covariates": ["age_at_diagnosis", "treatment.endocrine"]},

@@ -10,6 +10,10 @@ contribution in grid steps, and the variance is calibrated so that the job's rou
 cost its ``epsilon`` at each site. One patient added or removed changes:
 
 - counts: one cell of the table (L1 = L2 = 1);
+- summary: one cell of the histogram, and the sum and sum of squares of y = (x - c) / h, the
+  value moved into the bins' range [e_0, e_m] and scaled to [-1, 1] (c its middle, h its
+  half-width): L2 = sqrt 3 in real units (on the grid as below); the orchestrator takes the
+  sums back to x (the mean and standard deviation are those of the values moved into range);
 - Kaplan-Meier: the bin the patient leaves the risk set in and the event there (L1 = 2,
   L2 = sqrt 2; the sites send the patients leaving each bin, not those at risk, which would
   change every bin up to it);
@@ -43,6 +47,7 @@ import numpy as np
 
 from oncofed.analytics.design import Design
 from oncofed.analytics.logistic import logistic_derivatives
+from oncofed.analytics.summary import summary_cells
 from oncofed.privacy import accounting
 from oncofed.privacy.noise import skellam_share
 from oncofed.wire.analysis import (
@@ -50,6 +55,7 @@ from oncofed.wire.analysis import (
     CountsAnalysis,
     KaplanMeierAnalysis,
     LogisticAnalysis,
+    SummaryAnalysis,
     covariate_ranges,
 )
 
@@ -94,14 +100,48 @@ def mechanism(spec: AnalysisSpec) -> Mechanism:
         return Mechanism(1.0, 1.0, 1.0, 1)
     if isinstance(a, KaplanMeierAnalysis):
         return Mechanism(1.0, 2.0, math.sqrt(2.0), 1)
+    if isinstance(a, SummaryAnalysis):
+        return _on_grid(math.sqrt(3.0), len(a.bins) + 4, 1)
     if isinstance(a, LogisticAnalysis):
         p = len(scaling(a, spec)[0])
-        l2 = math.sqrt(2 + p + p * p / 16)
-        unit = 2.0 ** math.floor(math.log2(l2 / STEPS_PER_SENSITIVITY))
-        numbers = 2 + p + p * p
-        steps = l2 / unit + math.sqrt(numbers)
-        return Mechanism(unit, math.sqrt(numbers) * steps, steps, dp.newton_rounds)
+        return _on_grid(math.sqrt(2 + p + p * p / 16), 2 + p + p * p, dp.newton_rounds)
     raise ValueError(f"a {a.type} analysis cannot be differentially private in this version")
+
+
+def _on_grid(l2: float, numbers: int, rounds: int) -> Mechanism:
+    """A mechanism for ``numbers`` reals of L2 sensitivity ``l2``, on a grid at least
+    :data:`STEPS_PER_SENSITIVITY` times finer, with a step per number for rounding."""
+    unit = 2.0 ** math.floor(math.log2(l2 / STEPS_PER_SENSITIVITY))
+    steps = l2 / unit + math.sqrt(numbers)
+    return Mechanism(unit, math.sqrt(numbers) * steps, steps, rounds)
+
+
+def summary_values(analysis: SummaryAnalysis, values: np.ndarray) -> dict[str, np.ndarray]:
+    """A site's exact contribution to a private summary: the histogram of its ``values`` (NaN
+    when missing) and the sums of y and y squared (see the module docstring)."""
+    centre, half = _centre(analysis)
+    complete = values[np.isfinite(values)]
+    y = (np.clip(complete, analysis.bins[0], analysis.bins[-1]) - centre) / half
+    return {
+        "histogram": summary_cells(analysis, values),
+        "scaled_total": np.array(y.sum()),
+        "scaled_squares": np.array((y**2).sum()),
+    }
+
+
+def summary_sums(
+    analysis: SummaryAnalysis, n: int, scaled_total: float, scaled_squares: float
+) -> tuple[float, float]:
+    """The sum and sum of squares of ``n`` values from their scaled sums."""
+    centre, half = _centre(analysis)
+    total = half * scaled_total + centre * n
+    squares = half**2 * scaled_squares + 2 * centre * half * scaled_total + centre**2 * n
+    return total, squares
+
+
+def _centre(analysis: SummaryAnalysis) -> tuple[float, float]:
+    low, high = analysis.bins[0], analysis.bins[-1]
+    return (low + high) / 2, (high - low) / 2
 
 
 def scaling(analysis: LogisticAnalysis, spec: AnalysisSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -27,9 +27,10 @@ grid bins, p the terms and k the groups the spec knows a regression's design to 
   ``s1`` real (K, p), ``s2`` real (K, p (p + 1) / 2: the upper triangle, row by row) and
   ``event_x`` real (p).
 
-Under differential privacy (counts, Kaplan-Meier and logistic only) every segment but
-``sites`` is real, since noisy counts may be negative: a Kaplan-Meier round sends ``leaving``
-(the patients leaving the risk set in each bin) and ``events`` only, a logistic round ``n``,
+Under differential privacy (not for Cox models) every segment but ``sites`` is real, since
+noisy counts may be negative: a summary sends the histogram and the sums of the values scaled
+to [-1, 1] (``scaled_total``, ``scaled_squares``), a Kaplan-Meier round ``leaving`` (the
+patients leaving the risk set in each bin) and ``events`` only, a logistic round ``n``,
 ``events``, ``gradient`` and ``hessian`` in scaled columns (:mod:`oncofed.analytics.private`).
 
 A regression's columns the spec cannot know to be discrete (a numeric field, an ``ext.*``
@@ -54,7 +55,7 @@ from oncofed.analytics.design import (
     known_indicators,
     term_names,
 )
-from oncofed.analytics.private import regression_values
+from oncofed.analytics.private import regression_values, summary_values
 from oncofed.analytics.summary import summary_cells
 from oncofed.analytics.survival import group_counts, group_names
 from oncofed.learning.data import DataError
@@ -98,19 +99,20 @@ def _regression_layout(analysis: Regression, private: bool) -> dict[str, Segment
 def secure_layout(spec: AnalysisSpec) -> dict[str, Segment]:
     """The segments every site of ``spec`` sends, in order (see the module docstring).
     ValueError when they would hold more than :data:`MAX_NUMBERS` numbers."""
-    a = spec.analysis
+    a, dp = spec.analysis, spec.privacy.differential_privacy
     layout: dict[str, Segment]
     if isinstance(a, CountsAnalysis):
         shape = (len(levels(a.rows)), *([len(levels(a.columns))] if a.columns else []))
         layout = {"table": count(*shape)}
     elif isinstance(a, SummaryAnalysis):
-        layout = {"histogram": count(len(a.bins) + 2), "total": real(), "total_squares": real()}
+        sums = ("total", "total_squares") if dp is None else ("scaled_total", "scaled_squares")
+        layout = {"histogram": count(len(a.bins) + 2)} | {name: real() for name in sums}
     elif isinstance(a, KaplanMeierAnalysis):
         shape = (len(group_names(a)), a.grid_bins)
         layout = {name: count(*shape[:ndim]) for name, ndim in _survival_segments(spec).items()}
     else:
-        layout = _regression_layout(a, spec.privacy.differential_privacy is not None)
-    if spec.privacy.differential_privacy is not None:  # noisy counts: signed, so reals
+        layout = _regression_layout(a, dp is not None)
+    if dp is not None:  # noisy counts: signed, so reals
         layout = {name: real(*segment.shape) for name, segment in layout.items()}
     numbers = sum(segment.size for segment in layout.values())
     if numbers > MAX_NUMBERS:
@@ -204,6 +206,8 @@ def secure_values(
     values: dict[str, np.ndarray]
     if isinstance(a, CountsAnalysis):
         values = {"table": tabulate(a, table)}
+    elif isinstance(a, SummaryAnalysis) and spec.privacy.differential_privacy is not None:
+        values = summary_values(a, np.asarray(table[a.variable], dtype=np.float64))
     elif isinstance(a, SummaryAnalysis):
         numbers = np.asarray(table[a.variable], dtype=np.float64)
         complete = numbers[np.isfinite(numbers)]

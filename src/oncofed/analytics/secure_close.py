@@ -57,7 +57,7 @@ from oncofed.analytics.newton import (
     newton_step,
 )
 from oncofed.analytics.outcome import Failed, Finished, NextRound, Outcome
-from oncofed.analytics.private import private_derivatives, uninformed
+from oncofed.analytics.private import private_derivatives, summary_sums, uninformed
 from oncofed.analytics.secure import SITES, secure_layout, unpack
 from oncofed.analytics.summary import published_summary, summary_of
 from oncofed.analytics.survival import GroupCounts, pooled_survival, published_groups
@@ -147,7 +147,7 @@ def secure_close(
     return _newton(a, state, pooled, own, names, threshold)
 
 
-_COUNTED = {"logistic": ("n", "events")}
+_COUNTED = {"logistic": ("n", "events"), "summary": ("histogram",)}
 """The noisy segments of a private regression that are counts (every one, elsewhere)."""
 
 
@@ -172,8 +172,14 @@ def _one_round(
     if isinstance(analysis, CountsAnalysis):
         return counts_report(analysis, published_table(sums["table"], threshold), {})
     if isinstance(analysis, SummaryAnalysis):
-        total, squares = float(sums["total"]), float(sums["total_squares"])
-        part = published_summary(sums["histogram"], total, squares, threshold)
+        noisy = "scaled_total" in sums  # of the values moved into the bins' range
+        if noisy:
+            n = int(sums["histogram"][:-1].sum())
+            scaled = float(sums["scaled_total"]), float(sums["scaled_squares"])
+            total, squares = summary_sums(analysis, n, *scaled)
+        else:
+            total, squares = float(sums["total"]), float(sums["total_squares"])
+        part = published_summary(sums["histogram"], total, squares, threshold, noisy)
         return SummaryReport(
             variable=analysis.variable,
             bins=analysis.bins,

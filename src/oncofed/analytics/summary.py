@@ -48,18 +48,19 @@ def summary_cells(analysis: SummaryAnalysis, values: np.ndarray) -> np.ndarray:
 
 
 def published_summary(
-    cells: np.ndarray, total: float, squares: float, threshold: int
+    cells: np.ndarray, total: float, squares: float, threshold: int, noisy: bool = False
 ) -> SummaryPart:
     """The histogram ``cells`` (:func:`summary_cells`) with the count, sum and sum of squares
     of the values, suppressed at ``threshold`` (see the module docstring): a site's, or the
-    pooled ones under secure aggregation."""
+    pooled ones under secure aggregation. ``noisy``: differentially private sums, shown with
+    n whether the missing count is (a noisy count near 0 would otherwise hide them)."""
     missing = len(cells) - 1
     n = int(cells[:missing].sum())
     entries = [*(int(c) for c in cells), n, n + int(cells[missing])]  # cells, n, cohort size
     lines = [Line(tuple(range(missing)), missing + 1), Line((missing + 1, missing), missing + 2)]
     marks = suppress(entries, lines, threshold)
     *counts, shown_n, _ = [cell(v, int(m), threshold) for v, m in zip(entries, marks, strict=True)]
-    shown = isinstance(shown_n, int) and isinstance(counts[missing], int)
+    shown = isinstance(shown_n, int) and (noisy or isinstance(counts[missing], int))
     return SummaryPart(
         n=shown_n,
         total=total if shown else None,

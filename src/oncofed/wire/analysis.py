@@ -183,9 +183,9 @@ Analysis = Annotated[
     Field(discriminator="type"),
 ]
 Regression = CoxAnalysis | LogisticAnalysis
-PRIVATE_ANALYSES = (CountsAnalysis, KaplanMeierAnalysis, LogisticAnalysis)
-"""The analyses that may be differentially private: counts, curves and the logistic model's
-Newton iterations (the Cox model's risk sets give one patient no bounded weight)."""
+PRIVATE_ANALYSES = (CountsAnalysis, SummaryAnalysis, KaplanMeierAnalysis, LogisticAnalysis)
+"""The analyses that may be differentially private: counts, summaries, curves and the logistic
+model's Newton iterations (the Cox model's risk sets give one patient no bounded weight)."""
 
 
 def _model_range(name: str) -> tuple[float, float] | None:
@@ -251,9 +251,9 @@ class AnalysisSpec(_Strict):
             if not isinstance(self.analysis, PRIVATE_ANALYSES):
                 raise ValueError(
                     f"differential privacy is not available for {self.analysis.type} analyses "
-                    "in this version (counts, kaplan_meier and logistic only); without it each "
-                    "site refuses exact releases of cohorts that differ narrowly from earlier "
-                    "ones"
+                    "in this version (counts, summary, kaplan_meier and logistic only); without "
+                    "it each site refuses exact releases of cohorts that differ narrowly from "
+                    "earlier ones"
                 )
             if not self.privacy.secure_aggregation:
                 raise ValueError(
