@@ -402,8 +402,8 @@ class AnalysisParams(_Strict):
 
 class Noise(_Strict):
     """The noise of a differentially private analysis: each site added a share of Skellam
-    noise to every count it sent, so that the job costs ``epsilon`` at ``delta`` there; the
-    noisy sums are rounded, cut at zero (and a bin's events at the patients leaving it),
+    noise to every number it sent, so that the job costs ``epsilon`` at ``delta`` there; the
+    noisy counts are rounded, cut at zero (and a bin's events at the patients leaving it),
     then suppressed like exact ones."""
 
     epsilon: Finite
@@ -426,7 +426,7 @@ class _Report(_Strict):
     regression's per-site estimates come only from the fits sites made of their own rows and
     sent, ``OwnEstimate``)."""
     noise: Noise | None = None
-    """Under differential privacy, what every count of the report carries."""
+    """Under differential privacy, the noise every number of the report was computed from."""
 
 
 class CountTable(_Strict):
