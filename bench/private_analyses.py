@@ -7,9 +7,12 @@ CSV, imported into a ``LocalStore`` in a temporary directory with the demo's map
 as an edge reads them (``oncofed.cdm.frame.job_table``). Every round is then simulated as the
 edges and the orchestrator run it, minus the transport, the masking and the budget ledger:
 each site's exact contribution (``secure_values``) gets its share of the Skellam noise
-(``add_noise``; variance V / 3 per site, an edge's default ``min_secure_sites`` being 3, so
-the sum of the four sites carries 4V / 3), the contributions are summed, and the orchestrator
-closes the round (``secure_close``) into the report or the next Newton round. The exact
+(``add_noise``; variance V / 3 per site: the sites pin each other's keys, as the demo's do,
+and an edge's default ``min_secure_sites`` is 3, so the sum of the four sites carries 4V / 3;
+a site that has not pinned its peers adds V itself, 3 times the variance), the contributions
+are summed, and the orchestrator closes the round (``secure_close``) into the report or the
+next Newton round. Each Newton round's coefficients are checked as every edge checks them
+(under DP their form only); a round an edge would decline fails the draw. The exact
 reference is the same pipeline without differential privacy (secure aggregation on, no noise).
 The small-cell threshold is 1 throughout (suppression off), so the figures measure the noise
 alone. Draw d seeds its noise with ``np.random.default_rng(d)`` (the same draws at every
@@ -53,21 +56,26 @@ from typing import Any
 import numpy as np
 from stamp import write_figures
 
+from oncofed.analytics.design import design
 from oncofed.analytics.newton import NewtonState
 from oncofed.analytics.outcome import Failed, Finished, NextRound, Outcome
-from oncofed.analytics.private import add_noise, mechanism
+from oncofed.analytics.private import add_noise, mechanism, private_analysis
 from oncofed.analytics.secure import secure_values
 from oncofed.analytics.secure_close import secure_close
 from oncofed.cdm.frame import check_time_origin, job_table
 from oncofed.demo.data import mapping_file, site_tables
 from oncofed.edge import EdgePolicy, LocalStore
+from oncofed.edge.errors import PolicyViolation
+from oncofed.edge.guard.params import check_params
 from oncofed.edge.importing import Source, import_source
 from oncofed.orchestrator import analysis as orchestrator
 from oncofed.privacy.noise import share_variance
 from oncofed.wire.analysis import (
+    AnalysisParams,
     AnalysisReport,
     AnalysisSpec,
     CountsReport,
+    LogisticAnalysis,
     RegressionReport,
     SummaryReport,
     SurvivalReport,
@@ -78,8 +86,9 @@ DELTA = 1e-5
 DRAWS = 100
 THRESHOLD = 1
 """Small-cell threshold: 1 turns suppression off, so only the noise is measured."""
-POLICY = EdgePolicy()
-"""An edge's default policy: its ``min_secure_sites`` (3) sets each site's noise share."""
+POLICY = EdgePolicy(trusted_peers=dict.fromkeys(site_tables(), "0" * 16))
+"""An edge's default policy with its peers pinned, as the demo's sites pin them: each adds a
+share V / 3 of the noise (``min_secure_sites`` 3; ``EdgePolicy.noise_split``)."""
 FIVE_YEARS = 1825
 COHORT = {"primary_site": "C50", "time_origin": "diagnosis"}
 RFS = {"time": "rfs_days", "event": "rfs_event"}
@@ -150,13 +159,21 @@ def run(
     rule = None if dp is None else mechanism(spec)
     share = 0.0  # a share's variance in grid steps squared
     if rule is not None and dp is not None and rng is not None:
-        share = share_variance(rule.variance(dp.epsilon, dp.delta), POLICY.min_secure_sites)
+        share = share_variance(rule.variance(dp.epsilon, dp.delta), POLICY.noise_split)
     noise = 0.0 if rule is None else share * rule.unit**2 * len(sites)
     state = orchestrator.start(spec, sites)
+    seen: dict[str, AnalysisParams] = {}
+    number = 0
     while True:
         total: dict[str, np.ndarray] = {}
         for site, table in tables.items():
             params = orchestrator.params_for(state, site)
+            if params is not None and isinstance(spec.analysis, LogisticAnalysis):
+                try:
+                    guarded(spec, spec.analysis, number, params, seen.get(site), table)
+                except PolicyViolation as exc:
+                    return Failed(f"a site's guard declined a round: {exc}")
+                seen[site] = params
             values = secure_values(spec, table, params, THRESHOLD, POLICY.discrete_levels)
             if rule is not None:
                 values = add_noise(values, rule, share, rng or np.random.default_rng())
@@ -165,6 +182,23 @@ def run(
         if not isinstance(outcome, NextRound):
             return outcome
         state = NewtonState.from_json(outcome.state.to_json())  # as the orchestrator stores it
+        number += 1
+
+
+def guarded(
+    spec: AnalysisSpec,
+    analysis: LogisticAnalysis,
+    number: int,
+    params: AnalysisParams,
+    previous: AnalysisParams | None,
+    table: Table,
+) -> None:
+    """The edge's check of a Newton round's coefficients (``PolicyViolation``), as
+    ``Guard.check_params`` makes it (under DP, of their form only)."""
+    data = design(analysis, table)
+    check_params(
+        POLICY, number, params, previous, data, secure=True, private=private_analysis(spec)
+    )
 
 
 def report_of(outcome: Outcome) -> AnalysisReport:
@@ -588,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "epsilons": list(EPSILONS),
         "delta": DELTA,
         "small_cell_threshold": THRESHOLD,
-        "min_secure_sites": POLICY.min_secure_sites,
+        "noise_split": POLICY.noise_split,
         **studies,
         "seconds_by_analysis": seconds,
         "seconds": round(time.perf_counter() - began, 1),
@@ -599,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Differentially private analyses against the exact ones: the noise's cost",
         f"GBSG2 at the demo's hospitals ({hospitals}),",
         f"{args.draws} draws per epsilon, delta {DELTA:g}, small-cell threshold {THRESHOLD}, "
-        f"noise shares of 1/{POLICY.min_secure_sites}",
+        f"noise shares of 1/{POLICY.noise_split} (peers pinned)",
         "",
         *counts_table(studies["counts"], args.draws),
         "",

@@ -283,3 +283,42 @@ def test_without_noise_a_private_summary_is_the_exact_one() -> None:
     assert noisy.pooled.sd == pytest.approx(exact.pooled.sd, abs=1.0)
     missing = noisy.pooled.histogram[-1]  # no age is missing: noise cut at 0 (threshold 1)
     assert isinstance(missing, int) and missing <= 6 * noisy.noise.sd
+
+
+def test_a_last_noisy_step_beyond_a_floats_range_fails_the_analysis() -> None:
+    """An intercept of 800 after the last round is below the loop's runaway limit but its odds
+    ratio, e^800, is no float: the analysis fails, naming it, instead of the orchestrator
+    raising. Events above the patients are cut to them."""
+    dumped = private(ANALYSES["logistic"]).model_dump()
+    dumped["privacy"]["differential_privacy"]["newton_rounds"] = 1
+    analysis = AnalysisSpec.model_validate(dumped)
+    layout = secure_layout(analysis)
+    sums = {name: np.zeros(segment.shape) for name, segment in layout.items()}
+    p = layout["gradient"].shape[0]
+    sums |= {"sites": np.array(2), "n": np.array(80.0), "events": np.array(95.0)}
+    sums["hessian"] = -np.eye(p) * 100
+    state = plain.start(analysis, ["a", "b"])
+    sums["gradient"] = np.eye(p)[0] * 80_000  # a step of 800 in the intercept
+    outcome = secure_close(analysis, state, sums, {}, ["a", "b"], 1, noise=1.0)
+    assert isinstance(outcome, Failed), outcome
+    assert outcome.error.startswith("the noisy fit after 1 Newton rounds cannot be reported")
+    sums["gradient"] = np.eye(p)[0] * 100  # a step of 1
+    report = report_of(secure_close(analysis, state, sums, {}, ["a", "b"], 1, noise=1.0))
+    assert isinstance(report, RegressionReport) and report.n == report.events == 80
+
+
+def test_noisy_summary_sums_are_held_to_what_their_values_can_reach() -> None:
+    """Noise can push the scaled sums where no values within the bins' range lead: the mean is
+    held to the range and the standard deviation to half its width."""
+    body = {"type": "summary", "variable": "age_at_diagnosis", "bins": [20, 40, 60, 90]}
+    analysis = private(body)
+    layout = secure_layout(analysis)
+    sums = {name: np.zeros(segment.shape) for name, segment in layout.items()}
+    sums["sites"] = np.array(1)
+    sums["histogram"][:3] = [10, 20, 10]
+    for total, squares, mean, sd in ((55.0, -3.0, 90.0, 0.0), (-9.0, 400.0, 47.125, 34.5)):
+        sums |= {"scaled_total": np.array(total), "scaled_squares": np.array(squares)}
+        report = report_of(secure_close(analysis, None, sums, {}, ["a"], 1, noise=1.0))
+        assert isinstance(report, SummaryReport) and report.pooled.n == 40
+        assert report.pooled.mean == pytest.approx(mean, abs=0.1)
+        assert report.pooled.sd == pytest.approx(sd, abs=0.5)

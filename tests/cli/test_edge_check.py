@@ -56,6 +56,7 @@ def test_a_valid_edge_passes_and_says_what_it_accepts(home: EdgeHome) -> None:
         "cohort at least 20 patients (and training rows) and 11 held-out rows; 1 under secure",
         "training at most 50,000,000 parameters, 1000 rounds, 100 local epochs",
         "secure aggregation optional (a job may ask for it); at least 3 sites",
+        "all of an analysis's noise added here (no trusted_peers)",
     ]:
         assert line in output
     assert "error" not in output and "warning" not in output
@@ -66,17 +67,19 @@ def test_what_the_policy_narrows_is_what_it_accepts(home: EdgeHome) -> None:
         "allowed_tasks: [analysis]\nallowed_datasets: [data, registry]\n"
         "require_secure_aggregation: true\nmin_cohort_size: 100\n"
         "privacy_budget: {epsilon_total: 4, epsilon_per_project: 2}\n"
+        "trusted_peers: {beta: 66687aadf862bd77, gamma: 0123456789abcdef}\n"
     )
     code, output = check(home)
     assert code == 0, output  # warnings do not fail the check
     every = len(EdgePolicy.model_fields) - 1  # projects are decisions, not settings
     version = home.policy().version
-    assert f"valid (version {version}); sets 5 of {every} settings (defaults: the rest)" in output
+    assert f"valid (version {version}); sets 6 of {every} settings (defaults: the rest)" in output
     assert "warning dataset data fewer patients than min_cohort_size (100)" in output
     assert "task kinds analysis " in output
     assert "datasets data; allowed but not valid here: registry " in output
     assert "secure aggregation required; " in output
     assert "differential privacy optional; budget epsilon 4 in all, 2 per project" in output
+    assert "1/3 of an analysis's noise added here (peers pinned)" in output
 
 
 def test_an_invalid_policy_is_named_by_line_and_setting(home: EdgeHome) -> None:

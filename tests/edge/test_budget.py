@@ -192,6 +192,25 @@ def test_specs_that_differential_privacy_cannot_protect_are_refused() -> None:
     with pytest.raises(ValidationError, match="not available for cox analyses"):
         AnalysisSpec.model_validate({"name": "a", "dataset": "d", "privacy": secure,
                                      "analysis": regression})  # fmt: skip
+    counts = {"type": "counts", "rows": "grade"}
+    for extra in ({"bounds": {"age_at_diagnosis": (20, 90)}}, {"newton_rounds": 3}):
+        ignored = {**secure, "differential_privacy": {"epsilon": 1.0, **extra}}
+        with pytest.raises(ValidationError, match="apply to logistic regression only"):
+            AnalysisSpec.model_validate({"name": "a", "dataset": "d", "privacy": ignored,
+                                         "analysis": counts})  # fmt: skip
+
+
+@pytest.mark.parametrize(("epsilon", "delta"), [(0.005, 1e-5), (0.02, 1e-10)])
+def test_an_epsilon_no_noise_reaches_is_refused(epsilon: float, delta: float) -> None:
+    """At delta the accountant's conversion alone costs an epsilon no noise removes (0.0035 at
+    1e-5): a job must ask for twice that, else no site could calibrate its noise."""
+    floor = accounting.epsilon_floor(delta)
+    loud = accounting.epsilon(accounting.skellam_rdp(1e15, 1.0, 1.0), delta)
+    assert loud == pytest.approx(floor, rel=1e-3) and epsilon < 2 * floor
+    with pytest.raises(ValidationError, match=f"epsilon {epsilon:g} is too small"):
+        make_spec(privacy={"differential_privacy": {"epsilon": epsilon, "delta": delta}})
+    variance = accounting.calibrate_skellam(2 * floor, delta, 1.0, 1.0)
+    assert accounting.epsilon(accounting.skellam_rdp(variance, 1.0, 1.0), delta) <= 2 * floor
 
 
 @pytest.mark.parametrize("state", ["sqlite"], indirect=True)  # the budget is the edge's

@@ -17,7 +17,7 @@ from oncofed.edge import EdgePolicy, LocalStore
 from oncofed.edge.importing import Source, import_source
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.policy import cohort_minimums
-from oncofed.edge.runner import Outcome, TaskRunner
+from oncofed.edge.runner import Contribution, Outcome, TaskRunner
 from oncofed.learning.data import pooled_stats, standardization
 from oncofed.learning.registry import initial_weights
 from oncofed.learning.strategies import apply_strategy, build_strategy
@@ -592,3 +592,88 @@ def test_a_secure_round_with_coefficients_of_the_sites_own_is_refused(
     plain = task("analysis", 0, logistic(), params=AnalysisParams(pooled=[0.0] * 3),
                  job_id="j2", task_id="j2-t0")  # fmt: skip
     refused(runner.run(plain, never), "the coefficients must be one per term (3 terms)")
+
+
+def private_logistic(
+    bounds: dict[str, tuple[float, float]] | None, cohort: dict[str, Any] | None = None
+) -> AnalysisSpec:
+    """``logistic()`` under secure aggregation, differentially private (epsilon 4) with these
+    covariate ranges (None: exact)."""
+    privacy: dict[str, Any] = {"secure_aggregation": True}
+    if bounds is not None:
+        privacy["differential_privacy"] = {"epsilon": 4.0, "delta": 1e-5, "bounds": bounds}
+    body = logistic().model_dump(exclude={"privacy", "cohort"})
+    return AnalysisSpec.model_validate({**body, "privacy": privacy, "cohort": cohort or {}})
+
+
+def private_round(
+    spec: AnalysisSpec, number: int, pooled: list[float], job_id: str = "j1"
+) -> TaskAssignment:
+    ids = {"job_id": job_id, "task_id": f"{job_id}-p{number}"}
+    plain = task("analysis", number, spec, params=AnalysisParams(pooled=pooled), **ids)
+    context = RoundContext(job_id=job_id, round=number, announced=plain.announced())
+    return plain.model_copy(update={"secure": SecureStep(phase="keys", context=context)})
+
+
+@pytest.mark.parametrize(
+    ("pooled", "reason"),
+    [
+        ([0.0, 6.0, 0.0], "the pooled coefficient of 'ext.x1' changes the linear"),
+        ([11.0, 0.0, 0.0], "puts the linear predictor at this site's mean patient"),
+    ],
+    ids=["effect", "level"],
+)
+def test_under_dp_no_coefficient_is_refused_on_the_sites_rows(
+    edge: Edge, pooled: list[float], reason: str
+) -> None:
+    """Coefficients an exact round refuses on this site's spread and mean are answered, and
+    charged, under DP: the refusal would tell something exact of the rows, uncharged, while the
+    noise covers any coefficients. Their form is still checked."""
+    refused(newton(edge, fit(pooled)), reason)
+    runner = edge()
+    spec = private_logistic({"ext.x1": (-3, 3), "ext.x2": (40, 60)})
+    first = runner.run(private_round(spec, 0, [0.0] * 3, job_id="j2"), never)
+    assert isinstance(first, Contribution), first
+    answer = runner.run(private_round(spec, 1, pooled, job_id="j2"), never)
+    assert isinstance(answer, Contribution), answer
+    assert first.clear.epsilon is not None and answer.clear.epsilon is not None
+    assert answer.clear.epsilon > first.clear.epsilon
+    refused(runner.run(private_round(spec, 0, pooled, job_id="j3"), never),
+            "a Newton loop starts from coefficients 0")  # fmt: skip
+    refused(runner.run(private_round(spec, 0, [0.0] * 2, job_id="j4"), never),
+            "one per term (3 terms)")  # fmt: skip
+
+
+def test_a_private_analysis_answers_an_empty_cohort_and_charges_it(edge: Edge) -> None:
+    """An exact analysis declines a cohort below the site's minimum, which says exactly that it
+    is small; a differentially private one answers it with noise alone and pays for it."""
+    nobody = {"where": [{"field": "ext.x1", "min": 100.0}]}
+    runner = edge()
+    refused(runner.run(private_round(private_logistic(None, nobody), 0, [0.0] * 3), never),
+            "smaller than its minimum cohort size")  # fmt: skip
+    spec = private_logistic({"ext.x1": (-3, 3), "ext.x2": (40, 60)}, nobody)
+    answer = runner.run(private_round(spec, 0, [0.0] * 3, job_id="j3"), never)
+    assert isinstance(answer, Contribution), answer
+    assert answer.clear.epsilon is not None and answer.clear.epsilon > 0
+    assert answer.values["gradient"].any()  # noise alone: the cohort adds nothing
+
+
+def test_a_private_newton_loop_runs_its_rounds_only_and_must_fit_the_budget_whole(
+    edge: Edge,
+) -> None:
+    """Five rounds (``newton_rounds``), each charged; a sixth is declined however many
+    iterations the analysis declares. No own fit goes in the clear beside the first round. A
+    loop whose five rounds the budget cannot pay is declined before its first."""
+    bounds = {"ext.x1": (-3, 3), "ext.x2": (40, 60)}
+    runner = edge()
+    spec = private_logistic(bounds)
+    for number in range(5):
+        answer = runner.run(private_round(spec, number, [0.0] * 3), never)
+        assert isinstance(answer, Contribution), answer
+        assert answer.clear.own is None and answer.clear.epsilon is not None
+    assert answer.clear.epsilon == 4.0
+    refused(runner.run(private_round(spec, 5, [0.0] * 3), never),
+            "round 6 of a differentially private analysis of 5 rounds")  # fmt: skip
+    poor = edge(privacy_budget={"epsilon_per_project": 3.0})
+    refused(poor.run(private_round(spec, 0, [0.0] * 3, job_id="j2"), never),
+            "job j2 would spend")  # fmt: skip

@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from oncofed.analytics.private import mechanism
 from oncofed.edge import EdgePolicy, LocalStore
 from oncofed.edge.budget import Budget
 from oncofed.edge.config import PrivacyBudget
 from oncofed.edge.runner import TaskRunner
 from oncofed.privacy import accounting
+from oncofed.privacy.secagg import fingerprint, public_bytes
 from oncofed.wire.analysis import CountsReport, RegressionReport, SurvivalReport
 from oncofed.wire.messages import SiteState
 from tests.orchestrator.test_secure_rounds import RFS, analysis, four, stores
@@ -46,8 +48,9 @@ def test_private_counts_are_a_noisy_sum_charged_at_each_site(
     assert noisy.report.noise is not None and noisy.report.noise.epsilon == 1.0
     truth = np.array(exact.report.pooled.cells, dtype=float)
     released = np.array(noisy.report.pooled.cells, dtype=float)
-    # four shares of V/3 (min_secure_sites 3): the sum's variance is 4V/3
-    sd = math.sqrt(4 / 3 * accounting.calibrate_skellam(1.0, 1e-5, 1.0, 1.0))
+    # peers not pinned: every site adds the whole variance V, so the sum's is 4V
+    sd = math.sqrt(4 * accounting.calibrate_skellam(1.0, 1e-5, 1.0, 1.0))
+    assert noisy.report.noise.sd == pytest.approx(sd, rel=0.02)
     inner = (slice(0, -1), slice(0, -1))  # the cells; margins add several noises
     assert np.abs(released[inner] - truth[inner]).max() <= 6 * sd
     assert (released[inner] != truth[inner]).any()
@@ -123,3 +126,32 @@ def test_a_private_logistic_model_is_near_the_exact_one(
         spent = charged(site)
         assert [kind for kind, _ in spent] == ["analysis"] * 5
         assert noisy.participation.sites[site.name].epsilon == 4.0
+
+
+def test_a_site_spreads_the_noise_over_its_peers_only_once_they_are_pinned(
+    state: State, four: dict[str, Site], stores: dict[str, LocalStore]
+) -> None:
+    """Each site adds a share V / m expecting m - 1 peers to add theirs; an orchestrator that
+    invented the peers (keys trusted on first use) would leave the site's own share alone in
+    the sum, worth far more than the epsilon charged. So a site adds the whole V unless its
+    policy pins its peers' keys (``trusted_peers``), and V / 3 once it does."""
+    counts = {"type": "counts", "rows": "grade"}
+    spec = analysis(counts, **private(1.0))
+    rule = mechanism(spec)
+    variance = rule.variance(1.0, 1e-5)
+    own = accounting.epsilon(accounting.skellam_rdp(variance / 3, rule.l1, rule.l2), 1e-5)
+    alone = accounting.epsilon(accounting.skellam_rdp(variance, rule.l1, rule.l2), 1e-5)
+    assert own > 1.9 and alone <= 1.0  # a share of V / 3 alone: epsilon 1.96, not 1
+    unpinned = play(state, four, spec)
+    assert unpinned.report is not None and unpinned.report.noise is not None
+    assert unpinned.report.noise.sd**2 == pytest.approx(4 * variance)
+    keys = {name: fingerprint(public_bytes(site.identity)) for name, site in four.items()}
+    for name, site in four.items():
+        peers = {peer: key for peer, key in keys.items() if peer != name}
+        policy = EdgePolicy(small_cell_threshold=1, trusted_peers=peers)
+        site.ledger.trust(policy.trusted_peers)
+        site.runner = TaskRunner(stores[name], policy, name, site.ledger, site.identity)
+    pinned = play(state, four, spec)
+    assert pinned.status == "completed", pinned.error
+    assert pinned.report is not None and pinned.report.noise is not None
+    assert pinned.report.noise.sd**2 == pytest.approx(4 * variance / 3)

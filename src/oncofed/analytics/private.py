@@ -50,6 +50,7 @@ from oncofed.analytics.logistic import logistic_derivatives
 from oncofed.analytics.summary import summary_cells
 from oncofed.privacy import accounting
 from oncofed.privacy.noise import skellam_share
+from oncofed.privacy.secagg.layout import SITES
 from oncofed.wire.analysis import (
     AnalysisSpec,
     CountsAnalysis,
@@ -58,8 +59,8 @@ from oncofed.wire.analysis import (
     SummaryAnalysis,
     covariate_ranges,
 )
+from oncofed.wire.spec import JobSpec
 
-SITES = "sites"
 STEPS_PER_SENSITIVITY = 1024
 """Real numbers are sent on a grid at least this much finer than their L2 sensitivity."""
 FLOOR = 0.5
@@ -88,6 +89,12 @@ class Mechanism:
     def round_rdp(self, variance: float) -> np.ndarray:
         """The cost of one round with noise of ``variance``."""
         return accounting.skellam_rdp(variance, self.l1, self.l2)
+
+
+def private_analysis(spec: JobSpec | AnalysisSpec) -> bool:
+    """A differentially private analysis, which releases no exact number: each release is
+    charged to the site's budget instead (a training job's statistics and metrics are exact)."""
+    return isinstance(spec, AnalysisSpec) and spec.privacy.differential_privacy is not None
 
 
 def mechanism(spec: AnalysisSpec) -> Mechanism:
@@ -132,8 +139,13 @@ def summary_values(analysis: SummaryAnalysis, values: np.ndarray) -> dict[str, n
 def summary_sums(
     analysis: SummaryAnalysis, n: int, scaled_total: float, scaled_squares: float
 ) -> tuple[float, float]:
-    """The sum and sum of squares of ``n`` values from their scaled sums."""
+    """The sum and sum of squares of ``n`` values from their noisy scaled sums, first held to
+    what ``n`` values within [-1, 1] can reach (post-processing): the mean within the bins'
+    range, the standard deviation within half its width."""
     centre, half = _centre(analysis)
+    scaled_total = min(max(scaled_total, -float(n)), float(n))
+    least = scaled_total**2 / n if n else 0.0
+    scaled_squares = min(max(scaled_squares, least), float(n))
     total = half * scaled_total + centre * n
     squares = half**2 * scaled_squares + 2 * centre * half * scaled_total + centre**2 * n
     return total, squares
@@ -164,8 +176,8 @@ def scaling(analysis: LogisticAnalysis, spec: AnalysisSpec) -> tuple[np.ndarray,
 
 def stated_noise(spec: AnalysisSpec, shares: Sequence[float | None]) -> float:
     """The noise variance of each number of a sum from what its sites state of their shares,
-    each held to at most the whole calibrated variance (a site divides it by its
-    ``min_secure_sites``, at least 2): a site cannot widen the report's intervals at will.
+    each held to at most the whole calibrated variance (what a site adds when it has not pinned
+    its peers, ``EdgePolicy.noise_split``): a site cannot widen the report's intervals at will.
     0 for an exact analysis."""
     dp = spec.privacy.differential_privacy
     if dp is None:

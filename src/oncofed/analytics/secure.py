@@ -59,7 +59,7 @@ from oncofed.analytics.private import regression_values, summary_values
 from oncofed.analytics.summary import summary_cells
 from oncofed.analytics.survival import group_counts, group_names
 from oncofed.learning.data import DataError
-from oncofed.privacy.secagg.layout import Segment, count, real
+from oncofed.privacy.secagg.layout import SITES, Segment, count, real
 from oncofed.wire.analysis import (
     AnalysisParams,
     AnalysisSpec,
@@ -71,8 +71,6 @@ from oncofed.wire.analysis import (
     SummaryAnalysis,
 )
 
-SITES = "sites"
-"""The segment where each site puts 1: the sum is the number of sites in it."""
 MAX_NUMBERS = 1 << 22
 """Most numbers a site's secure message may hold (128 MiB in the wide ring)."""
 

@@ -45,6 +45,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+from pydantic import ValidationError
 
 from oncofed.analytics.counts import counts_report, published_table
 from oncofed.analytics.cox import RiskSets, breslow
@@ -58,9 +59,10 @@ from oncofed.analytics.newton import (
 )
 from oncofed.analytics.outcome import Failed, Finished, NextRound, Outcome
 from oncofed.analytics.private import private_derivatives, summary_sums, uninformed
-from oncofed.analytics.secure import SITES, secure_layout, unpack
+from oncofed.analytics.secure import secure_layout, unpack
 from oncofed.analytics.summary import published_summary, summary_of
 from oncofed.analytics.survival import GroupCounts, pooled_survival, published_groups
+from oncofed.privacy.secagg.layout import SITES
 from oncofed.wire.analysis import (
     AnalysisReport,
     AnalysisSpec,
@@ -315,8 +317,25 @@ def _private_newton(
         return NextRound(same.model_copy(update={"pooled": fit}))
     final = fit.model_copy(update={"hessian": information.tolist(), "status": "converged"})
     done = same.model_copy(update={"pooled": final})
-    report = newton_report(analysis, done, int(sums["n"]), int(sums["events"]))
+    n, events = int(sums["n"]), int(sums["events"])
+    try:
+        with np.errstate(over="ignore"):  # an infinite odds ratio is refused just below
+            report = newton_report(analysis, done, n, min(events, n))
+    except ValueError as exc:  # an odds ratio or interval beyond a float's range
+        return Failed(
+            f"the noisy fit after {iteration} Newton rounds cannot be reported: "
+            f"{_first_error(exc)}; the noise is too large for this cohort (a larger epsilon, "
+            "narrower bounds or fewer covariates)"
+        )
     return Finished(report.model_copy(update={"secure_sites": sites, "noise": noise}))
+
+
+def _first_error(exc: ValueError) -> str:
+    """The first problem a ValueError (a pydantic ValidationError too) names, in one line."""
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        return f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+    return str(exc)
 
 
 def _newton(

@@ -16,7 +16,9 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+import yaml
 
+from oncofed._files import write_private
 from oncofed.client import Client
 from oncofed.demo.data import demo_project
 from oncofed.edge import EdgeHome
@@ -25,6 +27,7 @@ from oncofed.edge.governance import decide_project
 from oncofed.edge.importing import Source
 from oncofed.orchestrator import pki
 from oncofed.orchestrator import setup as state
+from oncofed.privacy.secagg import fingerprint, public_bytes
 from oncofed.wire.projects import NewProject
 
 DATASET = "gbsg2"
@@ -106,10 +109,23 @@ class LocalFederation:
         for site in self.site_data:
             created = state.add_site(self.state_dir, site)
             enrol(EdgeHome(self.edge_dir(site)), self.url, created.enrolment_token, self.ca)
+        self.pin_peers()
         self.import_data()
         self.approve(self.project)
         for site in self.site_data:
             self.start_edge(site)
+
+    def pin_peers(self) -> None:
+        """Every site lists the others' identity keys in its policy as ``trusted_peers``, as
+        the sites' admins do once they have compared fingerprints (``oncofed edge identity``):
+        no one can join a secure round as a peer, and a differentially private analysis's noise
+        is spread over the sites (``EdgePolicy.noise_split``)."""
+        homes = {site: EdgeHome(self.edge_dir(site)) for site in self.site_data}
+        keys = {site: fingerprint(public_bytes(home.identity())) for site, home in homes.items()}
+        for site, home in homes.items():
+            policy = yaml.safe_load(home.policy_file.read_text())
+            policy["trusted_peers"] = {peer: key for peer, key in keys.items() if peer != site}
+            write_private(home.policy_file, yaml.safe_dump(policy, sort_keys=False))
 
     def approve(self, project: NewProject) -> None:
         """Declare ``project`` (as the operator) and approve it at every site, on the

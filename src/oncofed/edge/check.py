@@ -227,7 +227,12 @@ def accepts(policy: EdgePolicy, datasets: dict[str, int]) -> list[tuple[str, str
             "differential privacy",
             f"{'required' if p.require_differential_privacy else 'optional'}; budget epsilon "
             f"{p.privacy_budget.epsilon_total:g} in all, {p.privacy_budget.epsilon_per_project:g} "
-            f"per project, at delta {p.privacy_budget.delta:g} (oncofed edge budget)",
+            f"per project, at delta {p.privacy_budget.delta:g} (oncofed edge budget); "
+            + (
+                f"1/{p.noise_split} of an analysis's noise added here (peers pinned)"
+                if p.noise_split > 1
+                else "all of an analysis's noise added here (no trusted_peers)"
+            ),
         ),
     ]
 

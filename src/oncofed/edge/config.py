@@ -183,6 +183,14 @@ class EdgePolicy(BaseModel):
     here only when its project was approved, within the scope approved."""
 
     @property
+    def noise_split(self) -> int:
+        """Over how many sites this site spreads the noise of a differentially private
+        analysis: its ``min_secure_sites`` when its peers are pinned ahead (``trusted_peers``),
+        every sum it is in then holding that many sites' shares; else 1, adding all the noise
+        itself, since an orchestrator could have invented peers that add none."""
+        return self.min_secure_sites if self.trusted_peers is not None else 1
+
+    @property
     def version(self) -> str:
         """This policy's version: the first 12 hex digits of the SHA-256 of the file it was
         read from (of its settings, for a policy made in code). Every decision names it."""

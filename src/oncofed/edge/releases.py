@@ -12,7 +12,8 @@ A difference of 0 is fine (the same patients asked again); 1 to ``threshold - 1`
 (more patients, fewer or others), is refused, naming the earlier job and the threshold only.
 Every job is compared, differentially private training too: its statistics round (the pooled
 means and deviations of its features) and its held-out metrics are exact releases; only its
-model updates are noised (analyses are exact in this version).
+model updates are noised. A differentially private analysis is not: it releases no exact
+number, and each of its releases is charged to the site's budget instead.
 
 The cohort is recorded in ``ledger.db`` in the transaction that checks it, before anything is
 computed, so that no release can leave unrecorded (a crash after that keeps it, which only
@@ -41,6 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from oncofed._db import UTCDateTime, utcnow
+from oncofed.analytics.private import private_analysis
 from oncofed.cdm.fields import KEY
 from oncofed.cdm.frame import _ENTRY, _from_entry, cohort_mask, patient_frame
 from oncofed.cdm.tables import CdmData
@@ -131,7 +133,7 @@ class Releases:
         this task recorded it, for ``withdraw`` should it release nothing; False for a job
         recorded before. ``PolicyViolation`` when the difference is narrow."""
         spec = task.spec
-        if _noisy(spec) or self.recorded(task.job_id):
+        if private_analysis(spec) or self.recorded(task.job_id):
             return False
         cohort = ReleaseCohort.of(spec, load(spec.dataset))
         policy = self._policy
@@ -191,9 +193,3 @@ class Releases:
             row = session.get(ReleaseCohortRow, job_id)
             if row is not None:
                 session.delete(row)
-
-
-def _noisy(spec: JobSpec | AnalysisSpec) -> bool:
-    """A differentially private analysis releases no exact number: each release is charged to
-    the budget instead (a training job's statistics and metrics are exact, so it is compared)."""
-    return isinstance(spec, AnalysisSpec) and spec.privacy.differential_privacy is not None

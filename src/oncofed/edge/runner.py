@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from oncofed.analytics.design import design
-from oncofed.analytics.private import add_noise, mechanism
+from oncofed.analytics.private import add_noise, mechanism, private_analysis
 from oncofed.analytics.secure import secure_values
 from oncofed.analytics.site import answer, left_out_causes, own_fit
 from oncofed.cdm.frame import check_time_origin, job_table
@@ -264,7 +264,7 @@ class TaskRunner:
         )
         self._budget.charge(charge, limits)
         seed = self._budget.noise_seed(task.task_id, content_sha256(task))
-        share = share_variance(variance, self._policy.min_secure_sites)
+        share = share_variance(variance, self._policy.noise_split)
         noisy = add_noise(values, rule, share, np.random.default_rng(seed))
         return noisy, share * rule.unit**2, self._budget.job_epsilon(task.job_id, dp.delta)
 
@@ -364,9 +364,11 @@ class TaskRunner:
 
     def _cohort(self, spec: JobSpec | AnalysisSpec) -> dict[str, np.ndarray]:
         """The job's cohort here, refused below the minimum size before anything else about
-        its rows is said."""
+        its rows is said; not a differentially private analysis's, whose noise covers a small
+        or empty cohort (a refusal would tell its size exactly, and uncharged)."""
         table = job_table(spec, self._store.load(spec.dataset))
-        self._check_size(spec, len(table["time_origin"]))
+        if not private_analysis(spec):
+            self._check_size(spec, len(table["time_origin"]))
         check_time_origin(spec, table)
         return table
 

@@ -98,6 +98,14 @@ def epsilon(rdp: np.ndarray, delta: float) -> float:
     return min(best, MAX_EPSILON) if math.isfinite(best) else MAX_EPSILON
 
 
+def epsilon_floor(delta: float) -> float:
+    """The epsilon at ``delta`` that no amount of noise gets below on this grid of orders (the
+    conversion's own term at the best order): a job must ask for more."""
+    alphas = _ALPHAS
+    floor = -(math.log(delta) + np.log(alphas)) / (alphas - 1) + np.log((alphas - 1) / alphas)
+    return max(float(floor.min()), 0.0)
+
+
 def calibrate_dpsgd(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
     """The smallest noise multiplier (to 1%) whose ``steps`` DP-SGD steps at ``sample_rate``
     cost at most ``epsilon`` at ``delta``."""

@@ -186,6 +186,7 @@ Regression = CoxAnalysis | LogisticAnalysis
 PRIVATE_ANALYSES = (CountsAnalysis, SummaryAnalysis, KaplanMeierAnalysis, LogisticAnalysis)
 """The analyses that may be differentially private: counts, summaries, curves and the logistic
 model's Newton iterations (the Cox model's risk sets give one patient no bounded weight)."""
+_DEFAULT_NEWTON_ROUNDS = DifferentialPrivacy.model_fields["newton_rounds"].default
 
 
 def _model_range(name: str) -> tuple[float, float] | None:
@@ -260,11 +261,16 @@ class AnalysisSpec(_Strict):
                     "a differentially private analysis needs secure_aggregation: true (each "
                     "site adds a share of the noise, and only the noisy sum is unmasked)"
                 )
+            dp = self.privacy.differential_privacy
             if isinstance(self.analysis, LogisticAnalysis):
-                dp = self.privacy.differential_privacy
                 covariate_ranges(self.analysis, dp)
                 if dp.newton_rounds > self.analysis.max_iterations:
                     raise ValueError("newton_rounds is above the analysis' max_iterations")
+            elif dp.bounds or dp.newton_rounds != _DEFAULT_NEWTON_ROUNDS:
+                raise ValueError(
+                    f"bounds and newton_rounds apply to logistic regression only, not to a "
+                    f"{self.analysis.type} analysis"
+                )
         return self
 
     @property

@@ -27,6 +27,7 @@ from oncofed.cdm.fields import (
     TREATMENT_TYPES,
     variable,
 )
+from oncofed.privacy.accounting import epsilon_floor
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 
@@ -403,7 +404,14 @@ class DifferentialPrivacy(_Strict):
     range the cohort is known to hold (age 20 to 90) gives less noise."""
 
     @model_validator(mode="after")
-    def _ranges(self) -> DifferentialPrivacy:
+    def _sound(self) -> DifferentialPrivacy:
+        floor = epsilon_floor(self.delta)
+        if self.epsilon < 2 * floor:
+            raise ValueError(
+                f"epsilon {self.epsilon:g} is too small for delta {self.delta:g}: the accountant "
+                f"reaches no epsilon below {floor:.4f} with any noise; ask for at least "
+                f"{2 * floor:.4f}"
+            )
         for name, (low, high) in self.bounds.items():
             if not (math.isfinite(low) and math.isfinite(high) and low < high):
                 raise ValueError(f"bounds of {name!r}: need finite low < high")

@@ -12,6 +12,7 @@ import json
 from pydantic import BaseModel
 
 from oncofed.analytics.design import Design
+from oncofed.analytics.private import private_analysis
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation
 from oncofed.edge.guard.models import check_model
@@ -78,7 +79,8 @@ class Guard:
         self._ledger.save_model(task.job_id, task.round, task.model_sha256, data)
 
     def check_params(self, task: TaskAssignment, data: Design) -> None:
-        """Check a Newton round's coefficients (``params.check_params``), then keep them."""
+        """Check a Newton round's coefficients (``params.check_params``; under differential
+        privacy their form only), then keep them."""
         if task.params is None:
             raise PolicyViolation("a regression task must carry its coefficients")
         job = self._job(task)
@@ -97,6 +99,7 @@ class Guard:
             data,
             secure=secure,
             risk_sets=risk_sets,
+            private=private_analysis(spec),
         )
         self._ledger.save_params(task.job_id, task.round, task.params)
 

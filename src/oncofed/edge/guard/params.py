@@ -4,6 +4,11 @@ one standard deviation of its covariate here exceeds ``max_coefficient_effect``;
 regression a linear predictor at this site's mean patient within twice that; and each move from
 the previous round's coefficients of the same fit bounded the same way by ``max_newton_step``.
 
+Under differential privacy only the form is checked (one coefficient per term, zeros in
+round 0, every round after the one before): the noise is calibrated to what one patient can
+change whatever the coefficients (every covariate is moved into its declared range), and a
+refusal read off this site's spread would tell something exact of its rows, uncharged.
+
 A secure round carries no coefficients of this site's own: the site fits its own model itself
 (``analytics.site.own_fit``) and computes nothing at coefficients chosen for it alone. Own
 coefficients in a secure round are refused.
@@ -51,11 +56,13 @@ def check_params(
     *,
     secure: bool = False,
     risk_sets: bool = False,
+    private: bool = False,
 ) -> None:
     """PolicyViolation naming the fit, term and policy limit the coefficients break (see the
     module docstring); ``previous`` is this site's last round's, None in round 0; ``secure``:
     a secure round, which carries no own coefficients; ``risk_sets``: a secure unstratified Cox
-    round, whose offset is checked."""
+    round, whose offset is checked; ``private``: a differentially private round, whose
+    coefficients are not bounded by this site's rows."""
     width = len(data.names)
     if secure and params.own:
         raise PolicyViolation(
@@ -81,6 +88,8 @@ def check_params(
         raise PolicyViolation(
             f"Newton round {round_number} comes without the earlier rounds at this site"
         )
+    if private:
+        return
     spread = data.x.std(axis=0)
     mean = data.x.mean(axis=0)
     at_mean = "intercept" in data.names  # a logistic model: bound its level too
