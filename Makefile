@@ -27,6 +27,8 @@ test: check
 
 docs: $(STAMP)
 	$(BIN)/python -m oncofed.cdm.reference docs/data-model.md
+	$(BIN)/python -m oncofed.wire.reference docs/spec-reference.md
+	$(BIN)/python -m oncofed.orchestrator.reference docs/operations.md
 
 bench: $(STAMP)
 	$(BIN)/python bench/cdm_import.py

@@ -5,7 +5,10 @@ bits alone, and one found open to others is closed to them before it is written.
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -15,6 +18,7 @@ _FLAGS = {
     "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
     "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
     "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+    "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND,
 }
 
 
@@ -34,9 +38,9 @@ def private_dir(path: Path) -> Path:
 
 
 def private_open(path: Path, mode: str = "wb", **kwargs: Any) -> IO[Any]:
-    """``open(path, mode)`` for writing (``w``, ``a`` or ``x``, text or ``b``) with the file
+    """``open(path, mode)`` for writing (``w``, ``a``, ``a+`` or ``x``, text or ``b``) with the file
     owner-only: created so, or made so before a byte is written."""
-    descriptor = os.open(path, _FLAGS[mode[0]], FILE_MODE)
+    descriptor = os.open(path, _FLAGS[mode[0] + "+" * ("+" in mode)], FILE_MODE)
     try:
         os.fchmod(descriptor, FILE_MODE)
         return os.fdopen(descriptor, mode, **kwargs)
@@ -73,3 +77,36 @@ def replace_file(path: Path, data: bytes | str, mode: int = FILE_MODE) -> None:
     except BaseException:
         scratch.unlink(missing_ok=True)
         raise
+
+
+LOCK_FILE = ".lock"
+
+
+class FolderInUse(OSError):
+    """Another process holds the folder's lock (``exclusive``)."""
+
+
+@contextmanager
+def exclusive(folder: Path, holder: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` while the block runs: ``flock`` on its ``.lock``
+    file, which the system releases when the process ends however it ends, so a lock is never
+    left stale. ``FolderInUse`` names the folder, and the process holding it, when another
+    process (``holder``: what it runs, for the message) has it."""
+    handle = private_open(folder / LOCK_FILE, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.seek(0)
+            pid = handle.read().strip()
+            by = f" (process {pid})" if pid.isdigit() else ""
+            raise FolderInUse(
+                f"{folder} is in use by another {holder}{by}: stop it first, or give another "
+                "directory"
+            ) from exc
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()

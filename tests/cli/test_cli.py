@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from oncofed.cdm.tables import CdmData
 from oncofed.cli.main import app
 from oncofed.cli.profile_view import render_profile
-from oncofed.client import Client, write_job
+from oncofed.client import Client, provenance, write_job
 from oncofed.edge import Agent, EdgeConfig, EdgeHome, LocalStore
 from oncofed.edge.ledger import Ledger
 from oncofed.orchestrator import Settings, create_app, identity
@@ -301,6 +301,7 @@ def test_job_result_and_the_client_write_every_analysis(
     document = json.loads((tmp_path / "cli" / "report.json").read_text())
     participation = Participation.model_validate(document.pop("participation"))
     assert participation == done.participation and document.pop("name") == done.name
+    assert document.pop("provenance") == provenance(done)
     assert REPORTS.validate_python(document) == done.report
     with Client(served, state.admin_token) as api:
         job = api.job(done.id)

@@ -22,6 +22,7 @@ from oncofed.client.plots import write_result
 from oncofed.wire.analysis import SurvivalReport
 from tests.cli.test_hostile_text import _training_job
 from tests.client.test_analysis_output import COX, KM
+from tests.client.test_load_model import finished_training
 
 MATH = r"ER+ $\mathbf{evil}$ $\nosuchcommand$ [red]x"
 """A group or site name: mathtext, one command unknown to matplotlib, rich markup."""
@@ -73,9 +74,16 @@ def test_a_training_jobs_plot_with_hostile_names_is_written(tmp_path: Path) -> N
     job = _training_job()
     sites = job.rounds[0].sites
     rounds = [job.rounds[0].model_copy(update={"sites": {MATH: next(iter(sites.values()))}})]
-    update = {"name": "job $\\nosuchcommand$", "rounds": rounds, "sites": [MATH]}
+    trained, model = finished_training("gbsg2_recurrence_5y.yaml")  # the same spec's model
+    update = {
+        "name": "job $\\nosuchcommand$",
+        "rounds": rounds,
+        "sites": [MATH],
+        "standardization": trained.standardization,
+        "model_sha256": trained.model_sha256,
+    }
     job = job.model_copy(update=update)
-    paths = write_result(job, b"model", tmp_path)
+    paths = write_result(job, model, tmp_path)
     assert paths["plot"].stat().st_size > 0
 
 

@@ -71,10 +71,14 @@ MATRIX: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/sites"): rule("operator rita ross ada gil"),
     ("POST", "/v1/sites"): rule("operator"),
     ("POST", "/v1/sites/{name}/revoke"): rule("operator"),
+    ("POST", "/v1/sites/{name}/disable"): rule("operator"),
+    ("POST", "/v1/sites/{name}/enable"): rule("operator"),
+    ("DELETE", "/v1/sites/{name}"): rule("operator"),
     ("GET", "/v1/sites/{name}/profiles"): rule("operator rita ross ada"),
     ("POST", "/v1/jobs"): rule("operator rita", hidden="ross"),
     ("GET", "/v1/jobs"): rule("operator rita ross ada gil"),
     ("GET", "/v1/jobs/{job_id}"): JOB,
+    ("POST", "/v1/jobs/{job_id}/cancel"): rule("operator rita", hidden="ross"),
     ("GET", "/v1/jobs/{job_id}/model"): rule("operator rita", hidden="ross gil"),
     ("GET", "/v1/people"): rule("operator"),
     ("POST", "/v1/people"): rule("operator"),
@@ -139,8 +143,8 @@ def _call(world: World, method: str, path: str, caller: str) -> int:
     )
     headers = auth(world.tokens[caller]) if caller in world.tokens else {}
     body: dict[str, Any] = {}
-    if path == "/v1/sites/{name}/revoke":
-        concrete = "/sites/gamma/revoke"  # alpha's edge must keep working for the others
+    if path in ("/v1/sites/{name}/revoke", "/v1/sites/{name}/disable", "/v1/sites/{name}/enable"):
+        concrete = concrete.replace("alpha", "gamma")  # alpha's edge must keep working
     elif (method, path) == ("POST", "/v1/sites"):
         body = {"json": {"name": f"new-{caller}"}}
     elif (method, path) == ("POST", "/v1/people"):

@@ -49,12 +49,20 @@ CALLERS = ("anonymous", "operator", "researcher", "site_admin", "edge")
 EXAMPLES = 5
 """Examples per operation and kind of values (generated valid, generated invalid, valid
 around real objects), each sent by the five callers: about 2,000 requests in all."""
-REVOKING = {"DELETE /v1/tokens/{token_id}", "POST /v1/sites/{name}/revoke"}
+REVOKING = {
+    "DELETE /v1/tokens/{token_id}",
+    "POST /v1/sites/{name}/revoke",
+    "POST /v1/sites/{name}/disable",
+    "DELETE /v1/sites/{name}",
+}
 """Operations that may lock a caller out (a generated id can be the caller's token): the
 callers' tokens and alpha's credential are reinstated after each."""
-REAL_OVERRIDES = {("POST", "/v1/sites/{name}/revoke"): {"name": "beta"}}
-"""Real values that differ by route: the operator revokes beta, not alpha (whose edge goes
-on calling)."""
+REAL_OVERRIDES = {
+    (method, f"/v1/sites/{{name}}{action}"): {"name": "beta"}
+    for method, action in (("POST", "/revoke"), ("POST", "/disable"), ("DELETE", ""))
+}
+"""Real values that differ by route: the operator revokes, disables and removes beta, not
+alpha (whose edge goes on calling)."""
 
 pytestmark = pytest.mark.parametrize("state", ["sqlite"], indirect=True)
 
@@ -113,7 +121,12 @@ def target(state: State) -> Iterator[Target]:
         with state.sessions.begin() as session:
             revoked = AccessToken.token_hash.in_(hashes) & AccessToken.revoked_at.is_not(None)
             session.execute(update(AccessToken).where(revoked).values(revoked_at=None))
-            alpha = {"credential_hash": token_hash(tokens["edge"]), "revoked_at": None}
+            alpha = {
+                "credential_hash": token_hash(tokens["edge"]),
+                "revoked_at": None,
+                "disabled_at": None,
+                "removed_at": None,
+            }
             session.execute(update(Site).where(Site.name == "alpha").values(**alpha))
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)  # starts its lifespan
@@ -231,7 +244,7 @@ def test_each_route_documents_its_statuses(target: Target) -> None:
     assert codes["GET", "/v1/people"] == {"200", "401", "403", "413", "429"}
     assert codes["GET", "/v1/jobs/{job_id}"] == {"200", "401", "404", "413", "429"}
     assert codes["DELETE", "/v1/tokens/{token_id}"] == {"200", "401", "404", "413", "422", "429"}
-    assert codes["GET", "/v1/tasks/next"] == {"200", "204", "401", "413", "422", "429"}
+    assert codes["GET", "/v1/tasks/next"] == {"200", "204", "401", "403", "413", "422", "429"}
     answers = paths["/v1/jobs/{job_id}"]["get"]["responses"]
     assert answers["404"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Problem"

@@ -3,13 +3,10 @@ drift: ``python -m oncofed.cdm.reference docs/data-model.md`` rewrites the marke
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+from oncofed import _reference
 from oncofed.cdm.fields import BIOMARKERS, BY_TABLE, TABLES, Field
 
-START = "<!-- generated: fields -->"
-END = "<!-- end generated -->"
+SECTION = "fields"
 _TYPES = {
     "id": "id (text)",
     "category": "category",
@@ -40,7 +37,7 @@ def _row(f: Field) -> str:
 
 def markdown() -> str:
     """One table per model table, then the supported biomarkers."""
-    parts = [START]
+    parts = [""]
     for table in TABLES:
         parts += [
             f"\n### `{table}`\n",
@@ -53,20 +50,15 @@ def markdown() -> str:
         "| name in jobs | LOINC | test | usual unit |",
         "|---|---|---|---|",
         *(f"| `{b.name}` | `{b.loinc}` | {b.description} | {b.unit or ''} |" for b in BIOMARKERS),
-        END,
+        "",
     ]
     return "\n".join(parts)
 
 
 def refresh(document: str) -> str:
     """``document`` with its generated section replaced by the current one."""
-    head, start, rest = document.partition(START)
-    _, end, tail = rest.partition(END)
-    if not start or not end:
-        raise ValueError(f"the document has no {START} ... {END} section")
-    return head + markdown() + tail
+    return _reference.replace(document, SECTION, markdown())
 
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1])
-    path.write_text(refresh(path.read_text()))
+    _reference.main(refresh)

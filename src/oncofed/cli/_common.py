@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
+import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
+from oncofed import __version__
+from oncofed._files import private_dir, write_private
 from oncofed._text import as_text, plain
 from oncofed.cdm.errors import CdmError
 from oncofed.client import Client, ClientError
 from oncofed.edge.errors import EdgeError
 from oncofed.learning.data import DataError
 from oncofed.orchestrator.errors import OrchestratorError
+from oncofed.wire.access import Role
 from oncofed.wire.errors import WireError
 
 console = Console()
@@ -44,6 +52,54 @@ def names_table(first: str, widths: dict[str, int], title: str | None = None) ->
 err_console = Console(stderr=True)
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class CommandError(Exception):
+    """A value click cannot check: a directory that is not the one the command works on."""
+
+
+def _made_by(init: str) -> Callable[[Path], Path]:
+    """A ``--dir`` check: the directory exists and is not empty (``init`` fills it)."""
+
+    def check(home: Path) -> Path:
+        if not home.is_dir():
+            state = "is a file" if home.exists() else "does not exist"
+            raise CommandError(f"{home} {state}: give the directory '{init}' made (--dir)")
+        if not any(home.iterdir()):
+            raise CommandError(f"{home} is empty: run '{init} --dir {home}' first")
+        return home
+
+    return check
+
+
+def _dir_option(what: str, init: str | None = None) -> Any:
+    """``--dir DIR``: one ``init`` made, or (``init`` None) one to create or fill."""
+    check = None if init is None else _made_by(init)
+    return typer.Option(
+        "--dir", metavar="DIR", help=what, file_okay=False, callback=check, show_default=False
+    )
+
+
+StateDir = Annotated[
+    Path, _dir_option("State directory (made by orchestrator init).", "oncofed orchestrator init")
+]
+NewStateDir = Annotated[Path, _dir_option("State directory to create.")]
+EdgeDir = Annotated[Path, _dir_option("Edge directory (made by edge init).", "oncofed edge init")]
+NewEdgeDir = Annotated[Path, _dir_option("Edge directory (created if missing).")]
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", metavar="URL", envvar="ONCOFED_URL", help="Orchestrator URL."),
+]
+RoleOption = Annotated[Role, typer.Option(help="What they may do.")]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogLevelOption = Annotated[LogLevel, typer.Option(help="Log level.")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token", metavar="TOKEN", envvar="ONCOFED_TOKEN", help="Researcher or operator token."
+    ),
+]
+
 USER_ERRORS = (
     ClientError,
     CdmError,
@@ -51,18 +107,9 @@ USER_ERRORS = (
     OrchestratorError,
     DataError,
     WireError,
-    FileNotFoundError,
+    CommandError,
+    OSError,  # a file or folder given that is missing, a folder for a file, not allowed
 )
-
-StateDir = Annotated[Path, typer.Option("--dir", help="State directory.", show_default=False)]
-EdgeDir = Annotated[Path, typer.Option("--dir", help="Edge directory.", show_default=False)]
-UrlOption = Annotated[
-    str | None, typer.Option("--url", envvar="ONCOFED_URL", help="Orchestrator URL.")
-]
-TokenOption = Annotated[
-    str | None,
-    typer.Option("--token", envvar="ONCOFED_TOKEN", help="Researcher or operator token."),
-]
 
 
 def friendly(func: Callable[P, R]) -> Callable[P, R]:
@@ -73,11 +120,107 @@ def friendly(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except USER_ERRORS as exc:
-            detail = getattr(exc, "detail", None) or str(exc)
-            err_console.print(Text.assemble(("error:", "bold red"), " ", as_text(detail)))
-            raise typer.Exit(1) from exc
+            raise typer.Exit(report(exc)) from exc
 
     return wrapper
+
+
+DEBUG: ContextVar[bool] = ContextVar("debug", default=False)
+"""``oncofed --debug``: errors are shown with their traceback."""
+ERROR_LOG = "last-error.log"
+
+
+def error_log() -> Path:
+    """Where the traceback of the last unexpected error is kept: in ``$ONCOFED_LOG_DIR``, else
+    in the user's cache folder (``$XDG_CACHE_HOME/oncofed``, ``~/.cache/oncofed``)."""
+    folder = os.environ.get("ONCOFED_LOG_DIR")
+    if folder:
+        return Path(folder) / ERROR_LOG
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "oncofed" / ERROR_LOG
+
+
+def report(exc: Exception) -> int:
+    """Show ``exc`` as one message (no line break of its own; wrapped at the terminal's width)
+    on standard error and return the exit code (1). An expected
+    error (``USER_ERRORS``) says what went wrong; any other is a bug, whose traceback is kept
+    in ``error_log()``. With ``--debug``, the traceback is shown first."""
+    trace = "".join(traceback.format_exception(exc))
+    if DEBUG.get():
+        err_console.print(Text(trace.rstrip()), soft_wrap=True, highlight=False)
+    if isinstance(exc, USER_ERRORS):
+        said = _explain(exc)
+    else:
+        first = next(iter(str(exc).splitlines()), "")
+        said = f"unexpected {type(exc).__name__}: {first} (a bug; {_keep(trace)})"
+    line = " ".join(part.strip() for part in said.splitlines() if part.strip(" ^"))
+    err_console.print(Text.assemble(("error:", "bold red"), " ", as_text(line)))
+    return 1
+
+
+def _explain(exc: Exception) -> str:
+    """An expected error's message: an OS error as what the system said and of which file."""
+    if isinstance(exc, OSError) and exc.strerror:
+        names = " -> ".join(str(n) for n in (exc.filename, exc.filename2) if n is not None)
+        return f"{names}: {exc.strerror}" if names else exc.strerror
+    return getattr(exc, "detail", None) or str(exc)
+
+
+def _keep(trace: str) -> str:
+    """Write ``trace`` to the error log (owner-only: it may quote paths and settings) and say
+    where it is, ``~`` for the home folder."""
+    path = error_log()
+    try:
+        private_dir(path.parent)
+        write_private(
+            path, f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC oncofed {__version__}\n{trace}"
+        )
+    except OSError:
+        return "run it again with --debug to see the traceback"
+    try:
+        shown = f"~/{path.relative_to(Path.home())}"
+    except ValueError:
+        shown = str(path)
+    return f"traceback in {shown}; --debug shows it"
+
+
+class GuardedGroup(TyperGroup):
+    """The root command: an error no command expected is one line (``report``) with exit code
+    1, never a traceback; usage errors stay click's (usage, then the mistake; exit code 2).
+    Every command below it names its arguments in its usage line as click does (``NAME``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        _adopt(self)
+
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
+        try:
+            return super().invoke(ctx)
+        except (typer.TyperException, typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            raise typer.Exit(report(exc)) from exc
+
+
+class NamedArgumentsCommand(TyperCommand):
+    """A command whose usage line shows a required argument as ``NAME`` and an optional one
+    as ``[NAME]``, not as typer's ``{name}``, which reads as a template left unfilled."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [_REQUIRED.sub(lambda name: name[1].upper(), piece) for piece in pieces]
+
+
+_REQUIRED = re.compile(r"\{(.+?)\}")
+
+
+def _adopt(command: Any) -> None:
+    """Make every plain typer command under ``command`` a ``NamedArgumentsCommand``, those
+    of every module alike, present and future (a subclass adding behaviour only)."""
+    if type(command) is TyperCommand:
+        command.__class__ = NamedArgumentsCommand
+    for sub in getattr(command, "commands", {}).values():
+        _adopt(sub)
 
 
 CA_FILE: ContextVar[Path | None] = ContextVar("ca_file", default=None)

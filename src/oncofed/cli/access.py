@@ -12,6 +12,7 @@ from rich.text import Text
 from oncofed._text import as_text
 from oncofed.cli._common import (
     TIME_WIDTH,
+    RoleOption,
     TokenOption,
     UrlOption,
     client,
@@ -25,7 +26,9 @@ token_app = typer.Typer(help="List, create and revoke API tokens.", no_args_is_h
 person_app = typer.Typer(
     help="The operator adds researchers, site admins and operators.", no_args_is_help=True
 )
-Days = Annotated[float | None, typer.Option(help="Lifetime in days (default: the orchestrator's).")]
+Days = Annotated[
+    float | None, typer.Option(min=0, help="Lifetime in days (default: the orchestrator's).")
+]
 
 
 @token_app.command("list")
@@ -77,8 +80,10 @@ def revoke(
 @friendly
 def add_person(
     name: Annotated[str, typer.Argument(help="Who: letters, digits, '.', '_', '-'.")],
-    role: Annotated[str, typer.Option(help="researcher, site_admin or operator.")] = "researcher",
-    site: Annotated[str | None, typer.Option(help="The site a site admin acts for.")] = None,
+    role: RoleOption = "researcher",
+    site: Annotated[
+        str | None, typer.Option(metavar="SITE", help="The site a site admin acts for.")
+    ] = None,
     days: Days = None,
     url: UrlOption = None,
     token: TokenOption = None,

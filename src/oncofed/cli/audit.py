@@ -40,21 +40,35 @@ KeyOption = Annotated[
     str | None,
     typer.Option(
         "--key",
+        metavar="KEY",
         help="The trusted public key: 64 hex digits, or a file holding them (default: the "
         "public half of the identity key in --dir).",
         show_default=False,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
-ProjectOption = Annotated[str | None, typer.Option(help="Only this project's entries.")]
-SiteOption = Annotated[str | None, typer.Option(help="Only entries about this site.")]
-UserOption = Annotated[str | None, typer.Option(help="Only entries about this person.")]
-ActionOption = Annotated[str | None, typer.Option(help="Only this action, e.g. egress.")]
-SinceOption = Annotated[
-    str | None, typer.Option(help="From this time on (ISO 8601, UTC unless it says).")
+JsonOption = Annotated[bool, typer.Option("--json/--no-json", help="JSON for scripts.")]
+ProjectOption = Annotated[
+    str | None, typer.Option(metavar="PROJECT", help="Only this project's entries.")
 ]
-UntilOption = Annotated[str | None, typer.Option(help="Before this time (ISO 8601).")]
-LastOption = Annotated[int | None, typer.Option(min=1, help="Only the last N entries.")]
+SiteOption = Annotated[
+    str | None, typer.Option(metavar="SITE", help="Only entries about this site.")
+]
+UserOption = Annotated[
+    str | None, typer.Option(metavar="PERSON", help="Only entries about this person.")
+]
+ActionOption = Annotated[
+    str | None, typer.Option(metavar="ACTION", help="Only this action, e.g. egress.")
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(metavar="TIME", help="From this time on (ISO 8601, UTC unless it says)."),
+]
+UntilOption = Annotated[
+    str | None, typer.Option(metavar="TIME", help="Before this time (ISO 8601).")
+]
+LastOption = Annotated[
+    int | None, typer.Option(min=1, metavar="N", help="Only the last N entries.")
+]
 
 
 class AuditCommandError(EdgeError):

@@ -16,8 +16,12 @@ app = typer.Typer(help="A whole federation on this machine with real cancer data
 @friendly
 def demo(
     ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option(help="Folder for report.json (default: new).")] = None,
-    keep: Annotated[bool, typer.Option(help="Keep the federation's state and logs.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="Folder for report.json (default: new).")
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep/--no-keep", help="Keep the federation's state and logs.")
+    ] = False,
 ) -> None:
     """Start an orchestrator and 4 edges as processes, train two models, compare."""
     if ctx.invoked_subcommand is not None:
@@ -29,7 +33,9 @@ def demo(
 
 @app.command()
 @friendly
-def data(out: Annotated[Path, typer.Option(help="Folder for exports and job specs.")]) -> None:
+def data(
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for exports and job specs.")],
+) -> None:
     """Write the demo's 4 hospital exports (CSV, OMOP, FHIR, Parquet) with their mapping files
     and its job specs with the project they belong to, to run the federation by hand."""
     from oncofed.demo.data import write_demo_inputs

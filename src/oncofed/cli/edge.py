@@ -12,12 +12,15 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from oncofed._files import exclusive
 from oncofed._text import as_text, plain
 from oncofed.cli import audit, budget, plugins, projects
 from oncofed.cli._common import (
     FINGERPRINT_WIDTH,
     TIME_WIDTH,
     EdgeDir,
+    LogLevelOption,
+    NewEdgeDir,
     console,
     friendly,
     names_table,
@@ -39,24 +42,41 @@ class SourceFormat(StrEnum):
 @app.command()
 @friendly
 def init(
-    home: EdgeDir,
+    home: NewEdgeDir,
     orchestrator: Annotated[
-        str, typer.Option(help="Orchestrator URL, e.g. https://fl.example.org")
+        str, typer.Option(metavar="URL", help="Orchestrator URL, e.g. https://fl.example.org")
     ],
-    token: Annotated[str, typer.Option(help="One-time enrolment token from the operator.")],
+    token: Annotated[
+        str, typer.Option(metavar="TOKEN", help="One-time enrolment token from the operator.")
+    ],
     ca: Annotated[
         Path | None,
         typer.Option(
+            metavar="FILE",
             help="The consortium CA's certificate from the operator (required for https).",
             show_default=False,
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force/--no-force",
+            help="Enrol a directory enrolled already, replacing its credential (the identity "
+            "key, policy, datasets and audit log are kept).",
+        ),
+    ] = False,
 ) -> None:
     """Enrol this site. Its credential is stored in the edge directory and never printed.
     With the CA file, the orchestrator is verified against that CA alone, and the site gets
     a client certificate for its identity key (kept there too, renewed by the agent)."""
     edge = EdgeHome(home)
-    config = enrol(edge, orchestrator, token, ca)
+    replaced = edge.config() if force and edge.enrolled else None
+    config = enrol(edge, orchestrator, token, ca, replace=force)
+    if replaced is not None:
+        console.print(
+            Text.assemble("Replaced the credential of site ", as_text(replaced.site),
+                          " of ", as_text(replaced.orchestrator), ".")
+        )  # fmt: skip
     console.print(
         Text.assemble("Enrolled as site ", as_text(config.site, style="bold"),
                       f"; settings and policy in {home}.")
@@ -75,13 +95,14 @@ def init(
 @friendly
 def import_data(
     source: Annotated[str, typer.Argument(help="File, folder or (OMOP) database URL.")],
-    home: EdgeDir,
-    name: Annotated[str, typer.Option("--name", help="Dataset name jobs use.")],
+    home: NewEdgeDir,
+    name: Annotated[str, typer.Option("--name", metavar="NAME", help="Dataset name jobs use.")],
     source_format: Annotated[
         SourceFormat, typer.Option("--from", help="Source format.", case_sensitive=False)
     ],
     mapping: Annotated[
-        Path | None, typer.Option(help="Mapping file (YAML), for csv and parquet sources.")
+        Path | None,
+        typer.Option(metavar="FILE", help="Mapping file (YAML), for csv and parquet sources."),
     ] = None,
 ) -> None:
     """Import local data into the common data model: validate, de-identify, pseudonymise, store,
@@ -133,7 +154,12 @@ def datasets(home: EdgeDir) -> None:
 
 @app.command()
 @friendly
-def check(home: EdgeDir) -> None:
+def check(
+    home: Annotated[
+        Path,
+        typer.Option("--dir", metavar="DIR", help="Edge directory.", exists=True, file_okay=False),
+    ],
+) -> None:
     """Check this edge's settings, credential, identity key, policy and every dataset, and
     print what the site accepts. Exit code 1 when anything is wrong; nothing is sent."""
     from oncofed.edge.check import accepts, check_edge
@@ -206,30 +232,32 @@ def identity(home: EdgeDir) -> None:
 @friendly
 def run(
     home: EdgeDir,
-    poll_seconds: Annotated[float, typer.Option(help="Long-poll duration.")] = 25.0,
-    threads: Annotated[int, typer.Option(help="Torch CPU threads for local training.")] = 1,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    poll_seconds: Annotated[float, typer.Option(min=0, help="Long-poll duration.")] = 25.0,
+    threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads for local training.")] = 1,
+    log_level: LogLevelOption = "info",
 ) -> None:
-    """Run the agent: dial out, long-poll for tasks, work locally, post results. Ctrl-C stops."""
+    """Run the agent: dial out, long-poll for tasks, work locally, post results. Ctrl-C stops.
+    One agent runs on an edge directory at a time."""
     import torch
 
     from oncofed.edge.agent import Agent
 
-    setup_logging(log_level.upper())
-    torch.set_num_threads(threads)
-    torch.set_num_interop_threads(1)
-    signal.signal(signal.SIGTERM, _interrupt)
-    agent = Agent(EdgeHome(home), poll_seconds=poll_seconds)
-    console.print(
-        Text.assemble("Edge ", as_text(agent.site, style="bold"),
-                      f" polling {agent.orchestrator} (no listening port).")
-    )  # fmt: skip
-    try:
-        agent.run()
-    except KeyboardInterrupt:
-        console.print("Stopped. A task cut short is sent again by the orchestrator on restart.")
-    finally:
-        agent.close()
+    with exclusive(home, "oncofed edge run"):  # released when the process ends
+        setup_logging(log_level.upper())
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(1)
+        signal.signal(signal.SIGTERM, _interrupt)
+        agent = Agent(EdgeHome(home), poll_seconds=poll_seconds)
+        console.print(
+            Text.assemble("Edge ", as_text(agent.site, style="bold"),
+                          f" polling {agent.orchestrator} (no listening port).")
+        )  # fmt: skip
+        try:
+            agent.run()
+        except KeyboardInterrupt:
+            console.print("Stopped. A task cut short is sent again by the orchestrator on restart.")
+        finally:
+            agent.close()
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:

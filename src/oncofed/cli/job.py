@@ -14,6 +14,9 @@ from oncofed.cli._common import TokenOption, UrlOption, client, console, friendl
 from oncofed.cli.watch import live_view, render_job
 from oncofed.client import Client, load_spec
 from oncofed.client.sites_view import render_sites
+from oncofed.wire.analysis import AnalysisSpec
+from oncofed.wire.messages import JobCreated
+from oncofed.wire.spec import JobSpec
 
 app = typer.Typer(help="Submit and follow federated jobs.", no_args_is_help=True)
 
@@ -24,7 +27,9 @@ def submit(
     spec: Annotated[Path, typer.Argument(help="Job spec (YAML).")],
     url: UrlOption = None,
     token: TokenOption = None,
-    watch_: Annotated[bool, typer.Option("--watch", help="Follow it until it ends.")] = False,
+    watch_: Annotated[
+        bool, typer.Option("--watch/--no-watch", help="Follow it until it ends.")
+    ] = False,
 ) -> None:
     """Validate a job spec and submit it; prints the job id."""
     job_spec = load_spec(spec)
@@ -37,8 +42,43 @@ def submit(
                 as_text(f" ({created.name}) on {', '.join(created.sites)}"),
             )
         )
+        _waiting(job_spec, created)
         if watch_:
             _watch(api, created.id)
+
+
+def _waiting(spec: JobSpec | AnalysisSpec, created: JobCreated) -> None:
+    """What a round waits for, and a warning naming each listed site not seen lately."""
+    console.print(
+        f"Each round waits up to {spec.round_timeout_s:g} s (round_timeout_s) and needs "
+        f"{spec.min_sites} site{'s' if spec.min_sites > 1 else ''} (min_sites).",
+        highlight=False,
+    )
+    if created.unseen:
+        window = f"{created.seen_window_s:g} s" if created.seen_window_s else "a while"
+        console.print(
+            Text.assemble(
+                ("warning: ", "bold yellow"),
+                as_text(", ".join(created.unseen)),
+                f" not seen in the last {window} (or never): each round waits for "
+                f"{'them' if len(created.unseen) > 1 else 'it'} until its deadline.",
+            )
+        )
+
+
+@app.command()
+@friendly
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Cancel a running job: its open tasks are withdrawn and it ends cancelled."""
+    with client(url, token) as api:
+        job = api.cancel_job(job_id)
+    console.print(
+        Text.assemble("Job ", as_text(job.id, style="bold"), as_text(f" ({job.name}) cancelled."))
+    )
 
 
 @app.command()
@@ -64,7 +104,10 @@ def _watch(api: Client, job_id: str) -> None:
 @friendly
 def list_jobs(url: UrlOption = None, token: TokenOption = None) -> None:
     """All jobs with their status."""
-    table = Table("name", "runs", "status", "rounds", "created")
+    table = Table("name", "runs")
+    table.add_column("status", no_wrap=True, min_width=len("cancelled"))  # read whole
+    table.add_column("rounds")
+    table.add_column("created")
     table.add_column("id", no_wrap=True, min_width=32)  # copied into other commands: whole
     with client(url, token) as api:
         jobs = api.jobs()

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from oncofed.cli import access, audit, demo, edge, job, orchestrator, projects, site
-from oncofed.cli._common import CA_FILE
+from oncofed.cli import access, audit, demo, edge, job, model, orchestrator, projects, site
+from oncofed.cli._common import CA_FILE, DEBUG, GuardedGroup
 
 app = typer.Typer(
     help="oncofed: federated learning across cancer centres; no patient row leaves a hospital.",
+    cls=GuardedGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",  # a docstring's paragraph is one paragraph, not its lines
 )
+
+
+def _show_version(value: bool) -> None:
+    """``--version``: the installed package's version."""
+    if value:
+        typer.echo(f"oncofed {version('oncofed')}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -30,9 +39,24 @@ def main(
             show_default=False,
         ),
     ] = None,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug/--no-debug",
+            help="Show an error's traceback. Else an unexpected error's is kept in "
+            "last-error.log in $ONCOFED_LOG_DIR or ~/.cache/oncofed.",
+        ),
+    ] = False,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """oncofed: federated learning across cancer centres; no patient row leaves a hospital."""
     CA_FILE.set(ca)
+    DEBUG.set(debug)
 
 
 app.add_typer(orchestrator.app, name="orchestrator")
@@ -44,3 +68,4 @@ app.add_typer(access.person_app, name="person")
 app.add_typer(projects.project_app, name="project")
 app.add_typer(audit.app, name="audit")
 app.add_typer(demo.app, name="demo")
+app.add_typer(model.app, name="model")

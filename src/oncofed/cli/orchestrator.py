@@ -9,7 +9,17 @@ import typer
 import uvicorn
 from rich.text import Text
 
-from oncofed.cli._common import StateDir, console, err_console, friendly, setup_logging
+from oncofed._files import exclusive
+from oncofed.cli._common import (
+    LogLevelOption,
+    NewStateDir,
+    RoleOption,
+    StateDir,
+    console,
+    err_console,
+    friendly,
+    setup_logging,
+)
 from oncofed.edge.certificates import fingerprint_lines
 from oncofed.orchestrator import Settings, create_app, migrate, pki, tls
 from oncofed.orchestrator import setup as state
@@ -23,6 +33,7 @@ HostsOption = Annotated[
     list[str] | None,
     typer.Option(
         "--host",
+        metavar="HOST",
         help="A host name or IP address edges dial, named in the server certificate "
         "(repeat it; default: localhost and 127.0.0.1).",
         show_default=False,
@@ -33,11 +44,12 @@ HostsOption = Annotated[
 @app.command()
 @friendly
 def init(
-    home: StateDir,
+    home: NewStateDir,
     database_url: Annotated[
         str | None,
         typer.Option(
-            help="SQLAlchemy URL, e.g. postgresql+pg8000://user@host/db (default SQLite)."
+            metavar="URL",
+            help="SQLAlchemy URL, e.g. postgresql+pg8000://user@host/db (default SQLite).",
         ),
     ] = None,
     hosts: HostsOption = None,
@@ -87,16 +99,19 @@ def certificate(home: StateDir, hosts: HostsOption = None) -> None:
 @friendly
 def serve(
     home: StateDir,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8740,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8740,
+    log_level: LogLevelOption = "info",
     plain_http: Annotated[
-        bool, typer.Option("--plain-http", help="Serve plain HTTP (a loopback address only).")
+        bool,
+        typer.Option(
+            "--plain-http/--no-plain-http", help="Serve plain HTTP (a loopback address only)."
+        ),
     ] = False,
     insecure: Annotated[
         bool,
         typer.Option(
-            "--insecure",
+            "--insecure/--no-insecure",
             help="Serve plain HTTP on any address (e.g. behind a proxy that does TLS).",
         ),
     ] = False,
@@ -110,29 +125,32 @@ def serve(
             f"plain HTTP is served on a loopback address only, not {host}: serve HTTPS "
             "(the default), or pass --insecure if a proxy in front does TLS"
         )
-    setup_logging(log_level.upper())
-    bound_allocator()
-    settings = Settings.load(home)
-    migrate(settings.url)
-    application = create_app(settings)
-    options = {} if plain else tls.mutual_tls(application, home)
-    if insecure and not tls.is_loopback(host):
-        err_console.print(
-            Text(
-                f"WARNING: --insecure: plain HTTP on {host}:{port}. Tokens, credentials and "
-                "results cross the network unencrypted unless a proxy in front does TLS, "
-                "and edges are not authenticated by certificates.",
-                style="bold red",
+    with exclusive(home, "oncofed orchestrator serve"):  # released when the process ends
+        setup_logging(log_level.upper())
+        bound_allocator()
+        settings = Settings.load(home)
+        migrate(settings.url)
+        application = create_app(settings)
+        options = {} if plain else tls.mutual_tls(application, home)
+        if insecure and not tls.is_loopback(host):
+            err_console.print(
+                Text(
+                    f"WARNING: --insecure: plain HTTP on {host}:{port}. Tokens, credentials and "
+                    "results cross the network unencrypted unless a proxy in front does TLS, "
+                    "and edges are not authenticated by certificates.",
+                    style="bold red",
+                )
             )
+        elif plain:
+            err_console.print(Text(f"Serving plain HTTP on {host}:{port} (loopback only; no TLS)."))
+        else:
+            err_console.print(
+                Text(f"Serving HTTPS on {host}:{port}; edges present client certificates.")
+            )
+        settle_collector()
+        uvicorn.run(
+            application, host=host, port=port, log_level=log_level, access_log=False, **options
         )
-    elif plain:
-        err_console.print(Text(f"Serving plain HTTP on {host}:{port} (loopback only; no TLS)."))
-    else:
-        err_console.print(
-            Text(f"Serving HTTPS on {host}:{port}; edges present client certificates.")
-        )
-    settle_collector()
-    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False, **options)
 
 
 @app.command()
@@ -140,10 +158,12 @@ def serve(
 def token(
     home: StateDir,
     name: Annotated[str, typer.Argument(help="Who the token is for.")],
-    role: Annotated[str, typer.Option(help="researcher, site_admin or operator.")] = "researcher",
-    site: Annotated[str | None, typer.Option(help="The site a site admin acts for.")] = None,
+    role: RoleOption = "researcher",
+    site: Annotated[
+        str | None, typer.Option(metavar="SITE", help="The site a site admin acts for.")
+    ] = None,
     days: Annotated[
-        float | None, typer.Option(help="Lifetime in days (default: the settings').")
+        float | None, typer.Option(min=0, help="Lifetime in days (default: the settings').")
     ] = None,
 ) -> None:
     """Add a person and print their first token (once). It works on the state directory: an

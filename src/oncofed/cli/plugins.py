@@ -30,7 +30,9 @@ INDENT = "  "
 def list_plugins(
     home: Annotated[
         Path | None,
-        typer.Option("--dir", help="Edge directory: also say what its policy allows."),
+        typer.Option(
+            "--dir", metavar="DIR", help="Edge directory: also say what its policy allows."
+        ),
     ] = None,
 ) -> None:
     """Plugin distributions installed here: name, version, SHA-256 of their files and the

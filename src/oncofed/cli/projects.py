@@ -102,7 +102,9 @@ def edge_projects(home: EdgeDir) -> None:
 def approve(
     name: ProjectName,
     home: EdgeDir,
-    dataset: Annotated[str, typer.Option(help="The local dataset that serves the project.")],
+    dataset: Annotated[
+        str, typer.Option(metavar="NAME", help="The local dataset that serves the project.")
+    ],
 ) -> None:
     """Approve a project for this site, on one of its datasets. The scope shown is the one
     this site will enforce on every task of the project."""
@@ -123,7 +125,9 @@ def approve(
 def decline(
     name: ProjectName,
     home: EdgeDir,
-    reason: Annotated[str, typer.Option(help="Why, for the researchers (shown as written).")],
+    reason: Annotated[
+        str, typer.Option(metavar="TEXT", help="Why, for the researchers (shown as written).")
+    ],
 ) -> None:
     """Decline a project for this site; its tasks are refused here even if sent."""
     _, version = decide_project(EdgeHome(home), name, reason=reason)

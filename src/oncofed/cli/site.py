@@ -1,5 +1,5 @@
-"""``oncofed site``: the operator enrols hospitals; anyone with a token lists them and reads
-their data quality reports."""
+"""``oncofed site``: the operator enrols, disables, enables, revokes and removes hospitals;
+anyone with a token lists them and reads their data quality reports."""
 
 from __future__ import annotations
 
@@ -23,14 +23,20 @@ from oncofed.cli._common import (
 from oncofed.cli.profile_view import render_profile
 from oncofed.client import ClientError
 from oncofed.orchestrator import setup as state
+from oncofed.wire.messages import SitePublic
 
 app = typer.Typer(help="Manage sites (hospitals).", no_args_is_help=True)
+SiteArgument = Annotated[str, typer.Argument(help="Site name.")]
 
 
 @app.command()
 @friendly
 def add(
-    name: Annotated[str, typer.Argument(help="Site name, e.g. 'hospital-a'.")], home: StateDir
+    name: Annotated[
+        str,
+        typer.Argument(help="Site name: lower-case letters, digits, '-', '_' (e.g. hospital-a)."),
+    ],
+    home: StateDir,
 ) -> None:
     """Register a site and print its one-time enrolment token."""
     created = state.add_site(home, name)
@@ -57,7 +63,7 @@ def list_sites(url: UrlOption = None, token: TokenOption = None) -> None:
         seen = site.last_seen.strftime("%Y-%m-%d %H:%M") if site.last_seen else "never"
         table.add_row(
             as_text(site.name),
-            "revoked" if site.revoked else "yes" if site.enrolled else "no",
+            _enrolment(site),
             "[green]yes[/]" if site.connected else "[red]no[/]",
             seen,
             as_text(site.key_fingerprint or "none"),
@@ -65,12 +71,23 @@ def list_sites(url: UrlOption = None, token: TokenOption = None) -> None:
     console.print(table)
 
 
+def _enrolment(site: SitePublic) -> str:
+    """The enrolled column: revoked, disabled, yes or no."""
+    if site.revoked:
+        return "revoked"
+    if site.disabled:
+        return "[red]disabled[/]"
+    return "yes" if site.enrolled else "no"
+
+
 @app.command()
 @friendly
 def profile(
-    name: Annotated[str, typer.Argument(help="Site name.")],
-    dataset: Annotated[str | None, typer.Option(help="Only this dataset's report.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="The reports as JSON.")] = False,
+    name: SiteArgument,
+    dataset: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Only this dataset's report.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json/--no-json", help="The reports as JSON.")] = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -98,7 +115,7 @@ def profile(
 @app.command()
 @friendly
 def revoke(
-    name: Annotated[str, typer.Argument(help="Site name.")],
+    name: SiteArgument,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -107,3 +124,34 @@ def revoke(
     with client(url, token) as api:
         revoked = api.revoke_site(name)
     console.print(Text.assemble("Site ", as_text(revoked.name, style="bold"), " revoked."))
+
+
+@app.command()
+@friendly
+def disable(name: SiteArgument, url: UrlOption = None, token: TokenOption = None) -> None:
+    """Disable a site (operator): it gets no task and its edge's requests are refused until
+    it is enabled; the rounds waiting for it go on without it."""
+    with client(url, token) as api:
+        site = api.disable_site(name)
+    console.print(
+        Text.assemble("Site ", as_text(site.name, style="bold"), " disabled: it gets no task.")
+    )
+
+
+@app.command()
+@friendly
+def enable(name: SiteArgument, url: UrlOption = None, token: TokenOption = None) -> None:
+    """Enable a disabled site (operator): its edge is served again."""
+    with client(url, token) as api:
+        site = api.enable_site(name)
+    console.print(Text.assemble("Site ", as_text(site.name, style="bold"), " enabled."))
+
+
+@app.command()
+@friendly
+def remove(name: SiteArgument, url: UrlOption = None, token: TokenOption = None) -> None:
+    """Remove a site that has no running task (operator): its credential and certificates
+    are revoked and it leaves the listings; its past contributions stay in the record."""
+    with client(url, token) as api:
+        api.remove_site(name)
+    console.print(Text.assemble("Site ", as_text(name, style="bold"), " removed."))

@@ -28,7 +28,7 @@ def live_view(console: Console) -> Iterator[Live]:
         console.line()
 
 
-_STATUS = {"running": "yellow", "completed": "green", "failed": "red"}
+_STATUS = {"running": "yellow", "completed": "green", "failed": "red", "cancelled": "magenta"}
 
 
 def render_job(job: JobPublic, last: int = 8) -> RenderableType:

@@ -1,32 +1,49 @@
 """The researcher's and operator's Python client: ``from oncofed.client import Client``.
 
-``write_result`` and ``write_job`` are imported on first use (they bring in matplotlib).
+``Client.download_result(job_id, folder)`` writes any job's result; ``load_model(path)`` reads
+a training job's ``model.safetensors`` and predicts from a table. ``write_result``,
+``write_job`` and the model's names are imported on first use (they bring in matplotlib,
+scipy).
 """
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from oncofed.client._client import Client, ClientError, load_spec
-from oncofed.client.report import build_report, curves, final_metrics
+from oncofed.client.report import build_report, curves, final_metrics, provenance
 
 if TYPE_CHECKING:
+    from oncofed.client.model import Model, ModelError, ModelMetadata, load_model
     from oncofed.client.plots import write_job, write_result
+
+_LAZY = {
+    "write_result": "plots",
+    "write_job": "plots",
+    "Model": "model",
+    "ModelError": "model",
+    "ModelMetadata": "model",
+    "load_model": "model",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("write_result", "write_job"):
-        from oncofed.client import plots
-
-        return getattr(plots, name)
+    if name in _LAZY:
+        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "Client",
     "ClientError",
+    "Model",
+    "ModelError",
+    "ModelMetadata",
     "build_report",
     "curves",
     "final_metrics",
+    "load_model",
     "load_spec",
+    "provenance",
     "write_job",
     "write_result",
 ]

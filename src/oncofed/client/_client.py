@@ -61,11 +61,15 @@ def _load(source: Path | str | dict[str, Any], validate: Callable[[Any], T], wha
     try:
         return validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in _field_path(err['loc'])) or '(top level)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ClientError(f"{where}: invalid {what}: {problems}") from exc
+        raise ClientError(f"{where}: invalid {what}: {problems(exc)}") from exc
+
+
+def problems(exc: ValidationError) -> str:
+    """Each of a validation's errors as ``field.path: message``, on one line."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in _field_path(err['loc'])) or '(top level)'}: {err['msg']}"
+        for err in exc.errors()
+    )
 
 
 def _verify(ca: Path | str | None) -> ssl.SSLContext | bool:
@@ -140,6 +144,18 @@ class Client:
         """Revoke a site (operator): its credential fails from its next request on."""
         return SitePublic.model_validate(self._request("POST", f"/sites/{name}/revoke").json())
 
+    def disable_site(self, name: str) -> SitePublic:
+        """Disable a site (operator): it gets no task and its edge is refused until enabled."""
+        return SitePublic.model_validate(self._request("POST", f"/sites/{name}/disable").json())
+
+    def enable_site(self, name: str) -> SitePublic:
+        """Enable a disabled site (operator): its edge is served again."""
+        return SitePublic.model_validate(self._request("POST", f"/sites/{name}/enable").json())
+
+    def remove_site(self, name: str) -> None:
+        """Remove a site with no running task (operator): it leaves the listings for good."""
+        self._request("DELETE", f"/sites/{name}")
+
     def profiles(self, site: str) -> list[DataProfile]:
         """The data quality report ``site`` sent on each of its datasets (suppressed counts)."""
         response = self._request("GET", f"/sites/{site}/profiles")
@@ -171,7 +187,8 @@ class Client:
         timeout: float | None = None,
         on_update: Callable[[JobPublic], None] | None = None,
     ) -> JobPublic:
-        """Poll until the job has completed or failed; ``on_update`` sees every state."""
+        """Poll until the job has ended (completed, failed or cancelled); ``on_update`` sees
+        every state."""
         give_up = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.job(job_id)
@@ -183,9 +200,26 @@ class Client:
                 raise ClientError(f"job {job_id} still running after {timeout}s")
             time.sleep(poll)
 
+    def cancel_job(self, job_id: str) -> JobPublic:
+        """Cancel a running job: its open tasks are withdrawn and it ends ``cancelled``."""
+        response = self._request("POST", f"/jobs/{job_id}/cancel")
+        return JobPublic.model_validate_json(response.content)
+
     def model_bytes(self, job_id: str) -> bytes:
         """The latest global model as safetensors bytes."""
         return self._request("GET", f"/jobs/{job_id}/model").content
+
+    def download_result(self, job_id: str, out: Path | str) -> list[Path]:
+        """Write any ended job's whole result in the folder ``out``, the paths written: a
+        training job's self-describing ``model.safetensors`` (read it with
+        :func:`~oncofed.client.load_model`), ``report.json`` and ``metrics.png``; an
+        analysis's ``report.json``, tidy CSV tables and plots. Both reports carry their
+        provenance. ClientError when the job has no result to write."""
+        from oncofed.client.plots import write_job  # matplotlib, on first use
+
+        job = self.job(job_id)
+        model = self.model_bytes(job_id) if job.spec.kind == "train" else None
+        return write_job(job, Path(out), model)
 
     def people(self) -> list[PrincipalPublic]:
         """Everyone who may call the API (the operator's view)."""

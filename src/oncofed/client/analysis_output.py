@@ -6,24 +6,43 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from rich.console import Group, RenderableType
 from rich.table import Table
 
 from oncofed._text import as_text, figure_text
+from oncofed.client.figures import (
+    INTERCEPT,
+    UNIT_DAYS,
+    TimeUnit,
+    clip_arrows,
+    endpoint,
+    footnote,
+    label,
+    ratio_ticks,
+    released,
+    site_note,
+    time_unit,
+    unit_times,
+    variable_name,
+)
 from oncofed.client.sites_view import render_sites
 from oncofed.wire.analysis import (
+    Analysis,
     AnalysisReport,
     CountsReport,
     CountTable,
     Curve,
     Heterogeneity,
+    KaplanMeierAnalysis,
     RegressionReport,
     Summary,
     SummaryReport,
@@ -38,19 +57,33 @@ Tables = dict[str, tuple[list[str], Rows]]
 POOLED = "pooled"
 _TERM_COLUMNS = ["term", *list(Term.model_fields)[1:]]
 _HETEROGENEITY_COLUMNS = ["term", *list(Heterogeneity.model_fields)[1:]]
+_MARGIN = 1.02
+"""The Kaplan-Meier plot's time axis runs this far beyond the curves' end, so that a last drop
+there is seen."""
+_FOREST_KEY = (
+    "◆ all sites pooled (bold rows); ● each site's own fit; arrow: interval beyond the axis"
+)
 
 
 def write_analysis(
-    report: AnalysisReport, name: str, out: Path, participation: Participation | None = None
+    report: AnalysisReport,
+    name: str,
+    out: Path,
+    participation: Participation | None = None,
+    provenance: Mapping[str, object] | None = None,
+    analysis: Analysis | None = None,
 ) -> list[Path]:
     """``report.json`` (the analysis name, the report and, when given, the ``participation``
-    of every site), the report's tidy CSV tables and its plots in ``out``; the paths written,
-    in that order."""
+    of every site and the job's ``provenance``, :func:`~oncofed.client.report.provenance`),
+    the report's tidy CSV tables and its plots (titled from the ``analysis`` spec when given)
+    in ``out``; the paths written, in that order."""
     out.mkdir(parents=True, exist_ok=True)
     document = out / "report.json"
-    content = {"name": name, **report.model_dump(mode="json")}
+    content: dict[str, object] = {"name": name, **report.model_dump(mode="json")}
     if participation is not None:
         content["participation"] = participation.model_dump(mode="json")
+    if provenance is not None:
+        content["provenance"] = dict(provenance)
     document.write_text(json.dumps(content, indent=2) + "\n")
     paths = [document]
     for filename, (header, rows) in _tables(report).items():
@@ -60,7 +93,7 @@ def write_analysis(
             writer.writerow(header)
             writer.writerows(["" if v is None else v for v in row] for row in rows)
         paths.append(path)
-    for filename, figure in _figures(report).items():
+    for filename, figure in _figures(report, analysis).items():
         figure.savefig(out / filename, dpi=110)
         paths.append(out / filename)
     return paths
@@ -171,9 +204,12 @@ def _survival_tables(report: SurvivalReport) -> Tables:
 # -- plots ---------------------------------------------------------------------------------
 
 
-def _figures(report: AnalysisReport) -> dict[str, Figure]:
+def _figures(report: AnalysisReport, analysis: Analysis | None = None) -> dict[str, Figure]:
+    """The plots of a report by file name; ``analysis``, its spec when known, names a survival
+    curve's endpoint and grouping."""
     if isinstance(report, SurvivalReport):
-        return {"kaplan_meier.png": survival_figure(report)}
+        km = analysis if isinstance(analysis, KaplanMeierAnalysis) else None
+        return {"kaplan_meier.png": survival_figure(report, km)}
     if isinstance(report, RegressionReport):
         return {"forest.png": forest_figure(report)}
     if isinstance(report, SummaryReport):
@@ -214,17 +250,33 @@ def _logrank(report: SurvivalReport) -> str:
     return f"log-rank chi2 = {test.statistic:.2f}, df = {test.df}, p = {test.p:.2g}"
 
 
-def survival_figure(report: SurvivalReport) -> Figure:
-    """Kaplan-Meier step curves, one per group with its shaded confidence band, the log-rank
-    test in the title, and the numbers at risk under the axes at regular times."""
+def survival_figure(
+    report: SurvivalReport,
+    analysis: KaplanMeierAnalysis | None = None,
+    unit: TimeUnit | None = None,
+) -> Figure:
+    """Kaplan-Meier step curves, one per group with its shaded confidence band; the endpoint
+    and grouping of ``analysis`` (when given) and the log-rank test in the title; time in
+    ``unit`` (by default :func:`~oncofed.client.figures.time_unit` of the curves' end); the
+    numbers at risk under the axes at its ticks; a hollow circle on each step whose events may
+    have been held back by small-cell suppression and shown together
+    (:func:`~oncofed.client.figures.released`); the groups withheld and the sites left out
+    named under the plot."""
     groups = list(report.groups.items())
-    fig = Figure(figsize=(8, 5 + 0.25 * len(groups)), layout="constrained")
+    end = _end(report)
+    unit = unit or time_unit(end)
+    times = regular_times(end, report.grid_days) if unit == "days" else unit_times(end, unit)
+    notes = [_withheld(report)] if report.withheld else []
+    if report.excluded:
+        notes.append(site_note("not in the result", report.excluded))
+    height = 5 + 0.25 * len(groups) + 0.3 * len(notes)
+    fig = Figure(figsize=(8, height), layout="constrained")
     ax, table = fig.subplots(2, 1, sharex=True, height_ratios=[5, 0.6 + 0.3 * len(groups)])
-    times = regular_times(_end(report), report.grid_days)
+    marked = False
     for row, (group, curve) in enumerate(groups):
         color = f"C{row}"
-        x = [0.0, *curve.time]
-        ax.step(x, [1.0, *curve.survival], where="post", color=color, label=figure_text(group))
+        x, y = [0.0, *curve.time], [1.0, *curve.survival]
+        ax.step(x, y, where="post", color=color, label=label(group))
         ax.fill_between(
             x,
             [1.0, *curve.lower],
@@ -234,82 +286,160 @@ def survival_figure(report: SurvivalReport) -> Figure:
             alpha=0.2,
             linewidth=0,
         )
+        if steps := released(curve):
+            drops = [(x[k + 1], (y[k] + y[k + 1]) / 2) for k in steps]
+            ax.plot(*zip(*drops, strict=True), "o", mfc="white", mec=color, ms=5, zorder=3)
+            marked = True
         for t, n in zip(times, numbers_at_risk(curve, times, report.grid_days), strict=True):
             table.text(t, row, "-" if n is None else str(n), ha="center", va="center", fontsize=8)
-    ax.set(ylim=(0.0, 1.02), xlim=(0.0, _end(report)), ylabel="survival probability")
-    ax.set_xticks(times)
+    ax.set(ylim=(0.0, 1.02), xlim=(0.0, end * _MARGIN))
+    ax.set_ylabel(f"{endpoint(analysis) if analysis else 'survival'} probability".capitalize())
+    ax.set_xticks(times, [f"{t / UNIT_DAYS[unit]:g}" for t in times])
     ax.tick_params(labelbottom=True)
-    ax.set_xlabel(f"days ({report.grid_days}-day grid, {report.confidence:.0%} confidence bands)")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.set_xlabel(
+        f"{unit} (counted on a {report.grid_days}-day grid; shaded: "
+        f"{report.confidence:.0%} confidence band)"
+    )
+    handles, _ = ax.get_legend_handles_labels()
+    if marked:
+        handles.append(
+            Line2D([], [], linestyle="", marker="o", mfc="white", mec="black", ms=5,
+                   label="events possibly held back (small cells) and shown together")
+        )  # fmt: skip
+    title = analysis.group if analysis and analysis.group else None
+    ax.legend(handles=handles, fontsize=8, loc="lower left", title=label(title) if title else None)
     ax.grid(alpha=0.3)
-    title = "Kaplan-Meier survival"
-    ax.set_title(f"{title}\n{_logrank(report)}" if report.logrank else title)
+    ax.set_title(_survival_title(report, analysis))
     table.set_ylim(len(groups) - 0.5, -0.5)
-    table.set_yticks(range(len(groups)), [figure_text(g) for g, _ in groups], fontsize=8)
-    for row, label in enumerate(table.get_yticklabels()):
-        label.set_color(f"C{row}")
+    table.set_yticks(range(len(groups)), [label(g) for g, _ in groups], fontsize=8)
+    for row, tick in enumerate(table.get_yticklabels()):
+        tick.set_color(f"C{row}")
     table.tick_params(bottom=False, labelbottom=False, left=False, pad=18)
     table.set_title("number at risk", fontsize=9, loc="left")
     for spine in table.spines.values():
         spine.set_visible(False)
+    footnote(fig, notes)
     return fig
+
+
+def _survival_title(report: SurvivalReport, analysis: KaplanMeierAnalysis | None) -> str:
+    """ "Recurrence-free survival by histologic grade" (or "Kaplan-Meier survival" without the
+    analysis), then the log-rank test on a line of its own."""
+    title = "Kaplan-Meier survival"
+    if analysis is not None:
+        title = endpoint(analysis)
+        if analysis.group is not None:
+            title += f" by {figure_text(variable_name(analysis.group))}"
+    return f"{title}\n{_logrank(report)}" if report.logrank else title
+
+
+def _withheld(report: SurvivalReport) -> str:
+    """The groups not reported, and why; empty when every group is."""
+    if not report.withheld:
+        return ""
+    where = "at every site" if report.secure_sites is None else "in all"
+    return (
+        f"not reported: {', '.join(report.withheld)} (no patients, or too few patients or "
+        f"events {where})"
+    )
 
 
 def forest_figure(report: RegressionReport) -> Figure:
-    """Hazard or odds ratios with their confidence intervals on a log axis: per term the pooled
-    estimate (a black diamond) above each site's own, a reference line at 1, and I^2."""
-    names = [t.name for t in report.terms]
+    """Hazard or odds ratios with their confidence intervals on a log axis: per term (never a
+    logistic model's intercept, which is no ratio) the pooled estimate (a black diamond) above
+    each site's own, each row's ratio and interval printed at its right (I^2 beside the pooled
+    one), an arrow where an interval runs beyond the axis, a reference line at 1, and the sites
+    left out or in the pooled fit only named under the plot. Each row is labelled: a term's
+    name (bold) on its pooled row, a site's name in its colour on its own."""
+    names = [t.name for t in _ratio_terms(report.terms)]
     series = {"all sites": report.terms, **report.sites}
     step = len(series) + 1
-    fig = Figure(figsize=(8, 1.5 + 0.25 * step * len(names)), layout="constrained")
+    notes = [_FOREST_KEY] + [
+        site_note(heading, sites)
+        for heading, sites in (
+            ("not in the result", report.excluded),
+            ("in the pooled fit, no estimates of their own", report.pooled_only),
+        )
+        if sites
+    ]
+    height = 1.5 + 0.25 * step * len(names) + 0.3 * len(notes)
+    fig = Figure(figsize=(8, height), layout="constrained")
     ax = fig.add_subplot()
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    limits = _ratio_limits(report)
+    ax.xaxis.set_major_locator(LogLocator(subs=ratio_ticks(*limits)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(*limits)
     ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+    i2 = {h.name: f"   I² = {h.i2:.0%}" for h in report.heterogeneity}
+    labels: dict[int, tuple[str, str]] = {}
     for j, (site, terms) in enumerate(series.items()):
-        ratios = np.array([[t.ratio, t.ratio_lower, t.ratio_upper] for t in terms]).reshape(-1, 3)
+        shown = [t for t in terms if t.name in names]
+        color = "black" if j == 0 else f"C{j - 1}"
+        rows = [-(names.index(t.name) * step + j) for t in shown]
+        ratios = np.array([[t.ratio, t.ratio_lower, t.ratio_upper] for t in shown]).reshape(-1, 3)
         ax.errorbar(
             ratios[:, 0],
-            [-(names.index(t.name) * step + j) for t in terms],
+            rows,
             xerr=[ratios[:, 0] - ratios[:, 1], ratios[:, 2] - ratios[:, 0]],
             fmt="D" if j == 0 else "o",
-            color="black" if j == 0 else f"C{j - 1}",
+            color=color,
             markersize=7 if j == 0 else 4,
             linewidth=2 if j == 0 else 1,
             capsize=0 if j == 0 else 2,
-            label=figure_text(site),
+            label=label(site),
         )
-    ticks = [-(i * step) for i in range(len(names))]
-    ax.set_yticks(ticks, [figure_text(n) for n in names], fontweight="bold", fontsize=9)
-    for h in report.heterogeneity:
-        if h.name in names:
-            ax.annotate(
-                f"I² = {h.i2:.0%}",
-                (1.0, -(names.index(h.name) * step)),
-                xycoords=ax.get_yaxis_transform(),
-                xytext=(6, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=8,
-                annotation_clip=False,
-            )
-    ax.set_ylim(-(len(names) * step - 1), 1)
-    ax.set_xlim(*_ratio_limits(report))
+        for t, y in zip(shown, rows, strict=True):
+            clip_arrows(ax, y, t.ratio_lower, t.ratio_upper, color)
+            labels[y] = (label(t.name if j == 0 else site), color)
+            text = _interval(t.ratio, t.ratio_lower, t.ratio_upper)
+            if j == 0:
+                text += i2.get(t.name, "")
+            _beside(ax, y, text, color, "bold" if j == 0 else "normal")
+    _beside(ax, 0.9, f"{report.ratio_name} ({report.confidence:.0%} CI)", "black", "bold")
+    ticks = sorted(labels, reverse=True)
+    ax.set_yticks(ticks, [labels[y][0] for y in ticks], fontsize=8)
+    for y, tick in zip(ticks, ax.get_yticklabels(), strict=True):
+        tick.set_color(labels[y][1])
+        tick.set_fontweight("bold" if y % step == 0 else "normal")
+    ax.set_ylim(-(len(names) * step - 1), 1.5)
     ax.set_xlabel(f"{report.ratio_name} ({report.confidence:.0%} CI, log scale)")
     ax.set_title(_regression_title(report))
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=len(series))
     ax.grid(axis="x", alpha=0.3)
+    footnote(fig, notes)
     return fig
 
 
+def _beside(ax: Axes, y: float, text: str, color: str, weight: str) -> None:
+    """``text`` in the column right of ``ax``, at its row ``y``."""
+    ax.annotate(
+        text,
+        (1.0, y),
+        xycoords=ax.get_yaxis_transform(),
+        xytext=(8, 0),
+        textcoords="offset points",
+        va="center",
+        fontsize=8,
+        color=color,
+        fontweight=weight,
+        annotation_clip=False,
+    )
+
+
+def _ratio_terms(terms: Sequence[Term]) -> list[Term]:
+    """The terms that have a ratio: all but a logistic model's intercept."""
+    return [t for t in terms if t.name != INTERCEPT]
+
+
 def _ratio_limits(report: RegressionReport) -> tuple[float, float]:
-    """The pooled intervals, 1 and the sites' estimates, these within a factor of 100 of the
-    pooled intervals so that one site's wide interval leaves the pooled ones readable."""
-    pooled = [1.0, *(r for t in report.terms for r in (t.ratio_lower, t.ratio_upper))]
+    """The pooled intervals, 1 and the sites' estimates (no intercept's), these within a factor
+    of 100 of the pooled intervals so that one site's wide interval leaves the pooled ones
+    readable."""
+    terms = _ratio_terms(report.terms)
+    pooled = [1.0, *(r for t in terms for r in (t.ratio_lower, t.ratio_upper))]
     low, high = min(pooled), max(pooled)
-    own = [t.ratio for terms in report.sites.values() for t in terms]
+    own = [t.ratio for terms in report.sites.values() for t in _ratio_terms(terms)]
     shown = np.clip([low, high, *own], low / 100, high * 100)
     return float(shown.min()) / 1.25, float(shown.max()) * 1.25
 
@@ -495,14 +625,7 @@ def _render_survival(report: SurvivalReport) -> RenderableType:
         f"Kaplan-Meier: survival ({report.confidence:.0%} CI) and median in days, "
         f"{report.grid_days}-day grid"
     )
-    where = "at every site" if report.secure_sites is None else "in all"
-    withheld = (
-        f"not reported: {', '.join(report.withheld)} (no patients, or too few patients or "
-        f"events {where})"
-        if report.withheld
-        else ""
-    )
-    footer = "\n".join(line for line in (_logrank(report), withheld) if line)
+    footer = "\n".join(line for line in (_logrank(report), _withheld(report)) if line)
     return _framed(heading, counts, survival, footer=footer)
 
 

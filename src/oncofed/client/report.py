@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from oncofed import __version__
+from oncofed.audit import sha256_of
 from oncofed.wire.messages import JobPublic
 
 POOLED_ONLY = "secure aggregation: the held-out metrics are pooled only, no site's own is known"
@@ -57,11 +59,38 @@ def final_metrics(job: JobPublic) -> dict[str, Any]:
     }
 
 
-def build_report(job: JobPublic) -> dict[str, Any]:
+def provenance(job: JobPublic) -> dict[str, Any]:
+    """Where a result comes from, as every ``report.json`` states it: the job, its full spec
+    and the spec's SHA-256 (of its canonical JSON: the hash the audit log and every site pin),
+    project and dataset, every site and its state, when the job started and ended, and the
+    oncofed version that wrote the report."""
+    spec = job.spec.model_dump(mode="json")
+    states = job.participation.sites
     return {
-        "job": {"id": job.id, "name": job.name, "status": job.status, "error": job.error},
-        "spec": job.spec.model_dump(mode="json"),
-        "sites": job.sites,
+        "job_id": job.id,
+        "job_name": job.name,
+        "kind": job.spec.kind,
+        "status": job.status,
+        "error": job.error,
+        "spec": spec,
+        "spec_sha256": sha256_of(spec),
+        "project": job.spec.project,
+        "dataset": job.spec.dataset,
+        "sites": {
+            name: states[name].state.value if name in states else None
+            for name in sorted({*job.sites, *states})
+        },
+        "started_at": job.created_at.isoformat(),
+        "ended_at": None if job.finished_at is None else job.finished_at.isoformat(),
+        "oncofed_version": __version__,
+    }
+
+
+def build_report(job: JobPublic) -> dict[str, Any]:
+    """A training job's ``report.json``: its provenance, final and per-round metrics, and
+    every site's participation."""
+    return {
+        "provenance": provenance(job),
         "model_sha256": job.model_sha256,
         "primary_metric": job.primary_metric,
         "final": final_metrics(job),

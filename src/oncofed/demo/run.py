@@ -16,8 +16,8 @@ from rich.table import Table
 from oncofed.cdm.frame import job_table
 from oncofed.cli.watch import live_view, render_job
 from oncofed.client import Client
-from oncofed.client.analysis_output import render_analysis, write_analysis
-from oncofed.client.plots import write_result
+from oncofed.client.analysis_output import render_analysis
+from oncofed.client.plots import write_job, write_result
 from oncofed.demo.baselines import compare, exact_analysis, largest_gap, site_splits
 from oncofed.demo.data import FORMATS, demo_analyses, demo_specs, site_tables, write_exports
 from oncofed.demo.federation import DATASET, LocalFederation
@@ -100,9 +100,7 @@ def run_demo(console: Console, out: Path | None = None, keep: bool = False) -> d
     for job in studies:
         assert job.report is not None  # completed
         console.print(render_analysis(job.report))
-        plots = [
-            p for p in write_analysis(job.report, job.name, out / job.name) if p.suffix == ".png"
-        ]
+        plots = [p for p in write_job(job, out / job.name) if p.suffix == ".png"]
         console.print(f"{job.name}: {', '.join(str(p) for p in plots)}", highlight=False)
         if job.name in private:
             gap = private[job.name]["largest_gap"]

@@ -485,6 +485,11 @@ class EdgeHome:
         write_private(self.root / CONFIG, pinned.model_dump_json(indent=2) + "\n")
         return pinned
 
+    @property
+    def enrolled(self) -> bool:
+        """Whether ``oncofed edge init`` enrolled this directory (its settings exist)."""
+        return (self.root / CONFIG).exists()
+
     def create(self, config: EdgeConfig, credential: str) -> None:
         """Write a new edge's files; the credential is readable by its owner only."""
         private_dir(self.datasets)
@@ -507,7 +512,7 @@ class EdgeHome:
     def policy_or_default(self) -> EdgePolicy:
         """The site's policy, or the defaults before the edge is enrolled (an import before
         ``oncofed edge init``); once it is, a missing policy file is an error."""
-        if not self.policy_file.exists() and not (self.root / CONFIG).exists():
+        if not self.policy_file.exists() and not self.enrolled:
             return EdgePolicy()
         return self.policy()
 

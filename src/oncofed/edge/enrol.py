@@ -23,6 +23,7 @@ def enrol(
     token: str,
     ca: Path | None = None,
     transport: httpx.BaseTransport | None = None,
+    replace: bool = False,
 ) -> EdgeConfig:
     """Enrol with the orchestrator and write the edge's directory. The credential is stored
     there only (mode 600) and never printed; the orchestrator keeps only its hash. The site's
@@ -30,7 +31,14 @@ def enrol(
     pinned. With the consortium CA's certificate ``ca`` (required for an https URL), the
     orchestrator is verified against it alone, and a certificate signing request made with
     the identity key brings back the site's client certificate; both are kept in the edge
-    directory."""
+    directory. A directory enrolled already is refused unless ``replace``: its credential is
+    then replaced (its identity key, policy, datasets and ledger are kept)."""
+    if home.enrolled and not replace:
+        old = home.config()
+        raise EnrolmentError(
+            f"{home.root} is enrolled already, as site {old.site} of {old.orchestrator}: "
+            "give --force to replace its credential, or another --dir"
+        )
     url = orchestrator.rstrip("/") + API_PREFIX + "/enrol"
     if ca is None and orchestrator.lower().startswith("https:"):
         raise EnrolmentError(

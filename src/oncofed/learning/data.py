@@ -37,9 +37,7 @@ class Cohort:
 
     def design(self, scaling: Standardization) -> np.ndarray:
         """The float32 model input: standardised numeric columns, then dummies."""
-        mean = np.asarray(scaling.mean, dtype=np.float64)
-        std = np.asarray(scaling.std, dtype=np.float64)
-        return np.hstack([(self.numeric - mean) / std, self.dummies]).astype(np.float32)
+        return design(self.numeric, self.dummies, scaling)
 
     def stats(self) -> StatsResult:
         """Count, sums and sums of squares of the numeric block (for pooled scaling)."""
@@ -69,8 +67,11 @@ def build_cohort(spec: JobSpec, table: Table) -> Cohort:
     return encode(spec.features, spec.outcome, table)
 
 
-def encode(features: Sequence[Feature], outcome: Outcome, table: Table) -> Cohort:
-    """Encode ``features`` and ``outcome`` of ``table``: complete cases with a label only."""
+def encode_features(
+    features: Sequence[Feature], table: Table
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every row of ``table`` encoded for ``features``: the numeric block after transforms,
+    the dummies, and which rows are complete (no missing value, every level a listed one)."""
     n = len(next(iter(table.values()))) if table else 0
     keep = np.ones(n, dtype=bool)
     numeric: list[np.ndarray] = []
@@ -88,16 +89,34 @@ def encode(features: Sequence[Feature], outcome: Outcome, table: Table) -> Cohor
             text = _column(table, feature.name).astype(str)
             keep &= np.isin(text, feature.levels)  # other values are left out, like missing ones
             dummies.extend((text == level).astype(np.float64) for level in feature.levels[1:])
+    empty = np.empty((n, 0))
+    return (
+        np.column_stack(numeric) if numeric else empty,
+        np.column_stack(dummies) if dummies else empty,
+        keep,
+    )
+
+
+def encode(features: Sequence[Feature], outcome: Outcome, table: Table) -> Cohort:
+    """Encode ``features`` and ``outcome`` of ``table``: complete cases with a label only."""
+    numeric, dummies, keep = encode_features(features, table)
     label, time = _target(outcome, table, keep)
     rows = np.flatnonzero(keep)
-    empty = np.empty((n, 0))
     return Cohort(
-        numeric=(np.column_stack(numeric) if numeric else empty)[rows],
-        dummies=(np.column_stack(dummies) if dummies else empty)[rows],
+        numeric=numeric[rows],
+        dummies=dummies[rows],
         label=label[rows],
         time=None if time is None else time[rows],
-        excluded=int(n - rows.size),
+        excluded=int(keep.size - rows.size),
     )
+
+
+def design(numeric: np.ndarray, dummies: np.ndarray, scaling: Standardization) -> np.ndarray:
+    """The float32 model input: numeric columns standardised by the pooled ``scaling``
+    (``(x - mean) / std``), then the dummies."""
+    mean = np.asarray(scaling.mean, dtype=np.float64)
+    std = np.asarray(scaling.std, dtype=np.float64)
+    return np.hstack([(numeric - mean) / std, dummies]).astype(np.float32)
 
 
 def _target(

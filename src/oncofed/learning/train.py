@@ -13,7 +13,7 @@ from oncofed.learning.data import Cohort
 from oncofed.learning.metrics import binary_metrics, survival_metrics
 from oncofed.learning.registry import TASKS
 from oncofed.learning.torch_model import build_module, module_weights
-from oncofed.wire.spec import JobSpec, LocalTraining
+from oncofed.wire.spec import JobSpec, LocalTraining, ModelSpec
 from oncofed.wire.tensors import Weights
 
 
@@ -100,7 +100,12 @@ def train(
 
 def predict(spec: JobSpec, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """Logits (binary models) or log relative risks (survival models)."""
-    module = build_module(spec.model, x.shape[1], weights)
+    return scores(spec.model, weights, x)
+
+
+def scores(model: ModelSpec, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """``model``'s outputs for the design ``x``: logits or log relative risks."""
+    module = build_module(model, x.shape[1], weights)
     module.eval()
     with torch.no_grad():
         return module(torch.from_numpy(x)).numpy().astype(np.float64)

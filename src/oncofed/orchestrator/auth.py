@@ -7,7 +7,7 @@ import secrets
 
 
 def new_token(prefix: str) -> str:
-    """A 256-bit random token with a readable prefix (``ofadm_``, ``ofres_``, ``ofenr_``...)."""
+    """A 256-bit random token with a readable prefix (``ofop_``, ``ofres_``, ``ofenr_``...)."""
     return f"{prefix}_{secrets.token_urlsafe(32)}"
 
 

@@ -98,6 +98,8 @@ class Site(Base):
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     identity_key: Mapped[str | None] = mapped_column(String(64))  # Ed25519 public key, hex
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # its credential's
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # no tasks, no polls
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # gone from listings
 
 
 class Job(Base):
@@ -108,7 +110,7 @@ class Job(Base):
     project_id: Mapped[int | None] = mapped_column(ForeignKey("project.id"), index=True)
     spec_json: Mapped[str] = mapped_column(Text)
     sites_json: Mapped[str] = mapped_column(Text)  # participating site names, in order
-    status: Mapped[str] = mapped_column(String(16), default="running")
+    status: Mapped[str] = mapped_column(String(16), default="running")  # see wire JobStatus
     error: Mapped[str | None] = mapped_column(Text)
     scaling_json: Mapped[str | None] = mapped_column(Text)
     pooled_json: Mapped[str | None] = mapped_column(Text)  # the stats round's pooled totals

@@ -123,6 +123,8 @@ def _role(*roles: str) -> Callable[[Caller], Awaitable[Caller]]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
+"""For routes whose work runs in transactions of its own (the coordinator's)."""
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 """Committed before the response leaves (FastAPI's default ends it after the response)."""
 CoordinatorDep = Annotated[Coordinator, Depends(get_coordinator)]

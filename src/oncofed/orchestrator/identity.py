@@ -3,6 +3,7 @@ enrolment, authentication, revocation."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import datetime, timedelta
@@ -13,11 +14,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from oncofed.orchestrator.auth import new_token, token_hash
-from oncofed.orchestrator.db import AccessToken, Principal, Site, utcnow
-from oncofed.orchestrator.errors import BadRequest, Conflict, NotFound, Unauthorized
+from oncofed.orchestrator.db import AccessToken, Job, Principal, Round, Site, Task, utcnow
+from oncofed.orchestrator.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from oncofed.orchestrator.secure import PROGRESS
 from oncofed.privacy.secagg.identity import fingerprint
 from oncofed.wire.access import PrincipalPublic, Role, TokenCreated, TokenPublic
-from oncofed.wire.messages import EnrolResponse, SiteCreated, SitePublic
+from oncofed.wire.messages import SITE_NAME, EnrolResponse, SiteCreated, SitePublic
 
 ROLES: tuple[Role, ...] = get_args(Role)
 PREFIX: dict[str, str] = {"operator": "ofop", "researcher": "ofres", "site_admin": "ofsad"}
@@ -148,7 +150,7 @@ def _token_public(row: AccessToken, now: datetime) -> TokenPublic:
 
 
 def _site(session: Session, name: str) -> Site:
-    site = session.scalar(select(Site).where(Site.name == name))
+    site = session.scalar(select(Site).where(Site.name == name, Site.removed_at.is_(None)))
     if site is None:
         raise NotFound(f"no site {name!r}")
     return site
@@ -156,6 +158,11 @@ def _site(session: Session, name: str) -> Site:
 
 def create_site(session: Session, name: str) -> SiteCreated:
     """Register a site and return its one-time enrolment token."""
+    if re.fullmatch(SITE_NAME, name) is None:
+        raise BadRequest(
+            f"site name {name!r} is not valid: use 1 to 63 lower-case letters, digits, '-' "
+            "and '_', starting with a letter or a digit (e.g. hospital-a)"
+        )
     token = new_token("ofenr")
     session.add(Site(name=name, enrolment_hash=token_hash(token)))
     _flush_unique(session, f"a site named {name!r} exists already")
@@ -206,11 +213,51 @@ def revoke_site(session: Session, name: str) -> Site:
     return site
 
 
+def set_disabled(session: Session, name: str, disabled: bool) -> Site:
+    """Disable a site (it gets no task and every request of its edge is refused, until it is
+    enabled again) or enable it. Doing either twice changes nothing."""
+    site = _site(session, name)
+    if not disabled:
+        site.disabled_at = None
+    elif site.disabled_at is None:
+        site.disabled_at = utcnow()
+    return site
+
+
+def remove_site(session: Session, name: str) -> Site:
+    """Remove a site: it leaves the listings and its credential and enrolment token stop
+    working (its certificates are revoked by the caller, ``pki``); its past contributions stay
+    in the record, and its name stays taken. ``Conflict`` naming the job while it has a task
+    in an open round of a running job."""
+    site = _site(session, name)
+    running = session.execute(
+        select(Job.id, Job.name)
+        .join(Round, Round.job_id == Job.id)
+        .join(Task, Task.round_id == Round.id)
+        .where(Task.site_id == site.id, Round.status == "open", Job.status == "running")
+        .where(Task.status.in_(PROGRESS))
+        .limit(1)
+    ).first()
+    if running is not None:
+        raise Conflict(
+            f"site {name!r} has a running task in job {running.name} ({running.id}): cancel "
+            "the job, or disable the site and wait for the round to close, then remove it"
+        )
+    revoke_site(session, name)
+    site.removed_at = utcnow()
+    return site
+
+
 def site_for(session: Session, credential: str) -> Site:
-    """The site holding ``credential``."""
+    """The site holding ``credential``; ``Forbidden`` while the operator has disabled it."""
     site = session.scalar(select(Site).where(Site.credential_hash == token_hash(credential)))
     if site is None:
         raise Unauthorized("unknown site credential")
+    if site.disabled_at is not None:
+        raise Forbidden(
+            f"site {site.name!r} was disabled by the operator at "
+            f"{site.disabled_at:%Y-%m-%d %H:%M} UTC: no tasks until it is enabled"
+        )
     return site
 
 
@@ -253,8 +300,8 @@ class Sightings:
 class Credentials:
     """Site credentials already verified, by their hash: a site's request reads no database.
     The tick re-reads them all in one query (``recheck``), so a credential that no longer
-    names a site stops working within a tick; one not rechecked for ``ttl`` seconds (the tick
-    stalled) is verified again by the request that presents it."""
+    names a site (or names a disabled one) stops working within a tick; one not rechecked for
+    ``ttl`` seconds (the tick stalled) is verified again by the request that presents it."""
 
     CHUNK = 900  # hashes per query, under SQLite's bound parameters
 
@@ -289,7 +336,7 @@ class Credentials:
             for start in range(0, len(keys), self.CHUNK):
                 chunk = keys[start : start + self.CHUNK]
                 found = select(Site.credential_hash, Site.id, Site.name).where(
-                    Site.credential_hash.in_(chunk)
+                    Site.credential_hash.in_(chunk), Site.disabled_at.is_(None)
                 )
                 valid.update((str(h), (i, n)) for h, i, n in session.execute(found))
         with self._lock:
@@ -310,17 +357,21 @@ def list_sites(session: Session, window: timedelta) -> list[SitePublic]:
             name=site.name,
             enrolled=site.credential_hash is not None,
             last_seen=site.last_seen_at,
-            connected=_recent(site.last_seen_at, now, window),
+            connected=recent(site.last_seen_at, now, window),
             key_fingerprint=fingerprint(bytes.fromhex(site.identity_key))
             if site.identity_key
             else None,
             revoked=site.revoked_at,
+            disabled=site.disabled_at,
         )
-        for site in session.scalars(select(Site).order_by(Site.name))
+        for site in session.scalars(
+            select(Site).where(Site.removed_at.is_(None)).order_by(Site.name)
+        )
     ]
 
 
-def _recent(seen: datetime | None, now: datetime, window: timedelta) -> bool:
+def recent(seen: datetime | None, now: datetime, window: timedelta) -> bool:
+    """Whether a site last ``seen`` then was seen within ``window`` of ``now``."""
     return seen is not None and now - seen <= window
 
 

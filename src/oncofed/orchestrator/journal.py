@@ -22,6 +22,7 @@ from oncofed.wire.spec import JobSpec
 ORCHESTRATOR = "orchestrator"
 """The actor of what the orchestrator does by itself (closing rounds, ending jobs)."""
 _ENDED = "oncofed.audit.ended"  # Session.info key: ids of the jobs that ended in it
+_BY = "oncofed.audit.ended_by"  # Session.info key: job id -> who ended it, when not us
 
 
 @event.listens_for(Job.status, "set")
@@ -47,10 +48,17 @@ def submitted(session: Session, job: Job, spec: JobSpec | AnalysisSpec, sites: l
     )
 
 
+def ended_by(session: Session, job: Job, who: str) -> None:
+    """Name ``who`` (``researcher:rita``) as the actor of the job's end in this transaction
+    (a cancellation), instead of the orchestrator."""
+    session.info.setdefault(_BY, {})[job.id] = who
+
+
 def closed(session: Session, round_ids: Iterable[int]) -> None:
     """One entry per round closed in this transaction, then one per job that ended in it."""
     ids = sorted(round_ids)
     ended: set[str] = session.info.pop(_ENDED, set())
+    by: dict[str, str] = session.info.pop(_BY, {})
     if not ids and not ended:
         return
     session.flush()  # the tasks' final statuses
@@ -89,7 +97,7 @@ def closed(session: Session, round_ids: Iterable[int]) -> None:
         AUDIT.record(
             session,
             f"job.{job.status}",
-            actor=ORCHESTRATOR,
+            actor=by.get(job.id, ORCHESTRATOR),
             project=_project(job),
             user=user,
             detail=detail,

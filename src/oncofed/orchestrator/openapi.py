@@ -96,13 +96,20 @@ ROUTE_STATUSES: dict[tuple[str, str], dict[int, str]] = {
     ("POST", f"{API_PREFIX}/sites/{{name}}/revoke"): {
         404: "No such site (or no consortium CA to list its certificates as revoked).",
     },
+    ("POST", f"{API_PREFIX}/sites/{{name}}/disable"): {404: "No such site."},
+    ("POST", f"{API_PREFIX}/sites/{{name}}/enable"): {404: "No such site."},
+    ("DELETE", f"{API_PREFIX}/sites/{{name}}"): {
+        404: "No such site (or no consortium CA to list its certificates as revoked).",
+        409: "The site has a task in an open round of a running job (the job is named).",
+    },
     ("GET", f"{API_PREFIX}/sites/{{name}}/profiles"): {
         403: "A site admin reads their own site's record only.",
         404: "No such site.",
     },
     ("POST", f"{API_PREFIX}/jobs"): {
         400: "The job names no project, falls outside its project's scope, or cannot run at "
-        "its sites (their number, its model's size, secure aggregation).",
+        "its sites (their number, its model's size, secure aggregation, a listed site "
+        "disabled).",
         403: "The job would go beyond one of the researcher's quotas.",
         404: "No such project among the caller's.",
         409: "No enrolled site has approved the project yet.",
@@ -122,6 +129,10 @@ ROUTE_STATUSES: dict[tuple[str, str], dict[int, str]] = {
         409: "The decision is about another scope than the project's.",
     },
     ("GET", f"{API_PREFIX}/jobs/{{job_id}}"): {404: "No such job visible to the caller."},
+    ("POST", f"{API_PREFIX}/jobs/{{job_id}}/cancel"): {
+        404: "No such job visible to the caller.",
+        409: "The job has ended already (completed, failed or cancelled).",
+    },
     ("GET", f"{API_PREFIX}/jobs/{{job_id}}/model"): {
         403: "Site admins get no models.",
         404: "No such job visible to the caller.",
@@ -152,6 +163,8 @@ _DERIVED = {
     403: "The caller's role may not do this.",
     422: "The request does not validate: each error's type, location and message.",
 }
+DISABLED = "The site was disabled by the operator (until it is enabled)."
+"""The 403 of every route a site calls (``identity.site_for``)."""
 PROBLEM: Document = {
     "title": "Problem",
     "type": "object",
@@ -225,6 +238,8 @@ def derived(route: APIRoute | RouteContext) -> dict[int, str]:
         statuses[401] = _DERIVED[401]
     if calls & ROLES:
         statuses[403] = _DERIVED[403]
+    if deps.current_site in calls:
+        statuses[403] = DISABLED
     if _reads_body(route.dependant):
         statuses[400] = _DERIVED[400]
     if _parses(route.dependant):

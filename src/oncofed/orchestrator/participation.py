@@ -92,6 +92,10 @@ def _by_site(rounds: list[Round]) -> defaultdict[str, list[Task]]:
     return tasks
 
 
+_ENDED = {"failed": "failed", "cancelled": "was cancelled"}
+"""How a job that ended before a site answered its round ended, by its status."""
+
+
 def site_status(
     spec: JobSpec | AnalysisSpec, report: AnalysisReport | None, tasks: list[Task]
 ) -> SiteStatus:
@@ -109,7 +113,7 @@ def site_status(
             phase = f", secure: {rnd.phase}" if rnd.phase else ""
             reason = f"round {rnd.number} ({rnd.kind}{phase}) not answered yet"
             return SiteStatus(state=SiteState.WAITING, reason=reason, round=rnd.number)
-        ended = "failed" if rnd.job.status == "failed" else "moved on"
+        ended = _ENDED.get(rnd.job.status, "moved on")
         reason = f"its round ended before it answered (the job {ended})"
         return SiteStatus(state=SiteState.FAILED, reason=reason, round=rnd.number)
     status = _trained(tasks) if isinstance(spec, JobSpec) else _analysed(spec, report, last)

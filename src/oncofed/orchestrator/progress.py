@@ -13,13 +13,14 @@ from datetime import timedelta
 from functools import lru_cache
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from oncofed.learning.data import standardization
 from oncofed.learning.strategies import build_strategy
 from oncofed.orchestrator.blobs import BlobStore
-from oncofed.orchestrator.db import Job, Round, Task, utcnow
-from oncofed.orchestrator.errors import BadRequest
+from oncofed.orchestrator.db import Job, Round, Site, Task, utcnow
+from oncofed.orchestrator.errors import BadRequest, Conflict
 from oncofed.wire.analysis import REPORTS, SPECS, AnalysisSpec
 from oncofed.wire.messages import Standardization, StatsResult, TaskAssignment
 from oncofed.wire.spec import JobSpec
@@ -86,6 +87,20 @@ class Effects:
 
 LEFT = ("declined", "failed")
 """Statuses of a site's task that leave it out of the job's later rounds."""
+WITHDRAWN = "cancelled"
+"""The status of a task whose job was cancelled before its site answered."""
+
+
+def check_not_withdrawn(task: Task) -> None:
+    """``Conflict`` naming why, for a task its job's cancellation withdrew."""
+    if task.status == WITHDRAWN:
+        raise Conflict(f"task {task.id} was withdrawn: {task.detail}")
+
+
+def _out_of_service(session: Session) -> set[int]:
+    """The sites the operator disabled or removed: new rounds give them no task."""
+    query = select(Site.id).where(Site.disabled_at.is_not(None) | Site.removed_at.is_not(None))
+    return set(session.scalars(query))
 
 
 def statuses(tasks: Iterable[Task], shown: int = 10) -> str:
@@ -121,6 +136,8 @@ class Progress:
     ) -> Round:
         spec = parse_spec(job.spec_json)
         deadline = utcnow() + timedelta(seconds=spec.round_timeout_s)
+        out = _out_of_service(session)
+        site_ids = [site_id for site_id in site_ids if site_id not in out]
         tasks = [Task(id=uuid.uuid4().hex, site_id=site_id) for site_id in site_ids]
         rnd = Round(
             job=job,

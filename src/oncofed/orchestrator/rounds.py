@@ -19,6 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Collection, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -32,7 +33,7 @@ from oncofed.learning.aggregate import WeightedMean
 from oncofed.learning.data import holdout_size, pooled_stats
 from oncofed.learning.registry import initial_weights, parameter_count, parameter_shapes
 from oncofed.learning.strategies import build_strategy
-from oncofed.orchestrator import journal, updates
+from oncofed.orchestrator import identity, journal, updates
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.combine import Combiner, Pending
 from oncofed.orchestrator.db import Job, Round, Site, Task, utcnow
@@ -53,8 +54,10 @@ from oncofed.orchestrator.limits import (
 from oncofed.orchestrator.notifier import Notifier
 from oncofed.orchestrator.progress import (
     LEFT,
+    WITHDRAWN,
     Effects,
     Progress,
+    check_not_withdrawn,
     end,
     parse_spec,
     pooled,
@@ -102,9 +105,16 @@ class Submission(NamedTuple):
 
 
 OPEN_TASK = ("pending", "delivered")
+UNANSWERED = tuple(dict.fromkeys(s for statuses in WAITING.values() for s in statuses))
+"""A task's statuses while its site still has to answer (plainly, or in a secure phase)."""
 BATCH_THREADS = 16
 """Jobs whose answers are recorded at the same time (and task deliveries) at most."""
 MAX_PARAMETERS = 200_000_000
+
+
+def _seen(site: Site, within: timedelta | None) -> bool:
+    """Whether ``site`` was seen within ``within`` (any site, when no window is given)."""
+    return within is None or identity.recent(site.last_seen_at, utcnow(), within)
 
 
 def _params(params_json: str | None, site: str) -> AnalysisParams | None:
@@ -298,14 +308,18 @@ class Coordinator:
         owner_id: int,
         project_id: int | None = None,
         approved: Collection[str] | None = None,
+        seen_within: timedelta | None = None,
     ) -> JobCreated:
         """Store a job (a training job with its initial model) and its first round; publish
         the round's tasks. A job of a project goes only to ``approved``, the sites that
-        approved it (the API always gives a project; tests and benchmarks may not)."""
+        approved it (the API always gives a project; tests and benchmarks may not). Unless
+        its spec lists its sites, it goes only to those seen within ``seen_within`` (when
+        given): an offline site never holds a job; a listed one that was not seen is named in
+        the answer's ``unseen``."""
         model_sha = None if isinstance(spec, AnalysisSpec) else self._initial_model(spec)
 
         def work(session: Session, effects: Effects) -> JobCreated:
-            sites = self._resolve_sites(session, spec, approved)
+            sites = self._resolve_sites(session, spec, approved, seen_within)
             names = [s.name for s in sites]
             if spec.privacy.secure_aggregation:
                 check_secure(spec, sites)
@@ -333,7 +347,11 @@ class Coordinator:
                 )
             else:
                 self._progress.open_round(session, effects, job, 0, "stats", None, site_ids)
-            return JobCreated(id=job.id, name=job.name, sites=names)
+            window = seen_within.total_seconds() if seen_within is not None else None
+            unseen = [s.name for s in sites if not _seen(s, seen_within)]
+            return JobCreated(
+                id=job.id, name=job.name, sites=names, unseen=unseen, seen_window_s=window
+            )
 
         created = self._transact(None, work)
         log.info("job %s (%s) submitted for sites %s", created.id, spec.name, created.sites)
@@ -350,18 +368,33 @@ class Coordinator:
 
     @staticmethod
     def _resolve_sites(
-        session: Session, spec: JobSpec | AnalysisSpec, approved: Collection[str] | None
+        session: Session,
+        spec: JobSpec | AnalysisSpec,
+        approved: Collection[str] | None,
+        seen_within: timedelta | None,
     ) -> list[Site]:
         enrolled = {
             s.name: s
             for s in session.scalars(select(Site).where(Site.credential_hash.is_not(None)))
             if approved is None or s.name in approved
         }
-        names = spec.sites if spec.sites is not None else sorted(enrolled)
-        unknown = [n for n in names if n not in enrolled]
         among = "enrolled sites" if approved is None else f"sites that approved {spec.project}"
-        if unknown:
-            raise BadRequest(f"sites: {unknown} are not {among}")
+        if spec.sites is not None:
+            names = spec.sites
+            unknown = [n for n in names if n not in enrolled]
+            if unknown:
+                raise BadRequest(f"sites: {unknown} are not {among}")
+            disabled = [n for n in names if enrolled[n].disabled_at is not None]
+            if disabled:
+                raise BadRequest(f"sites: {disabled} are disabled by the operator")
+        else:  # the enabled ones seen lately: an offline site holds no job
+            names = [
+                name
+                for name, site in sorted(enrolled.items())
+                if site.disabled_at is None and _seen(site, seen_within)
+            ]
+            if seen_within is not None:
+                among = f"{among} seen in the last {seen_within.total_seconds():g} s"
         if len(names) < spec.min_sites:
             raise BadRequest(f"min_sites is {spec.min_sites} but only {len(names)} {among}")
         return [enrolled[n] for n in names]
@@ -508,6 +541,7 @@ class Coordinator:
         """The task if it can take a result of ``kind`` now, or the answer to give instead."""
         task = session.get(Task, task_id, options=_TASK_IN_ROUND)
         assert task is not None  # _job_of found it
+        check_not_withdrawn(task)
         if task.status == "accepted":
             if sha is not None and task.result_sha == sha:
                 return ResultAck(task_id=task_id, status="duplicate", detail="already accepted")
@@ -677,6 +711,51 @@ class Coordinator:
             return ResultAck(task_id=task_id, status="declined", detail=reason)
 
         return self._alone(site_id, job_id, work)
+
+    def cancel(self, job_id: str, by: str) -> None:
+        """Cancel a running job for ``by`` (``researcher:rita``): its open rounds close, their
+        unanswered tasks are withdrawn (a site asking gets none; one posting an answer is told
+        why), the updates they hold are deleted, and the job ends ``cancelled``. ``Conflict``
+        when it has ended already."""
+
+        def work(session: Session, effects: Effects) -> None:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"no job {job_id}")
+            if job.status != "running":
+                raise Conflict(
+                    f"job {job_id} has ended ({job.status}): only a running job is cancelled"
+                )
+            why = f"job {job_id} was cancelled by {by}"
+            for rnd in job.rounds:
+                if rnd.status != "open":
+                    continue
+                if rnd.phase is not None or rnd.kind == "train":  # its answers' blobs
+                    effects.delete.update(t.result_sha for t in rnd.tasks if t.result_sha)
+                for task in rnd.tasks:
+                    if task.status in UNANSWERED:
+                        self._finish(task, WITHDRAWN, detail=why)
+                rnd.status, rnd.closed_at = "closed", utcnow()
+                effects.drop_sums.add(rnd.id)
+            journal.ended_by(session, job, by)
+            end(job, "cancelled", why)
+
+        self._transact(job_id, work)
+        log.info("job %s cancelled by %s", job_id, by)
+
+    def withdraw_site(self, site_id: int, reason: str) -> None:
+        """Take a site out of every round waiting for it (the operator disabled it): each of
+        its unanswered tasks fails with ``reason``, so no round waits for it, and the job goes
+        on without it."""
+        with self._sessions() as session:
+            waiting = session.scalars(
+                select(Task.id)
+                .join(Round, Task.round_id == Round.id)
+                .where(Task.site_id == site_id, Round.status == "open", _WAITING)
+            ).all()
+        for task_id in waiting:
+            with contextlib.suppress(Conflict):  # answered or closed meanwhile
+                self.decline(site_id, task_id, reason, failed=True)
 
     def secure_post(
         self, site_id: int, task_id: str, message: KeyAdvert | ShareBundle | UnmaskShares

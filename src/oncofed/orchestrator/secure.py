@@ -51,6 +51,7 @@ from oncofed.orchestrator.progress import (
     Averages,
     Effects,
     Progress,
+    check_not_withdrawn,
     end,
     parse_spec,
     statuses,
@@ -229,6 +230,7 @@ class SecureRounds:
         posted in this phase already (a retry after a lost answer); ``Conflict`` otherwise."""
         if task.status in PROGRESS and PROGRESS.index(task.status) >= PROGRESS.index(POSTED[phase]):
             return ResultAck(task_id=task.id, status="duplicate", detail=f"{phase} already in")
+        check_not_withdrawn(task)
         if task.round.status != "open" or task.round.phase != phase:
             raise Conflict(
                 f"task {task.id}: the round is not in its {phase!r} phase "

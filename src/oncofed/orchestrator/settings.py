@@ -21,8 +21,16 @@ class Settings(BaseSettings):
     home: Path = Field(description="State directory: database (SQLite default) and blobs.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; SQLite in home if unset.")
     long_poll_seconds: float = Field(25.0, gt=0, le=120)
+    """Longest an edge's request for its next task waits for one."""
     connected_window_seconds: float = Field(60.0, gt=0, description="Seen within: connected.")
+    site_seen_window_s: float = Field(
+        600.0,
+        gt=0,
+        description="A job that lists no sites goes to the approving sites seen within this "
+        "many seconds: an offline site never holds it (one a spec lists is warned of).",
+    )
     max_upload_bytes: int = Field(4 << 30, gt=0)
+    """Largest body an edge may post: a model update, masked input or result."""
     tick_seconds: float = Field(1.0, gt=0, description="How often round deadlines are checked.")
     beat_seconds: float = Field(
         1.0, gt=0, le=60, description="How often the orchestrator records that it is up."
@@ -50,6 +58,7 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds in which that many failures are allowed again."
     )
     max_running_jobs_per_researcher: int = Field(10, ge=1)
+    """Jobs a researcher may have running at once (not the operator)."""
     max_model_parameters: int = Field(
         20_000_000, ge=1, description="Largest model a job may train (whoever submits it)."
     )

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from oncofed.learning.metrics import weighted_mean
 from oncofed.orchestrator.db import Job, Round, Task
 from oncofed.orchestrator.participation import participation
-from oncofed.orchestrator.progress import parse_spec
+from oncofed.orchestrator.progress import parse_spec, scaling
 from oncofed.wire.analysis import REPORTS, AnalysisReport, AnalysisResult
 from oncofed.wire.messages import (
     EvaluateResult,
@@ -151,6 +151,7 @@ def job_public(job: Job) -> JobPublic:
         model_sha256=job.model_sha,
         report=report,
         participation=_participation(job, report),
+        standardization=scaling(job.scaling_json),
     )
 
 

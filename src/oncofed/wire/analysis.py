@@ -87,7 +87,9 @@ class CountsAnalysis(_Strict):
 
     type: Literal["counts"] = "counts"
     rows: Categorical
+    """A categorical variable (or a ``treatment.TYPE`` flag): one row per level."""
     columns: Categorical | None = None
+    """Another one to cross-tabulate by: one column per level."""
 
     @model_validator(mode="after")
     def _two_variables(self) -> CountsAnalysis:
@@ -103,10 +105,13 @@ class SummaryAnalysis(_Strict):
 
     type: Literal["summary"] = "summary"
     variable: Numeric
+    """A numeric variable of the data model."""
     bins: list[Finite] = Field(min_length=2, max_length=MAX_EDGES)
+    """The histogram's increasing bin edges, the same at every site."""
     quantiles: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
         default_factory=lambda: [0.25, 0.5, 0.75]
     )
+    """The quantiles estimated from the histogram, each once."""
 
     @field_validator("bins")
     @classmethod
@@ -129,10 +134,15 @@ class KaplanMeierAnalysis(_Strict):
 
     type: Literal["kaplan_meier"] = "kaplan_meier"
     outcome: SurvivalOutcome
+    """The survival endpoint (its ``type`` may be left out)."""
     group: Categorical | None = None
+    """A categorical variable: one curve per level, and a log-rank test."""
     grid_days: GridDays = 30
+    """Width of the time grid's bins, in days."""
     horizon_days: Horizon = 7305
+    """Days of follow-up counted: a later time is censored at it."""
     confidence: Confidence = 0.95
+    """Level of the confidence intervals."""
 
     @property
     def grid_bins(self) -> int:
@@ -147,13 +157,21 @@ class CoxAnalysis(_Strict):
 
     type: Literal["cox"] = "cox"
     outcome: SurvivalOutcome
+    """The survival endpoint (its ``type`` may be left out)."""
     covariates: list[Feature] = Field(min_length=1, max_length=100)
+    """The model's covariates, written like a training job's features."""
     stratified: bool = True
+    """Stratify by site; ``false``: one baseline hazard, from risk sets on the grid."""
     grid_days: GridDays = 1
+    """The unstratified model's risk-set grid, in days (1 when stratified)."""
     horizon_days: Horizon = 7305
+    """Days of follow-up counted: a later time is censored at it."""
     max_iterations: Annotated[int, Field(ge=1, le=200)] = 50
+    """Newton iterations at most."""
     tolerance: Annotated[float, Field(gt=0.0, le=1e-2)] = 1e-9
+    """Converged when no coefficient moves by this much in an iteration."""
     confidence: Confidence = 0.95
+    """Level of the confidence intervals."""
 
     @model_validator(mode="after")
     def _grid_for_unstratified(self) -> CoxAnalysis:
@@ -172,10 +190,15 @@ class LogisticAnalysis(_Strict):
 
     type: Literal["logistic"] = "logistic"
     outcome: BinaryOutcome
+    """The binary outcome (its ``type`` may be left out)."""
     covariates: list[Feature] = Field(min_length=1, max_length=100)
+    """The model's covariates, written like a training job's features."""
     max_iterations: Annotated[int, Field(ge=1, le=200)] = 50
+    """Newton iterations at most."""
     tolerance: Annotated[float, Field(gt=0.0, le=1e-2)] = 1e-9
+    """Converged when no coefficient moves by this much in an iteration."""
     confidence: Confidence = 0.95
+    """Level of the confidence intervals."""
 
 
 Analysis = Annotated[
@@ -230,17 +253,25 @@ class AnalysisSpec(_Strict):
     """A federated analysis job: which patients, which analysis, at which sites."""
 
     kind: Literal["analysis"] = "analysis"
+    """Required: a spec without ``kind`` is a training job."""
     name: Name
+    """The job's name, shown in listings and reports."""
     project: Name | None = Field(
         None, description="The project the job belongs to: it runs where the project is approved."
     )
     dataset: Name
+    """The dataset to use; each site runs the job on the dataset it approved the project with."""
     cohort: CohortFilter = Field(default_factory=CohortFilter)
+    """Which patients: every condition given must hold (all patients when empty)."""
     analysis: Analysis
+    """The analysis to run."""
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+    """Secure aggregation and differential privacy."""
     sites: list[Name] | None = Field(default=None, description="Sites to use; all when omitted.")
     min_sites: Annotated[int, Field(ge=1)] = 1
+    """A job is refused when fewer sites can take part, and fails when fewer answer a round."""
     round_timeout_s: Annotated[float, Field(gt=0.0, le=7 * 86400)] = 600.0
+    """Seconds a round waits for the sites; one that misses it is left out of the round."""
 
     @model_validator(mode="after")
     def _sites(self) -> AnalysisSpec:

@@ -178,6 +178,12 @@ class ResultAck(Message):
 # -- sites -------------------------------------------------------------------------------
 
 
+SITE_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""A site's name: lower-case letters, digits, ``-`` and ``_``, starting with a letter or a
+digit, at most 63 characters (it appears in logs, paths and certificates)."""
+SiteName = Annotated[str, Field(pattern=SITE_NAME)]
+
+
 class SiteCreated(Message):
     name: str
     enrolment_token: str
@@ -192,6 +198,9 @@ class SitePublic(Message):
         None, description="Its identity key's fingerprint, for its peers' admins to compare."
     )
     revoked: datetime | None = Field(None, description="When the operator revoked it, if so.")
+    disabled: datetime | None = Field(
+        None, description="When the operator disabled it, if so: it gets no tasks meanwhile."
+    )
 
 
 # -- jobs --------------------------------------------------------------------------------
@@ -315,10 +324,14 @@ class Participation(Message):
     )
 
 
+JobStatus = Literal["running", "completed", "failed", "cancelled"]
+"""A job runs, then ends completed, failed or cancelled, for good."""
+
+
 class JobPublic(Message):
     id: str
     name: str
-    status: Literal["running", "completed", "failed"]
+    status: JobStatus
     error: str | None
     spec: AnySpec
     created_at: datetime
@@ -328,6 +341,11 @@ class JobPublic(Message):
     model_sha256: Sha256 | None
     report: AnalysisReport | None = None
     participation: Participation = Field(default_factory=Participation)
+    standardization: Standardization | None = Field(
+        None,
+        description="Training: the pooled mean and standard deviation of each numeric feature "
+        "(the statistics round's), which scale the model's inputs; None before that round.",
+    )
 
     @property
     def primary_metric(self) -> str:
@@ -356,6 +374,14 @@ class JobCreated(Message):
     id: str
     name: str
     sites: list[str]
+    unseen: list[str] = Field(
+        default_factory=list,
+        description="Sites the spec lists that were not seen within the orchestrator's "
+        "window (or never): each round waits for them until its deadline.",
+    )
+    seen_window_s: float | None = Field(
+        None, description="The orchestrator's window: a site seen within it is online."
+    )
 
 
 class ErrorBody(Message):

@@ -58,10 +58,13 @@ class Feature(_Strict):
     the spec lists some of them; the first level is the reference and gets no column)."""
 
     name: Annotated[str, Field(min_length=1, max_length=96)]
+    """A variable of the data model: a field, ``biomarker.NAME.value`` or ``treatment.TYPE``."""
     transform: Literal["none", "log1p"] = "none"
+    """``log1p``: the model sees log(1 + value) (numeric variables only)."""
     levels: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
         default=None, min_length=2
     )
+    """A categorical variable's levels, the first the reference (default: all of them)."""
 
     @property
     def width(self) -> int:
@@ -107,7 +110,10 @@ class SurvivalOutcome(_Strict):
 
     type: Literal["survival"] = "survival"
     time: Literal["os_days", "rfs_days", "dmfs_days"]
+    """Days from the time origin to the event or censoring: overall, recurrence-free or distant
+    metastasis-free survival."""
     event: Literal["os_event", "rfs_event", "dmfs_event"]
+    """1 for the event, 0 for censored; the same endpoint as ``time``."""
 
     @model_validator(mode="after")
     def _same_endpoint(self) -> SurvivalOutcome:
@@ -125,9 +131,13 @@ class BinaryOutcome(_Strict):
 
     type: Literal["binary"] = "binary"
     label: Annotated[str, AfterValidator(_label)] | None = None
+    """A 0/1 field of the data model to predict."""
     time: Literal["os_days", "rfs_days", "dmfs_days"] | None = None
+    """With ``event`` and ``horizon_days``: the survival time the label is derived from."""
     event: Literal["os_event", "rfs_event", "dmfs_event"] | None = None
+    """The event of the same endpoint as ``time``."""
     horizon_days: Annotated[float, Field(gt=0)] | None = None
+    """Days within which the event makes the label 1."""
 
     @model_validator(mode="after")
     def _one_definition(self) -> BinaryOutcome:
@@ -162,7 +172,9 @@ class Range(_Strict):
     """Inclusive bounds; either may be left open."""
 
     min: float | None = None
+    """The lowest value kept."""
     max: float | None = None
+    """The highest value kept."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
@@ -180,9 +192,13 @@ class Condition(_Strict):
     model_config = ConfigDict(populate_by_name=True)
 
     field: VariableName
+    """Any variable of the data model."""
     in_: list[str] | None = Field(default=None, alias="in", min_length=1)
+    """A categorical variable's values kept."""
     min: float | None = None
+    """A numeric variable's lowest value kept."""
     max: float | None = None
+    """A numeric variable's highest value kept."""
 
     @model_validator(mode="after")
     def _fits_the_variable(self) -> Condition:
@@ -213,9 +229,13 @@ class CohortFilter(_Strict):
         description="ICD-O-3 morphology, 8500/3, or 8500 (any behaviour).",
     )
     stage_group: Annotated[Codes, _one_of(STAGE_GROUPS)] | None = None
+    """Stage groups kept (the data model's ``stage_group`` codes)."""
     grade: Annotated[Codes, _one_of(GRADES)] | None = None
+    """Tumour grades kept (the data model's ``grade`` codes)."""
     sex: Annotated[Codes, _one_of(SEXES)] | None = None
+    """Sexes kept (the data model's ``sex`` codes)."""
     age: Range | None = None
+    """Age at diagnosis, in years."""
     biomarkers: dict[str, Annotated[Codes, _one_of(RESULTS)]] | None = Field(
         default=None, description="Biomarker name to the results accepted: {ER: [positive]}."
     )
@@ -226,7 +246,9 @@ class CohortFilter(_Strict):
         default=None, description="Treatment types no patient received."
     )
     time_origin: Literal[TIME_ORIGINS] | None = None  # type: ignore[valid-type]
+    """Only patients whose times count from this day 0."""
     where: list[Condition] = Field(default_factory=list)
+    """Conditions on any other variable; each must hold."""
 
     @model_validator(mode="before")
     @classmethod
@@ -304,24 +326,38 @@ class ModelSpec(_Strict):
 
     type: ModelType
     hidden: list[Annotated[int, Field(ge=1, le=16384)]] = Field(default_factory=lambda: [32])
+    """Widths of the hidden layers (``mlp``, ``cox_mlp``; the linear models have none)."""
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    """Probability of dropping each hidden unit in training."""
 
 
 class FedAvgSpec(_Strict):
+    """FedAvg: the next global model is the sample-weighted mean of the sites' models."""
+
     name: Literal["fedavg"] = "fedavg"
 
 
 class FedProxSpec(_Strict):
+    """FedProx: FedAvg, with a proximal term ``mu/2 ||w - w_global||^2`` in each site's loss that
+    keeps heterogeneous sites near the global model."""
+
     name: Literal["fedprox"] = "fedprox"
     mu: Annotated[float, Field(ge=0.0)] = 0.01
+    """Weight of the proximal term (0: FedAvg)."""
 
 
 class FedAdamSpec(_Strict):
+    """FedAdam: Adam at the orchestrator, stepping along the mean of the sites' updates."""
+
     name: Literal["fedadam"] = "fedadam"
     lr: Annotated[float, Field(gt=0.0)] = 0.01
+    """The orchestrator's learning rate."""
     beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    """Decay of the first moment (the mean of the updates)."""
     beta2: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.99
+    """Decay of the second moment (their square)."""
     tau: Annotated[float, Field(gt=0.0)] = 1e-3
+    """Added to the root of the second moment: the lower, the more adaptive."""
 
 
 class MedianSpec(_Strict):
@@ -336,6 +372,7 @@ class TrimmedMeanSpec(_Strict):
 
     name: Literal["trimmed_mean"] = "trimmed_mean"
     trim: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2
+    """Fraction of the highest, and of the lowest, values left out."""
 
 
 class KrumSpec(_Strict):
@@ -344,7 +381,9 @@ class KrumSpec(_Strict):
 
     name: Literal["krum"] = "krum"
     byzantine: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Sites that may send anything; ``min_sites`` must be at least 2 x this + 3."""
     multi: Annotated[int, Field(ge=1, le=10_000)] = 1
+    """Updates averaged (1: Krum), at most ``min_sites - byzantine``."""
 
 
 ROBUST_STRATEGIES = (MedianSpec, TrimmedMeanSpec, KrumSpec)
@@ -360,10 +399,15 @@ class LocalTraining(_Strict):
     """What each site does with the global model in one round."""
 
     epochs: Annotated[int, Field(ge=1, le=1000)] = 1
+    """Passes over the site's training rows in each round."""
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 64
+    """Rows per gradient step."""
     lr: Annotated[float, Field(gt=0.0, le=10.0)] = 0.01
+    """The sites' learning rate."""
     optimizer: Literal["sgd", "adam"] = "adam"
+    """The sites' optimizer."""
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    """L2 penalty of the sites' optimizer."""
     clip_norm: Annotated[float, Field(gt=0.0, le=1e6)] = 1.0
     """Largest L2 norm of a site's update (its model minus the global model it was sent); a
     longer update is scaled down to it. Sites always clip, and check that each global model
@@ -379,6 +423,7 @@ class Evaluation(_Strict):
     """Each site holds out this fraction of its rows, fixed for the whole job."""
 
     holdout: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.25
+    """Fraction of each site's cohort held out (drawn with the job's ``seed``)."""
 
 
 class DifferentialPrivacy(_Strict):
@@ -438,24 +483,39 @@ class JobSpec(_Strict):
     """A federated training job: what to learn, from which columns, how, for how many rounds."""
 
     kind: Literal["train"] = "train"
+    """A training job: the kind of a spec that names none."""
     name: Name
+    """The job's name, shown in listings and reports."""
     project: Name | None = Field(
         None, description="The project the job belongs to: it runs where the project is approved."
     )
     dataset: Name
+    """The dataset to use; each site runs the job on the dataset it approved the project with."""
     cohort: CohortFilter = Field(default_factory=CohortFilter)
+    """Which patients: every condition given must hold (all patients when empty)."""
     features: list[Feature] = Field(min_length=1, max_length=10_000)
+    """The model's inputs, each variable once."""
     outcome: Outcome
+    """What the model predicts; it must fit ``model.type``."""
     model: ModelSpec
+    """The model type and its size."""
     strategy: StrategySpec = Field(default_factory=FedAvgSpec)
+    """How the orchestrator turns the sites' updates into the next global model."""
     rounds: Annotated[int, Field(ge=1, le=10_000)] = 10
+    """Training rounds (after a statistics round, before an evaluation round)."""
     local: LocalTraining = Field(default_factory=LocalTraining)
+    """Each site's training in a round."""
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    """The rows each site holds out to evaluate the model."""
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+    """Secure aggregation and differential privacy."""
     seed: Annotated[int, Field(ge=0, lt=2**31)] = 0
+    """Seeds the initial weights, each site's hold-out split and its training."""
     sites: list[Name] | None = Field(default=None, description="Sites to use; all when omitted.")
     min_sites: Annotated[int, Field(ge=1)] = 1
+    """A job is refused when fewer sites can take part, and fails when fewer answer a round."""
     round_timeout_s: Annotated[float, Field(gt=0.0, le=7 * 86400)] = 600.0
+    """Seconds a round waits for the sites; one that misses it is left out of the round."""
 
     @field_validator("features")
     @classmethod

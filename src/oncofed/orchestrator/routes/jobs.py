@@ -5,12 +5,13 @@ site was asked to take part in (and no model), the operator every job."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy import ColumnElement, exists, or_, select, true
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from oncofed.orchestrator import projects
 from oncofed.orchestrator.db import AUDIT, Job, Round, Task
@@ -20,6 +21,8 @@ from oncofed.orchestrator.deps import (
     CurrentPrincipal,
     CurrentResearcher,
     SessionDep,
+    SessionsDep,
+    SettingsDep,
 )
 from oncofed.orchestrator.errors import BadRequest, Conflict, Forbidden, NotFound
 from oncofed.orchestrator.quotas import QuotasDep
@@ -36,18 +39,24 @@ _LOAD = selectinload(Job.rounds).selectinload(Round.tasks).selectinload(Task.sit
 @router.post("", status_code=201)
 def submit(
     spec: AnySpec,
+    request: Request,
     caller: CurrentResearcher,
     session: SessionDep,
     coordinator: CoordinatorDep,
     quotas: QuotasDep,
+    settings: SettingsDep,
 ) -> JobCreated:
     """Submit a job in one of the caller's projects: it runs at the sites that approved the
-    project (those of ``spec.sites`` when given), if it is within the project's scope."""
+    project and were seen within ``site_seen_window_s`` (those of ``spec.sites`` when given,
+    seen or not: the answer names those that were not), if it is within the project's
+    scope."""
     if spec.project is None:
         raise BadRequest("a job names its project (`project:`): it runs where that is approved")
     project_id, approved = projects.for_job(session, spec.project, caller.id, caller.role, spec)
+    request.app.state.sightings.flush(request.app.state.sessions)  # up to this request
+    window = timedelta(seconds=settings.site_seen_window_s)
     with quotas.admit(spec, caller):
-        return coordinator.submit(spec, caller.id, project_id, approved)
+        return coordinator.submit(spec, caller.id, project_id, approved, window)
 
 
 @router.get("")
@@ -110,6 +119,20 @@ def get_model(
     )
 
 
+@router.post("/{job_id}/cancel")
+def cancel(
+    job_id: str, sessions: SessionsDep, caller: CurrentResearcher, coordinator: CoordinatorDep
+) -> JobPublic:
+    """Cancel a running job (the operator, or a researcher who may read it): its open tasks
+    are withdrawn, its rounds in progress abandoned, and it ends ``cancelled``; the audit log
+    names who cancelled it."""
+    with sessions() as session:
+        _job(session, job_id, caller)  # one the caller may not read is not there
+    coordinator.cancel(job_id, caller.actor)
+    with sessions() as session:
+        return job_public(_job(session, job_id, caller))
+
+
 def _visible(caller: Caller) -> ColumnElement[bool]:
     """The jobs ``caller`` may see."""
     if caller.role == "researcher":  # a member of its project (its owner, if it has none)
@@ -122,7 +145,7 @@ def _visible(caller: Caller) -> ColumnElement[bool]:
     return true()
 
 
-def _job(session: SessionDep, job_id: str, caller: Caller) -> Job:
+def _job(session: Session, job_id: str, caller: Caller) -> Job:
     """The job, when ``caller`` may see it: one they may not see is as absent as one that
     never was."""
     job = session.scalar(select(Job).options(_LOAD).where(Job.id == job_id, _visible(caller)))

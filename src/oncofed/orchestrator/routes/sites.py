@@ -1,5 +1,5 @@
 """Sites as the consortium sees them (with their data quality reports), and the operator's
-enrolment of new ones."""
+control of them: enrolment, revocation, disabling and enabling, removal."""
 
 from __future__ import annotations
 
@@ -8,15 +8,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Request
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from oncofed.audit import actor
 from oncofed.orchestrator import identity, pki, profiles
 from oncofed.orchestrator.db import AUDIT, Site
-from oncofed.orchestrator.deps import CurrentOperator, CurrentPrincipal, SessionDep, SettingsDep
+from oncofed.orchestrator.deps import (
+    CoordinatorDep,
+    CurrentOperator,
+    CurrentPrincipal,
+    SessionDep,
+    SessionsDep,
+    SettingsDep,
+)
 from oncofed.orchestrator.errors import Forbidden
-from oncofed.wire.messages import SiteCreated, SitePublic
+from oncofed.orchestrator.settings import Settings
+from oncofed.wire.messages import SiteCreated, SiteName, SitePublic
 from oncofed.wire.profile import DataProfile
-from oncofed.wire.spec import Name
 
 router = APIRouter(prefix="/sites", tags=["sites"])
 
@@ -31,7 +39,7 @@ def list_sites(
 
 @router.post("", status_code=201)
 def add_site(
-    name: Annotated[Name, Body(embed=True)], session: SessionDep, caller: CurrentOperator
+    name: Annotated[SiteName, Body(embed=True)], session: SessionDep, caller: CurrentOperator
 ) -> SiteCreated:
     AUDIT.record(session, "site.created", actor=actor(caller.role, caller.name), site=name)
     return identity.create_site(session, name)
@@ -50,7 +58,60 @@ def revoke_site(
         pki.revoke_certificates(session, settings.home, site, actor(caller.role, caller.name))
         site_id = site.id
     state.credentials.forget(site_id)
-    with state.sessions() as session:
+    return _public(state.sessions, settings, name)
+
+
+@router.post("/{name}/disable")
+def disable_site(
+    name: str,
+    request: Request,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    coordinator: CoordinatorDep,
+    caller: CurrentOperator,
+) -> SitePublic:
+    """Disable a site: its edge's requests are refused (it is told why) and it gets no task,
+    until it is enabled; the rounds waiting for it go on without it."""
+    with sessions.begin() as session:
+        site_id = identity.set_disabled(session, name, True).id
+        AUDIT.record(session, "site.disabled", actor=caller.actor, site=name)
+    request.app.state.credentials.forget(site_id)
+    coordinator.withdraw_site(site_id, f"the operator disabled site {name}")
+    return _public(sessions, settings, name)
+
+
+@router.post("/{name}/enable")
+def enable_site(
+    name: str, sessions: SessionsDep, settings: SettingsDep, caller: CurrentOperator
+) -> SitePublic:
+    """Enable a disabled site: its edge is served again, and new jobs may include it."""
+    with sessions.begin() as session:
+        identity.set_disabled(session, name, False)
+        AUDIT.record(session, "site.enabled", actor=caller.actor, site=name)
+    return _public(sessions, settings, name)
+
+
+@router.delete("/{name}", status_code=204)
+def remove_site(
+    name: str,
+    request: Request,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    caller: CurrentOperator,
+) -> None:
+    """Remove a site that has no running task: it leaves the listings and its credential and
+    certificates are revoked; its past contributions stay in the record."""
+    with sessions.begin() as session:
+        site = identity.remove_site(session, name)
+        pki.revoke_certificates(session, settings.home, site, caller.actor)
+        AUDIT.record(session, "site.removed", actor=caller.actor, site=name)
+        site_id = site.id
+    request.app.state.credentials.forget(site_id)
+
+
+def _public(sessions: sessionmaker[Session], settings: Settings, name: str) -> SitePublic:
+    """The site ``name`` as ``GET /sites`` lists it."""
+    with sessions() as session:
         window = timedelta(seconds=settings.connected_window_seconds)
         return next(s for s in identity.list_sites(session, window) if s.name == name)
 
