@@ -4,7 +4,12 @@ and the sites left out named under the plot."""
 
 from __future__ import annotations
 
+import io
+import math
+import warnings
+
 import numpy as np
+import pytest
 from matplotlib.container import ErrorbarContainer
 from matplotlib.text import Annotation, Text
 
@@ -91,3 +96,17 @@ def test_sites_left_out_are_named_under_the_plot() -> None:
     assert "not in the result: west (declined: too few patients)" in note
     assert "in the pooled fit, no estimates of their own: east (its own fit failed: " in note
     assert len(note) < 600  # a long reason is cut
+
+
+@pytest.mark.parametrize("change", [{"ratio_lower": 0.0}, {"ratio_upper": 1.6e308}])
+def test_a_bound_beyond_a_floats_range_is_drawn_clipped(change: dict[str, float]) -> None:
+    """An interval's bound that underflowed to 0 or is near a float's largest value (a
+    finite, valid report) is drawn clipped at the axis, with no error or warning."""
+    first = COX.terms[0].model_copy(update=change)
+    report = COX.model_copy(update={"terms": [first, *COX.terms[1:]]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure = forest_figure(report)
+        figure.savefig(io.BytesIO(), format="png")
+    low, high = figure.axes[0].get_xlim()
+    assert 0 < low < high < math.inf

@@ -213,7 +213,8 @@ def test_a_second_serve_refuses_and_a_new_one_starts_after_a_kill(state: State) 
             env={**os.environ, "COLUMNS": "80"},
         )
         assert refused.returncode == 1
-        assert "another orchestrator process" in refused.stderr
+        said = " ".join(refused.stderr.split())  # one message, wrapped at 80 columns
+        assert "is in use by another oncofed orchestrator serve" in said  # its directory lock
         assert "Traceback" not in refused.stderr
         first.kill()
     with serving(state.home, free_port()):

@@ -15,8 +15,12 @@ from oncofed.orchestrator import identity
 from oncofed.orchestrator.db import Site, utcnow
 from oncofed.orchestrator.errors import BadRequest
 from oncofed.wire.messages import JobCreated
-from tests.sites import job
+from tests.orchestrator.test_secure_rounds import analysis, four, stores
+from tests.sites import Site as Edge
+from tests.sites import drive, job
 from tests.support import State, auth, in_project, make_spec
+
+__all__ = ["four", "stores"]  # the fixtures, shared with the secure rounds' tests
 
 SQLITE = pytest.mark.parametrize("state", ["sqlite"], indirect=True)
 
@@ -109,3 +113,22 @@ def test_a_site_not_seen_within_the_window_holds_no_job_unless_listed(
     listed = submit(state, http, sites=["alpha", "beta"])
     assert listed.sites == ["alpha", "beta"]
     assert listed.unseen == ["beta"] and listed.seen_window_s == 600
+
+
+def test_a_site_disabled_after_posting_in_a_secure_phase_holds_no_round(
+    state: State, four: dict[str, Edge]
+) -> None:
+    """A site that posted its key advert, then is disabled while the others have not: the
+    round must not wait for it until its deadline. Four sites need all four key adverts
+    (threshold 4), so the round ends at once, saying why."""
+    counts = {"type": "counts", "rows": "grade"}
+    spec = analysis(counts, privacy={"secure_aggregation": True})
+    job_id = state.coordinator.submit(spec, state.admin_id).id
+    alpha = four["alpha"]
+    assert alpha.act()  # its key advert: the keys phase still waits for the others
+    state.coordinator.withdraw_site(alpha.id, "the operator disabled site alpha")
+    rest = {name: site for name, site in four.items() if name != "alpha"}
+    ended = drive(state, rest, job_id, limit=50)  # no deadline passes in 50 sweeps
+    assert ended.status == "failed"
+    assert "only 3 sites shared their keys and the threshold is 4" in (ended.error or "")
+    assert "alpha: failed (the operator disabled site alpha)" in (ended.error or "")

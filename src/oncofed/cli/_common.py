@@ -21,7 +21,7 @@ from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from oncofed import __version__
-from oncofed._files import private_dir, write_private
+from oncofed._files import LOCK_FILE, private_dir, write_private
 from oncofed._text import as_text, plain
 from oncofed.cdm.errors import CdmError
 from oncofed.client import Client, ClientError
@@ -65,7 +65,7 @@ def _made_by(init: str) -> Callable[[Path], Path]:
         if not home.is_dir():
             state = "is a file" if home.exists() else "does not exist"
             raise CommandError(f"{home} {state}: give the directory '{init}' made (--dir)")
-        if not any(home.iterdir()):
+        if not any(path.name != LOCK_FILE for path in home.iterdir()):
             raise CommandError(f"{home} is empty: run '{init} --dir {home}' first")
         return home
 
@@ -92,7 +92,7 @@ UrlOption = Annotated[
 ]
 RoleOption = Annotated[Role, typer.Option(help="What they may do.")]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
-LogLevelOption = Annotated[LogLevel, typer.Option(help="Log level.")]
+LogLevelOption = Annotated[LogLevel, typer.Option(help="Log level.", case_sensitive=False)]
 TokenOption = Annotated[
     str | None,
     typer.Option(

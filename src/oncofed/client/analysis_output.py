@@ -60,6 +60,8 @@ _HETEROGENEITY_COLUMNS = ["term", *list(Heterogeneity.model_fields)[1:]]
 _MARGIN = 1.02
 """The Kaplan-Meier plot's time axis runs this far beyond the curves' end, so that a last drop
 there is seen."""
+_RATIO_RANGE = (1e-200, 1e200)
+"""The widest ratio axis a forest plot draws."""
 _FOREST_KEY = (
     "◆ all sites pooled (bold rows); ● each site's own fit; arrow: interval beyond the axis"
 )
@@ -435,13 +437,13 @@ def _ratio_terms(terms: Sequence[Term]) -> list[Term]:
 def _ratio_limits(report: RegressionReport) -> tuple[float, float]:
     """The pooled intervals, 1 and the sites' estimates (no intercept's), these within a factor
     of 100 of the pooled intervals so that one site's wide interval leaves the pooled ones
-    readable."""
+    readable; held within [1e-200, 1e200] (a bound can underflow to 0 or pass a float's range)."""
     terms = _ratio_terms(report.terms)
     pooled = [1.0, *(r for t in terms for r in (t.ratio_lower, t.ratio_upper))]
-    low, high = min(pooled), max(pooled)
+    low, high = max(min(pooled), _RATIO_RANGE[0]), min(max(pooled), _RATIO_RANGE[1])
     own = [t.ratio for terms in report.sites.values() for t in _ratio_terms(terms)]
     shown = np.clip([low, high, *own], low / 100, high * 100)
-    return float(shown.min()) / 1.25, float(shown.max()) * 1.25
+    return float(shown.min()) / 1.25, min(float(shown.max()) * 1.25, _RATIO_RANGE[1])
 
 
 def histogram_figure(report: SummaryReport) -> Figure:

@@ -180,6 +180,7 @@ def enrol(
     site = session.scalar(select(Site).where(Site.enrolment_hash == token_hash(enrolment_token)))
     if site is None:
         raise Unauthorized("unknown or already used enrolment token")
+    _refuse_disabled(site)
     credential = new_token("ofsite")
     site.enrolment_hash = None
     site.credential_hash = token_hash(credential)
@@ -253,12 +254,17 @@ def site_for(session: Session, credential: str) -> Site:
     site = session.scalar(select(Site).where(Site.credential_hash == token_hash(credential)))
     if site is None:
         raise Unauthorized("unknown site credential")
+    _refuse_disabled(site)
+    return site
+
+
+def _refuse_disabled(site: Site) -> None:
+    """``Forbidden`` while the operator has disabled ``site``."""
     if site.disabled_at is not None:
         raise Forbidden(
             f"site {site.name!r} was disabled by the operator at "
             f"{site.disabled_at:%Y-%m-%d %H:%M} UTC: no tasks until it is enabled"
         )
-    return site
 
 
 def authenticate_site(session: Session, credential: str) -> Site:

@@ -689,16 +689,26 @@ class Coordinator:
         return Submission(site_id, job_id, Answer(task_id, work))
 
     def decline(
-        self, site_id: int, task_id: str, reason: str, *, failed: bool = False
+        self,
+        site_id: int,
+        task_id: str,
+        reason: str,
+        *,
+        failed: bool = False,
+        withdrawn: bool = False,
     ) -> ResultAck:
         """The site will not take part (its policy, its data), or ``failed`` (an error there);
-        either way it is left out of later rounds."""
-        status = "failed" if failed else "declined"
+        either way it is left out of later rounds. ``withdrawn``: the operator disabled it, so
+        it leaves a secure round even in a phase it has posted in."""
+        status = "failed" if failed or withdrawn else "declined"
         job_id = self._job_of(site_id, task_id)
 
         def work(session: Session, effects: Effects) -> ResultAck:
             found = session.get(Task, task_id, options=_TASK_IN_ROUND)
             assert found is not None  # _job_of found it
+            if found.round.phase is not None and withdrawn:
+                self._secure.withdraw(session, effects, found, reason)
+                return ResultAck(task_id=task_id, status="declined", detail=reason)
             if found.round.phase is not None:
                 self._secure.decline(session, effects, found, reason, status)
                 return ResultAck(task_id=task_id, status="declined", detail=reason)
@@ -751,11 +761,12 @@ class Coordinator:
             waiting = session.scalars(
                 select(Task.id)
                 .join(Round, Task.round_id == Round.id)
-                .where(Task.site_id == site_id, Round.status == "open", _WAITING)
+                .where(Task.site_id == site_id, Round.status == "open")
+                .where(Task.status.in_(UNANSWERED))
             ).all()
         for task_id in waiting:
             with contextlib.suppress(Conflict):  # answered or closed meanwhile
-                self.decline(site_id, task_id, reason, failed=True)
+                self.decline(site_id, task_id, reason, withdrawn=True)
 
     def secure_post(
         self, site_id: int, task_id: str, message: KeyAdvert | ShareBundle | UnmaskShares

@@ -276,6 +276,17 @@ class SecureRounds:
         log.info("site %s %s task %s: %s", task.site.name, status, task.id, reason)
         self.advance(session, effects, rnd)
 
+    def withdraw(self, session: Session, effects: Effects, task: Task, reason: str) -> None:
+        """The operator disabled the task's site: it leaves the round in whatever phase, one it
+        has posted in too (the others' shares unmask what it sent), so no phase waits for it."""
+        rnd = task.round
+        unanswered = {status for statuses in WAITING.values() for status in statuses}
+        if rnd.status != "open" or rnd.phase is None or task.status not in unanswered:
+            raise Conflict(f"task {task.id} is {task.status}; there is nothing to withdraw")
+        _drop(task, "failed", reason)
+        log.info("site %s withdrawn from task %s: %s", task.site.name, task.id, reason)
+        self.advance(session, effects, rnd)
+
     def expire(self, session: Session, effects: Effects, rnd: Round) -> None:
         """The phase's deadline passed: its sites that have not posted are dropped."""
         assert rnd.phase is not None

@@ -23,6 +23,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # 0010 knows no cancelled job or task: they read as failed there
+    op.execute("UPDATE job SET status = 'failed' WHERE status = 'cancelled'")
+    op.execute("UPDATE task SET status = 'failed' WHERE status = 'cancelled'")
     with op.batch_alter_table("site") as batch:
         batch.drop_column("removed_at")
         batch.drop_column("disabled_at")
