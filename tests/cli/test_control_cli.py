@@ -34,9 +34,9 @@ def spec_file(state: State, tmp_path: Path, **changes: Any) -> Path:
 
 
 def submitted(result: Any) -> str:
-    """The job id ``job submit`` printed."""
+    """The job id ``job submit`` printed (piped: alone on standard output)."""
     assert result.exit_code == 0, result.output
-    return str(result.output.split()[1])
+    return str(result.stdout.strip())
 
 
 def lines(output: str) -> list[str]:
@@ -116,4 +116,4 @@ def test_job_submit_shows_the_waits_and_warns_of_a_listed_unseen_site(
         "until its deadline." in said
     )
     quiet = oncofed(served, state, "job", "submit", str(spec_file(state, tmp_path)))
-    assert "warning" not in quiet.output and "on alpha" in quiet.output
+    assert "warning" not in quiet.output and len(quiet.stdout.strip()) == 32

@@ -168,7 +168,10 @@ def test_job_watch_shows_a_hostile_decline_reason_without_crashing(
     _serve(monkeypatch, {f"/jobs/{failed.id}": (200, failed.model_dump(mode="json"))})
     result = runner.invoke(app, ["job", "watch", failed.id])
     assert result.exit_code == 1 and not isinstance(result.exception, Exception)
-    _clean(result.output)
+    ended, view = result.output.split("\n", 1)  # piped: a whole line per event, then the view
+    assert ended.startswith(f"job {failed.id} failed: ")
+    assert not [e for e in ESCAPES if e in ended], repr(ended)
+    _clean(view)
     assert _has(result.output, f"gamma: declined ({SHOWN})")
 
 

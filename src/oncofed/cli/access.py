@@ -20,6 +20,7 @@ from oncofed.cli._common import (
     friendly,
     names_table,
 )
+from oncofed.cli._output import print_table
 from oncofed.wire.access import TokenCreated
 
 token_app = typer.Typer(help="List, create and revoke API tokens.", no_args_is_help=True)
@@ -47,7 +48,7 @@ def list_tokens(url: UrlOption = None, token: TokenOption = None) -> None:
             _when(row.expires),
             as_text(row.label),
         )
-    console.print(table)
+    print_table(console, table)
 
 
 @token_app.command("create")
@@ -109,7 +110,7 @@ def list_people(url: UrlOption = None, token: TokenOption = None) -> None:
             _when(person.created),
             as_text(person.site or ""),
         )
-    console.print(table)
+    print_table(console, table)
 
 
 def _show(created: TokenCreated) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from oncofed._text import as_text
 from oncofed.audit import AuditLog, Entry, Filters, Verdict, describe, iso
 from oncofed.cli._common import EdgeDir, StateDir, console, friendly
+from oncofed.cli._output import JsonOption, print_table
 from oncofed.edge import EdgeHome
 from oncofed.edge.errors import EdgeError
 from oncofed.edge.ledger import AUDIT as EDGE_AUDIT
@@ -46,7 +47,6 @@ KeyOption = Annotated[
         show_default=False,
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json/--no-json", help="JSON for scripts.")]
 ProjectOption = Annotated[
     str | None, typer.Option(metavar="PROJECT", help="Only this project's entries.")
 ]
@@ -273,7 +273,7 @@ def _show(
             as_text(f"{entry.actor} {entry.action}"),
             as_text(" ".join(part for part in (about, describe(entry.detail)) if part)),
         )
-    console.print(table)
+    print_table(console, table)
     console.print(f"{len(entries):,} entries", highlight=False, markup=False)
 
 

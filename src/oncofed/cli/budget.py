@@ -9,7 +9,7 @@ from rich.text import Text
 
 from oncofed._text import as_text
 from oncofed.cli._common import TIME_WIDTH, EdgeDir, console, friendly, names_table
-from oncofed.cli.audit import JsonOption
+from oncofed.cli._output import JsonOption, print_table
 from oncofed.edge import EdgeHome
 
 
@@ -67,4 +67,4 @@ def show_budget(home: EdgeDir, as_json: JsonOption = False) -> None:
             f"{entry.kind} {entry.round}",
             f"{entry.epsilon:.3f}",
         )
-    console.print(charges)
+    print_table(console, charges)

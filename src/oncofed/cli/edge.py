@@ -26,6 +26,7 @@ from oncofed.cli._common import (
     names_table,
     setup_logging,
 )
+from oncofed.cli._output import print_table
 from oncofed.edge import EdgeHome
 from oncofed.edge.enrol import enrol
 
@@ -149,7 +150,7 @@ def datasets(home: EdgeDir) -> None:
             str(profile.patients),
             ", ".join(f"{reason}: {n}" for reason, n in profile.rejected.items()) or "none",
         )
-    console.print(table)
+    print_table(console, table)
 
 
 @app.command()
@@ -225,7 +226,10 @@ def identity(home: EdgeDir) -> None:
     table = names_table("peer site", widths, title=f"peers, pinned on {mode}")
     for site, print_, seen in peers:
         table.add_row(as_text(site), print_, f"{seen:%Y-%m-%d %H:%M}")
-    console.print(table if peers else "no peer keys pinned yet (none until a secure round)")
+    if peers:
+        print_table(console, table)
+    else:
+        console.print("no peer keys pinned yet (none until a secure round)")
 
 
 @app.command()

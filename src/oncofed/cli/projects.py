@@ -22,6 +22,7 @@ from oncofed.cli._common import (
     friendly,
     names_table,
 )
+from oncofed.cli._output import print_table
 from oncofed.edge import EdgeHome
 from oncofed.edge.governance import decide_project, read_projects
 from oncofed.wire.projects import ProjectPublic
@@ -56,7 +57,7 @@ def list_projects(url: UrlOption = None, token: TokenOption = None) -> None:
         states = [d.status for d in project.sites]
         counts = (str(states.count(s)) for s in ("approved", "declined", "pending"))
         table.add_row(as_text(project.name), *counts)
-    console.print(table)
+    print_table(console, table)
 
 
 @project_app.command("show")
@@ -94,7 +95,7 @@ def edge_projects(home: EdgeDir) -> None:
             here = "changed"  # the orchestrator shows another scope than the one decided
         dataset = decision.dataset if decision and decision.dataset else ""
         table.add_row(as_text(project.name), here, as_text(dataset), as_text(project.title))
-    console.print(table)
+    print_table(console, table)
     console.print(f"Policy version {policy.version}.", highlight=False)
 
 

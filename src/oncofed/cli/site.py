@@ -20,6 +20,7 @@ from oncofed.cli._common import (
     friendly,
     names_table,
 )
+from oncofed.cli._output import JsonOption, print_json, print_table
 from oncofed.cli.profile_view import render_profile
 from oncofed.client import ClientError
 from oncofed.orchestrator import setup as state
@@ -50,7 +51,9 @@ def add(
 
 @app.command("list")
 @friendly
-def list_sites(url: UrlOption = None, token: TokenOption = None) -> None:
+def list_sites(
+    as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None
+) -> None:
     """Sites: enrolled, connected now, and their identity keys' fingerprints.
 
     The sites' admins compare the fingerprints with what ``oncofed edge identity`` prints.
@@ -59,6 +62,9 @@ def list_sites(url: UrlOption = None, token: TokenOption = None) -> None:
     table = names_table("site", widths | {"identity key": FINGERPRINT_WIDTH})
     with client(url, token) as api:
         sites = api.sites()
+    if as_json:
+        print_json([site.model_dump(mode="json") for site in sites])
+        return
     for site in sites:
         seen = site.last_seen.strftime("%Y-%m-%d %H:%M") if site.last_seen else "never"
         table.add_row(
@@ -68,7 +74,7 @@ def list_sites(url: UrlOption = None, token: TokenOption = None) -> None:
             seen,
             as_text(site.key_fingerprint or "none"),
         )
-    console.print(table)
+    print_table(console, table)
 
 
 def _enrolment(site: SitePublic) -> str:

@@ -1,4 +1,5 @@
-"""Live rendering of jobs: a progress bar and the per-round table."""
+"""Rendering of jobs: the live view (a progress bar and the per-round table) and one job's
+whole record (``oncofed job show``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from oncofed._text import as_text
+from oncofed.client.events import WAITING
 from oncofed.client.report import POOLED_ONLY, curves
 from oncofed.client.sites_view import render_sites
 from oncofed.wire.messages import JobPublic, RoundPublic
@@ -40,6 +42,10 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
     current = job.rounds[-1] if job.rounds else None
     reporting = sum(1 for s in current.sites.values() if s.status == "accepted") if current else 0
     head = Table.grid(padding=(0, 2))
+    head.add_column(no_wrap=True)
+    head.add_column(no_wrap=True)
+    head.add_column(no_wrap=True)
+    head.add_column(overflow="fold")
     head.add_row(
         ProgressBar(total=total, completed=closed, width=40),
         f"{closed}/{total} rounds",
@@ -60,7 +66,7 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
     headers = ("round", "sites", "train loss", f"all sites {metric}", *columns)
     table = Table(expand=False)
     for header in headers:
-        table.add_column(as_text(header))
+        table.add_column(as_text(header), overflow="fold")  # a long site name, never cut
     if secure:
         table.caption = POOLED_ONLY
     for row in curves(job)[-last:]:
@@ -75,6 +81,59 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
     parts = [head, table, render_sites(job.participation, training=True)]
     if job.error:
         parts.append(as_text(job.error, style="red"))  # it quotes sites' reasons
+    return Panel(Group(*parts), title=_title(job), title_align="left")
+
+
+def rounds_done(job: JobPublic) -> str:
+    """``3/5``: rounds closed of those planned; a Newton loop's (planned: till it converges)
+    ``3/?`` while it runs, ``4/4`` once ended."""
+    closed = sum(1 for r in job.rounds if r.status == "closed")
+    planned = job.planned_rounds
+    if planned is None:
+        planned_text = "?" if job.status == "running" else str(closed)
+    else:
+        planned_text = str(planned)
+    return f"{closed}/{planned_text}"
+
+
+def render_details(job: JobPublic) -> RenderableType:
+    """One job's record: what it runs and where, each round with its sites' answers and
+    metrics, every site's state with why, and the error that ended it."""
+    spec = job.spec
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold", no_wrap=True)
+    facts.add_column(overflow="fold")
+    finished = f"{job.finished_at:%Y-%m-%d %H:%M} UTC" if job.finished_at else "-"
+    for label, value in (
+        ("id", job.id),
+        ("runs", job.label),
+        ("project", spec.project or "-"),
+        ("dataset", spec.dataset),
+        ("status", job.status),
+        ("rounds", rounds_done(job)),
+        ("created", f"{job.created_at:%Y-%m-%d %H:%M} UTC"),
+        ("finished", finished),
+        ("sites", ", ".join(job.sites)),
+        ("waits", f"{spec.round_timeout_s:g} s a round for at least {spec.min_sites} site(s)"),
+    ):
+        facts.add_row(label, as_text(value, style=_STATUS.get(value, "")))
+    rounds = Table("round", "kind", "status", "answered", title="rounds", title_justify="left")
+    for column in rounds.columns:
+        column.no_wrap = True
+    rounds.add_column("train loss / metrics", overflow="fold")
+    for rnd in job.rounds:
+        answered = sum(1 for site in rnd.sites.values() if site.status not in WAITING)
+        loss = {} if rnd.train_loss is None else {"train_loss": rnd.train_loss}
+        numbers = ", ".join(f"{name} {value:.3f}" for name, value in (loss | rnd.metrics).items())
+        rounds.add_row(
+            str(rnd.number), _kind(rnd), rnd.status, f"{answered}/{len(rnd.sites)}", numbers
+        )
+    parts: list[RenderableType] = [facts]
+    if job.rounds:
+        parts.append(rounds)
+    parts.append(render_sites(job.participation, training=spec.kind == "train"))
+    if job.error:
+        parts.append(as_text(job.error, style="red"))
     return Panel(Group(*parts), title=_title(job), title_align="left")
 
 

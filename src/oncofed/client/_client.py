@@ -41,6 +41,10 @@ def _field_path(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
 
 
 _KINDS = ("train", "analysis")
+JOB_ID_LENGTH = 32
+"""A job id's hex digits; a shorter one is the start of one (``Client.resolve_job``)."""
+MAX_CANDIDATES = 5
+"""The jobs an ambiguous id prefix names at most."""
 
 
 def load_spec(source: Path | str | dict[str, Any]) -> JobSpec | AnalysisSpec:
@@ -178,6 +182,24 @@ class Client:
             found += [JobPublic.model_validate(j) for j in batch]
             if len(batch) < page:
                 return found
+
+    def resolve_job(self, prefix: str) -> str:
+        """The id of the one job visible to the caller whose id starts with ``prefix`` (as
+        git takes a commit's), ``prefix`` itself when it is a whole id. ClientError when no
+        job or more than one matches."""
+        wanted = prefix.strip().lower()
+        if len(wanted) == JOB_ID_LENGTH:
+            return wanted
+        if not wanted:
+            raise ClientError("give a job id (or the start of one)")
+        found = [job for job in self.jobs() if job.id.startswith(wanted)]
+        if not found:
+            raise ClientError(f"no job id starts with {prefix!r} (see 'oncofed job list')")
+        if len(found) > 1:
+            named = ", ".join(f"{job.id} ({job.name})" for job in found[:MAX_CANDIDATES])
+            more = f" and {len(found) - MAX_CANDIDATES} more" if len(found) > MAX_CANDIDATES else ""
+            raise ClientError(f"job id {prefix!r} is ambiguous: {named}{more}")
+        return found[0].id
 
     def wait(
         self,
