@@ -214,6 +214,7 @@ def test_analyses_over_http_match_the_pooled_reference(
     saved = json.loads((tmp_path / cox.name / "report.json").read_text())
     assert saved.pop("name") == cox.name
     states = Participation.model_validate(saved.pop("participation")).sites
+    assert saved.pop("provenance")["job_name"] == cox.name
     report = RegressionReport.model_validate(saved)
     assert all((s.state == "took_part") == (site not in report.excluded)
                for site, s in states.items())  # fmt: skip

@@ -104,12 +104,16 @@ def write_job(job: JobPublic, out: Path, model: bytes | None = None) -> list[Pat
     """Any finished job's files in ``out``, the paths written: a training job's (its final
     ``model``, :func:`write_result`) or an analysis' (:func:`~oncofed.client.analysis_output.
     write_analysis`, with every site's state and the provenance in ``report.json``).
-    ClientError when there is no result to write."""
+    ClientError when there is no result to write (a training job that has not completed)."""
     if isinstance(job.spec, AnalysisSpec):
         if job.report is None:
             raise ClientError(f"job {job.id} has no report: it is {job.status} ({job.error or ''})")
         return write_analysis(
             job.report, job.name, out, job.participation, provenance(job), job.spec.analysis
+        )
+    if job.status != "completed":
+        raise ClientError(
+            f"job {job.id} is {job.status}: a training job's model is written once it completed"
         )
     if model is None:
         raise ClientError(f"job {job.id} is a training job: give its model to write")
