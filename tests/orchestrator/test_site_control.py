@@ -83,6 +83,9 @@ def test_removal_is_refused_while_the_site_has_a_running_task(
     assert poll(state, http, "beta").status_code == 401
     assert operator(state, http, "DELETE", "/sites/beta").status_code == 404
     assert operator(state, http, "POST", "/sites/beta/disable").status_code == 404
+    again = http.post("/sites", json={"name": "beta"}, headers=auth(state.admin_token))
+    assert again.status_code == 409
+    assert "was removed on" in again.json()["detail"] and "a name is never reused" in again.text
 
 
 @SQLITE

@@ -163,6 +163,12 @@ def create_site(session: Session, name: str) -> SiteCreated:
             f"site name {name!r} is not valid: use 1 to 63 lower-case letters, digits, '-' "
             "and '_', starting with a letter or a digit (e.g. hospital-a)"
         )
+    removed = session.scalar(select(Site.removed_at).where(Site.name == name))
+    if removed is not None:
+        raise Conflict(
+            f"site {name!r} was removed on {removed:%Y-%m-%d}: a name is never reused (the "
+            "records of its past jobs keep it); choose another"
+        )
     token = new_token("ofenr")
     session.add(Site(name=name, enrolment_hash=token_hash(token)))
     _flush_unique(session, f"a site named {name!r} exists already")
