@@ -42,6 +42,17 @@ def test_init_refuses_an_enrolled_directory_unless_forced(
     assert code == 0, said
     assert said.startswith(f"Replaced the credential of site old of {served}/."), said
     assert EdgeHome(edge).config().site == "gamma" and EdgeHome(edge).credential() != "c"
+    (edge / "edge.json").write_text("{broken")  # --force repairs what cannot be read
+    with transaction(state.home) as session:
+        token = identity.create_site(session, "delta").enrolment_token
+    code, said = _init(edge, served, token)
+    assert code == 1 and "as a site whose edge.json cannot be read: give --force" in said, said
+    with exclusive(edge, "test"):  # a running edge holds the directory
+        code, said = _init(edge, served, token, "--force")
+    assert code == 1 and "is in use by another oncofed edge process" in said, said
+    code, said = _init(edge, served, token, "--force")
+    assert code == 0 and said.startswith("Replaced the credential of a site whose edge.json")
+    assert EdgeHome(edge).config().site == "delta"
 
 
 def test_a_second_agent_or_orchestrator_on_a_directory_is_refused(

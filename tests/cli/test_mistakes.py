@@ -227,6 +227,12 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_is_kept(
     assert result.stderr.startswith("error: unexpected KeyError: 'boom'"), result.stderr
     assert str(log) in result.stderr.replace("\n", "") and "--debug" in result.stderr
     assert "Traceback" in log.read_text() and "broken" in log.read_text()
+    assert log.stat().st_mode & 0o077 == 0  # it may quote paths and settings
+    elsewhere = places["logs"] / "elsewhere"
+    log.unlink()
+    log.symlink_to(elsewhere)  # planted: the log replaces the link, never writes through it
+    assert _run(args, places).exit_code == 1
+    assert not elsewhere.exists() and not log.is_symlink() and "broken" in log.read_text()
     debug = _run(["--debug", *args], places)
     assert debug.exit_code == 1 and "Traceback" in debug.stderr and "broken" in debug.stderr
 

@@ -253,7 +253,12 @@ def test_the_file_holds_what_the_model_expects(tmp_path: Path) -> None:
     [
         (lambda e: {**e, "standardization": {"mean": [0.0], "std": [1.0]}},
          "standardization has 1 means and 1 standard deviations for 6 numeric features"),
-        (lambda e: {**e, "layers": [8, 8, 1]}, "layers .8, 8, 1. are not those of 'cox_mlp'"),
+        (lambda e: {**e, "layers": [8, 8, 1]}, "layers .3 widths. are not those of 'cox_mlp'"),
+        (lambda e: {**e, "layers": [1] * 100_000}, "layers .100000 widths. are not those of"),
+        (lambda e: {**e, "features": [*e["features"], e["features"][0]]},
+         "each feature may appear once"),
+        (lambda e: {**e, "outcome": {"type": "binary", "label": "rfs_event"}},
+         "outcome.type 'binary' does not fit 'survival'"),
         (lambda e: {**e, "format": "oncofed-model/9"}, "format: Input should be"),
         (lambda e: {k: v for k, v in e.items() if k != "outcome"}, "outcome: Field required"),
         (lambda e: {**e, "model": {"type": "__import__('os')"}}, "model.type: String should"),

@@ -21,7 +21,7 @@ from oncofed.orchestrator.db import AUDIT, Task
 from oncofed.orchestrator.errors import Conflict
 from oncofed.orchestrator.setup import add_principal
 from oncofed.wire.analysis import AnalysisSpec
-from oncofed.wire.messages import JobPublic, StatsResult
+from oncofed.wire.messages import JobPublic, SiteState, StatsResult
 from oncofed.wire.spec import JobSpec
 from tests.sites import Site, drive, enrol, job, play, sites, sixty_each
 from tests.support import State, auth, in_project
@@ -93,7 +93,8 @@ def test_a_job_cancelled_mid_round_withdraws_its_tasks_and_stays_cancelled(
         "beta": "cancelled",
         "gamma": "cancelled",
     }
-    assert "was cancelled" in cancelled.participation.sites["beta"].reason
+    beta = cancelled.participation.sites["beta"]
+    assert beta.state == SiteState.CANCELLED and "was cancelled" in beta.reason  # not its failure
 
     edge = auth(state.credentials["beta"])
     refused = http.post(

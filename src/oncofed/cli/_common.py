@@ -21,7 +21,7 @@ from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from oncofed import __version__
-from oncofed._files import LOCK_FILE, private_dir, write_private
+from oncofed._files import LOCK_FILE, private_dir, replace_file
 from oncofed._text import as_text, plain
 from oncofed.cdm.errors import CdmError
 from oncofed.client import Client, ClientError
@@ -167,12 +167,13 @@ def _explain(exc: Exception) -> str:
 
 
 def _keep(trace: str) -> str:
-    """Write ``trace`` to the error log (owner-only: it may quote paths and settings) and say
-    where it is, ``~`` for the home folder."""
+    """Write ``trace`` to the error log (owner-only: it may quote paths and settings; replaced
+    by a rename, so a link planted at its path is not followed) and say where it is, ``~`` for
+    the home folder."""
     path = error_log()
     try:
         private_dir(path.parent)
-        write_private(
+        replace_file(
             path, f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC oncofed {__version__}\n{trace}"
         )
     except OSError:

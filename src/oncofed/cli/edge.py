@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from oncofed._files import exclusive
+from oncofed._files import exclusive, private_dir
 from oncofed._text import as_text, plain
 from oncofed.cli import audit, budget, plugins, projects
 from oncofed.cli._common import (
@@ -28,7 +28,7 @@ from oncofed.cli._common import (
 )
 from oncofed.cli._output import print_table
 from oncofed.edge import EdgeHome
-from oncofed.edge.enrol import enrol
+from oncofed.edge.enrol import enrol, enrolment_of
 
 app = typer.Typer(help="Run an edge node inside a hospital.", no_args_is_help=True)
 
@@ -71,13 +71,12 @@ def init(
     With the CA file, the orchestrator is verified against that CA alone, and the site gets
     a client certificate for its identity key (kept there too, renewed by the agent)."""
     edge = EdgeHome(home)
-    replaced = edge.config() if force and edge.enrolled else None
-    config = enrol(edge, orchestrator, token, ca, replace=force)
+    private_dir(home)
+    with exclusive(home, "oncofed edge process"):  # not under a running edge
+        replaced = enrolment_of(edge) if force and edge.enrolled else None
+        config = enrol(edge, orchestrator, token, ca, replace=force)
     if replaced is not None:
-        console.print(
-            Text.assemble("Replaced the credential of site ", as_text(replaced.site),
-                          " of ", as_text(replaced.orchestrator), ".")
-        )  # fmt: skip
+        console.print(Text.assemble("Replaced the credential of ", as_text(replaced), "."))
     console.print(
         Text.assemble("Enrolled as site ", as_text(config.site, style="bold"),
                       f"; settings and policy in {home}.")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from scipy.special import expit
 
 from oncofed import __version__
@@ -58,7 +58,7 @@ class ModelMetadata(BaseModel):
     task: Task
     layers: list[int]
     """Widths from the inputs to the score: the design's columns, each layer's outputs."""
-    features: list[Feature]
+    features: list[Feature] = Field(min_length=1, max_length=10_000)
     standardization: Standardization
     """Pooled mean and standard deviation of each numeric feature (after its transform)."""
     outcome: Outcome
@@ -69,6 +69,8 @@ class ModelMetadata(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelMetadata:
+        if len({f.name for f in self.features}) != len(self.features):
+            raise ValueError("each feature may appear once")
         numeric = sum(1 for f in self.features if f.levels is None)
         scaling = self.standardization
         if not len(scaling.mean) == len(scaling.std) == numeric:
@@ -78,10 +80,13 @@ class ModelMetadata(BaseModel):
             )
         if model_task(self.model.type) != self.task:
             raise ValueError(f"model.type {self.model.type!r} does not predict {self.task!r}")
-        if self.layers != _widths(self.model, self.n_inputs):
+        if (self.outcome.type == "survival") != (self.task == "survival"):
+            raise ValueError(f"outcome.type {self.outcome.type!r} does not fit {self.task!r}")
+        expected = _widths(self.model, self.n_inputs)
+        if self.layers != expected:
             raise ValueError(
-                f"layers {self.layers} are not those of {self.model.type!r} on "
-                f"{self.n_inputs} inputs ({_widths(self.model, self.n_inputs)})"
+                f"layers ({len(self.layers)} widths) are not those of {self.model.type!r} on "
+                f"{self.n_inputs} inputs ({expected})"
             )
         return self
 

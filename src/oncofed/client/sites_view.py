@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from oncofed._text import as_text
-from oncofed.wire.messages import Participation, SiteState, SiteStatus
+from oncofed.wire.messages import IN_RESULT, Participation, SiteState, SiteStatus
 
 _STYLE = {
     SiteState.WAITING: "dim",
@@ -17,6 +17,7 @@ _STYLE = {
     SiteState.DECLINED: "red",
     SiteState.EXPIRED: "red",
     SiteState.FAILED: "red",
+    SiteState.CANCELLED: "dim",
 }
 
 
@@ -55,7 +56,7 @@ def _note(status: SiteStatus) -> str:
     a job's first, where it left)."""
     events = f"{status.events} events" if status.events is not None else ""
     spent = f"epsilon {status.epsilon:.2f} spent" if status.epsilon is not None else ""
-    left = status.state in (SiteState.DECLINED, SiteState.EXPIRED, SiteState.FAILED)
+    left = status.state not in (SiteState.WAITING, *IN_RESULT)
     where = f"round {status.round}: " if left and status.round else ""
     return "; ".join(note for note in (events, spent, where + status.reason) if note)
 

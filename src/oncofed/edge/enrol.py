@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from oncofed.audit import clip
 from oncofed.edge.certificates import signing_request
-from oncofed.edge.config import EdgeConfig, EdgeHome, pinned_context
-from oncofed.edge.errors import EnrolmentError
+from oncofed.edge.config import CONFIG, EdgeConfig, EdgeHome, pinned_context
+from oncofed.edge.errors import EdgeError, EnrolmentError
 from oncofed.edge.ledger import Ledger
 from oncofed.privacy.secagg.identity import public_bytes
 from oncofed.wire.messages import API_PREFIX, EnrolRequest, EnrolResponse, error_detail
@@ -34,10 +34,9 @@ def enrol(
     directory. A directory enrolled already is refused unless ``replace``: its credential is
     then replaced (its identity key, policy, datasets and ledger are kept)."""
     if home.enrolled and not replace:
-        old = home.config()
         raise EnrolmentError(
-            f"{home.root} is enrolled already, as site {old.site} of {old.orchestrator}: "
-            "give --force to replace its credential, or another --dir"
+            f"{home.root} is enrolled already, as {enrolment_of(home)}: give --force to "
+            "replace its credential, or another --dir"
         )
     url = orchestrator.rstrip("/") + API_PREFIX + "/enrol"
     if ca is None and orchestrator.lower().startswith("https:"):
@@ -87,3 +86,13 @@ def enrol(
             home.identity(), "edge.enrolled", actor="edge", site=config.site, detail=detail
         )
     return config
+
+
+def enrolment_of(home: EdgeHome) -> str:
+    """Whose credential an enrolled edge directory holds, for messages: ``site north of URL``,
+    or that its settings cannot be read (``--force`` then repairs them)."""
+    try:
+        old = home.config()
+    except EdgeError:
+        return f"a site whose {CONFIG} cannot be read"
+    return f"site {old.site} of {old.orchestrator}"

@@ -16,7 +16,7 @@ from collections import defaultdict
 from itertools import chain
 
 from oncofed.orchestrator.db import Job, Round, Task
-from oncofed.orchestrator.progress import parse_spec
+from oncofed.orchestrator.progress import WITHDRAWN, parse_spec
 from oncofed.orchestrator.secure import stored_header
 from oncofed.wire.analysis import (
     AnalysisReport,
@@ -53,7 +53,12 @@ _FINAL = {
     "failed": SiteState.FAILED,
     "expired": SiteState.EXPIRED,
     "rejected": SiteState.FAILED,
+    WITHDRAWN: SiteState.CANCELLED,
 }
+
+
+_LEFT = (SiteState.DECLINED, SiteState.EXPIRED, SiteState.FAILED, SiteState.CANCELLED)
+"""The states of a site not in the result."""
 
 
 def participation(job: Job, report: AnalysisReport | None) -> Participation:
@@ -78,11 +83,7 @@ def left_out(job: Job) -> dict[str, str]:
     """The sites of ``job`` not in its result, as ``state: reason`` (a report's ``excluded``)."""
     spec, tasks = parse_spec(job.spec_json), _by_site(job.rounds)
     states = {site: site_status(spec, None, own) for site, own in tasks.items()}
-    return {
-        site: f"{s.state.label}: {s.reason}"
-        for site, s in states.items()
-        if s.state in (SiteState.DECLINED, SiteState.EXPIRED, SiteState.FAILED)
-    }
+    return {site: f"{s.state.label}: {s.reason}" for site, s in states.items() if s.state in _LEFT}
 
 
 def _by_site(rounds: list[Round]) -> defaultdict[str, list[Task]]:

@@ -264,6 +264,9 @@ class SiteState(StrEnum):
     """It missed a round's deadline; the job went on without it."""
     FAILED = "failed"
     """Its answer was refused, or its round ended before it answered."""
+    CANCELLED = "cancelled"
+    """The job was cancelled before it answered its round: nothing of the site's is missing
+    for a reason of its own."""
 
     @property
     def label(self) -> str:
