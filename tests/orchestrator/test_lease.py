@@ -219,3 +219,33 @@ def test_a_second_serve_refuses_and_a_new_one_starts_after_a_kill(state: State) 
         first.kill()
     with serving(state.home, free_port()):
         assert service(state).holder is not None
+
+
+def test_serve_stops_within_two_seconds_of_sigterm_answering_its_long_polls(
+    state: State,
+) -> None:
+    """A site long-polling for 60 s would hold uvicorn's graceful shutdown that long: SIGTERM
+    first wakes every poll (answered 204 at once), then the server stops."""
+    port = free_port()
+    answers: list[tuple[int, float]] = []
+
+    def poll() -> None:
+        headers = {"Authorization": f"Bearer {state.credentials['alpha']}"}
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/v1/tasks/next", params={"wait": 60}, headers=headers,
+            timeout=90,
+        )  # fmt: skip
+        answers.append((response.status_code, time.monotonic()))
+
+    with serving(state.home, port) as server:
+        poller = threading.Thread(target=poll)
+        poller.start()
+        time.sleep(1.0)  # the poll is waiting
+        assert not answers
+        stopped = time.monotonic()
+        server.terminate()
+        server.communicate(timeout=30)
+        took = time.monotonic() - stopped
+        poller.join(timeout=30)
+    assert answers and answers[0][0] == 204
+    assert answers[0][1] - stopped < 2.0 and took < 2.0, (answers, took)

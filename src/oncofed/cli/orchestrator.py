@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -148,9 +150,23 @@ def serve(
                 Text(f"Serving HTTPS on {host}:{port}; edges present client certificates.")
             )
         settle_collector()
-        uvicorn.run(
+        config = uvicorn.Config(
             application, host=host, port=port, log_level=log_level, access_log=False, **options
         )
+        _Server(config, application.state.notifier.close).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which on SIGTERM or SIGINT first wakes the long polls (``closing``):
+    they answer at once, so the shutdown waits for no poll's full wait."""
+
+    def __init__(self, config: uvicorn.Config, closing: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._closing = closing
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._closing()
+        super().handle_exit(sig, frame)
 
 
 @app.command()

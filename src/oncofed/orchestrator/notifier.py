@@ -27,6 +27,7 @@ class Notifier:
         self._lock = threading.Lock()
         self._generations: dict[int, int] = {}
         self._idle: dict[int, float] = {}
+        self._closing = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -57,6 +58,18 @@ class Notifier:
             for site_id, generation in generations.items():
                 if self._generations.get(site_id, 0) == generation:
                     self._idle[site_id] = now
+
+    @property
+    def closing(self) -> bool:
+        """The server is stopping: polls answer at once instead of waiting."""
+        return self._closing
+
+    def close(self) -> None:
+        """Thread- and signal-safe: the server is stopping; wake every waiting poll so that it
+        answers now (long polls would otherwise hold the shutdown for up to their wait)."""
+        self._closing = True
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._fire, list(self._events))
 
     def idle(self, site_id: int) -> bool:
         """Nothing was published for the site since a check found nothing for it."""

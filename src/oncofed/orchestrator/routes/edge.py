@@ -142,7 +142,7 @@ async def next_task(
         if task is not None:
             return _json(task)
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or await request.is_disconnected():
+        if remaining <= 0 or notifier.closing or await request.is_disconnected():
             return Response(status_code=204)
         try:
             await asyncio.wait_for(published.wait(), timeout=remaining)
