@@ -59,7 +59,7 @@ from stamp import write_figures
 from oncofed.analytics.design import design
 from oncofed.analytics.newton import NewtonState
 from oncofed.analytics.outcome import Failed, Finished, NextRound, Outcome
-from oncofed.analytics.private import add_noise, mechanism, private_analysis
+from oncofed.analytics.private import add_noise, declared_ranges, mechanism
 from oncofed.analytics.secure import secure_values
 from oncofed.analytics.secure_close import secure_close
 from oncofed.cdm.frame import check_time_origin, job_table
@@ -196,9 +196,7 @@ def guarded(
     """The edge's check of a Newton round's coefficients (``PolicyViolation``), as
     ``Guard.check_params`` makes it (under DP, of their form only)."""
     data = design(analysis, table)
-    check_params(
-        POLICY, number, params, previous, data, secure=True, private=private_analysis(spec)
-    )
+    check_params(POLICY, number, params, previous, data, secure=True, ranges=declared_ranges(spec))
 
 
 def report_of(outcome: Outcome) -> AnalysisReport:

@@ -179,6 +179,9 @@ def test_a_job_ids_start_is_taken_when_unique(
     assert " ".join(missing.output.split()) == (
         "error: no job id starts with 'xyz' (see 'oncofed job list')"
     )
+    routed = "../../sites/alpha/disable" + "0" * 7  # as long as an id: never a URL path
+    refused = runner.invoke(app, ["job", "cancel", routed], env=env)
+    assert refused.exit_code == 1 and "no job id starts with" in refused.output
 
 
 def test_every_listing_fits_80_columns_and_sites_list_as_json(

@@ -644,6 +644,22 @@ def test_under_dp_no_coefficient_is_refused_on_the_sites_rows(
             "one per term (3 terms)")  # fmt: skip
 
 
+@pytest.mark.parametrize("pooled", [[0.0, 1e308, -1e308], [2e6, 0.0, 0.0], [0.0, 0.0, 3e4]])
+def test_under_dp_coefficients_no_site_can_compute_are_declined(
+    edge: Edge, pooled: list[float]
+) -> None:
+    """Finite coefficients whose linear predictor overflows (1e308 x 3 - 1e308 x 60 is NaN:
+    the site's sums would not be numbers) or passes 1e6 somewhere in the declared ranges are
+    declined, by the ranges alone: the same at every site."""
+    runner = edge()
+    spec = private_logistic({"ext.x1": (-3, 3), "ext.x2": (40, 60)})
+    assert isinstance(runner.run(private_round(spec, 0, [0.0] * 3), never), Contribution)
+    refused(
+        runner.run(private_round(spec, 1, pooled), never),
+        "the pooled coefficients put the linear predictor beyond 1e+06 within the declared",
+    )
+
+
 def test_a_private_analysis_answers_an_empty_cohort_and_charges_it(edge: Edge) -> None:
     """An exact analysis declines a cohort below the site's minimum, which says exactly that it
     is small; a differentially private one answers it with noise alone and pays for it."""

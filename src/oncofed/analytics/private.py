@@ -174,6 +174,14 @@ def scaling(analysis: LogisticAnalysis, spec: AnalysisSpec) -> tuple[np.ndarray,
     return ranges, a
 
 
+def declared_ranges(spec: JobSpec | AnalysisSpec) -> np.ndarray | None:
+    """A differentially private logistic analysis's range of every design column (``scaling``),
+    against which alone a site bounds its coefficients; None for any other job."""
+    if isinstance(spec, AnalysisSpec) and isinstance(spec.analysis, LogisticAnalysis):
+        return scaling(spec.analysis, spec)[0] if private_analysis(spec) else None
+    return None
+
+
 def stated_noise(spec: AnalysisSpec, shares: Sequence[float | None]) -> float:
     """The noise variance of each number of a sum from what its sites state of their shares,
     each held to at most the whole calibrated variance (what a site adds when it has not pinned

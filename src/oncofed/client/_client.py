@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import string
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +44,7 @@ def _field_path(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
 _KINDS = ("train", "analysis")
 JOB_ID_LENGTH = 32
 """A job id's hex digits; a shorter one is the start of one (``Client.resolve_job``)."""
+HEX_DIGITS = frozenset(string.hexdigits.lower())
 MAX_CANDIDATES = 5
 """The jobs an ambiguous id prefix names at most."""
 
@@ -185,10 +187,10 @@ class Client:
 
     def resolve_job(self, prefix: str) -> str:
         """The id of the one job visible to the caller whose id starts with ``prefix`` (as
-        git takes a commit's), ``prefix`` itself when it is a whole id. ClientError when no
-        job or more than one matches."""
+        git takes a commit's), ``prefix`` itself when it is a whole id (32 hex digits: nothing
+        else reaches a URL path). ClientError when no job or more than one matches."""
         wanted = prefix.strip().lower()
-        if len(wanted) == JOB_ID_LENGTH:
+        if len(wanted) == JOB_ID_LENGTH and set(wanted) <= HEX_DIGITS:
             return wanted
         if not wanted:
             raise ClientError("give a job id (or the start of one)")

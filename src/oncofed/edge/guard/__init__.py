@@ -12,7 +12,7 @@ import json
 from pydantic import BaseModel
 
 from oncofed.analytics.design import Design
-from oncofed.analytics.private import private_analysis
+from oncofed.analytics.private import declared_ranges
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation
 from oncofed.edge.guard.models import check_model
@@ -99,7 +99,7 @@ class Guard:
             data,
             secure=secure,
             risk_sets=risk_sets,
-            private=private_analysis(spec),
+            ranges=declared_ranges(spec),
         )
         self._ledger.save_params(task.job_id, task.round, task.params)
 

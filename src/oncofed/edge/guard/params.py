@@ -4,10 +4,13 @@ one standard deviation of its covariate here exceeds ``max_coefficient_effect``;
 regression a linear predictor at this site's mean patient within twice that; and each move from
 the previous round's coefficients of the same fit bounded the same way by ``max_newton_step``.
 
-Under differential privacy only the form is checked (one coefficient per term, zeros in
-round 0, every round after the one before): the noise is calibrated to what one patient can
-change whatever the coefficients (every covariate is moved into its declared range), and a
-refusal read off this site's spread would tell something exact of its rows, uncharged.
+Under differential privacy the coefficients are checked against the declared ranges, never
+this site's rows: their form (one per term, zeros in round 0, every round after the one
+before), and a linear predictor within ``MAX_PREDICTOR`` everywhere in the box of the ranges
+(beyond it a site's sums are no longer finite numbers). The noise is calibrated to what one
+patient can change whatever the coefficients (every covariate is moved into its declared
+range), and a refusal read off this site's spread would tell something exact of its rows,
+uncharged.
 
 A secure round carries no coefficients of this site's own: the site fits its own model itself
 (``analytics.site.own_fit``) and computes nothing at coefficients chosen for it alone. Own
@@ -42,6 +45,11 @@ def params_sha256(pooled: Sequence[float]) -> str:
     return hashlib.sha256(np.asarray(pooled, dtype="<f8").tobytes()).hexdigest()
 
 
+MAX_PREDICTOR = 1e6
+"""Under differential privacy, the largest linear predictor a round's coefficients may give
+anywhere in the declared ranges: far beyond any fit (probabilities are 0 or 1 from about 40),
+and far below where a site's log-likelihood and derivatives overflow."""
+
 OFFSET_RANGE = 40.0
 """How far from the offset a patient's linear predictor may be in a secure unstratified Cox
 round: its term exp(x'b - c) stays within e^-40 (4e-18, far above the encoding's 1e-29)."""
@@ -56,13 +64,13 @@ def check_params(
     *,
     secure: bool = False,
     risk_sets: bool = False,
-    private: bool = False,
+    ranges: np.ndarray | None = None,
 ) -> None:
     """PolicyViolation naming the fit, term and policy limit the coefficients break (see the
     module docstring); ``previous`` is this site's last round's, None in round 0; ``secure``:
     a secure round, which carries no own coefficients; ``risk_sets``: a secure unstratified Cox
-    round, whose offset is checked; ``private``: a differentially private round, whose
-    coefficients are not bounded by this site's rows."""
+    round, whose offset is checked; ``ranges``: a differentially private round's declared range
+    of each design column, (p, 2), against which alone its coefficients are bounded."""
     width = len(data.names)
     if secure and params.own:
         raise PolicyViolation(
@@ -88,7 +96,14 @@ def check_params(
         raise PolicyViolation(
             f"Newton round {round_number} comes without the earlier rounds at this site"
         )
-    if private:
+    if ranges is not None:
+        with np.errstate(over="ignore"):  # an overflow is refused just below
+            widest = np.abs(ranges).max(axis=1) @ np.abs(np.asarray(params.pooled))
+        if not widest <= MAX_PREDICTOR:  # an overflow's inf or NaN is refused too
+            raise PolicyViolation(
+                f"the pooled coefficients put the linear predictor beyond {MAX_PREDICTOR:g} "
+                "within the declared ranges"
+            )
         return
     spread = data.x.std(axis=0)
     mean = data.x.mean(axis=0)
