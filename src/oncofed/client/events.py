@@ -41,7 +41,9 @@ class JobEvent:
         if self.event == "site_answered":
             return f"{where} {plain(self.site)}: {self.status}{said}"
         if self.event == "round_closed":
-            numbers = ", ".join(f"{name} {value:.4g}" for name, value in self.metrics.items())
+            numbers = ", ".join(
+                f"{plain(name)} {value:.4g}" for name, value in self.metrics.items()
+            )
             return f"{where} closed" + (f": {numbers}" if numbers else "")
         return f"job {self.job} {self.status}{said}"
 
