@@ -120,7 +120,9 @@ def serve(args: argparse.Namespace) -> None:
     """Start one agent thread per edge directory and run until SIGTERM or SIGINT."""
     torch.set_num_threads(1)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s: %(message)s"
+        level=logging.INFO,
+        format="%(asctime)s %(threadName)s %(name)s: %(message)s",
+        force=True,  # opacus configures the root logger when it is imported
     )
     stop = threading.Event()
 

@@ -103,6 +103,7 @@ SITES = 500
 TRAIN_ROUNDS = 3
 TARGET_PARAMETERS = 100_000
 TARGETS_S = {"counts": 2.0, "training": 10.0}  # submit -> completed, at 500 sites
+TARGET_CPU_PER_ANSWER_S = 0.002  # the orchestrator's CPU per site answer, every job (issue 14)
 NOISE_SCALE = 1e-3  # of a training update's seeded noise
 SETTLE_S = 1.0  # before each job: every site is back in its long poll
 WATCH_PERIOD_S = 0.1  # how often the job's status is read (its end time is the stored one)
@@ -620,8 +621,18 @@ class JobFigures:
         return TARGETS_S[self.job]
 
     @property
+    def cpu_per_answer_s(self) -> float:
+        """The orchestrator's CPU per site answer: its poll or hand-out, the global model's
+        download, the answer's authentication, acceptance and share of the round's close."""
+        return self.orchestrator_cpu_s / self.answers if self.answers else math.nan
+
+    @property
     def passed(self) -> bool:
-        return self.status == "completed" and self.wall_s < self.target_s
+        return (
+            self.status == "completed"
+            and self.wall_s < self.target_s
+            and self.cpu_per_answer_s < TARGET_CPU_PER_ANSWER_S
+        )
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -816,6 +827,13 @@ def targets_table(run: Run) -> Table:
         table.add_row(f"{labels[job]}: submit -> done", f"< {target:.0f} s", measured, _verdict(ok))
         p50, p99 = median(runs, "answer_p50_s"), max(r.answer_p99_s for r in runs)
         table.add_row(f"{labels[job]}: answer p50/p99", "reported", f"{_ms(p50)}/{_ms(p99)} ms", "")
+        cpu = median(runs, "cpu_per_answer_s")
+        table.add_row(
+            f"{labels[job]}: orch. CPU/answer",
+            f"< {TARGET_CPU_PER_ANSWER_S * 1000:.0f} ms",
+            f"{cpu * 1000:.2f} ms",
+            _verdict(completed and cpu < TARGET_CPU_PER_ANSWER_S),
+        )
     table.add_row("orchestrator peak RSS", "reported", f"{peak / MIB:.0f} MiB", "")
     return table
 
@@ -876,7 +894,12 @@ def write_results(path: Path, run: Run, total_s: float) -> None:
         "sites": run.sites,
         "targets_s": TARGETS_S,
         "setup": [step.to_json() for step in run.setup],
-        "jobs": [asdict(f) | {"target_s": f.target_s, "passed": f.passed} for f in run.jobs],
+        "target_cpu_per_answer_s": TARGET_CPU_PER_ANSWER_S,
+        "jobs": [
+            asdict(f)
+            | {"target_s": f.target_s, "cpu_per_answer_s": f.cpu_per_answer_s, "passed": f.passed}
+            for f in run.jobs
+        ],
         "orchestrator_vmhwm_bytes": run.orchestrator_vmhwm_bytes,
         "definitions": {"notes": NOTES},
     }

@@ -44,13 +44,16 @@ def test_everything_recorded_survives_a_restart(root: Path) -> None:
     params = AnalysisParams(pooled=[0.5], own=[0.25])
     with Ledger(root) as ledger:
         ledger.record_task("j1", SPEC, task("t0", 0, "stats"))
+        assert ledger.job("j1") is not None  # kept in memory from here on
         ledger.record_task("j1", SPEC, task("t1", 1))
-        ledger.answered("t1", "update")
+        ledger.answered("j1", "t1", "update")
         ledger.pin_scaling("j1", pooled, scaling)
         ledger.save_params("j1", 1, params)
         ledger.save_model("j1", 1, "b" * 64, b"model")
+        kept = ledger.job("j1")
     with Ledger(root) as ledger:
         job = ledger.job("j1")
+        assert job == kept  # what the first ledger kept in memory is what it wrote
         assert job is not None and job.spec_sha256 == SPEC
         answered = TaskRecord("t1", "train", 1, task("t1", 1).content_sha256, "update")
         assert job.tasks == (task("t0", 0, "stats"), answered)

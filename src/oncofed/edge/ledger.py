@@ -12,17 +12,31 @@ And the cohort of every job's exact releases (``oncofed.edge.releases``).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import (
+    CursorResult,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -48,6 +62,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """Job and task ids this edge accepts (a job id names a folder under ``jobs/``)."""
 M = TypeVar("M", StatsResult, Standardization, AnalysisParams)
+KEPT_JOBS = 64
+"""Jobs whose records a ledger keeps in memory (the most recently used)."""
 
 
 class Base(DeclarativeBase):
@@ -150,6 +166,10 @@ class Ledger:
         self._engine = _db.make_engine(url, synchronous="FULL")
         self._sessions = _db.session_factory(self._engine)
         self._models = root / MODELS
+        # What job() read, kept up to date by this ledger's own writes: one edge process holds
+        # a site's directory (its lock file), so nothing else changes these rows under it.
+        self._jobs: OrderedDict[str, JobRecord] = OrderedDict()
+        self._jobs_lock = threading.Lock()
         self.trust(trusted_peers)
 
     def trust(self, trusted_peers: Mapping[str, str] | None) -> None:
@@ -183,6 +203,10 @@ class Ledger:
     # -- jobs and tasks ------------------------------------------------------------------
 
     def job(self, job_id: str) -> JobRecord | None:
+        with self._jobs_lock:
+            if (kept := self._jobs.get(job_id)) is not None:
+                self._jobs.move_to_end(job_id)
+                return kept
         with self._sessions() as session:
             row = session.get(JobRow, job_id)
             if row is None:
@@ -190,7 +214,7 @@ class Ledger:
             tasks = tuple(
                 TaskRecord(t.id, t.kind, t.round, t.content_sha256, t.outcome) for t in row.tasks
             )
-            return JobRecord(
+            record = JobRecord(
                 spec_sha256=row.spec_sha256,
                 tasks=tasks,
                 pooled=_parsed(StatsResult, row.pooled_json),
@@ -200,16 +224,49 @@ class Ledger:
                 params_round=row.params_round,
                 params=_parsed(AnalysisParams, row.params_json),
             )
+        self._keep(job_id, record)
+        return record
+
+    def _keep(self, job_id: str, record: JobRecord) -> None:
+        with self._jobs_lock:
+            self._jobs[job_id] = record
+            self._jobs.move_to_end(job_id)
+            while len(self._jobs) > KEPT_JOBS:
+                self._jobs.popitem(last=False)
+
+    @contextmanager
+    def _writing(self, job_id: str, change: Callable[[JobRecord], JobRecord]) -> Iterator[Session]:
+        """A transaction changing ``job_id``'s rows; once committed, ``change`` brings the
+        job's record in memory up to date (any failure forgets it: read again when next
+        asked)."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except BaseException:
+            with self._jobs_lock:
+                self._jobs.pop(job_id, None)
+            raise
+        with self._jobs_lock:
+            if (kept := self._jobs.get(job_id)) is not None:
+                self._jobs[job_id] = change(kept)
 
     def record_task(self, job_id: str, spec_sha256: str, task: TaskRecord) -> None:
         """Record a task as run; the job's first task pins its spec hash."""
+        first = JobRecord(spec_sha256, (), None, None, None, None, None, None)
+
+        def added(record: JobRecord) -> JobRecord:
+            tasks = sorted((*record.tasks, task), key=lambda t: t.round)
+            return replace(record, tasks=tuple(tasks))
+
         try:
-            with self._sessions.begin() as session:
-                if session.get(JobRow, _safe(job_id)) is None:
+            with self._writing(job_id, added) as session:
+                known = self.job(job_id) is not None  # in memory after its first task here
+                if not known and session.get(JobRow, _safe(job_id)) is None:
                     session.add(JobRow(id=job_id, spec_sha256=spec_sha256))
                     session.flush()
-                session.add(
-                    TaskRow(
+                    self._keep(job_id, first)  # then brought up to date with its task
+                session.execute(
+                    insert(TaskRow).values(
                         id=task.task_id,
                         job_id=job_id,
                         kind=task.kind,
@@ -222,24 +279,37 @@ class Ledger:
                 f"task {task.task_id} (round {task.round} of job {job_id}) was already run here"
             ) from exc
 
-    def answered(self, task_id: str, outcome: str) -> None:
+    def answered(self, job_id: str, task_id: str, outcome: str) -> None:
         """Note when and how a task was answered (``result``, ``update``, ``declined``, ...)."""
-        with self._sessions.begin() as session:
-            row = session.get(TaskRow, task_id)
-            if row is not None:
-                row.answered_at, row.outcome = utcnow(), outcome
+
+        def noted(record: JobRecord) -> JobRecord:
+            tasks = (
+                replace(t, outcome=outcome) if t.task_id == task_id else t for t in record.tasks
+            )
+            return replace(record, tasks=tuple(tasks))
+
+        with self._writing(job_id, noted) as session:
+            found = TaskRow.id == task_id
+            session.execute(
+                update(TaskRow).where(found).values(answered_at=utcnow(), outcome=outcome)
+            )
 
     def pin_scaling(self, job_id: str, pooled: StatsResult, scaling: Standardization) -> None:
         """Keep the pooled totals and standardisation a job's tasks must all carry."""
-        with self._sessions.begin() as session:
-            row = self._job_row(session, job_id)
-            row.pooled_json, row.scaling_json = pooled.model_dump_json(), scaling.model_dump_json()
+        pinned = functools.partial(replace, pooled=pooled, scaling=scaling)
+        with self._writing(job_id, pinned) as session:
+            _set(
+                session,
+                job_id,
+                pooled_json=pooled.model_dump_json(),
+                scaling_json=scaling.model_dump_json(),
+            )
 
     def save_params(self, job_id: str, round_number: int, params: AnalysisParams) -> None:
         """Keep the Newton parameters of a round: the next round's may move only so far."""
-        with self._sessions.begin() as session:
-            row = self._job_row(session, job_id)
-            row.params_round, row.params_json = round_number, params.model_dump_json()
+        saved = functools.partial(replace, params_round=round_number, params=params)
+        with self._writing(job_id, saved) as session:
+            _set(session, job_id, params_round=round_number, params_json=params.model_dump_json())
 
     # -- the last global model seen ------------------------------------------------------
 
@@ -267,9 +337,9 @@ class Ledger:
                 os.fsync(handle.fileno())
             partial.replace(target)
             sync(folder)
-        with self._sessions.begin() as session:
-            row = self._job_row(session, job_id)
-            row.model_round, row.model_sha256 = round_number, sha
+        saved = functools.partial(replace, model_round=round_number, model_sha256=sha)
+        with self._writing(job_id, saved) as session:
+            _set(session, job_id, model_round=round_number, model_sha256=sha)
         for path in folder.iterdir():
             if path != target:
                 path.unlink()
@@ -338,12 +408,12 @@ class Ledger:
             rows = session.scalars(select(PeerKey).order_by(PeerKey.site))
             return [(row.site, row.fingerprint, row.first_seen_at) for row in rows]
 
-    @staticmethod
-    def _job_row(session: Session, job_id: str) -> JobRow:
-        row = session.get(JobRow, job_id)
-        if row is None:
-            raise PolicyViolation(f"job {job_id} has no task recorded here")
-        return row
+
+def _set(session: Session, job_id: str, **values: Any) -> None:
+    """Update the job's row; refused when the job has no task recorded here."""
+    result = session.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
+    if cast(CursorResult[Any], result).rowcount == 0:
+        raise PolicyViolation(f"job {job_id} has no task recorded here")
 
 
 def _safe(job_id: str) -> str:

@@ -7,6 +7,7 @@ import csv
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +42,10 @@ class LocalStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # The dataset loaded last, by its name and the identity of its files: an import
+        # replaces the dataset's folder, so a changed inode or time means read it again.
+        self._loaded: tuple[str, tuple[int, int], CdmData] | None = None
+        self._loading = threading.Lock()
 
     def save(
         self,
@@ -54,6 +59,7 @@ class LocalStore:
         replacing an earlier import of that name only once the new one is completely written."""
         target = self.root / check_dataset_name(name)
         private_dir(self.root)
+        self._loaded = None
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))  # mode 700
         try:
             for table in TABLES:
@@ -79,12 +85,21 @@ class LocalStore:
         return sorted(name for name in found if not name.startswith("."))  # not staging
 
     def load(self, name: str) -> CdmData:
+        """The dataset's tables (kept in memory until another dataset is loaded or this one
+        is imported again: its tasks of a job read it once, not at every round)."""
         folder = self._folder(name)
         try:
-            tables = {t: pq.read_table(folder / f"{t}.parquet") for t in TABLES}
-            extra = folder / f"{EXTENSIONS}.parquet"
-            extensions = pq.read_table(extra) if extra.exists() else None
-            return CdmData(tables, extensions)
+            stamp = (folder / PROFILE).stat()
+            version = (stamp.st_ino, stamp.st_mtime_ns)
+            with self._loading:
+                if self._loaded is not None and self._loaded[:2] == (name, version):
+                    return self._loaded[2]
+                tables = {t: pq.read_table(folder / f"{t}.parquet") for t in TABLES}
+                extra = folder / f"{EXTENSIONS}.parquet"
+                extensions = pq.read_table(extra) if extra.exists() else None
+                data = CdmData(tables, extensions)
+                self._loaded = (name, version, data)
+                return data
         except (OSError, ValueError) as exc:
             raise StoreError(f"dataset {name!r} is damaged ({exc}); import it again") from exc
 

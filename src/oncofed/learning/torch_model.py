@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -33,8 +34,27 @@ class DenseStack(nn.Module):
 
 
 def build_module(model: ModelSpec, n_inputs: int, weights: Mapping[str, np.ndarray]) -> DenseStack:
-    """A module holding ``weights``; names and shapes must match exactly."""
-    module = DenseStack(model, n_inputs)
+    """A new module holding ``weights``; names and shapes must match exactly."""
+    return _load(DenseStack(model, n_inputs), weights)
+
+
+_reused = threading.local()
+"""Per thread, the last module ``reused_module`` built and its architecture's key."""
+
+
+def reused_module(model: ModelSpec, n_inputs: int, weights: Mapping[str, np.ndarray]) -> DenseStack:
+    """``build_module``'s module, but the layers this thread built last when the architecture
+    is the same (a site's rounds of a job load new weights rather than build again): the
+    caller owns it until its next call in this thread, and adds no hooks to it."""
+    key = (model.model_dump_json(), n_inputs)
+    module: DenseStack | None = getattr(_reused, "module", None)
+    if module is None or getattr(_reused, "key", None) != key:
+        module = DenseStack(model, n_inputs)
+        _reused.module, _reused.key = module, key
+    return _load(module, weights)
+
+
+def _load(module: DenseStack, weights: Mapping[str, np.ndarray]) -> DenseStack:
     module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
     return module
 

@@ -12,7 +12,7 @@ from torch import nn
 from oncofed.learning.data import Cohort
 from oncofed.learning.metrics import binary_metrics, survival_metrics
 from oncofed.learning.registry import TASKS
-from oncofed.learning.torch_model import build_module, module_weights
+from oncofed.learning.torch_model import module_weights, reused_module
 from oncofed.wire.spec import JobSpec, LocalTraining, ModelSpec
 from oncofed.wire.tensors import Weights
 
@@ -64,7 +64,7 @@ def train(
     torch.use_deterministic_algorithms(True)
     generator = torch.Generator().manual_seed(seed)
     torch.default_generator.manual_seed(seed)  # dropout masks (CPU only: no CUDA lazy-init)
-    module = build_module(spec.model, x.shape[1], weights)
+    module = reused_module(spec.model, x.shape[1], weights)
     anchor = [p.detach().clone() for p in module.parameters()]
     local = spec.local
     params = list(module.parameters())
@@ -105,7 +105,7 @@ def predict(spec: JobSpec, weights: Mapping[str, np.ndarray], x: np.ndarray) -> 
 
 def scores(model: ModelSpec, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """``model``'s outputs for the design ``x``: logits or log relative risks."""
-    module = build_module(model, x.shape[1], weights)
+    module = reused_module(model, x.shape[1], weights)
     module.eval()
     with torch.no_grad():
         return module(torch.from_numpy(x)).numpy().astype(np.float64)

@@ -106,7 +106,7 @@ class Guard:
     def answered(self, task: TaskAssignment, outcome: str) -> None:
         """Note how an admitted task was answered (``update``, ``result``, ``secure``,
         ``declined`` or ``failed``); once the evaluation has its answer, its model files go."""
-        self._ledger.answered(task.task_id, outcome)
+        self._ledger.answered(task.job_id, task.task_id, outcome)
         if task.kind == "evaluate" and outcome in ("result", "secure"):
             self._ledger.drop_model(task.job_id)
 
