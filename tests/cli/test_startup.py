@@ -40,7 +40,8 @@ HEAVY = (
     "oncofed.analytics",
     "oncofed.audit",
 )
-"""Never imported to show help or to run a researcher's command that calls the API."""
+"""Imported neither to show help nor by a researcher's command calling the API, at least until
+the orchestrator answers (a result is then written with matplotlib, a model read with scipy)."""
 CLIENT = ("numpy", "httpx", "cryptography", "oncofed.wire", "oncofed.client._client")
 """What calling the API needs (the wire's models, the HTTP client): not imported for help."""
 UNREACHABLE = "http://127.0.0.1:1"  # refused at once: nothing listens on port 1
