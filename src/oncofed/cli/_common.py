@@ -11,11 +11,10 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
@@ -23,13 +22,9 @@ from typer.core import TyperCommand, TyperGroup
 from oncofed import __version__
 from oncofed._files import LOCK_FILE, private_dir, replace_file
 from oncofed._text import as_text, plain
-from oncofed.cdm.errors import CdmError
-from oncofed.client import Client, ClientError
-from oncofed.edge.errors import EdgeError
-from oncofed.learning.data import DataError
-from oncofed.orchestrator.errors import OrchestratorError
-from oncofed.wire.access import Role
-from oncofed.wire.errors import WireError
+
+if TYPE_CHECKING:
+    from oncofed.client import Client
 
 console = Console()
 
@@ -55,7 +50,8 @@ R = TypeVar("R")
 
 
 class CommandError(Exception):
-    """A value click cannot check: a directory that is not the one the command works on."""
+    """A value click cannot check: a directory that is not the one the command works on, an
+    audit log or key that cannot be read."""
 
 
 def _made_by(init: str) -> Callable[[Path], Path]:
@@ -90,6 +86,9 @@ UrlOption = Annotated[
     str | None,
     typer.Option("--url", metavar="URL", envvar="ONCOFED_URL", help="Orchestrator URL."),
 ]
+Role = Literal["operator", "researcher", "site_admin"]
+"""``oncofed.wire.access.Role``, spelled out: the wire's models are not imported to build the
+help (tests/cli/test_startup.py checks the two agree)."""
 RoleOption = Annotated[Role, typer.Option(help="What they may do.")]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogLevelOption = Annotated[LogLevel, typer.Option(help="Log level.", case_sensitive=False)]
@@ -100,16 +99,25 @@ TokenOption = Annotated[
     ),
 ]
 
-USER_ERRORS = (
-    ClientError,
-    CdmError,
-    EdgeError,
-    OrchestratorError,
-    DataError,
-    WireError,
-    CommandError,
-    OSError,  # a file or folder given that is missing, a folder for a file, not allowed
+USER_ERRORS = frozenset(
+    {
+        "oncofed.client._client.ClientError",
+        "oncofed.cdm.errors.CdmError",
+        "oncofed.edge.errors.EdgeError",
+        "oncofed.orchestrator.errors.OrchestratorError",
+        "oncofed.learning.data.DataError",
+        "oncofed.wire.errors.WireError",
+        "oncofed.cli._common.CommandError",
+        "builtins.OSError",  # a file or folder given that is missing, a folder for a file, ...
+    }
 )
+"""The errors a user can cause, by their classes' full names: checking an error against them
+imports none of their modules (the client's brings in httpx, the learning's numpy)."""
+
+
+def expected(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of the ``USER_ERRORS`` or a subclass of one."""
+    return any(f"{cls.__module__}.{cls.__qualname__}" in USER_ERRORS for cls in type(exc).__mro__)
 
 
 def friendly(func: Callable[P, R]) -> Callable[P, R]:
@@ -119,7 +127,9 @@ def friendly(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except USER_ERRORS as exc:
+        except Exception as exc:
+            if not expected(exc):
+                raise
             raise typer.Exit(report(exc)) from exc
 
     return wrapper
@@ -148,7 +158,7 @@ def report(exc: Exception) -> int:
     trace = "".join(traceback.format_exception(exc))
     if DEBUG.get():
         err_console.print(Text(trace.rstrip()), soft_wrap=True, highlight=False)
-    if isinstance(exc, USER_ERRORS):
+    if expected(exc):
         said = _explain(exc)
     else:
         first = next(iter(str(exc).splitlines()), "")
@@ -230,10 +240,14 @@ CA_FILE: ContextVar[Path | None] = ContextVar("ca_file", default=None)
 
 def client(url: str | None, token: str | None) -> Client:
     """A client pinning the CA given to ``oncofed --ca`` (or ``ONCOFED_CA``)."""
+    from oncofed.client import Client
+
     return Client(url, token, ca=CA_FILE.get())
 
 
 def setup_logging(level: str = "INFO") -> None:
+    from rich.logging import RichHandler
+
     handler: logging.Handler
     if err_console.is_terminal:
         handler = RichHandler(console=err_console, show_path=False)

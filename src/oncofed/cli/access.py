@@ -4,7 +4,7 @@ people who hold them."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -21,7 +21,9 @@ from oncofed.cli._common import (
     names_table,
 )
 from oncofed.cli._output import print_table
-from oncofed.wire.access import TokenCreated
+
+if TYPE_CHECKING:
+    from oncofed.wire.access import TokenCreated
 
 token_app = typer.Typer(help="List, create and revoke API tokens.", no_args_is_help=True)
 person_app = typer.Typer(

@@ -11,28 +11,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
 from oncofed._text import as_text
-from oncofed.audit import AuditLog, Entry, Filters, Verdict, describe, iso
-from oncofed.cli._common import EdgeDir, StateDir, console, friendly
+from oncofed.cli._common import CommandError, EdgeDir, StateDir, console, friendly
 from oncofed.cli._output import JsonOption, print_table
-from oncofed.edge import EdgeHome
-from oncofed.edge.errors import EdgeError
-from oncofed.edge.ledger import AUDIT as EDGE_AUDIT
-from oncofed.edge.ledger import LEDGER, Ledger
-from oncofed.orchestrator.db import AUDIT, make_engine, session_factory
-from oncofed.orchestrator.errors import NotFound
-from oncofed.orchestrator.settings import Settings
-from oncofed.privacy.secagg import load_identity
-from oncofed.privacy.secagg.errors import SecAggError
+
+if TYPE_CHECKING:  # the logs' modules bring in SQLAlchemy: imported by the commands
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from oncofed.audit import AuditLog, Entry, Filters, Verdict
+    from oncofed.edge import EdgeHome
+    from oncofed.edge.ledger import Ledger
+    from oncofed.orchestrator.settings import Settings
 
 app = typer.Typer(help="Verify and read the orchestrator's audit log.", no_args_is_help=True)
 edge_app = typer.Typer(help="Verify and read this site's audit log.", no_args_is_help=True)
@@ -71,7 +67,7 @@ LastOption = Annotated[
 ]
 
 
-class AuditCommandError(EdgeError):
+class AuditCommandError(CommandError):
     """The log or the key to check it with cannot be read."""
 
 
@@ -83,6 +79,9 @@ class AuditCommandError(EdgeError):
 def verify_orchestrator(home: StateDir, key: KeyOption = None, as_json: JsonOption = False) -> None:
     """Check every entry's hash and link and every signed checkpoint; exit 1 naming the
     first bad entry."""
+    from oncofed.orchestrator.db import AUDIT
+    from oncofed.orchestrator.settings import Settings
+
     settings = Settings.load(home)
     public = _public_key(key, settings.identity_file)
     with _orchestrator(settings) as sessions, sessions() as session:
@@ -104,6 +103,9 @@ def show_orchestrator(
     as_json: JsonOption = False,
 ) -> None:
     """The entries that match every filter given, in chain order (pending ones last)."""
+    from oncofed.orchestrator.db import AUDIT
+    from oncofed.orchestrator.settings import Settings
+
     filters = _filters(project, site, user, action, since, until)
     with _orchestrator(Settings.load(home)) as sessions:
         _show(AUDIT, sessions, filters, last, as_json)
@@ -111,6 +113,11 @@ def show_orchestrator(
 
 @contextmanager
 def _orchestrator(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from oncofed.orchestrator.db import make_engine, session_factory
+    from oncofed.orchestrator.errors import NotFound
+
     engine = make_engine(settings.url)
     try:
         yield session_factory(engine)
@@ -131,6 +138,9 @@ def _orchestrator(settings: Settings) -> Iterator[sessionmaker[Session]]:
 def verify_edge(home: EdgeDir, key: KeyOption = None, as_json: JsonOption = False) -> None:
     """Check this site's log (hashes, links, checkpoints signed with its identity key); exit
     1 naming the first bad entry."""
+    from oncofed.edge import EdgeHome
+    from oncofed.edge.ledger import AUDIT as EDGE_AUDIT
+
     edge = EdgeHome(home)
     public = _public_key(key, edge.identity_file)
     with _ledger(edge) as ledger, ledger.sessions() as session:
@@ -151,6 +161,9 @@ def show_edge(
     as_json: JsonOption = False,
 ) -> None:
     """This site's entries that match every filter given, in chain order."""
+    from oncofed.edge import EdgeHome
+    from oncofed.edge.ledger import AUDIT as EDGE_AUDIT
+
     filters = _filters(project, site, None, action, since, until)
     with _ledger(EdgeHome(home)) as ledger:
         _show(EDGE_AUDIT, ledger.sessions, filters, last, as_json)
@@ -158,6 +171,8 @@ def show_edge(
 
 @contextmanager
 def _ledger(home: EdgeHome) -> Iterator[Ledger]:
+    from oncofed.edge.ledger import LEDGER, Ledger
+
     if not (home.root / LEDGER).is_file():
         raise AuditCommandError(f"{home.root} holds no {LEDGER}: is it an edge directory?")
     with Ledger(home.root) as ledger:
@@ -170,6 +185,11 @@ def _ledger(home: EdgeHome) -> Iterator[Ledger]:
 def _public_key(key: str | None, identity_file: Path) -> Ed25519PublicKey:
     """The key checkpoints must be signed with: given (hex, or a file of hex), else the
     public half of the owner's identity key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from oncofed.privacy.secagg import load_identity
+    from oncofed.privacy.secagg.errors import SecAggError
+
     try:
         if key is None:
             return load_identity(identity_file).public_key()
@@ -187,6 +207,8 @@ def _filters(
     since: str | None,
     until: str | None,
 ) -> Filters:
+    from oncofed.audit import Filters
+
     return Filters(project, site, user, action, _time(since, "--since"), _time(until, "--until"))
 
 
@@ -245,6 +267,8 @@ def _show(
     last: int | None,
     as_json: bool,
 ) -> None:
+    from oncofed.audit import describe
+
     with sessions() as session:
         entries = log.read(session, filters)
     if last is not None:
@@ -278,6 +302,8 @@ def _show(
 
 
 def _json(entry: Entry) -> dict[str, Any]:
+    from oncofed.audit import iso
+
     return {
         "seq": entry.seq,
         "at": iso(entry.at),

@@ -10,7 +10,6 @@ from rich.text import Text
 from oncofed._text import as_text
 from oncofed.cli._common import TIME_WIDTH, EdgeDir, console, friendly, names_table
 from oncofed.cli._output import JsonOption, print_table
-from oncofed.edge import EdgeHome
 
 
 @friendly
@@ -18,6 +17,7 @@ def show_budget(home: EdgeDir, as_json: JsonOption = False) -> None:
     """What this site's privacy budget allows, what each project spent of it and every charge:
     when, which job and task round, and its epsilon (each at the policy's delta; a project's
     spending is the composition of its charges, less than their sum)."""
+    from oncofed.edge import EdgeHome
     from oncofed.edge.budget import Budget
     from oncofed.edge.ledger import Ledger
 

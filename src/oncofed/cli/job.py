@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,12 +22,12 @@ from oncofed.cli._common import (
 )
 from oncofed.cli._output import SHORT_ID, JsonOption, print_json, print_table, short_id
 from oncofed.cli.watch import live_view, render_details, render_job, rounds_done
-from oncofed.client import Client, load_spec
-from oncofed.client.events import job_events
-from oncofed.client.sites_view import render_sites
-from oncofed.wire.analysis import AnalysisSpec
-from oncofed.wire.messages import JobCreated, JobPublic, JobStatus
-from oncofed.wire.spec import JobSpec
+
+if TYPE_CHECKING:
+    from oncofed.client import Client
+    from oncofed.wire.analysis import AnalysisSpec
+    from oncofed.wire.messages import JobCreated, JobPublic
+    from oncofed.wire.spec import JobSpec
 
 app = typer.Typer(help="Submit and follow federated jobs.", no_args_is_help=True)
 JobArgument = Annotated[
@@ -47,6 +47,8 @@ def submit(
 ) -> None:
     """Validate a job spec and submit it; prints the job id (piped, and not watched: the id
     alone, what it waits for on standard error)."""
+    from oncofed.client import load_spec
+
     job_spec = load_spec(spec)
     with client(url, token) as api:
         created = api.submit(job_spec)
@@ -126,6 +128,8 @@ def _watch(api: Client, job_id: str, as_json: bool = False) -> None:
 def _stream(api: Client, job_id: str, as_json: bool) -> JobPublic:
     """Print each event as it is seen (a JSON object, or a line) until the job ends; then,
     unless JSON, the final view."""
+    from oncofed.client.events import job_events
+
     last: JobPublic | None = None
 
     def show(job: JobPublic) -> None:
@@ -143,7 +147,9 @@ def _stream(api: Client, job_id: str, as_json: bool) -> JobPublic:
     return job
 
 
-STATUSES: tuple[str, ...] = get_args(JobStatus)
+STATUSES = ("running", "completed", "failed", "cancelled")
+"""``oncofed.wire.messages.JobStatus``, spelled out: the wire's models are not imported to
+build the help (tests/cli/test_startup.py checks the two agree)."""
 
 
 def _statuses(given: list[str] | None) -> list[str] | None:
@@ -255,12 +261,14 @@ def result(
 ) -> None:
     """Download the result: a training job's final model with its report and metric curves,
     or an analysis's report, tidy CSV tables and plots; and every site's state with why."""
-    from oncofed.client.analysis_output import render_analysis
-    from oncofed.client.plots import write_job
-
     with client(url, token) as api:
         job = api.job(api.resolve_job(job_id))
         model = api.model_bytes(job.id) if job.spec.kind == "train" else None
+    # matplotlib and scipy, once there is a result to write
+    from oncofed.client.analysis_output import render_analysis
+    from oncofed.client.plots import write_job
+    from oncofed.client.sites_view import render_sites
+
     if not as_json:
         if job.spec.kind == "train":
             console.print(render_job(job))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +22,8 @@ app = typer.Typer(
 def _show_version(value: bool) -> None:
     """``--version``: the installed package's version."""
     if value:
+        from importlib.metadata import version  # email, zipfile and csv: not for every start
+
         typer.echo(f"oncofed {version('oncofed')}")
         raise typer.Exit()
 

@@ -13,7 +13,6 @@ from rich.text import Text
 
 from oncofed._text import as_text
 from oncofed.cli._common import console, friendly
-from oncofed.wire.spec import BinaryOutcome
 
 if TYPE_CHECKING:
     from oncofed.client.model import ModelMetadata
@@ -73,6 +72,8 @@ def render_model(metadata: ModelMetadata) -> RenderableType:
 
 
 def _outcome(metadata: ModelMetadata) -> str:
+    from oncofed.wire.spec import BinaryOutcome
+
     outcome = metadata.outcome
     if not isinstance(outcome, BinaryOutcome):
         return f"survival: time {outcome.time}, event {outcome.event}"

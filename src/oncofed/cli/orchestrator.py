@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 from rich.text import Text
 
 from oncofed._files import exclusive
@@ -22,11 +21,9 @@ from oncofed.cli._common import (
     friendly,
     setup_logging,
 )
-from oncofed.edge.certificates import fingerprint_lines
-from oncofed.orchestrator import Settings, create_app, migrate, pki, tls
-from oncofed.orchestrator import setup as state
-from oncofed.orchestrator.errors import BadRequest
-from oncofed.orchestrator.memory import bound_allocator, settle_collector
+
+if TYPE_CHECKING:  # the server's modules (FastAPI, SQLAlchemy, uvicorn): imported by commands
+    import uvicorn
 
 app = typer.Typer(help="Run the orchestrator (the operator's side).", no_args_is_help=True)
 
@@ -58,6 +55,10 @@ def init(
 ) -> None:
     """Create the state directory, database, consortium CA and server certificate; print
     the operator token once."""
+    from oncofed.orchestrator import pki
+    from oncofed.orchestrator import setup as state
+    from oncofed.orchestrator.settings import Settings
+
     token = state.initialise(home, database_url, hosts or pki.DEFAULT_HOSTS)
     console.print(
         f"Orchestrator state in [bold]{home}[/] ({Settings.load(home).url.split('://')[0]})."
@@ -69,6 +70,9 @@ def init(
 
 def _show_ca(home: Path) -> None:
     """Where the CA's certificate is, and its fingerprint, for the operator to hand out."""
+    from oncofed.edge.certificates import fingerprint_lines
+    from oncofed.orchestrator import pki
+
     paths = pki.Paths.of(home)
     cert = pki.Authority.load(paths).cert
     console.print(Text(f"Consortium CA: {paths.ca_cert} (give it to every site with its token)"))
@@ -81,6 +85,9 @@ def ca(home: StateDir) -> None:
     """Print the consortium CA's certificate (PEM, on standard output: redirect it to a file
     for the sites) and its SHA-256 fingerprint (on standard error), which site admins compare
     with what ``oncofed edge init`` shows."""
+    from oncofed.edge.certificates import fingerprint_lines
+    from oncofed.orchestrator import pki
+
     paths = pki.Paths.of(home)
     cert = pki.Authority.load(paths).cert
     typer.echo(paths.ca_cert.read_text(), nl=False)
@@ -92,6 +99,8 @@ def ca(home: StateDir) -> None:
 def certificate(home: StateDir, hosts: HostsOption = None) -> None:
     """Issue a new server certificate for the hosts edges dial (the consortium CA is kept;
     it is created for a state directory made before it existed). Restart serve to use it."""
+    from oncofed.orchestrator import pki
+
     pki.initialise(home, hosts or pki.DEFAULT_HOSTS)
     console.print(Text(f"Server certificate: {pki.Paths.of(home).server_cert}"))
     _show_ca(home)
@@ -121,6 +130,15 @@ def serve(
     """Serve the API over HTTPS with the consortium CA's server certificate, edges
     authenticated by their client certificates (mutual TLS); the database is migrated to
     the newest schema first."""
+    import uvicorn
+
+    from oncofed.orchestrator import tls
+    from oncofed.orchestrator.app import create_app
+    from oncofed.orchestrator.db import migrate
+    from oncofed.orchestrator.errors import BadRequest
+    from oncofed.orchestrator.memory import bound_allocator, settle_collector
+    from oncofed.orchestrator.settings import Settings
+
     plain = plain_http or insecure
     if plain and not insecure and not tls.is_loopback(host):
         raise BadRequest(
@@ -153,20 +171,20 @@ def serve(
         config = uvicorn.Config(
             application, host=host, port=port, log_level=log_level, access_log=False, **options
         )
-        _Server(config, application.state.notifier.close).run()
+        _server(config, application.state.notifier.close).run()
 
 
-class _Server(uvicorn.Server):
+def _server(config: uvicorn.Config, closing: Callable[[], None]) -> uvicorn.Server:
     """uvicorn's server, which on SIGTERM or SIGINT first wakes the long polls (``closing``):
     they answer at once, so the shutdown waits for no poll's full wait."""
+    import uvicorn
 
-    def __init__(self, config: uvicorn.Config, closing: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._closing = closing
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            closing()
+            super().handle_exit(sig, frame)
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self._closing()
-        super().handle_exit(sig, frame)
+    return Server(config)
 
 
 @app.command()
@@ -184,5 +202,7 @@ def token(
 ) -> None:
     """Add a person and print their first token (once). It works on the state directory: an
     operator whose tokens all expired adds another operator here."""
+    from oncofed.orchestrator import setup as state
+
     created = state.add_principal(home, name, role, site, days)
     console.print(created.token, soft_wrap=True, highlight=False, markup=False)

@@ -5,23 +5,17 @@ none of the plugins' code."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import yaml
 from rich.text import Text
 
 from oncofed._text import plain
 from oncofed.cli._common import console, friendly
-from oncofed.edge import EdgeHome, EdgePolicy
-from oncofed.learning import plugins
-from oncofed.learning.plugins import (
-    PluginDistribution,
-    PluginError,
-    PluginModel,
-    PluginPin,
-    canonical,
-)
+
+if TYPE_CHECKING:
+    from oncofed.edge import EdgePolicy
+    from oncofed.learning.plugins import PluginDistribution, PluginModel
 
 INDENT = "  "
 
@@ -38,6 +32,9 @@ def list_plugins(
     """Plugin distributions installed here: name, version, SHA-256 of their files and the
     model types they declare, with the entry to add under ``plugins:`` in policy.yaml (and
     their model types to ``allowed_models``) to let them run at this site."""
+    from oncofed.edge import EdgeHome
+    from oncofed.learning import plugins
+
     policy = EdgeHome(home).policy() if home is not None else None
     found = plugins.distributions()
     if not found:
@@ -49,6 +46,11 @@ def list_plugins(
 
 def _describe(dist: PluginDistribution, policy: EdgePolicy | None) -> Text:
     """One distribution: a heading with its status, its model types, then its policy entry."""
+    import yaml
+
+    from oncofed.learning import plugins
+    from oncofed.learning.plugins import PluginError, PluginPin
+
     try:
         sha: str | None = plugins.digest(plugins.installed_distribution(dist.name))
         status = _status(dist, sha, policy) if sha and policy is not None else ""
@@ -77,6 +79,8 @@ def _model(model: PluginModel, allowed: set[str] | None) -> str:
 
 
 def _status(dist: PluginDistribution, sha: str, policy: EdgePolicy) -> str:
+    from oncofed.learning.plugins import canonical
+
     pins = [p for p in policy.plugins if canonical(p.name) == canonical(dist.name)]
     if not pins:
         return "not allowlisted"

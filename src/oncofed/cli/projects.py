@@ -4,7 +4,7 @@ site admin's ``oncofed edge projects``, ``approve`` and ``decline``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Group, RenderableType
@@ -23,9 +23,9 @@ from oncofed.cli._common import (
     names_table,
 )
 from oncofed.cli._output import print_table
-from oncofed.edge import EdgeHome
-from oncofed.edge.governance import decide_project, read_projects
-from oncofed.wire.projects import ProjectPublic
+
+if TYPE_CHECKING:
+    from oncofed.wire.projects import ProjectPublic
 
 project_app = typer.Typer(
     help="Declare projects and follow sites' decisions.", no_args_is_help=True
@@ -85,6 +85,9 @@ def add_member(
 @friendly
 def edge_projects(home: EdgeDir) -> None:
     """Every project of the consortium, with this site's decision on it."""
+    from oncofed.edge import EdgeHome
+    from oncofed.edge.governance import read_projects
+
     found, policy = read_projects(EdgeHome(home))
     table = names_table("project", {"here": 8, "dataset": 12})
     table.add_column("title", overflow="fold")
@@ -109,6 +112,9 @@ def approve(
 ) -> None:
     """Approve a project for this site, on one of its datasets. The scope shown is the one
     this site will enforce on every task of the project."""
+    from oncofed.edge import EdgeHome
+    from oncofed.edge.governance import decide_project
+
     project, version = decide_project(EdgeHome(home), name, dataset=dataset)
     console.print(render_project(project, sites=False))
     console.print(
@@ -131,6 +137,9 @@ def decline(
     ],
 ) -> None:
     """Decline a project for this site; its tasks are refused here even if sent."""
+    from oncofed.edge import EdgeHome
+    from oncofed.edge.governance import decide_project
+
     _, version = decide_project(EdgeHome(home), name, reason=reason)
     console.print(
         Text.assemble("Declined ", as_text(name, style="bold"), f" (policy version {version}).")

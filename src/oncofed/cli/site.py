@@ -3,7 +3,7 @@ anyone with a token lists them and reads their data quality reports."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -21,10 +21,9 @@ from oncofed.cli._common import (
     names_table,
 )
 from oncofed.cli._output import JsonOption, print_json, print_table
-from oncofed.cli.profile_view import render_profile
-from oncofed.client import ClientError
-from oncofed.orchestrator import setup as state
-from oncofed.wire.messages import SitePublic
+
+if TYPE_CHECKING:
+    from oncofed.wire.messages import SitePublic
 
 app = typer.Typer(help="Manage sites (hospitals).", no_args_is_help=True)
 SiteArgument = Annotated[str, typer.Argument(help="Site name.")]
@@ -40,6 +39,8 @@ def add(
     home: StateDir,
 ) -> None:
     """Register a site and print its one-time enrolment token."""
+    from oncofed.orchestrator import setup as state
+
     created = state.add_site(home, name)
     console.print(
         Text.assemble(
@@ -98,6 +99,9 @@ def profile(
     token: TokenOption = None,
 ) -> None:
     """The data quality report a site sent on each of its datasets (small counts suppressed)."""
+    from oncofed.cli.profile_view import render_profile
+    from oncofed.client import ClientError
+
     with client(url, token) as api:
         reports = api.profiles(name)
     if dataset is not None:

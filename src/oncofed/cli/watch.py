@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -14,10 +15,10 @@ from rich.table import Table
 from rich.text import Text
 
 from oncofed._text import as_text
-from oncofed.client.events import WAITING
 from oncofed.client.report import POOLED_ONLY, curves
-from oncofed.client.sites_view import render_sites
-from oncofed.wire.messages import JobPublic, RoundPublic
+
+if TYPE_CHECKING:
+    from oncofed.wire.messages import JobPublic, RoundPublic
 
 
 @contextmanager
@@ -36,6 +37,8 @@ _STATUS = {"running": "yellow", "completed": "green", "failed": "red", "cancelle
 def render_job(job: JobPublic, last: int = 8) -> RenderableType:
     """One job: progress, a training job's last rounds' loss and held-out metrics, then every
     site's state with why (``oncofed.client.sites_view``)."""
+    from oncofed.client.sites_view import render_sites  # the wire's models, once a job is in
+
     metric = job.primary_metric
     closed = sum(1 for r in job.rounds if r.status == "closed")
     total = job.planned_rounds or max(closed + (job.status == "running"), 1)  # Newton: so far
@@ -99,6 +102,9 @@ def rounds_done(job: JobPublic) -> str:
 def render_details(job: JobPublic) -> RenderableType:
     """One job's record: what it runs and where, each round with its sites' answers and
     metrics, every site's state with why, and the error that ended it."""
+    from oncofed.client.events import WAITING
+    from oncofed.client.sites_view import render_sites
+
     spec = job.spec
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold", no_wrap=True)

@@ -1,22 +1,28 @@
 """The researcher's and operator's Python client: ``from oncofed.client import Client``.
 
 ``Client.download_result(job_id, folder)`` writes any job's result; ``load_model(path)`` reads
-a training job's ``model.safetensors`` and predicts from a table. ``write_result``,
-``write_job`` and the model's names are imported on first use (they bring in matplotlib,
-scipy).
+a training job's ``model.safetensors`` and predicts from a table. Every name is imported on
+first use: the client brings in httpx and the wire's models, ``write_result``, ``write_job``
+and the model's names matplotlib and scipy, which the CLI's help does without.
 """
 
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from oncofed.client._client import Client, ClientError, load_spec
-from oncofed.client.report import build_report, curves, final_metrics, provenance
-
 if TYPE_CHECKING:
+    from oncofed.client._client import Client, ClientError, load_spec
     from oncofed.client.model import Model, ModelError, ModelMetadata, load_model
     from oncofed.client.plots import write_job, write_result
+    from oncofed.client.report import build_report, curves, final_metrics, provenance
 
 _LAZY = {
+    "Client": "_client",
+    "ClientError": "_client",
+    "load_spec": "_client",
+    "build_report": "report",
+    "curves": "report",
+    "final_metrics": "report",
+    "provenance": "report",
     "write_result": "plots",
     "write_job": "plots",
     "Model": "model",

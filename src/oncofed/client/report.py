@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oncofed import __version__
-from oncofed.audit import sha256_of
-from oncofed.wire.messages import JobPublic
+
+if TYPE_CHECKING:
+    from oncofed.wire.messages import JobPublic
 
 POOLED_ONLY = "secure aggregation: the held-out metrics are pooled only, no site's own is known"
 """What a securely aggregated job says in place of per-site metrics."""
@@ -64,6 +65,8 @@ def provenance(job: JobPublic) -> dict[str, Any]:
     and the spec's SHA-256 (of its canonical JSON: the hash the audit log and every site pin),
     project and dataset, every site and its state, when the job started and ended, and the
     oncofed version that wrote the report."""
+    from oncofed.audit import sha256_of  # SQLAlchemy: the audit log's package
+
     spec = job.spec.model_dump(mode="json")
     states = job.participation.sites
     return {
