@@ -27,7 +27,6 @@ from oncofed.cdm.fields import (
     TREATMENT_TYPES,
     variable,
 )
-from oncofed.privacy.accounting import epsilon_floor
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 
@@ -450,6 +449,8 @@ class DifferentialPrivacy(_Strict):
 
     @model_validator(mode="after")
     def _sound(self) -> DifferentialPrivacy:
+        from oncofed.privacy.accounting import epsilon_floor  # numpy: not on every CLI start
+
         floor = epsilon_floor(self.delta)
         if self.epsilon < 2 * floor:
             raise ValueError(
