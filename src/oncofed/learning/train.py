@@ -50,6 +50,12 @@ def local_optimizer(local: LocalTraining, params: list[nn.Parameter]) -> torch.o
     return torch.optim.SGD(params, lr=local.lr, weight_decay=local.weight_decay)
 
 
+def warm_up() -> None:
+    """Pay now what a process's first training would: the first setting of torch's
+    deterministic mode imports its compiler stack (a second or more)."""
+    torch.use_deterministic_algorithms(True)
+
+
 def train(
     spec: JobSpec,
     weights: Mapping[str, np.ndarray],
