@@ -5,7 +5,9 @@ bounds drawn; a survival model's pooled figure named as the mean of the sites'."
 from __future__ import annotations
 
 from matplotlib.collections import PolyCollection
+from rich.console import Console
 
+from oncofed.cli.watch import render_details
 from oncofed.client.plots import curves_figure
 from oncofed.client.report import final_metrics
 from oncofed.wire.messages import JobPublic
@@ -67,3 +69,12 @@ def test_a_survival_jobs_pooled_figure_is_named_a_mean() -> None:
     assert survival.pooled_metric == "mean_site_c_index"
     labels = [str(line.get_label()) for line in curves_figure(survival).axes[1].get_lines()]
     assert labels[-1] == "mean of the sites' C-index (weighted by held-out rows)"
+
+
+def test_job_show_prints_what_the_pooled_figures_leave_out() -> None:
+    job = _final(_job(3), {"auc": 0.7, "auc_lower": 0.6, "auc_upper": 0.8})
+    console = Console(width=100, record=True)
+    console.print(render_details(job))
+    shown = " ".join(console.export_text().replace("│", " ").split())
+    assert NOTE in shown
+    assert "auc 0.700, auc_lower 0.600, auc_upper 0.800" in shown
