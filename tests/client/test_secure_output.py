@@ -120,6 +120,14 @@ def test_a_secure_training_job_shows_its_metrics_pooled_only(
     assert all(f"{site} │ took part" in " ".join(states.split()) for site in four)
     model = state.coordinator.blobs.read(job.model_sha256 or "")
     report = json.loads(write_result(job, model, tmp_path / "out")["report"].read_text())
-    assert report["final"] == {"pooled": job.rounds[-1].metrics, "sites": {}, "note": POOLED_ONLY}
+    final = job.rounds[-1]
+    assert report["final"] == {
+        "pooled": final.metrics,
+        "pooled_rows": final.metric_rows,
+        "notes": final.notes,
+        "sites": {},
+        "note": POOLED_ONLY,
+    }
+    assert final.metric_rows["auc"] == final.metric_rows["log_loss"] > 0
     assert report["final"]["pooled"].keys() >= {"auc", "log_loss"}
     assert all(not m for row in report["rounds"] for m in row["site_metrics"].values())

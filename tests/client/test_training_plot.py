@@ -54,7 +54,7 @@ def test_hundreds_of_rounds_are_drawn_as_lines_with_the_legend_outside() -> None
     fig = curves_figure(_job(300))
     markers, labels = _drawn(fig)
     assert set(markers) == {"None"}
-    assert labels == [*SITES, "all sites (sample-weighted)"]
+    assert labels == [*SITES, "all sites (pooled held-out rows)"]
     loss, metric = fig.axes
     assert len(loss.get_lines()[0].get_xdata()) == 300  # every training round has a loss
     fig.canvas.draw()  # type: ignore[no-untyped-call]

@@ -13,7 +13,13 @@ from lifelines import CoxPHFitter
 from oncofed.learning.data import Cohort
 from oncofed.learning.metrics import log_loss
 from oncofed.learning.registry import initial_weights
-from oncofed.learning.train import cox_partial_likelihood, evaluate, predict, train
+from oncofed.learning.train import (
+    cox_partial_likelihood,
+    evaluate,
+    held_out_evaluation,
+    predict,
+    train,
+)
 from oncofed.wire.spec import JobSpec
 from oncofed.wire.tensors import Weights
 
@@ -197,3 +203,40 @@ def test_proximal_term_keeps_weights_near_the_start(
     free = train(spec, start, x, cohort, seed=0, epochs=10, proximal_mu=0.0)
     held = train(spec, start, x, cohort, seed=0, epochs=10, proximal_mu=5.0)
     assert _distance(held.weights, start) < 0.8 * _distance(free.weights, start)
+
+
+def test_the_held_out_evaluation_sends_sums_and_a_histogram_without_small_cells(
+    binary_data: tuple[np.ndarray, Cohort],
+) -> None:
+    """What a site sends of a binary model: its metrics, the sums that pool exactly, and a
+    score histogram in cells that hold no label's rows from 1 to the threshold - 1 (on the
+    finest grid under secure aggregation, where only the sum over sites is seen)."""
+    x, cohort = binary_data
+    spec = _spec()
+    fit = train(spec, initial_weights(spec.model, 4, seed=0), x, cohort, seed=0, epochs=10)
+    plain = held_out_evaluation(spec, fit.weights, x, cohort, 11)
+    assert plain.metrics == evaluate(spec, fit.weights, x, cohort)
+    assert plain.sums is not None and plain.scores is not None
+    assert plain.sums.correct == round(plain.metrics["accuracy"] * 120)
+    assert plain.sums.log_loss == pytest.approx(plain.metrics["log_loss"] * 120)
+    counts = np.array([plain.scores.positive, plain.scores.negative])
+    assert counts.sum() == 120 and not np.any((counts > 0) & (counts < 11))
+    assert 2 < len(plain.scores.edges) - 1 < 2048
+    secure = held_out_evaluation(spec, fit.weights, x, cohort, None)
+    assert secure.scores is not None and len(secure.scores.positive) == 2048
+    few = Cohort(
+        numeric=cohort.numeric[:15],
+        dummies=cohort.dummies[:15],
+        label=np.array([1.0] * 3 + [0.0] * 12),
+        time=None,
+    )
+    assert held_out_evaluation(spec, fit.weights, x[:15], few, 11).scores is None  # 3 positives
+    survival = _spec(
+        outcome={"type": "survival", "time": "rfs_days", "event": "rfs_event"},
+        model={"type": "cox"},
+    )
+    _, time, event = _survival(1, 120, tied=False)
+    timed = Cohort(numeric=cohort.numeric, dummies=cohort.dummies, label=event, time=time)
+    start = initial_weights(survival.model, 4, seed=0)
+    shown = held_out_evaluation(survival, start, x, timed, 11)
+    assert shown.scores is None and shown.sums is None and set(shown.metrics) == {"c_index"}

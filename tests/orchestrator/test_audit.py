@@ -245,7 +245,7 @@ def test_no_patient_value_nor_aggregate_enters_the_log(
         needles.add_reals(f"{name} rows", np.concatenate([columns["x1"], columns["x2"]]))
     with state.sessions() as session:
         results = session.scalars(select(Task.result_json).where(Task.status == "accepted"))
-        stats = [StatsResult.model_validate_json(r) for r in results if r and '"sums"' in r]
+        stats = [StatsResult.model_validate_json(r) for r in results if r and '"sumsq"' in r]
         tasks = "\n".join(r or "" for r in session.scalars(select(Task.result_json)))
         audit_rows = [
             str(value)

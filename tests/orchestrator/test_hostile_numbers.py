@@ -239,11 +239,14 @@ def test_metrics_of_1e308_are_refused_and_the_listings_answer(
     assert alpha["kind"] == "evaluate"
     bad = {"evaluation": {"n_eval": held_out(30), "metrics": {"auc": 1e308}}, "compute_seconds": 0}
     refused(post(api, state, "alpha", alpha["task_id"], bad), "metrics.auc")
-    good = {"evaluation": {"n_eval": held_out(10), "metrics": {"auc": 0.7}}, "compute_seconds": 0}
+    n = held_out(10)
+    scores = {"edges": [0, 2048], "positive": [1], "negative": [n - 1]}  # 1 of n positive
+    evaluation = {"n_eval": n, "metrics": {"auc": 0.5}, "scores": scores}
+    good = {"evaluation": evaluation, "compute_seconds": 0}
     assert post(api, state, "beta", beta["task_id"], good).status_code == 200
     view = job_view(api, state, job_id)
     assert view["status"] == "completed"
-    assert view["rounds"][-1]["metrics"] == {"auc": pytest.approx(0.7)}
+    assert view["rounds"][-1]["metrics"]["auc"] == pytest.approx(0.5)
 
 
 def stored_as_accepted(state: State, site: str, kind: str, result: str) -> None:

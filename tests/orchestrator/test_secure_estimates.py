@@ -30,7 +30,6 @@ from oncofed.client.report import POOLED_ONLY, final_metrics
 from oncofed.demo.data import site_tables
 from oncofed.edge import EdgePolicy, LocalStore
 from oncofed.edge.runner import Contribution, Outcome
-from oncofed.learning.secure import metric_names
 from oncofed.orchestrator.db import Base, Job
 from oncofed.orchestrator.settings import Settings
 from oncofed.wire.analysis import CoxAnalysis, RegressionReport
@@ -246,9 +245,9 @@ def test_a_lone_sites_held_out_metrics_are_not_revealed(
     # in the clear, and delta (fewer) kept its own. The pooled held-out rows and sample-weighted
     # metrics, less the sharing sites' figures, were delta's.
     assert isinstance(spec, JobSpec)
-    names = metric_names(spec)
+    sums_of = {"log_loss": "log_loss", "mean_probability": "probability"}
     metrics = {
-        site: dict(zip(names, own[site, number].values["metric_sums"] / rows[site], strict=True))
+        site: {m: float(own[site, number].values[k]) / rows[site] for m, k in sums_of.items()}
         for site in SHARING
     }
     with state.sessions() as session:
@@ -261,7 +260,7 @@ def test_a_lone_sites_held_out_metrics_are_not_revealed(
     for name in ("log_loss", "mean_probability"):
         total = pooled.metrics[name] * (pooled.n_eval or 0)
         revealed = (total - sum(metrics[s][name] * rows[s] for s in SHARING)) / revealed_rows
-        expected = float(own[SMALL, number].values["metric_sums"][names.index(name)]) / rows[SMALL]
+        expected = float(own[SMALL, number].values[sums_of[name]]) / rows[SMALL]
         assert revealed == pytest.approx(expected, rel=1e-9)
 
     # Now no site sends a metric of its own in the clear: the job says its metrics are pooled
@@ -273,7 +272,9 @@ def test_a_lone_sites_held_out_metrics_are_not_revealed(
         assert header.clear.own is None
     for rnd in job.rounds:
         assert all(s.metrics == {} and s.n_eval is None for s in rnd.sites.values())
-    assert final_metrics(job) == {"pooled": evaluate.metrics, "sites": {}, "note": POOLED_ONLY}
+    shown = final_metrics(job)
+    assert shown["pooled"] == evaluate.metrics and shown["sites"] == {}
+    assert shown["note"] == POOLED_ONLY
     search = holdings(state, job)
     public = needles({"pooled metrics": np.array(list(evaluate.metrics.values()))})
     assert labels(search.search(public)) == {"pooled metrics"}
@@ -284,9 +285,10 @@ def test_a_lone_sites_held_out_metrics_are_not_revealed(
     for site in played:
         mine = Needles()
         for (who, n), contribution in own.items():
-            if who != site or "metric_sums" not in contribution.values:
+            if who != site or "log_loss" not in contribution.values:
                 continue
-            sums = contribution.values["metric_sums"]
+            values = contribution.values
+            sums = np.array([float(values["log_loss"]), float(values["probability"])])
             mine.add_reals(f"{site} round {n} metric sums", sums)
             if n > 1:  # round 1 evaluates the initial model (weights 0): log-loss ln 2 anywhere
                 mine.add_reals(f"{site} round {n} metrics", sums / contribution.values["n_eval"])

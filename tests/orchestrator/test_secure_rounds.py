@@ -14,8 +14,11 @@ import pytest
 
 from oncofed.demo.data import site_tables
 from oncofed.edge import EdgePolicy, LocalStore
+from oncofed.learning.metrics import auc, log_loss, weighted_mean
+from oncofed.learning.train import predict
 from oncofed.wire import tensors
 from oncofed.wire.analysis import AnalysisSpec, RegressionReport, SurvivalReport
+from oncofed.wire.messages import JobPublic
 from oncofed.wire.spec import JobSpec
 from tests.sites import Site, enrol, import_gbsg2, play, sites
 from tests.support import State
@@ -24,6 +27,8 @@ NAMES = {"north": "alpha", "south": "beta", "east": "gamma", "west": "delta"}
 BREAST = {"primary_site": "C50", "time_origin": "diagnosis"}
 RFS = {"time": "rfs_days", "event": "rfs_event"}
 SECURE = {"privacy": {"secure_aggregation": True}}
+SMALL = set(range(1, 11))
+"""Counts under the default small-cell threshold."""
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +99,68 @@ def test_secure_training_equals_the_plain_job(state: State, four: dict[str, Site
     theirs = tensors.decode(state.coordinator.blobs.read(plain.model_sha256 or ""))
     for name, weights in ours.items():
         np.testing.assert_allclose(weights, theirs[name], atol=1e-6)
-    assert secure.rounds[-1].metrics["auc"] == pytest.approx(plain.rounds[-1].metrics["auc"])
+    # Both give the pooled rows' figures: accuracy, log-loss and mean probability from sums
+    # alike; the AUC from histograms whose small cells were merged at each site (plain) or in
+    # the pooled sum (secure), so each within its bounds of the pooled rows' exact AUC.
+    rows = held_out_rows(state, four, plain)
+    label, logit = (np.concatenate(part) for part in zip(*rows.values(), strict=True))
+    mine, yours = secure.rounds[-1], plain.rounds[-1]
+    for name, value in mine.metrics.items():
+        if not name.startswith("auc"):
+            assert value == pytest.approx(yours.metrics[name], rel=1e-9)
+    assert mine.metrics["log_loss"] == pytest.approx(log_loss(label, logit), rel=1e-9)
+    assert mine.metrics["auc_lower"] <= auc(label, logit) <= mine.metrics["auc_upper"]
+    assert mine.metric_rows["auc"] == label.size
+    # In a plain job a site with 1 to 10 held-out rows of a label sends no histogram (3 of
+    # the 4 here): the AUC is of the others' rows, and a note names the sites it leaves out.
+    sent = {
+        site for site, (y, _) in rows.items() if not 0 < y.sum() < 11 and not 0 < (1 - y).sum() < 11
+    }
+    kept = [rows[site] for site in sorted(sent)]
+    label, logit = (np.concatenate(part) for part in zip(*kept, strict=True))
+    assert yours.metrics["auc_lower"] <= auc(label, logit) <= yours.metrics["auc_upper"]
+    assert yours.metric_rows["auc"] == label.size
+    left = ", ".join(sorted(set(rows) - sent))
+    assert any("leaves out" in note and left in note for note in yours.notes), yours.notes
+    for rnd in (mine, yours):
+        assert any(note.startswith("auc: of the pooled held-out rows") for note in rnd.notes)
+
+
+def held_out_rows(
+    state: State, four: dict[str, Site], job: JobPublic
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each site's held-out labels and the final model's logits on them: the pooled rows,
+    which never leave their sites in a job (read here from each site's runner)."""
+    model = tensors.decode(state.coordinator.blobs.read(job.model_sha256 or ""))
+    assert isinstance(job.spec, JobSpec) and job.standardization is not None
+    rows = {}
+    for name, site in four.items():
+        held = site.runner._splits[job.id].held_out
+        logit = predict(job.spec, model, held.design(job.standardization))
+        rows[name] = (held.label, logit)
+    return rows
+
+
+@pytest.mark.parametrize("four", [1], indirect=True, ids=["threshold-1"])
+def test_the_pooled_auc_is_that_of_the_pooled_rows(state: State, four: dict[str, Site]) -> None:
+    """With no small cells to merge (threshold 1) each site sends its histograms on the
+    finest grid: plain and secure, the pooled AUC is the exact AUC of the concatenated
+    held-out rows (metrics.auc) within 1e-3, inside bounds that hold it; the old report's
+    sample-weighted mean of the sites' AUCs is not."""
+    plain = play(state, four, training())
+    secure = play(state, four, training(**SECURE))
+    assert plain.status == secure.status == "completed", secure.error
+    rows = held_out_rows(state, four, plain)
+    label, logit = (np.concatenate(part) for part in zip(*rows.values(), strict=True))
+    exact = auc(label, logit)
+    for job in (plain, secure):
+        final = job.rounds[-1]
+        assert final.metrics["auc"] == pytest.approx(exact, abs=1e-3)
+        assert final.metrics["auc_lower"] <= exact <= final.metrics["auc_upper"]
+        assert final.metrics["accuracy"] == pytest.approx(np.mean((logit > 0) == (label == 1)))
+    sites = plain.rounds[-1].sites.values()
+    old = weighted_mean([(s.metrics["auc"], s.n_eval or 0) for s in sites])
+    assert old is not None and abs(old - exact) > abs(plain.rounds[-1].metrics["auc"] - exact)
 
 
 def test_a_secure_regression_equals_the_plain_one(state: State, four: dict[str, Site]) -> None:

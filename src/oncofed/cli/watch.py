@@ -66,7 +66,8 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
         return Panel(Group(*parts), title=_title(job), title_align="left")
     secure = job.spec.privacy.secure_aggregation
     columns = [] if secure else job.sites  # no site's own metrics under secure aggregation
-    headers = ("round", "sites", "train loss", f"all sites {metric}", *columns)
+    pooled = job.pooled_metric  # a C-index's is the mean of the sites' own, named so
+    headers = ("round", "sites", "train loss", f"all sites {pooled}", *columns)
     table = Table(expand=False)
     for header in headers:
         table.add_column(as_text(header), overflow="fold")  # a long site name, never cut
@@ -78,7 +79,7 @@ def render_job(job: JobPublic, last: int = 8) -> RenderableType:
             str(row["round"]),
             "" if row["sites_reporting"] is None else str(row["sites_reporting"]),
             "" if loss is None else f"{loss:.4f}",
-            _fmt(row["metrics"].get(metric)),
+            _fmt(row["metrics"].get(pooled)),
             *(_fmt(row["site_metrics"].get(s, {}).get(metric)) for s in columns),
         )
     parts = [head, table, render_sites(job.participation, training=True)]
@@ -137,6 +138,9 @@ def render_details(job: JobPublic) -> RenderableType:
     parts: list[RenderableType] = [facts]
     if job.rounds:
         parts.append(rounds)
+        notes = job.rounds[-1].notes  # what the last round's pooled metrics are, or leave out
+        if notes:
+            parts.append(as_text("\n".join(notes), style="dim"))
     parts.append(render_sites(job.participation, training=spec.kind == "train"))
     if job.error:
         parts.append(as_text(job.error, style="red"))

@@ -17,6 +17,8 @@ from oncofed.client.report import build_report, curves, provenance
 from oncofed.wire.analysis import AnalysisSpec
 from oncofed.wire.messages import JobPublic
 
+POOLED_LABEL = {"mean_site_c_index": "mean of the sites' C-index (weighted by held-out rows)"}
+"""How the plot names a pooled figure that is not computed over the pooled rows."""
 _MARKED_ROUNDS = 12
 """Up to this many rounds the curves mark each round's point; beyond, lines alone."""
 
@@ -55,7 +57,8 @@ def curves_figure(job: JobPublic) -> Figure:
                 markersize=4,
                 label=label(site),
             )
-    pooled = [(r["round"], r["metrics"].get(metric)) for r in rows if metric in r["metrics"]]
+    name = job.pooled_metric
+    pooled = [(r["round"], r["metrics"].get(name)) for r in rows if name in r["metrics"]]
     if pooled:
         ax_metric.plot(
             *zip(*pooled, strict=True),
@@ -63,7 +66,17 @@ def curves_figure(job: JobPublic) -> Figure:
             linewidth=2.5,
             marker=marker,
             markersize=5,
-            label="all sites (sample-weighted)",
+            label=POOLED_LABEL.get(name, "all sites (pooled held-out rows)"),
+        )
+    band = [
+        (r["round"], r["metrics"][f"{name}_lower"], r["metrics"][f"{name}_upper"])
+        for r in rows
+        if f"{name}_lower" in r["metrics"] and f"{name}_upper" in r["metrics"]
+    ]
+    if band:
+        rounds, lower, upper = zip(*band, strict=True)
+        ax_metric.fill_between(
+            rounds, lower, upper, color="black", alpha=0.12, label="any order within the cells"
         )
     pooled_only = " (pooled only)" if job.spec.privacy.secure_aggregation else ""
     title = f"Held-out {metric} of the global model{pooled_only}"

@@ -43,15 +43,18 @@ def _accepted(rnd: Any) -> int:
 
 
 def final_metrics(job: JobPublic) -> dict[str, Any]:
-    """Metrics of the final model on each site's held-out rows, and pooled (sample-weighted);
-    under secure aggregation pooled only, with a note saying so."""
+    """Metrics of the final model on each site's held-out rows, and pooled: over the pooled
+    held-out rows (a C-index: the mean of the sites' own, named ``mean_site_c_index``), with
+    the rows behind each and notes on what a pooled figure leaves out or is; under secure
+    aggregation pooled only, with a note saying so."""
     final = next((r for r in job.rounds if r.kind == "evaluate"), None)
     if final is None:
         return {}
+    pooled = {"pooled": final.metrics, "pooled_rows": final.metric_rows, "notes": final.notes}
     if job.spec.privacy.secure_aggregation:
-        return {"pooled": final.metrics, "sites": {}, "note": POOLED_ONLY}
+        return {**pooled, "sites": {}, "note": POOLED_ONLY}
     return {
-        "pooled": final.metrics,
+        **pooled,
         "sites": {
             name: {"n_eval": s.n_eval, **s.metrics}
             for name, s in final.sites.items()

@@ -430,14 +430,16 @@ class TaskRunner:
         self._guard.check_model(task, spec, weights, data)
         return weights
 
-    @staticmethod
     def _evaluate(
-        spec: JobSpec, weights: tensors.Weights, held_out: Cohort, scaling: Standardization
+        self, spec: JobSpec, weights: tensors.Weights, held_out: Cohort, scaling: Standardization
     ) -> Evaluation:
-        metrics = local.evaluate(spec, weights, held_out.design(scaling), held_out)
-        return Evaluation(
-            n_eval=len(held_out), metrics={k: v for k, v in metrics.items() if math.isfinite(v)}
-        )
+        """The held-out figures: a binary model's score histogram in the finest cells with no
+        small count of a label under the policy's ``small_cell_threshold``; under secure
+        aggregation on the finest grid (the rule applies to the sum over sites)."""
+        secure = spec.privacy.secure_aggregation
+        threshold = None if secure else self._policy.small_cell_threshold
+        x = held_out.design(scaling)
+        return local.held_out_evaluation(spec, weights, x, held_out, threshold)
 
 
 def _label(outcome: Outcome | None) -> str:

@@ -13,11 +13,14 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from oncofed.learning.metrics import SiteScores, own_pair_bounds
+from oncofed.learning.registry import TASKS
 from oncofed.orchestrator.db import DatasetProfile
-from oncofed.wire.base import MAX_PATIENTS
+from oncofed.wire.base import MAX_PATIENTS, Evaluation
 from oncofed.wire.errors import BadAnswer
 from oncofed.wire.messages import StatsResult
 from oncofed.wire.profile import SUPPRESSED, DataProfile
+from oncofed.wire.spec import JobSpec
 
 _SHOWN_ERRORS = 3
 """Validation errors named in a refusal (the rest are counted)."""
@@ -87,6 +90,35 @@ def check_sums(sums: Sequence[float], squares: Sequence[float], n: int) -> None:
     total, square = np.asarray(sums, dtype=np.float64), np.asarray(squares, dtype=np.float64)
     if np.any(total**2 > n * square * (1 + 1e-9) + 1e-9):
         raise BadAnswer(f"sums that {n} values cannot have: sum^2 is above n * sum of squares")
+
+
+UNIT_METRICS = ("auc", "accuracy", "mean_probability", "c_index")
+"""Metrics that are shares: from 0 to 1."""
+
+
+def check_evaluation(spec: JobSpec, evaluation: Evaluation) -> None:
+    """Held-out figures of the job's kind of model: shares (AUC, accuracy, mean probability,
+    C-index) from 0 to 1 and a log-loss of at least 0; a binary model's sums and score
+    histogram (checked against its rows by the wire type), a survival model's neither; an
+    AUC the site's histogram allows (and a histogram of both labels beside an AUC).
+    BadAnswer otherwise."""
+    for name, value in evaluation.metrics.items():
+        if name in UNIT_METRICS and not 0.0 <= value <= 1.0:
+            raise BadAnswer(f"metric {name} is {value:g}, outside 0 to 1")
+        if name == "log_loss" and value < 0.0:
+            raise BadAnswer(f"metric log_loss is {value:g}, below 0")
+    extra = evaluation.scores is not None or evaluation.sums is not None
+    if TASKS[spec.model.type] == "survival" and extra:
+        raise BadAnswer("a survival model's held-out figures have no score histogram nor sums")
+    scores, own = evaluation.scores, evaluation.metrics.get("auc")
+    if scores is not None and own is not None:
+        site = SiteScores(
+            np.asarray(scores.positive), np.asarray(scores.negative), np.asarray(scores.edges)
+        )
+        pairs = site.positive.sum() * site.negative.sum()
+        low, high = own_pair_bounds(site)
+        if not pairs or not low - 1e-9 * pairs <= own * pairs <= high + 1e-9 * pairs:
+            raise BadAnswer(f"metric auc {own:g} is not one the site's score histogram allows")
 
 
 def describe(exc: Exception) -> str:

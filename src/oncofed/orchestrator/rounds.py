@@ -45,6 +45,7 @@ from oncofed.orchestrator.errors import (
     OrchestratorError,
 )
 from oncofed.orchestrator.limits import (
+    check_evaluation,
     check_patients,
     check_stats,
     describe,
@@ -596,6 +597,7 @@ class Coordinator:
                     if meta.task_id != task_id:
                         raise BadTensorPayload(f"payload is for task {meta.task_id}, not {task_id}")
                     self._check_counts(session, task, spec, meta.evaluation.n_eval, meta.n_train)
+                    check_evaluation(spec, meta.evaluation)
                     scale = updates.clip_factor(task.round, update, start)  # or refused
                 except WireError as exc:
                     self._finish(task, "rejected", detail=str(exc))
@@ -679,7 +681,9 @@ class Coordinator:
                 elif isinstance(parsed, StatsResult):
                     check_stats(parsed, len(training(any_spec).numeric_names), limit)
                 else:
-                    self._check_counts(session, task, training(any_spec), parsed.evaluation.n_eval)
+                    job = training(any_spec)
+                    self._check_counts(session, task, job, parsed.evaluation.n_eval)
+                    check_evaluation(job, parsed.evaluation)
             except WireError as exc:
                 return refuse(session, effects, task, str(exc))
             self._finish(task, "accepted", sha=digest, result=body)

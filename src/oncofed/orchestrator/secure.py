@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -381,7 +381,7 @@ class SecureRounds:
             return
         active = [t.site_id for t in rnd.tasks if t.status not in LEFT]
         spec = parse_spec(job.spec_json)
-        rnd.result_json = _pooled_view(spec, rnd.kind, sums)
+        rnd.result_json = _pooled_view(spec, rnd.kind, sums, _threshold(included))
         following = {reply.sender: reply.next for reply in replies if reply.next is not None}
         self._progress_after(session, effects, rnd, spec, sums, included, active)
         nxt = next((r for r in job.rounds if r.number == rnd.number + 1), None)
@@ -604,13 +604,22 @@ def _averages(blobs: BlobStore, job: Job, sums: Mapping[str, np.ndarray]) -> Ave
     return averages
 
 
-def _pooled_view(spec: JobSpec | AnalysisSpec, kind: str, sums: Mapping[str, np.ndarray]) -> str:
-    """What the round's public view shows of the unmasked sums (never a model)."""
+def _threshold(included: Sequence[Task]) -> int:
+    """The largest small-cell threshold the sites in a sum sent in the clear: the pooled
+    numbers are released under it, as an analysis's are."""
+    return max((stored_header(t).clear.threshold for t in included), default=1000)
+
+
+def _pooled_view(
+    spec: JobSpec | AnalysisSpec, kind: str, sums: Mapping[str, np.ndarray], threshold: int
+) -> str:
+    """What the round's public view shows of the unmasked sums (never a model): the pooled
+    held-out figures released under the sites' largest small-cell ``threshold``."""
     if isinstance(spec, AnalysisSpec):
         return PooledRound(sites=int(sums[SITES])).model_dump_json()
     if kind == "stats":
         return PooledRound(sites=int(sums[SITES]), n_train=int(sums["n"])).model_dump_json()
-    evaluation = learning.pooled_evaluation(spec, sums)
+    evaluation = learning.pooled_evaluation(spec, sums, threshold)
     train = {}
     if kind == "train":
         rows = int(sums["n_train"])
@@ -618,5 +627,10 @@ def _pooled_view(spec: JobSpec | AnalysisSpec, kind: str, sums: Mapping[str, np.
         loss = float(sums["loss"]) / rows if rows and not private else None
         train = {"n_train": rows, "train_loss": loss}
     return PooledRound(
-        sites=int(sums[SITES]), n_eval=evaluation.n_eval, metrics=evaluation.metrics, **train
+        sites=int(sums[SITES]),
+        n_eval=evaluation.n_eval,
+        metrics=evaluation.metrics,
+        metric_rows=evaluation.rows,
+        notes=evaluation.notes,
+        **train,
     ).model_dump_json()

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from oncofed.learning.metrics import weighted_mean
+from oncofed.learning.metrics import MEAN_NOTE, SITE_MEAN, pool_evaluations, weighted_mean
 from oncofed.orchestrator.db import Job, Round, Task
 from oncofed.orchestrator.participation import participation
-from oncofed.orchestrator.progress import parse_spec, scaling
+from oncofed.orchestrator.progress import parse_spec, scaling, training
 from oncofed.wire.analysis import REPORTS, AnalysisReport, AnalysisResult
+from oncofed.wire.base import Evaluation
 from oncofed.wire.messages import (
     EvaluateResult,
     JobPublic,
@@ -29,6 +31,12 @@ from oncofed.wire.secagg import MaskedHeader
 log = logging.getLogger("oncofed.orchestrator")
 M = TypeVar("M", bound=BaseModel)
 UNREADABLE = "its stored result is out of today's bounds: not shown"
+_POOLED: dict[tuple[int, tuple[tuple[str, int], ...]], PooledRound] = {}
+"""The pooled held-out figures of plain rounds, by round and the answers in them (an answer
+never changes once accepted): pooling score histograms takes milliseconds a round, and a
+listing shows every round of every job."""
+_POOLED_KEPT = 4096
+_POOLED_LOCK = threading.Lock()
 
 
 def _stored(model: type[M], text: str) -> M | None:
@@ -46,35 +54,39 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _site_round(kind: str, task: Task) -> SiteRound:
+def _site_round(kind: str, task: Task) -> tuple[SiteRound, Evaluation | None]:
+    """A site's part in a round, with its held-out figures as it sent them (none under
+    secure aggregation, or before it answered)."""
     view = SiteRound(
         status=task.status, detail=task.detail or "", bytes_received=task.bytes_received
     )
     if task.round.phase is not None:
-        return _secure_site(view, task)
+        return _secure_site(view, task), None
     if task.status != "accepted" or not task.result_json:
-        return view
+        return view, None
     unreadable = view.model_copy(update={"detail": UNREADABLE})
     if kind == "analysis":
         answer = _stored(AnalysisResult, task.result_json)
         if answer is None:
-            return unreadable
-        return view.model_copy(update={"compute_seconds": answer.compute_seconds})
+            return unreadable, None
+        return view.model_copy(update={"compute_seconds": answer.compute_seconds}), None
     if kind == "stats":
         stats = _stored(StatsResult, task.result_json)
-        return unreadable if stats is None else view.model_copy(update={"n_train": stats.n})
+        if stats is None:
+            return unreadable, None
+        return view.model_copy(update={"n_train": stats.n}), None
     if kind == "train":
         train = _stored(TrainResult, task.result_json)
         if train is None:
-            return unreadable
+            return unreadable, None
         evaluation, seconds = train.evaluation, train.compute_seconds
         extra = {"n_train": train.n_train, "train_loss": train.train_loss}
     else:
         result = _stored(EvaluateResult, task.result_json)
         if result is None:
-            return unreadable
+            return unreadable, None
         evaluation, seconds, extra = result.evaluation, result.compute_seconds, {}
-    return view.model_copy(
+    shown = view.model_copy(
         update={
             **extra,
             "n_eval": evaluation.n_eval,
@@ -82,6 +94,7 @@ def _site_round(kind: str, task: Task) -> SiteRound:
             "compute_seconds": seconds,
         }
     )
+    return shown, evaluation
 
 
 def _secure_site(view: SiteRound, task: Task) -> SiteRound:
@@ -96,26 +109,45 @@ def _secure_site(view: SiteRound, task: Task) -> SiteRound:
 
 
 def round_public(rnd: Round) -> RoundPublic:
-    sites = {task.site.name: _site_round(rnd.kind, task) for task in rnd.tasks}
+    parts = {task.site.name: _site_round(rnd.kind, task) for task in rnd.tasks}
+    sites = {name: view for name, (view, _) in parts.items()}
     if rnd.result_json:  # a secure round: only the pooled numbers are known
         pooled = _stored(PooledRound, rnd.result_json) or PooledRound(sites=0)
-        return _round(rnd, sites, pooled.train_loss, pooled.metrics)
-    names = sorted({m for s in sites.values() for m in s.metrics})
-    metrics = {
-        name: weighted_mean(
-            [(s.metrics[name], s.n_eval or 0) for s in sites.values() if name in s.metrics]
-        )
-        for name in names
-    }
+        if "c_index" in pooled.metrics:  # stored before it was named for what it is
+            mean = pooled.metrics.pop("c_index")
+            pooled.metrics[SITE_MEAN] = mean
+            pooled.notes.append(MEAN_NOTE)
+        return _round(rnd, sites, pooled.train_loss, pooled)
+    evaluations = {name: e for name, (_, e) in parts.items() if e is not None}
     loss = weighted_mean(
         [(s.train_loss, s.n_train or 0) for s in sites.values() if s.train_loss is not None]
     )
-    return _round(rnd, sites, loss, {k: v for k, v in metrics.items() if v is not None})
+    if not evaluations:
+        return _round(rnd, sites, loss, PooledRound(sites=0))
+    answers = sorted((t.id, hash(t.result_json)) for t in rnd.tasks if t.status == "accepted")
+    key = (rnd.id, tuple(answers))
+    with _POOLED_LOCK:
+        view = _POOLED.get(key)
+    if view is None:
+        survival = training(parse_spec(rnd.job.spec_json)).outcome.type == "survival"
+        held_out = pool_evaluations(evaluations, survival)
+        view = PooledRound(
+            sites=len(evaluations),
+            metrics=held_out.metrics,
+            metric_rows=held_out.rows,
+            notes=held_out.notes,
+        )
+        with _POOLED_LOCK:
+            _POOLED[key] = view
+            while len(_POOLED) > _POOLED_KEPT:
+                _POOLED.pop(next(iter(_POOLED)))
+    return _round(rnd, sites, loss, view)
 
 
 def _round(
-    rnd: Round, sites: dict[str, SiteRound], loss: float | None, metrics: dict[str, float]
+    rnd: Round, sites: dict[str, SiteRound], loss: float | None, pooled: PooledRound
 ) -> RoundPublic:
+    metrics = {k: v for k, v in pooled.metrics.items() if _finite(v) is not None}
     return RoundPublic(
         number=rnd.number,
         kind=rnd.kind,
@@ -127,7 +159,9 @@ def _round(
         closed_at=rnd.closed_at,
         sites=sites,
         train_loss=_finite(loss),
-        metrics={k: v for k, v in metrics.items() if _finite(v) is not None},
+        metrics=metrics,
+        metric_rows={k: v for k, v in pooled.metric_rows.items() if k in metrics},
+        notes=pooled.notes,
     )
 
 

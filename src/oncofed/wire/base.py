@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 def _finite(value: float) -> float:
@@ -48,8 +49,70 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+SCORE_LEVELS = 11
+"""The held-out score grid has ``2 ** 11`` = 2048 bins of equal width on the probability scale
+(the sigmoid of the logit), each 1/2048 wide."""
+
+
+class ScoreHistogram(Message):
+    """How many held-out rows of each label have their score (logit) in each cell: a cell is
+    a run of bins of the fixed grid (``2 ** SCORE_LEVELS`` bins) between two ``edges``
+    (bin numbers, 0 first and 2048 last), the cells as fine as they can be with no cell
+    holding 1 to the site's small-cell threshold - 1 rows of a label."""
+
+    edges: list[Annotated[int, Field(ge=0, le=1 << SCORE_LEVELS)]] = Field(
+        min_length=2, max_length=(1 << SCORE_LEVELS) + 1
+    )
+    positive: list[Patients] = Field(min_length=1, max_length=1 << SCORE_LEVELS)
+    negative: list[Patients] = Field(min_length=1, max_length=1 << SCORE_LEVELS)
+
+    @model_validator(mode="after")
+    def _on_the_grid(self) -> ScoreHistogram:
+        edges = self.edges
+        if edges[0] != 0 or edges[-1] != 1 << SCORE_LEVELS:
+            raise ValueError(f"edges must run from 0 to {1 << SCORE_LEVELS}")
+        if any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ValueError("edges must increase")
+        if not len(self.positive) == len(self.negative) == len(edges) - 1:
+            raise ValueError("positive and negative must have one count per cell")
+        return self
+
+    @property
+    def rows(self) -> int:
+        return sum(self.positive) + sum(self.negative)
+
+
+class RowSums(Message):
+    """Sums over a site's held-out rows that add up to the pooled rows' (a binary model)."""
+
+    correct: Patients = Field(description="Rows whose predicted class (logit > 0) is right.")
+    log_loss: Annotated[Statistic, Field(ge=0.0)] = Field(
+        description="The sum of the rows' binary cross-entropy."
+    )
+    probability: Annotated[Statistic, Field(ge=0.0)] = Field(
+        description="The sum of the rows' predicted probabilities."
+    )
+
+
 class Evaluation(Message):
-    """Metrics of the received global model on the site's held-out rows."""
+    """Metrics of the received global model on the site's held-out rows; a binary model's
+    also as sums and a score histogram, which pool over sites into the pooled rows' figures."""
 
     n_eval: Patients
     metrics: dict[Annotated[str, Field(max_length=64)], Statistic] = Field(max_length=64)
+    sums: RowSums | None = None
+    scores: ScoreHistogram | None = Field(
+        None, description="None where even one bin would hold a small cell of a label."
+    )
+
+    @model_validator(mode="after")
+    def _of_its_rows(self) -> Evaluation:
+        n = self.n_eval
+        if self.scores is not None and self.scores.rows != n:
+            raise ValueError(f"the score histogram holds {self.scores.rows} rows, not n_eval {n}")
+        if self.sums is not None:
+            if self.sums.correct > n:
+                raise ValueError(f"more rows classified correctly than n_eval {n}")
+            if self.sums.probability > n * (1 + 1e-9):
+                raise ValueError(f"a sum of probabilities above n_eval {n}")
+        return self

@@ -227,6 +227,12 @@ class PooledRound(Message):
     train_loss: float | None = None
     n_eval: Count | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    metric_rows: dict[str, Count] = Field(
+        default_factory=dict, description="The held-out rows each pooled metric is over."
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="What a pooled metric leaves out, or what it is."
+    )
 
 
 class RoundPublic(Message):
@@ -244,8 +250,18 @@ class RoundPublic(Message):
     train_loss: float | None = Field(None, description="Sample-weighted over reporting sites.")
     metrics: dict[str, float] = Field(
         default_factory=dict,
-        description="Metrics of the global model this round received, sample-weighted (under "
-        "secure aggregation pooled only: no site's own metrics are known).",
+        description="Metrics of the global model this round received, over the pooled "
+        "held-out rows of the sites (AUC from their score histograms; accuracy, log-loss and "
+        "mean probability from their sums); a survival model's ``mean_site_c_index`` is the "
+        "mean of the sites' own C-index weighted by their held-out rows. Under secure "
+        "aggregation pooled only: no site's own metrics are known.",
+    )
+    metric_rows: dict[str, Count] = Field(
+        default_factory=dict, description="The held-out rows each pooled metric is over."
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What a pooled metric leaves out (a site's rows, and why), or what it is.",
     )
 
 
@@ -355,6 +371,12 @@ class JobPublic(Message):
         spec = self.spec
         survival = spec.kind == "train" and spec.outcome.type == "survival"
         return "c_index" if survival else "auc"
+
+    @property
+    def pooled_metric(self) -> str:
+        """The pooled figure of the primary metric: a C-index compares patients across sites,
+        so a survival model's is the mean of the sites' own (``mean_site_c_index``)."""
+        return "mean_site_c_index" if self.primary_metric == "c_index" else self.primary_metric
 
     @property
     def label(self) -> str:
