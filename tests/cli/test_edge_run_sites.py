@@ -3,6 +3,8 @@ line naming the directory at fault. ``tests/edge/test_host_process.py`` runs it 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,17 @@ from oncofed.edge import EdgeConfig, EdgeHome
 
 runner = CliRunner()
 ENV = {"COLUMNS": "400"}  # one line each, whatever the paths' lengths
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """``edge run`` sets the root logger up to write to its standard error, which the runner
+    closes when the command ends: put back what was there, for the tests that follow."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
