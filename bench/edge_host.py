@@ -1,8 +1,9 @@
 """Run several real edge agents (one ``oncofed.edge.Agent`` per site) in threads of one process.
 
-Used by the benchmark when one OS process per site would not fit in memory: each agent keeps
-its own edge directory, credential, HTTP client and task runner, exactly as ``oncofed edge run``
-does; only the process (and so the torch import) is shared. Optionally a semaphore bounds how
+Used by the benchmark when one OS process per site would not fit in memory: the product's
+multi-site host (``oncofed.edge.host.EdgeHost``, what ``oncofed edge run --dir A --dir B ...``
+runs), each agent keeping its own edge directory, credential, HTTP client and task runner; only
+the process (and so the torch import) is shared. Optionally a semaphore bounds how
 many agents of this host work on a task at once. Each task handled (each phase of a secure
 round is handled apart) is written to a JSON-lines timing file: when it arrived, how long it
 waited for a slot, how long its computation and its secure step took, so the benchmark can tell
@@ -25,9 +26,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-import torch
-
 from oncofed.edge import Agent, EdgeHome
+from oncofed.edge.compute import torch_threads
+from oncofed.edge.host import EdgeHost
 from oncofed.wire.messages import ResultAck, TaskAssignment
 
 T = TypeVar("T")
@@ -118,7 +119,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def serve(args: argparse.Namespace) -> None:
     """Start one agent thread per edge directory and run until SIGTERM or SIGINT."""
-    torch.set_num_threads(1)
+    torch_threads(1)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(threadName)s %(name)s: %(message)s",
@@ -133,19 +134,14 @@ def serve(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGINT, _stop)
     slots = threading.Semaphore(args.max_concurrent) if args.max_concurrent > 0 else None
     timing = TimingLog(args.timing)
-    agents = [
-        HostedAgent(EdgeHome(d), poll_seconds=args.poll_seconds, slots=slots, timing=timing)
-        for d in args.edge_dirs
-    ]
-    threads = [
-        threading.Thread(target=agent.run, args=(stop,), name=agent.site, daemon=True)
-        for agent in agents
-    ]
-    for thread in threads:
-        thread.start()
+
+    def hosted(home: EdgeHome) -> Agent:
+        return HostedAgent(home, poll_seconds=args.poll_seconds, slots=slots, timing=timing)
+
+    host = EdgeHost([EdgeHome(d) for d in args.edge_dirs], make_agent=hosted)
+    agents = host.open()
     logging.info("hosting %d edge agents: %s", len(agents), [a.site for a in agents])
-    while not stop.is_set() and any(t.is_alive() for t in threads):
-        stop.wait(0.5)
+    host.run(stop)
     # Long polls still in flight end with the process (daemon threads); a task cut short is
     # sent again by the orchestrator, as after any edge restart.
 

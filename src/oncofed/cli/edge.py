@@ -26,9 +26,8 @@ from oncofed.cli._common import (
     names_table,
     setup_logging,
 )
+from oncofed.cli._common import _made_by as made_by
 from oncofed.cli._output import print_table
-from oncofed.edge import EdgeHome
-from oncofed.edge.enrol import enrol, enrolment_of
 
 app = typer.Typer(help="Run an edge node inside a hospital.", no_args_is_help=True)
 
@@ -70,6 +69,9 @@ def init(
     """Enrol this site. Its credential is stored in the edge directory and never printed.
     With the CA file, the orchestrator is verified against that CA alone, and the site gets
     a client certificate for its identity key (kept there too, renewed by the agent)."""
+    from oncofed.edge import EdgeHome
+    from oncofed.edge.enrol import enrol, enrolment_of
+
     edge = EdgeHome(home)
     private_dir(home)
     with exclusive(home, "oncofed edge process"):  # not under a running edge
@@ -108,6 +110,7 @@ def import_data(
     """Import local data into the common data model: validate, de-identify, pseudonymise, store,
     and print the data quality report (small cells suppressed) that the agent will publish."""
     from oncofed.cli.profile_view import render_profile
+    from oncofed.edge import EdgeHome
     from oncofed.edge.importing import Source, import_source
     from oncofed.edge.store import LocalStore
 
@@ -138,6 +141,7 @@ def import_data(
 @friendly
 def datasets(home: EdgeDir) -> None:
     """Imported datasets and what their data quality reports say."""
+    from oncofed.edge import EdgeHome
     from oncofed.edge.store import LocalStore
 
     table = Table("dataset", "from", "imported (UTC)", "patients", "rejected")
@@ -162,6 +166,7 @@ def check(
 ) -> None:
     """Check this edge's settings, credential, identity key, policy and every dataset, and
     print what the site accepts. Exit code 1 when anything is wrong; nothing is sent."""
+    from oncofed.edge import EdgeHome
     from oncofed.edge.check import accepts, check_edge
 
     edge = EdgeHome(home)
@@ -208,6 +213,7 @@ def identity(home: EdgeDir) -> None:
     Compare them with the other sites' admins over a channel you trust, then list them in
     policy.yaml as trusted_peers to make them the only ones accepted.
     """
+    from oncofed.edge import EdgeHome
     from oncofed.edge.ledger import Ledger
     from oncofed.privacy.secagg import fingerprint, public_bytes
 
@@ -231,24 +237,51 @@ def identity(home: EdgeDir) -> None:
         console.print("no peer keys pinned yet (none until a secure round)")
 
 
+def _edge_dirs(homes: list[Path]) -> list[Path]:
+    """Each ``--dir`` of ``edge run``: one ``oncofed edge init`` made."""
+    check = made_by("oncofed edge init")
+    return [check(home) for home in homes]
+
+
+EdgeDirs = Annotated[
+    list[Path],
+    typer.Option(
+        "--dir",
+        metavar="DIR",
+        help="Edge directory (made by edge init); repeat it to serve several sites from one "
+        "process, each with its own credential, policy, data, ledger and egress log.",
+        file_okay=False,
+        callback=_edge_dirs,
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 @friendly
 def run(
-    home: EdgeDir,
+    homes: EdgeDirs,
     poll_seconds: Annotated[float, typer.Option(min=0, help="Long-poll duration.")] = 25.0,
     threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads for local training.")] = 1,
     log_level: LogLevelOption = "info",
 ) -> None:
     """Run the agent: dial out, long-poll for tasks, work locally, post results. Ctrl-C stops.
-    One agent runs on an edge directory at a time."""
-    import torch
+    One agent runs on an edge directory at a time. Several --dir serve several sites from one
+    process (an agent each, in its own thread): a site's failure or bad policy leaves the
+    others running, and its log lines begin with its name."""
+    from oncofed.edge.compute import torch_threads
+    from oncofed.edge.host import distinct
 
+    torch_threads(threads)  # applied when a task first trains, once for the whole process
+    if len(distinct(homes)) > 1:
+        _run_sites(homes, poll_seconds, log_level)
+        return
+    from oncofed.edge import EdgeHome
     from oncofed.edge.agent import Agent
 
+    [home] = homes
     with exclusive(home, "oncofed edge run"):  # released when the process ends
         setup_logging(log_level.upper())
-        torch.set_num_threads(threads)
-        torch.set_num_interop_threads(1)
         signal.signal(signal.SIGTERM, _interrupt)
         agent = Agent(EdgeHome(home), poll_seconds=poll_seconds)
         console.print(
@@ -261,6 +294,33 @@ def run(
             console.print("Stopped. A task cut short is sent again by the orchestrator on restart.")
         finally:
             agent.close()
+
+
+def _run_sites(homes: list[Path], poll_seconds: float, log_level: str) -> None:
+    """``edge run`` with several directories: every site's agent in a thread of this process
+    (``oncofed.edge.host``) until SIGTERM or Ctrl-C stops them all."""
+    import threading
+
+    from oncofed.edge import EdgeHome
+    from oncofed.edge.host import EdgeHost, locked
+
+    with locked(homes):  # released when the process ends
+        setup_logging(log_level.upper())
+        host = EdgeHost([EdgeHome(home) for home in homes], poll_seconds=poll_seconds)
+        for agent in host.open():
+            console.print(
+                Text.assemble("Edge ", as_text(agent.site, style="bold"),
+                              f" polling {agent.orchestrator} (no listening port).")
+            )  # fmt: skip
+        stop = threading.Event()
+
+        def _stop(_signum: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        host.run(stop)
+        console.print("Stopped. A task cut short is sent again by the orchestrator on restart.")
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:

@@ -1,23 +1,27 @@
 """The edge node: the hospital's agent. Obeys its local policy first, the orchestrator second.
 
-``Agent``, ``LocalStore`` and ``Ledger`` are imported on first use: they bring in torch, pyarrow
-and alembic, which processes that only need the edge's errors or settings (the CLI, the
-orchestrator) do without.
+Every name here is imported on first use: ``Agent``, ``LocalStore`` and ``Ledger`` bring in
+httpx, pyarrow, SQLAlchemy and alembic, the settings pydantic, YAML and the model registry,
+which processes that only need the edge's errors (the CLI's start, the orchestrator) do
+without. The edge itself never imports torch until a task trains (``oncofed.edge.compute``).
 """
 
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from oncofed.edge.config import EdgeConfig, EdgeHome, EdgePolicy
 from oncofed.edge.errors import EdgeError, EnrolmentError, PolicyViolation, StoreError
 
 if TYPE_CHECKING:
     from oncofed.edge.agent import Agent
+    from oncofed.edge.config import EdgeConfig, EdgeHome, EdgePolicy
     from oncofed.edge.ledger import Ledger
     from oncofed.edge.store import LocalStore
 
 _LAZY = {
     "Agent": "oncofed.edge.agent",
+    "EdgeConfig": "oncofed.edge.config",
+    "EdgeHome": "oncofed.edge.config",
+    "EdgePolicy": "oncofed.edge.config",
     "Ledger": "oncofed.edge.ledger",
     "LocalStore": "oncofed.edge.store",
 }

@@ -8,6 +8,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -27,7 +28,6 @@ from oncofed.edge.policy import cohort_minimums
 from oncofed.edge.releases import Releases
 from oncofed.edge.store import LocalStore
 from oncofed.learning import secure as learning
-from oncofed.learning import train as local
 from oncofed.learning.data import (
     Cohort,
     DataError,
@@ -35,7 +35,6 @@ from oncofed.learning.data import (
     check_stats_columns,
     split_cohort,
 )
-from oncofed.learning.private import dpsgd_schedule, train_private
 from oncofed.learning.registry import parameter_shapes
 from oncofed.learning.steps import clip_update
 from oncofed.learning.strategies import build_strategy
@@ -61,6 +60,15 @@ from oncofed.wire.messages import (
 )
 from oncofed.wire.secagg import ClearPart
 from oncofed.wire.spec import JobSpec
+
+if TYPE_CHECKING:
+    from oncofed.learning import private
+    from oncofed.learning import train as local
+else:  # torch, imported by the first training or evaluation (``oncofed.edge.compute``)
+    from oncofed.edge.compute import LazyModule
+
+    local = LazyModule("oncofed.learning.train")
+    private = LazyModule("oncofed.learning.private")
 
 
 @dataclass(frozen=True)
@@ -319,7 +327,7 @@ class TaskRunner:
         if job_id not in self._noises:
             dp = spec.privacy.differential_privacy
             assert dp is not None
-            rate, steps = dpsgd_schedule(n, spec.local.batch_size, spec.local.epochs)
+            rate, steps = private.dpsgd_schedule(n, spec.local.batch_size, spec.local.epochs)
             sigma = accounting.calibrate_dpsgd(dp.epsilon, dp.delta, rate, steps * spec.rounds)
             self._noises[job_id] = sigma, rate, steps
         return self._noises[job_id]
@@ -350,7 +358,7 @@ class TaskRunner:
             accounting.dpsgd_rdp(rate, sigma, steps),
         )  # fmt: skip
         self._budget.charge(charge, self._policy.privacy_budget)
-        fit = train_private(
+        fit = private.train_private(
             spec, weights, x, train,
             seed=self._budget.noise_seed(task.task_id, content_sha256(task)),
             noise_multiplier=sigma, max_grad_norm=dp.max_grad_norm,
