@@ -33,6 +33,18 @@ def test_a_new_import_replaces_the_old_one_whole(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["trial"]  # no leftovers
 
 
+def test_a_running_edge_reads_a_dataset_imported_again_elsewhere(tmp_path: Path) -> None:
+    """The store keeps the dataset it read last in memory; an import by another process
+    (``oncofed edge import`` beside a running edge) is read at the next load, not the copy."""
+    edge = save_columns(tmp_path / "ds", "trial", {"x": np.arange(5.0)})
+    assert edge.load("trial") is edge.load("trial")  # read once
+    save_columns(tmp_path / "ds", "trial", {"x": np.arange(2.0)})  # another store, same folder
+    assert edge.load("trial")["patient"].num_rows == 2
+    save_columns(tmp_path / "ds", "registry", {"x": np.arange(3.0)})
+    assert edge.load("registry")["patient"].num_rows == 3
+    assert edge.load("trial")["patient"].num_rows == 2
+
+
 def test_unknown_dataset_names_the_imported_ones(tmp_path: Path) -> None:
     store = save_columns(tmp_path / "ds", "trial", {"x": np.arange(5.0)})
     with pytest.raises(StoreError, match=r"'other' is not imported at this site \(imported: tri"):

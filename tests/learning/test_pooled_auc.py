@@ -146,6 +146,28 @@ def test_a_site_of_one_row_under_the_default_threshold_is_named_as_left_out() ->
     assert any("leaves out 1 held-out rows of tiny" in note for note in pooled.notes)
 
 
+def test_small_sites_left_out_of_the_pooled_auc_have_a_mean_named_as_one() -> None:
+    """Sites whose held-out rows hold a small cell of a label send no histogram: beside the
+    pooled AUC of the others (or, when no site has one, in its place) comes the mean of every
+    site's own AUC, named ``mean_site_auc`` and noted as a mean; with nothing left out, none."""
+    rng = np.random.default_rng(5)
+    small = _sites(rng, [15, 16, 14])
+    evaluations = {f"s{i}": _evaluation(y, s, 11) for i, (y, s) in enumerate(small)}
+    assert all(e.scores is None for e in evaluations.values())
+    pooled = pool_evaluations(evaluations, False)
+    assert "auc" not in pooled.metrics
+    own = [(e.metrics["auc"], e.n_eval) for e in evaluations.values()]
+    assert pooled.metrics["mean_site_auc"] == pytest.approx(weighted_mean(own))
+    assert pooled.rows["mean_site_auc"] == 45
+    assert any(
+        note.startswith("mean_site_auc: the mean of the sites' own AUC") for note in pooled.notes
+    )
+    big = {f"b{i}": _evaluation(y, s, 11) for i, (y, s) in enumerate(_sites(rng, [300, 250]))}
+    assert "mean_site_auc" not in pool_evaluations(big, False).metrics
+    mixed = pool_evaluations(big | evaluations, False)
+    assert mixed.rows["auc"] == 550 and mixed.rows["mean_site_auc"] == 595
+
+
 def test_cells_under_the_threshold_bound_the_exact_auc() -> None:
     """Sites' histograms in the cells the default threshold allows: the exact AUC of the
     pooled rows lies within the reported bounds, and the estimate near it for large sites

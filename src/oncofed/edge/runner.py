@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import time
 import zlib
 from collections import OrderedDict
@@ -35,6 +37,7 @@ from oncofed.learning.data import (
     check_stats_columns,
     split_cohort,
 )
+from oncofed.learning.plugins import declared
 from oncofed.learning.registry import parameter_shapes
 from oncofed.learning.steps import clip_update
 from oncofed.learning.strategies import build_strategy
@@ -117,6 +120,20 @@ class TaskRunner:
         self._splits: dict[str, _Split] = {}
         self._tables: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
 
+    def warm_up(self) -> None:
+        """Pay before the first task what it would pay: the site's datasets read (the last one
+        stays in memory) and, where the policy lets the site train, the installed model
+        plugins listed (metadata only). torch waits for a training job (``_train_soon``)."""
+        for name in self._store.names():
+            with contextlib.suppress(StoreError):  # a damaged one is declined when asked for
+                self._store.load(name)
+        if self._trains:
+            declared()
+
+    @property
+    def _trains(self) -> bool:
+        return bool({"train", "evaluate"} & set(self._policy.allowed_tasks))
+
     def run(self, task: TaskAssignment, fetch: Callable[[str], bytes]) -> Outcome:
         """The outcome of ``task``; ``fetch`` downloads a blob by its SHA-256. The task is
         recorded in the ledger once admitted, with how it was answered."""
@@ -173,6 +190,8 @@ class TaskRunner:
                 return AnalysisResult(part=part, compute_seconds=_since(started), cohort=cohort)
             split = self._split(task.job_id, spec)
             stats = split.train.stats()
+            if task.kind == "stats" and self._trains:
+                _train_soon()
             if task.kind == "stats" and spec.privacy.differential_privacy is not None:
                 self._plan_private(task, spec, len(split.train))
             if task.kind == "stats":
@@ -448,6 +467,22 @@ class TaskRunner:
         threshold = None if secure else self._policy.small_cell_threshold
         x = held_out.design(scaling)
         return local.held_out_evaluation(spec, weights, x, held_out, threshold)
+
+
+_warming = threading.Lock()
+_warmed = False
+
+
+def _train_soon() -> None:
+    """A training job's stats round says its training rounds come next: import torch and set
+    it deterministic now, in the background (once per process), so that its first round
+    costs what the later ones do; an edge that only runs analyses never imports it."""
+    global _warmed
+    with _warming:
+        if _warmed:
+            return
+        _warmed = True
+    threading.Thread(target=lambda: local.warm_up(), name="torch warm-up", daemon=True).start()
 
 
 def _label(outcome: Outcome | None) -> str:

@@ -262,6 +262,11 @@ MEAN_NOTE = (
 )
 
 
+SITE_MEAN_AUC = "mean_site_auc"
+MEAN_AUC_NOTE = (
+    f"{SITE_MEAN_AUC}: the mean of the sites' own AUC weighted by their held-out rows, not an "
+    "AUC of the pooled rows; given because the pooled auc leaves sites out or is missing"
+)
 AUC_NOTE = (
     "auc: of the pooled held-out rows, from the sites' score histograms (each site's own "
     "pairs exact, pairs across sites from the histograms); any order of the rows within "
@@ -310,7 +315,14 @@ def pool_evaluations(evaluations: Mapping[str, Evaluation], survival: bool) -> P
         notes.append("auc: the pooled held-out rows have one class")
     if found is not None or not histograms:
         why = "no score histogram: a small cell of a label however coarse its cells"
-        notes += _left_out("auc", evaluations, histograms, why)
+        left_out = _left_out("auc", evaluations, histograms, why)
+        notes += left_out
+        own = {site: e for site, e in evaluations.items() if "auc" in e.metrics}
+        mean = weighted_mean([(e.metrics["auc"], e.n_eval) for e in own.values()])
+        if (left_out or found is None) and mean is not None:
+            metrics[SITE_MEAN_AUC] = mean
+            counted[SITE_MEAN_AUC] = sum(e.n_eval for e in own.values())
+            notes.append(MEAN_AUC_NOTE)
     summed = {site: e for site, e in evaluations.items() if e.sums is not None}
     rows = sum(e.n_eval for e in summed.values())
     if rows:

@@ -375,8 +375,14 @@ class JobPublic(Message):
     @property
     def pooled_metric(self) -> str:
         """The pooled figure of the primary metric: a C-index compares patients across sites,
-        so a survival model's is the mean of the sites' own (``mean_site_c_index``)."""
-        return "mean_site_c_index" if self.primary_metric == "c_index" else self.primary_metric
+        so a survival model's is the mean of the sites' own (``mean_site_c_index``); a binary
+        model's is the AUC of the pooled rows, or, when no round has one (every site's held-out
+        rows hold a small cell of a label), the mean of the sites' own (``mean_site_auc``)."""
+        if self.primary_metric == "c_index":
+            return "mean_site_c_index"
+        if any("auc" in r.metrics for r in self.rounds):
+            return "auc"
+        return "mean_site_auc" if any("mean_site_auc" in r.metrics for r in self.rounds) else "auc"
 
     @property
     def label(self) -> str:
