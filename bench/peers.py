@@ -17,9 +17,9 @@ rows with the seed oncofed's edges use. It runs through, one system at a time:
   each site's data imported from a CSV by oncofed's importer (once per K: the importer puts
   the rows in a random pseudonym order, which an edge's hold-out split follows, so every
   system is given the rows in that order and each run's edges a copy of that import), the job
-  submitted and the final model downloaded through the client. Up to ``PROCESS_SITES`` sites, one ``oncofed edge
-  run`` per site; beyond, the sites' agents are hosted in threads of a few processes
-  (``start_edges``).
+  submitted and the final model downloaded through the client. Up to ``PROCESS_SITES``
+  sites, one ``oncofed edge run`` per site; beyond, the sites' agents are hosted in threads
+  of a few processes (``start_edges``).
 
 Measured for each system, K, model and repetition: seconds per round (median and range over
 the training rounds), launch-to-result (processes launched to the final model in hand), the
