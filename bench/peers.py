@@ -39,6 +39,7 @@ results file (``bench/results-peers.json``) as a markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -333,9 +334,9 @@ def run_peer(
         try:
             stdout, _ = process.communicate(timeout=JOB_TIMEOUT_S)
         finally:
-            if process.poll() is None:
-                process.kill()
             run.peak_bytes = sampler.stop()
+            if process.poll() is None:
+                kill_tree(process.pid)
     run.processes = len(sampler.peaks)
     if process.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
@@ -350,6 +351,18 @@ def run_peer(
     with np.load(out) as data:
         weights = {k: data[k] for k in data.files}
     run.auc = held_out_auc(problem, weights, problem.scaling)
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a process this benchmark started and every process under it (Ray's)."""
+    try:
+        root = psutil.Process(pid)
+        tree = [*root.children(recursive=True), root]
+    except psutil.Error:
+        return
+    for process in tree:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 
 def write_site_csvs(
