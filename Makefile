@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check bench docs install clean
+.PHONY: demo test check bench bench-peers docs install clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,20 @@ bench: $(STAMP)
 	$(BIN)/python bench/many_sites.py
 	$(BIN)/python bench/private_analyses.py
 	$(BIN)/python bench/membership.py
+
+# Flower, for bench/peers.py only: a separate environment, never a dependency of oncofed.
+# torch 2.13.0 is the CPU wheel already on disk (any other version would download CUDA).
+FLOWER_VENV := bench/.venv-flower
+FLOWER_STAMP := $(FLOWER_VENV)/.installed
+
+$(FLOWER_STAMP):
+	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		'flwr[simulation]==1.42.*' torch==2.13.0 scikit-learn numpy
+	touch $(FLOWER_STAMP)
+
+bench-peers: $(STAMP) $(FLOWER_STAMP)
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis
