@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/cdm_import.py
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/many_sites.py
+	$(BIN)/python bench/cli_startup.py
+	$(BIN)/python bench/edge_memory.py
 	$(BIN)/python bench/private_analyses.py
 	$(BIN)/python bench/membership.py
 
@@ -52,4 +54,4 @@ bench-peers: $(STAMP) $(FLOWER_STAMP)
 	$(BIN)/python bench/peers.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) $(FLOWER_VENV) build src/*.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -18,8 +18,8 @@ rows with the seed oncofed's edges use. It runs through, one system at a time:
   the rows in a random pseudonym order, which an edge's hold-out split follows, so every
   system is given the rows in that order and each run's edges a copy of that import), the job
   submitted and the final model downloaded through the client. Up to ``PROCESS_SITES``
-  sites, one ``oncofed edge run`` per site; beyond, the sites' agents are hosted in threads
-  of a few processes (``start_edges``).
+  sites, one ``oncofed edge run`` per site; beyond, a few ``oncofed edge run`` processes, each
+  given several sites' ``--dir`` (``start_edges``).
 
 Measured for each system, K, model and repetition: seconds per round (median and range over
 the training rounds), launch-to-result (processes launched to the final model in hand), the
@@ -102,7 +102,7 @@ JOB_SEED = 7
 HOLDOUT = 0.25
 EPOCHS, LR, BATCH = 1, 0.05, 32
 PROCESS_SITES = 8
-"""Up to this many sites, one edge process each; beyond, agents hosted in threads."""
+"""Up to this many sites, one edge process each; beyond, each process serves several."""
 JOB_TIMEOUT_S = 3600.0
 SAMPLE_PERIOD_S = 0.25
 MIB = 1 << 20
@@ -473,14 +473,14 @@ def edge_groups(sites: Sequence[str], hosts: int) -> list[list[str]]:
 
 
 def start_edges(fed: BenchFederation, groups: list[list[str]]) -> None:
-    """Start the edge processes: ``oncofed edge run --dir D`` for a group of one site, else one
-    process hosting the group's agents in threads (bench/edge_host.py). When ``oncofed edge run``
-    takes several ``--dir``, the second branch becomes that command."""
+    """Start the edge processes as a consortium runs them: ``oncofed edge run`` with one
+    ``--dir`` per site of its group (its sites' agents in threads of one process)."""
     for index, group in enumerate(groups):
-        if len(group) == 1:
-            fed.start_edge(group[0])
-        else:
-            fed.start_host(index, group)
+        dirs = [arg for site in group for arg in ("--dir", str(fed.edge_dir(site)))]
+        name = group[0] if len(group) == 1 else f"host-{index}"
+        fed.edges[name] = fed._spawn(
+            f"edge-{name}", ["edge", "run", *dirs, "--poll-seconds", "10", *fed.edge_args]
+        )
 
 
 def wait_polling(fed: BenchFederation, since: float, timeout: float = 900.0) -> None:

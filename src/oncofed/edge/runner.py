@@ -130,6 +130,12 @@ class TaskRunner:
         if self._trains:
             declared()
 
+    def ahead(self, task: TaskAssignment) -> None:
+        """Once a training job's stats answer has left: its training rounds come next
+        (``_train_soon``)."""
+        if task.kind == "stats" and self._trains:
+            _train_soon()
+
     @property
     def _trains(self) -> bool:
         return bool({"train", "evaluate"} & set(self._policy.allowed_tasks))
@@ -190,8 +196,6 @@ class TaskRunner:
                 return AnalysisResult(part=part, compute_seconds=_since(started), cohort=cohort)
             split = self._split(task.job_id, spec)
             stats = split.train.stats()
-            if task.kind == "stats" and self._trains:
-                _train_soon()
             if task.kind == "stats" and spec.privacy.differential_privacy is not None:
                 self._plan_private(task, spec, len(split.train))
             if task.kind == "stats":
@@ -474,9 +478,9 @@ _warmed = False
 
 
 def _train_soon() -> None:
-    """A training job's stats round says its training rounds come next: import torch and set
-    it deterministic now, in the background (once per process), so that its first round
-    costs what the later ones do; an edge that only runs analyses never imports it."""
+    """Import torch and set it deterministic now, in the background (once per process), so
+    that a training job's first round costs what the later ones do; an edge that only runs
+    analyses never imports it."""
     global _warmed
     with _warming:
         if _warmed:
