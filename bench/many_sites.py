@@ -102,7 +102,8 @@ RESULTS = HERE / "results-many-sites.json"
 SITES = 500
 TRAIN_ROUNDS = 3
 TARGET_PARAMETERS = 100_000
-TARGETS_S = {"counts": 2.0, "training": 10.0}  # submit -> completed, at 500 sites
+TARGETS_S = {"counts": 2.0, "training": 10.0, "small": 10.0}  # submit -> completed, 500 sites
+SMALL_HIDDEN = [64, 64]  # bench/peers.py's shared task's MLP (here on 10 features)
 TARGET_CPU_PER_ANSWER_S = 0.002  # the orchestrator's CPU per site answer, every job (issue 14)
 NOISE_SCALE = 1e-3  # of a training update's seeded noise
 SETTLE_S = 1.0  # before each job: every site is back in its long poll
@@ -110,8 +111,8 @@ WATCH_PERIOD_S = 0.1  # how often the job's status is read (its end time is the 
 RETRY_S = 0.5  # after a transport error or a 5xx, as an edge backs off
 SEED = 20261203
 
-JobName = Literal["counts", "training"]
-JOBS: tuple[JobName, ...] = ("counts", "training")
+JobName = Literal["counts", "training", "small"]
+JOBS: tuple[JobName, ...] = ("counts", "training", "small")
 
 
 # -- the jobs and what every site answers -------------------------------------------------
@@ -137,13 +138,20 @@ def training_job(sites: int) -> dict[str, Any]:
     )
 
 
-def job_dicts(sites: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    return counts_spec(sites), training_job(sites)
+def small_job(sites: int) -> dict[str, Any]:
+    """The training job with the shared task's small MLP (bench/peers.py): what the
+    orchestrator spends on an answer when the model costs next to nothing."""
+    job = training_spec(Config(sites, 0, TRAIN_ROUNDS), SMALL_HIDDEN)
+    return {**job, "name": f"many-sites-small-{sites}"}
+
+
+def job_dicts(sites: int) -> tuple[dict[str, Any], ...]:
+    return counts_spec(sites), training_job(sites), small_job(sites)
 
 
 def specs(sites: int) -> dict[JobName, AnalysisSpec | JobSpec]:
-    counts, training = job_dicts(sites)
-    return {"counts": load_spec(counts), "training": load_spec(training)}
+    counts, training, small = job_dicts(sites)
+    return {"counts": load_spec(counts), "training": load_spec(training), "small": load_spec(small)}
 
 
 @dataclass(frozen=True)
@@ -816,7 +824,11 @@ def median(runs: Sequence[JobFigures], name: str) -> float:
 def targets_table(run: Run) -> Table:
     """Each figure beside its target (medians of the runs; latencies: the highest run's)."""
     table = _table(f"{run.sites} simulated sites: targets", "figure", "target", "measured", "")
-    labels = {"counts": "counts analysis", "training": f"training {TRAIN_ROUNDS}x100k"}
+    labels = {
+        "counts": "counts analysis",
+        "training": f"training {TRAIN_ROUNDS}x100k",
+        "small": f"training {TRAIN_ROUNDS}x5k",
+    }
     peak = max((f.orchestrator_peak_bytes for f in run.jobs), default=0)
     for job, runs in by_job(run).items():
         completed = all(r.status == "completed" for r in runs)
