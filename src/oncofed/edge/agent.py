@@ -145,9 +145,9 @@ class Agent:
         ceiling = self._backoff[1]
         done = 0
         handed: TaskAssignment | None = None  # the next task, sent back with an ack
-        self._introduce(stop)
         with contextlib.suppress(PolicyFileError):  # said when the first task comes
-            self._in_force()[0].warm_up()
+            self._in_force()[0].warm_up()  # before the orchestrator first sees the site
+        self._introduce(stop)
         while not stop.is_set() and (max_tasks is None or done < max_tasks):
             if handed is None:  # a task handed with an ack runs first
                 self._renew_certificate(stop)

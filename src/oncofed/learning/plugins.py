@@ -26,6 +26,7 @@ import importlib
 import importlib.metadata as metadata
 import importlib.util
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,11 +97,20 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@functools.cache
+_scanning = threading.Lock()
+
+
 def distributions() -> tuple[PluginDistribution, ...]:
     """Every installed distribution declaring model types, by name (metadata only). A name
     that is not a valid model name, that a built-in already has, or that two declarations
-    take, is listed as a problem and usable from none of them."""
+    take, is listed as a problem and usable from none of them. Read once per process: the
+    threads of a host serving many sites wait for the first scan rather than each run it."""
+    with _scanning:
+        return _distributions()
+
+
+@functools.cache
+def _distributions() -> tuple[PluginDistribution, ...]:
     seen: set[str] = set()
     found: list[tuple[str, str, list[PluginModel]]] = []
     for dist in metadata.distributions():
@@ -274,5 +284,5 @@ def refresh() -> None:
     """Forget what was discovered, so that distributions installed or removed since are seen
     (modules already imported stay imported)."""
     importlib.invalidate_caches()
-    distributions.cache_clear()
+    _distributions.cache_clear()
     declared.cache_clear()
