@@ -526,7 +526,8 @@ def run_oncofed(
         launched = time.time()
         fed.launch(groups)
         assert fed.orchestrator is not None
-        sampler = TreeSampler([fed.orchestrator.pid, *(p.pid for p in fed.edges.values())])
+        orchestrator = fed.orchestrator.pid
+        sampler = TreeSampler([orchestrator, *(p.pid for p in fed.edges.values())])
         sampler.start()
         try:
             wait_polling(fed, launched)
@@ -551,8 +552,9 @@ def run_oncofed(
         "edges_ready_s": ready_s,
         "edge_processes": len(groups),
         "sites_per_process": max(len(g) for g in groups),
+        "orchestrator_peak_bytes": sampler.peaks.get(orchestrator),
         **phases,
-        # the AUC its evaluation round reported: each site's, weighted by held-out rows
+        # the AUC its evaluation round reported (of the sites' pooled score histograms)
         "reported_auc": job.rounds[-1].metrics.get("auc") if job.rounds else None,
     }
 
@@ -754,6 +756,10 @@ def cell_table(group: Sequence[Cell], rounds: int) -> Table:
     return table
 
 
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / MIB:,.0f} MiB"
+
+
 def oncofed_apart(detail: dict[str, Any]) -> str:
     """oncofed's figures outside its training rounds."""
 
@@ -764,7 +770,8 @@ def oncofed_apart(detail: dict[str, Any]) -> str:
     return (
         f"round 0 (statistics) {get('stats_round_s')}, evaluation round "
         f"{get('evaluate_round_s')}; edges polling {get('edges_ready_s')} after launch; "
-        f"sites set up (enrolled, imported, approved) beforehand in {get('setup_s')}"
+        f"sites set up (enrolled, imported, approved) beforehand in {get('setup_s')}; "
+        f"orchestrator's peak {_mib(detail.get('orchestrator_peak_bytes'))}"
     )
 
 
@@ -811,8 +818,8 @@ def markdown(document: dict[str, Any]) -> str:
     lines += [
         "",
         "| sites | model | oncofed: round 0 (statistics) | evaluation round | edges polling "
-        "after launch | sites set up beforehand |",
-        "| ---: | --- | ---: | ---: | ---: | ---: |",
+        "after launch | sites set up beforehand | orchestrator's peak memory |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in document["cells"]:
         if c["system"] == "oncofed" and c["detail"]:
@@ -820,7 +827,7 @@ def markdown(document: dict[str, Any]) -> str:
             lines.append(
                 f"| {c['sites']} | {c['model']} | {_s(nan(d.get('stats_round_s')))} | "
                 f"{_s(nan(d.get('evaluate_round_s')))} | {_s(nan(d.get('edges_ready_s')))} | "
-                f"{_s(nan(d.get('setup_s')))} |"
+                f"{_s(nan(d.get('setup_s')))} | {_mib(d.get('orchestrator_peak_bytes'))} |"
             )
     lines += [
         "",
