@@ -93,7 +93,9 @@ def test_three_sites_train_and_the_global_model_improves(
     fitted = evaluate(spec, weights, train.design(scaling), train)
     assert fitted["log_loss"] < initial["log_loss"] - 0.1
     assert fitted["auc"] > 0.7
-    assert final["auc"] > 0.55
+    # The pooled AUC, or where every site holds 1 to 10 held-out rows of a label (they follow
+    # an import's pseudonyms) the mean of the sites' own, named so.
+    assert final["auc"] > 0.55 if "auc" in final else final["mean_site_auc"] > 0.55
 
 
 def test_edges_open_no_listening_socket(federation: LocalFederation) -> None:

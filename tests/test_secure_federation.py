@@ -535,10 +535,17 @@ def test_the_secure_jobs_give_the_pooled_results(
     for name in ("accuracy", "log_loss", "mean_probability"):  # sums of the pooled rows
         assert final[name] == pytest.approx(theirs_final[name], abs=1e-6)
     # The AUC of the pooled rows lies within both runs' bounds (the secure run's histogram is
-    # pooled before its small cells are merged, the plain run's merged at each site)
-    assert max(final["auc_lower"], theirs_final["auc_lower"]) <= min(
-        final["auc_upper"], theirs_final["auc_upper"]
-    )
+    # pooled before its small cells are merged, the plain run's merged at each site). In the
+    # plain run, a site with 1 to 10 held-out rows of a label sends no histogram: which sites
+    # these are follows an import's pseudonyms, and when it is every site the plain run has
+    # only the mean of the sites' own AUCs, named as one.
+    if "auc_lower" in theirs_final:
+        assert (
+            max(final["auc_lower"], theirs_final["auc_lower"])
+            <= min(final["auc_upper"], theirs_final["auc_upper"]) + 1e-12
+        )
+    else:
+        assert "auc" not in theirs_final and 0 < theirs_final["mean_site_auc"] < 1
     assert final["auc"] > 0.5  # better than chance: the small hold-out, in pseudonym order,
     # moves it by several hundredths between runs (0.59 to 0.68 seen)
 
