@@ -167,10 +167,10 @@ def per_further_site(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def print_figures(runs: list[dict[str, Any]], added: dict[str, dict[str, float]]) -> None:
-    print(f"\n{'sites':>5}  " + "  ".join(f"{phase + ' RSS/peak MB':>24}" for phase in PHASES))
+    print(f"\n{'sites':>5}  " + "  ".join(f"{phase + ' RSS/peak MB':>22}" for phase in PHASES))
     for run in runs:
-        cells = [f"{run[p]['rss_mb']:>11.1f} / {run[p]['hwm_mb']:<10.1f}" for p in PHASES]
-        print(f"{run['sites']:>5}  " + "  ".join(f"{cell:>24}" for cell in cells))
+        cells = [f"{run[p]['rss_mb']:>10.1f} / {run[p]['hwm_mb']:<9.1f}" for p in PHASES]
+        print(f"{run['sites']:>5}  " + "  ".join(f"{cell:>22}" for cell in cells))
     print(f"\nEach site beyond the first (MB; target < {TARGET_MB:.0f} MB):")
     for name, by_count in added.items():
         figures = ", ".join(f"{count} sites: {mb:.1f}" for count, mb in by_count.items())
@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         runs = []
         for count in counts:
             runs.append(measure(federation, names[:count]))
-            print(f"{count} sites: {runs[-1]}", flush=True)
+            rss = ", ".join(f"{phase} {runs[-1][phase]['rss_mb']:.0f}" for phase in PHASES)
+            print(f"{count} sites: RSS MB {rss}", flush=True)
     added = per_further_site(runs)
     print_figures(runs, added)
     worst = max((mb for by_count in added.values() for mb in by_count.values()), default=0.0)

@@ -12,6 +12,7 @@ from oncofed.learning.metrics import (
     SCORE_BINS,
     SiteScores,
     auc,
+    binary_evaluation,
     cell_counts,
     disclosed_edges,
     histogram_auc,
@@ -22,7 +23,7 @@ from oncofed.learning.metrics import (
     score_histograms,
     weighted_mean,
 )
-from oncofed.wire.base import Evaluation, RowSums, ScoreHistogram
+from oncofed.wire.base import Evaluation
 
 FINEST = np.arange(SCORE_BINS + 1)
 TOLERANCE = 1e-3
@@ -46,27 +47,9 @@ def _sites(
 
 
 def _evaluation(label: np.ndarray, logit: np.ndarray, threshold: int | None) -> Evaluation:
-    """What a site sends: the finite metrics, its sums, and its histograms in the cells its
-    threshold allows (None: the finest grid)."""
-    positive, negative = score_histograms(label, logit)
-    edges = FINEST if threshold is None else disclosed_edges(positive, negative, threshold)
-    scores = None
-    if edges is not None:
-        scores = ScoreHistogram(
-            edges=edges.tolist(),
-            positive=cell_counts(positive, edges).tolist(),
-            negative=cell_counts(negative, edges).tolist(),
-        )
-    probability = 1 / (1 + np.exp(-logit))
-    metrics = {"log_loss": log_loss(label, logit)}
-    if 0 < label.sum() < label.size:
-        metrics["auc"] = auc(label, logit)
-    sums = RowSums(
-        correct=int(np.sum((logit > 0) == (label == 1))),
-        log_loss=float(np.sum(np.logaddexp(0, logit) - label * logit)),
-        probability=float(probability.sum()),
-    )
-    return Evaluation(n_eval=label.size, metrics=metrics, sums=sums, scores=scores)
+    """What a site sends (``binary_evaluation``): the finite metrics, its sums, and its
+    histograms in the cells its threshold allows (None: the finest grid)."""
+    return binary_evaluation(label.astype(np.float64), logit, threshold)
 
 
 @pytest.mark.parametrize(("n_sites", "low", "high"), [(4, 100, 400), (50, 20, 200)])

@@ -6,8 +6,9 @@ first use: the client brings in httpx and the wire's models, ``write_result``, `
 and the model's names matplotlib and scipy, which the CLI's help does without.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from oncofed._lazy import lazy_names
 
 if TYPE_CHECKING:
     from oncofed.client._client import Client, ClientError, load_spec
@@ -31,11 +32,7 @@ _LAZY = {
     "load_model": "model",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, {name: f"{__name__}.{module}" for name, module in _LAZY.items()})
 
 
 __all__ = [

@@ -6,9 +6,9 @@ which processes that only need the edge's errors (the CLI's start, the orchestra
 without. The edge itself never imports torch until a task trains (``oncofed.edge.compute``).
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from oncofed._lazy import lazy_names
 from oncofed.edge.errors import EdgeError, EnrolmentError, PolicyViolation, StoreError
 
 if TYPE_CHECKING:
@@ -26,11 +26,7 @@ _LAZY = {
     "LocalStore": "oncofed.edge.store",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from oncofed.wire.base import SCORE_LEVELS, Evaluation
+from oncofed.wire.base import MAX_STATISTIC, SCORE_LEVELS, Evaluation, RowSums, ScoreHistogram
 
 PRIMARY = {"binary": "auc", "survival": "c_index"}
 POOLED_PRIMARY = {"binary": "auc", "survival": "mean_site_c_index"}
@@ -360,3 +360,31 @@ def _left_out(
         return []
     rows = sum(evaluations[site].n_eval for site in out)
     return [f"{name}: leaves out {rows} held-out rows of {', '.join(out)} ({why})"]
+
+
+def binary_evaluation(label: np.ndarray, logit: np.ndarray, threshold: int | None) -> Evaluation:
+    """What a site sends of a binary model's ``logit`` on its held-out rows: the finite
+    metrics, the sums and the score histogram that pool over sites. The histogram's cells are
+    as fine as they can be with no cell holding 1 to ``threshold`` - 1 rows of a label
+    (``disclosed_edges``), and it is left out where even one cell would; ``threshold`` None
+    (secure aggregation: the rule applies to the sum over sites) gives the finest grid."""
+    n = len(label)
+    finite = {k: v for k, v in binary_metrics(label, logit).items() if np.isfinite(v)}
+    if np.isnan(logit).any():  # a model that gives no score has no sums nor histogram
+        return Evaluation(n_eval=n, metrics=finite)
+    correct, loss, probability = row_sums(label, logit)
+    sums = None
+    if np.isfinite(loss) and loss <= MAX_STATISTIC:
+        sums = RowSums(correct=correct, log_loss=loss, probability=min(probability, n))
+    positive, negative = score_histograms(label, logit)
+    edges: np.ndarray | None = np.arange(SCORE_BINS + 1)
+    if threshold is not None:
+        edges = disclosed_edges(positive, negative, threshold)
+    scores = None
+    if edges is not None:
+        scores = ScoreHistogram(
+            edges=edges.tolist(),
+            positive=cell_counts(positive, edges).tolist(),
+            negative=cell_counts(negative, edges).tolist(),
+        )
+    return Evaluation(n_eval=n, metrics=finite, sums=sums, scores=scores)

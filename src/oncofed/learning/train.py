@@ -10,18 +10,10 @@ import torch
 from torch import nn
 
 from oncofed.learning.data import Cohort
-from oncofed.learning.metrics import (
-    SCORE_BINS,
-    binary_metrics,
-    cell_counts,
-    disclosed_edges,
-    row_sums,
-    score_histograms,
-    survival_metrics,
-)
+from oncofed.learning.metrics import binary_evaluation, binary_metrics, survival_metrics
 from oncofed.learning.registry import TASKS
 from oncofed.learning.torch_model import module_weights, reused_module
-from oncofed.wire.base import MAX_STATISTIC, Evaluation, RowSums, ScoreHistogram
+from oncofed.wire.base import Evaluation
 from oncofed.wire.spec import JobSpec, LocalTraining, ModelSpec
 from oncofed.wire.tensors import Weights
 
@@ -143,34 +135,12 @@ def held_out_evaluation(
     cohort: Cohort,
     threshold: int | None,
 ) -> Evaluation:
-    """What a site sends of ``weights`` on its held-out rows: the finite metrics and, for a
-    binary model, the sums and the score histogram that pool over sites. The histogram's
-    cells are as fine as they can be with no cell holding 1 to ``threshold`` - 1 rows of a
-    label (``disclosed_edges``), and it is left out where even one cell would; ``threshold``
-    None (secure aggregation: only the sum over sites is seen, and the rule applies to it)
-    gives the finest grid."""
+    """What a site sends of ``weights`` on its held-out rows: a survival model's finite
+    metrics, a binary model's ``metrics.binary_evaluation`` (its sums and score histogram in
+    the cells ``threshold`` allows, the finest grid for None)."""
     score = predict(spec, weights, x)
     if cohort.time is not None:
         metrics = survival_metrics(cohort.time, cohort.label, score)
         finite = {k: v for k, v in metrics.items() if np.isfinite(v)}
         return Evaluation(n_eval=len(cohort), metrics=finite)
-    metrics = binary_metrics(cohort.label, score)
-    finite = {k: v for k, v in metrics.items() if np.isfinite(v)}
-    if np.isnan(score).any():  # a model that gives no score has no sums nor histogram
-        return Evaluation(n_eval=len(cohort), metrics=finite)
-    correct, loss, probability = row_sums(cohort.label, score)
-    sums = None
-    if np.isfinite(loss) and loss <= MAX_STATISTIC:
-        sums = RowSums(correct=correct, log_loss=loss, probability=min(probability, len(cohort)))
-    positive, negative = score_histograms(cohort.label, score)
-    edges: np.ndarray | None = np.arange(SCORE_BINS + 1)
-    if threshold is not None:
-        edges = disclosed_edges(positive, negative, threshold)
-    scores = None
-    if edges is not None:
-        scores = ScoreHistogram(
-            edges=edges.tolist(),
-            positive=cell_counts(positive, edges).tolist(),
-            negative=cell_counts(negative, edges).tolist(),
-        )
-    return Evaluation(n_eval=len(cohort), metrics=finite, sums=sums, scores=scores)
+    return binary_evaluation(cohort.label, score, threshold)

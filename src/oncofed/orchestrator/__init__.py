@@ -5,8 +5,9 @@ SQLAlchemy and alembic, which processes that only need the orchestrator's errors
 without.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from oncofed._lazy import lazy_names
 
 if TYPE_CHECKING:
     from oncofed.orchestrator.app import create_app
@@ -19,11 +20,7 @@ _LAZY = {
     "Settings": "oncofed.orchestrator.settings",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = ["Settings", "create_app", "migrate"]
