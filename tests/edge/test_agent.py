@@ -9,6 +9,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -19,9 +20,12 @@ from oncofed.edge import Agent, EdgeConfig, EdgeError, EdgeHome, LocalStore
 from oncofed.edge.guard import params_sha256
 from oncofed.edge.runner import TaskRunner
 from oncofed.edge.store import PROFILE
+from oncofed.learning.data import standardization
+from oncofed.learning.registry import initial_weights
 from oncofed.privacy.secagg import public_bytes
+from oncofed.wire import tensors
 from oncofed.wire.analysis import AnalysisParams, AnalysisSpec
-from oncofed.wire.messages import TaskAssignment
+from oncofed.wire.messages import StatsResult, TaskAssignment
 from oncofed.wire.profile import DataProfile
 from tests.support import (
     TEST_PROJECT,
@@ -62,11 +66,15 @@ def stats_task(**spec: object) -> TaskAssignment:
 class Script:
     """An orchestrator that fails ``outages`` polls, then hands out one task once."""
 
-    def __init__(self, task: TaskAssignment, outages: int) -> None:
+    def __init__(self, task: TaskAssignment | str | None, outages: int) -> None:
+        """``task``: a message, or its JSON as an orchestrator may write it."""
         self.task, self.outages = task, outages
-        self.posts: list[tuple[str, dict[str, object]]] = []
+        self.posts: list[tuple[str, dict[str, Any]]] = []
         self.auth: set[str] = set()
         self.identities: list[str] = []
+        self.fetched: list[str] = []
+        self.posted = threading.Event()
+        """Set by each post (a test may clear it)."""
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.auth.add(request.headers["Authorization"])
@@ -84,8 +92,18 @@ class Script:
             if self.task is None:
                 return httpx.Response(204)
             task, self.task = self.task, None
-            return httpx.Response(200, content=task.model_dump_json())
-        self.posts.append((request.url.path, json.loads(request.content)))
+            return httpx.Response(
+                200, content=task if isinstance(task, str) else task.model_dump_json()
+            )
+        if request.method == "GET":  # a blob: none is served
+            self.fetched.append(request.url.path)
+            return httpx.Response(404, json={"detail": "no such blob"})
+        json_body = request.headers.get("Content-Type") == "application/json"
+        body: dict[str, Any] = (
+            json.loads(request.content) if json_body else {"bytes": len(request.content)}
+        )
+        self.posts.append((request.url.path, body))
+        self.posted.set()
         status = "declined" if request.url.path.endswith("decline") else "accepted"
         return httpx.Response(200, json={"task_id": "t1", "status": status, "detail": ""})
 
@@ -102,6 +120,45 @@ def test_agent_retries_until_reachable_then_posts_and_logs_egress(home: EdgeHome
     entry = entries[1]
     assert entry["task"] == "t1" and entry["kind"] == "stats" and entry["json"] == body
     assert entry["bytes"] > 0 and len(entry["sha256"]) == 64
+
+
+def test_a_small_global_model_comes_with_its_task_and_is_checked_as_a_fetched_one(
+    home: EdgeHome,
+) -> None:
+    """The orchestrator hands a small global model with its task (``TaskAssignment.model``):
+    the site trains on it without asking for it, and checks it as it checks one it asked
+    for; a hostile orchestrator's inline model far from the last one is refused, and one
+    whose bytes are not ``model_sha256`` makes the task unreadable (declined)."""
+    spec = make_spec()
+    script = Script(stats_task(), outages=0)
+    agent = Agent(home, transport=httpx.MockTransport(script))
+    assert agent.run(max_tasks=1) == 1
+    stats = StatsResult.model_validate(script.posts[-1][1])
+    initial = initial_weights(spec.model, 2, spec.seed)
+
+    def train(task_id: str, number: int, model: bytes, **fields: object) -> TaskAssignment:
+        return TaskAssignment.model_validate(
+            {"task_id": task_id, "job_id": "j1", "round": number, "kind": "train", "spec": spec,
+             "model_sha256": tensors.sha256(model), "model": model, "pooled": stats,
+             "standardization": standardization(stats), **fields}
+        )  # fmt: skip
+
+    script.task = train("t2", 1, tensors.encode(initial))
+    assert agent.run(max_tasks=1) == 1
+    assert script.posts[-1] == ("/v1/tasks/t2/update", {"bytes": script.posts[-1][1]["bytes"]})
+    assert script.fetched == []  # nothing asked for: it came with the task
+    trap = tensors.encode({name: w + 1000.0 for name, w in initial.items()})
+    script.task = train("t3", 2, trap)
+    assert agent.run(max_tasks=1) == 1
+    path, body = script.posts[-1]
+    assert path == "/v1/tasks/t3/decline" and "moved further from" in str(body["reason"])
+    wrong = json.loads(train("t4", 3, tensors.encode(initial)).model_dump_json())
+    wrong["model_sha256"] = tensors.sha256(trap)  # the model's bytes are another model's
+    script.task, script.posted = json.dumps(wrong), threading.Event()
+    assert agent.run(stop=script.posted) == 0  # unreadable: declined, not run
+    path, body = script.posts[-1]
+    assert path == "/v1/tasks/t4/decline" and "cannot read the task" in str(body["reason"])
+    assert script.fetched == []
 
 
 def test_the_agent_registers_its_identity_key_and_pins_the_orchestrators(

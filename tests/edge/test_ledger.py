@@ -1,9 +1,11 @@
 """The edge's ledger: it survives restarts, holds one task per job round, keeps the job's
-pinned inputs and last model, and enforces the secure-round records (one masked input per round,
-never both shares of one peer, pinned peer keys)."""
+pinned inputs and last model (read back only when whole), syncs what it recorded with every
+audit entry (which precedes every message sent), and enforces the secure-round records (one
+masked input per round, never both shares of one peer, pinned peer keys)."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from oncofed.edge import EdgePolicy, PolicyViolation
@@ -34,6 +37,10 @@ def ledger(root: Path) -> Iterator[Ledger]:
         yield ledger
 
 
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def task(task_id: str, number: int, kind: str = "train") -> TaskRecord:
     return TaskRecord(task_id, kind, number, f"{number:064x}")
 
@@ -49,7 +56,7 @@ def test_everything_recorded_survives_a_restart(root: Path) -> None:
         ledger.answered("j1", "t1", "update")
         ledger.pin_scaling("j1", pooled, scaling)
         ledger.save_params("j1", 1, params)
-        ledger.save_model("j1", 1, "b" * 64, b"model")
+        ledger.save_model("j1", 1, sha(b"model"), b"model")
         kept = ledger.job("j1")
     with Ledger(root) as ledger:
         job = ledger.job("j1")
@@ -72,10 +79,36 @@ def test_the_migrations_build_exactly_the_models_schema(ledger: Ledger) -> None:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
-def test_commits_are_synced_to_disk(ledger: Ledger) -> None:
+def test_an_audit_entry_syncs_what_was_recorded_before_it(ledger: Ledger) -> None:
+    """A task's writes commit without a sync (NORMAL); the audit entry before anything leaves
+    commits with one (FULL), on the same write-ahead log, which syncs them all."""
     with ledger._engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    with ledger._durable_engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    ledger.record_task("j1", SPEC, task("t1", 1))
+    ledger.audit(Ed25519PrivateKey.generate(), "egress", actor="edge", site="s", detail={})
+    with sqlite3.connect(ledger._engine.url.database or "") as db:  # another reader sees both
+        assert db.execute("SELECT count(*) FROM task").fetchone() == (1,)
+        assert db.execute("SELECT action FROM audit_entry").fetchall() == [("egress",)]
+
+
+def test_a_model_file_not_whole_is_no_last_model(ledger: Ledger, root: Path) -> None:
+    """A power cut may leave the model file short or empty (it is not synced): read back, its
+    bytes must be its SHA-256, or the job has no last model (the checks then bound the step
+    from the initial model)."""
+    ledger.record_task("j1", SPEC, task("t1", 1))
+    ledger.save_model("j1", 1, sha(b"model"), b"model")
+    path = root / "jobs" / "j1" / f"{sha(b'model')}.safetensors"
+    assert ledger.last_model("j1") == (1, path)
+    path.write_bytes(b"mod")
+    assert ledger.last_model("j1") is None
+    path.write_bytes(b"")
+    assert ledger.last_model("j1") is None
+    path.unlink()
+    assert ledger.last_model("j1") is None
 
 
 def test_a_job_holds_one_task_per_round_and_a_task_id_once(ledger: Ledger) -> None:
@@ -90,9 +123,9 @@ def test_only_the_named_model_file_is_kept_and_evaluation_removes_it(
     ledger: Ledger, root: Path
 ) -> None:
     ledger.record_task("j1", SPEC, task("t1", 1))
-    ledger.save_model("j1", 1, "1" * 64, b"first")
-    ledger.save_model("j1", 2, "2" * 64, b"second")
-    assert [p.name for p in (root / "jobs" / "j1").iterdir()] == ["2" * 64 + ".safetensors"]
+    ledger.save_model("j1", 1, sha(b"first"), b"first")
+    ledger.save_model("j1", 2, sha(b"second"), b"second")
+    assert [p.name for p in (root / "jobs" / "j1").iterdir()] == [sha(b"second") + ".safetensors"]
     last = ledger.last_model("j1")
     assert last is not None and last[0] == 2 and last[1].read_bytes() == b"second"
     ledger.drop_model("j1")

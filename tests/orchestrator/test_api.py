@@ -9,11 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from oncofed.client import Client
-from oncofed.orchestrator import Settings, blobs, create_app
+from oncofed.orchestrator import Settings, blobs, create_app, rounds
 from oncofed.orchestrator.db import Task
 from oncofed.orchestrator.setup import add_site
 from oncofed.wire import tensors
-from oncofed.wire.messages import SHA256_HEADER
+from oncofed.wire.messages import INLINE_MODEL_BYTES, SHA256_HEADER, TaskAssignment
 from tests.orchestrator.test_rounds import post_update, take, through_stats, weights_like
 from tests.support import State, auth, make_spec
 
@@ -171,3 +171,19 @@ def test_a_site_downloads_the_model_it_was_sent_and_no_other_blob(
         sha = session.get(Task, beta.task_id).result_sha  # type: ignore[union-attr]
     assert http.get(f"/blobs/{sha}", headers=site).status_code == 404  # beta's update
     assert http.get(f"/blobs/{'f' * 64}", headers=site).status_code == 404
+
+
+@pytest.mark.parametrize("limit", [INLINE_MODEL_BYTES, 64], ids=["inline", "too-large"])
+def test_a_small_global_model_comes_with_its_task(
+    http: TestClient, state: State, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """A global model of at most ``INLINE_MODEL_BYTES`` comes with the task (one request
+    less per site and round); a larger one is named only, and downloaded."""
+    monkeypatch.setattr(rounds, "INLINE_MODEL_BYTES", limit)
+    job = state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    task = http.get("/tasks/next", params={"wait": 0}, headers=auth(state.credentials["alpha"]))
+    assignment = TaskAssignment.model_validate_json(task.content)
+    model = state.coordinator.blobs.path(task.json()["model_sha256"]).read_bytes()
+    assert assignment.kind == "train" and len(model) > 64
+    assert assignment.model == (model if limit == INLINE_MODEL_BYTES else None)

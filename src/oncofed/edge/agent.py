@@ -206,6 +206,8 @@ class Agent:
             return Decline(reason=str(exc))
 
         def fetch(sha: str) -> bytes:
+            if task.model is not None and sha == task.model_sha256:  # handed with the task
+                return task.model
             data = self._retrying(lambda: self._fetch(sha), stop)
             if data is None:
                 raise _Stopped

@@ -1,6 +1,11 @@
 """The edge's own record of what it was asked and what it released: ``ledger.db`` in the edge
-directory (SQLite, ``synchronous=FULL``: a commit survives a power cut), which nothing the
-orchestrator sends can reset.
+directory (SQLite in WAL mode), which nothing the orchestrator sends can reset.
+
+Everything it records before anything leaves the site survives a power cut: a task's writes
+are committed without a sync of their own (``synchronous=NORMAL``), and the audit entry that
+precedes every message sent (``audit``, ``synchronous=FULL``) syncs the write-ahead log, which
+holds them all, before the message goes. One fsync per task, not one per write; what a power
+cut could take is only what never left.
 
 It holds, per job: the tasks run (id, kind, round, SHA-256 of the task's content, when received
 and answered), the pinned spec hash, the pooled totals and standardisation first accepted, the
@@ -12,8 +17,9 @@ And the cohort of every job's exact releases (``oncofed.edge.releases``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import os
+import hashlib
 import re
 import shutil
 import threading
@@ -37,7 +43,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -48,7 +54,7 @@ from sqlalchemy.orm import (
 )
 
 from oncofed import _db
-from oncofed._db import UTCDateTime, sync, utcnow
+from oncofed._db import UTCDateTime, utcnow
 from oncofed._files import private_dir, private_open
 from oncofed.audit import AuditLog, CheckpointColumns, EntryColumns
 from oncofed.edge.errors import PolicyViolation
@@ -163,8 +169,11 @@ class Ledger:
         private_dir(root)  # the database is created owner-only too (``_db``)
         url = f"sqlite:///{root / LEDGER}"
         _db.migrate(url, MIGRATIONS)
-        self._engine = _db.make_engine(url, synchronous="FULL")
+        self._engine = _db.make_engine(url, synchronous="NORMAL")
         self._sessions = _db.session_factory(self._engine)
+        # the audit log's commits sync the write-ahead log: every write before them with it
+        self._durable_engine = _db.make_engine(url, synchronous="FULL")
+        self._durable = _db.session_factory(self._durable_engine)
         self._models = root / MODELS
         # What job() read, kept up to date by this ledger's own writes: one edge process holds
         # a site's directory (its lock file), so nothing else changes these rows under it.
@@ -178,7 +187,12 @@ class Ledger:
         self._trusted = dict(trusted_peers) if trusted_peers is not None else None
 
     def close(self) -> None:
+        """Sync what was written since the last audit entry (a checkpoint syncs the log and
+        the database), then close."""
+        with contextlib.suppress(OperationalError), self._durable_engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
         self._engine.dispose()
+        self._durable_engine.dispose()
 
     def __enter__(self) -> Ledger:
         return self
@@ -190,8 +204,9 @@ class Ledger:
 
     def audit(self, key: Ed25519PrivateKey, action: str, **fields: Any) -> None:
         """Record an event in this site's audit log (``AUDIT.record``'s ``fields``), chained
-        and signed with the site's identity ``key`` in the same transaction."""
-        with self._sessions.begin() as session:
+        and signed with the site's identity ``key`` in the same transaction; its commit is
+        synced, and with it every ledger write before it (see the module docstring)."""
+        with self._durable.begin() as session:
             AUDIT.record(session, action, **fields)
             AUDIT.chain(session, key, every=1)
 
@@ -314,18 +329,25 @@ class Ledger:
     # -- the last global model seen ------------------------------------------------------
 
     def last_model(self, job_id: str) -> tuple[int, Path] | None:
-        """The round and file of the last global model this site saw in the job, when kept."""
+        """The round and file of the last global model this site saw in the job, when kept
+        whole (a file whose bytes are not its SHA-256, as a power cut may leave it, is none:
+        the model checks then bound the step from the initial model)."""
         record = self.job(job_id)
-        if record is None or record.model_round is None:
+        if record is None or record.model_round is None or record.model_sha256 is None:
             return None
         path = self._models / _safe(job_id) / f"{record.model_sha256}.safetensors"
-        return (record.model_round, path) if path.is_file() else None
+        try:
+            whole = hashlib.sha256(path.read_bytes()).hexdigest() == record.model_sha256
+        except OSError:
+            return None
+        return (record.model_round, path) if whole else None
 
     def save_model(self, job_id: str, round_number: int, sha: str, data: bytes) -> None:
         """Keep ``data`` (a global model, whose SHA-256 is ``sha``) as the job's last model.
 
-        The file is written and synced before the ledger names it, and older files of the job
-        are removed only after, so a crash at any point leaves the named file in place."""
+        The file is written before the ledger names it, and older files of the job are removed
+        only after, so a crash of the process leaves the named file in place. It is not synced:
+        ``last_model`` reads it back only when whole."""
         folder = self._models / _safe(job_id)
         private_dir(folder)
         target = folder / f"{sha}.safetensors"
@@ -333,10 +355,7 @@ class Ledger:
             partial = folder / f".{sha}.partial"
             with private_open(partial, "wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             partial.replace(target)
-            sync(folder)
         saved = functools.partial(replace, model_round=round_number, model_sha256=sha)
         with self._writing(job_id, saved) as session:
             _set(session, job_id, model_round=round_number, model_sha256=sha)

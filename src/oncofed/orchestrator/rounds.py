@@ -71,6 +71,7 @@ from oncofed.wire import tensors
 from oncofed.wire.analysis import AnalysisParams, AnalysisResult, AnalysisSpec
 from oncofed.wire.errors import BadAnswer, BadTensorPayload, WireError
 from oncofed.wire.messages import (
+    INLINE_MODEL_BYTES,
     EvaluateResult,
     JobCreated,
     ResultAck,
@@ -471,6 +472,7 @@ class Coordinator:
             kind=rnd.kind,
             spec=spec,
             model_sha256=rnd.input_sha,
+            model=self._inline(rnd.input_sha),
             standardization=scaling(job.scaling_json),
             pooled=pooled(job.pooled_json),
             proximal_mu=(
@@ -479,6 +481,15 @@ class Coordinator:
             params=_params(rnd.params_json, site),
             secure=self._secure.step(session, rnd, site) if rnd.phase else None,
         )
+
+    def _inline(self, sha: str | None) -> bytes | None:
+        """A global model small enough to go with its task (``INLINE_MODEL_BYTES``): the
+        site need not ask for it (None: it asks, and learns then if the model is gone)."""
+        try:
+            data = self.blobs.small(sha) if sha is not None else None
+        except NotFound:
+            return None
+        return data if data is not None and len(data) <= INLINE_MODEL_BYTES else None
 
     def sent_blob(self, site_id: int, sha: str) -> Path | None:
         """A global model the site is known to have been sent (memory only; None: ask

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 
 
 def _finite(value: float) -> float:
@@ -43,6 +54,39 @@ Seconds = Annotated[float, Field(ge=0.0, le=MAX_SECONDS, allow_inf_nan=False)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Epsilon = Annotated[float, Field(ge=0.0, le=1e6, allow_inf_nan=False)]
 """Differential privacy a job spent at a site so far (at the job's delta), as it reports it."""
+
+
+def base64_bytes(*, size: int | None = None, most: int | None = None) -> tuple[Any, ...]:
+    """``Annotated`` metadata of bytes given as standard base64 text without newlines (or raw
+    bytes from Python): exactly ``size`` bytes, or at most ``most``."""
+    length = None if size is None else 4 * ((size + 2) // 3)
+    longest = None if most is None else 4 * ((most + 2) // 3)
+
+    def parse(value: object) -> bytes:
+        if isinstance(value, bytes):
+            data = value
+        elif isinstance(value, str):
+            if length is not None and len(value) != length:
+                raise ValueError(f"expected {length} base64 characters ({size} bytes)")
+            if longest is not None and len(value) > longest:
+                raise ValueError(f"expected at most {longest} base64 characters ({most} bytes)")
+            try:
+                data = base64.b64decode(value, validate=True)
+            except binascii.Error as exc:
+                raise ValueError("not standard base64 (A-Z a-z 0-9 + / =, no newlines)") from exc
+        else:
+            raise ValueError("expected base64 text")
+        if size is not None and len(data) != size:
+            raise ValueError(f"expected {size} bytes, got {len(data)}")
+        if most is not None and len(data) > most:
+            raise ValueError(f"expected at most {most} bytes, got {len(data)}")
+        return data
+
+    return (
+        PlainValidator(parse),
+        PlainSerializer(lambda data: base64.b64encode(data).decode("ascii"), return_type=str),
+        WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
+    )
 
 
 class Message(BaseModel):

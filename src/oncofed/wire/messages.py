@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from oncofed.wire.analysis import AnalysisParams, AnalysisReport, AnySpec
 from oncofed.wire.base import (
@@ -21,9 +21,14 @@ from oncofed.wire.base import (
     Seconds,
     Sha256,
     Statistic,
+    base64_bytes,
 )
 from oncofed.wire.profile import Cell
 from oncofed.wire.secagg import SecureStep
+
+INLINE_MODEL_BYTES = 1 << 20
+"""Largest global model handed with its task; a larger one is downloaded by its hash."""
+InlineModel = Annotated[bytes, *base64_bytes(most=INLINE_MODEL_BYTES)]
 
 API_PREFIX = "/v1"
 SHA256_HEADER = "X-Content-SHA256"
@@ -113,6 +118,13 @@ class TaskAssignment(Message):
     kind: TaskKind
     spec: AnySpec
     model_sha256: Sha256 | None = None
+    model: InlineModel | None = Field(
+        None,
+        description=(
+            "The global model named by model_sha256 (safetensors), when small enough to come "
+            "with the task; otherwise the site downloads it from /blobs/{model_sha256}."
+        ),
+    )
     standardization: Standardization | None = None
     pooled: StatsResult | None = Field(
         None, description="The pooled totals the standardization was derived from."
@@ -122,6 +134,12 @@ class TaskAssignment(Message):
     secure: SecureStep | None = Field(
         None, description="The phase of a secure round this site is to take part in now."
     )
+
+    @model_validator(mode="after")
+    def _model_is_the_named_one(self) -> TaskAssignment:
+        if self.model is not None and hashlib.sha256(self.model).hexdigest() != self.model_sha256:
+            raise ValueError("model: its SHA-256 is not model_sha256")
+        return self
 
     def announced(self) -> str:
         """SHA-256 of what the round announces to every site alike: job, round, kind, spec,

@@ -23,22 +23,17 @@ round opens.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from itertools import pairwise
 from typing import Annotated, Literal
 
 from pydantic import (
     ConfigDict,
     Field,
-    PlainSerializer,
-    PlainValidator,
-    WithJsonSchema,
     model_validator,
 )
 
 from oncofed.wire.analysis import OwnEstimate
-from oncofed.wire.base import Epsilon, Message, Sha256
+from oncofed.wire.base import Epsilon, Message, Sha256, base64_bytes
 from oncofed.wire.spec import Name
 
 KEY_BYTES = 32
@@ -58,39 +53,10 @@ Phase = Literal["keys", "shares", "masked", "unmask"]
 SiteName = Name
 
 
-def _base64(size: int) -> PlainValidator:
-    """Exactly ``size`` bytes, given as standard base64 text (or raw bytes from Python)."""
-    length = 4 * ((size + 2) // 3)
-
-    def parse(value: object) -> bytes:
-        if isinstance(value, bytes):
-            data = value
-        elif isinstance(value, str):
-            if len(value) != length:
-                raise ValueError(f"expected {length} base64 characters ({size} bytes)")
-            try:
-                data = base64.b64decode(value, validate=True)
-            except binascii.Error as exc:
-                raise ValueError("not standard base64 (A-Z a-z 0-9 + / =, no newlines)") from exc
-        else:
-            raise ValueError("expected base64 text")
-        if len(data) != size:
-            raise ValueError(f"expected {size} bytes, got {len(data)}")
-        return data
-
-    return PlainValidator(parse)
-
-
-def _text(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-_AS_TEXT = PlainSerializer(_text, return_type=str)
-_SCHEMA = WithJsonSchema({"type": "string", "contentEncoding": "base64"})
-Key = Annotated[bytes, _base64(KEY_BYTES), _AS_TEXT, _SCHEMA]
-Signature = Annotated[bytes, _base64(SIGNATURE_BYTES), _AS_TEXT, _SCHEMA]
-Share = Annotated[bytes, _base64(SHARE_BYTES), _AS_TEXT, _SCHEMA]
-Sealed = Annotated[bytes, _base64(SEALED_BYTES), _AS_TEXT, _SCHEMA]
+Key = Annotated[bytes, *base64_bytes(size=KEY_BYTES)]
+Signature = Annotated[bytes, *base64_bytes(size=SIGNATURE_BYTES)]
+Share = Annotated[bytes, *base64_bytes(size=SHARE_BYTES)]
+Sealed = Annotated[bytes, *base64_bytes(size=SEALED_BYTES)]
 Sites = Annotated[list[SiteName], Field(max_length=MAX_SITES)]
 SharesBySite = Annotated[dict[SiteName, Share], Field(max_length=MAX_SITES)]
 

@@ -28,8 +28,11 @@ from oncofed.wire.tensors import Weights
 
 
 def content_sha256(message: BaseModel) -> str:
-    """SHA-256 of a message's canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(message.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """SHA-256 of a message's canonical JSON (sorted keys, no spaces); a task's global model
+    handed with it is left out (its ``model_sha256``, which it must match, stands for it)."""
+    skip = {"model"} if isinstance(message, TaskAssignment) else None
+    content = message.model_dump(mode="json", exclude=skip)
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
