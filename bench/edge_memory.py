@@ -5,9 +5,10 @@ the whole GBSG2 cohort (686 patients) imported in its own edge directory. One
 ``oncofed edge run`` process is started with 1, then 2, 5 and 10 of those directories; its
 resident memory (``VmRSS``) and peak (``VmHWM``, from ``/proc/PID/status``) are read once the
 agents poll, after an analysis round (counts, summary, Kaplan-Meier, Cox and logistic
-regressions, every site taking part) and after a training round (the demo's Cox network: the
-first training imports torch). What each site beyond the first costs is the difference from
-the one-site process, divided by the sites added; the target is under 30 MB.
+regressions, every site taking part) and after a training round (the demo's Cox network; the
+sites' policies allow training, so the process imports torch as it starts). What each site
+beyond the first costs is the difference from the one-site process, divided by the sites
+added; the target is under 30 MB.
 
 ``python bench/edge_memory.py [--sites 1,2,5,10] [--output FILE]``
 """

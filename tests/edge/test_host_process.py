@@ -1,10 +1,12 @@
 """Several sites served by one edge process against a real orchestrator process: every site
 answers, a site whose policy breaks declines while the others answer, each site's egress log
-and ledger hold only its own tasks, and the edge never imports torch for analyses (training
-imports it on first use) nor any module of the server."""
+and ledger hold only its own tasks, and the edge never imports torch where its sites' policies
+allow analyses only (where they allow training, it imports torch before it polls) nor any
+module of the server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from oncofed.client import Client
 from oncofed.demo.data import (
@@ -192,7 +195,28 @@ def ledger(home: Path, query: str) -> set[str]:
     return found
 
 
+@contextlib.contextmanager
+def analyses_only(federation: Federation) -> Iterator[None]:
+    """Every site's policy allows analyses only, for the block."""
+    policies = {site: federation.edge_dir(site) / "policy.yaml" for site in SITES}
+    texts = {site: path.read_text() for site, path in policies.items()}
+    for site, path in policies.items():
+        path.write_text(
+            yaml.safe_dump({**yaml.safe_load(texts[site]), "allowed_tasks": ["analysis"]})
+        )
+    try:
+        yield
+    finally:
+        for site, path in policies.items():
+            path.write_text(texts[site])
+
+
 def test_one_process_serves_every_site_in_isolation(federation: Federation, client: Client) -> None:
+    with analyses_only(federation):
+        serve_and_check(federation, client)
+
+
+def serve_and_check(federation: Federation, client: Client) -> None:
     edge = serve_cli(federation)
     jobs = run_all(client, ANALYSES)
     for job in jobs:
@@ -234,7 +258,12 @@ def test_one_process_serves_every_site_in_isolation(federation: Federation, clie
     assert imported(modules, *SERVER) <= cli_alone()
 
 
-def test_training_imports_torch_on_first_use(federation: Federation, client: Client) -> None:
+def test_a_site_allowed_to_train_imports_torch_as_it_starts(
+    federation: Federation, client: Client
+) -> None:
+    """Before any task (a training job's first round then costs what its later ones do, and
+    its statistics round shares no CPU with torch's imports); training then runs."""
+    assert "torch" in serve_cli(federation).stop()
     edge = serve_cli(federation, "--threads", "2")
     [job] = run_all(client, [TRAINING])
     assert job.status == "completed", job.error
@@ -245,9 +274,10 @@ def test_training_imports_torch_on_first_use(federation: Federation, client: Cli
 def test_the_edge_imports_no_server_module(federation: Federation, client: Client) -> None:
     """The host alone (as the CLI runs it, without the CLI's own modules): an analysis's
     rounds, and the agents' loop, import neither torch nor the server."""
-    edge = Edge(federation, HOST, [str(federation.edge_dir(site)) for site in SITES])
-    for job in run_all(client, [ANALYSES[0], COX, ANALYSES[-1]]):
-        assert job.status == "completed", (job.name, job.error)
-    modules = edge.stop()
+    with analyses_only(federation):
+        edge = Edge(federation, HOST, [str(federation.edge_dir(site)) for site in SITES])
+        for job in run_all(client, [ANALYSES[0], COX, ANALYSES[-1]]):
+            assert job.status == "completed", (job.name, job.error)
+        modules = edge.stop()
     assert "oncofed.edge.agent" in modules and "oncofed.analytics.site" in modules
     assert imported(modules, "torch", "opacus", *SERVER) == set()

@@ -187,8 +187,6 @@ class Agent:
             return None
         if ack is not None and ack.status == "rejected":
             log.warning("task %s: update rejected: %s", task.task_id, ack.detail)
-        elif self._runner is not None and not isinstance(outcome, Decline):
-            self._runner.ahead(task)
         return ack
 
     def _outcome(self, task: TaskAssignment, stop: threading.Event) -> Outcome | Post | None:

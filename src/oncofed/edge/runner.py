@@ -123,18 +123,14 @@ class TaskRunner:
     def warm_up(self) -> None:
         """Pay before the first task what it would pay: the site's datasets read (the last one
         stays in memory) and, where the policy lets the site train, the installed model
-        plugins listed (metadata only). torch waits for a training job (``_train_soon``)."""
+        plugins listed (metadata only) and torch made ready (``_torch_ready``). An edge whose
+        policy allows no training never imports torch."""
         for name in self._store.names():
             with contextlib.suppress(StoreError):  # a damaged one is declined when asked for
                 self._store.load(name)
         if self._trains:
             declared()
-
-    def ahead(self, task: TaskAssignment) -> None:
-        """Once a training job's stats answer has left: its training rounds come next
-        (``_train_soon``)."""
-        if task.kind == "stats" and self._trains:
-            _train_soon()
+            _torch_ready()
 
     @property
     def _trains(self) -> bool:
@@ -477,16 +473,15 @@ _warming = threading.Lock()
 _warmed = False
 
 
-def _train_soon() -> None:
-    """Import torch and set it deterministic now, in the background (once per process), so
-    that a training job's first round costs what the later ones do; an edge that only runs
-    analyses never imports it."""
+def _torch_ready() -> None:
+    """Import torch and take one training step, once per process (the other sites' agents
+    wait for it): a training job's first round then costs what its later ones do, and its
+    statistics round shares no CPU with torch's imports."""
     global _warmed
     with _warming:
-        if _warmed:
-            return
-        _warmed = True
-    threading.Thread(target=lambda: local.warm_up(), name="torch warm-up", daemon=True).start()
+        if not _warmed:
+            local.warm_up()
+            _warmed = True
 
 
 def _label(outcome: Outcome | None) -> str:

@@ -53,8 +53,13 @@ def local_optimizer(local: LocalTraining, params: list[nn.Parameter]) -> torch.o
 
 def warm_up() -> None:
     """Pay now what a process's first training would: the first setting of torch's
-    deterministic mode imports its compiler stack (a second or more)."""
+    deterministic mode and the first optimizer step import its compiler stack (a second or
+    more)."""
     torch.use_deterministic_algorithms(True)
+    layer = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    layer(torch.zeros(1, 1)).sum().backward()
+    optimizer.step()
 
 
 def train(
