@@ -124,6 +124,23 @@ def test_tampering_with_the_ledger_is_named(
     assert code == 1 and f"FAILED at entry {named}" in output
 
 
+def test_an_entry_pending_is_chained_before_the_next_one_appended(
+    site: tuple[EdgeHome, object, object],
+) -> None:
+    """An entry recorded and left unchained (an older edge's crash between the two) keeps
+    its place: the next entry appended chains it first, and the log still verifies."""
+    home = site[0]
+    with Ledger(home.root) as ledger:
+        with ledger.sessions.begin() as session:
+            AUDIT.record(session, "task.refused", actor="edge", site="a", detail={"task": "tx"})
+        ledger.audit(home.identity(), "egress", actor="edge", site="a", detail={"task": "ty"})
+        ledger.audit(home.identity(), "egress", actor="edge", site="a", detail={"task": "tz"})
+    log = entries(home)
+    assert [(e.seq, e.detail.get("task")) for e in log[-3:]] == [(5, "tx"), (6, "ty"), (7, "tz")]
+    code, output = cli("edge", "audit", "verify", "--dir", str(home.root))
+    assert code == 0 and "7 entries, signed up to #7" in output and "verified" in output
+
+
 def test_enrolment_is_the_first_entry(tmp_path: Path) -> None:
     def orchestrator(request: httpx.Request) -> httpx.Response:
         return httpx.Response(

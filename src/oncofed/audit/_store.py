@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Integer, Select, String, Text, func, select, update
+from sqlalchemy import Integer, Select, String, Text, func, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from oncofed._db import UTCDateTime, utcnow
@@ -127,19 +127,42 @@ class AuditLog:
         nested objects and text over 200 characters raise ``AuditError``: pass free text
         through ``clip``). Never a patient value, a metric or an aggregate.
         """
-        for name, value in (("project", project), ("site", site), ("user", user)):
-            if value is not None:
-                check_text(value, name, MAX_NAME)
-        row = self.entries(
-            at=utcnow(),
-            actor=check_text(actor, "actor"),
-            action=check_action(action),
-            project=project,
-            site=site,
-            user=user,
-            detail=canonical(check_detail(detail)).decode(),
-        )
-        session.add(row)
+        session.add(self.entries(**_columns(action, actor, project, site, user, detail)))
+
+    def append(
+        self,
+        session: Session,
+        key: Ed25519PrivateKey,
+        action: str,
+        *,
+        actor: str,
+        project: str | None = None,
+        site: str | None = None,
+        user: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        every: int = CHECKPOINT_EVERY,
+    ) -> None:
+        """``record`` then ``chain``, in the caller's transaction, in three statements when
+        no entry is pending (an edge's log, whose every entry is chained as it is recorded):
+        the entry is written chained."""
+        table = self.entries
+        pending = session.scalar(select(table.id).where(table.seq.is_(None)).limit(1))
+        if pending is not None:  # chained first, in the order they became visible
+            self.record(session, action, actor=actor, project=project, site=site, user=user,
+                        detail=detail)  # fmt: skip
+            self.chain(session, key, every=every)
+            return
+        last = session.execute(
+            select(table.seq, table.hash).where(table.seq.is_not(None)).order_by(table.seq.desc())
+        ).first()
+        seq: int = last[0] + 1 if last is not None else 1
+        previous: str = last[1] if last is not None else GENESIS
+        columns = _columns(action, actor, project, site, user, detail)
+        entry = Entry(columns["at"], columns["actor"], columns["action"], project, site, user,
+                      json.loads(columns["detail"]), seq, previous)  # fmt: skip
+        digest = entry.computed_hash()
+        session.execute(insert(table).values(**columns, seq=seq, prev_hash=previous, hash=digest))
+        self._checkpoint(session, key, seq, digest, every, CHECKPOINT_SECONDS, False)
 
     def chain(
         self,
@@ -244,6 +267,29 @@ class AuditLog:
     def read(self, session: Session, filters: Filters, limit: int | None = None) -> list[Entry]:
         """The entries ``filters`` selects (the first ``limit``)."""
         return [row.entry() for row in session.scalars(self.query(filters).limit(limit))]
+
+
+def _columns(
+    action: str,
+    actor: str,
+    project: str | None,
+    site: str | None,
+    user: str | None,
+    detail: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """A new entry's columns, checked (``AuditLog.record``)."""
+    for name, value in (("project", project), ("site", site), ("user", user)):
+        if value is not None:
+            check_text(value, name, MAX_NAME)
+    return {
+        "at": utcnow(),
+        "actor": check_text(actor, "actor"),
+        "action": check_action(action),
+        "project": project,
+        "site": site,
+        "user": user,
+        "detail": canonical(check_detail(detail)).decode(),
+    }
 
 
 def describe(detail: Detail) -> str:

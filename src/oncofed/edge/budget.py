@@ -137,15 +137,16 @@ class Budget:
                 "epsilon": f"{cost:.4g}",
                 "delta": f"{limits.delta:g}",
             }
-            AUDIT.record(
+            AUDIT.append(
                 session,
+                self._key,
                 "privacy.spent",
                 actor="edge",
                 project=charge.project,
                 site=self._site,
                 detail=detail,
+                every=1,
             )
-            AUDIT.chain(session, self._key, every=1)
         return cost
 
     def job_epsilon(self, job_id: str, delta: float) -> float:

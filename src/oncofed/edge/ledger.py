@@ -207,8 +207,7 @@ class Ledger:
         and signed with the site's identity ``key`` in the same transaction; its commit is
         synced, and with it every ledger write before it (see the module docstring)."""
         with self._durable.begin() as session:
-            AUDIT.record(session, action, **fields)
-            AUDIT.chain(session, key, every=1)
+            AUDIT.append(session, key, action, every=1, **fields)
 
     @property
     def sessions(self) -> sessionmaker[Session]:

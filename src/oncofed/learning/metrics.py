@@ -135,8 +135,11 @@ def disclosed_edges(
 
     edges, pos, neg = [0], 0, 0
     cells: list[tuple[int, int]] = []
-    for b, (p, n) in enumerate(zip(np.asarray(positive), np.asarray(negative), strict=True)):
-        if pos + neg == 0 and p + n > 0 and b > edges[-1]:  # empty bins before: a cell
+    positive, negative = np.asarray(positive), np.asarray(negative)
+    held = np.flatnonzero((positive != 0) | (negative != 0))  # an empty bin changes nothing
+    rows = zip(held.tolist(), positive[held].tolist(), negative[held].tolist(), strict=True)
+    for b, p, n in rows:
+        if pos + neg == 0 and b > edges[-1]:  # empty bins before: a cell
             edges.append(b)
             cells.append((0, 0))
         pos, neg = pos + int(p), neg + int(n)
