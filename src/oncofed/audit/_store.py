@@ -105,6 +105,19 @@ class AuditLog:
             raise TypeError("an audit log's tables mix in EntryColumns and CheckpointColumns")
         self.entries: type[Any] = entries  # the mapped classes take the columns as keywords
         self.checkpoints: type[Any] = checkpoints
+        # built once (a statement's construction costs more than its run on a small log)
+        self._pending = select(entries.id).where(entries.seq.is_(None)).limit(1)
+        self._head = (
+            select(entries.seq, entries.hash)
+            .where(entries.seq.is_not(None))
+            .order_by(entries.seq.desc())
+            .limit(1)
+        )
+        self._insert = insert(entries)
+        self._signed = (
+            select(checkpoints.seq, checkpoints.at).order_by(checkpoints.seq.desc()).limit(1)
+        )
+        self._sign = insert(checkpoints)
 
     def record(
         self,
@@ -145,23 +158,22 @@ class AuditLog:
         """``record`` then ``chain``, in the caller's transaction, in three statements when
         no entry is pending (an edge's log, whose every entry is chained as it is recorded):
         the entry is written chained."""
-        table = self.entries
-        pending = session.scalar(select(table.id).where(table.seq.is_(None)).limit(1))
-        if pending is not None:  # chained first, in the order they became visible
+        connection = session.connection()  # Core: no unit of work to flush
+        if connection.execute(self._pending).first() is not None:  # chained first, in order
             self.record(session, action, actor=actor, project=project, site=site, user=user,
                         detail=detail)  # fmt: skip
             self.chain(session, key, every=every)
             return
-        last = session.execute(
-            select(table.seq, table.hash).where(table.seq.is_not(None)).order_by(table.seq.desc())
-        ).first()
-        seq: int = last[0] + 1 if last is not None else 1
-        previous: str = last[1] if last is not None else GENESIS
+        last = connection.execute(self._head).first()  # a chained entry: seq and hash set
+        seq: int = last[0] + 1 if last is not None and last[0] is not None else 1
+        previous: str = last[1] if last is not None and last[1] is not None else GENESIS
         columns = _columns(action, actor, project, site, user, detail)
         entry = Entry(columns["at"], columns["actor"], columns["action"], project, site, user,
                       json.loads(columns["detail"]), seq, previous)  # fmt: skip
         digest = entry.computed_hash()
-        session.execute(insert(table).values(**columns, seq=seq, prev_hash=previous, hash=digest))
+        connection.execute(
+            self._insert, {**columns, "seq": seq, "prev_hash": previous, "hash": digest}
+        )
         self._checkpoint(session, key, seq, digest, every, CHECKPOINT_SECONDS, False)
 
     def chain(
@@ -219,10 +231,8 @@ class AuditLog:
         period: float,
         final: bool,
     ) -> None:
-        table = self.checkpoints
-        last = session.execute(
-            select(table.seq, table.at).order_by(table.seq.desc()).limit(1)
-        ).first()
+        connection = session.connection()
+        last = connection.execute(self._signed).first()
         signed, at = (last[0], last[1]) if last is not None else (0, None)
         if seq <= signed:
             return
@@ -231,7 +241,8 @@ class AuditLog:
         if final or due or seq - signed >= every:
             public = public_bytes(key).hex()
             signature = sign(key, seq, entry_hash)
-            session.add(table(seq=seq, hash=entry_hash, at=now, key=public, signature=signature))
+            row = {"seq": seq, "hash": entry_hash, "at": now, "key": public, "signature": signature}
+            connection.execute(self._sign, row)
 
     def verify(self, session: Session, public: Ed25519PublicKey) -> Verdict:
         """Check the whole chain and its checkpoints against the trusted ``public`` key."""

@@ -39,6 +39,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     insert,
     select,
     update,
@@ -279,15 +280,9 @@ class Ledger:
                     session.add(JobRow(id=job_id, spec_sha256=spec_sha256))
                     session.flush()
                     self._keep(job_id, first)  # then brought up to date with its task
-                session.execute(
-                    insert(TaskRow).values(
-                        id=task.task_id,
-                        job_id=job_id,
-                        kind=task.kind,
-                        round=task.round,
-                        content_sha256=task.content_sha256,
-                    )
-                )
+                row = {"id": task.task_id, "job_id": job_id, "kind": task.kind,
+                       "round": task.round, "content_sha256": task.content_sha256}  # fmt: skip
+                session.connection().execute(_RECORD, row)
         except IntegrityError as exc:  # another process recorded it first
             raise PolicyViolation(
                 f"task {task.task_id} (round {task.round} of job {job_id}) was already run here"
@@ -303,10 +298,8 @@ class Ledger:
             return replace(record, tasks=tuple(tasks))
 
         with self._writing(job_id, noted) as session:
-            found = TaskRow.id == task_id
-            session.execute(
-                update(TaskRow).where(found).values(answered_at=utcnow(), outcome=outcome)
-            )
+            answer = {"b_task": task_id, "b_at": utcnow(), "b_outcome": outcome}
+            session.connection().execute(_ANSWERED, answer)
 
     def pin_scaling(self, job_id: str, pooled: StatsResult, scaling: Standardization) -> None:
         """Keep the pooled totals and standardisation a job's tasks must all carry."""
@@ -357,7 +350,8 @@ class Ledger:
             partial.replace(target)
         saved = functools.partial(replace, model_round=round_number, model_sha256=sha)
         with self._writing(job_id, saved) as session:
-            _set(session, job_id, model_round=round_number, model_sha256=sha)
+            named = {"b_job": job_id, "b_round": round_number, "b_sha": sha}
+            _changed(session.connection().execute(_MODEL, named), job_id)
         for path in folder.iterdir():
             if path != target:
                 path.unlink()
@@ -429,9 +423,26 @@ class Ledger:
 
 def _set(session: Session, job_id: str, **values: Any) -> None:
     """Update the job's row; refused when the job has no task recorded here."""
-    result = session.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
+    _changed(session.execute(update(JobRow).where(JobRow.id == job_id).values(**values)), job_id)
+
+
+def _changed(result: Any, job_id: str) -> None:
     if cast(CursorResult[Any], result).rowcount == 0:
         raise PolicyViolation(f"job {job_id} has no task recorded here")
+
+
+# A task's statements, built once (their construction costs more than their run).
+_RECORD = insert(TaskRow)
+_ANSWERED = (
+    update(TaskRow)
+    .where(TaskRow.id == bindparam("b_task"))
+    .values(answered_at=bindparam("b_at", type_=UTCDateTime()), outcome=bindparam("b_outcome"))
+)
+_MODEL = (
+    update(JobRow)
+    .where(JobRow.id == bindparam("b_job"))
+    .values(model_round=bindparam("b_round"), model_sha256=bindparam("b_sha"))
+)
 
 
 def _safe(job_id: str) -> str:
