@@ -126,6 +126,8 @@ class Releases:
 
     def __init__(self, policy: EdgePolicy, ledger: Ledger) -> None:
         self._policy, self._sessions = policy, ledger.sessions
+        # jobs seen recorded: a record stays until ``withdraw`` (one process holds the site)
+        self._known: set[str] = set()
 
     def first(self, task: TaskAssignment, load: Callable[[str], CdmData]) -> bool:
         """Before a job's first exact release here: check its cohort (read with ``load``, by
@@ -141,8 +143,13 @@ class Releases:
         return self.record(task.job_id, cohort, threshold)
 
     def recorded(self, job_id: str) -> bool:
+        if job_id in self._known:
+            return True
         with self._sessions() as session:
-            return session.get(ReleaseCohortRow, job_id) is not None
+            if session.get(ReleaseCohortRow, job_id) is None:
+                return False
+        self._known.add(job_id)
+        return True
 
     def record(self, job_id: str, cohort: ReleaseCohort, threshold: int) -> bool:
         """Record ``cohort`` as ``job_id``'s unless another job's on its dataset differs from
@@ -189,6 +196,7 @@ class Releases:
 
     def withdraw(self, job_id: str) -> None:
         """Forget the cohort ``first`` recorded for ``job_id``: its task released nothing."""
+        self._known.discard(job_id)
         with self._sessions.begin() as session:
             row = session.get(ReleaseCohortRow, job_id)
             if row is not None:
