@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import functools
 import json
@@ -518,7 +519,7 @@ class Simulation:
         kind, task_id = task["kind"], task["task_id"]
         model = None
         if kind in ("train", "evaluate"):  # an edge checks the model it is sent
-            model = await self._download(member, task["model_sha256"])
+            model = await self._model(member, task)
             if model is None:
                 return None
         if model is not None and kind == "train":
@@ -542,17 +543,22 @@ class Simulation:
         self.traffic.rejected += ack["status"] == "rejected"
         return ack.get("next_task")
 
-    async def _download(self, member: Member, sha: str) -> Flat | None:
-        """The global model, downloaded by this site as an edge does (decoded once per
-        model: the orchestrator's cost is the download)."""
-        began = time.perf_counter()
-        response = await self._request("GET", f"/blobs/{sha}", member)
-        if response.status_code != 200:
-            self.traffic.errors += 1
-            return None
-        self.traffic.downloads.append(time.perf_counter() - began)
+    async def _model(self, member: Member, task: dict[str, Any]) -> Flat | None:
+        """The global model as an edge takes it: handed with the task when small, else
+        downloaded (decoded once per model: the orchestrator's cost is the sending)."""
+        sha = task["model_sha256"]
+        if task.get("model") is None:
+            began = time.perf_counter()
+            response = await self._request("GET", f"/blobs/{sha}", member)
+            if response.status_code != 200:
+                self.traffic.errors += 1
+                return None
+            self.traffic.downloads.append(time.perf_counter() - began)
+            data = response.content
+        else:
+            data = base64.b64decode(task["model"]) if sha not in self._models else b""
         if sha not in self._models:
-            weights = tensors.decode(response.content)
+            weights = tensors.decode(data)
             vector = np.concatenate([weights[k].ravel() for k in weights])
             self._models[sha] = Flat(vector, {k: tuple(v.shape) for k, v in weights.items()})
         return self._models[sha]
