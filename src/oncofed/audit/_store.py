@@ -164,9 +164,8 @@ class AuditLog:
                         detail=detail)  # fmt: skip
             self.chain(session, key, every=every)
             return
-        last = connection.execute(self._head).first()  # a chained entry: seq and hash set
-        seq: int = last[0] + 1 if last is not None and last[0] is not None else 1
-        previous: str = last[1] if last is not None and last[1] is not None else GENESIS
+        seq, previous = self._last(session)
+        seq += 1
         columns = _columns(action, actor, project, site, user, detail)
         entry = Entry(columns["at"], columns["actor"], columns["action"], project, site, user,
                       json.loads(columns["detail"]), seq, previous)  # fmt: skip
@@ -175,6 +174,13 @@ class AuditLog:
             self._insert, {**columns, "seq": seq, "prev_hash": previous, "hash": digest}
         )
         self._checkpoint(session, key, seq, digest, every, CHECKPOINT_SECONDS, False)
+
+    def _last(self, session: Session) -> tuple[int, str]:
+        """The last chained entry's ``seq`` and ``hash`` (0 and the genesis hash for none)."""
+        last = session.connection().execute(self._head).first()
+        if last is None or last[0] is None or last[1] is None:  # chained: both are set
+            return 0, GENESIS
+        return last[0], last[1]
 
     def chain(
         self,
@@ -190,11 +196,7 @@ class AuditLog:
         at once when ``final``, at shutdown); the number of entries chained."""
         table = self.entries
         session.flush()
-        last = session.execute(
-            select(table.seq, table.hash).where(table.seq.is_not(None)).order_by(table.seq.desc())
-        ).first()
-        seq: int = last[0] if last is not None else 0
-        previous: str = last[1] if last is not None else GENESIS
+        seq, previous = self._last(session)
         pending = session.scalars(select(table).where(table.seq.is_(None)).order_by(table.id))
         chained = 0
         for row in pending.all():
