@@ -28,6 +28,7 @@ from oncofed.orchestrator.notifier import Notifier
 from oncofed.orchestrator.quotas import Quotas
 from oncofed.orchestrator.rounds import Coordinator
 from oncofed.orchestrator.routes import access, edge, invalid_request, jobs, projects, sites
+from oncofed.orchestrator.routes.hot import HotRoutes
 from oncofed.orchestrator.settings import Settings
 from oncofed.orchestrator.setup import identity_key
 from oncofed.wire.messages import API_PREFIX
@@ -137,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.quotas = Quotas(app.state.sessions, settings)
     app.state.auth_failures = throttle.AuthFailures(settings, app.state.credentials.get)
     app.state.auth_failures.on_failure = app.state.auth_log.failure
+    app.add_middleware(HotRoutes)  # inside the body limits and the throttle
     app.add_middleware(bodies.BodyLimits, settings=settings)
     app.add_middleware(throttle.Throttle, failures=app.state.auth_failures)  # outermost
     app.add_exception_handler(OrchestratorError, _orchestrator_error)

@@ -66,23 +66,32 @@ async def get_coordinator(request: Request) -> Coordinator:
 
 
 def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
-    if credentials is None:
+    return bearer_token(None if credentials is None else credentials.credentials)
+
+
+def bearer_token(token: str | None) -> str:
+    """The bearer token presented; 401 when there is none."""
+    if token is None:
         raise Unauthorized("missing bearer token")
-    return credentials.credentials
+    return token
 
 
 async def current_site(
     request: Request,
-    sessions: Annotated[sessionmaker[Session], Depends(get_sessions)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """The calling edge. A credential verified once is remembered and re-verified by the
-    tick (``identity.Credentials``): no thread, no database. That it was seen is written with
-    the others' (``Sightings``)."""
-    token = _token(credentials)
+    """The calling edge (``site_caller``)."""
+    return await site_caller(request, _token(credentials))
+
+
+async def site_caller(request: Request, token: str) -> Caller:
+    """The edge presenting the bearer ``token``. A credential verified once is remembered
+    and re-verified by the tick (``identity.Credentials``): no thread, no database. That it
+    was seen is written with the others' (``Sightings``)."""
     key = token_hash(token)
     known: identity.Credentials = request.app.state.credentials
     if (hit := known.get(key)) is None:
+        sessions: sessionmaker[Session] = request.app.state.sessions
 
         def verify() -> tuple[int, str]:
             verified = time.monotonic()
