@@ -19,7 +19,9 @@ rows with the seed oncofed's edges use. It runs through, one system at a time:
   system is given the rows in that order and each run's edges a copy of that import), the job
   submitted and the final model downloaded through the client. Up to ``PROCESS_SITES``
   sites, one ``oncofed edge run`` per site; beyond, a few ``oncofed edge run`` processes, each
-  given several sites' ``--dir`` (``start_edges``).
+  given several sites' ``--dir`` (``start_edges``). The job is submitted once every site has
+  been seen and the federation is idle (its edges done starting and waiting in their long
+  polls, as a consortium's are when a study comes: ``wait_polling``).
 
 Measured for each system, K, model and repetition: seconds per round (median and range over
 the training rounds), launch-to-result (processes launched to the final model in hand), the
@@ -27,9 +29,10 @@ peak memory of every process involved (sum of their VmHWM, the process trees wal
 run) and the AUC of the final model on the pooled held-out rows, computed here for all three
 alike from the final weights. oncofed's statistics round (round 0, the pooled standardisation)
 and its closing evaluation round are reported apart; its per-round time is over the training
-rounds only (one round opening to the next one's). The sites' policies are relaxed for the
-public data set (no small-cell rules, minimum cohort 1, no clipping: plain FedAvg, as the
-peers run it).
+rounds only (one round opening to the next one's); so are the CPU seconds its orchestrator
+spent per site answer and its edges per task, over the whole job. The sites' policies are
+relaxed for the public data set (no small-cell rules, minimum cohort 1, no clipping: plain
+FedAvg, as the peers run it).
 
 ``python bench/peers.py [--sites 4,50,200] [--models logistic,mlp] [--reps 2]
 [--systems floor,flower,oncofed] [--rounds 20]``; ``--markdown`` prints the summary of the
@@ -68,6 +71,7 @@ from run import (
     EdgePlan,
     db_query,
     machine_info,
+    proc_cpu_seconds,
     proc_status_bytes,
     project,
     site_names,
@@ -105,6 +109,10 @@ PROCESS_SITES = 8
 """Up to this many sites, one edge process each; beyond, each process serves several."""
 JOB_TIMEOUT_S = 3600.0
 SAMPLE_PERIOD_S = 0.25
+QUIET_WINDOW_S = 0.5
+QUIET_CPU_S = 0.05
+"""The federation is idle (its edges wait in their long polls) once its processes use less
+than ``QUIET_CPU_S`` seconds of CPU in all over ``QUIET_WINDOW_S`` seconds."""
 MIB = 1 << 20
 
 Progress = Callable[[str], None]
@@ -484,8 +492,10 @@ def start_edges(fed: BenchFederation, groups: list[list[str]]) -> None:
 
 
 def wait_polling(fed: BenchFederation, since: float, timeout: float = 900.0) -> None:
-    """Until the orchestrator has seen every site since ``since`` (unix time): its edge is up
-    and polling. Asks the orchestrator, as ``oncofed sites`` does."""
+    """Until the orchestrator has seen every site since ``since`` (unix time), asking it as
+    ``oncofed sites`` does, and then until the federation is idle: every edge is done
+    starting (identity, data profiles, decisions) and waits in its long poll, as a
+    consortium's edges are when a study comes."""
     give_up = time.monotonic() + timeout
     with fed.client() as client:
         while True:
@@ -498,11 +508,24 @@ def wait_polling(fed: BenchFederation, since: float, timeout: float = 900.0) -> 
                 if s.last_seen is not None and _unix(s.last_seen) >= since
             }
             if seen >= set(fed.site_data):
-                return
+                break
             if time.monotonic() > give_up:
                 missing = len(set(fed.site_data) - seen)
                 raise RuntimeError(f"{missing} sites not polling after {timeout:.0f}s")
             time.sleep(0.5)
+    assert fed.orchestrator is not None
+    pids = [fed.orchestrator.pid, *(p.pid for p in fed.edges.values())]
+    while (used := cpu_seconds(pids)) is not None:
+        time.sleep(QUIET_WINDOW_S)
+        after = cpu_seconds(pids)
+        if after is None or after - used < QUIET_CPU_S or time.monotonic() > give_up:
+            return
+
+
+def cpu_seconds(pids: Sequence[int]) -> float | None:
+    """User plus system CPU seconds of the processes together (None: one has gone)."""
+    times = [proc_cpu_seconds(pid) for pid in pids]
+    return None if None in times else sum(t for t in times if t is not None)
 
 
 def _unix(moment: datetime) -> float:
@@ -532,9 +555,12 @@ def run_oncofed(
         try:
             wait_polling(fed, launched)
             ready_s = time.time() - launched
+            edges = [p.pid for p in fed.edges.values()]
+            cpu_before = proc_cpu_seconds(orchestrator), cpu_seconds(edges)
             with fed.client() as client:
                 job_id = client.submit(spec_dict).id
                 follow(fed, job_id, rounds, say)
+                cpu_after = proc_cpu_seconds(orchestrator), cpu_seconds(edges)
                 job = client.job(job_id)
                 if job.status != "completed":
                     raise RuntimeError(f"job {job.status}: {job.error}")
@@ -553,9 +579,30 @@ def run_oncofed(
         "edge_processes": len(groups),
         "sites_per_process": max(len(g) for g in groups),
         "orchestrator_peak_bytes": sampler.peaks.get(orchestrator),
+        **cpu_per_task(cpu_before, cpu_after, tasks_of(fed, job_id)),
         **phases,
         # the AUC its evaluation round reported (of the sites' pooled score histograms)
         "reported_auc": job.rounds[-1].metrics.get("auc") if job.rounds else None,
+    }
+
+
+def tasks_of(fed: BenchFederation, job_id: str) -> int:
+    """How many tasks the job handed out, over all its rounds."""
+    query = "SELECT count(*) FROM task JOIN round ON task.round_id = round.id WHERE job_id = ?"
+    return int(db_query(fed, query, job_id)[0][0])
+
+
+Times = tuple[float | None, float | None]
+
+
+def cpu_per_task(before: Times, after: Times, tasks: int) -> dict[str, float]:
+    """The orchestrator's CPU seconds per answer and the edges' per task, over the job
+    (its statistics and evaluation rounds included)."""
+    names = ("orchestrator_cpu_per_answer_s", "edge_cpu_per_task_s")
+    return {
+        name: (end - start) / tasks
+        for name, start, end in zip(names, before, after, strict=True)
+        if start is not None and end is not None and tasks
     }
 
 
@@ -756,6 +803,10 @@ def cell_table(group: Sequence[Cell], rounds: int) -> Table:
     return table
 
 
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None or math.isnan(seconds) else f"{1000 * seconds:.1f} ms"
+
+
 def _mib(value: float | None) -> str:
     return "-" if value is None else f"{value / MIB:,.0f} MiB"
 
@@ -771,7 +822,9 @@ def oncofed_apart(detail: dict[str, Any]) -> str:
         f"round 0 (statistics) {get('stats_round_s')}, evaluation round "
         f"{get('evaluate_round_s')}; edges polling {get('edges_ready_s')} after launch; "
         f"sites set up (enrolled, imported, approved) beforehand in {get('setup_s')}; "
-        f"orchestrator's peak {_mib(detail.get('orchestrator_peak_bytes'))}"
+        f"orchestrator's peak {_mib(detail.get('orchestrator_peak_bytes'))}; CPU "
+        f"{_ms(detail.get('orchestrator_cpu_per_answer_s'))} per answer at the orchestrator, "
+        f"{_ms(detail.get('edge_cpu_per_task_s'))} per task at the edges"
     )
 
 
@@ -818,8 +871,9 @@ def markdown(document: dict[str, Any]) -> str:
     lines += [
         "",
         "| sites | model | oncofed: round 0 (statistics) | evaluation round | edges polling "
-        "after launch | sites set up beforehand | orchestrator's peak memory |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "after launch | sites set up beforehand | orchestrator's peak memory | CPU per answer "
+        "(orchestrator) | CPU per task (edges) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in document["cells"]:
         if c["system"] == "oncofed" and c["detail"]:
@@ -827,7 +881,9 @@ def markdown(document: dict[str, Any]) -> str:
             lines.append(
                 f"| {c['sites']} | {c['model']} | {_s(nan(d.get('stats_round_s')))} | "
                 f"{_s(nan(d.get('evaluate_round_s')))} | {_s(nan(d.get('edges_ready_s')))} | "
-                f"{_s(nan(d.get('setup_s')))} | {_mib(d.get('orchestrator_peak_bytes'))} |"
+                f"{_s(nan(d.get('setup_s')))} | {_mib(d.get('orchestrator_peak_bytes'))} | "
+                f"{_ms(d.get('orchestrator_cpu_per_answer_s'))} | "
+                f"{_ms(d.get('edge_cpu_per_task_s'))} |"
             )
     lines += [
         "",
