@@ -175,7 +175,6 @@ class Ledger:
         self._sessions = _db.session_factory(self._engine)
         # the audit log's commits sync the write-ahead log: every write before them with it
         self._durable_engine = _db.make_engine(url, synchronous="FULL")
-        self._durable = _db.session_factory(self._durable_engine)
         self._models = root / MODELS
         # What job() read, kept up to date by this ledger's own writes: one edge process holds
         # a site's directory (its lock file), so nothing else changes these rows under it.
@@ -208,8 +207,8 @@ class Ledger:
         """Record an event in this site's audit log (``AUDIT.record``'s ``fields``), chained
         and signed with the site's identity ``key`` in the same transaction; its commit is
         synced, and with it every ledger write before it (see the module docstring)."""
-        with self._durable.begin() as session:
-            AUDIT.append(session, key, action, every=1, **fields)
+        with self._durable_engine.begin() as connection:
+            AUDIT.append(connection, key, action, every=1, **fields)
 
     @property
     def sessions(self) -> sessionmaker[Session]:
