@@ -187,8 +187,10 @@ class AuditLog:
         connection.execute(
             self._insert, {**columns, "seq": seq, "prev_hash": previous, "hash": digest}
         )
-        due = (signed or 0, at, every, CHECKPOINT_SECONDS, False)
-        self._sign_if_due(connection, key, seq, digest, *due)
+        signed = signed or 0  # none signed yet
+        self._sign_if_due(
+            connection, key, seq, digest, signed, at, every, CHECKPOINT_SECONDS, False
+        )
 
     def _last(self, session: Session) -> tuple[int, str]:
         """The last chained entry's ``seq`` and ``hash`` (0 and the genesis hash for none)."""
