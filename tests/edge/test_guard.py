@@ -14,6 +14,7 @@ import pytest
 
 from oncofed.demo.data import mapping_file, site_tables
 from oncofed.edge import EdgePolicy, LocalStore
+from oncofed.edge.guard import content_sha256, task_hashes
 from oncofed.edge.importing import Source, import_source
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.policy import cohort_minimums
@@ -111,6 +112,24 @@ class Orchestrator:
 
 
 # -- what a task declares ----------------------------------------------------------------
+
+
+def test_a_task_and_its_spec_are_hashed_from_one_dump_as_content_sha256_hashes_them() -> None:
+    """``task_hashes`` (what the guard pins and compares) is ``content_sha256`` of the spec and
+    of the task, its inline model left out, for a training job and an analysis alike."""
+    model = tensors.encode(initial_weights(make_spec().model, 2, 0))
+    analysis = AnalysisSpec.model_validate(
+        {"name": "c", "project": "p", "dataset": "data",
+         "analysis": {"type": "logistic", "outcome": {"type": "binary", "label": "ext.y"},
+                      "covariates": ["ext.x1", "ext.x2"]}}
+    )  # fmt: skip
+    for spec, inline in ((make_spec(), model), (analysis, None)):
+        task = TaskAssignment(
+            task_id="t1", job_id="j1", round=1, kind="train", spec=spec,
+            model_sha256=tensors.sha256(model), model=inline,
+        )  # fmt: skip
+        assert task_hashes(task) == (content_sha256(spec), content_sha256(task))
+        assert task_hashes(task)[1] == content_sha256(task.model_copy(update={"model": None}))
 
 
 @pytest.mark.parametrize(

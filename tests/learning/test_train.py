@@ -13,6 +13,7 @@ from lifelines import CoxPHFitter
 from oncofed.learning.data import Cohort
 from oncofed.learning.metrics import log_loss
 from oncofed.learning.registry import initial_weights
+from oncofed.learning.torch_model import build_module, module_weights
 from oncofed.learning.train import (
     cox_partial_likelihood,
     evaluate,
@@ -159,6 +160,28 @@ def test_train_does_not_modify_the_given_weights(binary_data: tuple[np.ndarray, 
     train(spec, start, x, cohort, seed=0)
     for k in start:
         np.testing.assert_array_equal(start[k], copy[k])
+
+
+def test_a_module_holds_exactly_the_weights_it_is_given_or_refuses_them() -> None:
+    """``build_module`` copies the weights in (later changes to the arrays do not reach it); a
+    missing, unexpected or misshapen tensor is refused, as ``load_state_dict`` refuses it."""
+    spec = _spec(model={"type": "mlp", "hidden": [4]})
+    weights = initial_weights(spec.model, 4, seed=0)
+    module = build_module(spec.model, 4, weights)
+    held = module_weights(module)
+    assert held.keys() == weights.keys()
+    for name, values in weights.items():
+        np.testing.assert_array_equal(held[name], values)
+        values += 1.0
+        np.testing.assert_array_equal(module_weights(module)[name], held[name])
+    name = "layers.0.weight"
+    for wrong in (
+        {k: v for k, v in weights.items() if k != name},
+        weights | {"layers.9.weight": weights[name]},
+        weights | {name: weights[name][:, :3]},
+    ):
+        with pytest.raises(RuntimeError):
+            build_module(spec.model, 4, wrong)
 
 
 def test_logistic_training_improves_log_loss(binary_data: tuple[np.ndarray, Cohort]) -> None:

@@ -11,13 +11,14 @@ again.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Integer, Select, String, Text, func, insert, select, update
+from sqlalchemy import Connection, Integer, Select, String, Text, func, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from oncofed._db import UTCDateTime, utcnow
@@ -118,6 +119,15 @@ class AuditLog:
             select(checkpoints.seq, checkpoints.at).order_by(checkpoints.seq.desc()).limit(1)
         )
         self._sign = insert(checkpoints)
+        head = select(entries.seq).where(entries.seq.is_not(None)).order_by(entries.seq.desc())
+        signed = select(checkpoints.seq).order_by(checkpoints.seq.desc())
+        self._state = select(  # what append needs, in one statement: each a one-row lookup
+            self._pending.scalar_subquery(),
+            head.limit(1).scalar_subquery(),
+            head.with_only_columns(entries.hash).limit(1).scalar_subquery(),
+            signed.limit(1).scalar_subquery(),
+            signed.with_only_columns(checkpoints.at).limit(1).scalar_subquery(),
+        )
 
     def record(
         self,
@@ -144,7 +154,7 @@ class AuditLog:
 
     def append(
         self,
-        session: Session,
+        session: Session | Connection,
         key: Ed25519PrivateKey,
         action: str,
         *,
@@ -155,16 +165,20 @@ class AuditLog:
         detail: Mapping[str, Any] | None = None,
         every: int = CHECKPOINT_EVERY,
     ) -> None:
-        """``record`` then ``chain``, in the caller's transaction, in three statements when
-        no entry is pending (an edge's log, whose every entry is chained as it is recorded):
-        the entry is written chained."""
-        connection = session.connection()  # Core: no unit of work to flush
-        if connection.execute(self._pending).first() is not None:  # chained first, in order
-            self.record(session, action, actor=actor, project=project, site=site, user=user,
-                        detail=detail)  # fmt: skip
-            self.chain(session, key, every=every)
+        """``record`` then ``chain``, in the caller's transaction (a session's, or a
+        connection's: no unit of work to pay for), in three statements when no entry is
+        pending (an edge's log, whose every entry is chained as it is recorded): the entry is
+        written chained."""
+        connection = session.connection() if isinstance(session, Session) else session
+        pending, seq, previous, signed, at = connection.execute(self._state).one()
+        if pending is not None:  # chained first, in order
+            with _joined(session) as joined:
+                self.record(joined, action, actor=actor, project=project, site=site, user=user,
+                            detail=detail)  # fmt: skip
+                self.chain(joined, key, every=every)
             return
-        seq, previous = self._last(session)
+        if seq is None or previous is None:  # none chained yet (chained: both are set)
+            seq, previous = 0, GENESIS
         seq += 1
         columns = _columns(action, actor, project, site, user, detail)
         entry = Entry(columns["at"], columns["actor"], columns["action"], project, site, user,
@@ -173,7 +187,10 @@ class AuditLog:
         connection.execute(
             self._insert, {**columns, "seq": seq, "prev_hash": previous, "hash": digest}
         )
-        self._checkpoint(session, key, seq, digest, every, CHECKPOINT_SECONDS, False)
+        signed = signed or 0  # none signed yet
+        self._sign_if_due(
+            connection, key, seq, digest, signed, at, every, CHECKPOINT_SECONDS, False
+        )
 
     def _last(self, session: Session) -> tuple[int, str]:
         """The last chained entry's ``seq`` and ``hash`` (0 and the genesis hash for none)."""
@@ -236,6 +253,22 @@ class AuditLog:
         connection = session.connection()
         last = connection.execute(self._signed).first()
         signed, at = (last[0], last[1]) if last is not None else (0, None)
+        self._sign_if_due(connection, key, seq, entry_hash, signed, at, every, period, final)
+
+    def _sign_if_due(
+        self,
+        connection: Connection,
+        key: Ed25519PrivateKey,
+        seq: int,
+        entry_hash: str,
+        signed: int,
+        at: datetime | None,
+        every: int,
+        period: float,
+        final: bool,
+    ) -> None:
+        """Sign a checkpoint of entry ``seq`` when due: ``every`` entries or ``period`` seconds
+        after the last one (entry ``signed``, at ``at``), or at once when ``final``."""
         if seq <= signed:
             return
         now = utcnow()
@@ -280,6 +313,18 @@ class AuditLog:
     def read(self, session: Session, filters: Filters, limit: int | None = None) -> list[Entry]:
         """The entries ``filters`` selects (the first ``limit``)."""
         return [row.entry() for row in session.scalars(self.query(filters).limit(limit))]
+
+
+@contextmanager
+def _joined(session: Session | Connection) -> Iterator[Session]:
+    """``session``, or a session joining ``session``'s transaction when it is a connection
+    (the caller commits or rolls back)."""
+    if isinstance(session, Session):
+        yield session
+        return
+    with Session(bind=session, join_transaction_mode="create_savepoint") as joined:
+        yield joined
+        joined.commit()  # releases the savepoint: the caller's transaction holds it all
 
 
 def _columns(

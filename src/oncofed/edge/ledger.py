@@ -33,6 +33,7 @@ from typing import Any, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import (
+    Connection,
     CursorResult,
     ForeignKey,
     Integer,
@@ -174,7 +175,6 @@ class Ledger:
         self._sessions = _db.session_factory(self._engine)
         # the audit log's commits sync the write-ahead log: every write before them with it
         self._durable_engine = _db.make_engine(url, synchronous="FULL")
-        self._durable = _db.session_factory(self._durable_engine)
         self._models = root / MODELS
         # What job() read, kept up to date by this ledger's own writes: one edge process holds
         # a site's directory (its lock file), so nothing else changes these rows under it.
@@ -207,8 +207,8 @@ class Ledger:
         """Record an event in this site's audit log (``AUDIT.record``'s ``fields``), chained
         and signed with the site's identity ``key`` in the same transaction; its commit is
         synced, and with it every ledger write before it (see the module docstring)."""
-        with self._durable.begin() as session:
-            AUDIT.append(session, key, action, every=1, **fields)
+        with self._durable_engine.begin() as connection:
+            AUDIT.append(connection, key, action, every=1, **fields)
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -250,13 +250,15 @@ class Ledger:
                 self._jobs.popitem(last=False)
 
     @contextmanager
-    def _writing(self, job_id: str, change: Callable[[JobRecord], JobRecord]) -> Iterator[Session]:
-        """A transaction changing ``job_id``'s rows; once committed, ``change`` brings the
-        job's record in memory up to date (any failure forgets it: read again when next
-        asked)."""
+    def _writing(
+        self, job_id: str, change: Callable[[JobRecord], JobRecord]
+    ) -> Iterator[Connection]:
+        """A transaction changing ``job_id``'s rows (Core statements on a connection: no
+        session or unit of work to pay for); once committed, ``change`` brings the job's record
+        in memory up to date (any failure forgets it: read again when next asked)."""
         try:
-            with self._sessions.begin() as session:
-                yield session
+            with self._engine.begin() as connection:
+                yield connection
         except BaseException:
             with self._jobs_lock:
                 self._jobs.pop(job_id, None)
@@ -274,15 +276,14 @@ class Ledger:
             return replace(record, tasks=tuple(tasks))
 
         try:
-            with self._writing(job_id, added) as session:
+            with self._writing(job_id, added) as connection:
                 known = self.job(job_id) is not None  # in memory after its first task here
-                if not known and session.get(JobRow, _safe(job_id)) is None:
-                    session.add(JobRow(id=job_id, spec_sha256=spec_sha256))
-                    session.flush()
+                if not known and connection.execute(_JOB, {"b_job": _safe(job_id)}).first() is None:
+                    connection.execute(_NEW_JOB, {"id": job_id, "spec_sha256": spec_sha256})
                     self._keep(job_id, first)  # then brought up to date with its task
                 row = {"id": task.task_id, "job_id": job_id, "kind": task.kind,
                        "round": task.round, "content_sha256": task.content_sha256}  # fmt: skip
-                session.connection().execute(_RECORD, row)
+                connection.execute(_RECORD, row)
         except IntegrityError as exc:  # another process recorded it first
             raise PolicyViolation(
                 f"task {task.task_id} (round {task.round} of job {job_id}) was already run here"
@@ -297,16 +298,16 @@ class Ledger:
             )
             return replace(record, tasks=tuple(tasks))
 
-        with self._writing(job_id, noted) as session:
+        with self._writing(job_id, noted) as connection:
             answer = {"b_task": task_id, "b_at": utcnow(), "b_outcome": outcome}
-            session.connection().execute(_ANSWERED, answer)
+            connection.execute(_ANSWERED, answer)
 
     def pin_scaling(self, job_id: str, pooled: StatsResult, scaling: Standardization) -> None:
         """Keep the pooled totals and standardisation a job's tasks must all carry."""
         pinned = functools.partial(replace, pooled=pooled, scaling=scaling)
-        with self._writing(job_id, pinned) as session:
+        with self._writing(job_id, pinned) as connection:
             _set(
-                session,
+                connection,
                 job_id,
                 pooled_json=pooled.model_dump_json(),
                 scaling_json=scaling.model_dump_json(),
@@ -315,8 +316,10 @@ class Ledger:
     def save_params(self, job_id: str, round_number: int, params: AnalysisParams) -> None:
         """Keep the Newton parameters of a round: the next round's may move only so far."""
         saved = functools.partial(replace, params_round=round_number, params=params)
-        with self._writing(job_id, saved) as session:
-            _set(session, job_id, params_round=round_number, params_json=params.model_dump_json())
+        with self._writing(job_id, saved) as connection:
+            _set(
+                connection, job_id, params_round=round_number, params_json=params.model_dump_json()
+            )
 
     # -- the last global model seen ------------------------------------------------------
 
@@ -341,7 +344,8 @@ class Ledger:
         only after, so a crash of the process leaves the named file in place. It is not synced:
         ``last_model`` reads it back only when whole."""
         folder = self._models / _safe(job_id)
-        private_dir(folder)
+        if not folder.is_dir():  # made by the job's first model (private_dir checks each parent)
+            private_dir(folder)
         target = folder / f"{sha}.safetensors"
         if not target.is_file():
             partial = folder / f".{sha}.partial"
@@ -349,9 +353,9 @@ class Ledger:
                 handle.write(data)
             partial.replace(target)
         saved = functools.partial(replace, model_round=round_number, model_sha256=sha)
-        with self._writing(job_id, saved) as session:
+        with self._writing(job_id, saved) as connection:
             named = {"b_job": job_id, "b_round": round_number, "b_sha": sha}
-            _changed(session.connection().execute(_MODEL, named), job_id)
+            _changed(connection.execute(_MODEL, named), job_id)
         for path in folder.iterdir():
             if path != target:
                 path.unlink()
@@ -421,9 +425,10 @@ class Ledger:
             return [(row.site, row.fingerprint, row.first_seen_at) for row in rows]
 
 
-def _set(session: Session, job_id: str, **values: Any) -> None:
+def _set(connection: Connection, job_id: str, **values: Any) -> None:
     """Update the job's row; refused when the job has no task recorded here."""
-    _changed(session.execute(update(JobRow).where(JobRow.id == job_id).values(**values)), job_id)
+    statement = update(JobRow).where(JobRow.id == job_id).values(**values)
+    _changed(connection.execute(statement), job_id)
 
 
 def _changed(result: Any, job_id: str) -> None:
@@ -432,6 +437,8 @@ def _changed(result: Any, job_id: str) -> None:
 
 
 # A task's statements, built once (their construction costs more than their run).
+_JOB = select(JobRow.id).where(JobRow.id == bindparam("b_job"))
+_NEW_JOB = insert(JobRow)
 _RECORD = insert(TaskRow)
 _ANSWERED = (
     update(TaskRow)

@@ -46,7 +46,7 @@ def reused_module(model: ModelSpec, n_inputs: int, weights: Mapping[str, np.ndar
     """``build_module``'s module, but the layers this thread built last when the architecture
     is the same (a site's rounds of a job load new weights rather than build again): the
     caller owns it until its next call in this thread, and adds no hooks to it."""
-    key = (model.model_dump_json(), n_inputs)
+    key = (model, n_inputs)
     module: DenseStack | None = getattr(_reused, "module", None)
     if module is None or getattr(_reused, "key", None) != key:
         module = DenseStack(model, n_inputs)
@@ -55,7 +55,24 @@ def reused_module(model: ModelSpec, n_inputs: int, weights: Mapping[str, np.ndar
 
 
 def _load(module: DenseStack, weights: Mapping[str, np.ndarray]) -> DenseStack:
-    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+    """Copy ``weights`` into ``module``'s parameters (its whole state: it has no buffers), as
+    ``load_state_dict`` would, without its walk of every submodule; a missing, unexpected or
+    misshapen tensor raises ``RuntimeError`` and leaves the module as it was."""
+    params = dict(module.named_parameters())
+    if params.keys() != weights.keys():
+        raise RuntimeError(
+            f"the weights' tensors {sorted(weights)} are not the module's {sorted(params)}"
+        )
+    values = {name: torch.from_numpy(np.array(weights[name])) for name in params}
+    for name, param in params.items():
+        if values[name].shape != param.shape:
+            raise RuntimeError(
+                f"size mismatch for {name}: {tuple(values[name].shape)} given, "
+                f"{tuple(param.shape)} in the module"
+            )
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(values[name])
     return module
 
 

@@ -77,9 +77,9 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     torch.default_generator.manual_seed(seed)  # dropout masks (CPU only: no CUDA lazy-init)
     module = reused_module(spec.model, x.shape[1], weights)
-    anchor = [p.detach().clone() for p in module.parameters()]
-    local = spec.local
     params = list(module.parameters())
+    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
+    local = spec.local
     optimizer = local_optimizer(local, params)
     inputs = torch.from_numpy(x)
     label = torch.from_numpy(cohort.label.astype(np.float32))

@@ -31,7 +31,16 @@ def content_sha256(message: BaseModel) -> str:
     """SHA-256 of a message's canonical JSON (sorted keys, no spaces); a task's global model
     handed with it is left out (its ``model_sha256``, which it must match, stands for it)."""
     skip = {"model"} if isinstance(message, TaskAssignment) else None
-    content = message.model_dump(mode="json", exclude=skip)
+    return _sha256(message.model_dump(mode="json", exclude=skip))
+
+
+def task_hashes(task: TaskAssignment) -> tuple[str, str]:
+    """``content_sha256`` of the task's spec and of the task, from one dump of the task."""
+    content = task.model_dump(mode="json", exclude={"model"})
+    return _sha256(content["spec"]), _sha256(content)
+
+
+def _sha256(content: object) -> str:
     text = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -48,7 +57,7 @@ class Guard:
         spec and, for training and evaluation, the announced scaling (pinned by the job's
         first such task)."""
         check_task(self._policy, task)
-        spec_sha, content = content_sha256(task.spec), content_sha256(task)
+        spec_sha, content = task_hashes(task)
         job = self._ledger.job(task.job_id)
         again = check_next(self._policy, task, spec_sha, content, job)
         spec = task.spec
@@ -119,4 +128,4 @@ class Guard:
         return job
 
 
-__all__ = ["Guard", "content_sha256", "params_sha256"]
+__all__ = ["Guard", "content_sha256", "params_sha256", "task_hashes"]

@@ -7,6 +7,7 @@ weights that single out patients, the travel how far."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,7 +18,7 @@ from oncofed.edge.errors import PolicyViolation
 from oncofed.learning.registry import initial_weights
 from oncofed.learning.steps import InMemory, Tensors, within_step
 from oncofed.learning.strategies import StepBound, build_strategy
-from oncofed.wire.spec import JobSpec
+from oncofed.wire.spec import JobSpec, ModelSpec
 from oncofed.wire.stream import TensorFile
 
 
@@ -31,13 +32,23 @@ def check_model(
     """Refuse ``weights``, the global model of ``round_number``, unless it is within the step
     of ``last`` (the round and file of the last model this site saw); without one, of the
     derived initial model (exactly so in round 1); and within ``max_travel`` of that."""
-    initial = InMemory(initial_weights(spec.model, spec.n_inputs, spec.seed))
+    initial = _initial(spec.model.model_dump_json(), spec.n_inputs, spec.seed)
     _check_step(spec, round_number, weights, last, initial)
     if not within_step(initial, weights, StepBound("l2", max_travel), 1):
         raise PolicyViolation(
             f"the global model of round {round_number} is further from the job's initial model "
             f"than this site lets a job travel (policy max_model_travel {max_travel:g})"
         )
+
+
+@functools.lru_cache(maxsize=16)
+def _initial(model: str, n_inputs: int, seed: int) -> InMemory:
+    """The initial model of a job (``model``: its ``ModelSpec`` as JSON), read-only, derived
+    once for the job's rounds rather than in each."""
+    weights = initial_weights(ModelSpec.model_validate_json(model), n_inputs, seed)
+    for values in weights.values():
+        values.setflags(write=False)
+    return InMemory(weights)
 
 
 def _check_step(
