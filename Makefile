@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/cdm_import.py
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/many_sites.py
+	$(BIN)/python bench/edge_task.py
+	$(BIN)/python bench/hot_routes.py
 	$(BIN)/python bench/cli_startup.py
 	$(BIN)/python bench/edge_memory.py
 	$(BIN)/python bench/private_analyses.py
