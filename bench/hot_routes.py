@@ -4,8 +4,9 @@ The orchestrator's ASGI app is driven in this process, with no server and no soc
 is measured is the app's own work: a site's long poll that finds nothing (``GET /tasks/next
 ?wait=0``, answered 204), once through the app as it serves (``routes.hot.HotRoutes`` takes
 it) and once through the same app without ``HotRoutes`` (FastAPI's route matching and
-dependency solving), alternating blocks of ``--requests`` requests, ``--reps`` times each;
-the figures are the medians of the process's user and system CPU per request.
+dependency solving; ``tests.support.without_hot_routes``), alternating blocks of
+``--requests`` requests, ``--reps`` times each; the figures are the medians of the process's
+user and system CPU per request.
 
 ``python bench/hot_routes.py [--requests 2000] [--reps 5] [--output FILE]``
 """
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -24,13 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' helpers
 
 from oncofed.orchestrator import Settings, create_app, identity
 from oncofed.orchestrator.db import make_engine, session_factory
-from oncofed.orchestrator.routes.hot import HotRoutes
 from oncofed.orchestrator.setup import initialise
 from oncofed.wire.messages import API_PREFIX
+from tests.support import without_hot_routes
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results-hot-routes.json"
@@ -47,19 +50,6 @@ def enrolled_site(home: Path) -> str:
             return identity.enrol(session, created.enrolment_token).credential
     finally:
         engine.dispose()
-
-
-def without_hot_routes(app: FastAPI) -> ASGIApp:
-    """``app`` with every request through FastAPI (as in tests/orchestrator)."""
-    plain = copy.copy(app)
-    plain.user_middleware = [m for m in app.user_middleware if m.cls is not HotRoutes]
-    stack = plain.build_middleware_stack()
-
-    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
-        scope["app"] = app
-        await stack(scope, receive, send)
-
-    return serve
 
 
 def poll(app: ASGIApp, credential: str) -> Call:

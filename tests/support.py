@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,8 +16,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from oncofed.cdm.tables import CdmData
 from oncofed.edge import approvals
@@ -25,6 +28,7 @@ from oncofed.orchestrator import projects
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.db import Project
 from oncofed.orchestrator.rounds import Coordinator
+from oncofed.orchestrator.routes.hot import HotRoutes
 from oncofed.orchestrator.settings import Settings
 from oncofed.orchestrator.setup import identity_key
 from oncofed.wire.analysis import SPECS, AnalysisSpec
@@ -252,3 +256,17 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> Clock:
     clock = Clock()
     monkeypatch.setattr(module, "time", SimpleNamespace(monotonic=clock))
     return clock
+
+
+def without_hot_routes(app: FastAPI) -> ASGIApp:
+    """``app`` as it would be without ``HotRoutes``: every request through FastAPI (its state,
+    started by the app's lifespan, shared)."""
+    plain = copy.copy(app)
+    plain.user_middleware = [m for m in app.user_middleware if m.cls is not HotRoutes]
+    stack = plain.build_middleware_stack()
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = app
+        await stack(scope, receive, send)
+
+    return serve

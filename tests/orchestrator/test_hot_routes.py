@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 from typing import cast
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from oncofed.orchestrator.routes.hot import HotRoutes
-from tests.support import State, auth, make_spec
-
-
-def without_hot_routes(app: FastAPI) -> ASGIApp:
-    """``app`` as it would be without ``HotRoutes``: every request through FastAPI."""
-    plain = copy.copy(app)
-    plain.user_middleware = [m for m in app.user_middleware if m.cls is not HotRoutes]
-    stack = plain.build_middleware_stack()
-
-    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
-        scope["app"] = app
-        await stack(scope, receive, send)
-
-    return serve
+from tests.support import State, auth, make_spec, without_hot_routes
 
 
 @pytest.mark.parametrize(

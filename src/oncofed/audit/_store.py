@@ -166,9 +166,9 @@ class AuditLog:
         every: int = CHECKPOINT_EVERY,
     ) -> None:
         """``record`` then ``chain``, in the caller's transaction (a session's, or a
-        connection's: no unit of work to pay for), in three statements when no entry is
-        pending (an edge's log, whose every entry is chained as it is recorded): the entry is
-        written chained."""
+        connection's: no unit of work to pay for). When no entry is pending (an edge's log,
+        whose every entry is chained as it is recorded), one read and one insert (and a
+        checkpoint's when due): the entry is written chained."""
         connection = session.connection() if isinstance(session, Session) else session
         pending, seq, previous, signed, at = connection.execute(self._state).one()
         if pending is not None:  # chained first, in order
