@@ -11,9 +11,11 @@ further from the initial one (so that the edge writes a model file every round, 
 federation). Torch uses one thread, as ``oncofed edge run`` does by default.
 
 A task's CPU is the process's user and system time between two polls (``getrusage``), counted
-over the training tasks only; each repetition runs ``--jobs`` jobs in a fresh edge directory
-after one job of warm-up, and the figures are the medians over ``--reps``. Then ``--profile``
-runs the same under cProfile and prints its top 30 entries by tottime and by cumtime.
+over the training tasks, and apart over each job's statistics task (its first at the site: the
+job's cohort is built and its release recorded); each repetition runs ``--jobs`` jobs in a fresh
+edge directory after one job of warm-up, and the figures are the medians over ``--reps``. Then
+``--profile`` runs the same under cProfile and prints its top 30 entries by tottime and by
+cumtime.
 
 ``python bench/edge_task.py [--reps 5] [--jobs 6] [--rounds 20] [--profile] [--output FILE]``
 """
@@ -151,7 +153,8 @@ class _Closing(Agent):
 
 def run_jobs(root: Path, pooled: StatsResult, jobs: int, profile: cProfile.Profile | None) -> Any:
     """One warm-up job, then ``jobs`` measured: the user and system CPU (ms) of each training
-    task, and what the orchestrator received."""
+    task, the CPU (ms) of each job's statistics task (its first here: the job's cohort built
+    and recorded), and what the orchestrator received."""
     home = make_home(root, SPEC)
     tasks = [t for j in range(jobs + 1) for t in job_tasks(f"job{j}", SPEC, pooled)]
     orchestrator = Orchestrator(tasks)
@@ -164,29 +167,38 @@ def run_jobs(root: Path, pooled: StatsResult, jobs: int, profile: cProfile.Profi
         if profile is not None:
             profile.disable()
     polls = orchestrator.polls[per_job:]
-    user, system = [], []
+    user, system, stats = [], [], []
     for (kind, before), (_, after) in itertools.pairwise(polls):
+        spent_user = (after.ru_utime - before.ru_utime) * 1e3
+        spent_system = (after.ru_stime - before.ru_stime) * 1e3
         if kind == "train":
-            user.append((after.ru_utime - before.ru_utime) * 1e3)
-            system.append((after.ru_stime - before.ru_stime) * 1e3)
-    return user, system, orchestrator.posts
+            user.append(spent_user)
+            system.append(spent_system)
+        else:
+            stats.append(spent_user + spent_system)
+    return user, system, stats, orchestrator.posts
 
 
 def measure(reps: int, jobs: int) -> dict[str, Any]:
-    """The median over ``reps`` of the mean CPU per training task (ms, user and system), and
-    of the median task's (less sensitive to another process taking the cores)."""
-    users, systems, typical = [], [], []
+    """The median over ``reps`` of the mean CPU per training task (ms, user and system), of
+    the median task's (less sensitive to another process taking the cores) and of the median
+    statistics task's."""
+    users, systems, typical, firsts = [], [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         pooled = pooled_totals(Path(scratch) / "stats")
         for rep in range(reps):
-            user, system, posts = run_jobs(Path(scratch) / f"rep{rep}", pooled, jobs, None)
+            user, system, stats, posts = run_jobs(Path(scratch) / f"rep{rep}", pooled, jobs, None)
             updates = sum(1 for body in posts if body[:8] != b'{"reason')
             if updates < len(user):
                 raise RuntimeError(f"only {updates} of {len(user)} tasks were answered")
             users.append(statistics.fmean(user))
             systems.append(statistics.fmean(system))
             typical.append(statistics.median(u + s for u, s in zip(user, system, strict=True)))
-            print(f"rep {rep}: user {users[-1]:.2f} ms, sys {systems[-1]:.2f} ms per task (mean)")
+            firsts.append(statistics.median(stats))
+            print(
+                f"rep {rep}: user {users[-1]:.2f} ms, sys {systems[-1]:.2f} ms per training "
+                f"task (mean); statistics task {firsts[-1]:.2f} ms (median)"
+            )
     user_ms, sys_ms = statistics.median(users), statistics.median(systems)
     return {
         "tasks_per_rep": jobs * SPEC.rounds,
@@ -194,6 +206,7 @@ def measure(reps: int, jobs: int) -> dict[str, Any]:
         "sys_ms": round(sys_ms, 3),
         "cpu_ms": round(user_ms + sys_ms, 3),
         "median_task_cpu_ms": round(statistics.median(typical), 3),
+        "stats_task_cpu_ms": round(statistics.median(firsts), 3),
         "reps_user_ms": [round(u, 3) for u in users],
         "reps_sys_ms": [round(s, 3) for s in systems],
     }

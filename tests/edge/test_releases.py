@@ -13,14 +13,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from oncofed.cdm.frame import job_table
+from oncofed.cdm.frame import job_rows
 from oncofed.cdm.tables import CdmData
 from oncofed.edge import EdgePolicy, LocalStore, PolicyViolation
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.releases import (
     ReleaseCohort,
     Releases,
-    cohort_pseudonyms,
     difference,
     digests,
 )
@@ -64,7 +63,10 @@ def job(job_id: str, low: int, high: int, dataset: str = "data") -> TaskAssignme
 def first(
     ledger: Ledger, store: LocalStore, task: TaskAssignment, policy: EdgePolicy | None = None
 ) -> bool:
-    return Releases(policy or EdgePolicy(), ledger).first(task, store.load)
+    def pseudonyms() -> pa.Array:
+        return job_rows(task.spec, store.load(task.spec.dataset)).pseudonyms
+
+    return Releases(policy or EdgePolicy(), ledger).first(task, pseudonyms)
 
 
 def refusal(later: str, earlier: str, dataset: str = "data", threshold: int = 11) -> str:
@@ -184,6 +186,26 @@ def test_the_runner_declines_before_computing_and_records_only_what_it_released(
     assert not releases.recorded("c") and not releases.recorded("d")
 
 
+def test_the_release_check_and_the_cohort_are_one_read_of_the_rows(
+    ledger: Ledger, store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's first task reads its rows once, for its release check and its cohort both: the
+    cohort recorded is the one computed on. The next job reads its own."""
+    reads: list[str] = []
+
+    def counted(spec: object, data: CdmData) -> object:
+        reads.append("read")
+        return job_rows(spec, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("oncofed.edge.runner.job_rows", counted)
+    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger, SITE_KEY)
+    stats = runner.run(job("a", 0, 99), fetch)
+    assert isinstance(stats, StatsResult) and reads == ["read"]
+    assert Releases(EdgePolicy(), ledger).recorded("a")
+    assert isinstance(runner.run(job("b", 0, 99), fetch), StatsResult)
+    assert reads == ["read", "read"]
+
+
 def fetch(sha: str) -> bytes:
     raise AssertionError("a statistics task downloads nothing")
 
@@ -208,9 +230,10 @@ def test_the_cohort_is_the_rows_job_table_selects_in_its_order() -> None:
     cohort = {"time_origin": "randomisation", "where": [{"field": "rfs_days", "max": 850}]}
     spec = make_spec(features=["ext.row"], outcome={"type": "binary", "label": "rfs_event"},
                      cohort=cohort)  # fmt: skip
-    rows = job_table(spec, data)["ext.row"].astype(int).tolist()
+    selected = job_rows(spec, data)
+    rows = selected.table["ext.row"].astype(int).tolist()
     assert rows == [0, 3]
-    assert cohort_pseudonyms(spec, data).to_pylist() == [ids[r] for r in rows]
+    assert selected.pseudonyms.to_pylist() == [ids[r] for r in rows]
 
 
 def test_difference_counts_the_patients_in_exactly_one_cohort() -> None:

@@ -32,3 +32,29 @@ def test_a_small_group_in_a_discrete_column_is_refused() -> None:
     check_stats_columns(nodes[:, None], ["nodes"], 11, 10)
     with pytest.raises(DataError, match="'nodes'"):
         check_stats_columns(nodes[:, None], ["nodes"], 11, 12)
+
+
+def test_the_first_column_refused_is_the_one_a_check_column_by_column_names() -> None:
+    """All columns are screened at once (sorted together); the refusal names the same column
+    as checking each through ``value_groups`` would, missing values counted as one value."""
+    rng = np.random.default_rng(3)
+    for _ in range(2_000):
+        n, k = int(rng.integers(0, 16)), int(rng.integers(1, 6))
+        numeric = rng.integers(0, int(rng.integers(1, 9)), size=(n, k)).astype(float)
+        numeric[rng.random(size=numeric.shape) < 0.1] = np.nan
+        names = [f"f{j}" for j in range(k)]
+        threshold, levels = int(rng.integers(1, 5)), int(rng.integers(2, 7))
+        expected = next(
+            (
+                name
+                for name, column in zip(names, numeric.T, strict=True)
+                if (groups := value_groups(column, levels)) is not None
+                and groups.sum(axis=0).min() < threshold
+            ),
+            None,
+        )
+        if expected is None:
+            check_stats_columns(numeric, names, threshold, levels)
+        else:
+            with pytest.raises(DataError, match=f"'{expected}'"):
+                check_stats_columns(numeric, names, threshold, levels)

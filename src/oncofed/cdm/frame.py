@@ -9,6 +9,7 @@ the result.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -46,10 +47,18 @@ def _first_per_patient(table: pa.Table, order: str) -> pa.Table:
     return ranked.filter(pa.array(first))
 
 
-def _aligned(ids: pa.Array, rows: pa.Table, column: str) -> pa.Array:
-    """``rows[column]`` for each patient in ``ids`` (null where the patient has no row)."""
-    where = pc.index_in(ids, value_set=rows[KEY].combine_chunks())
-    return rows[column].combine_chunks().take(where)
+class _Aligned:
+    """Columns of several tables for each patient in ``ids`` (null where the patient has no
+    row): where each patient's row is, found once per table."""
+
+    def __init__(self, ids: pa.Array) -> None:
+        self._ids, self._rows = ids, dict[str, pa.Array]()
+
+    def __call__(self, source: str, table: pa.Table, column: str) -> pa.Array:
+        """``table[column]`` for each patient; ``source`` names ``table`` (one table a name)."""
+        if source not in self._rows:
+            self._rows[source] = pc.index_in(self._ids, value_set=table[KEY].combine_chunks())
+        return table[column].combine_chunks().take(self._rows[source])
 
 
 def patient_frame(data: CdmData, names: Iterable[str]) -> Frame:
@@ -57,18 +66,27 @@ def patient_frame(data: CdmData, names: Iterable[str]) -> Frame:
     ids = data["patient"][KEY].combine_chunks()
     tumour = _first_per_patient(data["tumour"], "tumour_seq")  # the index (first) primary
     outcome = _first_per_patient(data["outcome"], KEY)
-    sources = {"patient": data["patient"].combine_chunks(), "tumour": tumour, "outcome": outcome}
+    sources: dict[str, pa.Table] = {
+        "patient": data["patient"].combine_chunks(),
+        "tumour": tumour,
+        "outcome": outcome,
+    }
+    aligned = _Aligned(ids)
     frame: Frame = {}
     for name in sorted(set(names)):
         variable(name)  # the spec was validated; this guards direct callers
         if name in PATIENT_FIELDS:
-            frame[name] = _aligned(ids, sources[PATIENT_FIELDS[name].table], name)
+            table = PATIENT_FIELDS[name].table
+            frame[name] = aligned(table, sources[table], name)
         elif name.startswith("biomarker."):
             marker, _, part = name.removeprefix("biomarker.").partition(".")
-            tests = data["biomarker"].filter(
-                pc.equal(data["biomarker"]["code"], BIOMARKER_BY_NAME[marker].loinc)
-            )
-            frame[name] = _aligned(ids, _first_per_patient(tests, "day"), part or "result")
+            source = f"biomarker.{marker}"
+            if source not in sources:  # the marker's first test per patient
+                tests = data["biomarker"].filter(
+                    pc.equal(data["biomarker"]["code"], BIOMARKER_BY_NAME[marker].loinc)
+                )
+                sources[source] = _first_per_patient(tests, "day")
+            frame[name] = aligned(source, sources[source], part or "result")
         elif name.startswith("treatment."):
             kind = name.removeprefix("treatment.")
             given = data["treatment"].filter(pc.equal(data["treatment"]["type"], kind))
@@ -79,7 +97,7 @@ def patient_frame(data: CdmData, names: Iterable[str]) -> Frame:
             ext = data.extensions
             if ext is None or column not in ext.column_names:
                 raise DataError(f"this site's dataset has no extension feature {name!r}")
-            frame[name] = _aligned(ids, ext, column)
+            frame[name] = aligned("extensions", ext, column)
     return frame
 
 
@@ -164,9 +182,19 @@ def _from_entry(frame: Frame) -> None:
     frame["time_origin"] = pc.if_else(moved, "randomisation", stored)
 
 
-def job_table(spec: JobSpec | AnalysisSpec, data: CdmData) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class JobRows:
+    """A job's rows at a site: its variables (``job_table``) and the pseudonyms of the patients
+    they are of, in their order (to tell cohorts apart at the site: never sent)."""
+
+    table: dict[str, np.ndarray]
+    pseudonyms: pa.Array
+
+
+def job_rows(spec: JobSpec | AnalysisSpec, data: CdmData) -> JobRows:
     """The job's variables for the patients its cohort selects, as numpy columns (numbers
-    as float64 with NaN for missing, categories as objects with None)."""
+    as float64 with NaN for missing, categories as objects with None), with their
+    pseudonyms."""
     origin = spec.cohort.time_origin
     frame = patient_frame(data, spec.variables | ({_ENTRY} if origin == "randomisation" else set()))
     if origin == "randomisation":
@@ -175,10 +203,16 @@ def job_table(spec: JobSpec | AnalysisSpec, data: CdmData) -> dict[str, np.ndarr
             del frame[_ENTRY]
     rows = pa.array(cohort_mask(frame, spec.cohort, data["patient"].num_rows))
     ext_levels = {f.name for f in spec.features if f.levels is not None}
-    return {
+    table = {
         name: _numpy(values.filter(rows), variable(name).numeric and name not in ext_levels)
         for name, values in frame.items()
     }
+    return JobRows(table, data["patient"][KEY].combine_chunks().filter(rows))
+
+
+def job_table(spec: JobSpec | AnalysisSpec, data: CdmData) -> dict[str, np.ndarray]:
+    """``job_rows``' variables."""
+    return job_rows(spec, data).table
 
 
 def check_time_origin(spec: JobSpec | AnalysisSpec, table: Mapping[str, np.ndarray]) -> None:

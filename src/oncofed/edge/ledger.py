@@ -51,7 +51,6 @@ from sqlalchemy.orm import (
     Mapped,
     Session,
     mapped_column,
-    relationship,
     sessionmaker,
 )
 
@@ -91,7 +90,6 @@ class JobRow(Base):
     params_round: Mapped[int | None] = mapped_column(Integer)
     params_json: Mapped[str | None] = mapped_column(Text)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    tasks: Mapped[list[TaskRow]] = relationship(order_by="TaskRow.round")
 
 
 class TaskRow(Base):
@@ -215,6 +213,11 @@ class Ledger:
         """Sessions on the ledger (the audit commands read the log with them)."""
         return self._sessions
 
+    def begin(self) -> contextlib.AbstractContextManager[Connection]:
+        """A transaction on the ledger for Core statements (no session to pay for), committed
+        without a sync of its own (see the module docstring)."""
+        return self._engine.begin()
+
     # -- jobs and tasks ------------------------------------------------------------------
 
     def job(self, job_id: str) -> JobRecord | None:
@@ -222,23 +225,21 @@ class Ledger:
             if (kept := self._jobs.get(job_id)) is not None:
                 self._jobs.move_to_end(job_id)
                 return kept
-        with self._sessions() as session:
-            row = session.get(JobRow, job_id)
+        with self._engine.connect() as connection:  # one transaction: both reads agree
+            row = connection.execute(_JOB_ROW, {"b_job": job_id}).first()
             if row is None:
                 return None
-            tasks = tuple(
-                TaskRecord(t.id, t.kind, t.round, t.content_sha256, t.outcome) for t in row.tasks
-            )
-            record = JobRecord(
-                spec_sha256=row.spec_sha256,
-                tasks=tasks,
-                pooled=_parsed(StatsResult, row.pooled_json),
-                scaling=_parsed(Standardization, row.scaling_json),
-                model_round=row.model_round,
-                model_sha256=row.model_sha256,
-                params_round=row.params_round,
-                params=_parsed(AnalysisParams, row.params_json),
-            )
+            tasks = tuple(TaskRecord(*t) for t in connection.execute(_TASKS, {"b_job": job_id}))
+        record = JobRecord(
+            spec_sha256=row.spec_sha256,
+            tasks=tasks,
+            pooled=_parsed(StatsResult, row.pooled_json),
+            scaling=_parsed(Standardization, row.scaling_json),
+            model_round=row.model_round,
+            model_sha256=row.model_sha256,
+            params_round=row.params_round,
+            params=_parsed(AnalysisParams, row.params_json),
+        )
         self._keep(job_id, record)
         return record
 
@@ -438,6 +439,15 @@ def _changed(result: Any, job_id: str) -> None:
 
 # A task's statements, built once (their construction costs more than their run).
 _JOB = select(JobRow.id).where(JobRow.id == bindparam("b_job"))
+_JOB_ROW = select(
+    JobRow.spec_sha256, JobRow.pooled_json, JobRow.scaling_json, JobRow.model_round,
+    JobRow.model_sha256, JobRow.params_round, JobRow.params_json,
+).where(JobRow.id == bindparam("b_job"))  # fmt: skip
+_TASKS = (
+    select(TaskRow.id, TaskRow.kind, TaskRow.round, TaskRow.content_sha256, TaskRow.outcome)
+    .where(TaskRow.job_id == bindparam("b_job"))
+    .order_by(TaskRow.round)
+)
 _NEW_JOB = insert(JobRow)
 _RECORD = insert(TaskRow)
 _ANSWERED = (

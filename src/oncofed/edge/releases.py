@@ -37,21 +37,16 @@ from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import Index, Integer, LargeBinary, String, select
+from sqlalchemy import Index, Integer, LargeBinary, String, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from oncofed._db import UTCDateTime, utcnow
 from oncofed.analytics.private import private_analysis
-from oncofed.cdm.fields import KEY
-from oncofed.cdm.frame import _ENTRY, _from_entry, cohort_mask, patient_frame
-from oncofed.cdm.tables import CdmData
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation
 from oncofed.edge.ledger import Base, Ledger
-from oncofed.wire.analysis import AnalysisSpec
 from oncofed.wire.messages import TaskAssignment
-from oncofed.wire.spec import JobSpec
 
 DIGEST = np.dtype("<u8")
 """A patient in a recorded cohort: a 64-bit BLAKE2b digest of the pseudonym, little-endian."""
@@ -80,26 +75,13 @@ class ReleaseCohort:
     keys: np.ndarray
 
     @classmethod
-    def of(cls, spec: JobSpec | AnalysisSpec, data: CdmData) -> ReleaseCohort:
-        """The cohort ``spec`` selects in ``data`` (its dataset)."""
-        return cls(spec.dataset, digests(cohort_pseudonyms(spec, data)))
+    def of(cls, dataset: str, pseudonyms: pa.Array) -> ReleaseCohort:
+        """The cohort of the patients ``pseudonyms`` name on ``dataset``."""
+        return cls(dataset, digests(pseudonyms))
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.keys.tobytes()).hexdigest()
-
-
-def cohort_pseudonyms(spec: JobSpec | AnalysisSpec, data: CdmData) -> pa.Array:
-    """The pseudonyms of the patients ``job_table(spec, data)`` has rows for, in its order:
-    its cohort filter, over the filter's own variables (times from study entry under a
-    randomisation origin, as there)."""
-    origin = spec.cohort.time_origin
-    names = spec.cohort.variables | {"time_origin"}
-    frame = patient_frame(data, names | ({_ENTRY} if origin == "randomisation" else set()))
-    if origin == "randomisation":
-        _from_entry(frame)
-    keep = cohort_mask(frame, spec.cohort, data["patient"].num_rows)
-    return data["patient"][KEY].combine_chunks().filter(pa.array(keep))
 
 
 def digests(pseudonyms: pa.Array) -> np.ndarray:
@@ -125,28 +107,31 @@ class Releases:
     the narrow-difference rule (see the module docstring)."""
 
     def __init__(self, policy: EdgePolicy, ledger: Ledger) -> None:
-        self._policy, self._sessions = policy, ledger.sessions
+        self._policy, self._ledger = policy, ledger
         # jobs seen recorded: a record stays until ``withdraw`` (one process holds the site)
         self._known: set[str] = set()
 
-    def first(self, task: TaskAssignment, load: Callable[[str], CdmData]) -> bool:
-        """Before a job's first exact release here: check its cohort (read with ``load``, by
-        dataset name) against every earlier one and record it, in one transaction. True when
-        this task recorded it, for ``withdraw`` should it release nothing; False for a job
-        recorded before. ``PolicyViolation`` when the difference is narrow."""
+    def first(self, task: TaskAssignment, pseudonyms: Callable[[], pa.Array]) -> bool:
+        """Before a job's first exact release here: check its cohort (the patients
+        ``pseudonyms()`` names, asked only then) against every earlier one and record it, in
+        one transaction. True when this task recorded it, for ``withdraw`` should it release
+        nothing; False for a job recorded before. ``PolicyViolation`` when the difference is
+        narrow."""
         spec = task.spec
         if private_analysis(spec) or self.recorded(task.job_id):
             return False
-        cohort = ReleaseCohort.of(spec, load(spec.dataset))
+        cohort = ReleaseCohort.of(spec.dataset, pseudonyms())
         policy = self._policy
         threshold = policy.small_cell_threshold if policy.refuse_narrow_differences else 1
-        return self.record(task.job_id, cohort, threshold)
+        recorded_here = self.record(task.job_id, cohort, threshold)
+        self._known.add(task.job_id)  # here or, meanwhile, by another process
+        return recorded_here
 
     def recorded(self, job_id: str) -> bool:
         if job_id in self._known:
             return True
-        with self._sessions() as session:
-            if session.get(ReleaseCohortRow, job_id) is None:
+        with self._ledger.begin() as connection:
+            if connection.execute(_RECORDED, {"b_job": job_id}).first() is None:
                 return False
         self._known.add(job_id)
         return True
@@ -158,30 +143,16 @@ class Releases:
         recorded meanwhile (another process)."""
         keys, n = cohort.keys, int(cohort.keys.size)
         sha = cohort.sha256
-        row = ReleaseCohortRow(
-            job_id=job_id,
-            dataset=cohort.dataset,
-            patients=n,
-            keys_sha256=sha,
-            keys=keys.tobytes(),
-        )
+        row = {"job_id": job_id, "dataset": cohort.dataset, "patients": n,
+               "keys_sha256": sha, "keys": keys.tobytes()}  # fmt: skip
+        near = {"b_dataset": cohort.dataset, "b_low": n - threshold + 1,
+                "b_high": n + threshold - 1, "b_job": job_id, "b_sha": sha}  # fmt: skip
         try:
-            with self._sessions.begin() as session:
-                session.add(row)
-                session.flush()
+            with self._ledger.begin() as connection:
+                connection.execute(_RECORD, row)
                 if threshold <= 1:
                     return True
-                near = (
-                    select(ReleaseCohortRow.job_id, ReleaseCohortRow.keys)
-                    .where(
-                        ReleaseCohortRow.dataset == cohort.dataset,
-                        ReleaseCohortRow.patients.between(n - threshold + 1, n + threshold - 1),
-                        ReleaseCohortRow.job_id != job_id,
-                        ReleaseCohortRow.keys_sha256 != sha,
-                    )
-                    .order_by(ReleaseCohortRow.released_at, ReleaseCohortRow.job_id)
-                )
-                for earlier, blob in session.execute(near):
+                for earlier, blob in connection.execute(_NEAR, near):
                     if difference(keys, np.frombuffer(blob, dtype=DIGEST)) < threshold:
                         raise PolicyViolation(
                             f"the cohort of job {job_id} differs from that of job {earlier}, "
@@ -197,7 +168,21 @@ class Releases:
     def withdraw(self, job_id: str) -> None:
         """Forget the cohort ``first`` recorded for ``job_id``: its task released nothing."""
         self._known.discard(job_id)
-        with self._sessions.begin() as session:
-            row = session.get(ReleaseCohortRow, job_id)
-            if row is not None:
-                session.delete(row)
+        with self._ledger.begin() as connection:
+            connection.execute(_WITHDRAW, {"b_job": job_id})
+
+
+# The statements, built once (their construction costs more than their run).
+_RECORDED = select(ReleaseCohortRow.job_id).where(ReleaseCohortRow.job_id == bindparam("b_job"))
+_RECORD = insert(ReleaseCohortRow)
+_NEAR = (
+    select(ReleaseCohortRow.job_id, ReleaseCohortRow.keys)
+    .where(
+        ReleaseCohortRow.dataset == bindparam("b_dataset"),
+        ReleaseCohortRow.patients.between(bindparam("b_low"), bindparam("b_high")),
+        ReleaseCohortRow.job_id != bindparam("b_job"),
+        ReleaseCohortRow.keys_sha256 != bindparam("b_sha"),
+    )
+    .order_by(ReleaseCohortRow.released_at, ReleaseCohortRow.job_id)
+)
+_WITHDRAW = delete(ReleaseCohortRow).where(ReleaseCohortRow.job_id == bindparam("b_job"))

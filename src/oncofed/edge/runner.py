@@ -20,7 +20,7 @@ from oncofed.analytics.design import design
 from oncofed.analytics.private import add_noise, mechanism, private_analysis
 from oncofed.analytics.secure import secure_values
 from oncofed.analytics.site import answer, left_out_causes, own_fit
-from oncofed.cdm.frame import check_time_origin, job_table
+from oncofed.cdm.frame import JobRows, check_time_origin, job_rows
 from oncofed.edge.budget import Budget, Charge
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation, StoreError
@@ -119,6 +119,7 @@ class TaskRunner:
         self._noises: dict[str, tuple[float, float, int]] = {}
         self._splits: dict[str, _Split] = {}
         self._tables: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        self._rows: dict[str, JobRows] = {}  # read for a job's release check, not yet used
 
     def warm_up(self) -> None:
         """Pay before the first task what it would pay: the site's datasets read (the last one
@@ -155,7 +156,7 @@ class TaskRunner:
         (``Releases.first``: its cohort recorded before anything is computed); the record is
         withdrawn when that first task releases nothing (declined or failed)."""
         try:
-            first = self._releases.first(task, self._store.load)
+            first = self._releases.first(task, lambda: self._read_rows(task).pseudonyms)
         except (PolicyViolation, DataError, StoreError) as exc:
             return Decline(reason=str(exc))
         outcome: Outcome | None = None
@@ -388,12 +389,20 @@ class TaskRunner:
         self._splits.pop(job_id, None)
         self._tables.pop(job_id, None)
         self._noises.pop(job_id, None)
+        self._rows.pop(job_id, None)
 
-    def _cohort(self, spec: JobSpec | AnalysisSpec) -> dict[str, np.ndarray]:
+    def _read_rows(self, task: TaskAssignment) -> JobRows:
+        """The job's rows, read once for its first task: its release check, then its cohort."""
+        rows = job_rows(task.spec, self._store.load(task.spec.dataset))
+        self._rows[task.job_id] = rows
+        return rows
+
+    def _cohort(self, job_id: str, spec: JobSpec | AnalysisSpec) -> dict[str, np.ndarray]:
         """The job's cohort here, refused below the minimum size before anything else about
         its rows is said; not a differentially private analysis's, whose noise covers a small
         or empty cohort (a refusal would tell its size exactly, and uncharged)."""
-        table = job_table(spec, self._store.load(spec.dataset))
+        rows = self._rows.pop(job_id, None)
+        table = (rows or job_rows(spec, self._store.load(spec.dataset))).table
         if not private_analysis(spec):
             self._check_size(spec, len(table["time_origin"]))
         check_time_origin(spec, table)
@@ -401,7 +410,7 @@ class TaskRunner:
 
     def _table(self, job_id: str, spec: AnalysisSpec) -> dict[str, np.ndarray]:
         if job_id not in self._tables:
-            self._tables[job_id] = self._cohort(spec)
+            self._tables[job_id] = self._cohort(job_id, spec)
             while len(self._tables) > KEPT_TABLES:
                 self._tables.popitem(last=False)
         self._tables.move_to_end(job_id)
@@ -410,7 +419,7 @@ class TaskRunner:
     def _split(self, job_id: str, spec: JobSpec) -> _Split:
         if job_id not in self._splits:
             minimums = cohort_minimums(self._policy, spec)
-            table = self._cohort(spec)
+            table = self._cohort(job_id, spec)
             cohort = build_cohort(spec, table)
             causes = left_out_causes(spec.features, spec.outcome, table)
             left_out = f"; left out: those {causes}" if causes else ""

@@ -186,13 +186,23 @@ def check_stats_columns(
     values here with from 1 to ``threshold`` - 1 patients holding one of them. Its count, sum
     and sum of squares would tell how many patients hold each value (exactly, for two or three
     values)."""
-    for name, column in zip(names, numeric.T, strict=True):
-        groups = value_groups(column, discrete_levels)
-        if groups is not None and groups.sum(axis=0).min() < threshold:
-            raise DataError(
-                f"feature {name!r} takes few distinct values here (policy discrete_levels): "
-                f"the patients with each value must be at least {threshold} here"
-            )
+    n = len(numeric)
+    if n < 2:  # one value at most
+        return
+    ordered = np.sort(numeric, axis=0)  # every column's values in runs, NaNs one run last
+    edge = np.ones((n + 1, numeric.shape[1]), dtype=bool)  # where a run starts (n: the end)
+    edge[1:n] = (ordered[1:] != ordered[:-1]) & ~(np.isnan(ordered[1:]) & np.isnan(ordered[:-1]))
+    distinct = edge[1:n].sum(axis=0) + 1
+    at = np.arange(n + 1)[:, None]
+    start = np.maximum.accumulate(np.where(edge, at, 0), axis=0)  # of the run holding each row
+    smallest = np.where(edge[1:], at[1:] - start[:-1], n).min(axis=0)  # runs end at an edge
+    few = (distinct >= 2) & (distinct <= discrete_levels)
+    refused = np.flatnonzero(few & (smallest < threshold))
+    if refused.size:
+        raise DataError(
+            f"feature {names[refused[0]]!r} takes few distinct values here (policy "
+            f"discrete_levels): the patients with each value must be at least {threshold} here"
+        )
 
 
 def pooled_stats(parts: Sequence[StatsResult]) -> StatsResult:
