@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -138,6 +139,27 @@ def test_training_is_deterministic_per_seed(binary_data: tuple[np.ndarray, Cohor
     assert first.loss == second.loss
     assert _distance(first.weights, start) > 0
     assert _distance(first.weights, other.weights) > 1e-4
+
+
+def test_sites_training_at_once_in_threads_get_what_each_gets_alone(
+    binary_data: tuple[np.ndarray, Cohort],
+) -> None:
+    """The sites of one edge process train in threads; their dropout masks come from torch's
+    one default generator, which each training seeds: they train in turn, so each site's
+    result is the one it gets alone."""
+    x, cohort = binary_data
+    spec = _spec(
+        model={"type": "mlp", "hidden": [16], "dropout": 0.5},
+        local={"epochs": 3, "batch_size": 4, "lr": 0.05, "optimizer": "sgd"},
+    )
+    start = initial_weights(spec.model, 4, seed=0)
+    alone = {seed: train(spec, start, x, cohort, seed=seed).weights for seed in range(4)}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        fits = pool.map(lambda seed: train(spec, start, x, cohort, seed=seed), alone)
+        together = dict(zip(alone, fits, strict=True))
+    for seed, weights in alone.items():
+        for k in start:
+            np.testing.assert_array_equal(together[seed].weights[k], weights[k])
 
 
 def test_shuffling_alone_depends_on_seed(binary_data: tuple[np.ndarray, Cohort]) -> None:

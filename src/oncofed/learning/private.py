@@ -20,7 +20,7 @@ from opacus.optimizers import DPOptimizer
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
 from oncofed.learning.data import Cohort
-from oncofed.learning.torch_model import build_module, module_weights
+from oncofed.learning.torch_model import build_module, module_weights, one_at_a_time
 from oncofed.learning.train import LocalFit, _loss_fn, local_optimizer
 from oncofed.wire.spec import JobSpec
 
@@ -34,6 +34,7 @@ def dpsgd_schedule(n: int, batch_size: int, epochs: int) -> tuple[float, int]:
     return min(1.0, batch_size / n), epochs * math.ceil(n / batch_size)
 
 
+@one_at_a_time
 def train_private(
     spec: JobSpec,
     weights: Mapping[str, np.ndarray],

@@ -12,7 +12,7 @@ from torch import nn
 from oncofed.learning.data import Cohort
 from oncofed.learning.metrics import binary_evaluation, binary_metrics, survival_metrics
 from oncofed.learning.registry import TASKS
-from oncofed.learning.torch_model import module_weights, reused_module
+from oncofed.learning.torch_model import module_weights, one_at_a_time, reused_module
 from oncofed.wire.base import Evaluation
 from oncofed.wire.spec import JobSpec, LocalTraining, ModelSpec
 from oncofed.wire.tensors import Weights
@@ -62,6 +62,7 @@ def warm_up() -> None:
     optimizer.step()
 
 
+@one_at_a_time
 def train(
     spec: JobSpec,
     weights: Mapping[str, np.ndarray],
@@ -115,6 +116,7 @@ def predict(spec: JobSpec, weights: Mapping[str, np.ndarray], x: np.ndarray) -> 
     return scores(spec.model, weights, x)
 
 
+@one_at_a_time
 def scores(model: ModelSpec, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """``model``'s outputs for the design ``x``: logits or log relative risks."""
     module = reused_module(model, x.shape[1], weights)
