@@ -174,7 +174,7 @@ def run_jobs(root: Path, pooled: StatsResult, jobs: int, profile: cProfile.Profi
         if kind == "train":
             user.append(spent_user)
             system.append(spent_system)
-        else:
+        elif kind == "stats":
             stats.append(spent_user + spent_system)
     return user, system, stats, orchestrator.posts
 

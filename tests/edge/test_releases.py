@@ -190,7 +190,8 @@ def test_the_release_check_and_the_cohort_are_one_read_of_the_rows(
     ledger: Ledger, store: LocalStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A job's first task reads its rows once, for its release check and its cohort both: the
-    cohort recorded is the one computed on. The next job reads its own."""
+    cohort recorded is the one computed on. The next job reads its own, and no task's rows
+    are kept after it, declined or not."""
     reads: list[str] = []
 
     def counted(spec: object, data: CdmData) -> object:
@@ -204,6 +205,9 @@ def test_the_release_check_and_the_cohort_are_one_read_of_the_rows(
     assert Releases(EdgePolicy(), ledger).recorded("a")
     assert isinstance(runner.run(job("b", 0, 99), fetch), StatsResult)
     assert reads == ["read", "read"]
+    narrow = runner.run(job("c", 0, 100), fetch)  # declined by the release check
+    assert isinstance(narrow, Decline) and reads == ["read", "read", "read"]
+    assert not runner._rows  # no task's rows outlive it
 
 
 def fetch(sha: str) -> bytes:

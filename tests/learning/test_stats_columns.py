@@ -58,3 +58,8 @@ def test_the_first_column_refused_is_the_one_a_check_column_by_column_names() ->
         else:
             with pytest.raises(DataError, match=f"'{expected}'"):
                 check_stats_columns(numeric, names, threshold, levels)
+
+
+def test_a_name_for_every_column() -> None:
+    with pytest.raises(ValueError, match="1 names for 2 columns"):
+        check_stats_columns(np.zeros((3, 2)), ["age"], 11, 10)

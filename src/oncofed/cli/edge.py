@@ -267,8 +267,8 @@ def run(
 ) -> None:
     """Run the agent: dial out, long-poll for tasks, work locally, post results. Ctrl-C stops.
     One agent runs on an edge directory at a time. Several --dir serve several sites from one
-    process (an agent each, in its own thread, their torch work in turn): a site's failure
-    or bad policy leaves the others running, and its log lines begin with its name."""
+    process (an agent each, in its own thread, training one at a time): a site's failure or
+    bad policy leaves the others running, and its log lines begin with its name."""
     from oncofed.edge.compute import torch_threads
     from oncofed.edge.host import distinct
 

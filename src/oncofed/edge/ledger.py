@@ -225,7 +225,7 @@ class Ledger:
             if (kept := self._jobs.get(job_id)) is not None:
                 self._jobs.move_to_end(job_id)
                 return kept
-        with self._engine.connect() as connection:  # one transaction: both reads agree
+        with self._engine.connect() as connection:
             row = connection.execute(_JOB_ROW, {"b_job": job_id}).first()
             if row is None:
                 return None

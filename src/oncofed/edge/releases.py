@@ -123,9 +123,10 @@ class Releases:
         cohort = ReleaseCohort.of(spec.dataset, pseudonyms())
         policy = self._policy
         threshold = policy.small_cell_threshold if policy.refuse_narrow_differences else 1
-        recorded_here = self.record(task.job_id, cohort, threshold)
-        self._known.add(task.job_id)  # here or, meanwhile, by another process
-        return recorded_here
+        if not self.record(task.job_id, cohort, threshold):
+            return False  # recorded meanwhile by another process: read again when next asked
+        self._known.add(task.job_id)
+        return True
 
     def recorded(self, job_id: str) -> bool:
         if job_id in self._known:

@@ -119,7 +119,7 @@ class TaskRunner:
         self._noises: dict[str, tuple[float, float, int]] = {}
         self._splits: dict[str, _Split] = {}
         self._tables: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
-        self._rows: dict[str, JobRows] = {}  # read for a job's release check, not yet used
+        self._rows: dict[str, JobRows] = {}  # a job's rows, from its release check to its cohort
 
     def warm_up(self) -> None:
         """Pay before the first task what it would pay: the site's datasets read (the last one
@@ -158,12 +158,14 @@ class TaskRunner:
         try:
             first = self._releases.first(task, lambda: self._read_rows(task).pseudonyms)
         except (PolicyViolation, DataError, StoreError) as exc:
+            self._rows.pop(task.job_id, None)
             return Decline(reason=str(exc))
         outcome: Outcome | None = None
         try:
             outcome = self._answer(task, fetch)
             return outcome
         finally:
+            self._rows.pop(task.job_id, None)  # for this task's cohort only
             if first and (outcome is None or isinstance(outcome, Decline)):
                 self._releases.withdraw(task.job_id)
 
@@ -389,7 +391,6 @@ class TaskRunner:
         self._splits.pop(job_id, None)
         self._tables.pop(job_id, None)
         self._noises.pop(job_id, None)
-        self._rows.pop(job_id, None)
 
     def _read_rows(self, task: TaskAssignment) -> JobRows:
         """The job's rows, read once for its first task: its release check, then its cohort."""

@@ -186,6 +186,8 @@ def check_stats_columns(
     values here with from 1 to ``threshold`` - 1 patients holding one of them. Its count, sum
     and sum of squares would tell how many patients hold each value (exactly, for two or three
     values)."""
+    if len(names) != numeric.shape[1]:
+        raise ValueError(f"{len(names)} names for {numeric.shape[1]} columns")
     n = len(numeric)
     if n < 2:  # one value at most
         return

@@ -22,14 +22,15 @@ _turn = threading.Lock()
 
 
 def one_at_a_time(work: Callable[P, R]) -> Callable[P, R]:
-    """``work`` (a training or a prediction) in turn with every other in the process.
+    """``work`` (a whole training or prediction) in turn with every other in the process.
 
-    Torch lets go of the GIL around each of its operations, and a round's work is thousands of
-    small ones: the sites of one edge process training at once hand the GIL over at every one
-    (25 threads: 4.3 ms of CPU a training step, a third of it in the kernel, against 1.7 ms
-    in turn), and would draw their dropout masks from torch's one default generator in each
-    other's order. Each turn is short (a few ms for a small model); torch itself uses the
-    threads ``oncofed edge run --threads`` gives it."""
+    The sites of one edge process seed torch's one default generator for their dropout masks:
+    training at once, they would draw each other's, and a site's weights would depend on its
+    neighbours' timing. In turn, each gets what it gets alone. The cost: a process trains one
+    site at a time, on the threads ``oncofed edge run --threads`` gives torch (sites with large
+    models or long private trainings are better in processes of their own). For small models
+    it also saves CPU: torch lets go of the GIL around each of its small operations, and 25
+    threads training at once took 4.3 ms of CPU a step against 1.7 ms in turn."""
 
     @functools.wraps(work)
     def in_turn(*args: P.args, **kwargs: P.kwargs) -> R:
