@@ -196,8 +196,8 @@ def measure(reps: int, jobs: int) -> dict[str, Any]:
             typical.append(statistics.median(u + s for u, s in zip(user, system, strict=True)))
             firsts.append(statistics.median(stats))
             print(
-                f"rep {rep}: user {users[-1]:.2f} ms, sys {systems[-1]:.2f} ms per training "
-                f"task (mean); statistics task {firsts[-1]:.2f} ms (median)"
+                f"rep {rep}: training {users[-1]:.2f} + {systems[-1]:.2f} ms (user + sys, "
+                f"mean), statistics {firsts[-1]:.2f} ms (median)"
             )
     user_ms, sys_ms = statistics.median(users), statistics.median(systems)
     return {
@@ -238,7 +238,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     figures = measure(args.reps, args.jobs)
-    print(json.dumps(figures))
+    print(json.dumps(figures, indent=2))
     write_figures(args.output, figures)
     if args.profile:
         print_profile(args.jobs)

@@ -403,7 +403,9 @@ class TaskRunner:
         its rows is said; not a differentially private analysis's, whose noise covers a small
         or empty cohort (a refusal would tell its size exactly, and uncharged)."""
         rows = self._rows.pop(job_id, None)
-        table = (rows or job_rows(spec, self._store.load(spec.dataset))).table
+        if rows is None:  # not this job's first task here, or a private analysis
+            rows = job_rows(spec, self._store.load(spec.dataset))
+        table = rows.table
         if not private_analysis(spec):
             self._check_size(spec, len(table["time_origin"]))
         check_time_origin(spec, table)
