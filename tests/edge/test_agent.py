@@ -487,3 +487,42 @@ def test_an_outage_is_retried_and_a_refusal_is_not(
         "data profile of dataset trial-b not sent: HTTP 422: refused"
     ]
     assert len(edge.egress_log.read_text().splitlines()) == 3  # every attempt is logged
+
+
+def test_an_answer_waits_for_the_next_task_which_runs_after_the_sites_checks(
+    home: EdgeHome,
+) -> None:
+    """Each answer asks the orchestrator to hold its acknowledgement until the site's next
+    task (``wait``, the poll's seconds) and the task handed with it runs without a poll; the
+    site's checks between tasks still run before it (here a re-imported dataset's report is
+    sent before the second answer)."""
+    second = stats_task().model_copy(update={"task_id": "t2", "job_id": "j2"})
+    requests: list[tuple[str, str, str | None]] = []
+
+    def script(request: httpx.Request) -> httpx.Response:
+        requests.append((request.method, request.url.path, request.url.params.get("wait")))
+        if request.url.path == "/v1/identity":
+            return httpx.Response(200, json={"key": ORCHESTRATOR_KEY})
+        if request.method == "PUT":
+            return httpx.Response(204)
+        if request.url.path == "/v1/tasks/next":
+            return httpx.Response(200, content=stats_task().model_dump_json())
+        task_id = request.url.path.split("/")[-2]
+        ack: dict[str, Any] = {"task_id": task_id, "status": "accepted"}
+        if task_id == "t1":  # meanwhile the dataset is imported again
+            os.utime(home.datasets / "data" / PROFILE, ns=(1, 1))
+            ack["next_task"] = json.loads(second.model_dump_json())
+        return httpx.Response(200, json=ack)
+
+    agent = Agent(home, poll_seconds=7.0, transport=httpx.MockTransport(script))
+    assert agent.run(max_tasks=2) == 2
+    asked = [(method, path) for method, path, _ in requests if path != "/v1/identity"]
+    assert asked == [
+        ("PUT", "/v1/profiles/data"),
+        ("PUT", f"/v1/site/projects/{TEST_PROJECT}/decision"),
+        ("GET", "/v1/tasks/next"),
+        ("POST", "/v1/tasks/t1/result"),
+        ("PUT", "/v1/profiles/data"),
+        ("POST", "/v1/tasks/t2/result"),
+    ]
+    assert [wait for method, _, wait in requests if method == "POST"] == ["7.0", "7.0"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -13,8 +16,15 @@ from oncofed.orchestrator import Settings, blobs, create_app, rounds
 from oncofed.orchestrator.db import Task
 from oncofed.orchestrator.setup import add_site
 from oncofed.wire import tensors
-from oncofed.wire.messages import INLINE_MODEL_BYTES, SHA256_HEADER, TaskAssignment
-from tests.orchestrator.test_rounds import post_update, take, through_stats, weights_like
+from oncofed.wire.messages import INLINE_MODEL_BYTES, SHA256_HEADER, ResultAck, TaskAssignment
+from tests.orchestrator.test_rounds import (
+    encoded_update,
+    post_update,
+    stats,
+    take,
+    through_stats,
+    weights_like,
+)
 from tests.support import State, auth, make_spec
 
 
@@ -71,6 +81,46 @@ def test_long_poll_returns_a_published_task(api: TestClient, state: State) -> No
     api.post("/jobs", json=make_spec().model_dump(mode="json"), headers=auth(state.admin_token))
     response = api.get("/tasks/next", params={"wait": 5}, headers=auth(state.credentials["alpha"]))
     assert response.status_code == 200 and response.json()["kind"] == "stats"
+
+
+@pytest.mark.parametrize("answer", ["result", "update"])
+def test_an_answer_that_waits_comes_back_with_the_sites_next_task(
+    http: TestClient, state: State, answer: str
+) -> None:
+    """An answer posted with ``wait`` is recorded at once and its acknowledgement held as a
+    long poll: when the round closes meanwhile, it carries the site's task of the next round
+    (a round costs a site one request, not an answer and a poll)."""
+    job = state.coordinator.submit(make_spec(rounds=2), state.admin_id)
+    if answer == "update":
+        through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    alpha, beta = take(state, "alpha"), take(state, "beta")
+    if answer == "update":
+        body = {"content": encoded_update(alpha, weights_like(1.0), 30)}
+    else:
+        body = {"json": json.loads(stats(30).model_dump_json())}
+    site = auth(state.credentials["alpha"])
+    with ThreadPoolExecutor(1) as pool:
+        path = f"/tasks/{alpha.task_id}/{answer}"
+        acked = pool.submit(http.post, path, params={"wait": 20}, headers=site, **body)
+        while recorded(state, alpha.task_id) != "accepted":  # recorded before the wait
+            assert not acked.done(), acked.result().text
+            time.sleep(0.01)
+        assert not acked.done()  # held: nothing is open for alpha yet
+        if answer == "update":
+            post_update(state, "beta", beta, weights_like(3.0), 10)
+        else:
+            state.coordinator.accept_result(state.sites["beta"], beta.task_id, stats(10))
+        ack = ResultAck.model_validate_json(acked.result(timeout=10).content)
+    assert ack.status == "accepted" and ack.next_task is not None
+    assert (ack.next_task.job_id, ack.next_task.round) == (job.id, alpha.round + 1)
+    assert state.coordinator.next_task(state.sites["alpha"]) == ack.next_task  # its own task
+
+
+def recorded(state: State, task_id: str) -> str:
+    with state.sessions() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        return task.status
 
 
 def test_sites_list_shows_connection(api: TestClient, state: State) -> None:

@@ -33,6 +33,10 @@ from tests.support import State, auth, make_spec, without_hot_routes
         ("POST", "/tasks/TASK/update", "alpha", b"not tensors"),
         ("POST", "/tasks/TASK/result", "beta", b"{}"),
         ("POST", "/tasks/TASK/update", None, b"{}"),
+        ("POST", "/tasks/TASK/update?wait=abc", "alpha", b"not tensors"),
+        ("POST", "/tasks/TASK/result?wait=121", "alpha", b"{}"),
+        ("POST", "/tasks/TASK/result?wait=-1", None, b"{}"),
+        ("POST", "/tasks/TASK/result?wait=0", "alpha", b"{not json"),
     ],
 )
 def test_hot_routes_answer_as_the_apps_routes(

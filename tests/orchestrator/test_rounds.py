@@ -54,6 +54,20 @@ def held_out(n_train: int) -> int:
     return next(e for e in range(1, n_train) if holdout_size(n_train + e, 0.25) == e)
 
 
+def encoded_update(
+    task: TaskAssignment, weights: tensors.Weights, n: int, n_train: int | None = None
+) -> bytes:
+    """A site's update for ``task``: ``weights``, trained on ``n_train`` (or ``n``) rows."""
+    meta = TrainResult(
+        task_id=task.task_id,
+        n_train=n_train or n,
+        train_loss=0.5,
+        evaluation=Evaluation(n_eval=held_out(n), metrics={"auc": 0.6}),
+        compute_seconds=0.01,
+    )
+    return tensors.encode(weights, meta)
+
+
 def post_update(
     state: State,
     site: str,
@@ -62,14 +76,7 @@ def post_update(
     n: int,
     n_train: int | None = None,
 ) -> tuple[str, str]:
-    meta = TrainResult(
-        task_id=task.task_id,
-        n_train=n_train or n,
-        train_loss=0.5,
-        evaluation=Evaluation(n_eval=held_out(n), metrics={"auc": 0.6}),
-        compute_seconds=0.01,
-    )
-    data = tensors.encode(weights, meta)
+    data = encoded_update(task, weights, n, n_train)
     path = state.coordinator.blobs.tmp / f"{task.task_id}.part"
     path.write_bytes(data)
     ack = state.coordinator.accept_update(

@@ -149,11 +149,11 @@ class Agent:
             self._in_force()[0].warm_up()  # before the orchestrator first sees the site
         self._introduce(stop)
         while not stop.is_set() and (max_tasks is None or done < max_tasks):
-            if handed is None:  # a task handed with an ack runs first
-                self._renew_certificate(stop)
-                self._send_new_profiles(stop)
-                self._check_policy()
-                self._send_decisions()
+            # before every task, handed or polled: most come with the previous one's ack
+            self._renew_certificate(stop)
+            self._send_new_profiles(stop)
+            self._check_policy()
+            self._send_decisions()
             try:
                 task = handed or self._retrying(self._poll, stop)
             except FinalError as exc:  # e.g. a revoked credential or a proxy in the way
@@ -375,9 +375,10 @@ class Agent:
         return response.content
 
     def _deliver(self, task: TaskAssignment, outcome: Outcome | Post) -> ResultAck:
+        params = {"wait": self._poll_seconds}  # the ack may bring the next task (a poll less)
         if isinstance(outcome, Post):
             path = f"/tasks/{task.task_id}/secure/{outcome.phase}"
-            body, kind = outcome.body, outcome.content_type
+            body, kind, params = outcome.body, outcome.content_type, {}
         elif isinstance(outcome, Contribution):
             raise TypeError("a secure contribution leaves the site only masked")
         elif isinstance(outcome, bytes):
@@ -388,6 +389,7 @@ class Agent:
                 outcome.model_dump_json().encode(),
                 "application/json",
             )
+            params = {}
         else:
             path, body, kind = (
                 f"/tasks/{task.task_id}/result",
@@ -407,7 +409,10 @@ class Agent:
             about["params_sha256"] = params_sha256(task.params.pooled)
         self._log_egress(about, path, body, digest)
         response = self._http.post(
-            path, content=body, headers={"Content-Type": kind, SHA256_HEADER: digest}
+            path,
+            content=body,
+            params=params,
+            headers={"Content-Type": kind, SHA256_HEADER: digest},
         )
         if response.status_code == 422 and isinstance(outcome, bytes | Post):
             return ResultAck.model_validate_json(response.content)

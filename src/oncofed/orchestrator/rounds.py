@@ -441,8 +441,8 @@ class Coordinator:
             for site_id, (task, rnd, job, site) in oldest.items():
                 if task.status in OPEN_TASK and task.id not in delivered:
                     continue  # its round closed in between
-                if task.delivered_at is None:  # a secure round that opened with its keys in
-                    task.delivered_at = now
+                if task.id not in delivered and task.delivered_at is None:
+                    task.delivered_at = now  # a secure round that opened with its keys in
                 try:
                     tasks[site_id] = self._assignment(session, task, rnd, job, site)
                 except Exception as exc:  # that site's alone (its job's state): the rest go

@@ -131,23 +131,61 @@ async def next_task(
     wait: Annotated[float, Query(ge=0, le=120, description="Long-poll seconds")] = 25.0,
 ) -> Response:
     """Long poll: answers at once with a task, or when one is published, or 204 after ``wait``."""
+    task = await _awaited(request, site.id, coordinator, settings, wait)
+    return Response(status_code=204) if task is None else _json(task)
+
+
+WaitForNext = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=120,
+        description="Seconds the acknowledgement may wait, as a long poll does, for the site's "
+        "next task, handed with it (0: answer at once)",
+    ),
+]
+
+
+async def _awaited(
+    request: Request, site_id: int, coordinator: Coordinator, settings: Settings, wait: float
+) -> TaskAssignment | None:
+    """The site's next task: at once when it has one, else when one is published within
+    ``wait`` seconds (at most ``long_poll_seconds``); None after, or as the server stops."""
     notifier = request.app.state.notifier
     deadline = time.monotonic() + min(wait, settings.long_poll_seconds)
     while True:
-        published = notifier.event(site.id)  # taken first, so no publication is missed
-        if notifier.idle(site.id):  # nothing published for it since a check found nothing
+        published = notifier.event(site_id)  # taken first, so no publication is missed
+        if notifier.idle(site_id):  # nothing published for it since a check found nothing
             task = None
         else:
-            task = await coordinator.deliver(site.id)
+            task = await coordinator.deliver(site_id)
         if task is not None:
-            return _json(task)
+            return task
         remaining = deadline - time.monotonic()
         if remaining <= 0 or notifier.closing or await request.is_disconnected():
-            return Response(status_code=204)
+            return None
         try:
             await asyncio.wait_for(published.wait(), timeout=remaining)
         except TimeoutError:
-            return Response(status_code=204)
+            return None
+
+
+async def _answered(
+    request: Request,
+    site_id: int,
+    coordinator: Coordinator,
+    settings: Settings,
+    ack: ResultAck,
+    wait: float,
+) -> Response:
+    """The acknowledgement of a recorded answer. With ``wait``, it is held as a long poll until
+    the site's next task, which comes with it: a round then costs a site one request, not an
+    answer and a poll. The answer is recorded before the wait: an acknowledgement lost meanwhile
+    is asked for again and comes back a duplicate."""
+    if wait > 0 and ack.next_task is None:
+        task = await _awaited(request, site_id, coordinator, settings, wait)
+        ack = ack if task is None else ack.model_copy(update={"next_task": task})
+    return _ack(ack)
 
 
 def _json(message: BaseModel, status_code: int = 200) -> Response:
@@ -198,7 +236,7 @@ async def _spooled(
     settings: Settings,
     limit: int,
     accept: Accept,
-) -> Response:
+) -> ResultAck:
     """A binary body for a task, of at most ``limit`` bytes (known before it is read),
     spooled to disk while hashing (O(1) memory), then handed to ``accept``: accepted there,
     or an answer to record (validation and aggregation; the updates of a job that arrive
@@ -207,7 +245,7 @@ async def _spooled(
 
     Hashing and writing happen off the event loop, half a megabyte at a time (the chunks
     as they came, never copied); the last piece is written, the digest checked and the body
-    handed over in one hop.
+    handed over in one hop. Returns the acknowledgement.
     """
     limit = min(settings.max_upload_bytes, limit)
     digest, size, buffered = hashlib.sha256(), 0, 0
@@ -243,12 +281,12 @@ async def _spooled(
                     pending, buffered = [], 0
             outcome = await run_in_threadpool(finish)
             if isinstance(outcome, ResultAck):
-                return _ack(outcome)
+                return outcome
             with anyio.CancelScope(shield=True):  # recorded before its file goes
                 ack = await coordinator.record_soon(outcome)
         finally:
             path.unlink(missing_ok=True)
-    return _ack(ack)
+    return ack
 
 
 @router.post("/tasks/{task_id}/update", response_model=ResultAck)
@@ -258,13 +296,15 @@ async def post_update(
     site: CurrentSite,
     coordinator: CoordinatorDep,
     settings: SettingsDep,
+    wait: WaitForNext = 0.0,
 ) -> Response:
     """A training update as a safetensors body."""
     limit = functools.partial(coordinator.update_limit, site.id, task_id)
     accept = functools.partial(coordinator.update_answer, site.id, task_id)
-    return await _spooled(
+    ack = await _spooled(
         request, coordinator, settings, await _soon(coordinator, task_id, limit), accept
     )
+    return await _answered(request, site.id, coordinator, settings, ack, wait)
 
 
 @router.post("/tasks/{task_id}/secure/masked", response_model=ResultAck)
@@ -278,7 +318,7 @@ async def post_masked(
     """A site's masked input in a secure round: safetensors of uint64 limbs."""
     limit = await run_in_threadpool(coordinator.masked_limit, site.id, task_id)
     accept = functools.partial(coordinator.accept_masked, site.id, task_id)
-    return await _spooled(request, coordinator, settings, limit, accept)
+    return _ack(await _spooled(request, coordinator, settings, limit, accept))
 
 
 @router.post("/tasks/{task_id}/secure/keys", response_model=ResultAck)
@@ -340,13 +380,15 @@ async def post_result(
     site: CurrentSite,
     coordinator: CoordinatorDep,
     settings: SettingsDep,
+    wait: WaitForNext = 0.0,
 ) -> Response:
     """A JSON result, read as the one its task takes (``StatsResult``, ``EvaluateResult`` or
     ``AnalysisResult``). 422 with a rejected acknowledgement when it does not validate or does
     not fit the task: the refusal is recorded as the site's failure of the task."""
     body = await _body(request, settings.max_upload_bytes, "a result")
     answer = functools.partial(coordinator.result_answer, site.id, task_id, body)
-    return _ack(await coordinator.record_soon(await _soon(coordinator, task_id, answer)))
+    ack = await coordinator.record_soon(await _soon(coordinator, task_id, answer))
+    return await _answered(request, site.id, coordinator, settings, ack, wait)
 
 
 @router.post("/tasks/{task_id}/decline")

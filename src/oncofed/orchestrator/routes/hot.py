@@ -1,12 +1,13 @@
 """The edges' three hot routes, served without FastAPI's routing and dependency solving.
 
-A round costs the orchestrator, for every site, a long poll (``GET /tasks/next``) and an
-answer (``POST /tasks/{id}/update`` or ``/result``). For each, FastAPI matches the request
-against every route and solves the route's dependencies: about 0.3 ms of CPU, most of what a
-poll that finds nothing costs. ``HotRoutes`` (an ASGI middleware inside the throttle and the
-body limits) takes those three requests and calls the same endpoint functions with the same
-authentication (``deps.site_caller``) and the same answers to errors; every other request,
-and these three under any other method, goes to the app. The routes stay in the app, which
+A round costs the orchestrator, for every site, an answer (``POST /tasks/{id}/update`` or
+``/result``, which may wait for the site's next task: ``wait``) and, when it did not, a long
+poll (``GET /tasks/next``). For each, FastAPI matches the request against every route and
+solves the route's dependencies: about 0.3 ms of CPU, most of what a poll that finds nothing
+costs. ``HotRoutes`` (an ASGI middleware inside the throttle and the body limits) takes those
+three requests and calls the same endpoint functions with the same authentication
+(``deps.site_caller``) and the same answers to errors; every other request, and these three
+under any other method, goes to the app. The routes stay in the app, which
 documents them in its OpenAPI document.
 """
 
@@ -32,28 +33,32 @@ Endpoint = Callable[[Request, Caller, str], Awaitable[Response]]
 
 _PATH = re.compile(rf"{re.escape(API_PREFIX)}/tasks/([^/]+?)(?:/(update|result))?")
 _WAIT = TypeAdapter(Annotated[float, Field(ge=0, le=120)])
-"""``next_task``'s query parameter, as its route declares it."""
+"""The three routes' query parameter ``wait``, as they declare it."""
 
 
-async def _poll(request: Request, site: Caller, _: str) -> Response:
+def _wait(request: Request, default: float) -> float:
     raw = request.query_params.get("wait")
     try:
-        wait = 25.0 if raw is None else _WAIT.validate_python(raw)
+        return default if raw is None else _WAIT.validate_python(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         raise RequestValidationError([{**e, "loc": ("query", "wait")} for e in errors]) from exc
+
+
+async def _poll(request: Request, site: Caller, _: str) -> Response:
     state = request.app.state
+    wait = _wait(request, 25.0)
     return await edge.next_task(request, site, state.coordinator, state.settings, wait)
 
 
 async def _update(request: Request, site: Caller, task_id: str) -> Response:
-    state = request.app.state
-    return await edge.post_update(task_id, request, site, state.coordinator, state.settings)
+    state, wait = request.app.state, _wait(request, 0.0)
+    return await edge.post_update(task_id, request, site, state.coordinator, state.settings, wait)
 
 
 async def _result(request: Request, site: Caller, task_id: str) -> Response:
-    state = request.app.state
-    return await edge.post_result(task_id, request, site, state.coordinator, state.settings)
+    state, wait = request.app.state, _wait(request, 0.0)
+    return await edge.post_result(task_id, request, site, state.coordinator, state.settings, wait)
 
 
 def _endpoint(scope: Scope) -> tuple[Endpoint, str] | None:
