@@ -12,9 +12,13 @@ minimal client, since httpx would cost this process more CPU than the orchestrat
 speak the edge protocol: they register their identity key and data profile as
 an edge does when it starts, long-poll ``/tasks/next``, download the global model of a
 training or evaluation task, and post each answer (taking the next task from its ack when
-one comes with it). The answers are computed once by the real TaskRunner on one small local
-dataset and reused, since the point is the orchestrator's cost; a training update is the
-global model each site downloaded plus small seeded noise, with the TaskRunner's header.
+one comes with it). They post without ``wait``, so each round costs a site an answer and a
+poll, as it did before edges had their acknowledgements held until the next task: the
+orchestrator's CPU per answer here counts a poll that ``oncofed edge run`` no longer makes,
+and an answer's latency is the orchestrator's, not a round's. The answers are computed
+once by the real TaskRunner on one small local dataset and reused, since the point is the
+orchestrator's cost; a training update is the global model each site downloaded plus small
+seeded noise, with the TaskRunner's header.
 Creating, enrolling and introducing the sites is timed apart: it is not part of the targets.
 
 ``python bench/many_sites.py [--sites N] [--repeat N] [--output FILE]``; ``make bench`` runs
