@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +15,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from sqlalchemy import event
 
 from oncofed.cdm.tables import CdmData
 from oncofed.edge import Agent, EdgeConfig, EdgeError, EdgeHome, LocalStore
 from oncofed.edge.guard import params_sha256
+from oncofed.edge.ledger import LEDGER
 from oncofed.edge.runner import TaskRunner
 from oncofed.edge.store import PROFILE
 from oncofed.learning.data import standardization
@@ -526,3 +529,26 @@ def test_an_answer_waits_for_the_next_task_which_runs_after_the_sites_checks(
         ("POST", "/v1/tasks/t2/result"),
     ]
     assert [wait for method, _, wait in requests if method == "POST"] == ["7.0", "7.0"]
+
+
+def test_a_jobs_first_task_compiles_no_ledger_statement(home: EdgeHome) -> None:
+    """The agent compiles the ledger's statements of a job's first task before it polls
+    (``TaskRunner.warm_up``, in a transaction rolled back), not in the round: every statement
+    the first task runs on the ledger is found compiled, and the rehearsal left no row."""
+    script = Script(stats_task(), outages=0)
+    agent = Agent(home, transport=httpx.MockTransport(script))
+    ran: list[tuple[str, str]] = []
+
+    def executed(*args: Any) -> None:
+        statement, context = args[2], args[4]
+        if script.task is None:  # handed out: the task runs
+            ran.append((str(context.cache_hit), statement.split()[0]))
+
+    for engine in (agent._ledger._engine, agent._ledger._durable_engine):
+        event.listen(engine, "before_cursor_execute", executed)
+    assert agent.run(max_tasks=1) == 1
+    assert {kind for _, kind in ran} >= {"SELECT", "INSERT", "UPDATE"}  # the task's own
+    assert [hit for hit in ran if hit[0] != "CacheStats.CACHE_HIT"] == []
+    with sqlite3.connect(home.root / LEDGER) as db:
+        assert db.execute("SELECT job_id FROM task").fetchall() == [("j1",)]
+        assert db.execute("SELECT job_id FROM release_cohort").fetchall() == [("j1",)]

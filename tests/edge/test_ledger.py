@@ -119,6 +119,22 @@ def test_a_job_holds_one_task_per_round_and_a_task_id_once(ledger: Ledger) -> No
         ledger.record_task("j2", SPEC, task("t1", 1))
 
 
+def test_a_rehearsal_writes_nothing_and_forgets_what_it_recorded(
+    ledger: Ledger, root: Path
+) -> None:
+    ledger.record_task("j1", SPEC, task("t1", 1))
+    with ledger.rehearsal():
+        ledger.record_task("j2", SPEC, task("t2", 1))
+        ledger.answered("j1", "t1", "update")
+        assert ledger.job("j2") is not None  # seen inside it
+    assert ledger.job("j2") is None
+    kept = ledger.job("j1")
+    assert kept is not None and [t.outcome for t in kept.tasks] == [None]
+    with sqlite3.connect(root / LEDGER) as db:
+        assert db.execute("SELECT id, outcome FROM task").fetchall() == [("t1", None)]
+    ledger.record_task("j2", SPEC, task("t2", 1))  # as if never rehearsed
+
+
 def test_only_the_named_model_file_is_kept_and_evaluation_removes_it(
     ledger: Ledger, root: Path
 ) -> None:

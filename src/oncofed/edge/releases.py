@@ -166,6 +166,13 @@ class Releases:
             return False
         return True
 
+    def rehearse(self, job_id: str) -> None:
+        """``first``'s statements, on a cohort of one (inside ``Ledger.rehearsal``, which
+        keeps nothing)."""
+        self.recorded(job_id)
+        self.record(job_id, ReleaseCohort.of(job_id, pa.array([job_id])), threshold=2)
+        self._known.discard(job_id)  # were a job of that name recorded here
+
     def withdraw(self, job_id: str) -> None:
         """Forget the cohort ``first`` recorded for ``job_id``: its task released nothing."""
         self._known.discard(job_id)

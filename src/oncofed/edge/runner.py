@@ -25,7 +25,7 @@ from oncofed.edge.budget import Budget, Charge
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation, StoreError
 from oncofed.edge.guard import Guard, content_sha256
-from oncofed.edge.ledger import Ledger
+from oncofed.edge.ledger import Ledger, TaskRecord
 from oncofed.edge.policy import cohort_minimums
 from oncofed.edge.releases import Releases
 from oncofed.edge.store import LocalStore
@@ -87,6 +87,8 @@ Outcome = Decline | StatsResult | EvaluateResult | AnalysisResult | bytes | Cont
 """A decline, a JSON result, a safetensors update (bytes), or a secure round's contribution."""
 KEPT_TABLES = 8
 """Analyses whose cohort tables are kept between Newton rounds (the most recent ones)."""
+REHEARSAL = "rehearsal"
+"""The job and task ``warm_up`` records in a transaction rolled back."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ class TaskRunner:
         ledger: Ledger,
         identity: Ed25519PrivateKey,
     ) -> None:
-        self._store, self._policy, self._site = store, policy, site
+        self._store, self._policy, self._site, self._ledger = store, policy, site, ledger
         self._guard = Guard(policy, ledger)
         self._releases = Releases(policy, ledger)
         self._budget = Budget(ledger, identity, site)
@@ -123,12 +125,18 @@ class TaskRunner:
 
     def warm_up(self) -> None:
         """Pay before the first task what it would pay: the site's datasets read (the last one
-        stays in memory) and, where the policy lets the site train, the installed model
-        plugins listed (metadata only) and torch made ready (``_torch_ready``). An edge whose
-        policy allows no training never imports torch."""
+        stays in memory), the ledger's statements of a job's first task compiled (in a
+        ``Ledger.rehearsal``: nothing is written) and, where the policy lets the site train,
+        the installed model plugins listed (metadata only) and torch made ready
+        (``_torch_ready``). An edge whose policy allows no training never imports torch."""
         for name in self._store.names():
             with contextlib.suppress(StoreError):  # a damaged one is declined when asked for
                 self._store.load(name)
+        with self._ledger.rehearsal(), contextlib.suppress(PolicyViolation):
+            self._ledger.job(REHEARSAL)  # not there: the read of a job new here
+            self._ledger.record_task(REHEARSAL, "0" * 64, TaskRecord(REHEARSAL, "stats", 0, ""))
+            self._releases.rehearse(REHEARSAL)
+            self._ledger.answered(REHEARSAL, REHEARSAL, "result")
         if self._trains:
             declared()
             _torch_ready()
