@@ -116,6 +116,18 @@ def test_an_answer_that_waits_comes_back_with_the_sites_next_task(
     assert state.coordinator.next_task(state.sites["alpha"]) == ack.next_task  # its own task
 
 
+def test_a_rejected_answer_is_said_at_once_even_when_it_may_wait(
+    api: TestClient, state: State
+) -> None:
+    bad = {"n": 10, "sums": ["NaN", 1.0], "sumsq": [1.0, 1.0]}
+    with ThreadPoolExecutor(1) as pool:
+        posted = pool.submit(
+            post_to_first_task, api, state, "result", params={"wait": 60}, json=bad
+        )
+        status, detail = posted.result(timeout=10)  # not held for the next task
+    assert status == 422 and "sums" in str(detail)
+
+
 def recorded(state: State, task_id: str) -> str:
     with state.sessions() as session:
         task = session.get(Task, task_id)

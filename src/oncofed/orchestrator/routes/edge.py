@@ -181,8 +181,9 @@ async def _answered(
     """The acknowledgement of a recorded answer. With ``wait``, it is held as a long poll until
     the site's next task, which comes with it: a round then costs a site one request, not an
     answer and a poll. The answer is recorded before the wait: an acknowledgement lost meanwhile
-    is asked for again and comes back a duplicate."""
-    if wait > 0 and ack.next_task is None:
+    is asked for again and comes back a duplicate. A rejection is said at once (its site
+    reads it as an error, and would not see a task handed with it)."""
+    if wait > 0 and ack.next_task is None and ack.status != "rejected":
         task = await _awaited(request, site_id, coordinator, settings, wait)
         ack = ack if task is None else ack.model_copy(update={"next_task": task})
     return _ack(ack)
