@@ -11,11 +11,12 @@ one process (asyncio, one keep-alive HTTP/1.1 connection per site, as an edge ha
 minimal client, since httpx would cost this process more CPU than the orchestrator uses) and
 speak the edge protocol: they register their identity key and data profile as
 an edge does when it starts, long-poll ``/tasks/next``, download the global model of a
-training or evaluation task, and post each answer (taking the next task from its ack when
-one comes with it). They post without ``wait``, so each round costs a site an answer and a
-poll, as it did before edges had their acknowledgements held until the next task: the
-orchestrator's CPU per answer here counts a poll that ``oncofed edge run`` no longer makes,
-and an answer's latency is the orchestrator's, not a round's. The answers are computed
+training or evaluation task, and post each answer with ``wait``, as ``oncofed edge run``
+does: the orchestrator holds the acknowledgement until the site's next task, which comes
+with it, so a round costs a site one request (and a download when the model does not come
+with its task). An answer's latency is therefore a site's wait from its answer to its next
+task of the same job (the end of its round and the opening of the next); the last answers of
+a job, held until the next job, are not counted in it. The answers are computed
 once by the real TaskRunner on one small local dataset and reused, since the point is the
 orchestrator's cost; a training update is the global model each site downloaded plus small
 seeded noise, with the TaskRunner's header.
@@ -367,7 +368,8 @@ def create_and_enrol(fed: BareFederation, names: Sequence[str]) -> tuple[list[Me
 class Traffic:
     """What the simulated sites saw during one job."""
 
-    answers: list[float] = field(default_factory=list)  # seconds per posted answer
+    posted: int = 0  # answers posted
+    answers: list[float] = field(default_factory=list)  # seconds from an answer to its next task
     downloads: list[float] = field(default_factory=list)  # seconds per global model download
     polls: int = 0  # long polls made
     empty_polls: int = 0  # of those, ended with no task (204)
@@ -537,15 +539,18 @@ class Simulation:
                 "evaluate": self.answers.evaluate,
             }[kind]
         headers = {"Content-Type": kind_header, SHA256_HEADER: tensors.sha256(body)}
-        began = time.perf_counter()
-        response = await self._request("POST", path, member, body, headers)
-        self.traffic.answers.append(time.perf_counter() - began)
+        traffic, began = self.traffic, time.perf_counter()  # the job's, whenever the ack comes
+        traffic.posted += 1
+        response = await self._request("POST", f"{path}?wait={POLL_SECONDS}", member, body, headers)
         if response.status_code not in (200, 422):
-            self.traffic.errors += 1
+            traffic.errors += 1
             return None
         ack = json.loads(response.content)
-        self.traffic.rejected += ack["status"] == "rejected"
-        return ack.get("next_task")
+        traffic.rejected += ack["status"] == "rejected"
+        handed = ack.get("next_task")
+        if handed is not None and handed["job_id"] == task["job_id"]:
+            traffic.answers.append(time.perf_counter() - began)
+        return dict(handed) if handed is not None else None
 
     async def _model(self, member: Member, task: dict[str, Any]) -> Flat | None:
         """The global model as an edge takes it: handed with the task when small, else
@@ -619,7 +624,8 @@ class JobFigures:
     submit_s: float  # submit -> the orchestrator's answer to it
     rounds: list[dict[str, Any]]  # number, kind, wall_s (opened -> closed)
     accepted: int  # tasks accepted in the job's last round
-    answers: int
+    posted: int  # answers posted
+    answers: int  # of those, acknowledged with the site's next task of the job
     answer_p50_s: float
     answer_p99_s: float
     downloads: int
@@ -642,7 +648,7 @@ class JobFigures:
     def cpu_per_answer_s(self) -> float:
         """The orchestrator's CPU per site answer: its poll or hand-out, the global model's
         download, the answer's authentication, acceptance and share of the round's close."""
-        return self.orchestrator_cpu_s / self.answers if self.answers else math.nan
+        return self.orchestrator_cpu_s / self.posted if self.posted else math.nan
 
     @property
     def passed(self) -> bool:
@@ -696,7 +702,6 @@ async def run_job(
     ended = _unix(finished_at) or time.time()
     orchestrator_cpu = (proc_cpu_seconds(fed.pid) or 0.0) - cpu
     simulator_cpu = time.process_time() - own_cpu
-    await asyncio.sleep(SETTLE_S)  # the last acks come back after the job's end is stored
     traffic, samples = sim.traffic, sampler.samples
     return JobFigures(
         job=job,
@@ -707,6 +712,7 @@ async def run_job(
         submit_s=submitted - began,
         rounds=await asyncio.to_thread(round_walls, fed, job_id),
         accepted=(await asyncio.to_thread(last_round_accepted, fed, job_id)),
+        posted=traffic.posted,
         answers=len(traffic.answers),
         answer_p50_s=percentile(traffic.answers, 50),
         answer_p99_s=percentile(traffic.answers, 99),
@@ -848,7 +854,8 @@ def targets_table(run: Run) -> Table:
         ok = completed and wall < target if run.sites >= SITES else None
         table.add_row(f"{labels[job]}: submit -> done", f"< {target:.0f} s", measured, _verdict(ok))
         p50, p99 = median(runs, "answer_p50_s"), max(r.answer_p99_s for r in runs)
-        table.add_row(f"{labels[job]}: answer p50/p99", "reported", f"{_ms(p50)}/{_ms(p99)} ms", "")
+        latency = f"{_ms(p50)}/{_ms(p99)} ms"
+        table.add_row(f"{labels[job]}: answer->next p50/p99", "reported", latency, "")
         cpu = median(runs, "cpu_per_answer_s")
         table.add_row(
             f"{labels[job]}: orch. CPU/answer",
@@ -863,7 +870,7 @@ def targets_table(run: Run) -> Table:
 def jobs_table(run: Run) -> Table:
     table = _table(
         "per job (medians of the runs; seconds, model p99 in ms)",
-        "job", "s", "submit", "answers", "model p99", "polls", "empty", "handed", "orch. CPU",
+        "job", "s", "submit", "posted", "model p99", "polls", "empty", "handed", "orch. CPU",
         "sim. CPU",
     )  # fmt: skip
     for job, runs in by_job(run).items():
@@ -871,7 +878,7 @@ def jobs_table(run: Run) -> Table:
             job,
             _s(median(runs, "wall_s")),
             _s(median(runs, "submit_s")),
-            f"{median(runs, 'answers'):.0f}",
+            f"{median(runs, 'posted'):.0f}",
             _ms(max(r.download_p99_s for r in runs)),
             f"{median(runs, 'polls'):.0f}",
             f"{median(runs, 'empty_polls'):.0f}",
@@ -898,11 +905,12 @@ def setup_table(run: Run) -> Table:
 
 NOTES = (
     "s: from just before the job's POST to the finished_at the orchestrator stored; submit: "
-    "until the POST was answered. answer "
-    "p50/p99: a site's POST of its result or update until the ack came back, over every answer "
-    "of the job (a long poll's wait is not counted; polls and empty polls are). model p99: a "
-    "site's download of the global model. handed: tasks that came with an ack, saving a poll. "
-    "orch. CPU: the orchestrator's user+system seconds during the job; sim. CPU: this "
+    "until the POST was answered. answer->next p50/p99: a site's POST of its result or update "
+    "(with wait, as an edge posts) until its ack came back with the site's next task of the "
+    "job, over every such answer (a job's last answers, held until the next job, are not "
+    "counted). posted: the answers posted; orch. CPU/answer is orch. CPU over them. model "
+    "p99: a site's download of the global model. handed: tasks that came with an ack, saving "
+    "a poll. orch. CPU: the orchestrator's user+system seconds during the job; sim. CPU: this "
     "process's, which shares the machine's cores with the orchestrator. Peak RSS: the highest "
     "orchestrator RSS sampled every 50 ms during the jobs."
 )
