@@ -3,7 +3,10 @@ and what a secure round's answer says in the clear."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,9 @@ import pytest
 import statsmodels.api as sm
 
 from oncofed.analytics import site
-from oncofed.edge import EdgePolicy, LocalStore
+from oncofed.cdm.frame import JobRows, job_rows
+from oncofed.cdm.tables import CdmData
+from oncofed.edge import EdgePolicy, LocalStore, runner
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.runner import Contribution, TaskRunner
 from oncofed.learning.data import standardization
@@ -113,6 +118,43 @@ def test_stats_are_sums_over_training_rows_only(store: LocalStore, ledger: Ledge
     assert isinstance(outcome, StatsResult)
     assert outcome.n == 90  # 120 rows, 25% held out
     assert len(outcome.sums) == 2
+
+
+def test_the_sites_of_one_process_read_a_jobs_rows_in_turn(
+    store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arrow lets go of the GIL around each small operation: sites reading at once would take
+    turns on the interpreter at each one (``runner.rows_in_turn``)."""
+    reading, most, count = 0, 0, threading.Lock()
+
+    def watched(spec: JobSpec, data: CdmData) -> JobRows:
+        nonlocal reading, most
+        with count:
+            reading += 1
+            most = max(most, reading)
+        time.sleep(0.05)  # time enough for the other site to start reading
+        try:
+            return job_rows(spec, data)
+        finally:
+            with count:
+                reading -= 1
+
+    monkeypatch.setattr(runner, "job_rows", watched)
+    ledgers = [Ledger(tmp_path / f"edge-{name}") for name in ("alpha", "beta")]
+    sites = [
+        TaskRunner(store, EdgePolicy(), name, ledger, SITE_KEY)
+        for name, ledger in zip(("alpha", "beta"), ledgers, strict=True)
+    ]
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            outcomes = list(
+                pool.map(lambda site: site.run(assignment(make_spec()), never_fetch), sites)
+            )
+    finally:
+        for ledger in ledgers:
+            ledger.close()
+    assert all(isinstance(outcome, StatsResult) and outcome.n == 90 for outcome in outcomes)
+    assert most == 1
 
 
 def train_task(runner: TaskRunner) -> tuple[TaskAssignment, bytes]:
