@@ -550,7 +550,7 @@ class Simulation:
         handed = ack.get("next_task")
         if handed is not None and handed["job_id"] == task["job_id"]:
             traffic.answers.append(time.perf_counter() - began)
-        return dict(handed) if handed is not None else None
+        return handed
 
     async def _model(self, member: Member, task: dict[str, Any]) -> Flat | None:
         """The global model as an edge takes it: handed with the task when small, else
