@@ -8,7 +8,9 @@ cannot drift between the two sides.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -76,11 +78,18 @@ def architecture(model: ModelSpec, n_inputs: int) -> list[Dense]:
     """
     if model.type not in BUILTIN_MODELS:
         return _plugin_layers(model, n_inputs)
-    hidden = model.hidden if model.type in ("mlp", "cox_mlp") else []
-    output_bias = BUILTIN_MODELS[model.type] == "binary"
+    hidden = tuple(model.hidden) if model.type in ("mlp", "cox_mlp") else ()
+    return list(_builtin_layers(model.type, hidden, n_inputs))
+
+
+@functools.lru_cache(maxsize=256)
+def _builtin_layers(name: str, hidden: tuple[int, ...], n_inputs: int) -> tuple[Dense, ...]:
+    """A built-in type's layers, worked out once per architecture (the orchestrator asks for
+    them with every update it receives)."""
+    output_bias = BUILTIN_MODELS[name] == "binary"
     widths = [n_inputs, *hidden]
     layers = [Dense(a, b, True) for a, b in itertools.pairwise(widths)]
-    return [*layers, Dense(widths[-1], 1, output_bias)]
+    return (*layers, Dense(widths[-1], 1, output_bias))
 
 
 def _plugin_layers(model: ModelSpec, n_inputs: int) -> list[Dense]:
@@ -120,7 +129,7 @@ def parameter_shapes(model: ModelSpec, n_inputs: int) -> dict[str, tuple[int, ..
 
 
 def parameter_count(model: ModelSpec, n_inputs: int) -> int:
-    return sum(int(np.prod(s)) for s in parameter_shapes(model, n_inputs).values())
+    return sum(math.prod(shape) for shape in parameter_shapes(model, n_inputs).values())
 
 
 def initial_weights(model: ModelSpec, n_inputs: int, seed: int) -> Weights:
