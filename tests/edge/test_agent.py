@@ -179,6 +179,22 @@ def test_the_agent_registers_its_identity_key_and_pins_the_orchestrators(
     assert home.config().orchestrator_key == ORCHESTRATOR_KEY
 
 
+def test_an_agent_has_started_once_it_introduced_itself_before_its_first_poll(
+    home: EdgeHome,
+) -> None:
+    script, seen = Script(stats_task(), outages=0), []
+
+    def watched(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, agent.started.is_set()))
+        return script(request)
+
+    agent = Agent(home, transport=httpx.MockTransport(watched))
+    assert not agent.started.is_set()
+    agent.run(max_tasks=1)
+    assert ("/v1/identity", False) in seen
+    assert [started for path, started in seen if path == "/v1/tasks/next"] == [True]
+
+
 def test_the_egress_line_of_a_newton_round_names_the_hash_of_its_coefficients(
     home: EdgeHome,
 ) -> None:

@@ -22,15 +22,19 @@ log = logging.getLogger("oncofed.edge.test")
 class StandIn:
     """An agent that logs a line per loop, and fails its first run when told to."""
 
-    def __init__(self, home: EdgeHome, fail: bool = False) -> None:
+    def __init__(self, home: EdgeHome, fail: bool = False, start_after: float = 0.0) -> None:
         self.site = home.root.name
         self.orchestrator = "http://orchestrator.test"
         self.fail = fail
+        self.start_after = start_after
+        self.started = threading.Event()
         self.loops = 0
         self.closed = False
 
     def run(self, stop: threading.Event | None = None, max_tasks: int | None = None) -> int:
         assert stop is not None
+        if not stop.wait(self.start_after):
+            self.started.set()
         while not stop.is_set():
             self.loops += 1
             log.info("loop %d of %s", self.loops, "50%")
@@ -46,15 +50,22 @@ class StandIn:
 class Built:
     """``make_agent``: every agent built, by site; ``failing`` sites fail their first run."""
 
-    def __init__(self, failing: set[str] = frozenset(), broken: set[str] = frozenset()) -> None:
-        self.failing, self.broken = set(failing), set(broken)
+    def __init__(
+        self,
+        failing: set[str] = frozenset(),
+        broken: set[str] = frozenset(),
+        slow: set[str] = frozenset(),
+    ) -> None:
+        """``slow`` sites' agents start (``Agent.started``) after 0.7 s."""
+        self.failing, self.broken, self.slow = set(failing), set(broken), set(slow)
         self.agents: dict[str, list[StandIn]] = {}
 
     def __call__(self, home: EdgeHome) -> Agent:
         site = home.root.name
         if site in self.broken:
             raise EdgeError(f"{home.root / 'credential'} is missing")
-        agent = StandIn(home, fail=site in self.failing and not self.agents.get(site))
+        fail = site in self.failing and not self.agents.get(site)
+        agent = StandIn(home, fail=fail, start_after=0.7 if site in self.slow else 0.0)
         self.agents.setdefault(site, []).append(agent)
         return cast(Agent, agent)
 
@@ -86,6 +97,17 @@ def test_a_failing_agent_is_started_again_while_the_others_go_on(
     assert [r.getMessage() for r in failed] == [
         "site b: the agent stopped on an error; the other sites go on; starting it again in 0 s"
     ]
+
+
+def test_the_host_settles_once_when_every_agent_has_started(tmp_path: Path) -> None:
+    built, settled = Built(slow={"b"}), []
+    host = EdgeHost(
+        homes(tmp_path, "a", "b"),
+        make_agent=built,
+        settle=lambda: settled.append({a.site: a.started.is_set() for a in host.agents}),
+    )
+    serve(host, 1.5)  # the host looks every 0.5 s: b had not started at the first look
+    assert settled == [{"a": True, "b": True}]
 
 
 def test_log_lines_begin_with_their_site(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -41,14 +41,15 @@ SERVER = ("fastapi", "starlette", "uvicorn", "oncofed.orchestrator")
 """Modules of the server (and theirs) that an edge must never import."""
 MODULES_FILE = "ONCOFED_TEST_MODULES"
 DUMP = f"""
-import atexit, json, os, sys
+import atexit, gc, json, os, sys
 def _dump():
     with open(os.environ[{MODULES_FILE!r}], "w") as out:
-        json.dump(sorted(sys.modules), out)
+        json.dump({{"modules": sorted(sys.modules), "frozen": gc.get_freeze_count()}}, out)
 atexit.register(_dump)
 """
 CLI = DUMP + "from oncofed.cli.main import app\napp(prog_name='oncofed')\n"
-"""``oncofed ...`` that writes, as it exits, the names of the modules it imported."""
+"""``oncofed ...`` that writes, as it exits, the names of the modules it imported and how many
+objects its garbage collector had frozen."""
 HOST = (
     DUMP
     + """
@@ -130,7 +131,9 @@ class Edge:
 
     started: list[Edge] = []
 
-    def __init__(self, federation: Federation, script: str, args: list[str]) -> None:
+    def __init__(
+        self, federation: Federation, script: str, args: list[str], sites: int = len(SITES)
+    ) -> None:
         self.log = federation.logs / f"hosted-{time.monotonic_ns()}.log"
         self.modules_file = self.log.with_suffix(".modules.json")
         env = {**os.environ, MODULES_FILE: str(self.modules_file), "COLUMNS": "200"}
@@ -139,7 +142,9 @@ class Edge:
                 [sys.executable, "-c", script, *args], stdout=out, stderr=subprocess.STDOUT, env=env
             )
         Edge.started.append(self)
-        self.wait_for("polling", len(SITES))
+        self.wait_for("polling", sites)
+        self.frozen = 0
+        """Objects the garbage collector had frozen as the process ended (``stop``)."""
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -157,7 +162,9 @@ class Edge:
         self.process.send_signal(signal.SIGTERM)
         assert self.process.wait(15) == 0, self.text()
         assert time.monotonic() - began < 10  # a long poll of 5 s at most, then 2 s of grace
-        return set(json.loads(self.modules_file.read_text()))
+        dump = json.loads(self.modules_file.read_text())
+        self.frozen = dump["frozen"]
+        return set(dump["modules"])
 
 
 def serve_cli(federation: Federation, *extra: str) -> Edge:
@@ -269,6 +276,17 @@ def test_a_site_allowed_to_train_imports_torch_as_it_starts(
     assert job.status == "completed", job.error
     assert sorted(job.rounds[-1].sites) == sorted(SITES)
     assert "torch" in edge.stop()
+    assert edge.frozen > 0  # the collector was settled once the sites had started
+
+
+def test_a_single_site_edge_settles_its_collector_once_started(federation: Federation) -> None:
+    """What a site holds for as long as it runs (torch, its data, its statements) is frozen,
+    never scanned again by the garbage collector (``oncofed._memory.settle_collector``)."""
+    args = ["edge", "run", "--dir", str(federation.edge_dir("north")), "--poll-seconds", "5"]
+    edge = Edge(federation, CLI, args, sites=1)
+    edge.wait_for("ready: waiting for tasks", timeout=30)
+    assert "torch" in edge.stop()
+    assert edge.frozen > 0
 
 
 def test_the_edge_imports_no_server_module(federation: Federation, client: Client) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import signal
+import threading
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -28,6 +29,9 @@ from oncofed.cli._common import (
 )
 from oncofed.cli._common import _made_by as made_by
 from oncofed.cli._output import print_table
+
+if TYPE_CHECKING:
+    from oncofed.edge.agent import Agent
 
 app = typer.Typer(help="Run an edge node inside a hospital.", no_args_is_help=True)
 
@@ -284,6 +288,7 @@ def run(
         setup_logging(log_level.upper())
         signal.signal(signal.SIGTERM, _interrupt)
         agent = Agent(EdgeHome(home), poll_seconds=poll_seconds)
+        threading.Thread(target=_freeze_once_started, args=(agent,), daemon=True).start()
         console.print(
             Text.assemble("Edge ", as_text(agent.site, style="bold"),
                           f" polling {agent.orchestrator} (no listening port).")
@@ -296,17 +301,27 @@ def run(
             agent.close()
 
 
+def _freeze_once_started(agent: Agent) -> None:
+    """Once ``agent`` has started (``Agent.started``), what the process holds (torch, the
+    site's data, its statements) is never scanned again by the garbage collector."""
+    from oncofed._memory import frozen_at_start
+
+    agent.started.wait()
+    frozen_at_start()
+
+
 def _run_sites(homes: list[Path], poll_seconds: float, log_level: str) -> None:
     """``edge run`` with several directories: every site's agent in a thread of this process
     (``oncofed.edge.host``) until SIGTERM or Ctrl-C stops them all."""
-    import threading
-
+    from oncofed._memory import frozen_at_start
     from oncofed.edge import EdgeHome
     from oncofed.edge.host import EdgeHost, locked
 
     with locked(homes):  # released when the process ends
         setup_logging(log_level.upper())
-        host = EdgeHost([EdgeHome(home) for home in homes], poll_seconds=poll_seconds)
+        host = EdgeHost(
+            [EdgeHome(home) for home in homes], poll_seconds=poll_seconds, settle=frozen_at_start
+        )
         for agent in host.open():
             console.print(
                 Text.assemble("Edge ", as_text(agent.site, style="bold"),

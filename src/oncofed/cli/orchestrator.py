@@ -132,11 +132,11 @@ def serve(
     the newest schema first."""
     import uvicorn
 
+    from oncofed._memory import bound_allocator, settle_collector
     from oncofed.orchestrator import tls
     from oncofed.orchestrator.app import create_app
     from oncofed.orchestrator.db import migrate
     from oncofed.orchestrator.errors import BadRequest
-    from oncofed.orchestrator.memory import bound_allocator, settle_collector
     from oncofed.orchestrator.settings import Settings
 
     plain = plain_http or insecure

@@ -96,6 +96,10 @@ class Agent:
         self._transport = transport
         self._renew_at = self._renewal_time()
         self._http = self._client()
+        self.started = threading.Event()
+        """Set once ``run`` has warmed up and introduced the site: what the agent holds for
+        as long as it runs exists by then (``oncofed edge run`` freezes it then:
+        ``oncofed._memory.frozen_at_start``)."""
 
     def _client(self) -> httpx.Client:
         """A client for the orchestrator (``EdgeHome.orchestrator_client``: the pinned CA
@@ -148,6 +152,8 @@ class Agent:
         with contextlib.suppress(PolicyFileError):  # said when the first task comes
             self._in_force()[0].warm_up()  # before the orchestrator first sees the site
         self._introduce(stop)
+        self.started.set()
+        log.info("ready: waiting for tasks from %s", self.orchestrator)
         while not stop.is_set() and (max_tasks is None or done < max_tasks):
             # before every task, handed or polled: most come with the previous one's ack
             self._renew_certificate(stop)

@@ -81,7 +81,9 @@ class EdgeHost:
     """``EdgeHost(homes).run(stop)``: every site's agent in its thread until ``stop`` is set.
 
     ``make_agent`` builds a site's agent (default: ``Agent(home, poll_seconds=...)``); it is
-    called again to restart one that stopped on an error."""
+    called again to restart one that stopped on an error. ``settle`` is called once, when every
+    agent has started (``Agent.started``): ``oncofed edge run`` freezes then what the process
+    holds (``oncofed._memory.frozen_at_start``)."""
 
     def __init__(
         self,
@@ -91,6 +93,7 @@ class EdgeHost:
         make_agent: Callable[[EdgeHome], Agent] | None = None,
         restart: tuple[float, float] = RESTART,
         grace: float = GRACE,
+        settle: Callable[[], None] | None = None,
     ) -> None:
         distinct([home.root for home in homes])
         self._homes = list(homes)
@@ -98,6 +101,7 @@ class EdgeHost:
         self._make_agent = make_agent or self._default_agent
         self._restart = restart
         self._grace = grace
+        self._settle = settle
         self._sites: list[_Site] = []
 
     def _default_agent(self, home: EdgeHome) -> Agent:
@@ -150,8 +154,11 @@ class EdgeHost:
                     target=self._serve, args=(site, stop), name=site.name, daemon=True
                 )
                 site.thread.start()
+            settle = self._settle
             while not stop.wait(0.5):
-                pass
+                if settle is not None and all(site.agent.started.is_set() for site in self._sites):
+                    settle()  # once
+                    settle = None
             deadline = time.monotonic() + self._grace
             for site in self._sites:
                 assert site.thread is not None

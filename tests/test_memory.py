@@ -1,5 +1,6 @@
-"""The garbage collector settled for a long-running server: what exists at start is frozen
-(never scanned again), and the youngest generation is collected less often."""
+"""The garbage collector settled for a long-running process: what exists at start is frozen
+(never scanned again) and, at the orchestrator, the youngest generation is collected less
+often."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from oncofed.orchestrator.memory import YOUNG_COLLECTION, settle_collector
+from oncofed._memory import YOUNG_COLLECTION, frozen_at_start, settle_collector
 
 
 @pytest.fixture
@@ -49,3 +50,12 @@ def test_settling_raises_the_young_threshold_and_keeps_the_others(
     settle_collector(young=1234)
     assert gc.get_threshold() == (1234, middle, old)
     assert YOUNG_COLLECTION > 700  # Python's default, which it is meant to raise
+
+
+def test_an_edge_freezes_what_exists_and_keeps_the_thresholds(
+    collector: tuple[int, int, int],
+) -> None:
+    resident: list[object] = [object()]
+    frozen_at_start()
+    assert not tracked(resident)
+    assert gc.get_threshold() == collector
