@@ -155,10 +155,15 @@ class EdgeHost:
                 )
                 site.thread.start()
             settle = self._settle
-            while not stop.wait(0.5):
-                if settle is not None and all(site.agent.started.is_set() for site in self._sites):
-                    settle()  # once
+            while not stop.is_set():
+                starting = [s.agent for s in self._sites if not s.agent.started.is_set()]
+                if settle is not None and not starting:
+                    settle()  # once, as the last agent starts
                     settle = None
+                elif settle is not None:
+                    starting[0].started.wait(0.5)
+                else:
+                    stop.wait(0.5)
             deadline = time.monotonic() + self._grace
             for site in self._sites:
                 assert site.thread is not None
