@@ -94,10 +94,12 @@ class Orchestrator:
         return task(kind, number, extra.pop("spec", self.spec), **extra)
 
     def run(self, kind: str, number: int, **changes: Any) -> Outcome:
-        """The site's answer; an update becomes the next global model (the strategy applied
+        """The site's answer, audited as the agent audits each before it leaves (which writes
+        the ledger's notes); an update becomes the next global model (the strategy applied
         to this site's update alone)."""
         blob = tensors.encode(self.model)
         outcome = self.runner.run(self.task(kind, number, **changes), lambda sha: blob)
+        self.runner._ledger.audit(SITE_KEY, "egress", actor="edge", site="alpha")
         if isinstance(outcome, bytes):
             strategy = build_strategy(self.spec.strategy)
             update = tensors.decode(outcome)

@@ -95,6 +95,41 @@ def test_an_audit_entry_syncs_what_was_recorded_before_it(ledger: Ledger) -> Non
         assert db.execute("SELECT action FROM audit_entry").fetchall() == [("egress",)]
 
 
+def test_notes_are_written_with_the_next_audit_entry_and_a_crash_before_loses_only_them(
+    root: Path,
+) -> None:
+    """When a task was answered and the last global model seen are notes: the ledger's record
+    has them at once, the database with the next audit entry (before anything leaves). A
+    crash before loses only them: the file the ledger names is still there."""
+    key = Ed25519PrivateKey.generate()
+    ledger = Ledger(root)
+    ledger.record_task("j1", SPEC, task("t1", 1))
+    ledger.save_model("j1", 1, sha(b"first"), b"first")
+    ledger.answered("j1", "t1", "update")
+    ledger.audit(key, "egress", actor="edge", site="s", detail={})
+    ledger.record_task("j1", SPEC, task("t2", 2))
+    ledger.save_model("j1", 2, sha(b"second"), b"second")
+    ledger.answered("j1", "t2", "update")
+    for _ in range(2):  # kept in memory, then read again (as when other jobs pushed it out)
+        job = ledger.job("j1")
+        assert job is not None and job.model_round == 2
+        assert [t.outcome for t in job.tasks] == ["update", "update"]
+        ledger._jobs.clear()
+    with sqlite3.connect(root / LEDGER) as db:
+        assert db.execute("SELECT id, outcome FROM task ORDER BY round").fetchall() == [
+            ("t1", "update"),
+            ("t2", None),
+        ]
+        assert db.execute("SELECT model_round FROM job").fetchall() == [(1,)]
+    ledger._engine.dispose()  # the process dies here
+    ledger._durable_engine.dispose()
+    with Ledger(root) as again:
+        last = again.last_model("j1")
+        assert last is not None and last[0] == 1 and last[1].read_bytes() == b"first"
+        job = again.job("j1")
+        assert job is not None and [t.outcome for t in job.tasks] == ["update", None]
+
+
 def test_a_model_file_not_whole_is_no_last_model(ledger: Ledger, root: Path) -> None:
     """A power cut may leave the model file short or empty (it is not synced): read back, its
     bytes must be its SHA-256, or the job has no last model (the checks then bound the step
@@ -141,7 +176,10 @@ def test_only_the_named_model_file_is_kept_and_evaluation_removes_it(
     ledger.record_task("j1", SPEC, task("t1", 1))
     ledger.save_model("j1", 1, sha(b"first"), b"first")
     ledger.save_model("j1", 2, sha(b"second"), b"second")
-    assert [p.name for p in (root / "jobs" / "j1").iterdir()] == [sha(b"second") + ".safetensors"]
+    folder = root / "jobs" / "j1"
+    assert len(list(folder.iterdir())) == 2  # until the ledger names the second
+    ledger.audit(Ed25519PrivateKey.generate(), "egress", actor="edge", site="s", detail={})
+    assert [p.name for p in folder.iterdir()] == [sha(b"second") + ".safetensors"]
     last = ledger.last_model("j1")
     assert last is not None and last[0] == 2 and last[1].read_bytes() == b"second"
     ledger.drop_model("j1")

@@ -5,7 +5,9 @@ Everything it records before anything leaves the site survives a power cut: a ta
 are committed without a sync of their own (``synchronous=NORMAL``), and the audit entry that
 precedes every message sent (``audit``, ``synchronous=FULL``) syncs the write-ahead log, which
 holds them all, before the message goes. One fsync per task, not one per write; what a power
-cut could take is only what never left.
+cut could take is only what never left. The notes that only follow what a task did (when it was
+answered, the last global model seen) are not even committed on their own: they are written in
+the next audit entry's transaction (``_later``), a transaction less for each.
 
 It holds, per job: the tasks run (id, kind, round, SHA-256 of the task's content, when received
 and answered), the pinned spec hash, the pooled totals and standardisation first accepted, the
@@ -35,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import (
     Connection,
     CursorResult,
+    Executable,
     ForeignKey,
     Integer,
     String,
@@ -179,6 +182,7 @@ class Ledger:
         self._jobs: OrderedDict[str, JobRecord] = OrderedDict()
         self._jobs_lock = threading.Lock()
         self._rehearsing: Connection | None = None  # the transaction of ``rehearsal``
+        self._pending: list[_Later] = []  # written with the next audit entry (``_later``)
         self.trust(trusted_peers)
 
     def trust(self, trusted_peers: Mapping[str, str] | None) -> None:
@@ -187,10 +191,13 @@ class Ledger:
         self._trusted = dict(trusted_peers) if trusted_peers is not None else None
 
     def close(self) -> None:
-        """Sync what was written since the last audit entry (a checkpoint syncs the log and
-        the database), then close."""
-        with contextlib.suppress(OperationalError), self._durable_engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        """Write the notes still pending (``_later``), sync what was written since the last
+        audit entry (a checkpoint syncs the log and the database), then close."""
+        with contextlib.suppress(OperationalError):
+            with self._noting():
+                pass
+            with self._durable_engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
         self._engine.dispose()
         self._durable_engine.dispose()
 
@@ -205,9 +212,49 @@ class Ledger:
     def audit(self, key: Ed25519PrivateKey, action: str, **fields: Any) -> None:
         """Record an event in this site's audit log (``AUDIT.record``'s ``fields``), chained
         and signed with the site's identity ``key`` in the same transaction; its commit is
-        synced, and with it every ledger write before it (see the module docstring)."""
-        with self._durable_engine.begin() as connection:
+        synced, and with it every ledger write before it (see the module docstring) and the
+        notes pending (``_later``)."""
+        with self._noting() as connection:
             AUDIT.append(connection, key, action, every=1, **fields)
+
+    def _later(
+        self,
+        job_id: str,
+        change: Callable[[JobRecord], JobRecord],
+        statement: Executable,
+        params: dict[str, Any],
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """A note on ``job_id`` (``statement``), written in the next audit entry's transaction
+        (or at ``close``): one follows each task before its answer leaves. The job's record
+        has it at once (``change``); ``then`` runs once it is committed. A crash before loses
+        only the note, as it would have lost it before a commit of its own. In a
+        ``rehearsal``, written at its end in a synced transaction rolled back."""
+        with self._jobs_lock:
+            self._pending.append(_Later(job_id, change, statement, params, then))
+            if (kept := self._jobs.get(job_id)) is not None:
+                self._jobs[job_id] = change(kept)
+
+    @contextmanager
+    def _noting(self) -> Iterator[Connection]:
+        """A synced transaction (``synchronous=FULL``) that writes the pending notes first and,
+        once committed, runs their ``then`` (of a job's, the last one's: it follows all the
+        others); should it fail, their jobs are read again when next asked."""
+        with self._jobs_lock:
+            pending, self._pending = self._pending, []
+        try:
+            with self._durable_engine.begin() as connection:
+                for note in pending:
+                    connection.execute(note.statement, note.params)
+                yield connection
+        except BaseException:
+            with self._jobs_lock:
+                for note in pending:
+                    self._jobs.pop(note.job_id, None)
+            raise
+        last = {note.job_id: note.then for note in pending if note.then is not None}
+        for then in last.values():
+            then()
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -227,22 +274,29 @@ class Ledger:
 
     @contextmanager
     def rehearsal(self) -> Iterator[None]:
-        """Every write of the block (``begin``) in one transaction, rolled back at its end:
-        nothing is written, and the jobs the block recorded are forgotten in memory. Run
-        before the site polls (``TaskRunner.warm_up``), it compiles the statements of a job's
-        first task: SQLAlchemy keeps compiled statements per engine, each site's ledger has
-        its own, and a site's first task compiling them took a quarter of its CPU, in the
-        round. Only while nothing else uses the ledger."""
-        with self._engine.connect() as connection:
-            transaction = connection.begin()
-            self._rehearsing = connection
-            try:
-                yield
-            finally:
-                self._rehearsing = None
+        """Every write of the block (``begin``) in one transaction, rolled back at its end,
+        then its notes (``_later``) in another: nothing is written, and the jobs the block
+        recorded are forgotten in memory. Run before the site polls (``TaskRunner.warm_up``),
+        it compiles the statements of a job's first task: SQLAlchemy keeps compiled statements
+        per engine, each site's ledger has its own, and a site's first task compiling them
+        took a quarter of its CPU, in the round. Only while nothing else uses the ledger."""
+        try:
+            with self._engine.connect() as connection:
+                transaction = connection.begin()
+                self._rehearsing = connection
+                try:
+                    yield
+                finally:
+                    self._rehearsing = None
+                    transaction.rollback()
+        finally:
+            with self._jobs_lock:
+                notes, self._pending = self._pending, []
+                self._jobs.clear()
+            with self._durable_engine.connect() as connection, connection.begin() as transaction:
+                for note in notes:  # their statements compiled where they will run
+                    connection.execute(note.statement, note.params)
                 transaction.rollback()
-                with self._jobs_lock:
-                    self._jobs.clear()
 
     # -- jobs and tasks ------------------------------------------------------------------
 
@@ -266,6 +320,10 @@ class Ledger:
             params_round=row.params_round,
             params=_parsed(AnalysisParams, row.params_json),
         )
+        with self._jobs_lock:  # notes not written yet (``_later``)
+            for note in self._pending:
+                if note.job_id == job_id:
+                    record = note.change(record)
         self._keep(job_id, record)
         return record
 
@@ -325,9 +383,8 @@ class Ledger:
             )
             return replace(record, tasks=tuple(tasks))
 
-        with self._writing(job_id, noted) as connection:
-            answer = {"b_task": task_id, "b_at": utcnow(), "b_outcome": outcome}
-            connection.execute(_ANSWERED, answer)
+        answer = {"b_task": task_id, "b_at": utcnow(), "b_outcome": outcome}
+        self._later(job_id, noted, _ANSWERED, answer)
 
     def pin_scaling(self, job_id: str, pooled: StatsResult, scaling: Standardization) -> None:
         """Keep the pooled totals and standardisation a job's tasks must all carry."""
@@ -367,10 +424,13 @@ class Ledger:
     def save_model(self, job_id: str, round_number: int, sha: str, data: bytes) -> None:
         """Keep ``data`` (a global model, whose SHA-256 is ``sha``) as the job's last model.
 
-        The file is written before the ledger names it, and older files of the job are removed
-        only after, so a crash of the process leaves the named file in place. It is not synced:
-        ``last_model`` reads it back only when whole."""
+        The file is written before the ledger names it (a note, ``_later``), and older files of
+        the job are removed only once the note is committed, so a crash of the process leaves
+        the named file in place. It is not synced: ``last_model`` reads it back only when
+        whole."""
         folder = self._models / _safe(job_id)
+        if self.job(job_id) is None:
+            raise PolicyViolation(f"job {job_id} has no task recorded here")
         if not folder.is_dir():  # made by the job's first model (private_dir checks each parent)
             private_dir(folder)
         target = folder / f"{sha}.safetensors"
@@ -379,13 +439,16 @@ class Ledger:
             with private_open(partial, "wb") as handle:
                 handle.write(data)
             partial.replace(target)
+
+        def others_removed() -> None:  # (all of them, once the job's evaluation is answered)
+            with contextlib.suppress(FileNotFoundError):
+                for path in folder.iterdir():
+                    if path != target:
+                        path.unlink(missing_ok=True)
+
         saved = functools.partial(replace, model_round=round_number, model_sha256=sha)
-        with self._writing(job_id, saved) as connection:
-            named = {"b_job": job_id, "b_round": round_number, "b_sha": sha}
-            _changed(connection.execute(_MODEL, named), job_id)
-        for path in folder.iterdir():
-            if path != target:
-                path.unlink()
+        named = {"b_job": job_id, "b_round": round_number, "b_sha": sha}
+        self._later(job_id, saved, _MODEL, named, others_removed)
 
     def drop_model(self, job_id: str) -> None:
         """Remove the job's model files (its evaluation is answered: no model comes after)."""
@@ -450,6 +513,17 @@ class Ledger:
         with self._sessions() as session:
             rows = session.scalars(select(PeerKey).order_by(PeerKey.site))
             return [(row.site, row.fingerprint, row.first_seen_at) for row in rows]
+
+
+@dataclass(frozen=True)
+class _Later:
+    """A note written with the next audit entry (``Ledger._later``)."""
+
+    job_id: str
+    change: Callable[[JobRecord], JobRecord]
+    statement: Executable
+    params: dict[str, Any]
+    then: Callable[[], None] | None
 
 
 def _set(connection: Connection, job_id: str, **values: Any) -> None:
