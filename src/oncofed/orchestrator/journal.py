@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session, object_session
 
 from oncofed.audit import actor, clip, sha256_of
@@ -23,6 +23,13 @@ ORCHESTRATOR = "orchestrator"
 """The actor of what the orchestrator does by itself (closing rounds, ending jobs)."""
 _ENDED = "oncofed.audit.ended"  # Session.info key: ids of the jobs that ended in it
 _BY = "oncofed.audit.ended_by"  # Session.info key: job id -> who ended it, when not us
+_ANSWERS = (
+    select(Task.round_id, Site.name, Task.status)
+    .join(Site, Task.site_id == Site.id)
+    .where(Task.round_id.in_(bindparam("ids", expanding=True)))
+    .order_by(Site.name)
+)
+"""Each site's status in the rounds ``ids`` (built once: every closing reads it)."""
 
 
 @event.listens_for(Job.status, "set")
@@ -63,12 +70,7 @@ def closed(session: Session, round_ids: Iterable[int]) -> None:
         return
     session.flush()  # the tasks' final statuses
     names: dict[int, list[tuple[str, str]]] = {}
-    rows = session.execute(
-        select(Task.round_id, Site.name, Task.status)
-        .join(Site, Task.site_id == Site.id)
-        .where(Task.round_id.in_(ids))
-        .order_by(Site.name)
-    )
+    rows = session.execute(_ANSWERS, {"ids": ids})
     for round_id, site, status in rows:
         names.setdefault(round_id, []).append((site, status))
     for round_id in ids:

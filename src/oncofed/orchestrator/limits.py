@@ -10,7 +10,7 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from oncofed.learning.metrics import SiteScores, own_pair_bounds
@@ -43,16 +43,19 @@ def read_patient_limits(
 ) -> dict[int, int]:
     """``patient_limit`` of each of ``site_ids``, read in one query and kept for the rest of
     the session's transaction (a batch of answers reads them all at once)."""
-    rows = session.execute(
-        select(DatasetProfile.site_id, DatasetProfile.profile_json).where(
-            DatasetProfile.site_id.in_(site_ids), DatasetProfile.dataset == dataset
-        )
-    )
+    rows = session.execute(_PROFILES, {"sites": list(site_ids), "dataset": dataset})
     published = {site_id: profile for site_id, profile in rows}
     limits = {site_id: _declared(published.get(site_id, "")) for site_id in site_ids}
     known = session.info.setdefault(_READ_LIMITS, {})
     known.update({(site_id, dataset): limit for site_id, limit in limits.items()})
     return limits
+
+
+_PROFILES = select(DatasetProfile.site_id, DatasetProfile.profile_json).where(
+    DatasetProfile.site_id.in_(bindparam("sites", expanding=True)),
+    DatasetProfile.dataset == bindparam("dataset"),
+)
+"""The published profiles of ``sites`` for ``dataset`` (built once: every batch reads them)."""
 
 
 @functools.lru_cache(maxsize=1024)

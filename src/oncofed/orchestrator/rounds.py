@@ -150,6 +150,23 @@ _DELIVERABLE = (
 )
 """The tasks waiting for the ``sites``, oldest round first (built once: it is the hot path)."""
 
+# The other statements of answering and handing out, built once too: building one (its
+# columns compared, its lists coerced) took 6% of the orchestrator's CPU at 4 sites.
+_BATCH = select(Task).options(*_TASK_IN_ROUND).where(Task.id.in_(bindparam("ids", expanding=True)))
+_HAND_OUT = (
+    update(Task)
+    .where(Task.id.in_(bindparam("ids", expanding=True)), Task.status.in_(OPEN_TASK))
+    .values(status="delivered", delivered_at=bindparam("now"))
+    .returning(Task.id)
+    .execution_options(synchronize_session=False)
+)
+_STILL_OPEN = select(func.count()).where(
+    Task.round_id == bindparam("round_id"), Task.status.in_(OPEN_TASK)
+)
+_ROUND_SITES = (
+    select(Site).join(Task, Task.site_id == Site.id).where(Task.round_id == bindparam("round_id"))
+)
+
 
 class Coordinator:
     """Owns every change of job, round and task state."""
@@ -260,7 +277,7 @@ class Coordinator:
         def each(session: Session, effects: Effects) -> None:
             ids = [item.request.task_id for item in batch]  # read together; found by each work
             # held while the batch runs: the session keeps what no one refers to only weakly
-            tasks = session.scalars(select(Task).options(*_TASK_IN_ROUND).where(Task.id.in_(ids)))
+            tasks = session.scalars(_BATCH, {"ids": ids})
             held = tasks.all()
             if held:  # and what their counts are checked against
                 sites, job = {task.site_id for task in held}, held[0].round.job
@@ -427,15 +444,7 @@ class Coordinator:
                 oldest.setdefault(task.site_id, (task, rnd, job, site))
             opening = [row[0].id for row in oldest.values() if row[0].status in OPEN_TASK]
             delivered = set(
-                session.scalars(
-                    update(Task)
-                    .where(Task.id.in_(opening), Task.status.in_(OPEN_TASK))
-                    .values(status="delivered", delivered_at=now)
-                    .returning(Task.id)
-                    .execution_options(synchronize_session=False)
-                )
-                if opening
-                else ()
+                session.scalars(_HAND_OUT, {"ids": opening, "now": now}) if opening else ()
             )
             tasks: dict[int, TaskAssignment | Exception] = {}
             for site_id, (task, rnd, job, site) in oldest.items():
@@ -976,16 +985,14 @@ class Coordinator:
         """Close ``rnd`` and move its job on once no task of it is open."""
         if rnd.status != "open":
             return
-        still_open = session.scalar(  # autoflush makes the answers' own statuses count
-            select(func.count()).where(Task.round_id == rnd.id, Task.status.in_(OPEN_TASK))
-        )
+        # autoflush makes the answers' own statuses count
+        still_open = session.scalar(_STILL_OPEN, {"round_id": rnd.id})
         if still_open:
             return
         job, progress = rnd.job, self._progress
         spec = self._spec(job)
-        _sites = session.scalars(  # the round's sites in one query, held: ``t.site`` finds them
-            select(Site).join(Task, Task.site_id == Site.id).where(Task.round_id == rnd.id)
-        ).all()
+        # the round's sites in one query, held: ``t.site`` finds them
+        _sites = session.scalars(_ROUND_SITES, {"round_id": rnd.id}).all()
         accepted = [t for t in rnd.tasks if t.status == "accepted"]
         rnd.status, rnd.closed_at = "closed", utcnow()
         effects.drop_sums.add(rnd.id)
