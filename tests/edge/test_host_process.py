@@ -281,7 +281,7 @@ def test_a_site_allowed_to_train_imports_torch_as_it_starts(
 
 def test_a_single_site_edge_settles_its_collector_once_started(federation: Federation) -> None:
     """What a site holds for as long as it runs (torch, its data, its statements) is frozen,
-    never scanned again by the garbage collector (``oncofed._memory.settle_collector``)."""
+    never scanned again by the garbage collector (``oncofed._memory.frozen_at_start``)."""
     args = ["edge", "run", "--dir", str(federation.edge_dir("north")), "--poll-seconds", "5"]
     edge = Edge(federation, CLI, args, sites=1)
     edge.wait_for("ready: waiting for tasks", timeout=30)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import re
 import shutil
 import threading
@@ -66,6 +67,7 @@ from oncofed.privacy.secagg.identity import fingerprint
 from oncofed.wire.analysis import AnalysisParams
 from oncofed.wire.messages import Standardization, StatsResult
 
+log = logging.getLogger("oncofed.edge")
 LEDGER = "ledger.db"
 MODELS = "jobs"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -441,10 +443,14 @@ class Ledger:
             partial.replace(target)
 
         def others_removed() -> None:  # (all of them, once the job's evaluation is answered)
-            with contextlib.suppress(FileNotFoundError):
+            try:  # after the audit entry committed: a file left is removed with the next one
                 for path in folder.iterdir():
                     if path != target:
                         path.unlink(missing_ok=True)
+            except FileNotFoundError:  # the folder: the job's evaluation was answered
+                return
+            except OSError as exc:
+                log.warning("job %s: an older model file was not removed: %s", job_id, exc)
 
         saved = functools.partial(replace, model_round=round_number, model_sha256=sha)
         named = {"b_job": job_id, "b_round": round_number, "b_sha": sha}
