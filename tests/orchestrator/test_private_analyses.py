@@ -5,6 +5,8 @@ each site charges the job to its budget, and a site whose budget cannot pay decl
 from __future__ import annotations
 
 import math
+import zlib
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -99,8 +101,18 @@ def test_a_site_whose_budget_cannot_pay_declines_with_what_remains(
 
 
 def test_a_private_logistic_model_is_near_the_exact_one(
-    state: State, four: dict[str, Site]
+    state: State, four: dict[str, Site], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Within four standard errors, for one fixed draw of the noise: its intervals leave out
+    the noisy Hessian's part (``docs/privacy.md``), so over every draw the tail is wider than
+    a normal one's; ``bench/private_analyses.py`` measures that distribution."""
+    drawn = Counter[str]()
+
+    def fixed(budget: Budget, task_id: str, content_sha256: str) -> int:
+        drawn[budget.site] += 1
+        return zlib.crc32(f"{budget.site}:{drawn[budget.site]}".encode())
+
+    monkeypatch.setattr(Budget, "noise_seed", fixed)
     body = {
         "type": "logistic",
         "outcome": {"type": "binary", "time": "rfs_days", "event": "rfs_event",

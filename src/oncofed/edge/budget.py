@@ -91,7 +91,7 @@ class Budget:
     """Charges tasks to the site's privacy budget (``policy.privacy_budget``)."""
 
     def __init__(self, ledger: Ledger, key: Ed25519PrivateKey, site: str) -> None:
-        self._ledger, self._key, self._site = ledger, key, site
+        self._ledger, self._key, self.site = ledger, key, site
 
     def spent(self, limits: PrivacyBudget) -> Spent:
         """What was spent so far, by project and job, at ``limits.delta``."""
@@ -143,7 +143,7 @@ class Budget:
                 "privacy.spent",
                 actor="edge",
                 project=charge.project,
-                site=self._site,
+                site=self.site,
                 detail=detail,
                 every=1,
             )
