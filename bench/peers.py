@@ -32,7 +32,8 @@ and its closing evaluation round are reported apart; its per-round time is over 
 rounds only (one round opening to the next one's); so are the CPU seconds its orchestrator
 spent per site answer and its edges per task, over the whole job. The sites' policies are
 relaxed for the public data set (no small-cell rules, minimum cohort 1, no clipping: plain
-FedAvg, as the peers run it).
+FedAvg, as the peers run it), and oncofed's job scores only its final model on the held-out
+rows (``evaluation.every: null``), as the peers score none in their training rounds.
 
 ``python bench/peers.py [--sites 4,50,200] [--models logistic,mlp] [--reps 2]
 [--systems floor,flower,oncofed] [--rounds 20]``; ``--markdown`` prints the summary of the
@@ -415,7 +416,7 @@ def oncofed_spec(model: str, sites: int, rounds: int) -> dict[str, Any]:
         # no clipping (the largest clip norm a spec takes): plain FedAvg, as the peers run it
         "local": {"epochs": EPOCHS, "batch_size": BATCH, "lr": LR, "optimizer": "sgd",
                   "clip_norm": 1e6},
-        "evaluation": {"holdout": HOLDOUT},
+        "evaluation": {"holdout": HOLDOUT, "every": None},  # as the peers: the final model only
         "seed": JOB_SEED,
         "min_sites": sites,
         "round_timeout_s": 600,

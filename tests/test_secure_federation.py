@@ -497,7 +497,7 @@ def site_needles(run: Runs, site: str) -> Needles:
             for name, values in own.numbers.items():
                 add(needles, f"{label} {name}", values)
             if own.values is not None:
-                layout = round_layout(spec, run.jobs[job].rounds[number].kind, len(SITES))
+                layout = round_layout(spec, run.jobs[job].rounds[number].kind, number, len(SITES))
                 for name, segment in layout.items():
                     if segment.fraction_bits:
                         limbs = encode(name, segment, own.values[name], len(SITES))
@@ -696,7 +696,7 @@ def test_each_masked_input_is_masked(runs: dict[str, Runs]) -> None:
         spec, number = run.jobs[job].spec, header.context.round
         values = run.own[job][header.site][number].values
         assert values is not None
-        layout = round_layout(spec, run.jobs[job].rounds[number].kind, len(SITES))
+        layout = round_layout(spec, run.jobs[job].rounds[number].kind, number, len(SITES))
         same = total = 0
         with MaskedFile(data, layout) as masked:
             for segment, start, limbs in masked.pieces():

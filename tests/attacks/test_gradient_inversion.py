@@ -249,7 +249,7 @@ def test_the_secure_sum_of_three_one_patient_updates_gives_no_one(
     n = len(SITES)
     zero = task(spec, 0)
     assert zero.secure is not None
-    stats_layout = round_layout(spec, "stats", n)
+    stats_layout = round_layout(spec, "stats", 0, n)
     stats, _ = secure_round(
         zero.secure.context,
         stats_layout,
@@ -262,7 +262,7 @@ def test_the_secure_sum_of_three_one_patient_updates_gives_no_one(
     assert one.secure is not None and one.standardization is not None
     scaling = one.standardization
     own = contributions(sites, one, blobs)
-    layout = round_layout(spec, "train", n)
+    layout = round_layout(spec, "train", 1, n)
     sums, posted = secure_round(one.secure.context, layout, own, sites, spec.privacy.threshold)
 
     # The sum is right: every site's weighted update (its rows times its clipped step), to the

@@ -28,6 +28,6 @@ def test_an_analysis_layout_brings_scipy_when_asked_for() -> None:
         "from oncofed.wire.analysis import AnalysisSpec\n"
         "spec = AnalysisSpec.model_validate({'name': 'km', 'dataset': 'd', 'analysis': "
         "{'type': 'kaplan_meier', 'outcome': {'time': 'os_days', 'event': 'os_event'}}})\n"
-        "round_layout(spec, 'analysis', 4)"
+        "round_layout(spec, 'analysis', 0, 4)"
     )
     assert "scipy" in loaded

@@ -55,14 +55,20 @@ def held_out(n_train: int) -> int:
 
 
 def encoded_update(
-    task: TaskAssignment, weights: tensors.Weights, n: int, n_train: int | None = None
+    task: TaskAssignment,
+    weights: tensors.Weights,
+    n: int,
+    n_train: int | None = None,
+    *,
+    scored: bool = True,
 ) -> bytes:
-    """A site's update for ``task``: ``weights``, trained on ``n_train`` (or ``n``) rows."""
+    """A site's update for ``task``: ``weights``, trained on ``n_train`` (or ``n``) rows, with
+    the held-out figures of a ``scored`` round."""
     meta = TrainResult(
         task_id=task.task_id,
         n_train=n_train or n,
         train_loss=0.5,
-        evaluation=Evaluation(n_eval=held_out(n), metrics={"auc": 0.6}),
+        evaluation=Evaluation(n_eval=held_out(n), metrics={"auc": 0.6}) if scored else None,
         compute_seconds=0.01,
     )
     return tensors.encode(weights, meta)
@@ -75,8 +81,10 @@ def post_update(
     weights: tensors.Weights,
     n: int,
     n_train: int | None = None,
+    *,
+    scored: bool = True,
 ) -> tuple[str, str]:
-    data = encoded_update(task, weights, n, n_train)
+    data = encoded_update(task, weights, n, n_train, scored=scored)
     path = state.coordinator.blobs.tmp / f"{task.task_id}.part"
     path.write_bytes(data)
     ack = state.coordinator.accept_update(

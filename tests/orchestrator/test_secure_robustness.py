@@ -429,7 +429,7 @@ def test_a_masked_input_of_the_wrong_layout_is_refused_and_the_site_dropped(
     job_id = submit(state, spec)
     drive(state, five, job_id, until=phase("masked"))
     task, honest_post = honest(five[HOSTILE])
-    layout = round_layout(spec, "analysis", len(five))
+    layout = round_layout(spec, "analysis", 0, len(five))
     header = check_masked(honest_post.body, layout)
     shapes = dict(masked_shapes(layout))
     if wrong == "shape":

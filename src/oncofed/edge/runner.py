@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import time
@@ -234,12 +235,14 @@ class TaskRunner:
             return Decline(reason=str(exc))
         scaling = task.standardization
         assert scaling is not None  # the guard admits no training task without it
-        evaluation = self._evaluate(spec, weights, split.held_out, scaling)
+        held_out = functools.partial(self._evaluate, spec, weights, split.held_out, scaling)
         if task.kind == "evaluate":
+            evaluated = held_out()
             if secure:
-                values = learning.evaluation_values(spec, evaluation)
+                values = learning.evaluation_values(spec, evaluated)
                 return Contribution(values, self._clear(started))
-            return EvaluateResult(evaluation=evaluation, compute_seconds=_since(started))
+            return EvaluateResult(evaluation=evaluated, compute_seconds=_since(started))
+        evaluation = held_out() if spec.evaluation.scores(task.round) else None
         x, spent = split.train.design(scaling), None
         if spec.privacy.differential_privacy is None:
             fit = local.train(

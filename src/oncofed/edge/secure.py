@@ -160,7 +160,7 @@ class SecureSessions:
                 del self._sessions[task.job_id, task.round]
                 return outcome
             contribution = _contribution(outcome)
-        layout = round_layout(task.spec, task.kind, len(session.roster.adverts))
+        layout = round_layout(task.spec, task.kind, task.round, len(session.roster.adverts))
         self._ledger.mask_once(task.job_id, task.round)
         masked = session.client.mask(step.inbox, contribution.values, layout, step.context)
         header = MaskedHeader(

@@ -158,18 +158,21 @@ def pooled_evaluation(
     return PooledEvaluation(n_eval, metrics, dict.fromkeys(metrics, n_eval), notes)
 
 
-def update_layout(spec: JobSpec, fraction_bits: int) -> Layout:
+def update_layout(spec: JobSpec, fraction_bits: int, scored: bool) -> Layout:
     """A training answer: the weighted update of each tensor (narrow ring, ``fraction_bits``
-    chosen for the job), the rows, the weighted loss and the held-out figures."""
+    chosen for the job), the rows, the weighted loss and, in a ``scored`` round, the held-out
+    figures (else the count of sites alone)."""
     shapes = parameter_shapes(spec.model, spec.n_inputs)
     tensors = {MODEL + name: model(shape, fraction_bits) for name, shape in shapes.items()}
-    return {**tensors, "n_train": count(), "loss": real(), **evaluation_layout(spec)}
+    held_out = evaluation_layout(spec) if scored else {SITES: count()}
+    return {**tensors, "n_train": count(), "loss": real(), **held_out}
 
 
 def update_values(
-    spec: JobSpec, update: Weights, n_train: int, loss: float, evaluation: Evaluation
+    spec: JobSpec, update: Weights, n_train: int, loss: float, evaluation: Evaluation | None
 ) -> Values:
-    """A site's training answer; ``update`` is its clipped model minus the global model."""
+    """A site's training answer (``update_layout``, scored when ``evaluation`` is given);
+    ``update`` is its clipped model minus the global model."""
     if n_train > MAX_SITE_ROWS:
         raise ValueError(
             f"{n_train:,} training rows here; a securely aggregated update weighs at most "
@@ -180,5 +183,5 @@ def update_values(
         **tensors,
         "n_train": np.array(n_train),
         "loss": np.array(n_train * loss),
-        **evaluation_values(spec, evaluation),
+        **(evaluation_values(spec, evaluation) if evaluation else {SITES: np.array(1)}),
     }

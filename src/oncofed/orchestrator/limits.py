@@ -99,6 +99,23 @@ UNIT_METRICS = ("auc", "accuracy", "mean_probability", "c_index")
 """Metrics that are shares: from 0 to 1."""
 
 
+def scored(spec: JobSpec, round_number: int, evaluation: Evaluation | None) -> Evaluation | None:
+    """A training answer's held-out figures: given in exactly the rounds the job scores
+    (``JobSpec.evaluation.every``), so every site of a round is scored or none is. BadAnswer
+    otherwise."""
+    wanted = spec.evaluation.scores(round_number)
+    if wanted != (evaluation is not None):
+        found = (
+            "lacks held-out figures; the job scores"
+            if wanted
+            else ("gives held-out figures; the job does not score")
+        )
+        raise BadAnswer(
+            f"the update {found} round {round_number} (evaluation.every {spec.evaluation.every})"
+        )
+    return evaluation
+
+
 def check_evaluation(spec: JobSpec, evaluation: Evaluation) -> None:
     """Held-out figures of the job's kind of model: shares (AUC, accuracy, mean probability,
     C-index) from 0 to 1 and a log-loss of at least 0; a binary model's sums and score

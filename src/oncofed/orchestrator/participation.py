@@ -155,7 +155,9 @@ def _trained(tasks: list[Task]) -> SiteStatus:
             n = StatsResult.model_validate_json(text).n
         elif kind == "train":
             trained = TrainResult.model_validate_json(text)
-            n_eval, spent = trained.evaluation.n_eval, [*spent, trained.epsilon]
+            spent = [*spent, trained.epsilon]
+            if trained.evaluation is not None:  # a round the job scores
+                n_eval = trained.evaluation.n_eval
         else:
             n_eval = EvaluateResult.model_validate_json(text).evaluation.n_eval
     return SiteStatus(

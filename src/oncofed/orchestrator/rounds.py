@@ -51,6 +51,7 @@ from oncofed.orchestrator.limits import (
     describe,
     patient_limit,
     read_patient_limits,
+    scored,
 )
 from oncofed.orchestrator.notifier import Notifier
 from oncofed.orchestrator.progress import (
@@ -616,8 +617,11 @@ class Coordinator:
                     meta = check_file(update, shapes, TrainResult)  # chunk by chunk
                     if meta.task_id != task_id:
                         raise BadTensorPayload(f"payload is for task {meta.task_id}, not {task_id}")
-                    self._check_counts(session, task, spec, meta.evaluation.n_eval, meta.n_train)
-                    check_evaluation(spec, meta.evaluation)
+                    evaluation = scored(spec, task.round.number, meta.evaluation)
+                    n_eval = evaluation.n_eval if evaluation else None
+                    self._check_counts(session, task, spec, n_eval, meta.n_train)
+                    if evaluation:
+                        check_evaluation(spec, evaluation)
                     scale = updates.clip_factor(task.round, update, start)  # or refused
                 except WireError as exc:
                     self._finish(task, "rejected", detail=str(exc))
@@ -886,19 +890,22 @@ class Coordinator:
         session: Session,
         task: Task,
         spec: JobSpec,
-        n_eval: int,
+        n_eval: int | None,
         n_train: int | None = None,
     ) -> None:
         """Counts weight the aggregate, so they must fit what the site reported in the stats
         round, the job's hold-out fraction and the patients it declared in its data profile
-        (at most ``MAX_PATIENTS``); a site cannot claim more patients than it has."""
+        (at most ``MAX_PATIENTS``); a site cannot claim more patients than it has. ``n_eval``
+        is None in a training round the job does not score."""
         n_stats = self._reported_n(session, task)
         if n_stats is not None:
             if n_train is not None and n_train != n_stats:
                 raise BadTensorPayload(f"n_train {n_train} differs from the {n_stats} reported")
             n_train = n_stats
         limit = patient_limit(session, task.site_id, spec.dataset)
-        check_patients((n_train or 0) + n_eval, limit, "n_train + n_eval")
+        check_patients((n_train or 0) + (n_eval or 0), limit, "n_train + n_eval")
+        if n_eval is None:
+            return
         if (
             n_train is not None
             and holdout_size(n_train + n_eval, spec.evaluation.holdout) != n_eval

@@ -433,7 +433,8 @@ class SecureRounds:
     # -- the running sum -----------------------------------------------------------------
 
     def _layout(self, rnd: Round) -> Layout:
-        return _round_layout(rnd.job.spec_json, rnd.kind, len(_roster(rnd).adverts))
+        sites = len(_roster(rnd).adverts)
+        return _round_layout(rnd.job.spec_json, rnd.kind, rnd.number, sites)
 
     def _sum(self, session: Session, rnd: Round) -> MaskedSum:
         """The round's sum of masked inputs, rebuilt from their blobs after a restart."""
@@ -461,7 +462,7 @@ def check_secure(spec: JobSpec | AnalysisSpec, sites: list[Site]) -> None:
         if isinstance(spec, JobSpec):
             layouts.update_fraction_bits(spec, len(sites))
         else:
-            layouts.round_layout(spec, "analysis", len(sites))
+            layouts.round_layout(spec, "analysis", 0, len(sites))
     except ValueError as exc:  # EncodingError is a ValueError
         raise BadRequest(f"no safe secure encoding for this job: {exc}") from exc
 
@@ -562,8 +563,8 @@ def _parse_survivors(survivors_json: str) -> Survivors:
 
 
 @lru_cache(maxsize=64)
-def _round_layout(spec_json: str, kind: str, sites: int) -> Layout:
-    return layouts.round_layout(parse_spec(spec_json), kind, sites)
+def _round_layout(spec_json: str, kind: str, number: int, sites: int) -> Layout:
+    return layouts.round_layout(parse_spec(spec_json), kind, number, sites)
 
 
 def _posts(session: Session, rnd: Round, phase: str) -> list[tuple[Task, str]]:
@@ -619,18 +620,18 @@ def _pooled_view(
         return PooledRound(sites=int(sums[SITES])).model_dump_json()
     if kind == "stats":
         return PooledRound(sites=int(sums[SITES]), n_train=int(sums["n"])).model_dump_json()
-    evaluation = learning.pooled_evaluation(spec, sums, threshold)
-    train = {}
+    shown: dict[str, object] = {}
     if kind == "train":
         rows = int(sums["n_train"])
         private = spec.privacy.differential_privacy is not None  # its sites send no loss
         loss = float(sums["loss"]) / rows if rows and not private else None
-        train = {"n_train": rows, "train_loss": loss}
-    return PooledRound(
-        sites=int(sums[SITES]),
-        n_eval=evaluation.n_eval,
-        metrics=evaluation.metrics,
-        metric_rows=evaluation.rows,
-        notes=evaluation.notes,
-        **train,
-    ).model_dump_json()
+        shown = {"n_train": rows, "train_loss": loss}
+    if "n_eval" in sums:  # not in a training round the job does not score
+        evaluation = learning.pooled_evaluation(spec, sums, threshold)
+        shown |= {
+            "n_eval": evaluation.n_eval,
+            "metrics": evaluation.metrics,
+            "metric_rows": evaluation.rows,
+            "notes": evaluation.notes,
+        }
+    return PooledRound.model_validate({"sites": int(sums[SITES]), **shown}).model_dump_json()

@@ -80,21 +80,15 @@ def _site_round(kind: str, task: Task) -> tuple[SiteRound, Evaluation | None]:
         if train is None:
             return unreadable, None
         evaluation, seconds = train.evaluation, train.compute_seconds
-        extra = {"n_train": train.n_train, "train_loss": train.train_loss}
+        extra: dict[str, object] = {"n_train": train.n_train, "train_loss": train.train_loss}
     else:
         result = _stored(EvaluateResult, task.result_json)
         if result is None:
             return unreadable, None
         evaluation, seconds, extra = result.evaluation, result.compute_seconds, {}
-    shown = view.model_copy(
-        update={
-            **extra,
-            "n_eval": evaluation.n_eval,
-            "metrics": evaluation.metrics,
-            "compute_seconds": seconds,
-        }
-    )
-    return shown, evaluation
+    if evaluation is not None:  # None in a training round the job does not score
+        extra |= {"n_eval": evaluation.n_eval, "metrics": evaluation.metrics}
+    return view.model_copy(update={**extra, "compute_seconds": seconds}), evaluation
 
 
 def _secure_site(view: SiteRound, task: Task) -> SiteRound:

@@ -18,8 +18,9 @@ def update_fraction_bits(spec: JobSpec, sites: int) -> int:
     return model_fraction_bits(sites, learning.MAX_SITE_ROWS, spec.local.clip_norm)
 
 
-def round_layout(spec: JobSpec | AnalysisSpec, kind: str, sites: int) -> Layout:
-    """What each site of a secure round of ``kind`` sends, with ``sites`` in its roster."""
+def round_layout(spec: JobSpec | AnalysisSpec, kind: str, number: int, sites: int) -> Layout:
+    """What each site of a secure round of ``kind`` and ``number`` sends, with ``sites`` in
+    its roster."""
     if isinstance(spec, AnalysisSpec):
         from oncofed.analytics.secure import secure_layout
 
@@ -27,7 +28,8 @@ def round_layout(spec: JobSpec | AnalysisSpec, kind: str, sites: int) -> Layout:
     if kind == "stats":
         return learning.stats_layout(spec)
     if kind == "train":
-        return learning.update_layout(spec, update_fraction_bits(spec, sites))
+        bits = update_fraction_bits(spec, sites)
+        return learning.update_layout(spec, bits, spec.evaluation.scores(number))
     if kind == "evaluate":
         return learning.evaluation_layout(spec)
     raise ValueError(f"no secure layout for a {kind!r} round of a training job")

@@ -210,7 +210,9 @@ class TrainResult(Message):
     train_loss: Statistic | None = None
     """The mean training loss of the round's last epoch; None under differential privacy (the
     exact loss of the site's rows is not a private release)."""
-    evaluation: Evaluation
+    evaluation: Evaluation | None
+    """The received global model's held-out figures; None in a round the job does not score
+    (``JobSpec.evaluation.every``)."""
     compute_seconds: Seconds
     epsilon: Epsilon | None = None
     """Under differential privacy, what the job spent at the site so far, this round included."""
@@ -318,7 +320,8 @@ class RoundPublic(Message):
         "held-out rows of the sites (AUC from their score histograms; accuracy, log-loss and "
         "mean probability from their sums); a survival model's ``mean_site_c_index`` is the "
         "mean of the sites' own C-index weighted by their held-out rows. Under secure "
-        "aggregation pooled only: no site's own metrics are known.",
+        "aggregation pooled only: no site's own metrics are known. None in a training round "
+        "the job does not score (``evaluation.every``).",
     )
     metric_rows: dict[str, Count] = Field(
         default_factory=dict, description="The held-out rows each pooled metric is over."

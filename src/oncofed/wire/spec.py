@@ -419,10 +419,19 @@ class LocalTraining(_Strict):
 
 
 class Evaluation(_Strict):
-    """Each site holds out this fraction of its rows, fixed for the whole job."""
+    """Each site holds out this fraction of its rows, fixed for the whole job, and scores the
+    global model on them in the final evaluation round and every ``every`` training rounds."""
 
     holdout: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.25
     """Fraction of each site's cohort held out (drawn with the job's ``seed``)."""
+    every: Annotated[int, Field(ge=1, le=10_000)] | None = 1
+    """Training rounds whose number is a multiple of this also score the global model each
+    site receives (the job's learning curve); null: no training round does, only the final
+    model is scored, in the evaluation round."""
+
+    def scores(self, round_number: int) -> bool:
+        """Whether training round ``round_number`` (from 1) scores its global model."""
+        return self.every is not None and round_number % self.every == 0
 
 
 class DifferentialPrivacy(_Strict):
