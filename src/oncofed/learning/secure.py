@@ -183,5 +183,5 @@ def update_values(
         **tensors,
         "n_train": np.array(n_train),
         "loss": np.array(n_train * loss),
-        **(evaluation_values(spec, evaluation) if evaluation else {SITES: np.array(1)}),
+        **(evaluation_values(spec, evaluation) if evaluation is not None else {SITES: np.array(1)}),
     }

@@ -105,13 +105,11 @@ def scored(spec: JobSpec, round_number: int, evaluation: Evaluation | None) -> E
     otherwise."""
     wanted = spec.evaluation.scores(round_number)
     if wanted != (evaluation is not None):
-        found = (
-            "lacks held-out figures; the job scores"
-            if wanted
-            else ("gives held-out figures; the job does not score")
-        )
+        found = "lacks" if wanted else "gives"
+        job = "scores" if wanted else "does not score"
         raise BadAnswer(
-            f"the update {found} round {round_number} (evaluation.every {spec.evaluation.every})"
+            f"the update {found} held-out figures; the job {job} round {round_number} "
+            f"(evaluation.every {spec.evaluation.every})"
         )
     return evaluation
 

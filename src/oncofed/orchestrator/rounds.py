@@ -618,9 +618,9 @@ class Coordinator:
                     if meta.task_id != task_id:
                         raise BadTensorPayload(f"payload is for task {meta.task_id}, not {task_id}")
                     evaluation = scored(spec, task.round.number, meta.evaluation)
-                    n_eval = evaluation.n_eval if evaluation else None
+                    n_eval = evaluation.n_eval if evaluation is not None else None
                     self._check_counts(session, task, spec, n_eval, meta.n_train)
-                    if evaluation:
+                    if evaluation is not None:
                         check_evaluation(spec, evaluation)
                     scale = updates.clip_factor(task.round, update, start)  # or refused
                 except WireError as exc:
