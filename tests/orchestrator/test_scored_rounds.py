@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from oncofed.learning.metrics import UNSCORED_NOTE
 from oncofed.learning.registry import parameter_shapes
 from oncofed.wire.messages import SiteState
 from oncofed.wire.spec import Evaluation
@@ -43,11 +44,15 @@ def test_a_job_scores_every_second_round_and_its_final_model(
     shown = {r.number: r for r in job.rounds}
     for number in (1, 3):
         assert shown[number].metrics == {} and shown[number].train_loss is not None
+        assert shown[number].notes == [
+            UNSCORED_NOTE.format(number=number, every=2)
+        ]  # says why: nothing left out silently
         assert all(
             site.n_eval is None and not site.metrics for site in shown[number].sites.values()
         )
     for number in (2, 4, 5):
         assert {"accuracy", "log_loss"} <= shown[number].metrics.keys(), number
+        assert not any(note.startswith("no metrics") for note in shown[number].notes)
     for name in four:
         status = job.participation.sites[name]
         assert status.state == SiteState.TOOK_PART, name

@@ -264,6 +264,11 @@ MEAN_NOTE = (
     "C-index of the pooled rows (a C-index compares patients across sites)"
 )
 
+UNSCORED_NOTE = (
+    "no metrics: the job does not score training round {number} on the held-out rows "
+    "(evaluation.every {every}); its final model is scored in the evaluation round"
+)
+
 
 SITE_MEAN_AUC = "mean_site_auc"
 MEAN_AUC_NOTE = (

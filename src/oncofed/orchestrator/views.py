@@ -10,7 +10,13 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from oncofed.learning.metrics import MEAN_NOTE, SITE_MEAN, pool_evaluations, weighted_mean
+from oncofed.learning.metrics import (
+    MEAN_NOTE,
+    SITE_MEAN,
+    UNSCORED_NOTE,
+    pool_evaluations,
+    weighted_mean,
+)
 from oncofed.orchestrator.db import Job, Round, Task
 from oncofed.orchestrator.participation import participation
 from oncofed.orchestrator.progress import parse_spec, scaling, training
@@ -138,6 +144,16 @@ def round_public(rnd: Round) -> RoundPublic:
     return _round(rnd, sites, loss, view)
 
 
+def _unscored(rnd: Round) -> list[str]:
+    """Why a training round shows no metrics, when its job does not score it."""
+    if rnd.kind != "train":
+        return []
+    evaluation = training(parse_spec(rnd.job.spec_json)).evaluation
+    if evaluation.scores(rnd.number):
+        return []
+    return [UNSCORED_NOTE.format(number=rnd.number, every=evaluation.every)]
+
+
 def _round(
     rnd: Round, sites: dict[str, SiteRound], loss: float | None, pooled: PooledRound
 ) -> RoundPublic:
@@ -155,7 +171,7 @@ def _round(
         train_loss=_finite(loss),
         metrics=metrics,
         metric_rows={k: v for k, v in pooled.metric_rows.items() if k in metrics},
-        notes=pooled.notes,
+        notes=[*pooled.notes, *_unscored(rnd)],
     )
 
 

@@ -320,8 +320,8 @@ class RoundPublic(Message):
         "held-out rows of the sites (AUC from their score histograms; accuracy, log-loss and "
         "mean probability from their sums); a survival model's ``mean_site_c_index`` is the "
         "mean of the sites' own C-index weighted by their held-out rows. Under secure "
-        "aggregation pooled only: no site's own metrics are known. None in a training round "
-        "the job does not score (``evaluation.every``).",
+        "aggregation pooled only: no site's own metrics are known. Empty in a training round "
+        "the job does not score (``evaluation.every``; a note says so).",
     )
     metric_rows: dict[str, Count] = Field(
         default_factory=dict, description="The held-out rows each pooled metric is over."
