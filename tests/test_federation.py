@@ -93,9 +93,26 @@ def test_three_sites_train_and_the_global_model_improves(
     fitted = evaluate(spec, weights, train.design(scaling), train)
     assert fitted["log_loss"] < initial["log_loss"] - 0.1
     assert fitted["auc"] > 0.7
-    # The pooled AUC, or where every site holds 1 to 10 held-out rows of a label (they follow
-    # an import's pseudonyms) the mean of the sites' own, named so.
-    assert final["auc"] > 0.55 if "auc" in final else final["mean_site_auc"] > 0.55
+    # The reported AUC is the final model's on the held-out rows (~85 of them, too few to hold
+    # it above a fixed bound every time). Pooled: within the bounds the histograms give, over
+    # the sites a note does not leave out (a site holding 1 to 10 held-out rows of a label has
+    # none; its rows follow an import's pseudonyms). Where one is left out, the mean of the
+    # sites' own AUC weighted by their rows is given too.
+    notes = job.rounds[-1].notes
+    left_out = " ".join(n for n in notes if n.startswith("auc: leaves out"))
+    if "auc" in final:
+        pooled = concat([s.held_out for site, s in splits.items() if site not in left_out])
+        assert job.rounds[-1].metric_rows["auc"] == len(pooled)
+        auc = evaluate(spec, weights, pooled.design(scaling), pooled)["auc"]
+        assert final["auc_lower"] - 1e-9 <= auc <= final["auc_upper"] + 1e-9
+    if left_out or "auc" not in final:
+        own = [
+            (evaluate(spec, weights, s.held_out.design(scaling), s.held_out)["auc"], s.held_out)
+            for s in splits.values()
+        ]
+        scored = [(a, len(rows)) for a, rows in own if np.isfinite(a)]
+        mean = sum(a * n for a, n in scored) / sum(n for _, n in scored)
+        assert final["mean_site_auc"] == pytest.approx(mean, rel=1e-6)
 
 
 def test_edges_open_no_listening_socket(federation: LocalFederation) -> None:
