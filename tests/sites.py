@@ -105,14 +105,12 @@ class Site:
             messages = {"keys": KeyAdvert, "shares": ShareBundle, "unmask": UnmaskShares}
             message = messages[outcome.phase].model_validate_json(outcome.body)
             return coordinator.secure_post(site, task_id, message)
-        if isinstance(outcome, Post | bytes):
-            body = outcome.body if isinstance(outcome, Post) else outcome
-            accept = coordinator.accept_masked if isinstance(outcome, Post) else (
-                coordinator.accept_update
-            )  # fmt: skip
+        if isinstance(outcome, bytes):  # as the route hands over an update of known length
+            return coordinator.accept_update(site, task_id, outcome, tensors.sha256(outcome))
+        if isinstance(outcome, Post):
             with coordinator.blobs.spool() as (handle, path):
-                handle.write(body)
-            return accept(site, task_id, path, tensors.sha256(body))
+                handle.write(outcome.body)
+            return coordinator.accept_masked(site, task_id, path, tensors.sha256(outcome.body))
         assert isinstance(outcome, StatsResult | EvaluateResult | AnalysisResult)
         return coordinator.accept_result(site, task_id, outcome)
 

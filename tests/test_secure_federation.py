@@ -2,8 +2,9 @@
 secure training job and secure analyses (Kaplan-Meier, a stratified Cox model) to completion;
 the test then rebuilds each site's own numbers for every round of them, as its edge computed
 them, and searches everything the orchestrator holds or answered for them (``tests.canary``
-says how): its database, blob directory (also every file seen there while the jobs ran: masked
-inputs and updates live there only until their round closes), its log, and the API's answers
+says how): its database, blob directory (also every file seen there, and every update body
+seen in its database, while the jobs ran: masked inputs and updates are held there only until
+their round closes), its log, and the API's answers
 and result files. None may hold a site's numbers; the same search finds the pooled sums where
 they are published, and finds every site's numbers once the same jobs run without secure
 aggregation.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -85,14 +87,19 @@ from tests.support import auth, gbsg2_covariates
 pytestmark = pytest.mark.slow
 SITES = ("north", "south", "east")
 Numbers = dict[str, np.ndarray]
+DATABASE_SEEN = "update_body/"
+"""The name an update body seen in the orchestrator's database goes by in ``BlobWatch``."""
 
 
 class BlobWatch:
-    """Copies every file that appears in a directory, as soon as it appears: masked inputs and
-    plain updates stay in the orchestrator's blob directory only until their round closes."""
+    """Copies every file that appears in a directory, as soon as it appears, and every update
+    body that appears in the orchestrator's SQLite ``database`` (``update_body``): masked
+    inputs and plain updates are held there only until their round closes."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, database: Path) -> None:
         self._root, self._seen = root, dict[str, bytes]()
+        self._database = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=0.1,
+                                         check_same_thread=False)  # fmt: skip
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -111,6 +118,12 @@ class BlobWatch:
                         continue
                     with self._lock:
                         self._seen[name] = data
+            try:
+                rows = self._database.execute("SELECT task_id, data FROM update_body").fetchall()
+            except sqlite3.OperationalError:  # busy: the next turn reads them
+                rows = []
+            with self._lock:
+                self._seen |= {f"{DATABASE_SEEN}{task}": data for task, data in rows}
             self._stop.wait(0.002)
 
     def seen(self) -> dict[str, bytes]:
@@ -120,6 +133,7 @@ class BlobWatch:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+        self._database.close()
 
 
 @pytest.fixture(scope="module")
@@ -356,7 +370,7 @@ def holdings(
     items = {f"{p.relative_to(state)}": p.read_bytes() for p in state.rglob("*") if p.is_file()}
     items["orchestrator.log"] = log = (federation.logs / "orchestrator.log").read_bytes()
     assert b"secure round" in log
-    items |= {f"seen in blobs: {name}": data for name, data in seen.items()}
+    items |= {f"seen while held: {name}": data for name, data in seen.items()}
     with httpx.Client(base_url=federation.url + API_PREFIX, headers=auth(federation.token)) as api:
         paths = ["/jobs", "/sites", *(f"/sites/{site}/profiles" for site in SITES)]
         for job in jobs.values():
@@ -394,7 +408,7 @@ def runs(federation: LocalFederation, tmp_path_factory: pytest.TempPathFactory) 
     """The three jobs securely, then (on the same federation) plainly; what the orchestrator
     held after each, and every site's numbers in every round."""
     out = tmp_path_factory.mktemp("secure-runs")
-    watch = BlobWatch(federation.state_dir / "blobs")
+    watch = BlobWatch(federation.state_dir / "blobs", federation.state_dir / "oncofed.db")
     taken: dict[str, Runs] = {}
     before: set[str] = set()
     try:
@@ -633,7 +647,8 @@ def test_the_same_search_finds_each_sites_numbers_in_a_plain_run(
     federation: LocalFederation, runs: dict[str, Runs]
 ) -> None:
     """The same jobs without secure aggregation: the search finds every site's numbers in every
-    round (its plain updates in the blob directory while their round was open), and the
+    round, and its plain updates of every training round while they were held (but the
+    round's last answer's, which no reader sees), and the
     rebuilt numbers are what each edge logged as sent."""
     run = runs["plain"]
     public = public_needles(runs["secure"])
@@ -642,11 +657,14 @@ def test_the_same_search_finds_each_sites_numbers_in_a_plain_run(
         rounds = {label.rsplit(" ", 1)[0] for label in labels(found)}
         for job, owns in run.own.items():
             assert {f"{site}: {job} round {n}" for n in range(len(owns[site]))} <= rounds
-        updates = [
-            f for f in found
-            if "update/" in f.label and f.where.startswith("seen in blobs") and "bytes" in f.where
-        ]  # fmt: skip
-        assert updates, f"no update of {site} found in the blob directory"
+        held = {
+            f.label.rsplit(" ", 1)[0] for f in found
+            if " update/" in f.label and f.where.startswith("seen while held")
+            and "bytes" in f.where
+        }  # fmt: skip
+        answered = earlier_answers(federation, run.jobs["train"].id)
+        expected = {f"{site}: train round {n}" for n, sites in answered.items() if site in sites}
+        assert expected <= held, f"{site}'s updates not seen while held: {expected - held}"
         sent = [entry for entry in egress(federation, site) if entry.get("job") in run.ids]
         for entry in sent:
             job = next(name for name, j in run.jobs.items() if j.id == entry["job"])
@@ -654,6 +672,25 @@ def test_the_same_search_finds_each_sites_numbers_in_a_plain_run(
             for name, values in logged_numbers(run.jobs[job].spec, entry).items():
                 np.testing.assert_array_equal(values, own[name], err_msg=f"{job} {name}")
         assert len(sent) == sum(len(owns[site]) for owns in run.own.values())
+
+
+def earlier_answers(federation: LocalFederation, job_id: str) -> dict[int, set[str]]:
+    """The sites that answered each training round of the job before its last answer: their
+    updates were held until that one came (the last is kept and dropped by one transaction,
+    the one closing the round, so no reader ever sees it)."""
+    engine = make_engine(Settings.load(federation.state_dir).url)
+    try:
+        with session_factory(engine)() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            earlier = {}
+            for rnd in job.rounds:
+                if rnd.kind == "train":
+                    answers = sorted(rnd.tasks, key=lambda t: t.finished_at or rnd.opened_at)
+                    earlier[rnd.number] = {t.site.name for t in answers[:-1]}
+            return earlier
+    finally:
+        engine.dispose()
 
 
 def egress(federation: LocalFederation, site: str) -> list[dict[str, object]]:
@@ -773,7 +810,7 @@ def test_a_lone_site_that_keeps_its_estimates_is_not_revealed(
     assert isinstance(cox, AnalysisSpec) and isinstance(cox.analysis, CoxAnalysis)
     five_years = cox.analysis.model_copy(update={"horizon_days": 1825})
     restart(federation, ["east"], EdgePolicy(share_site_estimates=False))
-    watch = BlobWatch(federation.state_dir / "blobs")
+    watch = BlobWatch(federation.state_dir / "blobs", federation.state_dir / "oncofed.db")
     try:
         with federation.client() as client:
             submitted = client.submit(cox.model_copy(update={"analysis": five_years}))

@@ -1,6 +1,7 @@
-"""An accepted result is on disk before the site hears so: the blob's bytes and directory
-entry are synced, then the database commit (SQLite ``synchronous=FULL``, PostgreSQL
-``synchronous_commit=on``), then the acknowledgement.
+"""An accepted result is on disk before the site hears so: a small update's bytes in the
+database commit that accepts it (SQLite ``synchronous=FULL``, PostgreSQL
+``synchronous_commit=on``); a larger one's (or one of no declared length: chunked) blob's bytes
+and directory entry are synced, then that commit; then the acknowledgement.
 
 A power cut cannot be simulated here: killing the process (SIGKILL) right after the
 acknowledgement shows that nothing acknowledged lives only in the process, and the recorded
@@ -9,12 +10,11 @@ acknowledgement shows that nothing acknowledged lives only in the process, and t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
-from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from oncofed.demo.federation import free_port
 from oncofed.orchestrator import Settings, create_app
-from oncofed.orchestrator.db import Round, Site, Task
+from oncofed.orchestrator.db import Round, Site, Task, UpdateBody
 from oncofed.wire import tensors
 from oncofed.wire.messages import SHA256_HEADER, Evaluation, TaskAssignment, TrainResult
 from tests.orchestrator.test_lease import serving
@@ -43,10 +43,28 @@ def update_body(task: TaskAssignment, value: float, n: int) -> bytes:
 
 
 def post(
-    client: httpx.Client | TestClient, state: State, site: str, task_id: str, body: bytes
+    client: httpx.Client | TestClient,
+    state: State,
+    site: str,
+    task_id: str,
+    body: bytes,
+    chunked: bool = False,
 ) -> httpx.Response:
+    """Post an update: its length declared (kept in the database when small), or ``chunked``
+    (of no declared length: spooled to a blob)."""
     headers = {**auth(state.credentials[site]), SHA256_HEADER: tensors.sha256(body)}
-    return client.post(f"/tasks/{task_id}/update", content=body, headers=headers)
+    content = iter([body]) if chunked else body
+    return client.post(f"/tasks/{task_id}/update", content=content, headers=headers)
+
+
+def kept(state: State, task_id: str, body: bytes, chunked: bool) -> bool:
+    """Whether ``body`` is stored whole where its way of posting puts it, and nowhere else."""
+    stored = state.coordinator.blobs.path(tensors.sha256(body))
+    with state.sessions() as session:
+        held = session.get(UpdateBody, task_id)
+        if chunked:
+            return held is None and stored.read_bytes() == body
+        return held is not None and held.data == body and not stored.exists()
 
 
 def train_tasks(state: State) -> tuple[str, TaskAssignment, TaskAssignment]:
@@ -56,8 +74,9 @@ def train_tasks(state: State) -> tuple[str, TaskAssignment, TaskAssignment]:
     return job.id, take(state, "alpha"), take(state, "beta")
 
 
-def test_the_blob_and_the_commit_are_synced_before_the_acknowledgement(
-    api: TestClient, state: State, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("chunked", [False, True], ids=["held", "spooled"])
+def test_the_update_and_the_commit_are_synced_before_the_acknowledgement(
+    api: TestClient, state: State, monkeypatch: pytest.MonkeyPatch, chunked: bool
 ) -> None:
     _, alpha, _ = train_tasks(state)
     events: list[tuple[str, int]] = []  # ("fsync", inode) or ("commit", 0), in order
@@ -74,15 +93,19 @@ def test_the_blob_and_the_commit_are_synced_before_the_acknowledgement(
     event.listen(Session, "after_commit", committed)
     try:
         body = update_body(alpha, 1.0, 30)
-        response = post(api, state, "alpha", alpha.task_id, body)
+        response = post(api, state, "alpha", alpha.task_id, body, chunked)
         at_ack = list(events)
     finally:
         event.remove(Session, "after_commit", committed)
     assert response.status_code == 200 and response.json()["status"] == "accepted"
-    blob = state.coordinator.blobs.path(tensors.sha256(body))
-    synced = at_ack.index(("fsync", blob.stat().st_ino))  # its bytes (before the rename)
-    named = at_ack.index(("fsync", blob.parent.stat().st_ino), synced)  # the entry naming it
-    assert ("commit", 0) in at_ack[named:]  # the task accepted, after both
+    assert kept(state, alpha.task_id, body, chunked)
+    if chunked:
+        blob = state.coordinator.blobs.path(tensors.sha256(body))
+        synced = at_ack.index(("fsync", blob.stat().st_ino))  # its bytes (before the rename)
+        named = at_ack.index(("fsync", blob.parent.stat().st_ino), synced)  # the entry naming it
+        assert ("commit", 0) in at_ack[named:]  # the task accepted, after both
+    else:  # no file of its own: the commit holds it
+        assert [e for e in at_ack if e[0] == "fsync"] == [] and ("commit", 0) in at_ack
     with api.app.state.engine.connect() as conn:  # type: ignore[attr-defined]
         if conn.dialect.name == "sqlite":
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
@@ -90,32 +113,38 @@ def test_the_blob_and_the_commit_are_synced_before_the_acknowledgement(
             assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
 
 
-def test_an_acknowledged_update_survives_a_kill_right_after(state: State) -> None:
+@pytest.mark.parametrize("chunked", [False, True], ids=["held", "spooled"])
+def test_an_acknowledged_update_survives_a_kill_right_after(state: State, chunked: bool) -> None:
     """SIGKILL the real ``serve`` process as soon as alpha's update is acknowledged: after a
-    restart the update is in the database and its blob on disk, and the round closes with it
-    when beta answers (the restarted process rebuilds its sum from what was acknowledged)."""
+    restart the update is in the database (its bytes with it, or its blob on disk), and the
+    round closes with it when beta answers (the restarted process rebuilds its sum from what
+    was acknowledged); the bodies it held are gone once it closes."""
     job_id, alpha, beta = train_tasks(state)
     port = free_port()
-    body = update_body(alpha, 1.0, 30)
+    body = update_body(alpha, 0.1, 30)  # within the job's clip norm, as beta's
     with serving(state.home, port) as process:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/v1") as client:
-            response = post(client, state, "alpha", alpha.task_id, body)
+            response = post(client, state, "alpha", alpha.task_id, body, chunked)
         process.kill()
         assert response.status_code == 200 and response.json()["status"] == "accepted"
     with state.sessions() as session:
         task = session.get(Task, alpha.task_id)
         assert task is not None and task.status == "accepted"
         assert task.result_sha == tensors.sha256(body)
-    stored: Path = state.coordinator.blobs.path(tensors.sha256(body))
-    assert hashlib.sha256(stored.read_bytes()).hexdigest() == tensors.sha256(body)
+    assert kept(state, alpha.task_id, body, chunked)
     with serving(state.home, port):
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/v1") as client:
-            again = post(client, state, "beta", beta.task_id, update_body(beta, 5.0, 10))
+            again = post(client, state, "beta", beta.task_id, update_body(beta, 0.5, 10))
         assert again.status_code == 200 and again.json()["status"] == "accepted"
     with state.sessions() as session:
         trained = session.scalars(select(Round).filter_by(job_id=job_id, kind="train")).one()
         assert trained.status == "closed"
         assert sorted(t.status for t in trained.tasks) == ["accepted", "accepted"]
+        assert session.scalars(select(UpdateBody)).all() == []
+        model = state.coordinator.blobs.read(trained.job.model_sha or "")
+    assert not state.coordinator.blobs.path(tensors.sha256(body)).exists()
+    for weights in tensors.decode(model).values():  # alpha's 0.1 on 30 rows, beta's 0.5 on 10
+        assert np.allclose(weights, 0.2)
 
 
 def test_a_write_through_the_request_session_is_committed_before_the_response(

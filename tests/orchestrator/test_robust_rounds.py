@@ -156,9 +156,11 @@ HONEST = {
     [{"name": "median"}, {"name": "trimmed_mean", "trim": 0.2}, {"name": "krum", "multi": 2}],
     ids=lambda s: str(s["name"]),
 )
+@pytest.mark.parametrize("spooled", [True, False], ids=["spooled", "held"])
 def test_a_robust_job_is_not_dragged_by_one_hostile_site_of_five(
-    five: State, strategy: dict[str, object], attack: float
+    five: State, strategy: dict[str, object], attack: float, spooled: bool
 ) -> None:
+    """Each round's updates read at its close: from their blobs, or from the database."""
     spec = make_spec(rounds=2, strategy=strategy, min_sites=5, local={"clip_norm": 1.0})
     job = five.coordinator.submit(spec, five.admin_id)
     through_stats(five, job.id, dict.fromkeys(five.sites, 40))
@@ -171,7 +173,7 @@ def test_a_robust_job_is_not_dragged_by_one_hostile_site_of_five(
         moves = {**HONEST, HOSTILE: attack * np.array(HONEST["beta"])}
         for site, task in tasks.items():
             posted = _moved(previous, np.array(moves[site]))
-            assert post_update(five, site, task, posted, 40)[0] == "accepted"
+            assert post_update(five, site, task, posted, 40, spooled=spooled)[0] == "accepted"
         model = global_model(five, job.id)
         move = _flat(model) - _flat(previous)
         assert np.linalg.norm(move - honest_mean) < 0.03  # fedavg would be off by 0.4 or more

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,12 +84,17 @@ def post_update(
     n_train: int | None = None,
     *,
     scored: bool = True,
+    spooled: bool = True,
 ) -> tuple[str, str]:
+    """Post an update through the coordinator: ``spooled`` to a file, as the route hands over
+    one of unknown or large length, or as bytes, as it hands over a small one."""
     data = encoded_update(task, weights, n, n_train, scored=scored)
-    path = state.coordinator.blobs.tmp / f"{task.task_id}.part"
-    path.write_bytes(data)
+    body: Path | bytes = data
+    if spooled:
+        body = state.coordinator.blobs.tmp / f"{task.task_id}.part"
+        body.write_bytes(data)
     ack = state.coordinator.accept_update(
-        state.sites[site], task.task_id, path, tensors.sha256(data)
+        state.sites[site], task.task_id, body, tensors.sha256(data)
     )
     return ack.status, ack.detail
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from oncofed import _db
@@ -163,6 +163,17 @@ class Task(Base):
     bytes_received: Mapped[int | None] = mapped_column(Integer)
     round: Mapped[Round] = relationship(back_populates="tasks")
     site: Mapped[Site] = relationship()
+
+
+class UpdateBody(Base):
+    """An accepted update's bytes, kept with its task until its round closes, when small enough
+    to travel with the transaction that accepts it (``routes.edge.INLINE_UPDATE_BYTES``): no
+    file of its own, so no file to create, sync and name for every answer. A larger update
+    is a blob, named by its task's ``result_sha``."""
+
+    __tablename__ = "update_body"
+    task_id: Mapped[str] = mapped_column(ForeignKey("task.id"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class SecureMessage(Base):

@@ -21,11 +21,11 @@ from collections.abc import Callable, Collection, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
@@ -36,7 +36,7 @@ from oncofed.learning.strategies import build_strategy
 from oncofed.orchestrator import identity, journal, updates
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.combine import Combiner, Pending
-from oncofed.orchestrator.db import Job, Round, Site, Task, utcnow
+from oncofed.orchestrator.db import Job, Round, Site, Task, UpdateBody, utcnow
 from oncofed.orchestrator.errors import (
     BadRequest,
     Conflict,
@@ -161,6 +161,7 @@ _HAND_OUT = (
     .returning(Task.id)
     .execution_options(synchronize_session=False)
 )
+_KEEP_BODY = insert(cast(Table, UpdateBody.__table__))
 _STILL_OPEN = select(func.count()).where(
     Task.round_id == bindparam("round_id"), Task.status.in_(OPEN_TASK)
 )
@@ -593,13 +594,14 @@ class Coordinator:
         its limit found, without reading the database)."""
         return (owner := self._owners.get(task_id)) is not None and owner[1] in self._specs
 
-    def accept_update(self, site_id: int, task_id: str, path: Path, sha: str) -> ResultAck:
-        """Validate a spooled safetensors update, fold it into the round's sum, maybe close."""
-        return self.record(self.update_answer(site_id, task_id, path, sha))
+    def accept_update(self, site_id: int, task_id: str, body: Path | bytes, sha: str) -> ResultAck:
+        """Validate a safetensors update, fold it into the round's sum, maybe close."""
+        return self.record(self.update_answer(site_id, task_id, body, sha))
 
-    def update_answer(self, site_id: int, task_id: str, path: Path, sha: str) -> Submission:
-        """``accept_update``'s answer, to ``record``; the file at ``path`` must stay until
-        it is recorded."""
+    def update_answer(self, site_id: int, task_id: str, body: Path | bytes, sha: str) -> Submission:
+        """``accept_update``'s answer, to ``record``: ``body`` is the update's bytes, kept in
+        the transaction that accepts it (``UpdateBody``), or a spooled file, which must stay
+        until it is recorded and is then adopted into the blob store."""
         job_id = self._job_of(site_id, task_id)
 
         def work(session: Session, effects: Effects) -> ResultAck:
@@ -607,7 +609,7 @@ class Coordinator:
             if isinstance(task, ResultAck):
                 return task
             # Recorded again after its batch was rolled back, it may be in the store already.
-            source = path if path.exists() else self.blobs.path(sha)
+            source = body if isinstance(body, bytes) or body.exists() else self.blobs.path(sha)
             spec = training(self._spec(task.round.job))
             shapes = parameter_shapes(spec.model, spec.n_inputs)
             with contextlib.ExitStack() as opened:  # each file opened once for all of it
@@ -630,9 +632,13 @@ class Coordinator:
                     )
                     effects.answered[task.round_id] = task.round
                     return ResultAck(task_id=task_id, status="rejected", detail=str(exc))
-                size = source.stat().st_size
-                if source == path:  # its open handle reads on after the move
-                    self.blobs.adopt(path, sha)
+                if isinstance(source, bytes):
+                    size = len(source)
+                    session.execute(_KEEP_BODY, {"task_id": task_id, "data": source})
+                else:
+                    size = source.stat().st_size
+                    if source == body:  # its open handle reads on after the move
+                        self.blobs.adopt(source, sha)
                 if not updates.robust(task.round):  # a robust strategy reads them all at close
                     updates.fold(self._sum(task.round), update, start, scale, meta.n_train)
             self._finish(task, "accepted", sha=sha, result=meta.model_dump_json(), size=size)
@@ -769,7 +775,7 @@ class Coordinator:
                 if rnd.status != "open":
                     continue
                 if rnd.phase is not None or rnd.kind == "train":  # its answers' blobs
-                    effects.delete.update(t.result_sha for t in rnd.tasks if t.result_sha)
+                    effects.delete.update(updates.drop(session, rnd))
                 for task in rnd.tasks:
                     if task.status in UNANSWERED:
                         self._finish(task, WITHDRAWN, detail=why)
@@ -980,7 +986,7 @@ class Coordinator:
                 if task.status == "accepted" and task.result_sha and task.result_json:
                     meta = TrainResult.model_validate_json(task.result_json)
                     with (
-                        TensorFile(self.blobs.path(task.result_sha)) as update,
+                        TensorFile(updates.stored(self.blobs, task)) as update,
                         updates.start_model(self.blobs, rnd) as start,
                     ):
                         scale = updates.clip_factor(rnd, update, start)
@@ -1035,7 +1041,7 @@ class Coordinator:
                 if progress.after_train(
                     session, effects, job, rnd, total.shapes, total.mean_chunks, active
                 ):
-                    effects.delete.update(t.result_sha for t in accepted if t.result_sha)
+                    effects.delete.update(updates.drop(session, rnd))
         else:
             end(job, "completed", None)
         log.info(

@@ -1,4 +1,5 @@
-"""A training round's plain updates read from the blob store, each clipped to the job's norm
+"""A training round's plain updates, read from the database (a small one, ``UpdateBody``) or
+the blob store, each clipped to the job's norm
 (``learning.aggregate``): measured when it arrives (and refused when the job says so), folded
 into the round's running sum, or, for a robust strategy, all read at once when the round
 closes. Under secure aggregation the orchestrator never sees an update: the edge's own clip is
@@ -8,6 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.orm import Session, object_session
 
 from oncofed.learning.aggregate import (
     Clipped,
@@ -20,7 +25,7 @@ from oncofed.learning.aggregate import (
 from oncofed.learning.registry import parameter_shapes
 from oncofed.learning.strategies import RobustStrategy, build_strategy
 from oncofed.orchestrator.blobs import BlobStore
-from oncofed.orchestrator.db import Round, Task
+from oncofed.orchestrator.db import Round, Task, UpdateBody
 from oncofed.orchestrator.progress import parse_spec, training
 from oncofed.wire.errors import BadAnswer
 from oncofed.wire.messages import TrainResult
@@ -39,6 +44,27 @@ def start_model(blobs: BlobStore, rnd: Round) -> TensorFile:
     assert rnd.input_sha is not None  # a training round is sent a global model
     data = blobs.small(rnd.input_sha)
     return TensorFile(data if data is not None else blobs.path(rnd.input_sha))
+
+
+def stored(blobs: BlobStore, task: Task) -> bytes | Path:
+    """An accepted update: its bytes where the database holds them, else its blob's file."""
+    assert task.result_sha is not None  # accepted
+    session = object_session(task)
+    assert session is not None  # read with its round
+    data = session.scalar(select(UpdateBody.data).where(UpdateBody.task_id == task.id))
+    return data if data is not None else blobs.path(task.result_sha)
+
+
+_DROP = delete(UpdateBody).where(
+    UpdateBody.task_id.in_(select(Task.id).where(Task.round_id == bindparam("round_id")))
+)
+
+
+def drop(session: Session, rnd: Round) -> set[str]:
+    """Forget the round's updates (it is done with them): the bodies the database holds go in
+    this transaction; the blobs to delete once it commits are returned."""
+    session.execute(_DROP, {"round_id": rnd.id})
+    return {t.result_sha for t in rnd.tasks if t.result_sha}
 
 
 def _scale(spec: JobSpec, shapes: Shapes, update: TensorFile, start: TensorFile) -> float:
@@ -86,7 +112,7 @@ def round_mean(
         updates, weights = [], []
         for task in sorted(accepted, key=lambda t: t.site_id):  # an order that never changes
             assert task.result_sha is not None and task.result_json is not None  # accepted
-            update = stack.enter_context(TensorFile(blobs.path(task.result_sha)))
+            update = stack.enter_context(TensorFile(stored(blobs, task)))
             updates.append(Clipped(update, start, _scale(spec, shapes, update, start)))
             weights.append(float(TrainResult.model_validate_json(task.result_json).n_train))
         yield RobustMean(strategy, start, updates, weights, shapes)

@@ -7,6 +7,7 @@ import asyncio
 import functools
 import hashlib
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -48,6 +49,36 @@ router = APIRouter(tags=["edge"])
 Accept = Callable[[Path, str], ResultAck | Submission]
 T = TypeVar("T")
 _SPOOL_BLOCK = 512 << 10  # bytes hashed and written per hop off the event loop
+INLINE_UPDATE_BYTES = 128 << 10
+"""Largest update (by its declared ``Content-Length``) read into memory and kept in the
+transaction that accepts it (``db.UpdateBody``), not spooled to a file of its own. A file
+created, synced, renamed and its folder synced for every answer cost the orchestrator a third
+of its CPU an answer with a small model on ext4; a 400 KB update costs the database more than
+its file (DEVELOPERS.md, "Eleventh pass")."""
+INLINE_BUDGET = 32 << 20
+"""Bytes of such updates held in memory at once at most; past it an update is spooled, so
+the memory stays bounded however many sites post at once."""
+
+
+class _Held:
+    """The bytes of the updates held in memory (``INLINE_BUDGET``)."""
+
+    def __init__(self) -> None:
+        self._lock, self.bytes = threading.Lock(), 0
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if size > INLINE_UPDATE_BYTES or self.bytes + size > INLINE_BUDGET:
+                return False
+            self.bytes += size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.bytes -= size
+
+
+_HELD = _Held()
 
 
 @router.post("/enrol")
@@ -231,6 +262,32 @@ async def _soon(coordinator: Coordinator, task_id: str, call: Callable[[], T]) -
     return call() if coordinator.knows(task_id) else await run_in_threadpool(call)
 
 
+async def _sized(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body's chunks, refused past ``limit`` bytes (nothing beyond is read)."""
+    size = 0
+    async for chunk in _stream(request):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body exceeds the {limit} bytes this task takes")
+        yield chunk
+
+
+def _checked(request: Request, sha: str) -> str:
+    """``sha``, the body's SHA-256, when it is the one the site claimed (if it did)."""
+    claimed = request.headers.get(SHA256_HEADER)
+    if claimed is not None and claimed != sha:
+        raise BadRequest(f"body SHA-256 is {sha}, not the {SHA256_HEADER} {claimed}")
+    return sha
+
+
+async def _recorded(coordinator: Coordinator, outcome: ResultAck | Submission) -> ResultAck:
+    if isinstance(outcome, ResultAck):
+        return outcome
+    with anyio.CancelScope(shield=True):  # recorded before its body goes
+        ack = await coordinator.record_soon(outcome)
+    return ack
+
+
 async def _spooled(
     request: Request,
     coordinator: Coordinator,
@@ -249,9 +306,8 @@ async def _spooled(
     handed over in one hop. Returns the acknowledgement.
     """
     limit = min(settings.max_upload_bytes, limit)
-    digest, size, buffered = hashlib.sha256(), 0, 0
+    digest, buffered = hashlib.sha256(), 0
     pending: list[bytes] = []
-    claimed = request.headers.get(SHA256_HEADER)
     with coordinator.blobs.spool() as (handle, path):
 
         def flush(chunks: list[bytes]) -> None:
@@ -265,29 +321,38 @@ async def _spooled(
             # On disk here, beside other uploads: the fsync of its adoption, in the batch
             # recording it one answer after another, then finds nothing left to write.
             os.fsync(handle.fileno())
-            sha = digest.hexdigest()
-            if claimed is not None and claimed != sha:
-                raise BadRequest(f"body SHA-256 is {sha}, not the {SHA256_HEADER} {claimed}")
-            return accept(path, sha)
+            return accept(path, _checked(request, digest.hexdigest()))
 
         try:
-            async for chunk in _stream(request):
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"the body exceeds the {limit} bytes this task takes")
+            async for chunk in _sized(request, limit):
                 pending.append(chunk)
                 buffered += len(chunk)
                 if buffered >= _SPOOL_BLOCK:
                     await run_in_threadpool(flush, pending)
                     pending, buffered = [], 0
-            outcome = await run_in_threadpool(finish)
-            if isinstance(outcome, ResultAck):
-                return outcome
-            with anyio.CancelScope(shield=True):  # recorded before its file goes
-                ack = await coordinator.record_soon(outcome)
+            ack = await _recorded(coordinator, await run_in_threadpool(finish))
         finally:
             path.unlink(missing_ok=True)
     return ack
+
+
+async def _held(
+    request: Request,
+    coordinator: Coordinator,
+    task_id: str,
+    limit: int,
+    accept: Callable[[bytes, str], ResultAck | Submission],
+) -> ResultAck:
+    """An update of ``limit`` bytes, as declared (at most ``INLINE_UPDATE_BYTES``, its share of
+    ``INLINE_BUDGET`` taken), read into memory and handed to ``accept`` as bytes: the
+    transaction that accepts it keeps them, so no file is written for it."""
+    try:
+        body = b"".join([chunk async for chunk in _sized(request, limit)])
+        sha = _checked(request, hashlib.sha256(body).hexdigest())
+        outcome = await _soon(coordinator, task_id, functools.partial(accept, body, sha))
+        return await _recorded(coordinator, outcome)
+    finally:
+        _HELD.give(limit)
 
 
 @router.post("/tasks/{task_id}/update", response_model=ResultAck)
@@ -299,12 +364,16 @@ async def post_update(
     settings: SettingsDep,
     wait: WaitForNext = 0.0,
 ) -> Response:
-    """A training update as a safetensors body."""
-    limit = functools.partial(coordinator.update_limit, site.id, task_id)
+    """A training update as a safetensors body: a small one kept in memory until the
+    database holds it, a larger one spooled to disk."""
+    limit_of = functools.partial(coordinator.update_limit, site.id, task_id)
+    limit = min(settings.max_upload_bytes, await _soon(coordinator, task_id, limit_of))
     accept = functools.partial(coordinator.update_answer, site.id, task_id)
-    ack = await _spooled(
-        request, coordinator, settings, await _soon(coordinator, task_id, limit), accept
-    )
+    declared = request.headers.get("content-length", "")  # checked by the server as it reads
+    if declared.isdigit() and int(declared) <= limit and _HELD.take(int(declared)):
+        ack = await _held(request, coordinator, task_id, int(declared), accept)
+    else:
+        ack = await _spooled(request, coordinator, settings, limit, accept)
     return await _answered(request, site.id, coordinator, settings, ack, wait)
 
 
