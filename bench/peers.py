@@ -49,6 +49,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -1041,6 +1042,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     errors = Console(stderr=True)
     began = time.monotonic()
+    # stopped (kill, a job's time limit): unwind, so each federation stops its processes
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     def say(line: str) -> None:
         errors.print(f"[dim]{time.monotonic() - began:6.0f}s[/] {line}", highlight=False)
