@@ -647,24 +647,23 @@ def test_the_same_search_finds_each_sites_numbers_in_a_plain_run(
     federation: LocalFederation, runs: dict[str, Runs]
 ) -> None:
     """The same jobs without secure aggregation: the search finds every site's numbers in every
-    round, and its plain updates of every training round while they were held (but the
-    round's last answer's, which no reader sees), and the
-    rebuilt numbers are what each edge logged as sent."""
+    round, and plain updates while they were held (never a round's last answer: the
+    transaction that records it also closes the round and drops the round's updates, so no
+    reader sees them; nor any other answer recorded with it), and the rebuilt numbers are what
+    each edge logged as sent."""
     run = runs["plain"]
     public = public_needles(runs["secure"])
+    held: set[tuple[str, int]] = set()
     for site in SITES:
         found = run.holdings.search(site_needles(run, site).without(public))
         rounds = {label.rsplit(" ", 1)[0] for label in labels(found)}
         for job, owns in run.own.items():
             assert {f"{site}: {job} round {n}" for n in range(len(owns[site]))} <= rounds
-        held = {
-            f.label.rsplit(" ", 1)[0] for f in found
-            if " update/" in f.label and f.where.startswith("seen while held")
-            and "bytes" in f.where
+        held |= {
+            (site, int(f.label.split(" update/")[0].rsplit(" ", 1)[1])) for f in found
+            if f.label.startswith(f"{site}: train round ") and " update/" in f.label
+            and f.where.startswith("seen while held") and "bytes" in f.where
         }  # fmt: skip
-        answered = earlier_answers(federation, run.jobs["train"].id)
-        expected = {f"{site}: train round {n}" for n, sites in answered.items() if site in sites}
-        assert expected <= held, f"{site}'s updates not seen while held: {expected - held}"
         sent = [entry for entry in egress(federation, site) if entry.get("job") in run.ids]
         for entry in sent:
             job = next(name for name, j in run.jobs.items() if j.id == entry["job"])
@@ -672,23 +671,24 @@ def test_the_same_search_finds_each_sites_numbers_in_a_plain_run(
             for name, values in logged_numbers(run.jobs[job].spec, entry).items():
                 np.testing.assert_array_equal(values, own[name], err_msg=f"{job} {name}")
         assert len(sent) == sum(len(owns[site]) for owns in run.own.values())
+    assert held, "no site's update was found while the orchestrator held it"
+    last = last_answers(federation, run.jobs["train"].id)
+    assert not held & {(site, n) for n, site in last.items()}, "a last update seen while held"
 
 
-def earlier_answers(federation: LocalFederation, job_id: str) -> dict[int, set[str]]:
-    """The sites that answered each training round of the job before its last answer: their
-    updates were held until that one came (the last is kept and dropped by one transaction,
-    the one closing the round, so no reader ever sees it)."""
+def last_answers(federation: LocalFederation, job_id: str) -> dict[str, int]:
+    """The site whose answer came last in each training round of the job, by round."""
     engine = make_engine(Settings.load(federation.state_dir).url)
     try:
         with session_factory(engine)() as session:
             job = session.get(Job, job_id)
             assert job is not None
-            earlier = {}
+            last = {}
             for rnd in job.rounds:
                 if rnd.kind == "train":
-                    answers = sorted(rnd.tasks, key=lambda t: t.finished_at or rnd.opened_at)
-                    earlier[rnd.number] = {t.site.name for t in answers[:-1]}
-            return earlier
+                    final = max(rnd.tasks, key=lambda t: t.finished_at or rnd.opened_at)
+                    last[rnd.number] = final.site.name
+            return last
     finally:
         engine.dispose()
 
