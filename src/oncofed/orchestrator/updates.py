@@ -1,9 +1,9 @@
 """A training round's plain updates, read from the database (a small one, ``UpdateBody``) or
-the blob store, each clipped to the job's norm
-(``learning.aggregate``): measured when it arrives (and refused when the job says so), folded
-into the round's running sum, or, for a robust strategy, all read at once when the round
-closes. Under secure aggregation the orchestrator never sees an update: the edge's own clip is
-the only bound there (``docs/security.md``)."""
+the blob store, each clipped to the job's norm (``learning.aggregate``): measured when it
+arrives (and refused when the job says so), folded into the round's running sum, or, for a
+robust strategy, all read at once when the round closes. Under secure aggregation the
+orchestrator never sees an update: the edge's own clip is the only bound there
+(``docs/security.md``)."""
 
 from __future__ import annotations
 
