@@ -676,7 +676,7 @@ def test_the_same_search_finds_each_sites_numbers_in_a_plain_run(
     assert not held & {(site, n) for n, site in last.items()}, "a last update seen while held"
 
 
-def last_answers(federation: LocalFederation, job_id: str) -> dict[str, int]:
+def last_answers(federation: LocalFederation, job_id: str) -> dict[int, str]:
     """The site whose answer came last in each training round of the job, by round."""
     engine = make_engine(Settings.load(federation.state_dir).url)
     try:

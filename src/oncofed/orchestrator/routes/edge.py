@@ -370,8 +370,9 @@ async def post_update(
     limit = min(settings.max_upload_bytes, await _soon(coordinator, task_id, limit_of))
     accept = functools.partial(coordinator.update_answer, site.id, task_id)
     declared = request.headers.get("content-length", "")  # checked by the server as it reads
-    if declared.isdigit() and int(declared) <= limit and _HELD.take(int(declared)):
-        ack = await _held(request, coordinator, task_id, int(declared), accept)
+    size = int(declared) if declared.isascii() and declared.isdigit() else None
+    if size is not None and size <= limit and _HELD.take(size):
+        ack = await _held(request, coordinator, task_id, size, accept)
     else:
         ack = await _spooled(request, coordinator, settings, limit, accept)
     return await _answered(request, site.id, coordinator, settings, ack, wait)
