@@ -153,6 +153,17 @@ def test_extension_features_and_a_missing_extension() -> None:
         job_table(spec, data())
 
 
+@pytest.mark.parametrize("order", [slice(None), slice(None, None, -1), slice(1, None)])
+def test_extension_rows_are_matched_to_patients_in_any_order(order: slice) -> None:
+    """An import writes its extensions in patient order (read without a lookup); rows in
+    another order, or a patient without one, are matched by pseudonym all the same."""
+    ids, sizes = PATIENT["patient_id"], [float(i) for i in range(1, 9)]
+    ext = pa.table({"patient_id": ids[order], "size": sizes[order]})
+    frame = patient_frame(data(ext), ["ext.size"])
+    expected = [size if pid in ids[order] else None for pid, size in zip(ids, sizes, strict=True)]
+    assert frame["ext.size"].to_pylist() == expected
+
+
 def test_a_randomisation_origin_measures_times_from_study_entry() -> None:
     """p1 entered the study on day 100, p2 on day 250 (after its recurrence on day 200), p8's
     times are already from its own origin (surgery) with no entry day, the rest never entered.

@@ -49,16 +49,21 @@ def _first_per_patient(table: pa.Table, order: str) -> pa.Table:
 
 class _Aligned:
     """Columns of several tables for each patient in ``ids`` (null where the patient has no
-    row): where each patient's row is, found once per table."""
+    row): where each patient's row is, found once per table (None: a table whose rows are the
+    patients', in their order, as the patient table's own and an import's extensions)."""
 
     def __init__(self, ids: pa.Array) -> None:
-        self._ids, self._rows = ids, dict[str, pa.Array]()
+        self._ids, self._rows = ids, dict[str, pa.Array | None]()
 
     def __call__(self, source: str, table: pa.Table, column: str) -> pa.Array:
         """``table[column]`` for each patient; ``source`` names ``table`` (one table a name)."""
         if source not in self._rows:
-            self._rows[source] = pc.index_in(self._ids, value_set=table[KEY].combine_chunks())
-        return table[column].combine_chunks().take(self._rows[source])
+            keys = table[KEY].combine_chunks()
+            same = keys.equals(self._ids)
+            self._rows[source] = None if same else pc.index_in(self._ids, value_set=keys)
+        values = table[column].combine_chunks()
+        rows = self._rows[source]
+        return values if rows is None else values.take(rows)
 
 
 def patient_frame(data: CdmData, names: Iterable[str]) -> Frame:
@@ -72,6 +77,7 @@ def patient_frame(data: CdmData, names: Iterable[str]) -> Frame:
         "outcome": outcome,
     }
     aligned = _Aligned(ids)
+    extensions = set() if data.extensions is None else set(data.extensions.column_names)
     frame: Frame = {}
     for name in sorted(set(names)):
         variable(name)  # the spec was validated; this guards direct callers
@@ -94,10 +100,9 @@ def patient_frame(data: CdmData, names: Iterable[str]) -> Frame:
             frame[name] = received.cast(pa.int8())
         else:
             column = name.removeprefix(EXTENSION_PREFIX)
-            ext = data.extensions
-            if ext is None or column not in ext.column_names:
+            if column not in extensions or data.extensions is None:
                 raise DataError(f"this site's dataset has no extension feature {name!r}")
-            frame[name] = aligned("extensions", ext, column)
+            frame[name] = aligned("extensions", data.extensions, column)
     return frame
 
 
@@ -201,13 +206,18 @@ def job_rows(spec: JobSpec | AnalysisSpec, data: CdmData) -> JobRows:
         _from_entry(frame)
         if _ENTRY not in spec.variables:
             del frame[_ENTRY]
-    rows = pa.array(cohort_mask(frame, spec.cohort, data["patient"].num_rows))
+    keep = cohort_mask(frame, spec.cohort, data["patient"].num_rows)
+    rows = None if keep.all() else pa.array(keep)
     ext_levels = {f.name for f in spec.features if f.levels is not None}
     table = {
-        name: _numpy(values.filter(rows), variable(name).numeric and name not in ext_levels)
+        name: _numpy(
+            values if rows is None else values.filter(rows),
+            variable(name).numeric and name not in ext_levels,
+        )
         for name, values in frame.items()
     }
-    return JobRows(table, data["patient"][KEY].combine_chunks().filter(rows))
+    pseudonyms = data["patient"][KEY].combine_chunks()
+    return JobRows(table, pseudonyms if rows is None else pseudonyms.filter(rows))
 
 
 def job_table(spec: JobSpec | AnalysisSpec, data: CdmData) -> dict[str, np.ndarray]:
