@@ -736,6 +736,15 @@ class Summary:
     floor_round_s: float
     target_s: float | None
     passed: bool | None
+    stats_round_s: float
+    """oncofed's statistics round (round 0), whose target is a training round's time."""
+
+    @property
+    def stats_passed(self) -> bool | None:
+        """The statistics round no slower than a training round (the median one)."""
+        if math.isnan(self.stats_round_s) or math.isnan(self.oncofed_round_s):
+            return None
+        return self.stats_round_s <= self.oncofed_round_s
 
     @property
     def vs_flower(self) -> float:
@@ -760,7 +769,11 @@ def summaries(all_cells: Sequence[Cell]) -> list[Summary]:
         target = TARGETS.get(k)
         mine = seconds("oncofed")
         passed = None if target is None or math.isnan(mine) else mine <= target
-        out.append(Summary(k, model, mine, seconds("flower"), seconds("floor"), target, passed))
+        detail = systems["oncofed"].detail if "oncofed" in systems else {}
+        stats = nan(detail.get("stats_round_s"))
+        out.append(
+            Summary(k, model, mine, seconds("flower"), seconds("floor"), target, passed, stats)
+        )
     return out
 
 
@@ -847,6 +860,25 @@ def summary_table(rows: Sequence[Summary]) -> Table:
     return table
 
 
+def stats_table(rows: Sequence[Summary]) -> Table:
+    table = Table(
+        title="oncofed's statistics round (round 0): no slower than a training round",
+        box=box.SIMPLE,
+        title_justify="left",
+    )
+    for name in ("sites", "model", "round 0", "training round", "verdict"):
+        table.add_column(name, justify="left" if name in ("model", "verdict") else "right")
+    for s in rows:
+        table.add_row(
+            str(s.sites),
+            s.model,
+            _s(s.stats_round_s),
+            _s(s.oncofed_round_s),
+            _verdict(s.stats_passed),
+        )
+    return table
+
+
 def markdown(document: dict[str, Any]) -> str:
     """The results file's figures as the README's markdown table."""
     settings, machine = document["settings"], document["machine"]
@@ -889,15 +921,17 @@ def markdown(document: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        "| sites | model | oncofed s/round | ÷ Flower | ÷ floor | target | verdict |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | --- |",
+        "| sites | model | oncofed s/round | ÷ Flower | ÷ floor | target | verdict "
+        "| round 0 (statistics) | no slower than a training round |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
     ]
     for s in document["summary"]:
         target = "-" if s["target_s"] is None else f"≤ {_s(s['target_s'])}"
         lines.append(
             f"| {s['sites']} | {s['model']} | {_s(nan(s['oncofed_round_s']))} | "
             f"{_x(nan(s['vs_flower']))} | {_x(nan(s['vs_floor']))} | {target} | "
-            f"{_verdict(s['passed'])} |"
+            f"{_verdict(s['passed'])} | {_s(nan(s.get('stats_round_s')))} | "
+            f"{_verdict(s.get('stats_passed'))} |"
         )
     return "\n".join(lines)
 
@@ -966,7 +1000,8 @@ def write_results(
         "targets_s": TARGETS,
         "cells": [asdict(c) for c in all_cells],
         "summary": [
-            asdict(s) | {"vs_flower": s.vs_flower, "vs_floor": s.vs_floor}
+            asdict(s)
+            | {"vs_flower": s.vs_flower, "vs_floor": s.vs_floor, "stats_passed": s.stats_passed}
             for s in summaries(all_cells)
         ],
         "runs": [asdict(r) | {"median_round_s": r.median_round_s} for r in runs],
@@ -1097,6 +1132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 console.print(cell_table(group, args.rounds))
                 console.print()
     console.print(summary_table(summaries(all_cells)))
+    console.print(stats_table(summaries(all_cells)))
     console.print(
         "s/round: median over the training rounds (of the repetitions' medians); range over "
         "rounds 2.. (the 1st, with each system's warm-up, apart); launch→end: processes "
