@@ -9,7 +9,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
+from oncofed.orchestrator import blobs
 from oncofed.orchestrator.routes.hot import HotRoutes
+from tests.orchestrator.test_rounds import through_stats
 from tests.support import State, auth, make_spec, without_hot_routes
 
 
@@ -63,6 +65,32 @@ def test_hot_routes_answer_as_the_apps_routes(
     assert hot == fastapi
 
 
+@pytest.mark.parametrize("small_blob", [4 << 20, 64], ids=["from-memory", "streamed"])
+def test_a_blob_download_answers_as_the_apps_route(
+    http: TestClient, state: State, monkeypatch: pytest.MonkeyPatch, small_blob: int
+) -> None:
+    """``GET /blobs/{sha}``: the model a site was sent (alpha's, and beta's in the same
+    round), and what every other caller gets."""
+    monkeypatch.setattr(blobs, "SMALL_BLOB", small_blob)
+    job = state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    task = state.coordinator.next_task(state.sites["alpha"])
+    assert task is not None and task.model_sha256 is not None
+    model = state.coordinator.blobs.path(task.model_sha256).read_bytes()
+    plain = TestClient(without_hot_routes(cast(FastAPI, http.app)), base_url=str(http.base_url))
+    alpha, beta = auth(state.credentials["alpha"]), auth(state.credentials["beta"])
+    bearer = {"Authorization": "Bearer not-a-credential"}
+    asked = [(task.model_sha256, alpha), (task.model_sha256, beta), (task.model_sha256, None),
+             (task.model_sha256, bearer), ("f" * 64, alpha), ("not-a-sha", alpha)]  # fmt: skip
+    for sha, headers in asked:
+        hot, fastapi = (client.get(f"/blobs/{sha}", headers=headers) for client in (http, plain))
+        assert (hot.status_code, hot.content, hot.headers.get("content-type")) == (
+            fastapi.status_code, fastapi.content, fastapi.headers.get("content-type"),
+        )  # fmt: skip
+    assert http.get(f"/blobs/{task.model_sha256}", headers=alpha).content == model
+    assert http.get(f"/blobs/{'f' * 64}", headers=alpha).status_code == 404
+
+
 async def _not_the_app(scope: Scope, receive: Receive, send: Send) -> None:
     raise AssertionError(f"{scope['method']} {scope['path']} reached the app")
 
@@ -73,6 +101,7 @@ async def _not_the_app(scope: Scope, receive: Receive, send: Send) -> None:
         ("GET", "/v1/tasks/next", 401),
         ("POST", "/v1/tasks/abc/update", 401),
         ("POST", "/v1/tasks/abc/result", 401),
+        ("GET", "/v1/blobs/abc", 401),
     ],
 )
 def test_hot_routes_never_reach_the_app(method: str, path: str, status: int) -> None:
@@ -88,6 +117,9 @@ def test_hot_routes_never_reach_the_app(method: str, path: str, status: int) -> 
         ("GET", "/v1/tasks/abc/secure/keys"),
         ("GET", "/v1/tasks/a/b/update"),
         ("GET", "/v1/health"),
+        ("POST", "/v1/blobs/abc"),
+        ("GET", "/v1/blobs/a/b"),
+        ("GET", "/v1/blobs/"),
     ],
 )
 def test_other_requests_go_to_the_app(method: str, path: str) -> None:

@@ -1,12 +1,13 @@
-"""The edges' three hot routes, served without FastAPI's routing and dependency solving.
+"""The edges' four hot routes, served without FastAPI's routing and dependency solving.
 
 A round costs the orchestrator, for every site, an answer (``POST /tasks/{id}/update`` or
-``/result``, which may wait for the site's next task: ``wait``) and, when it did not, a long
-poll (``GET /tasks/next``). For each, FastAPI matches the request against every route and
+``/result``, which may wait for the site's next task: ``wait``), when it did not, a long
+poll (``GET /tasks/next``), and the download of a global model too large to come with its task
+(``GET /blobs/{sha}``). For each, FastAPI matches the request against every route and
 solves the route's dependencies: about 0.3 ms of CPU, most of what a poll that finds nothing
 costs. ``HotRoutes`` (an ASGI middleware inside the throttle and the body limits) takes those
-three requests and calls the same endpoint functions with the same authentication
-(``deps.site_caller``) and the same answers to errors; every other request, and these three
+four requests and calls the same endpoint functions with the same authentication
+(``deps.site_caller``) and the same answers to errors; every other request, and these four
 under any other method, goes to the app. The routes stay in the app, which
 documents them in its OpenAPI document.
 """
@@ -32,6 +33,7 @@ from oncofed.wire.messages import API_PREFIX
 Endpoint = Callable[[Request, Caller, str], Awaitable[Response]]
 
 _PATH = re.compile(rf"{re.escape(API_PREFIX)}/tasks/([^/]+?)(?:/(update|result))?")
+_BLOB = re.compile(rf"{re.escape(API_PREFIX)}/blobs/([^/]+)")
 _WAIT = TypeAdapter(Annotated[float, Field(ge=0, le=120)])
 """The three routes' query parameter ``wait``, as they declare it."""
 
@@ -61,9 +63,18 @@ async def _result(request: Request, site: Caller, task_id: str) -> Response:
     return await edge.post_result(task_id, request, site, state.coordinator, state.settings, wait)
 
 
+async def _blob(request: Request, site: Caller, sha: str) -> Response:
+    return await edge.get_blob(sha, site, request.app.state.coordinator)
+
+
 def _endpoint(scope: Scope) -> tuple[Endpoint, str] | None:
-    """The endpoint a request goes to here, and its task id; None: the app's."""
-    if scope["type"] != "http" or (match := _PATH.fullmatch(scope["path"])) is None:
+    """The endpoint a request goes to here, and its task id (a blob's SHA-256); None: the
+    app's."""
+    if scope["type"] != "http":
+        return None
+    if (blob := _BLOB.fullmatch(scope["path"])) is not None:
+        return (_blob, blob.group(1)) if scope["method"] == "GET" else None
+    if (match := _PATH.fullmatch(scope["path"])) is None:
         return None
     task, action = match.groups()
     method = scope["method"]
@@ -75,8 +86,8 @@ def _endpoint(scope: Scope) -> tuple[Endpoint, str] | None:
 
 
 class HotRoutes:
-    """Serves ``GET /tasks/next``, ``POST /tasks/{id}/update`` and ``POST
-    /tasks/{id}/result`` straight away; passes everything else on to ``app``."""
+    """Serves ``GET /tasks/next``, ``POST /tasks/{id}/update``, ``POST /tasks/{id}/result``
+    and ``GET /blobs/{sha}`` straight away; passes everything else on to ``app``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
