@@ -14,6 +14,7 @@ from oncofed.learning.aggregate import (
     MAX_OVERSHOOT,
     Clipped,
     EmptyAggregate,
+    HeldStart,
     RobustMean,
     UpdateRefused,
     WeightedMean,
@@ -227,12 +228,40 @@ def test_an_update_the_edge_clipped_is_folded_exactly_as_sent() -> None:
             np.testing.assert_array_equal(values, sent[name].reshape(-1))
 
 
-@pytest.mark.parametrize("value", [3e38, np.inf, np.nan])
-def test_an_absurd_or_non_finite_update_is_refused(value: float) -> None:
+def test_a_held_start_measures_and_folds_every_update_exactly_as_its_file() -> None:
+    """The orchestrator holds a round's global model in float64 (``HeldStart``): each update's
+    scale, its clipped elements and the running sum are the very numbers the float32 model
+    gives, for updates within the norm, a hair over it (as an edge rounds) and far over it."""
     start = _global()
+    held = HeldStart(InMemory(start), SHAPES)
+    assert held.squares == pytest.approx(float(_flat(start) @ _flat(start)), rel=1e-15)
+    rng = np.random.default_rng(9)
+    sums = WeightedMean(SHAPES), WeightedMean(SHAPES)
+    for size in (0.01, 1.0, 1e4):
+        local = {
+            k: v + size * rng.normal(size=v.shape).astype(np.float32) for k, v in start.items()
+        }
+        for sent in (local, clip_update(start, local, 0.3)):
+            update = InMemory(sent)
+            scales = [clip_scale(update, base, SHAPES, 0.3) for base in (InMemory(start), held)]
+            assert scales[0] == scales[1]
+            weight = float(rng.integers(1, 50))
+            for total, base in zip(sums, (InMemory(start), held), strict=True):
+                total.add_chunks(Clipped(update, base, scales[0]).chunks(SHAPES), weight)
+    for name in SHAPES:
+        np.testing.assert_array_equal(*(dict(t.mean_chunks(name))[0] for t in sums))
+    with pytest.raises(ValueError, match="read-only"):
+        held.read("a.bias")[0] = 1.0
+
+
+@pytest.mark.parametrize("value", [3e38, np.inf, np.nan])
+@pytest.mark.parametrize("held", [False, True])
+def test_an_absurd_or_non_finite_update_is_refused(value: float, held: bool) -> None:
+    start = _global()
+    base = HeldStart(InMemory(start), SHAPES) if held else InMemory(start)
     bad = {k: np.full(s, value, np.float32) for k, s in SHAPES.items()}
     with pytest.raises(UpdateRefused):
-        clip_scale(InMemory(bad), InMemory(start), SHAPES, 1e6)
+        clip_scale(InMemory(bad), base, SHAPES, 1e6)
 
 
 def test_the_overshoot_limit_is_relative_to_the_clip_norm() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from oncofed.learning.data import holdout_size
 from oncofed.learning.registry import initial_weights, parameter_shapes
+from oncofed.orchestrator import updates
 from oncofed.orchestrator.db import Job, Round, utcnow
 from oncofed.orchestrator.errors import Conflict, Forbidden, NotFound
 from oncofed.wire import tensors
@@ -198,6 +199,28 @@ def test_garbage_bytes_are_rejected(state: State) -> None:
     path.write_bytes(b"\x00" * 7)
     ack = state.coordinator.accept_update(state.sites["alpha"], a.task_id, path, "0" * 64)
     assert ack.status == "rejected" and "safetensors" in ack.detail
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["held", "read-each-time"])
+def test_a_rounds_global_model_is_held_while_it_is_open(
+    state: State, monkeypatch: pytest.MonkeyPatch, held: bool
+) -> None:
+    """Each update is measured from the round's global model: held in memory from the
+    round's first update to its close (``updates.held_start``), or, past ``HELD_START``
+    elements, read from its file for each; the next model is the same."""
+    if not held:
+        monkeypatch.setattr(updates, "HELD_START", 1)
+    held_now = state.coordinator._starts  # round id -> the held model (None: read each time)
+    job = state.coordinator.submit(make_spec(rounds=2), state.admin_id)
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    for number in (1, 2):
+        a, b = take(state, "alpha"), take(state, "beta")
+        assert post_update(state, "alpha", a, weights_like(0.1 * number), 30)[0] == "accepted"
+        assert [held_now[r] is not None for r in held_now] == [held]  # this round's only
+        assert post_update(state, "beta", b, weights_like(0.5 * number), 10)[0] == "accepted"
+        assert held_now == {}  # dropped at its close
+        for array in global_model(state, job.id).values():
+            np.testing.assert_allclose(array, 0.2 * number, rtol=1e-6)
 
 
 def test_restart_mid_round_rebuilds_the_sum_from_accepted_updates(state: State) -> None:

@@ -45,15 +45,18 @@ def clip_scale(
     within ``clip_norm`` in L2 norm: 1 when it is within (up to ``CLIP_TOLERANCE``), else
     ``clip_norm / norm``. Raises ``UpdateRefused`` for a move that is not finite or more than
     ``MAX_OVERSHOOT`` times the clip norm, or (``refuse``) any move longer than the clip norm."""
+    known = start.squares if isinstance(start, HeldStart) else None
     squares = start_squares = 0.0
     for name, offset, count in pieces(shapes, _CHUNK):
         base = start.read(name, offset, count)
         squares += sum_squares(difference(update.read(name, offset, count), base))
-        start_squares += sum_squares(base)
+        if known is None:
+            start_squares += sum_squares(base)
     norm = math.sqrt(squares)
     if not math.isfinite(norm):
         raise UpdateRefused("the update is not finite")
-    if norm <= clip_norm + CLIP_TOLERANCE * (math.sqrt(start_squares) + clip_norm):
+    start_norm = math.sqrt(start_squares if known is None else known)
+    if norm <= clip_norm + CLIP_TOLERANCE * (start_norm + clip_norm):
         return 1.0
     if refuse or norm > MAX_OVERSHOOT * clip_norm:
         why = (
@@ -66,6 +69,24 @@ def clip_scale(
             f"{clip_norm:g}; {why}"
         )
     return clip_norm / norm
+
+
+class HeldStart:
+    """A round's global model held in float64 while the round is open, with its sum of squares
+    (``Tensors``): every update of the round is measured and clipped from it, read once rather
+    than once per update (then, for each element, a float32 converted and its square summed)."""
+
+    def __init__(self, model: Tensors, shapes: Shapes) -> None:
+        self._weights = {name: model.read(name).astype(np.float64) for name in shapes}
+        self.squares = sum(sum_squares(values) for values in self._weights.values())
+
+    def read(self, name: str, start: int = 0, count: int | None = None) -> np.ndarray:
+        """Elements ``start .. start + count`` of tensor ``name`` in float64 (a read-only
+        view: exact, float32 values being float64 ones)."""
+        flat = self._weights[name]
+        view = flat[start : flat.size if count is None else start + count]
+        view.flags.writeable = False
+        return view
 
 
 class Clipped:

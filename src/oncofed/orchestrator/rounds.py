@@ -29,9 +29,10 @@ from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from oncofed.learning.aggregate import WeightedMean
+from oncofed.learning.aggregate import HeldStart, WeightedMean
 from oncofed.learning.data import holdout_size, pooled_stats
 from oncofed.learning.registry import initial_weights, parameter_count, parameter_shapes
+from oncofed.learning.steps import Tensors
 from oncofed.learning.strategies import build_strategy
 from oncofed.orchestrator import identity, journal, updates
 from oncofed.orchestrator.blobs import BlobStore
@@ -194,6 +195,7 @@ class Coordinator:
             self._deliver, self._batches
         )
         self._sums: dict[int, WeightedMean] = {}  # round id -> running sum
+        self._starts: dict[int, HeldStart | None] = {}  # round id -> its global model, held
         self._sum_jobs: dict[int, str] = {}  # round id -> job id, to drop sums without the db
         self._readable: set[tuple[int, str]] = set()
         self._owners: dict[str, tuple[int, str]] = {}  # task id -> (site id, job id)
@@ -319,6 +321,7 @@ class Coordinator:
 
     def _drop_sum(self, round_id: int) -> None:
         self._sums.pop(round_id, None)
+        self._starts.pop(round_id, None)
         self._sum_jobs.pop(round_id, None)
 
     # -- jobs --------------------------------------------------------------------------
@@ -615,7 +618,7 @@ class Coordinator:
             with contextlib.ExitStack() as opened:  # each file opened once for all of it
                 try:
                     update = opened.enter_context(TensorFile(source))
-                    start = opened.enter_context(updates.start_model(self.blobs, task.round))
+                    start = opened.enter_context(self._start(task.round))
                     meta = check_file(update, shapes, TrainResult)  # chunk by chunk
                     if meta.task_id != task_id:
                         raise BadTensorPayload(f"payload is for task {meta.task_id}, not {task_id}")
@@ -987,12 +990,25 @@ class Coordinator:
                     meta = TrainResult.model_validate_json(task.result_json)
                     with (
                         TensorFile(updates.stored(self.blobs, task)) as update,
-                        updates.start_model(self.blobs, rnd) as start,
+                        self._start(rnd) as start,
                     ):
                         scale = updates.clip_factor(rnd, update, start)
                         updates.fold(total, update, start, scale, meta.n_train)
             self._sums[rnd.id], self._sum_jobs[rnd.id] = total, rnd.job_id
         return self._sums[rnd.id]
+
+    def _start(self, rnd: Round) -> contextlib.AbstractContextManager[Tensors]:
+        """The global model the round's updates move from: held while the round is open
+        (``updates.held_start``; dropped with its running sum), or its file."""
+        if rnd.id not in self._starts:
+            self._starts[rnd.id], self._sum_jobs[rnd.id] = (
+                updates.held_start(self.blobs, rnd),
+                rnd.job_id,
+            )
+        held = self._starts[rnd.id]
+        if held is None:
+            return updates.start_model(self.blobs, rnd)
+        return contextlib.nullcontext(held)
 
     def _maybe_close(self, session: Session, effects: Effects, rnd: Round) -> None:
         """Close ``rnd`` and move its job on once no task of it is open."""

@@ -7,6 +7,7 @@ orchestrator never sees an update: the edge's own clip is the only bound there
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, object_session
 
 from oncofed.learning.aggregate import (
     Clipped,
+    HeldStart,
     RobustMean,
     RoundMean,
     UpdateRefused,
@@ -23,6 +25,7 @@ from oncofed.learning.aggregate import (
     clip_scale,
 )
 from oncofed.learning.registry import parameter_shapes
+from oncofed.learning.steps import Tensors
 from oncofed.learning.strategies import RobustStrategy, build_strategy
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.db import Round, Task, UpdateBody
@@ -46,6 +49,21 @@ def start_model(blobs: BlobStore, rnd: Round) -> TensorFile:
     return TensorFile(data if data is not None else blobs.path(rnd.input_sha))
 
 
+HELD_START = 1 << 20
+"""Elements of a round's global model up to which it is held in float64 while the round is
+open (8 MB; ``held_start``); a larger one is read from its file for each update."""
+
+
+def held_start(blobs: BlobStore, rnd: Round) -> HeldStart | None:
+    """The round's global model held in memory to measure its updates from (``HeldStart``),
+    when it has at most ``HELD_START`` elements (None: read it for each, ``start_model``)."""
+    _, shapes = _spec(rnd)
+    if sum(math.prod(shape) for shape in shapes.values()) > HELD_START:
+        return None
+    with start_model(blobs, rnd) as model:
+        return HeldStart(model, shapes)
+
+
 def stored(blobs: BlobStore, task: Task) -> bytes | Path:
     """An accepted update: its bytes where the database holds them, else its blob's file."""
     assert task.result_sha is not None  # accepted
@@ -67,7 +85,7 @@ def drop(session: Session, rnd: Round) -> set[str]:
     return {t.result_sha for t in rnd.tasks if t.result_sha}
 
 
-def _scale(spec: JobSpec, shapes: Shapes, update: TensorFile, start: TensorFile) -> float:
+def _scale(spec: JobSpec, shapes: Shapes, update: TensorFile, start: Tensors) -> float:
     local = spec.local
     try:
         return clip_scale(update, start, shapes, local.clip_norm, local.over_clip == "refuse")
@@ -75,7 +93,7 @@ def _scale(spec: JobSpec, shapes: Shapes, update: TensorFile, start: TensorFile)
         raise BadAnswer(str(exc)) from exc
 
 
-def clip_factor(rnd: Round, update: TensorFile, start: TensorFile) -> float:
+def clip_factor(rnd: Round, update: TensorFile, start: Tensors) -> float:
     """The factor that scales ``update``, a move from the round's global model ``start``
     (``start_model``), to the job's clip norm (1 when within); ``BadAnswer`` when it is to be
     refused. One pass over the update and the global model."""
@@ -89,7 +107,7 @@ def robust(rnd: Round) -> bool:
 
 
 def fold(
-    total: WeightedMean, update: TensorFile, start: TensorFile, scale: float, weight: float
+    total: WeightedMean, update: TensorFile, start: Tensors, scale: float, weight: float
 ) -> None:
     """Add ``update``, scaled by ``scale`` (``clip_factor``), to the running sum."""
     total.add_chunks(Clipped(update, start, scale).chunks(total.shapes), weight)
