@@ -29,6 +29,25 @@ from tests.support import State, declare_project
 os.environ.pop("COLUMNS", None)  # pytest-xdist's workers set 80: rich would fix every console
 os.environ.pop("LINES", None)  # at that width when the CLI is imported, whatever a test asks
 
+REAL_PROCESSES = (
+    "tests/test_chaos.py",
+    "tests/test_secure_federation.py",
+    "tests/test_federation.py",
+    "tests/test_tls.py",
+    "tests/test_memory.py",
+    "tests/test_bench_smoke.py",
+)
+"""The suites that run federations of real processes, the longest files, in this order."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The suites on real processes first, each file's tests in their order: ``make test``'s
+    two workers take a file at a time in this order, so the long ones start at once and the
+    short ones fill the gaps, rather than one worker finishing the longest alone."""
+    first = {name: rank for rank, name in enumerate(REAL_PROCESSES)}
+    items.sort(key=lambda item: first.get(item.nodeid.partition("::")[0], len(first)))
+
+
 POSTGRES_URL = os.environ.get(
     "ONCOFED_TEST_POSTGRES_URL", "postgresql+pg8000://postgres@127.0.0.1:5432/test"
 )
