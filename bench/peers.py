@@ -56,7 +56,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -843,40 +843,51 @@ def oncofed_apart(detail: dict[str, Any]) -> str:
     )
 
 
-def summary_table(rows: Sequence[Summary]) -> Table:
-    table = Table(title="oncofed's seconds per round", box=box.SIMPLE, title_justify="left")
-    for name in ("sites", "model", "oncofed", "/Flower", "/floor", "target", "verdict"):
+def _verdicts(title: str, names: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    """A table of figures against a target: every column right-aligned but the model's and the
+    verdict's."""
+    table = Table(title=title, box=box.SIMPLE, title_justify="left")
+    for name in names:
         table.add_column(name, justify="left" if name in ("model", "verdict") else "right")
-    for s in rows:
-        table.add_row(
-            str(s.sites),
-            s.model,
-            _s(s.oncofed_round_s),
-            _x(s.vs_flower),
-            _x(s.vs_floor),
-            "-" if s.target_s is None else f"≤{_s(s.target_s)}",
-            _verdict(s.passed),
-        )
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+def summary_table(rows: Sequence[Summary]) -> Table:
+    return _verdicts(
+        "oncofed's seconds per round",
+        ("sites", "model", "oncofed", "/Flower", "/floor", "target", "verdict"),
+        (
+            (
+                str(s.sites),
+                s.model,
+                _s(s.oncofed_round_s),
+                _x(s.vs_flower),
+                _x(s.vs_floor),
+                "-" if s.target_s is None else f"≤{_s(s.target_s)}",
+                _verdict(s.passed),
+            )
+            for s in rows
+        ),
+    )
 
 
 def stats_table(rows: Sequence[Summary]) -> Table:
-    table = Table(
-        title="oncofed's statistics round (round 0): no slower than a training round",
-        box=box.SIMPLE,
-        title_justify="left",
+    return _verdicts(
+        "round 0 (statistics): no slower than a training round",
+        ("sites", "model", "round 0", "training round", "verdict"),
+        (
+            (
+                str(s.sites),
+                s.model,
+                _s(s.stats_round_s),
+                _s(s.oncofed_round_s),
+                _verdict(s.stats_passed),
+            )
+            for s in rows
+        ),
     )
-    for name in ("sites", "model", "round 0", "training round", "verdict"):
-        table.add_column(name, justify="left" if name in ("model", "verdict") else "right")
-    for s in rows:
-        table.add_row(
-            str(s.sites),
-            s.model,
-            _s(s.stats_round_s),
-            _s(s.oncofed_round_s),
-            _verdict(s.stats_passed),
-        )
-    return table
 
 
 def markdown(document: dict[str, Any]) -> str:
