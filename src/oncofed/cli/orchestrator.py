@@ -129,7 +129,8 @@ def serve(
 ) -> None:
     """Serve the API over HTTPS with the consortium CA's server certificate, edges
     authenticated by their client certificates (mutual TLS); the database is migrated to
-    the newest schema first."""
+    the newest schema first, and a small job rehearsed in a transaction rolled back, so that
+    the first real job finds its statements compiled."""
     import uvicorn
 
     from oncofed._memory import bound_allocator, settle_collector
@@ -137,6 +138,7 @@ def serve(
     from oncofed.orchestrator.app import create_app
     from oncofed.orchestrator.db import migrate
     from oncofed.orchestrator.errors import BadRequest
+    from oncofed.orchestrator.rehearsal import rehearse
     from oncofed.orchestrator.settings import Settings
 
     plain = plain_http or insecure
@@ -167,6 +169,7 @@ def serve(
             err_console.print(
                 Text(f"Serving HTTPS on {host}:{port}; edges present client certificates.")
             )
+        rehearse(application.state.engine)  # before it listens: the first job as fast as later ones
         settle_collector()
         config = uvicorn.Config(
             application, host=host, port=port, log_level=log_level, access_log=False, **options
