@@ -127,10 +127,12 @@ def play(
     site_ids: list[int],
 ) -> tuple[str, dict[str, int]]:
     """Submit ``spec`` and answer every task of it as edges would (``TRAIN_ROWS`` rows each),
-    until no site has one; the job's status then, and the answers by kind of task."""
+    until no site has one; the job's status then, and the answers by kind of task. A job still
+    handing out tasks after all its rounds (a statistics round, ``spec.rounds``, the
+    evaluation) raises ``RuntimeError``: a start never waits on it."""
     job_id = coordinator.submit(spec, owner_id).id
     answers: Counter[str] = Counter()
-    while True:
+    for _ in range(spec.rounds + 3):
         tasks = [(site_id, coordinator.next_task(site_id)) for site_id in site_ids]
         if not any(task for _, task in tasks):
             break
@@ -138,6 +140,8 @@ def play(
             if task is not None:
                 _answer(coordinator, site_id, spec, task)
                 answers[task.kind] += 1
+    else:
+        raise RuntimeError(f"job {job_id} still hands out tasks after {spec.rounds + 2} rounds")
     with sessions() as session:
         job = session.get(Job, job_id)
         assert job is not None
