@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from oncofed import _db
@@ -151,9 +160,12 @@ class Task(Base):
     """One site's work in one round; its id makes result posts idempotent."""
 
     __tablename__ = "task"
+    # A site's tasks by status: handing out finds a site's unanswered ones without reading
+    # every task it ever had (``rounds._DELIVERABLE``).
+    __table_args__ = (Index("ix_task_site_id_status", "site_id", "status"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("round.id"), index=True)
-    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -80,7 +80,9 @@ class Effects:
     it commits (``answered``, by round id); the rest once it has committed."""
 
     answered: dict[int, Round] = field(default_factory=dict)
+    answering: set[int] = field(default_factory=set)  # the sites whose answers it records
     notify: set[int] = field(default_factory=set)
+    handed: dict[int, TaskAssignment] = field(default_factory=dict)  # of the tasks published
     delete: set[str] = field(default_factory=set)
     drop_sums: set[int] = field(default_factory=set)
 

@@ -17,9 +17,9 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Collection, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple, TypeVar, cast
 
@@ -89,13 +89,29 @@ log = logging.getLogger("oncofed.orchestrator")
 T = TypeVar("T")
 Work = Callable[[Session, Effects], T]
 """A change of state: run in a transaction, with what to do once it has committed."""
-Recorded = tuple[ResultAck, frozenset[int]]
-"""An answer's acknowledgement, and the sites notified of new tasks by its transaction."""
+
+
+class Handout(NamedTuple):
+    """The sites a transaction published new tasks for, and the tasks it handed out with them
+    (to the sites waiting for one, and those it recorded the answers of)."""
+
+    notified: frozenset[int]
+    handed: Mapping[int, TaskAssignment]
+
+
+Recorded = tuple[ResultAck, Handout]
+"""An answer's acknowledgement, and what its transaction published."""
+_NOTHING = Handout(frozenset(), {})
+
+
+def _handout(effects: Effects) -> Handout:
+    return Handout(frozenset(effects.notify), effects.handed)
 
 
 class Answer(NamedTuple):
     """A site's answer to a task, to record."""
 
+    site_id: int
     task_id: str
     work: Work[ResultAck]
 
@@ -103,9 +119,12 @@ class Answer(NamedTuple):
 class Submission(NamedTuple):
     """A site's answer, ready to be recorded with the others to its job (``record``)."""
 
-    site_id: int
     job_id: str
     answer: Answer
+
+    @property
+    def site_id(self) -> int:
+        return self.answer.site_id
 
 
 OPEN_TASK = ("pending", "delivered")
@@ -147,10 +166,16 @@ _DELIVERABLE = (
     .join(Round, Task.round_id == Round.id)
     .join(Job, Round.job_id == Job.id)
     .join(Site, Task.site_id == Site.id)
-    .where(Task.site_id.in_(bindparam("sites", expanding=True)), Round.status == "open", _WAITING)
+    .where(
+        Task.site_id.in_(bindparam("sites", expanding=True)),
+        Task.status.in_(UNANSWERED),  # by ``ix_task_site_id_status``: none of the answered
+        Round.status == "open",
+        _WAITING,
+    )
     .order_by(Round.opened_at)
 )
-"""The tasks waiting for the ``sites``, oldest round first (built once: it is the hot path)."""
+"""The tasks waiting for the ``sites``, oldest round first (built once: it is the hot path).
+Its cost does not grow with the tasks a site answered before (``test_hand_out_at_scale``)."""
 
 # The other statements of answering and handing out, built once too: building one (its
 # columns compared, its lists coerced) took 6% of the orchestrator's CPU at 4 sites.
@@ -232,6 +257,7 @@ class Coordinator:
                     for rnd in effects.answered.values():
                         self._maybe_close(session, effects, rnd)
                     journal.closed(session, effects.drop_sums)
+                    self._hand_out_published(session, effects)
             except BaseException:
                 if job_id:  # a running sum may hold an update the database never recorded
                     self._drop_job_sums(job_id)
@@ -240,35 +266,50 @@ class Coordinator:
             for round_id in effects.drop_sums:
                 self._drop_sum(round_id)
                 self._secure.forget(round_id)
+        self._granted(effects.handed)
         for sha in effects.delete:
             self.blobs.delete(sha)
         if effects.notify:
-            self._notifier.notify(effects.notify)
+            self._notifier.notify(effects.notify, effects.handed)
         return result
+
+    def _hand_out_published(self, session: Session, effects: Effects) -> None:
+        """Hand the tasks a change published out, in its own transaction, to the sites that
+        wait for one (their polls, and the acknowledgements of the answers it records): a
+        round's close and the next round's work need no transaction between them."""
+        ready = effects.notify & (effects.answering | self._notifier.waiting())
+        if ready:
+            found = self._hand_out(session, ready, utcnow())
+            effects.handed = {s: t for s, t in found.items() if isinstance(t, TaskAssignment)}
 
     def record(self, submission: Submission) -> ResultAck:
         """Record a site's answer with the other answers to its job that came meanwhile (a
         group commit, ``combine``). When that opened a round the site is part of, hand the
         site its next task with the acknowledgement, so it need not wait for a poll."""
-        ack, notified = self._answers(submission.job_id, submission.answer)
-        if submission.site_id in notified:
-            ack = ack.model_copy(update={"next_task": self.next_task(submission.site_id)})
+        ack, handout = self._answers(submission.job_id, submission.answer)
+        site_id = submission.site_id
+        if site_id in handout.notified:
+            task = handout.handed.get(site_id) or self.next_task(site_id)
+            ack = ack.model_copy(update={"next_task": task})
         return ack
 
     async def record_soon(self, submission: Submission) -> ResultAck:
         """``record`` for a request handler: it waits on the event loop, in no thread."""
-        ack, notified = await self._answers.submit(submission.job_id, submission.answer)
-        if submission.site_id in notified:
-            ack = ack.model_copy(update={"next_task": await self.deliver(submission.site_id)})
+        ack, handout = await self._answers.submit(submission.job_id, submission.answer)
+        site_id = submission.site_id
+        if site_id in handout.notified:
+            task = handout.handed.get(site_id) or await self.deliver(site_id)
+            ack = ack.model_copy(update={"next_task": task})
         return ack
 
     def _alone(self, site_id: int, job_id: str, work: Work[ResultAck]) -> ResultAck:
         """``record`` an answer in a transaction of its own: a decline and a secure round's
         steps (rare, and their checks read what a batch has not written yet)."""
-        effects = Effects()
+        effects = Effects(answering={site_id})
         ack = self._transact(job_id, work, effects)
         if site_id in effects.notify:
-            ack = ack.model_copy(update={"next_task": self.next_task(site_id)})
+            task = effects.handed.get(site_id) or self.next_task(site_id)
+            ack = ack.model_copy(update={"next_task": task})
         return ack
 
     def _record(self, job_id: Hashable, batch: Sequence[Pending[Answer, Recorded]]) -> None:
@@ -276,7 +317,7 @@ class Coordinator:
         ``OrchestratorError`` (raised before it changes anything) gets that error and the others
         go on; any other error rolls the batch back, and each answer is then recorded alone, so
         an error fails only its own caller."""
-        effects = Effects()
+        effects = Effects(answering={item.request.site_id for item in batch})
 
         def each(session: Session, effects: Effects) -> None:
             ids = [item.request.task_id for item in batch]  # read together; found by each work
@@ -291,7 +332,7 @@ class Coordinator:
             with session.no_autoflush:  # written together when the rounds are checked
                 for item in batch:
                     try:
-                        item.result = (item.request.work(session, effects), frozenset())
+                        item.result = (item.request.work(session, effects), _NOTHING)
                     except OrchestratorError as exc:
                         item.error = exc
 
@@ -301,17 +342,17 @@ class Coordinator:
             if len(batch) == 1:
                 raise
             for item in batch:
-                alone = Effects()
+                alone = Effects(answering={item.request.site_id})
                 try:
                     ack = self._transact(str(job_id), item.request.work, alone)
-                    item.result, item.error = (ack, frozenset(alone.notify)), None
+                    item.result, item.error = (ack, _handout(alone)), None
                 except Exception as exc:
                     item.error = exc
             return
-        notified = frozenset(effects.notify)
+        handout = _handout(effects)
         for item in batch:
             if item.result is not None:
-                item.result = (item.result[0], notified)
+                item.result = (item.result[0], handout)
 
     def _drop_job_sums(self, job_id: str) -> None:
         """Forget a job's running sums (rebuilt from the database on next use). Touches no
@@ -441,27 +482,9 @@ class Coordinator:
     def _deliver(self, _: Hashable, batch: Sequence[Pending[int, TaskAssignment | None]]) -> None:
         """``next_task`` for every site in ``batch``, in one transaction."""
         generations = self._notifier.generations({item.request for item in batch})
-        now = utcnow()
         with self._sessions.begin() as session:
-            rows = session.execute(_DELIVERABLE, {"sites": list(generations)}).all()
-            oldest: dict[int, tuple[Task, Round, Job, str]] = {}
-            for task, rnd, job, site in rows:
-                oldest.setdefault(task.site_id, (task, rnd, job, site))
-            opening = [row[0].id for row in oldest.values() if row[0].status in OPEN_TASK]
-            delivered = set(
-                session.scalars(_HAND_OUT, {"ids": opening, "now": now}) if opening else ()
-            )
-            tasks: dict[int, TaskAssignment | Exception] = {}
-            for site_id, (task, rnd, job, site) in oldest.items():
-                if task.status in OPEN_TASK and task.id not in delivered:
-                    continue  # its round closed in between
-                if task.id not in delivered and task.delivered_at is None:
-                    task.delivered_at = now  # a secure round that opened with its keys in
-                try:
-                    tasks[site_id] = self._assignment(session, task, rnd, job, site)
-                except Exception as exc:  # that site's alone (its job's state): the rest go
-                    log.exception("job %s: task %s could not be handed out", job.id, task.id)
-                    tasks[site_id] = exc
+            tasks = self._hand_out(session, generations, utcnow())
+        self._granted(tasks)
         self._notifier.found_nothing(
             {site: generation for site, generation in generations.items() if site not in tasks}
         )
@@ -472,13 +495,42 @@ class Coordinator:
             else:
                 item.result = found
 
+    def _hand_out(
+        self, session: Session, site_ids: Collection[int], now: datetime
+    ) -> dict[int, TaskAssignment | Exception]:
+        """Each site's oldest task waiting, marked delivered (a task delivered and never
+        answered comes again); a site whose task cannot be made has the error instead."""
+        rows = session.execute(_DELIVERABLE, {"sites": list(site_ids)}).all()
+        oldest: dict[int, tuple[Task, Round, Job, str]] = {}
+        for task, rnd, job, site in rows:
+            oldest.setdefault(task.site_id, (task, rnd, job, site))
+        opening = [row[0].id for row in oldest.values() if row[0].status in OPEN_TASK]
+        delivered = set(session.scalars(_HAND_OUT, {"ids": opening, "now": now}) if opening else ())
+        tasks: dict[int, TaskAssignment | Exception] = {}
+        for site_id, (task, rnd, job, site) in oldest.items():
+            if task.status in OPEN_TASK and task.id not in delivered:
+                continue  # its round closed in between
+            if task.id not in delivered and task.delivered_at is None:
+                task.delivered_at = now  # a secure round that opened with its keys in
+            try:
+                tasks[site_id] = self._assignment(session, task, rnd, job, site)
+            except Exception as exc:  # that site's alone (its job's state): the rest go
+                log.exception("job %s: task %s could not be handed out", job.id, task.id)
+                tasks[site_id] = exc
+        return tasks
+
+    def _granted(self, tasks: Mapping[int, TaskAssignment | Exception]) -> None:
+        """Once the tasks are committed as delivered, their sites may read the models they
+        name."""
+        for site_id, task in tasks.items():
+            if isinstance(task, TaskAssignment) and task.model_sha256 is not None:
+                self._may_read(site_id, task.model_sha256)
+
     def _assignment(
         self, session: Session, task: Task, rnd: Round, job: Job, site: str
     ) -> TaskAssignment:
         spec = self._spec(job)
         self._remember_owner(task.id, task.site_id, job.id)
-        if rnd.input_sha is not None:  # the site may now read the model the task names
-            self._may_read(task.site_id, rnd.input_sha)
         return TaskAssignment(
             task_id=task.id,
             job_id=job.id,
@@ -648,7 +700,7 @@ class Coordinator:
             effects.answered[task.round_id] = task.round
             return ResultAck(task_id=task_id, status="accepted")
 
-        return Submission(site_id, job_id, Answer(task_id, work))
+        return Submission(job_id, Answer(site_id, task_id, work))
 
     def accept_result(
         self,
@@ -723,7 +775,7 @@ class Coordinator:
             effects.answered[task.round_id] = task.round
             return ResultAck(task_id=task_id, status="accepted")
 
-        return Submission(site_id, job_id, Answer(task_id, work))
+        return Submission(job_id, Answer(site_id, task_id, work))
 
     def decline(
         self,

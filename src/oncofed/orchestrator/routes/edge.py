@@ -26,6 +26,7 @@ from oncofed.orchestrator import identity, pki, profiles, tls
 from oncofed.orchestrator.db import AUDIT, Site
 from oncofed.orchestrator.deps import CoordinatorDep, CurrentSite, SessionDep, SettingsDep
 from oncofed.orchestrator.errors import BadRequest, NotFound, PayloadTooLarge
+from oncofed.orchestrator.notifier import Notifier
 from oncofed.orchestrator.rounds import Coordinator, Submission
 from oncofed.orchestrator.settings import Settings
 from oncofed.wire.analysis import AnalysisResult
@@ -181,11 +182,13 @@ async def _awaited(
     request: Request, site_id: int, coordinator: Coordinator, settings: Settings, wait: float
 ) -> TaskAssignment | None:
     """The site's next task: at once when it has one, else when one is published within
-    ``wait`` seconds (at most ``long_poll_seconds``); None after, or as the server stops."""
-    notifier = request.app.state.notifier
+    ``wait`` seconds (at most ``long_poll_seconds``), handed with its publication or asked for
+    then; None after, or as the server stops."""
+    notifier: Notifier = request.app.state.notifier
     deadline = time.monotonic() + min(wait, settings.long_poll_seconds)
     while True:
         published = notifier.event(site_id)  # taken first, so no publication is missed
+        since = notifier.generations([site_id])[site_id]
         if notifier.idle(site_id):  # nothing published for it since a check found nothing
             task = None
         else:
@@ -196,9 +199,12 @@ async def _awaited(
         if remaining <= 0 or notifier.closing or await request.is_disconnected():
             return None
         try:
-            await asyncio.wait_for(published.wait(), timeout=remaining)
+            with notifier.waiting_for(site_id):
+                await asyncio.wait_for(published.wait(), timeout=remaining)
         except TimeoutError:
             return None
+        if (task := notifier.handed(site_id, since)) is not None:
+            return task
 
 
 async def _answered(
