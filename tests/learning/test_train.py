@@ -1,4 +1,5 @@
-"""Local training: the Cox loss against lifelines and numpy, determinism, progress, FedProx."""
+"""Local training: the Cox loss against lifelines and numpy, determinism, progress, FedProx,
+the plain SGD step against PyTorch's."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from oncofed.learning.metrics import log_loss
 from oncofed.learning.registry import initial_weights
 from oncofed.learning.torch_model import build_module, module_weights
 from oncofed.learning.train import (
+    PlainSGD,
     cox_partial_likelihood,
     evaluate,
     held_out_evaluation,
@@ -285,3 +287,27 @@ def test_the_held_out_evaluation_sends_sums_and_a_histogram_without_small_cells(
     start = initial_weights(survival.model, 4, seed=0)
     shown = held_out_evaluation(survival, start, x, timed, 11)
     assert shown.scores is None and shown.sums is None and set(shown.metrics) == {"c_index"}
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_plain_sgd_takes_pytorchs_sgd_steps_to_the_bit(weight_decay: float) -> None:
+    """Two copies of an MLP trained on the same batches, one by ``torch.optim.SGD``, one by
+    ``PlainSGD``, hold the same bits after every step (and they moved)."""
+    model = _spec(model={"type": "mlp", "hidden": [8]}).model
+    start = initial_weights(model, 4, seed=3)
+    ours, theirs = build_module(model, 4, start), build_module(model, 4, start)
+    generator = torch.Generator().manual_seed(3)
+    x, y = torch.randn(64, 4, generator=generator), torch.rand(64, generator=generator)
+    loss = torch.nn.BCEWithLogitsLoss()
+    steppers = [
+        (ours, PlainSGD(list(ours.parameters()), 0.05, weight_decay)),
+        (theirs, torch.optim.SGD(theirs.parameters(), lr=0.05, weight_decay=weight_decay)),
+    ]
+    for batch in torch.arange(64).split(16):
+        for module, optimizer in steppers:
+            optimizer.zero_grad()
+            loss(module(x[batch]), y[batch]).backward()
+            optimizer.step()
+        for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+            assert torch.equal(a, b)
+    assert _distance(module_weights(ours), start) > 0.01

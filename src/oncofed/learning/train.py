@@ -51,6 +51,38 @@ def local_optimizer(local: LocalTraining, params: list[nn.Parameter]) -> torch.o
     return torch.optim.SGD(params, lr=local.lr, weight_decay=local.weight_decay)
 
 
+class PlainSGD:
+    """``torch.optim.SGD`` without momentum, step for step the same arithmetic on the same
+    tensors, without what ``Optimizer.step`` adds around it (hooks, a profiler range, the
+    compiler's guard): a third of a step of a small model's batch (``test_train.py``)."""
+
+    def __init__(self, params: list[nn.Parameter], lr: float, weight_decay: float) -> None:
+        self._params, self._lr, self._decay = params, lr, weight_decay
+
+    def zero_grad(self) -> None:
+        for param in self._params:
+            param.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for param in self._params:
+            grad = param.grad
+            if grad is None:
+                continue
+            if self._decay:
+                grad = grad.add(param, alpha=self._decay)
+            param.add_(grad, alpha=-self._lr)
+
+
+def _optimizer(
+    local: LocalTraining, params: list[nn.Parameter]
+) -> PlainSGD | torch.optim.Optimizer:
+    """``local_optimizer``, with SGD as ``PlainSGD``."""
+    if local.optimizer == "sgd":
+        return PlainSGD(params, local.lr, local.weight_decay)
+    return local_optimizer(local, params)
+
+
 def warm_up() -> None:
     """Pay now what a process's first training would: the first setting of torch's
     deterministic mode and the first optimizer step import its compiler stack (a second or
@@ -81,7 +113,7 @@ def train(
     params = list(module.parameters())
     anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     local = spec.local
-    optimizer = local_optimizer(local, params)
+    optimizer = _optimizer(local, params)
     inputs = torch.from_numpy(x)
     label = torch.from_numpy(cohort.label.astype(np.float32))
     time = None if cohort.time is None else torch.from_numpy(cohort.time.astype(np.float32))
