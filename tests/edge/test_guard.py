@@ -4,6 +4,8 @@ played by hand: it picks the round, kind, spec, scaling, model and coefficients 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,22 +118,39 @@ class Orchestrator:
 # -- what a task declares ----------------------------------------------------------------
 
 
-def test_a_task_and_its_spec_are_hashed_from_one_dump_as_content_sha256_hashes_them() -> None:
-    """``task_hashes`` (what the guard pins and compares) is ``content_sha256`` of the spec and
-    of the task, its inline model left out, for a training job and an analysis alike."""
+def canonical_sha256(content: object) -> str:
+    """SHA-256 of ``content``'s canonical JSON (sorted keys, no spaces), by one dump."""
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_task_and_its_spec_are_hashed_as_their_canonical_json() -> None:
+    """``task_hashes`` (what the guard pins and compares) is the SHA-256 of the canonical JSON
+    of the spec and of the task, its inline model left out, for a training job and an analysis
+    alike; the spec's text, made once for the tasks sharing it, changes nothing; and
+    ``content_sha256`` hashes a task so too."""
     model = tensors.encode(initial_weights(make_spec().model, 2, 0))
     analysis = AnalysisSpec.model_validate(
         {"name": "c", "project": "p", "dataset": "data",
          "analysis": {"type": "logistic", "outcome": {"type": "binary", "label": "ext.y"},
                       "covariates": ["ext.x1", "ext.x2"]}}
     )  # fmt: skip
+    pooled = StatsResult(n=10, sums=[1.0, 2.0], sumsq=[3.0, 4.0])
     for spec, inline in ((make_spec(), model), (analysis, None)):
-        task = TaskAssignment(
-            task_id="t1", job_id="j1", round=1, kind="train", spec=spec,
-            model_sha256=tensors.sha256(model), model=inline,
-        )  # fmt: skip
-        assert task_hashes(task) == (content_sha256(spec), content_sha256(task))
-        assert task_hashes(task)[1] == content_sha256(task.model_copy(update={"model": None}))
+        for number in (1, 2):  # the second task finds its spec's text made
+            task = TaskAssignment(
+                task_id=f"t{number}", job_id="j1", round=number, kind="train", spec=spec,
+                model_sha256=tensors.sha256(model), model=inline, pooled=pooled,
+            )  # fmt: skip
+            whole = task.model_dump(mode="json", exclude={"model"})
+            expected = (canonical_sha256(whole["spec"]), canonical_sha256(whole))
+            assert task_hashes(task) == expected
+            assert (
+                content_sha256(task)
+                == expected[1]
+                == content_sha256(task.model_copy(update={"model": None}))
+            )
+    assert content_sha256(pooled) == canonical_sha256(pooled.model_dump(mode="json"))
 
 
 @pytest.mark.parametrize(

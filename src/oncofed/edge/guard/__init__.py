@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 
 from pydantic import BaseModel
 
@@ -30,19 +32,57 @@ from oncofed.wire.tensors import Weights
 def content_sha256(message: BaseModel) -> str:
     """SHA-256 of a message's canonical JSON (sorted keys, no spaces); a task's global model
     handed with it is left out (its ``model_sha256``, which it must match, stands for it)."""
-    skip = {"model"} if isinstance(message, TaskAssignment) else None
-    return _sha256(message.model_dump(mode="json", exclude=skip))
+    if isinstance(message, TaskAssignment):
+        return task_hashes(message)[1]
+    return _sha256(_canonical(message.model_dump(mode="json")))
 
 
 def task_hashes(task: TaskAssignment) -> tuple[str, str]:
-    """``content_sha256`` of the task's spec and of the task, from one dump of the task."""
-    content = task.model_dump(mode="json", exclude={"model"})
-    return _sha256(content["spec"]), _sha256(content)
+    """``content_sha256`` of the task's spec and of the task. The task's canonical JSON is
+    put together from its spec's, made once for all the tasks that share the spec (a job's:
+    ``SPECS_SEEN``), and its other fields' (keys sorted: the same text as one dump's)."""
+    spec = _SPEC_TEXTS.text(task.spec)
+    fields = {
+        key: _canonical(value)
+        for key, value in task.model_dump(mode="json", exclude={"model", "spec"}).items()
+    }
+    fields["spec"] = spec
+    text = "{" + ",".join(f"{json.dumps(key)}:{fields[key]}" for key in sorted(fields)) + "}"
+    return _sha256(spec), _sha256(text)
 
 
-def _sha256(content: object) -> str:
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+def _canonical(content: object) -> str:
+    return json.dumps(content, sort_keys=True, separators=(",", ":"))
+
+
+def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _SpecTexts:
+    """Specs' canonical JSON, by spec object (kept with it, so an id is never reused while
+    kept), the ``kept`` most recent."""
+
+    def __init__(self, kept: int = 64) -> None:
+        self._kept = kept
+        self._texts: OrderedDict[int, tuple[JobSpec | AnalysisSpec, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def text(self, spec: JobSpec | AnalysisSpec) -> str:
+        with self._lock:
+            found = self._texts.get(id(spec))
+            if found is not None and found[0] is spec:
+                self._texts.move_to_end(id(spec))
+                return found[1]
+        text = _canonical(spec.model_dump(mode="json"))
+        with self._lock:
+            self._texts[id(spec)] = (spec, text)
+            if len(self._texts) > self._kept:
+                self._texts.popitem(last=False)
+        return text
+
+
+_SPEC_TEXTS = _SpecTexts()
 
 
 class Guard:
