@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import event
 
 from oncofed.demo.data import site_tables
 from oncofed.edge import EdgePolicy, LocalStore
@@ -199,3 +200,27 @@ def test_a_secure_regression_equals_the_plain_one(state: State, four: dict[str, 
         assert (mine.name, mine.df) == (theirs.name, theirs.df) == (mine.name, 3)
         assert mine.q == pytest.approx(theirs.q, rel=1e-9)
         assert mine.i2 == pytest.approx(theirs.i2, rel=1e-9, abs=1e-12)
+
+
+def test_no_write_waits_for_the_database_while_the_inboxes_are_built(
+    state: State, four: dict[str, Site]
+) -> None:
+    """A transaction that hands out the phase it opened builds the sites' inboxes holding the
+    database's write lock; a delivery in another thread builds them too. Under the inboxes'
+    lock nothing is written, so the two never wait on each other (a delivery that wrote there
+    waited for the write lock while holding this one: both stood still for the busy timeout)."""
+    engine = state.sessions.kw["bind"]
+    lock = state.coordinator._secure._inboxes_built
+    under_lock: list[str] = []
+
+    def executed(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if lock.locked():
+            under_lock.append(statement.split()[0])
+
+    event.listen(engine, "before_cursor_execute", executed)
+    try:  # its later rounds open at their masked phase (keys came with the round before)
+        assert play(state, four, training(**SECURE)).status == "completed"
+    finally:
+        event.remove(engine, "before_cursor_execute", executed)
+    assert "SELECT" in under_lock  # the inboxes were built
+    assert set(under_lock) == {"SELECT"}, under_lock

@@ -139,7 +139,13 @@ class SecureRounds:
         )
 
     def _inbox(self, session: Session, rnd: Round, site: str) -> Inbox:
-        with self._inboxes_built:
+        """The sealed shares sent to ``site``, sorted into inboxes once for the round. Under
+        the lock the session only reads (a read waits for no writer): its changes are written
+        before, so a thread holding the database's write lock and waiting for this lock (a
+        transaction handing out the phase it opened) never waits on one that holds the lock
+        and waits for the database."""
+        session.flush()
+        with self._inboxes_built, session.no_autoflush:
             if rnd.id not in self._inboxes:
                 bundles = [
                     ShareBundle.model_validate_json(b) for _, b in _posts(session, rnd, "shares")
