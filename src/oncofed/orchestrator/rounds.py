@@ -274,9 +274,12 @@ class Coordinator:
         return result
 
     def _hand_out_published(self, session: Session, effects: Effects) -> None:
-        """Hand the tasks a change published out, in its own transaction, to the sites that
-        wait for one (their polls, and the acknowledgements of the answers it records): a
-        round's close and the next round's work need no transaction between them."""
+        """Hand the tasks a change published out, in the change's transaction, to the sites
+        that wait for one (their polls, and the acknowledgements of the answers it records): a
+        round's close and the next round's work need no transaction between them. A change
+        that published nothing (most answers) asks the notifier nothing."""
+        if not effects.notify:
+            return
         ready = effects.notify & (effects.answering | self._notifier.waiting())
         if ready:
             found = self._hand_out(session, ready, utcnow())
