@@ -18,7 +18,7 @@ from oncofed.demo.data import mapping_file, site_tables
 from oncofed.edge import EdgePolicy, LocalStore
 from oncofed.edge.guard import content_sha256, task_hashes
 from oncofed.edge.importing import Source, import_source
-from oncofed.edge.ledger import Ledger
+from oncofed.edge.ledger import SLOTS, Ledger
 from oncofed.edge.policy import cohort_minimums
 from oncofed.edge.runner import Contribution, Outcome, TaskRunner
 from oncofed.learning.data import pooled_stats, standardization
@@ -408,7 +408,7 @@ def test_the_evaluation_model_is_checked_and_its_answer_ends_the_models_kept(
     for number in (1, 2, 3):
         assert isinstance(orchestrator.run("train", number), bytes)
     kept = tmp_path / "edge" / "jobs" / "j1"
-    assert [p.suffix for p in kept.iterdir()] == [".safetensors"]
+    assert sorted(p.name for p in kept.iterdir()) == list(SLOTS)
     honest = orchestrator.model
     orchestrator.model = {k: v + np.float32(1.0) for k, v in honest.items()}
     refused(orchestrator.run("evaluate", 4), "the global model of round 4 moved further")

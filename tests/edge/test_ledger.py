@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from oncofed.edge import EdgePolicy, PolicyViolation
-from oncofed.edge.ledger import LEDGER, Base, Ledger, TaskRecord
+from oncofed.edge.ledger import LEDGER, SLOTS, Base, Ledger, TaskRecord
 from oncofed.privacy.secagg import fingerprint
 from oncofed.wire.analysis import AnalysisParams
 from oncofed.wire.messages import Standardization, StatsResult
@@ -136,7 +136,7 @@ def test_a_model_file_not_whole_is_no_last_model(ledger: Ledger, root: Path) -> 
     from the initial model)."""
     ledger.record_task("j1", SPEC, task("t1", 1))
     ledger.save_model("j1", 1, sha(b"model"), b"model")
-    path = root / "jobs" / "j1" / f"{sha(b'model')}.safetensors"
+    path = root / "jobs" / "j1" / SLOTS[0]
     assert ledger.last_model("j1") == (1, path)
     path.write_bytes(b"mod")
     assert ledger.last_model("j1") is None
@@ -170,20 +170,44 @@ def test_a_rehearsal_writes_nothing_and_forgets_what_it_recorded(
     ledger.record_task("j2", SPEC, task("t2", 1))  # as if never rehearsed
 
 
-def test_only_the_named_model_file_is_kept_and_evaluation_removes_it(
+def test_a_jobs_models_take_turns_in_two_files_and_evaluation_removes_them(
     ledger: Ledger, root: Path
 ) -> None:
+    key = Ed25519PrivateKey.generate()
     ledger.record_task("j1", SPEC, task("t1", 1))
-    ledger.save_model("j1", 1, sha(b"first"), b"first")
-    ledger.save_model("j1", 2, sha(b"second"), b"second")
     folder = root / "jobs" / "j1"
-    assert len(list(folder.iterdir())) == 2  # until the ledger names the second
-    ledger.audit(Ed25519PrivateKey.generate(), "egress", actor="edge", site="s", detail={})
-    assert [p.name for p in folder.iterdir()] == [sha(b"second") + ".safetensors"]
-    last = ledger.last_model("j1")
-    assert last is not None and last[0] == 2 and last[1].read_bytes() == b"second"
+    for number, model in enumerate((b"first", b"second", b"third"), start=1):
+        ledger.save_model("j1", number, sha(model), model)
+        ledger.audit(key, "egress", actor="edge", site="s", detail={})
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {
+        SLOTS[0]: b"third",
+        SLOTS[1]: b"second",
+    }
+    assert ledger.last_model("j1") == (3, folder / SLOTS[0])
+    ledger.save_model("j1", 3, sha(b"third"), b"third")  # the model named: nothing written
+    assert (folder / SLOTS[1]).read_bytes() == b"second"
     ledger.drop_model("j1")
-    assert not (root / "jobs" / "j1").exists() and ledger.last_model("j1") is None
+    assert not folder.exists() and ledger.last_model("j1") is None
+
+
+def test_a_restarted_ledger_never_writes_over_the_model_it_names(root: Path) -> None:
+    """After a restart the ledger finds which file holds the model it names and writes the
+    next one over the other: a crash before the next note leaves the named one whole."""
+    key = Ed25519PrivateKey.generate()
+    with Ledger(root) as ledger:
+        ledger.record_task("j1", SPEC, task("t1", 1))
+        for number, model in enumerate((b"first", b"second"), start=1):
+            ledger.save_model("j1", number, sha(model), model)
+            ledger.audit(key, "egress", actor="edge", site="s", detail={})
+    folder = root / "jobs" / "j1"
+    assert (folder / SLOTS[1]).read_bytes() == b"second"  # named, in the second file
+    ledger = Ledger(root)
+    ledger.save_model("j1", 3, sha(b"third"), b"third")
+    assert (folder / SLOTS[0]).read_bytes() == b"third"
+    ledger._engine.dispose()  # the process dies before the note on the third is written
+    ledger._durable_engine.dispose()
+    with Ledger(root) as again:
+        assert again.last_model("j1") == (2, folder / SLOTS[1])
 
 
 def test_a_job_id_cannot_name_a_path(ledger: Ledger) -> None:
