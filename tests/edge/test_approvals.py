@@ -90,6 +90,22 @@ def test_a_task_runs_only_in_a_project_approved_here_on_the_dataset_chosen_here(
         approvals.check(policy, task())
 
 
+def test_a_jobs_tasks_run_on_one_spec_object_as_they_came_on_one(policy_file: Path) -> None:
+    """The spec on the dataset chosen here is made once for the tasks that share a spec object
+    (a job's), so what is derived from it (its canonical JSON) is made once too; a spec that
+    differs gets its own."""
+    approvals.decide(policy_file, project(), dataset="registry-2025")
+    policy = read_policy(policy_file)
+    first = task(dataset="theirs")
+    again = first.model_copy(update={"task_id": "t2", "round": 1})
+    other = task(dataset="theirs", seed=7)
+    runs, runs_again, runs_other = (approvals.check(policy, t) for t in (first, again, other))
+    assert runs.spec is runs_again.spec and runs.spec.dataset == "registry-2025"
+    assert runs_other.spec is not runs.spec and runs_other.spec.seed == 7
+    assert runs_other.spec.dataset == "registry-2025"
+    assert first.spec.dataset == "theirs"  # the task as it came is left as it came
+
+
 @pytest.mark.parametrize(
     ("spec", "problem"),
     [

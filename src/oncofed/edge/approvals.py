@@ -16,7 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oncofed._files import replace_file
+from oncofed.edge.derived import PerSpec
 from oncofed.edge.errors import PolicyViolation
+from oncofed.wire.analysis import AnySpec
 from oncofed.wire.messages import TaskAssignment
 from oncofed.wire.projects import ProjectPublic, ProjectScope
 
@@ -67,8 +69,14 @@ def check(policy: EdgePolicy, task: TaskAssignment) -> TaskAssignment:
             f"the job is outside project {name!r} as approved here (policy "
             f"{policy.version}): {'; '.join(problems)}"
         )
-    spec = task.spec.model_copy(update={"dataset": decision.dataset})
-    return task.model_copy(update={"spec": spec})
+    return task.model_copy(update={"spec": _AS_RUN(task.spec, decision.dataset)})
+
+
+_AS_RUN: PerSpec[str, AnySpec] = PerSpec(
+    lambda spec, dataset: spec.model_copy(update={"dataset": dataset})
+)
+"""Specs on the dataset chosen here: one object for a job's tasks, as they came in one
+(``guard.task_hashes`` dumps a spec once for them)."""
 
 
 def decide(

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import OrderedDict
 
 from pydantic import BaseModel
 
 from oncofed.analytics.design import Design
 from oncofed.analytics.private import declared_ranges
 from oncofed.edge.config import EdgePolicy
+from oncofed.edge.derived import PerSpec
 from oncofed.edge.errors import PolicyViolation
 from oncofed.edge.guard.models import check_model
 from oncofed.edge.guard.params import check_params, params_sha256
@@ -41,7 +40,7 @@ def task_hashes(task: TaskAssignment) -> tuple[str, str]:
     """``content_sha256`` of the task's spec and of the task. The task's canonical JSON is
     put together from its spec's, made once for all the tasks that share the spec (a job's:
     ``SPECS_SEEN``), and its other fields' (keys sorted: the same text as one dump's)."""
-    spec = _SPEC_TEXTS.text(task.spec)
+    spec = _SPEC_TEXTS(task.spec, None)
     fields = {
         key: _canonical(value)
         for key, value in task.model_dump(mode="json", exclude={"model", "spec"}).items()
@@ -59,30 +58,8 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class _SpecTexts:
-    """Specs' canonical JSON, by spec object (kept with it, so an id is never reused while
-    kept), the ``kept`` most recent."""
-
-    def __init__(self, kept: int = 64) -> None:
-        self._kept = kept
-        self._texts: OrderedDict[int, tuple[JobSpec | AnalysisSpec, str]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def text(self, spec: JobSpec | AnalysisSpec) -> str:
-        with self._lock:
-            found = self._texts.get(id(spec))
-            if found is not None and found[0] is spec:
-                self._texts.move_to_end(id(spec))
-                return found[1]
-        text = _canonical(spec.model_dump(mode="json"))
-        with self._lock:
-            self._texts[id(spec)] = (spec, text)
-            if len(self._texts) > self._kept:
-                self._texts.popitem(last=False)
-        return text
-
-
-_SPEC_TEXTS = _SpecTexts()
+_SPEC_TEXTS: PerSpec[None, str] = PerSpec(lambda spec, _: _canonical(spec.model_dump(mode="json")))
+"""Specs' canonical JSON."""
 
 
 class Guard:
