@@ -55,6 +55,23 @@ def write_private(path: Path, data: bytes | str) -> None:
         handle.write(data.encode() if isinstance(data, str) else data)
 
 
+def write_over(path: Path, data: bytes) -> None:
+    """``write_private``, but an existing file's bytes written over in place and cut to
+    ``data``'s length only when longer: on ext4, truncating a file to nothing and writing it
+    again makes its close wait for the new blocks' allocation (``auto_da_alloc``), and under
+    other processes' syncs that wait was a tenth of an edge's busy time."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    try:
+        os.fchmod(descriptor, FILE_MODE)
+        written = 0
+        while written < len(data):
+            written += os.write(descriptor, data[written:])
+        if os.fstat(descriptor).st_size > len(data):
+            os.ftruncate(descriptor, len(data))
+    finally:
+        os.close(descriptor)
+
+
 def private_file(path: Path) -> Path:
     """``path`` created empty when missing (a SQLite database before SQLite opens it: its
     journal and write-ahead log take its mode), owner-only either way."""
