@@ -439,9 +439,10 @@ class Ledger:
         record = self.job(job_id)
         if record is None:
             raise PolicyViolation(f"job {job_id} has no task recorded here")
-        if self._named(job_id, record) is None:  # not located yet (a restart's first)
-            self.last_model(job_id)
         named = self._named(job_id, record)
+        if named is None:  # not located yet (after a restart): look for it once
+            self.last_model(job_id)
+            named = self._named(job_id, record)
         if named is None or named[0] != sha:
             if not folder.is_dir():  # made by the job's first model (private_dir checks each)
                 private_dir(folder)
