@@ -11,9 +11,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from oncofed.learning.data import standardization
@@ -85,8 +86,10 @@ class Effects:
     handed: dict[int, TaskAssignment] = field(default_factory=dict)  # of the tasks published
     delete: set[str] = field(default_factory=set)
     drop_sums: set[int] = field(default_factory=set)
+    finished: list[dict[str, Any]] = field(default_factory=list)  # Coordinator._finish's rows
 
 
+_NEW_TASKS = insert(cast(Table, Task.__table__))
 LEFT = ("declined", "failed")
 """Statuses of a site's task that leave it out of the job's later rounds."""
 WITHDRAWN = "cancelled"
@@ -140,7 +143,6 @@ class Progress:
         deadline = utcnow() + timedelta(seconds=spec.round_timeout_s)
         out = _out_of_service(session)
         site_ids = [site_id for site_id in site_ids if site_id not in out]
-        tasks = [Task(id=uuid.uuid4().hex, site_id=site_id) for site_id in site_ids]
         rnd = Round(
             job=job,
             number=number,
@@ -148,12 +150,19 @@ class Progress:
             input_sha=input_sha,
             params_json=params_json,
             deadline=deadline,
-            tasks=tasks,
         )
         rnd.announced_sha = announced(job, rnd)
         if spec.privacy.secure_aggregation:
             rnd.phase = "keys"
         session.add(rnd)
+        session.flush()  # the round's id, for its tasks
+        if site_ids:  # in one statement, not by the unit of work (``_NEW_TASKS``)
+            tasks = [
+                {"id": uuid.uuid4().hex, "round_id": rnd.id, "site_id": site, "status": "pending"}
+                for site in site_ids
+            ]
+            session.connection().execute(_NEW_TASKS, tasks)
+        session.expire(rnd, ["tasks"])  # read when asked: the statement wrote them
         effects.notify.update(site_ids)
         return rnd
 

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from oncofed.learning.aggregate import HeldStart, WeightedMean
 from oncofed.learning.data import holdout_size, pooled_stats
@@ -188,6 +189,14 @@ _HAND_OUT = (
     .execution_options(synchronize_session=False)
 )
 _KEEP_BODY = insert(cast(Table, UpdateBody.__table__))
+_TASKS = cast(Table, Task.__table__)
+_ANSWER_COLUMNS = ("status", "detail", "result_sha", "result_json", "bytes_received", "finished_at")
+_FINISHED = (
+    update(_TASKS)
+    .where(_TASKS.c.id == bindparam("task_id"))
+    .values({name: bindparam(name) for name in _ANSWER_COLUMNS})
+)
+"""The columns an answer sets on its task, for a batch's answers in one statement (``_finish``)."""
 _STILL_OPEN = select(func.count()).where(
     Task.round_id == bindparam("round_id"), Task.status.in_(OPEN_TASK)
 )
@@ -254,6 +263,8 @@ class Coordinator:
             try:
                 with self._sessions.begin() as session:
                     result = work(session, effects)
+                    if effects.finished:  # before anything reads the tasks' statuses
+                        session.connection().execute(_FINISHED, effects.finished)
                     for rnd in effects.answered.values():
                         self._maybe_close(session, effects, rnd)
                     journal.closed(session, effects.drop_sums)
@@ -684,7 +695,7 @@ class Coordinator:
                         check_evaluation(spec, evaluation)
                     scale = updates.clip_factor(task.round, update, start)  # or refused
                 except WireError as exc:
-                    self._finish(task, "rejected", detail=str(exc))
+                    self._finish(task, "rejected", effects=effects, detail=str(exc))
                     log.warning(
                         "rejected update for task %s from site %s: %s", task_id, site_id, exc
                     )
@@ -699,7 +710,8 @@ class Coordinator:
                         self.blobs.adopt(source, sha)
                 if not updates.robust(task.round):  # a robust strategy reads them all at close
                     updates.fold(self._sum(task.round), update, start, scale, meta.n_train)
-            self._finish(task, "accepted", sha=sha, result=meta.model_dump_json(), size=size)
+            result = meta.model_dump_json()
+            self._finish(task, "accepted", effects=effects, sha=sha, result=result, size=size)
             effects.answered[task.round_id] = task.round
             return ResultAck(task_id=task_id, status="accepted")
 
@@ -733,7 +745,7 @@ class Coordinator:
         kinds = {model: kind for kind, model in readers.items()}
 
         def refuse(session: Session, effects: Effects, task: Task, detail: str) -> ResultAck:
-            self._finish(task, "rejected", detail=detail)
+            self._finish(task, "rejected", effects=effects, detail=detail)
             log.warning("rejected result for task %s from site %s: %s", task_id, site_id, detail)
             effects.answered[task.round_id] = task.round
             return ResultAck(task_id=task_id, status="rejected", detail=detail)
@@ -774,7 +786,7 @@ class Coordinator:
                     check_evaluation(job, parsed.evaluation)
             except WireError as exc:
                 return refuse(session, effects, task, str(exc))
-            self._finish(task, "accepted", sha=digest, result=body)
+            self._finish(task, "accepted", effects=effects, sha=digest, result=body)
             effects.answered[task.round_id] = task.round
             return ResultAck(task_id=task_id, status="accepted")
 
@@ -1027,13 +1039,24 @@ class Coordinator:
         task: Task,
         status: str,
         *,
+        effects: Effects | None = None,
         detail: str | None = None,
         sha: str | None = None,
         result: str | None = None,
         size: int | None = None,
     ) -> None:
-        task.status, task.detail, task.result_sha = status, detail, sha
-        task.result_json, task.bytes_received, task.finished_at = result, size, utcnow()
+        """Set the task's outcome; with ``effects`` (an answer's), written with the other
+        answers of its batch in one statement (``_FINISHED``) once their work is done, rather
+        than by the session's flush, whose unit of work cost a quarter of a batch's CPU."""
+        outcome = (status, detail, sha, result, size, utcnow())
+        values = dict(zip(_ANSWER_COLUMNS, outcome, strict=True))
+        if effects is None:
+            for name, value in values.items():
+                setattr(task, name, value)
+            return
+        for name, value in values.items():  # as read: the statement writes them
+            set_committed_value(task, name, value)
+        effects.finished.append({"task_id": task.id, **values})
 
     def _sum(self, rnd: Round) -> WeightedMean:
         """The round's running sum, rebuilt from its accepted updates after a restart."""

@@ -4,6 +4,7 @@ reports here."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import hashlib
 import os
@@ -164,7 +165,7 @@ async def next_task(
 ) -> Response:
     """Long poll: answers at once with a task, or when one is published, or 204 after ``wait``."""
     task = await _awaited(request, site.id, coordinator, settings, wait)
-    return Response(status_code=204) if task is None else _json(task)
+    return Response(status_code=204) if task is None else _task_json(task)
 
 
 WaitForNext = Annotated[
@@ -231,9 +232,60 @@ def _json(message: BaseModel, status_code: int = 200) -> Response:
     return Response(message.model_dump_json(), status_code, media_type="application/json")
 
 
+class _TaskTexts:
+    """A task's JSON with what every site's task of a round repeats, its job's spec and its
+    inline global model (as base64), written once rather than once a site: they were nine
+    tenths of the time pydantic took to write a training task (about 0.17 ms an answer with
+    the benchmark's MLP). The rest of the task is written by pydantic, and the parts spliced
+    in as it would write them (``tests/orchestrator/test_task_texts.py``)."""
+
+    KEPT = 256
+
+    def __init__(self) -> None:
+        self._specs: dict[str, tuple[object, str]] = {}  # job id -> (spec object, its JSON)
+        self._models: dict[str, str] = {}  # model_sha256 -> the model's JSON string
+
+    def __call__(self, task: TaskAssignment) -> str:
+        rest = task.model_dump_json(exclude={"spec", "model"})[:-1]
+        kept = self._specs.get(task.job_id)
+        if kept is None or kept[0] is not task.spec:  # a job's spec is one object
+            kept = self._keep(self._specs, task.job_id, (task.spec, task.spec.model_dump_json()))
+        return f'{rest},"spec":{kept[1]},"model":{self._model(task)}}}'
+
+    def _model(self, task: TaskAssignment) -> str:
+        if task.model is None:
+            return "null"
+        assert task.model_sha256 is not None  # the task's validator matched them
+        model = self._models.get(task.model_sha256)
+        if model is None:
+            text = f'"{base64.b64encode(task.model).decode("ascii")}"'
+            model = self._keep(self._models, task.model_sha256, text)
+        return model
+
+    def _keep(self, kept: dict[str, T], key: str, value: T) -> T:
+        if len(kept) >= self.KEPT:  # a cache, not a record: bound it
+            kept.clear()
+        kept[key] = value
+        return value
+
+
+_task_text = _TaskTexts()
+
+
+def _task_json(task: TaskAssignment) -> Response:
+    """A task for a site (``_TaskTexts``)."""
+    return Response(_task_text(task), media_type="application/json")
+
+
 def _ack(ack: ResultAck) -> Response:
-    """An answer to a site's post: 422 when it was rejected (its site leaves the round)."""
-    return _json(ack, status_code=422 if ack.status == "rejected" else 200)
+    """An answer to a site's post: 422 when it was rejected (its site leaves the round); a
+    task handed with it is written as ``_task_json`` writes it."""
+    status = 422 if ack.status == "rejected" else 200
+    if ack.next_task is None:
+        return _json(ack, status_code=status)
+    text = ack.model_dump_json(exclude={"next_task"})[:-1] + ',"next_task":'
+    content = text + _task_text(ack.next_task) + "}"
+    return Response(content, status, media_type="application/json")
 
 
 async def _stream(request: Request) -> AsyncIterator[bytes]:
