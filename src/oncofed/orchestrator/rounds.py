@@ -1047,7 +1047,8 @@ class Coordinator:
     ) -> None:
         """Set the task's outcome; with ``effects`` (an answer's), written with the other
         answers of its batch in one statement (``_FINISHED``) once their work is done, rather
-        than by the session's flush, whose unit of work cost a quarter of a batch's CPU."""
+        than by the session's flush, whose unit of work (with the next round's new tasks) was a
+        third of a batch's CPU under cProfile (DEVELOPERS.md, "Sixteenth pass")."""
         outcome = (status, detail, sha, result, size, utcnow())
         values = dict(zip(_ANSWER_COLUMNS, outcome, strict=True))
         if effects is None:
