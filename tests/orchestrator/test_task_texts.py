@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 
-from oncofed.orchestrator.routes.edge import _TaskTexts
+from oncofed.orchestrator.routes.edge import _ack, _TaskTexts
 from oncofed.wire import tensors
-from oncofed.wire.messages import TaskAssignment
+from oncofed.wire.analysis import AnalysisSpec
+from oncofed.wire.messages import ResultAck, TaskAssignment
+from tests.orchestrator.test_analysis import RFS, spec
 from tests.orchestrator.test_rounds import make_spec, take, through_stats, weights_like
 from tests.support import State
 
@@ -30,6 +32,16 @@ def test_a_rounds_tasks_read_as_the_tasks_pydantic_writes(state: State) -> None:
         task = take(state, site)
         assert task.model is not None and task.pooled is not None
         _reads_as_pydantic_writes(texts(task), task)
+        ack = ResultAck(task_id="earlier", status="accepted", next_task=task)  # handed with it
+        assert json.loads(bytes(_ack(ack).body)) == json.loads(ack.model_dump_json())
+
+
+def test_an_analysis_task_with_its_coefficients_reads_as_pydantic_writes_it(state: State) -> None:
+    job = spec({"type": "cox", "outcome": RFS, "covariates": ["age_at_diagnosis"]})
+    state.coordinator.submit(job, state.admin_id)
+    task = take(state, "beta")
+    assert isinstance(task.spec, AnalysisSpec) and task.params is not None
+    _reads_as_pydantic_writes(_TaskTexts()(task), task)
 
 
 def test_a_task_with_another_spec_or_model_is_written_with_its_own(state: State) -> None:
