@@ -62,14 +62,32 @@ def write_over(path: Path, data: bytes) -> None:
     other processes' syncs that wait was a tenth of an edge's busy time."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
     try:
-        os.fchmod(descriptor, FILE_MODE)
-        written = 0
-        while written < len(data):
-            written += os.write(descriptor, data[written:])
+        _write_all(descriptor, data)
         if os.fstat(descriptor).st_size > len(data):
             os.ftruncate(descriptor, len(data))
     finally:
         os.close(descriptor)
+
+
+def append_private(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` (created when missing), owner-only, in one ``write`` where the
+    kernel takes it whole: no buffered text file, whose set-up (a ``stat``, a terminal check,
+    three seeks) made a line of the egress log cost five system calls more. Each releases the
+    interpreter lock, and in an edge serving many sites a release under contention costs two
+    thread switches."""
+    descriptor = os.open(path, _FLAGS["a"], FILE_MODE)
+    try:
+        _write_all(descriptor, data)
+    finally:
+        os.close(descriptor)
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    """Make the open file owner-only, then write all of ``data`` to it."""
+    os.fchmod(descriptor, FILE_MODE)
+    written = 0
+    while written < len(data):
+        written += os.write(descriptor, data[written:])
 
 
 def private_file(path: Path) -> Path:

@@ -19,6 +19,7 @@ from sqlalchemy import event
 
 from oncofed.cdm.tables import CdmData
 from oncofed.edge import Agent, EdgeConfig, EdgeError, EdgeHome, LocalStore
+from oncofed.edge import agent as agent_module
 from oncofed.edge.guard import params_sha256
 from oncofed.edge.ledger import LEDGER
 from oncofed.edge.runner import TaskRunner
@@ -508,14 +509,18 @@ def test_an_outage_is_retried_and_a_refusal_is_not(
     assert len(edge.egress_log.read_text().splitlines()) == 3  # every attempt is logged
 
 
+@pytest.mark.parametrize("every", [0.0, 3600.0])
 def test_an_answer_waits_for_the_next_task_which_runs_after_the_sites_checks(
-    home: EdgeHome,
+    home: EdgeHome, monkeypatch: pytest.MonkeyPatch, every: float
 ) -> None:
     """Each answer asks the orchestrator to hold its acknowledgement until the site's next
     task (``wait``, the poll's seconds) and the task handed with it runs without a poll; the
-    site's checks between tasks still run before it (here a re-imported dataset's report is
-    sent before the second answer)."""
+    site's datasets are looked at before it once ``PROFILE_CHECK_SECONDS`` have passed since
+    the last look (here a re-imported dataset's report is sent before the second answer),
+    not sooner (it is sent before the next poll)."""
+    monkeypatch.setattr(agent_module, "PROFILE_CHECK_SECONDS", every)
     second = stats_task().model_copy(update={"task_id": "t2", "job_id": "j2"})
+    polled = iter([stats_task(), stats_task().model_copy(update={"task_id": "t3", "job_id": "j3"})])
     requests: list[tuple[str, str, str | None]] = []
 
     def script(request: httpx.Request) -> httpx.Response:
@@ -525,7 +530,7 @@ def test_an_answer_waits_for_the_next_task_which_runs_after_the_sites_checks(
         if request.method == "PUT":
             return httpx.Response(204)
         if request.url.path == "/v1/tasks/next":
-            return httpx.Response(200, content=stats_task().model_dump_json())
+            return httpx.Response(200, content=next(polled).model_dump_json())
         task_id = request.url.path.split("/")[-2]
         ack: dict[str, Any] = {"task_id": task_id, "status": "accepted"}
         if task_id == "t1":  # meanwhile the dataset is imported again
@@ -534,17 +539,21 @@ def test_an_answer_waits_for_the_next_task_which_runs_after_the_sites_checks(
         return httpx.Response(200, json=ack)
 
     agent = Agent(home, poll_seconds=7.0, transport=httpx.MockTransport(script))
-    assert agent.run(max_tasks=2) == 2
+    assert agent.run(max_tasks=3) == 3
     asked = [(method, path) for method, path, _ in requests if path != "/v1/identity"]
+    report = [("PUT", "/v1/profiles/data")]
     assert asked == [
-        ("PUT", "/v1/profiles/data"),
+        *report,
         ("PUT", f"/v1/site/projects/{TEST_PROJECT}/decision"),
         ("GET", "/v1/tasks/next"),
         ("POST", "/v1/tasks/t1/result"),
-        ("PUT", "/v1/profiles/data"),
+        *(report if every == 0 else []),
         ("POST", "/v1/tasks/t2/result"),
+        *(report if every > 0 else []),
+        ("GET", "/v1/tasks/next"),
+        ("POST", "/v1/tasks/t3/result"),
     ]
-    assert [wait for method, _, wait in requests if method == "POST"] == ["7.0", "7.0"]
+    assert [wait for method, _, wait in requests if method == "POST"] == ["7.0"] * 3
 
 
 def test_a_jobs_first_task_compiles_no_ledger_statement(home: EdgeHome) -> None:
@@ -560,8 +569,7 @@ def test_a_jobs_first_task_compiles_no_ledger_statement(home: EdgeHome) -> None:
         if script.task is None:  # handed out: the task runs
             ran.append((str(context.cache_hit), statement.split()[0]))
 
-    for engine in (agent._ledger._engine, agent._ledger._durable_engine):
-        event.listen(engine, "before_cursor_execute", executed)
+    event.listen(agent._ledger._engine, "before_cursor_execute", executed)
     assert agent.run(max_tasks=1) == 1
     assert {kind for _, kind in ran} >= {"SELECT", "INSERT", "UPDATE"}  # the task's own
     assert [hit for hit in ran if hit[0] != "CacheStats.CACHE_HIT"] == []

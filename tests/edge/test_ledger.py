@@ -15,8 +15,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
+from sqlalchemy import Connection
 
 from oncofed.edge import EdgePolicy, PolicyViolation
+from oncofed.edge import ledger as ledger_module
 from oncofed.edge.ledger import LEDGER, SLOTS, Base, Ledger, TaskRecord
 from oncofed.privacy.secagg import fingerprint
 from oncofed.wire.analysis import AnalysisParams
@@ -66,8 +68,9 @@ def test_everything_recorded_survives_a_restart(root: Path) -> None:
         assert job.tasks == (task("t0", 0, "stats"), answered)
         assert (job.pooled, job.scaling) == (pooled, scaling)
         assert (job.params_round, job.params) == (1, params)
-        last = ledger.last_model("j1")
-        assert last is not None and last[0] == 1 and last[1].read_bytes() == b"model"
+        path = root / "jobs" / "j1" / SLOTS[0]
+        assert ledger.last_model("j1") == (1, path)  # after a restart, from its file
+        assert path.read_bytes() == b"model"
         assert ledger.job("other") is None and ledger.last_model("other") is None
     with sqlite3.connect(root / LEDGER) as db:
         [(when,)] = db.execute("SELECT answered_at FROM task WHERE id='t1'")
@@ -81,14 +84,22 @@ def test_the_migrations_build_exactly_the_models_schema(ledger: Ledger) -> None:
 
 def test_an_audit_entry_syncs_what_was_recorded_before_it(ledger: Ledger) -> None:
     """A task's writes commit without a sync (NORMAL); the audit entry before anything leaves
-    commits with one (FULL), on the same write-ahead log, which syncs them all."""
+    commits with one (FULL), on the same connection and write-ahead log, which syncs them
+    all; the connection is NORMAL again after it."""
+
+    def level(conn: Connection) -> int:
+        return conn.connection.driver_connection.execute("PRAGMA synchronous").fetchone()[0]
+
     with ledger._engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert level(conn) == 1  # NORMAL
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-    with ledger._durable_engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        first = conn.connection.driver_connection
     ledger.record_task("j1", SPEC, task("t1", 1))
+    with ledger._noting() as conn:
+        assert level(conn) == 2  # FULL, for this transaction
+        assert conn.connection.driver_connection is first  # its page cache kept
+    with ledger._engine.connect() as conn:
+        assert level(conn) == 1
     ledger.audit(Ed25519PrivateKey.generate(), "egress", actor="edge", site="s", detail={})
     with sqlite3.connect(ledger._engine.url.database or "") as db:  # another reader sees both
         assert db.execute("SELECT count(*) FROM task").fetchone() == (1,)
@@ -122,28 +133,50 @@ def test_notes_are_written_with_the_next_audit_entry_and_a_crash_before_loses_on
         ]
         assert db.execute("SELECT model_round FROM job").fetchall() == [(1,)]
     ledger._engine.dispose()  # the process dies here
-    ledger._durable_engine.dispose()
     with Ledger(root) as again:
-        last = again.last_model("j1")
-        assert last is not None and last[0] == 1 and last[1].read_bytes() == b"first"
+        assert again.last_model("j1") == (1, root / "jobs" / "j1" / SLOTS[0])  # "first"
         job = again.job("j1")
         assert job is not None and [t.outcome for t in job.tasks] == ["update", None]
 
 
-def test_a_model_file_not_whole_is_no_last_model(ledger: Ledger, root: Path) -> None:
-    """A power cut may leave the model file short or empty (it is not synced): read back, its
-    bytes must be its SHA-256, or the job has no last model (the checks then bound the step
-    from the initial model)."""
-    ledger.record_task("j1", SPEC, task("t1", 1))
-    ledger.save_model("j1", 1, sha(b"model"), b"model")
+def test_a_model_file_not_whole_is_no_last_model(root: Path) -> None:
+    """A power cut may leave the model file short or empty (it is not synced): read back
+    after a restart, its bytes must be its SHA-256, or the job has no last model (the checks
+    then bound the step from the initial model). Before one, the ledger gives the bytes it
+    wrote."""
     path = root / "jobs" / "j1" / SLOTS[0]
-    assert ledger.last_model("j1") == (1, path)
-    path.write_bytes(b"mod")
-    assert ledger.last_model("j1") is None
-    path.write_bytes(b"")
-    assert ledger.last_model("j1") is None
-    path.unlink()
-    assert ledger.last_model("j1") is None
+    with Ledger(root) as ledger:
+        ledger.record_task("j1", SPEC, task("t1", 1))
+        ledger.save_model("j1", 1, sha(b"model"), b"model")
+        ledger.audit(Ed25519PrivateKey.generate(), "egress", actor="edge", site="s", detail={})
+        path.write_bytes(b"mod")
+        assert ledger.last_model("j1") == (1, b"model")
+    with Ledger(root) as again:
+        assert again.last_model("j1") is None
+    for damage in (b"model", b"", None):
+        if damage is None:
+            path.unlink()
+        else:
+            path.write_bytes(damage)
+        with Ledger(root) as again:
+            whole = damage == b"model"
+            assert again.last_model("j1") == ((1, path) if whole else None)
+
+
+def test_the_bytes_of_the_newest_models_are_kept_in_memory_up_to_a_budget(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next round's checks read a job's last model from memory while the models kept
+    there, newest first, fit ``KEPT_MODEL_BYTES``; the others from their files."""
+    monkeypatch.setattr(ledger_module, "KEPT_MODEL_BYTES", 10)
+    with Ledger(root) as ledger:
+        for job, model in (("j1", b"first"), ("j2", b"second"), ("j3", b"big" * 4)):
+            ledger.record_task(job, SPEC, task(f"t-{job}", 1))
+            ledger.save_model(job, 1, sha(model), model)
+        folder = root / "jobs"
+        assert ledger.last_model("j1") == (1, folder / "j1" / SLOTS[0])  # pushed out by j2
+        assert ledger.last_model("j2") == (1, b"second")
+        assert ledger.last_model("j3") == (1, folder / "j3" / SLOTS[0])  # larger than all
 
 
 def test_a_job_holds_one_task_per_round_and_a_task_id_once(ledger: Ledger) -> None:
@@ -183,7 +216,7 @@ def test_a_jobs_models_take_turns_in_two_files_and_evaluation_removes_them(
         SLOTS[0]: b"third",
         SLOTS[1]: b"second",
     }
-    assert ledger.last_model("j1") == (3, folder / SLOTS[0])
+    assert ledger.last_model("j1") == (3, b"third")
     ledger.save_model("j1", 3, sha(b"third"), b"third")  # the model named: nothing written
     assert (folder / SLOTS[1]).read_bytes() == b"second"
     ledger.drop_model("j1")
@@ -205,7 +238,6 @@ def test_a_restarted_ledger_never_writes_over_the_model_it_names(root: Path) -> 
     ledger.save_model("j1", 3, sha(b"third"), b"third")
     assert (folder / SLOTS[0]).read_bytes() == b"third"
     ledger._engine.dispose()  # the process dies before the note on the third is written
-    ledger._durable_engine.dispose()
     with Ledger(root) as again:
         assert again.last_model("j1") == (2, folder / SLOTS[1])
 

@@ -20,8 +20,10 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import random
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -29,7 +31,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import ValidationError
 
-from oncofed._files import private_open
+from oncofed._files import append_private
 from oncofed.audit import clip
 from oncofed.edge import approvals, certificates, governance
 from oncofed.edge.config import EdgeHome, EdgePolicy, PolicyFile
@@ -59,6 +61,9 @@ log = logging.getLogger("oncofed.edge")
 T = TypeVar("T")
 RENEW_RETRY = timedelta(hours=1)
 """How long after a refused renewal the edge asks again."""
+PROFILE_CHECK_SECONDS = 5.0
+"""While tasks come with acknowledgements, how often the edge looks for a dataset imported
+again (before each poll it always looks)."""
 Stamp = tuple[int, int]
 """A profile file's inode and modification time: a re-import writes a new file."""
 
@@ -93,6 +98,7 @@ class Agent:
         self._secure: SecureSessions | None = None
         self._check_policy()
         self._profiles_sent: dict[str, Stamp] = {}  # dataset -> stamp of the profile handled
+        self._profiles_checked = -math.inf  # time.monotonic() of the last look
         self._transport = transport
         self._renew_at = self._renewal_time()
         self._http = self._client()
@@ -161,10 +167,15 @@ class Agent:
         self.started.set()
         log.info("ready: waiting for tasks from %s", self.orchestrator)
         while not stop.is_set() and (max_tasks is None or done < max_tasks):
-            # before every task, handed or polled: most come with the previous one's ack
+            # before every poll; before a task handed with the previous one's ack (most are),
+            # what costs no system call: a handed task reads the policy file itself
+            # (``_outcome``), and the datasets are looked at every few seconds. In an edge
+            # serving many sites, a system call under contention costs two thread switches
+            # (``oncofed._files.append_private``).
             self._renew_certificate(stop)
-            self._send_new_profiles(stop)
-            self._check_policy()
+            self._send_new_profiles(stop, every=0.0 if handed is None else PROFILE_CHECK_SECONDS)
+            if handed is None:
+                self._check_policy()
             self._send_decisions()
             try:
                 task = handed or self._retrying(self._poll, stop)
@@ -328,10 +339,15 @@ class Agent:
         except ValidationError as exc:
             raise FinalError(f"the orchestrator's identity key is not readable: {exc}") from exc
 
-    def _send_new_profiles(self, stop: threading.Event) -> None:
-        """Send the report of each dataset imported or re-imported since the last call (a
-        stat per dataset when nothing changed). A report that cannot be read or that the
-        orchestrator refuses is logged and skipped until the dataset is imported again."""
+    def _send_new_profiles(self, stop: threading.Event, every: float = 0.0) -> None:
+        """Send the report of each dataset imported or re-imported since the last look (a
+        stat per dataset when nothing changed), looking only when ``every`` seconds have
+        passed since. A report that cannot be read or that the orchestrator refuses is
+        logged and skipped until the dataset is imported again."""
+        now = time.monotonic()
+        if now - self._profiles_checked < every:
+            return
+        self._profiles_checked = now
         for name, stamp in self._profile_stamps().items():
             if self._profiles_sent.get(name) == stamp:
                 continue
@@ -446,8 +462,7 @@ class Agent:
             "json": _logged(path, body),
         }
         line = json.dumps(entry)
-        with private_open(self.home.egress_log, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        append_private(self.home.egress_log, (line + "\n").encode())
         facts = {
             key: clip(value) if isinstance(value, str) else value for key, value in about.items()
         }

@@ -78,6 +78,18 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 M = TypeVar("M", StatsResult, Standardization, AnalysisParams)
 KEPT_JOBS = 64
 """Jobs whose records a ledger keeps in memory (the most recently used)."""
+KEPT_MODEL_BYTES = 1 << 20
+"""Bytes of last global models a ledger keeps in memory (the most recently written, each no
+larger): the next round's checks read them there, not from their file."""
+
+
+@dataclass
+class _Slot:
+    """Where a job's last global model is: its SHA-256, its file, and its bytes while kept."""
+
+    sha256: str
+    name: str
+    data: bytes | None
 
 
 class Base(DeclarativeBase):
@@ -176,10 +188,10 @@ class Ledger:
         private_dir(root)  # the database is created owner-only too (``_db``)
         url = f"sqlite:///{root / LEDGER}"
         _db.migrate(url, MIGRATIONS)
+        # the audit log's commits sync the write-ahead log (``_db.synced``): every write
+        # before them with it
         self._engine = _db.make_engine(url, synchronous="NORMAL")
         self._sessions = _db.session_factory(self._engine)
-        # the audit log's commits sync the write-ahead log: every write before them with it
-        self._durable_engine = _db.make_engine(url, synchronous="FULL")
         self._models = root / MODELS
         # What job() read, kept up to date by this ledger's own writes: one edge process holds
         # a site's directory (its lock file), so nothing else changes these rows under it.
@@ -187,7 +199,7 @@ class Ledger:
         self._jobs_lock = threading.Lock()
         self._rehearsing: Connection | None = None  # the transaction of ``rehearsal``
         self._pending: list[_Later] = []  # written with the next audit entry (``_later``)
-        self._slots: dict[str, tuple[str, str]] = {}  # job -> SHA-256 and file of a model
+        self._slots: dict[str, _Slot] = {}  # job -> its last model, least recently written first
         self.trust(trusted_peers)
 
     def trust(self, trusted_peers: Mapping[str, str] | None) -> None:
@@ -201,10 +213,9 @@ class Ledger:
         with contextlib.suppress(OperationalError):
             with self._noting():
                 pass
-            with self._durable_engine.connect() as connection:
+            with self._engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
         self._engine.dispose()
-        self._durable_engine.dispose()
 
     def __enter__(self) -> Ledger:
         return self
@@ -246,7 +257,7 @@ class Ledger:
         with self._jobs_lock:
             pending, self._pending = self._pending, []
         try:
-            with self._durable_engine.begin() as connection:
+            with _db.synced(self._engine) as connection:
                 for note in pending:
                     connection.execute(note.statement, note.params)
                 yield connection
@@ -293,7 +304,7 @@ class Ledger:
             with self._jobs_lock:
                 notes, self._pending = self._pending, []
                 self._jobs.clear()
-            with self._durable_engine.connect() as connection, connection.begin() as transaction:
+            with self._engine.connect() as connection, connection.begin() as transaction:
                 for note in notes:  # their statements compiled where they will run
                     connection.execute(note.statement, note.params)
                 transaction.rollback()
@@ -407,23 +418,26 @@ class Ledger:
 
     # -- the last global model seen ------------------------------------------------------
 
-    def last_model(self, job_id: str) -> tuple[int, Path] | None:
-        """The round and file of the last global model this site saw in the job, when kept
-        whole (a file whose bytes are not its SHA-256, as a power cut may leave it, is none:
-        the model checks then bound the step from the initial model)."""
+    def last_model(self, job_id: str) -> tuple[int, Path | bytes] | None:
+        """The round and bytes (or, when not kept in memory, file) of the last global model
+        this site saw in the job, when kept whole (a file whose bytes are not its SHA-256, as
+        a power cut may leave it, is none: the model checks then bound the step from the
+        initial model)."""
         record = self.job(job_id)
         if record is None or record.model_round is None or record.model_sha256 is None:
             return None
+        slot = self._named(job_id, record)
+        if slot is not None and slot.data is not None:
+            return record.model_round, slot.data
         folder = self._models / _safe(job_id)
-        named = self._named(job_id, record)
-        for name in SLOTS if named is None else (named[1],):
+        for name in SLOTS if slot is None else (slot.name,):
             path = folder / name
             try:
                 whole = hashlib.sha256(path.read_bytes()).hexdigest() == record.model_sha256
             except OSError:
                 continue
             if whole:
-                self._slots[job_id] = (record.model_sha256, name)
+                self._slots[job_id] = _Slot(record.model_sha256, name, None)
                 return record.model_round, path
         return None
 
@@ -434,32 +448,44 @@ class Ledger:
         ledger does not name, then named (a note, ``_later``), so a crash of the process
         leaves the named file whole. Written over in place (``write_over``), not created:
         creating a file cost the kernel 0.3 ms of CPU a task, writing an existing one's bytes
-        0.01. It is not synced: ``last_model`` reads it back only when whole."""
+        0.01. It is not synced: ``last_model`` reads it back only when whole, after a restart;
+        until then it gives the bytes kept in memory (``KEPT_MODEL_BYTES``)."""
         folder = self._models / _safe(job_id)
         record = self.job(job_id)
         if record is None:
             raise PolicyViolation(f"job {job_id} has no task recorded here")
-        named = self._named(job_id, record)
-        if named is None:  # not located yet (after a restart): look for it once
+        slot = self._named(job_id, record)
+        if slot is None:  # not located yet (after a restart): look for it once
             self.last_model(job_id)
-            named = self._named(job_id, record)
-        if named is None or named[0] != sha:
-            if not folder.is_dir():  # made by the job's first model (private_dir checks each)
+            slot = self._named(job_id, record)
+        if slot is None or slot.sha256 != sha:
+            if slot is None:  # the job's first model (private_dir checks each folder)
                 private_dir(folder)
-            name = SLOTS[named is not None and named[1] == SLOTS[0]]
+            name = SLOTS[slot is not None and slot.name == SLOTS[0]]
             write_over(folder / name, data)
             self._slots.pop(job_id, None)
-            self._slots[job_id] = (sha, name)
-            if len(self._slots) > KEPT_JOBS:  # the least recently written: found again
-                del self._slots[next(iter(self._slots))]
+            self._slots[job_id] = _Slot(sha, name, data)
+            self._forget_models()
         saved = functools.partial(replace, model_round=round_number, model_sha256=sha)
         named_now = {"b_job": job_id, "b_round": round_number, "b_sha": sha}
         self._later(job_id, saved, _MODEL, named_now)
 
-    def _named(self, job_id: str, record: JobRecord) -> tuple[str, str] | None:
-        """The SHA-256 and file name of the model the job's record names, once located."""
+    def _forget_models(self) -> None:
+        """Keep at most ``KEPT_JOBS`` slots, and the bytes of the most recently written models
+        up to ``KEPT_MODEL_BYTES`` (the others are read from their files)."""
+        if len(self._slots) > KEPT_JOBS:  # the least recently written: found again
+            del self._slots[next(iter(self._slots))]
+        budget = KEPT_MODEL_BYTES
+        for slot in reversed(self._slots.values()):
+            if slot.data is not None and len(slot.data) > budget:
+                slot.data = None
+            elif slot.data is not None:
+                budget -= len(slot.data)
+
+    def _named(self, job_id: str, record: JobRecord) -> _Slot | None:
+        """The slot of the model the job's record names, once located."""
         slot = self._slots.get(job_id)
-        return slot if slot is not None and slot[0] == record.model_sha256 else None
+        return slot if slot is not None and slot.sha256 == record.model_sha256 else None
 
     def drop_model(self, job_id: str) -> None:
         """Remove the job's model files (its evaluation is answered: no model comes after)."""

@@ -26,12 +26,13 @@ def check_model(
     spec: JobSpec,
     round_number: int,
     weights: Mapping[str, np.ndarray],
-    last: tuple[int, Path] | None,
+    last: tuple[int, Path | bytes] | None,
     max_travel: float,
 ) -> None:
     """Refuse ``weights``, the global model of ``round_number``, unless it is within the step
-    of ``last`` (the round and file of the last model this site saw); without one, of the
-    derived initial model (exactly so in round 1); and within ``max_travel`` of that."""
+    of ``last`` (the round, and the bytes or file, of the last model this site saw); without
+    one, of the derived initial model (exactly so in round 1); and within ``max_travel`` of
+    that."""
     initial = _initial(spec.model.model_dump_json(), spec.n_inputs, spec.seed)
     _check_step(spec, round_number, weights, last, initial)
     if not within_step(initial, weights, StepBound("l2", max_travel), 1):
@@ -55,7 +56,7 @@ def _check_step(
     spec: JobSpec,
     round_number: int,
     weights: Mapping[str, np.ndarray],
-    last: tuple[int, Path] | None,
+    last: tuple[int, Path | bytes] | None,
     initial: Tensors,
 ) -> None:
     """Refuse ``weights`` unless within the strategy's clipped steps of the last model seen."""
@@ -66,9 +67,9 @@ def _check_step(
             rounds, seen = round_number - 1, "the initial model"
             previous = initial
         else:
-            seen_round, path = last
+            seen_round, source = last
             rounds, seen = round_number - seen_round, f"the model of round {seen_round}"
-            previous = stack.enter_context(TensorFile(path))
+            previous = stack.enter_context(TensorFile(source))
         if within_step(previous, weights, bound, rounds):
             return
     if last is None and round_number == 1:
