@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from oncofed._files import write_over
+from oncofed._files import append_private, write_over
 
 
 def test_a_file_written_over_holds_exactly_the_new_bytes_owner_only(tmp_path: Path) -> None:
@@ -29,3 +29,12 @@ def test_a_file_written_over_keeps_its_inode(tmp_path: Path) -> None:
     inode = path.stat().st_ino
     write_over(path, b"second")
     assert path.stat().st_ino == inode and path.read_bytes() == b"second"
+
+
+def test_a_line_appended_is_added_whole_to_a_file_made_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "egress.jsonl"
+    append_private(path, b'{"n": 1}\n')
+    path.chmod(0o644)  # opened to others meanwhile: closed to them before the next line
+    append_private(path, b'{"n": 2}\n')
+    assert path.read_bytes() == b'{"n": 1}\n{"n": 2}\n'
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

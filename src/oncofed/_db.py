@@ -6,7 +6,9 @@ engines with SQLite's pragmas set on every connection, and Alembic migrations ru
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -105,12 +107,13 @@ def make_engine(url: str, synchronous: Literal["NORMAL", "FULL"] = "FULL") -> En
 
 @contextmanager
 def synced(engine: Engine) -> Iterator[Connection]:
-    """A transaction on ``engine`` whose commit survives a power cut: on SQLite, one of an
-    engine made ``synchronous=NORMAL``, made ``FULL`` for this transaction alone (its commit
-    syncs the write-ahead log, and with it every commit before). The same connections as the
-    engine's other transactions: a second engine for synced commits kept second connections,
-    and SQLite empties a connection's page cache whenever another one wrote (an edge read
-    back about 30 pages a task). PostgreSQL syncs every commit already."""
+    """A transaction on ``engine`` whose commit survives a power cut: on SQLite, its
+    connection made ``synchronous=FULL`` for this transaction alone (the commit syncs the
+    write-ahead log, and with it every commit before), then set back to the engine's level.
+    The same connections as the engine's other transactions: a second engine for synced
+    commits kept second connections, and SQLite empties a connection's page cache whenever
+    another one wrote (an edge read back about 30 pages a task). PostgreSQL syncs every
+    commit already."""
     with engine.connect() as connection:
         if engine.dialect.name != "sqlite":
             with connection.begin():
@@ -118,12 +121,16 @@ def synced(engine: Engine) -> Iterator[Connection]:
             return
         driver = connection.connection.driver_connection
         assert driver is not None  # a connection checked out
-        driver.execute("PRAGMA synchronous=FULL")  # outside a transaction: the DBAPI's own
+        # outside a transaction (the DBAPI begins one only before a write; inside one SQLite
+        # refuses the change, and the audit entry with it)
+        (level,) = driver.execute("PRAGMA synchronous").fetchone()
+        driver.execute("PRAGMA synchronous=FULL")
         try:
             with connection.begin():
                 yield connection
-        finally:
-            driver.execute("PRAGMA synchronous=NORMAL")
+        finally:  # the engine's own level again; left FULL should this fail (slower, as safe)
+            with contextlib.suppress(sqlite3.Error):
+                driver.execute(f"PRAGMA synchronous={int(level)}")
 
 
 def private_database(url: str) -> None:

@@ -510,7 +510,7 @@ def test_an_outage_is_retried_and_a_refusal_is_not(
 
 
 @pytest.mark.parametrize("every", [0.0, 3600.0])
-def test_an_answer_waits_for_the_next_task_which_runs_after_the_sites_checks(
+def test_an_answer_waits_for_the_next_task_which_runs_after_the_sites_dataset_checks(
     home: EdgeHome, monkeypatch: pytest.MonkeyPatch, every: float
 ) -> None:
     """Each answer asks the orchestrator to hold its acknowledgement until the site's next
@@ -554,6 +554,37 @@ def test_an_answer_waits_for_the_next_task_which_runs_after_the_sites_checks(
         ("POST", "/v1/tasks/t3/result"),
     ]
     assert [wait for method, _, wait in requests if method == "POST"] == ["7.0"] * 3
+
+
+def test_a_policy_changed_while_an_answer_waits_governs_the_task_handed_with_it(
+    home: EdgeHome,
+) -> None:
+    """The site withdraws its approval while its answer waits for the next task: the task
+    handed with the acknowledgement is checked against the policy file as it is then (the
+    task reads the file itself; no check between tasks is needed for it) and declined."""
+    second = stats_task().model_copy(update={"task_id": "t2", "job_id": "j2"})
+    posted: list[tuple[str, bytes]] = []
+    approved = home.policy_file.read_text()
+
+    def script(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/identity":
+            return httpx.Response(200, json={"key": ORCHESTRATOR_KEY})
+        if request.method == "PUT":
+            return httpx.Response(204)
+        if request.url.path == "/v1/tasks/next":
+            return httpx.Response(200, content=stats_task().model_dump_json())
+        posted.append((request.url.path, request.content))
+        task_id = request.url.path.split("/")[-2]
+        ack: dict[str, Any] = {"task_id": task_id, "status": "accepted"}
+        if task_id == "t1":
+            home.policy_file.write_text(approved.removesuffix(APPROVED))
+            ack["next_task"] = json.loads(second.model_dump_json())
+        return httpx.Response(200, json=ack)
+
+    agent = Agent(home, poll_seconds=7.0, transport=httpx.MockTransport(script))
+    assert agent.run(max_tasks=2) == 2
+    assert [path for path, _ in posted] == ["/v1/tasks/t1/result", "/v1/tasks/t2/decline"]
+    assert "approv" in json.loads(posted[1][1])["reason"]
 
 
 def test_a_jobs_first_task_compiles_no_ledger_statement(home: EdgeHome) -> None:

@@ -243,7 +243,7 @@ class Ledger:
         """A note on ``job_id`` (``statement``), written in the next audit entry's transaction
         (or at ``close``): one follows each task before its answer leaves. The job's record
         has it at once (``change``). A crash before loses only the note, as it would have
-        lost it before a commit of its own. In a ``rehearsal``, written at its end in a synced
+        lost it before a commit of its own. In a ``rehearsal``, written at its end in a
         transaction rolled back."""
         with self._jobs_lock:
             self._pending.append(_Later(job_id, change, statement, params))
