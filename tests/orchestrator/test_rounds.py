@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import event
 
 from oncofed.learning.data import holdout_size
 from oncofed.learning.registry import initial_weights, parameter_shapes
@@ -234,6 +237,42 @@ def test_restart_mid_round_rebuilds_the_sum_from_accepted_updates(state: State) 
     post_update(state, "beta", b, weights_like(5.0), 10)
     for array in global_model(state, job.id).values():
         np.testing.assert_allclose(array, 2.0, rtol=1e-6)
+
+
+def reads_of_round_tasks(state: State, post: Callable[[], object]) -> int:
+    """How many times ``post`` read a round's tasks (``Round.tasks``, loaded when asked)."""
+    reads: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        folded = " ".join(statement.split())
+        if "FROM task WHERE" in folded and "= task.round_id" in folded:  # either dialect
+            reads.append(folded)
+
+    engine = state.sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        post()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    return len(reads)
+
+
+def test_a_round_opened_here_starts_its_sum_without_reading_its_tasks(state: State) -> None:
+    """A round's first update needs no read of the round's tasks to rebuild its running sum
+    when this coordinator opened it (none accepted yet); after a restart it reads them."""
+    job = state.coordinator.submit(make_spec(rounds=2), state.admin_id)
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    a, b = take(state, "alpha"), take(state, "beta")
+    first = functools.partial(post_update, state, "alpha", a, weights_like(1.0), 30)
+    assert reads_of_round_tasks(state, first) == 0
+    post_update(state, "beta", b, weights_like(5.0), 10)  # round 1 closes: 2.0
+    a, b = take(state, "alpha"), take(state, "beta")
+    state.restart()
+    again = functools.partial(post_update, state, "alpha", a, weights_like(4.0), 30)
+    assert reads_of_round_tasks(state, again) == 1  # its sum rebuilt from the database
+    post_update(state, "beta", b, weights_like(8.0), 10)
+    for array in global_model(state, job.id).values():
+        np.testing.assert_allclose(array, 5.0, rtol=1e-6)  # (30*4 + 10*8) / 40
 
 
 def test_deadline_closes_the_round_without_the_missing_site(state: State) -> None:

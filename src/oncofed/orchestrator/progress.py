@@ -86,6 +86,7 @@ class Effects:
     handed: dict[int, TaskAssignment] = field(default_factory=dict)  # of the tasks published
     delete: set[str] = field(default_factory=set)
     drop_sums: set[int] = field(default_factory=set)
+    opened: dict[int, str] = field(default_factory=dict)  # plain training rounds -> job id
     finished: list[dict[str, Any]] = field(default_factory=list)  # Coordinator._finish's rows
 
 
@@ -163,6 +164,8 @@ class Progress:
             ]
             session.connection().execute(_NEW_TASKS, tasks)
         session.expire(rnd, ["tasks"])  # read when asked: the statement wrote them
+        if kind == "train" and rnd.phase is None:  # its running sum starts empty
+            effects.opened[rnd.id] = job.id
         effects.notify.update(site_ids)
         return rnd
 

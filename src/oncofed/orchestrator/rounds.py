@@ -231,6 +231,9 @@ class Coordinator:
         self._sums: dict[int, WeightedMean] = {}  # round id -> running sum
         self._starts: dict[int, HeldStart | None] = {}  # round id -> its global model, held
         self._sum_jobs: dict[int, str] = {}  # round id -> job id, to drop sums without the db
+        # rounds opened here: until their sums are dropped (``_drop_sum``), every update
+        # they accepted went into the sum
+        self._fresh: set[int] = set()
         self._readable: set[tuple[int, str]] = set()
         self._owners: dict[str, tuple[int, str]] = {}  # task id -> (site id, job id)
         self._specs: dict[str, JobSpec | AnalysisSpec] = {}  # job id -> spec (immutable)
@@ -277,6 +280,9 @@ class Coordinator:
             for round_id in effects.drop_sums:
                 self._drop_sum(round_id)
                 self._secure.forget(round_id)
+            for round_id, opened_in in effects.opened.items():
+                self._fresh.add(round_id)
+                self._sum_jobs[round_id] = opened_in
         self._granted(effects.handed)
         for sha in effects.delete:
             self.blobs.delete(sha)
@@ -376,6 +382,7 @@ class Coordinator:
 
     def _drop_sum(self, round_id: int) -> None:
         self._sums.pop(round_id, None)
+        self._fresh.discard(round_id)
         self._starts.pop(round_id, None)
         self._sum_jobs.pop(round_id, None)
 
@@ -1060,11 +1067,12 @@ class Coordinator:
         effects.finished.append({"task_id": task.id, **values})
 
     def _sum(self, rnd: Round) -> WeightedMean:
-        """The round's running sum, rebuilt from its accepted updates after a restart."""
+        """The round's running sum: empty for a round opened here (``_fresh``), else rebuilt
+        from its accepted updates (after a restart, or a batch rolled back)."""
         if rnd.id not in self._sums:
             spec = training(self._spec(rnd.job))
             total = WeightedMean(parameter_shapes(spec.model, spec.n_inputs))
-            for task in rnd.tasks:
+            for task in () if rnd.id in self._fresh else rnd.tasks:  # the tasks read if not
                 if task.status == "accepted" and task.result_sha and task.result_json:
                     meta = TrainResult.model_validate_json(task.result_json)
                     with (
