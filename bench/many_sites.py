@@ -66,12 +66,14 @@ from run import (
     _verdict,
     db_query,
     hidden_for,
+    loop_seconds,
     machine_info,
     nan_to_none,
     proc_cpu_seconds,
     proc_status_bytes,
     project,
     site_names,
+    speed_said,
     training_spec,
     write_site_data,
 )
@@ -916,11 +918,12 @@ NOTES = (
 )
 
 
-def write_results(path: Path, run: Run, total_s: float) -> None:
+def write_results(path: Path, run: Run, total_s: float, loops: Sequence[float]) -> None:
+    """The results file (``loops``: ``loop_seconds`` before the simulation and after it)."""
     document = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "total_seconds": round(total_s, 1),
-        "machine": machine_info(),
+        "machine": {**machine_info(), "loop_10m_cpu_s": list(loops)},
         "sites": run.sites,
         "targets_s": TARGETS_S,
         "setup": [step.to_json() for step in run.setup],
@@ -956,6 +959,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     console = Console()
+    loops = [loop_seconds()]  # this machine's speed, before and after
     began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="oncofed-many-sites-"))
     try:
@@ -966,11 +970,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     total = time.monotonic() - began
-    write_results(args.output, run, total)
+    loops.append(loop_seconds())
+    write_results(args.output, run, total, loops)
     console.print(targets_table(run))
     console.print(jobs_table(run))
     console.print(setup_table(run))
     console.print(NOTES, style="dim")
+    console.print(speed_said(loops, "before the simulation and after it"))
     console.print(f"total {total:.0f}s; results in {args.output}")
     return 0 if all(f.status == "completed" for f in run.jobs) else 1
 

@@ -72,11 +72,13 @@ from run import (
     BenchFederation,
     EdgePlan,
     db_query,
+    loop_seconds,
     machine_info,
     proc_cpu_seconds,
     proc_status_bytes,
     project,
     site_names,
+    speed_said,
 )
 from scipy.stats import rankdata
 
@@ -899,7 +901,8 @@ def markdown(document: dict[str, Any]) -> str:
         f"sites {', '.join(map(str, settings['sites']))}; models "
         f"{', '.join(settings['models'])}; {settings['rounds']} rounds; "
         f"{settings['reps']} repetition(s) each (medians). s/round: median over the "
-        "training rounds, range over rounds 2.. (the 1st, with each system's warm-up, apart).",
+        "training rounds, range over rounds 2.. (the 1st, with each system's warm-up, apart)."
+        + _speed(machine.get("loop_10m_cpu_s")),
         "",
         "| sites | model | system | s/round (range) | 1st round | launch→result | peak memory "
         "| AUC |",
@@ -947,6 +950,11 @@ def markdown(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _speed(loops: Sequence[float] | None) -> str:
+    """How fast the machine ran Python during the runs (none recorded: nothing)."""
+    return " " + speed_said(loops, "before the runs and after each") if loops else ""
+
+
 def nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
@@ -970,13 +978,23 @@ def cpu_model() -> str:
 
 
 def write_results(
-    path: Path, args: argparse.Namespace, runs: Sequence[Run], total_s: float
+    path: Path,
+    args: argparse.Namespace,
+    runs: Sequence[Run],
+    total_s: float,
+    loops: Sequence[float],
 ) -> dict[str, Any]:
+    """The results file (``loops``: ``loop_seconds`` before the runs and after each)."""
     all_cells = cells(runs)
     document = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "total_seconds": round(total_s, 1),
-        "machine": {**machine_info(), "nproc": os.cpu_count(), "cpu_model": cpu_model()},
+        "machine": {
+            **machine_info(),
+            "nproc": os.cpu_count(),
+            "cpu_model": cpu_model(),
+            "loop_10m_cpu_s": list(loops),
+        },
         "flower": flower_version(),
         "settings": {
             "sites": args.sites,
@@ -1105,6 +1123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"{len(plan)} runs, roughly {guess / 60:.0f} min on 2 cores; results in {args.output}")
     workdir = Path(tempfile.mkdtemp(prefix="oncofed-peers-"))
     runs: list[Run] = []
+    loops = [loop_seconds()]  # this machine's speed, before the runs and after each
     spent = 0.0
     try:
         x, y = load_data(workdir)
@@ -1118,6 +1137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = run_one(system, problems[k], model, rep, args.rounds, workdir, args.hosts, say)
             runs.append(run)
             took = time.monotonic() - started
+            loops.append(loop_seconds())
             spent += took
             done_guess = sum(estimate_s(s, kk, m, args.rounds) for s, kk, m, _ in plan[:index])
             left = spent / max(done_guess, 1e-9) * (guess - done_guess)
@@ -1128,13 +1148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else f"[red]{run.error}[/]"
             )
             say(f"    {outcome} ({took:.0f}s; ~{left / 60:.0f} min left)")
-            write_results(args.output, args, runs, time.monotonic() - began)
+            write_results(args.output, args, runs, time.monotonic() - began, loops)
     finally:
         if args.keep:
             say(f"working directories kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    document = write_results(args.output, args, runs, time.monotonic() - began)
+    document = write_results(args.output, args, runs, time.monotonic() - began, loops)
     all_cells = cells(runs)
     for k in args.sites:
         for model in args.models:
@@ -1148,7 +1168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "s/round: median over the training rounds (of the repetitions' medians); range over "
         "rounds 2.. (the 1st, with each system's warm-up, apart); launch→end: processes "
         "launched to the final model in hand (oncofed's round 0 and evaluation round "
-        "included; their times are under its tables)."
+        "included; their times are under its tables)." + _speed(loops)
     )
     console.print(f"total {document['total_seconds']:.0f}s; results in {args.output}")
     return 0 if all(r.status == "ok" for r in runs) else 1

@@ -1412,6 +1412,30 @@ def print_notes(console: Console, outcomes: Sequence[Outcome]) -> None:
         )
 
 
+LOOP_ADDITIONS = 10_000_000
+
+
+def loop_seconds() -> float:
+    """CPU seconds of a plain Python loop of ``LOOP_ADDITIONS`` additions in this process: how
+    fast the machine runs Python now. Machines, and one machine's speed from hour to hour,
+    differ by more than most changes do, so every results file says it beside its figures."""
+    started = time.process_time()
+    total = 0
+    for number in range(LOOP_ADDITIONS):
+        total += number
+    return round(time.process_time() - started, 3)
+
+
+def speed_said(loops: Sequence[float], when: str) -> str:
+    """``loop_seconds``'s figures (taken ``when``) as a sentence."""
+    low, high = min(loops), max(loops)
+    took = f"{low:.2f} s" if high - low < 0.005 else f"{low:.2f} to {high:.2f} s"
+    return (
+        f"A plain Python loop of {LOOP_ADDITIONS:,} additions took {took} of CPU {when} (this "
+        "machine's speed: compare figures from other machines and hours by it)."
+    )
+
+
 def machine_info() -> dict[str, Any]:
     def version(name: str) -> str:
         try:
@@ -1430,7 +1454,10 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def write_results(path: Path, outcomes: Sequence[Outcome], total_s: float) -> None:
+def write_results(
+    path: Path, outcomes: Sequence[Outcome], total_s: float, loops: Sequence[float]
+) -> None:
+    """The results file (``loops``: ``loop_seconds`` before the runs and after each)."""
     configs = []
     for o in outcomes:
         target, ok = o.target()
@@ -1440,7 +1467,7 @@ def write_results(path: Path, outcomes: Sequence[Outcome], total_s: float) -> No
     document = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "total_seconds": round(total_s, 1),
-        "machine": machine_info(),
+        "machine": {**machine_info(), "loop_10m_cpu_s": list(loops)},
         "definitions": {
             "seconds_per_round": "next round opened_at - this round's opened_at",
             "orchestration_s": "closed_at - opened_at minus the edges' work on the critical "
@@ -1503,10 +1530,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     console = Console()
     configs = [c for c in CONFIGS if not args.only or c.label in args.only]
-    info = machine_info()
+    info, loops = machine_info(), [loop_seconds()]
     console.log(
         f"machine: {info['cpu_count']} CPUs, {info['ram_bytes'] / (1 << 30):.1f} GiB RAM, "
-        f"python {info['python']}, torch {info['torch']}"
+        f"python {info['python']}, torch {info['torch']}; a Python loop of 10 million "
+        f"additions took {loops[0]:.2f} s of CPU"
     )
     began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="oncofed-bench-"))
@@ -1518,14 +1546,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for n in range(args.repeat)
             ]
             outcomes.append(median_outcome(runs))
-            write_results(args.output, outcomes, time.monotonic() - began)
+            loops.append(loop_seconds())
+            write_results(args.output, outcomes, time.monotonic() - began, loops)
     finally:
         if args.keep:
             console.log(f"federation directories kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     total = time.monotonic() - began
-    write_results(args.output, outcomes, total)
+    write_results(args.output, outcomes, total, loops)
     console.print(results_table(outcomes))
     console.print(memory_table(outcomes))
     console.print(breakdown_table(outcomes))
@@ -1536,6 +1565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(comparison_table(pairs))
     console.print(targets_table(outcomes))
     print_notes(console, outcomes)
+    console.print(speed_said(loops, "before the runs and after each"))
     console.print(f"total {total:.0f}s; results in {args.output}")
     return 0 if all(o.status == "completed" for o in outcomes) else 1
 
