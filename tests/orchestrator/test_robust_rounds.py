@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from oncofed.learning.registry import initial_weights
+from oncofed.learning.registry import initial_weights, parameter_shapes
 from oncofed.learning.steps import InMemory, clip_update, within_step
 from oncofed.learning.strategies import build_strategy
-from oncofed.orchestrator import identity
+from oncofed.orchestrator import identity, updates
+from oncofed.orchestrator.db import Job
 from oncofed.wire import tensors
 from oncofed.wire.spec import JobSpec
 from tests.orchestrator.test_rounds import (
@@ -196,3 +197,25 @@ def test_a_fedavg_job_is_dragged_by_the_same_site(five: State) -> None:
     move = _flat(global_model(five, job.id)) - _flat(start)
     honest_mean = np.mean(list(HONEST.values()), axis=0)
     assert np.linalg.norm(move - honest_mean) > 0.2
+
+
+@pytest.mark.parametrize(
+    ("strategy", "is_robust"), [({"name": "fedavg"}, False), ({"name": "median"}, True)]
+)
+def test_a_rounds_layout_is_worked_out_once_per_spec(
+    state: State, strategy: dict[str, object], is_robust: bool
+) -> None:
+    """Every update of a round reads its spec's shapes and strategy (``updates.layout``):
+    worked out once per spec text, read-only, and the same as worked out anew."""
+    spec = make_spec(rounds=1, strategy=strategy)
+    job = state.coordinator.submit(spec, state.admin_id)
+    with state.sessions() as session:
+        row = session.get(Job, job.id)
+        assert row is not None
+        rnd = row.rounds[0]
+        found, shapes = updates.layout(rnd)
+        assert updates.layout(rnd)[1] is shapes  # kept, not made again
+        assert dict(shapes) == parameter_shapes(spec.model, spec.n_inputs) == SHAPES
+        assert found == spec and updates.robust(rnd) is is_robust
+        with pytest.raises(TypeError):
+            shapes["layers.0.weight"] = (1, 1)  # type: ignore[index]

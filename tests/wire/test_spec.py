@@ -62,6 +62,16 @@ def _locs(exc: pytest.ExceptionInfo[ValidationError]) -> list[tuple[int | str, .
 
 
 # -- valid specs -------------------------------------------------------------------------
+def test_a_specs_input_width_is_kept_and_changes_nothing_else() -> None:
+    """``n_inputs`` (1 + 2 + 1 + 1 columns) is worked out once and kept on the frozen spec;
+    a spec that has it compares equal to one that has not, and writes the same JSON."""
+    spec, twin = JobSpec.model_validate(VALID), JobSpec.model_validate(VALID)
+    assert spec.n_inputs == 5 and spec.n_inputs == 5
+    assert spec == twin and twin == spec  # twin has not worked it out
+    assert spec.model_dump_json() == twin.model_dump_json()
+    assert "n_inputs" not in spec.model_dump()
+    elsewhere = spec.model_copy(update={"dataset": "other"})  # as approvals.check copies it
+    assert elsewhere.n_inputs == 5 and elsewhere.dataset == "other"
 
 
 def test_valid_spec_with_plain_names_and_categorical_and_log1p() -> None:

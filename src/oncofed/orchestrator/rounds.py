@@ -686,8 +686,7 @@ class Coordinator:
                 return task
             # Recorded again after its batch was rolled back, it may be in the store already.
             source = body if isinstance(body, bytes) or body.exists() else self.blobs.path(sha)
-            spec = training(self._spec(task.round.job))
-            shapes = parameter_shapes(spec.model, spec.n_inputs)
+            spec, shapes = updates.layout(task.round)
             with contextlib.ExitStack() as opened:  # each file opened once for all of it
                 try:
                     update = opened.enter_context(TensorFile(source))
@@ -1070,8 +1069,7 @@ class Coordinator:
         """The round's running sum: empty for a round opened here (``_fresh``), else rebuilt
         from its accepted updates (after a restart, or a batch rolled back)."""
         if rnd.id not in self._sums:
-            spec = training(self._spec(rnd.job))
-            total = WeightedMean(parameter_shapes(spec.model, spec.n_inputs))
+            total = WeightedMean(updates.layout(rnd)[1])
             for task in () if rnd.id in self._fresh else rnd.tasks:  # the tasks read if not
                 if task.status == "accepted" and task.result_sha and task.result_json:
                     meta = TrainResult.model_validate_json(task.result_json)

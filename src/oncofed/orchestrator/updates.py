@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session, object_session
@@ -36,9 +38,19 @@ from oncofed.wire.spec import JobSpec
 from oncofed.wire.stream import Shapes, TensorFile
 
 
-def _spec(rnd: Round) -> tuple[JobSpec, Shapes]:
-    spec = training(parse_spec(rnd.job.spec_json))
-    return spec, parameter_shapes(spec.model, spec.n_inputs)
+def layout(rnd: Round) -> tuple[JobSpec, Shapes]:
+    """The round's training spec and its tensors' agreed shapes (``_layout``)."""
+    spec, shapes, _ = _layout(rnd.job.spec_json)
+    return spec, shapes
+
+
+@lru_cache(maxsize=256)
+def _layout(spec_json: str) -> tuple[JobSpec, Shapes, bool]:
+    """A training spec, its shapes and whether its strategy is robust, worked out once per
+    spec's text rather than for each answer (each update is checked, clipped and folded)."""
+    spec = training(parse_spec(spec_json))
+    shapes = MappingProxyType(parameter_shapes(spec.model, spec.n_inputs))
+    return spec, shapes, isinstance(build_strategy(spec.strategy), RobustStrategy)
 
 
 def start_model(blobs: BlobStore, rnd: Round) -> TensorFile:
@@ -57,7 +69,7 @@ open (8 MB; ``held_start``); a larger one is read from its file for each update.
 def held_start(blobs: BlobStore, rnd: Round) -> HeldStart | None:
     """The round's global model held in memory to measure its updates from (``HeldStart``),
     when it has at most ``HELD_START`` elements (None: read it for each, ``start_model``)."""
-    _, shapes = _spec(rnd)
+    _, shapes = layout(rnd)
     if sum(math.prod(shape) for shape in shapes.values()) > HELD_START:
         return None
     with start_model(blobs, rnd) as model:
@@ -97,13 +109,13 @@ def clip_factor(rnd: Round, update: TensorFile, start: Tensors) -> float:
     """The factor that scales ``update``, a move from the round's global model ``start``
     (``start_model``), to the job's clip norm (1 when within); ``BadAnswer`` when it is to be
     refused. One pass over the update and the global model."""
-    spec, shapes = _spec(rnd)
+    spec, shapes = layout(rnd)
     return _scale(spec, shapes, update, start)
 
 
 def robust(rnd: Round) -> bool:
     """Whether the round's strategy reads every update at close (keeping no running sum)."""
-    return isinstance(build_strategy(_spec(rnd)[0].strategy), RobustStrategy)
+    return _layout(rnd.job.spec_json)[2]
 
 
 def fold(
@@ -120,7 +132,7 @@ def round_mean(
     """What the round's next model is read from while the context is open: its running sum
     (``running``), or for a robust strategy every accepted update, clipped, at once (one open
     file per site; memory ``learning.aggregate.ROBUST_BUDGET``)."""
-    spec, shapes = _spec(rnd)
+    spec, shapes = layout(rnd)
     strategy = build_strategy(spec.strategy)
     if not isinstance(strategy, RobustStrategy):
         yield running()

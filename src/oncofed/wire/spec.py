@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Annotated, Literal
 
@@ -599,9 +600,10 @@ class JobSpec(_Strict):
                 )
         return self
 
-    @property
+    @functools.cached_property
     def n_inputs(self) -> int:
-        """Width of the model input after categorical encoding."""
+        """Width of the model input after categorical encoding (worked out once: a spec is
+        frozen, and its features read for every task and every answer)."""
         return sum(f.width for f in self.features)
 
     @property
