@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if min(args.sites, args.rounds, args.jobs) < 1:
+        parser.error("--sites, --rounds and --jobs take a whole number of at least 1")
     result = measure(args.sites, args.rounds, args.jobs)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(

@@ -1070,7 +1070,7 @@ class Coordinator:
         from its accepted updates (after a restart, or a batch rolled back)."""
         if rnd.id not in self._sums:
             total = WeightedMean(updates.layout(rnd)[1])
-            for task in () if rnd.id in self._fresh else rnd.tasks:  # the tasks read if not
+            for task in () if rnd.id in self._fresh else rnd.tasks:  # read unless opened here
                 if task.status == "accepted" and task.result_sha and task.result_json:
                     meta = TrainResult.model_validate_json(task.result_json)
                     with (
