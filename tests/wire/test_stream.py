@@ -103,3 +103,32 @@ def test_a_payload_in_memory_is_checked_like_a_file() -> None:
         opened.check({"w": (2,)})
     with pytest.raises(BadTensorPayload, match="data section does not match the header"):
         TensorFile(data[:-4])
+
+
+def test_a_payload_in_memory_is_read_whole_only_as_it_is_laid_out(tmp_path: Path) -> None:
+    w, b = np.arange(15, dtype=np.float32).reshape(3, 5), np.full(5, -1.5, dtype=np.float32)
+    data = safetensors.numpy.save({"w": w, "b": b})  # the library writes them by name
+    with TensorFile(data) as opened:
+        assert opened.order == ("b", "w")
+        whole = opened.flat({"b": 5, "w": 15})
+        assert whole is not None and not whole.flags.writeable
+        np.testing.assert_array_equal(whole, np.concatenate([b, w.reshape(-1)]))
+        assert opened.flat({"w": 15, "b": 5}) is None  # another order
+        assert opened.flat({"b": 4, "w": 16}) is None  # as many elements, other tensors
+        assert opened.flat({"b": 5}) is None
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(data)
+    with TensorFile(path) as opened:  # a file is read a chunk at a time
+        assert opened.flat({"b": 5, "w": 15}) is None
+    limbs = safetensors.numpy.save({"b": np.zeros(5, np.uint64), "w": np.zeros(15, np.float32)})
+    with TensorFile(limbs) as opened:
+        assert opened.flat({"b": 5, "w": 15}) is None
+
+
+def test_a_non_finite_value_in_memory_is_named_by_its_tensor() -> None:
+    values = {"a": np.zeros(4, np.float32), "z": np.array([0.0, np.inf], np.float32)}
+    with (
+        TensorFile(safetensors.numpy.save(values)) as opened,
+        pytest.raises(BadTensorPayload, match=r"^z: contains NaN or infinite"),
+    ):
+        opened.check({"a": (4,), "z": (2,)})

@@ -18,6 +18,7 @@ import numpy as np
 
 from oncofed.learning.steps import Tensors, difference, sum_squares
 from oncofed.learning.strategies.base import RobustStrategy
+from oncofed.wire.stream import TensorFile
 from oncofed.wire.tensors import DTYPE, Shapes, Weights
 
 _CHUNK = 1 << 20  # elements folded at a time, bounding temporaries for large tensors
@@ -47,11 +48,15 @@ def clip_scale(
     ``MAX_OVERSHOOT`` times the clip norm, or (``refuse``) any move longer than the clip norm."""
     known = start.squares if isinstance(start, HeldStart) else None
     squares = start_squares = 0.0
-    for name, offset, count in pieces(shapes, _CHUNK):
-        base = start.read(name, offset, count)
-        squares += sum_squares(difference(update.read(name, offset, count), base))
-        if known is None:
-            start_squares += sum_squares(base)
+    if isinstance(start, HeldStart) and (moved := start.moved(update)) is not None:
+        for name in shapes:  # each tensor's sum, in the order of the loop below
+            squares += sum_squares(moved[start.places[name]])
+    else:
+        for name, offset, count in pieces(shapes, _CHUNK):
+            base = start.read(name, offset, count)
+            squares += sum_squares(difference(update.read(name, offset, count), base))
+            if known is None:
+                start_squares += sum_squares(base)
     norm = math.sqrt(squares)
     if not math.isfinite(norm):
         raise UpdateRefused("the update is not finite")
@@ -74,11 +79,28 @@ def clip_scale(
 class HeldStart:
     """A round's global model held in float64 while the round is open, with its sum of squares
     (``Tensors``): every update of the round is measured and clipped from it, read once rather
-    than once per update (then, for each element, a float32 converted and its square summed)."""
+    than once per update (then, for each element, a float32 converted and its square summed).
+
+    Its tensors lie one after another as a site's update lays them out (``flat``,
+    ``layout``): an update held in memory is then measured and folded in a few array
+    operations over all its elements (``moved``, ``WeightedMean.add_flat``), not a few per
+    tensor."""
 
     def __init__(self, model: Tensors, shapes: Shapes) -> None:
-        self._weights = {name: model.read(name).astype(np.float64) for name in shapes}
+        self.places = layout(shapes)
+        self.sizes = {name: place.stop - place.start for name, place in self.places.items()}
+        self.flat = np.empty(sum(self.sizes.values()), dtype=np.float64)
+        for name, place in self.places.items():
+            self.flat[place] = model.read(name)
+        self.flat.flags.writeable = False
+        self._weights = {name: self.flat[self.places[name]] for name in shapes}
         self.squares = sum(sum_squares(values) for values in self._weights.values())
+
+    def moved(self, update: Tensors) -> np.ndarray | None:
+        """``update - start`` over every element at once (float64, laid out as ``flat``), when
+        ``update`` is a payload in memory laid out so (``TensorFile.flat``); else None."""
+        values = update.flat(self.sizes) if isinstance(update, TensorFile) else None
+        return None if values is None else difference(values, self.flat)
 
     def read(self, name: str, start: int = 0, count: int | None = None) -> np.ndarray:
         """Elements ``start .. start + count`` of tensor ``name`` in float64 (a read-only
@@ -115,6 +137,16 @@ class Clipped:
             yield name, offset, model
 
 
+def layout(shapes: Shapes) -> dict[str, slice]:
+    """Where each tensor of ``shapes`` lies when they are laid out one after another in the
+    order safetensors writes them (by name), in that order."""
+    places, at = {}, 0
+    for name in sorted(shapes):
+        size = math.prod(shapes[name])
+        places[name], at = slice(at, at + size), at + size
+    return places
+
+
 def pieces(shapes: Shapes, chunk: int) -> Iterator[tuple[str, int, int]]:
     """``(name, flat offset, count)`` covering every tensor of ``shapes`` in ``chunk``s."""
     for name, shape in shapes.items():
@@ -140,7 +172,10 @@ class WeightedMean:
     """
 
     def __init__(self, shapes: Shapes) -> None:
-        self._sums = {k: np.zeros(s, dtype=np.float64) for k, s in shapes.items()}
+        self.places = layout(shapes)
+        size = sum(place.stop - place.start for place in self.places.values())
+        self._flat = np.zeros(size, dtype=np.float64)  # the sums, laid out as ``HeldStart``'s
+        self._sums = {k: self._flat[self.places[k]].reshape(s) for k, s in shapes.items()}
         self.total_weight = 0.0
         self.count = 0
         self._broken = False
@@ -188,6 +223,19 @@ class WeightedMean:
         except BaseException:
             self._broken = True
             raise
+        self.total_weight += weight
+        self.count += 1
+
+    def add_flat(self, model: np.ndarray, weight: float) -> None:
+        """Fold in one model given whole, its tensors laid out as ``places`` says
+        (``HeldStart.flat``)."""
+        if self._broken:
+            raise BrokenAggregate("an earlier update failed part-way; rebuild the sum")
+        if not weight > 0:
+            raise ValueError(f"weight must be positive, got {weight}")
+        if model.shape != self._flat.shape:
+            raise ValueError(f"{model.size} elements, expected {self._flat.size}")
+        self._flat += weight * model.astype(np.float64)
         self.total_weight += weight
         self.count += 1
 

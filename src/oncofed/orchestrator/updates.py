@@ -121,7 +121,17 @@ def robust(rnd: Round) -> bool:
 def fold(
     total: WeightedMean, update: TensorFile, start: Tensors, scale: float, weight: float
 ) -> None:
-    """Add ``update``, scaled by ``scale`` (``clip_factor``), to the running sum."""
+    """Add ``update``, scaled by ``scale`` (``clip_factor``), to the running sum: at once when
+    the round's global model is held and the update is in memory (``HeldStart.moved``), else
+    a chunk at a time."""
+    if isinstance(start, HeldStart) and total.places == start.places:
+        if scale == 1.0 and (values := update.flat(start.sizes)) is not None:
+            total.add_flat(values, weight)  # as sent, so folded exactly
+            return
+        if scale != 1.0 and (moved := start.moved(update)) is not None:
+            moved *= scale
+            total.add_flat(start.flat + moved, weight)
+            return
     total.add_chunks(Clipped(update, start, scale).chunks(total.shapes), weight)
 
 

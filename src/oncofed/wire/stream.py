@@ -53,6 +53,7 @@ class TensorFile:
     chunk at a time."""
 
     def __init__(self, source: Path | bytes) -> None:
+        self._memory = source if isinstance(source, bytes) else None
         if isinstance(source, bytes):
             self._handle: io.BytesIO | io.BufferedReader = io.BytesIO(source)
             size = len(source)
@@ -64,6 +65,8 @@ class TensorFile:
         except BaseException:
             self._handle.close()
             raise
+        self.order = tuple(sorted(self.entries, key=lambda name: self.entries[name].begin))
+        """The tensors' names in the order of their data."""
 
     def __enter__(self) -> TensorFile:
         return self
@@ -95,9 +98,25 @@ class TensorFile:
                 )
         if DTYPES[dtype].kind != "f":
             return
+        whole = self.flat({name: self.entries[name].size for name in self.order})
+        if whole is not None and np.isfinite(whole).all():  # else each, to name the tensor
+            return
         for name, _, chunk in self.chunks():
             if not np.isfinite(chunk).all():
                 raise BadTensorPayload(f"{name}: contains NaN or infinite values")
+
+    def flat(self, sizes: Mapping[str, int]) -> np.ndarray | None:
+        """Every element at once, as one read-only float32 array (a view of the payload, no
+        copy), when the payload is in memory and holds exactly the float32 tensors of ``sizes``
+        (name -> elements) one after another in that order; else None (``read`` it)."""
+        if self._memory is None or tuple(sizes) != self.order:
+            return None
+        for name, size in sizes.items():
+            entry = self.entries[name]
+            if entry.dtype != "F32" or entry.size != size:
+                return None
+        count = sum(sizes.values())
+        return np.frombuffer(self._memory, dtype=F32, count=count, offset=self._data_start)
 
     def meta(self, model: type[M]) -> M:
         """The ``oncofed`` entry of the header's metadata, validated as ``model``."""
