@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from oncofed.demo.data import mapping_file, site_tables
-from oncofed.edge import EdgePolicy, LocalStore
+from oncofed.edge import EdgePolicy, LocalStore, guard
 from oncofed.edge.guard import content_sha256, task_hashes
+from oncofed.edge.guard.scaling import announced
 from oncofed.edge.importing import Source, import_source
 from oncofed.edge.ledger import SLOTS, Ledger
 from oncofed.edge.policy import cohort_minimums
@@ -292,6 +293,18 @@ def test_the_scaling_is_the_same_in_every_task_of_the_job(edge: Edge) -> None:
     other = pooled_stats([orchestrator.own, OTHER_SITE, OTHER_SITE])
     outcome = orchestrator.run("train", 2, pooled=other, standardization=standardization(other))
     refused(outcome, "the pooled totals or standardisation differ from those this job's earlier")
+
+
+def test_the_pinned_scaling_is_compared_not_derived_again(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's first training task has its scaling derived from its pooled totals and
+    pinned; a later task carrying the same is compared with them, not checked again."""
+    orchestrator, derived = Orchestrator(edge()), []
+    monkeypatch.setattr(guard, "announced", lambda *a: derived.append(a) or announced(*a))
+    for number in (1, 2, 3):
+        assert isinstance(orchestrator.run("train", number), bytes)
+    assert len(derived) == 1
 
 
 Rest = tuple[int, list[float], list[float]]

@@ -80,8 +80,11 @@ class Guard:
         spec = task.spec
         scaling = None
         if isinstance(spec, JobSpec) and task.kind in ("train", "evaluate"):
-            scaling = announced(task, spec)
-            if job is not None and job.pooled is not None and (job.pooled, job.scaling) != scaling:
+            pinned = None if job is None or job.pooled is None else (job.pooled, job.scaling)
+            if pinned is None:
+                scaling = announced(task, spec)  # checked, then pinned
+            elif pinned != (task.pooled, task.standardization):  # the pinned were checked
+                announced(task, spec)  # what is wrong with the task's own, if anything
                 raise PolicyViolation(
                     "the pooled totals or standardisation differ from those this job's earlier "
                     "tasks carried"
@@ -89,7 +92,7 @@ class Guard:
         if not again:
             record = TaskRecord(task.task_id, task.kind, task.round, content)
             self._ledger.record_task(task.job_id, spec_sha, record)
-        if scaling is not None and (job is None or job.pooled is None):
+        if scaling is not None:
             self._ledger.pin_scaling(task.job_id, *scaling)
 
     def check_stats(self, task: TaskAssignment, own: StatsResult) -> None:
