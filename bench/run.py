@@ -1533,8 +1533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     info, loops = machine_info(), [loop_seconds()]
     console.log(
         f"machine: {info['cpu_count']} CPUs, {info['ram_bytes'] / (1 << 30):.1f} GiB RAM, "
-        f"python {info['python']}, torch {info['torch']}; a Python loop of 10 million "
-        f"additions took {loops[0]:.2f} s of CPU"
+        f"python {info['python']}, torch {info['torch']}; a Python loop of "
+        f"{LOOP_ADDITIONS:,} additions took {loops[0]:.2f} s of CPU"
     )
     began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="oncofed-bench-"))

@@ -82,12 +82,12 @@ class HeldStart:
     than once per update (then, for each element, a float32 converted and its square summed).
 
     Its tensors lie one after another as a site's update lays them out (``flat``,
-    ``layout``): an update held in memory is then measured and folded in a few array
+    ``flat_places``): an update held in memory is then measured and folded in a few array
     operations over all its elements (``moved``, ``WeightedMean.add_flat``), not a few per
     tensor."""
 
     def __init__(self, model: Tensors, shapes: Shapes) -> None:
-        self.places = layout(shapes)
+        self.places = flat_places(shapes)
         self.sizes = {name: place.stop - place.start for name, place in self.places.items()}
         self.flat = np.empty(sum(self.sizes.values()), dtype=np.float64)
         for name, place in self.places.items():
@@ -137,7 +137,7 @@ class Clipped:
             yield name, offset, model
 
 
-def layout(shapes: Shapes) -> dict[str, slice]:
+def flat_places(shapes: Shapes) -> dict[str, slice]:
     """Where each tensor of ``shapes`` lies when they are laid out one after another in the
     order safetensors writes them (by name), in that order."""
     places, at = {}, 0
@@ -172,7 +172,7 @@ class WeightedMean:
     """
 
     def __init__(self, shapes: Shapes) -> None:
-        self.places = layout(shapes)
+        self.places = flat_places(shapes)
         size = sum(place.stop - place.start for place in self.places.values())
         self._flat = np.zeros(size, dtype=np.float64)  # the sums, laid out as ``HeldStart``'s
         self._sums = {k: self._flat[self.places[k]].reshape(s) for k, s in shapes.items()}
