@@ -1,5 +1,6 @@
 # oncofed: every target creates .venv when it is missing and installs the pinned lock first.
-PYTHON ?= python3
+# The fastest CPython 3.11 found (tools/fastest_python.py) unless PYTHON=... names one.
+PYTHON ?= $(shell python3 tools/fastest_python.py)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -18,8 +19,8 @@ demo: $(STAMP)
 	$(BIN)/oncofed demo
 
 check: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy src
 
 test: check
@@ -46,8 +47,9 @@ bench: $(STAMP)
 FLOWER_VENV := bench/.venv-flower
 FLOWER_STAMP := $(FLOWER_VENV)/.installed
 
-$(FLOWER_STAMP):
-	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+$(FLOWER_STAMP): $(STAMP)
+	test -x $(FLOWER_VENV)/bin/python || \
+		$$($(BIN)/python -c 'import sys; print(sys._base_executable)') -m venv $(FLOWER_VENV)
 	$(FLOWER_VENV)/bin/pip install --quiet --disable-pip-version-check \
 		'flwr[simulation]==1.42.*' torch==2.13.0 scikit-learn numpy
 	touch $(FLOWER_STAMP)
