@@ -1,6 +1,7 @@
 # oncofed: every target creates .venv when it is missing and installs the pinned lock first.
 # The fastest CPython 3.11 found (tools/fastest_python.py) unless PYTHON=... names one.
-PYTHON ?= $(shell python3 tools/fastest_python.py)
+NO_PYTHON := no CPython 3.11 found: install one, or pass PYTHON=/path/to/python3.11
+PYTHON ?= $(or $(shell python3 tools/fastest_python.py),$(error $(NO_PYTHON)))
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

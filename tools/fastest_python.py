@@ -29,7 +29,7 @@ for _ in range(3):
     for i in range(1_000_000):
         total += i
     best = min(best, time.process_time() - start)
-print(sys.version_info[0], sys.version_info[1], best, sys.executable)
+print(sys.implementation.name, sys.version_info[0], sys.version_info[1], best, sys.executable)
 """
 
 
@@ -50,10 +50,10 @@ def probe(path: str) -> tuple[float, str] | None:
         done = subprocess.run(
             [path, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True
         )
-        major, minor, seconds, executable = done.stdout.split(maxsplit=3)
+        implementation, major, minor, seconds, executable = done.stdout.split(maxsplit=4)
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
-    if (int(major), int(minor)) != VERSION:
+    if implementation != "cpython" or (int(major), int(minor)) != VERSION:
         return None
     return float(seconds), executable.strip()
 
