@@ -19,7 +19,7 @@ from oncofed.orchestrator.combine import Combiner, Pending
 from oncofed.orchestrator.db import Job, Task
 from oncofed.orchestrator.errors import Conflict
 from oncofed.orchestrator.rounds import Answer, Handout, Recorded, Submission
-from oncofed.wire.messages import ResultAck, StatsResult
+from oncofed.wire.messages import JobCreated, ResultAck, StatsResult
 from tests.orchestrator.test_rounds import (
     global_model,
     make_spec,
@@ -182,22 +182,29 @@ def on_an_event_loop(state: State, answers: list[Submission]) -> list[ResultAck]
     return asyncio.run(answer_all())
 
 
-@pytest.mark.parametrize("answer_all", [in_threads, on_an_event_loop])
-def test_many_sites_answering_at_once_are_each_counted_once(
-    state: State, answer_all: Callable[[State, list[Submission]], list[ResultAck]]
-) -> None:
-    names = [f"site{i:02d}" for i in range(24)]
+def counted_job(state: State, names: list[str]) -> tuple[JobCreated, list[int]]:
+    """A one-round job at ``names``, enrolled, and the sizes of the batches its answers are
+    recorded in (as they are served)."""
     enrol(state, names)
     job = state.coordinator.submit(make_spec(rounds=1, sites=names), state.admin_id)
-    coordinator = state.coordinator
-    batches: list[int] = []
-    serve: Callable[..., None] = coordinator._answers.serve
+    answers, batches = state.coordinator._answers, []
+    serve: Callable[..., None] = answers.serve
 
     def counting(key: object, batch: list[Pending[Answer, Recorded]]) -> None:
         batches.append(len(batch))
         serve(key, batch)
 
-    coordinator._answers.serve = counting  # type: ignore[method-assign]
+    answers.serve = counting  # type: ignore[assignment]
+    return job, batches
+
+
+@pytest.mark.parametrize("answer_all", [in_threads, on_an_event_loop])
+def test_many_sites_answering_at_once_are_each_counted_once(
+    state: State, answer_all: Callable[[State, list[Submission]], list[ResultAck]]
+) -> None:
+    names = [f"site{i:02d}" for i in range(24)]
+    job, batches = counted_job(state, names)
+    coordinator = state.coordinator
     with ThreadPoolExecutor(12) as pool:
         tasks = list(pool.map(lambda name: take(state, name), names))
     assert len({t.task_id for t in tasks}) == len(names)
@@ -437,3 +444,88 @@ def test_a_batch_of_updates_reads_what_their_counts_are_checked_against_once(
     assert sum("FROM dataset_profile" in s for s in statements) == 1
     reported = "SELECT task.site_id, task.result_json FROM task"  # of the stats round
     assert sum(s.startswith(reported) for s in statements) == 1
+
+
+def holding(serve_log: list[list[int]], hold: float, until: int) -> Combiner[int, int]:
+    """A combiner whose patient callers may wait ``hold`` seconds until ``until`` are queued."""
+
+    def serve(_: object, batch: list[Pending[int, int]]) -> None:
+        serve_log.append([item.request for item in batch])
+        for item in batch:
+            item.result = item.request * 10
+
+    def held(_: object, queued: list[int]) -> float:
+        return hold if len(queued) < until else 0.0
+
+    return Combiner(serve, hold=held)  # type: ignore[arg-type]
+
+
+async def staggered(combiner: Combiner[int, int], patient: list[bool]) -> list[int]:
+    """A caller for each of ``patient``, one every 20 ms, all waiting on the loop."""
+    calls = []
+    for n, each in enumerate(patient):
+        calls.append(asyncio.ensure_future(combiner.submit("job", n, patient=each)))
+        await asyncio.sleep(0.02)
+    return await asyncio.gather(*calls)
+
+
+def test_patient_callers_wait_for_the_others_and_the_last_has_them_served_at_once() -> None:
+    """Callers arriving one after another make one batch each; patient ones make one batch,
+    served as soon as the last expected one joins (long before the hold is up)."""
+    batches: list[list[int]] = []
+    began = time.monotonic()
+    results = asyncio.run(staggered(holding(batches, 30.0, 4), [False] * 4))
+    assert results == [0, 10, 20, 30] and batches == [[0], [1], [2], [3]]
+
+    batches.clear()
+    results = asyncio.run(staggered(holding(batches, 30.0, 4), [True] * 4))
+    assert results == [0, 10, 20, 30] and batches == [[0, 1, 2, 3]]
+    assert time.monotonic() - began < 10.0  # not the 30 s hold
+
+
+def test_a_hold_ends_when_its_time_is_up_or_an_impatient_caller_joins() -> None:
+    batches: list[list[int]] = []
+    began = time.monotonic()
+    assert asyncio.run(staggered(holding(batches, 0.3, 99), [True] * 3)) == [0, 10, 20]
+    assert batches == [[0, 1, 2]] and time.monotonic() - began >= 0.3
+
+    batches.clear()
+    began = time.monotonic()
+    results = asyncio.run(staggered(holding(batches, 30.0, 99), [True, True, False]))
+    assert results == [0, 10, 20] and batches == [[0, 1, 2]]
+    assert time.monotonic() - began < 10.0
+
+
+def test_patient_answers_to_a_round_are_recorded_together_once_all_are_in(
+    state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round's first answer is recorded at once (how many are to come is not known yet);
+    the others, patient, wait for each other and are recorded in one transaction as soon as
+    the last comes; the round closes then, and its next round is handed out."""
+    monkeypatch.setattr("oncofed.orchestrator.rounds.HOLD_SECONDS", 30.0)
+    names = [f"site{i}" for i in range(6)]
+    job, batches = counted_job(state, names)
+    coordinator = state.coordinator
+    tasks = [take(state, name) for name in names]
+    answers = [
+        coordinator.result_answer(state.sites[name], task.task_id, stats(30))
+        for name, task in zip(names, tasks, strict=True)
+    ]
+
+    async def answer_all() -> list[ResultAck]:
+        first = await coordinator.record_soon(answers[0], patient=True)
+        assert coordinator._left[job.id] == 5
+        calls = []
+        for answer in answers[1:]:
+            calls.append(asyncio.ensure_future(coordinator.record_soon(answer, patient=True)))
+            await asyncio.sleep(0.02)
+        return [first, *await asyncio.gather(*calls)]
+
+    began = time.monotonic()
+    acks = asyncio.run(answer_all())
+    assert time.monotonic() - began < 10.0  # not the 30 s hold
+    assert [ack.status for ack in acks] == ["accepted"] * len(names)
+    assert batches == [1, 5]
+    assert accepted(state, job.id) == names
+    assert job.id not in coordinator._left  # the round closed: the next one's count unknown
+    assert all(take(state, name).kind == "train" for name in names)

@@ -88,6 +88,8 @@ class Effects:
     drop_sums: set[int] = field(default_factory=set)
     opened: dict[int, str] = field(default_factory=dict)  # plain training rounds -> job id
     finished: list[dict[str, Any]] = field(default_factory=list)  # Coordinator._finish's rows
+    left: dict[str, int | None] = field(default_factory=dict)  # job id -> its open round's
+    # tasks still unanswered (None: the round closed), as Coordinator._maybe_close found them
 
 
 _NEW_TASKS = insert(cast(Table, Task.__table__))

@@ -133,6 +133,9 @@ UNANSWERED = tuple(dict.fromkeys(s for statuses in WAITING.values() for s in sta
 """A task's statuses while its site still has to answer (plainly, or in a secure phase)."""
 BATCH_THREADS = 16
 """Jobs whose answers are recorded at the same time (and task deliveries) at most."""
+HOLD_SECONDS = 0.05
+"""How long the answers of sites that wait for their next task anyway may wait for others to
+join their batch, while their round awaits more answers (``combine``; ``Coordinator._hold``)."""
 MAX_PARAMETERS = 200_000_000
 
 
@@ -224,7 +227,10 @@ class Coordinator:
         # Batches for requests waiting on the event loop are served by threads of their own:
         # the loop's default executor runs the tick, which must not queue behind them.
         self._batches = ThreadPoolExecutor(BATCH_THREADS, thread_name_prefix="oncofed-batch")
-        self._answers: Combiner[Answer, Recorded] = Combiner(self._record, self._batches)
+        self._answers: Combiner[Answer, Recorded] = Combiner(
+            self._record, self._batches, hold=self._hold
+        )
+        self._left: dict[str, int] = {}  # job id -> its open round's unanswered tasks (Effects)
         self._deliveries: Combiner[int, TaskAssignment | None] = Combiner(
             self._deliver, self._batches
         )
@@ -276,7 +282,15 @@ class Coordinator:
                 if job_id:  # a running sum may hold an update the database never recorded
                     self._drop_job_sums(job_id)
                     self._secure.forget_job(job_id)
+                    self._left.pop(job_id, None)
                 raise
+            if len(self._left) > 10_000:  # a hint, not a record (a job ended elsewhere): bound it
+                self._left.clear()
+            for job, left in effects.left.items():
+                if left is None:
+                    self._left.pop(job, None)
+                else:
+                    self._left[job] = left
             for round_id in effects.drop_sums:
                 self._drop_sum(round_id)
                 self._secure.forget(round_id)
@@ -313,14 +327,24 @@ class Coordinator:
             ack = ack.model_copy(update={"next_task": task})
         return ack
 
-    async def record_soon(self, submission: Submission) -> ResultAck:
-        """``record`` for a request handler: it waits on the event loop, in no thread."""
-        ack, handout = await self._answers.submit(submission.job_id, submission.answer)
+    async def record_soon(self, submission: Submission, patient: bool = False) -> ResultAck:
+        """``record`` for a request handler: it waits on the event loop, in no thread. A
+        ``patient`` answer (its site waits for its next task anyway) may wait a little for
+        others to be recorded with it (``_hold``)."""
+        ack, handout = await self._answers.submit(submission.job_id, submission.answer, patient)
         site_id = submission.site_id
         if site_id in handout.notified:
             task = handout.handed.get(site_id) or await self.deliver(site_id)
             ack = ack.model_copy(update={"next_task": task})
         return ack
+
+    def _hold(self, job_id: Hashable, queued: Sequence[Answer]) -> float:
+        """How long patient answers to a job may wait for others (``combine``):
+        ``HOLD_SECONDS`` while its open round awaits more answers than are queued, as its last
+        batch left it; none for a round's first answers (how many are to come is not known
+        yet), nor for its last."""
+        left = self._left.get(str(job_id))
+        return HOLD_SECONDS if left is not None and len(queued) < left else 0.0
 
     def _alone(self, site_id: int, job_id: str, work: Work[ResultAck]) -> ResultAck:
         """``record`` an answer in a transaction of its own: a decline and a secure round's
@@ -1101,6 +1125,7 @@ class Coordinator:
             return
         # autoflush makes the answers' own statuses count
         still_open = session.scalar(_STILL_OPEN, {"round_id": rnd.id})
+        effects.left[rnd.job_id] = still_open or None
         if still_open:
             return
         job, progress = rnd.job, self._progress

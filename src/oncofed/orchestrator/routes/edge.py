@@ -338,11 +338,14 @@ def _checked(request: Request, sha: str) -> str:
     return sha
 
 
-async def _recorded(coordinator: Coordinator, outcome: ResultAck | Submission) -> ResultAck:
+async def _recorded(
+    coordinator: Coordinator, outcome: ResultAck | Submission, patient: bool
+) -> ResultAck:
+    """``outcome`` recorded (``patient``: its site waits for its next task anyway)."""
     if isinstance(outcome, ResultAck):
         return outcome
     with anyio.CancelScope(shield=True):  # recorded before its body goes
-        ack = await coordinator.record_soon(outcome)
+        ack = await coordinator.record_soon(outcome, patient)
     return ack
 
 
@@ -352,12 +355,13 @@ async def _spooled(
     settings: Settings,
     limit: int,
     accept: Accept,
+    patient: bool = False,
 ) -> ResultAck:
     """A binary body for a task, of at most ``limit`` bytes (known before it is read),
     spooled to disk while hashing (O(1) memory), then handed to ``accept``: accepted there,
     or an answer to record (validation and aggregation; the updates of a job that arrive
     together are checked and folded one after the other by one thread, and recorded in one
-    transaction, while their requests wait on the event loop).
+    transaction, while their requests wait on the event loop; ``patient``, ``_recorded``).
 
     Hashing and writing happen off the event loop, half a megabyte at a time (the chunks
     as they came, never copied); the last piece is written, the digest checked and the body
@@ -388,7 +392,7 @@ async def _spooled(
                 if buffered >= _SPOOL_BLOCK:
                     await run_in_threadpool(flush, pending)
                     pending, buffered = [], 0
-            ack = await _recorded(coordinator, await run_in_threadpool(finish))
+            ack = await _recorded(coordinator, await run_in_threadpool(finish), patient)
         finally:
             path.unlink(missing_ok=True)
     return ack
@@ -400,6 +404,7 @@ async def _held(
     task_id: str,
     limit: int,
     accept: Callable[[bytes, str], ResultAck | Submission],
+    patient: bool,
 ) -> ResultAck:
     """An update of ``limit`` bytes, as declared (at most ``INLINE_UPDATE_BYTES``, its share of
     ``INLINE_BUDGET`` taken), read into memory and handed to ``accept`` as bytes: the
@@ -408,7 +413,7 @@ async def _held(
         body = b"".join([chunk async for chunk in _sized(request, limit)])
         sha = _checked(request, hashlib.sha256(body).hexdigest())
         outcome = await _soon(coordinator, task_id, functools.partial(accept, body, sha))
-        return await _recorded(coordinator, outcome)
+        return await _recorded(coordinator, outcome, patient)
     finally:
         _HELD.give(limit)
 
@@ -429,10 +434,11 @@ async def post_update(
     accept = functools.partial(coordinator.update_answer, site.id, task_id)
     declared = request.headers.get("content-length", "")  # checked by the server as it reads
     size = int(declared) if declared.isascii() and declared.isdigit() else None
+    patient = wait > 0  # its acknowledgement waits for the site's next task
     if size is not None and size <= limit and _HELD.take(size):
-        ack = await _held(request, coordinator, task_id, size, accept)
+        ack = await _held(request, coordinator, task_id, size, accept, patient)
     else:
-        ack = await _spooled(request, coordinator, settings, limit, accept)
+        ack = await _spooled(request, coordinator, settings, limit, accept, patient)
     return await _answered(request, site.id, coordinator, settings, ack, wait)
 
 
@@ -516,7 +522,7 @@ async def post_result(
     not fit the task: the refusal is recorded as the site's failure of the task."""
     body = await _body(request, settings.max_upload_bytes, "a result")
     answer = functools.partial(coordinator.result_answer, site.id, task_id, body)
-    ack = await coordinator.record_soon(await _soon(coordinator, task_id, answer))
+    ack = await coordinator.record_soon(await _soon(coordinator, task_id, answer), wait > 0)
     return await _answered(request, site.id, coordinator, settings, ack, wait)
 
 
