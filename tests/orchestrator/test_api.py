@@ -116,6 +116,36 @@ def test_an_answer_that_waits_comes_back_with_the_sites_next_task(
     assert state.coordinator.next_task(state.sites["alpha"]) == ack.next_task  # its own task
 
 
+@pytest.mark.parametrize("answer", ["result", "update"])
+def test_only_an_answer_that_waits_for_its_next_task_may_wait_for_its_round(
+    http: TestClient, state: State, answer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer posted with ``wait`` is recorded as patient (its batch may wait for the
+    others of its round, ``Coordinator._hold``); one posted without is recorded at once."""
+    job = state.coordinator.submit(make_spec(rounds=2), state.admin_id)
+    if answer == "update":
+        through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    tasks = {name: take(state, name) for name in ("alpha", "beta")}
+    coordinator, patience = state.coordinator, []
+    record_soon = coordinator.record_soon
+
+    async def noted(submission: rounds.Submission, patient: bool = False) -> ResultAck:
+        patience.append(patient)
+        return await record_soon(submission, patient)
+
+    monkeypatch.setattr(coordinator, "record_soon", noted)
+    for (name, task), wait in zip(tasks.items(), [0, 5], strict=True):
+        body: dict[str, Any] = (
+            {"content": encoded_update(task, weights_like(1.0), 30 if name == "alpha" else 10)}
+            if answer == "update"
+            else {"json": json.loads(stats(20).model_dump_json())}
+        )
+        path, site = f"/tasks/{task.task_id}/{answer}", auth(state.credentials[name])
+        response = http.post(path, params={"wait": wait}, headers=site, **body)
+        assert response.status_code == 200, response.text
+    assert patience == [False, True]
+
+
 def test_a_rejected_answer_is_said_at_once_even_when_it_may_wait(
     api: TestClient, state: State
 ) -> None:

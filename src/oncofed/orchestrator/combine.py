@@ -47,6 +47,7 @@ class Pending(Generic[T, R]):
     patient: bool = False
     """Its caller gains nothing from being served before others join its batch (``hold``)."""
     queued_at: float = field(default_factory=time.monotonic)
+    """When it was queued (``time.monotonic``): a hold runs from its queue's first."""
 
     def outcome(self) -> R:
         """The result, or the error, raised in the caller's own thread."""
