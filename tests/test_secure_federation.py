@@ -139,11 +139,15 @@ class BlobWatch:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
     """North (CSV), south (OMOP) and east (FHIR), each with the default policy; the
-    orchestrator logs at ``info``, as ``serve`` does by default, so its log has lines to search."""
+    orchestrator logs at ``info``, as ``serve`` does by default, so its log has lines to search.
+    It records answers as they come (``answer_hold_seconds`` 0): by default a round whose
+    answers all come within the hold is recorded in one transaction with its close, and no
+    reader ever sees its updates held, which the plain run's search shows it would find."""
     root = tmp_path_factory.mktemp("secure-federation")
     tables = {site: table for site, table in site_tables().items() if site in SITES}
     exports = write_exports(root / "exports", tables)
-    with LocalFederation(root, exports, log_level="info") as fed:  # serve's default level
+    as_they_come = {"ONCOFED_ANSWER_HOLD_SECONDS": "0"}
+    with LocalFederation(root, exports, log_level="info", orchestrator_env=as_they_come) as fed:
         yield fed
 
 

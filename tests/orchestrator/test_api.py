@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from oncofed.client import Client
 from oncofed.orchestrator import Settings, blobs, create_app, rounds
@@ -144,6 +145,25 @@ def test_only_an_answer_that_waits_for_its_next_task_may_wait_for_its_round(
         response = http.post(path, params={"wait": wait}, headers=site, **body)
         assert response.status_code == 200, response.text
     assert patience == [False, True]
+
+
+def test_how_long_answers_may_wait_for_their_round_is_a_setting(
+    state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``answer_hold_seconds`` (``ONCOFED_ANSWER_HOLD_SECONDS``): 50 ms unless set, 0 for
+    none, at most a second."""
+
+    def served() -> float:
+        app = create_app(Settings.load(state.home))
+        with TestClient(app):  # its lifespan's end lets the database go
+            return float(app.state.coordinator.hold_seconds)
+
+    assert served() == 0.05
+    monkeypatch.setenv("ONCOFED_ANSWER_HOLD_SECONDS", "0")
+    assert served() == 0.0
+    monkeypatch.setenv("ONCOFED_ANSWER_HOLD_SECONDS", "2")
+    with pytest.raises(ValidationError, match="answer_hold_seconds"):
+        Settings.load(state.home)
 
 
 def test_a_rejected_answer_is_said_at_once_even_when_it_may_wait(

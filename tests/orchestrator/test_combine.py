@@ -496,16 +496,20 @@ def test_a_hold_ends_when_its_time_is_up_or_an_impatient_caller_joins() -> None:
     assert time.monotonic() - began < 10.0
 
 
+@pytest.mark.parametrize("hold", [30.0, 0.0])
 def test_patient_answers_to_a_round_are_recorded_together_once_all_are_in(
-    state: State, monkeypatch: pytest.MonkeyPatch
+    state: State, hold: float
 ) -> None:
-    """The round's first answer is recorded at once (how many are to come is not known yet);
-    the others, patient, wait for each other and are recorded in one transaction as soon as
-    the last comes; the round closes then, and its next round is handed out."""
-    monkeypatch.setattr("oncofed.orchestrator.rounds.HOLD_SECONDS", 30.0)
+    """How many answers a round awaits is known from its opening: its patient answers, the
+    first included, wait for each other and are recorded in one transaction as soon as the
+    last comes (not after the hold); the round closes then, and its next round, awaiting as
+    many, is handed out. Without a hold (``answer_hold_seconds`` 0) each is recorded as it
+    comes."""
     names = [f"site{i}" for i in range(6)]
     job, batches = counted_job(state, names)
     coordinator = state.coordinator
+    coordinator.hold_seconds = hold
+    assert coordinator._left[job.id] == len(names)  # as the submission opened round 0
     tasks = [take(state, name) for name in names]
     answers = [
         coordinator.result_answer(state.sites[name], task.task_id, stats(30))
@@ -513,19 +517,17 @@ def test_patient_answers_to_a_round_are_recorded_together_once_all_are_in(
     ]
 
     async def answer_all() -> list[ResultAck]:
-        first = await coordinator.record_soon(answers[0], patient=True)
-        assert coordinator._left[job.id] == 5
         calls = []
-        for answer in answers[1:]:
+        for answer in answers:
             calls.append(asyncio.ensure_future(coordinator.record_soon(answer, patient=True)))
             await asyncio.sleep(0.02)
-        return [first, *await asyncio.gather(*calls)]
+        return await asyncio.gather(*calls)
 
     began = time.monotonic()
     acks = asyncio.run(answer_all())
     assert time.monotonic() - began < 10.0  # not the 30 s hold
     assert [ack.status for ack in acks] == ["accepted"] * len(names)
-    assert batches == [1, 5]
+    assert batches == ([len(names)] if hold else [1] * len(names))
     assert accepted(state, job.id) == names
-    assert job.id not in coordinator._left  # the round closed: the next one's count unknown
+    assert coordinator._left[job.id] == len(names)  # round 1's, as it opened
     assert all(take(state, name).kind == "train" for name in names)

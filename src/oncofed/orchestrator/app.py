@@ -131,7 +131,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sightings = Sightings()
     app.state.identity = identity_key(settings)
     app.state.coordinator = Coordinator(
-        app.state.sessions, BlobStore(settings.blob_dir), app.state.notifier, app.state.identity
+        app.state.sessions,
+        BlobStore(settings.blob_dir),
+        app.state.notifier,
+        app.state.identity,
+        settings.answer_hold_seconds,
     )
     app.state.auth_log = AuthLog()
     app.state.chaining = threading.Lock()

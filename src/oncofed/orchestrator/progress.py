@@ -89,7 +89,8 @@ class Effects:
     opened: dict[int, str] = field(default_factory=dict)  # plain training rounds -> job id
     finished: list[dict[str, Any]] = field(default_factory=list)  # Coordinator._finish's rows
     left: dict[str, int | None] = field(default_factory=dict)  # job id -> its open round's
-    # tasks still unanswered (None: the round closed), as Coordinator._maybe_close found them
+    # tasks still unanswered (None: none), as Progress.open_round or Coordinator._maybe_close
+    # left them
 
 
 _NEW_TASKS = insert(cast(Table, Task.__table__))
@@ -168,6 +169,7 @@ class Progress:
         session.expire(rnd, ["tasks"])  # read when asked: the statement wrote them
         if kind == "train" and rnd.phase is None:  # its running sum starts empty
             effects.opened[rnd.id] = job.id
+        effects.left[job.id] = len(site_ids) or None  # every task of it unanswered
         effects.notify.update(site_ids)
         return rnd
 

@@ -134,8 +134,9 @@ UNANSWERED = tuple(dict.fromkeys(s for statuses in WAITING.values() for s in sta
 BATCH_THREADS = 16
 """Jobs whose answers are recorded at the same time (and task deliveries) at most."""
 HOLD_SECONDS = 0.05
-"""How long the answers of sites that wait for their next task anyway may wait for others to
-join their batch, while their round awaits more answers (``combine``; ``Coordinator._hold``)."""
+"""How long, by default, the answers of sites that wait for their next task anyway may wait
+for others to join their batch, while their round awaits more answers (``combine``;
+``Coordinator._hold``; ``Settings.answer_hold_seconds``)."""
 MAX_PARAMETERS = 200_000_000
 
 
@@ -217,9 +218,12 @@ class Coordinator:
         blobs: BlobStore,
         notifier: Notifier | None = None,
         key: Ed25519PrivateKey | None = None,
+        hold_seconds: float = HOLD_SECONDS,
     ) -> None:
-        """``key`` signs secure rounds' survivor lists (the orchestrator's identity key)."""
+        """``key`` signs secure rounds' survivor lists (the orchestrator's identity key);
+        ``hold_seconds``: how long patient answers may wait for others (``_hold``)."""
         self._sessions = sessions
+        self.hold_seconds = hold_seconds
         self.blobs = blobs
         self._notifier = notifier or Notifier()
         self._guard = threading.Lock()
@@ -340,11 +344,10 @@ class Coordinator:
 
     def _hold(self, job_id: Hashable, queued: Sequence[Answer]) -> float:
         """How long patient answers to a job may wait for others (``combine``):
-        ``HOLD_SECONDS`` while its open round awaits more answers than are queued, as its last
-        batch left it; none for a round's first answers (how many are to come is not known
-        yet), nor for its last."""
+        ``hold_seconds`` while its open round awaits more answers than are queued (all of its
+        tasks as it opened, then as its last batch left it); none for its last."""
         left = self._left.get(str(job_id))
-        return HOLD_SECONDS if left is not None and len(queued) < left else 0.0
+        return self.hold_seconds if left is not None and len(queued) < left else 0.0
 
     def _alone(self, site_id: int, job_id: str, work: Work[ResultAck]) -> ResultAck:
         """``record`` an answer in a transaction of its own: a decline and a secure round's

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(4 << 30, gt=0)
     """Largest body an edge may post: a model update, masked input or result."""
+    answer_hold_seconds: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="How long an edge's answer, whose acknowledgement waits for the site's next "
+        "task anyway, may wait for the others of its round, to be recorded with them in one "
+        "transaction (a group commit); 0: recorded as they come.",
+    )
     tick_seconds: float = Field(1.0, gt=0, description="How often round deadlines are checked.")
     beat_seconds: float = Field(
         1.0, gt=0, le=60, description="How often the orchestrator records that it is up."
