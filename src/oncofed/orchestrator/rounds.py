@@ -69,6 +69,7 @@ from oncofed.orchestrator.progress import (
     training,
 )
 from oncofed.orchestrator.secure import WAITING, SecureRounds, check_secure
+from oncofed.orchestrator.settings import ANSWER_HOLD_SECONDS
 from oncofed.privacy.secagg import public_bytes
 from oncofed.wire import tensors
 from oncofed.wire.analysis import AnalysisParams, AnalysisResult, AnalysisSpec
@@ -133,10 +134,6 @@ UNANSWERED = tuple(dict.fromkeys(s for statuses in WAITING.values() for s in sta
 """A task's statuses while its site still has to answer (plainly, or in a secure phase)."""
 BATCH_THREADS = 16
 """Jobs whose answers are recorded at the same time (and task deliveries) at most."""
-HOLD_SECONDS = 0.05
-"""How long, by default, the answers of sites that wait for their next task anyway may wait
-for others to join their batch, while their round awaits more answers (``combine``;
-``Coordinator._hold``; ``Settings.answer_hold_seconds``)."""
 MAX_PARAMETERS = 200_000_000
 
 
@@ -218,7 +215,7 @@ class Coordinator:
         blobs: BlobStore,
         notifier: Notifier | None = None,
         key: Ed25519PrivateKey | None = None,
-        hold_seconds: float = HOLD_SECONDS,
+        hold_seconds: float = ANSWER_HOLD_SECONDS,
     ) -> None:
         """``key`` signs secure rounds' survivor lists (the orchestrator's identity key);
         ``hold_seconds``: how long patient answers may wait for others (``_hold``)."""

@@ -10,6 +10,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oncofed._files import write_private
 
+ANSWER_HOLD_SECONDS = 0.05
+"""``Settings.answer_hold_seconds``' default (``Coordinator._hold``)."""
+
 CONFIG_FILE = "orchestrator.json"
 
 
@@ -32,7 +35,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(4 << 30, gt=0)
     """Largest body an edge may post: a model update, masked input or result."""
     answer_hold_seconds: float = Field(
-        0.05,
+        ANSWER_HOLD_SECONDS,
         ge=0,
         le=1,
         description="How long an edge's answer, whose acknowledgement waits for the site's next "
