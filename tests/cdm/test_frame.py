@@ -8,7 +8,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from oncofed.cdm.frame import check_time_origin, cohort_mask, job_table, patient_frame
+from oncofed.cdm import frame as frames
+from oncofed.cdm.frame import (
+    Columns,
+    check_time_origin,
+    cohort_mask,
+    job_rows,
+    job_table,
+    patient_frame,
+)
 from oncofed.cdm.tables import CdmData
 from oncofed.learning.data import DataError
 from oncofed.wire.spec import CohortFilter, JobSpec
@@ -179,3 +187,68 @@ def test_a_randomisation_origin_measures_times_from_study_entry() -> None:
     assert "randomisation_day" not in table
     from_diagnosis = job_table(_spec(cohort={"time_origin": "diagnosis"}), cdm)
     np.testing.assert_array_equal(from_diagnosis["rfs_days"][:2], [1000, 200])
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal values, NaN equal to NaN and None to None, and the same dtype."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype == object:
+        return a.tolist() == b.tolist()
+    return bool(np.array_equal(a, b, equal_nan=True))
+
+
+def _kept_data() -> CdmData:
+    outcome = {**OUTCOME, "randomisation_day": [100, 250, None, None, None, None, None, None]}
+    ext = pa.table(
+        {
+            "patient_id": PATIENT["patient_id"][::-1],
+            "menopause": ["pre"] * 4 + ["post"] * 4,
+            "size": [float(i) for i in range(8)],
+        }
+    )
+    return CdmData({**data().tables, "outcome": pa.table(outcome)}, ext)
+
+
+def test_kept_columns_give_every_job_the_rows_its_tables_give() -> None:
+    """An edge keeps a dataset's ``Columns`` (computed once, when it starts) for every job:
+    cohorts, origins (times moved to study entry) and extensions read as categories or as
+    numbers come out as they do from the tables themselves."""
+    cdm = _kept_data()
+    kept = Columns(cdm)
+    kept.warm()
+    specs = [
+        _spec(cohort={"primary_site": "C50", "time_origin": "diagnosis"}),
+        _spec(cohort={"time_origin": "randomisation"}),
+        _spec(cohort={}, features=["biomarker.ER", "treatment.endocrine", "ext.size"]),
+        _spec(features=[{"name": "ext.menopause", "levels": ["pre", "post"]}]),
+        _spec(cohort={"time_origin": "diagnosis"}),  # again, after the randomisation one
+    ]
+    for spec in specs:
+        fresh, reused = job_rows(spec, cdm), job_rows(spec, kept)
+        assert list(reused.table) == list(fresh.table)
+        assert all(_same(reused.table[n], fresh.table[n]) for n in fresh.table), spec.cohort
+        assert reused.pseudonyms.equals(fresh.pseudonyms)
+
+
+def test_kept_columns_are_computed_once_and_shared_read_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kept = Columns(_kept_data())
+    kept.warm()  # a string extension as categories, a numeric one as numbers
+    computed: list[list[str]] = []
+
+    def counted(cdm: CdmData, names: Any) -> frames.Frame:
+        computed.append(sorted(names))
+        return patient_frame(cdm, names)
+
+    monkeypatch.setattr(frames, "patient_frame", counted)
+    every = _spec(cohort={})  # all eight patients: the columns themselves
+    first, second = job_rows(every, kept).table, job_rows(every, kept).table
+    assert computed == []  # warmed: every patient field and extension
+    assert first["grade"] is second["grade"]
+    with pytest.raises(ValueError, match="read-only"):  # Arrow's copy, made read-only
+        first["grade"][0] = "G1"
+    job_rows(_spec(cohort={}, features=["biomarker.ER"]), kept)
+    job_rows(_spec(cohort={}, features=["biomarker.ER"]), kept)
+    assert computed == [["biomarker.ER"]]  # asked for first: computed then, once

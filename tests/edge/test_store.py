@@ -38,8 +38,12 @@ def test_a_running_edge_reads_a_dataset_imported_again_elsewhere(tmp_path: Path)
     (``oncofed edge import`` beside a running edge) is read at the next load, not the copy."""
     edge = save_columns(tmp_path / "ds", "trial", {"x": np.arange(5.0)})
     assert edge.load("trial") is edge.load("trial")  # read once
+    kept = edge.columns("trial")
+    assert kept.data is edge.load("trial")
+    assert kept.frame(["ext.x"])["ext.x"].to_pylist() == [0, 1, 2, 3, 4]
     save_columns(tmp_path / "ds", "trial", {"x": np.arange(2.0)})  # another store, same folder
     assert edge.load("trial")["patient"].num_rows == 2
+    assert edge.columns("trial").frame(["ext.x"])["ext.x"].to_pylist() == [0, 1]  # not kept's
     save_columns(tmp_path / "ds", "registry", {"x": np.arange(3.0)})
     assert edge.load("registry")["patient"].num_rows == 3
     assert edge.load("trial")["patient"].num_rows == 2

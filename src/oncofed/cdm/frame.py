@@ -8,6 +8,7 @@ the result.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -187,6 +188,45 @@ def _from_entry(frame: Frame) -> None:
     frame["time_origin"] = pc.if_else(moved, "randomisation", stored)
 
 
+class Columns:
+    """A dataset's variables, each aligned to its patients (``patient_frame``) and made a
+    numpy array once, not once a job: an edge keeps them beside the dataset it keeps in
+    memory, so a job's first task reads its rows by lookup and its cohort's mask. The arrays
+    handed out are read-only and shared; the dataset must not change meanwhile (a store
+    reloads it, and makes new ``Columns``, when it is imported again)."""
+
+    def __init__(self, data: CdmData) -> None:
+        self.data = data
+        self._arrow: Frame = {}
+        self._numpy: dict[tuple[str, bool], np.ndarray] = {}
+
+    def frame(self, names: Iterable[str]) -> Frame:
+        """``patient_frame(data, names)``, from the columns computed before where it can."""
+        wanted = sorted(set(names))
+        if missing := [n for n in wanted if n not in self._arrow]:
+            self._arrow.update(patient_frame(self.data, missing))
+        return {name: self._arrow[name] for name in wanted}
+
+    def numpy(self, name: str, values: pa.Array, numeric: bool) -> np.ndarray:
+        """``values`` as numpy (``_numpy``), kept when they are the column ``name`` itself."""
+        if values is not self._arrow.get(name):  # changed since (``_from_entry``)
+            return _numpy(values, numeric)
+        if (array := self._numpy.get((name, numeric))) is None:
+            array = self._numpy[name, numeric] = _numpy(values, numeric)
+            array.flags.writeable = False
+        return array
+
+    def warm(self) -> None:
+        """Compute every patient field and extension feature the dataset holds, as a job
+        would ask for it: an extension of strings as categories (its levels given), of
+        numbers as numbers; a biomarker's or a treatment's when first asked."""
+        names = [*PATIENT_FIELDS, *self.data.extension_names]
+        for name, values in self.frame(names).items():
+            text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+            with contextlib.suppress(pa.ArrowException):  # a job asking for it is told why
+                self.numpy(name, values, variable(name).numeric and not text)
+
+
 @dataclass(frozen=True)
 class JobRows:
     """A job's rows at a site: its variables (``job_table``) and the pseudonyms of the patients
@@ -196,28 +236,28 @@ class JobRows:
     pseudonyms: pa.Array
 
 
-def job_rows(spec: JobSpec | AnalysisSpec, data: CdmData) -> JobRows:
+def job_rows(spec: JobSpec | AnalysisSpec, data: CdmData | Columns) -> JobRows:
     """The job's variables for the patients its cohort selects, as numpy columns (numbers
     as float64 with NaN for missing, categories as objects with None), with their
-    pseudonyms."""
+    pseudonyms. Given ``Columns``, the columns they hold are not computed again (those of all
+    patients are shared and read-only)."""
+    columns = data if isinstance(data, Columns) else Columns(data)
+    patients = columns.data["patient"]
     origin = spec.cohort.time_origin
-    frame = patient_frame(data, spec.variables | ({_ENTRY} if origin == "randomisation" else set()))
+    frame = columns.frame(spec.variables | ({_ENTRY} if origin == "randomisation" else set()))
     if origin == "randomisation":
         _from_entry(frame)
         if _ENTRY not in spec.variables:
             del frame[_ENTRY]
-    keep = cohort_mask(frame, spec.cohort, data["patient"].num_rows)
-    rows = None if keep.all() else pa.array(keep)
+    keep = cohort_mask(frame, spec.cohort, patients.num_rows)
+    every = bool(keep.all())
     ext_levels = {f.name for f in spec.features if f.levels is not None}
-    table = {
-        name: _numpy(
-            values if rows is None else values.filter(rows),
-            variable(name).numeric and name not in ext_levels,
-        )
-        for name, values in frame.items()
-    }
-    pseudonyms = data["patient"][KEY].combine_chunks()
-    return JobRows(table, pseudonyms if rows is None else pseudonyms.filter(rows))
+    table = {}
+    for name, values in frame.items():
+        array = columns.numpy(name, values, variable(name).numeric and name not in ext_levels)
+        table[name] = array if every else array[keep]
+    pseudonyms = patients[KEY].combine_chunks()
+    return JobRows(table, pseudonyms if every else pseudonyms.filter(pa.array(keep)))
 
 
 def job_table(spec: JobSpec | AnalysisSpec, data: CdmData) -> dict[str, np.ndarray]:

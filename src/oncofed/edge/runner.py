@@ -111,7 +111,7 @@ def rows_in_turn(store: LocalStore, spec: JobSpec | AnalysisSpec) -> JobRows:
     once, and 3.0 ms in turn. A large site's reading makes the others of its process wait;
     such a site is better in a process of its own."""
     with _rows_turn:
-        return job_rows(spec, store.load(spec.dataset))
+        return job_rows(spec, store.columns(spec.dataset))
 
 
 def task_seed(spec: JobSpec, round_number: int, site: str) -> int:
@@ -142,13 +142,17 @@ class TaskRunner:
 
     def warm_up(self) -> None:
         """Pay before the first task what it would pay: the site's datasets read (the last one
-        stays in memory), the ledger's statements of a job's first task compiled (in a
-        ``Ledger.rehearsal``: nothing is written) and, where the policy lets the site train,
-        the installed model plugins listed (metadata only) and torch made ready
-        (``_torch_ready``). An edge whose policy allows no training never imports torch."""
+        stays in memory, its variables computed: ``Columns.warm``), the ledger's statements of
+        a job's first task compiled (in a ``Ledger.rehearsal``: nothing is written) and, where
+        the policy lets the site train, the installed model plugins listed (metadata only) and
+        torch made ready (``_torch_ready``). An edge whose policy allows no training never
+        imports torch."""
+        kept = None
         for name in self._store.names():
             with contextlib.suppress(StoreError):  # a damaged one is declined when asked for
-                self._store.load(name)
+                kept = self._store.columns(name)
+        if kept is not None:
+            kept.warm()
         with self._ledger.rehearsal(), contextlib.suppress(PolicyViolation):
             self._ledger.job(REHEARSAL)  # not there: the read of a job new here
             self._ledger.record_task(REHEARSAL, "0" * 64, TaskRecord(REHEARSAL, "stats", 0, ""))

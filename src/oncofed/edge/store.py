@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from oncofed._files import private_dir, private_open, write_private
 from oncofed.cdm.errors import RejectedPatient
 from oncofed.cdm.fields import TABLES
+from oncofed.cdm.frame import Columns
 from oncofed.cdm.tables import CdmData
 from oncofed.edge.errors import StoreError
 from oncofed.wire.profile import DataProfile
@@ -42,9 +43,10 @@ class LocalStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        # The dataset loaded last, by its name and the identity of its files: an import
-        # replaces the dataset's folder, so a changed inode or time means read it again.
-        self._loaded: tuple[str, tuple[int, int], CdmData] | None = None
+        # The dataset loaded last, by its name and the identity of its files, with its
+        # columns as jobs ask for them: an import replaces the dataset's folder, so a changed
+        # inode or time means read it again.
+        self._loaded: tuple[str, tuple[int, int], Columns] | None = None
         self._loading = threading.Lock()
 
     def save(
@@ -87,6 +89,10 @@ class LocalStore:
     def load(self, name: str) -> CdmData:
         """The dataset's tables (kept in memory until another dataset is loaded or this one
         is imported again: its tasks of a job read it once, not at every round)."""
+        return self.columns(name).data
+
+    def columns(self, name: str) -> Columns:
+        """The dataset's variables (``cdm.frame.Columns``), kept with its tables."""
         folder = self._folder(name)
         try:
             stamp = (folder / PROFILE).stat()
@@ -97,9 +103,9 @@ class LocalStore:
                 tables = {t: pq.read_table(folder / f"{t}.parquet") for t in TABLES}
                 extra = folder / f"{EXTENSIONS}.parquet"
                 extensions = pq.read_table(extra) if extra.exists() else None
-                data = CdmData(tables, extensions)
-                self._loaded = (name, version, data)
-                return data
+                columns = Columns(CdmData(tables, extensions))
+                self._loaded = (name, version, columns)
+                return columns
         except (OSError, ValueError) as exc:
             raise StoreError(f"dataset {name!r} is damaged ({exc}); import it again") from exc
 
