@@ -223,7 +223,7 @@ class Columns:
         names = [*PATIENT_FIELDS, *self.data.extension_names]
         for name, values in self.frame(names).items():
             text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
-            with contextlib.suppress(pa.ArrowException):  # a job asking for it is told why
+            with contextlib.suppress(pa.ArrowException):  # a job asking fails as it would have
                 self.numpy(name, values, variable(name).numeric and not text)
 
 
