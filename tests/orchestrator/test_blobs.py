@@ -1,9 +1,11 @@
 """The blob store keeps small blobs in memory once read (``BlobStore.small``): every site
-downloads the round's global model and every update is measured against it."""
+downloads the round's global model and every update is measured against it. The files of
+answers it is done with are written again by the next spools (``BlobStore.retire``)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -35,13 +37,56 @@ def test_a_large_blob_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert store.small(stored(store, b"model")) is None
 
 
-def test_a_deleted_blob_is_forgotten(tmp_path: Path) -> None:
+def test_a_retired_blob_is_forgotten(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     sha = stored(store, b"model")
     assert store.small(sha) == b"model"
-    store.delete(sha)
+    store.retire(sha)
     with pytest.raises(NotFound):
         store.small(sha)
+    assert not store.path(sha).exists()
+
+
+def test_a_retired_file_is_emptied_and_written_again_by_the_next_spool(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    sha = stored(store, b"an update of many bytes" * 100)
+    inode = store.path(sha).stat().st_ino
+    store.retire(sha)
+    with store.spool() as (handle, path):
+        assert os.fstat(handle.fileno()).st_ino == inode  # no file made for it
+        handle.write(b"short")
+    new = hashlib.sha256(b"short").hexdigest()
+    store.adopt(path, new)
+    assert store.path(new).read_bytes() == b"short"  # nothing of the old bytes left
+    assert store.path(new).stat().st_mode & 0o777 == 0o600
+    with store.spool() as (handle, _):  # the spare was taken: a new file
+        assert os.fstat(handle.fileno()).st_ino != inode
+
+
+def test_spares_are_bounded_in_number_and_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BlobStore(tmp_path)
+    monkeypatch.setattr(blobs, "SPARES", 2)
+    monkeypatch.setattr(blobs, "SPARE_BYTES", 25)
+    shas = [stored(store, data) for data in (b"ten bytes!", b"20 bytes, too many..", b"ten.")]
+    for sha in [*shas, stored(store, b"ten bytes?")]:
+        store.retire(sha)
+    assert sorted(p.stat().st_size for p in store.tmp.iterdir()) == [4, 10]
+    assert len(list(store.root.glob("??/*"))) == 0  # the others deleted
+
+
+def test_a_spare_removed_meanwhile_is_passed_over(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    store.retire(stored(store, b"one"))
+    assert store.clear_spool() == 1  # at start-up: the spares go with the spool
+    store.retire(stored(store, b"two"))
+    for spare in store.tmp.iterdir():
+        spare.unlink()  # by someone else
+    with store.spool() as (handle, path):
+        handle.write(b"three")
+    store.adopt(path, hashlib.sha256(b"three").hexdigest())
+    assert [p.read_bytes() for p in store.root.glob("??/*")] == [b"three"]
 
 
 def test_only_the_most_recently_read_are_kept(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import threading
@@ -21,6 +22,14 @@ SMALL_BLOB = 4 << 20
 """Largest blob kept in memory once read (``BlobStore.small``)."""
 KEPT_BLOBS = 8
 """Small blobs kept in memory at most (the most recently read)."""
+SPARES = 1024
+SPARE_BYTES = 256 << 20
+"""Files, and bytes, of answers the orchestrator is done with kept at most as spares
+(``BlobStore.retire``), emptied and written again by the next spools rather than deleted and
+new ones made: on ext4 a file made beside many just deleted cost more CPU than its 400 KB
+written (the search for a free inode looks at each recently deleted one; DEVELOPERS.md,
+"Twenty-fifth pass")."""
+_serials = itertools.count()  # spare files' names, unique in the process
 
 
 class BlobStore:
@@ -34,9 +43,16 @@ class BlobStore:
         private_dir(self.tmp)
         self._kept: OrderedDict[str, bytes] = OrderedDict()
         self._kept_lock = threading.Lock()
+        self._spares: dict[Path, int] = {}  # spare file -> its size
+        self._spare_bytes = 0
+        self._spares_lock = threading.Lock()
 
     def clear_spool(self) -> int:
-        """Remove uploads left half-written by a crash; only when no request is running."""
+        """Remove uploads left half-written by a crash, and the spares; only when no request
+        is running."""
+        with self._spares_lock:
+            self._spares.clear()
+            self._spare_bytes = 0
         leftovers = [p for p in self.tmp.iterdir() if p.is_file()]
         for path in leftovers:
             path.unlink(missing_ok=True)
@@ -52,9 +68,9 @@ class BlobStore:
 
     @contextmanager
     def spool(self) -> Iterator[tuple[BinaryIO, Path]]:
-        """A temporary file in the store; removed on error, to be ``adopt``-ed on success."""
-        fd, name = tempfile.mkstemp(dir=self.tmp)
-        path = Path(name)
+        """An empty temporary file in the store (a spare, ``retire``, or a new one); removed
+        on error, to be ``adopt``-ed on success."""
+        fd, path = self._spare()
         try:
             with os.fdopen(fd, "w+b") as handle:
                 yield handle, path
@@ -115,7 +131,37 @@ class BlobStore:
             raise NotFound(f"no blob {sha}")
         return path.read_bytes()
 
-    def delete(self, sha: str) -> None:
+    def _spare(self) -> tuple[int, Path]:
+        """A spare emptied, opened for writing, when there is one; else a new file's."""
+        while True:
+            with self._spares_lock:
+                if not self._spares:
+                    break
+                path = next(iter(self._spares))
+                self._spare_bytes -= self._spares.pop(path)
+            try:
+                return os.open(path, os.O_RDWR | os.O_TRUNC), path
+            except FileNotFoundError:  # removed meanwhile (``clear_spool``): the next
+                continue
+        fd, name = tempfile.mkstemp(dir=self.tmp)
+        return fd, Path(name)
+
+    def retire(self, sha: str) -> None:
+        """Done with an answer's blob for good (no one reads it again, nor holds it open):
+        kept as a spare for a later ``spool`` while the spares allow (``SPARES``,
+        ``SPARE_BYTES``), else deleted."""
         with self._kept_lock:
             self._kept.pop(sha, None)
-        self.path(sha).unlink(missing_ok=True)
+        path = self.path(sha)
+        with self._spares_lock:
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                return
+            if len(self._spares) < SPARES and self._spare_bytes + size <= SPARE_BYTES:
+                spare = self.tmp / f"spare-{os.getpid()}-{next(_serials)}"
+                os.replace(path, spare)
+                self._spares[spare] = size
+                self._spare_bytes += size
+                return
+        path.unlink(missing_ok=True)

@@ -84,7 +84,7 @@ class Effects:
     answering: set[int] = field(default_factory=set)  # the sites whose answers it records
     notify: set[int] = field(default_factory=set)
     handed: dict[int, TaskAssignment] = field(default_factory=dict)  # of the tasks published
-    delete: set[str] = field(default_factory=set)
+    retire: set[str] = field(default_factory=set)  # answers' blobs, done with (BlobStore)
     drop_sums: set[int] = field(default_factory=set)
     opened: dict[int, str] = field(default_factory=dict)  # plain training rounds -> job id
     finished: list[dict[str, Any]] = field(default_factory=list)  # Coordinator._finish's rows

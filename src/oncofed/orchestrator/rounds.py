@@ -299,8 +299,8 @@ class Coordinator:
                 self._fresh.add(round_id)
                 self._sum_jobs[round_id] = opened_in
         self._granted(effects.handed)
-        for sha in effects.delete:
-            self.blobs.delete(sha)
+        for sha in effects.retire:
+            self.blobs.retire(sha)
         if effects.notify:
             self._notifier.notify(effects.notify, effects.handed)
         return result
@@ -875,7 +875,7 @@ class Coordinator:
                 if rnd.status != "open":
                     continue
                 if rnd.phase is not None or rnd.kind == "train":  # its answers' blobs
-                    effects.delete.update(updates.drop(session, rnd))
+                    effects.retire.update(updates.drop(session, rnd))
                 for task in rnd.tasks:
                     if task.status in UNANSWERED:
                         self._finish(task, WITHDRAWN, detail=why)
@@ -1167,7 +1167,7 @@ class Coordinator:
                 if progress.after_train(
                     session, effects, job, rnd, total.shapes, total.mean_chunks, active
                 ):
-                    effects.delete.update(updates.drop(session, rnd))
+                    effects.retire.update(updates.drop(session, rnd))
         else:
             end(job, "completed", None)
         log.info(

@@ -382,7 +382,7 @@ class SecureRounds:
         for task in included:  # in the sum, whether or not it sent its unmasking shares
             task.status = "accepted"
         blobs = {t.result_sha for t in rnd.tasks if t.result_sha}
-        effects.delete.update(blobs)
+        effects.retire.update(blobs)
         if self._progress.too_few(job, rnd, included):
             return
         active = [t.site_id for t in rnd.tasks if t.status not in LEFT]
@@ -431,7 +431,7 @@ class SecureRounds:
     def _fail(self, effects: Effects, rnd: Round, reason: str) -> None:
         rnd.status, rnd.closed_at = "closed", utcnow()
         effects.drop_sums.add(rnd.id)
-        effects.delete.update(t.result_sha for t in rnd.tasks if t.result_sha)
+        effects.retire.update(t.result_sha for t in rnd.tasks if t.result_sha)
         left = statuses(t for t in rnd.tasks if t.status in (*LEFT, "expired", "rejected"))
         error = f"round {rnd.number} ({rnd.kind}), secure aggregation: {reason}"
         end(rnd.job, "failed", f"{error}. {left}" if left else error)
