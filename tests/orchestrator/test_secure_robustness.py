@@ -277,7 +277,7 @@ def test_fewer_survivors_than_the_threshold_fail_the_job_and_nothing_is_unmasked
     """Two sites killed after their shares leave three masked inputs, too few to ask for
     unmasking shares; killed after their masked inputs, they leave three sets of unmasking
     shares, too few to rebuild any secret. The job fails saying so; no sum is decoded and the
-    masked inputs are deleted."""
+    masked inputs are let go (no longer in the store)."""
     for name in ("delta", HOSTILE):
         five[name].kill_after = after
     public = play(state, five, analysis(KM))

@@ -29,6 +29,7 @@ SPARE_BYTES = 256 << 20
 new ones made: on ext4 a file made beside many just deleted cost more CPU than its 400 KB
 written (the search for a free inode looks at each recently deleted one; DEVELOPERS.md,
 "Twenty-fifth pass")."""
+SPARE_PREFIX = "spare-"
 _serials = itertools.count()  # spare files' names, unique in the process
 
 
@@ -48,15 +49,15 @@ class BlobStore:
         self._spares_lock = threading.Lock()
 
     def clear_spool(self) -> int:
-        """Remove uploads left half-written by a crash, and the spares; only when no request
-        is running."""
+        """Remove uploads left half-written by a crash (how many is returned, spares not
+        counted), and the spares; only when no request is running."""
         with self._spares_lock:
             self._spares.clear()
             self._spare_bytes = 0
         leftovers = [p for p in self.tmp.iterdir() if p.is_file()]
         for path in leftovers:
             path.unlink(missing_ok=True)
-        return len(leftovers)
+        return sum(not path.name.startswith(SPARE_PREFIX) for path in leftovers)
 
     def path(self, sha: str) -> Path:
         if len(sha) != 64 or not set(sha) <= _HEX:
@@ -159,7 +160,7 @@ class BlobStore:
             except FileNotFoundError:
                 return
             if len(self._spares) < SPARES and self._spare_bytes + size <= SPARE_BYTES:
-                spare = self.tmp / f"spare-{os.getpid()}-{next(_serials)}"
+                spare = self.tmp / f"{SPARE_PREFIX}{os.getpid()}-{next(_serials)}"
                 os.replace(path, spare)
                 self._spares[spare] = size
                 self._spare_bytes += size

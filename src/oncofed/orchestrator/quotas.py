@@ -13,7 +13,8 @@ initial model and one model per training round, and per training round its strat
 (FedAdam: two moments, each the model's size; the old ones stay too). A running job is counted
 for every round it declares, so a job cannot pass while small and grow past the quota
 afterwards; a finished one for the training rounds it opened. Updates are not counted: they are
-deleted when their round closes, and their size per site is bounded by the model. Analyses
+let go when their round closes (deleted, or kept as spares to write the next uploads into, at
+most ``blobs.SPARE_BYTES``), and their size per site is bounded by the model. Analyses
 store no blobs. Blobs are never deleted, so the quota counts every job the researcher ever
 submitted; a job refused by a quota stores nothing.
 """

@@ -859,8 +859,8 @@ class Coordinator:
     def cancel(self, job_id: str, by: str) -> None:
         """Cancel a running job for ``by`` (``researcher:rita``): its open rounds close, their
         unanswered tasks are withdrawn (a site asking gets none; one posting an answer is told
-        why), the updates they hold are deleted, and the job ends ``cancelled``. ``Conflict``
-        when it has ended already."""
+        why), the updates they hold are let go (``BlobStore.retire``), and the job ends
+        ``cancelled``. ``Conflict`` when it has ended already."""
 
         def work(session: Session, effects: Effects) -> None:
             job = session.get(Job, job_id)

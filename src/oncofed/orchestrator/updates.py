@@ -92,7 +92,7 @@ _DROP = delete(UpdateBody).where(
 
 def drop(session: Session, rnd: Round) -> set[str]:
     """Forget the round's updates (it is done with them): the bodies the database holds go in
-    this transaction; the blobs to delete once it commits are returned."""
+    this transaction; the blobs to retire once it commits are returned (``BlobStore.retire``)."""
     session.execute(_DROP, {"round_id": rnd.id})
     return {t.result_sha for t in rnd.tasks if t.result_sha}
 
