@@ -209,17 +209,16 @@ class Progress:
         shapes: Mapping[str, tuple[int, ...]],
         averages: Averages,
         active: list[int],
-    ) -> bool:
-        """The next global model, then the next round (training, or the final evaluation);
-        False when aggregation failed (the job has ended)."""
+    ) -> None:
+        """The next global model, then the next round (training, or the final evaluation); the
+        job ends failed when aggregation fails."""
         try:
             self.advance_model(job, shapes, averages)
         except (ArithmeticError, ValueError) as exc:
             end(job, "failed", f"aggregation failed: {exc}")
-            return False
+            return
         kind = "train" if rnd.number < training(parse_spec(job.spec_json)).rounds else "evaluate"
         self.open_round(session, effects, job, rnd.number + 1, kind, job.model_sha, active)
-        return True
 
     def after_analysis(
         self,

@@ -976,6 +976,7 @@ class Coordinator:
                         self._finish(task, "expired", detail="the round could not be closed")
                 rnd.status, rnd.closed_at = "closed", utcnow()
                 effects.drop_sums.add(rnd.id)
+                effects.retire.update(updates.drop(session, rnd))
                 end(rnd.job, "failed", f"round {rnd.number} could not be closed: {error}")
 
             try:
@@ -1136,6 +1137,7 @@ class Coordinator:
         rnd.status, rnd.closed_at = "closed", utcnow()
         effects.drop_sums.add(rnd.id)
         if progress.too_few(job, rnd, accepted):
+            effects.retire.update(updates.drop(session, rnd))  # the job ends: none are read
             return
         active = [t.site_id for t in rnd.tasks if t.status not in LEFT]
         if isinstance(spec, AnalysisSpec):
@@ -1164,10 +1166,10 @@ class Coordinator:
             progress.after_stats(session, effects, job, totals, active)
         elif rnd.kind == "train":
             with updates.round_mean(self.blobs, rnd, accepted, lambda: self._sum(rnd)) as total:
-                if progress.after_train(
+                progress.after_train(
                     session, effects, job, rnd, total.shapes, total.mean_chunks, active
-                ):
-                    effects.retire.update(updates.drop(session, rnd))
+                )  # the next round, or the job failed: either way its updates are read no more
+            effects.retire.update(updates.drop(session, rnd))
         else:
             end(job, "completed", None)
         log.info(
