@@ -874,8 +874,7 @@ class Coordinator:
             for rnd in job.rounds:
                 if rnd.status != "open":
                     continue
-                if rnd.phase is not None or rnd.kind == "train":  # its answers' blobs
-                    effects.retire.update(updates.drop(session, rnd))
+                effects.retire.update(updates.drop(session, rnd))
                 for task in rnd.tasks:
                     if task.status in UNANSWERED:
                         self._finish(task, WITHDRAWN, detail=why)

@@ -92,8 +92,11 @@ _DROP = delete(UpdateBody).where(
 
 def drop(session: Session, rnd: Round) -> set[str]:
     """Forget the round's updates (it is done with them): the bodies the database holds go in
-    this transaction; the blobs to retire once it commits are returned (``BlobStore.retire``)."""
+    this transaction; the blobs to retire once it commits are returned (``BlobStore.retire``):
+    none for a plain round of JSON answers, whose ``result_sha`` names no file."""
     session.execute(_DROP, {"round_id": rnd.id})
+    if rnd.phase is None and rnd.kind != "train":
+        return set()
     return {t.result_sha for t in rnd.tasks if t.result_sha}
 
 
