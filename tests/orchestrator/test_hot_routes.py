@@ -27,6 +27,10 @@ from tests.support import State, auth, make_spec, without_hot_routes
         ("GET", "/tasks/next?wait=121", "alpha", None),
         ("GET", "/tasks/next?wait=-1", "alpha", None),
         ("GET", "/tasks/next?wait=nan", "alpha", None),
+        ("GET", "/tasks/next?wait=120.5", "alpha", None),
+        ("GET", "/tasks/next?wait=999", "alpha", None),
+        ("GET", "/tasks/next?wait=0.000", "alpha", None),
+        ("GET", "/tasks/next?wait=0&wait=121", "alpha", None),
         ("POST", "/tasks/next", "alpha", b"{}"),
         ("POST", "/tasks/nope/update", "alpha", b"\x00" * 16),
         ("POST", "/tasks/nope/result", "alpha", b"{}"),
@@ -39,6 +43,7 @@ from tests.support import State, auth, make_spec, without_hot_routes
         ("POST", "/tasks/TASK/result?wait=121", "alpha", b"{}"),
         ("POST", "/tasks/TASK/result?wait=-1", None, b"{}"),
         ("POST", "/tasks/TASK/result?wait=0", "alpha", b"{not json"),
+        ("POST", "/tasks/TASK/result?wait=0.25", "alpha", b"{not json"),
     ],
 )
 def test_hot_routes_answer_as_the_apps_routes(

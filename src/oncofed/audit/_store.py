@@ -15,10 +15,21 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Connection, Integer, Select, String, Text, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Select,
+    String,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from oncofed._db import UTCDateTime, utcnow
@@ -115,6 +126,12 @@ class AuditLog:
             .limit(1)
         )
         self._insert = insert(entries)
+        table = cast(Any, entries).__table__  # a mapped class (checked above)
+        self._chain_row = (  # its parameters are named apart from the columns it sets
+            update(table)
+            .where(table.c.id == bindparam("row"), table.c.seq.is_(None))
+            .values(seq=bindparam("to_seq"), prev_hash=bindparam("to_prev"), hash=bindparam("to"))
+        )
         self._signed = (
             select(checkpoints.seq, checkpoints.at).order_by(checkpoints.seq.desc()).limit(1)
         )
@@ -215,22 +232,21 @@ class AuditLog:
         session.flush()
         seq, previous = self._last(session)
         pending = session.scalars(select(table).where(table.seq.is_(None)).order_by(table.id))
-        chained = 0
-        for row in pending.all():
+        rows = pending.all()
+        links = []
+        for row in rows:
             seq += 1
             digest = replace(row.entry(), seq=seq, prev_hash=previous).computed_hash()
-            done = session.execute(
-                update(table)
-                .where(table.id == row.id, table.seq.is_(None))
-                .values(seq=seq, prev_hash=previous, hash=digest)
-                .execution_options(synchronize_session=False)
-            )
-            if done.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult
+            links.append({"row": row.id, "to_seq": seq, "to_prev": previous, "to": digest})
+            previous = digest
+        if links:  # in one statement; each row still unchained, or none is
+            done = session.connection().execute(self._chain_row, links)
+            if done.rowcount != len(links):
                 raise AuditError("another process is chaining this audit log")
-            session.expire(row)
-            previous, chained = digest, chained + 1
+            for row in rows:
+                session.expire(row)
         self._checkpoint(session, key, seq, previous, every, period, final)
-        return chained
+        return len(links)
 
     def chain_pending(
         self, sessions: sessionmaker[Session], key: Ed25519PrivateKey, *, final: bool = False

@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session, object_session
 
 from oncofed.audit import actor, clip, sha256_of
-from oncofed.orchestrator.db import AUDIT, Job, Principal, Round, Site, Task
+from oncofed.orchestrator.db import AUDIT, Job, Principal, Project, Round, Site, Task
 from oncofed.wire.analysis import AnalysisSpec
 from oncofed.wire.spec import JobSpec
 
@@ -30,6 +30,15 @@ _ANSWERS = (
     .order_by(Site.name)
 )
 """Each site's status in the rounds ``ids`` (built once: every closing reads it)."""
+_WHO = (
+    select(Job.id, Principal.name, Project.name)
+    .outerjoin(Principal, Job.owner_id == Principal.id)
+    .outerjoin(Project, Job.project_id == Project.id)
+    .where(Job.id.in_(bindparam("ids", expanding=True)))
+)
+"""The names of the owner and of the project (None: outside any) of the jobs ``ids``."""
+_WHOSE: dict[str, tuple[str | None, str | None]] = {}
+"""``_WHO``'s answers, kept: a job's owner and project never change, nor do their names."""
 
 
 @event.listens_for(Job.status, "set")
@@ -73,10 +82,11 @@ def closed(session: Session, round_ids: Iterable[int]) -> None:
     rows = session.execute(_ANSWERS, {"ids": ids})
     for round_id, site, status in rows:
         names.setdefault(round_id, []).append((site, status))
-    for round_id in ids:
-        rnd = session.get(Round, round_id)
+    rounds = [session.get(Round, round_id) for round_id in ids]
+    whose = _whose(session, {rnd.job_id for rnd in rounds if rnd is not None} | ended)
+    for rnd in rounds:
         assert rnd is not None  # closed in this transaction
-        sites = names.get(round_id, [])
+        sites = names.get(rnd.id, [])
         detail = {
             "job": rnd.job_id,
             "round": rnd.number,
@@ -86,8 +96,7 @@ def closed(session: Session, round_ids: Iterable[int]) -> None:
             "dropouts": [site for site, status in sites if status != "accepted"],
             "model_sha256": rnd.job.model_sha if rnd.kind == "train" else None,
         }
-        user = _name(session.get(Principal, rnd.job.owner_id))
-        project = _project(rnd.job)
+        user, project = whose[rnd.job_id]
         AUDIT.record(
             session, "round.closed", actor=ORCHESTRATOR, project=project, user=user, detail=detail
         )
@@ -95,20 +104,25 @@ def closed(session: Session, round_ids: Iterable[int]) -> None:
         job = session.get(Job, job_id)
         assert job is not None
         detail = {"job": job.id, "model_sha256": job.model_sha, "error": clip(job.error or "")}
-        user = _name(session.get(Principal, job.owner_id))
+        user, project = whose[job.id]
         AUDIT.record(
             session,
             f"job.{job.status}",
             actor=by.get(job.id, ORCHESTRATOR),
-            project=_project(job),
+            project=project,
             user=user,
             detail=detail,
         )
 
 
-def _project(job: Job) -> str | None:
-    """The name of the job's project (None for a job submitted outside any)."""
-    return job.project.name if job.project is not None else None
+def _whose(session: Session, job_ids: set[str]) -> dict[str, tuple[str | None, str | None]]:
+    """Each job's owner and project names, read once a job (``_WHOSE``)."""
+    if missing := [job_id for job_id in job_ids if job_id not in _WHOSE]:
+        if len(_WHOSE) > 10_000:  # a cache, not a record: bound it
+            _WHOSE.clear()
+        for job_id, user, project in session.execute(_WHO, {"ids": missing}):
+            _WHOSE[job_id] = (user, project)
+    return {job_id: _WHOSE.get(job_id, (None, None)) for job_id in job_ids}
 
 
 def _name(principal: Principal | None) -> str | None:

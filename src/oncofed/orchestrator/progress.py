@@ -88,6 +88,7 @@ class Effects:
     drop_sums: set[int] = field(default_factory=set)
     opened: dict[int, str] = field(default_factory=dict)  # plain training rounds -> job id
     finished: list[dict[str, Any]] = field(default_factory=list)  # Coordinator._finish's rows
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # the updates held (UpdateBody)
     left: dict[str, int | None] = field(default_factory=dict)  # job id -> its open round's
     # tasks still unanswered (None: none), as Progress.open_round or Coordinator._maybe_close
     # left them
@@ -106,10 +107,16 @@ def check_not_withdrawn(task: Task) -> None:
         raise Conflict(f"task {task.id} was withdrawn: {task.detail}")
 
 
+_OUT_OF_SERVICE = select(Site.id).where(
+    Site.disabled_at.is_not(None) | Site.removed_at.is_not(None)
+)
+
+
 def _out_of_service(session: Session) -> set[int]:
-    """The sites the operator disabled or removed: new rounds give them no task."""
-    query = select(Site.id).where(Site.disabled_at.is_not(None) | Site.removed_at.is_not(None))
-    return set(session.scalars(query))
+    """The sites the operator disabled or removed: new rounds give them no task. Read on the
+    connection, so the session does not flush first: the operator's changes commit in their
+    own transactions, and what this one changed is written with the new round, at once."""
+    return set(session.connection().scalars(_OUT_OF_SERVICE))
 
 
 def statuses(tasks: Iterable[Task], shown: int = 10) -> str:

@@ -273,6 +273,8 @@ class Coordinator:
             try:
                 with self._sessions.begin() as session:
                     result = work(session, effects)
+                    if effects.bodies:  # the batch's held updates, in one statement
+                        session.connection().execute(_KEEP_BODY, effects.bodies)
                     if effects.finished:  # before anything reads the tasks' statuses
                         session.connection().execute(_FINISHED, effects.finished)
                     for rnd in effects.answered.values():
@@ -733,7 +735,7 @@ class Coordinator:
                     return ResultAck(task_id=task_id, status="rejected", detail=str(exc))
                 if isinstance(source, bytes):
                     size = len(source)
-                    session.execute(_KEEP_BODY, {"task_id": task_id, "data": source})
+                    effects.bodies.append({"task_id": task_id, "data": source})
                 else:
                     size = source.stat().st_size
                     if source == body:  # its open handle reads on after the move
@@ -1130,9 +1132,11 @@ class Coordinator:
             return
         job, progress = rnd.job, self._progress
         spec = self._spec(job)
-        # the round's sites in one query, held: ``t.site`` finds them
-        _sites = session.scalars(_ROUND_SITES, {"round_id": rnd.id}).all()
         accepted = [t for t in rnd.tasks if t.status == "accepted"]
+        if isinstance(spec, AnalysisSpec) or len(accepted) < spec.min_sites:
+            # its sites' names are read (an analysis's parts, a failure's message): the
+            # round's sites in one query, held, where ``t.site`` finds them
+            _sites = session.scalars(_ROUND_SITES, {"round_id": rnd.id}).all()
         rnd.status, rnd.closed_at = "closed", utcnow()
         effects.drop_sums.add(rnd.id)
         if progress.too_few(job, rnd, accepted):

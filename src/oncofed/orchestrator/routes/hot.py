@@ -36,9 +36,14 @@ _PATH = re.compile(rf"{re.escape(API_PREFIX)}/tasks/([^/]+?)(?:/(update|result))
 _BLOB = re.compile(rf"{re.escape(API_PREFIX)}/blobs/([^/]+)")
 _WAIT = TypeAdapter(Annotated[float, Field(ge=0, le=120)])
 """The three routes' query parameter ``wait``, as they declare it."""
+_PLAIN_WAIT = re.compile(rb"wait=(\d{1,3}(?:\.\d{1,6})?)")
+"""The query as edges send it (``wait=10.0``), read without parsing the query string."""
 
 
 def _wait(request: Request, default: float) -> float:
+    plain = _PLAIN_WAIT.fullmatch(request.scope["query_string"])
+    if plain is not None and (seconds := float(plain.group(1))) <= 120:
+        return seconds
     raw = request.query_params.get("wait")
     try:
         return default if raw is None else _WAIT.validate_python(raw)
