@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from oncofed.learning.data import holdout_size
 from oncofed.learning.registry import initial_weights, parameter_shapes
@@ -169,6 +169,35 @@ def test_duplicate_post_is_acknowledged_and_never_counted_twice(state: State) ->
     post_update(state, "beta", b, weights_like(5.0), 10)
     for array in global_model(state, job.id).values():
         np.testing.assert_allclose(array, 2.0, rtol=1e-6)  # (30*1 + 10*5) / 40
+
+
+@pytest.mark.parametrize("hint", [0, 1, 2, 99, None])
+def test_the_hint_of_tasks_left_never_closes_a_round_early_or_keeps_it_open(
+    state: State, hint: int | None
+) -> None:
+    """Whether a batch reads the round's tasks or counts its open ones follows a hint in
+    memory (``Coordinator._left``); a wrong one changes neither outcome."""
+    job = state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    a, b = take(state, "alpha"), take(state, "beta")
+
+    def answer(site: str, task: TaskAssignment, value: float, n: int) -> None:
+        if hint is None:
+            state.coordinator._left.pop(job.id, None)
+        else:
+            state.coordinator._left[job.id] = hint
+        assert post_update(state, site, task, weights_like(value), n)[0] == "accepted"
+
+    answer("alpha", a, 1.0, 30)
+    with state.sessions() as session:  # one of two answered: still open
+        assert session.scalars(select(Round.status).where(Round.job_id == job.id)).all() == [
+            "closed",
+            "open",
+        ]
+    answer("beta", b, 5.0, 10)
+    for array in global_model(state, job.id).values():
+        np.testing.assert_allclose(array, 2.0, rtol=1e-6)
+    assert take(state, "alpha").kind == "evaluate"
 
 
 @pytest.mark.parametrize(

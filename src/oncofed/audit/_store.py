@@ -167,7 +167,8 @@ class AuditLog:
         nested objects and text over 200 characters raise ``AuditError``: pass free text
         through ``clip``). Never a patient value, a metric or an aggregate.
         """
-        session.add(self.entries(**_columns(action, actor, project, site, user, detail)))
+        columns = _columns(action, actor, project, site, user, detail)
+        session.connection().execute(self._insert, columns)  # no unit of work to pay for
 
     def append(
         self,

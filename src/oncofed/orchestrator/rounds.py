@@ -182,15 +182,16 @@ Its cost does not grow with the tasks a site answered before (``test_hand_out_at
 # The other statements of answering and handing out, built once too: building one (its
 # columns compared, its lists coerced) took 6% of the orchestrator's CPU at 4 sites.
 _BATCH = select(Task).options(*_TASK_IN_ROUND).where(Task.id.in_(bindparam("ids", expanding=True)))
-_HAND_OUT = (
-    update(Task)
-    .where(Task.id.in_(bindparam("ids", expanding=True)), Task.status.in_(OPEN_TASK))
-    .values(status="delivered", delivered_at=bindparam("now"))
-    .returning(Task.id)
-    .execution_options(synchronize_session=False)
-)
-_KEEP_BODY = insert(cast(Table, UpdateBody.__table__))
 _TASKS = cast(Table, Task.__table__)
+_HAND_OUT = (
+    update(_TASKS)
+    .where(_TASKS.c.id.in_(bindparam("ids", expanding=True)), _TASKS.c.status.in_(OPEN_TASK))
+    .values(status="delivered", delivered_at=bindparam("now"))
+    .returning(_TASKS.c.id)
+)
+"""Marks the tasks handed out, on the connection: the tasks read with them keep the statuses
+they were read with (``_hand_out`` reads those), and the session has nothing to flush first."""
+_KEEP_BODY = insert(cast(Table, UpdateBody.__table__))
 _ANSWER_COLUMNS = ("status", "detail", "result_sha", "result_json", "bytes_received", "finished_at")
 _FINISHED = (
     update(_TASKS)
@@ -552,7 +553,10 @@ class Coordinator:
         for task, rnd, job, site in rows:
             oldest.setdefault(task.site_id, (task, rnd, job, site))
         opening = [row[0].id for row in oldest.values() if row[0].status in OPEN_TASK]
-        delivered = set(session.scalars(_HAND_OUT, {"ids": opening, "now": now}) if opening else ())
+        connection = session.connection()
+        delivered = set(
+            connection.scalars(_HAND_OUT, {"ids": opening, "now": now}) if opening else ()
+        )
         tasks: dict[int, TaskAssignment | Exception] = {}
         for site_id, (task, rnd, job, site) in oldest.items():
             if task.status in OPEN_TASK and task.id not in delivered:
@@ -1125,8 +1129,12 @@ class Coordinator:
         """Close ``rnd`` and move its job on once no task of it is open."""
         if rnd.status != "open":
             return
-        # autoflush makes the answers' own statuses count
-        still_open = session.scalar(_STILL_OPEN, {"round_id": rnd.id})
+        left = self._left.get(rnd.job_id)
+        if left is not None and left <= len(effects.finished):  # likely its last answers:
+            # its tasks read now (a close reads them), as the answers left them in memory
+            still_open = sum(task.status in OPEN_TASK for task in rnd.tasks)
+        else:  # counted (autoflush makes the answers' own statuses count)
+            still_open = session.scalar(_STILL_OPEN, {"round_id": rnd.id}) or 0
         effects.left[rnd.job_id] = still_open or None
         if still_open:
             return

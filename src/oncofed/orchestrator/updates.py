@@ -13,8 +13,9 @@ from contextlib import ExitStack, contextmanager
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
+from typing import cast
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.orm import Session, object_session
 
 from oncofed.learning.aggregate import (
@@ -85,16 +86,19 @@ def stored(blobs: BlobStore, task: Task) -> bytes | Path:
     return data if data is not None else blobs.path(task.result_sha)
 
 
-_DROP = delete(UpdateBody).where(
-    UpdateBody.task_id.in_(select(Task.id).where(Task.round_id == bindparam("round_id")))
+_BODIES, _TASKS = cast(Table, UpdateBody.__table__), cast(Table, Task.__table__)
+_DROP = delete(_BODIES).where(
+    _BODIES.c.task_id.in_(select(_TASKS.c.id).where(_TASKS.c.round_id == bindparam("round_id")))
 )
+"""A round's held updates, deleted on the connection: the session holds none of them (they
+are written and read by statements), so it need not flush or look for them first."""
 
 
 def drop(session: Session, rnd: Round) -> set[str]:
     """Forget the round's updates (it is done with them): the bodies the database holds go in
     this transaction; the blobs to retire once it commits are returned (``BlobStore.retire``):
     none for a plain round of JSON answers, whose ``result_sha`` names no file."""
-    session.execute(_DROP, {"round_id": rnd.id})
+    session.connection().execute(_DROP, {"round_id": rnd.id})
     if rnd.phase is None and rnd.kind != "train":
         return set()
     return {t.result_sha for t in rnd.tasks if t.result_sha}
