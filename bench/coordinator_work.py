@@ -33,16 +33,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' helpe
 
 from oncofed.orchestrator import Settings, identity, rehearsal
 from oncofed.orchestrator.blobs import BlobStore
+from oncofed.orchestrator.combine import Pending
 from oncofed.orchestrator.db import Principal, make_engine, session_factory
 from oncofed.orchestrator.rounds import Coordinator
 from oncofed.orchestrator.setup import identity_key, initialise
+from oncofed.wire.messages import TaskAssignment
+from oncofed.wire.spec import JobSpec
 from tests.support import declare_project, make_spec
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results-coordinator-work.json"
 
 
-def measure(sites: int, rounds: int, jobs: int) -> dict[str, Any]:
+def play_batched(coordinator: Coordinator, spec: JobSpec, owner: int, sites: list[int]) -> int:
+    """The job with each round's answers recorded together, in one batch, as the combiner
+    records answers that come together (the tasks they publish handed out in it); the
+    answers it took."""
+    job_id = coordinator.submit(spec, owner).id
+    tasks = {site: coordinator.next_task(site) for site in sites}
+    answers = 0
+    while any(tasks.values()):
+        batch = [
+            Pending(rehearsal.submission(coordinator, site, spec, task).answer)
+            for site, task in tasks.items()
+            if task is not None
+        ]
+        coordinator._record(job_id, batch)
+        handed: dict[int, TaskAssignment] = {}
+        for item in batch:
+            assert item.error is None and item.result is not None, item.error
+            handed |= item.result[1].handed
+        answers += len(batch)
+        tasks = {site: handed.get(site) or coordinator.next_task(site) for site in sites}
+    return answers
+
+
+def measure(sites: int, rounds: int, jobs: int, batched: bool = False) -> dict[str, Any]:
     """Each job's CPU, statements and calls per answer (the first job, a warm-up, left out)."""
     home = Path(tempfile.mkdtemp(prefix="oncofed-coordinator-work-")) / "orchestrator"
     initialise(home, None)
@@ -64,6 +90,8 @@ def measure(sites: int, rounds: int, jobs: int) -> dict[str, Any]:
     event.listen(engine, "before_cursor_execute", lambda *_: sent.__setitem__(0, sent[0] + 1))
 
     def play() -> int:
+        if batched:
+            return play_batched(coordinator, spec, owner, site_ids)
         status, answers = rehearsal.play(coordinator, sessions, spec, owner, site_ids)
         assert status == "completed", status
         return sum(answers.values())
@@ -84,6 +112,7 @@ def measure(sites: int, rounds: int, jobs: int) -> dict[str, Any]:
     return {
         "sites": sites,
         "rounds": rounds,
+        "batched": batched,
         "jobs": jobs,
         "answers_per_job": answers,
         "cpu_ms_per_answer": [round(1000 * c, 3) for c in cpu],
@@ -98,10 +127,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=5)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--batched", action="store_true", help="each round's answers recorded in one batch"
+    )
     args = parser.parse_args()
     if min(args.sites, args.rounds, args.jobs) < 1:
         parser.error("--sites, --rounds and --jobs take a whole number of at least 1")
-    result = measure(args.sites, args.rounds, args.jobs)
+    result = measure(args.sites, args.rounds, args.jobs, args.batched)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"{args.sites} sites, {args.rounds} rounds, {result['answers_per_job']} answers a job, "

@@ -34,7 +34,7 @@ from oncofed.learning.data import holdout_size
 from oncofed.learning.metrics import binary_evaluation
 from oncofed.orchestrator.blobs import BlobStore
 from oncofed.orchestrator.db import Job, Principal, Site, utcnow
-from oncofed.orchestrator.rounds import Coordinator
+from oncofed.orchestrator.rounds import Coordinator, Submission
 from oncofed.wire import tensors
 from oncofed.wire.base import Evaluation
 from oncofed.wire.messages import EvaluateResult, StatsResult, TaskAssignment, TrainResult
@@ -138,7 +138,7 @@ def play(
             break
         for site_id, task in tasks:
             if task is not None:
-                _answer(coordinator, site_id, spec, task)
+                coordinator.record(submission(coordinator, site_id, spec, task))
                 answers[task.kind] += 1
     else:
         raise RuntimeError(f"job {job_id} still hands out tasks after {spec.rounds + 2} rounds")
@@ -148,18 +148,19 @@ def play(
         return job.status, dict(answers)
 
 
-def _answer(coordinator: Coordinator, site_id: int, spec: JobSpec, task: TaskAssignment) -> None:
-    """What an edge would send for ``task``, recorded as its route records it."""
+def submission(
+    coordinator: Coordinator, site_id: int, spec: JobSpec, task: TaskAssignment
+) -> Submission:
+    """What an edge would send for ``task``, as its route hands it over to be recorded
+    (``Coordinator.record``)."""
     if task.kind == "stats":
         n = float(TRAIN_ROWS)
         stats = StatsResult(n=TRAIN_ROWS, sums=[n] * len(FEATURES), sumsq=[2 * n] * len(FEATURES))
-        coordinator.accept_result(site_id, task.task_id, stats)
-        return
+        return coordinator.result_answer(site_id, task.task_id, stats)
     evaluation = _evaluation(spec)
     if task.kind == "evaluate":
         result = EvaluateResult(evaluation=evaluation, compute_seconds=0.01)
-        coordinator.accept_result(site_id, task.task_id, result)
-        return
+        return coordinator.result_answer(site_id, task.task_id, result)
     assert task.model_sha256 is not None  # a training task names its global model
     model = task.model or coordinator.blobs.read(task.model_sha256)
     meta = TrainResult(
@@ -170,7 +171,7 @@ def _answer(coordinator: Coordinator, site_id: int, spec: JobSpec, task: TaskAss
         compute_seconds=0.01,
     )
     update = tensors.encode(tensors.decode(model), meta)  # the model it was given
-    coordinator.accept_update(site_id, task.task_id, update, tensors.sha256(update))
+    return coordinator.update_answer(site_id, task.task_id, update, tensors.sha256(update))
 
 
 def _evaluation(spec: JobSpec) -> Evaluation:
