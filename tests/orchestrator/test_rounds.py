@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.orm import Session
 
 from oncofed.learning.data import holdout_size
 from oncofed.learning.registry import initial_weights, parameter_shapes
 from oncofed.orchestrator import updates
-from oncofed.orchestrator.db import Job, Round, utcnow
+from oncofed.orchestrator.db import Job, Round, utcnow, written
 from oncofed.orchestrator.errors import Conflict, Forbidden, NotFound
 from oncofed.wire import tensors
 from oncofed.wire.messages import (
@@ -198,6 +199,66 @@ def test_the_hint_of_tasks_left_never_closes_a_round_early_or_keeps_it_open(
     for array in global_model(state, job.id).values():
         np.testing.assert_allclose(array, 2.0, rtol=1e-6)
     assert take(state, "alpha").kind == "evaluate"
+
+
+def test_a_rounds_close_writes_rounds_and_job_by_statements_that_the_database_holds(
+    state: State,
+) -> None:
+    """The close of a training round, its job's next model and the next round are written by
+    statements (``db.written``, ``Progress.open_round``), not by the session's unit of work;
+    what the objects hold is what the database holds, and the next round is handed out."""
+    job = state.coordinator.submit(make_spec(rounds=2), state.admin_id)
+    through_stats(state, job.id, {"alpha": 30, "beta": 10})
+    a, b = take(state, "alpha"), take(state, "beta")
+    flushed: list[object] = []
+
+    def before_flush(session: Session, *_: object) -> None:
+        flushed.extend(o for o in [*session.new, *session.dirty] if isinstance(o, Job | Round))
+
+    event.listen(state.sessions, "before_flush", before_flush)
+    try:
+        post_update(state, "alpha", a, weights_like(1.0), 30)
+        post_update(state, "beta", b, weights_like(5.0), 10)  # round 1 closes: round 2 opens
+    finally:
+        event.remove(state.sessions, "before_flush", before_flush)
+    assert flushed == []
+    with state.sessions() as session:
+        rounds = session.scalars(select(Round).where(Round.job_id == job.id)).all()
+        first, second = rounds[1], rounds[2]
+        model_sha = session.get_one(Job, job.id).model_sha
+    assert (first.status, second.status, second.number) == ("closed", "open", 2)
+    assert first.closed_at is not None and first.closed_at <= second.opened_at
+    assert model_sha is not None and model_sha != first.input_sha
+    assert second.input_sha == model_sha and second.announced_sha is not None
+    again = take(state, "alpha")
+    assert (again.round, again.model_sha256) == (2, model_sha)
+    for array in global_model(state, job.id).values():
+        np.testing.assert_allclose(array, 2.0, rtol=1e-6)
+
+
+def test_written_sends_nothing_for_values_held_and_leaves_nothing_to_flush(state: State) -> None:
+    job = state.coordinator.submit(make_spec(rounds=1), state.admin_id)
+    statements: list[str] = []
+    engine = state.sessions.kw["bind"]
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    with state.sessions.begin() as session:
+        row = session.get_one(Job, job.id)
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            written(session, row, model_sha=row.model_sha, error=row.error)
+            assert statements == []
+            written(session, row, model_sha="f" * 64, error="noted")
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+        assert len(statements) == 1 and statements[0].lstrip().upper().startswith("UPDATE")
+        assert (row.model_sha, row.error) == ("f" * 64, "noted")
+        assert not session.dirty
+    with state.sessions() as session:
+        stored = session.get_one(Job, job.id)
+        assert (stored.model_sha, stored.error) == ("f" * 64, "noted")
 
 
 @pytest.mark.parametrize(

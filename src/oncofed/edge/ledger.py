@@ -373,7 +373,8 @@ class Ledger:
 
         try:
             with self._writing(job_id, added) as connection:
-                known = self.job(job_id) is not None  # in memory after its first task here
+                with self._jobs_lock:  # in memory after its first task here; else read once
+                    known = job_id in self._jobs
                 if not known and connection.execute(_JOB, {"b_job": _safe(job_id)}).first() is None:
                     connection.execute(_NEW_JOB, {"id": job_id, "spec_sha256": spec_sha256})
                     self._keep(job_id, first)  # then brought up to date with its task

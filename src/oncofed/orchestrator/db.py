@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     Float,
@@ -12,10 +14,15 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
+    Update,
+    bindparam,
+    update,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm.attributes import set_committed_value
 
 from oncofed import _db
 from oncofed._db import UTCDateTime, utcnow
@@ -221,6 +228,27 @@ class Service(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     beat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     credited_seconds: Mapped[float | None] = mapped_column(Float)  # downtime given at start
+
+
+def written(session: Session, row: Job | Round, **values: Any) -> None:
+    """Set ``values`` on ``row`` (a job or a round, already in the database) by one UPDATE on
+    the session's connection, now: the object holds them as read, so no unit of work writes
+    them again; none when each holds its value already, as the unit of work would not. For
+    the hot path of a round's close; ``row`` must have no pending change to these attributes
+    (it would be forgotten)."""
+    if all(getattr(row, name) == value for name, value in values.items()):
+        return
+    session.connection().execute(_setting(type(row), tuple(values)), {"row_id": row.id, **values})
+    for name, value in values.items():
+        set_committed_value(row, name, value)
+
+
+@lru_cache(maxsize=32)
+def _setting(model: type[Job] | type[Round], columns: tuple[str, ...]) -> Update:
+    table = model.__table__
+    assert isinstance(table, Table)
+    values: dict[str, Any] = {name: bindparam(name) for name in columns}
+    return update(table).where(table.c.id == bindparam("row_id")).values(values)
 
 
 def migrate(url: str) -> None:

@@ -79,7 +79,7 @@ def closed(session: Session, round_ids: Iterable[int]) -> None:
         return
     session.flush()  # the tasks' final statuses
     names: dict[int, list[tuple[str, str]]] = {}
-    rows = session.execute(_ANSWERS, {"ids": ids})
+    rows = session.connection().execute(_ANSWERS, {"ids": ids})
     for round_id, site, status in rows:
         names.setdefault(round_id, []).append((site, status))
     rounds = [session.get(Round, round_id) for round_id in ids]

@@ -43,7 +43,8 @@ def read_patient_limits(
 ) -> dict[int, int]:
     """``patient_limit`` of each of ``site_ids``, read in one query and kept for the rest of
     the session's transaction (a batch of answers reads them all at once)."""
-    rows = session.execute(_PROFILES, {"sites": list(site_ids), "dataset": dataset})
+    # on the connection: no ORM to pay for (the batch changes no profile, so nothing to flush)
+    rows = session.connection().execute(_PROFILES, {"sites": list(site_ids), "dataset": dataset})
     published = {site_id: profile for site_id, profile in rows}
     limits = {site_id: _declared(published.get(site_id, "")) for site_id in site_ids}
     known = session.info.setdefault(_READ_LIMITS, {})

@@ -15,12 +15,12 @@ from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import Table, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from oncofed.learning.data import standardization
 from oncofed.learning.strategies import build_strategy
 from oncofed.orchestrator.blobs import BlobStore
-from oncofed.orchestrator.db import Job, Round, Site, Task, utcnow
+from oncofed.orchestrator.db import Job, Round, Site, Task, utcnow, written
 from oncofed.orchestrator.errors import BadRequest, Conflict
 from oncofed.wire.analysis import REPORTS, SPECS, AnalysisSpec
 from oncofed.wire.messages import Standardization, StatsResult, TaskAssignment
@@ -95,6 +95,10 @@ class Effects:
 
 
 _NEW_TASKS = insert(cast(Table, Task.__table__))
+_NEW_ROUND = insert(cast(Table, Round.__table__))
+_ROUND_COLUMNS = [column.key for column in Round.__table__.columns if column.key != "id"]
+_NOT_YET = ("roster_json", "survivors_json", "next_roster_json", "result_json", "closed_at")
+"""A new round's columns that a later step sets."""
 LEFT = ("declined", "failed")
 """Statuses of a site's task that leave it out of the job's later rounds."""
 WITHDRAWN = "cancelled"
@@ -151,29 +155,37 @@ class Progress:
         params_json: str | None = None,
     ) -> Round:
         spec = parse_spec(job.spec_json)
-        deadline = utcnow() + timedelta(seconds=spec.round_timeout_s)
         out = _out_of_service(session)
         site_ids = [site_id for site_id in site_ids if site_id not in out]
+        now = utcnow()
         rnd = Round(
-            job=job,
+            job_id=job.id,
             number=number,
             kind=kind,
+            status="open",
             input_sha=input_sha,
             params_json=params_json,
-            deadline=deadline,
+            phase="keys" if spec.privacy.secure_aggregation else None,
+            deadline=now + timedelta(seconds=spec.round_timeout_s),
+            opened_at=now,
+            **dict.fromkeys(_NOT_YET),
         )
         rnd.announced_sha = announced(job, rnd)
-        if spec.privacy.secure_aggregation:
-            rnd.phase = "keys"
+        # inserted by a statement, and the object joins the session as read: no unit of work
+        values = {column: getattr(rnd, column) for column in _ROUND_COLUMNS}
+        inserted = session.connection().execute(_NEW_ROUND, values).inserted_primary_key
+        assert inserted is not None  # one row inserted
+        rnd.id = inserted[0]
+        make_transient_to_detached(rnd)  # every column as written; ``tasks``, ``job`` as asked
         session.add(rnd)
-        session.flush()  # the round's id, for its tasks
+        if "rounds" in job.__dict__:  # a list read before, which lacks it
+            session.expire(job, ["rounds"])
         if site_ids:  # in one statement, not by the unit of work (``_NEW_TASKS``)
             tasks = [
                 {"id": uuid.uuid4().hex, "round_id": rnd.id, "site_id": site, "status": "pending"}
                 for site in site_ids
             ]
             session.connection().execute(_NEW_TASKS, tasks)
-        session.expire(rnd, ["tasks"])  # read when asked: the statement wrote them
         if kind == "train" and rnd.phase is None:  # its running sum starts empty
             effects.opened[rnd.id] = job.id
         effects.left[job.id] = len(site_ids) or None  # every task of it unanswered
@@ -203,8 +215,8 @@ class Progress:
         except ValueError as exc:  # no rows, or sums too large to pool
             end(job, "failed", f"pooling the feature statistics failed: {exc}")
             return
-        job.scaling_json = scaling.model_dump_json()
-        job.pooled_json = pooled.model_dump_json()
+        totals = pooled.model_dump_json()
+        written(session, job, scaling_json=scaling.model_dump_json(), pooled_json=totals)
         self.open_round(session, effects, job, 1, "train", job.model_sha, active)
 
     def after_train(
@@ -220,10 +232,11 @@ class Progress:
         """The next global model, then the next round (training, or the final evaluation); the
         job ends failed when aggregation fails."""
         try:
-            self.advance_model(job, shapes, averages)
+            model_sha, state_sha = self.advance_model(job, shapes, averages)
         except (ArithmeticError, ValueError) as exc:
             end(job, "failed", f"aggregation failed: {exc}")
             return
+        written(session, job, model_sha=model_sha, state_sha=state_sha)
         kind = "train" if rnd.number < training(parse_spec(job.spec_json)).rounds else "evaluate"
         self.open_round(session, effects, job, rnd.number + 1, kind, job.model_sha, active)
 
@@ -257,9 +270,10 @@ class Progress:
 
     def advance_model(
         self, job: Job, shapes: Mapping[str, tuple[int, ...]], averages: Averages
-    ) -> None:
+    ) -> tuple[str, str | None]:
         """Apply the strategy chunk by chunk: current model, mean and state are read in pieces
-        and the next model and state are written the same way (memory stays O(chunk))."""
+        and the next model and state are written the same way (memory stays O(chunk)); the
+        next model's SHA-256 and the next state's (None for a strategy without one)."""
         strategy = build_strategy(training(parse_spec(job.spec_json)).strategy)
         keys = strategy.state_keys
         state_shapes = {f"{k}/{name}": shape for name, shape in shapes.items() for k in keys}
@@ -289,5 +303,4 @@ class Progress:
                     for k in keys:
                         assert state_out is not None
                         state_out.write(f"{k}/{name}", offset, new_state[k])
-        job.model_sha = model_out.sha256
-        job.state_sha = state_out.sha256 if state_out else None
+        return model_out.sha256, state_out.sha256 if state_out else None

@@ -21,6 +21,7 @@ Memory is bounded whatever the keys: each table keeps the ``TRACKED`` keys seen 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -217,9 +218,12 @@ class AuthFailures:
 def source_of(scope: Scope) -> str:
     """The request's source: its client's address, an IPv6 one as its /64 network."""
     client = scope.get("client")
-    if not client:
-        return "unknown"
-    host = str(client[0])
+    return _source(str(client[0])) if client else "unknown"
+
+
+@functools.lru_cache(maxsize=4096)
+def _source(host: str) -> str:
+    """``source_of`` a client's address (parsed once: every request of an edge names it)."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:  # not an address (a test client's name)
