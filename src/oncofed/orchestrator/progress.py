@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, inspect, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from oncofed.learning.data import standardization
@@ -171,8 +171,11 @@ class Progress:
             **dict.fromkeys(_NOT_YET),
         )
         rnd.announced_sha = announced(job, rnd)
-        # inserted by a statement, and the object joins the session as read: no unit of work
-        values = {column: getattr(rnd, column) for column in _ROUND_COLUMNS}
+        # inserted by a statement, and the object joins the session as read: no unit of work.
+        # Only what it holds: a column set nowhere above gets its default from the statement
+        # and is read when asked (``make_transient_to_detached`` leaves it expired).
+        held = inspect(rnd).dict
+        values = {column: held[column] for column in _ROUND_COLUMNS if column in held}
         inserted = session.connection().execute(_NEW_ROUND, values).inserted_primary_key
         assert inserted is not None  # one row inserted
         rnd.id = inserted[0]
