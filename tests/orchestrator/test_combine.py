@@ -8,7 +8,7 @@ import asyncio
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -494,6 +494,21 @@ def test_a_hold_ends_when_its_time_is_up_or_an_impatient_caller_joins() -> None:
     results = asyncio.run(staggered(holding(batches, 30.0, 99), [True, True, False]))
     assert results == [0, 10, 20] and batches == [[0, 1, 2]]
     assert time.monotonic() - began < 10.0
+
+
+def test_a_patient_caller_that_leaves_the_hold_as_it_was_wakes_nobody() -> None:
+    """The thread serving a held queue wakes when the hold ends, not as each caller joins:
+    it asks ``hold`` when it starts and once more when the last expected caller comes (the
+    callers ask it as they join, on the loop)."""
+    asked: list[bool] = []  # for each time hold was asked: whether in the loop's thread
+    loop_thread = threading.get_ident()
+
+    def held(_: object, queued: Sequence[int]) -> float:
+        asked.append(threading.get_ident() == loop_thread)
+        return 30.0 if len(queued) < 6 else 0.0
+
+    asyncio.run(staggered(Combiner[int, int](lambda _, batch: None, hold=held), [True] * 6))
+    assert asked.count(False) <= 2  # the server's: as it starts, and when the sixth joins
 
 
 @pytest.mark.parametrize("hold", [30.0, 0.0])

@@ -79,7 +79,7 @@ class Combiner(Generic[T, R]):
     ``hold(key, requests)``, when given, is how many seconds a queue of patient requests only
     (``submit``'s ``patient``) may wait for more, from when its first was queued; it is asked
     again, under the combiner's lock (so it must be quick and take no lock of its own), as
-    each request joins. Any other request in the queue has it served at once."""
+    each request joins (``_sooner``). Any other request in the queue has it served at once."""
 
     def __init__(
         self,
@@ -91,19 +91,31 @@ class Combiner(Generic[T, R]):
         self._executor = executor
         self._hold = hold
         self._lock = threading.Lock()
-        self._joined = threading.Condition(self._lock)  # a request queued (for ``hold``)
+        self._joined = threading.Condition(self._lock)  # a held queue to be served sooner
         self._queues: dict[Hashable, list[Pending[T, R]]] = {}
         self._serving: set[Hashable] = set()
+        self._held: dict[Hashable, float] = {}  # a held queue's key: when it is to be served
 
     def _queue(self, key: Hashable, item: Pending[T, R]) -> bool:
         """Queue ``item``; True when its caller is to serve the key."""
         with self._lock:
-            self._queues.setdefault(key, []).append(item)
-            self._joined.notify_all()
-            if key in self._serving:
-                return False
-            self._serving.add(key)
+            queue = self._queues.setdefault(key, [])
+            queue.append(item)
+            if key not in self._serving:
+                self._serving.add(key)
+                return True
+            if key in self._held and self._sooner(key, queue):
+                self._joined.notify_all()
+            return False
+
+    def _sooner(self, key: Hashable, queue: list[Pending[T, R]]) -> bool:
+        """Whether the request just queued ends ``key``'s hold sooner than its server waits
+        for: an impatient one does, a patient one when ``hold`` is shorter now. A request that
+        changes nothing wakes nobody (at 200 sites, 200 wake-ups of the server a round)."""
+        if not queue[-1].patient or self._hold is None:
             return True
+        held = self._hold(key, [item.request for item in queue])
+        return queue[0].queued_at + held < self._held[key]
 
     def __call__(self, key: Hashable, request: T) -> R:
         """Queue ``request`` under ``key`` and return its result, served by this thread or by
@@ -157,10 +169,12 @@ class Combiner(Generic[T, R]):
             queue = self._queues[key]
             while self._hold is not None and all(item.patient for item in queue):
                 held = self._hold(key, [item.request for item in queue])
-                remaining = queue[0].queued_at + held - time.monotonic()
+                self._held[key] = queue[0].queued_at + held
+                remaining = self._held[key] - time.monotonic()
                 if remaining <= 0:
                     break
                 self._joined.wait(remaining)
+            self._held.pop(key, None)
             return self._queues.pop(key)
 
     @staticmethod
