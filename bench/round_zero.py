@@ -55,8 +55,8 @@ def one_job(fed: peers.PeerFederation, spec: dict[str, Any]) -> dict[str, Any]:
     """Submit ``spec``, wait for its end, and time its rounds."""
     with fed.client() as client:
         job_id = client.submit(spec).id
-        while (job := client.job(job_id)).status == "running":
-            time.sleep(0.05)
+        peers.follow(fed, job_id, spec["rounds"], print)  # from the database: no requests
+        job = client.job(job_id)
     if job.status != "completed":
         raise RuntimeError(f"job {job.status}: {job.error}")
     training, phases = peers.oncofed_rounds(job)
@@ -89,6 +89,7 @@ def measure(sites: int, model: str, jobs: int, idle: float) -> list[dict[str, An
             launched = time.time()
             fed.launch(groups)
             peers.wait_polling(fed, launched)
+            print(LEGEND)
             for number in range(jobs):
                 paused = idle if number == 2 else 0.0
                 time.sleep(paused)
@@ -98,17 +99,20 @@ def measure(sites: int, model: str, jobs: int, idle: float) -> list[dict[str, An
         return results
 
 
+LEGEND = "ms: the round (to answer + to record, the site that answered last)"
+
+
 def said(job: dict[str, Any]) -> str:
-    """One job's figures on one line of under 80 columns."""
+    """One job's figures on one line of under 80 columns (``LEGEND``)."""
 
     def ms(key: str) -> str:
         value = job[key]
         return "-" if value is None else f"{value * 1e3:.1f}"
 
     return (
-        f"job {job['job']}: round 0 {ms('round_0_s')} ms (to answer {ms('round_0_to_answer_s')},"
-        f" to record {ms('round_0_to_record_s')}); training {ms('training_median_s')} "
-        f"({ms('training_to_answer_s')}, {ms('training_to_record_s')})"
+        f"job {job['job']}: round 0 {ms('round_0_s')} ({ms('round_0_to_answer_s')} + "
+        f"{ms('round_0_to_record_s')}), training {ms('training_median_s')} "
+        f"({ms('training_to_answer_s')} + {ms('training_to_record_s')})"
     )
 
 

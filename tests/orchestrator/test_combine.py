@@ -507,8 +507,17 @@ def test_a_patient_caller_that_leaves_the_hold_as_it_was_wakes_nobody() -> None:
         asked.append(threading.get_ident() == loop_thread)
         return 30.0 if len(queued) < 6 else 0.0
 
-    asyncio.run(staggered(Combiner[int, int](lambda _, batch: None, hold=held), [True] * 6))
+    batches: list[list[int]] = []
+
+    def serve(_: object, batch: Sequence[Pending[int, int]]) -> None:
+        batches.append([item.request for item in batch])
+
+    combiner = Combiner[int, int](serve, hold=held)
+    began = time.monotonic()
+    asyncio.run(staggered(combiner, [True] * 6))
     assert asked.count(False) <= 2  # the server's: as it starts, and when the sixth joins
+    assert batches == [[0, 1, 2, 3, 4, 5]]  # all six served together,
+    assert time.monotonic() - began < 10.0  # when the sixth came, not when the 30 s were up
 
 
 @pytest.mark.parametrize("hold", [30.0, 0.0])

@@ -111,7 +111,7 @@ class Combiner(Generic[T, R]):
     def _sooner(self, key: Hashable, queue: list[Pending[T, R]]) -> bool:
         """Whether the request just queued ends ``key``'s hold sooner than its server waits
         for: an impatient one does, a patient one when ``hold`` is shorter now. A request that
-        changes nothing wakes nobody (at 200 sites, 200 wake-ups of the server a round)."""
+        changes nothing wakes nobody (each used to: at 200 sites, up to 200 times a round)."""
         if not queue[-1].patient or self._hold is None:
             return True
         held = self._hold(key, [item.request for item in queue])
