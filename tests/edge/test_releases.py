@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from sqlalchemy import event, select
 
 from oncofed.cdm.frame import job_rows
 from oncofed.cdm.tables import CdmData
@@ -19,6 +20,7 @@ from oncofed.edge import EdgePolicy, LocalStore, PolicyViolation
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.releases import (
     ReleaseCohort,
+    ReleaseCohortRow,
     Releases,
     difference,
     digests,
@@ -49,6 +51,13 @@ def store(tmp_path: Path) -> LocalStore:
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
     with Ledger(tmp_path / "edge") as ledger:
         yield ledger
+
+
+def recorded(ledger: Ledger, job_id: str) -> bool:
+    """Whether ``ledger.db`` holds a cohort for ``job_id`` (read there, not remembered)."""
+    where = ReleaseCohortRow.job_id == job_id
+    with ledger.begin() as connection:
+        return connection.execute(select(ReleaseCohortRow.job_id).where(where)).first() is not None
 
 
 def job(job_id: str, low: int, high: int, dataset: str = "data") -> TaskAssignment:
@@ -103,7 +112,7 @@ def test_a_cohort_within_the_threshold_of_an_earlier_one_is_refused(
         with pytest.raises(PolicyViolation) as refused:
             first(ledger, store, later)
         assert re.fullmatch(refusal("b", "a"), str(refused.value))  # never how many
-        assert not Releases(EdgePolicy(), ledger).recorded("b")
+        assert not recorded(ledger, "b")
     else:
         assert first(ledger, store, later)
 
@@ -144,23 +153,44 @@ def test_switched_off_the_cohorts_are_still_recorded(ledger: Ledger, store: Loca
     assert first(ledger, store, job("b", 0, 100), naive)  # one more: not refused
     with pytest.raises(PolicyViolation, match=refusal("c", "a")):
         first(ledger, store, job("c", 0, 101))  # switched on again: a is remembered
-    assert Releases(EdgePolicy(), ledger).recorded("b")
+    assert recorded(ledger, "b")
 
 
 def test_the_record_survives_a_restart(tmp_path: Path, store: LocalStore) -> None:
     with Ledger(tmp_path / "edge") as ledger:
         assert first(ledger, store, job("a", 0, 99))
     with Ledger(tmp_path / "edge") as ledger:
-        assert Releases(EdgePolicy(), ledger).recorded("a")
+        assert recorded(ledger, "a")
+        assert not first(ledger, store, job("a", 0, 99))  # its next round, after the restart
         with pytest.raises(PolicyViolation, match=refusal("b", "a")):
             first(ledger, store, job("b", 1, 99))
+
+
+def test_a_jobs_first_check_is_one_transaction_and_its_later_rounds_none(
+    ledger: Ledger, store: LocalStore
+) -> None:
+    """The check and the record are one transaction, with no read of the ledger before it;
+    the job's later rounds, and a job recorded before a restart once found so, need none."""
+    releases = Releases(EdgePolicy(), ledger)
+    transactions: list[object] = []
+    event.listen(ledger._engine, "begin", transactions.append)
+
+    def check(task: TaskAssignment) -> bool:
+        return releases.first(task, lambda: job_rows(task.spec, store.load("data")).pseudonyms)
+
+    assert check(job("a", 0, 99)) and len(transactions) == 1
+    assert not check(job("a", 0, 99)) and len(transactions) == 1
+    recorded_elsewhere = Releases(EdgePolicy(), ledger)  # as after a restart
+    assert not recorded_elsewhere.first(job("a", 0, 99), lambda: pa.array(["x"]))
+    assert not recorded_elsewhere.first(job("a", 0, 99), lambda: pa.array(["x"]))
+    assert len(transactions) == 2 and recorded(ledger, "a")
 
 
 def test_withdrawn_a_cohort_is_forgotten(ledger: Ledger, store: LocalStore) -> None:
     releases = Releases(EdgePolicy(), ledger)
     assert first(ledger, store, job("a", 0, 99))
     releases.withdraw("a")
-    assert not releases.recorded("a")
+    assert not recorded(ledger, "a")
     assert first(ledger, store, job("b", 0, 100))
 
 
@@ -168,12 +198,11 @@ def test_the_runner_declines_before_computing_and_records_only_what_it_released(
     ledger: Ledger, store: LocalStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runner = TaskRunner(store, EdgePolicy(), "alpha", ledger, SITE_KEY)
-    releases = Releases(EdgePolicy(), ledger)
     assert isinstance(runner.run(job("a", 0, 99), fetch), StatsResult)
-    assert releases.recorded("a")
+    assert recorded(ledger, "a")
     declined = runner.run(job("b", 0, 30), fetch)  # too few training rows: nothing sent
     assert isinstance(declined, Decline) and "fewer than its minimum" in declined.reason
-    assert not releases.recorded("b")
+    assert not recorded(ledger, "b")
 
     def computed(*_: object) -> None:
         raise AssertionError("the task was computed")
@@ -183,7 +212,7 @@ def test_the_runner_declines_before_computing_and_records_only_what_it_released(
     assert isinstance(narrow, Decline) and re.fullmatch(refusal("c", "a"), narrow.reason)
     with pytest.raises(AssertionError, match="computed"):  # a failure releases nothing
         runner.run(job("d", 0, 150), fetch)
-    assert not releases.recorded("c") and not releases.recorded("d")
+    assert not recorded(ledger, "c") and not recorded(ledger, "d")
 
 
 def test_the_release_check_and_the_cohort_are_one_read_of_the_rows(
@@ -202,7 +231,7 @@ def test_the_release_check_and_the_cohort_are_one_read_of_the_rows(
     runner = TaskRunner(store, EdgePolicy(), "alpha", ledger, SITE_KEY)
     stats = runner.run(job("a", 0, 99), fetch)
     assert isinstance(stats, StatsResult) and reads == ["read"]
-    assert Releases(EdgePolicy(), ledger).recorded("a")
+    assert recorded(ledger, "a")
     assert isinstance(runner.run(job("b", 0, 99), fetch), StatsResult)
     assert reads == ["read", "read"]
     narrow = runner.run(job("c", 0, 100), fetch)  # declined by the release check

@@ -115,33 +115,24 @@ class Releases:
         """Before a job's first exact release here: check its cohort (the patients
         ``pseudonyms()`` names, asked only then) against every earlier one and record it, in
         one transaction. True when this task recorded it, for ``withdraw`` should it release
-        nothing; False for a job recorded before. ``PolicyViolation`` when the difference is
-        narrow."""
+        nothing; False for a job recorded before (its row there already: no read of the
+        ledger first, which cost a job's first task a transaction). ``PolicyViolation`` when
+        the difference is narrow."""
         spec = task.spec
-        if private_analysis(spec) or self.recorded(task.job_id):
+        if private_analysis(spec) or task.job_id in self._known:
             return False
         cohort = ReleaseCohort.of(spec.dataset, pseudonyms())
         policy = self._policy
         threshold = policy.small_cell_threshold if policy.refuse_narrow_differences else 1
-        if not self.record(task.job_id, cohort, threshold):
-            return False  # recorded meanwhile by another process: read again when next asked
+        recorded = self.record(task.job_id, cohort, threshold)
         self._known.add(task.job_id)
-        return True
-
-    def recorded(self, job_id: str) -> bool:
-        if job_id in self._known:
-            return True
-        with self._ledger.begin() as connection:
-            if connection.execute(_RECORDED, {"b_job": job_id}).first() is None:
-                return False
-        self._known.add(job_id)
-        return True
+        return recorded
 
     def record(self, job_id: str, cohort: ReleaseCohort, threshold: int) -> bool:
         """Record ``cohort`` as ``job_id``'s unless another job's on its dataset differs from
         it by 1 to ``threshold - 1`` patients (``PolicyViolation``, nothing recorded). The row
         is written first, so the check reads under the write lock. False when the job was
-        recorded meanwhile (another process)."""
+        recorded already (before a restart, or by another process)."""
         keys, n = cohort.keys, int(cohort.keys.size)
         sha = cohort.sha256
         row = {"job_id": job_id, "dataset": cohort.dataset, "patients": n,
@@ -169,9 +160,7 @@ class Releases:
     def rehearse(self, job_id: str) -> None:
         """``first``'s statements, on a cohort of one (inside ``Ledger.rehearsal``, which
         keeps nothing)."""
-        self.recorded(job_id)
         self.record(job_id, ReleaseCohort.of(job_id, pa.array([job_id])), threshold=2)
-        self._known.discard(job_id)  # were a job of that name recorded here
 
     def withdraw(self, job_id: str) -> None:
         """Forget the cohort ``first`` recorded for ``job_id``: its task released nothing."""
@@ -181,7 +170,6 @@ class Releases:
 
 
 # The statements, built once (their construction costs more than their run).
-_RECORDED = select(ReleaseCohortRow.job_id).where(ReleaseCohortRow.job_id == bindparam("b_job"))
 _RECORD = insert(ReleaseCohortRow)
 _NEAR = (
     select(ReleaseCohortRow.job_id, ReleaseCohortRow.keys)
