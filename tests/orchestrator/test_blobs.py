@@ -37,6 +37,27 @@ def test_a_large_blob_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert store.small(stored(store, b"model")) is None
 
 
+@pytest.mark.parametrize("made", [False, True], ids=["on-demand", "made-first"])
+def test_with_its_folders_made_first_a_blob_makes_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, made: bool
+) -> None:
+    """Made first (``make_folders``, as the server starts), every folder a blob can go in is
+    there, owner-only: storing a blob then syncs its file and its folder only. Left to the
+    first blob, its folder is made and the store's folder synced too."""
+    store = BlobStore(tmp_path / "blobs")
+    if made:
+        store.make_folders()
+        folders = [p for p in store.root.iterdir() if p.name != "tmp"]
+        assert sorted(p.name for p in folders) == blobs.FOLDERS and len(folders) == 256
+        assert {p.stat().st_mode & 0o777 for p in folders} == {0o700}
+    synced: list[Path] = []
+    monkeypatch.setattr(blobs, "sync", synced.append)
+    sha = stored(store, b"model")
+    folder = store.path(sha).parent
+    assert synced[-1] == folder and synced[-2].parent == store.tmp  # the file, then its folder
+    assert synced[:-2] == ([] if made else [store.root])
+
+
 def test_a_retired_blob_is_forgotten(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     sha = stored(store, b"model")

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from oncofed.orchestrator.db import DatasetProfile
+from oncofed.orchestrator.limits import declared, read_patient_limits
 from oncofed.orchestrator.profiles import MAX_PROFILE_BYTES
 from oncofed.orchestrator.setup import add_principal
 from oncofed.wire.profile import DataProfile
@@ -50,6 +51,21 @@ def test_a_site_puts_its_profiles_and_a_new_import_replaces_one(
     ]
     assert before is not None and rows[0].received_at > before
     assert rows[0].received_at.tzinfo is not None
+
+
+def test_a_profile_is_read_for_the_sites_limits_when_published(
+    api: TestClient, state: State
+) -> None:
+    """The most patients a site's answers may count is read from its profile as it arrives,
+    so the first batch of its answers finds it read."""
+    declared.cache_clear()
+    assert put(api, state, "alpha", sample_profile(patients=700)) == 204
+    assert declared.cache_info().currsize == 1
+    site = state.sites["alpha"]
+    with state.sessions() as session:
+        assert read_patient_limits(session, [site], "gbsg2") == {site: 700}
+    info = declared.cache_info()
+    assert (info.hits, info.misses, info.currsize) == (1, 1, 1)
 
 
 def test_each_site_has_its_own_profiles(api: TestClient, state: State) -> None:

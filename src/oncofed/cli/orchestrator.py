@@ -169,7 +169,9 @@ def serve(
             err_console.print(
                 Text(f"Serving HTTPS on {host}:{port}; edges present client certificates.")
             )
-        rehearse(application.state.engine)  # before it listens: the first job as fast as later ones
+        # before it listens: the first job as fast as later ones
+        application.state.coordinator.blobs.make_folders()
+        rehearse(application.state.engine)
         settle_collector()
         config = uvicorn.Config(
             application, host=host, port=port, log_level=log_level, access_log=False, **options

@@ -18,6 +18,8 @@ from oncofed.orchestrator.errors import NotFound
 from oncofed.wire.stream import Shapes, TensorWriter
 
 _HEX = set("0123456789abcdef")
+FOLDERS = [a + b for a in sorted(_HEX) for b in sorted(_HEX)]
+"""The folders blobs go in, by the first two hex digits of their SHA-256."""
 SMALL_BLOB = 4 << 20
 """Largest blob kept in memory once read (``BlobStore.small``)."""
 KEPT_BLOBS = 8
@@ -58,6 +60,17 @@ class BlobStore:
         for path in leftovers:
             path.unlink(missing_ok=True)
         return sum(not path.name.startswith(SPARE_PREFIX) for path in leftovers)
+
+    def make_folders(self) -> None:
+        """Every folder a blob can go in (``FOLDERS``), made now when missing. Made by the
+        first blob it holds, a folder cost that blob's round a folder made and the store's
+        folder synced besides its own syncs: in a new orchestrator's first jobs, most rounds
+        (their models go to 256 folders at random)."""
+        missing = [self.root / name for name in FOLDERS if not (self.root / name).is_dir()]
+        for folder in missing:
+            private_dir(folder)
+        if missing:
+            sync(self.root)
 
     def path(self, sha: str) -> Path:
         if len(sha) != 64 or not set(sha) <= _HEX:

@@ -46,7 +46,7 @@ def read_patient_limits(
     # on the connection: no ORM to pay for (the batch changes no profile, so nothing to flush)
     rows = session.connection().execute(_PROFILES, {"sites": list(site_ids), "dataset": dataset})
     published = {site_id: profile for site_id, profile in rows}
-    limits = {site_id: _declared(published.get(site_id, "")) for site_id in site_ids}
+    limits = {site_id: declared(published.get(site_id, "")) for site_id in site_ids}
     known = session.info.setdefault(_READ_LIMITS, {})
     known.update({(site_id, dataset): limit for site_id, limit in limits.items()})
     return limits
@@ -60,8 +60,10 @@ _PROFILES = select(DatasetProfile.site_id, DatasetProfile.profile_json).where(
 
 
 @functools.lru_cache(maxsize=1024)
-def _declared(published: str) -> int:
-    """``patient_limit`` of one stored profile (parsed once: every answer of a site reads it)."""
+def declared(published: str) -> int:
+    """``patient_limit`` of one stored profile, parsed once: when the site publishes it
+    (``profiles.save``), not by the first batch of answers that reads it (at 200 sites, 200
+    profiles parsed in a job's first round)."""
     try:
         patients = DataProfile.model_validate_json(published).patients
     except ValidationError:  # none published (or one stored before the bounds of today)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from oncofed.orchestrator.db import DatasetProfile, Site, utcnow
 from oncofed.orchestrator.errors import NotFound
+from oncofed.orchestrator.limits import declared
 from oncofed.wire.profile import DataProfile
 
 MAX_PROFILE_BYTES = 1 << 20
@@ -28,6 +29,7 @@ def save(session: Session, site_id: int, profile: DataProfile) -> None:
             index_elements=[DatasetProfile.site_id, DatasetProfile.dataset], set_=values
         )
     )
+    declared(values["profile_json"])  # what the site's answers will be checked against
 
 
 def _insert(session: Session) -> postgresql.Insert | sqlite.Insert:

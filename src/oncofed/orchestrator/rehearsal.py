@@ -6,17 +6,19 @@ sites its statistics round took 10 ms longer than a later job's (the first answe
 8.5 ms of CPU against 2.6), its submission 11 ms against 5.5. So before the server listens,
 ``rehearse`` plays one small job through a coordinator of its own, on the real engine, inside
 one transaction that is rolled back: two sites answer its statistics round, two training rounds
-and its evaluation, as edges would (with the same kinds of answer, each recorded as the routes
-record it). The statements stay compiled; the rows never were. The job's blobs go to a scratch
-folder removed after it, its in-memory state goes with its coordinator.
-``tests/orchestrator/test_rehearsal.py`` checks that it leaves no row and no file, and that
-the first job after it finds every statement it runs compiled (without it, not).
+and its evaluation, as edges would (with the same kinds of answer, each round's handed over
+together as the routes hand them over, and recorded in one batch). The statements stay
+compiled; the rows never were. The job's blobs go to a scratch folder removed after it, its
+in-memory state goes with its coordinator. ``tests/orchestrator/test_rehearsal.py`` checks
+that it leaves no row and no file, and that the first job after it finds every statement it
+runs compiled (without it, not).
 
 The edge does the same for a site's first task (``TaskRunner.warm_up``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import tempfile
@@ -131,36 +133,52 @@ def play(
     handing out tasks after all its rounds (a statistics round, ``spec.rounds``, the
     evaluation) raises ``RuntimeError``: a start never waits on it."""
     job_id = coordinator.submit(spec, owner_id).id
-    answers: Counter[str] = Counter()
-    for _ in range(spec.rounds + 3):
-        tasks = [(site_id, coordinator.next_task(site_id)) for site_id in site_ids]
-        if not any(task for _, task in tasks):
-            break
-        for site_id, task in tasks:
-            if task is not None:
-                coordinator.record(submission(coordinator, site_id, spec, task))
-                answers[task.kind] += 1
-    else:
-        raise RuntimeError(f"job {job_id} still hands out tasks after {spec.rounds + 2} rounds")
+    answers = asyncio.run(_answer_rounds(coordinator, spec, site_ids))
     with sessions() as session:
         job = session.get(Job, job_id)
         assert job is not None
         return job.status, dict(answers)
 
 
+async def _answer_rounds(
+    coordinator: Coordinator, spec: JobSpec, site_ids: list[int]
+) -> Counter[str]:
+    """Each round's answers handed over together, as the routes hand over answers whose sites
+    wait for their next task (``record_soon``, patient): recorded in one batch, the next
+    tasks coming with the acknowledgements. A batch of several runs the statements of many
+    rows at once (``executemany``), which SQLAlchemy compiles apart from the one-row form:
+    answered one at a time, the rehearsal left them to the first real round."""
+    answers: Counter[str] = Counter()
+    tasks = {site_id: coordinator.next_task(site_id) for site_id in site_ids}
+    for _ in range(spec.rounds + 3):
+        given = {site_id: task for site_id, task in tasks.items() if task is not None}
+        if not given:
+            return answers
+        acks = await asyncio.gather(
+            *(
+                coordinator.record_soon(submission(coordinator, site_id, spec, task), True)
+                for site_id, task in given.items()
+            )
+        )
+        answers.update(task.kind for task in given.values())
+        tasks = {site_id: ack.next_task for site_id, ack in zip(given, acks, strict=True)}
+    raise RuntimeError(f"the rehearsal job still hands out tasks after {spec.rounds + 2} rounds")
+
+
 def submission(
     coordinator: Coordinator, site_id: int, spec: JobSpec, task: TaskAssignment
 ) -> Submission:
     """What an edge would send for ``task``, as its route hands it over to be recorded
-    (``Coordinator.record``)."""
+    (``Coordinator.record``): a result as the body's bytes, read there."""
     if task.kind == "stats":
         n = float(TRAIN_ROWS)
         stats = StatsResult(n=TRAIN_ROWS, sums=[n] * len(FEATURES), sumsq=[2 * n] * len(FEATURES))
-        return coordinator.result_answer(site_id, task.task_id, stats)
+        return coordinator.result_answer(site_id, task.task_id, stats.model_dump_json().encode())
     evaluation = _evaluation(spec)
     if task.kind == "evaluate":
         result = EvaluateResult(evaluation=evaluation, compute_seconds=0.01)
-        return coordinator.result_answer(site_id, task.task_id, result)
+        body = result.model_dump_json().encode()
+        return coordinator.result_answer(site_id, task.task_id, body)
     assert task.model_sha256 is not None  # a training task names its global model
     model = task.model or coordinator.blobs.read(task.model_sha256)
     meta = TrainResult(
