@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from oncofed.orchestrator import limits
 from oncofed.orchestrator.db import DatasetProfile
-from oncofed.orchestrator.limits import declared, read_patient_limits
+from oncofed.orchestrator.limits import read_patient_limits
 from oncofed.orchestrator.profiles import MAX_PROFILE_BYTES
 from oncofed.orchestrator.setup import add_principal
 from oncofed.wire.profile import DataProfile
@@ -54,18 +56,34 @@ def test_a_site_puts_its_profiles_and_a_new_import_replaces_one(
 
 
 def test_a_profile_is_read_for_the_sites_limits_when_published(
-    api: TestClient, state: State
+    api: TestClient, state: State, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The most patients a site's answers may count is read from its profile as it arrives,
     so the first batch of its answers finds it read."""
-    declared.cache_clear()
+    monkeypatch.setattr(limits, "_limits", OrderedDict())  # none kept from another test
+    parsed: list[str] = []
+    parse = limits._parsed_limit
+    monkeypatch.setattr(limits, "_parsed_limit", lambda text: parsed.append(text) or parse(text))
     assert put(api, state, "alpha", sample_profile(patients=700)) == 204
-    assert declared.cache_info().currsize == 1
+    assert len(parsed) == 1
     site = state.sites["alpha"]
     with state.sessions() as session:
         assert read_patient_limits(session, [site], "gbsg2") == {site: 700}
-    info = declared.cache_info()
-    assert (info.hits, info.misses, info.currsize) == (1, 1, 1)
+    assert len(parsed) == 1
+
+
+def test_a_site_putting_many_profiles_leaves_a_bounded_digest_of_each(
+    api: TestClient, state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What is kept of the profiles put is their limits, by the digest of their text, and at
+    most ``KEPT_LIMITS`` of them: a site putting profile after profile, each up to the body's
+    limit, grows nothing."""
+    monkeypatch.setattr(limits, "KEPT_LIMITS", 2)
+    monkeypatch.setattr(limits, "_limits", OrderedDict())
+    for patients in (700, 701, 702):
+        assert put(api, state, "alpha", sample_profile(patients=patients)) == 204
+    assert list(limits._limits.values()) == [701, 702]
+    assert {len(key) for key in limits._limits} == {32}
 
 
 def test_each_site_has_its_own_profiles(api: TestClient, state: State) -> None:

@@ -5,7 +5,9 @@ orchestrator accepts from a site"). The wire types bound each number on its own
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
 
 import numpy as np
@@ -59,11 +61,31 @@ _PROFILES = select(DatasetProfile.site_id, DatasetProfile.profile_json).where(
 """The published profiles of ``sites`` for ``dataset`` (built once: every batch reads them)."""
 
 
-@functools.lru_cache(maxsize=1024)
+KEPT_LIMITS = 1024
+"""Profiles whose limit is kept, by the digest of their text: a profile may be a megabyte, and
+1,024 kept whole would be a gigabyte, of a hostile site's making (a put is all it takes)."""
+_limits: OrderedDict[bytes, int] = OrderedDict()
+_limits_lock = threading.Lock()
+
+
 def declared(published: str) -> int:
     """``patient_limit`` of one stored profile, parsed once: when the site publishes it
     (``profiles.save``), not by the first batch of answers that reads it (at 200 sites, 200
-    profiles parsed in a job's first round)."""
+    profiles parsed in a job's first round); kept by digest (``KEPT_LIMITS``)."""
+    key = hashlib.sha256(published.encode()).digest()
+    with _limits_lock:
+        if (limit := _limits.get(key)) is not None:
+            _limits.move_to_end(key)
+            return limit
+    limit = _parsed_limit(published)
+    with _limits_lock:
+        _limits[key] = limit
+        while len(_limits) > KEPT_LIMITS:
+            _limits.popitem(last=False)
+    return limit
+
+
+def _parsed_limit(published: str) -> int:
     try:
         patients = DataProfile.model_validate_json(published).patients
     except ValidationError:  # none published (or one stored before the bounds of today)

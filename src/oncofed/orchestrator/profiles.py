@@ -22,14 +22,15 @@ MAX_PROFILE_BYTES = 1 << 20
 def save(session: Session, site_id: int, profile: DataProfile) -> None:
     """Store ``profile`` as the site's report on its dataset, replacing any earlier one (in
     one statement: two requests racing cannot both insert)."""
-    values = {"profile_json": profile.model_dump_json(), "received_at": utcnow()}
+    text = profile.model_dump_json()
+    values = {"profile_json": text, "received_at": utcnow()}
     insert = _insert(session).values(site_id=site_id, dataset=profile.dataset, **values)
     session.execute(
         insert.on_conflict_do_update(
             index_elements=[DatasetProfile.site_id, DatasetProfile.dataset], set_=values
         )
     )
-    declared(values["profile_json"])  # what the site's answers will be checked against
+    declared(text)  # what the site's answers will be checked against
 
 
 def _insert(session: Session) -> postgresql.Insert | sqlite.Insert:
