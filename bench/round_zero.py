@@ -69,8 +69,9 @@ def one_job(fed: peers.PeerFederation, spec: dict[str, Any]) -> dict[str, Any]:
         "round_1_s": training[0],
         "round_0_to_answer_s": zero[0] if zero else None,
         "round_0_to_record_s": zero[1] if zero else None,
-        "training_to_answer_s": statistics.median(leg[0] for leg in later),
-        "training_to_record_s": statistics.median(leg[1] for leg in later),
+        # None where no training round has both legs (its sites declined, say)
+        "training_to_answer_s": statistics.median(leg[0] for leg in later) if later else None,
+        "training_to_record_s": statistics.median(leg[1] for leg in later) if later else None,
     }
 
 
