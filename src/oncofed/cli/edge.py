@@ -275,8 +275,10 @@ def run(
     bad policy leaves the others running, and its log lines begin with its name."""
     from oncofed.edge.compute import torch_threads
     from oncofed.edge.host import distinct
+    from oncofed.edge.rehearsal import rehearse
 
     torch_threads(threads)  # applied when a task first trains, once for the whole process
+    rehearse()  # once for the process, before its sites poll (its logs unshown)
     if len(distinct(homes)) > 1:
         _run_sites(homes, poll_seconds, log_level)
         return
