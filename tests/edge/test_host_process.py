@@ -263,6 +263,10 @@ def serve_and_check(federation: Federation, client: Client) -> None:
     # Analyses import no torch; the CLI's own start aside, no module of the server.
     assert imported(modules, "torch", "opacus") == set()
     assert imported(modules, *SERVER) <= cli_alone()
+    # The process loaded the statistics rehearsal it plays before its sites poll, and its
+    # scratch site said nothing in the site admins' log.
+    assert "oncofed.edge.rehearsal" in modules
+    assert "rehearsal" not in log
 
 
 def test_a_site_allowed_to_train_imports_torch_as_it_starts(
