@@ -7,8 +7,11 @@ from __future__ import annotations
 import logging
 import socket
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from oncofed.edge import rehearsal
@@ -56,3 +59,48 @@ def test_a_declined_task_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None
     statistics (the count says what was played, not what was asked)."""
     monkeypatch.setattr(rehearsal, "PATIENTS", 12)
     assert rehearse() == 0
+
+
+Respond = Callable[[httpx.Request, httpx.Response], httpx.Response]
+
+
+def rehearsed_within(monkeypatch: pytest.MonkeyPatch, respond: Respond, seconds: float) -> int:
+    """``rehearse()`` with the scratch orchestrator's answers passed through ``respond``; its
+    count, asserting that it ended within ``seconds`` (in a thread: a loop fails the test,
+    not the suite)."""
+    answer = rehearsal._Orchestrator.__call__
+
+    def changed(self: rehearsal._Orchestrator, request: httpx.Request) -> httpx.Response:
+        return respond(request, answer(self, request))
+
+    monkeypatch.setattr(rehearsal._Orchestrator, "__call__", changed)
+    counted: list[int] = []
+    thread = threading.Thread(target=lambda: counted.append(rehearse()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the rehearsal still runs after {seconds} s"
+    return counted[0]
+
+
+def test_tasks_the_agent_cannot_read_end_the_rehearsal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every task unreadable (none counts as done): the orchestrator runs out and stops the
+    agent, rather than the agent polling forever before the site's real start."""
+
+    def garbled(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.url.path.endswith("/tasks/next") and response.status_code == 200:
+            return httpx.Response(200, json={"not": "a task"})
+        return response
+
+    assert rehearsed_within(monkeypatch, garbled, 30) == 0
+
+
+def test_an_orchestrator_refusing_everything_ends_the_rehearsal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every request refused (a route the agent no longer matches, say): its requests are
+    bounded, and the edge starts."""
+
+    def refused(_request: httpx.Request, _response: httpx.Response) -> httpx.Response:
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    assert rehearsed_within(monkeypatch, refused, 30) == 0

@@ -275,10 +275,8 @@ def run(
     bad policy leaves the others running, and its log lines begin with its name."""
     from oncofed.edge.compute import torch_threads
     from oncofed.edge.host import distinct
-    from oncofed.edge.rehearsal import rehearse
 
     torch_threads(threads)  # applied when a task first trains, once for the whole process
-    rehearse()  # once for the process, before its sites poll (its logs unshown)
     if len(distinct(homes)) > 1:
         _run_sites(homes, poll_seconds, log_level)
         return
@@ -287,6 +285,7 @@ def run(
 
     [home] = homes
     with exclusive(home, "oncofed edge run"):  # released when the process ends
+        _rehearse()
         setup_logging(log_level.upper())
         signal.signal(signal.SIGTERM, _interrupt)
         agent = Agent(EdgeHome(home), poll_seconds=poll_seconds)
@@ -301,6 +300,17 @@ def run(
             console.print("Stopped. A task cut short is sent again by the orchestrator on restart.")
         finally:
             agent.close()
+
+
+def _rehearse() -> None:
+    """Once for the process, its sites' directories held and before they poll: a scratch
+    site's statistics tasks (``oncofed.edge.rehearsal``), whose logs are not shown (logging
+    is set up after)."""
+    from oncofed.edge.rehearsal import rehearse
+
+    rehearsed = rehearse()
+    if rehearsed:
+        console.print(f"Rehearsed {rehearsed} statistics tasks of a scratch site (nothing sent).")
 
 
 def _freeze_once_started(agent: Agent) -> None:
@@ -320,6 +330,7 @@ def _run_sites(homes: list[Path], poll_seconds: float, log_level: str) -> None:
     from oncofed.edge.host import EdgeHost, locked
 
     with locked(homes):  # released when the process ends
+        _rehearse()
         setup_logging(log_level.upper())
         host = EdgeHost(
             [EdgeHome(home) for home in homes], poll_seconds=poll_seconds, settle=frozen_at_start

@@ -14,9 +14,10 @@ it never imports torch.
 
 from __future__ import annotations
 
+import gc
 import logging
 import tempfile
-from collections.abc import Iterator
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,17 +42,24 @@ TASKS = 3
 """Statistics tasks played: a process's task cost fell over its first three, then stayed."""
 PATIENTS = 80
 NAME = "rehearsal"
-SPEC = JobSpec.model_validate(
-    {
-        "name": NAME,
-        "project": NAME,
-        "dataset": NAME,
-        "features": ["ext.a", "ext.b"],
-        "outcome": {"type": "binary", "label": "ext.y"},
-        "model": {"type": "logistic"},
-        "rounds": 1,
-    }
-)
+REQUESTS = 8
+"""Requests the scratch orchestrator answers beyond a site's start and its tasks' polls and
+answers; past them it stops the agent (a task that never counts must not loop forever)."""
+
+
+def spec() -> JobSpec:
+    """The rehearsal's job: statistics of two numeric variables of the scratch site."""
+    return JobSpec.model_validate(
+        {
+            "name": NAME,
+            "project": NAME,
+            "dataset": NAME,
+            "features": ["ext.a", "ext.b"],
+            "outcome": {"type": "binary", "label": "ext.y"},
+            "model": {"type": "logistic"},
+            "rounds": 1,
+        }
+    )
 
 
 def rehearse(tasks: int = TASKS) -> int:
@@ -64,16 +72,19 @@ def rehearse(tasks: int = TASKS) -> int:
     except Exception as exc:  # one line, not a traceback: the edge starts all the same
         log.warning("the statistics rehearsal failed (%s): the first task pays for its code", exc)
         return 0
+    finally:  # its garbage gone before ``oncofed edge run`` freezes what the process holds
+        gc.collect()
 
 
 def _play(root: Path, tasks: int) -> int:
     from oncofed.edge.agent import Agent  # its own imports are the edge's, paid once
 
     home = scratch_site(root)
-    orchestrator = _Orchestrator(f"{NAME}-{n}" for n in range(tasks))
-    agent = Agent(home, poll_seconds=0.0, transport=httpx.MockTransport(orchestrator))
+    orchestrator = _Orchestrator(spec(), tasks)
+    transport = httpx.MockTransport(orchestrator)
+    agent = Agent(home, poll_seconds=0.0, backoff=(0.0, 0.0), transport=transport)
     try:
-        agent.run(max_tasks=tasks)
+        agent.run(orchestrator.stop, max_tasks=tasks)
     finally:
         agent.close()
     return orchestrator.results
@@ -106,7 +117,7 @@ def scratch_site(root: Path) -> EdgeHome:
     LocalStore(home.datasets).save(NAME, data, profile)
     policy = EdgePolicy(allowed_tasks=["stats"]).model_dump(exclude={"projects"})
     write_private(home.policy_file, yaml.safe_dump(policy, sort_keys=False))
-    scope = covering([SPEC])
+    scope = covering([spec()])
     project = ProjectPublic(
         name=NAME, title=NAME, purpose=NAME, principal_investigator=NAME, owner=NAME,
         members=[NAME], scope=scope, scope_sha256=scope.sha256(), created=datetime.now(UTC),
@@ -117,25 +128,33 @@ def scratch_site(root: Path) -> EdgeHome:
 
 
 class _Orchestrator:
-    """Hands out one statistics task per poll (job ids from ``jobs``), acknowledges every
-    answer, and counts the statistics results."""
+    """Hands out ``tasks`` statistics tasks of ``job``, one per poll, acknowledges every
+    answer and counts the statistics results; it stops the agent (``stop``) once it has no
+    task left to give, or after ``REQUESTS`` requests more than the tasks take."""
 
-    def __init__(self, jobs: Iterator[str]) -> None:
-        self._jobs = jobs
+    def __init__(self, job: JobSpec, tasks: int) -> None:
+        self._job, self._left = job, tasks
+        self._requests = 3 * tasks + REQUESTS  # a poll, an answer, a spare each; the start
+        self.stop = threading.Event()
         self.results = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        self._requests -= 1
+        if self._requests <= 0:
+            self.stop.set()
         path = request.url.path
-        if path == "/v1/tasks/next":
-            job = next(self._jobs, None)
-            if job is None:
+        if path.endswith("/tasks/next"):
+            if self._left <= 0:
+                self.stop.set()
                 return httpx.Response(204)
-            task = TaskAssignment(task_id=job, job_id=job, round=0, kind="stats", spec=SPEC)
+            self._left -= 1
+            name = f"{NAME}-{self._left}"
+            task = TaskAssignment(task_id=name, job_id=name, round=0, kind="stats", spec=self._job)
             return httpx.Response(200, content=task.model_dump_json())
-        if path == "/v1/identity" and request.method == "GET":
+        if path.endswith("/identity") and request.method == "GET":
             return httpx.Response(200, json={"key": "ab" * 32})
-        if request.method != "POST" or not path.startswith("/v1/tasks/"):
+        if request.method != "POST" or "/tasks/" not in path:
             return httpx.Response(204)  # the site's identity, profiles and decisions
-        task_id = path.split("/")[3]
+        task_id = path.split("/tasks/")[1].split("/")[0]
         self.results += path.endswith("/result")
         return httpx.Response(200, json={"task_id": task_id, "status": "accepted"})
