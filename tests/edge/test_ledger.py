@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
-from sqlalchemy import Connection
+from sqlalchemy import Connection, event
 
 from oncofed.edge import EdgePolicy, PolicyViolation
 from oncofed.edge import ledger as ledger_module
@@ -185,6 +185,39 @@ def test_a_job_holds_one_task_per_round_and_a_task_id_once(ledger: Ledger) -> No
         ledger.record_task("j1", SPEC, task("t2", 1))
     with pytest.raises(PolicyViolation, match=r"task t1 \(round 1 of job j2\) was already run"):
         ledger.record_task("j2", SPEC, task("t1", 1))
+
+
+def test_a_job_new_here_is_neither_looked_for_nor_read_and_a_known_one_is_after_a_restart(
+    ledger: Ledger, root: Path
+) -> None:
+    """The ledger knows the ids of every job it recorded: a job's first task finds the job
+    absent and records it with no read of the database; reopened, the ledger reads a job it
+    holds, and still none it does not."""
+
+    def said(target: Ledger, act: Callable[[], object]) -> list[str]:
+        """The statements ``act`` runs on ``target``, as verb and table."""
+        statements: list[str] = []
+        listener = lambda *a: statements.append(a[2])  # noqa: E731
+        event.listen(target._engine, "before_cursor_execute", listener)
+        act()
+        event.remove(target._engine, "before_cursor_execute", listener)
+        words = [s.split() for s in statements]
+        return [f"{w[0]} {w[w.index('FROM' if w[0] == 'SELECT' else 'INTO') + 1]}" for w in words]
+
+    assert said(ledger, lambda: ledger.job("j1")) == []
+    assert said(ledger, lambda: ledger.record_task("j1", SPEC, task("t1", 1))) == [
+        "INSERT job",
+        "INSERT task",
+    ]
+    assert said(ledger, lambda: ledger.record_task("j1", SPEC, task("t2", 2))) == ["INSERT task"]
+    ledger.close()
+    with Ledger(root) as reopened:
+        assert said(reopened, lambda: reopened.job("j2")) == []
+        assert said(reopened, lambda: reopened.job("j1")) == ["SELECT job", "SELECT task"]
+        kept = reopened.job("j1")
+        assert kept is not None and [t.task_id for t in kept.tasks] == ["t1", "t2"]
+        with pytest.raises(PolicyViolation, match=r"task t1 \(round 3 of job j1\) was already"):
+            reopened.record_task("j1", SPEC, task("t1", 3))
 
 
 def test_a_rehearsal_writes_nothing_and_forgets_what_it_recorded(

@@ -14,11 +14,12 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import event, select
 
-from oncofed.cdm.frame import job_rows
+from oncofed.cdm.frame import JobRows, job_rows
 from oncofed.cdm.tables import CdmData
-from oncofed.edge import EdgePolicy, LocalStore, PolicyViolation
+from oncofed.edge import EdgePolicy, LocalStore, PolicyViolation, releases
 from oncofed.edge.ledger import Ledger
 from oncofed.edge.releases import (
+    DIGEST,
     ReleaseCohort,
     ReleaseCohortRow,
     Releases,
@@ -72,10 +73,10 @@ def job(job_id: str, low: int, high: int, dataset: str = "data") -> TaskAssignme
 def first(
     ledger: Ledger, store: LocalStore, task: TaskAssignment, policy: EdgePolicy | None = None
 ) -> bool:
-    def pseudonyms() -> pa.Array:
-        return job_rows(task.spec, store.load(task.spec.dataset)).pseudonyms
+    def rows() -> JobRows:
+        return job_rows(task.spec, store.load(task.spec.dataset))
 
-    return Releases(policy or EdgePolicy(), ledger).first(task, pseudonyms)
+    return Releases(policy or EdgePolicy(), ledger).first(task, rows)
 
 
 def refusal(later: str, earlier: str, dataset: str = "data", threshold: int = 11) -> str:
@@ -176,13 +177,14 @@ def test_a_jobs_first_check_is_one_transaction_and_its_later_rounds_none(
     event.listen(ledger._engine, "begin", transactions.append)
 
     def check(task: TaskAssignment) -> bool:
-        return releases.first(task, lambda: job_rows(task.spec, store.load("data")).pseudonyms)
+        return releases.first(task, lambda: job_rows(task.spec, store.load("data")))
 
     assert check(job("a", 0, 99)) and len(transactions) == 1
     assert not check(job("a", 0, 99)) and len(transactions) == 1
     recorded_elsewhere = Releases(EdgePolicy(), ledger)  # as after a restart
-    assert not recorded_elsewhere.first(job("a", 0, 99), lambda: pa.array(["x"]))
-    assert not recorded_elsewhere.first(job("a", 0, 99), lambda: pa.array(["x"]))
+    other = JobRows({}, pa.array(["x"]), None)
+    assert not recorded_elsewhere.first(job("a", 0, 99), lambda: other)
+    assert not recorded_elsewhere.first(job("a", 0, 99), lambda: other)
     assert len(transactions) == 2 and recorded(ledger, "a")
 
 
@@ -237,6 +239,39 @@ def test_the_release_check_and_the_cohort_are_one_read_of_the_rows(
     narrow = runner.run(job("c", 0, 100), fetch)  # declined by the release check
     assert isinstance(narrow, Decline) and reads == ["read", "read", "read"]
     assert not runner._rows  # no task's rows outlive it
+
+
+def test_a_loaded_datasets_patients_are_digested_once_and_each_cohort_picked_from_them(
+    ledger: Ledger, store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs on the dataset the store keeps loaded digest its patients once; each cohort
+    recorded is its own rows' digests, as digested alone. Another dataset loaded, or the
+    same loaded again, is digested anew."""
+    digested: list[int] = []
+    real = releases.digested
+
+    def counted(pseudonyms: pa.Array) -> np.ndarray:
+        digested.append(len(pseudonyms))
+        return real(pseudonyms)
+
+    monkeypatch.setattr(releases, "digested", counted)
+    runner = TaskRunner(store, EdgePolicy(), "alpha", ledger, SITE_KEY)
+    runs = [("a", 0, 99, "data"), ("b", 100, 199, "data"), ("c", 0, 99, "other"),
+            ("d", 20, 199, "data")]  # fmt: skip
+    for job_id, low, high, dataset in runs:
+        task = job(job_id, low, high, dataset)
+        assert isinstance(runner.run(task, fetch), StatsResult)
+        alone = np.unique(real(job_rows(task.spec, store.load(dataset)).pseudonyms))
+        assert np.array_equal(kept_keys(ledger, job_id), alone) and alone.size == high - low + 1
+    assert digested == [N, N, N]
+
+
+def kept_keys(ledger: Ledger, job_id: str) -> np.ndarray:
+    """The digests ``ledger.db`` holds for ``job_id``'s cohort."""
+    where = ReleaseCohortRow.job_id == job_id
+    with ledger.begin() as connection:
+        blob = connection.execute(select(ReleaseCohortRow.keys).where(where)).scalar_one()
+    return np.frombuffer(blob, dtype=DIGEST)
 
 
 def fetch(sha: str) -> bytes:

@@ -9,6 +9,7 @@ the result.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -200,6 +201,12 @@ class Columns:
         self._arrow: Frame = {}
         self._numpy: dict[tuple[str, bool], np.ndarray] = {}
 
+    @functools.cached_property
+    def pseudonyms(self) -> pa.Array:
+        """Every patient's pseudonym, in the patients' order: one array for as long as these
+        columns are kept (a site's record of cohorts digests it once)."""
+        return self.data["patient"][KEY].combine_chunks()
+
     def frame(self, names: Iterable[str]) -> Frame:
         """``patient_frame(data, names)``, from the columns computed before where it can."""
         wanted = sorted(set(names))
@@ -229,11 +236,19 @@ class Columns:
 
 @dataclass(frozen=True)
 class JobRows:
-    """A job's rows at a site: its variables (``job_table``) and the pseudonyms of the patients
-    they are of, in their order (to tell cohorts apart at the site: never sent)."""
+    """A job's rows at a site: its variables (``job_table``) and which of the dataset's
+    patients they are of, in their order (to tell cohorts apart at the site: never sent)."""
 
     table: dict[str, np.ndarray]
-    pseudonyms: pa.Array
+    patients: pa.Array
+    """Every patient's pseudonym (``Columns.pseudonyms``: shared, not only the cohort's)."""
+    keep: np.ndarray | None
+    """Which of ``patients`` the cohort selects (None: every one)."""
+
+    @property
+    def pseudonyms(self) -> pa.Array:
+        """The cohort's patients' pseudonyms, in the rows' order."""
+        return self.patients if self.keep is None else self.patients.filter(pa.array(self.keep))
 
 
 def job_rows(spec: JobSpec | AnalysisSpec, data: CdmData | Columns) -> JobRows:
@@ -242,22 +257,20 @@ def job_rows(spec: JobSpec | AnalysisSpec, data: CdmData | Columns) -> JobRows:
     pseudonyms. Given ``Columns``, the columns they hold are not computed again (those of all
     patients are shared and read-only)."""
     columns = data if isinstance(data, Columns) else Columns(data)
-    patients = columns.data["patient"]
     origin = spec.cohort.time_origin
     frame = columns.frame(spec.variables | ({_ENTRY} if origin == "randomisation" else set()))
     if origin == "randomisation":
         _from_entry(frame)
         if _ENTRY not in spec.variables:
             del frame[_ENTRY]
-    keep = cohort_mask(frame, spec.cohort, patients.num_rows)
+    keep = cohort_mask(frame, spec.cohort, len(columns.pseudonyms))
     every = bool(keep.all())
     ext_levels = {f.name for f in spec.features if f.levels is not None}
     table = {}
     for name, values in frame.items():
         array = columns.numpy(name, values, variable(name).numeric and name not in ext_levels)
         table[name] = array if every else array[keep]
-    pseudonyms = patients[KEY].combine_chunks()
-    return JobRows(table, pseudonyms if every else pseudonyms.filter(pa.array(keep)))
+    return JobRows(table, columns.pseudonyms, None if every else keep)
 
 
 def job_table(spec: JobSpec | AnalysisSpec, data: CdmData) -> dict[str, np.ndarray]:

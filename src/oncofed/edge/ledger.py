@@ -197,6 +197,7 @@ class Ledger:
         # a site's directory (its lock file), so nothing else changes these rows under it.
         self._jobs: OrderedDict[str, JobRecord] = OrderedDict()
         self._jobs_lock = threading.Lock()
+        self._ids = self._recorded_ids()  # every job recorded: a new one is not looked for
         self._rehearsing: Connection | None = None  # the transaction of ``rehearsal``
         self._pending: list[_Later] = []  # written with the next audit entry (``_later``)
         self._slots: dict[str, _Slot] = {}  # job -> its last model, least recently written first
@@ -283,6 +284,10 @@ class Ledger:
         with self._engine.begin() as connection:
             yield connection
 
+    def _recorded_ids(self) -> set[str]:
+        with self._engine.connect() as connection:
+            return set(connection.scalars(_JOB_IDS))
+
     @contextmanager
     def rehearsal(self) -> Iterator[None]:
         """Every write of the block (``begin``) in one transaction, rolled back at its end,
@@ -304,6 +309,7 @@ class Ledger:
             with self._jobs_lock:
                 notes, self._pending = self._pending, []
                 self._jobs.clear()
+                self._ids = self._recorded_ids()
             with self._engine.connect() as connection, connection.begin() as transaction:
                 for note in notes:  # their statements compiled where they will run
                     connection.execute(note.statement, note.params)
@@ -316,6 +322,8 @@ class Ledger:
             if (kept := self._jobs.get(job_id)) is not None:
                 self._jobs.move_to_end(job_id)
                 return kept
+            if job_id not in self._ids:
+                return None
         with self._engine.connect() as connection:
             row = connection.execute(_JOB_ROW, {"b_job": job_id}).first()
             if row is None:
@@ -373,10 +381,10 @@ class Ledger:
 
         try:
             with self._writing(job_id, added) as connection:
-                with self._jobs_lock:  # in memory after its first task here; else read once
-                    known = job_id in self._jobs
-                if not known and connection.execute(_JOB, {"b_job": _safe(job_id)}).first() is None:
-                    connection.execute(_NEW_JOB, {"id": job_id, "spec_sha256": spec_sha256})
+                with self._jobs_lock:
+                    new = job_id not in self._ids
+                if new:
+                    connection.execute(_NEW_JOB, {"id": _safe(job_id), "spec_sha256": spec_sha256})
                     self._keep(job_id, first)  # then brought up to date with its task
                 row = {"id": task.task_id, "job_id": job_id, "kind": task.kind,
                        "round": task.round, "content_sha256": task.content_sha256}  # fmt: skip
@@ -385,6 +393,9 @@ class Ledger:
             raise PolicyViolation(
                 f"task {task.task_id} (round {task.round} of job {job_id}) was already run here"
             ) from exc
+        if new:
+            with self._jobs_lock:
+                self._ids.add(job_id)
 
     def answered(self, job_id: str, task_id: str, outcome: str) -> None:
         """Note when and how a task was answered (``result``, ``update``, ``declined``, ...)."""
@@ -576,7 +587,7 @@ def _changed(result: Any, job_id: str) -> None:
 
 
 # A task's statements, built once (their construction costs more than their run).
-_JOB = select(JobRow.id).where(JobRow.id == bindparam("b_job"))
+_JOB_IDS = select(JobRow.id)
 _JOB_ROW = select(
     JobRow.spec_sha256, JobRow.pooled_json, JobRow.scaling_json, JobRow.model_round,
     JobRow.model_sha256, JobRow.params_round, JobRow.params_json,

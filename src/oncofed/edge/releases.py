@@ -19,7 +19,8 @@ The cohort is recorded in ``ledger.db`` in the transaction that checks it, befor
 computed, so that no release can leave unrecorded (a crash after that keeps it, which only
 refuses more) and two processes cannot both pass against each other; it is withdrawn when the
 task releases nothing after all (declined). A cohort is kept as the sorted, distinct 64-bit
-BLAKE2b digests of its patients' pseudonyms, 8 bytes a patient. Pseudonyms are random at
+BLAKE2b digests of its patients' pseudonyms, 8 bytes a patient (every patient of the dataset
+digested once while it stays loaded, a cohort's picked from them). Pseudonyms are random at
 import, so a digest means nothing outside this site's store; a re-import gives new ones, and
 its cohorts are compared with each other only.
 
@@ -43,6 +44,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from oncofed._db import UTCDateTime, utcnow
 from oncofed.analytics.private import private_analysis
+from oncofed.cdm.frame import JobRows
 from oncofed.edge.config import EdgePolicy
 from oncofed.edge.errors import PolicyViolation
 from oncofed.edge.ledger import Base, Ledger
@@ -86,11 +88,16 @@ class ReleaseCohort:
 
 def digests(pseudonyms: pa.Array) -> np.ndarray:
     """Sorted distinct 64-bit digests of ``pseudonyms``."""
+    return np.unique(digested(pseudonyms))
+
+
+def digested(pseudonyms: pa.Array) -> np.ndarray:
+    """The 64-bit digest of each of ``pseudonyms``, in their order."""
     joined = b"".join(
         hashlib.blake2b(p.encode(), digest_size=DIGEST.itemsize, person=PERSON).digest()
         for p in pseudonyms.to_pylist()
     )
-    return np.unique(np.frombuffer(joined, dtype=DIGEST))
+    return np.frombuffer(joined, dtype=DIGEST)
 
 
 def difference(a: np.ndarray, b: np.ndarray) -> int:
@@ -110,18 +117,22 @@ class Releases:
         self._policy, self._ledger = policy, ledger
         # jobs seen recorded: a record stays until ``withdraw`` (one process holds the site)
         self._known: set[str] = set()
+        self._digested: tuple[pa.Array, np.ndarray] | None = None  # a dataset's: ``digest``
 
-    def first(self, task: TaskAssignment, pseudonyms: Callable[[], pa.Array]) -> bool:
-        """Before a job's first exact release here: check its cohort (the patients
-        ``pseudonyms()`` names, asked only then) against every earlier one and record it, in
-        one transaction. True when this task recorded it, for ``withdraw`` should it release
+    def first(self, task: TaskAssignment, rows: Callable[[], JobRows]) -> bool:
+        """Before a job's first exact release here: check its cohort (the patients of
+        ``rows()``, asked only then) against every earlier one and record it, in one
+        transaction. True when this task recorded it, for ``withdraw`` should it release
         nothing; False for a job recorded before (its row there already: no read of the
         ledger first, which cost a job's first task a transaction). ``PolicyViolation`` when
         the difference is narrow."""
         spec = task.spec
         if private_analysis(spec) or task.job_id in self._known:
             return False
-        cohort = ReleaseCohort.of(spec.dataset, pseudonyms())
+        selected = rows()
+        every = self.digest(selected.patients)
+        keys = np.unique(every if selected.keep is None else every[selected.keep])
+        cohort = ReleaseCohort(spec.dataset, keys)
         policy = self._policy
         threshold = policy.small_cell_threshold if policy.refuse_narrow_differences else 1
         recorded = self.record(task.job_id, cohort, threshold)
@@ -156,6 +167,13 @@ class Releases:
         except IntegrityError:
             return False
         return True
+
+    def digest(self, patients: pa.Array) -> np.ndarray:
+        """``digested(patients)``, kept for the last array asked (a dataset's every patient,
+        ``Columns.pseudonyms``: the same array for every job while the dataset is loaded)."""
+        if self._digested is None or self._digested[0] is not patients:
+            self._digested = patients, digested(patients)
+        return self._digested[1]
 
     def rehearse(self, job_id: str) -> None:
         """``first``'s statements, on a cohort of one (inside ``Ledger.rehearsal``, which

@@ -153,8 +153,8 @@ class TaskRunner:
                 kept = self._store.columns(name)
         if kept is not None:
             kept.warm()
+            self._releases.digest(kept.pseudonyms)
         with self._ledger.rehearsal(), contextlib.suppress(PolicyViolation):
-            self._ledger.job(REHEARSAL)  # not there: the read of a job new here
             self._ledger.record_task(REHEARSAL, "0" * 64, TaskRecord(REHEARSAL, "stats", 0, ""))
             self._releases.rehearse(REHEARSAL)
             self._ledger.answered(REHEARSAL, REHEARSAL, "result")
@@ -185,7 +185,7 @@ class TaskRunner:
         (``Releases.first``: its cohort recorded before anything is computed); the record is
         withdrawn when that first task releases nothing (declined or failed)."""
         try:
-            first = self._releases.first(task, lambda: self._read_rows(task).pseudonyms)
+            first = self._releases.first(task, functools.partial(self._read_rows, task))
         except (PolicyViolation, DataError, StoreError) as exc:
             self._rows.pop(task.job_id, None)
             return Decline(reason=str(exc))
@@ -454,19 +454,22 @@ class TaskRunner:
             minimums = cohort_minimums(self._policy, spec)
             table = self._cohort(job_id, spec)
             cohort = build_cohort(spec, table)
-            causes = left_out_causes(spec.features, spec.outcome, table)
-            left_out = f"; left out: those {causes}" if causes else ""
+
+            def left_out() -> str:  # only for a refusal: its passes cost a job's first task
+                causes = left_out_causes(spec.features, spec.outcome, table)
+                return f"; left out: those {causes}" if causes else ""
+
             if len(cohort) < minimums.cohort:
                 raise PolicyViolation(
                     "the patients with complete data and an outcome at this site are fewer "
                     f"than its minimum cohort size (policy {minimums.cohort_rule}="
-                    f"{minimums.cohort}){left_out}"
+                    f"{minimums.cohort}){left_out()}"
                 )
             split = _Split(*split_cohort(spec, cohort))
             if len(split.train) < minimums.cohort:
                 raise PolicyViolation(
                     "the training rows at this site are fewer than its minimum cohort size "
-                    f"(policy {minimums.cohort_rule}={minimums.cohort}){left_out}"
+                    f"(policy {minimums.cohort_rule}={minimums.cohort}){left_out()}"
                 )
             if len(split.held_out) < minimums.held_out:
                 raise PolicyViolation(
