@@ -15,8 +15,9 @@ from oncofed._memory import YOUNG_COLLECTION, frozen_at_start, settle_collector
 @pytest.fixture
 def collector() -> Iterator[tuple[int, int, int]]:
     """Thresholds set for the test (the older generations' not Python's defaults, so that a
-    change of them shows); the collector's state is restored afterwards."""
-    original = gc.get_threshold()
+    change of them shows), nothing frozen; the collector's state is restored afterwards
+    (what the session froze, ``tests/conftest.py``, frozen again)."""
+    original, frozen = gc.get_threshold(), gc.get_freeze_count()
     gc.unfreeze()
     try:
         gc.set_threshold(700, 17, 23)
@@ -24,6 +25,8 @@ def collector() -> Iterator[tuple[int, int, int]]:
     finally:
         gc.unfreeze()
         gc.set_threshold(*original)
+        if frozen:
+            gc.freeze()
 
 
 def tracked(obj: object) -> bool:

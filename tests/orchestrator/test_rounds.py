@@ -223,7 +223,9 @@ def test_a_rounds_close_writes_rounds_and_job_by_statements_that_the_database_ho
         event.remove(state.sessions, "before_flush", before_flush)
     assert flushed == []
     with state.sessions() as session:
-        rounds = session.scalars(select(Round).where(Round.job_id == job.id)).all()
+        rounds = session.scalars(
+            select(Round).where(Round.job_id == job.id).order_by(Round.number)
+        ).all()
         first, second = rounds[1], rounds[2]
         model_sha = session.get_one(Job, job.id).model_sha
     assert (first.status, second.status, second.number) == ("closed", "open", 2)
