@@ -49,21 +49,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: first.get(item.nodeid.partition("::")[0], len(first)))
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """What collection made (every test module, and the libraries they import: torch's
-    alone is most of some 670,000 objects) lives as long as the session: frozen, it is not
-    walked again by each full collection, automatic or a database fixture's
-    (``_collect_leftovers``), which then took 0.35 s each."""
-    gc.collect()
-    gc.freeze()
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
-    """And what outlives a test (modules it imported, caches it filled; some 1,400 objects a
-    test) is frozen once the test is over: on 172 orchestrator tests the collector's full
-    collections took 3 s rather than 12.7 (the whole run 72 s rather than 83). The test's own
-    garbage is collected first, so what is frozen is what lives on."""
+    """What outlives a test (what collection made, some 670,000 objects, torch's most of
+    them; then the modules each test imports and the caches it fills, some 1,400 objects a
+    test) is frozen once the test is over and its own garbage collected: it is not walked
+    again by each full collection, automatic or a database fixture's
+    (``_collect_leftovers``). On 172 orchestrator tests the collector's full collections took
+    3 s rather than 12.7 (the whole run 72 s rather than 83)."""
     result = yield
     gc.collect()
     gc.freeze()
