@@ -8,6 +8,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,11 @@ from tests.support import (
 
 @pytest.fixture
 def home(tmp_path: Path) -> EdgeHome:
-    edge = EdgeHome(tmp_path / "edge")
+    return make_home(tmp_path / "edge")
+
+
+def make_home(path: Path) -> EdgeHome:
+    edge = EdgeHome(path)
     edge.create(EdgeConfig.model_validate({"orchestrator": "http://orch.test", "site": "a"}), "c")
     rng = np.random.default_rng(1)
     columns = {"x1": rng.normal(size=60), "x2": rng.normal(size=60), "y": rng.integers(0, 2, 60)}
@@ -607,3 +612,82 @@ def test_a_jobs_first_task_compiles_no_ledger_statement(home: EdgeHome) -> None:
     with sqlite3.connect(home.root / LEDGER) as db:
         assert db.execute("SELECT job_id FROM task").fetchall() == [("j1",)]
         assert db.execute("SELECT job_id FROM release_cohort").fetchall() == [("j1",)]
+
+
+class SlowBlob(Script):
+    """``Script``, serving ``blob`` to a site that asks for it once ``release`` is set."""
+
+    def __init__(self, task: TaskAssignment, blob: bytes) -> None:
+        super().__init__(task, outages=0)
+        self.blob, self.asked, self.release = blob, threading.Event(), threading.Event()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path.startswith("/v1/blobs/"):
+            self.asked.set()
+            assert self.release.wait(30)
+            return httpx.Response(200, content=self.blob)
+        return super().__call__(request)
+
+
+def test_a_site_downloading_its_model_lets_the_other_sites_of_its_process_compute(
+    home: EdgeHome, tmp_path: Path
+) -> None:
+    """The sites of one process compute in turn (``agent._Turn``), but a site whose global
+    model is too large to come with its task lets go of its turn while it downloads it: a
+    slow download holds up no other site."""
+    spec = make_spec()
+    model = tensors.encode(initial_weights(spec.model, 2, spec.seed))
+    slow = SlowBlob(stats_task(), model)
+    downloading = Agent(home, transport=httpx.MockTransport(slow))
+    assert downloading.run(max_tasks=1) == 1
+    stats = StatsResult.model_validate(slow.posts[-1][1])
+    slow.task = TaskAssignment(
+        task_id="t2", job_id="j1", round=1, kind="train", spec=spec, pooled=stats,
+        model_sha256=tensors.sha256(model), standardization=standardization(stats),
+    )  # fmt: skip
+    waiting = threading.Thread(target=downloading.run, kwargs={"max_tasks": 1})
+    waiting.start()
+    assert slow.asked.wait(10)
+    other = Script(stats_task(), outages=0)
+    answering = threading.Thread(
+        target=Agent(make_home(tmp_path / "other"), transport=httpx.MockTransport(other)).run,
+        kwargs={"max_tasks": 1},
+    )
+    answering.start()
+    answering.join(10)
+    assert not answering.is_alive() and other.posts[-1][0] == "/v1/tasks/t1/result"
+    assert waiting.is_alive()  # still downloading
+    slow.release.set()
+    waiting.join(10)
+    assert slow.posts[-1][0] == "/v1/tasks/t2/update"
+
+
+def test_the_sites_of_one_process_compute_their_answers_in_turn(
+    home: EdgeHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sites of one process handed a task at once: one computes its answer, then the
+    other (no two task runs overlap)."""
+    spans: list[tuple[float, float]] = []
+    run = TaskRunner.run
+
+    def timed(runner: TaskRunner, *args: Any) -> Any:
+        start = time.perf_counter()
+        time.sleep(0.1)  # releases the interpreter lock, as torch's and SQLite's calls do
+        outcome = run(runner, *args)
+        spans.append((start, time.perf_counter()))
+        return outcome
+
+    monkeypatch.setattr(TaskRunner, "run", timed)
+    scripts = [Script(stats_task(), outages=0) for _ in range(2)]
+    agents = [
+        Agent(edge, transport=httpx.MockTransport(script))
+        for edge, script in zip([home, make_home(tmp_path / "other")], scripts, strict=True)
+    ]
+    threads = [threading.Thread(target=a.run, kwargs={"max_tasks": 1}) for a in agents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert all(script.posts[-1][0] == "/v1/tasks/t1/result" for script in scripts)
+    first, second = sorted(spans)
+    assert first[1] <= second[0]
