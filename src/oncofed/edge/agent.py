@@ -59,6 +59,13 @@ from oncofed.wire.tensors import read_meta, sha256
 
 log = logging.getLogger("oncofed.edge")
 T = TypeVar("T")
+RENEW_RETRY = timedelta(hours=1)
+"""How long after a refused renewal the edge asks again."""
+PROFILE_CHECK_SECONDS = 5.0
+"""While tasks come with acknowledgements, how often the edge looks for a dataset imported
+again (before each poll it always looks)."""
+Stamp = tuple[int, int]
+"""A profile file's inode and modification time: a re-import writes a new file."""
 
 
 class _Turn:
@@ -91,13 +98,6 @@ class _Turn:
 
 
 _TURN = _Turn()
-RENEW_RETRY = timedelta(hours=1)
-"""How long after a refused renewal the edge asks again."""
-PROFILE_CHECK_SECONDS = 5.0
-"""While tasks come with acknowledgements, how often the edge looks for a dataset imported
-again (before each poll it always looks)."""
-Stamp = tuple[int, int]
-"""A profile file's inode and modification time: a re-import writes a new file."""
 
 
 class FinalError(Exception):
