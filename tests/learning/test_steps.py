@@ -19,6 +19,7 @@ from oncofed.learning.strategies import (
     Strategy,
     apply_strategy,
 )
+from oncofed.wire.stream import CHUNK
 from oncofed.wire.tensors import Weights
 
 SHAPES: dict[str, tuple[int, ...]] = {"a.weight": (16, 8), "a.bias": (16,), "b.weight": (1, 16)}
@@ -121,3 +122,22 @@ def test_the_step_check_reads_large_tensors_chunk_by_chunk() -> None:
     assert not within_step(InMemory(big), moved, StepBound("linf", 1.0), 1)
     assert not within_step(InMemory(big), moved, StepBound("l2", 1.0), 1)
     assert within_step(InMemory(big), moved, StepBound("l2", 1.0), 2)
+
+
+@pytest.mark.parametrize(("name", "index"), [("a", 2), ("big", CHUNK + 3), ("b", (1, 1))])
+def test_small_tensors_checked_together_and_large_ones_by_chunk_are_all_read(
+    name: str, index: int | tuple[int, int]
+) -> None:
+    """Small tensors are read as one block and a large one chunk by chunk: an element moved in
+    any of them, before the large tensor, in its last chunk or after it, counts."""
+    model = {
+        "a": np.zeros(3, np.float32),
+        "big": np.zeros(CHUNK + 7, np.float32),
+        "b": np.zeros((2, 2), np.float32),
+    }
+    moved = {k: v.copy() for k, v in model.items()}
+    moved[name][index] = 2.0
+    assert not within_step(InMemory(model), moved, StepBound("linf", 1.0), 1)
+    assert not within_step(InMemory(model), moved, StepBound("l2", 1.0), 1)
+    assert within_step(InMemory(model), moved, StepBound("l2", 1.0), 2)
+    assert clip_update(model, moved, 1.0)[name][index] == pytest.approx(1.0)

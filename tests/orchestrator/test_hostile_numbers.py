@@ -122,6 +122,17 @@ def test_sums_no_rows_can_have_are_refused(api: TestClient, state: State) -> Non
     refused(post(api, state, "alpha", task["task_id"], body), "sum^2 is above n * sum of squares")
 
 
+@pytest.mark.parametrize("field", ["sums", "sumsq"])
+def test_a_sum_beyond_the_largest_statistic_is_refused_by_its_place(
+    api: TestClient, state: State, field: str
+) -> None:
+    """Sums are checked as a list (no call per number): the refusal still names the item."""
+    submit(api, state, make_spec().model_dump(mode="json"))
+    task = task_of(api, state, "alpha")
+    body = stats(10) | {field: [1.0, 1e101]}
+    refused(post(api, state, "alpha", task["task_id"], body), f"{field}:", "item 1", "1e+100")
+
+
 def finish_one_round(api: TestClient, state: State, job_id: str, good: dict[str, Any]) -> None:
     """beta answers ``good``; the job completes with beta alone."""
     task = task_of(api, state, "beta")

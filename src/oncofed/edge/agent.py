@@ -135,6 +135,7 @@ class Agent:
         self._renew_at = self._renewal_time()
         self._http = self._client()
         self._waiting = f"?wait={self._poll_seconds}"  # a long poll's query
+        self._next = httpx.URL(self._url("/tasks/next" + self._waiting))  # parsed once
         self.started = threading.Event()
         """Set once ``run`` has warmed up and introduced the site: what the agent holds for
         as long as it runs exists by then (``oncofed edge run`` freezes it then:
@@ -407,7 +408,7 @@ class Agent:
     # -- HTTP --------------------------------------------------------------------------
 
     def _poll(self) -> TaskAssignment | None:
-        response = self._http.get(self._url("/tasks/next" + self._waiting))
+        response = self._http.get(self._next)
         if response.status_code == 204:
             return None
         _raise_for_status(response)

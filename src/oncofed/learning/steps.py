@@ -5,7 +5,7 @@ so a 10M-parameter model costs no float64 copy of itself."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -37,13 +37,21 @@ class InMemory:
         return flat[start : flat.size if count is None else start + count]
 
 
+Piece = tuple[str, int, np.ndarray]
+"""A tensor's name, the flat index its elements start at and those elements."""
+
+
 def clip_update(
     global_model: Mapping[str, np.ndarray], local: Mapping[str, np.ndarray], clip_norm: float
 ) -> Weights:
     """``global + delta`` as float32, where ``delta = local - global`` (float64) is scaled down
     to an L2 norm of ``clip_norm`` when it is longer (else ``local`` itself)."""
+    local_model = InMemory(local)
     norm = math.sqrt(
-        sum(sum_squares(difference(local[name], g)) for name, g in global_model.items())
+        sum(
+            sum_squares(difference(_read(local_model, pieces), _values(pieces)))
+            for pieces in _blocks(global_model)
+        )
     )
     if norm <= clip_norm:
         return dict(local)
@@ -65,27 +73,57 @@ def within_step(
     site saw, plus the steps); ``rounds`` 0 asks for equality."""
     allowed = rounds * bound.size
     squares = old_squares = 0.0
-    for name, values in current.items():
-        flat = values.reshape(-1)
-        for start in range(0, flat.size, CHUNK):
-            new = flat[start : start + CHUNK]
-            old = previous.read(name, start, new.size)
-            if rounds == 0:
-                if not np.array_equal(old, new):
-                    return False
-                continue
-            moved = difference(new, old)
-            if bound.norm == "linf":
-                slack = REL_TOLERANCE * rounds * (np.abs(old, dtype=np.float64) + allowed)
-                if np.any(np.abs(moved) > allowed + slack):
-                    return False
-                continue
-            squares += sum_squares(moved)
-            old_squares += sum_squares(old)
+    for pieces in _blocks(current):
+        new = _values(pieces)
+        old = _read(previous, pieces)
+        if rounds == 0:
+            if not np.array_equal(old, new):
+                return False
+            continue
+        moved = difference(new, old)
+        if bound.norm == "linf":
+            slack = REL_TOLERANCE * rounds * (np.abs(old, dtype=np.float64) + allowed)
+            if np.any(np.abs(moved) > allowed + slack):
+                return False
+            continue
+        squares += sum_squares(moved)
+        old_squares += sum_squares(old)
     if rounds == 0 or bound.norm == "linf":
         return True
     slack = REL_TOLERANCE * rounds * (math.sqrt(old_squares) + allowed)
     return math.sqrt(squares) <= allowed + slack
+
+
+def _blocks(weights: Mapping[str, np.ndarray]) -> Iterator[list[Piece]]:
+    """The flat elements of ``weights`` in blocks of at most ``CHUNK``, in their order: a large
+    tensor cut into chunks, small ones gathered, so that a model of a few small tensors is
+    checked in a handful of numpy calls rather than a dozen per tensor."""
+    block: list[Piece] = []
+    size = 0
+    for name, values in weights.items():
+        flat = values.reshape(-1)
+        for start in range(0, flat.size, CHUNK):
+            piece = flat[start : start + CHUNK]
+            if size + piece.size > CHUNK and block:
+                yield block
+                block, size = [], 0
+            block.append((name, start, piece))
+            size += piece.size
+    if block:
+        yield block
+
+
+def _read(tensors: Tensors, pieces: list[Piece]) -> np.ndarray:
+    """The elements of ``tensors`` where ``pieces`` lie, joined."""
+    return _joined([tensors.read(name, start, values.size) for name, start, values in pieces])
+
+
+def _values(pieces: list[Piece]) -> np.ndarray:
+    return _joined([values for *_, values in pieces])
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def difference(values: np.ndarray, start: np.ndarray) -> np.ndarray:

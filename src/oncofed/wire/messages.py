@@ -29,6 +29,7 @@ from oncofed.wire.base import (
     Seconds,
     Sha256,
     Statistic,
+    Statistics,
     base64_bytes,
 )
 from oncofed.wire.profile import Cell
@@ -118,8 +119,8 @@ class StatsResult(Message):
     as ``TaskAssignment.pooled``, over all sites' rows)."""
 
     n: Count
-    sums: list[Statistic] = Field(max_length=MAX_FEATURES)
-    sumsq: list[Statistic] = Field(max_length=MAX_FEATURES)
+    sums: Statistics = Field(max_length=MAX_FEATURES)
+    sumsq: Statistics = Field(max_length=MAX_FEATURES)
 
 
 class SpecsSeen:

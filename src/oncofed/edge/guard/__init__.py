@@ -39,14 +39,14 @@ def content_sha256(message: BaseModel) -> str:
 def task_hashes(task: TaskAssignment) -> tuple[str, str]:
     """``content_sha256`` of the task's spec and of the task. The task's canonical JSON is
     put together from its spec's, made once for all the tasks that share the spec (a job's:
-    ``SPECS_SEEN``), and its other fields' (keys sorted: the same text as one dump's)."""
+    ``SPECS_SEEN``), and its other fields', the keys sorting before ``spec`` and those after
+    in a dump each: the same text as one dump of it all."""
     spec = _SPEC_TEXTS(task.spec, None)
-    fields = {
-        key: _canonical(value)
-        for key, value in task.model_dump(mode="json", exclude={"model", "spec"}).items()
-    }
-    fields["spec"] = spec
-    text = "{" + ",".join(f"{json.dumps(key)}:{fields[key]}" for key in sorted(fields)) + "}"
+    fields = task.model_dump(mode="json", exclude={"model", "spec"})
+    before = _canonical({key: value for key, value in fields.items() if key < "spec"})
+    after = _canonical({key: value for key, value in fields.items() if key > "spec"})
+    parts = [before[1:-1], f'"spec":{spec}', after[1:-1]]
+    text = "{" + ",".join(part for part in parts if part) + "}"
     return _sha256(spec), _sha256(text)
 
 

@@ -20,6 +20,7 @@ from oncofed.learning.steps import InMemory, Tensors, within_step
 from oncofed.learning.strategies import StepBound, build_strategy
 from oncofed.wire.spec import JobSpec, ModelSpec
 from oncofed.wire.stream import TensorFile
+from oncofed.wire.tensors import decode
 
 
 def check_model(
@@ -69,7 +70,12 @@ def _check_step(
         else:
             seen_round, source = last
             rounds, seen = round_number - seen_round, f"the model of round {seen_round}"
-            previous = stack.enter_context(TensorFile(source))
+            # a model kept in memory is small: decoded at once, not read tensor by tensor
+            previous = (
+                InMemory(decode(source))
+                if isinstance(source, bytes)
+                else stack.enter_context(TensorFile(source))
+            )
         if within_step(previous, weights, bound, rounds):
             return
     if last is None and round_number == 1:
